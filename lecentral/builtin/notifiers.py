@@ -1,0 +1,106 @@
+"""Built-in notifiers: ``mail`` (smtplib) and ``syslog``, configured by the ``[notify]`` table.
+
+Both are used by the central host (renewal failures) and by the agents (installs, rollbacks).
+Messages are built by the engine from names and error texts, never from secrets.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import smtplib
+import socket
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any, Mapping
+
+from lecentral.hookspecs import hookimpl
+from lecentral.interfaces import Notifier
+from lecentral.types import Notification, NotifierType
+
+
+def split_host_port(value: str, default_port: int) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` or ``host`` -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or "]" in port:
+        return value.strip("[]"), default_port
+    return host.strip("[]"), int(port)
+
+
+class MailNotifier(Notifier):
+    """Sends each notification as a plain-text mail through an SMTP relay."""
+
+    def __init__(self, mail_to: list[str], mail_from: str, smtp: str, timeout: float) -> None:
+        self.mail_to = mail_to
+        self.mail_from = mail_from
+        self.host, self.port = split_host_port(smtp, 25)
+        self.timeout = timeout
+
+    def send(self, notification: Notification) -> None:
+        msg = EmailMessage()
+        msg["Subject"] = f"[lecentral] {notification.severity.upper()}: {notification.subject}"
+        msg["From"] = self.mail_from
+        msg["To"] = ", ".join(self.mail_to)
+        msg["Date"] = formatdate(localtime=True)
+        msg["Message-ID"] = make_msgid(domain=socket.getfqdn())
+        msg.set_content(f"{notification.body}\n\n-- \nlecentral on {socket.getfqdn()}\n")
+        try:
+            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+                smtp.send_message(msg)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise OSError(f"mail to {', '.join(self.mail_to)} through {self.host}:{self.port} "
+                          f"failed: {exc}") from None
+
+
+_PRIORITY = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class SyslogNotifier(Notifier):
+    """Logs each notification to syslog (a local socket path or ``host:port`` over UDP)."""
+
+    def __init__(self, address: str, facility: str) -> None:
+        where: str | tuple[str, int] = address if address.startswith("/") \
+            else split_host_port(address, 514)
+        try:
+            fac = logging.handlers.SysLogHandler.facility_names[facility]
+        except KeyError:
+            raise ValueError(f"[notify] syslog_facility {facility!r} is not a syslog facility") \
+                from None
+        self.where = where
+        self.facility = fac
+
+    def send(self, notification: Notification) -> None:
+        handler = logging.handlers.SysLogHandler(address=self.where, facility=self.facility)
+        handler.ident = "lecentral: "
+        try:
+            body = " ".join(notification.body.split())
+            record = logging.LogRecord("lecentral", _PRIORITY.get(notification.severity, 20), "",
+                                       0, "%s: %s", (notification.subject, body), None)
+            handler.emit(record)
+        finally:
+            handler.close()
+
+
+def _mail(settings: Mapping[str, Any]) -> Notifier | None:
+    mail_to = settings.get("mail_to") or []
+    if isinstance(mail_to, str):
+        mail_to = [mail_to]
+    if not mail_to:
+        return None
+    return MailNotifier(list(mail_to), settings.get("mail_from", "lecentral@localhost"),
+                        settings.get("smtp", "localhost:25"), settings.get("smtp_timeout", 30.0))
+
+
+def _syslog(settings: Mapping[str, Any]) -> Notifier | None:
+    if not settings.get("syslog"):
+        return None
+    return SyslogNotifier(settings.get("syslog_address", "/dev/log"),
+                          settings.get("syslog_facility", "daemon"))
+
+
+@hookimpl
+def lecentral_register_notifiers() -> list[NotifierType]:
+    return [
+        NotifierType("mail", _mail, "mail through an SMTP relay ([notify] mail_to, mail_from, smtp)"),
+        NotifierType("syslog", _syslog, "syslog ([notify] syslog = true, syslog_address)"),
+    ]

@@ -1,0 +1,263 @@
+"""CSRs and certificates: parsing (PEM or DER), names, key checks and the seed's fingerprints.
+
+``md5_modulus`` is computed exactly as the seed's tooling does, so values match existing rows:
+for RSA, the MD5 hex of ``Modulus=<UPPERCASE HEX>\\n`` (what ``openssl req -noout -modulus -in X.csr |
+openssl md5`` prints); for ECDSA keys, which have no modulus, the SHA-256 hex of the DER
+SubjectPublicKeyInfo (64 characters, which the column holds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Union
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.x509.oid import NameOID
+
+from lecentral.errors import CsrError
+
+PublicKey = Union[rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey,
+                  ed448.Ed448PublicKey]
+
+MIN_RSA_BITS = 2048
+MAX_NAME_LENGTH = 250  # certs.name is char(250)
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` lower-cased if it is a valid DNS name (optionally ``*.``-prefixed).
+
+    Used on everything read from the command line or the database before acting on it.
+    """
+    if not isinstance(name, str):
+        raise CsrError(f"certificate name {name!r} is not text")
+    lowered = name.strip().lower().rstrip(".")
+    labels = lowered.split(".")
+    if labels and labels[0] == "*":
+        labels = labels[1:]
+    if (not lowered or len(lowered) > MAX_NAME_LENGTH or len(labels) < 2
+            or not all(_LABEL.match(label) for label in labels)):
+        raise CsrError(
+            f"{name!r} is not a valid DNS name (letters, digits and hyphens in dot-separated "
+            f"labels, at most {MAX_NAME_LENGTH} characters)"
+        )
+    return lowered
+
+
+def md5_modulus(public_key: object) -> str:
+    """The seed's ``md5_modulus`` for a public key (see the module docstring)."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        modulus = format(public_key.public_numbers().n, "X")
+        return hashlib.md5(f"Modulus={modulus}\n".encode("ascii")).hexdigest()
+    if isinstance(public_key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey,
+                               ed448.Ed448PublicKey)):
+        der = public_key.public_bytes(serialization.Encoding.DER,
+                                      serialization.PublicFormat.SubjectPublicKeyInfo)
+        return hashlib.sha256(der).hexdigest()
+    raise CsrError(f"unsupported public key type {type(public_key).__name__}; use RSA or ECDSA")
+
+
+def md5_ca(ca: bytes) -> str:
+    """The seed's ``md5_ca``: MD5 hex of the ``ca`` column's bytes (what ``md5sum ca.pem`` prints)."""
+    return hashlib.md5(ca).hexdigest()
+
+
+def key_description(public_key: object) -> str:
+    """``RSA 2048``, ``EC secp256r1``...: for listings and errors."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return f"RSA {public_key.key_size}"
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return f"EC {public_key.curve.name}"
+    return type(public_key).__name__.replace("PublicKey", "")
+
+
+def _check_key(public_key: object, what: str) -> None:
+    if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < MIN_RSA_BITS:
+        raise CsrError(
+            f"{what} has an RSA key of {public_key.key_size} bits; at least {MIN_RSA_BITS} "
+            "are required: make a new key and CSR (lecentral-install csr NAME --key PATH)"
+        )
+    if not isinstance(public_key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        raise CsrError(f"{what} has a {key_description(public_key)} key; use RSA or ECDSA")
+
+
+def _names(subject: x509.Name, extensions: x509.Extensions) -> list[str]:
+    names: list[str] = []
+    for attr in subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        value = attr.value if isinstance(attr.value, str) else attr.value.decode()
+        names.append(value.lower())
+    try:
+        san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names.extend(n.lower() for n in san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        pass
+    return list(dict.fromkeys(names))  # CN first, no duplicates
+
+
+@dataclass(frozen=True)
+class Csr:
+    """A parsed, checked certificate signing request."""
+
+    csr: x509.CertificateSigningRequest
+
+    @classmethod
+    def load(cls, data: bytes, source: str = "CSR") -> "Csr":
+        """Parse PEM or DER; check the signature and the key. ``source`` names it in errors."""
+        try:
+            if b"-----BEGIN" in data:
+                csr = x509.load_pem_x509_csr(data)
+            else:
+                csr = x509.load_der_x509_csr(data)
+        except ValueError as exc:
+            raise CsrError(f"{source} is not a valid PEM or DER certificate request: {exc}") from None
+        if not csr.is_signature_valid:
+            raise CsrError(f"{source} has an invalid signature: it was altered or corrupted")
+        _check_key(csr.public_key(), source)
+        names = _names(csr.subject, csr.extensions)
+        if not names:
+            raise CsrError(f"{source} names no domain (no CN and no DNS subjectAltName)")
+        for name in names:
+            check_name(name)
+        return cls(csr)
+
+    @property
+    def names(self) -> list[str]:
+        """Every name: the CN first, then the SANs, without duplicates."""
+        return _names(self.csr.subject, self.csr.extensions)
+
+    @property
+    def pem(self) -> bytes:
+        return self.csr.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def der(self) -> bytes:
+        return self.csr.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def md5_modulus(self) -> str:
+        return md5_modulus(self.csr.public_key())
+
+    @property
+    def key_type(self) -> str:
+        return key_description(self.csr.public_key())
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A parsed X.509 certificate."""
+
+    cert: x509.Certificate
+
+    @classmethod
+    def load(cls, data: bytes, source: str = "certificate") -> "Certificate":
+        """Parse the first certificate of PEM or DER ``data``."""
+        try:
+            if b"-----BEGIN" in data:
+                return cls(x509.load_pem_x509_certificates(data)[0])
+            return cls(x509.load_der_x509_certificate(data))
+        except (ValueError, IndexError) as exc:
+            raise CsrError(f"{source} is not a valid PEM or DER certificate: {exc}") from None
+
+    @property
+    def names(self) -> list[str]:
+        return _names(self.cert.subject, self.cert.extensions)
+
+    @property
+    def not_after(self) -> int:
+        """notAfter as a Unix timestamp (the seed's ``ts_expire``)."""
+        return int(self.cert.not_valid_after_utc.timestamp())
+
+    @property
+    def not_before(self) -> int:
+        return int(self.cert.not_valid_before_utc.timestamp())
+
+    @property
+    def md5_modulus(self) -> str:
+        return md5_modulus(self.cert.public_key())
+
+    @property
+    def key_type(self) -> str:
+        return key_description(self.cert.public_key())
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the DER, lower-case hex, as verifiers compare it."""
+        return self.cert.fingerprint(hashes.SHA256()).hex()
+
+    @property
+    def pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def der(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def subject(self) -> str:
+        return self.cert.subject.rfc4514_string()
+
+    @property
+    def issuer(self) -> str:
+        return self.cert.issuer.rfc4514_string()
+
+    def covers(self, name: str) -> bool:
+        """True if ``name`` is one of the certificate's names or matched by one of its wildcards."""
+        name = name.lower()
+        for have in self.names:
+            if have == name or (have.startswith("*.") and name.split(".", 1)[-1] == have[2:]
+                                and name.count(".") == have.count(".")):
+                return True
+        return False
+
+
+def load_chain(data: bytes, source: str = "chain") -> list[Certificate]:
+    """Every certificate of a PEM bundle, in order."""
+    try:
+        return [Certificate(c) for c in x509.load_pem_x509_certificates(data)]
+    except ValueError as exc:
+        raise CsrError(f"{source} is not a valid PEM certificate bundle: {exc}") from None
+
+
+def split_fullchain(data: bytes) -> tuple[bytes, bytes]:
+    """Split a PEM full chain into (leaf PEM, CA chain PEM), as stored in ``crt`` and ``ca``."""
+    certs = load_chain(data, "certificate chain from the CA")
+    return certs[0].pem, b"".join(c.pem for c in certs[1:])
+
+
+def verify_chain(leaf: Certificate, ca: list[Certificate], source: str = "ca") -> None:
+    """Check that ``leaf`` is signed by the first certificate of ``ca`` and each CA by the next."""
+    if not ca:
+        raise CsrError(f"{source} holds no CA certificate to verify {leaf.subject} against")
+    chain = [leaf, *ca]
+    for child, parent in zip(chain, chain[1:]):
+        try:
+            child.cert.verify_directly_issued_by(parent.cert)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise CsrError(
+                f"{child.subject} is not issued by {parent.subject} in {source}: {exc or 'bad signature'}"
+            ) from None
+
+
+def now_ts() -> int:
+    """The current Unix time, in one place so that code reads the clock the same way."""
+    return int(datetime.now(timezone.utc).timestamp())
+
+
+def load_private_key_public(path: Path) -> object:
+    """The public half of the private key at ``path`` (read locally, never sent anywhere)."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise CsrError(f"private key {path} does not exist") from None
+    except PermissionError:
+        raise CsrError(f"private key {path} is not readable by this user") from None
+    except (ValueError, TypeError) as exc:
+        raise CsrError(f"private key {path} cannot be loaded (PEM, unencrypted expected): {exc}") from None
+    return key.public_key()

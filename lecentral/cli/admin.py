@@ -1,0 +1,335 @@
+"""Managing the ``certs`` table: init, add (the seed's populate.pl), set-csr, enable, disable,
+remove, list, show; and the plugin and configuration listings."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lecentral.certificates import Certificate, Csr, check_name, load_chain, now_ts
+from lecentral.cli.central import App
+from lecentral.cli.common import guarded, print_json, table
+from lecentral.errors import CsrError, LecentralError
+from lecentral.store.rows import CertRow
+
+pass_app = click.make_pass_decorator(App)
+DAY = 86400
+
+
+def _read_csr(path: Path) -> Csr:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CsrError(f"CSR file {path} does not exist; make one on the server with "
+                       "lecentral-install csr NAME --key PATH, or pass --csr FILE") from None
+    except OSError as exc:
+        raise CsrError(f"cannot read CSR file {path}: {exc.strerror}") from None
+    return Csr.load(data, f"CSR file {path}")
+
+
+def _csr_for(name: str, path: Path) -> Csr:
+    csr = _read_csr(path)
+    if name not in csr.names:
+        raise CsrError(f"CSR file {path} is for {', '.join(csr.names)}, not {name}; "
+                       f"the name must be its CN or one of its subjectAltNames")
+    return csr
+
+
+@click.command()
+@pass_app
+@guarded
+def init(app: App) -> None:
+    """Create the tables (safe to run again).
+
+    On an existing database made by the seed's scripts, `certs` is left exactly as it is and only
+    lecentral's own tables (the event log) are added.
+    """
+    store = app.store(check=False)
+    created = store.init_schema()
+    if created:
+        click.echo(f"created tables {', '.join(created)} in {store.shown_url}")
+    else:
+        click.echo(f"all tables already exist in {store.shown_url}; nothing changed")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--csr", "csr_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The CSR file [default: <renew.csr_dir>/NAME.csr].")
+@click.option("--certbot", is_flag=True,
+              help="Issue by HTTP-01 through the site's webroot (needs --webroot).")
+@click.option("--webroot", type=click.Path(path_type=Path),
+              help="The site's DocumentRoot on this host, for --certbot.")
+@click.option("--comment", help="Free text stored with the row.")
+@click.option("--enable", is_flag=True, help="Let the renew job manage it now (default: disabled).")
+@pass_app
+@guarded
+def add(app: App, name: str, csr_file: Path | None, certbot: bool, webroot: Path | None,
+        comment: str | None, enable: bool) -> None:
+    """Add NAME from its CSR (the seed's populate.pl).
+
+    The CSR's key fingerprint (md5_modulus) is computed from the CSR. The row is disabled unless
+    --enable is given, with ts_expire and ts_last_update set to 1 as populate.pl does, so the next
+    renew run issues it.
+    """
+    name = check_name(name)
+    if certbot != (webroot is not None):
+        raise LecentralError("--certbot and --webroot go together: HTTP-01 needs the site's webroot")
+    if webroot is not None and not webroot.is_dir():
+        raise LecentralError(f"webroot {webroot} is not an existing directory; give the site's "
+                             "DocumentRoot")
+    path = csr_file or Path(app.config.renew.csr_dir) / f"{name}.csr"
+    csr = _csr_for(name, path)
+    row = CertRow(name=name, csr=csr.pem, md5_modulus=csr.md5_modulus, enable=enable,
+                  comment=comment, certbot=certbot, ts_expire=1, ts_last_update=1,
+                  count_fail_update=0,
+                  webroot_path=str(webroot.resolve()) if webroot is not None else None)
+    app.store().add(row)
+    state = "enabled" if enable else "disabled (lecentral enable NAME to start renewing)"
+    click.echo(f"added {name} ({', '.join(csr.names)}; {csr.key_type}; {row.method}); {state}")
+
+
+@click.command("set-csr")
+@click.argument("name")
+@click.argument("csr_file", type=click.Path(dir_okay=False, path_type=Path))
+@pass_app
+@guarded
+def set_csr(app: App, name: str, csr_file: Path) -> None:
+    """Replace the CSR of NAME (after a new key was made on the server)."""
+    name = check_name(name)
+    csr = _csr_for(name, csr_file)
+    app.store().set_csr(name, csr.pem, csr.md5_modulus, now_ts())
+    click.echo(f"{name}: new CSR stored (md5_modulus {csr.md5_modulus}); "
+               f"lecentral renew --force {name} to issue a certificate for it now")
+
+
+def _set_enable(app: App, name: str, flag: bool) -> None:
+    name = check_name(name)
+    app.store().set_enable(name, flag, now_ts())
+    click.echo(f"{name}: {'enabled' if flag else 'disabled'}")
+
+
+@click.command()
+@click.argument("name")
+@pass_app
+@guarded
+def enable(app: App, name: str) -> None:
+    """Let the renew job and the agents manage NAME (enable = 'Y')."""
+    _set_enable(app, name, True)
+
+
+@click.command()
+@click.argument("name")
+@pass_app
+@guarded
+def disable(app: App, name: str) -> None:
+    """Stop renewing and installing NAME (enable = 'N'); its certificate stays in the table."""
+    _set_enable(app, name, False)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+@guarded
+def remove(app: App, name: str, yes: bool) -> None:
+    """Delete NAME's row, certificate included (its event history is kept)."""
+    name = check_name(name)
+    store = app.store()
+    if store.get(name) is None:
+        raise LecentralError(f"no certificate named {name!r} in the database (see lecentral list)")
+    if not yes:
+        click.confirm(f"Delete {name} and its certificate from the database?", abort=True)
+    store.remove(name, now_ts())
+    click.echo(f"{name}: removed")
+
+
+# --- list and show ----------------------------------------------------------------------------
+
+
+def _date(ts: int | None) -> str | None:
+    if not ts or ts <= 1:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _summary(row: CertRow, now: int) -> dict[str, Any]:
+    try:
+        names = Csr.load(row.csr, f"CSR of {row.name}").names
+    except LecentralError as exc:
+        names = []
+        row = CertRow(**{**row.__dict__, "problems": (*row.problems, str(exc))})
+    has_cert = bool(row.crt) and (row.ts_expire or 0) > 1
+    return {
+        "name": row.name, "enabled": row.enable, "method": row.method, "names": names,
+        "expires": _date(row.ts_expire) if has_cert else None,
+        "ts_expire": row.ts_expire,
+        "days_left": ((row.ts_expire or 0) - now) // DAY if has_cert else None,
+        "count_fail_update": row.count_fail_update or 0,
+        "last_attempt": _date(row.ts_last_update), "ts_last_update": row.ts_last_update,
+        "webroot_path": row.webroot_path, "comment": row.comment,
+        "problems": list(row.problems),
+    }
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+@guarded
+def list_(app: App, as_json: bool) -> None:
+    """Every certificate, soonest expiry first (never-issued ones on top)."""
+    now = now_ts()
+    items = [_summary(r, now) for r in app.store().list()]
+    items.sort(key=lambda i: (i["days_left"] is not None, i["days_left"] or 0, i["name"]))
+    if as_json:
+        print_json(items)
+        return
+    if not items:
+        click.echo("no certificates yet: lecentral add NAME")
+        return
+    rows = [[i["name"], "Y" if i["enabled"] else "N", i["method"], ",".join(i["names"]),
+             i["expires"] or "-", "-" if i["days_left"] is None else str(i["days_left"]),
+             str(i["count_fail_update"]), i["last_attempt"] or "-",
+             "INVALID: " + "; ".join(i["problems"]) if i["problems"] else ""] for i in items]
+    click.echo(table(rows, ["NAME", "ON", "METHOD", "NAMES", "EXPIRES (UTC)", "DAYS", "FAILS",
+                            "LAST ATTEMPT", ""]))
+
+
+def _cert_info(data: bytes | None, what: str) -> dict[str, Any] | None:
+    if not data:
+        return None
+    try:
+        cert = Certificate.load(data, what)
+    except LecentralError as exc:
+        return {"error": str(exc)}
+    return {"subject": cert.subject, "issuer": cert.issuer, "names": cert.names,
+            "key": cert.key_type, "sha256": cert.fingerprint, "md5_modulus": cert.md5_modulus,
+            "not_before": _date(cert.not_before), "not_after": _date(cert.not_after)}
+
+
+@click.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--history", default=20, show_default=True, help="How many events to show.")
+@pass_app
+@guarded
+def show(app: App, name: str, as_json: bool, history: int) -> None:
+    """One certificate in full: names, key type, fingerprints, chain and history."""
+    name = check_name(name)
+    store = app.store()
+    row = store.get(name)
+    if row is None:
+        raise LecentralError(f"no certificate named {name!r} in the database (see lecentral list)")
+    info = _summary(row, now_ts())
+    try:
+        csr = Csr.load(row.csr, "CSR")
+        info["csr"] = {"names": csr.names, "key": csr.key_type, "md5_modulus": csr.md5_modulus}
+    except LecentralError as exc:
+        info["csr"] = {"error": str(exc)}
+    info["md5_modulus"] = row.md5_modulus
+    info["md5_ca"] = row.md5_ca
+    info["certificate"] = _cert_info(row.crt, "crt column")
+    info["old_certificate"] = _cert_info(row.old_crt, "old_crt column")
+    try:
+        info["chain"] = [c.subject for c in load_chain(row.ca, "ca column")] if row.ca else []
+    except LecentralError as exc:
+        info["chain"] = [str(exc)]
+    info["history"] = [{"time": _date(e.ts) or str(e.ts), "event": e.kind, "host": e.host,
+                        "message": e.message} for e in store.events(name, history)]
+    if as_json:
+        print_json(info)
+        return
+    _print_show(info)
+
+
+def _print_show(info: dict[str, Any]) -> None:
+    def line(label: str, value: Any) -> None:
+        click.echo(f"{label:<18}{value}")
+
+    line("name", info["name"])
+    line("enabled", "yes" if info["enabled"] else "no")
+    line("method", info["method"] + (f" (webroot {info['webroot_path']})"
+                                     if info["webroot_path"] else ""))
+    line("names", ", ".join(info["names"]))
+    line("csr key", info["csr"].get("key") or info["csr"].get("error"))
+    line("md5_modulus", info["md5_modulus"])
+    cert = info["certificate"]
+    if cert and "error" not in cert:
+        line("expires", f"{cert['not_after']} UTC ({info['days_left']} days)")
+        line("issuer", cert["issuer"])
+        line("sha256", cert["sha256"])
+        if cert["md5_modulus"] != info["md5_modulus"]:
+            line("WARNING", "the certificate's key does not match the CSR's md5_modulus")
+    else:
+        line("certificate", (cert or {}).get("error", "none yet"))
+    line("md5_ca", info["md5_ca"] or "-")
+    for i, subject in enumerate(info["chain"]):
+        line("chain" if i == 0 else "", subject)
+    line("failures", info["count_fail_update"])
+    line("last attempt", info["last_attempt"] or "-")
+    if info["comment"]:
+        line("comment", info["comment"])
+    for problem in info["problems"]:
+        line("PROBLEM", problem)
+    if info["history"]:
+        click.echo("history:")
+        for e in info["history"]:
+            click.echo(f"  {e['time']}  {e['event']:<8} {e['host']}: {e['message']}")
+
+
+# --- plugins and config -----------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+@guarded
+def plugins(app: App, as_json: bool) -> None:
+    """Every plugin: its distribution, version, what it registers, and load errors."""
+    rows = app.registry.describe()
+    if as_json:
+        print_json(rows)
+        return
+    click.echo(table([[r["name"], r["distribution"], r["version"], ", ".join(r["registers"]),
+                       r["status"] if not r["error"] else f"ERROR: {r['error']}"] for r in rows],
+                     ["PLUGIN", "DISTRIBUTION", "VERSION", "REGISTERS", "STATUS"]))
+
+
+@click.group()
+def config() -> None:
+    """Inspect the configuration."""
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+@guarded
+def config_show(app: App, as_json: bool) -> None:
+    """Print the effective configuration, secrets masked."""
+    from lecentral.config import masked
+
+    data = masked(app.config)
+    source = data.pop("path") or "(built-in defaults: no configuration file)"
+    if as_json:
+        print_json({"file": source, **data})
+        return
+    click.echo(f"# {source}")
+    for section, values in data.items():
+        _print_toml(section, values)
+
+
+def _print_toml(section: str, values: dict[str, Any]) -> None:
+    click.echo(f"\n[{section}]")
+    nested = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            nested[key] = value
+        else:
+            click.echo(f"{key} = {json.dumps(value)}")
+    for key, sub in nested.items():
+        for name, table_ in sub.items():
+            _print_toml(f'{section}.{key}."{name}"', table_)

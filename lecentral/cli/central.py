@@ -1,0 +1,98 @@
+"""``lecentral``: the command line of the central host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import click
+
+from lecentral import __version__
+from lecentral.cli.common import LazyGroup, setup_logging
+
+if TYPE_CHECKING:
+    from lecentral.config import CentralConfig
+    from lecentral.registry import Registry
+    from lecentral.store.sql import SqlStore
+
+#: sub-commands, imported only when used
+COMMANDS = {
+    "init": ("lecentral.cli.admin:init", "Create the tables (safe on an existing database)."),
+    "add": ("lecentral.cli.admin:add", "Add a name from its CSR (the seed's populate.pl)."),
+    "set-csr": ("lecentral.cli.admin:set_csr", "Replace the CSR of a name."),
+    "enable": ("lecentral.cli.admin:enable", "Let the renew job and the agents manage a name."),
+    "disable": ("lecentral.cli.admin:disable", "Stop renewing and installing a name."),
+    "remove": ("lecentral.cli.admin:remove", "Delete a name and its certificate."),
+    "list": ("lecentral.cli.admin:list_", "Every certificate, soonest expiry first."),
+    "show": ("lecentral.cli.admin:show", "One certificate in full, with its history."),
+    "plugins": ("lecentral.cli.admin:plugins", "Installed plugins and what they register."),
+    "config": ("lecentral.cli.admin:config", "Show the effective configuration, secrets masked."),
+}
+
+
+@dataclass
+class App:
+    """What the sub-commands share, built lazily: config, plugin registry, store."""
+
+    config_path: str | None
+    _config: "CentralConfig | None" = None
+    _registry: "Registry | None" = None
+    _store: "SqlStore | None" = field(default=None)
+
+    @property
+    def config(self) -> "CentralConfig":
+        if self._config is None:
+            from lecentral.config import load_central
+
+            self._config = load_central(self.config_path)
+        return self._config
+
+    @property
+    def registry(self) -> "Registry":
+        if self._registry is None:
+            from lecentral.registry import Registry
+
+            self._registry = Registry.load()
+        return self._registry
+
+    def store(self, *, check: bool = True) -> "SqlStore":
+        """The store of ``[database] url``; with ``check``, fail clearly if init was not run."""
+        if self._store is None:
+            from lecentral.store import open_store
+
+            self._store = open_store(self.config.database.url, self.registry)  # type: ignore[assignment]
+            if check:
+                self._store.check_schema()  # type: ignore[union-attr]
+        return self._store  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", metavar="PATH", envvar="LECENTRAL_CONFIG",
+              help="Configuration file [default: /etc/lecentral/lecentral.toml, or $LECENTRAL_CONFIG].")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.version_option(__version__, prog_name="lecentral")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool) -> None:
+    """Central ACME certificate management: CSRs in, certificates out.
+
+    The central host keeps every certificate in one SQL table (the seed's `certs`), renews them
+    from their CSRs by DNS-01 into per-name BIND sub-zones or HTTP-01 through a webroot, and the
+    `lecentral-install` agent on each server installs them. Private keys never leave the servers.
+
+    \b
+    Typical first steps:
+      lecentral init                      create the tables (safe on an existing database)
+      lecentral add www.example.com       add a name from /etc/lecentral/csr/NAME.csr
+      lecentral enable www.example.com    let the renew job manage it
+      lecentral renew                     issue or renew what is due
+      lecentral list                      see everything, soonest expiry first
+    """
+    setup_logging(verbose, quiet)
+    app = App(config_path)
+    ctx.obj = app
+    ctx.call_on_close(app.close)

@@ -1,0 +1,95 @@
+"""What both CLIs share: lazy sub-command loading, logging to stderr, errors, JSON output."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+from typing import Any, Callable, TypeVar
+
+import click
+
+from lecentral.errors import LecentralError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: exit status for "the command worked but something it did failed" (renew/install failures)
+EXIT_FAILURES = 1
+
+
+class LazyGroup(click.Group):
+    """A click group whose sub-commands are imported only when used, so ``--help`` stays fast.
+
+    ``lazy`` maps a command name to ``("module:attribute", "one-line help")``; the help line is
+    what ``--help`` lists, without importing the module.
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, self.lazy[name][1]) for name in sorted(self.lazy)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, attr = self.lazy[cmd_name][0].split(":")
+            cmd: click.Command = getattr(importlib.import_module(module), attr)
+            return cmd
+        return super().get_command(ctx, cmd_name)
+
+
+
+def setup_logging(verbose: int, quiet: bool = False) -> None:
+    """Logs go to stderr: warnings by default, info with -v, debug with -vv, errors only with -q."""
+    level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "%(asctime)s %(name)s %(levelname)s: %(message)s" if verbose else \
+        "lecentral: %(levelname)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("urllib3", "acme", "josepy"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def fail(exc: LecentralError) -> "click.exceptions.Exit":
+    """Print a LecentralError as one clear line on stderr and exit with its code."""
+    click.echo(f"lecentral: error: {exc}", err=True)
+    return click.exceptions.Exit(exc.exit_code)
+
+
+def guarded(func: F) -> F:
+    """Decorator: turn LecentralError into a message and its exit code (no traceback)."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LecentralError as exc:
+            raise fail(exc) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output on stdout."""
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    """A plain aligned text table."""
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)

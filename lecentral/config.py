@@ -1,0 +1,243 @@
+"""TOML configuration: loading, validation and masking, in one place.
+
+Each table is a frozen dataclass; its fields are the only keys allowed, typed by their annotations.
+Unknown keys, wrong types and missing files are :class:`ConfigError` naming the key and the file.
+Field metadata: ``secret=True`` (masked by ``config show``), ``must_exist=True`` (a path that must
+exist when set; an empty string means unset).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+from lecentral.errors import ConfigError
+
+DEFAULT_CONFIG = Path("/etc/lecentral/lecentral.toml")
+CONFIG_ENV = "LECENTRAL_CONFIG"
+MASK = "********"
+
+T = TypeVar("T")
+
+
+def secret(default: str = "") -> Any:
+    """A string field whose value is never printed."""
+    return field(default=default, metadata={"secret": True})
+
+
+def existing_path(default: str = "") -> Any:
+    """A path field that must name an existing file when it is set."""
+    return field(default=default, metadata={"must_exist": True})
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """``[database]``: where the ``certs`` table lives."""
+
+    url: str = field(default="sqlite:////var/lib/lecentral/lecentral.db", metadata={"url": True})
+
+
+@dataclass(frozen=True)
+class AcmeConfig:
+    """``[acme]``: the CA and the account used to talk to it."""
+
+    directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    email: str = ""
+    account_key: str = "/etc/lecentral/account.key"
+    ca_bundle: str = existing_path()
+    eab_kid: str = ""
+    eab_hmac_key: str = secret()
+
+
+@dataclass(frozen=True)
+class RenewConfig:
+    """``[renew]``: when and how ``lecentral renew`` asks for certificates."""
+
+    csr_dir: str = "/etc/lecentral/csr"
+    before_days: int = 30
+    min_interval: int = 3600
+    retry_pause: int = 3600
+    max_failures: int = 10
+    workers: int = 8
+    http01_issuer: str = "certbot-webroot"
+    dns01_issuer: str = "dns-subzone"
+
+
+@dataclass(frozen=True)
+class ZoneConfig:
+    """``[dns.zones."<zone>"]``: a per-zone override of the TSIG key and primary server."""
+
+    tsig_key_file: str = existing_path()
+    server: str = ""
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    """``[dns]``: the primary to send RFC 2136 updates to, the key, and propagation checks."""
+
+    server: str = "127.0.0.1:53"
+    port: int = 53
+    tsig_key_file: str = existing_path()
+    propagation_timeout: float = 120.0
+    propagation_interval: float = 1.0
+    check_resolvers: list[str] = field(default_factory=list)
+    zones: dict[str, ZoneConfig] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CertbotConfig:
+    """``[certbot]``: the certbot-webroot issuer's own state."""
+
+    state_dir: str = "/var/lib/lecentral/certbot"
+    command: str = "certbot"
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """``[notify]``: alerts, shared by the central host and the agents."""
+
+    mail_to: list[str] = field(default_factory=list)
+    mail_from: str = "lecentral@localhost"
+    smtp: str = "localhost:25"
+    smtp_timeout: float = 30.0
+    syslog: bool = False
+    syslog_address: str = "/dev/log"
+    syslog_facility: str = "daemon"
+
+
+@dataclass(frozen=True)
+class CentralConfig:
+    """The whole central configuration (``lecentral.toml``)."""
+
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    acme: AcmeConfig = field(default_factory=AcmeConfig)
+    renew: RenewConfig = field(default_factory=RenewConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    certbot: CertbotConfig = field(default_factory=CertbotConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    path: str = field(default="", metadata={"internal": True})
+
+
+# --- generic validation -----------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(value: Any, tp: Any, where: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: [{where}] must be a table")
+        return build(tp, value, where, source)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {where} must be a list of {_type_name(item)}")
+        return [_check_value(v, item, f"{where}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        _, item = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {where} must be a table")
+        return {k: _check_value(v, item, f'{where}."{k}"', source) for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool) or not isinstance(value, tp):
+        raise ConfigError(
+            f"{source}: {where} must be {_type_name(tp)}, not {type(value).__name__} ({value!r})"
+            if not _is_secret_name(where) else f"{source}: {where} must be {_type_name(tp)}"
+        )
+    return value
+
+
+def _is_secret_name(where: str) -> bool:
+    return any(word in where for word in ("secret", "password", "hmac"))
+
+
+def build(cls: type[T], table: Mapping[str, Any], where: str, source: str) -> T:
+    """Validate ``table`` against dataclass ``cls``; ``where`` names the table in errors."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"{where}.{key}" if where else key
+        if key not in fields:
+            allowed = ", ".join(sorted(fields))
+            raise ConfigError(f"{source}: unknown key {dotted!r} (allowed here: {allowed})")
+        checked = _check_value(value, hints[key], dotted, source)
+        if fields[key].metadata.get("must_exist") and checked and not Path(checked).is_file():
+            raise ConfigError(f"{source}: {dotted} = {checked!r}: no such file")
+        values[key] = checked
+    return cls(**values)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; syntax errors and unreadable files become ConfigError naming it."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist; create it or pass --config") from None
+    except PermissionError:
+        raise ConfigError(f"configuration file {path} is not readable by this user") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def resolve_path(explicit: str | None, env: str, default: Path) -> tuple[Path, bool]:
+    """The config path to use, and whether the user named it (so that its absence is an error)."""
+    if explicit:
+        return Path(explicit), True
+    if os.environ.get(env):
+        return Path(os.environ[env]), True
+    return default, False
+
+
+def load_central(explicit: str | None = None) -> CentralConfig:
+    """Load ``lecentral.toml``: ``--config``, then ``$LECENTRAL_CONFIG``, then the default path.
+
+    A missing default file means built-in defaults; a missing file the user named is an error.
+    """
+    path, named = resolve_path(explicit, CONFIG_ENV, DEFAULT_CONFIG)
+    if not named and not path.exists():
+        return CentralConfig()
+    config = build(CentralConfig, read_toml(path), "", str(path))
+    return dataclasses.replace(config, path=str(path))
+
+
+# --- showing --------------------------------------------------------------------------------------
+
+
+def mask_url(url: str) -> str:
+    """A database URL with its password replaced by the mask."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:{MASK}@{host}"
+
+
+def masked(obj: Any) -> Any:
+    """A plain dict of a config dataclass with every secret masked, for printing."""
+    if not dataclasses.is_dataclass(obj):
+        return obj
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("secret") and value:
+            value = MASK
+        elif f.metadata.get("url"):
+            value = mask_url(value)
+        elif isinstance(value, dict):
+            value = {k: masked(v) for k, v in value.items()}
+        else:
+            value = masked(value)
+        out[f.name] = value
+    return out

@@ -1,0 +1,89 @@
+"""The records plugins register: small frozen dataclasses, one per kind of plugin.
+
+A plugin returns these from its ``lecentral_register_*`` hooks. The registry keys them by ``name``
+(or ``scheme`` for verifiers); the engine looks them up by that name and builds the object through
+``factory``, so a failing plugin only ever breaks the certificates that name it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:
+    from lecentral.config import CentralConfig
+    from lecentral.interfaces import Issuer, Notifier, Service, Store, Verifier
+
+
+@dataclass(frozen=True)
+class IssuerType:
+    """A way of getting a certificate signed: ``dns-subzone``, ``certbot-webroot``, ``webroot``...
+
+    ``factory(config)`` builds the issuer from the central configuration; it is called at most once
+    per renew run, and only when a certificate needs this issuer.
+    """
+
+    name: str
+    factory: Callable[["CentralConfig"], "Issuer"]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class StoreType:
+    """A certificate database backend, chosen by the scheme of ``[database] url``.
+
+    ``schemes`` are SQLAlchemy URL driver names such as ``sqlite`` or ``mysql+pymysql``;
+    ``factory(url)`` returns a connected store.
+    """
+
+    name: str
+    schemes: tuple[str, ...]
+    factory: Callable[[str], "Store"]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ServiceType:
+    """How one kind of server software takes its certificate (``files``, ``apache``, ``postfix``...).
+
+    ``defaults`` fills the ``[[cert]]`` entries of the agent's config that name this service (paths,
+    reload command, verify URL), so a typical entry is two lines. ``factory()`` builds the
+    :class:`~lecentral.interfaces.Service` that checks the daemon's config, reloads and verifies it.
+    """
+
+    name: str
+    factory: Callable[[], "Service"]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class VerifierType:
+    """A way to ask a running service which certificate it presents, by URL scheme (``tls``, ``ldaps``...)."""
+
+    scheme: str
+    factory: Callable[[], "Verifier"]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class NotifierType:
+    """A way to alert a human (``mail``, ``syslog``...).
+
+    ``factory(settings)`` gets the ``[notify]`` table and returns a notifier, or ``None`` when the
+    settings do not enable it (no ``mail_to``, ``syslog = false``).
+    """
+
+    name: str
+    factory: Callable[[Mapping[str, Any]], "Notifier | None"]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One alert or report, handed to every configured notifier."""
+
+    severity: str  # "info", "warning" or "error" (syslog priorities map from these)
+    subject: str
+    body: str
+    name: str | None = None  # the certificate it is about, if any

@@ -1,0 +1,1 @@
+../../lecentral/store/ddl/mysql/certs.sql

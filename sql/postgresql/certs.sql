@@ -1,0 +1,1 @@
+../../lecentral/store/ddl/postgresql/certs.sql
