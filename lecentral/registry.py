@@ -102,7 +102,7 @@ class Registry:
     def _get(self, hook: str, key: str, hint: str = "") -> Any:
         kind = self.kinds[hook]
         if key in kind.conflicts:
-            dists = " and ".join(self._dist(p) for p in kind.conflicts[key])
+            dists = " and ".join(sorted(self._dist(p) for p in kind.conflicts[key]))
             raise PluginError(
                 f"{kind.word} {key!r} is registered by more than one plugin ({dists}); "
                 f"uninstall all but one of them"
@@ -195,10 +195,10 @@ class Registry:
             })
         for kind in self.kinds.values():
             for key, plugins in kind.conflicts.items():
-                dists = " and ".join(self._dist(p) for p in plugins)
+                dists = " and ".join(sorted(self._dist(p) for p in plugins))
                 for plugin in plugins:
                     info = self.loaded.infos[plugin]
-                    row = self._row(info, [], f"{kind.word} {key!r} also registered by: {dists}")
+                    row = self._row(info, [], f"{kind.word} {key!r} is registered by more than one plugin ({dists})")
                     rows.append(row)
         return rows
 

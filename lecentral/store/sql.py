@@ -98,6 +98,9 @@ class SqlStore(Store):
 
     def check_schema(self) -> None:
         """Raise StoreError if the tables are missing (``lecentral init`` not run)."""
+        if self.sqlite_path and self.sqlite_path != ":memory:" and not Path(self.sqlite_path).exists():
+            raise StoreError(f"database file {self.sqlite_path} does not exist; run lecentral init "
+                             "(or check [database] url)")
         with self._begin("reading the schema") as conn:
             existing = set(inspect(conn).get_table_names())
         missing = [t for t in ["certs", *(t.name for t in OWN_TABLES)] if t not in existing]

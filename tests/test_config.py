@@ -1,0 +1,104 @@
+"""Configuration loading: every mistake is a clear error naming the key and the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lecentral.config import CentralConfig, load_central, mask_url, masked
+from lecentral.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "lecentral.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_when_the_default_file_is_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LECENTRAL_CONFIG", raising=False)
+    monkeypatch.setattr("lecentral.config.DEFAULT_CONFIG", Path("/nonexistent/lecentral.toml"))
+    config = load_central(None)
+    assert config == CentralConfig()
+    assert config.database.url == "sqlite:////var/lib/lecentral/lecentral.db"
+    assert config.renew.before_days == 30
+
+
+def test_a_named_file_that_is_missing_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"{tmp_path}/nope.toml does not exist"):
+        load_central(str(tmp_path / "nope.toml"))
+
+
+def test_environment_variable_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, '[renew]\nbefore_days = 20\n')
+    monkeypatch.setenv("LECENTRAL_CONFIG", path)
+    assert load_central(None).renew.before_days == 20
+
+
+def test_values_and_nested_zone_tables(tmp_path: Path) -> None:
+    key = tmp_path / "k.key"
+    key.write_text('key "k" { algorithm hmac-sha512; secret "c2VjcmV0"; };\n')
+    path = write(tmp_path, f'''
+[database]
+url = "sqlite:///{tmp_path}/db"
+[acme]
+email = "hostmaster@example.test"
+[renew]
+before_days = 21
+[dns]
+server = "127.0.0.1:5353"
+propagation_timeout = 30
+[dns.zones."svc.example.test"]
+tsig_key_file = "{key}"
+server = "10.1.1.1:53"
+''')
+    config = load_central(path)
+    assert config.dns.propagation_timeout == 30.0
+    assert config.dns.zones["svc.example.test"].tsig_key_file == str(key)
+    assert config.path == path
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[renew]\nbefore_dayz = 3\n", "unknown key 'renew.before_dayz'"),
+    ("[renw]\n", "unknown key 'renw'"),
+    ('[renew]\nbefore_days = "30"\n', "renew.before_days must be int"),
+    ("[renew]\nbefore_days = true\n", "renew.before_days must be int"),
+    ("[notify]\nsyslog = 1\n", "notify.syslog must be bool"),
+    ('[notify]\nmail_to = "ops@example.test"\n', "notify.mail_to must be a list of str"),
+    ("[database]\nurl = 1\n", "database.url must be str"),
+    ("renew = 3\n", r"\[renew\] must be a table"),
+    ('[acme]\nca_bundle = "/nonexistent/ca.pem"\n', "acme.ca_bundle = '/nonexistent/ca.pem': no such file"),
+    ('[dns.zones."x.example.test"]\ntsig_key_file = "/nonexistent/k"\n',
+     'dns.zones."x.example.test".tsig_key_file'),
+    ('[dns.zones."x.example.test"]\nkey = "/k"\n', r'unknown key \'dns.zones."x.example.test".key\''),
+    ("[renew\n", "invalid TOML"),
+])
+def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_central(path)
+    assert path in str(info.value)
+
+
+def test_secret_values_never_appear_in_type_errors(tmp_path: Path) -> None:
+    path = write(tmp_path, "[acme]\neab_hmac_key = 12345678\n")
+    with pytest.raises(ConfigError) as info:
+        load_central(path)
+    assert "12345678" not in str(info.value)
+
+
+def test_masking(tmp_path: Path) -> None:
+    path = write(tmp_path, '''
+[database]
+url = "mysql+pymysql://lecentral:s3cr3t@db.example.test:3306/certs"
+[acme]
+eab_kid = "kid-1"
+eab_hmac_key = "aGVsbG8gd29ybGQ"
+''')
+    shown = masked(load_central(path))
+    assert shown["database"]["url"] == "mysql+pymysql://lecentral:********@db.example.test:3306/certs"
+    assert shown["acme"]["eab_hmac_key"] == "********"
+    assert shown["acme"]["eab_kid"] == "kid-1"
+    assert "s3cr3t" not in str(shown) and "aGVsbG8gd29ybGQ" not in str(shown)
+    assert mask_url("sqlite:////var/lib/x.db") == "sqlite:////var/lib/x.db"

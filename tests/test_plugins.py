@@ -1,0 +1,155 @@
+"""Plugin discovery through real installed distributions (dist-info on sys.path, as pip lays them).
+
+Each test builds a site directory with one or more distributions whose entry points are in the
+``lecentral.plugins`` group, then runs the real ``lecentral`` command with that directory on
+PYTHONPATH, so discovery goes through importlib.metadata exactly as for a pip-installed plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lecentral.errors import PluginError
+from lecentral.registry import Registry
+
+GOOD = '''
+from lecentral.hookspecs import hookimpl
+from lecentral.types import IssuerType, ServiceType
+
+class _Service:
+    def activate(self, entry):
+        pass
+
+@hookimpl
+def lecentral_register_issuers():
+    return [IssuerType("{issuer}", lambda config: None, "test issuer")]
+
+@hookimpl
+def lecentral_register_services():
+    return [ServiceType("{service}", _Service, {{"reload": "true"}}, "test service")]
+
+@hookimpl
+def lecentral_renew_failed(name, error):
+    raise RuntimeError("event handlers may fail")
+'''
+
+
+def add_dist(site: Path, dist: str, ep_name: str, module: str, source: str) -> None:
+    """Lay out ``dist`` as pip would: the module plus a dist-info with its entry point."""
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[lecentral.plugins]\n{ep_name} = {module}\n")
+
+
+def run(site: Path, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    if config:
+        env["LECENTRAL_CONFIG"] = str(config)
+    return subprocess.run([sys.executable, "-m", "lecentral.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    path = tmp_path / "site"
+    path.mkdir()
+    return path
+
+
+def test_builtins_only(site: Path) -> None:
+    result = run(site, "plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert {r["distribution"] for r in rows} == {"lecentral"}
+    registers = {item for r in rows for item in r["registers"]}
+    assert {"store:sql", "notifier:mail", "notifier:syslog"} <= registers
+    assert all(r["status"] == "ok" for r in rows)
+
+
+def test_third_party_plugin_is_listed_with_what_it_registers(site: Path) -> None:
+    add_dist(site, "lecentral-good", "good", "lecentral_good",
+             GOOD.format(issuer="good-issuer", service="good-service"))
+    result = run(site, "plugins", "--json")
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert rows["good"]["distribution"] == "lecentral-good"
+    assert rows["good"]["version"] == "1.0"
+    assert rows["good"]["registers"] == ["issuer:good-issuer", "service:good-service"]
+    text = run(site, "plugins")
+    assert "lecentral-good" in text.stdout and "issuer:good-issuer" in text.stdout
+
+
+def test_broken_plugin_is_a_warning_and_does_not_stop_list(site: Path, tmp_path: Path) -> None:
+    add_dist(site, "lecentral-broken", "broken", "lecentral_broken",
+             "import lecentral_no_such_module\n")
+    config = tmp_path / "lecentral.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/db.sqlite"\n')
+    assert run(site, "init", config=config).returncode == 0
+    listed = run(site, "list", "--json", config=config)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []
+    assert "plugin broken from lecentral-broken 1.0 failed to load" in listed.stderr
+    shown = run(site, "plugins", "--json")
+    assert shown.returncode == 0
+    rows = {r["name"]: r for r in json.loads(shown.stdout)}
+    assert rows["broken"]["status"] == "error"
+    assert "No module named 'lecentral_no_such_module'" in rows["broken"]["error"]
+
+
+def test_same_entry_point_name_in_two_distributions_names_both(site: Path) -> None:
+    add_dist(site, "lecentral-twin-a", "twin", "twin_a",
+             GOOD.format(issuer="a-issuer", service="a-service"))
+    add_dist(site, "lecentral-twin-b", "twin", "twin_b",
+             GOOD.format(issuer="b-issuer", service="b-service"))
+    rows = json.loads(run(site, "plugins", "--json").stdout)
+    errors = [r["error"] for r in rows if r["status"] == "error"]
+    assert len(errors) == 1
+    assert "lecentral-twin-a" in errors[0] and "lecentral-twin-b" in errors[0]
+
+
+def test_same_record_name_from_two_distributions_is_an_error_naming_both(
+        site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    add_dist(site, "lecentral-one", "one", "lecentral_one",
+             GOOD.format(issuer="same-issuer", service="one-service"))
+    add_dist(site, "lecentral-two", "two", "lecentral_two",
+             GOOD.format(issuer="same-issuer", service="two-service"))
+    rows = json.loads(run(site, "plugins", "--json").stdout)
+    errors = [r["error"] for r in rows if r["status"] == "error"]
+    assert errors and all("lecentral-one 1.0 and lecentral-two 1.0" in e for e in errors)
+
+    monkeypatch.syspath_prepend(str(site))
+    registry = Registry.load()
+    with pytest.raises(PluginError, match="issuer 'same-issuer' is registered by more than one "
+                                          "plugin .lecentral-one 1.0 and lecentral-two 1.0."):
+        registry.issuer("same-issuer")
+    assert registry.service("one-service").defaults == {"reload": "true"}  # the rest still works
+
+
+def test_unknown_names_are_clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = Registry.load(entrypoints=False)
+    with pytest.raises(PluginError, match="no service plugin named 'postfix' is installed.*"
+                                          "pip install lecentral-postfix"):
+        registry.service("postfix")
+    with pytest.raises(PluginError, match="no issuer plugin named 'nope'"):
+        registry.issuer("nope")
+    with pytest.raises(PluginError, match="no store plugin handles database URLs of scheme 'mysql'"):
+        registry.store_for_url("mysql://u@h/db")
+
+
+def test_failing_event_handler_is_logged_not_fatal(site: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    add_dist(site, "lecentral-good", "good", "lecentral_good",
+             GOOD.format(issuer="good-issuer", service="good-service"))
+    monkeypatch.syspath_prepend(str(site))
+    registry = Registry.load()
+    registry.emit("lecentral_renew_failed", name="a.example.test", error="boom",
+                  count_fail_update=1)
+    assert "plugin good failed handling lecentral_renew_failed" in caplog.text
