@@ -73,6 +73,7 @@ class ZoneConfig:
     """``[dns.zones."<zone>"]``: a per-zone override of the TSIG key and primary server."""
 
     tsig_key_file: str = existing_path()
+    tsig_key_name: str = ""  # which key of the file, when it holds several
     server: str = ""
 
 
@@ -83,9 +84,12 @@ class DnsConfig:
     server: str = "127.0.0.1:53"
     port: int = 53
     tsig_key_file: str = existing_path()
+    tsig_key_name: str = ""  # which key of the file, when it holds several
     propagation_timeout: float = 120.0
     propagation_interval: float = 1.0
     check_resolvers: list[str] = field(default_factory=list)
+    # NS host name -> "IP:port" to ask instead of its A/AAAA on `port` (NAT, split views, test worlds)
+    nameserver_addresses: dict[str, str] = field(default_factory=dict)
     zones: dict[str, ZoneConfig] = field(default_factory=dict)
 
 

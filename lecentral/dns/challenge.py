@@ -1,0 +1,128 @@
+"""The DNS side of DNS-01, as the issuer uses it: publish, wait until served everywhere, remove.
+
+::
+
+    challenges = DnsChallenges(config.dns)
+    records = [challenges.publish(name, value) for name, value in wanted]
+    try:
+        challenges.wait_propagated(records)     # only then answer the ACME challenges
+        ...
+    finally:
+        for record in records:
+            challenges.remove(record)           # never raises
+
+Safe to share between threads: the only shared state is the key-file cache, which is locked.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+from lecentral.config import DnsConfig
+from lecentral.dns import update
+from lecentral.dns.propagation import Expected, PropagationWaiter
+from lecentral.dns.tsig import KeyFiles
+from lecentral.dns.wire import parse_server
+from lecentral.dns.zones import ChallengeTarget, ZoneLocator
+from lecentral.errors import LecentralError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PublishedTxt:
+    """One TXT record lecentral added (never holds the TSIG secret)."""
+
+    name: str       # the certificate name it proves ("*.a.example.test" or "a.example.test")
+    fqdn: str       # where the TXT is, after following CNAMEs ("_acme-challenge.a.example.test.")
+    zone: str       # the zone updated ("a.example.test")
+    server: str     # "host:port" of the primary updated
+    key_name: str   # TSIG key name used
+    value: str      # the TXT value
+
+
+class DnsChallenges:
+    """Publishes and removes ``_acme-challenge`` TXT records through RFC 2136 with TSIG."""
+
+    def __init__(self, dns: DnsConfig) -> None:
+        self.dns = dns
+        self.keys = KeyFiles()
+        self.locator = ZoneLocator(dns, self.keys)
+        fixed = {host.lower().rstrip("."): parse_server(address, f'[dns.nameserver_addresses] "{host}"', dns.port)
+                 for host, address in dns.nameserver_addresses.items()}
+        self.waiter = PropagationWaiter(self.locator.default_server, dns.port,
+                                        dns.propagation_timeout, dns.propagation_interval, fixed)
+
+    def locate(self, name: str) -> ChallengeTarget:
+        """Where the TXT for ``name`` would go (zone, primary, key), without changing anything."""
+        return self.locator.locate(name)
+
+    def publish(self, name: str, value: str) -> PublishedTxt:
+        """Add TXT ``value`` at ``_acme-challenge`` of ``name`` (added beside any other value)."""
+        target = self.locator.locate(name)
+        update.add_txt(target, value)
+        log.info("added TXT %s %r in zone %s on %s (key %s)", target.fqdn, value, target.zone,
+                 target.server, target.key.name)
+        return _published(target, value)
+
+    def wait_propagated(self, records: list[PublishedTxt]) -> None:
+        """Return once every authoritative NS of each record's zone serves its value; else DnsError."""
+        if records:
+            self.waiter.wait([self._expected(r) for r in records])
+            log.info("TXT records served by every authoritative nameserver: %s",
+                     ", ".join(sorted({r.fqdn for r in records})))
+
+    def wait_removed(self, records: list[PublishedTxt]) -> None:
+        """Return once no authoritative NS serves these values any more; else DnsError."""
+        if records:
+            self.waiter.wait([self._expected(r) for r in records], present=False)
+
+    def remove(self, record: PublishedTxt) -> None:
+        """Delete exactly ``record.value`` at ``record.fqdn``; a failure is logged, never raised."""
+        try:
+            update.delete_txt(self._target(record), record.value)
+        except LecentralError as exc:
+            log.error("could not remove TXT %s %r from zone %s: %s; delete it by hand "
+                      "(nsupdate -k KEYFILE: update delete %s TXT \"%s\")",
+                      record.fqdn, record.value, record.zone, exc, record.fqdn, record.value)
+        except Exception as exc:  # cleanup runs in finally blocks: it must never mask the real error
+            log.error("could not remove TXT %s %r from zone %s: unexpected %s: %s",
+                      record.fqdn, record.value, record.zone, type(exc).__name__, exc)
+        else:
+            log.info("removed TXT %s %r from zone %s", record.fqdn, record.value, record.zone)
+
+    def check_update_permission(self, name: str) -> PublishedTxt:
+        """Add then delete a random TXT for ``name`` with its key; DnsError if either is refused.
+
+        Returns the (already removed) test record, so a caller can say where it went.
+        """
+        target = self.locator.locate(name)
+        value = f"lecentral-check-{secrets.token_hex(8)}"
+        update.add_txt(target, value)
+        try:
+            update.delete_txt(target, value)
+        except LecentralError:
+            self.remove(_published(target, value))  # logs the manual cleanup if it fails again
+            raise
+        return _published(target, value)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _expected(self, record: PublishedTxt) -> Expected:
+        return Expected(record.fqdn, record.value, record.zone, parse_server(record.server, "record server"))
+
+    def _target(self, record: PublishedTxt) -> ChallengeTarget:
+        """The target a published record was written to, with the key configured for its zone."""
+        key = self.locator.key_for(record.zone)
+        if key.name != record.key_name:
+            log.warning("zone %s: key changed from %s to %s since the TXT was added", record.zone,
+                        record.key_name, key.name)
+        return ChallengeTarget(record.name, record.fqdn, record.zone,
+                               parse_server(record.server, "record server"), key)
+
+
+def _published(target: ChallengeTarget, value: str) -> PublishedTxt:
+    return PublishedTxt(name=target.name, fqdn=target.fqdn, zone=target.zone, server=str(target.server),
+                        key_name=target.key.name, value=value)
