@@ -52,6 +52,7 @@ class AcmeConfig:
     ca_bundle: str = existing_path()
     eab_kid: str = ""
     eab_hmac_key: str = secret()
+    poll_timeout: float = 300.0  # seconds to wait for validation and issuance of one order
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ class Issuer(ABC):
         up whatever it published (TXT records, webroot tokens) whatever happens.
         """
 
+    def begin_pass(self) -> None:
+        """A renew pass starts: forget per-pass state (e.g. which DNS zones were already checked)."""
+
     def close(self) -> None:
         """Release sessions and connections; called once at the end of a renew run."""
 

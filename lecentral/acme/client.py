@@ -1,0 +1,326 @@
+"""One ACME account and its connection, shared by every renew worker of a process.
+
+:class:`AcmeClient` wraps ``acme.client.ClientV2`` with the steps an issuer needs: order the names
+of a CSR, list the challenges still to be answered, answer them, wait for the authorizations,
+finalize and download the chain, and read ACME Renewal Information (RFC 9773). Every POST goes
+through :class:`~lecentral.acme.network.SafeNetwork` (locked nonce pool, bounded badNonce retries);
+every poll waits at least as long as the CA's Retry-After asks; every failure is an IssueError
+naming the step, the names and what to do.
+
+The account is registered (or found again: newAccount with an existing key returns it) once, before
+any worker starts, so the account URL the JWS headers carry never changes under a worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from lecentral import __version__
+from lecentral.acme.problems import acme_errors
+from lecentral.errors import ConfigError, IssueError
+
+if TYPE_CHECKING:
+    import requests
+    from acme import messages
+    from acme.client import ClientV2
+
+    from lecentral.acme.account import AccountKey
+    from lecentral.config import AcmeConfig
+
+log = logging.getLogger(__name__)
+
+UTC = datetime.timezone.utc
+
+
+@dataclass(frozen=True)
+class PendingChallenge:
+    """A challenge to fulfil: the name it proves, and what to publish for it."""
+
+    name: str          # the identifier's domain; for a wildcard order, the name without "*."
+    wildcard: bool
+    typ: str           # "dns-01", "http-01"
+    validation: str    # the TXT value (dns-01) or key authorization (http-01)
+    token: str
+    challb: Any        # acme.messages.ChallengeBody, handed back to answer()
+    authz_uri: str
+
+
+@dataclass(frozen=True)
+class RenewalWindow:
+    """The CA's suggested renewal window for one certificate (RFC 9773)."""
+
+    start: datetime.datetime
+    end: datetime.datetime
+    explanation: str | None = None
+
+
+class AcmeClient:
+    """The ACME account behind ``[acme]``, registered and ready; thread-safe for issuing."""
+
+    def __init__(self, config: "AcmeConfig", *, workers: int = 8) -> None:
+        from acme.client import ClientV2
+
+        from lecentral.acme.account import load_or_create
+        from lecentral.acme.network import SafeNetwork
+
+        self.config = config
+        self.directory_url = config.directory
+        self.poll_timeout = config.poll_timeout
+        self.key: AccountKey = load_or_create(config.account_key)
+        verify: bool | str = config.ca_bundle or True
+        self.net = SafeNetwork(self.key.jwk, alg=self.key.alg, verify=verify,
+                               user_agent=f"lecentral/{__version__}", pool_size=workers + 2)
+        with acme_errors("reading the ACME directory", self.directory_url):
+            directory = ClientV2.get_directory(self.directory_url, self.net)
+        self.acme: ClientV2 = ClientV2(directory, self.net)
+        self.account_uri = self._register()
+
+    # -- account ---------------------------------------------------------------------------------
+
+    def _register(self) -> str:
+        from acme import errors, messages
+
+        eab = None
+        if self.config.eab_kid or self.config.eab_hmac_key:
+            if not (self.config.eab_kid and self.config.eab_hmac_key):
+                raise ConfigError("[acme] eab_kid and eab_hmac_key go together; set both or neither")
+            try:
+                eab = messages.ExternalAccountBinding.from_data(
+                    account_public_key=self.key.jwk.public_key(), kid=self.config.eab_kid,
+                    hmac_key=self.config.eab_hmac_key, directory=self.acme.directory)
+            except (ValueError, TypeError):
+                # never echo the value: it is the shared secret
+                raise ConfigError("[acme] eab_hmac_key is not valid base64url; copy it exactly as "
+                                  "the CA gave it") from None
+        elif self.acme.external_account_required():
+            raise ConfigError(f"the CA at {self.directory_url} requires External Account Binding: "
+                              "set [acme] eab_kid and eab_hmac_key from the CA's account page")
+        reg = messages.NewRegistration.from_data(
+            email=self.config.email or None, terms_of_service_agreed=True,
+            external_account_binding=eab)
+        with acme_errors(f"registering the ACME account of {self.key.path}", self.directory_url):
+            try:
+                regr = self.acme.new_account(reg)
+            except errors.ConflictError as conflict:
+                # the key already has an account: use it (newAccount returned its URL)
+                uri = conflict.location
+                regr = messages.RegistrationResource(uri=uri, body=messages.Registration())
+                self.net.account = regr
+        log.info("ACME account %s at %s", regr.uri, self.directory_url)
+        return str(regr.uri)
+
+    # -- orders ----------------------------------------------------------------------------------
+
+    def new_order(self, csr_pem: bytes, names: list[str]) -> "messages.OrderResource":
+        """Create the order for every name of ``csr_pem``."""
+        with acme_errors(f"creating the order for {', '.join(names)}", self.directory_url):
+            return self.acme.new_order(csr_pem)
+
+    def pending_challenges(self, order: "messages.OrderResource", typ: str) -> list[PendingChallenge]:
+        """The ``typ`` challenges of the order's authorizations that are not valid yet.
+
+        Authorizations the CA already holds as valid (authorization reuse) need nothing.
+        """
+        from acme import messages
+
+        found: list[PendingChallenge] = []
+        for authzr in order.authorizations:
+            body = authzr.body
+            ident = body.identifier.value
+            if body.status == messages.STATUS_VALID:
+                continue
+            if body.status != messages.STATUS_PENDING:
+                raise IssueError(f"the CA holds the authorization for {ident} as {body.status}; "
+                                 "it cannot be completed (try again later for a fresh one)")
+            for challb in body.challenges:
+                if challb.chall.typ == typ:
+                    found.append(PendingChallenge(
+                        name=ident, wildcard=bool(body.wildcard), typ=typ,
+                        validation=challb.chall.validation(self.key.jwk),
+                        token=challb.chall.encode("token"), challb=challb, authz_uri=authzr.uri))
+                    break
+            else:
+                offered = ", ".join(c.chall.typ for c in body.challenges) or "none"
+                raise IssueError(f"the CA offers no {typ} challenge for {ident} (offered: {offered})")
+        return found
+
+    def answer(self, challenge: PendingChallenge) -> None:
+        """Tell the CA the challenge is ready to be checked."""
+        response = challenge.challb.chall.response(self.key.jwk)
+        with acme_errors(f"answering the {challenge.typ} challenge of {challenge.name}",
+                         self.directory_url):
+            self.acme.answer_challenge(challenge.challb, response)
+
+    def wait_authorizations(self, order: "messages.OrderResource") -> None:
+        """Poll every authorization of the order until valid; IssueError naming each failure."""
+        from acme import messages
+
+        deadline = time.monotonic() + self.poll_timeout
+        failures: list[str] = []
+        for authzr in order.authorizations:
+            ident = authzr.body.identifier.value
+            what = f"waiting for the CA to validate {ident}"
+
+            def pending(resp: "requests.Response") -> bool:
+                return messages.Authorization.from_json(resp.json()).status in (
+                    messages.STATUS_PENDING, messages.STATUS_PROCESSING)
+
+            response = self._poll(authzr.uri, pending, deadline, what)
+            body = messages.Authorization.from_json(response.json())
+            if body.status != messages.STATUS_VALID:
+                errors = [str(c.error.detail or c.error.typ) for c in body.challenges
+                          if c.error is not None]
+                failures.append(f"{ident}: {body.status}"
+                                + (f" ({'; '.join(errors)})" if errors else ""))
+        if failures:
+            raise IssueError("the CA did not validate " + "; ".join(failures)
+                             + " (check the TXT records with lecentral dns check NAME)")
+
+    def finalize(self, order: "messages.OrderResource") -> str:
+        """Send the CSR, wait for issuance and return the full chain PEM (leaf first)."""
+        from acme import messages
+
+        names = ", ".join(a.body.identifier.value for a in order.authorizations)
+        deadline = time.monotonic() + self.poll_timeout
+        with acme_errors(f"finalizing the order for {names}", self.directory_url):
+            for _ in range(5):
+                try:
+                    self.acme.begin_finalization(order)
+                    break
+                except messages.Error as problem:
+                    if problem.code != "orderNotReady":
+                        raise
+                    self._poll(order.uri, lambda r: messages.Order.from_json(r.json()).status
+                               == messages.STATUS_PENDING, deadline, f"waiting for {names}")
+
+        def processing(resp: "requests.Response") -> bool:
+            return messages.Order.from_json(resp.json()).status in (
+                messages.STATUS_PROCESSING, messages.STATUS_READY)
+
+        response = self._poll(order.uri, processing, deadline, f"waiting for the certificate of {names}")
+        body = messages.Order.from_json(response.json())
+        if body.status != messages.STATUS_VALID or not body.certificate:
+            problem = f": {body.error}" if body.error is not None else ""
+            raise IssueError(f"the CA did not issue the certificate for {names} "
+                             f"(order {body.status}{problem})")
+        with acme_errors(f"downloading the certificate of {names}", self.directory_url):
+            cert = self.net.post(body.certificate, None, new_nonce_url=self.acme.directory["newNonce"],
+                                 headers={"Accept": "application/pem-certificate-chain",
+                                          "Content-Type": self.net.JOSE_CONTENT_TYPE})
+        return str(cert.content.decode("ascii", "replace"))
+
+    def _poll(self, url: str, busy: Callable[["requests.Response"], bool], deadline: float,
+              what: str) -> "requests.Response":
+        """POST-as-GET ``url`` until ``busy(response)`` is false, honoring Retry-After."""
+        from lecentral.acme.problems import parse_retry_after
+
+        delay = 0.05  # the first answers of a fast CA come within tens of milliseconds
+        while True:
+            with acme_errors(what, self.directory_url):
+                response = self.net.post(url, None, new_nonce_url=self.acme.directory["newNonce"])
+            if not busy(response):
+                return response
+            wait = delay
+            retry_at = parse_retry_after(response.headers.get("Retry-After"))
+            if retry_at is not None:
+                wait = max(wait, (retry_at - datetime.datetime.now(UTC)).total_seconds())
+            if time.monotonic() + wait > deadline:
+                raise IssueError(f"{what}: no answer from the CA within {self.poll_timeout:.0f} s "
+                                 "([acme] poll_timeout); the order stays open at the CA and a "
+                                 "later run starts a new one")
+            time.sleep(wait)
+            delay = min(delay * 2, 2.0)
+
+    # -- renewal information (RFC 9773) ---------------------------------------------------------
+
+    @property
+    def offers_ari(self) -> bool:
+        """True if the directory has a ``renewalInfo`` URL."""
+        try:
+            return bool(self.acme.directory["renewalInfo"])
+        except KeyError:
+            return False
+
+    def renewal_window(self, crt_pem: bytes) -> RenewalWindow | None:
+        """The CA's suggested window for renewing ``crt_pem``; None if not offered or unreadable.
+
+        A failure is logged and answered with None: the renew job then falls back to
+        ``renew.before_days``, so a flaky ARI endpoint never blocks a renewal.
+        """
+        if not self.offers_ari:
+            return None
+        url = f"{self.acme.directory['renewalInfo'].rstrip('/')}/{ari_cert_id(crt_pem)}"
+        try:
+            response = self.net.get(url, content_type="application/json")
+            data = response.json()
+            window = data["suggestedWindow"]
+            start = _parse_time(window["start"])
+            end = _parse_time(window["end"])
+        except Exception as exc:  # any failure: fall back to before_days
+            log.warning("renewal information from %s unreadable (%s); using renew.before_days",
+                        url, " ".join(str(exc).split())[:200])
+            return None
+        if end < start:
+            log.warning("renewal window from %s ends before it starts; ignored", url)
+            return None
+        return RenewalWindow(start=start, end=end, explanation=data.get("explanationURL"))
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self.net.session.close()
+
+
+def _parse_time(text: str) -> datetime.datetime:
+    when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def ari_cert_id(crt_pem: bytes) -> str:
+    """The RFC 9773 certificate identifier: base64url(AKI keyIdentifier) "." base64url(serial DER)."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(crt_pem)
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    if aki.key_identifier is None:
+        raise IssueError("the certificate has no Authority Key Identifier; ARI cannot name it")
+    serial = cert.serial_number
+    # the serial as a DER INTEGER's content octets: big-endian, two's complement, minimal
+    serial_bytes = serial.to_bytes(serial.bit_length() // 8 + 1, "big", signed=True)
+    return f"{_b64url(aki.key_identifier)}.{_b64url(serial_bytes)}"
+
+
+_shared: dict[tuple[str, ...], AcmeClient] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_client(config: "AcmeConfig", *, workers: int = 8) -> AcmeClient:
+    """The process-wide client for this ``[acme]`` table, registered on first use.
+
+    Issuers of one renew run (DNS-01 and HTTP-01 alike) share it, and with it one account, one
+    connection pool and one nonce pool.
+    """
+    key = (config.directory, config.account_key, config.ca_bundle, config.eab_kid)
+    with _shared_lock:
+        client = _shared.get(key)
+        if client is None:
+            client = AcmeClient(config, workers=workers)
+            _shared[key] = client
+        return client
+
+
+def forget_shared() -> None:
+    """Close and forget every shared client (end of a renew run, or tests)."""
+    with _shared_lock:
+        for client in _shared.values():
+            client.close()
+        _shared.clear()

@@ -1,0 +1,109 @@
+"""The acme library's ClientNetwork made safe for concurrent workers and patient with badNonce.
+
+Why a subclass: :class:`acme.client.ClientNetwork` keeps its replay nonces in a plain ``set`` and
+``_get_nonce`` does check-then-pop, so two threads can both see one nonce and one of them gets a
+``KeyError`` from ``pop()``; it also retries a ``badNonce`` only once and drops the fresh nonce that
+comes with every error response. Here:
+
+* the nonce pool is guarded by a lock, and a nonce fetched with HEAD newNonce goes straight to the
+  thread that asked for it;
+* every response's ``Replay-Nonce`` is kept, error responses included (RFC 8555 §6.5: a badNonce
+  answer carries a fresh nonce, so the retry costs no extra round trip);
+* ``badNonce`` is retried up to ``bad_nonce_attempts`` times for every POST: order, authorization,
+  challenge, finalize, download and account alike;
+* a problem document keeps the response's ``Retry-After`` (as ``problem.retry_after``), so a
+  ``rateLimited`` error can say when to try again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import josepy as jose
+import requests
+from acme import errors as acme_errors
+from acme import jws, messages
+from acme.client import ClientNetwork
+from requests.adapters import HTTPAdapter
+
+log = logging.getLogger(__name__)
+
+#: how many times one POST is tried when the CA keeps answering badNonce
+BAD_NONCE_ATTEMPTS = 25
+
+
+class SafeNetwork(ClientNetwork):
+    """A :class:`ClientNetwork` shared by all renew workers of one process."""
+
+    def __init__(self, key: jose.JWK, *, alg: jose.JWASignature, verify: bool | str,
+                 user_agent: str, timeout: int = 45, pool_size: int = 10,
+                 bad_nonce_attempts: int = BAD_NONCE_ATTEMPTS) -> None:
+        super().__init__(key, alg=alg, verify_ssl=True, user_agent=user_agent, timeout=timeout)
+        # requests takes a CA bundle path wherever it takes verify=True
+        self.verify_ssl = verify  # type: ignore[assignment]
+        self.bad_nonce_attempts = bad_nonce_attempts
+        self._nonce_lock = threading.Lock()
+        # one connection per worker, so workers never queue behind each other for a socket
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 10))
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.bad_nonces_seen = 0
+
+    @staticmethod
+    def _decode_nonce(response: requests.Response) -> str | None:
+        value = response.headers.get(ClientNetwork.REPLAY_NONCE_HEADER)
+        if value is None:
+            return None
+        try:
+            decoded: str = jws.Header._fields["nonce"].decode(value)
+        except jose.DeserializationError as exc:
+            raise acme_errors.BadNonce(value, exc) from None
+        return decoded
+
+    def _add_nonce(self, response: requests.Response) -> None:
+        nonce = self._decode_nonce(response)
+        if nonce is None:
+            raise acme_errors.MissingNonce(response)
+        with self._nonce_lock:
+            self._nonces.add(nonce)
+
+    def _get_nonce(self, url: str, new_nonce_url: str) -> str:
+        with self._nonce_lock:
+            if self._nonces:
+                return self._nonces.pop()
+        response = self._check_response(self.head(new_nonce_url or url), content_type=None)
+        nonce = self._decode_nonce(response)
+        if nonce is None:
+            raise acme_errors.MissingNonce(response)
+        return nonce
+
+    def post(self, *args: Any, **kwargs: Any) -> requests.Response:
+        """POST a JWS-signed object; ``badNonce`` is retried (bounded), other problems raise."""
+        attempt = 1
+        while True:
+            try:
+                return self._post_once(*args, **kwargs)
+            except messages.Error as problem:
+                if problem.code != "badNonce" or attempt >= self.bad_nonce_attempts:
+                    raise
+                self.bad_nonces_seen += 1
+                log.debug("badNonce from the CA (attempt %d of %d); retrying with a fresh nonce",
+                          attempt, self.bad_nonce_attempts)
+                attempt += 1
+
+    def _post_once(self, url: str, obj: jose.JSONDeSerializable,
+                   content_type: str = ClientNetwork.JOSE_CONTENT_TYPE,
+                   **kwargs: Any) -> requests.Response:
+        new_nonce_url = kwargs.pop("new_nonce_url", None)
+        data = self._wrap_in_jws(obj, self._get_nonce(url, new_nonce_url), url)
+        kwargs.setdefault("headers", {"Content-Type": content_type})
+        response = self._send_request("POST", url, data=data, **kwargs)
+        if self.REPLAY_NONCE_HEADER in response.headers:
+            self._add_nonce(response)
+        try:
+            return self._check_response(response, content_type=content_type)
+        except messages.Error as problem:
+            problem.retry_after = response.headers.get("Retry-After")
+            raise

@@ -1,0 +1,143 @@
+"""The built-in ``dns-subzone`` issuer: ACME DNS-01 with TXT records in per-name BIND sub-zones.
+
+For one certificate, in this order (the order is the point: a validation the CA tries too early is
+a failure that the world's resolvers cache, the seed's "lost day"):
+
+1. every name of the stored CSR (CN and SANs) is located: the zone serving its
+   ``_acme-challenge`` (CNAMEs followed) and that zone's key; once per zone and pass, a test
+   update proves the key may write there, so a refused key fails before any CA request;
+2. the order is created for all those names;
+3. each pending dns-01 challenge's TXT is added (never replacing: a wildcard and its apex share
+   one name);
+4. the issuer waits until every authoritative nameserver of every zone serves every value;
+5. only then are the challenges answered, the authorizations polled, the order finalized and the
+   chain downloaded, and split into leaf (``crt``) and CA chain (``ca``).
+
+Whatever happens, every TXT added is removed. Any failure before step 5 means no challenge was
+answered, so the CA has nothing to cache. The private key is never needed: the CSR is all we send.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from lecentral.hookspecs import hookimpl
+from lecentral.interfaces import IssuedCertificate, Issuer
+from lecentral.types import IssuerType
+
+if TYPE_CHECKING:
+    from lecentral.acme.client import AcmeClient, PendingChallenge
+    from lecentral.certificates import Csr
+    from lecentral.config import CentralConfig
+    from lecentral.dns.challenge import DnsChallenges, PublishedTxt
+    from lecentral.store.rows import CertRow
+
+log = logging.getLogger(__name__)
+
+NAME = "dns-subzone"
+
+
+class ZoneChecks:
+    """The once-per-zone-and-pass update-permission test, shared by the workers of a pass."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._zone_locks: dict[str, threading.Lock] = {}
+        self._results: dict[str, Exception | None] = {}
+
+    def reset(self) -> None:
+        """Forget every result: a new pass tests each zone again."""
+        with self._lock:
+            self._results.clear()
+
+    def check(self, dns: "DnsChallenges", name: str) -> None:
+        """Raise the zone's DnsError if its key may not update ``_acme-challenge.name``."""
+        zone = dns.locate(name).zone
+        with self._lock:
+            zone_lock = self._zone_locks.setdefault(zone, threading.Lock())
+        with zone_lock:  # a second worker for the same zone waits for the first one's answer
+            if zone not in self._results:
+                try:
+                    dns.check_update_permission(name)
+                    self._results[zone] = None
+                except Exception as exc:
+                    self._results[zone] = exc
+            error = self._results[zone]
+        if error is not None:
+            raise error
+
+
+class DnsSubzoneIssuer(Issuer):
+    """Issues certificates by DNS-01, publishing TXT records through RFC 2136 + TSIG."""
+
+    def __init__(self, config: "CentralConfig") -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._client: AcmeClient | None = None
+        self._dns: DnsChallenges | None = None
+        self.zone_checks = ZoneChecks()
+
+    # Built on first use, not in the factory: a dry run or a pass with nothing due never creates
+    # an account key nor talks to the CA.
+    def _parts(self) -> tuple["AcmeClient", "DnsChallenges"]:
+        with self._lock:
+            if self._dns is None:
+                from lecentral.dns.challenge import DnsChallenges
+
+                self._dns = DnsChallenges(self.config.dns)
+            if self._client is None:
+                from lecentral.acme.client import shared_client
+
+                self._client = shared_client(self.config.acme, workers=self.config.renew.workers)
+            return self._client, self._dns
+
+    def begin_pass(self) -> None:
+        self.zone_checks.reset()
+
+    def issue(self, row: "CertRow", csr: "Csr") -> IssuedCertificate:
+        from lecentral.certificates import split_fullchain
+
+        client, dns = self._parts()
+        names = csr.names
+        for name in names:
+            self.zone_checks.check(dns, name)
+        order = client.new_order(csr.pem, names)
+        log.info("%s: order %s created for %s", row.name, order.uri, ", ".join(names))
+        published: list[PublishedTxt] = []
+        try:
+            pending = client.pending_challenges(order, "dns-01")
+            for challenge in pending:
+                published.append(dns.publish(_ordered_name(challenge), challenge.validation))
+            dns.wait_propagated(published)
+            for challenge in pending:
+                client.answer(challenge)
+            client.wait_authorizations(order)
+            fullchain = client.finalize(order)
+        finally:
+            for record in published:
+                dns.remove(record)
+        crt, ca = split_fullchain(fullchain.encode("ascii"))
+        return IssuedCertificate(crt=crt, ca=ca)
+
+    def close(self) -> None:
+        # the ACME client is shared (lecentral.acme.client.shared_client): the renew run closes it
+        self._client = None
+
+
+def _ordered_name(challenge: "PendingChallenge") -> str:
+    """The certificate name a challenge proves: ``*.x`` for a wildcard authorization of ``x``."""
+    return f"*.{challenge.name}" if challenge.wildcard else challenge.name
+
+
+def _factory(config: "CentralConfig") -> Issuer:
+    return DnsSubzoneIssuer(config)
+
+
+@hookimpl
+def lecentral_register_issuers() -> list[IssuerType]:
+    return [IssuerType(
+        name=NAME, factory=_factory,
+        description="ACME DNS-01: TXT records in per-name BIND sub-zones via RFC 2136 + TSIG",
+    )]
