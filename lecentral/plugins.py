@@ -25,6 +25,7 @@ ENTRYPOINT_GROUP = "lecentral.plugins"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "lecentral.store.plugin",
     "lecentral.builtin.notifiers",
+    "lecentral.builtin.verifiers",
 )
 
 
