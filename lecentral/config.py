@@ -67,6 +67,7 @@ class RenewConfig:
     workers: int = 8
     http01_issuer: str = "certbot-webroot"
     dns01_issuer: str = "dns-subzone"
+    ari: bool = True  # ask the CA's renewal information (RFC 9773) when its directory offers it
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "lecentral.store.plugin",
     "lecentral.builtin.notifiers",
     "lecentral.builtin.verifiers",
+    "lecentral.builtin.dns_subzone",
 )
 
 

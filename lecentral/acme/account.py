@@ -16,7 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import josepy as jose
+from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
+from josepy.jwk import JWK, JWKEC, JWKRSA
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -29,19 +30,19 @@ log = logging.getLogger(__name__)
 class AccountKey:
     """The account's JWK and the JWS algorithm that goes with it."""
 
-    jwk: jose.JWK
-    alg: jose.JWASignature
+    jwk: JWK
+    alg: JWASignature
     path: Path
     created: bool
 
 
-def _alg_for(key: object, path: Path) -> tuple[jose.JWK, jose.JWASignature]:
+def _alg_for(key: object, path: Path) -> tuple[JWK, JWASignature]:
     if isinstance(key, rsa.RSAPrivateKey):
-        return jose.JWKRSA(key=key), jose.RS256
+        return JWKRSA(key=key), RS256
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        algs = {"secp256r1": jose.ES256, "secp384r1": jose.ES384, "secp521r1": jose.ES512}
+        algs = {"secp256r1": ES256, "secp384r1": ES384, "secp521r1": ES512}
         if key.curve.name in algs:
-            return jose.JWKEC(key=key), algs[key.curve.name]
+            return JWKEC(key=key), algs[key.curve.name]
     raise ConfigError(f"account key {path} is a {type(key).__name__} ({getattr(key, 'curve', '')});"
                       " use RSA or ECDSA P-256/P-384, or move it aside to get a new one")
 

@@ -18,8 +18,9 @@ import datetime
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from lecentral import __version__
 from lecentral.acme.problems import acme_errors
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class RenewalWindow:
 class AcmeClient:
     """The ACME account behind ``[acme]``, registered and ready; thread-safe for issuing."""
 
-    def __init__(self, config: "AcmeConfig", *, workers: int = 8) -> None:
+    def __init__(self, config: AcmeConfig, *, workers: int = 8) -> None:
         from acme.client import ClientV2
 
         from lecentral.acme.account import load_or_create
@@ -117,12 +118,12 @@ class AcmeClient:
 
     # -- orders ----------------------------------------------------------------------------------
 
-    def new_order(self, csr_pem: bytes, names: list[str]) -> "messages.OrderResource":
+    def new_order(self, csr_pem: bytes, names: list[str]) -> messages.OrderResource:
         """Create the order for every name of ``csr_pem``."""
         with acme_errors(f"creating the order for {', '.join(names)}", self.directory_url):
             return self.acme.new_order(csr_pem)
 
-    def pending_challenges(self, order: "messages.OrderResource", typ: str) -> list[PendingChallenge]:
+    def pending_challenges(self, order: messages.OrderResource, typ: str) -> list[PendingChallenge]:
         """The ``typ`` challenges of the order's authorizations that are not valid yet.
 
         Authorizations the CA already holds as valid (authorization reuse) need nothing.
@@ -157,7 +158,7 @@ class AcmeClient:
                          self.directory_url):
             self.acme.answer_challenge(challenge.challb, response)
 
-    def wait_authorizations(self, order: "messages.OrderResource") -> None:
+    def wait_authorizations(self, order: messages.OrderResource) -> None:
         """Poll every authorization of the order until valid; IssueError naming each failure."""
         from acme import messages
 
@@ -167,7 +168,7 @@ class AcmeClient:
             ident = authzr.body.identifier.value
             what = f"waiting for the CA to validate {ident}"
 
-            def pending(resp: "requests.Response") -> bool:
+            def pending(resp: requests.Response) -> bool:
                 return messages.Authorization.from_json(resp.json()).status in (
                     messages.STATUS_PENDING, messages.STATUS_PROCESSING)
 
@@ -182,7 +183,7 @@ class AcmeClient:
             raise IssueError("the CA did not validate " + "; ".join(failures)
                              + " (check the TXT records with lecentral dns check NAME)")
 
-    def finalize(self, order: "messages.OrderResource") -> str:
+    def finalize(self, order: messages.OrderResource) -> str:
         """Send the CSR, wait for issuance and return the full chain PEM (leaf first)."""
         from acme import messages
 
@@ -199,24 +200,24 @@ class AcmeClient:
                     self._poll(order.uri, lambda r: messages.Order.from_json(r.json()).status
                                == messages.STATUS_PENDING, deadline, f"waiting for {names}")
 
-        def processing(resp: "requests.Response") -> bool:
+        def processing(resp: requests.Response) -> bool:
             return messages.Order.from_json(resp.json()).status in (
                 messages.STATUS_PROCESSING, messages.STATUS_READY)
 
         response = self._poll(order.uri, processing, deadline, f"waiting for the certificate of {names}")
         body = messages.Order.from_json(response.json())
         if body.status != messages.STATUS_VALID or not body.certificate:
-            problem = f": {body.error}" if body.error is not None else ""
+            why = f": {body.error}" if body.error is not None else ""
             raise IssueError(f"the CA did not issue the certificate for {names} "
-                             f"(order {body.status}{problem})")
+                             f"(order {body.status}{why})")
         with acme_errors(f"downloading the certificate of {names}", self.directory_url):
             cert = self.net.post(body.certificate, None, new_nonce_url=self.acme.directory["newNonce"],
                                  headers={"Accept": "application/pem-certificate-chain",
                                           "Content-Type": self.net.JOSE_CONTENT_TYPE})
         return str(cert.content.decode("ascii", "replace"))
 
-    def _poll(self, url: str, busy: Callable[["requests.Response"], bool], deadline: float,
-              what: str) -> "requests.Response":
+    def _poll(self, url: str, busy: Callable[[requests.Response], bool], deadline: float,
+              what: str) -> requests.Response:
         """POST-as-GET ``url`` until ``busy(response)`` is false, honoring Retry-After."""
         from lecentral.acme.problems import parse_retry_after
 
@@ -237,39 +238,13 @@ class AcmeClient:
             time.sleep(wait)
             delay = min(delay * 2, 2.0)
 
-    # -- renewal information (RFC 9773) ---------------------------------------------------------
-
     @property
     def offers_ari(self) -> bool:
-        """True if the directory has a ``renewalInfo`` URL."""
+        """True if the directory has a ``renewalInfo`` URL (RFC 9773)."""
         try:
             return bool(self.acme.directory["renewalInfo"])
         except KeyError:
             return False
-
-    def renewal_window(self, crt_pem: bytes) -> RenewalWindow | None:
-        """The CA's suggested window for renewing ``crt_pem``; None if not offered or unreadable.
-
-        A failure is logged and answered with None: the renew job then falls back to
-        ``renew.before_days``, so a flaky ARI endpoint never blocks a renewal.
-        """
-        if not self.offers_ari:
-            return None
-        url = f"{self.acme.directory['renewalInfo'].rstrip('/')}/{ari_cert_id(crt_pem)}"
-        try:
-            response = self.net.get(url, content_type="application/json")
-            data = response.json()
-            window = data["suggestedWindow"]
-            start = _parse_time(window["start"])
-            end = _parse_time(window["end"])
-        except Exception as exc:  # any failure: fall back to before_days
-            log.warning("renewal information from %s unreadable (%s); using renew.before_days",
-                        url, " ".join(str(exc).split())[:200])
-            return None
-        if end < start:
-            log.warning("renewal window from %s ends before it starts; ignored", url)
-            return None
-        return RenewalWindow(start=start, end=end, explanation=data.get("explanationURL"))
 
     def close(self) -> None:
         """Close the HTTP session."""
@@ -277,7 +252,7 @@ class AcmeClient:
 
 
 def _parse_time(text: str) -> datetime.datetime:
-    when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    when = datetime.datetime.fromisoformat(text)
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
@@ -299,11 +274,60 @@ def ari_cert_id(crt_pem: bytes) -> str:
     return f"{_b64url(aki.key_identifier)}.{_b64url(serial_bytes)}"
 
 
+class RenewalInfoReader:
+    """Reads ARI windows with plain GETs: no account, no key, so a dry run may use it too."""
+
+    def __init__(self, config: AcmeConfig) -> None:
+        import requests
+
+        self.directory_url = config.directory
+        self.session = requests.Session()
+        # per request, not session.verify: a REQUESTS_CA_BUNDLE in the environment would win
+        self.verify: bool | str = config.ca_bundle or True
+        self.session.headers["User-Agent"] = f"lecentral/{__version__}"
+        self._base: str | None = None
+        try:
+            directory = self.session.get(self.directory_url, timeout=30, verify=self.verify).json()
+            self._base = str(directory.get("renewalInfo") or "") or None
+        except Exception as exc:  # ARI is an optimisation: without it, before_days decides
+            log.warning("cannot read the ACME directory %s for renewal information (%s); using "
+                        "renew.before_days", self.directory_url, " ".join(str(exc).split())[:200])
+
+    @property
+    def offered(self) -> bool:
+        """True if the directory has a ``renewalInfo`` URL."""
+        return self._base is not None
+
+    def window(self, crt_pem: bytes) -> RenewalWindow | None:
+        """The suggested window for ``crt_pem``; None if not offered or unreadable (logged)."""
+        if self._base is None:
+            return None
+        try:
+            url = f"{self._base.rstrip('/')}/{ari_cert_id(crt_pem)}"
+            response = self.session.get(url, timeout=30, verify=self.verify)
+            response.raise_for_status()
+            data = response.json()
+            start = _parse_time(data["suggestedWindow"]["start"])
+            end = _parse_time(data["suggestedWindow"]["end"])
+        except Exception as exc:  # any failure: fall back to before_days
+            log.warning("renewal information from %s unreadable (%s); using renew.before_days",
+                        self._base, " ".join(str(exc).split())[:200])
+            return None
+        if end < start:
+            log.warning("renewal window from %s ends before it starts; ignored", self._base)
+            return None
+        return RenewalWindow(start=start, end=end, explanation=data.get("explanationURL"))
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self.session.close()
+
+
 _shared: dict[tuple[str, ...], AcmeClient] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_client(config: "AcmeConfig", *, workers: int = 8) -> AcmeClient:
+def shared_client(config: AcmeConfig, *, workers: int = 8) -> AcmeClient:
     """The process-wide client for this ``[acme]`` table, registered on first use.
 
     Issuers of one renew run (DNS-01 and HTTP-01 alike) share it, and with it one account, one

@@ -21,7 +21,10 @@ import logging
 import threading
 from typing import Any
 
-import josepy as jose
+from josepy.errors import DeserializationError
+from josepy.interfaces import JSONDeSerializable
+from josepy.jwa import JWASignature
+from josepy.jwk import JWK
 import requests
 from acme import errors as acme_errors
 from acme import jws, messages
@@ -37,7 +40,7 @@ BAD_NONCE_ATTEMPTS = 25
 class SafeNetwork(ClientNetwork):
     """A :class:`ClientNetwork` shared by all renew workers of one process."""
 
-    def __init__(self, key: jose.JWK, *, alg: jose.JWASignature, verify: bool | str,
+    def __init__(self, key: JWK, *, alg: JWASignature, verify: bool | str,
                  user_agent: str, timeout: int = 45, pool_size: int = 10,
                  bad_nonce_attempts: int = BAD_NONCE_ATTEMPTS) -> None:
         super().__init__(key, alg=alg, verify_ssl=True, user_agent=user_agent, timeout=timeout)
@@ -58,7 +61,7 @@ class SafeNetwork(ClientNetwork):
             return None
         try:
             decoded: str = jws.Header._fields["nonce"].decode(value)
-        except jose.DeserializationError as exc:
+        except DeserializationError as exc:
             raise acme_errors.BadNonce(value, exc) from None
         return decoded
 
@@ -93,7 +96,7 @@ class SafeNetwork(ClientNetwork):
                           attempt, self.bad_nonce_attempts)
                 attempt += 1
 
-    def _post_once(self, url: str, obj: jose.JSONDeSerializable,
+    def _post_once(self, url: str, obj: JSONDeSerializable,
                    content_type: str = ClientNetwork.JOSE_CONTENT_TYPE,
                    **kwargs: Any) -> requests.Response:
         new_nonce_url = kwargs.pop("new_nonce_url", None)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
-from typing import Iterator
 
 from lecentral.errors import IssueError
 
@@ -61,7 +61,7 @@ def parse_retry_after(value: str | None, now: datetime.datetime | None = None
     """A Retry-After header (seconds or HTTP date) as an aware UTC datetime; None if absent/bad."""
     if not value:
         return None
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     value = value.strip()
     if value.isdigit():
         return now + datetime.timedelta(seconds=int(value))
@@ -69,7 +69,7 @@ def parse_retry_after(value: str | None, now: datetime.datetime | None = None
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
 
 
 def _one_line(problem: object) -> str:

@@ -52,7 +52,7 @@ class ZoneChecks:
         with self._lock:
             self._results.clear()
 
-    def check(self, dns: "DnsChallenges", name: str) -> None:
+    def check(self, dns: DnsChallenges, name: str) -> None:
         """Raise the zone's DnsError if its key may not update ``_acme-challenge.name``."""
         zone = dns.locate(name).zone
         with self._lock:
@@ -72,7 +72,7 @@ class ZoneChecks:
 class DnsSubzoneIssuer(Issuer):
     """Issues certificates by DNS-01, publishing TXT records through RFC 2136 + TSIG."""
 
-    def __init__(self, config: "CentralConfig") -> None:
+    def __init__(self, config: CentralConfig) -> None:
         self.config = config
         self._lock = threading.Lock()
         self._client: AcmeClient | None = None
@@ -81,7 +81,7 @@ class DnsSubzoneIssuer(Issuer):
 
     # Built on first use, not in the factory: a dry run or a pass with nothing due never creates
     # an account key nor talks to the CA.
-    def _parts(self) -> tuple["AcmeClient", "DnsChallenges"]:
+    def _parts(self) -> tuple[AcmeClient, DnsChallenges]:
         with self._lock:
             if self._dns is None:
                 from lecentral.dns.challenge import DnsChallenges
@@ -96,7 +96,7 @@ class DnsSubzoneIssuer(Issuer):
     def begin_pass(self) -> None:
         self.zone_checks.reset()
 
-    def issue(self, row: "CertRow", csr: "Csr") -> IssuedCertificate:
+    def issue(self, row: CertRow, csr: Csr) -> IssuedCertificate:
         from lecentral.certificates import split_fullchain
 
         client, dns = self._parts()
@@ -126,12 +126,12 @@ class DnsSubzoneIssuer(Issuer):
         self._client = None
 
 
-def _ordered_name(challenge: "PendingChallenge") -> str:
+def _ordered_name(challenge: PendingChallenge) -> str:
     """The certificate name a challenge proves: ``*.x`` for a wildcard authorization of ``x``."""
     return f"*.{challenge.name}" if challenge.wildcard else challenge.name
 
 
-def _factory(config: "CentralConfig") -> Issuer:
+def _factory(config: CentralConfig) -> Issuer:
     return DnsSubzoneIssuer(config)
 
 

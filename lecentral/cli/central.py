@@ -27,6 +27,7 @@ COMMANDS = {
     "show": ("lecentral.cli.admin:show", "One certificate in full, with its history."),
     "plugins": ("lecentral.cli.admin:plugins", "Installed plugins and what they register."),
     "config": ("lecentral.cli.admin:config", "Show the effective configuration, secrets masked."),
+    "renew": ("lecentral.cli.renew:renew", "Issue or renew what is due (the seed's download_cert.pl)."),
 }
 
 
