@@ -1,0 +1,275 @@
+"""The renew job's harder paths: retry rounds, a CA answering badNonce half the time, a certificate
+for the wrong key, secrets kept out of logs and mail, and the ``lecentral renew`` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Message
+from click.testing import CliRunner
+from renew_world import (  # noqa: F401  (world is a fixture)
+    BADSECRET,
+    FROZEN,
+    ONE,
+    SPARE,
+    Pebble,
+    World,
+    add_row,
+    make_config,
+    world,
+)
+
+from lecentral.config import CentralConfig, NotifyConfig
+from lecentral.hookspecs import hookimpl
+from lecentral.interfaces import IssuedCertificate, Issuer
+from lecentral.plugins import get_plugin_manager
+from lecentral.registry import Registry
+from lecentral.renew import RenewJob, RenewRequest
+from lecentral.store.sql import SqlStore
+from lecentral.testing.ports import LOOPBACK, free_port
+from lecentral.types import IssuerType
+
+
+def open_store(config: CentralConfig) -> SqlStore:
+    store = SqlStore(config.database.url)
+    store.init_schema()
+    return store
+
+
+def registry_with(*plugins: object) -> Registry:
+    loaded = get_plugin_manager(entrypoints=False)
+    for number, plugin in enumerate(plugins):
+        loaded.pm.register(plugin, name=f"test-plugin-{number}")
+    return Registry(loaded)
+
+
+def rndc(world: World, *args: str) -> None:
+    world.bind.rndc("-y", "rndc-key", *args)
+
+
+# --- retry rounds ------------------------------------------------------------------------------
+
+
+class ThawAfterFailure:
+    """An event plugin: when the frozen zone's renewal fails, the operator thaws it."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.failures: list[tuple[str, int]] = []
+
+    @hookimpl
+    def lecentral_renew_failed(self, name: str, error: str, count_fail_update: int) -> None:
+        self.failures.append((name, count_fail_update))
+        rndc(self.world, "thaw", FROZEN)
+
+
+def test_failed_certificate_is_retried_in_the_next_round(world: World, tmp_path: Path) -> None:
+    config = make_config(world, tmp_path, retry_pause=0)
+    store = open_store(config)
+    add_row(store, [FROZEN])
+    rndc(world, "freeze", FROZEN)
+    watcher = ThawAfterFailure(world)
+    try:
+        report = RenewJob(config, store, registry_with(watcher)).run(RenewRequest())
+    finally:
+        if not watcher.failures:  # the watcher did not thaw it: leave the zone as we found it
+            rndc(world, "thaw", FROZEN)
+    assert [(o.round, o.status) for o in report.outcomes] == [(1, "failed"), (2, "issued")]
+    assert watcher.failures == [(FROZEN, 1)]
+    row = store.get(FROZEN)
+    assert row is not None and row.crt and row.count_fail_update == 0
+    assert [e.kind for e in store.events(FROZEN)][:2] == ["issued", "failed"]
+
+
+def test_rounds_stop_after_max_failures(world: World, tmp_path: Path) -> None:
+    config = make_config(world, tmp_path, retry_pause=0, max_failures=2)
+    store = open_store(config)
+    add_row(store, [BADSECRET])
+    report = RenewJob(config, store, Registry.load(entrypoints=False)).run(RenewRequest())
+    assert [(o.round, o.status, o.count_fail_update) for o in report.outcomes] == [
+        (1, "failed", 1), (2, "failed", 2), (3, "failed", 3)]
+    row = store.get(BADSECRET)
+    assert row is not None and row.count_fail_update == 3 and row.crt is None
+
+
+def test_once_does_a_single_pass(world: World, tmp_path: Path) -> None:
+    config = make_config(world, tmp_path, retry_pause=3600)
+    store = open_store(config)
+    add_row(store, [BADSECRET])
+    report = RenewJob(config, store, Registry.load(entrypoints=False)).run(RenewRequest(once=True))
+    assert [(o.round, o.status) for o in report.outcomes] == [(1, "failed")]
+
+
+# --- a CA that keeps rejecting nonces --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flaky_pebble(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
+    pebble = Pebble(tmp_path_factory.mktemp("flaky-pebble"), world.resolver.port,
+                    env={"PEBBLE_WFE_NONCEREJECT": "50"}).start()
+    yield pebble
+    pebble.stop()
+
+
+def test_half_the_nonces_rejected_all_issued(world: World, flaky_pebble: Pebble, tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    config = make_config(world, tmp_path, pebble=flaky_pebble)
+    store = open_store(config)
+    names = SPARE[5:8]
+    for name in names:
+        add_row(store, [name])
+    with caplog.at_level(logging.DEBUG, logger="lecentral.acme.network"):
+        report = RenewJob(config, store, Registry.load(entrypoints=False)).run(RenewRequest(once=True))
+    assert [(o.name, o.status) for o in report.final] == [(n, "issued") for n in names], \
+        [o.message for o in report.final]
+    retries = [r for r in caplog.records if "badNonce from the CA" in r.getMessage()]
+    assert len(retries) >= 3  # about half of some 30 POSTs
+
+
+# --- a certificate for another key -------------------------------------------------------------
+
+
+class WrongKeyIssuer(Issuer):
+    """Returns a real certificate, issued by Pebble through the dns-subzone issuer, but for a
+    different key than the row's CSR: a stand-in for a CA that returns a certificate for another
+    key, which no real Pebble does (the only non-real part of this test)."""
+
+    def __init__(self, config: CentralConfig) -> None:
+        from lecentral.builtin.dns_subzone import DnsSubzoneIssuer
+
+        self.real = DnsSubzoneIssuer(config)
+
+    def issue(self, row: Any, csr: Any) -> IssuedCertificate:
+        from lecentral.certificates import Csr
+        from lecentral.testing.pki import make_csr
+
+        other, _ = make_csr(csr.names)
+        return self.real.issue(row, Csr.load(other))
+
+
+class WrongKeyPlugin:
+    @hookimpl
+    def lecentral_register_issuers(self) -> list[IssuerType]:
+        return [IssuerType("wrong-key", WrongKeyIssuer, "test: a certificate for another key")]
+
+
+def test_certificate_for_another_key_is_refused(world: World, tmp_path: Path) -> None:
+    import dataclasses
+
+    config = make_config(world, tmp_path)
+    config = dataclasses.replace(config, renew=dataclasses.replace(config.renew,
+                                                                  dns01_issuer="wrong-key"))
+    store = open_store(config)
+    add_row(store, [SPARE[4]])
+    before = store.get(SPARE[4])
+    report = RenewJob(config, store, registry_with(WrongKeyPlugin())).run(RenewRequest(once=True))
+    outcome = report.final[0]
+    assert outcome.status == "refused" and "another key" in outcome.message
+    row = store.get(SPARE[4])
+    assert row is not None and before is not None
+    assert row.crt is None and row.ca is None and row.count_fail_update == 1
+    assert "another key" in store.events(SPARE[4])[0].message
+
+
+# --- secrets: never in a log or a mail ---------------------------------------------------------
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[str, list[Any]]]:
+    received: list[Any] = []
+
+    class Collect(Message):
+        def handle_message(self, message: Any) -> None:
+            received.append(message)
+
+    port = free_port()
+    controller = Controller(Collect(), hostname=LOOPBACK, port=port)
+    controller.start()
+    yield f"{LOOPBACK}:{port}", received
+    controller.stop()
+
+
+def test_no_secret_in_logs_or_mail(world: World, tmp_path: Path, smtp: tuple[str, list[Any]],
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A failing run (wrong TSIG secret) and a succeeding one, with every logger at DEBUG and
+    alerts mailed to a real SMTP server: no TSIG secret, EAB key or account key anywhere."""
+    import dataclasses
+
+    address, mails = smtp
+    config = make_config(world, tmp_path, retry_pause=0, max_failures=2)
+    config = dataclasses.replace(
+        config, notify=NotifyConfig(mail_to=["ops@example.test"], smtp=address),
+        acme=dataclasses.replace(config.acme, eab_hmac_key=""))
+    store = open_store(config)
+    add_row(store, [BADSECRET])
+    add_row(store, [ONE])
+    with caplog.at_level(logging.DEBUG):
+        report = RenewJob(config, store, Registry.load(entrypoints=False)).run(RenewRequest())
+    statuses = {o.name: o.status for o in report.final}
+    assert statuses == {BADSECRET: "failed", ONE: "issued"}
+    subjects = [m["Subject"] for m in mails]
+    assert any("renewal failed 3 times in a row" in s for s in subjects), subjects
+    assert sum(BADSECRET in s for s in subjects) == 3
+    secrets = [*world.bind.tsig_keys.values()]
+    from lecentral.dns.tsig import read_key_file
+
+    for path in [z.tsig_key_file for z in config.dns.zones.values()]:
+        secrets += [k.secret for k in read_key_file(path).values()]
+    account_key = Path(config.acme.account_key).read_text()
+    secrets.append("".join(account_key.splitlines()[1:-1])[:40])
+    texts = [r.getMessage() for r in caplog.records] + [m.as_string() for m in mails]
+    texts += [e.message for e in store.events()]
+    texts += [o.message for o in report.outcomes]
+    for secret in secrets:
+        for text in texts:
+            assert secret not in text
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def write_toml(config: CentralConfig, path: Path) -> Path:
+    lines = [f'[database]\nurl = "{config.database.url}"\n',
+             f'[acme]\ndirectory = "{config.acme.directory}"\nemail = "{config.acme.email}"\n'
+             f'account_key = "{config.acme.account_key}"\nca_bundle = "{config.acme.ca_bundle}"\n',
+             f"[renew]\nretry_pause = 0\nmax_failures = 1\nworkers = 2\n",
+             f'[dns]\nserver = "{config.dns.server}"\nport = {config.dns.port}\n'
+             f'tsig_key_file = "{config.dns.tsig_key_file}"\npropagation_timeout = 10.0\n'
+             f"propagation_interval = 0.05\n"]
+    for zone, conf in config.dns.zones.items():
+        lines.append(f'[dns.zones."{zone}"]\ntsig_key_file = "{conf.tsig_key_file}"\n')
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_cli_renew_json_dry_run_and_exit_status(world: World, tmp_path: Path) -> None:
+    from lecentral.cli.central import main
+
+    config = make_config(world, tmp_path)
+    store = open_store(config)
+    add_row(store, [SPARE[3]])
+    toml = str(write_toml(config, tmp_path / "lecentral.toml"))
+    runner = CliRunner()
+
+    dry = runner.invoke(main, ["--config", toml, "renew", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert SPARE[3] in dry.output and "WOULD-ISSUE" in dry.output and "dry run: 1 would-issue" in dry.output
+
+    ok = runner.invoke(main, ["--config", toml, "renew", "--once", "--json"])
+    assert ok.exit_code == 0, ok.output
+    data = json.loads(ok.output)
+    assert data["ok"] and [c["status"] for c in data["certificates"]] == ["issued"]
+
+    add_row(store, [BADSECRET])
+    bad = runner.invoke(main, ["--config", toml, "renew", BADSECRET])
+    assert bad.exit_code == 1
+    assert "FAILED" in bad.output and "BADSIG" in bad.output
+
+    unknown = runner.invoke(main, ["--config", toml, "renew", "nothere.example.test"])
+    assert unknown.exit_code != 0 and "no certificate named nothere.example.test" in unknown.output
