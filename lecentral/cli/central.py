@@ -28,6 +28,8 @@ COMMANDS = {
     "plugins": ("lecentral.cli.admin:plugins", "Installed plugins and what they register."),
     "config": ("lecentral.cli.admin:config", "Show the effective configuration, secrets masked."),
     "renew": ("lecentral.cli.renew:renew", "Issue or renew what is due (the seed's download_cert.pl)."),
+    "demo": ("lecentral.cli.demo:demo", "Issue three certificates in a throwaway local ACME world."),
+    "dns": ("lecentral.cli.dns:dns", "Set up and check the per-name DNS sub-zones."),
 }
 
 
