@@ -1,0 +1,219 @@
+"""What every TLS test daemon shares: ports, verify URLs, reload, wait for a certificate.
+
+A launcher subclasses :class:`TlsServer`, says which listeners it has (:meth:`TlsServer._listeners`),
+writes its config (:meth:`TlsServer._write_config`) and builds its :class:`Daemon`
+(:meth:`TlsServer._daemon`). The base picks free ports (retrying on a port race), starts and
+probes the daemon, and offers the things tests and the agent need: the verify URLs, the command
+lines the real service would use to test its config and reload, and :meth:`TlsServer.reload`
+that waits until the new certificate is really presented.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Self
+
+from lecentral.errors import VerifyError
+from lecentral.testing.daemons.certs import CertFiles, pem_fingerprint, write_atomic
+from lecentral.testing.ports import LOOPBACK, free_port
+from lecentral.testing.process import (
+    Daemon,
+    ManagedServer,
+    ServerStartError,
+    run_tool,
+    start_retrying_ports,
+    tcp_open,
+)
+
+
+class TlsServer(ManagedServer):
+    """A real daemon presenting ``cert``/``key`` on 127.0.0.1, one dynamic port per listener.
+
+    ``cert``, ``key`` and ``chain`` are read by the daemon where they are: overwrite them (as the
+    agent does) and call :meth:`reload` to have the daemon present the new certificate.
+    """
+
+    kind = "tls"
+    address = LOOPBACK
+    #: True when the daemon wants the leaf followed by the chain in ``cert`` (nginx, Dovecot)
+    cert_is_fullchain = False
+
+    def __init__(self, workdir: Path | str | None, *, cert: Path | str, key: Path | str,
+                 chain: Path | str | None = None) -> None:
+        super().__init__(workdir)
+        self.cert = Path(cert).resolve()
+        self.key = Path(key).resolve()
+        self.chain = Path(chain).resolve() if chain is not None else None
+        for path in (self.cert, self.key, *([self.chain] if self.chain else [])):
+            if not path.is_file():
+                raise ServerStartError(f"{self.kind}: certificate file {path} does not exist")
+        #: listener name -> port, filled on the first start and kept across restarts
+        self.ports: dict[str, int] = {}
+        self._daemon_proc: Daemon | None = None
+
+    # ------------------------------------------------------------ for subclasses
+
+    def _listeners(self) -> Mapping[str, str]:
+        """Listener name -> verify URL scheme (``{"smtp": "smtp+starttls", "smtps": "smtps"}``)."""
+        raise NotImplementedError
+
+    def _write_config(self) -> None:
+        """Write the daemon's configuration for :attr:`ports` (called before every start)."""
+        raise NotImplementedError
+
+    def _daemon(self) -> Daemon:
+        """The foreground daemon process to start."""
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """One-shot set-up run after the config is written and before the daemon starts."""
+
+    @property
+    def reload_argv(self) -> list[str]:
+        """The command that makes the running daemon re-read its certificate, as its admin would."""
+        raise NotImplementedError
+
+    @property
+    def check_argv(self) -> list[str]:
+        """The daemon's own configuration test (``nginx -t``, ``apache2 -t``, ``postfix check``...)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- the API
+
+    @property
+    def verify_urls(self) -> dict[str, str]:
+        """Listener name -> verify URL, e.g. ``{"imap": "imap+starttls://127.0.0.1:40123", ...}``."""
+        return {name: f"{scheme}://{self.address}:{self.ports[name]}"
+                for name, scheme in self._listeners().items() if name in self.ports}
+
+    @property
+    def reload_command(self) -> str:
+        """:attr:`reload_argv` as one shell-quoted string (the agent's ``reload =`` setting)."""
+        return shlex.join(self.reload_argv)
+
+    @property
+    def check_command(self) -> str:
+        """:attr:`check_argv` as one shell-quoted string."""
+        return shlex.join(self.check_argv)
+
+    @property
+    def running(self) -> bool:
+        """True while the daemon's main process runs."""
+        return self._daemon_proc is not None and self._daemon_proc.running
+
+    @property
+    def pid(self) -> int | None:
+        """pid of the daemon's main process."""
+        return self._daemon_proc.pid if self._daemon_proc is not None else None
+
+    def start(self) -> Self:
+        """Start the daemon; returns once every listener accepts connections."""
+        if self.running:
+            return self
+        first_start = not self.ports
+
+        def attempt() -> None:
+            if first_start:
+                self.ports = {name: free_port() for name in self._listeners()}
+            self._write_config()
+            self._prepare()
+            self._daemon_proc = self._daemon()
+            self._daemon_proc.start(self._listening, timeout=30)
+
+        start_retrying_ports(attempt, attempts=3 if first_start else 1)
+        return self
+
+    def _listening(self) -> bool:
+        return all(tcp_open(self.address, port) for port in self.ports.values())
+
+    def stop(self) -> None:
+        """Stop the daemon by pid (its config and ports stay for the next :meth:`start`)."""
+        if self._daemon_proc is not None:
+            self._daemon_proc.stop()
+
+    def restart(self, *, expect: str | None = None) -> None:
+        """Stop and start again (how slapd takes a new certificate); see :meth:`reload` for ``expect``."""
+        self.stop()
+        self.start()
+        if expect is not None:
+            self.wait_presented(expect)
+
+    def reload(self, *, expect: str | None = None, timeout: float = 30.0) -> None:
+        """Run :attr:`reload_argv`; with ``expect``, wait until every listener presents that fingerprint.
+
+        Reloads are asynchronous in every daemon here (old workers finish first), so a caller
+        that needs the new certificate must wait for it, as the agent's verification does.
+        """
+        if not self.running:
+            raise ServerStartError(f"{self.kind} is not running; start() it first")
+        run_tool(self.reload_argv, what=f"reloading {self.kind}", log_path=self.workdir / "commands.log")
+        if expect is not None:
+            self.wait_presented(expect, timeout=timeout)
+
+    def config_test(self) -> str:
+        """Run :attr:`check_argv`; return its output, or raise ServerStartError quoting it."""
+        return run_tool(self.check_argv, what=f"{self.kind} configuration test",
+                        log_path=self.workdir / "commands.log")
+
+    def presented_fingerprint(self, listener: str, timeout: float = 5.0) -> str:
+        """SHA-256 hex of the leaf ``listener`` presents now (through the real verifier code)."""
+        import hashlib
+
+        from lecentral.verify import fetch_leaf, parse_verify_url
+
+        url = self.verify_urls[listener]
+        return hashlib.sha256(fetch_leaf(parse_verify_url(url), timeout)).hexdigest()
+
+    def wait_presented(self, fingerprint: str, *, timeout: float = 30.0,
+                       listeners: Sequence[str] | None = None) -> None:
+        """Wait until each listener presents ``fingerprint``; ServerStartError if one never does."""
+        deadline = time.monotonic() + timeout
+        for listener in listeners or list(self.verify_urls):
+            seen = ""
+            while True:
+                try:
+                    seen = self.presented_fingerprint(listener)
+                except VerifyError as exc:
+                    seen = str(exc)
+                if seen == fingerprint:
+                    break
+                if time.monotonic() > deadline:
+                    raise ServerStartError(
+                        f"{self.kind} {listener} ({self.verify_urls[listener]}) still presents "
+                        f"{seen} after {timeout:.0f}s, not {fingerprint}; log:\n{self.log_tail()}")
+                time.sleep(0.1)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the daemon's log."""
+        return self._daemon_proc.log_tail(lines) if self._daemon_proc is not None else "(not started)"
+
+    def cert_fingerprint(self) -> str:
+        """SHA-256 hex of the leaf now in the ``cert`` file (what a reload will make it present)."""
+        return pem_fingerprint(self.cert.read_bytes())
+
+    def put_certificate(self, new: CertFiles) -> str:
+        """Overwrite the files this daemon reads with ``new``'s, as the agent would; return the
+        new leaf's fingerprint. The daemon presents it only after :meth:`reload` (or a restart).
+        """
+        write_atomic(self.key, new.key.read_bytes(), 0o600)
+        write_atomic(self.cert, (new.fullchain if self.cert_is_fullchain else new.cert).read_bytes())
+        if self.chain is not None:
+            write_atomic(self.chain, new.chain.read_bytes())
+        return new.fingerprint()
+
+    # --------------------------------------------------------------- helpers
+
+    def reachable_dir(self, name: str, user: str | None, *, max_len: int = 80) -> Path:
+        """A root-owned 0755 directory that ``user`` can reach (pytest's tmp dirs are 0700 root).
+
+        For daemons whose helper processes, running as ``user``, must find files in it.
+        """
+        path = self.state_dir(name, user, max_len=max_len)
+        if os.geteuid() == 0:
+            os.chown(path, 0, 0)
+        os.chmod(path, 0o755)
+        return path
