@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from lecentral.certificates import Csr
+    from lecentral.install.config import CertEntry
     from lecentral.store.rows import CertRow, EventRow
     from lecentral.types import Notification
 
@@ -103,15 +106,102 @@ class Verifier(ABC):
         """DER of the leaf the service at ``url`` presents; raise :class:`VerifyError` if unreachable."""
 
 
-class Service(ABC):
-    """The server-side behaviour of one kind of daemon: config test, reload, verify."""
+class Installer(ABC):
+    """Puts a certificate set where a daemon reads it, and can put the previous set back.
 
-    def check_config(self, entry: Mapping[str, Any]) -> None:
-        """Run the daemon's own config test on the newly written files; raise InstallError if it fails."""
+    The agent's own implementation (:class:`lecentral.install.fileset.LocalFiles`) writes local
+    files atomically, with backups and a journal that the next run uses to repair a crash. A
+    service whose daemon reads its certificate elsewhere (an ESXi host over SSH, an appliance's
+    API) returns its own from :meth:`Service.installer`; the engine calls the same methods, in the
+    same order, and keeps the compare, pre-checks, activation, verification and rollback.
+    """
 
     @abstractmethod
-    def activate(self, entry: Mapping[str, Any]) -> None:
-        """Make the daemon use the new files (reload, restart...); raise InstallError on failure."""
+    def installed(self) -> bytes | None:
+        """The leaf certificate (PEM or DER) in place now, or ``None`` when nothing is installed.
+
+        Raise :class:`InstallError` when what is there cannot be trusted (a symlink, unreadable).
+        """
+
+    def missing(self) -> list[str]:
+        """Configured files that do not exist (the next install writes the whole set again)."""
+        return []
+
+    def pending(self) -> str | None:
+        """What a killed run left behind, without changing anything (for ``--dry-run``, status)."""
+        return None
+
+    def recover(self) -> str | None:
+        """Finish what a killed run left behind; called before anything else for each entry.
+
+        Return ``None`` (nothing was pending), ``"switched"`` (the new set is now fully in place
+        but the daemon was never activated: the engine activates and verifies it) or
+        ``"restored"`` (the previous set is back: the engine activates it and alerts).
+        """
+        return None
+
+    @abstractmethod
+    def plan(self, new: "IssuedCertificate") -> list[str]:
+        """What :meth:`install` would do, one line per file, for ``--dry-run``. Changes nothing."""
+
+    @abstractmethod
+    def install(self, new: "IssuedCertificate") -> list[str]:
+        """Back up the current set, then put the new one in place, all or nothing.
+
+        Return the paths (or remote names) written. On failure raise :class:`InstallError`
+        after putting the previous set back, so that nothing is half-written.
+        """
+
+    @abstractmethod
+    def restore(self) -> None:
+        """Put back the set the last :meth:`install` replaced (rollback); raise InstallError if impossible."""
+
+    def commit(self) -> None:
+        """The new set is served: drop the rollback state (backups stay, per ``--keep``)."""
+
+
+class Service(ABC):
+    """How one kind of daemon takes a new certificate: config test, activation, verification.
+
+    The engine calls, in this order, for each certificate to install: :meth:`installer` (who
+    writes the files), the installer's ``install``, :meth:`check_config`, :meth:`activate`,
+    then the verifiers on :meth:`verify_urls`. If ``check_config``, ``activate`` or the
+    verification fails, the engine restores the previous files, calls ``activate`` again and
+    verifies that the previous certificate is served. Most services need no code:
+    :class:`lecentral.install.service.CommandService` runs the entry's ``check`` and ``reload``
+    commands, and a plugin only sets their defaults in its :class:`~lecentral.types.ServiceType`.
+    """
+
+    def check_entry(self, entry: "CertEntry") -> None:
+        """Validate a ``[[cert]]`` entry when the configuration is loaded (its ``options``...).
+
+        Raise :class:`ConfigError` naming the key; the other entries keep working.
+        """
+
+    def installer(self, entry: "CertEntry", workdir: "Path", keep: int) -> "Installer | None":
+        """Return an :class:`Installer` to take over writing the files, or ``None`` for local files.
+
+        ``workdir`` is a private directory (0700) for this entry's journal and backups; ``keep``
+        is how many backup generations to keep.
+        """
+        return None
+
+    def check_config(self, entry: "CertEntry") -> None:
+        """Test the daemon's configuration with the new files in place, before anything is reloaded.
+
+        Raise :class:`InstallError` if the daemon would not start; nothing has been restarted yet.
+        """
+
+    @abstractmethod
+    def activate(self, entry: "CertEntry") -> None:
+        """Make the daemon use the files now in place (reload, restart...); raise InstallError on failure.
+
+        Called again after a rollback, so it must work for the previous files too.
+        """
+
+    def verify_urls(self, entry: "CertEntry") -> list[str]:
+        """The URLs where the daemon presents the certificate (``tls://127.0.0.1:443``...)."""
+        return list(entry.verify)
 
 
 class Notifier(ABC):

@@ -46,15 +46,18 @@ class StoreType:
 class ServiceType:
     """How one kind of server software takes its certificate (``files``, ``apache``, ``postfix``...).
 
-    ``defaults`` fills the ``[[cert]]`` entries of the agent's config that name this service (paths,
-    reload command, verify URL), so a typical entry is two lines. ``factory()`` builds the
-    :class:`~lecentral.interfaces.Service` that checks the daemon's config, reloads and verifies it.
+    ``defaults`` fills the keys that the ``[[cert]]`` entries naming this service leave out (file
+    paths, ``check`` and ``reload`` commands, ``verify`` URLs, ``owner``/``group``/``mode``), so a
+    typical entry is two lines; the keys are those of :class:`lecentral.install.config.CertEntry`.
+    ``options`` names the service's own keys allowed in an entry's ``[cert.options]`` table, each
+    with a one-line help. ``factory()`` builds the :class:`~lecentral.interfaces.Service`.
     """
 
     name: str
     factory: Callable[[], "Service"]
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    options: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

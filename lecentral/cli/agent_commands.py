@@ -1,0 +1,166 @@
+"""The ``lecentral-install`` sub-commands: run, status, csr, plugins."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lecentral.cli.agent import AgentApp
+from lecentral.cli.common import (
+    EXIT_FAILURES,
+    guarded,
+    print_json,
+    setup_logging,
+    table,
+)
+
+pass_app = click.make_pass_decorator(AgentApp)
+
+
+def _date(ts: int | None) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d") if ts else "-"
+
+
+@click.command()
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--dry-run", is_flag=True, help="Print what would be done; change nothing, send nothing.")
+@click.option("--keep", type=click.IntRange(min=1), metavar="N",
+              help="Backup generations to keep per certificate [default: [agent] keep, 3].")
+@click.option("--quiet", is_flag=True, help="No summary on stdout, only errors on stderr (for cron).")
+@click.option("--json", "as_json", is_flag=True, help="Results as JSON on stdout.")
+@pass_app
+@guarded
+def run(app: AgentApp, names: tuple[str, ...], dry_run: bool, keep: int | None, quiet: bool,
+        as_json: bool) -> None:
+    """Install the newer certificates of every configured NAME (or only those given).
+
+    For each one: if enabled in the database, not expired and newer than the installed one (by
+    an hour or more), check it against the local key, its name and its chain, back up the current
+    files, switch the new set in atomically, run the config test and the reload, and verify the
+    service presents it. Any failure puts the previous files back and alerts.
+
+    Exit status: 0 when everything is installed or up to date, 1 when a certificate failed or was
+    rolled back, 2 configuration error, 4 database unreachable (nothing touched), 7 another run
+    holds the lock.
+    """
+    from lecentral.install.engine import Agent
+
+    if quiet:
+        setup_logging(0, quiet=True)
+    results = Agent(app.config, app.registry, dry_run=dry_run, keep=keep).run(names)
+    if as_json:
+        print_json([r.as_dict() for r in results])
+    elif not quiet:
+        for result in results:
+            click.echo(result.line())
+            for line in result.plan:
+                click.echo(f"    {line}")
+    if any(r.failed for r in results):
+        sys.exit(EXIT_FAILURES)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+@guarded
+def status(app: AgentApp, as_json: bool) -> None:
+    """For each certificate: installed (expiry, fingerprint), in the database, and served.
+
+    Read-only. Exit status 1 if the database is unreachable or an entry has an error.
+    """
+    from lecentral.install.status import status as get_status
+
+    rows, db_error = get_status(app.config, app.registry)
+    if as_json:
+        print_json({"database_error": db_error, "certs": rows})
+    else:
+        if db_error:
+            click.echo(f"database: {db_error}", err=True)
+        click.echo(table([_status_row(r) for r in rows],
+                         ["NAME", "SERVICE", "INSTALLED", "DATABASE", "SERVED", "STATE"]))
+    if db_error or any(r["error"] for r in rows):
+        sys.exit(EXIT_FAILURES)
+
+
+def _status_row(r: dict[str, Any]) -> list[str]:
+    inst, db = r["installed"], r["database"]
+    installed = f"{_date(inst['expires'])} {inst['fingerprint'][:12]}" if inst else "-"
+    database = "-"
+    if db:
+        database = f"{_date(db.get('expires'))} {db.get('fingerprint', '')[:12]}".strip()
+        database += "" if db["enable"] else " (disabled)"
+    served = []
+    for url, info in r["served"].items():
+        served.append(f"{url} {'ok' if info.get('is_installed') else 'error' if 'error' in info else 'OTHER'}")
+    state = f"ERROR: {r['error']}" if r["error"] else r["state"]
+    return [r["name"], r["service"], installed, database, ", ".join(served) or "-", state]
+
+
+@click.command()
+@click.argument("name")
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The private key: reused if it exists, else made here (mode 0600).")
+@click.option("--san", "sans", multiple=True, metavar="NAME", help="Another name (repeatable).")
+@click.option("--rsa", "rsa_bits", type=click.Choice(["2048", "3072", "4096"]),
+              help="Make an RSA key of this size [default for a new key: 2048].")
+@click.option("--ec", "curve", type=click.Choice(["p256", "p384"]), help="Make an ECDSA key on this curve.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the CSR to this file instead of stdout.")
+@click.option("--force", is_flag=True, help="Replace an existing key with a new one.")
+@guarded
+def csr(name: str, key_path: Path, sans: tuple[str, ...], rsa_bits: str | None, curve: str | None,
+        out: Path | None, force: bool) -> None:
+    """Make the private key for NAME here and a CSR to give to the central host.
+
+    An existing key at --key is reused (so the daemon's key stays valid) unless --force; a new one
+    is written atomically with mode 0600. Then, on the central host: `lecentral add NAME --csr
+    FILE` for a new name, or `lecentral set-csr NAME FILE` for a new key.
+    """
+    from lecentral.errors import CsrError
+    from lecentral.install.csr import KeySpec, make_csr
+
+    if rsa_bits and curve:
+        raise CsrError("choose either --rsa or --ec, not both")
+    spec = KeySpec("rsa", int(rsa_bits)) if rsa_bits else KeySpec("ec", curve=curve) if curve else None
+    request, what = make_csr(name, list(sans), key_path, spec, force=force)
+    click.echo(f"{what}; CSR for {', '.join(request.names)} (md5_modulus {request.md5_modulus})",
+               err=True)
+    if out is None:
+        click.echo(request.pem.decode(), nl=False)
+        return
+    from lecentral.install.fileset import replace_atomically
+
+    replace_atomically(str(out), request.pem, os.geteuid(), os.getegid(), 0o644)
+    click.echo(f"wrote {out}; on the central host: lecentral add {request.names[0]} --csr {out.name}",
+               err=True)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+@guarded
+def plugins(app: AgentApp, as_json: bool) -> None:
+    """The service plugins the [[cert]] entries can name, the verify URL schemes, and load errors."""
+    registry = app.registry
+    services = []
+    kind = registry.kinds["lecentral_register_services"]
+    for name, rec in sorted(kind.records.items()):
+        info = registry.loaded.infos.get(kind.owner[name])
+        services.append({"name": name, "distribution": info.distribution if info else "?",
+                         "version": info.version if info else "?", "description": rec.description,
+                         "defaults": dict(rec.defaults), "options": dict(rec.options)})
+    verifiers = registry.names("lecentral_register_verifiers")
+    failures = [r for r in registry.describe() if r["status"] == "error"]
+    if as_json:
+        print_json({"services": services, "verifiers": verifiers, "failures": failures})
+        return
+    click.echo(table([[s["name"], f"{s['distribution']} {s['version']}", s["description"]]
+                      for s in services], ["SERVICE", "FROM", "DESCRIPTION"]))
+    click.echo(f"\nverify URL schemes: {', '.join(verifiers) or 'none'}")
+    for f in failures:
+        click.echo(f"ERROR: plugin {f['name']} ({f['distribution']}): {f['error']}")

@@ -1,0 +1,250 @@
+"""``/etc/lecentral/install.toml``: the agent's configuration, loaded and validated in one place.
+
+Tables: ``[database]`` and ``[notify]`` (the same dataclasses as on the central host), ``[agent]``
+(state directory, backups), and one ``[[cert]]`` per certificate installed on this server. Each
+``[[cert]]`` is merged over the ``defaults`` of the service it names, then checked. A broken entry
+(unknown key, service plugin not installed, bad path) is reported and skipped; the others run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import grp
+import pwd
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lecentral.certificates import check_name
+from lecentral.config import (
+    DatabaseConfig,
+    NotifyConfig,
+    build,
+    read_toml,
+    resolve_path,
+)
+from lecentral.errors import ConfigError, CsrError, LecentralError
+
+if TYPE_CHECKING:
+    from lecentral.registry import Registry
+
+DEFAULT_INSTALL_CONFIG = Path("/etc/lecentral/install.toml")
+INSTALL_CONFIG_ENV = "LECENTRAL_INSTALL_CONFIG"
+
+#: what happens after the files are in place (the seed's alternatives)
+ACTIONS = ("reload", "mail", "syslog", "reboot")
+#: the files the agent can write, in the order it writes them
+FILE_ROLES = ("cert", "chain", "fullchain", "combined")
+COMBINED_PARTS = ("key", "cert", "chain")
+#: a file holding the private key is never readable by more than its owner and group
+KEY_BEARING_MAX_MODE = 0o640
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """``[agent]``: where the agent keeps its journal and backups, and how many it keeps."""
+
+    state_dir: str = "/var/lib/lecentral/install"
+    keep: int = 3
+    reboot_command: str = "systemctl reboot"
+    report: bool = False  # also log installs in the central event log (tolerates a read-only user)
+
+
+@dataclass(frozen=True)
+class CertEntry:
+    """One ``[[cert]]`` table after merging the service's defaults and validation."""
+
+    name: str = ""
+    service: str = "files"
+    key: str = ""
+    cert: str = ""
+    chain: str = ""
+    fullchain: str = ""
+    combined: str = ""
+    combined_order: list[str] = field(default_factory=lambda: list(COMBINED_PARTS))
+    owner: str = ""
+    group: str = ""
+    mode: str = ""
+    action: str = "reload"
+    check: str = ""
+    reload: str = ""
+    verify: list[str] = field(default_factory=list)
+    verify_timeout: float = 30.0
+    command_timeout: float = 120.0
+    options: dict[str, Any] = field(default_factory=dict, metadata={"internal": True})
+    index: int = field(default=0, metadata={"internal": True})
+
+    @property
+    def id(self) -> str:
+        """Unique per config: the same certificate may serve two daemons (postfix and dovecot)."""
+        return f"{self.service}-{self.name}"
+
+    @property
+    def label(self) -> str:
+        return self.name if self.service == "files" else f"{self.name} ({self.service})"
+
+    @property
+    def files(self) -> dict[str, str]:
+        """role -> path of every file this entry writes, in writing order."""
+        return {role: getattr(self, role) for role in FILE_ROLES if getattr(self, role)}
+
+    def key_bearing(self, role: str) -> bool:
+        """True for a file that holds the private key (``combined`` unless its order leaves it out)."""
+        return role == "combined" and "key" in self.combined_order
+
+    @property
+    def mode_bits(self) -> int | None:
+        return int(self.mode, 8) if self.mode else None
+
+
+@dataclass(frozen=True)
+class BrokenEntry:
+    """A ``[[cert]]`` entry that could not be used, and why (shown and alerted, never fatal to the others)."""
+
+    index: int
+    name: str
+    error: str
+
+    @property
+    def label(self) -> str:
+        return self.name or f"[[cert]] #{self.index + 1}"
+
+
+@dataclass(frozen=True)
+class InstallConfig:
+    """The whole agent configuration (``install.toml``)."""
+
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    certs: tuple[CertEntry, ...] = field(default=(), metadata={"internal": True})
+    broken: tuple[BrokenEntry, ...] = field(default=(), metadata={"internal": True})
+    path: str = field(default="", metadata={"internal": True})
+
+
+def load_install(explicit: str | None, registry: Registry) -> InstallConfig:
+    """Load ``install.toml``: ``--config``, then ``$LECENTRAL_INSTALL_CONFIG``, then the default path."""
+    path, _ = resolve_path(explicit, INSTALL_CONFIG_ENV, DEFAULT_INSTALL_CONFIG)
+    data = read_toml(path)
+    source = str(path)
+    tables = data.pop("cert", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{source}: cert must be an array of tables, written [[cert]]")
+    config = build(InstallConfig, data, "", source)
+    if config.agent.keep < 1:
+        raise ConfigError(f"{source}: agent.keep must be at least 1 (backups are what rollbacks use)")
+    certs: list[CertEntry] = []
+    broken: list[BrokenEntry] = []
+    for index, table in enumerate(tables):
+        try:
+            entry = resolve_entry(table, index, registry, config.notify, source)
+            _check_unique(entry, certs, source)
+            certs.append(entry)
+        except LecentralError as exc:
+            name = table.get("name") if isinstance(table.get("name"), str) else ""
+            broken.append(BrokenEntry(index, name, str(exc)))
+    return dataclasses.replace(config, certs=tuple(certs), broken=tuple(broken), path=source)
+
+
+def resolve_entry(table: Mapping[str, Any], index: int, registry: Registry,
+                  notify: NotifyConfig, source: str) -> CertEntry:
+    """Merge one ``[[cert]]`` table over its service's defaults and validate it."""
+    where = f"cert[{index}]"
+    service_name = table.get("service", "files")
+    if not isinstance(service_name, str):
+        raise ConfigError(f"{source}: {where}.service must be str")
+    stype = registry.service(service_name)
+    merged: dict[str, Any] = {**stype.defaults, **table}
+    options = {**stype.defaults.get("options", {}), **table.get("options", {})}
+    merged.pop("options", None)
+    if isinstance(merged.get("verify"), str):
+        merged["verify"] = [merged["verify"]] if merged["verify"] else []
+    entry = build(CertEntry, merged, where, source)
+    entry = dataclasses.replace(entry, options=options, index=index)
+    _validate(entry, where, source, notify)
+    unknown = sorted(set(options) - set(stype.options))
+    if unknown:
+        allowed = ", ".join(sorted(stype.options)) or "none"
+        raise ConfigError(f"{source}: unknown key {where}.options.{unknown[0]} for service "
+                          f"{service_name!r} (allowed: {allowed})")
+    from lecentral.verify import check_verify_url
+
+    for url in entry.verify:
+        check_verify_url(registry, url)
+    stype.factory().check_entry(entry)
+    return entry
+
+
+def _validate(entry: CertEntry, where: str, source: str, notify: NotifyConfig) -> None:
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{source}: {where}.{key}: {why}")
+
+    if not entry.name:
+        raise bad("name", "missing; set it to the certificate's name in the database")
+    try:
+        if check_name(entry.name) != entry.name:
+            raise bad("name", f"write it in lower case without a trailing dot: {check_name(entry.name)!r}")
+    except CsrError as exc:
+        raise bad("name", str(exc)) from None
+    for key in ("key", "cert"):
+        if not getattr(entry, key):
+            raise bad(key, f"missing; service {entry.service!r} has no default for it")
+    paths = {"key": entry.key, **entry.files}
+    for key, value in paths.items():
+        if not value.startswith("/"):
+            raise bad(key, f"{value!r} must be an absolute path")
+    seen: dict[str, str] = {}
+    for key, value in paths.items():
+        if value in seen:
+            raise bad(key, f"{value} is also the {seen[value]} path; every file needs its own path")
+        seen[value] = key
+    parts = entry.combined_order
+    if not set(parts) <= set(COMBINED_PARTS) or len(set(parts)) != len(parts) or "cert" not in parts:
+        raise bad("combined_order", f"{parts!r}: list cert and optionally key and chain, once each")
+    if entry.mode:
+        try:
+            bits = int(entry.mode, 8)
+        except ValueError:
+            bits = -1
+        if not 0 <= bits <= 0o777:
+            raise bad("mode", f"{entry.mode!r} is not an octal file mode such as \"0640\"")
+    if entry.action not in ACTIONS:
+        raise bad("action", f"{entry.action!r}: choose one of {', '.join(ACTIONS)}")
+    if entry.action == "mail" and not notify.mail_to:
+        raise bad("action", "\"mail\" needs [notify] mail_to, the operator who restarts by hand")
+    if entry.action == "syslog" and not notify.syslog:
+        raise bad("action", "\"syslog\" needs [notify] syslog = true")
+    for key in ("verify_timeout", "command_timeout"):
+        if getattr(entry, key) <= 0:
+            raise bad(key, "must be more than 0 seconds")
+    _check_account(entry, where, source)
+
+
+def _check_account(entry: CertEntry, where: str, source: str) -> None:
+    if entry.owner and not entry.owner.isdigit():
+        try:
+            pwd.getpwnam(entry.owner)
+        except KeyError:
+            raise ConfigError(f"{source}: {where}.owner: no user {entry.owner!r} on this host") from None
+    if entry.group and not entry.group.isdigit():
+        try:
+            grp.getgrnam(entry.group)
+        except KeyError:
+            raise ConfigError(f"{source}: {where}.group: no group {entry.group!r} on this host") from None
+
+
+def _check_unique(entry: CertEntry, earlier: list[CertEntry], source: str) -> None:
+    for other in earlier:
+        if other.id == entry.id:
+            raise ConfigError(f"{source}: cert[{entry.index}] repeats name {entry.name!r} with service "
+                              f"{entry.service!r} (already cert[{other.index}])")
+        clash = set(other.files.values()) & set(entry.files.values())
+        if clash:
+            raise ConfigError(f"{source}: cert[{entry.index}] writes {min(clash)}, which "
+                              f"cert[{other.index}] ({other.name}) writes too")
+
+
+def notify_settings(config: InstallConfig) -> dict[str, Any]:
+    """The ``[notify]`` table as the registry's notifiers read it."""
+    return dataclasses.asdict(config.notify)

@@ -1,0 +1,366 @@
+"""The install engine behind ``lecentral-install run``: the seed's install_cert.pl, made safe.
+
+For each configured certificate: finish what a killed run left, read the row, decide (enabled, not
+expired, newer by an hour or more), check everything before touching a file, switch the files as
+a set, test the daemon's config, activate, verify the served fingerprint, and on any failure put
+the previous files back, activate them and verify they are served. Every outcome is one
+:class:`Result`, a notification and an event; one certificate's failure never stops the others.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lecentral.certificates import Certificate, now_ts
+from lecentral.errors import (
+    ConfigError,
+    InstallError,
+    LecentralError,
+    StoreError,
+    VerifyError,
+)
+from lecentral.install.config import (
+    BrokenEntry,
+    CertEntry,
+    InstallConfig,
+    notify_settings,
+)
+from lecentral.install.decide import decide, precheck, when
+from lecentral.install.fileset import LocalFiles
+from lecentral.interfaces import Installer, Service
+from lecentral.types import Notification
+
+if TYPE_CHECKING:
+    from lecentral.interfaces import Store
+    from lecentral.registry import Registry
+    from lecentral.store.rows import CertRow
+
+log = logging.getLogger(__name__)
+
+FAILED = ("failed", "rolled-back", "rollback-failed")
+VERIFY_PAUSE = 0.25
+
+
+@dataclass
+class Result:
+    """What happened to one ``[[cert]]`` entry in this run."""
+
+    name: str
+    service: str
+    status: str  # installed, up-to-date, skipped, would-install, failed, rolled-back, rollback-failed
+    message: str
+    fingerprint: str | None = None
+    expires: int | None = None
+    paths: list[str] = field(default_factory=list)
+    plan: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILED
+
+    def line(self) -> str:
+        """The summary line printed on stdout."""
+        label = self.name if self.service == "files" else f"{self.name} ({self.service})"
+        return f"{label}: {self.status}: {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Agent:
+    """One ``lecentral-install run`` (or ``--dry-run``) over the configured certificates."""
+
+    def __init__(self, config: InstallConfig, registry: Registry, *, dry_run: bool = False,
+                 keep: int | None = None, clock: Callable[[], int] = now_ts) -> None:
+        self.config = config
+        self.registry = registry
+        self.dry_run = dry_run
+        self.keep = keep if keep is not None else config.agent.keep
+        self.clock = clock
+        self.settings = notify_settings(config)
+        self.state_dir = Path(config.agent.state_dir)
+        self._store: Store | None = None
+        self._host: str | None = None
+
+    @property
+    def host(self) -> str:
+        if self._host is None:
+            self._host = socket.getfqdn()
+        return self._host
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def select(self, names: Sequence[str]) -> tuple[list[CertEntry], list[BrokenEntry]]:
+        """The entries named on the command line (all when none); an unknown name is an error."""
+        entries, broken = list(self.config.certs), list(self.config.broken)
+        if not names:
+            return entries, broken
+        known = {e.name for e in entries} | {b.name for b in broken}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(f"{', '.join(unknown)} not configured in {self.config.path} "
+                              f"(configured: {', '.join(sorted(known)) or 'none'})")
+        return [e for e in entries if e.name in names], [b for b in broken if b.name in names]
+
+    def run(self, names: Sequence[str] = ()) -> list[Result]:
+        """Process the selected entries; raise StoreError (after alerting) if the database is down."""
+        entries, broken = self.select(names)
+        results = [self._broken(b) for b in broken]
+        if not entries:
+            return results
+        with self._lock():
+            try:
+                rows = self._read_rows(entries)
+                for entry in entries:
+                    results.append(self._one(entry, rows.get(entry.name)))
+                self._reboot_if_asked(entries, results)
+            finally:
+                if self._store is not None:
+                    self._store.close()
+        return results
+
+    def _lock(self) -> AbstractContextManager[None]:
+        return nullcontext() if self.dry_run else self._exclusive()
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One run at a time on this host (cron and a manual run may overlap)."""
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.state_dir / "lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise InstallError(f"another lecentral-install run holds {self.state_dir}/lock; "
+                                   "try again when it has finished") from None
+            yield
+        finally:
+            os.close(fd)
+
+    def _read_rows(self, entries: list[CertEntry]) -> dict[str, CertRow | None]:
+        """Every row needed, read before any file is touched; the database down is an alert."""
+        from lecentral.store import open_store
+
+        try:
+            self._store = open_store(self.config.database.url, self.registry)
+            return {e.name: self._store.get(e.name) for e in entries}
+        except StoreError as exc:
+            self._alert("error", f"cannot read the certificate database on {self.host}",
+                        f"{exc}\n\nNo certificate was checked and no file was touched.")
+            raise
+
+    def _installer(self, entry: CertEntry, service: Service) -> Installer:
+        workdir = self.state_dir / "entries" / entry.id
+        if not self.dry_run:
+            workdir.parent.mkdir(mode=0o700, exist_ok=True)
+            workdir.mkdir(mode=0o700, exist_ok=True)
+        return service.installer(entry, workdir, self.keep) or LocalFiles(entry, workdir, self.keep)
+
+    def _one(self, entry: CertEntry, row: CertRow | None) -> Result:
+        try:
+            service = self.registry.service(entry.service).factory()
+            installer = self._installer(entry, service)
+            if self.dry_run:
+                pending = installer.pending()
+                if pending:
+                    return Result(entry.name, entry.service, "would-install",
+                                  f"would finish an interrupted run (journal state {pending})")
+            else:
+                state = installer.recover()
+                if state == "switched":
+                    return self._finish(entry, service, installer, "finishing an interrupted install")
+                if state == "restored":
+                    return self._after_restore(entry, service, installer)
+            return self._compare_and_install(entry, row, service, installer)
+        except LecentralError as exc:
+            return self._failed(entry, str(exc))
+
+    def _compare_and_install(self, entry: CertEntry, row: CertRow | None, service: Service,
+                             installer: Installer) -> Result:
+        if row is None:
+            raise InstallError(f"no certificate named {entry.name} in the database; add it on the "
+                               f"central host (lecentral add) or fix the name in {self.config.path}")
+        now = self.clock()
+        decision = decide(entry, row, installer.installed(), installer.missing(), now)
+        if not decision.install:
+            return Result(entry.name, entry.service, decision.skip_status, decision.reason)
+        new = precheck(entry, row, now)
+        leaf = Certificate.load(new.crt)
+        if self.dry_run:
+            plan = installer.plan(new) + self._action_plan(entry, service)
+            return Result(entry.name, entry.service, "would-install", decision.reason,
+                          leaf.fingerprint, leaf.not_after, plan=plan)
+        paths = installer.install(new)
+        return self._finish(entry, service, installer, decision.reason, paths)
+
+    def _action_plan(self, entry: CertEntry, service: Service) -> list[str]:
+        if entry.action != "reload":
+            return [f"then: action {entry.action} (no reload, no verification)"]
+        lines = [f"then: config test: {entry.check}"] if entry.check else []
+        lines.append(f"then: reload: {entry.reload}" if entry.reload else "then: reload (service "
+                     f"{entry.service})")
+        lines += [f"then: verify {url}" for url in service.verify_urls(entry)]
+        return lines
+
+    # -- after the switch ------------------------------------------------------------------------
+
+    def _finish(self, entry: CertEntry, service: Service, installer: Installer, reason: str,
+                paths: list[str] | None = None) -> Result:
+        """Config test, activate, verify; roll back on any failure."""
+        leaf = Certificate.load(installer.installed() or b"", f"{entry.cert} just written")
+        activated = False
+        try:
+            if entry.action in ("reload", "reboot"):
+                service.check_config(entry)
+            if entry.action == "reload":
+                activated = True
+                service.activate(entry)
+                self._verify(entry, service, leaf.fingerprint)
+        except LecentralError as exc:
+            return self._rollback(entry, service, installer, activated, str(exc))
+        installer.commit()
+        paths = paths if paths is not None else list(entry.files.values())
+        self._installed(entry, leaf, paths, reason)
+        return Result(entry.name, entry.service, "installed", f"{reason}; {self._after_text(entry)}",
+                      leaf.fingerprint, leaf.not_after, paths)
+
+    @staticmethod
+    def _after_text(entry: CertEntry) -> str:
+        return {
+            "reload": "service activated and verified" if entry.verify else "service activated",
+            "mail": "an operator was asked to restart the service",
+            "syslog": "logged; the service was not restarted",
+            "reboot": "the host will reboot",
+        }[entry.action]
+
+    def _verify(self, entry: CertEntry, service: Service, expected: str) -> None:
+        """Poll each verify URL until it presents ``expected`` (reloads finish asynchronously)."""
+        from lecentral.verify import presented_fingerprint
+
+        for url in service.verify_urls(entry):
+            deadline = time.monotonic() + entry.verify_timeout
+            while True:
+                remaining = max(deadline - time.monotonic(), 0.5)
+                try:
+                    got = presented_fingerprint(self.registry, url, min(remaining, 10.0))
+                    if got == expected:
+                        break
+                    last = (f"{url} presents certificate sha256 {got[:16]}..., not the expected "
+                            f"{expected[:16]}...")
+                except VerifyError as exc:
+                    last = str(exc)
+                if time.monotonic() >= deadline:
+                    raise VerifyError(f"verification failed after {entry.verify_timeout:.0f}s: {last}")
+                time.sleep(VERIFY_PAUSE)
+
+    def _rollback(self, entry: CertEntry, service: Service, installer: Installer, activated: bool,
+                  failure: str) -> Result:
+        """Restore the previous files, activate them again, verify they are served, alert."""
+        log.error("%s: %s; rolling back", entry.label, failure)
+        try:
+            installer.restore()
+        except LecentralError as exc:
+            return self._failed(entry, f"{failure}\n{exc}", "rollback-failed")
+        notes = ["the previous files were put back"]
+        try:
+            old = installer.installed()
+            if activated:
+                service.activate(entry)
+                notes.append("the service was activated again")
+                if old is not None and service.verify_urls(entry):
+                    self._verify(entry, service, Certificate.load(old).fingerprint)
+                    notes.append("it serves the previous certificate again")
+        except LecentralError as exc:
+            installer.commit()
+            return self._failed(entry, f"{failure}\n{'; '.join(notes)}, but: {exc}", "rollback-failed")
+        installer.commit()
+        return self._failed(entry, f"{failure}\nRolled back: {'; '.join(notes)}.", "rolled-back")
+
+    def _after_restore(self, entry: CertEntry, service: Service, installer: Installer) -> Result:
+        """A previous run was killed while rolling back: the files are back; activate them."""
+        failure = "a previous run was interrupted while rolling back"
+        try:
+            if entry.action == "reload":
+                service.activate(entry)
+        except LecentralError as exc:
+            installer.commit()
+            return self._failed(entry, f"{failure}; the previous files are back but: {exc}",
+                                "rollback-failed")
+        installer.commit()
+        return self._failed(entry, f"{failure}; the previous files are back and activated",
+                            "rolled-back")
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def _alert(self, severity: str, subject: str, body: str, name: str | None = None) -> None:
+        if self.dry_run:
+            return
+        errors = self.registry.notify(Notification(severity, subject, body, name), self.settings)
+        for error in errors:
+            log.warning("could not send the alert %r: %s", subject, error)
+
+    def _installed(self, entry: CertEntry, leaf: Certificate, paths: list[str], reason: str) -> None:
+        body = (f"{entry.label} on {self.host}: {reason}.\n\nExpires: {when(leaf.not_after)}\n"
+                f"SHA-256: {leaf.fingerprint}\nFiles: {', '.join(paths)}\n")
+        severity, subject = "info", f"{entry.name}: new certificate installed on {self.host}"
+        if entry.action == "mail":
+            severity, subject = "warning", f"{entry.name}: restart {entry.service} on {self.host} by hand"
+            body += f"\nThe new files are in place; restart {entry.service} on {self.host} to use them.\n"
+        elif entry.action == "reboot":
+            body += "\nThe host reboots at the end of this run.\n"
+        self._alert(severity, subject, body, entry.name)
+        self.registry.emit("lecentral_cert_installed", name=entry.name, host=self.host, paths=paths,
+                           fingerprint=leaf.fingerprint)
+        self._report(entry.name, "installed", f"installed on {self.host}, sha256 {leaf.fingerprint}")
+
+    def _failed(self, entry: CertEntry, error: str, status: str = "failed") -> Result:
+        rolled_back = status == "rolled-back"
+        what = {"failed": "NOT installed", "rolled-back": "install failed, rolled back",
+                "rollback-failed": "install failed and ROLLBACK FAILED"}[status]
+        log.error("%s: %s: %s", entry.label, what, error)
+        body = f"{entry.label} on {self.host}: {what}.\n\n{error}\n"
+        if status == "failed":
+            body += "\nNo file was changed and nothing was restarted.\n"
+        self._alert("error", f"{entry.name}: {what} on {self.host}", body, entry.name)
+        if not self.dry_run:
+            self.registry.emit("lecentral_install_failed", name=entry.name, host=self.host,
+                               error=error, rolled_back=rolled_back)
+            self._report(entry.name, "install-failed", f"{what} on {self.host}: {error}")
+        return Result(entry.name, entry.service, status, " ".join(error.split()))
+
+    def _broken(self, broken: BrokenEntry) -> Result:
+        log.error("%s: %s", broken.label, broken.error)
+        self._alert("error", f"{broken.label}: configuration error on {self.host}",
+                    f"{broken.error}\n\nThis entry was skipped; no file was changed.\n", broken.name)
+        return Result(broken.label, "?", "failed", broken.error)
+
+    def _report(self, name: str, kind: str, message: str) -> None:
+        """Optionally log to the central event log; a read-only database user only gets a warning."""
+        if not self.config.agent.report or self._store is None:
+            return
+        try:
+            self._store.record_event(name, kind, message, self.clock())
+        except StoreError as exc:
+            log.warning("could not report to the central event log (agent.report): %s", exc)
+
+    def _reboot_if_asked(self, entries: list[CertEntry], results: list[Result]) -> None:
+        from lecentral.install.service import run_command
+
+        wanted = {e.id for e in entries if e.action == "reboot"}
+        if self.dry_run or not any(r.status == "installed" and f"{r.service}-{r.name}" in wanted
+                                   for r in results):
+            return
+        try:
+            run_command(self.config.agent.reboot_command, what="reboot", timeout=120)
+        except InstallError as exc:
+            self._alert("error", f"reboot of {self.host} failed", f"{exc}\n\nReboot by hand to "
+                        "use the new certificates.\n")

@@ -1,0 +1,365 @@
+"""Local files, switched as a set: backups, temp files, renames, and a journal that survives a crash.
+
+The order of work for one entry (``workdir`` is its private 0700 state directory):
+
+1. ``journal.json`` in state ``staging`` lists every target and the temp file it will use.
+2. Each current file is copied into ``backups/<generation>/<role>`` with its owner and mode.
+3. Each new file is written to its temp file *in the target's directory* (O_EXCL, O_NOFOLLOW,
+   0600 while written), given its owner and mode, and fsynced.
+4. The journal moves to ``prepared``; each temp file is renamed over its target; the
+   directories are fsynced; the journal moves to ``switched``.
+
+A run killed in step 1-3 leaves the old set untouched: the next run deletes the temp files. Killed
+in step 4, the next run finishes the renames (every temp file was complete before ``prepared``
+was written), so the set is the new one, and the engine activates it. A rollback (state
+``restoring`` then ``restored``) is just as repeatable. A symlink or non-regular file at a target
+path is refused before anything is written; renames replace the path itself, never a link's target.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import hashlib
+import json
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lecentral.errors import InstallError
+from lecentral.install.config import KEY_BEARING_MAX_MODE, CertEntry
+from lecentral.interfaces import Installer, IssuedCertificate
+
+log = logging.getLogger(__name__)
+
+TEMP_MARK = ".lecentral-"
+JOURNAL = "journal.json"
+
+
+def read_nofollow(path: str) -> bytes | None:
+    """The bytes of regular file ``path``, ``None`` if it does not exist; a symlink is refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InstallError(f"{path} is a symbolic link; refusing to read or replace it "
+                               "(point the configuration at the real file)") from None
+        raise InstallError(f"cannot read {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise InstallError(f"{path} is not a regular file; refusing to replace it")
+        return fh.read()
+
+
+def fsync_dir(path: str) -> None:
+    """Make renames and unlinks in directory ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_new(path: str, data: bytes, uid: int, gid: int, mode: int) -> None:
+    """Create ``path`` (which must not exist) with ``data``, owner and mode, and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_atomically(path: str, data: bytes, uid: int, gid: int, mode: int) -> None:
+    """Write ``data`` to a temp file beside ``path`` and rename it over ``path`` (for the journal)."""
+    temp = temp_name(path)
+    try:
+        write_new(temp, data, uid, gid, mode)
+        os.replace(temp, path)
+    except BaseException:
+        _unlink(temp)
+        raise
+    fsync_dir(os.path.dirname(path))
+
+
+def temp_name(path: str) -> str:
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}{TEMP_MARK}{secrets.token_hex(4)}.tmp")
+
+
+def _unlink(path: str) -> None:
+    # a read-only file system answers EROFS, not ENOENT, for a file that is not there
+    if not os.path.lexists(path):
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _uid(value: str) -> int:
+    return int(value) if value.isdigit() else pwd.getpwnam(value).pw_uid
+
+
+def _gid(value: str) -> int:
+    return int(value) if value.isdigit() else grp.getgrnam(value).gr_gid
+
+
+@dataclass
+class Planned:
+    """One file of the new set: where, what, and with which owner and mode."""
+
+    role: str
+    path: str
+    data: bytes
+    uid: int
+    gid: int
+    mode: int
+    existed: bool
+    changed: bool
+
+
+class LocalFiles(Installer):
+    """The :class:`~lecentral.interfaces.Installer` for files on this host (see the module doc)."""
+
+    def __init__(self, entry: CertEntry, workdir: Path, keep: int) -> None:
+        self.entry = entry
+        self.workdir = workdir
+        self.keep = keep
+        self.journal_path = workdir / JOURNAL
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def installed(self) -> bytes | None:
+        return read_nofollow(self.entry.cert)
+
+    def missing(self) -> list[str]:
+        return [path for path in self.entry.files.values() if not os.path.lexists(path)]
+
+    def pending(self) -> str | None:
+        journal = self._journal()
+        return journal["state"] if journal else None
+
+    def _journal(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self.journal_path.read_bytes())
+            return data
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise InstallError(f"journal {self.journal_path} is unreadable ({exc}); check the files "
+                               f"of {self.entry.name} by hand, then delete it") from None
+
+    def _save(self, journal: dict[str, Any]) -> None:
+        replace_atomically(str(self.journal_path), json.dumps(journal, indent=1).encode(),
+                           os.geteuid(), os.getegid(), 0o600)
+
+    def _drop_journal(self) -> None:
+        _unlink(str(self.journal_path))
+        fsync_dir(str(self.workdir))
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def _contents(self, new: IssuedCertificate) -> dict[str, bytes]:
+        parts = {"cert": new.crt, "chain": new.ca}
+        if "key" in self.entry.combined_order and self.entry.combined:
+            parts["key"] = self._key()
+        return {
+            "cert": new.crt, "chain": new.ca, "fullchain": new.crt + new.ca,
+            "combined": b"".join(parts[p] for p in self.entry.combined_order) if self.entry.combined else b"",
+        }
+
+    def _key(self) -> bytes:
+        try:
+            data = Path(self.entry.key).read_bytes()
+        except OSError as exc:
+            raise InstallError(f"cannot read private key {self.entry.key}: {exc.strerror}") from None
+        return data if data.endswith(b"\n") else data + b"\n"
+
+    def _planned(self, new: IssuedCertificate) -> list[Planned]:
+        contents = self._contents(new)
+        planned = []
+        for role, path in self.entry.files.items():
+            if not os.path.isdir(os.path.dirname(path)):
+                raise InstallError(f"directory {os.path.dirname(path)} (for {role} {path}) does not "
+                                   "exist; create it with the owner and mode the daemon needs")
+            current = read_nofollow(path)  # refuses symlinks and non-regular files
+            st = os.lstat(path) if current is not None else None
+            planned.append(Planned(role, path, contents[role], *self._owner_mode(role, st),
+                                   existed=current is not None, changed=current != contents[role]))
+        return planned
+
+    def _owner_mode(self, role: str, st: os.stat_result | None) -> tuple[int, int, int]:
+        """Configured owner/group/mode, else what the file had, else the agent's and 0644/0600."""
+        entry = self.entry
+        key_bearing = entry.key_bearing(role)
+        uid = _uid(entry.owner) if entry.owner else (st.st_uid if st else os.geteuid())
+        gid = _gid(entry.group) if entry.group else (st.st_gid if st else os.getegid())
+        mode = entry.mode_bits
+        if mode is None:
+            mode = stat.S_IMODE(st.st_mode) if st else (0o600 if key_bearing else 0o644)
+        if key_bearing and mode & ~KEY_BEARING_MAX_MODE:
+            log.warning("%s: %s holds the private key: mode %04o narrowed to %04o", entry.name,
+                        role, mode, mode & KEY_BEARING_MAX_MODE)
+            mode &= KEY_BEARING_MAX_MODE
+        return uid, gid, mode
+
+    def plan(self, new: IssuedCertificate) -> list[str]:
+        lines = []
+        for p in self._planned(new):
+            if p.changed:
+                lines.append(f"write {p.path} ({p.role}, uid {p.uid} gid {p.gid} mode {p.mode:04o})")
+            else:
+                lines.append(f"keep {p.path} ({p.role} unchanged)")
+        return lines
+
+    # -- installing --------------------------------------------------------------------------
+
+    def install(self, new: IssuedCertificate) -> list[str]:
+        if self._journal() is not None:
+            raise InstallError(f"{self.journal_path} exists: an earlier run is unfinished; run again")
+        todo = [p for p in self._planned(new) if p.changed]
+        generation = self._new_generation()
+        journal: dict[str, Any] = {"state": "staging", "backup": str(generation), "files": [
+            {"role": p.role, "path": p.path, "temp": temp_name(p.path), "existed": p.existed,
+             "sha256": _sha256(p.data)} for p in todo]}
+        self._save(journal)
+        try:
+            self._backup(todo, generation)
+            for p, f in zip(todo, journal["files"]):
+                write_new(f["temp"], p.data, p.uid, p.gid, p.mode)
+        except (OSError, KeyError) as exc:
+            self._abandon(journal)
+            what = getattr(exc, "filename", None) or "a file"
+            raise InstallError(f"{self.entry.name}: cannot write {what}: "
+                               f"{getattr(exc, 'strerror', None) or exc}; nothing was changed "
+                               "(the previous files are intact)") from None
+        journal["state"] = "prepared"
+        self._save(journal)
+        try:
+            self._switch(journal)
+        except OSError as exc:
+            self._restore_files(journal)
+            self._drop_journal()
+            raise InstallError(f"{self.entry.name}: cannot rename into {exc.filename}: {exc.strerror}; "
+                               "the previous files were put back") from None
+        return [f["path"] for f in journal["files"]]
+
+    def _new_generation(self) -> Path:
+        """``backups/<sequence>-<UTC time>``: the sequence orders them even if the clock jumps back."""
+        backups = self.workdir / "backups"
+        backups.mkdir(mode=0o700, exist_ok=True)
+        last = max((int(p.name.split("-", 1)[0]) for p in backups.iterdir()
+                    if p.name.split("-", 1)[0].isdigit()), default=0)
+        return backups / f"{last + 1:06d}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+
+    def _backup(self, todo: list[Planned], generation: Path) -> None:
+        generation.mkdir(mode=0o700)
+        for p in todo:
+            if p.existed:
+                st = os.lstat(p.path)
+                data = read_nofollow(p.path) or b""
+                write_new(str(generation / p.role), data, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+        fsync_dir(str(generation))
+
+    def _abandon(self, journal: dict[str, Any]) -> None:
+        """Undo a staging that failed or was interrupted: temps and this backup go, old set stays."""
+        for f in journal["files"]:
+            _unlink(f["temp"])
+        shutil.rmtree(journal["backup"], ignore_errors=True)
+        self._drop_journal()
+
+    def _switch(self, journal: dict[str, Any]) -> None:
+        for f in journal["files"]:
+            if os.path.lexists(f["temp"]):
+                os.replace(f["temp"], f["path"])
+            elif _sha256(read_nofollow(f["path"]) or b"") != f["sha256"]:
+                log.warning("%s: %s has neither its temp file nor the new content; leaving it",
+                            self.entry.name, f["path"])
+        for directory in {os.path.dirname(f["path"]) for f in journal["files"]}:
+            fsync_dir(directory)
+        journal["state"] = "switched"
+        self._save(journal)
+
+    # -- rolling back, recovering, finishing ---------------------------------------------------
+
+    def restore(self) -> None:
+        journal = self._journal()
+        if journal is None or journal["state"] not in ("switched", "restoring", "restored"):
+            raise InstallError(f"{self.entry.name}: nothing to roll back (no switched set in "
+                               f"{self.journal_path})")
+        journal["state"] = "restoring"
+        self._save(journal)
+        try:
+            self._restore_files(journal)
+        except OSError as exc:
+            raise InstallError(f"{self.entry.name}: ROLLBACK FAILED on {exc.filename}: {exc.strerror}; "
+                               f"the previous files are in {journal['backup']}: copy them back by "
+                               "hand") from None
+        journal["state"] = "restored"
+        self._save(journal)
+
+    def _restore_files(self, journal: dict[str, Any]) -> None:
+        generation = Path(journal["backup"])
+        for f in journal["files"]:
+            _unlink(f["temp"])
+            if not f["existed"]:
+                _unlink(f["path"])
+                continue
+            backup = str(generation / f["role"])
+            st = os.lstat(backup)
+            data = read_nofollow(backup) or b""
+            if read_nofollow(f["path"]) == data:
+                continue  # restored by an earlier, interrupted attempt
+            temp = temp_name(f["path"])
+            try:
+                write_new(temp, data, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+                os.replace(temp, f["path"])
+            finally:
+                _unlink(temp)
+        for directory in {os.path.dirname(f["path"]) for f in journal["files"]}:
+            fsync_dir(directory)
+
+    def recover(self) -> str | None:
+        journal = self._journal()
+        if journal is None:
+            return None
+        state = journal["state"]
+        log.warning("%s: finishing an interrupted run (journal state %s)", self.entry.name, state)
+        if state == "staging":
+            self._abandon(journal)
+            return None
+        if state == "prepared":
+            self._switch(journal)
+            return "switched"
+        if state == "restoring":
+            self.restore()
+            return "restored"
+        if state in ("switched", "restored"):
+            return str(state)
+        raise InstallError(f"journal {self.journal_path} has unknown state {state!r}; check the "
+                           f"files of {self.entry.name} by hand, then delete it")
+
+    def commit(self) -> None:
+        self._drop_journal()
+        backups = self.workdir / "backups"
+        generations = sorted(backups.iterdir()) if backups.is_dir() else []
+        for old in generations[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)

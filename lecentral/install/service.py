@@ -1,0 +1,69 @@
+"""What service plugins build on: running the admin's commands, and a Service made of them.
+
+Most daemons take a new certificate with a config test and a reload, so most service plugins are
+only a :class:`~lecentral.types.ServiceType` whose ``defaults`` name those commands, with
+:class:`CommandService` as the factory. Plugins that need more subclass it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+
+from lecentral.errors import InstallError
+from lecentral.install.config import CertEntry
+from lecentral.interfaces import Service
+
+log = logging.getLogger(__name__)
+
+#: how much of a failing command's output goes into the error (and the alert)
+OUTPUT_TAIL_LINES = 15
+
+
+def run_command(command: str, *, what: str, timeout: float) -> str:
+    """Run ``command`` (split like a shell would, but without a shell) and return its output.
+
+    Raise :class:`InstallError` naming ``what``, the command, its exit status and the tail of its
+    output. Write ``sh -c '...'`` in the configuration when a pipe or ``&&`` is needed.
+    """
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise InstallError(f"{what}: cannot parse command {command!r}: {exc}") from None
+    if not argv:
+        raise InstallError(f"{what}: the command is empty")
+    log.info("%s: running %s", what, command)
+    try:
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise InstallError(f"{what}: command {argv[0]!r} not found; fix the path in the "
+                           "configuration or install it") from None
+    except PermissionError:
+        raise InstallError(f"{what}: command {argv[0]!r} is not executable") from None
+    except subprocess.TimeoutExpired:
+        raise InstallError(f"{what}: {command!r} did not finish within {timeout:.0f}s; raise "
+                           "command_timeout if it is just slow") from None
+    output = result.stdout.decode(errors="replace")
+    if result.returncode != 0:
+        tail = "\n".join(output.strip().splitlines()[-OUTPUT_TAIL_LINES:])
+        raise InstallError(f"{what}: {command!r} exited with status {result.returncode}"
+                           + (f":\n{tail}" if tail else ""))
+    return output
+
+
+class CommandService(Service):
+    """A service driven by the entry's ``check`` (config test) and ``reload`` commands.
+
+    Either may be empty: no config test, or nothing to reload (the daemon reads the files on
+    each connection). This is the built-in ``files`` service and the base of most plugins.
+    """
+
+    def check_config(self, entry: CertEntry) -> None:
+        if entry.check:
+            run_command(entry.check, what=f"{entry.label}: config test", timeout=entry.command_timeout)
+
+    def activate(self, entry: CertEntry) -> None:
+        if entry.reload:
+            run_command(entry.reload, what=f"{entry.label}: reload", timeout=entry.command_timeout)

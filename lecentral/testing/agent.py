@@ -1,0 +1,191 @@
+"""A small world for testing the agent and service plugins: a CA, a store, install.toml, runs.
+
+:class:`TestCA` signs CSRs the way an ACME CA would (leaf + its CA), with any validity, so tests
+can make "expired" or "newer by a day" certificates that Pebble cannot. :class:`AgentWorld` keeps
+a real store (SQLite by default, or any URL), fills it as the central host does
+(``add`` + ``save_issued``), writes ``install.toml`` and runs ``lecentral-install`` in-process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from lecentral.certificates import Certificate, Csr, now_ts
+
+UTC = dt.UTC
+
+
+class TestCA:
+    """A root CA (ECDSA P-256) that signs CSRs; its certificate is the ``ca`` column."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, name: str = "lecentral test CA") -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = dt.datetime.now(UTC)
+        self.cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                     .not_valid_before(now - dt.timedelta(days=400))
+                     .not_valid_after(now + dt.timedelta(days=4000))
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                     .sign(self.key, hashes.SHA256()))
+        self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def sign(self, csr_pem: bytes, *, days: float = 90, start: dt.datetime | None = None) -> bytes:
+        """A PEM leaf for the CSR's key and names, valid from ``start`` (now) for ``days``."""
+        csr = Csr.load(csr_pem)
+        start = start or dt.datetime.now(UTC) - dt.timedelta(minutes=5)
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, csr.names[0])]))
+                .issuer_name(self.cert.subject).public_key(csr.csr.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(start).not_valid_after(start + dt.timedelta(days=days))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in csr.names]),
+                               critical=False)
+                .sign(self.key, hashes.SHA256()))
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for the simple values install.toml holds."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def dump_toml(tables: Mapping[str, Mapping[str, Any]], certs: Sequence[Mapping[str, Any]]) -> str:
+    """``[table]`` sections then ``[[cert]]`` entries."""
+    lines: list[str] = []
+    for section, values in tables.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+        lines.append("")
+    for entry in certs:
+        lines.append("[[cert]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in entry.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+@dataclass
+class RunOutcome:
+    """One ``lecentral-install`` invocation: exit code, stdout, stderr, and the ``--json`` results."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def by_name(self, name: str) -> dict[str, Any]:
+        matches = [r for r in self.results if r["name"] == name]
+        assert len(matches) == 1, f"{name} not exactly once in {self.results}\n{self.stderr}"
+        return matches[0]
+
+
+class AgentWorld:
+    """A store filled as the central host fills it, an install.toml, and agent runs.
+
+    ``ssl`` is the directory certificate files go to (``ssl/certs``, ``ssl/private``).
+    """
+
+    def __init__(self, workdir: Path, *, db_url: str | None = None, ca: TestCA | None = None) -> None:
+        from lecentral.registry import Registry
+        from lecentral.store import open_store
+
+        self.workdir = workdir
+        self.db_url = db_url or f"sqlite:///{workdir}/lecentral.db"
+        self.registry = Registry.load()
+        self.store = open_store(self.db_url, self.registry)
+        self.store.init_schema()
+        self.ca = ca or TestCA()
+        self.ssl = workdir / "ssl"
+        (self.ssl / "certs").mkdir(parents=True, exist_ok=True)
+        (self.ssl / "private").mkdir(mode=0o710, exist_ok=True)
+        self.state_dir = workdir / "state"
+        self.config_path = workdir / "install.toml"
+        self.notify: dict[str, Any] = {}
+        self.agent: dict[str, Any] = {"state_dir": str(self.state_dir)}
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- the central side -------------------------------------------------------------------------
+
+    def key_path(self, name: str) -> Path:
+        return self.ssl / "private" / f"{name}.key"
+
+    def add(self, name: str, *, key: str = "rsa2048", sans: Sequence[str] = (), enable: bool = True,
+            key_path: Path | None = None) -> Path:
+        """Make the key on "the server" (``lecentral-install csr``'s code) and add the row; return the key path."""
+        from lecentral.install.csr import KeySpec, make_csr
+        from lecentral.store.rows import CertRow
+
+        spec = KeySpec("rsa", int(key[3:])) if key.startswith("rsa") else KeySpec("ec", curve=f"p{key[2:]}")
+        path = key_path or self.key_path(name)
+        csr, _ = make_csr(name, list(sans), path, spec, force=False)
+        self.store.add(CertRow(name=name, csr=csr.pem, md5_modulus=csr.md5_modulus, enable=enable,
+                               ts_expire=1, ts_last_update=1, count_fail_update=0))
+        return path
+
+    def issue(self, name: str, *, days: float = 90, start: dt.datetime | None = None,
+              crt: bytes | None = None, ca: bytes | None = None) -> Certificate:
+        """Store a new certificate for ``name`` as the renew job does (signed by :attr:`ca` unless given)."""
+        row = self.store.get(name)
+        assert row is not None, f"{name} is not in the store"
+        if crt is None:
+            crt, ca = self.ca.sign(row.csr, days=days, start=start), self.ca.pem
+        leaf = Certificate.load(crt)
+        self.store.save_issued(name, crt, ca or self.ca.pem, leaf.not_after, now_ts())
+        return leaf
+
+    # -- the server side -------------------------------------------------------------------------
+
+    def entry(self, name: str, **keys: Any) -> dict[str, Any]:
+        """A ``[[cert]]`` table with the usual files under :attr:`ssl`; ``keys`` override or add."""
+        base = {"name": name, "key": str(self.key_path(name)),
+                "cert": str(self.ssl / "certs" / f"{name}.crt"),
+                "chain": str(self.ssl / "certs" / f"{name}.ca"),
+                "fullchain": str(self.ssl / "certs" / f"{name}.full")}
+        return {**base, **keys}
+
+    def write_config(self, *entries: Mapping[str, Any], database: str | None = None) -> Path:
+        tables: dict[str, dict[str, Any]] = {"database": {"url": database or self.db_url},
+                                             "agent": self.agent}
+        if self.notify:
+            tables["notify"] = self.notify
+        self.config_path.write_text(dump_toml(tables, entries))
+        return self.config_path
+
+    def run(self, *args: str, json_output: bool = True) -> RunOutcome:
+        """``lecentral-install --config install.toml <args>`` in-process (``run --json`` by default)."""
+        from click.testing import CliRunner
+
+        from lecentral.cli.agent import main
+
+        argv = ["--config", str(self.config_path), *args]
+        if json_output and args and args[0] == "run" and "--json" not in args:
+            argv.append("--json")
+        result = CliRunner().invoke(main, argv, catch_exceptions=False)
+        outcome = RunOutcome(result.exit_code, result.stdout, result.stderr)
+        if "--json" in argv and result.stdout.strip().startswith("["):
+            outcome.results = json.loads(result.stdout)
+        return outcome

@@ -1,0 +1,170 @@
+"""Fixtures the agent tests share: Pebble issuing, an SMTP catcher, a syslog socket, the world.
+
+* ``agent_pebble``: Debian's pebble with ``PEBBLE_VA_ALWAYS_VALID=1`` (every challenge passes, so
+  no DNS is needed); certificates are ordered through lecentral's own ACME client and stored
+  with ``save_issued``, exactly what the central renew job does with them.
+* ``smtp``: aiosmtpd in-process on 127.0.0.1, collecting the agent's mails.
+* ``syslog``: a UNIX datagram socket the syslog notifier writes to.
+* ``world``: an :class:`~lecentral.testing.agent.AgentWorld` in tmp_path, mail and syslog wired.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lecentral.certificates import Certificate, now_ts, split_fullchain
+from lecentral.testing.agent import AgentWorld
+from lecentral.testing.ports import LOOPBACK, free_port
+from renew_world import Pebble  # the renew tests' Pebble launcher (the world's has not landed)
+
+
+class PebbleOrders:
+    """Orders certificates from an always-valid Pebble and stores them as the renew job does."""
+
+    def __init__(self, pebble: Pebble, workdir: Path) -> None:
+        from lecentral.acme.client import AcmeClient
+        from lecentral.config import AcmeConfig
+
+        self.client = AcmeClient(AcmeConfig(directory=pebble.directory, email="ops@example.test",
+                                            account_key=str(workdir / "account.key"),
+                                            ca_bundle=str(pebble.ca_bundle), poll_timeout=30),
+                                 workers=1)
+
+    def issue(self, world: AgentWorld, name: str) -> Certificate:
+        row = world.store.get(name)
+        assert row is not None
+        from lecentral.certificates import Csr
+
+        csr = Csr.load(row.csr)
+        order = self.client.new_order(csr.pem, csr.names)
+        for challenge in self.client.pending_challenges(order, "dns-01"):
+            self.client.answer(challenge)
+        self.client.wait_authorizations(order)
+        crt, ca = split_fullchain(self.client.finalize(order).encode())
+        leaf = Certificate.load(crt)
+        world.store.save_issued(name, crt, ca, leaf.not_after, now_ts())
+        return leaf
+
+
+@pytest.fixture(scope="session")
+def agent_pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleOrders]:
+    workdir = tmp_path_factory.mktemp("agent-pebble")
+    # no DNS is asked: every challenge is valid; the port only has to be syntactically there
+    pebble = Pebble(workdir, free_port(), env={"PEBBLE_VA_ALWAYS_VALID": "1",
+                                              "PEBBLE_AUTHZREUSE": "0"}).start()
+    try:
+        orders = PebbleOrders(pebble, workdir)
+        yield orders
+        orders.client.close()
+    finally:
+        pebble.stop()
+
+
+class Mailbox:
+    """aiosmtpd's handler: every message received, parsed."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def subjects(self) -> list[str]:
+        return [str(m["Subject"]) for m in self.messages]
+
+    def bodies(self) -> str:
+        return "\n".join(str(m.get_payload()) for m in self.messages)
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[tuple[Mailbox, int]]:
+    from aiosmtpd.controller import Controller
+
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(mailbox, hostname=LOOPBACK, port=port)
+    controller.start()
+    try:
+        yield mailbox, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def smtp(smtp_server: tuple[Mailbox, int]) -> tuple[Mailbox, int]:
+    smtp_server[0].messages.clear()
+    return smtp_server
+
+
+class SyslogSocket:
+    """A UNIX datagram socket standing in for /dev/log."""
+
+    def __init__(self) -> None:
+        # short path: the limit for a UNIX socket path is 107 bytes, pytest's tmp paths are long
+        self.dir = tempfile.mkdtemp(prefix="lcsys")
+        self.path = f"{self.dir}/log"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setblocking(False)
+
+    def lines(self) -> list[str]:
+        out = []
+        while True:
+            try:
+                out.append(self.sock.recv(65536).decode(errors="replace"))
+            except BlockingIOError:
+                return out
+
+    def close(self) -> None:
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def syslog() -> Iterator[SyslogSocket]:
+    sock = SyslogSocket()
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+@pytest.fixture
+def world(tmp_path: Path, smtp: tuple[Mailbox, int], syslog: SyslogSocket) -> Iterator[AgentWorld]:
+    w = AgentWorld(tmp_path)
+    w.notify = {"mail_to": ["ops@example.test"], "mail_from": "agent@www.example.test",
+                "smtp": f"{LOOPBACK}:{smtp[1]}", "smtp_timeout": 10.0, "syslog": True,
+                "syslog_address": syslog.path}
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def tree(root: Path) -> dict[str, tuple[bytes, int, int, int]]:
+    """Every file under ``root``: content, mode, uid, gid (to prove nothing changed)."""
+    import os
+    import stat
+
+    out = {}
+    for path in sorted(root.rglob("*")):
+        st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode):
+            out[str(path.relative_to(root))] = (path.read_bytes(), stat.S_IMODE(st.st_mode),
+                                                st.st_uid, st.st_gid)
+    return out
+
+
+def temp_files(root: Path) -> list[str]:
+    """Leftover agent temp files under ``root``."""
+    return [str(p) for p in root.rglob("*.lecentral-*")]
