@@ -65,7 +65,7 @@ class DnsChallenges:
         update.add_txt(target, value)
         log.info("added TXT %s %r in zone %s on %s (key %s)", target.fqdn, value, target.zone,
                  target.server, target.key.name)
-        return _published(target, value)
+        return published_txt(target, value)
 
     def wait_propagated(self, records: list[PublishedTxt]) -> None:
         """Return once every authoritative NS of each record's zone serves its value; else DnsError."""
@@ -104,9 +104,9 @@ class DnsChallenges:
         try:
             update.delete_txt(target, value)
         except LecentralError:
-            self.remove(_published(target, value))  # logs the manual cleanup if it fails again
+            self.remove(published_txt(target, value))  # logs the manual cleanup if it fails again
             raise
-        return _published(target, value)
+        return published_txt(target, value)
 
     # ------------------------------------------------------------------ helpers
 
@@ -123,6 +123,7 @@ class DnsChallenges:
                                parse_server(record.server, "record server"), key)
 
 
-def _published(target: ChallengeTarget, value: str) -> PublishedTxt:
+def published_txt(target: ChallengeTarget, value: str) -> PublishedTxt:
+    """The record that adding ``value`` at ``target`` made."""
     return PublishedTxt(name=target.name, fqdn=target.fqdn, zone=target.zone, server=str(target.server),
                         key_name=target.key.name, value=value)

@@ -65,7 +65,7 @@ def zone_nameservers(zone: str, primary: Server, resolver: Server, port: int,
         addresses = {rdata.address for rrset in response.additional
                      if rrset.name == host and rrset.rdtype in (1, 28) for rdata in rrset}
         if not addresses:
-            addresses = _addresses(host, [resolver, primary])
+            addresses = resolve_host(host, [resolver, primary])
         if not addresses:
             raise DnsError(f"nameserver {host.to_text()} of zone {zone} has no A/AAAA record visible from "
                            f"{resolver}; add its address (glue) so it can be checked")
@@ -73,7 +73,7 @@ def zone_nameservers(zone: str, primary: Server, resolver: Server, port: int,
     return servers
 
 
-def _addresses(host: Any, via: list[Server]) -> set[str]:
+def resolve_host(host: Any, via: list[Server]) -> set[str]:
     """A and AAAA of ``host`` from the first server of ``via`` that knows them."""
     for server in dict.fromkeys(via):
         found: set[str] = set()

@@ -120,7 +120,15 @@ class ZoneLocator:
             fqdn = target
         raise DnsError(f"more than {MAX_CNAME_HOPS} CNAMEs from {chain[0]}: {' -> '.join(chain)}")
 
-    def _zone_or_cname(self, fqdn: Any) -> tuple[Any | None, Any | None]:
+    def enclosing_zone(self, name: str) -> str:
+        """The zone (on the configured servers) that holds ``name``; CNAMEs are not followed."""
+        import dns.name
+
+        zone, _ = self._zone_or_cname(dns.name.from_text(name.rstrip(".") + "."), follow_cname=False)
+        assert zone is not None
+        return zone_text(zone)
+
+    def _zone_or_cname(self, fqdn: Any, *, follow_cname: bool = True) -> tuple[Any | None, Any | None]:
         """(zone, None) for the zone holding ``fqdn``, or (None, target) if ``fqdn`` is a CNAME."""
         import dns.rcode
 
@@ -136,7 +144,7 @@ class ZoneLocator:
             if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
                 raise DnsError(f"DNS server {server} answered {dns.rcode.to_text(rcode)} for {candidate} SOA; "
                                f"see its log (zone not loaded?)")
-            if candidate == fqdn:
+            if follow_cname and candidate == fqdn:
                 cname = rrset_at(response.answer, fqdn, "CNAME")
                 if cname is not None:
                     return None, cname[0].target
