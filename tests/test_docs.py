@@ -1,0 +1,75 @@
+"""The documentation stays true to the code: every hook, command and config key is documented."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import click
+import pytest
+
+from lecentral import hookspecs
+from lecentral.config import CentralConfig
+
+DOCS = Path(__file__).parents[1] / "docs"
+
+
+def hook_names() -> list[str]:
+    return [n for n in dir(hookspecs) if n.startswith("lecentral_")]
+
+
+@pytest.mark.parametrize("hook", hook_names())
+def test_every_hook_is_documented(hook: str) -> None:
+    assert f"### `{hook}(" in (DOCS / "hooks.md").read_text()
+    assert getattr(hookspecs, hook).__doc__, f"{hook} has no docstring"
+
+
+def config_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys += config_keys(tp, f"{f.name}.")  # type: ignore[arg-type]
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+@pytest.mark.parametrize("key", config_keys(CentralConfig))
+def test_every_central_config_key_is_in_the_reference(key: str) -> None:
+    section, _, name = key.rpartition(".")
+    text = (DOCS / "reference.md").read_text()
+    assert f"[{section}]" in text and f"`{name}`" in text, f"{key} is not in docs/reference.md"
+
+
+def commands(group: click.Group, prefix: str) -> list[str]:
+    found = []
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        assert cmd is not None
+        full = f"{prefix} {name}"
+        found.append(full)
+        if isinstance(cmd, click.Group):
+            found += commands(cmd, full)
+    return found
+
+
+def all_commands() -> list[str]:
+    from lecentral.cli.central import main
+
+    result = commands(main, "lecentral")
+    try:
+        from lecentral.cli.agent import main as agent_main
+    except ImportError:
+        return result
+    return result + commands(agent_main, "lecentral-install")
+
+
+@pytest.mark.parametrize("command", all_commands())
+def test_every_command_is_in_the_reference(command: str) -> None:
+    assert f"`{command}" in (DOCS / "reference.md").read_text(), f"{command} is not documented"
