@@ -10,8 +10,10 @@ that waits until the new certificate is really presented.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +30,21 @@ from lecentral.testing.process import (
     start_retrying_ports,
     tcp_open,
 )
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 class TlsServer(ManagedServer):
@@ -131,9 +148,22 @@ class TlsServer(ManagedServer):
         return all(tcp_open(self.address, port) for port in self.ports.values())
 
     def stop(self) -> None:
-        """Stop the daemon by pid (its config and ports stay for the next :meth:`start`)."""
-        if self._daemon_proc is not None:
-            self._daemon_proc.stop()
+        """Stop the daemon by pid (its config and ports stay for the next :meth:`start`).
+
+        Returns once its children are gone too: Postfix's master, for one, exits at once and
+        leaves its children to finish on their own, still holding the queue.
+        """
+        if self._daemon_proc is None or self._daemon_proc.pid is None:
+            return
+        group = self._daemon_proc.pid  # started with start_new_session: its pid is its group
+        self._daemon_proc.stop()
+        deadline = time.monotonic() + 10
+        while group_members(group):
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(group, signal.SIGKILL)
+                break
+            time.sleep(0.05)
 
     def restart(self, *, expect: str | None = None) -> None:
         """Stop and start again (how slapd takes a new certificate); see :meth:`reload` for ``expect``."""
