@@ -10,14 +10,17 @@ launchers: context manager, temp-dir ownership, "stop everything at exit" safety
 from __future__ import annotations
 
 import atexit
+import ctypes
 import grp
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -45,6 +48,16 @@ class ServerStartError(LecentralError):
 
 class PortClashError(ServerStartError):
     """The daemon could not bind its port because another process took it first."""
+
+
+_SQL_IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def sql_identifier(name: str) -> str:
+    """``name`` if it is a plain SQL identifier (launchers paste it into DDL), else ValueError."""
+    if not _SQL_IDENTIFIER_RE.match(name):
+        raise ValueError(f"{name!r} is not a plain SQL identifier (letter or _, then letters, digits, _; max 63)")
+    return name
 
 
 def find_executable(name: str, *, package: str, extra_dirs: Sequence[str] = ()) -> str:
@@ -110,6 +123,25 @@ def _traversable_by(path: Path, run_as: str) -> bool:
         if not allowed:
             return False
     return True
+
+
+def _die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
+    """A preexec function making the child get ``sig`` when we die, even by SIGKILL.
+
+    atexit does not run when the test runner is killed; without this a named or mariadbd would
+    outlive it, holding memory and ports. Linux sends the signal when the *thread* that forked
+    exits, so it is only armed from the main thread (whose end is the process's end).
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+
+    def arm() -> None:
+        # Runs in the child after the uid switch (which would otherwise clear the setting).
+        libc.prctl(pr_set_pdeathsig, int(sig), 0, 0, 0)
+
+    return arm
 
 
 def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -243,6 +275,7 @@ class Daemon:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
+                preexec_fn=_die_with_parent(self.stop_signal),
                 **_user_kwargs(self.run_as),
             )
         with _running_lock:
@@ -336,6 +369,9 @@ class ManagedServer:
     def _temp_dir(self, suffix: str) -> Path:
         """A new temp dir that :meth:`close` removes."""
         path = Path(tempfile.mkdtemp(prefix=f"lecentral-{self.kind}{suffix}-"))
+        if not suffix:
+            # A workdir we made: let daemons that dropped root traverse (not list) it.
+            path.chmod(0o711)
         self._temp_dirs.append(path)
         return path
 
@@ -349,7 +385,7 @@ class ManagedServer:
         path = self.workdir / name
         usable = len(str(path)) <= max_len and (run_as is None or _traversable_by(self.workdir, run_as))
         if not usable:
-            path = self._temp_dir(f"-{name}")
+            path = self._temp_dir("-data")
         path.mkdir(parents=True, exist_ok=True)
         chown_to(path, run_as)
         return path

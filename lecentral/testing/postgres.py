@@ -1,0 +1,213 @@
+"""A real PostgreSQL server on 127.0.0.1:<dynamic port>, password (scram) logins only.
+
+``initdb`` runs once; :meth:`PostgresServer.stop` / :meth:`PostgresServer.start` keep the data and
+the port. As root, both run as the ``postgres`` system user (postgres refuses root). The unix
+socket lives in the server's own directory, never in /run/postgresql.
+
+Example::
+
+    with PostgresServer(tmp_path) as pg:
+        engine = sqlalchemy.create_engine(pg.url)
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+from pathlib import Path
+from typing import Any, Self
+
+from lecentral.testing.ports import LOOPBACK, free_port
+from lecentral.testing.process import (
+    Daemon,
+    ManagedServer,
+    chown_to,
+    daemon_user,
+    find_executable,
+    run_tool,
+    sql_identifier,
+    start_retrying_ports,
+)
+
+_PG_DIRS = ("/usr/lib/postgresql/*/bin",)
+SUPERUSER = "postgres"
+
+
+class PostgresServer(ManagedServer):
+    """postgres on 127.0.0.1:<port>, database ``database`` owned by ``user``/``password``.
+
+    ``password`` is generated when not given. ``run_as`` is the account used when we are root.
+    """
+
+    kind = "postgres"
+    address = LOOPBACK
+
+    def __init__(
+        self,
+        workdir: Path | str | None = None,
+        *,
+        database: str = "lecentral",
+        user: str = "lecentral",
+        password: str | None = None,
+        run_as: str = "postgres",
+    ) -> None:
+        super().__init__(workdir)
+        self.database = sql_identifier(database)
+        self.user = sql_identifier(user)
+        self.password = password or secrets.token_urlsafe(16)
+        self.superuser_password = secrets.token_urlsafe(16)
+        self.run_as = daemon_user(run_as)
+        self.port = 0
+        self.dir = self.state_dir("postgres", self.run_as)
+        self.datadir = self.dir / "data"
+        self._initdb = find_executable("initdb", package="postgresql", extra_dirs=_PG_DIRS)
+        self._postgres = find_executable("postgres", package="postgresql", extra_dirs=_PG_DIRS)
+        self._daemon: Daemon | None = None
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL (psycopg 3) of the application database as the application user."""
+        return self.url_for(self.database)
+
+    @property
+    def root_url(self) -> str:
+        """SQLAlchemy URL as the ``postgres`` superuser, database ``postgres``."""
+        return f"postgresql+psycopg://{SUPERUSER}:{self.superuser_password}@{LOOPBACK}:{self.port}/postgres"
+
+    def url_for(self, database: str) -> str:
+        """SQLAlchemy URL of ``database`` as the application user."""
+        return f"postgresql+psycopg://{self.user}:{self.password}@{LOOPBACK}:{self.port}/{database}"
+
+    @property
+    def pid(self) -> int | None:
+        """pid of the postmaster."""
+        return self._daemon.pid if self._daemon is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the postmaster runs."""
+        return self._daemon is not None and self._daemon.running
+
+    def _connect(self, database: str = "postgres") -> Any:
+        import psycopg
+
+        return psycopg.connect(
+            host=LOOPBACK,
+            port=self.port,
+            user=SUPERUSER,
+            password=self.superuser_password,
+            dbname=database,
+            connect_timeout=2,
+            autocommit=True,
+        )
+
+    def execute(self, sql: str, *, database: str | None = None) -> list[tuple[Any, ...]]:
+        """Run ``sql`` (one or more ``;``-separated statements, no parameters) as superuser.
+
+        Returns the rows of the last statement (empty if it returns none).
+        """
+        with self._connect(database or self.database) as connection:
+            cursor = connection.execute(sql)  # no parameters: simple protocol, several statements OK
+            rows: list[tuple[Any, ...]] = cursor.fetchall() if cursor.description else []
+            while cursor.nextset():
+                rows = cursor.fetchall() if cursor.description else rows
+            return rows
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name`` owned by the application user; return its URL."""
+        self.execute(f'CREATE DATABASE "{sql_identifier(name)}" OWNER "{self.user}"', database="postgres")
+        return self.url_for(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop database ``name``, closing connections a test forgot to close."""
+        self.execute(f'DROP DATABASE IF EXISTS "{sql_identifier(name)}" WITH (FORCE)', database="postgres")
+
+    def _initialise(self) -> None:
+        password_file = self.dir / "superuser-password"
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self.superuser_password + "\n")
+        chown_to(password_file, self.run_as)
+        try:
+            run_tool(
+                [
+                    self._initdb,
+                    f"--pgdata={self.datadir}",
+                    f"--username={SUPERUSER}",
+                    f"--pwfile={password_file}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-sync",  # throwaway data: skip the fsyncs, they are most of initdb's time
+                    "--no-instructions",
+                ],
+                what=f"initdb of {self.datadir}",
+                log_path=self.workdir / "postgres.log",
+                run_as=self.run_as,
+                cwd=self.dir,
+                env={"PATH": "/usr/bin:/bin", "HOME": str(self.dir), "LC_ALL": "C"},
+            )
+        finally:
+            password_file.unlink()
+
+    def _provision(self) -> None:
+        from psycopg import sql
+
+        with self._connect() as connection:
+            role = sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(self.user), sql.Literal(self.password))
+            connection.execute(role)
+            connection.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(self.database), sql.Identifier(self.user)))
+
+    def _argv(self) -> list[str]:
+        return [
+            self._postgres,
+            "-D", str(self.datadir),
+            "-h", LOOPBACK,
+            "-p", str(self.port),
+            "-k", str(self.dir),
+            # Throwaway data: durability off, small footprint, logs to stderr (our log file).
+            "-c", "fsync=off",
+            "-c", "synchronous_commit=off",
+            "-c", "full_page_writes=off",
+            "-c", "shared_buffers=16MB",
+            "-c", "max_connections=100",
+            "-c", "logging_collector=off",
+        ]  # fmt: skip
+
+    def start(self) -> Self:
+        """Start postgres (running initdb the first time); wait until it accepts logins."""
+        if self.running:
+            return self
+        first_start = not self.datadir.exists()
+        if first_start:
+            self._initialise()
+
+        def attempt() -> None:
+            if self.port == 0 or first_start:
+                self.port = free_port()
+            # SIGINT is postgres's "fast shutdown"; SIGTERM would wait for every client to leave.
+            self._daemon = Daemon(
+                "postgres",
+                self._argv(),
+                log_path=self.workdir / "postgres.log",
+                cwd=self.dir,
+                run_as=self.run_as,
+                stop_signal=signal.SIGINT,
+                env={"PATH": "/usr/bin:/bin", "HOME": str(self.dir), "LC_ALL": "C"},
+            )
+            self._daemon.start(self._accepts_logins, timeout=60)
+
+        start_retrying_ports(attempt, attempts=3 if first_start else 1)
+        if first_start:
+            self._provision()
+        return self
+
+    def _accepts_logins(self) -> bool:
+        self._connect().close()
+        return True
+
+    def stop(self) -> None:
+        """Stop postgres by pid (fast shutdown); the data and the port number stay."""
+        if self._daemon is not None:
+            self._daemon.stop(timeout=30)
