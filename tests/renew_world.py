@@ -115,6 +115,20 @@ def add_row(store: Any, names: list[str], *, enable: bool = True, **extra: Any) 
     return row, key
 
 
+def write_toml(config: CentralConfig, path: Path) -> Path:
+    lines = [f'[database]\nurl = "{config.database.url}"\n',
+             f'[acme]\ndirectory = "{config.acme.directory}"\nemail = "{config.acme.email}"\n'
+             f'account_key = "{config.acme.account_key}"\nca_bundle = "{config.acme.ca_bundle}"\n',
+             f"[renew]\nretry_pause = 0\nmax_failures = 1\nworkers = 2\n",
+             f'[dns]\nserver = "{config.dns.server}"\nport = {config.dns.port}\n'
+             f'tsig_key_file = "{config.dns.tsig_key_file}"\npropagation_timeout = 10.0\n'
+             f"propagation_interval = 0.05\n"]
+    for zone, conf in config.dns.zones.items():
+        lines.append(f'[dns.zones."{zone}"]\ntsig_key_file = "{conf.tsig_key_file}"\n')
+    path.write_text("\n".join(lines))
+    return path
+
+
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     workdir = tmp_path_factory.mktemp("renew-world")

@@ -23,6 +23,7 @@ from renew_world import (  # noqa: F401  (world is a fixture)
     add_row,
     make_config,
     world,
+    write_toml,
 )
 
 from lecentral.config import CentralConfig, NotifyConfig
@@ -232,20 +233,6 @@ def test_no_secret_in_logs_or_mail(world: World, tmp_path: Path, smtp: tuple[str
 
 
 # --- the command --------------------------------------------------------------------------------
-
-
-def write_toml(config: CentralConfig, path: Path) -> Path:
-    lines = [f'[database]\nurl = "{config.database.url}"\n',
-             f'[acme]\ndirectory = "{config.acme.directory}"\nemail = "{config.acme.email}"\n'
-             f'account_key = "{config.acme.account_key}"\nca_bundle = "{config.acme.ca_bundle}"\n',
-             f"[renew]\nretry_pause = 0\nmax_failures = 1\nworkers = 2\n",
-             f'[dns]\nserver = "{config.dns.server}"\nport = {config.dns.port}\n'
-             f'tsig_key_file = "{config.dns.tsig_key_file}"\npropagation_timeout = 10.0\n'
-             f"propagation_interval = 0.05\n"]
-    for zone, conf in config.dns.zones.items():
-        lines.append(f'[dns.zones."{zone}"]\ntsig_key_file = "{conf.tsig_key_file}"\n')
-    path.write_text("\n".join(lines))
-    return path
 
 
 def test_cli_renew_json_dry_run_and_exit_status(world: World, tmp_path: Path) -> None:
