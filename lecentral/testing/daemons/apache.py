@@ -73,6 +73,10 @@ class ApacheServer(TlsServer):
         return Daemon("apache2", argv, log_path=self.error_log, cwd=self.dir)
 
     @property
+    def pid_path(self) -> Path:
+        return self.pid_file
+
+    @property
     def reload_argv(self) -> list[str]:
         return [self._apache, "-f", str(self.conf), "-k", "graceful"]
 

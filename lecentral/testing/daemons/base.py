@@ -144,8 +144,22 @@ class TlsServer(ManagedServer):
         start_retrying_ports(attempt, attempts=3 if first_start else 1)
         return self
 
+    @property
+    def pid_path(self) -> Path | None:
+        """The pid file the daemon writes (its reload command reads it), or None."""
+        return None
+
     def _listening(self) -> bool:
-        return all(tcp_open(self.address, port) for port in self.ports.values())
+        if not all(tcp_open(self.address, port) for port in self.ports.values()):
+            return False
+        # Ports open before the pid file is written (Apache, nginx): a reload in that window finds
+        # no daemon, and "apache2 -k graceful" would even start a second one, outside our control.
+        if self.pid_path is None or self._daemon_proc is None:
+            return True
+        try:
+            return self.pid_path.read_text().strip() == str(self._daemon_proc.pid)
+        except OSError:
+            return False
 
     def stop(self) -> None:
         """Stop the daemon by pid (its config and ports stay for the next :meth:`start`).

@@ -76,6 +76,10 @@ class DovecotServer(TlsServer):
         return Daemon("dovecot", argv, log_path=self.log_file, cwd=self.dir)
 
     @property
+    def pid_path(self) -> Path:
+        return self.base_dir / "master.pid"
+
+    @property
     def reload_argv(self) -> list[str]:
         return [self._doveadm, "-c", str(self.conf), "reload"]
 

@@ -75,6 +75,10 @@ class NginxServer(TlsServer):
         return Daemon("nginx", argv, log_path=self.error_log, cwd=self.dir)
 
     @property
+    def pid_path(self) -> Path:
+        return self.pid_file
+
+    @property
     def reload_argv(self) -> list[str]:
         return [self._nginx, *self._common_args(), "-s", "reload"]
 

@@ -159,6 +159,10 @@ class PostfixServer(TlsServer):
         return self._maillog_tail(lines)
 
     @property
+    def pid_path(self) -> Path:
+        return self.queue_dir / "pid" / "master.pid"
+
+    @property
     def reload_argv(self) -> list[str]:
         return [self._postfix, "-c", str(self.config_dir), "reload"]
 

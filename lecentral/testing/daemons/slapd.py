@@ -122,6 +122,10 @@ class SlapdServer(TlsServer):
         return "\n".join(lines) + "\n"
 
     @property
+    def pid_path(self) -> Path:
+        return self.dir / "slapd.pid"
+
+    @property
     def reload_argv(self) -> list[str]:
         """``ldapmodify`` over ldapi re-setting the olcTLS* paths, which makes slapd reload them."""
         ldif = self.dir / "tls-reload.ldif"
