@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from lecentral.config import DnsConfig, ZoneConfig
+from lecentral.dns import update
 from lecentral.dns.challenge import DnsChallenges, PublishedTxt
 from lecentral.dns.tsig import TsigKey
 from lecentral.dns.wire import Server
 from lecentral.dns.zones import ChallengeTarget
-from lecentral.dns import update
 from lecentral.errors import DnsError
 from lecentral.testing.bind import BindServer, new_tsig_secret
 from lecentral.testing.ports import free_port
@@ -150,7 +150,7 @@ def test_wait_returns_only_once_a_lagging_secondary_catches_up(bind: BindServer,
 def _run(func: Any, *args: Any) -> Exception | None:
     try:
         func(*args)
-    except Exception as exc:  # handed to the test thread
+    except Exception as exc:  # noqa: BLE001  handed to the test thread
         return exc
     return None
 
@@ -282,7 +282,7 @@ def test_concurrent_publish_from_many_threads(bind: BindServer, challenges: DnsC
     def work(i: int) -> None:
         try:
             results[i] = challenges.publish(names[i], f"value-{i}")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  the assertion below shows it
             results[i] = exc
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(names))]

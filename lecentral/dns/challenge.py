@@ -87,7 +87,7 @@ class DnsChallenges:
             log.error("could not remove TXT %s %r from zone %s: %s; delete it by hand "
                       "(nsupdate -k KEYFILE: update delete %s TXT \"%s\")",
                       record.fqdn, record.value, record.zone, exc, record.fqdn, record.value)
-        except Exception as exc:  # cleanup runs in finally blocks: it must never mask the real error
+        except Exception as exc:  # noqa: BLE001  cleanup runs in finally blocks: it must never mask the real error
             log.error("could not remove TXT %s %r from zone %s: unexpected %s: %s",
                       record.fqdn, record.value, record.zone, type(exc).__name__, exc)
         else:

@@ -108,7 +108,7 @@ class _Parser:
             elif token == ";" and depth == 0:
                 return
 
-    def keys(self) -> list[TsigKey]:
+    def parse(self) -> list[TsigKey]:
         found: list[TsigKey] = []
         while self.pos < len(self.tokens):
             if self.tokens[self.pos][0] != "key":
@@ -162,7 +162,7 @@ def _checked_key(name: str, values: dict[str, str], where: str) -> TsigKey:
 def parse_key_text(text: str, source: str = "<text>") -> dict[str, TsigKey]:
     """Every key clause in ``text``, by key name; ConfigError if none or on a syntax error."""
     keys: dict[str, TsigKey] = {}
-    for key in _Parser(text, source).keys():
+    for key in _Parser(text, source).parse():
         if key.name in keys:
             raise ConfigError(f"{source}: key {key.name} is defined twice")
         keys[key.name] = key

@@ -94,7 +94,7 @@ def _explain(target: ChallengeTarget, rcode: int, action: str) -> str:
     """The message for a non-zero update rcode."""
     import dns.rcode
 
-    name = dns.rcode.to_text(rcode)
+    name = dns.rcode.to_text(dns.rcode.Rcode(rcode))
     head = f"DNS server {target.server} refused {action} in zone {target.zone} with key {target.key.name} ({name})"
     if rcode == dns.rcode.REFUSED:
         if not _zone_accepts_updates(target):
@@ -129,6 +129,6 @@ def _zone_accepts_updates(target: ChallengeTarget) -> bool:
     message.present(target.zone + ".")
     try:
         response = dns.query.tcp(message, target.server.host, port=target.server.port, timeout=QUERY_TIMEOUT)
-    except Exception:  # the probe only refines a message; its own failure must not hide the first error
+    except Exception:  # noqa: BLE001  the probe only refines a message; its own failure must not hide the first error
         return True
     return bool(response.rcode() != dns.rcode.REFUSED)

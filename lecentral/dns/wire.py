@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +71,9 @@ def ask(server: Server, qname: Any, rdtype: str, *, recursion: bool = False,
     if not recursion:
         query.flags &= ~dns.flags.RD
     try:
-        response, _ = dns.query.udp_with_fallback(query, server.host, port=server.port, timeout=timeout)
+        with _connected_udp(server) as sock:
+            response, _ = dns.query.udp_with_fallback(query, server.host, port=server.port, timeout=timeout,
+                                                      udp_sock=sock)
     except dns.exception.Timeout:
         raise DnsError(f"no answer from DNS server {server} within {timeout:g}s (asking {qname} {rdtype}); "
                        f"is named running and listening there?") from None
@@ -80,6 +83,20 @@ def ask(server: Server, qname: Any, rdtype: str, *, recursion: bool = False,
     except dns.exception.DNSException as exc:
         raise DnsError(f"bad answer from DNS server {server} (asking {qname} {rdtype}): {exc}") from None
     return response
+
+
+def _connected_udp(server: Server) -> socket.socket:
+    """A UDP socket connected to ``server``: a closed port then fails at once (ICMP port
+    unreachable becomes ECONNREFUSED) instead of after the whole timeout."""
+    family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.connect((server.host, server.port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def rrset_at(section: list[Any], owner: Any, rdtype: str) -> Any | None:

@@ -39,7 +39,7 @@ def clean_name(name: str) -> str:
 def challenge_name(name: str) -> str:
     """``_acme-challenge.BASE.`` for ``name`` (``*.x`` and ``x`` share ``_acme-challenge.x.``)."""
     clean = clean_name(name)
-    base = clean[2:] if clean.startswith("*.") else clean
+    base = clean.removeprefix("*.")
     return f"{CHALLENGE_LABEL}.{base}."
 
 
