@@ -59,8 +59,7 @@ def run(config: CentralConfig, store: SqlStore, registry: Registry | None = None
 
 
 def rndc(world: World, *args: str) -> None:
-    # -y names the control key: BindServer's rndc.conf has no default-key (reported)
-    world.bind.rndc("-y", "rndc-key", *args)
+    world.bind.rndc(*args)
 
 
 def challenge_txt(world: World, name: str) -> list[str]:

@@ -51,7 +51,7 @@ def registry_with(*plugins: object) -> Registry:
 
 
 def rndc(world: World, *args: str) -> None:
-    world.bind.rndc("-y", "rndc-key", *args)
+    world.bind.rndc(*args)
 
 
 # --- retry rounds ------------------------------------------------------------------------------
