@@ -1,8 +1,8 @@
 """Fixtures the agent tests share: Pebble issuing, an SMTP catcher, a syslog socket, the world.
 
-* ``agent_pebble``: Debian's pebble with ``PEBBLE_VA_ALWAYS_VALID=1`` (every challenge passes, so
-  no DNS is needed); certificates are ordered through lecentral's own ACME client and stored
-  with ``save_issued``, exactly what the central renew job does with them.
+* ``agent_pebble``: the test world's PebbleServer with ``PEBBLE_VA_ALWAYS_VALID=1`` (every
+  challenge passes, so no DNS is needed); certificates are ordered through lecentral's own ACME
+  client and stored with ``save_issued``, exactly what the central renew job does with them.
 * ``smtp``: aiosmtpd in-process on 127.0.0.1, collecting the agent's mails.
 * ``syslog``: a UNIX datagram socket the syslog notifier writes to.
 * ``world``: an :class:`~lecentral.testing.agent.AgentWorld` in tmp_path, mail and syslog wired.
@@ -23,18 +23,18 @@ import pytest
 
 from lecentral.certificates import Certificate, now_ts, split_fullchain
 from lecentral.testing.agent import AgentWorld
+from lecentral.testing.pebble import PebbleServer
 from lecentral.testing.ports import LOOPBACK, free_port
-from renew_world import Pebble  # the renew tests' Pebble launcher (the world's has not landed)
 
 
 class PebbleOrders:
     """Orders certificates from an always-valid Pebble and stores them as the renew job does."""
 
-    def __init__(self, pebble: Pebble, workdir: Path) -> None:
+    def __init__(self, pebble: PebbleServer, workdir: Path) -> None:
         from lecentral.acme.client import AcmeClient
         from lecentral.config import AcmeConfig
 
-        self.client = AcmeClient(AcmeConfig(directory=pebble.directory, email="ops@example.test",
+        self.client = AcmeClient(AcmeConfig(directory=pebble.directory_url, email="ops@example.test",
                                             account_key=str(workdir / "account.key"),
                                             ca_bundle=str(pebble.ca_bundle), poll_timeout=30),
                                  workers=1)
@@ -58,15 +58,14 @@ class PebbleOrders:
 @pytest.fixture(scope="session")
 def agent_pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleOrders]:
     workdir = tmp_path_factory.mktemp("agent-pebble")
-    # no DNS is asked: every challenge is valid; the port only has to be syntactically there
-    pebble = Pebble(workdir, free_port(), env={"PEBBLE_VA_ALWAYS_VALID": "1",
-                                              "PEBBLE_AUTHZREUSE": "0"}).start()
+    # every challenge is valid: no DNS and no web server is needed to get real certificates
+    pebble = PebbleServer(workdir / "pebble", env={"PEBBLE_VA_ALWAYS_VALID": "1"}).start()
     try:
         orders = PebbleOrders(pebble, workdir)
         yield orders
         orders.client.close()
     finally:
-        pebble.stop()
+        pebble.close()
 
 
 class Mailbox:

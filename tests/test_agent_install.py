@@ -24,6 +24,7 @@ from agent_world import (  # noqa: F401  (fixtures)
     tree,
     world,
 )
+
 from lecentral.certificates import Certificate
 from lecentral.testing.agent import AgentWorld, TestCA
 
@@ -236,7 +237,7 @@ def test_action_mail_asks_an_operator(world: AgentWorld, smtp: tuple[Mailbox, in
 
     assert out.by_name(NAME)["status"] == "installed"
     assert not reloads.exists()
-    assert any(f"restart files on" in s and "by hand" in s for s in smtp[0].subjects())
+    assert any("restart files on" in s and "by hand" in s for s in smtp[0].subjects())
 
 
 def test_action_reboot_runs_the_reboot_command_once(world: AgentWorld) -> None:

@@ -7,7 +7,6 @@ file systems are real mounts (a read-only bind mount, a 64 KiB tmpfs): the tests
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import signal
 import stat
@@ -18,8 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-
 from agent_world import (  # noqa: F401  (fixtures)
     Mailbox,
     SyslogSocket,
@@ -30,6 +27,8 @@ from agent_world import (  # noqa: F401  (fixtures)
     tree,
     world,
 )
+from sqlalchemy import text
+
 from lecentral.certificates import Certificate
 from lecentral.install.csr import build_csr, load_key
 from lecentral.testing.agent import AgentWorld, TestCA
@@ -183,7 +182,7 @@ def test_killed_between_files_is_repaired_by_the_next_run(world: AgentWorld) -> 
     certs = world.ssl / "certs"
 
     killed = subprocess.run([sys.executable, "-c", KILLER, str(certs), "--config",
-                             str(world.config_path), "run"], capture_output=True, text=True)
+                             str(world.config_path), "run"], capture_output=True, text=True, check=False)
 
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     cert_now = Certificate.load((certs / f"{NAME}.crt").read_bytes())
@@ -218,7 +217,7 @@ def write_then_die(path, *a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
 fs.write_new = write_then_die""")
     killed = subprocess.run([sys.executable, "-c", script, str(certs), "--config",
-                             str(world.config_path), "run"], capture_output=True, text=True)
+                             str(world.config_path), "run"], capture_output=True, text=True, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert {k: v for k, v in tree(world.ssl).items() if ".lecentral-" not in k} == before
 

@@ -171,7 +171,10 @@ def resolve_entry(table: Mapping[str, Any], index: int, registry: Registry,
     from lecentral.verify import check_verify_url
 
     for url in entry.verify:
-        check_verify_url(registry, url)
+        try:
+            check_verify_url(registry, url)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {where}.verify: {exc}") from None
     stype.factory().check_entry(entry)
     return entry
 

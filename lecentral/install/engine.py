@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 FAILED = ("failed", "rolled-back", "rollback-failed")
 VERIFY_PAUSE = 0.25
+VERIFY_MATCHES = 2
 
 
 @dataclass
@@ -243,24 +244,29 @@ class Agent:
         }[entry.action]
 
     def _verify(self, entry: CertEntry, service: Service, expected: str) -> None:
-        """Poll each verify URL until it presents ``expected`` (reloads finish asynchronously)."""
+        """Poll each verify URL until it presents ``expected`` twice in a row.
+
+        Reloads finish asynchronously: old workers keep accepting for a moment, so one match
+        could be followed by the old certificate; the second look makes "verified" mean it.
+        """
         from lecentral.verify import presented_fingerprint
 
         for url in service.verify_urls(entry):
             deadline = time.monotonic() + entry.verify_timeout
-            while True:
+            matches = 0
+            while matches < VERIFY_MATCHES:
                 remaining = max(deadline - time.monotonic(), 0.5)
                 try:
                     got = presented_fingerprint(self.registry, url, min(remaining, 10.0))
-                    if got == expected:
-                        break
+                    matches = matches + 1 if got == expected else 0
                     last = (f"{url} presents certificate sha256 {got[:16]}..., not the expected "
                             f"{expected[:16]}...")
                 except VerifyError as exc:
-                    last = str(exc)
-                if time.monotonic() >= deadline:
+                    matches, last = 0, str(exc)
+                if matches < VERIFY_MATCHES and time.monotonic() >= deadline:
                     raise VerifyError(f"verification failed after {entry.verify_timeout:.0f}s: {last}")
-                time.sleep(VERIFY_PAUSE)
+                if matches < VERIFY_MATCHES:
+                    time.sleep(VERIFY_PAUSE)
 
     def _rollback(self, entry: CertEntry, service: Service, installer: Installer, activated: bool,
                   failure: str) -> Result:

@@ -14,6 +14,10 @@ in step 4, the next run finishes the renames (every temp file was complete befor
 was written), so the set is the new one, and the engine activates it. A rollback (state
 ``restoring`` then ``restored``) is just as repeatable. A symlink or non-regular file at a target
 path is refused before anything is written; renames replace the path itself, never a link's target.
+
+A service may ask for ``copies``: more paths holding the same bytes as one of the entry's files (or
+as its private key), such as Postfix's copies inside its chroot. They are targets like the others,
+journaled, backed up, switched and restored with the set, so they never disagree with the originals.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import secrets
 import shutil
 import stat
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,7 +129,10 @@ def _gid(value: str) -> int:
 
 @dataclass
 class Planned:
-    """One file of the new set: where, what, and with which owner and mode."""
+    """One file of the new set: where, what, and with which owner and mode.
+
+    ``role`` names it in the journal and the backups (``cert``, ``combined``, ``combined.copy1``).
+    """
 
     role: str
     path: str
@@ -139,11 +147,27 @@ class Planned:
 class LocalFiles(Installer):
     """The :class:`~lecentral.interfaces.Installer` for files on this host (see the module doc)."""
 
-    def __init__(self, entry: CertEntry, workdir: Path, keep: int) -> None:
+    def __init__(self, entry: CertEntry, workdir: Path, keep: int,
+                 copies: Mapping[str, str] | None = None) -> None:
+        """``copies``: extra absolute path -> the role it copies (a role of ``entry.files``, or
+        ``key``); owner and mode as for that role (a copy of the key: the key's, at most 0640)."""
         self.entry = entry
         self.workdir = workdir
         self.keep = keep
         self.journal_path = workdir / JOURNAL
+        self.copies = dict(copies or {})
+        for path, role in self.copies.items():
+            if role != "key" and role not in entry.files:
+                raise InstallError(f"{entry.name}: copy {path} of {role!r}, which this entry does not write")
+            if not path.startswith("/") or path in entry.files.values() or path == entry.key:
+                raise InstallError(f"{entry.name}: copy path {path} must be absolute and not one of "
+                                   "the entry's own files")
+
+    def targets(self) -> list[tuple[str, str, str]]:
+        """(journal role, path, role whose content it gets) for every file of the set."""
+        own = [(role, path, role) for role, path in self.entry.files.items()]
+        return own + [(f"{role}.copy{i}", path, role)
+                      for i, (path, role) in enumerate(self.copies.items(), 1)]
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -151,7 +175,7 @@ class LocalFiles(Installer):
         return read_nofollow(self.entry.cert)
 
     def missing(self) -> list[str]:
-        return [path for path in self.entry.files.values() if not os.path.lexists(path)]
+        return [path for _, path, _ in self.targets() if not os.path.lexists(path)]
 
     def pending(self) -> str | None:
         journal = self._journal()
@@ -179,10 +203,10 @@ class LocalFiles(Installer):
 
     def _contents(self, new: IssuedCertificate) -> dict[str, bytes]:
         parts = {"cert": new.crt, "chain": new.ca}
-        if "key" in self.entry.combined_order and self.entry.combined:
+        if ("key" in self.entry.combined_order and self.entry.combined) or "key" in self.copies.values():
             parts["key"] = self._key()
         return {
-            "cert": new.crt, "chain": new.ca, "fullchain": new.crt + new.ca,
+            "cert": new.crt, "chain": new.ca, "fullchain": new.crt + new.ca, "key": parts.get("key", b""),
             "combined": b"".join(parts[p] for p in self.entry.combined_order) if self.entry.combined else b"",
         }
 
@@ -196,15 +220,24 @@ class LocalFiles(Installer):
     def _planned(self, new: IssuedCertificate) -> list[Planned]:
         contents = self._contents(new)
         planned = []
-        for role, path in self.entry.files.items():
+        for name, path, role in self.targets():
             if not os.path.isdir(os.path.dirname(path)):
-                raise InstallError(f"directory {os.path.dirname(path)} (for {role} {path}) does not "
+                raise InstallError(f"directory {os.path.dirname(path)} (for {name} {path}) does not "
                                    "exist; create it with the owner and mode the daemon needs")
             current = read_nofollow(path)  # refuses symlinks and non-regular files
             st = os.lstat(path) if current is not None else None
-            planned.append(Planned(role, path, contents[role], *self._owner_mode(role, st),
+            # a copy of the key keeps the key's own owner and mode (never wider than 0640)
+            owner_mode = self._key_owner_mode() if role == "key" else self._owner_mode(role, st)
+            planned.append(Planned(name, path, contents[role], *owner_mode,
                                    existed=current is not None, changed=current != contents[role]))
         return planned
+
+    def _key_owner_mode(self) -> tuple[int, int, int]:
+        try:
+            st = os.stat(self.entry.key)
+        except OSError as exc:
+            raise InstallError(f"cannot read private key {self.entry.key}: {exc.strerror}") from None
+        return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode) & KEY_BEARING_MAX_MODE
 
     def _owner_mode(self, role: str, st: os.stat_result | None) -> tuple[int, int, int]:
         """Configured owner/group/mode, else what the file had, else the agent's and 0644/0600."""

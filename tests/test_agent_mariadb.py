@@ -1,0 +1,90 @@
+"""The agent reading a real MariaDB as a read-only user, and MariaDB going down.
+
+This module starts its own MariaDB (not the session's shared one) because one test stops it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agent_world import (  # noqa: F401  (fixtures)
+    Mailbox,
+    smtp,
+    smtp_server,
+    syslog,
+    tree,
+)
+
+from lecentral.testing.agent import AgentWorld
+from lecentral.testing.mariadb import MariaDBServer
+
+NAME = "www.example.test"
+READER_PASSWORD = "r3ad-only-pw"
+
+
+@pytest.fixture(scope="module")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDBServer]:
+    server = MariaDBServer(tmp_path_factory.mktemp("agent-mariadb"))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def db_world(tmp_path: Path, mariadb: MariaDBServer, smtp: tuple[Mailbox, int],
+             request: pytest.FixtureRequest) -> Iterator[tuple[AgentWorld, str]]:
+    """A fresh database filled by the central side, and a URL for a user that may only SELECT certs."""
+    database = f"agent_{abs(hash(request.node.name)) % 10**8}"
+    url = mariadb.create_database(database)
+    mariadb.execute(f"CREATE USER IF NOT EXISTS 'reader'@'%' IDENTIFIED BY '{READER_PASSWORD}'")
+    world = AgentWorld(tmp_path, db_url=url)
+    mariadb.execute(f"GRANT SELECT ON `{database}`.`certs` TO 'reader'@'%'")
+    world.notify = {"mail_to": ["ops@example.test"], "smtp": f"127.0.0.1:{smtp[1]}"}
+    reader = url.replace(f"{mariadb.user}:{mariadb.password}@", f"reader:{READER_PASSWORD}@")
+    try:
+        yield world, reader
+    finally:
+        world.close()
+        mariadb.drop_database(database)
+
+
+def test_read_only_user_is_enough(db_world: tuple[AgentWorld, str]) -> None:
+    """SELECT on certs is all the agent needs; the optional central report only warns when the
+    user may not write the event log."""
+    world, reader = db_world
+    world.add(NAME)
+    leaf = world.issue(NAME)
+    world.agent["report"] = True
+    world.write_config(world.entry(NAME), database=reader)
+
+    out = world.run("run")
+
+    assert out.exit_code == 0, out.stderr
+    assert out.by_name(NAME)["status"] == "installed"
+    assert out.by_name(NAME)["fingerprint"] == leaf.fingerprint
+    assert "could not report to the central event log" in out.stderr
+    assert READER_PASSWORD not in out.stderr + out.stdout
+
+
+def test_database_down(db_world: tuple[AgentWorld, str], mariadb: MariaDBServer,
+                       smtp: tuple[Mailbox, int]) -> None:
+    """MariaDB stopped: an alert, exit status 4, and every file exactly as it was."""
+    world, reader = db_world
+    world.add(NAME)
+    world.issue(NAME, days=30)
+    world.write_config(world.entry(NAME), database=reader)
+    assert world.run("run").by_name(NAME)["status"] == "installed"
+    world.issue(NAME, days=60)
+    before = tree(world.ssl)
+    mariadb.stop()
+    try:
+        out = world.run("run")
+    finally:
+        mariadb.start()
+
+    assert out.exit_code == 4, out.stdout + out.stderr
+    assert "check that the server is up" in out.stderr
+    assert tree(world.ssl) == before
+    assert any("cannot read the certificate database" in s for s in smtp[0].subjects())
+    assert READER_PASSWORD not in out.stderr + smtp[0].bodies()
