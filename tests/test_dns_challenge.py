@@ -83,7 +83,8 @@ def assert_no_secret(bind: BindServer, *texts: str) -> None:
             assert secret not in text and secret[:16] not in text
 
 
-def test_single_name(bind: BindServer, challenges: DnsChallenges) -> None:
+def test_single_name(bind: BindServer, challenges: DnsChallenges, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     record = challenges.publish(A, "token-a")
     assert record == PublishedTxt(name=A, fqdn=f"_acme-challenge.{A}.", zone=A, server=f"127.0.0.1:{bind.port}",
                                   key_name="acme-update", value="token-a")
@@ -92,6 +93,8 @@ def test_single_name(bind: BindServer, challenges: DnsChallenges) -> None:
     challenges.remove(record)
     challenges.wait_removed([record])
     assert both(bind, record.fqdn) == ([], [])
+    assert "added TXT _acme-challenge.a.example.test." in caplog.text
+    assert_no_secret(bind, caplog.text, repr(record), repr(challenges.locate(A)))
 
 
 def test_two_names_in_two_subzones_with_their_own_keys(bind: BindServer, challenges: DnsChallenges) -> None:
@@ -228,6 +231,22 @@ def test_key_granted_for_another_zone(bind: BindServer, caplog: pytest.LogCaptur
 def test_key_granted_nothing(bind: BindServer, caplog: pytest.LogCaptureFixture) -> None:
     config = make_config(bind, tsig_key_file=str(bind.key_file("stranger")))
     assert "does not grant key stranger" in refused(bind, DnsChallenges(config), A, caplog)
+
+
+def test_clock_skew(bind: BindServer, challenges: DnsChallenges, caplog: pytest.LogCaptureFixture,
+                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """BADTIME from the real named. The only stand-in: this host's clock as dnspython's TSIG code
+    reads it is moved an hour ahead (the system clock cannot be changed for a test)."""
+    import time
+    import types
+
+    import dns.message
+
+    skewed = types.SimpleNamespace(time=lambda: time.time() + 3600)
+    monkeypatch.setattr(dns.message, "time", skewed)
+    message = refused(bind, challenges, A, caplog)
+    assert f"TSIG key acme-update rejected by server 127.0.0.1:{bind.port} for zone {A} (BADTIME" in message
+    assert "chrony" in message
 
 
 def test_frozen_zone(bind: BindServer, challenges: DnsChallenges, caplog: pytest.LogCaptureFixture) -> None:

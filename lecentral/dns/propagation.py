@@ -18,6 +18,9 @@ from lecentral.errors import DnsError
 
 log = logging.getLogger(__name__)
 
+#: first pause between two rounds of queries; doubled each round up to [dns] propagation_interval
+FIRST_PAUSE = 0.05
+
 
 @dataclass(frozen=True, order=True)
 class Nameserver:
@@ -140,6 +143,7 @@ class PropagationWaiter:
         deadline = time.monotonic() + self.timeout
         pending = self._pairs(records)
         reasons: dict[tuple[Nameserver, Expected], str] = {}
+        pause = min(FIRST_PAUSE, self.interval)
         while True:
             for pair in list(pending):
                 remaining = max(0.2, min(3.0, deadline - time.monotonic()))
@@ -152,9 +156,12 @@ class PropagationWaiter:
                     reasons[pair] = why
             if not pending:
                 return
-            if time.monotonic() + self.interval > deadline:
+            if time.monotonic() + pause > deadline:
                 raise DnsError(self._timeout_message(pending, reasons, present))
-            time.sleep(self.interval)
+            time.sleep(pause)
+            # a secondary usually catches up within milliseconds of the NOTIFY: ask again soon,
+            # then back off to the configured interval so a slow one is not hammered
+            pause = min(pause * 2, self.interval)
 
     def _pairs(self, records: list[Expected]) -> set[tuple[Nameserver, Expected]]:
         by_zone: dict[tuple[str, Server], list[Nameserver]] = {}
