@@ -155,8 +155,9 @@ def resolve_entry(table: Mapping[str, Any], index: int, registry: Registry,
     if not isinstance(service_name, str):
         raise ConfigError(f"{source}: {where}.service must be str")
     stype = registry.service(service_name)
-    merged: dict[str, Any] = {**stype.defaults, **table}
-    options = {**stype.defaults.get("options", {}), **table.get("options", {})}
+    defaults = service_defaults(stype.defaults, table.get("name"))
+    merged: dict[str, Any] = {**defaults, **table}
+    options = {**defaults.get("options", {}), **table.get("options", {})}
     merged.pop("options", None)
     if isinstance(merged.get("verify"), str):
         merged["verify"] = [merged["verify"]] if merged["verify"] else []
@@ -177,6 +178,25 @@ def resolve_entry(table: Mapping[str, Any], index: int, registry: Registry,
             raise ConfigError(f"{source}: {where}.verify: {exc}") from None
     stype.factory().check_entry(entry)
     return entry
+
+
+def service_defaults(defaults: Mapping[str, Any], name: object) -> dict[str, Any]:
+    """A service's ``defaults`` with ``{name}`` in every string replaced by the entry's ``name``.
+
+    So a plugin can default to per-certificate paths and verify URLs
+    (``/etc/ssl/certs/{name}.crt``, ``https://127.0.0.1:443?sni={name}``) and a typical entry is
+    two lines. Only the defaults are expanded, never what the admin wrote.
+    """
+    def expand(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("{name}", name) if isinstance(name, str) else value
+        if isinstance(value, list):
+            return [expand(v) for v in value]
+        if isinstance(value, Mapping):
+            return {k: expand(v) for k, v in value.items()}
+        return value
+
+    return {key: expand(value) for key, value in defaults.items()}
 
 
 def _validate(entry: CertEntry, where: str, source: str, notify: NotifyConfig) -> None:
