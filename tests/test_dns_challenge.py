@@ -33,7 +33,9 @@ WRONG_SECRET = new_tsig_secret()
 
 @pytest.fixture(scope="module")
 def bind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BindServer]:
-    server = BindServer(tmp_path_factory.mktemp("bind"), secondary=True)
+    # ext.example.test is delegated to a server that is not ours: a referral, not an answer
+    server = BindServer(tmp_path_factory.mktemp("bind"), secondary=True,
+                        parent_records=["ext.example.test. IN NS ns.elsewhere.test."])
     server.add_subzone(A)
     server.add_subzone(B, key_name="b-key")
     server.add_subzone(F)
@@ -327,3 +329,35 @@ def test_check_update_permission(bind: BindServer, challenges: DnsChallenges) ->
     config = make_config(bind, zones={B: ZoneConfig(tsig_key_file=str(bind.key_file("acme-update")))})
     with pytest.raises(DnsError, match="does not grant key acme-update"):
         DnsChallenges(config).check_update_permission(B)
+
+
+def test_one_key_file_with_several_keys(bind: BindServer, tmp_path: Path) -> None:
+    both_keys = tmp_path / "all.key"
+    both_keys.write_text(bind.key_file("acme-update").read_text() + bind.key_file("b-key").read_text())
+    both_keys.chmod(0o600)
+    config = make_config(bind, tsig_key_file=str(both_keys), tsig_key_name="acme-update",
+                         zones={B: ZoneConfig(tsig_key_name="b-key")})
+    challenges = DnsChallenges(config)
+    records = [challenges.publish(A, "from-a"), challenges.publish(B, "from-b")]
+    assert [r.key_name for r in records] == ["acme-update", "b-key"]
+    for record in records:
+        challenges.remove(record)
+
+
+def test_zone_on_another_primary(bind: BindServer, tmp_path: Path) -> None:
+    """[dns.zones."Z"] server: names in Z are looked up and updated there, not on [dns] server."""
+    with BindServer(tmp_path / "other", parent="other.test", subzones=["x.other.test"]) as other:
+        config = make_config(bind, zones={"x.other.test": ZoneConfig(
+            server=f"127.0.0.1:{other.port}", tsig_key_file=str(other.key_file("acme-update")))})
+        challenges = DnsChallenges(config)
+        record = challenges.publish("*.x.other.test", "elsewhere")
+        assert (record.zone, record.server) == ("x.other.test", f"127.0.0.1:{other.port}")
+        assert other.txt_values("_acme-challenge.x.other.test") == ["elsewhere"]
+        challenges.remove(record)
+        assert other.txt_values("_acme-challenge.x.other.test") == []
+
+
+def test_zone_delegated_away_from_the_configured_server(challenges: DnsChallenges) -> None:
+    with pytest.raises(DnsError, match=r"not authoritative for ext.example.test \(it delegates it to "
+                                       r"ns.elsewhere.test\).*\[dns.zones.\"ext.example.test\"\] server"):
+        challenges.publish("www.ext.example.test", "x")
