@@ -25,16 +25,20 @@ def cli(*args: str) -> Result:
     return CliRunner().invoke(main, list(args))
 
 
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The files `dns zone` writes for NAME, as an operator would run it."""
-    out = tmp_path_factory.mktemp("zone-out")
+def generate(out: Path) -> Path:
+    """Run `dns zone` for NAME into ``out`` as an operator would; the zone file lives there too."""
+    out.mkdir(parents=True, exist_ok=True)
     empty = out / "empty.toml"
     empty.write_text("")
     result = cli("--config", str(empty), "dns", "zone", NAME, "--ns", "ns1.example.test.", "--address", "127.0.0.1",
                  "--zone-file", str(out / f"db.{NAME}"), "--out", str(out))
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(tmp_path_factory.mktemp("zone-out"))
 
 
 def test_zone_files(generated: Path) -> None:
@@ -81,9 +85,12 @@ def test_zone_defaults_from_the_parent(tmp_path: Path) -> None:
     assert "IN NS\tns1.example.test." in result.output and "IN A\t192.0.2.44" in result.output
 
 
-def start_named(workdir: Path, generated: Path) -> tuple[Daemon, int]:
-    """A fresh named for example.test whose only other config is what `dns zone` wrote."""
-    delegation = (generated / f"parent.{NAME}.txt").read_text()
+def start_named(workdir: Path, generated: Path, *, delegate: bool = True) -> tuple[Daemon, int]:
+    """A fresh named for example.test whose only other config is what `dns zone` wrote.
+
+    ``delegate=False`` leaves the parent as it was: the operator forgot the NS records.
+    """
+    delegation = (generated / f"parent.{NAME}.txt").read_text() if delegate else ""
     (workdir / "example.test.db").write_text(
         "$ORIGIN example.test.\n$TTL 60\n@ IN SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60\n"
         "@ IN NS ns1.example.test.\nns1 IN A 127.0.0.1\n" + delegation)
@@ -132,6 +139,24 @@ def test_generated_zone_passes_dns_check(fresh: tuple[Path, int]) -> None:
     (report,) = json.loads(result.stdout)
     assert {f["check"]: f["status"] for f in report["findings"]} == {
         "zone": "OK", "nameservers": "OK", "delegation": "OK", "update": "OK", "negative-ttl": "OK"}
+
+
+def test_missing_delegation_fails(tmp_path: Path) -> None:
+    generated = generate(tmp_path / "out")  # its own zone file: one named per zone file and journal
+    daemon, port = start_named(tmp_path, generated, delegate=False)
+    try:
+        toml = tmp_path / "lecentral.toml"
+        toml.write_text(f'[dns]\nserver = "127.0.0.1:{port}"\nport = {port}\n\n'
+                        + (generated / f"lecentral.{NAME}.toml").read_text())
+        result = cli("--config", str(toml), "dns", "check", "--json", NAME)
+    finally:
+        daemon.stop()
+    assert result.exit_code == 2, result.output
+    (report,) = json.loads(result.stdout)
+    (delegation,) = [f for f in report["findings"] if f["check"] == "delegation"]
+    assert delegation["status"] == "FAIL"
+    assert delegation["message"].startswith(f"no delegation of {NAME} in zone example.test on ns1.example.test")
+    assert f"`{NAME}. IN NS <host>.`" in delegation["fix"]
 
 
 def test_certificate_issued_through_the_generated_zone(fresh: tuple[Path, int], tmp_path: Path) -> None:
