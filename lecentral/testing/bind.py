@@ -295,7 +295,7 @@ class BindServer(ManagedServer):
         return "".join(parts)
 
     def _secondary_conf(self) -> str:
-        parts = [self._options(self.secondary_dir, self.secondary_port, "\tnotify no;\n"), self._controls(self.secondary_rndc_port)]
+        parts = [self._options(self.secondary_dir, self.secondary_port, "\tnotify no;\n\tserial-query-rate 1000;\n"), self._controls(self.secondary_rndc_port)]
         for name in [self.parent, *self.subzones]:
             parts.append(
                 f'zone "{name}" {{ type secondary; primaries {{ {LOOPBACK} port {self.port}; }}; '
@@ -378,13 +378,16 @@ class BindServer(ManagedServer):
 
     # ------------------------------------------------------------- queries
 
-    def query(self, qname: str, rdtype: str = "TXT", *, secondary: bool = False, timeout: float = 2.0) -> Any:
-        """Ask one of our nameservers directly over UDP; returns the ``dns.message.Message``."""
+    def query(
+        self, qname: str, rdtype: str = "TXT", *, secondary: bool = False, tcp: bool = False, timeout: float = 2.0
+    ) -> Any:
+        """Ask one of our nameservers directly (UDP, or TCP); returns the ``dns.message.Message``."""
         import dns.message
         import dns.query
 
         port = self.secondary_port if secondary else self.port
-        return dns.query.udp(dns.message.make_query(qname, rdtype), LOOPBACK, port=port, timeout=timeout)
+        send = dns.query.tcp if tcp else dns.query.udp
+        return send(dns.message.make_query(qname, rdtype), LOOPBACK, port=port, timeout=timeout)
 
     def txt_values(self, qname: str, *, secondary: bool = False) -> list[str]:
         """TXT strings served at ``qname`` (empty if none), each rdata's strings joined."""
@@ -393,7 +396,8 @@ class BindServer(ManagedServer):
 
     def serial(self, zone: str, *, secondary: bool = False) -> int | None:
         """SOA serial ``zone`` has on the primary (or secondary); None if not served there."""
-        response = self.query(zone, "SOA", secondary=secondary, timeout=0.5)
+        # TCP: a server not listening yet refuses at once, where UDP would wait for the timeout.
+        response = self.query(zone, "SOA", secondary=secondary, tcp=True, timeout=1.0)
         for rrset in response.answer:
             for rdata in rrset:
                 return int(rdata.serial)
@@ -420,13 +424,15 @@ class BindServer(ManagedServer):
         """Block until every zone is served (on the secondary: at the primary's serial)."""
         import time
 
+        import dns.exception
+
         probe = self._serving_probe(secondary=secondary)
         deadline = time.monotonic() + timeout
         while True:
             try:
                 if probe():
                     return
-            except Exception:  # a timeout of one query only means "not yet"
+            except (OSError, dns.exception.DNSException):  # a refused or lost query: not yet
                 pass
             if time.monotonic() > deadline:
                 where = "secondary" if secondary else "primary"
@@ -441,9 +447,30 @@ class BindServer(ManagedServer):
         argv = [self._rndc, "-c", str(self.dir / "rndc.conf"), "-s", LOOPBACK, "-p", str(port), *args]
         return run_tool(argv, what=f"rndc {' '.join(args)}", log_path=self.workdir / "rndc.log", timeout=30)
 
-    def freeze(self, zone: str) -> None:
-        """``rndc freeze ZONE``: journal merged into the file, dynamic updates refused until thaw."""
-        self.rndc("freeze", _dns_name(zone, "zone"))
+    def freeze(self, zone: str, timeout: float = 10.0) -> None:
+        """``rndc freeze ZONE``: journal merged into the file, dynamic updates refused until thaw.
+
+        Returns once the file holds the served serial: named writes it after rndc returns.
+        """
+        import time
+
+        import dns.exception
+        import dns.zone
+
+        zone = _dns_name(zone, "zone")
+        served = self.serial(zone) or 0
+        self.rndc("freeze", zone)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                soa = dns.zone.from_file(str(self.zone_file(zone)), origin=zone, relativize=False).get_soa()
+                if soa.serial >= served:
+                    return
+            except (OSError, dns.exception.DNSException):  # renamed into place as we read: again
+                pass
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"rndc freeze {zone}: {self.zone_file(zone)} not written within {timeout:.0f}s")
+            time.sleep(0.02)
 
     def thaw(self, zone: str) -> None:
         """``rndc thaw ZONE``: reload the (maybe hand-edited) file, accept updates again."""

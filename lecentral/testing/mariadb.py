@@ -28,6 +28,7 @@ from lecentral.testing.process import (
     start_retrying_ports,
 )
 
+
 class MariaDBServer(ManagedServer):
     """mariadbd on 127.0.0.1:<port>, database ``database`` owned by ``user``/``password``.
 

@@ -32,7 +32,12 @@ from typing import Self
 
 from lecentral.testing.bind import DEFAULT_KEY_NAME, BindServer
 from lecentral.testing.ports import LOOPBACK, free_port
-from lecentral.testing.process import Daemon, ManagedServer, find_executable, start_retrying_ports
+from lecentral.testing.process import (
+    Daemon,
+    ManagedServer,
+    find_executable,
+    start_retrying_ports,
+)
 
 #: Environment Pebble always gets: no artificial validation sleeps, no authorization reuse, and no
 #: random nonce rejection (5% by default, which makes client tests flaky; opt in via ``env``).
@@ -46,7 +51,7 @@ def _write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lecentral test Pebble TLS CA")])
@@ -312,6 +317,7 @@ class AcmeWorld:
         *,
         key_name: str = DEFAULT_KEY_NAME,
         soa_minimum: int | None = None,
+        ttl: int = 60,
         records: Sequence[str] = (),
     ) -> str:
         """Create a fresh updatable sub-zone ``PREFIX<n>-<random>.PARENT`` and return its name.
@@ -321,5 +327,5 @@ class AcmeWorld:
         """
         self._counter += 1
         name = f"{prefix}{self._counter}-{secrets.token_hex(3)}.{self.parent_zone}"
-        self.bind.add_subzone(name, key_name=key_name, soa_minimum=soa_minimum, records=records)
+        self.bind.add_subzone(name, key_name=key_name, soa_minimum=soa_minimum, ttl=ttl, records=records)
         return name

@@ -23,6 +23,10 @@ _lock = threading.Lock()
 def _bindable(host: str, port: int, kind: socket.SocketKind) -> bool:
     """True if ``host:port`` can be bound right now for ``kind`` (TCP or UDP)."""
     with socket.socket(socket.AF_INET, kind) as sock:
+        if kind == socket.SOCK_STREAM:
+            # As TCP servers do: connections of a stopped server left in TIME_WAIT do not count.
+            # (Not for UDP, where SO_REUSEADDR would let us share a port a daemon still holds.)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -10,7 +10,6 @@ launchers: context manager, temp-dir ownership, "stop everything at exit" safety
 from __future__ import annotations
 
 import atexit
-import ctypes
 import grp
 import os
 import pwd
@@ -20,7 +19,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -125,23 +123,19 @@ def _traversable_by(path: Path, run_as: str) -> bool:
     return True
 
 
-def _die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
-    """A preexec function making the child get ``sig`` when we die, even by SIGKILL.
+def _die_with_parent(sig: signal.Signals) -> list[str]:
+    """An argv prefix making the daemon get ``sig`` when we die, even by SIGKILL; or [].
 
     atexit does not run when the test runner is killed; without this a named or mariadbd would
-    outlive it, holding memory and ports. Linux sends the signal when the *thread* that forked
-    exits, so it is only armed from the main thread (whose end is the process's end).
+    outlive it, holding memory and ports. ``setpriv --pdeathsig`` (util-linux, always on Debian)
+    sets it then execs the daemon, so the pid stays the daemon's; unlike a preexec_fn it is safe
+    when other threads run. Linux sends the signal when the *thread* that forked exits, so it is
+    only armed from the main thread (whose end is the process's end).
     """
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-
-    def arm() -> None:
-        # Runs in the child after the uid switch (which would otherwise clear the setting).
-        libc.prctl(pr_set_pdeathsig, int(sig), 0, 0, 0)
-
-    return arm
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return []
+    return [setpriv, f"--pdeathsig={sig.name.removeprefix('SIG')}", "--"]
 
 
 def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -188,7 +182,8 @@ def run_tool(
     if result.returncode != 0:
         tail = "\n".join(result.stdout.splitlines()[-30:])
         raise ServerStartError(f"{what}: {argv[0]} exited with code {result.returncode}:\n{tail}")
-    return result.stdout
+    output: str = result.stdout
+    return output
 
 
 # Daemons still running, stopped at interpreter exit in case a caller forgot (or crashed before)
@@ -268,14 +263,13 @@ class Daemon:
             # start_new_session: a Ctrl-C in the terminal reaches pytest only, which then stops us
             # cleanly; and stop() can SIGKILL the whole group (postgres backends included).
             self._proc = subprocess.Popen(
-                self.argv,
+                [*_die_with_parent(self.stop_signal), *self.argv],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(self.stop_signal),
                 **_user_kwargs(self.run_as),
             )
         with _running_lock:
@@ -294,7 +288,7 @@ class Daemon:
             try:
                 if ready():
                     return
-            except Exception as exc:  # the probe's own failure only means "not ready yet"
+            except Exception as exc:  # noqa: BLE001 - any probe failure only means "not ready yet"
                 last_error = f"{type(exc).__name__}: {exc}"
             if time.monotonic() > deadline:
                 self.stop()

@@ -36,6 +36,9 @@ from lecentral.testing.mariadb import MariaDBServer
 from lecentral.testing.pebble import AcmeWorld, PebbleServer
 from lecentral.testing.postgres import PostgresServer
 
+#: Real TLS daemons (nginx, apache2, postfix, dovecot, slapd) for verifier, agent and plugin tests.
+pytest_plugins = ["lecentral.testing.daemons.fixtures"]
+
 
 def _database_name(request: pytest.FixtureRequest) -> str:
     """A new database name that still says which test made it (handy when reading server logs)."""
@@ -120,5 +123,5 @@ def _drop_quietly(server: MariaDBServer | PostgresServer, name: str) -> None:
         return
     try:
         server.drop_database(name)
-    except Exception as exc:  # never turn a passing test into an error over clean-up
+    except Exception as exc:  # noqa: BLE001 - never turn a passing test into an error over clean-up
         warnings.warn(f"could not drop test database {name}: {exc}", stacklevel=1)
