@@ -62,12 +62,9 @@ def commands(group: click.Group, prefix: str) -> list[str]:
 def all_commands() -> list[str]:
     from lecentral.cli.central import main
 
-    result = commands(main, "lecentral")
-    try:
-        from lecentral.cli.agent import main as agent_main
-    except ImportError:
-        return result
-    return result + commands(agent_main, "lecentral-install")
+    from lecentral.cli.agent import main as agent_main
+
+    return commands(main, "lecentral") + commands(agent_main, "lecentral-install")
 
 
 @pytest.mark.parametrize("command", all_commands())
