@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,30 @@ def test_nginx_config_test_catches_a_broken_certificate_and_reload_keeps_the_old
         nginx.reload()
     assert nginx.presented_fingerprint("https") == served
     assert nginx.running
+
+
+def test_stray_apache_started_by_a_graceful_reload_is_stopped_too(
+        tls_daemon_factory: Callable[..., Any]) -> None:
+    """A garbage certificate passes ``apache2 -t`` and the graceful restart kills Apache; a second
+    ``apache2 -k graceful`` (an agent's rollback) then starts a detached Apache behind our back.
+    close() must stop that one as well, or it would hold its port after the session."""
+    apache = tls_daemon_factory(ApacheServer)
+    good = apache.cert.read_bytes()
+    apache.cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    apache.config_test()  # passes: Apache only checks that the file exists
+    run_tool(apache.reload_argv, what="graceful with a broken certificate")
+    deadline = time.monotonic() + 10
+    while apache.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not apache.running, "Apache exits when the graceful restart cannot load the certificate"
+    apache.cert.write_bytes(good)
+    assert "httpd not running, trying to start" in run_tool(apache.reload_argv, what="rollback graceful")
+    apache.wait_presented(apache.cert_fingerprint())
+    stray_group = os.getpgid(int(apache.pid_path.read_text()))
+    port = apache.ports["https"]
+    apache.close()
+    assert group_members(stray_group) == []
+    assert port_is_free(port)
 
 
 def test_apache_config_test_catches_a_missing_certificate(tls_daemon_factory: Callable[..., Any]) -> None:

@@ -32,6 +32,7 @@ class ApacheServer(TlsServer):
     """
 
     kind = "apache"
+    serving_processes = ("apache2",)
 
     def __init__(self, workdir: Path | str | None = None, *, cert: Path | str, key: Path | str,
                  chain: Path | str | None = None, server_name: str = "localhost",

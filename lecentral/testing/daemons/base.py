@@ -15,7 +15,7 @@ import os
 import shlex
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -32,19 +32,22 @@ from lecentral.testing.process import (
 )
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid``, from /proc."""
-    members = []
+def _processes() -> Iterator[tuple[int, str, str, int, int]]:
+    """(pid, comm, state, ppid, pgrp) of every process, from /proc/PID/stat."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            head, _, tail = (entry / "stat").read_text().rpartition(")")
         except OSError:  # gone meanwhile
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
+        fields = tail.split()
+        yield int(entry.name), head.partition("(")[2], fields[0], int(fields[1]), int(fields[2])
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``."""
+    return [pid for pid, _, state, _, group in _processes() if group == pgid and state != "Z"]
 
 
 class TlsServer(ManagedServer):
@@ -58,6 +61,9 @@ class TlsServer(ManagedServer):
     address = LOOPBACK
     #: True when the daemon wants the leaf followed by the chain in ``cert`` (nginx, Dovecot)
     cert_is_fullchain = False
+    #: names of the child processes that accept connections with the certificate they loaded
+    #: (nginx workers, smtpd, imap-login...): a reload is complete once the old ones are gone
+    serving_processes: tuple[str, ...] = ()
 
     def __init__(self, workdir: Path | str | None, *, cert: Path | str, key: Path | str,
                  chain: Path | str | None = None) -> None:
@@ -171,6 +177,29 @@ class TlsServer(ManagedServer):
             return
         group = self._daemon_proc.pid  # started with start_new_session: its pid is its group
         self._daemon_proc.stop()
+        self._stop_stray()
+        self._wait_gone(group)
+
+    def _stop_stray(self) -> None:
+        """Stop a daemon of *our* config started behind our back, e.g. by ``apache2 -k graceful``
+        or ``-k restart`` run while ours was down (they start a detached one), found by pid file."""
+        try:
+            pid = int(self.pid_path.read_text().strip()) if self.pid_path is not None else 0
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace") if pid else ""
+        except (OSError, ValueError):
+            return
+        marker = str(getattr(self, "conf", None) or getattr(self, "config_dir", ""))
+        if not marker or marker not in cmdline:  # pid reused by someone else: not ours to stop
+            return
+        try:
+            group = os.getpgid(pid)
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            return
+        self._wait_gone(group)
+
+    @staticmethod
+    def _wait_gone(group: int) -> None:
         deadline = time.monotonic() + 10
         while group_members(group):
             if time.monotonic() > deadline:
@@ -194,9 +223,32 @@ class TlsServer(ManagedServer):
         """
         if not self.running:
             raise ServerStartError(f"{self.kind} is not running; start() it first")
+        old = self.serving_pids()
         run_tool(self.reload_argv, what=f"reloading {self.kind}", log_path=self.workdir / "commands.log")
+        self.wait_settled(old, timeout=timeout)
         if expect is not None:
             self.wait_presented(expect, timeout=timeout)
+
+    def serving_pids(self) -> set[int]:
+        """pids of the children that now accept connections (see :attr:`serving_processes`).
+
+        Take them before a reload run by someone else (the agent) and pass them to
+        :meth:`wait_settled`: until those are gone, old and new certificates may alternate.
+        """
+        main = self.pid
+        if main is None or not self.serving_processes:
+            return set()
+        return {pid for pid, comm, state, ppid, _ in _processes()
+                if ppid == main and comm in self.serving_processes and state != "Z"}
+
+    def wait_settled(self, old: set[int], timeout: float = 30.0) -> None:
+        """Wait until none of the ``old`` serving processes is left (they finish after a reload)."""
+        deadline = time.monotonic() + timeout
+        while left := old & self.serving_pids():
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"{self.kind}: processes {sorted(left)} from before the reload "
+                                       f"still run after {timeout:.0f}s; log:\n{self.log_tail()}")
+            time.sleep(0.05)
 
     def config_test(self) -> str:
         """Run :attr:`check_argv`; return its output, or raise ServerStartError quoting it."""

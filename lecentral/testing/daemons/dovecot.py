@@ -24,6 +24,7 @@ class DovecotServer(TlsServer):
     """Dovecot with ``imap`` and ``pop3`` (STARTTLS) and ``imaps`` and ``pop3s`` listeners."""
 
     kind = "dovecot"
+    serving_processes = ("imap-login", "pop3-login")
     cert_is_fullchain = True
 
     def __init__(self, workdir: Path | str | None = None, *, cert: Path | str, key: Path | str,

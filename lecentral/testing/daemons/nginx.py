@@ -25,6 +25,7 @@ class NginxServer(TlsServer):
     """nginx with one ``server`` block on ``https`` (127.0.0.1, dynamic port)."""
 
     kind = "nginx"
+    serving_processes = ("nginx",)
     cert_is_fullchain = True
 
     def __init__(self, workdir: Path | str | None = None, *, cert: Path | str, key: Path | str,

@@ -63,6 +63,7 @@ class PostfixServer(TlsServer):
     """
 
     kind = "postfix"
+    serving_processes = ("smtpd",)
 
     def __init__(self, workdir: Path | str | None = None, *, cert: Path | str, key: Path | str,
                  chain: Path | str | None = None, myhostname: str = "mail.example.test",
