@@ -30,7 +30,7 @@ class DemoPlugin:
     def lecentral_register_services(self) -> list[ServiceType]:
         return [ServiceType(
             "demo", PickyService, description="demo daemon",
-            defaults={"key": "/etc/demo/demo.key", "cert": "/etc/demo/demo.crt",
+            defaults={"key": "/etc/demo/{name}.key", "cert": "/etc/demo/{name}.crt",
                       "fullchain": "/etc/demo/demo.full", "check": "demo -t",
                       "reload": "demo reload", "verify": "tls://127.0.0.1:4443",
                       "options": {"chroot": "/var/demo"}},
@@ -59,7 +59,8 @@ def only_error(config: InstallConfig) -> str:
 def test_service_defaults_make_a_two_line_entry(tmp_path: Path, registry: Registry) -> None:
     config = load(tmp_path, registry, {"name": "www.example.test", "service": "demo"})
     (entry,) = config.certs
-    assert entry.cert == "/etc/demo/demo.crt" and entry.reload == "demo reload"
+    assert entry.cert == "/etc/demo/www.example.test.crt" and entry.reload == "demo reload"
+    assert entry.key == "/etc/demo/www.example.test.key"  # {name} expanded
     assert entry.verify == ["tls://127.0.0.1:4443"] and entry.options == {"chroot": "/var/demo"}
 
 
@@ -159,3 +160,13 @@ def test_cli_config_error_exit_status(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--config", str(tmp_path / "bad.toml"), "run"])
     assert result.exit_code == 2
     assert "database.url must be str" in result.stderr
+
+
+def test_the_example_config_loads() -> None:
+    """contrib/install.toml.example stays valid (accounts that only exist where those daemons
+    are installed are the only errors allowed here)."""
+    example = Path(__file__).parents[1] / "contrib" / "install.toml.example"
+    config = load_install(str(example), Registry.load())
+    assert [e.name for e in config.certs][:1] == ["www.example.com"]
+    for broken in config.broken:
+        assert "on this host" in broken.error, broken.error

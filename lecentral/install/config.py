@@ -161,7 +161,7 @@ def resolve_entry(table: Mapping[str, Any], index: int, registry: Registry,
     merged.pop("options", None)
     if isinstance(merged.get("verify"), str):
         merged["verify"] = [merged["verify"]] if merged["verify"] else []
-    entry = build(CertEntry, merged, where, source)
+    entry = _expand_name(build(CertEntry, merged, where, source))
     entry = dataclasses.replace(entry, options=options, index=index)
     _validate(entry, where, source, notify)
     unknown = sorted(set(options) - set(stype.options))
@@ -197,6 +197,18 @@ def service_defaults(defaults: Mapping[str, Any], name: object) -> dict[str, Any
         return value
 
     return {key: expand(value) for key, value in defaults.items()}
+
+
+def _expand_name(entry: CertEntry) -> CertEntry:
+    """``{name}`` in any text value (a service's default path) becomes the entry's name."""
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(entry):
+        value = getattr(entry, f.name)
+        if isinstance(value, str) and "{name}" in value:
+            changes[f.name] = value.replace("{name}", entry.name)
+        elif isinstance(value, list) and any("{name}" in str(v) for v in value):
+            changes[f.name] = [str(v).replace("{name}", entry.name) for v in value]
+    return dataclasses.replace(entry, **changes) if changes else entry
 
 
 def _validate(entry: CertEntry, where: str, source: str, notify: NotifyConfig) -> None:

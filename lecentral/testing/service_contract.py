@@ -158,7 +158,7 @@ class ServiceContract:
         directory = tmp_path / "files"
         directory.mkdir()
         files = ContractFiles.under(directory, key)
-        placeholder, _ = make_self_signed([self.contract_name], load_key(key), days=2)  # type: ignore[arg-type]
+        placeholder, _ = make_self_signed([self.contract_name], load_key(key), days=2)
         for path in (files.cert, files.chain, files.fullchain):
             path.write_bytes(placeholder)
         files.combined.write_bytes(key.read_bytes() + placeholder)

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Benchmark: a no-op ``lecentral-install run`` versus a no-op ``certbot renew``, 20 certificates each.
+
+What an agent running hourly costs when there is nothing to do. In one run, on 127.0.0.1:
+
+* the agent: 20 ``[[cert]]`` entries, the store (SQLite) holding the 20 certificates already
+  installed; ``lecentral-install run --quiet`` compares each installed leaf with the database row
+  and does nothing;
+* certbot: 20 lineages issued by Pebble (``PEBBLE_VA_ALWAYS_VALID=1``, manual DNS hook ``true``)
+  in its own --config-dir/--work-dir/--logs-dir; ``certbot renew`` finds nothing due.
+
+Each command is a fresh process started from its real console script (not a pyenv shim), run
+``--repeat`` times alternately; the medians of wall time and peak RSS (``wait4``'s ru_maxrss) are
+printed with their ratios. Target (issue 5): the agent no slower than certbot's no-op.
+
+    python bench/bench_agent_noop.py             # 20 certificates, 5 rounds
+    python bench/bench_agent_noop.py -n 5 -r 3   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+
+def script(name: str) -> str:
+    """The real console script of this interpreter (a pyenv shim would add its own start-up)."""
+    path = Path(sysconfig.get_path("scripts")) / name
+    if not path.exists():
+        sys.exit(f"{name} not found next to {sys.executable}: pip install -e '.[test]'")
+    return str(path)
+
+
+def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one process; exits if it fails."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(argv[:3])}... failed ({proc.returncode}):\n{output[-3000:]}")
+    return elapsed, usage.ru_maxrss
+
+
+def agent_side(workdir: Path, names: list[str]) -> list[str]:
+    """The store and install.toml of 20 installed certificates; return the no-op command."""
+    from lecentral.testing.agent import AgentWorld
+
+    world = AgentWorld(workdir)
+    for name in names:
+        world.add(name, key="ec256")
+        world.issue(name, days=90)
+    world.write_config(*(world.entry(name) for name in names))
+    world.close()
+    argv = [script("lecentral-install"), "--config", str(world.config_path), "run", "--quiet"]
+    measure(argv)  # the real first run: installs all of them
+    return argv
+
+
+def certbot_side(workdir: Path, names: list[str], pebble: object) -> tuple[list[str], dict[str, str]]:
+    """certbot lineages for ``names`` from Pebble; return the no-op renew command and its env."""
+    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(pebble.ca_bundle)}  # type: ignore[attr-defined]
+    dirs = ["--config-dir", str(workdir / "config"), "--work-dir", str(workdir / "work"),
+            "--logs-dir", str(workdir / "logs")]
+    certbot = script("certbot")
+    for name in names:
+        measure([certbot, "certonly", "--non-interactive", "--agree-tos", "-m", "ops@bench.test",
+                 "--server", pebble.directory_url,  # type: ignore[attr-defined]
+                 "--manual", "--preferred-challenges", "dns", "--manual-auth-hook", "true",
+                 "--key-type", "ecdsa", "-d", name, *dirs], env)
+    return [certbot, "renew", "--non-interactive", *dirs], env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-n", type=int, default=20, help="certificates on each side (default 20)")
+    parser.add_argument("-r", "--repeat", type=int, default=5, help="rounds (default 5)")
+    args = parser.parse_args()
+
+    from lecentral.testing.pebble import PebbleServer
+
+    names = [f"host{i}.bench.test" for i in range(1, args.n + 1)]
+    workdir = Path(tempfile.mkdtemp(prefix="lecentral-bench-agent-"))
+    try:
+        with PebbleServer(workdir / "pebble", env={"PEBBLE_VA_ALWAYS_VALID": "1"}) as pebble:
+            agent = agent_side(workdir / "agent", names)
+            certbot, env = certbot_side(workdir / "certbot", names, pebble)
+            runs: dict[str, list[tuple[float, int]]] = {"agent": [], "certbot": []}
+            for _ in range(args.repeat):
+                runs["agent"].append(measure(agent))
+                runs["certbot"].append(measure(certbot, env))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    wall = {k: statistics.median(t for t, _ in v) for k, v in runs.items()}
+    rss = {k: statistics.median(m for _, m in v) / 1024 for k, v in runs.items()}
+    print(f"no-op with {args.n} certificates, median of {args.repeat} fresh processes each")
+    print(f"  lecentral-install run --quiet : {wall['agent']:6.3f} s  {rss['agent']:6.1f} MiB peak")
+    print(f"  certbot renew                 : {wall['certbot']:6.3f} s  {rss['certbot']:6.1f} MiB peak")
+    print(f"  ratio agent / certbot         : wall {wall['agent'] / wall['certbot']:.2f}x   "
+          f"memory {rss['agent'] / rss['certbot']:.2f}x   (target: <= 1.00x wall)")
+
+
+if __name__ == "__main__":
+    main()
