@@ -17,7 +17,6 @@ The certificate chain is **not** validated: a fingerprint match is a stronger ch
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING
 
 from lecentral.errors import ConfigError, LecentralError, VerifyError
@@ -71,6 +70,8 @@ def presented_fingerprint(registry: Registry, url: str, timeout: float = DEFAULT
     Every failure, a malformed URL or an unknown scheme included, is a :class:`VerifyError`: the
     caller is usually in the middle of an install and must roll back whatever went wrong.
     """
+    import hashlib
+
     try:
         verifier = registry.verifier(url_scheme(url)).factory()
         der = verifier.presented_certificate(url, timeout)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
@@ -84,6 +83,8 @@ def _is_ip(host: str) -> bool:
 
 def _default_ehlo() -> str:
     # What smtplib sends too (less the DNS look-up of getfqdn, which may hang on a broken resolver).
+    import socket
+
     name = socket.gethostname()
     return name if _HOSTNAME.match(name) else "localhost"
 

@@ -46,13 +46,10 @@ def cert_files_factory(tmp_path_factory: pytest.TempPathFactory) -> CertFilesFac
     return make
 
 
-def _started(server: S) -> Iterator[S]:
-    with server:
+def _serve(factory: pytest.TempPathFactory, cls: type[S], **kwargs: Any) -> Iterator[S]:
+    """Start ``cls`` in a new session temp dir named after its kind; stop it at the end."""
+    with cls(factory.mktemp(cls.kind), **kwargs) as server:
         yield server
-
-
-def _workdir(factory: pytest.TempPathFactory, kind: str) -> Path:
-    return factory.mktemp(kind)
 
 
 @pytest.fixture(scope="session")
@@ -60,8 +57,7 @@ def nginx_server(tmp_path_factory: pytest.TempPathFactory,
                  cert_files_factory: CertFilesFactory) -> Iterator[NginxServer]:
     """nginx on 127.0.0.1: ``verify_urls["https"]``; its ``cert`` file holds leaf + chain."""
     files = cert_files_factory()
-    yield from _started(NginxServer(_workdir(tmp_path_factory, "nginx"), cert=files.fullchain,
-                                    key=files.key))
+    yield from _serve(tmp_path_factory, NginxServer, cert=files.fullchain, key=files.key)
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +65,7 @@ def apache_server(tmp_path_factory: pytest.TempPathFactory,
                   cert_files_factory: CertFilesFactory) -> Iterator[ApacheServer]:
     """apache2 on 127.0.0.1 with cert, key and chain files: ``verify_urls["https"]``."""
     files = cert_files_factory()
-    yield from _started(ApacheServer(_workdir(tmp_path_factory, "apache"), cert=files.cert,
-                                     key=files.key, chain=files.chain))
+    yield from _serve(tmp_path_factory, ApacheServer, cert=files.cert, key=files.key, chain=files.chain)
 
 
 @pytest.fixture(scope="session")
@@ -78,8 +73,7 @@ def postfix_server(tmp_path_factory: pytest.TempPathFactory,
                    cert_files_factory: CertFilesFactory) -> Iterator[PostfixServer]:
     """Postfix on 127.0.0.1: ``verify_urls["smtp"]`` (STARTTLS), ``["smtps"]``, and ``plain_url``."""
     files = cert_files_factory(["mail.example.test"])
-    yield from _started(PostfixServer(_workdir(tmp_path_factory, "postfix"), cert=files.cert,
-                                      key=files.key, chain=files.chain))
+    yield from _serve(tmp_path_factory, PostfixServer, cert=files.cert, key=files.key, chain=files.chain)
 
 
 @pytest.fixture(scope="session")
@@ -87,8 +81,7 @@ def dovecot_server(tmp_path_factory: pytest.TempPathFactory,
                    cert_files_factory: CertFilesFactory) -> Iterator[DovecotServer]:
     """Dovecot on 127.0.0.1: ``verify_urls["imap"|"imaps"|"pop3"|"pop3s"]``; ``cert`` is leaf + chain."""
     files = cert_files_factory(["mail.example.test"])
-    yield from _started(DovecotServer(_workdir(tmp_path_factory, "dovecot"), cert=files.fullchain,
-                                      key=files.key))
+    yield from _serve(tmp_path_factory, DovecotServer, cert=files.fullchain, key=files.key)
 
 
 @pytest.fixture(scope="session")
@@ -96,8 +89,7 @@ def slapd_server(tmp_path_factory: pytest.TempPathFactory,
                  cert_files_factory: CertFilesFactory) -> Iterator[SlapdServer]:
     """slapd on 127.0.0.1: ``verify_urls["ldap"|"ldaps"]``, ``ldap_url``, ``ldapi_url`` (root: manage cn=config)."""
     files = cert_files_factory(["ldap.example.test"])
-    yield from _started(SlapdServer(_workdir(tmp_path_factory, "slapd"), cert=files.cert,
-                                    key=files.key, chain=files.chain))
+    yield from _serve(tmp_path_factory, SlapdServer, cert=files.cert, key=files.key, chain=files.chain)
 
 
 @pytest.fixture
