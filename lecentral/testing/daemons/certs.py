@@ -7,15 +7,12 @@ its own CA), so daemons that want a CA file (Apache's chain, slapd's TLSCACertif
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
+from lecentral.certificates import Certificate
 from lecentral.testing.pki import key_pem, make_key, make_self_signed
 
 
@@ -35,8 +32,7 @@ class CertFiles:
 
 def pem_fingerprint(pem: bytes) -> str:
     """SHA-256 hex (lower case, no colons) of the first certificate in ``pem``."""
-    cert = x509.load_pem_x509_certificate(pem)
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return Certificate.load(pem).fingerprint
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
