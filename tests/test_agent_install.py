@@ -214,14 +214,14 @@ def test_one_broken_entry_does_not_stop_the_others(world: AgentWorld, smtp: tupl
     world.add(NAME)
     world.issue(NAME)
     world.write_config(world.entry("bad.example.test", colour="blue"),
-                       world.entry("post.example.test", service="postfix"), world.entry(NAME))
+                       world.entry("post.example.test", service="nosuchd"), world.entry(NAME))
 
     out = world.run("run")
 
     assert out.exit_code == 1
     assert out.by_name(NAME)["status"] == "installed"
     assert "unknown key 'cert[0].colour'" in out.by_name("bad.example.test")["message"]
-    assert "pip install lecentral-postfix" in out.by_name("post.example.test")["message"]
+    assert "pip install lecentral-nosuchd" in out.by_name("post.example.test")["message"]
     assert any("configuration error" in s for s in smtp[0].subjects())
 
 
@@ -301,3 +301,13 @@ def test_another_run_holding_the_lock(world: AgentWorld) -> None:
     assert out.exit_code == 7 and "another lecentral-install run holds" in out.stderr
     assert not (world.ssl / "certs" / f"{NAME}.crt").exists()
     assert os.path.exists(world.state_dir / "lock")
+
+
+def test_unusable_state_directory(world: AgentWorld) -> None:
+    world.add(NAME)
+    world.issue(NAME)
+    world.state_dir.write_text("not a directory\n")
+    world.write_config(world.entry(NAME))
+    out = world.run("run")
+    assert out.exit_code == 7 and f"cannot use the state directory {world.state_dir}" in out.stderr
+    assert not (world.ssl / "certs" / f"{NAME}.crt").exists()

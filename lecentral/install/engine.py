@@ -135,8 +135,12 @@ class Agent:
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
         """One run at a time on this host (cron and a manual run may overlap)."""
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.state_dir / "lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.state_dir / "lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise InstallError(f"cannot use the state directory {self.state_dir} ([agent] "
+                               f"state_dir): {exc.strerror}") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -154,7 +158,7 @@ class Agent:
         try:
             self._store = open_store(self.config.database.url, self.registry)
             return {e.name: self._store.get(e.name) for e in entries}
-        except StoreError as exc:
+        except LecentralError as exc:  # StoreError; PluginError for a URL no store handles
             self._alert("error", f"cannot read the certificate database on {self.host}",
                         f"{exc}\n\nNo certificate was checked and no file was touched.")
             raise
@@ -184,6 +188,12 @@ class Agent:
             return self._compare_and_install(entry, row, service, installer)
         except LecentralError as exc:
             return self._failed(entry, str(exc))
+        except OSError as exc:  # the state directory, a plugin's own I/O...
+            return self._failed(entry, f"{exc.filename or 'I/O'}: {exc.strerror or exc}")
+        except Exception as exc:  # a bug (ours or a plugin's) must not stop the other certificates
+            log.exception("%s: unexpected error", entry.label)
+            return self._failed(entry, f"unexpected error {type(exc).__name__}: {exc}; please "
+                                       "report it with the log above")
 
     def _compare_and_install(self, entry: CertEntry, row: CertRow | None, service: Service,
                              installer: Installer) -> Result:
