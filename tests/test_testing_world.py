@@ -42,6 +42,7 @@ from lecentral.testing import (
     BindServer,
     MariaDBServer,
     PebbleServer,
+    PortClashError,
     PostgresServer,
     ServerStartError,
     free_port,
@@ -407,3 +408,38 @@ def test_free_ports_are_distinct_and_loopback_only() -> None:
     assert len(ports) == 20 and all(port_is_free(port, udp=True) for port in ports)
     with pytest.raises(ValueError, match="loopback"):
         free_port(["192.0.2.1"])
+
+
+def test_daemon_that_lost_its_port_fails_fast_as_a_port_clash(tmp_path: Path) -> None:
+    """named keeps running without the socket it could not bind; the log says why."""
+    argv = [sys.executable, "-c", "print('bind: address already in use', flush=True); import time; time.sleep(60)"]
+    daemon = Daemon("clash", argv, log_path=tmp_path / "clash.log")
+    started = time.monotonic()
+    with pytest.raises(PortClashError):
+        daemon.start(lambda: False, timeout=30)
+    assert time.monotonic() - started < 10 and not daemon.running
+
+
+def test_bind_retries_with_new_ports_when_its_port_was_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another suite grabbing the port between free_port() and named's bind: named really fails to
+    bind (we hold the port), the launcher picks new ports. Only the port choice is steered."""
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy = taken.getsockname()[1]
+    choices = iter([busy])
+    real_free_port = free_port
+
+    def first_busy(*args: object, **kwargs: object) -> int:
+        return next(choices, None) or real_free_port(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("lecentral.testing.bind.free_port", first_busy)
+    try:
+        with BindServer(tmp_path, subzones=["www.example.test"]) as bind:
+            assert bind.port != busy
+            assert bind.serial("www.example.test") == 1
+        assert "address in use" in (tmp_path / "named.log").read_text()
+    finally:
+        taken.close()

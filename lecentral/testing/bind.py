@@ -117,6 +117,9 @@ class BindServer(ManagedServer):
         soa_minimum: int = 60,
         secondary: bool = False,
     ) -> None:
+        # Executables first: a missing package must fail before any temp dir exists.
+        self._named = find_executable("named", package="bind9")
+        self._rndc = find_executable("rndc", package="bind9-utils")
         super().__init__(workdir)
         self.parent = _dns_name(parent, "parent zone")
         self.parent_records = tuple(parent_records)
@@ -135,8 +138,6 @@ class BindServer(ManagedServer):
         self.dir = self.state_dir("bind", None, max_len=4096)
         self.secondary_dir = self.state_dir("bind-secondary", None, max_len=4096)
         (self.dir / "keys").mkdir(exist_ok=True)
-        self._named = find_executable("named", package="bind9")
-        self._rndc = find_executable("rndc", package="bind9-utils")
         self._primary: Daemon | None = None
         self._secondary: Daemon | None = None
         for name in subzones:

@@ -47,6 +47,9 @@ class MariaDBServer(ManagedServer):
         password: str | None = None,
         run_as: str = "mysql",
     ) -> None:
+        # Executables first: a missing package must fail before any temp dir exists.
+        self._mariadbd = find_executable("mariadbd", package="mariadb-server")
+        self._install_db = find_executable("mariadb-install-db", package="mariadb-server")
         super().__init__(workdir)
         self.database = sql_identifier(database)
         self.user = sql_identifier(user)
@@ -57,8 +60,6 @@ class MariaDBServer(ManagedServer):
         self.dir = self.state_dir("mariadb", self.run_as)
         self.datadir = self.dir / "data"
         self.socket = self.dir / "mysqld.sock"
-        self._mariadbd = find_executable("mariadbd", package="mariadb-server")
-        self._install_db = find_executable("mariadb-install-db", package="mariadb-server")
         self._daemon: Daemon | None = None
 
     @property

@@ -138,6 +138,8 @@ class PebbleServer(ManagedServer):
         eab_keys: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
+        # Executables first: a missing package must fail before any temp dir exists.
+        self._pebble = find_executable("pebble", package="pebble")
         super().__init__(workdir)
         self.dns_server = dns_server
         self.http_port = http_port or free_port()
@@ -151,7 +153,6 @@ class PebbleServer(ManagedServer):
         self.management_port = 0
         self.dir = self.state_dir("pebble", None, max_len=4096)
         self.ca_bundle, self._cert, self._key = _write_tls_files(self.dir)
-        self._pebble = find_executable("pebble", package="pebble")
         self._daemon: Daemon | None = None
 
     @property

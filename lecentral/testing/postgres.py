@@ -52,6 +52,9 @@ class PostgresServer(ManagedServer):
         password: str | None = None,
         run_as: str = "postgres",
     ) -> None:
+        # Executables first: a missing package must fail before any temp dir exists.
+        self._initdb = find_executable("initdb", package="postgresql", extra_dirs=_PG_DIRS)
+        self._postgres = find_executable("postgres", package="postgresql", extra_dirs=_PG_DIRS)
         super().__init__(workdir)
         self.database = sql_identifier(database)
         self.user = sql_identifier(user)
@@ -61,8 +64,6 @@ class PostgresServer(ManagedServer):
         self.port = 0
         self.dir = self.state_dir("postgres", self.run_as)
         self.datadir = self.dir / "data"
-        self._initdb = find_executable("initdb", package="postgresql", extra_dirs=_PG_DIRS)
-        self._postgres = find_executable("postgres", package="postgresql", extra_dirs=_PG_DIRS)
         self._daemon: Daemon | None = None
 
     @property

@@ -34,9 +34,6 @@ _PORT_CLASH_MARKERS = (
     "address already in use",
     "address in use",
     "errno 98",
-    "bind on tcp/ip port",
-    "could not bind",
-    "could not create listen socket",
 )
 
 
@@ -285,6 +282,9 @@ class Daemon:
             code = self._proc.poll()
             if code is not None:
                 self._fail(f"exited with code {code} before it was ready")
+            if self._port_clash_logged():
+                # named keeps running without the socket it could not bind: fail now, not at timeout.
+                self._fail("could not bind its port")
             try:
                 if ready():
                     return
@@ -296,10 +296,14 @@ class Daemon:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.2)
 
+    def _port_clash_logged(self) -> bool:
+        text = self.log_tail(lines=200).lower()
+        return any(marker in text for marker in _PORT_CLASH_MARKERS)
+
     def _fail(self, why: str) -> None:
         self.stop()
         tail = self.log_tail()
-        error = PortClashError if any(m in tail.lower() for m in _PORT_CLASH_MARKERS) else ServerStartError
+        error = PortClashError if self._port_clash_logged() else ServerStartError
         raise error(f"{self.name} ({self.argv[0]}) {why}; last lines of {self.log_path}:\n{tail}")
 
     def stop(self, timeout: float = 15.0) -> None:

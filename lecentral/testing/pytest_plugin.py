@@ -16,6 +16,9 @@ postgres_url        function  URL of a new empty PostgreSQL database, dropped af
 sqlite_url          function  URL of an SQLite file in ``tmp_path``
 ==================  ========  ==============================================================
 
+The real TLS daemons (``nginx_server``, ``slapd_server``, ...) come from
+:mod:`lecentral.testing.daemons.fixtures`, loaded through ``pytest_plugins`` below.
+
 A server starts only when a test asks for its fixture (directly or through another fixture),
 once per session, and is stopped at the end of the session even when tests fail. The servers
 are shared: tests must use their own names (``acme_name``, ``mariadb_url``), never fixed ones.
