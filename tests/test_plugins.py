@@ -65,11 +65,10 @@ def site(tmp_path: Path) -> Path:
     return path
 
 
-def test_builtins_only(site: Path) -> None:
+def test_builtins(site: Path) -> None:
     result = run(site, "plugins", "--json")
     assert result.returncode == 0, result.stderr
-    rows = json.loads(result.stdout)
-    assert {r["distribution"] for r in rows} == {"lecentral"}
+    rows = [r for r in json.loads(result.stdout) if r["distribution"] == "lecentral"]
     registers = {item for r in rows for item in r["registers"]}
     assert {"store:sql", "notifier:mail", "notifier:syslog"} <= registers
     assert all(r["status"] == "ok" for r in rows)
