@@ -63,6 +63,15 @@ def new_tsig_secret() -> str:
     return base64.b64encode(secrets.token_bytes(64)).decode()
 
 
+def _tsig_secret(secret: str) -> str:
+    """``secret`` if it is base64 (it is pasted into named.conf), else ValueError."""
+    try:
+        base64.b64decode(secret, validate=True)
+    except ValueError:
+        raise ValueError("a TSIG secret must be base64 (as tsig-keygen writes it)") from None
+    return secret
+
+
 def _write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` with mode 0600 from the first byte (it holds secrets)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -117,16 +126,16 @@ class BindServer(ManagedServer):
         soa_minimum: int = 60,
         secondary: bool = False,
     ) -> None:
-        # Executables first: a missing package must fail before any temp dir exists.
+        # Executables and arguments first: a bad one must fail before any temp dir exists.
         self._named = find_executable("named", package="bind9")
         self._rndc = find_executable("rndc", package="bind9-utils")
-        super().__init__(workdir)
+        self._keys = {_dns_name(n, "TSIG key name"): _tsig_secret(v) for n, v in (keys or {}).items()}
         self.parent = _dns_name(parent, "parent zone")
+        super().__init__(workdir)
         self.parent_records = tuple(parent_records)
         self.default_soa_minimum = soa_minimum
         self.has_secondary = secondary
         self.subzones: dict[str, SubZone] = {}
-        self._keys: dict[str, str] = dict(keys or {})
         self._rndc_secret = base64.b64encode(secrets.token_bytes(32)).decode()
         self._parent_serial = 0
         self._held = False
@@ -136,7 +145,9 @@ class BindServer(ManagedServer):
         self.secondary_rndc_port = 0
         # named runs as the invoking user (root is fine for it), so no ownership games here.
         self.dir = self.state_dir("bind", None, max_len=4096)
-        self.secondary_dir = self.state_dir("bind-secondary", None, max_len=4096)
+        self.secondary_dir = self.workdir / "bind-secondary"
+        if secondary:
+            self.state_dir("bind-secondary", None, max_len=4096)
         (self.dir / "keys").mkdir(exist_ok=True)
         self._primary: Daemon | None = None
         self._secondary: Daemon | None = None
@@ -153,11 +164,11 @@ class BindServer(ManagedServer):
     def add_key(self, key_name: str, secret: str | None = None) -> str:
         """Define TSIG key ``key_name`` (random secret unless given); returns the secret.
 
-        Takes effect at the next start or :meth:`add_subzone`; use it to have a key that no zone
-        grants anything to.
+        Loaded at once on a running server. Use it for a key that no zone grants anything to.
+        An existing key keeps its secret.
         """
         key_name = _dns_name(key_name, "TSIG key name")
-        self._keys.setdefault(key_name, secret or new_tsig_secret())
+        self._keys.setdefault(key_name, _tsig_secret(secret) if secret else new_tsig_secret())
         if self.running:
             self._reconfigure()
         return self._keys[key_name]
@@ -341,7 +352,8 @@ class BindServer(ManagedServer):
                 if self.has_secondary:
                     self.secondary_port = free_port(udp=True)
                     self.secondary_rndc_port = free_port()
-            self._write_parent_file()
+            if not self.zone_file(self.parent).exists():
+                self._write_parent_file()
             self._write_confs()
             self._primary = self._daemon("named", self.dir)
             self._primary.start(self._serving_probe(secondary=False), timeout=20)
@@ -357,11 +369,19 @@ class BindServer(ManagedServer):
         return Daemon(name, argv, log_path=self.workdir / f"{name}.log", cwd=directory)
 
     def start_secondary(self) -> None:
-        """(Re)start the secondary named; returns once it serves every zone at the primary's serial."""
+        """(Re)start the secondary named; returns once it serves every zone at the primary's serial.
+
+        It starts empty and transfers every zone, so a restarted secondary is in sync (even when
+        held): use :meth:`hold_secondary` for a secondary that lags, :meth:`stop_secondary` for one
+        that does not answer.
+        """
         if not self.has_secondary:
             raise ServerStartError("this BindServer was created without secondary=True")
         if self._secondary is not None and self._secondary.running:
             return
+        # Old copies would only be refreshed hours later (SOA refresh); a fresh transfer is instant.
+        for copy in [*self.secondary_dir.glob("*.db"), *self.secondary_dir.glob("*.jnl")]:
+            copy.unlink()
         self._write_confs()
         self._secondary = self._daemon("named-secondary", self.secondary_dir)
         self._secondary.start(self._serving_probe(secondary=True), timeout=20)
@@ -392,8 +412,12 @@ class BindServer(ManagedServer):
 
     def txt_values(self, qname: str, *, secondary: bool = False) -> list[str]:
         """TXT strings served at ``qname`` (empty if none), each rdata's strings joined."""
+        import dns.rdatatype
+
         answer = self.query(qname, "TXT", secondary=secondary).answer
-        return sorted(b"".join(rd.strings).decode() for rrset in answer for rd in rrset if rrset.rdtype == 16)
+        return sorted(
+            b"".join(rd.strings).decode() for rrset in answer if rrset.rdtype == dns.rdatatype.TXT for rd in rrset
+        )
 
     def serial(self, zone: str, *, secondary: bool = False) -> int | None:
         """SOA serial ``zone`` has on the primary (or secondary); None if not served there."""

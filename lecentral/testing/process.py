@@ -288,6 +288,7 @@ class Daemon:
             try:
                 if ready():
                     return
+                last_error = ""
             except Exception as exc:  # noqa: BLE001 - any probe failure only means "not ready yet"
                 last_error = f"{type(exc).__name__}: {exc}"
             if time.monotonic() > deadline:
