@@ -11,7 +11,7 @@ What an agent running hourly costs when there is nothing to do. In one run, on 1
 
 Each command is a fresh process started from its real console script (not a pyenv shim), run
 ``--repeat`` times alternately; the medians of wall time and peak RSS (``wait4``'s ru_maxrss) are
-printed with their ratios. Target (issue 5): the agent no slower than certbot's no-op.
+printed with their ratios (peak RSS measured by GNU time). Target (issue 5): the agent no slower than certbot's no-op.
 
     python bench/bench_agent_noop.py             # 20 certificates, 5 rounds
     python bench/bench_agent_noop.py -n 5 -r 3   # quicker
@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+TIME = shutil.which("time", path="/usr/bin:/bin") or sys.exit("GNU time is needed: apt-get install time")
+
 
 def script(name: str) -> str:
     """The real console script of this interpreter (a pyenv shim would add its own start-up)."""
@@ -40,16 +42,20 @@ def script(name: str) -> str:
 
 
 def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one process; exits if it fails."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
-    output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(argv[:3])}... failed ({proc.returncode}):\n{output[-3000:]}")
-    return elapsed, usage.ru_maxrss
+    """Wall seconds and peak RSS (KiB) of one process; exits if it fails.
+
+    The peak comes from GNU time's ``%M``, not from our own wait4(): a child forked from this
+    (large) Python process inherits its RSS high-water mark, which would hide the real peak.
+    """
+    with tempfile.NamedTemporaryFile("r") as report:
+        started = time.perf_counter()
+        result = subprocess.run([TIME, "-f", "%M", "-o", report.name, *argv], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=env, check=False)
+        elapsed = time.perf_counter() - started
+        if result.returncode != 0:
+            sys.exit(f"{' '.join(argv[:3])}... failed ({result.returncode}):\n"
+                     f"{result.stdout.decode(errors='replace')[-3000:]}")
+        return elapsed, int(report.read().split()[-1])
 
 
 def agent_side(workdir: Path, names: list[str]) -> list[str]:
