@@ -79,7 +79,7 @@ class Mailbox:
         return "250 OK"
 
     def subjects(self) -> list[str]:
-        return [str(m["Subject"]) for m in self.messages]
+        return [" ".join(str(m["Subject"]).split()) for m in self.messages]  # unfolded
 
     def bodies(self) -> str:
         return "\n".join(str(m.get_payload()) for m in self.messages)

@@ -290,3 +290,52 @@ def test_database_down(world: AgentWorld, smtp: tuple[Mailbox, int]) -> None:
     assert tree(world.ssl) == before
     assert any("cannot read the certificate database" in s for s in smtp[0].subjects())
     assert "s3cr3t-pw" not in out.stdout + out.stderr + smtp[0].bodies()
+
+
+def test_activation_failing_even_after_rollback(world: AgentWorld, smtp: tuple[Mailbox, int]) -> None:
+    """First install, and the reload fails whatever the files: the new files are removed again
+    (there was nothing before) and the alert says the rollback did not end well."""
+    world.add(NAME)
+    world.issue(NAME)
+    world.write_config(world.entry(NAME, reload="sh -c 'echo daemon is dead >&2; exit 1'"))
+
+    out = world.run("run")
+
+    result = out.by_name(NAME)
+    assert out.exit_code == 1 and result["status"] == "rollback-failed", result
+    assert "daemon is dead" in result["message"] and "the previous files were put back" in \
+        result["message"]
+    assert list((world.ssl / "certs").iterdir()) == []
+    assert any("ROLLBACK FAILED" in s for s in smtp[0].subjects())
+
+
+def test_rollback_that_cannot_write_is_finished_by_the_next_run(world: AgentWorld,
+                                                                smtp: tuple[Mailbox, int]) -> None:
+    """The reload fails AND leaves the directory read-only, so the previous files cannot be put
+    back: the alert says where the backup is; once the directory is writable again the next run
+    finishes the rollback from its journal and reloads."""
+    certs = world.ssl / "certs"
+    reloads = world.workdir / "reloads"
+    installed_once(world, reload=f"sh -c 'echo reload >> {reloads}'")
+    before = tree(world.ssl)
+    subprocess.run(["mount", "--bind", str(certs), str(certs)], check=True)
+    try:
+        world.write_config(world.entry(NAME, reload=f"sh -c 'mount -o remount,ro,bind {certs}; "
+                                                          "exit 1'"))
+        out = world.run("run")
+    finally:
+        subprocess.run(["umount", str(certs)], check=True)
+
+    result = out.by_name(NAME)
+    assert result["status"] == "rollback-failed", result
+    assert "ROLLBACK FAILED" in result["message"] and "copy them back by hand" in result["message"]
+    assert tree(world.ssl) != before  # the new files are still there
+    world.write_config(world.entry(NAME, reload=f"sh -c 'echo reload >> {reloads}'"))
+
+    out = world.run("run", NAME)
+
+    result = out.by_name(NAME)
+    assert result["status"] == "rolled-back" and "interrupted while rolling back" in result["message"]
+    assert tree(world.ssl) == before
+    assert reloads.read_text().count("reload") == 2
+    assert not temp_files(world.ssl)
