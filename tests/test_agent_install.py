@@ -311,3 +311,28 @@ def test_unusable_state_directory(world: AgentWorld) -> None:
     out = world.run("run")
     assert out.exit_code == 7 and f"cannot use the state directory {world.state_dir}" in out.stderr
     assert not (world.ssl / "certs" / f"{NAME}.crt").exists()
+
+
+def test_action_syslog_only_logs(world: AgentWorld, syslog: SyslogSocket) -> None:
+    world.add(NAME)
+    world.issue(NAME)
+    reloads = world.workdir / "reloads"
+    world.write_config(world.entry(NAME, action="syslog", reload=counter_command(reloads)))
+
+    out = world.run("run")
+
+    assert out.by_name(NAME)["status"] == "installed"
+    assert "logged; the service was not restarted" in out.by_name(NAME)["message"]
+    assert not reloads.exists()
+    assert any(f"{NAME}: new certificate installed" in line for line in syslog.lines())
+
+
+def test_combined_order_cert_then_key(world: AgentWorld) -> None:
+    """lighttpd's ssl.pemfile: leaf then key, no chain; still key-bearing, so 0600."""
+    key = world.add(NAME)
+    leaf = world.issue(NAME)
+    pem = world.ssl / "private" / f"{NAME}.pem"
+    world.write_config(world.entry(NAME, combined=str(pem), combined_order=["cert", "key"]))
+    assert world.run("run").by_name(NAME)["status"] == "installed"
+    assert pem.read_bytes() == leaf.pem + key.read_bytes()
+    assert stat.S_IMODE(pem.stat().st_mode) == 0o600
