@@ -1,0 +1,206 @@
+"""The ``nginx`` service plugin against Debian's real nginx on 127.0.0.1.
+
+Each test starts its own nginx (:class:`~lecentral.testing.daemons.nginx.NginxServer`: its own
+prefix, config and logs in a temp dir, a dynamic port) and drives the real ``lecentral-install
+run`` through the service contract (:mod:`lecentral.testing.service_contract`). The entries keep
+the plugin's defaults except ``check`` and ``reload``: Debian's nginx reads the compiled-in
+/etc/nginx/nginx.conf and has no environment variable to point ``nginx -t`` elsewhere, so they are
+the same commands with the test instance's ``-p``/``-c``/``-e`` (overriding them is what an admin
+with a non-standard layout does too).
+
+Certificates: the database is filled by :class:`~lecentral.testing.agent.TestCA`, a real CA
+signing the CSR made from the server's key (leaf + CA chain, like Pebble's). Which CA signed
+them does not matter to nginx or to the checks here: nginx loads and presents whatever pair it is
+given, and the verifier compares SHA-256 fingerprints. Placeholders are self-signed
+(:mod:`lecentral.testing.pki`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lecentral_nginx.plugin import DEFAULTS
+
+from lecentral.install.config import load_install
+from lecentral.install.csr import KeySpec, make_csr
+from lecentral.registry import Registry
+from lecentral.testing.agent import dump_toml
+from lecentral.testing.daemons.nginx import NginxServer
+from lecentral.testing.service_contract import (
+    Contract,
+    ContractFiles,
+    ServiceContract,
+    ServiceHarness,
+)
+
+STALE_SITE = "stale.example.test"
+
+
+class NginxHarness(ServiceHarness):
+    """nginx reading the full chain and key the ``nginx`` service writes, plus a second server
+    block, ``stale.example.test``, reading its own copy of a certificate."""
+
+    service = "nginx"
+    server: NginxServer
+
+    def start(self, files: ContractFiles) -> None:
+        stale_dir = self.workdir.parent / "stale"
+        stale_dir.mkdir(parents=True, exist_ok=True)
+        self.stale_cert, stale_key = stale_dir / "stale.full", stale_dir / "stale.key"
+        shutil.copy(files.fullchain, self.stale_cert)
+        shutil.copy(files.key, stale_key)
+        self.server = NginxServer(self.workdir, cert=files.fullchain, key=files.key,
+                                  server_name=ServiceContract.contract_name,
+                                  vhosts={STALE_SITE: (self.stale_cert, stale_key)}).start()
+
+    def stop(self) -> None:
+        self.server.close()
+
+    def entry(self, files: ContractFiles) -> dict[str, Any]:
+        return {"check": self.server.check_command, "reload": self.server.reload_command,
+                "verify": self.url(ServiceContract.contract_name)}
+
+    def url(self, sni: str) -> str:
+        return f"{self.server.verify_urls['https']}?sni={sni}"
+
+    def break_config(self) -> None:
+        with self.server.conf.open("a") as conf:
+            conf.write("not_an_nginx_directive on;\n")
+
+    def reloads(self) -> int:
+        """How many reloads the master has logged (SIGHUP)."""
+        return self.server.error_log.read_text(errors="replace").count("reconfiguring")
+
+
+class TestNginx(ServiceContract):
+    """The service contract, plus the ways nginx itself refuses or ignores new files."""
+
+    @pytest.fixture
+    def harness(self, tmp_path: Path) -> ServiceHarness:
+        return NginxHarness(tmp_path / "nginx")
+
+    def rotate_key(self, contract: Contract, spec: KeySpec, **entry: Any) -> Path:
+        """The admin makes a new key and CSR on the server (install.toml now names the new key),
+        the central host stores the CSR and gets a certificate for it; nginx.conf is unchanged."""
+        new_key = contract.files.key.with_name("rotated.key")
+        csr, _ = make_csr(contract.name, [], new_key, spec, force=False)
+        contract.world.store.set_csr(contract.name, csr.pem, csr.md5_modulus)  # lecentral set-csr
+        contract.world.issue(contract.name, days=60)
+        contract.write_config(key=str(new_key), **entry)
+        return new_key
+
+    def test_a_key_nginx_does_not_use_fails_nginx_t_before_the_reload(self, contract: Contract) -> None:
+        """nginx.conf still names the old RSA key: ``nginx -t`` loads the new full chain with it
+        and fails (key values mismatch). The previous files come back; nginx is never signalled."""
+        first = self._first_install(contract)
+        harness: NginxHarness = contract.harness  # type: ignore[assignment]
+        reloads, pid = harness.reloads(), harness.server.pid
+        self.rotate_key(contract, KeySpec("rsa", 2048))
+        before = contract.snapshot()
+
+        result = contract.run()
+
+        assert result["status"] == "rolled-back", result
+        assert "config test" in result["message"] and "key values mismatch" in result["message"]
+        assert contract.snapshot() == before
+        assert harness.server.pid == pid and harness.reloads() == reloads
+        contract.wait_presented(first.fingerprint)
+
+    def test_a_key_of_another_type_passes_nginx_t_and_is_caught_by_verification(
+            self, contract: Contract) -> None:
+        """The rotated key is ECDSA and nginx.conf still names the old RSA key: OpenSSL keeps keys
+        per type, so ``nginx -t`` and the reload succeed, but the server block can no longer
+        complete a handshake. The HTTPS verification fails, the previous files come back, nginx is
+        reloaded with them and serves the old certificate again."""
+        first = self._first_install(contract)
+        harness: NginxHarness = contract.harness  # type: ignore[assignment]
+        self.rotate_key(contract, KeySpec("ec", curve="p256"), verify_timeout=3.0)
+        before = contract.snapshot()
+
+        result = contract.run()
+
+        assert result["status"] == "rolled-back", result
+        assert "verification failed" in result["message"] and "handshake" in result["message"]
+        assert "serves the previous certificate again" in result["message"]
+        assert contract.snapshot() == before
+        assert harness.reloads() >= 2  # the new files, then the previous ones
+        contract.wait_presented(first.fingerprint)
+
+    def test_verify_on_a_site_serving_a_stale_copy_is_rolled_back(self, contract: Contract) -> None:
+        """``verify`` names (by SNI) a server block that reads a stale copy of the certificate,
+        not the agent's files: after the reload it still presents the old one, so the agent rolls
+        back rather than claim success, and checks that the old one is back."""
+        first = self._first_install(contract)
+        harness: NginxHarness = contract.harness  # type: ignore[assignment]
+        shutil.copy(contract.files.fullchain, harness.stale_cert)
+        harness.server.reload(expect=first.fingerprint)
+        contract.world.issue(contract.name, days=60)
+        contract.write_config(verify=harness.url(STALE_SITE), verify_timeout=3.0)
+        before = contract.snapshot()
+
+        result = contract.run()
+
+        assert result["status"] == "rolled-back", result
+        assert "verification failed" in result["message"]
+        assert "serves the previous certificate again" in result["message"]
+        assert contract.snapshot() == before
+        contract.wait_presented(first.fingerprint)
+
+
+# -- configuration: defaults and overrides --------------------------------------------------------
+
+
+def entries_from(tmp_path: Path, table: dict[str, Any]) -> list[Any]:
+    """The ``[[cert]]`` entries of an install.toml holding ``table``, through the real loader."""
+    path = tmp_path / "install.toml"
+    path.write_text(dump_toml({"database": {"url": "sqlite:///unused.db"}}, [table]))
+    config = load_install(str(path), Registry.load())
+    assert not config.broken, config.broken
+    return list(config.certs)
+
+
+def test_a_two_line_entry_gets_debians_layout(tmp_path: Path) -> None:
+    (entry,) = entries_from(tmp_path, {"name": "www.example.test", "service": "nginx"})
+    assert entry.key == "/etc/ssl/private/www.example.test.key"
+    assert entry.files == {"cert": "/etc/ssl/certs/www.example.test.crt",
+                           "fullchain": "/etc/ssl/certs/www.example.test.full"}
+    assert (entry.check, entry.reload) == ("nginx -t", "nginx -s reload")
+    assert entry.verify == ["https://127.0.0.1:443?sni=www.example.test"]
+
+
+def test_every_default_can_be_overridden(tmp_path: Path) -> None:
+    overrides = {"key": "/srv/k.pem", "cert": "/srv/c.pem", "fullchain": "/srv/f.pem",
+                 "chain": "/srv/ca.pem", "check": "nginx -t -c /srv/nginx.conf",
+                 "reload": "systemctl reload nginx", "verify": ["tls://127.0.0.1:8443"]}
+    (entry,) = entries_from(tmp_path, {"name": "www.example.test", "service": "nginx", **overrides})
+    assert {k: getattr(entry, k) for k in overrides} == overrides
+    assert set(DEFAULTS) <= set(overrides)
+
+
+def test_nginx_has_no_options(tmp_path: Path) -> None:
+    path = tmp_path / "install.toml"
+    path.write_text(dump_toml({"database": {"url": "sqlite:///unused.db"}},
+                              [{"name": "www.example.test", "service": "nginx",
+                                "options": {"reload_signal": "HUP"}}]))
+    (broken,) = load_install(str(path), Registry.load()).broken
+    assert "unknown key cert[0].options.reload_signal for service 'nginx' (allowed: none)" in broken.error
+
+
+# -- item 5: listed once installed --------------------------------------------------------------
+
+
+def test_lecentral_install_plugins_lists_nginx() -> None:
+    """The installed distribution's entry point, as ``lecentral-install plugins`` shows it."""
+    out = subprocess.run([sys.executable, "-c", "from lecentral.cli.agent import main; main()",
+                          "plugins", "--json"], capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    services = {s["name"]: s for s in json.loads(out.stdout)["services"]}
+    assert services["nginx"]["distribution"] == "lecentral-nginx"
+    assert services["nginx"]["defaults"]["check"] == "nginx -t"
