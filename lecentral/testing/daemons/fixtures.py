@@ -29,6 +29,7 @@ from lecentral.testing.daemons.freeradius import FreeradiusServer
 from lecentral.testing.daemons.nginx import NginxServer
 from lecentral.testing.daemons.postfix import PostfixServer
 from lecentral.testing.daemons.slapd import SlapdServer
+from lecentral.testing.daemons.sshd import SshServer
 
 S = TypeVar("S", bound=TlsServer)
 CertFilesFactory = Callable[..., CertFiles]
@@ -101,6 +102,14 @@ def freeradius_server(tmp_path_factory: pytest.TempPathFactory,
     files = cert_files_factory(["radius.example.test"])
     with FreeradiusServer(tmp_path_factory.mktemp("freeradius"), cert=files.cert, key=files.key,
                           chain=files.chain) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """OpenSSH's sshd on 127.0.0.1 (``port``), logging in ``user`` (root) with ``identity``, host key
+    in ``known_hosts``; ``authorize(pub)`` accepts another key. Shared: never change its config."""
+    with SshServer(tmp_path_factory.mktemp("sshd")) as server:
         yield server
 
 
