@@ -28,13 +28,15 @@ from typing import Any
 import pytest
 from lecentral_apache.parsed import dump_command, parse_dump
 from lecentral_apache.plugin import DEFAULTS
+from lecentral_apache.service import ApacheService, check_pairs
 
-from lecentral.errors import ConfigError
+from lecentral.errors import ConfigError, InstallError
 from lecentral.install.config import CertEntry, load_install
 from lecentral.install.csr import KeySpec, make_csr
 from lecentral.registry import Registry
 from lecentral.testing.agent import dump_toml
 from lecentral.testing.daemons.apache import ApacheServer
+from lecentral.testing.daemons.certs import write_cert_files
 from lecentral.testing.service_contract import (
     Contract,
     ContractFiles,
@@ -259,6 +261,50 @@ def test_pairing_follows_mod_ssl(tmp_path: Path) -> None:
     assert all(p.server.startswith(f"<VirtualHost 127.0.0.1:1> ({conf}:") for p in parsed.pairs())
 
 
+def test_pair_check_on_debians_stock_configuration(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of this host's /etc/apache2 with mod_ssl and the stock default-ssl site enabled
+    (what a2enmod ssl and a2ensite default-ssl do), its certificate lines pointed at our files:
+    the check finds the site through apache2.conf's includes and ``<IfModule>`` blocks, accepts
+    the matching key, and refuses another one, through the stock ``apache2ctl``."""
+    conf = tmp_path / "apache2"
+    shutil.copytree("/etc/apache2", conf, symlinks=True)
+    for module in ("ssl.load", "ssl.conf", "socache_shmcb.load"):
+        link = conf / "mods-enabled" / module
+        if not link.exists():
+            link.symlink_to(f"../mods-available/{module}")
+    (conf / "sites-enabled" / "default-ssl.conf").symlink_to("../sites-available/default-ssl.conf")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (conf / "envvars").write_text(  # the stock envvars, with run/lock/log dirs of our own
+        "".join(f"export APACHE_{k}={v}\n" for k, v in (
+            ("RUN_USER", "www-data"), ("RUN_GROUP", "www-data"), ("PID_FILE", f"{run_dir}/pid"),
+            ("RUN_DIR", run_dir), ("LOCK_DIR", run_dir), ("LOG_DIR", run_dir))))
+    site = write_cert_files(tmp_path / "site", ["www.example.test"])
+    other = write_cert_files(tmp_path / "other", ["www.example.test"])
+    stock = (conf / "sites-available" / "default-ssl.conf").read_text()
+    assert "/etc/ssl/certs/ssl-cert-snakeoil.pem" in stock
+    (conf / "sites-available" / "default-ssl.conf").write_text(
+        stock.replace("/etc/ssl/certs/ssl-cert-snakeoil.pem", str(site.fullchain))
+             .replace("/etc/ssl/private/ssl-cert-snakeoil.key", str(site.key)))
+    monkeypatch.setenv("APACHE_CONFDIR", str(conf))
+    entry = CertEntry(name="www.example.test", service="apache", key=str(site.key),
+                      cert=str(site.cert), fullchain=str(site.fullchain),
+                      check=DEFAULTS["check"], options=DEFAULTS["options"])
+
+    ApacheService().check_config(entry)
+    (pair,) = check_pairs(entry)
+    assert pair.server == f"<VirtualHost *:443> ({conf}/sites-enabled/default-ssl.conf:1)"
+    assert (pair.cert, pair.key) == (str(site.fullchain), str(site.key))
+
+    (conf / "sites-available" / "default-ssl.conf").write_text(
+        stock.replace("/etc/ssl/certs/ssl-cert-snakeoil.pem", str(site.fullchain))
+             .replace("/etc/ssl/private/ssl-cert-snakeoil.key", str(other.key)))
+    with pytest.raises(InstallError, match=f"pairs {site.fullchain} with the key {other.key}, "
+                                           "which does not match the new certificate"):
+        ApacheService().check_config(entry)
+
+
 # -- configuration: defaults, overrides, options ----------------------------------------------
 
 
@@ -315,8 +361,6 @@ def test_bad_options_are_refused_when_the_config_is_loaded(tmp_path: Path, optio
 
 
 def test_check_entry_names_the_certificate() -> None:
-    from lecentral_apache.service import ApacheService
-
     entry = CertEntry(name="www.example.test", service="apache",
                       options={**DEFAULTS["options"], "key_check": 1})
     with pytest.raises(ConfigError, match=r"\[\[cert\]\] www.example.test \(service apache\)"):
