@@ -36,7 +36,7 @@ def lecentral_config(workdir: Path, bind: object, pebble: object, workers: int) 
     toml = workdir / "lecentral.toml"
     toml.write_text(
         f'[database]\nurl = "sqlite:///{workdir}/lecentral.db"\n\n'
-        f'[acme]\ndirectory = "{pebble.directory}"\nemail = "hostmaster@{PARENT}"\n'  # type: ignore[attr-defined]
+        f'[acme]\ndirectory = "{pebble.directory_url}"\nemail = "hostmaster@{PARENT}"\n'  # type: ignore[attr-defined]
         f'account_key = "{workdir}/account.key"\nca_bundle = "{pebble.ca_bundle}"\n\n'  # type: ignore[attr-defined]
         f"[renew]\nworkers = {workers}\n\n"
         f'[dns]\nserver = "127.0.0.1:{bind.port}"\nport = {bind.port}\n'  # type: ignore[attr-defined]
@@ -92,7 +92,7 @@ def certbot_loop(workdir: Path, names: list[str], csr_dir: Path, bind: object,
     started = time.perf_counter()
     for name in names:
         timed([certbot, "certonly", "--non-interactive", "--agree-tos", "-m", f"hostmaster@{PARENT}",
-               "--server", pebble.directory, "--csr", str(csr_dir / f"{name}.csr"),  # type: ignore[attr-defined]
+               "--server", pebble.directory_url, "--csr", str(csr_dir / f"{name}.csr"),  # type: ignore[attr-defined]
                "--cert-path", str(out / f"{name}.crt"), "--chain-path", str(out / f"{name}.ca"),
                "--fullchain-path", str(out / f"{name}.full"),
                "--config-dir", str(state / "config"), "--work-dir", str(state / "work"),
@@ -109,7 +109,8 @@ def main() -> None:
     parser.add_argument("--no-certbot", action="store_true", help="skip the certbot loop")
     args = parser.parse_args()
 
-    from lecentral.acme.testca import Pebble, Resolver
+    from lecentral.testing.pebble import PebbleServer
+    from lecentral.testing.resolver import ResolverServer
     from lecentral.testing.bind import BindServer
 
     workdir = Path(tempfile.mkdtemp(prefix="lecentral-bench-"))
@@ -119,8 +120,8 @@ def main() -> None:
     lecentral = shutil.which("lecentral") or sys.exit("lecentral not found: pip install -e .")
     try:
         with bind:
-            resolver = Resolver(workdir / "resolver", bind.port, PARENT).start()
-            pebble = Pebble(workdir, resolver.port).start()
+            resolver = ResolverServer(workdir / "resolver", bind.port, PARENT).start()
+            pebble = PebbleServer(workdir, dns_server=("127.0.0.1", resolver.port)).start()
             try:
                 toml = lecentral_config(workdir, bind, pebble, args.workers)
                 add_rows(toml, [*names, cold], workdir / "csr")

@@ -1,6 +1,6 @@
 """The world the renew and ACME tests share: a real BIND with sub-zones, real Pebble CAs.
 
-Pebble and its resolver come from :mod:`lecentral.acme.testca`; BIND from lecentral.testing.
+Pebble, its resolver and BIND come from lecentral.testing.
 Everything is session-scoped to keep the suite fast.
 """
 
@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from lecentral.acme.testca import Pebble, Resolver
+from lecentral.testing.pebble import PebbleServer
+from lecentral.testing.resolver import ResolverServer
 from lecentral.config import (
     AcmeConfig,
     CentralConfig,
@@ -60,9 +61,9 @@ def build_bind(workdir: Path) -> BindServer:
 @dataclasses.dataclass
 class World:
     bind: BindServer
-    pebble: Pebble
+    pebble: PebbleServer
     workdir: Path
-    resolver: Resolver
+    resolver: ResolverServer
 
     def key_file(self, key_name: str) -> str:
         return str(self.bind.key_file(key_name))
@@ -75,7 +76,7 @@ class World:
         return str(path)
 
 
-def make_config(world: World, tmp: Path, *, db_url: str | None = None, pebble: Pebble | None = None,
+def make_config(world: World, tmp: Path, *, db_url: str | None = None, pebble: PebbleServer | None = None,
                 **renew: Any) -> CentralConfig:
     """The lecentral.toml an operator would write for this world."""
     from lecentral.testing.bind import new_tsig_secret
@@ -92,7 +93,7 @@ def make_config(world: World, tmp: Path, *, db_url: str | None = None, pebble: P
     settings: dict[str, Any] = {"retry_pause": 0, "min_interval": 3600, "workers": 4, **renew}
     return CentralConfig(
         database=DatabaseConfig(url=db_url or f"sqlite:///{tmp}/lecentral.db"),
-        acme=AcmeConfig(directory=pebble.directory, email="hostmaster@example.test",
+        acme=AcmeConfig(directory=pebble.directory_url, email="hostmaster@example.test",
                         account_key=str(tmp / "acme" / "account.key"),
                         ca_bundle=str(pebble.ca_bundle), poll_timeout=60),
         renew=RenewConfig(csr_dir=str(tmp / "csr"), **settings),
@@ -134,8 +135,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     workdir = tmp_path_factory.mktemp("renew-world")
     bind = build_bind(workdir / "bind")
     with bind:
-        resolver = Resolver(workdir / "resolver", bind.port, PARENT).start()
-        pebble = Pebble(workdir, resolver.port).start()
+        resolver = ResolverServer(workdir / "resolver", bind.port, PARENT).start()
+        pebble = PebbleServer(workdir, dns_server=("127.0.0.1", resolver.port)).start()
         try:
             yield World(bind, pebble, workdir, resolver)
         finally:

@@ -50,7 +50,7 @@ def test_unusable_account_key_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_registration_is_found_again_with_the_same_key(world: World, tmp_path: Path) -> None:
-    config = AcmeConfig(directory=world.pebble.directory, email="ops@example.test",
+    config = AcmeConfig(directory=world.pebble.directory_url, email="ops@example.test",
                         account_key=str(tmp_path / "account.key"),
                         ca_bundle=str(world.pebble.ca_bundle))
     first = AcmeClient(config)
@@ -64,7 +64,7 @@ def test_registration_is_found_again_with_the_same_key(world: World, tmp_path: P
 def test_half_configured_eab_is_refused_without_echoing_the_secret(world: World,
                                                                    tmp_path: Path) -> None:
     secret = "c2VjcmV0LWhtYWMta2V5LXRoYXQtbXVzdC1uZXZlci1zaG93"
-    config = AcmeConfig(directory=world.pebble.directory, account_key=str(tmp_path / "k"),
+    config = AcmeConfig(directory=world.pebble.directory_url, account_key=str(tmp_path / "k"),
                         ca_bundle=str(world.pebble.ca_bundle), eab_hmac_key=secret)
     with pytest.raises(ConfigError, match="eab_kid and eab_hmac_key go together") as info:
         AcmeClient(config)
@@ -74,7 +74,7 @@ def test_half_configured_eab_is_refused_without_echoing_the_secret(world: World,
 def test_untrusted_ca_tls_names_ca_bundle(world: World, tmp_path: Path) -> None:
     from lecentral.errors import IssueError
 
-    config = AcmeConfig(directory=world.pebble.directory, account_key=str(tmp_path / "k"))
+    config = AcmeConfig(directory=world.pebble.directory_url, account_key=str(tmp_path / "k"))
     with pytest.raises(IssueError, match="set \\[acme\\] ca_bundle"):
         AcmeClient(config)
 

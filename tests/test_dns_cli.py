@@ -185,9 +185,9 @@ def test_name_without_a_zone_and_several_names(config: Path) -> None:
 
 
 def test_resolver_view(config: Path, bind: BindServer, tmp_path: Path) -> None:
-    from lecentral.acme.testca import Resolver
+    from lecentral.testing.resolver import ResolverServer
 
-    resolver = Resolver(tmp_path / "resolver", bind.port).start()
+    resolver = ResolverServer(tmp_path / "resolver", bind.port).start()
     try:
         result, (report,) = dns_check(config, "--resolver", f"127.0.0.1:{resolver.port}", GOOD)
         dead = f"127.0.0.1:{free_port(udp=True)}"

@@ -160,16 +160,17 @@ def test_missing_delegation_fails(tmp_path: Path) -> None:
 
 
 def test_certificate_issued_through_the_generated_zone(fresh: tuple[Path, int], tmp_path: Path) -> None:
-    from lecentral.acme.testca import Pebble, Resolver
+    from lecentral.testing.pebble import PebbleServer
+    from lecentral.testing.resolver import ResolverServer
 
     toml, port = fresh
-    resolver = Resolver(tmp_path / "resolver", port, probe_name=NAME).start()
-    pebble = Pebble(tmp_path, resolver.port).start()
+    resolver = ResolverServer(tmp_path / "resolver", port, probe_name=NAME).start()
+    pebble = PebbleServer(tmp_path, dns_server=("127.0.0.1", resolver.port)).start()
     try:
         config = tmp_path / "lecentral.toml"
         config.write_text(
             f'[database]\nurl = "sqlite:///{tmp_path}/lecentral.db"\n\n'
-            f'[acme]\ndirectory = "{pebble.directory}"\nemail = "hostmaster@example.test"\n'
+            f'[acme]\ndirectory = "{pebble.directory_url}"\nemail = "hostmaster@example.test"\n'
             f'account_key = "{tmp_path}/account.key"\nca_bundle = "{pebble.ca_bundle}"\npoll_timeout = 60\n\n'
             f'[renew]\ncsr_dir = "{tmp_path}/csr"\n\n' + toml.read_text())
         csr_pem, _ = make_csr([NAME])

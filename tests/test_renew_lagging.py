@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from renew_world import World, add_row, make_config
 
-from lecentral.acme.testca import Pebble, Resolver
+from lecentral.testing.pebble import PebbleServer
+from lecentral.testing.resolver import ResolverServer
 from lecentral.registry import Registry
 from lecentral.renew import RenewJob, RenewRequest
 from lecentral.store.sql import SqlStore
@@ -31,8 +32,8 @@ def lag_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     for key in ("san1-key", "san2-key", "delegate-key"):  # make_config names them
         bind.add_key(key)
     with bind:
-        resolver = Resolver(workdir / "resolver", bind.port).start()
-        pebble = Pebble(workdir, resolver.port).start()
+        resolver = ResolverServer(workdir / "resolver", bind.port).start()
+        pebble = PebbleServer(workdir, dns_server=("127.0.0.1", resolver.port)).start()
         try:
             yield World(bind, pebble, workdir, resolver)
         finally:

@@ -13,12 +13,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Message
 from click.testing import CliRunner
+from lecentral.testing.pebble import PebbleServer
 from renew_world import (  # noqa: F401  (world is a fixture)
     BADSECRET,
     FROZEN,
     ONE,
     SPARE,
-    Pebble,
     World,
     add_row,
     make_config,
@@ -111,14 +111,15 @@ def test_once_does_a_single_pass(world: World, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def flaky_pebble(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pebble]:
-    pebble = Pebble(tmp_path_factory.mktemp("flaky-pebble"), world.resolver.port,
-                    env={"PEBBLE_WFE_NONCEREJECT": "50"}).start()
+def flaky_pebble(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]:
+    pebble = PebbleServer(tmp_path_factory.mktemp("flaky-pebble"),
+                          dns_server=("127.0.0.1", world.resolver.port),
+                          env={"PEBBLE_WFE_NONCEREJECT": "50"}).start()
     yield pebble
     pebble.stop()
 
 
-def test_half_the_nonces_rejected_all_issued(world: World, flaky_pebble: Pebble, tmp_path: Path,
+def test_half_the_nonces_rejected_all_issued(world: World, flaky_pebble: PebbleServer, tmp_path: Path,
                                              caplog: pytest.LogCaptureFixture) -> None:
     config = make_config(world, tmp_path, pebble=flaky_pebble)
     store = open_store(config)

@@ -33,7 +33,7 @@ def _config_text(workdir: Path, bind: object, pebble: object) -> str:
         for zone, key in OWN_KEYS.items())
     return (
         f'[database]\nurl = "sqlite:///{workdir}/lecentral.db"\n\n'
-        f'[acme]\ndirectory = "{pebble.directory}"\nemail = "hostmaster@{PARENT}"\n'  # type: ignore[attr-defined]
+        f'[acme]\ndirectory = "{pebble.directory_url}"\nemail = "hostmaster@{PARENT}"\n'  # type: ignore[attr-defined]
         f'account_key = "{workdir}/account.key"\nca_bundle = "{pebble.ca_bundle}"\n\n'  # type: ignore[attr-defined]
         f'[renew]\ncsr_dir = "{workdir}/csr"\n\n'
         f'[dns]\nserver = "127.0.0.1:{bind.port}"\nport = {bind.port}\n'  # type: ignore[attr-defined]
@@ -95,7 +95,8 @@ def demo(keep: Path | None) -> None:
     commands against a real CA and real DNS on 127.0.0.1 only: www and ldap with one name each,
     mail with smtp as a second name living in another sub-zone with its own TSIG key.
     """
-    from lecentral.acme.testca import Pebble, Resolver
+    from lecentral.testing.pebble import PebbleServer
+    from lecentral.testing.resolver import ResolverServer
     from lecentral.testing.bind import BindServer
 
     if keep is not None:
@@ -111,8 +112,8 @@ def demo(keep: Path | None) -> None:
     status = 1
     try:
         with bind:
-            resolver = Resolver(workdir / "resolver", bind.port, PARENT).start()
-            pebble = Pebble(workdir, resolver.port).start()
+            resolver = ResolverServer(workdir / "resolver", bind.port, PARENT).start()
+            pebble = PebbleServer(workdir, dns_server=("127.0.0.1", resolver.port)).start()
             try:
                 _make_csrs(workdir)
                 toml = workdir / "lecentral.toml"
