@@ -158,8 +158,11 @@ class AcmeClient:
                          self.directory_url):
             self.acme.answer_challenge(challenge.challb, response)
 
-    def wait_authorizations(self, order: messages.OrderResource) -> None:
-        """Poll every authorization of the order until valid; IssueError naming each failure."""
+    def wait_authorizations(self, order: messages.OrderResource,
+                            hint: str = "check the TXT records with lecentral dns check NAME"
+                            ) -> None:
+        """Poll every authorization of the order until valid; IssueError naming each failure
+        and ending with ``hint`` (what to check for this challenge type)."""
         from acme import messages
 
         deadline = time.monotonic() + self.poll_timeout
@@ -181,7 +184,7 @@ class AcmeClient:
                                 + (f" ({'; '.join(errors)})" if errors else ""))
         if failures:
             raise IssueError("the CA did not validate " + "; ".join(failures)
-                             + " (check the TXT records with lecentral dns check NAME)")
+                             + f" ({hint})")
 
     def finalize(self, order: messages.OrderResource) -> str:
         """Send the CSR, wait for issuance and return the full chain PEM (leaf first)."""
