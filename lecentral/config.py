@@ -104,6 +104,14 @@ class CertbotConfig:
 
 
 @dataclass(frozen=True)
+class Http01Config:
+    """``[http01]``: how the HTTP-01 issuers check a site before asking the CA."""
+
+    port: int = 80  # where the CA connects (always 80 at Let's Encrypt); the self-check asks there
+    self_check: bool = True  # fetch every name's challenge file ourselves before the CA does
+
+
+@dataclass(frozen=True)
 class NotifyConfig:
     """``[notify]``: alerts, shared by the central host and the agents."""
 
@@ -125,6 +133,7 @@ class CentralConfig:
     renew: RenewConfig = field(default_factory=RenewConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     certbot: CertbotConfig = field(default_factory=CertbotConfig)
+    http01: Http01Config = field(default_factory=Http01Config)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     path: str = field(default="", metadata={"internal": True})
 

@@ -27,6 +27,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "lecentral.builtin.notifiers",
     "lecentral.builtin.verifiers",
     "lecentral.builtin.dns_subzone",
+    "lecentral.builtin.webroot",
     "lecentral.install.files",
 )
 

@@ -307,10 +307,6 @@ class RenewJob:
                 is_due, why = True, f"stored certificate unreadable ({exc})"
         if not is_due:
             return outcome("not-due", why, issuer)
-        if row.certbot and not self._has_issuer(issuer):
-            return outcome("skipped", f"certbot='Y' rows are issued by HTTP-01 through the {issuer!r} "
-                                      "issuer, which is not installed yet; skipped (set [renew] "
-                                      "http01_issuer once an HTTP-01 issuer is available)", issuer)
         if request.dry_run:
             return outcome("would-issue", f"due: {why}; would order {', '.join(csr.names)}", issuer)
         due.append((row, csr, issuer))
@@ -321,7 +317,7 @@ class RenewJob:
                     retry: bool) -> RenewalInfoReader | None:
         if retry or request.force or not self.config.renew.ari:
             return None
-        if not any(r.enable and r.crt and not r.certbot for r in rows):
+        if not any(r.enable and r.crt for r in rows):
             return None
         from lecentral.acme.client import RenewalInfoReader
 
@@ -412,9 +408,6 @@ class RenewJob:
             log.warning("notification about %s not sent: %s", name, self.redact(err))
 
     # -- issuers ---------------------------------------------------------------------------------
-
-    def _has_issuer(self, name: str) -> bool:
-        return name in self.registry.names("lecentral_register_issuers")
 
     def _issuer(self, name: str) -> Issuer | LecentralError:
         """The issuer ``name``, built once per run (an error building it is kept and raised for

@@ -218,13 +218,15 @@ def test_invalid_row_is_refused_untouched(world: World, config: CentralConfig,
     assert store.get(SPARE[4]) == before
 
 
-def test_certbot_rows_are_skipped_until_an_http01_issuer_exists(world: World, config: CentralConfig,
-                                                                store: SqlStore,
-                                                                tmp_path: Path) -> None:
+def test_certbot_rows_with_an_unknown_http01_issuer_fail_clearly(world: World, config: CentralConfig,
+                                                                 store: SqlStore,
+                                                                 tmp_path: Path) -> None:
+    # the HTTP-01 issuers themselves are tested in test_webroot*.py
     add_row(store, [SPARE[5]], certbot=True, webroot_path=str(tmp_path))
-    before = store.get(SPARE[5])
+    config = dataclasses.replace(config, renew=dataclasses.replace(config.renew,
+                                                                   http01_issuer="certbot-webrot"))
     report = run(config, store)
     outcome = report.final[0]
-    assert outcome.status == "skipped" and "certbot-webroot" in outcome.message
-    assert not report.failed
-    assert store.get(SPARE[5]) == before
+    assert outcome.status == "failed" and "no issuer plugin named 'certbot-webrot'" in outcome.message
+    row = store.get(SPARE[5])
+    assert row is not None and row.crt is None and row.count_fail_update == 1

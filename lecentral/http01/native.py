@@ -1,0 +1,97 @@
+"""The built-in ``webroot`` issuer: HTTP-01 through the site's webroot, no certbot needed.
+
+For one certificate (a certbot='Y' row), in this order:
+
+1. the row's ``webroot_path`` is validated and ``.well-known/acme-challenge/`` made ready in it;
+   a wildcard name is refused (HTTP-01 cannot prove it);
+2. with ``[http01] self_check`` (the default), a random probe file is written there and fetched
+   for every name of the CSR, as the CA will fetch it: a webroot the web server does not serve is
+   a clear error before any request to the CA;
+3. the order is created (on the ACME client shared with the DNS-01 issuer: one account, one
+   nonce pool), each pending http-01 challenge's key authorization is written as
+   ``<token>`` (0644), and fetched once more for its name before the challenge is answered;
+4. the authorizations are polled, the order finalized and the chain split into ``crt``/``ca``.
+
+Whatever happens, every file written is removed, and the directories created for them too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from lecentral.http01.webroot import ChallengeDirs, http01_names, webroot_of
+from lecentral.interfaces import IssuedCertificate, Issuer
+
+if TYPE_CHECKING:
+    from lecentral.acme.client import AcmeClient
+    from lecentral.certificates import Csr
+    from lecentral.config import CentralConfig
+    from lecentral.http01.selfcheck import SiteChecker
+    from lecentral.store.rows import CertRow
+
+log = logging.getLogger(__name__)
+
+NAME = "webroot"
+
+#: what to do when the CA could not fetch a challenge file although our own check could
+CA_HINT = ("the CA fetches http://NAME/.well-known/acme-challenge/TOKEN on port 80 from the "
+           "internet: check the names' public A/AAAA records, firewalls and redirects")
+
+
+def site_checker(config: CentralConfig) -> SiteChecker | None:
+    """The self-check for ``[http01]``, or None when ``self_check = false``."""
+    if not config.http01.self_check:
+        return None
+    from lecentral.http01.selfcheck import SiteChecker
+
+    return SiteChecker(config.dns, config.http01.port)
+
+
+class WebrootIssuer(Issuer):
+    """Issues certificates by HTTP-01, writing the challenge files into the row's webroot."""
+
+    def __init__(self, config: CentralConfig) -> None:
+        self.config = config
+        self.checker = site_checker(config)
+        self.dirs = ChallengeDirs()
+        self._lock = threading.Lock()
+        self._client: AcmeClient | None = None
+
+    # Built on first use: a pass with nothing due never creates an account key nor talks to the CA.
+    def _acme(self) -> AcmeClient:
+        with self._lock:
+            if self._client is None:
+                from lecentral.acme.client import shared_client
+
+                self._client = shared_client(self.config.acme, workers=self.config.renew.workers)
+            return self._client
+
+    def issue(self, row: CertRow, csr: Csr) -> IssuedCertificate:
+        from lecentral.certificates import split_fullchain
+
+        webroot = webroot_of(row.name, row.webroot_path)
+        names = http01_names(row.name, csr.names)
+        with self.dirs.open(webroot) as files:
+            if self.checker is not None:
+                self.checker.probe(files, names)
+            client = self._acme()
+            order = client.new_order(csr.pem, names)
+            log.info("%s: order %s created for %s", row.name, order.uri, ", ".join(names))
+            pending = client.pending_challenges(order, "http-01")
+            for challenge in pending:
+                files.write(challenge.token, challenge.validation)
+            if self.checker is not None:
+                for challenge in pending:
+                    self.checker.check(challenge.name, challenge.token, challenge.validation, webroot)
+            for challenge in pending:
+                client.answer(challenge)
+            client.wait_authorizations(order, hint=CA_HINT)
+        fullchain = client.finalize(order)
+        crt, ca = split_fullchain(fullchain.encode("ascii"))
+        return IssuedCertificate(crt=crt, ca=ca)
+
+    def close(self) -> None:
+        # the ACME client is shared (lecentral.acme.client.shared_client): the renew run closes it
+        self._client = None
