@@ -1,0 +1,137 @@
+"""The world the HTTP-01 tests share: BIND, nginx serving the sites' webroots, and Pebble.
+
+Every name is a BIND sub-zone (apex A 127.0.0.1, TXT updatable for DNS-01); nginx serves each
+site's names from its webroot on 127.0.0.1:<port>, and Pebble validates HTTP-01 at that port
+(``httpPort``) after resolving the names through BIND. Session-scoped: each test uses its own
+database and certbot state, and Pebble keeps no authorization between orders (PEBBLE_AUTHZREUSE=0),
+so sites can be issued again and again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_renew import assert_issued, run  # noqa: F401  (shared with the DNS-01 tests)
+
+from lecentral.config import (
+    AcmeConfig,
+    CentralConfig,
+    CertbotConfig,
+    DatabaseConfig,
+    DnsConfig,
+    Http01Config,
+    NotifyConfig,
+    RenewConfig,
+)
+from lecentral.http01.testweb import WebrootSites
+from lecentral.renew import RenewReport
+from lecentral.store.rows import CertRow
+from lecentral.store.sql import SqlStore
+from lecentral.testing.bind import BindServer
+from lecentral.testing.pebble import PebbleServer
+from lecentral.testing.pki import make_csr
+from lecentral.testing.ports import LOOPBACK
+
+PARENT = "web.test"
+#: site label -> the names nginx serves from its webroot
+SITES = {
+    "san": ["san-a.web.test", "san-b.web.test"],
+    "one": ["one.web.test"],
+    "wrong": ["wrong.web.test"],  # served from its own webroot; tests give the row another one
+    "mix1": ["mix1.web.test"],
+    "mix2": ["mix2a.web.test", "mix2b.web.test"],
+    "shared": ["share1.web.test", "share2.web.test"],
+}
+ISSUERS = ["webroot", "certbot-webroot"]
+DNS_NAMES = ["dns1.web.test", "dns2.web.test"]
+#: a name nginx redirects to another site's name (the site moved)
+REDIRECTS = {"moved.web.test": "one.web.test"}
+
+
+@dataclasses.dataclass
+class WebWorld:
+    bind: BindServer
+    web: WebrootSites
+    pebble: PebbleServer
+    workdir: Path
+
+    def webroot(self, site: str) -> Path:
+        return self.web.webroot(site)
+
+
+def make_config(world: WebWorld, tmp: Path, *, pebble: PebbleServer | None = None,
+                http01_issuer: str = "webroot", self_check: bool = True,
+                certbot_command: str = "certbot", **acme: Any) -> CentralConfig:
+    """The lecentral.toml an operator would write for this world."""
+    pebble = pebble or world.pebble
+    return CentralConfig(
+        database=DatabaseConfig(url=f"sqlite:///{tmp}/lecentral.db"),
+        acme=AcmeConfig(directory=pebble.directory_url, email="hostmaster@web.test",
+                        account_key=str(tmp / "acme" / "account.key"),
+                        ca_bundle=str(pebble.ca_bundle), poll_timeout=60, **acme),
+        renew=RenewConfig(csr_dir=str(tmp / "csr"), retry_pause=0, workers=4,
+                          http01_issuer=http01_issuer),
+        dns=DnsConfig(server=f"{LOOPBACK}:{world.bind.port}", port=world.bind.port,
+                      tsig_key_file=str(world.bind.key_file("acme-update")),
+                      propagation_timeout=10, propagation_interval=0.05),
+        certbot=CertbotConfig(state_dir=str(tmp / "certbot"), command=certbot_command),
+        http01=Http01Config(port=world.web.port, self_check=self_check),
+        notify=NotifyConfig(),
+    )
+
+
+def add_row(store: Any, names: list[str], *, webroot: Path | str | None = None,
+            certbot: bool = True) -> tuple[CertRow, Any]:
+    """Insert a row as ``lecentral add`` does; returns (row, the server's private key)."""
+    from lecentral.certificates import Csr
+
+    csr_pem, key = make_csr(names)
+    csr = Csr.load(csr_pem)
+    row = CertRow(name=names[0], csr=csr.pem, md5_modulus=csr.md5_modulus, enable=True,
+                  certbot=certbot, ts_expire=1, ts_last_update=1, count_fail_update=0,
+                  webroot_path=None if webroot is None else str(webroot))
+    store.add(row)
+    return row, key
+
+
+@pytest.fixture(name="store")
+def store_fixture(tmp_path: Path) -> Iterator[SqlStore]:
+    s = SqlStore(f"sqlite:///{tmp_path}/lecentral.db")
+    s.init_schema()
+    yield s
+    s.close()
+
+
+def assert_failed_untouched(store: SqlStore, report: RenewReport, name: str, *words: str) -> str:
+    """One failure for ``name`` whose message has ``words``; nothing stored, failure counted."""
+    outcome = report.final[0]
+    assert outcome.name == name and outcome.status == "failed", outcome
+    for word in words:
+        assert word in outcome.message, outcome.message
+    row = store.get(name)
+    assert row is not None and row.crt is None and row.ca is None and row.ts_expire == 1
+    assert row.count_fail_update == 1
+    events = store.events(name)
+    assert events[0].kind == "failed" and events[0].message == outcome.message
+    return outcome.message
+
+
+def leftovers(root: Path) -> list[str]:
+    """Everything under ``root`` (relative paths): a clean webroot has nothing."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.fixture(scope="session", name="web_world")
+def web_world_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebWorld]:
+    workdir = tmp_path_factory.mktemp("webroot-world")
+    names = [n for site in SITES.values() for n in site] + DNS_NAMES + list(REDIRECTS)
+    sites = {label: (site, workdir / "sites" / label) for label, site in SITES.items()}
+    with BindServer(workdir / "bind", parent=PARENT, subzones=names) as bind, \
+            WebrootSites(workdir / "nginx", sites, REDIRECTS) as web, \
+            PebbleServer(workdir / "pebble", dns_server=(LOOPBACK, bind.port),
+                         http_port=web.port) as pebble:
+        yield WebWorld(bind, web, pebble, workdir)
