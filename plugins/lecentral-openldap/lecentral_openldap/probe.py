@@ -1,0 +1,104 @@
+"""Ask slapd, with ldap3, which certificate it presents and whether it answers a bind and the root DSE.
+
+One :func:`probe` is one LDAP session: connect (LDAPS: TLS at once; LDAP: StartTLS, RFC 4511),
+take the leaf the server presented, bind (anonymously, or as the configured DN once TLS is up, so
+the password never crosses the network in clear), then read the root DSE (a base search of the
+empty DN). The chain is not validated: the caller compares fingerprints, a stronger check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from lecentral.errors import VerifyError
+from lecentral.verify import VerifyTarget
+
+#: the verify URL schemes an LDAP session can be opened on
+LDAP_SCHEMES = ("ldap+starttls", "ldaps")
+
+
+class BindRefused(VerifyError):
+    """slapd answered over TLS but refused the bind: the credentials or its access rules, not TLS."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Who binds: anonymous when ``dn`` is empty. ``repr`` hides the password."""
+
+    dn: str = ""
+    password: str = ""
+
+    def __repr__(self) -> str:
+        return f"Credentials(dn={self.dn!r}, password={'***' if self.password else ''!r})"
+
+    @property
+    def who(self) -> str:
+        return f"bind as {self.dn}" if self.dn else "anonymous bind"
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the password masked (ldap3 messages never hold it; this makes sure)."""
+        return text.replace(self.password, "***") if self.password else text
+
+
+def probe(target: VerifyTarget, credentials: Credentials, timeout: float) -> str:
+    """SHA-256 hex of the leaf presented at ``target``, after a bind and a root DSE search succeed.
+
+    Raise :class:`VerifyError` naming ``host:port`` and the step that failed.
+    """
+    import ssl
+
+    import ldap3
+    from ldap3.core.exceptions import LDAPException
+
+    starttls = target.scheme.starttls
+    # receive_timeout: ldap3 packs it into SO_RCVTIMEO as whole seconds (struct "LL")
+    tls = ldap3.Tls(validate=ssl.CERT_NONE, sni=target.sni)
+    server = ldap3.Server(target.host, port=target.port, use_ssl=not starttls, tls=tls,
+                          get_info=ldap3.NONE, connect_timeout=timeout)
+    conn = ldap3.Connection(server, user=credentials.dn or None, password=credentials.password or None,
+                            auto_bind=ldap3.AUTO_BIND_NONE, receive_timeout=math.ceil(timeout),
+                            raise_exceptions=False)
+    where = f"{target.scheme.name}://{target.where}"
+    try:
+        conn.open()
+        if starttls and not conn.start_tls(read_server_info=False):
+            raise VerifyError(f"{where}: StartTLS refused ({_result(conn)}); is TLS configured in "
+                              "cn=config?")
+        der = conn.socket.getpeercert(binary_form=True)
+        if not der:
+            raise VerifyError(f"{where}: the server presented no certificate")
+        if not conn.bind():
+            raise BindRefused(f"{where}: {credentials.who} failed ({_result(conn)}); check bind_dn "
+                              "and bind_password in [cert.options], or the server's access rules")
+        found = conn.search("", "(objectClass=*)", search_scope=ldap3.BASE,
+                            attributes=["supportedLDAPVersion"])
+        if not found or not conn.response:
+            raise VerifyError(f"{where}: reading the root DSE (base search of \"\") failed "
+                              f"({_result(conn)}) after the {credentials.who}")
+    except LDAPException as exc:
+        raise VerifyError(credentials.scrub(f"{where}: {type(exc).__name__}: {exc}")) from None
+    except OSError as exc:
+        raise VerifyError(f"{where}: {exc.strerror or exc}") from None
+    finally:
+        _close(conn)
+    return hashlib.sha256(der).hexdigest()
+
+
+def _result(conn: Any) -> str:
+    result = conn.result or {}
+    text = str(result.get("description") or "no answer")
+    message = str(result.get("message") or "").strip()
+    return f"{text}: {message}" if message else text
+
+
+def _close(conn: Any) -> None:
+    from ldap3.core.exceptions import LDAPException
+
+    # closing a broken session: nothing left to report
+    with contextlib.suppress(LDAPException, OSError):
+        if not conn.closed:
+            conn.unbind()

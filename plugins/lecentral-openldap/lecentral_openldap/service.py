@@ -1,0 +1,172 @@
+"""The ``openldap`` service: key access check, cn=config check, restart, then LDAP checks with ldap3.
+
+The order for one install (the engine drives it): the new files are in place; :meth:`check_config`
+runs the entry's ``check`` (``slaptest``) and reads cn=config to make sure slapd will load this
+entry's certificate with a key that matches it (:mod:`lecentral_openldap.cnconfig`); nothing is
+restarted if either fails. :meth:`activate` runs ``reload`` (``systemctl restart slapd``) and then
+waits until, over each LDAP verify URL (``ldap+starttls://``, ``ldaps://``), slapd presents the
+certificate now in ``cert`` *and* answers a bind and a root DSE search (:mod:`lecentral_openldap.probe`).
+
+Why in :meth:`activate` rather than as a verifier scheme: a verifier only gets a URL, and the bind
+password must never be in a URL (URLs are logged and shown in alerts). The engine then checks the
+same URLs with its own verifiers (fingerprint, twice in a row). When the rollback calls
+:meth:`activate` again, the file in ``cert`` is the previous certificate, so the same check
+proves the previous certificate is served and slapd answers again.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+import stat
+import time
+from pathlib import Path
+
+from lecentral.certificates import Certificate
+from lecentral.errors import ConfigError, CsrError, InstallError, VerifyError
+from lecentral.install.config import CertEntry
+from lecentral.install.service import CommandService
+from lecentral.verify import VerifyTarget, parse_verify_url, url_scheme
+from lecentral_openldap.probe import LDAP_SCHEMES, Credentials
+
+log = logging.getLogger(__name__)
+
+#: seconds between two probes while slapd comes up
+PROBE_PAUSE = 0.25
+STRING_OPTIONS = ("bind_dn", "bind_password", "key_group", "slapd_d")
+
+
+class OpenLdapService(CommandService):
+    """``check`` + cn=config check, ``reload`` (a restart), then bind + root DSE over TLS."""
+
+    def check_entry(self, entry: CertEntry) -> None:
+        """Option types, bind_dn with bind_password, and a key slapd can read but others cannot."""
+        where = f"[[cert]] {entry.name} (service openldap): options"
+        for key in STRING_OPTIONS:
+            if not isinstance(entry.options.get(key, ""), str):
+                raise ConfigError(f"{where}.{key} must be a string")
+        if bool(entry.options.get("bind_dn")) != bool(entry.options.get("bind_password")):
+            raise ConfigError(f"{where}: set bind_dn and bind_password together (neither for an "
+                              "anonymous bind)")
+        check_key_access(entry, entry.options.get("key_group", "openldap"))
+
+    def check_config(self, entry: CertEntry) -> None:
+        """``slaptest`` (the entry's ``check``), then the TLS files named in cn=config."""
+        super().check_config(entry)
+        slapd_d = entry.options.get("slapd_d", "")
+        if slapd_d:
+            from lecentral_openldap.cnconfig import check_tls_files
+
+            check_tls_files(entry, slapd_d)
+        check_bind_before_restart(entry)
+
+    def activate(self, entry: CertEntry) -> None:
+        """Restart slapd, then wait until it serves the certificate in ``cert`` and answers."""
+        super().activate(entry)
+        wait_until_serving(entry)
+
+
+def check_key_access(entry: CertEntry, group: str) -> None:
+    """ConfigError if the key is readable by all, or (``group`` set) not readable by ``group``.
+
+    The agent never writes the key; a key it does not like is reported before anything is touched.
+    A key that does not exist yet is left to the engine's own checks.
+    """
+    try:
+        st = os.stat(entry.key)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"{entry.label}: cannot stat the key {entry.key}: {exc.strerror}") from None
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o007:
+        raise ConfigError(f"{entry.label}: the private key {entry.key} is readable by every user "
+                          f"(mode {mode:04o}); run chmod o-rwx {entry.key} (Debian: root:{group or 'openldap'} "
+                          "0640); nothing was installed")
+    if not group:
+        return
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"{entry.label}: options.key_group: no group {group!r} on this host (is "
+                          "slapd installed?)") from None
+    if (st.st_gid == gid and mode & 0o040) or (_primary_gid(st.st_uid) == gid and mode & 0o400):
+        return
+    raise ConfigError(f"{entry.label}: slapd (group {group}) cannot read the private key {entry.key} "
+                      f"(owner {st.st_uid}:{st.st_gid}, mode {mode:04o}); run chgrp {group} {entry.key} "
+                      f"&& chmod 0640 {entry.key}, or set options.key_group; nothing was installed")
+
+
+def _primary_gid(uid: int) -> int | None:
+    try:
+        return pwd.getpwuid(uid).pw_gid
+    except KeyError:
+        return None
+
+
+def ldap_targets(entry: CertEntry) -> list[VerifyTarget]:
+    """The entry's verify URLs an LDAP session can be opened on (StartTLS and LDAPS)."""
+    return [parse_verify_url(url) for url in entry.verify if url_scheme(url) in LDAP_SCHEMES]
+
+
+def _credentials(entry: CertEntry) -> Credentials:
+    return Credentials(entry.options.get("bind_dn", ""), entry.options.get("bind_password", ""))
+
+
+def check_bind_before_restart(entry: CertEntry) -> None:
+    """InstallError if the running slapd refuses the configured bind: that is a configuration
+    error, not the new certificate's, and restarting would only end in a failed rollback.
+
+    slapd not answering (stopped, or no TLS yet) is fine here: the restart may well fix it.
+    """
+    from lecentral_openldap.probe import BindRefused, probe
+
+    targets = ldap_targets(entry)
+    if not targets:
+        return
+    try:
+        probe(targets[0], _credentials(entry), min(entry.verify_timeout, 5.0))
+    except BindRefused as exc:
+        raise InstallError(f"{entry.label}: before the restart, the running slapd already refuses "
+                           f"the bind: {exc}; nothing was restarted") from None
+    except VerifyError as exc:
+        log.info("%s: slapd not checked before the restart: %s", entry.label, exc)
+
+
+def wait_until_serving(entry: CertEntry) -> None:
+    """Probe each LDAP verify URL until it presents the leaf in ``cert`` and answers; else VerifyError."""
+    from lecentral_openldap.probe import probe
+
+    targets = ldap_targets(entry)
+    if not targets:
+        log.info("%s: no ldap+starttls:// or ldaps:// verify URL; slapd not probed", entry.label)
+        return
+    expected = _leaf_fingerprint(entry.cert)
+    credentials = _credentials(entry)
+    for target in targets:
+        deadline = time.monotonic() + entry.verify_timeout
+        while True:
+            try:
+                got = probe(target, credentials, min(max(deadline - time.monotonic(), 1.0), 10.0))
+                if got == expected:
+                    log.info("%s: %s presents sha256 %s and answers (%s, root DSE)", entry.label,
+                             target.url, got[:16], credentials.who)
+                    break
+                last = (f"{target.url} presents certificate sha256 {got[:16]}..., not the one in "
+                        f"{entry.cert} ({expected[:16]}...)")
+            except VerifyError as exc:
+                last = str(exc)
+            if time.monotonic() >= deadline:
+                raise VerifyError(f"{entry.label}: verification failed after "
+                                  f"{entry.verify_timeout:.0f}s: {last}")
+            time.sleep(PROBE_PAUSE)
+
+
+def _leaf_fingerprint(path: str) -> str:
+    try:
+        return Certificate.load(Path(path).read_bytes(), path).fingerprint
+    except (OSError, CsrError) as exc:
+        raise InstallError(f"cannot read the certificate {path} to compare with what slapd presents: "
+                           f"{exc}") from None
