@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
+from collections.abc import Sequence
 
 from lecentral.errors import InstallError
 from lecentral.install.config import CertEntry
@@ -34,9 +35,33 @@ def run_command(command: str, *, what: str, timeout: float) -> str:
     if not argv:
         raise InstallError(f"{what}: the command is empty")
     log.info("%s: running %s", what, command)
+    result = _run(argv, command, what, timeout, subprocess.STDOUT)
+    output = result.stdout.decode(errors="replace")
+    if result.returncode != 0:
+        raise InstallError(f"{what}: {command!r} exited with status {result.returncode}" + _tail(output))
+    return output
+
+
+def command_output(argv: Sequence[str], *, what: str, timeout: float) -> str:
+    """Run ``argv`` (no shell) and return its standard output alone.
+
+    For the commands a service plugin *reads* a daemon's configuration with (``postconf``,
+    ``doveconf``): their warnings go to stderr and stay out of the values parsed. On failure,
+    :class:`InstallError` quotes the tail of stderr.
+    """
+    command = shlex.join(argv)
+    result = _run(list(argv), command, what, timeout, subprocess.PIPE)
+    if result.returncode != 0:
+        raise InstallError(f"{what}: {command!r} exited with status {result.returncode}"
+                           + _tail(result.stderr.decode(errors="replace")))
+    return result.stdout.decode(errors="replace")
+
+
+def _run(argv: list[str], command: str, what: str, timeout: float,
+         stderr: int) -> subprocess.CompletedProcess[bytes]:
     try:
-        result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, timeout=timeout, check=False)
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+                              timeout=timeout, check=False)
     except FileNotFoundError:
         raise InstallError(f"{what}: command {argv[0]!r} not found; fix the path in the "
                            "configuration or install it") from None
@@ -45,12 +70,11 @@ def run_command(command: str, *, what: str, timeout: float) -> str:
     except subprocess.TimeoutExpired:
         raise InstallError(f"{what}: {command!r} did not finish within {timeout:.0f}s; raise "
                            "command_timeout if it is just slow") from None
-    output = result.stdout.decode(errors="replace")
-    if result.returncode != 0:
-        tail = "\n".join(output.strip().splitlines()[-OUTPUT_TAIL_LINES:])
-        raise InstallError(f"{what}: {command!r} exited with status {result.returncode}"
-                           + (f":\n{tail}" if tail else ""))
-    return output
+
+
+def _tail(output: str) -> str:
+    tail = "\n".join(output.strip().splitlines()[-OUTPUT_TAIL_LINES:])
+    return f":\n{tail}" if tail else ""
 
 
 class CommandService(Service):

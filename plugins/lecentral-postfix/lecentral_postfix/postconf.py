@@ -10,12 +10,10 @@ runs chrooted, where the chroot is, and which certificate files Postfix is told 
 from __future__ import annotations
 
 import ipaddress
-import shlex
 import socket
-import subprocess
 from dataclasses import dataclass, field
 
-from lecentral.errors import InstallError
+from lecentral.install.service import command_output
 
 POSTCONF = "/usr/sbin/postconf"
 DEFAULT_CONFIG_DIRECTORY = "/etc/postfix"
@@ -128,25 +126,9 @@ class PostfixConfig:
 
 
 def postconf(config_directory: str, *args: str, timeout: float) -> str:
-    """Run ``postconf -c DIR ARGS`` and return its standard output.
-
-    Its warnings (``overriding earlier entry``...) go to stderr and stay out of the values; a
-    failure is an :class:`InstallError` quoting them.
-    """
-    argv = [POSTCONF, "-c", config_directory, *args]
-    what = f"reading the Postfix configuration in {config_directory}"
-    try:
-        result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                                timeout=timeout, check=False)
-    except FileNotFoundError:
-        raise InstallError(f"{what}: {POSTCONF} not found; is Postfix installed?") from None
-    except subprocess.TimeoutExpired:
-        raise InstallError(f"{what}: {shlex.join(argv)} did not finish within {timeout:.0f}s") from None
-    if result.returncode != 0:
-        tail = "\n".join(result.stderr.decode(errors="replace").strip().splitlines()[-5:])
-        raise InstallError(f"{what}: {shlex.join(argv)} exited with status {result.returncode}"
-                           + (f":\n{tail}" if tail else ""))
-    return result.stdout.decode(errors="replace")
+    """``postconf -c DIR ARGS``'s output (its warnings stay apart; InstallError on failure)."""
+    return command_output([POSTCONF, "-c", config_directory, *args], timeout=timeout,
+                          what=f"reading the Postfix configuration in {config_directory}")
 
 
 def parse_master(text: str) -> list[tuple[str, str, str, str]]:
