@@ -147,7 +147,7 @@ def _type_name(tp: Any) -> str:
 
 def _check_value(value: Any, tp: Any, where: str, source: str) -> Any:
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: [{where}] must be a table")
         return build(tp, value, where, source)

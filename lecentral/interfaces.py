@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -87,7 +88,7 @@ class Store(ABC):
         """Append to the event log without touching ``certs``."""
 
     @abstractmethod
-    def events(self, name: str | None = None, limit: int = 50) -> "list[EventRow]":
+    def events(self, name: str | None = None, limit: int = 50) -> "builtins.list[EventRow]":
         """The newest events first, for one name or all."""
 
     @abstractmethod

@@ -55,7 +55,7 @@ class CertRow:
         }
 
     @classmethod
-    def from_db(cls, m: Mapping[str, Any]) -> "CertRow":
+    def from_db(cls, m: Mapping[Any, Any]) -> "CertRow":
         """Validate a database row; problems are collected, never raised."""
         problems: list[str] = []
         raw_name = m["name"]

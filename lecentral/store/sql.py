@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import hashlib
 import logging
@@ -121,7 +122,7 @@ class SqlStore(Store):
             rows = conn.execute(select(certs).order_by(certs.c.name)).mappings().all()
         return [CertRow.from_db(r) for r in rows]
 
-    def events(self, name: str | None = None, limit: int = 50) -> list[EventRow]:
+    def events(self, name: str | None = None, limit: int = 50) -> builtins.list[EventRow]:
         query = select(events).order_by(events.c.id.desc()).limit(limit)
         if name is not None:
             query = query.where(events.c.name == name)
