@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Benchmark: N certificates by HTTP-01 through each issuer, versus a plain certbot loop.
+
+Brings up BIND (one sub-zone per name, A 127.0.0.1), nginx serving N sites, each from its own
+webroot, on one port, and Pebble (PEBBLE_VA_NOSLEEP=1) validating HTTP-01 at that port, all on
+127.0.0.1. Then, each in a fresh process and database:
+
+(a) ``lecentral renew --once`` with ``[renew] http01_issuer = "webroot"`` (native ACME client,
+    ``renew.workers`` at a time, one account);
+(b) ``lecentral renew --once`` with ``http01_issuer = "certbot-webroot"`` (one certbot run per
+    certificate; certbot locks its state directory, so the runs take turns);
+(c) the seed's way: ``certbot certonly --webroot -w WEBROOT --csr CSR`` per name in a shell loop.
+
+Prints the wall times, the per-certificate times and the ratios against (c).
+
+    python bench/bench_http01.py            # N=20
+    python bench/bench_http01.py -n 5       # quicker
+    python bench/bench_http01.py --no-certbot
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_renew import timed  # same directory: run as a script
+
+PARENT = "http.test"
+
+
+def lecentral_config(workdir: Path, db: str, issuer: str, bind: object, web: object,
+                     pebble: object, workers: int) -> Path:
+    toml = workdir / f"lecentral-{issuer}.toml"
+    toml.write_text(
+        f'[database]\nurl = "sqlite:///{workdir}/{db}.db"\n\n'
+        f'[acme]\ndirectory = "{pebble.directory_url}"\nemail = "hostmaster@{PARENT}"\n'  # type: ignore[attr-defined]
+        f'account_key = "{workdir}/account.key"\nca_bundle = "{pebble.ca_bundle}"\n\n'  # type: ignore[attr-defined]
+        f'[renew]\nworkers = {workers}\nhttp01_issuer = "{issuer}"\n\n'
+        f'[dns]\nserver = "127.0.0.1:{bind.port}"\nport = {bind.port}\n\n'  # type: ignore[attr-defined]
+        f'[http01]\nport = {web.port}\n\n'  # type: ignore[attr-defined]
+        f'[certbot]\nstate_dir = "{workdir}/certbot-{db}"\n')
+    return toml
+
+
+def add_rows(toml: Path, sites: dict[str, tuple[list[str], Path]], csr_dir: Path) -> None:
+    from lecentral.certificates import Csr
+    from lecentral.config import load_central
+    from lecentral.store.rows import CertRow
+    from lecentral.store.sql import SqlStore
+    from lecentral.testing.pki import make_csr
+
+    store = SqlStore(load_central(str(toml)).database.url)
+    store.init_schema()
+    csr_dir.mkdir(exist_ok=True)
+    for names, webroot in sites.values():
+        path = csr_dir / f"{names[0]}.csr"
+        if not path.exists():
+            path.write_bytes(make_csr(names)[0])
+        csr = Csr.load(path.read_bytes())
+        store.add(CertRow(name=names[0], csr=csr.pem, md5_modulus=csr.md5_modulus, enable=True,
+                          certbot=True, webroot_path=str(webroot), ts_expire=1, ts_last_update=1,
+                          count_fail_update=0))
+    store.close()
+
+
+def certbot_loop(workdir: Path, sites: dict[str, tuple[list[str], Path]], csr_dir: Path,
+                 pebble: object) -> float:
+    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(pebble.ca_bundle)}  # type: ignore[attr-defined]
+    state = workdir / "certbot-loop"
+    out = workdir / "certbot-out"
+    out.mkdir()
+    certbot = shutil.which("certbot") or sys.exit("certbot not found: pip install certbot")
+    started = time.perf_counter()
+    for names, webroot in sites.values():
+        name = names[0]
+        timed([certbot, "certonly", "--non-interactive", "--agree-tos", "-m", f"hostmaster@{PARENT}",
+               "--server", pebble.directory_url, "--csr", str(csr_dir / f"{name}.csr"),  # type: ignore[attr-defined]
+               "--cert-path", str(out / f"{name}.crt"), "--chain-path", str(out / f"{name}.ca"),
+               "--fullchain-path", str(out / f"{name}.full"),
+               "--config-dir", str(state / "config"), "--work-dir", str(state / "work"),
+               "--logs-dir", str(state / "logs"), "--webroot", "-w", str(webroot)], env)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=20, help="number of certificates [20]")
+    parser.add_argument("--workers", type=int, default=8, help="renew.workers [8]")
+    parser.add_argument("--no-certbot", action="store_true",
+                        help="skip the certbot-webroot issuer and the certbot loop")
+    args = parser.parse_args()
+
+    from lecentral.http01.testweb import WebrootSites
+    from lecentral.testing.bind import BindServer
+    from lecentral.testing.pebble import PebbleServer
+    from lecentral.testing.ports import LOOPBACK
+
+    workdir = Path(tempfile.mkdtemp(prefix="lecentral-bench-http01-"))
+    sites = {f"s{i}": ([f"h{i}.{PARENT}"], workdir / "sites" / f"s{i}")
+             for i in range(1, args.n + 1)}
+    names = [n for site, _ in sites.values() for n in site]
+    lecentral = shutil.which("lecentral") or sys.exit("lecentral not found: pip install -e .")
+    csr_dir = workdir / "csr"
+    results: dict[str, float] = {}
+    try:
+        with BindServer(workdir / "dns", parent=PARENT, subzones=names) as bind, \
+                WebrootSites(workdir / "web", sites) as web, \
+                PebbleServer(workdir / "pebble", dns_server=(LOOPBACK, bind.port),
+                             http_port=web.port) as pebble:
+            issuers = ["webroot"] if args.no_certbot else ["webroot", "certbot-webroot"]
+            for number, issuer in enumerate(issuers):
+                toml = lecentral_config(workdir, f"db{number}", issuer, bind, web, pebble,
+                                        args.workers)
+                add_rows(toml, sites, csr_dir)
+                results[issuer] = timed([lecentral, "--config", str(toml), "renew", "--once"])
+            if not args.no_certbot:
+                results["loop"] = certbot_loop(workdir, sites, csr_dir, pebble)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    n = args.n
+    print(f"N = {n} certificates by HTTP-01, nginx + Pebble + BIND on 127.0.0.1, "
+          f"{os.cpu_count()} cores")
+    loop = results.get("loop")
+    labels = {"webroot": f"(a) lecentral renew --once, webroot issuer, workers={args.workers}",
+              "certbot-webroot": "(b) lecentral renew --once, certbot-webroot issuer",
+              "loop": "(c) certbot certonly --webroot --csr loop"}
+    for key, seconds in results.items():
+        line = f"{labels[key]}: {seconds:8.2f} s  ({seconds / n:.3f} s/cert)"
+        if loop is not None and key != "loop":
+            line += f"  certbot loop / this: {loop / seconds:.1f}x"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
