@@ -255,3 +255,24 @@ def test_console_scripts_run(env: Env) -> None:
     helped = subprocess.run([sys.executable, "-m", "lecentral.cli", "--help"],
                             capture_output=True, text=True, timeout=60)
     assert "Commands:" in helped.stdout and "renew" in helped.stdout or "list" in helped.stdout
+
+
+@pytest.mark.parametrize("backend", ["mariadb", "postgres"])
+def test_cli_on_server_databases(backend: str, request: pytest.FixtureRequest,
+                                 tmp_path: Path) -> None:
+    """init, add, list --json, enable and remove through the CLI on MariaDB and PostgreSQL."""
+    url = request.getfixturevalue(f"{backend}_url")
+    e = Env(tmp_path)
+    e.config.write_text(f'[database]\nurl = "{url}"\n[renew]\ncsr_dir = "{e.csr_dir}"\n')
+    assert e.run("init").exit_code == 0
+    e.csr([NAME, "example.test"])
+    assert e.run("add", NAME).exit_code == 0
+    assert e.run("enable", NAME).exit_code == 0
+    [row] = e.rows()
+    assert row["names"] == [NAME, "example.test"] and row["enabled"] is True
+    duplicate = e.run("add", NAME)
+    assert duplicate.exit_code == 4 and "already in the database" in duplicate.stderr
+    shown = e.run("config", "show")
+    assert url.split("@")[0].split(":")[-1] not in shown.output  # the password is masked
+    assert e.run("remove", NAME, "--yes").exit_code == 0
+    assert e.rows() == []
