@@ -1,0 +1,225 @@
+"""The ``freeradius`` service: files under the chroot, ``freeradius -C``, restart, RADIUS and EAP checks.
+
+The order for one install (the engine drives it): the files are written (under ``chroot`` when
+it is set: :meth:`FreeradiusService.installer`); :meth:`check_config` runs the entry's ``check``
+(``freeradius -C``, which loads the EAP module and so the new certificate and key); nothing is
+restarted if it fails. :meth:`activate` runs ``reload`` (``systemctl restart freeradius``), then
+waits until the server answers an Access-Request (Accept or Reject: it is up) and, where
+``eapol_test`` is installed, until EAP presents the certificate now in ``cert``.
+
+Why in :meth:`activate` rather than as a verifier scheme: a verifier only gets a URL, and the
+shared secret must never be in a URL (URLs are logged and shown in alerts). When the rollback
+calls :meth:`activate` again, ``cert`` holds the previous certificate, so the same checks prove
+that the previous certificate is served again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+import logging
+import os
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from lecentral.certificates import Certificate
+from lecentral.errors import ConfigError, CsrError, InstallError, VerifyError
+from lecentral.install.config import CertEntry
+from lecentral.install.fileset import LocalFiles
+from lecentral.install.service import CommandService
+from lecentral.interfaces import Installer
+from lecentral_freeradius.probe import EAP_METHODS, RadiusTarget
+
+log = logging.getLogger(__name__)
+
+PROBE_PAUSE = 0.25
+STRING_OPTIONS = ("chroot", "server", "secret", "user", "password", "eap", "eapol_test",
+                  "client_cert", "client_key")
+DEFAULT_USER = "lecentral-probe"
+
+
+class FreeradiusService(CommandService):
+    """``check`` (``freeradius -C``), ``reload`` (a restart), then pyrad and eapol_test checks."""
+
+    def __init__(self) -> None:
+        #: whether the server answered an Access-Request before the restart (None: not asked)
+        self.answered_before: bool | None = None
+
+    def check_entry(self, entry: CertEntry) -> None:
+        """Option types and values, the chroot directory, and a key no other user can read."""
+        where = f"[[cert]] {entry.name} (service freeradius): options"
+        options = entry.options
+        for key in STRING_OPTIONS:
+            if not isinstance(options.get(key, ""), str):
+                raise ConfigError(f"{where}.{key} must be a string")
+        _check_chroot(entry, where)
+        server_address(options.get("server", ""), where)
+        if not options.get("secret"):
+            raise ConfigError(f"{where}.secret is empty; set the shared secret of this host's client "
+                              "entry in clients.conf")
+        eap = options.get("eap", "")
+        if eap.upper() not in (*EAP_METHODS, ""):
+            raise ConfigError(f"{where}.eap: {eap!r}; choose TLS, PEAP, TTLS or \"\"")
+        if bool(options.get("client_cert")) != bool(options.get("client_key")):
+            raise ConfigError(f"{where}: set client_cert and client_key together")
+        for key in ("user", "password"):
+            if any(c in options.get(key, "") for c in '"\r\n'):
+                raise ConfigError(f"{where}.{key} cannot hold a double quote or a line break")
+        _check_key_private(entry)
+
+    def installer(self, entry: CertEntry, workdir: Path, keep: int) -> Installer | None:
+        """Local files, under the chroot directory when ``chroot`` is set."""
+        if not entry.options.get("chroot"):
+            return None
+        return LocalFiles(in_chroot(entry), workdir, keep)
+
+    def check_config(self, entry: CertEntry) -> None:
+        """The entry's ``check`` (``freeradius -C``); then note whether the running server answers.
+
+        A server that does not answer before the restart is no reason to stop (the restart may
+        be what brings it up, e.g. on the first install), but if it still does not answer after
+        the restart, the alert says the problem probably is not the new certificate.
+        """
+        super().check_config(entry)
+        from lecentral_freeradius.probe import access_request
+
+        try:
+            access_request(radius_target(entry), min(entry.verify_timeout, 3.0))
+            self.answered_before = True
+        except VerifyError as exc:
+            log.warning("%s: before the restart: %s", entry.label, exc)
+            self.answered_before = False
+
+    def activate(self, entry: CertEntry) -> None:
+        """Restart FreeRADIUS, then wait until it answers and EAP presents the certificate in ``cert``."""
+        super().activate(entry)
+        try:
+            wait_until_serving(entry)
+        except VerifyError as exc:
+            if self.answered_before is False and "Access-Request" in str(exc):
+                raise VerifyError(f"{exc}; it did not answer before the restart either, so check "
+                                  "options.server and options.secret and that this host is a client "
+                                  "in clients.conf") from None
+            raise
+
+
+def in_chroot(entry: CertEntry) -> CertEntry:
+    """``entry`` with the files the agent writes moved under ``options.chroot`` (if set).
+
+    ``key`` is not moved: the agent reads it where it is on this host.
+    """
+    root = entry.options.get("chroot", "").rstrip("/")
+    if not root:
+        return entry
+    return dataclasses.replace(entry, **{role: root + path for role, path in entry.files.items()})
+
+
+def server_address(value: str, where: str) -> tuple[str, int]:
+    """``IP:port`` (``[v6]:port``) as (ip, port); ConfigError saying what is wrong."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        number = int(port) if sep else 0
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 65535:
+        raise ConfigError(f"{where}.server: {value!r}; write IP:PORT, e.g. 127.0.0.1:1812 "
+                          "(eapol_test needs an IP address)")
+    return host, number
+
+
+def _check_chroot(entry: CertEntry, where: str) -> None:
+    root = entry.options.get("chroot", "")
+    if not root:
+        return
+    if not root.startswith("/") or root.rstrip("/") == "":
+        raise ConfigError(f"{where}.chroot: {root!r} must be an absolute path other than /")
+    if not os.path.isdir(root):
+        raise ConfigError(f"{where}.chroot: {root} is not a directory")
+    moved = root.rstrip("/") + entry.key
+    if not os.path.exists(entry.key) and os.path.exists(moved):
+        raise ConfigError(f"{where}.chroot: the key {entry.key} is not on this host but {moved} "
+                          f"is: set key = \"{moved}\" (the agent reads the key at its path on this "
+                          "host; only the files it writes are put under the chroot)")
+
+
+def _check_key_private(entry: CertEntry) -> None:
+    try:
+        mode = stat.S_IMODE(os.stat(entry.key).st_mode)
+    except OSError:
+        return  # a missing key is reported by the engine's own checks, naming it
+    if mode & 0o007:
+        raise ConfigError(f"{entry.label}: the private key {entry.key} is readable by every user "
+                          f"(mode {mode:04o}); run chmod o-rwx {entry.key} (Debian: root:freerad "
+                          "0640); nothing was installed")
+
+
+def radius_target(entry: CertEntry) -> RadiusTarget:
+    """Where and as whom the checks after the restart talk to the server."""
+    options = entry.options
+    host, port = server_address(options.get("server", ""), f"{entry.label}: options")
+    # Without a configured password, a random one: the check must never log a real user in.
+    password = options.get("password") or secrets.token_urlsafe(12)
+    return RadiusTarget(host, port, options["secret"], options.get("user") or DEFAULT_USER, password)
+
+
+def wait_until_serving(entry: CertEntry) -> None:
+    """The server answers an Access-Request; then EAP presents the leaf in ``cert`` (if checked)."""
+    from lecentral_freeradius.probe import access_request
+
+    target = radius_target(entry)
+    reply = _poll(entry, lambda remaining: access_request(target, min(remaining, 5.0)))
+    log.info("%s: RADIUS %s answers an Access-Request for %s: %s", entry.label, target.where,
+             target.user, reply)
+    method = entry.options.get("eap", "").upper()
+    if not method:
+        return
+    program = shutil.which(entry.options.get("eapol_test") or "eapol_test")
+    if program is None:
+        log.warning("%s: eapol_test not found (apt-get install eapoltest): the certificate "
+                    "FreeRADIUS presents in EAP is not checked", entry.label)
+        return
+    cert_path = in_chroot(entry).cert
+    expected = _leaf_fingerprint(cert_path)
+
+    def presents(remaining: float) -> str:
+        from lecentral_freeradius.probe import eap_certificate
+
+        der = eap_certificate(target, method, min(remaining, 10.0), program,
+                              entry.options.get("client_cert", ""), entry.options.get("client_key", ""))
+        got = hashlib.sha256(der).hexdigest()
+        if got == expected:
+            return got
+        raise VerifyError(f"EAP-{method} on RADIUS {target.where} presents certificate sha256 "
+                          f"{got[:16]}..., not the one in {cert_path} ({expected[:16]}...)")
+
+    got = _poll(entry, presents)
+    log.info("%s: EAP-%s on RADIUS %s presents sha256 %s", entry.label, method, target.where, got[:16])
+
+
+def _poll(entry: CertEntry, check: Callable[[float], str]) -> str:
+    """Call ``check(seconds left)`` until it returns, for up to ``verify_timeout``; else VerifyError."""
+    deadline = time.monotonic() + entry.verify_timeout
+    while True:
+        try:
+            return check(max(deadline - time.monotonic(), 1.0))
+        except (VerifyError, CsrError) as exc:
+            last = str(exc)
+        if time.monotonic() >= deadline:
+            raise VerifyError(f"{entry.label}: verification failed after {entry.verify_timeout:.0f}s: "
+                              f"{last}")
+        time.sleep(PROBE_PAUSE)
+
+
+def _leaf_fingerprint(path: str) -> str:
+    try:
+        return Certificate.load(Path(path).read_bytes(), path).fingerprint
+    except (OSError, CsrError) as exc:
+        raise InstallError(f"cannot read the certificate {path} to compare with what FreeRADIUS "
+                           f"presents: {exc}") from None
