@@ -251,7 +251,7 @@ def test_cli_renew_json_dry_run_and_exit_status(world: World, tmp_path: Path) ->
 
     ok = runner.invoke(main, ["--config", toml, "renew", "--once", "--json"])
     assert ok.exit_code == 0, ok.output
-    data = json.loads(ok.output)
+    data = json.loads(ok.stdout)
     assert data["ok"] and [c["status"] for c in data["certificates"]] == ["issued"]
 
     add_row(store, [BADSECRET])

@@ -137,7 +137,7 @@ class AcmeClient:
             if body.status == messages.STATUS_VALID:
                 continue
             if body.status != messages.STATUS_PENDING:
-                raise IssueError(f"the CA holds the authorization for {ident} as {body.status}; "
+                raise IssueError(f"the CA holds the authorization for {ident} as {body.status.name}; "
                                  "it cannot be completed (try again later for a fresh one)")
             for challb in body.challenges:
                 if challb.chall.typ == typ:
@@ -180,7 +180,7 @@ class AcmeClient:
             if body.status != messages.STATUS_VALID:
                 errors = [str(c.error.detail or c.error.typ) for c in body.challenges
                           if c.error is not None]
-                failures.append(f"{ident}: {body.status}"
+                failures.append(f"{ident}: {body.status.name}"
                                 + (f" ({'; '.join(errors)})" if errors else ""))
         if failures:
             raise IssueError("the CA did not validate " + "; ".join(failures)
@@ -212,7 +212,7 @@ class AcmeClient:
         if body.status != messages.STATUS_VALID or not body.certificate:
             why = f": {body.error}" if body.error is not None else ""
             raise IssueError(f"the CA did not issue the certificate for {names} "
-                             f"(order {body.status}{why})")
+                             f"(order {body.status.name}{why})")
         with acme_errors(f"downloading the certificate of {names}", self.directory_url):
             cert = self.net.post(body.certificate, None, new_nonce_url=self.acme.directory["newNonce"],
                                  headers={"Accept": "application/pem-certificate-chain",
