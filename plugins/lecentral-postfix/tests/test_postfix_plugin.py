@@ -5,8 +5,11 @@ config_directory and queue in a temp dir, smtpd listeners on dynamic ports: ``sm
 STARTTLS, ``smtps`` in wrapper mode, ``plain`` without TLS) and the real ``lecentral-install run``.
 
 Certificates: :class:`lecentral.testing.agent.TestCA` signs the CSR in the store the way an ACME
-CA does (a root and a leaf, checked by the agent's pre-checks). Postfix and the verifiers compare
-fingerprints, never trust anchors, so which CA signs does not matter here; Pebble is not needed.
+CA does (a root and a leaf, checked by the agent's pre-checks), with the validity each test needs
+(renewals must be an hour newer). Postfix and the verifiers compare fingerprints, never trust
+anchors, so which CA signs does not matter there. One test goes the whole way instead: Pebble
+issues through the central ``dns-subzone`` issuer and the local ACME world's BIND
+(``acme_world``), and Postfix serves that certificate.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from lecentral.certificates import Certificate
 from lecentral.install.csr import load_key
 from lecentral.testing.agent import AgentWorld
 from lecentral.testing.daemons.postfix import PostfixServer
+from lecentral.testing.pebble import AcmeWorld
 from lecentral.testing.pki import make_self_signed
 from lecentral.testing.service_contract import (
     ContractFiles,
@@ -213,10 +217,13 @@ def test_chrooted_smtpd_gets_copies_switched_and_rolled_back_with_the_originals(
 
     watched = (mail.cert, mail.combined, mail.copy_of(mail.cert), mail.copy_of(mail.combined))
     before = {p: p.read_bytes() for p in watched}
+    reloaded = reloads(mail.postfix)
+    assert reloaded >= 2  # the two installs above reloaded, and the log says so
     mail.world.issue(NAME, days=90)
     break_postfix(mail.postfix)
     result = mail.run()
     assert result["status"] == "rolled-back", result
+    assert reloads(mail.postfix) == reloaded
     # postfix check says why only on a terminal: the plugin gives it one, so the alert says it
     assert "unknown user name value: lecentral-no-such-user" in result["message"]
     assert {p: p.read_bytes() for p in watched} == before
@@ -308,6 +315,56 @@ def test_main_cf_naming_other_files_is_refused_before_the_reload(files: Mail) ->
     assert mail.combined.read_bytes() == placeholder
     assert reloads(mail.postfix) == reloaded
     mail.postfix.wait_presented(Certificate.load(served).fingerprint)
+
+
+def test_a_certificate_from_pebble_through_the_central_issuer_is_served(
+        tmp_path: Path, acme_world: AcmeWorld, acme_name: str) -> None:
+    """The whole way with the real parts: the central side's ``dns-subzone`` issuer gets the
+    certificate from Pebble (DNS-01 in the name's BIND sub-zone) and stores it; the agent
+    installs it for Postfix, which presents Pebble's leaf on every TLS listener."""
+    from lecentral.certificates import Csr, now_ts
+    from lecentral.config import AcmeConfig, CentralConfig, DnsConfig
+    from lecentral.testing.bind import DEFAULT_KEY_NAME
+
+    world = AgentWorld(tmp_path / "world")
+    try:
+        key = world.add(acme_name, key="ec256")
+        bind, pebble = acme_world.bind, acme_world.pebble
+        central = CentralConfig(
+            acme=AcmeConfig(directory=pebble.directory_url, email="hostmaster@example.test",
+                            account_key=str(tmp_path / "account.key"), ca_bundle=str(pebble.ca_bundle),
+                            poll_timeout=60),
+            dns=DnsConfig(server=f"127.0.0.1:{bind.port}", port=bind.port,
+                          tsig_key_file=str(bind.key_file(DEFAULT_KEY_NAME)), propagation_timeout=20,
+                          propagation_interval=0.05))
+        issuer = world.registry.issuer("dns-subzone").factory(central)
+        row = world.store.get(acme_name)
+        assert row is not None
+        try:
+            issued = issuer.issue(row, Csr.load(row.csr))
+        finally:
+            issuer.close()
+        leaf = Certificate.load(issued.crt)
+        world.store.save_issued(acme_name, issued.crt, issued.ca, leaf.not_after, now_ts())
+
+        combined = tmp_path / f"{acme_name}.pem"
+        placeholder, _ = make_self_signed([acme_name], load_key(key), days=2)  # type: ignore[arg-type]
+        combined.write_bytes(key.read_bytes() + placeholder)
+        combined.chmod(0o600)
+        cert = tmp_path / f"{acme_name}.crt"
+        cert.write_bytes(placeholder)
+        with PostfixServer(tmp_path / "postfix", cert=cert, key=key, chain=cert,
+                           main_cf={"smtpd_tls_chain_files": str(combined)}) as server:
+            world.write_config({"name": acme_name, "service": "postfix", "key": str(key),
+                                "cert": str(cert), "combined": str(combined),
+                                "options": {"config_directory": str(server.config_dir)}})
+            result = world.run("run").by_name(acme_name)
+            assert result["status"] == "installed", result
+            server.wait_presented(leaf.fingerprint)
+        assert "Pebble" in leaf.issuer
+        assert combined.read_bytes() == key.read_bytes() + issued.crt + issued.ca
+    finally:
+        world.close()
 
 
 # -- reading Postfix's configuration (the real postconf on a config directory; no daemon) ---------
