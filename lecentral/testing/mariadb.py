@@ -13,30 +13,23 @@ Example::
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
-from lecentral.testing.ports import LOOPBACK, free_port
-from lecentral.testing.process import (
-    Daemon,
-    ManagedServer,
-    daemon_user,
-    find_executable,
-    run_tool,
-    sql_identifier,
-    start_retrying_ports,
-)
+from lecentral.testing.ports import LOOPBACK
+from lecentral.testing.process import Daemon, find_executable, run_tool, sql_identifier
+from lecentral.testing.sqlserver import SqlServer
 
 
-class MariaDBServer(ManagedServer):
+class MariaDBServer(SqlServer):
     """mariadbd on 127.0.0.1:<port>, database ``database`` owned by ``user``/``password``.
 
     ``password`` is generated when not given. ``run_as`` is the account used when we are root.
     """
 
     kind = "mariadb"
-    address = LOOPBACK
+    scheme = "mysql+pymysql"
+    superuser = "root"
 
     def __init__(
         self,
@@ -50,41 +43,8 @@ class MariaDBServer(ManagedServer):
         # Executables first: a missing package must fail before any temp dir exists.
         self._mariadbd = find_executable("mariadbd", package="mariadb-server")
         self._install_db = find_executable("mariadb-install-db", package="mariadb-server")
-        super().__init__(workdir)
-        self.database = sql_identifier(database)
-        self.user = sql_identifier(user)
-        self.password = password or secrets.token_urlsafe(16)
-        self.root_password = secrets.token_urlsafe(16)
-        self.run_as = daemon_user(run_as)
-        self.port = 0
-        self.dir = self.state_dir("mariadb", self.run_as)
-        self.datadir = self.dir / "data"
+        super().__init__(workdir, database=database, user=user, password=password, run_as=run_as)
         self.socket = self.dir / "mysqld.sock"
-        self._daemon: Daemon | None = None
-
-    @property
-    def url(self) -> str:
-        """SQLAlchemy URL of the application database as the application user."""
-        return self.url_for(self.database)
-
-    @property
-    def root_url(self) -> str:
-        """SQLAlchemy URL as the MariaDB root user (no default database)."""
-        return f"mysql+pymysql://root:{self.root_password}@{LOOPBACK}:{self.port}/"
-
-    def url_for(self, database: str) -> str:
-        """SQLAlchemy URL of ``database`` as the application user."""
-        return f"mysql+pymysql://{self.user}:{self.password}@{LOOPBACK}:{self.port}/{database}"
-
-    @property
-    def pid(self) -> int | None:
-        """pid of mariadbd."""
-        return self._daemon.pid if self._daemon is not None else None
-
-    @property
-    def running(self) -> bool:
-        """True while mariadbd runs."""
-        return self._daemon is not None and self._daemon.running
 
     def _connect(self, database: str | None = None, *, initial: bool = False) -> Any:
         import pymysql
@@ -100,10 +60,6 @@ class MariaDBServer(ManagedServer):
             connect_timeout=2,
             autocommit=True,
         )
-
-    def _accepts_logins(self, *, initial: bool) -> bool:
-        self._connect(initial=initial).close()
-        return True
 
     def execute(self, sql: str, *, database: str | None = None) -> list[tuple[Any, ...]]:
         """Run ``sql`` (one or more ``;``-separated statements) as root; rows of the last result.
@@ -131,7 +87,7 @@ class MariaDBServer(ManagedServer):
         """Drop database ``name`` (waits at most 5 s for locks held by forgotten connections)."""
         self.execute(f"SET SESSION lock_wait_timeout = 5; DROP DATABASE IF EXISTS `{sql_identifier(name)}`")
 
-    def _install(self) -> None:
+    def _initialise(self) -> None:
         run_tool(
             [
                 self._install_db,
@@ -142,7 +98,7 @@ class MariaDBServer(ManagedServer):
                 "--skip-name-resolve",
             ],
             what=f"mariadb-install-db into {self.datadir}",
-            log_path=self.workdir / "mariadb.log",
+            log_path=self.log_path,
             run_as=self.run_as,
             cwd=self.dir,
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(self.dir)},
@@ -189,28 +145,5 @@ class MariaDBServer(ManagedServer):
             "--innodb-use-native-aio=0",
         ]
 
-    def start(self) -> Self:
-        """Start mariadbd (installing the data directory the first time); wait until it accepts logins."""
-        if self.running:
-            return self
-        first_start = not self.datadir.exists()
-        if first_start:
-            self._install()
-
-        def attempt() -> None:
-            if self.port == 0 or first_start:
-                self.port = free_port()
-            self._daemon = Daemon(
-                "mariadbd", self._argv(), log_path=self.workdir / "mariadb.log", cwd=self.dir, run_as=self.run_as
-            )
-            self._daemon.start(lambda: self._accepts_logins(initial=first_start), timeout=60)
-
-        start_retrying_ports(attempt, attempts=3 if first_start else 1)
-        if first_start:
-            self._provision()
-        return self
-
-    def stop(self) -> None:
-        """Stop mariadbd by pid (clean shutdown); the data and the port number stay."""
-        if self._daemon is not None:
-            self._daemon.stop(timeout=30)
+    def _new_daemon(self) -> Daemon:
+        return Daemon("mariadbd", self._argv(), log_path=self.log_path, cwd=self.dir, run_as=self.run_as)

@@ -34,7 +34,7 @@ from lecentral.testing.bind import DEFAULT_KEY_NAME, BindServer
 from lecentral.testing.ports import LOOPBACK, free_port
 from lecentral.testing.process import (
     Daemon,
-    ManagedServer,
+    DaemonServer,
     find_executable,
     start_retrying_ports,
 )
@@ -114,7 +114,7 @@ def new_eab_hmac_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(48)).rstrip(b"=").decode()
 
 
-class PebbleServer(ManagedServer):
+class PebbleServer(DaemonServer):
     """Pebble on 127.0.0.1:<port> (ACME) and :<management_port>, TLS verified by :attr:`ca_bundle`.
 
     ``dns_server``: (address, port) Pebble resolves names with (normally a BindServer's).
@@ -153,7 +153,6 @@ class PebbleServer(ManagedServer):
         self.management_port = 0
         self.dir = self.state_dir("pebble", None, max_len=4096)
         self.ca_bundle, self._cert, self._key = _write_tls_files(self.dir)
-        self._daemon: Daemon | None = None
 
     @property
     def directory_url(self) -> str:
@@ -164,16 +163,6 @@ class PebbleServer(ManagedServer):
     def management_url(self) -> str:
         """Base URL of Pebble's management API (roots, intermediates, cert status)."""
         return f"https://{LOOPBACK}:{self.management_port}"
-
-    @property
-    def pid(self) -> int | None:
-        """pid of the pebble process."""
-        return self._daemon.pid if self._daemon is not None else None
-
-    @property
-    def running(self) -> bool:
-        """True while pebble runs."""
-        return self._daemon is not None and self._daemon.running
 
     def ssl_context(self) -> ssl.SSLContext:
         """An SSL context that trusts exactly Pebble's TLS certificate."""
@@ -243,8 +232,7 @@ class PebbleServer(ManagedServer):
 
     def stop(self) -> None:
         """Stop Pebble by pid (its CA, orders and accounts are gone: Pebble keeps no state)."""
-        if self._daemon is not None:
-            self._daemon.stop()
+        super().stop()
 
 
 class AcmeWorld:

@@ -13,35 +13,36 @@ Example::
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
-from lecentral.testing.ports import LOOPBACK, free_port
+from lecentral.testing.ports import LOOPBACK
 from lecentral.testing.process import (
     Daemon,
-    ManagedServer,
     chown_to,
-    daemon_user,
     find_executable,
     run_tool,
     sql_identifier,
-    start_retrying_ports,
 )
+from lecentral.testing.sqlserver import SqlServer
 
 _PG_DIRS = ("/usr/lib/postgresql/*/bin",)
 SUPERUSER = "postgres"
+#: the environment of initdb and postgres: nothing of ours leaks in, messages in plain C
+_ENV = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
 
 
-class PostgresServer(ManagedServer):
+class PostgresServer(SqlServer):
     """postgres on 127.0.0.1:<port>, database ``database`` owned by ``user``/``password``.
 
     ``password`` is generated when not given. ``run_as`` is the account used when we are root.
     """
 
     kind = "postgres"
-    address = LOOPBACK
+    scheme = "postgresql+psycopg"
+    superuser = SUPERUSER
+    superuser_database = "postgres"
 
     def __init__(
         self,
@@ -55,50 +56,23 @@ class PostgresServer(ManagedServer):
         # Executables first: a missing package must fail before any temp dir exists.
         self._initdb = find_executable("initdb", package="postgresql", extra_dirs=_PG_DIRS)
         self._postgres = find_executable("postgres", package="postgresql", extra_dirs=_PG_DIRS)
-        super().__init__(workdir)
-        self.database = sql_identifier(database)
-        self.user = sql_identifier(user)
-        self.password = password or secrets.token_urlsafe(16)
-        self.superuser_password = secrets.token_urlsafe(16)
-        self.run_as = daemon_user(run_as)
-        self.port = 0
-        self.dir = self.state_dir("postgres", self.run_as)
-        self.datadir = self.dir / "data"
-        self._daemon: Daemon | None = None
+        super().__init__(workdir, database=database, user=user, password=password, run_as=run_as)
 
     @property
-    def url(self) -> str:
-        """SQLAlchemy URL (psycopg 3) of the application database as the application user."""
-        return self.url_for(self.database)
+    def superuser_password(self) -> str:
+        """The ``postgres`` superuser's password (:attr:`root_password`)."""
+        return self.root_password
 
-    @property
-    def root_url(self) -> str:
-        """SQLAlchemy URL as the ``postgres`` superuser, database ``postgres``."""
-        return f"postgresql+psycopg://{SUPERUSER}:{self.superuser_password}@{LOOPBACK}:{self.port}/postgres"
-
-    def url_for(self, database: str) -> str:
-        """SQLAlchemy URL of ``database`` as the application user."""
-        return f"postgresql+psycopg://{self.user}:{self.password}@{LOOPBACK}:{self.port}/{database}"
-
-    @property
-    def pid(self) -> int | None:
-        """pid of the postmaster."""
-        return self._daemon.pid if self._daemon is not None else None
-
-    @property
-    def running(self) -> bool:
-        """True while the postmaster runs."""
-        return self._daemon is not None and self._daemon.running
-
-    def _connect(self, database: str = "postgres") -> Any:
+    def _connect(self, database: str | None = None, *, initial: bool = False) -> Any:
         import psycopg
 
+        # initdb set the superuser's password already: ``initial`` changes nothing here
         return psycopg.connect(
             host=LOOPBACK,
             port=self.port,
             user=SUPERUSER,
-            password=self.superuser_password,
-            dbname=database,
+            password=self.root_password,
+            dbname=database or self.superuser_database,
             connect_timeout=2,
             autocommit=True,
         )
@@ -128,7 +102,7 @@ class PostgresServer(ManagedServer):
         password_file = self.dir / "superuser-password"
         fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(self.superuser_password + "\n")
+            handle.write(self.root_password + "\n")
         chown_to(password_file, self.run_as)
         try:
             run_tool(
@@ -144,10 +118,10 @@ class PostgresServer(ManagedServer):
                     "--no-instructions",
                 ],
                 what=f"initdb of {self.datadir}",
-                log_path=self.workdir / "postgres.log",
+                log_path=self.log_path,
                 run_as=self.run_as,
                 cwd=self.dir,
-                env={"PATH": "/usr/bin:/bin", "HOME": str(self.dir), "LC_ALL": "C"},
+                env={**_ENV, "HOME": str(self.dir)},
             )
         finally:
             password_file.unlink()
@@ -176,39 +150,7 @@ class PostgresServer(ManagedServer):
             "-c", "logging_collector=off",
         ]  # fmt: skip
 
-    def start(self) -> Self:
-        """Start postgres (running initdb the first time); wait until it accepts logins."""
-        if self.running:
-            return self
-        first_start = not self.datadir.exists()
-        if first_start:
-            self._initialise()
-
-        def attempt() -> None:
-            if self.port == 0 or first_start:
-                self.port = free_port()
-            # SIGINT is postgres's "fast shutdown"; SIGTERM would wait for every client to leave.
-            self._daemon = Daemon(
-                "postgres",
-                self._argv(),
-                log_path=self.workdir / "postgres.log",
-                cwd=self.dir,
-                run_as=self.run_as,
-                stop_signal=signal.SIGINT,
-                env={"PATH": "/usr/bin:/bin", "HOME": str(self.dir), "LC_ALL": "C"},
-            )
-            self._daemon.start(self._accepts_logins, timeout=60)
-
-        start_retrying_ports(attempt, attempts=3 if first_start else 1)
-        if first_start:
-            self._provision()
-        return self
-
-    def _accepts_logins(self) -> bool:
-        self._connect().close()
-        return True
-
-    def stop(self) -> None:
-        """Stop postgres by pid (fast shutdown); the data and the port number stay."""
-        if self._daemon is not None:
-            self._daemon.stop(timeout=30)
+    def _new_daemon(self) -> Daemon:
+        # SIGINT is postgres's "fast shutdown"; SIGTERM would wait for every client to leave.
+        return Daemon("postgres", self._argv(), log_path=self.log_path, cwd=self.dir, run_as=self.run_as,
+                      stop_signal=signal.SIGINT, env={**_ENV, "HOME": str(self.dir)})

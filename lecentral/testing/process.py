@@ -4,7 +4,8 @@ One :class:`Daemon` is one process: started with :class:`subprocess.Popen` (neve
 output appended to a log file in the server's temp dir, polled with a readiness probe until it is
 ready (bounded; on failure the error quotes the tail of the log), and stopped by pid (a polite
 signal, then SIGKILL to the whole process group). :class:`ManagedServer` is the small base of the
-launchers: context manager, temp-dir ownership, "stop everything at exit" safety net.
+launchers: context manager, temp-dir ownership, "stop everything at exit" safety net;
+:class:`DaemonServer` is one of them that runs a single :class:`Daemon`.
 """
 
 from __future__ import annotations
@@ -420,3 +421,27 @@ class ManagedServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class DaemonServer(ManagedServer):
+    """A launcher whose server is one :class:`Daemon`, kept in ``_daemon`` by its :meth:`start`."""
+
+    #: seconds :meth:`stop` waits for a clean shutdown before SIGKILL
+    stop_timeout = 15.0
+
+    _daemon: Daemon | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """pid of the daemon, while started (even if it died since)."""
+        return self._daemon.pid if self._daemon is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the daemon runs."""
+        return self._daemon is not None and self._daemon.running
+
+    def stop(self) -> None:
+        """Stop the daemon by pid; its data and port numbers stay, so :meth:`start` can bring it back."""
+        if self._daemon is not None:
+            self._daemon.stop(timeout=self.stop_timeout)

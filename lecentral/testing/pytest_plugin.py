@@ -87,12 +87,7 @@ def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB
 @pytest.fixture
 def mariadb_url(request: pytest.FixtureRequest, mariadb_server: MariaDBServer) -> Iterator[str]:
     """SQLAlchemy URL of a new, empty MariaDB database for this test only."""
-    if not mariadb_server.running:  # an earlier test took it down and did not bring it back
-        mariadb_server.start()
-    name = _database_name(request)
-    url = mariadb_server.create_database(name)
-    yield url
-    _drop_quietly(mariadb_server, name)
+    yield from _database_for_test(request, mariadb_server)
 
 
 @pytest.fixture(scope="session")
@@ -105,12 +100,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
 @pytest.fixture
 def postgres_url(request: pytest.FixtureRequest, postgres_server: PostgresServer) -> Iterator[str]:
     """SQLAlchemy URL of a new, empty PostgreSQL database for this test only."""
-    if not postgres_server.running:  # an earlier test took it down and did not bring it back
-        postgres_server.start()
-    name = _database_name(request)
-    url = postgres_server.create_database(name)
-    yield url
-    _drop_quietly(postgres_server, name)
+    yield from _database_for_test(request, postgres_server)
 
 
 @pytest.fixture
@@ -119,9 +109,16 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'lecentral.sqlite'}"
 
 
-def _drop_quietly(server: MariaDBServer | PostgresServer, name: str) -> None:
-    """Drop a per-test database; a failure (server stopped by the test, lock) is only a warning:
-    the whole server is thrown away at the end of the session anyway."""
+def _database_for_test(request: pytest.FixtureRequest, server: MariaDBServer | PostgresServer) -> Iterator[str]:
+    """Yield the URL of a new database on ``server`` named after the test, then drop it.
+
+    Dropping is best effort (the server may have been stopped by the test, or a lock held): a
+    failure is only a warning, since the whole server is thrown away at the end of the session.
+    """
+    if not server.running:  # an earlier test took it down and did not bring it back
+        server.start()
+    name = _database_name(request)
+    yield server.create_database(name)
     if not server.running:
         return
     try:

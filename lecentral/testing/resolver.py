@@ -12,10 +12,15 @@ from pathlib import Path
 from typing import Self
 
 from lecentral.testing.ports import LOOPBACK, free_port
-from lecentral.testing.process import Daemon, ManagedServer, find_executable, start_retrying_ports
+from lecentral.testing.process import (
+    Daemon,
+    DaemonServer,
+    find_executable,
+    start_retrying_ports,
+)
 
 
-class ResolverServer(ManagedServer):
+class ResolverServer(DaemonServer):
     """``named`` on 127.0.0.1:<port>, recursive, forwarding everything to ``upstream_port``.
 
     ``probe_name`` is a name the upstream answers (a SOA), used to know when it is ready.
@@ -29,7 +34,6 @@ class ResolverServer(ManagedServer):
         self.upstream_port = upstream_port
         self.probe_name = probe_name
         self.port = 0
-        self._daemon: Daemon | None = None
 
     def _conf(self) -> str:
         return (
@@ -42,6 +46,7 @@ class ResolverServer(ManagedServer):
         )
 
     def start(self) -> Self:
+        """Start named; returns once it answers ``probe_name`` from the upstream."""
         exe = find_executable("named", package="bind9")
 
         def attempt() -> None:
@@ -59,7 +64,3 @@ class ResolverServer(ManagedServer):
 
         start_retrying_ports(attempt)
         return self
-
-    def stop(self) -> None:
-        if self._daemon is not None:
-            self._daemon.stop()
