@@ -228,40 +228,42 @@ class Agent:
                 paths: list[str] | None = None) -> Result:
         """Config test, activate, verify; roll back on any failure."""
         leaf = Certificate.load(installer.installed() or b"", f"{entry.cert} just written")
-        activated = False
+        activated, verified = False, 0
         try:
             if entry.action in ("reload", "reboot"):
                 service.check_config(entry)
             if entry.action == "reload":
                 activated = True
                 service.activate(entry)
-                self._verify(entry, service, leaf.fingerprint)
+                verified = self._verify(entry, service, leaf.fingerprint)
         except LecentralError as exc:
             return self._rollback(entry, service, installer, activated, str(exc))
         installer.commit()
         paths = paths if paths is not None else list(entry.files.values())
         self._installed(entry, leaf, paths, reason)
-        return Result(entry.name, entry.service, "installed", f"{reason}; {self._after_text(entry)}",
+        return Result(entry.name, entry.service, "installed", f"{reason}; {self._after_text(entry, verified)}",
                       leaf.fingerprint, leaf.not_after, paths)
 
     @staticmethod
-    def _after_text(entry: CertEntry) -> str:
+    def _after_text(entry: CertEntry, verified: int) -> str:
         return {
-            "reload": "service activated and verified" if entry.verify else "service activated",
+            # the service's URLs, which a plugin may read from the daemon when the entry has none
+            "reload": "service activated and verified" if verified else "service activated",
             "mail": "an operator was asked to restart the service",
             "syslog": "logged; the service was not restarted",
             "reboot": "the host will reboot",
         }[entry.action]
 
-    def _verify(self, entry: CertEntry, service: Service, expected: str) -> None:
-        """Poll each verify URL until it presents ``expected`` twice in a row.
+    def _verify(self, entry: CertEntry, service: Service, expected: str) -> int:
+        """Poll each verify URL until it presents ``expected`` twice in a row; return how many.
 
         Reloads finish asynchronously: old workers keep accepting for a moment, so one match
         could be followed by the old certificate; the second look makes "verified" mean it.
         """
         from lecentral.verify import presented_fingerprint
 
-        for url in service.verify_urls(entry):
+        urls = service.verify_urls(entry)
+        for url in urls:
             deadline = time.monotonic() + entry.verify_timeout
             matches = 0
             while matches < VERIFY_MATCHES:
@@ -277,6 +279,7 @@ class Agent:
                     raise VerifyError(f"verification failed after {entry.verify_timeout:.0f}s: {last}")
                 if matches < VERIFY_MATCHES:
                     time.sleep(VERIFY_PAUSE)
+        return len(urls)
 
     def _rollback(self, entry: CertEntry, service: Service, installer: Installer, activated: bool,
                   failure: str) -> Result:

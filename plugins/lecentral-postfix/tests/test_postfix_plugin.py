@@ -180,6 +180,7 @@ def test_verify_urls_come_from_master_cf(mail: Mail) -> None:
     first = mail.world.issue(NAME, days=30)
     result = mail.run()
     assert result["status"] == "installed", result
+    assert result["message"].endswith("service activated and verified")
     mail.postfix.wait_presented(first.fingerprint)
 
     renewed = mail.world.issue(NAME, days=60)
