@@ -27,31 +27,36 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bench_renew import timed  # same directory: run as a script
+from bench_renew import certbot_certonly, timed  # same directory: run as a script
+
+if TYPE_CHECKING:
+    from lecentral.http01.testweb import WebrootSites
+    from lecentral.testing.bind import BindServer
+    from lecentral.testing.pebble import PebbleServer
 
 PARENT = "http.test"
 
 
-def lecentral_config(workdir: Path, db: str, issuer: str, bind: object, web: object,
-                     pebble: object, workers: int) -> Path:
-    toml = workdir / f"lecentral-{issuer}.toml"
-    toml.write_text(
-        f'[database]\nurl = "sqlite:///{workdir}/{db}.db"\n\n'
-        f'[acme]\ndirectory = "{pebble.directory_url}"\nemail = "hostmaster@{PARENT}"\n'  # type: ignore[attr-defined]
-        f'account_key = "{workdir}/account.key"\nca_bundle = "{pebble.ca_bundle}"\n\n'  # type: ignore[attr-defined]
-        f'[renew]\nworkers = {workers}\nhttp01_issuer = "{issuer}"\n\n'
-        f'[dns]\nserver = "127.0.0.1:{bind.port}"\nport = {bind.port}\n\n'  # type: ignore[attr-defined]
-        f'[http01]\nport = {web.port}\n\n'  # type: ignore[attr-defined]
-        f'[certbot]\nstate_dir = "{workdir}/certbot-{db}"\n')
-    return toml
+def lecentral_config(workdir: Path, db: str, issuer: str, bind: BindServer, web: WebrootSites,
+                     pebble: PebbleServer, workers: int) -> Path:
+    """lecentral.toml for one issuer's run: its own SQLite database and certbot state."""
+    from lecentral.testing.central import central_tables
+    from lecentral.testing.tomlfile import write_toml
+
+    tables = central_tables(workdir, pebble, bind, email=f"hostmaster@{PARENT}", database=db)
+    tables["renew"] = {"workers": workers, "http01_issuer": issuer}
+    tables["http01"] = {"port": web.port}
+    tables["certbot"] = {"state_dir": str(workdir / f"certbot-{db}")}
+    return write_toml(workdir / f"lecentral-{issuer}.toml", tables)
 
 
 def add_rows(toml: Path, sites: dict[str, tuple[list[str], Path]], csr_dir: Path) -> None:
-    from lecentral.certificates import Csr
+    """An enabled, due certbot='Y' row per site, its CSR made once and kept for the other runs."""
     from lecentral.config import load_central
-    from lecentral.store.rows import CertRow
     from lecentral.store.sql import SqlStore
+    from lecentral.testing.central import new_row
     from lecentral.testing.pki import make_csr
 
     store = SqlStore(load_central(str(toml)).database.url)
@@ -61,29 +66,21 @@ def add_rows(toml: Path, sites: dict[str, tuple[list[str], Path]], csr_dir: Path
         path = csr_dir / f"{names[0]}.csr"
         if not path.exists():
             path.write_bytes(make_csr(names)[0])
-        csr = Csr.load(path.read_bytes())
-        store.add(CertRow(name=names[0], csr=csr.pem, md5_modulus=csr.md5_modulus, enable=True,
-                          certbot=True, webroot_path=str(webroot), ts_expire=1, ts_last_update=1,
-                          count_fail_update=0))
+        store.add(new_row(path.read_bytes(), certbot=True, webroot_path=str(webroot)))
     store.close()
 
 
 def certbot_loop(workdir: Path, sites: dict[str, tuple[list[str], Path]], csr_dir: Path,
-                 pebble: object) -> float:
-    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(pebble.ca_bundle)}  # type: ignore[attr-defined]
+                 pebble: PebbleServer) -> float:
+    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(pebble.ca_bundle)}
     state = workdir / "certbot-loop"
     out = workdir / "certbot-out"
     out.mkdir()
     certbot = shutil.which("certbot") or sys.exit("certbot not found: pip install certbot")
     started = time.perf_counter()
     for names, webroot in sites.values():
-        name = names[0]
-        timed([certbot, "certonly", "--non-interactive", "--agree-tos", "-m", f"hostmaster@{PARENT}",
-               "--server", pebble.directory_url, "--csr", str(csr_dir / f"{name}.csr"),  # type: ignore[attr-defined]
-               "--cert-path", str(out / f"{name}.crt"), "--chain-path", str(out / f"{name}.ca"),
-               "--fullchain-path", str(out / f"{name}.full"),
-               "--config-dir", str(state / "config"), "--work-dir", str(state / "work"),
-               "--logs-dir", str(state / "logs"), "--webroot", "-w", str(webroot)], env)
+        timed(certbot_certonly(certbot, pebble, csr_dir / f"{names[0]}.csr", out, state,
+                               "--webroot", "-w", str(webroot), email=f"hostmaster@{PARENT}"), env)
     return time.perf_counter() - started
 
 

@@ -28,28 +28,30 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lecentral.testing.bind import BindServer
+    from lecentral.testing.pebble import PebbleServer
 
 PARENT = "bench.test"
 
 
-def lecentral_config(workdir: Path, bind: object, pebble: object, workers: int) -> Path:
-    toml = workdir / "lecentral.toml"
-    toml.write_text(
-        f'[database]\nurl = "sqlite:///{workdir}/lecentral.db"\n\n'
-        f'[acme]\ndirectory = "{pebble.directory_url}"\nemail = "hostmaster@{PARENT}"\n'  # type: ignore[attr-defined]
-        f'account_key = "{workdir}/account.key"\nca_bundle = "{pebble.ca_bundle}"\n\n'  # type: ignore[attr-defined]
-        f"[renew]\nworkers = {workers}\n\n"
-        f'[dns]\nserver = "127.0.0.1:{bind.port}"\nport = {bind.port}\n'  # type: ignore[attr-defined]
-        f'tsig_key_file = "{bind.key_file("acme-update")}"\n'  # type: ignore[attr-defined]
-        f"propagation_timeout = 30.0\npropagation_interval = 0.05\n")
-    return toml
+def lecentral_config(workdir: Path, bind: BindServer, pebble: PebbleServer, workers: int) -> Path:
+    """lecentral.toml for the world: SQLite in workdir, ``workers`` orders at a time."""
+    from lecentral.testing.central import central_tables
+    from lecentral.testing.tomlfile import write_toml
+
+    tables = central_tables(workdir, pebble, bind, email=f"hostmaster@{PARENT}")
+    tables["renew"] = {"workers": workers}
+    return write_toml(workdir / "lecentral.toml", tables)
 
 
 def add_rows(toml: Path, names: list[str], csr_dir: Path) -> None:
-    from lecentral.certificates import Csr
+    """A CSR file and an enabled, due row for each name (as ``lecentral add --enable`` makes it)."""
     from lecentral.config import load_central
-    from lecentral.store.rows import CertRow
     from lecentral.store.sql import SqlStore
+    from lecentral.testing.central import new_row
     from lecentral.testing.pki import make_csr
 
     store = SqlStore(load_central(str(toml)).database.url)
@@ -58,9 +60,7 @@ def add_rows(toml: Path, names: list[str], csr_dir: Path) -> None:
     for name in names:
         pem, _ = make_csr([name])
         (csr_dir / f"{name}.csr").write_bytes(pem)
-        csr = Csr.load(pem)
-        store.add(CertRow(name=name, csr=csr.pem, md5_modulus=csr.md5_modulus, enable=True,
-                          ts_expire=1, ts_last_update=1, count_fail_update=0))
+        store.add(new_row(pem))
     store.close()
 
 
@@ -74,16 +74,28 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     return elapsed
 
 
-def certbot_loop(workdir: Path, names: list[str], csr_dir: Path, bind: object,
-                 pebble: object) -> float:
+def certbot_certonly(certbot: str, pebble: PebbleServer, csr: Path, out: Path, state: Path,
+                     *authenticator: str, email: str) -> list[str]:
+    """argv of one ``certbot certonly --csr``, as a cron loop over the seed's table runs it."""
+    name = csr.stem
+    return [certbot, "certonly", "--non-interactive", "--agree-tos", "-m", email,
+            "--server", pebble.directory_url, "--csr", str(csr),
+            "--cert-path", str(out / f"{name}.crt"), "--chain-path", str(out / f"{name}.ca"),
+            "--fullchain-path", str(out / f"{name}.full"),
+            "--config-dir", str(state / "config"), "--work-dir", str(state / "work"),
+            "--logs-dir", str(state / "logs"), *authenticator]
+
+
+def certbot_loop(workdir: Path, names: list[str], csr_dir: Path, bind: BindServer,
+                 pebble: PebbleServer) -> float:
     from lecentral.testing.pki import write_private
 
-    secret = bind.tsig_keys["acme-update"]  # type: ignore[attr-defined]
+    secret = bind.tsig_keys["acme-update"]
     ini = write_private(workdir / "rfc2136.ini", (
-        f"dns_rfc2136_server = 127.0.0.1\ndns_rfc2136_port = {bind.port}\n"  # type: ignore[attr-defined]
+        f"dns_rfc2136_server = 127.0.0.1\ndns_rfc2136_port = {bind.port}\n"
         f"dns_rfc2136_name = acme-update\ndns_rfc2136_secret = {secret}\n"
         "dns_rfc2136_algorithm = HMAC-SHA512\n").encode())
-    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(pebble.ca_bundle)}  # type: ignore[attr-defined]
+    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(pebble.ca_bundle)}
     state = workdir / "certbot"
     out = workdir / "certbot-out"
     out.mkdir()
@@ -91,13 +103,9 @@ def certbot_loop(workdir: Path, names: list[str], csr_dir: Path, bind: object,
                                                   "certbot-dns-rfc2136")
     started = time.perf_counter()
     for name in names:
-        timed([certbot, "certonly", "--non-interactive", "--agree-tos", "-m", f"hostmaster@{PARENT}",
-               "--server", pebble.directory_url, "--csr", str(csr_dir / f"{name}.csr"),  # type: ignore[attr-defined]
-               "--cert-path", str(out / f"{name}.crt"), "--chain-path", str(out / f"{name}.ca"),
-               "--fullchain-path", str(out / f"{name}.full"),
-               "--config-dir", str(state / "config"), "--work-dir", str(state / "work"),
-               "--logs-dir", str(state / "logs"), "--authenticator", "dns-rfc2136",
-               "--dns-rfc2136-credentials", str(ini), "--dns-rfc2136-propagation-seconds", "0"],
+        timed(certbot_certonly(certbot, pebble, csr_dir / f"{name}.csr", out, state,
+                               "--authenticator", "dns-rfc2136", "--dns-rfc2136-credentials", str(ini),
+                               "--dns-rfc2136-propagation-seconds", "0", email=f"hostmaster@{PARENT}"),
               env)
     return time.perf_counter() - started
 
@@ -109,9 +117,8 @@ def main() -> None:
     parser.add_argument("--no-certbot", action="store_true", help="skip the certbot loop")
     args = parser.parse_args()
 
-    from lecentral.testing.pebble import PebbleServer
-    from lecentral.testing.resolver import ResolverServer
     from lecentral.testing.bind import BindServer
+    from lecentral.testing.resolver import resolving_pebble
 
     workdir = Path(tempfile.mkdtemp(prefix="lecentral-bench-"))
     names = [f"h{i}.{PARENT}" for i in range(1, args.n + 1)]
@@ -119,19 +126,12 @@ def main() -> None:
     bind = BindServer(workdir / "dns", parent=PARENT, subzones=[*names, cold])
     lecentral = shutil.which("lecentral") or sys.exit("lecentral not found: pip install -e .")
     try:
-        with bind:
-            resolver = ResolverServer(workdir / "resolver", bind.port, PARENT).start()
-            pebble = PebbleServer(workdir, dns_server=("127.0.0.1", resolver.port)).start()
-            try:
-                toml = lecentral_config(workdir, bind, pebble, args.workers)
-                add_rows(toml, [*names, cold], workdir / "csr")
-                a = timed([lecentral, "--config", str(toml), "renew", "--once", *names])
-                b = None if args.no_certbot else certbot_loop(workdir, names, workdir / "csr",
-                                                               bind, pebble)
-                c = timed([lecentral, "--config", str(toml), "renew", "--once", cold])
-            finally:
-                pebble.stop()
-                resolver.stop()
+        with bind, resolving_pebble(workdir, bind, probe_name=PARENT) as (_, pebble):
+            toml = lecentral_config(workdir, bind, pebble, args.workers)
+            add_rows(toml, [*names, cold], workdir / "csr")
+            a = timed([lecentral, "--config", str(toml), "renew", "--once", *names])
+            b = None if args.no_certbot else certbot_loop(workdir, names, workdir / "csr", bind, pebble)
+            c = timed([lecentral, "--config", str(toml), "renew", "--once", cold])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -12,8 +12,13 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from lecentral.testing.bind import BindServer
+    from lecentral.testing.pebble import PebbleServer
 
 PARENT = "example.test"
 #: (row name, every name of its CSR): the third has SANs living in two sub-zones, two keys
@@ -26,20 +31,15 @@ DEMO_CERTS = [
 OWN_KEYS = {"mail.example.test": "mail-key", "smtp.example.test": "smtp-key"}
 
 
-def _config_text(workdir: Path, bind: object, pebble: object) -> str:
+def _write_config(workdir: Path, bind: BindServer, pebble: PebbleServer) -> Path:
     """The lecentral.toml an operator would write for this world."""
-    zones = "".join(
-        f'\n[dns.zones."{zone}"]\ntsig_key_file = "{bind.key_file(key)}"\n'  # type: ignore[attr-defined]
-        for zone, key in OWN_KEYS.items())
-    return (
-        f'[database]\nurl = "sqlite:///{workdir}/lecentral.db"\n\n'
-        f'[acme]\ndirectory = "{pebble.directory_url}"\nemail = "hostmaster@{PARENT}"\n'  # type: ignore[attr-defined]
-        f'account_key = "{workdir}/account.key"\nca_bundle = "{pebble.ca_bundle}"\n\n'  # type: ignore[attr-defined]
-        f'[renew]\ncsr_dir = "{workdir}/csr"\n\n'
-        f'[dns]\nserver = "127.0.0.1:{bind.port}"\nport = {bind.port}\n'  # type: ignore[attr-defined]
-        f'tsig_key_file = "{bind.key_file("acme-update")}"\n'  # type: ignore[attr-defined]
-        f"propagation_timeout = 20.0\npropagation_interval = 0.05\n{zones}"
-    )
+    from lecentral.testing.central import central_tables
+    from lecentral.testing.tomlfile import write_toml
+
+    tables = central_tables(workdir, pebble, bind, email=f"hostmaster@{PARENT}", propagation_timeout=20.0)
+    tables["renew"] = {"csr_dir": str(workdir / "csr")}
+    tables["dns"]["zones"] = {zone: {"tsig_key_file": str(bind.key_file(key))} for zone, key in OWN_KEYS.items()}
+    return write_toml(workdir / "lecentral.toml", tables)
 
 
 def _make_csrs(workdir: Path) -> None:
@@ -95,9 +95,8 @@ def demo(keep: Path | None) -> None:
     commands against a real CA and real DNS on 127.0.0.1 only: www and ldap with one name each,
     mail with smtp as a second name living in another sub-zone with its own TSIG key.
     """
-    from lecentral.testing.pebble import PebbleServer
-    from lecentral.testing.resolver import ResolverServer
     from lecentral.testing.bind import BindServer
+    from lecentral.testing.resolver import resolving_pebble
 
     if keep is not None:
         keep.mkdir(parents=True)
@@ -111,22 +110,15 @@ def demo(keep: Path | None) -> None:
     click.echo(f"starting BIND, a resolver and Pebble in {workdir} ...")
     status = 1
     try:
-        with bind:
-            resolver = ResolverServer(workdir / "resolver", bind.port, PARENT).start()
-            pebble = PebbleServer(workdir, dns_server=("127.0.0.1", resolver.port)).start()
-            try:
-                _make_csrs(workdir)
-                toml = workdir / "lecentral.toml"
-                toml.write_text(_config_text(workdir, bind, pebble))
-                status = _run(["init"], toml)
-                for name, _ in DEMO_CERTS:
-                    status = status or _run(["add", name, "--enable"], toml)
-                status = status or _run(["renew", "--once"], toml)
-                _run(["list"], toml)
-                _print_chains(toml)
-            finally:
-                pebble.stop()
-                resolver.stop()
+        with bind, resolving_pebble(workdir, bind, probe_name=PARENT) as (_, pebble):
+            _make_csrs(workdir)
+            toml = _write_config(workdir, bind, pebble)
+            status = _run(["init"], toml)
+            for name, _ in DEMO_CERTS:
+                status = status or _run(["add", name, "--enable"], toml)
+            status = status or _run(["renew", "--once"], toml)
+            _run(["list"], toml)
+            _print_chains(toml)
     finally:
         if keep is None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -21,6 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from lecentral.certificates import Certificate, Csr, now_ts
+from lecentral.testing.central import new_row
+from lecentral.testing.tomlfile import dump_toml, toml_value, write_toml
+
+__all__ = ["AgentWorld", "RunOutcome", "TestCA", "dump_toml", "toml_value"]  # dump_toml: plugins' tests use it
 
 UTC = dt.UTC
 
@@ -55,35 +59,6 @@ class TestCA:
                                critical=False)
                 .sign(self.key, hashes.SHA256()))
         return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def toml_value(value: Any) -> str:
-    """A TOML literal for the simple values install.toml holds."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
-
-
-def dump_toml(tables: Mapping[str, Mapping[str, Any]], certs: Sequence[Mapping[str, Any]]) -> str:
-    """``[table]`` sections then ``[[cert]]`` entries."""
-    lines: list[str] = []
-    for section, values in tables.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
-        lines.append("")
-    for entry in certs:
-        lines.append("[[cert]]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in entry.items()]
-        lines.append("")
-    return "\n".join(lines)
 
 
 @dataclass
@@ -137,13 +112,11 @@ class AgentWorld:
             key_path: Path | None = None) -> Path:
         """Make the key on "the server" (``lecentral-install csr``'s code) and add the row; return the key path."""
         from lecentral.install.csr import KeySpec, make_csr
-        from lecentral.store.rows import CertRow
 
         spec = KeySpec("rsa", int(key[3:])) if key.startswith("rsa") else KeySpec("ec", curve=f"p{key[2:]}")
         path = key_path or self.key_path(name)
         csr, _ = make_csr(name, list(sans), path, spec, force=False)
-        self.store.add(CertRow(name=name, csr=csr.pem, md5_modulus=csr.md5_modulus, enable=enable,
-                               ts_expire=1, ts_last_update=1, count_fail_update=0))
+        self.store.add(new_row(csr.pem, name=name, enable=enable))
         return path
 
     def issue(self, name: str, *, days: float = 90, start: dt.datetime | None = None,
@@ -172,8 +145,7 @@ class AgentWorld:
                                              "agent": self.agent}
         if self.notify:
             tables["notify"] = self.notify
-        self.config_path.write_text(dump_toml(tables, entries))
-        return self.config_path
+        return write_toml(self.config_path, tables, entries)
 
     def run(self, *args: str, json_output: bool = True) -> RunOutcome:
         """``lecentral-install --config install.toml <args>`` in-process (``run --json`` by default)."""

@@ -8,8 +8,10 @@ but 127.0.0.1.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Any, Self
 
 from lecentral.testing.ports import LOOPBACK, free_port
 from lecentral.testing.process import (
@@ -18,6 +20,10 @@ from lecentral.testing.process import (
     find_executable,
     start_retrying_ports,
 )
+
+if TYPE_CHECKING:
+    from lecentral.testing.bind import BindServer
+    from lecentral.testing.pebble import PebbleServer
 
 
 class ResolverServer(DaemonServer):
@@ -64,3 +70,24 @@ class ResolverServer(DaemonServer):
 
         start_retrying_ports(attempt)
         return self
+
+
+@contextmanager
+def resolving_pebble(workdir: Path, bind: BindServer, *, probe_name: str = "example.test",
+                     **pebble_options: Any) -> Iterator[tuple[ResolverServer, PebbleServer]]:
+    """A resolver forwarding to the running ``bind``, and Pebble (in ``workdir``) asking it.
+
+    Both are started, and stopped when the block ends. ``pebble_options`` go to
+    :class:`~lecentral.testing.pebble.PebbleServer` (``env``, ``http_port``, ...).
+    """
+    from lecentral.testing.pebble import PebbleServer
+
+    resolver = ResolverServer(workdir / "resolver", bind.port, probe_name).start()
+    try:
+        pebble = PebbleServer(workdir, dns_server=(LOOPBACK, resolver.port), **pebble_options).start()
+        try:
+            yield resolver, pebble
+        finally:
+            pebble.stop()
+    finally:
+        resolver.stop()
