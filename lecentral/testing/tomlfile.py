@@ -45,12 +45,13 @@ def toml_value(value: Any) -> str:
 
 def _table(path: Sequence[str], values: Mapping[str, Any]) -> list[str]:
     """``[path]`` with its plain keys, then each mapping value as a sub-table after it."""
-    lines = ["[" + ".".join(toml_key(part) for part in path) + "]"]
-    lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in values.items() if not isinstance(v, Mapping)]
-    lines.append("")
-    for key, value in values.items():
-        if isinstance(value, Mapping):
-            lines += _table([*path, key], value)
+    plain = [f"{toml_key(k)} = {toml_value(v)}" for k, v in values.items() if not isinstance(v, Mapping)]
+    subtables = [(k, v) for k, v in values.items() if isinstance(v, Mapping)]
+    lines = []
+    if plain or not subtables:  # a header only of sub-tables is implied by theirs
+        lines += ["[" + ".".join(toml_key(part) for part in path) + "]", *plain, ""]
+    for key, value in subtables:
+        lines += _table([*path, key], value)
     return lines
 
 
