@@ -13,6 +13,7 @@ fingerprints, never trust anchors, so which CA signs does not matter here; Pebbl
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +119,7 @@ class Mail:
         return self.world.run(*args).by_name(NAME)
 
     def placeholder(self, path: Path, key: Path | None = None) -> bytes:
-        cert, _ = make_self_signed([NAME], load_key(key or self.key), days=2)  # type: ignore[arg-type]
+        cert, _ = make_self_signed([NAME], load_key(key or self.key), days=2)
         path.write_bytes(cert)
         return cert
 
@@ -167,6 +168,12 @@ def test_verify_urls_come_from_dovecots_listeners(mail: Mail) -> None:
     assert mail.run()["status"] == "installed"
     mail.dovecot.wait_presented(renewed.fingerprint)
     assert Certificate.load(mail.cert.read_bytes()).fingerprint == renewed.fingerprint
+
+    # lecentral-install status asks the same four listeners
+    out = mail.world.run("status", "--json")
+    status = json.loads(out.stdout)
+    (entry,) = [e for e in status["certs"] if e["name"] == NAME]
+    assert len(entry["served"]) == 4 and all(s["is_installed"] for s in entry["served"].values()), entry
 
 
 def test_doveconf_failure_is_quoted_and_nothing_is_reloaded(mail: Mail) -> None:

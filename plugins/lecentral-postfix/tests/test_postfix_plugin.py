@@ -15,6 +15,7 @@ issues through the central ``dns-subzone`` issuer and the local ACME world's BIN
 from __future__ import annotations
 
 import dataclasses
+import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,6 +54,11 @@ class ChrootedPostfix(PostfixServer):
 def break_postfix(server: PostfixServer) -> None:
     with (server.config_dir / "main.cf").open("a") as main_cf:
         main_cf.write(BROKEN_MAIN_CF)
+
+
+def fingerprint_of(path: Path) -> str:
+    """SHA-256 of the first certificate in the file at ``path``."""
+    return Certificate.load(path.read_bytes()).fingerprint
 
 
 def reloads(server: PostfixServer) -> int:
@@ -136,7 +142,7 @@ class Mail:
 
     def placeholder(self, path: Path, *, with_key: bool = False) -> bytes:
         """Write a self-signed certificate for NAME and the key (first, if ``with_key``) to ``path``."""
-        cert, _ = make_self_signed([NAME], load_key(self.key), days=2)  # type: ignore[arg-type]
+        cert, _ = make_self_signed([NAME], load_key(self.key), days=2)
         path.write_bytes((self.key.read_bytes() if with_key else b"") + cert)
         if with_key:
             path.chmod(0o600)
@@ -213,7 +219,7 @@ def test_chrooted_smtpd_gets_copies_switched_and_rolled_back_with_the_originals(
     renewed = mail.world.issue(NAME, days=60)
     assert mail.run()["status"] == "installed"
     mail.postfix.wait_presented(renewed.fingerprint)
-    assert Certificate.load(mail.copy_of(mail.cert).read_bytes()).fingerprint == renewed.fingerprint
+    assert fingerprint_of(mail.copy_of(mail.cert)) == renewed.fingerprint
     assert mail.copy_of(mail.combined).read_bytes() == mail.combined.read_bytes()
 
     watched = (mail.cert, mail.combined, mail.copy_of(mail.cert), mail.copy_of(mail.combined))
@@ -229,6 +235,40 @@ def test_chrooted_smtpd_gets_copies_switched_and_rolled_back_with_the_originals(
     assert "unknown user name value: lecentral-no-such-user" in result["message"]
     assert {p: p.read_bytes() for p in watched} == before
     mail.postfix.wait_presented(renewed.fingerprint)
+
+
+class PowerCut(BaseException):
+    """Stops the run where it stands, as SIGKILL would: no ``except`` in the agent catches it."""
+
+
+def test_cut_between_the_originals_and_their_chroot_copies_is_finished_by_the_next_run(
+        chrooted: Mail, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run stops right after the first copy was renamed into the chroot: the originals are
+    new, one copy new, one old. The journal covers the copies, so the next run finishes the
+    set, reloads and verifies."""
+    mail = chrooted
+    mail.world.issue(NAME, days=30)
+    assert mail.run()["status"] == "installed"
+    renewed = mail.world.issue(NAME, days=60)
+    real_replace = os.replace
+
+    def replace_then_cut(src: str, dst: str) -> None:
+        real_replace(src, dst)
+        if str(dst).startswith(str(mail.postfix.queue_dir)):
+            raise PowerCut
+
+    monkeypatch.setattr(os, "replace", replace_then_cut)
+    with pytest.raises(PowerCut):
+        mail.run()
+    monkeypatch.undo()
+    assert fingerprint_of(mail.copy_of(mail.cert)) == renewed.fingerprint
+    assert mail.copy_of(mail.combined).read_bytes() != mail.combined.read_bytes()  # a mix
+
+    result = mail.run()
+    assert result["status"] == "installed" and "interrupted" in result["message"], result
+    assert mail.copy_of(mail.combined).read_bytes() == mail.combined.read_bytes()
+    mail.postfix.wait_presented(renewed.fingerprint)
+    assert mail.run()["status"] == "up-to-date"
 
 
 def test_chroot_copies_appear_when_smtpd_becomes_chrooted(mail: Mail) -> None:
@@ -349,7 +389,7 @@ def test_a_certificate_from_pebble_through_the_central_issuer_is_served(
         world.store.save_issued(acme_name, issued.crt, issued.ca, leaf.not_after, now_ts())
 
         combined = tmp_path / f"{acme_name}.pem"
-        placeholder, _ = make_self_signed([acme_name], load_key(key), days=2)  # type: ignore[arg-type]
+        placeholder, _ = make_self_signed([acme_name], load_key(key), days=2)
         combined.write_bytes(key.read_bytes() + placeholder)
         combined.chmod(0o600)
         cert = tmp_path / f"{acme_name}.crt"
