@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -329,6 +330,8 @@ def test_bad_options_break_only_their_entry(tmp_path: Path) -> None:
             assert out.exit_code != 0
             assert error in out.by_name(NAME)["message"]
         assert not (world.ssl / "certs" / f"{NAME}.crt").exists()
+        listed = world.run("plugins").stdout  # lecentral-install plugins
+        assert re.search(r"^dovecot\s+lecentral-dovecot 0\.1\.0\s", listed, re.MULTILINE), listed
     finally:
         world.close()
 
