@@ -290,6 +290,23 @@ def test_chroot_copies_appear_when_smtpd_becomes_chrooted(mail: Mail) -> None:
     mail.postfix.wait_presented(first.fingerprint)
 
 
+def test_postfix_not_running_fails_the_reload_with_its_reason(mail: Mail) -> None:
+    """Postfix was stopped: ``postfix reload`` fails and says why (on the terminal the plugin
+    gives it); the previous files come back, and the alert says the service is down."""
+    first = mail.world.issue(NAME, days=30)
+    assert mail.run()["status"] == "installed"
+    before = mail.combined.read_bytes()
+    mail.postfix.stop()
+    mail.world.issue(NAME, days=60)
+    result = mail.run()
+    assert result["status"] == "rollback-failed", result
+    assert "reload" in result["message"] and "the Postfix mail system is not running" in result["message"]
+    assert "the previous files were put back" in result["message"]
+    assert mail.combined.read_bytes() == before
+    mail.postfix.start()
+    mail.postfix.wait_presented(first.fingerprint)
+
+
 def test_cert_and_key_files_style_copies_the_key_into_the_chroot(files: Mail) -> None:
     """smtpd_tls_cert_file (leaf + chain) and smtpd_tls_key_file: no combined file, so the chroot
     gets a copy of the key too, with the key's own owner and mode."""
