@@ -1,9 +1,11 @@
-"""Fixtures the agent tests share: Pebble issuing, an SMTP catcher, a syslog socket, the world.
+"""Fixtures the agent tests share (registered by conftest.py): Pebble issuing, an SMTP catcher,
+a syslog socket, the world; and the helpers they import (:class:`Mailbox`, :func:`tree`, ...).
 
 * ``agent_pebble``: the test world's PebbleServer with ``PEBBLE_VA_ALWAYS_VALID=1`` (every
   challenge passes, so no DNS is needed); certificates are ordered through lecentral's own ACME
   client and stored with ``save_issued``, exactly what the central renew job does with them.
-* ``smtp``: aiosmtpd in-process on 127.0.0.1, collecting the agent's mails.
+* ``smtp``: aiosmtpd in-process on 127.0.0.1, collecting the mails sent during one test
+  (the agent's, and the renew job's alerts).
 * ``syslog``: a UNIX datagram socket the syslog notifier writes to.
 * ``world``: an :class:`~lecentral.testing.agent.AgentWorld` in tmp_path, mail and syslog wired.
 """

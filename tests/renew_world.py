@@ -1,7 +1,8 @@
 """The world the renew and ACME tests share: a real BIND with sub-zones, real Pebble CAs.
 
-Pebble, its resolver and BIND come from lecentral.testing.
-Everything is session-scoped to keep the suite fast.
+Pebble, its resolver and BIND come from lecentral.testing. The fixture ``dns_world`` is
+session-scoped to keep the suite fast (registered by conftest.py); the helpers here (the names,
+:func:`make_config`, :func:`add_row`, :func:`run`, :func:`assert_issued`) are imported by the tests.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from lecentral.testing.pebble import PebbleServer
-from lecentral.testing.resolver import ResolverServer
+from lecentral.certificates import Certificate, load_chain, md5_ca, verify_chain
 from lecentral.config import (
     AcmeConfig,
     CentralConfig,
@@ -24,10 +24,17 @@ from lecentral.config import (
     RenewConfig,
     ZoneConfig,
 )
+from lecentral.registry import Registry
+from lecentral.renew import RenewJob, RenewReport, RenewRequest
 from lecentral.store.rows import CertRow
+from lecentral.store.sql import SqlStore
 from lecentral.testing.bind import BindServer
+from lecentral.testing.central import new_row
+from lecentral.testing.pebble import PebbleServer
 from lecentral.testing.pki import make_csr, write_private
 from lecentral.testing.ports import LOOPBACK
+from lecentral.testing.resolver import ResolverServer, resolving_pebble
+from lecentral.testing.tomlfile import write_toml as write_tables
 
 PARENT = "example.test"
 ONE = "one.example.test"
@@ -104,41 +111,65 @@ def make_config(world: World, tmp: Path, *, db_url: str | None = None, pebble: P
     )
 
 
-def add_row(store: Any, names: list[str], *, enable: bool = True, **extra: Any) -> tuple[CertRow, Any]:
+def add_row(store: Any, names: list[str], *, enable: bool = True, **columns: Any) -> tuple[CertRow, Any]:
     """Insert a row for ``names`` as ``lecentral add`` does; returns (row, the server's private key)."""
-    from lecentral.certificates import Csr
-
     csr_pem, key = make_csr(names)
-    csr = Csr.load(csr_pem)
-    row = CertRow(name=names[0], csr=csr.pem, md5_modulus=csr.md5_modulus, enable=enable,
-                  ts_expire=1, ts_last_update=1, count_fail_update=0, **extra)
+    row = new_row(csr_pem, name=names[0], enable=enable, **columns)
     store.add(row)
     return row, key
 
 
+def open_store(config: CentralConfig) -> SqlStore:
+    """The store of ``config``, its schema made (close it at the end of the test)."""
+    store = SqlStore(config.database.url)
+    store.init_schema()
+    return store
+
+
 def write_toml(config: CentralConfig, path: Path) -> Path:
-    lines = [f'[database]\nurl = "{config.database.url}"\n',
-             f'[acme]\ndirectory = "{config.acme.directory}"\nemail = "{config.acme.email}"\n'
-             f'account_key = "{config.acme.account_key}"\nca_bundle = "{config.acme.ca_bundle}"\n',
-             f"[renew]\nretry_pause = 0\nmax_failures = 1\nworkers = 2\n",
-             f'[dns]\nserver = "{config.dns.server}"\nport = {config.dns.port}\n'
-             f'tsig_key_file = "{config.dns.tsig_key_file}"\npropagation_timeout = 10.0\n'
-             f"propagation_interval = 0.05\n"]
-    for zone, conf in config.dns.zones.items():
-        lines.append(f'[dns.zones."{zone}"]\ntsig_key_file = "{conf.tsig_key_file}"\n')
-    path.write_text("\n".join(lines))
-    return path
+    """The lecentral.toml of ``config`` for the CLI: one retry round, two workers."""
+    tables: dict[str, dict[str, Any]] = {
+        "database": {"url": config.database.url},
+        "acme": {"directory": config.acme.directory, "email": config.acme.email,
+                 "account_key": config.acme.account_key, "ca_bundle": config.acme.ca_bundle},
+        "renew": {"retry_pause": 0, "max_failures": 1, "workers": 2},
+        "dns": {"server": config.dns.server, "port": config.dns.port,
+                "tsig_key_file": config.dns.tsig_key_file, "propagation_timeout": 10.0,
+                "propagation_interval": 0.05,
+                "zones": {zone: {"tsig_key_file": conf.tsig_key_file}
+                          for zone, conf in config.dns.zones.items()}},
+    }
+    return write_tables(path, tables)
+
+
+def run(config: CentralConfig, store: SqlStore, registry: Registry | None = None,
+        **request: Any) -> RenewReport:
+    """One renew job as ``lecentral renew --once`` runs it (``request``: RenewRequest fields)."""
+    job = RenewJob(config, store, registry or Registry.load(entrypoints=False))
+    return job.run(RenewRequest(**{"once": True, **request}))
+
+
+def assert_issued(store: SqlStore, name: str, names: list[str], key: Any) -> Certificate:
+    """The row holds a certificate for exactly ``names`` and the server's key, with its chain."""
+    row = store.get(name)
+    assert row is not None and row.crt and row.ca
+    cert = Certificate.load(row.crt)
+    assert sorted(cert.names) == sorted(names)
+    assert cert.md5_modulus == row.md5_modulus
+    assert cert.cert.public_key().public_numbers() == key.public_key().public_numbers()
+    verify_chain(cert, load_chain(row.ca))
+    assert row.md5_ca == md5_ca(row.ca)
+    assert row.ts_expire == cert.not_after
+    assert row.count_fail_update == 0
+    assert row.ts_last_update and row.ts_last_update > 1
+    assert [e.kind for e in store.events(name)][:1] == ["issued"]
+    return cert
 
 
 @pytest.fixture(scope="session")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def dns_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """BIND with every sub-zone above, a resolver following CNAMEs, and Pebble asking it."""
     workdir = tmp_path_factory.mktemp("renew-world")
-    bind = build_bind(workdir / "bind")
-    with bind:
-        resolver = ResolverServer(workdir / "resolver", bind.port, PARENT).start()
-        pebble = PebbleServer(workdir, dns_server=("127.0.0.1", resolver.port)).start()
-        try:
-            yield World(bind, pebble, workdir, resolver)
-        finally:
-            pebble.stop()
-            resolver.stop()
+    with build_bind(workdir / "bind") as bind, \
+            resolving_pebble(workdir, bind, probe_name=PARENT) as (resolver, pebble):
+        yield World(bind, pebble, workdir, resolver)

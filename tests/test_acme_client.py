@@ -12,7 +12,7 @@ from acme import messages
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
-from renew_world import World, world  # noqa: F401  (world is a fixture)
+from renew_world import World
 
 from lecentral.acme.account import load_or_create
 from lecentral.acme.client import AcmeClient, ari_cert_id
@@ -49,10 +49,10 @@ def test_unusable_account_key_is_a_clear_error(tmp_path: Path) -> None:
         load_or_create(str(path))
 
 
-def test_registration_is_found_again_with_the_same_key(world: World, tmp_path: Path) -> None:
-    config = AcmeConfig(directory=world.pebble.directory_url, email="ops@example.test",
+def test_registration_is_found_again_with_the_same_key(dns_world: World, tmp_path: Path) -> None:
+    config = AcmeConfig(directory=dns_world.pebble.directory_url, email="ops@example.test",
                         account_key=str(tmp_path / "account.key"),
-                        ca_bundle=str(world.pebble.ca_bundle))
+                        ca_bundle=str(dns_world.pebble.ca_bundle))
     first = AcmeClient(config)
     second = AcmeClient(config)
     assert first.account_uri == second.account_uri
@@ -61,20 +61,20 @@ def test_registration_is_found_again_with_the_same_key(world: World, tmp_path: P
     second.close()
 
 
-def test_half_configured_eab_is_refused_without_echoing_the_secret(world: World,
+def test_half_configured_eab_is_refused_without_echoing_the_secret(dns_world: World,
                                                                    tmp_path: Path) -> None:
     secret = "c2VjcmV0LWhtYWMta2V5LXRoYXQtbXVzdC1uZXZlci1zaG93"
-    config = AcmeConfig(directory=world.pebble.directory_url, account_key=str(tmp_path / "k"),
-                        ca_bundle=str(world.pebble.ca_bundle), eab_hmac_key=secret)
+    config = AcmeConfig(directory=dns_world.pebble.directory_url, account_key=str(tmp_path / "k"),
+                        ca_bundle=str(dns_world.pebble.ca_bundle), eab_hmac_key=secret)
     with pytest.raises(ConfigError, match="eab_kid and eab_hmac_key go together") as info:
         AcmeClient(config)
     assert secret not in str(info.value)
 
 
-def test_untrusted_ca_tls_names_ca_bundle(world: World, tmp_path: Path) -> None:
+def test_untrusted_ca_tls_names_ca_bundle(dns_world: World, tmp_path: Path) -> None:
     from lecentral.errors import IssueError
 
-    config = AcmeConfig(directory=world.pebble.directory_url, account_key=str(tmp_path / "k"))
+    config = AcmeConfig(directory=dns_world.pebble.directory_url, account_key=str(tmp_path / "k"))
     with pytest.raises(IssueError, match="set \\[acme\\] ca_bundle"):
         AcmeClient(config)
 
@@ -97,7 +97,7 @@ def test_problem_document_with_subproblems_and_retry_time() -> None:
 
 
 def test_retry_after_in_seconds_and_garbage() -> None:
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert parse_retry_after("120", now) == now + dt.timedelta(seconds=120)
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after(None, now) is None
@@ -110,7 +110,7 @@ def test_ari_certificate_id_matches_rfc_9773_example() -> None:
 
     key = make_key("ec256")
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ari.example.test")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     aki = bytes.fromhex("69885B6B87464041E1B37B847BA0AE2CDE01C8D4")
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(0x87654321)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_world import Mailbox, smtp, smtp_server, syslog, world  # noqa: F401  (fixtures)
 from click.testing import CliRunner, Result
 
 from lecentral.certificates import Csr, load_private_key_public, md5_modulus

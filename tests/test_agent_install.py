@@ -12,18 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from agent_world import (  # noqa: F401  (fixtures)
-    Mailbox,
-    PebbleOrders,
-    SyslogSocket,
-    agent_pebble,
-    smtp,
-    smtp_server,
-    syslog,
-    temp_files,
-    tree,
-    world,
-)
+from agent_world import Mailbox, PebbleOrders, SyslogSocket, temp_files, tree
 
 from lecentral.certificates import Certificate
 from lecentral.testing.agent import AgentWorld, TestCA

@@ -9,13 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_world import (  # noqa: F401  (fixtures)
-    Mailbox,
-    smtp,
-    smtp_server,
-    syslog,
-    tree,
-)
+from agent_world import Mailbox, tree
 
 from lecentral.testing.agent import AgentWorld
 from lecentral.testing.mariadb import MariaDBServer

@@ -11,17 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_world import (  # noqa: F401  (fixtures)
-    Mailbox,
-    PebbleOrders,
-    SyslogSocket,
-    agent_pebble,
-    smtp,
-    smtp_server,
-    syslog,
-    tree,
-    world,
-)
+from agent_world import Mailbox, PebbleOrders, tree
 
 from lecentral.install.csr import load_key
 from lecentral.testing.agent import AgentWorld

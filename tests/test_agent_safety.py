@@ -17,16 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from agent_world import (  # noqa: F401  (fixtures)
-    Mailbox,
-    SyslogSocket,
-    smtp,
-    smtp_server,
-    syslog,
-    temp_files,
-    tree,
-    world,
-)
+from agent_world import Mailbox, temp_files, tree
 from sqlalchemy import text
 
 from lecentral.certificates import Certificate

@@ -1,7 +1,7 @@
 """The renew job against a real Pebble CA and a real BIND with per-name sub-zones (SQLite store).
 
 Each test adds its own rows to a fresh SQLite database; the CA, the nameserver and the sub-zones
-are shared by the whole session (see renew_world.py).
+are shared by the whole session (``dns_world``, see renew_world.py).
 """
 
 from __future__ import annotations
@@ -9,12 +9,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import stat
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from renew_world import (  # noqa: F401  (world is a fixture)
+from renew_world import (
     BADSECRET,
     CNAMED,
     DELEGATE,
@@ -28,99 +26,62 @@ from renew_world import (  # noqa: F401  (world is a fixture)
     WILD,
     World,
     add_row,
+    assert_issued,
     make_config,
-    world,
+    run,
 )
 
-from lecentral.certificates import Certificate, load_chain, md5_ca, verify_chain
 from lecentral.config import CentralConfig
-from lecentral.registry import Registry
-from lecentral.renew import RenewJob, RenewReport, RenewRequest
 from lecentral.store.sql import SqlStore
 
 
 @pytest.fixture
-def config(world: World, tmp_path: Path) -> CentralConfig:
-    return make_config(world, tmp_path)
+def config(dns_world: World, tmp_path: Path) -> CentralConfig:
+    return make_config(dns_world, tmp_path)
 
 
-@pytest.fixture
-def store(config: CentralConfig) -> Iterator[SqlStore]:
-    s = SqlStore(config.database.url)
-    s.init_schema()
-    yield s
-    s.close()
+def challenge_txt(dns_world: World, name: str) -> list[str]:
+    return dns_world.bind.txt_values(f"_acme-challenge.{name}")
 
 
-def run(config: CentralConfig, store: SqlStore, registry: Registry | None = None,
-        **request: Any) -> RenewReport:
-    job = RenewJob(config, store, registry or Registry.load(entrypoints=False))
-    return job.run(RenewRequest(**{"once": True, **request}))
-
-
-def rndc(world: World, *args: str) -> None:
-    world.bind.rndc(*args)
-
-
-def challenge_txt(world: World, name: str) -> list[str]:
-    return world.bind.txt_values(f"_acme-challenge.{name}")
-
-
-def assert_issued(store: SqlStore, name: str, names: list[str], key: Any) -> Certificate:
-    """The row holds a certificate for exactly ``names`` and the server's key, with its chain."""
-    row = store.get(name)
-    assert row is not None and row.crt and row.ca
-    cert = Certificate.load(row.crt)
-    assert sorted(cert.names) == sorted(names)
-    assert cert.md5_modulus == row.md5_modulus
-    assert cert.cert.public_key().public_numbers() == key.public_key().public_numbers()
-    verify_chain(cert, load_chain(row.ca))
-    assert row.md5_ca == md5_ca(row.ca)
-    assert row.ts_expire == cert.not_after
-    assert row.count_fail_update == 0
-    assert row.ts_last_update and row.ts_last_update > 1
-    assert [e.kind for e in store.events(name)][:1] == ["issued"]
-    return cert
-
-
-def test_single_name(world: World, config: CentralConfig, store: SqlStore) -> None:
+def test_single_name(dns_world: World, config: CentralConfig, store: SqlStore) -> None:
     _, key = add_row(store, [ONE])
     report = run(config, store)
     assert [(o.name, o.status) for o in report.final] == [(ONE, "issued")]
     assert_issued(store, ONE, [ONE], key)
-    assert challenge_txt(world, ONE) == []
+    assert challenge_txt(dns_world, ONE) == []
     account_key = Path(config.acme.account_key)
     assert stat.S_IMODE(account_key.stat().st_mode) == 0o600
 
 
-def test_sans_across_two_subzones_each_with_its_own_key(world: World, config: CentralConfig,
+def test_sans_across_two_subzones_each_with_its_own_key(dns_world: World, config: CentralConfig,
                                                          store: SqlStore) -> None:
     """The seed could not do this: foo's and bar's TXT go into two sub-zones, two keys."""
     _, key = add_row(store, [SAN1, SAN2])
     report = run(config, store)
     assert report.final[0].status == "issued", report.final[0].message
     assert_issued(store, SAN1, [SAN1, SAN2], key)
-    assert challenge_txt(world, SAN1) == [] and challenge_txt(world, SAN2) == []
+    assert challenge_txt(dns_world, SAN1) == [] and challenge_txt(dns_world, SAN2) == []
 
 
-def test_wildcard_and_apex_share_the_challenge_name(world: World, config: CentralConfig,
+def test_wildcard_and_apex_share_the_challenge_name(dns_world: World, config: CentralConfig,
                                                     store: SqlStore) -> None:
     _, key = add_row(store, [WILD, f"*.{WILD}"])
     report = run(config, store)
     assert report.final[0].status == "issued", report.final[0].message
     assert_issued(store, WILD, [WILD, f"*.{WILD}"], key)
-    assert challenge_txt(world, WILD) == []
+    assert challenge_txt(dns_world, WILD) == []
 
 
-def test_cname_delegated_challenge(world: World, config: CentralConfig, store: SqlStore) -> None:
+def test_cname_delegated_challenge(dns_world: World, config: CentralConfig, store: SqlStore) -> None:
     _, key = add_row(store, [CNAMED])
     report = run(config, store)
     assert report.final[0].status == "issued", report.final[0].message
     assert_issued(store, CNAMED, [CNAMED], key)
-    assert world.bind.txt_values(f"cn.{DELEGATE}") == []
+    assert dns_world.bind.txt_values(f"cn.{DELEGATE}") == []
 
 
-def test_issued_then_not_due_then_forced(world: World, config: CentralConfig,
+def test_issued_then_not_due_then_forced(dns_world: World, config: CentralConfig,
                                          store: SqlStore) -> None:
     add_row(store, [SPARE[0]])
     assert run(config, store).final[0].status == "issued"
@@ -144,7 +105,7 @@ FAILURES = {
 
 
 @pytest.mark.parametrize("name", list(FAILURES))
-def test_dns_failure_is_clear_and_changes_nothing_else(world: World, config: CentralConfig,
+def test_dns_failure_is_clear_and_changes_nothing_else(dns_world: World, config: CentralConfig,
                                                        store: SqlStore, name: str,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     """Wrong secret, unknown key, a key granted another zone, a frozen zone: the update-permission
@@ -152,13 +113,13 @@ def test_dns_failure_is_clear_and_changes_nothing_else(world: World, config: Cen
     add_row(store, [name])
     before = store.get(name)
     if name == FROZEN:
-        rndc(world, "freeze", FROZEN)
+        dns_world.bind.rndc("freeze", FROZEN)
     try:
         with caplog.at_level(logging.INFO):
             report = run(config, store)
     finally:
         if name == FROZEN:
-            rndc(world, "thaw", FROZEN)
+            dns_world.bind.rndc("thaw", FROZEN)
     outcome = report.final[0]
     assert outcome.status == "failed"
     assert FAILURES[name] in outcome.message and name in outcome.message
@@ -169,28 +130,28 @@ def test_dns_failure_is_clear_and_changes_nothing_else(world: World, config: Cen
     assert after.ts_last_update and after.ts_last_update > 1
     assert dataclasses.replace(after, count_fail_update=0, ts_last_update=1) == before
     assert store.events(name)[0].kind == "failed" and FAILURES[name] in store.events(name)[0].message
-    assert challenge_txt(world, name) == []
+    assert challenge_txt(dns_world, name) == []
 
 
-def test_named_stopped(world: World, config: CentralConfig, store: SqlStore) -> None:
+def test_named_stopped(dns_world: World, config: CentralConfig, store: SqlStore) -> None:
     add_row(store, [SPARE[1]])
     before = store.get(SPARE[1])
-    world.bind.stop()
+    dns_world.bind.stop()
     try:
         report = run(config, store)
     finally:
-        world.bind.start()
+        dns_world.bind.start()
     outcome = report.final[0]
     assert outcome.status == "failed"
-    assert f"127.0.0.1:{world.bind.port}" in outcome.message
+    assert f"127.0.0.1:{dns_world.bind.port}" in outcome.message
     after = store.get(SPARE[1])
     assert after is not None and before is not None
     assert after.count_fail_update == 1 and after.crt is None
     assert dataclasses.replace(after, count_fail_update=0, ts_last_update=1) == before
-    assert challenge_txt(world, SPARE[1]) == []
+    assert challenge_txt(dns_world, SPARE[1]) == []
 
 
-def test_dry_run_changes_nothing(world: World, config: CentralConfig, store: SqlStore) -> None:
+def test_dry_run_changes_nothing(dns_world: World, config: CentralConfig, store: SqlStore) -> None:
     add_row(store, [SPARE[2]])
     add_row(store, [SPARE[3]], enable=False)
     before = store.list()
@@ -202,7 +163,7 @@ def test_dry_run_changes_nothing(world: World, config: CentralConfig, store: Sql
     assert not Path(config.acme.account_key).exists()  # no account was even registered
 
 
-def test_invalid_row_is_refused_untouched(world: World, config: CentralConfig,
+def test_invalid_row_is_refused_untouched(dns_world: World, config: CentralConfig,
                                           store: SqlStore) -> None:
     """A row whose md5_modulus does not match its CSR is never ordered nor written."""
     from sqlalchemy import text
@@ -218,7 +179,7 @@ def test_invalid_row_is_refused_untouched(world: World, config: CentralConfig,
     assert store.get(SPARE[4]) == before
 
 
-def test_certbot_rows_with_an_unknown_http01_issuer_fail_clearly(world: World, config: CentralConfig,
+def test_certbot_rows_with_an_unknown_http01_issuer_fail_clearly(dns_world: World, config: CentralConfig,
                                                                  store: SqlStore,
                                                                  tmp_path: Path) -> None:
     # the HTTP-01 issuers themselves are tested in test_webroot*.py

@@ -13,14 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from renew_world import World, add_row, make_config
+from renew_world import World, add_row, make_config, open_store, run
 
-from lecentral.testing.pebble import PebbleServer
-from lecentral.testing.resolver import ResolverServer
-from lecentral.registry import Registry
-from lecentral.renew import RenewJob, RenewRequest
-from lecentral.store.sql import SqlStore
+from lecentral.config import CentralConfig
 from lecentral.testing.bind import BindServer
+from lecentral.testing.resolver import resolving_pebble
 
 LAG1, LAG2 = "lag1.example.test", "lag2.example.test"
 
@@ -31,17 +28,11 @@ def lag_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     bind = BindServer(workdir / "bind", subzones=[LAG1, LAG2], secondary=True)
     for key in ("san1-key", "san2-key", "delegate-key"):  # make_config names them
         bind.add_key(key)
-    with bind:
-        resolver = ResolverServer(workdir / "resolver", bind.port).start()
-        pebble = PebbleServer(workdir, dns_server=("127.0.0.1", resolver.port)).start()
-        try:
-            yield World(bind, pebble, workdir, resolver)
-        finally:
-            pebble.stop()
-            resolver.stop()
+    with bind, resolving_pebble(workdir, bind) as (resolver, pebble):
+        yield World(bind, pebble, workdir, resolver)
 
 
-def lag_config(world: World, tmp: Path, timeout: float) -> object:
+def lag_config(world: World, tmp: Path, timeout: float) -> CentralConfig:
     config = make_config(world, tmp)
     dns = dataclasses.replace(
         config.dns, zones={}, propagation_timeout=timeout,
@@ -51,13 +42,11 @@ def lag_config(world: World, tmp: Path, timeout: float) -> object:
 
 def test_lagging_secondary_times_out_naming_it(lag_world: World, tmp_path: Path) -> None:
     config = lag_config(lag_world, tmp_path, timeout=1.5)
-    store = SqlStore(config.database.url)  # type: ignore[attr-defined]
-    store.init_schema()
+    store = open_store(config)
     add_row(store, [LAG1])
     lag_world.bind.hold_secondary()
     try:
-        report = RenewJob(config, store, Registry.load(entrypoints=False)).run(  # type: ignore[arg-type]
-            RenewRequest(once=True))
+        report = run(config, store)
     finally:
         lag_world.bind.release_secondary()
     outcome = report.final[0]
@@ -70,15 +59,13 @@ def test_lagging_secondary_times_out_naming_it(lag_world: World, tmp_path: Path)
 
 def test_lagging_secondary_that_catches_up_is_waited_for(lag_world: World, tmp_path: Path) -> None:
     config = lag_config(lag_world, tmp_path, timeout=30)
-    store = SqlStore(config.database.url)  # type: ignore[attr-defined]
-    store.init_schema()
+    store = open_store(config)
     add_row(store, [LAG2])
     lag_world.bind.hold_secondary()
     released = threading.Timer(1.0, lag_world.bind.release_secondary)
     released.start()
     try:
-        report = RenewJob(config, store, Registry.load(entrypoints=False)).run(  # type: ignore[arg-type]
-            RenewRequest(once=True))
+        report = run(config, store)
     finally:
         released.join()
     assert report.final[0].status == "issued", report.final[0].message

@@ -1,8 +1,8 @@
 """Two ``lecentral renew`` at once on one MariaDB database: each certificate is ordered once.
 
-Two real processes, started together against a real MariaDB (GET_LOCK) and the shared Pebble +
-BIND world; the database's renew lock lets one of them work while the other finds the lock taken
-(or, if it comes second, finds nothing due any more).
+Two real processes, started together against a database of the session's MariaDB (GET_LOCK) and
+the shared Pebble + BIND world; the database's renew lock lets one of them work while the other
+finds the lock taken (or, if it comes second, finds nothing due any more).
 """
 
 from __future__ import annotations
@@ -11,27 +11,15 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from renew_world import SPARE, World, add_row, make_config, world, write_toml  # noqa: F401
-
-from lecentral.store.sql import SqlStore
-from lecentral.testing.mariadb import MariaDBServer
+from renew_world import SPARE, World, add_row, make_config, open_store, write_toml
 
 
-@pytest.fixture(scope="module")
-def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDBServer]:
-    with MariaDBServer(tmp_path_factory.mktemp("mariadb")) as server:
-        yield server
-
-
-def test_two_renews_at_once_order_each_certificate_once(world: World, mariadb: MariaDBServer,
+def test_two_renews_at_once_order_each_certificate_once(dns_world: World, mariadb_url: str,
                                                         tmp_path: Path) -> None:
-    config = make_config(world, tmp_path, db_url=mariadb.url)
-    store = SqlStore(config.database.url)
-    store.init_schema()
+    config = make_config(dns_world, tmp_path, db_url=mariadb_url)
+    store = open_store(config)
     names = SPARE[:4]
     for name in names:
         add_row(store, [name])

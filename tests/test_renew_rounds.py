@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.handlers import Message
+from agent_world import Mailbox
 from click.testing import CliRunner
-from lecentral.testing.pebble import PebbleServer
-from renew_world import (  # noqa: F401  (world is a fixture)
+from renew_world import (
     BADSECRET,
     FROZEN,
     ONE,
@@ -22,7 +20,7 @@ from renew_world import (  # noqa: F401  (world is a fixture)
     World,
     add_row,
     make_config,
-    world,
+    open_store,
     write_toml,
 )
 
@@ -32,15 +30,9 @@ from lecentral.interfaces import IssuedCertificate, Issuer
 from lecentral.plugins import get_plugin_manager
 from lecentral.registry import Registry
 from lecentral.renew import RenewJob, RenewRequest
-from lecentral.store.sql import SqlStore
-from lecentral.testing.ports import LOOPBACK, free_port
+from lecentral.testing.pebble import PebbleServer
+from lecentral.testing.ports import LOOPBACK
 from lecentral.types import IssuerType
-
-
-def open_store(config: CentralConfig) -> SqlStore:
-    store = SqlStore(config.database.url)
-    store.init_schema()
-    return store
 
 
 def registry_with(*plugins: object) -> Registry:
@@ -48,10 +40,6 @@ def registry_with(*plugins: object) -> Registry:
     for number, plugin in enumerate(plugins):
         loaded.pm.register(plugin, name=f"test-plugin-{number}")
     return Registry(loaded)
-
-
-def rndc(world: World, *args: str) -> None:
-    world.bind.rndc(*args)
 
 
 # --- retry rounds ------------------------------------------------------------------------------
@@ -67,20 +55,20 @@ class ThawAfterFailure:
     @hookimpl
     def lecentral_renew_failed(self, name: str, error: str, count_fail_update: int) -> None:
         self.failures.append((name, count_fail_update))
-        rndc(self.world, "thaw", FROZEN)
+        self.world.bind.rndc("thaw", FROZEN)
 
 
-def test_failed_certificate_is_retried_in_the_next_round(world: World, tmp_path: Path) -> None:
-    config = make_config(world, tmp_path, retry_pause=0)
+def test_failed_certificate_is_retried_in_the_next_round(dns_world: World, tmp_path: Path) -> None:
+    config = make_config(dns_world, tmp_path, retry_pause=0)
     store = open_store(config)
     add_row(store, [FROZEN])
-    rndc(world, "freeze", FROZEN)
-    watcher = ThawAfterFailure(world)
+    dns_world.bind.rndc("freeze", FROZEN)
+    watcher = ThawAfterFailure(dns_world)
     try:
         report = RenewJob(config, store, registry_with(watcher)).run(RenewRequest())
     finally:
         if not watcher.failures:  # the watcher did not thaw it: leave the zone as we found it
-            rndc(world, "thaw", FROZEN)
+            dns_world.bind.rndc("thaw", FROZEN)
     assert [(o.round, o.status) for o in report.outcomes] == [(1, "failed"), (2, "issued")]
     assert watcher.failures == [(FROZEN, 1)]
     row = store.get(FROZEN)
@@ -88,8 +76,8 @@ def test_failed_certificate_is_retried_in_the_next_round(world: World, tmp_path:
     assert [e.kind for e in store.events(FROZEN)][:2] == ["issued", "failed"]
 
 
-def test_rounds_stop_after_max_failures(world: World, tmp_path: Path) -> None:
-    config = make_config(world, tmp_path, retry_pause=0, max_failures=2)
+def test_rounds_stop_after_max_failures(dns_world: World, tmp_path: Path) -> None:
+    config = make_config(dns_world, tmp_path, retry_pause=0, max_failures=2)
     store = open_store(config)
     add_row(store, [BADSECRET])
     report = RenewJob(config, store, Registry.load(entrypoints=False)).run(RenewRequest())
@@ -99,8 +87,8 @@ def test_rounds_stop_after_max_failures(world: World, tmp_path: Path) -> None:
     assert row is not None and row.count_fail_update == 3 and row.crt is None
 
 
-def test_once_does_a_single_pass(world: World, tmp_path: Path) -> None:
-    config = make_config(world, tmp_path, retry_pause=3600)
+def test_once_does_a_single_pass(dns_world: World, tmp_path: Path) -> None:
+    config = make_config(dns_world, tmp_path, retry_pause=3600)
     store = open_store(config)
     add_row(store, [BADSECRET])
     report = RenewJob(config, store, Registry.load(entrypoints=False)).run(RenewRequest(once=True))
@@ -111,17 +99,17 @@ def test_once_does_a_single_pass(world: World, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def flaky_pebble(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]:
+def flaky_pebble(dns_world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]:
     pebble = PebbleServer(tmp_path_factory.mktemp("flaky-pebble"),
-                          dns_server=("127.0.0.1", world.resolver.port),
+                          dns_server=("127.0.0.1", dns_world.resolver.port),
                           env={"PEBBLE_WFE_NONCEREJECT": "50"}).start()
     yield pebble
     pebble.stop()
 
 
-def test_half_the_nonces_rejected_all_issued(world: World, flaky_pebble: PebbleServer, tmp_path: Path,
+def test_half_the_nonces_rejected_all_issued(dns_world: World, flaky_pebble: PebbleServer, tmp_path: Path,
                                              caplog: pytest.LogCaptureFixture) -> None:
-    config = make_config(world, tmp_path, pebble=flaky_pebble)
+    config = make_config(dns_world, tmp_path, pebble=flaky_pebble)
     store = open_store(config)
     names = SPARE[5:8]
     for name in names:
@@ -161,10 +149,10 @@ class WrongKeyPlugin:
         return [IssuerType("wrong-key", WrongKeyIssuer, "test: a certificate for another key")]
 
 
-def test_certificate_for_another_key_is_refused(world: World, tmp_path: Path) -> None:
+def test_certificate_for_another_key_is_refused(dns_world: World, tmp_path: Path) -> None:
     import dataclasses
 
-    config = make_config(world, tmp_path)
+    config = make_config(dns_world, tmp_path)
     config = dataclasses.replace(config, renew=dataclasses.replace(config.renew,
                                                                   dns01_issuer="wrong-key"))
     store = open_store(config)
@@ -182,29 +170,15 @@ def test_certificate_for_another_key_is_refused(world: World, tmp_path: Path) ->
 # --- secrets: never in a log or a mail ---------------------------------------------------------
 
 
-@pytest.fixture
-def smtp() -> Iterator[tuple[str, list[Any]]]:
-    received: list[Any] = []
-
-    class Collect(Message):
-        def handle_message(self, message: Any) -> None:
-            received.append(message)
-
-    port = free_port()
-    controller = Controller(Collect(), hostname=LOOPBACK, port=port)
-    controller.start()
-    yield f"{LOOPBACK}:{port}", received
-    controller.stop()
-
-
-def test_no_secret_in_logs_or_mail(world: World, tmp_path: Path, smtp: tuple[str, list[Any]],
+def test_no_secret_in_logs_or_mail(dns_world: World, tmp_path: Path, smtp: tuple[Mailbox, int],
                                    caplog: pytest.LogCaptureFixture) -> None:
     """A failing run (wrong TSIG secret) and a succeeding one, with every logger at DEBUG and
     alerts mailed to a real SMTP server: no TSIG secret, EAB key or account key anywhere."""
     import dataclasses
 
-    address, mails = smtp
-    config = make_config(world, tmp_path, retry_pause=0, max_failures=2)
+    mails = smtp[0].messages
+    address = f"{LOOPBACK}:{smtp[1]}"
+    config = make_config(dns_world, tmp_path, retry_pause=0, max_failures=2)
     config = dataclasses.replace(
         config, notify=NotifyConfig(mail_to=["ops@example.test"], smtp=address),
         acme=dataclasses.replace(config.acme, eab_hmac_key=""))
@@ -218,7 +192,7 @@ def test_no_secret_in_logs_or_mail(world: World, tmp_path: Path, smtp: tuple[str
     subjects = [m["Subject"] for m in mails]
     assert any("renewal failed 3 times in a row" in s for s in subjects), subjects
     assert sum(BADSECRET in s for s in subjects) == 3
-    secrets = [*world.bind.tsig_keys.values()]
+    secrets = [*dns_world.bind.tsig_keys.values()]
     from lecentral.dns.tsig import read_key_file
 
     for path in [z.tsig_key_file for z in config.dns.zones.values()]:
@@ -236,10 +210,10 @@ def test_no_secret_in_logs_or_mail(world: World, tmp_path: Path, smtp: tuple[str
 # --- the command --------------------------------------------------------------------------------
 
 
-def test_cli_renew_json_dry_run_and_exit_status(world: World, tmp_path: Path) -> None:
+def test_cli_renew_json_dry_run_and_exit_status(dns_world: World, tmp_path: Path) -> None:
     from lecentral.cli.central import main
 
-    config = make_config(world, tmp_path)
+    config = make_config(dns_world, tmp_path)
     store = open_store(config)
     add_row(store, [SPARE[3]])
     toml = str(write_toml(config, tmp_path / "lecentral.toml"))

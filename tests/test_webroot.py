@@ -13,18 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from webroot_world import (  # noqa: F401  (the *_fixture names register fixtures)
+from renew_world import assert_issued, run
+from webroot_world import (
     ISSUERS,
     SITES,
     WebWorld,
     add_row,
     assert_failed_untouched,
-    assert_issued,
     leftovers,
     make_config,
-    run,
-    store_fixture,
-    web_world_fixture,
 )
 
 from lecentral.store.sql import SqlStore

@@ -13,18 +13,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from webroot_world import (  # noqa: F401  (the *_fixture names register fixtures)
+from renew_world import assert_issued, run
+from webroot_world import (
     DNS_NAMES,
     ISSUERS,
     SITES,
     WebWorld,
     add_row,
-    assert_issued,
     leftovers,
     make_config,
-    run,
-    store_fixture,
-    web_world_fixture,
 )
 
 from lecentral.cli.central import main

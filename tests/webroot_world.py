@@ -4,7 +4,8 @@ Every name is a BIND sub-zone (apex A 127.0.0.1, TXT updatable for DNS-01); ngin
 site's names from its webroot on 127.0.0.1:<port>, and Pebble validates HTTP-01 at that port
 (``httpPort``) after resolving the names through BIND. Session-scoped: each test uses its own
 database and certbot state, and Pebble keeps no authorization between orders (PEBBLE_AUTHZREUSE=0),
-so sites can be issued again and again.
+so sites can be issued again and again. ``web_world`` is registered by conftest.py; the tests
+import the helpers (:func:`make_config`, :func:`add_row`, :func:`assert_failed_untouched`, ...).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_renew import assert_issued, run  # noqa: F401  (shared with the DNS-01 tests)
+import renew_world
 
 from lecentral.config import (
     AcmeConfig,
@@ -33,7 +34,6 @@ from lecentral.store.rows import CertRow
 from lecentral.store.sql import SqlStore
 from lecentral.testing.bind import BindServer
 from lecentral.testing.pebble import PebbleServer
-from lecentral.testing.pki import make_csr
 from lecentral.testing.ports import LOOPBACK
 
 PARENT = "web.test"
@@ -86,24 +86,9 @@ def make_config(world: WebWorld, tmp: Path, *, pebble: PebbleServer | None = Non
 
 def add_row(store: Any, names: list[str], *, webroot: Path | str | None = None,
             certbot: bool = True) -> tuple[CertRow, Any]:
-    """Insert a row as ``lecentral add`` does; returns (row, the server's private key)."""
-    from lecentral.certificates import Csr
-
-    csr_pem, key = make_csr(names)
-    csr = Csr.load(csr_pem)
-    row = CertRow(name=names[0], csr=csr.pem, md5_modulus=csr.md5_modulus, enable=True,
-                  certbot=certbot, ts_expire=1, ts_last_update=1, count_fail_update=0,
-                  webroot_path=None if webroot is None else str(webroot))
-    store.add(row)
-    return row, key
-
-
-@pytest.fixture(name="store")
-def store_fixture(tmp_path: Path) -> Iterator[SqlStore]:
-    s = SqlStore(f"sqlite:///{tmp_path}/lecentral.db")
-    s.init_schema()
-    yield s
-    s.close()
+    """Insert a (by default certbot='Y') row as ``lecentral add`` does; returns (row, the server's key)."""
+    return renew_world.add_row(store, names, certbot=certbot,
+                               webroot_path=None if webroot is None else str(webroot))
 
 
 def assert_failed_untouched(store: SqlStore, report: RenewReport, name: str, *words: str) -> str:
@@ -125,8 +110,9 @@ def leftovers(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
-@pytest.fixture(scope="session", name="web_world")
-def web_world_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebWorld]:
+@pytest.fixture(scope="session")
+def web_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebWorld]:
+    """BIND with every site's names, nginx serving their webroots, Pebble validating through both."""
     workdir = tmp_path_factory.mktemp("webroot-world")
     names = [n for site in SITES.values() for n in site] + DNS_NAMES + list(REDIRECTS)
     sites = {label: (site, workdir / "sites" / label) for label, site in SITES.items()}
