@@ -7,11 +7,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from lecentral.certificates import (
-    Certificate, Csr, check_name, load_chain, md5_ca, split_fullchain, verify_chain,
+    Certificate,
+    Csr,
+    check_name,
+    load_chain,
+    md5_ca,
+    split_fullchain,
+    verify_chain,
 )
 from lecentral.errors import CsrError
 from lecentral.testing.pki import make_csr, make_key, make_self_signed

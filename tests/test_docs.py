@@ -60,9 +60,8 @@ def commands(group: click.Group, prefix: str) -> list[str]:
 
 
 def all_commands() -> list[str]:
-    from lecentral.cli.central import main
-
     from lecentral.cli.agent import main as agent_main
+    from lecentral.cli.central import main
 
     return commands(main, "lecentral") + commands(agent_main, "lecentral-install")
 

@@ -55,7 +55,7 @@ def run(site: Path, *args: str, config: Path | None = None) -> subprocess.Comple
     if config:
         env["LECENTRAL_CONFIG"] = str(config)
     return subprocess.run([sys.executable, "-m", "lecentral.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 @pytest.fixture

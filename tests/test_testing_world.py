@@ -36,6 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from lecentral.store.schema import certs_ddl
 from lecentral.testing import (
     DEFAULT_KEY_NAME,
     AcmeWorld,
@@ -50,28 +51,6 @@ from lecentral.testing import (
 )
 from lecentral.testing.bind import new_tsig_secret
 from lecentral.testing.process import Daemon
-
-SEED_DDL = """
-CREATE TABLE `certs` (
-  `name` char(250) COLLATE ascii_bin NOT NULL,
-  `enable` enum('Y','N') COLLATE ascii_bin DEFAULT 'Y',
-  `comment` tinytext COLLATE ascii_bin,
-  `certbot` enum('Y','N') COLLATE ascii_bin DEFAULT 'N',
-  `csr` blob NOT NULL,
-  `ca` blob,
-  `crt` blob,
-  `md5_modulus` char(64) COLLATE ascii_bin NOT NULL,
-  `md5_ca` char(64) COLLATE ascii_bin DEFAULT NULL,
-  `ts_expire` int(64) unsigned DEFAULT NULL,
-  `ts_last_update` int(64) unsigned DEFAULT NULL,
-  `count_fail_update` int(8) DEFAULT NULL,
-  `old_ca` blob,
-  `old_crt` blob,
-  `webroot_path` tinytext COLLATE ascii_bin,
-  PRIMARY KEY (`name`),
-  KEY `name` (`name`)
-) ENGINE=InnoDB DEFAULT CHARSET=ascii COLLATE=ascii_bin
-"""
 
 
 def _update(bind: BindServer, zone: str, value: str, keyring: dict[dns.name.Name, dns.tsig.Key] | None) -> int:
@@ -293,7 +272,8 @@ def test_secondary_follows_the_primary_and_can_lag(tmp_path: Path) -> None:
 
 
 def test_mariadb_application_user_has_real_grants(mariadb_server: MariaDBServer, mariadb_url: str) -> None:
-    mariadb_server.execute(SEED_DDL, database=sa.make_url(mariadb_url).database)
+    # the seed's own CREATE TABLE, as lecentral ships it
+    mariadb_server.execute(certs_ddl("mysql"), database=sa.make_url(mariadb_url).database)
     engine = sa.create_engine(mariadb_url)
     try:
         with engine.begin() as connection:
