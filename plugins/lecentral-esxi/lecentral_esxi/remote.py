@@ -19,7 +19,6 @@ again, and is just as repeatable.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -29,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lecentral.errors import InstallError
+from lecentral.errors import CsrError, InstallError
 from lecentral.install.config import CertEntry
-from lecentral.install.fileset import fsync_dir, read_nofollow, replace_atomically
+from lecentral.install.fileset import LocalFiles, read_nofollow, replace_atomically
 from lecentral.interfaces import Installer, IssuedCertificate
 from lecentral_esxi import scripts
 from lecentral_esxi.scripts import CRT, KEY, PERSIST_FAILED, NewPair
@@ -39,7 +38,6 @@ from lecentral_esxi.ssh import RemoteScriptError, SshTarget
 
 log = logging.getLogger(__name__)
 
-JOURNAL = "journal.json"
 #: the status a remote script exits with when it stopped on purpose, the pair intact
 SCRIPT_FAILED = 70
 
@@ -84,7 +82,9 @@ class EsxiFiles(Installer):
         self.remote_dir = remote_dir.rstrip("/") or "/"
         self.persist = persist
         self.crt_chain = crt_chain
-        self.journal_path = workdir / JOURNAL
+        # only for its journal (same file, format and safe writes as local file sets)
+        self._journal_file = LocalFiles(entry, workdir, keep)
+        self.journal_path = self._journal_file.journal_path
         self._probe: Probe | None = None
         self._on_host: bytes | None = None  # rui.crt as this run last left it
 
@@ -140,8 +140,11 @@ class EsxiFiles(Installer):
         return probe.crt
 
     def _foreign(self, crt: bytes) -> bool:
-        from lecentral.certificates import Certificate, load_private_key_public, md5_modulus
-        from lecentral.errors import CsrError
+        from lecentral.certificates import (
+            Certificate,
+            load_private_key_public,
+            md5_modulus,
+        )
 
         try:
             cert = Certificate.load(crt, f"{self.target.where}:{self.remote(CRT)}")
@@ -161,26 +164,17 @@ class EsxiFiles(Installer):
         return [f"{self.target.where}:{self.remote(n)}" for n in (CRT, KEY)
                 if probe.kinds.get(n, "missing") == "missing"]
 
-    # -- the journal (same format and safe writes as the local file sets) -----------------------
+    # -- the journal: the local file sets' own (one implementation of journal.json) ------------
 
     def _journal(self) -> dict[str, Any] | None:
-        try:
-            data: dict[str, Any] = json.loads(self.journal_path.read_bytes())
-            return data
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise InstallError(f"journal {self.journal_path} is unreadable ({exc}); check "
-                               f"{self.remote_dir} on {self.target.where} by hand, then delete it") from None
+        return self._journal_file._journal()
 
     def _save(self, journal: dict[str, Any]) -> None:
-        replace_atomically(str(self.journal_path), json.dumps(journal, indent=1).encode(),
-                           os.geteuid(), os.getegid(), 0o600)
+        self._journal_file._save(journal)
 
     def _drop_journal(self) -> None:
         if self.journal_path.exists():
-            self.journal_path.unlink()
-            fsync_dir(str(self.workdir))
+            self._journal_file._drop_journal()
 
     def pending(self) -> str | None:
         journal = self._journal()
@@ -347,6 +341,11 @@ class EsxiFiles(Installer):
         if journal is None:
             return None
         state = journal["state"]
+        if journal.get("host") != self.target.where or journal.get("dir") != self.remote_dir:
+            raise InstallError(f"{self.journal_path} is about {journal.get('dir')} on "
+                               f"{journal.get('host')}, but the entry now points at "
+                               f"{self.remote_dir} on {self.target.where}: put the old settings "
+                               "back for one run, or check that host by hand and delete the journal")
         log.warning("%s: finishing an interrupted run on %s (journal state %s)", self.entry.label,
                     self.target.where, state)
         if state == "staging":

@@ -256,7 +256,7 @@ def _interrupted_switch(esxi: Esxi, *, key_renamed: bool) -> tuple[bytes, str]:
     (ssl / scripts.temp_name("rui.crt", stamp)).write_bytes(crt if key_renamed else crt[:len(crt) // 2])
     import hashlib
 
-    journal = {"state": "staging", "host": "", "dir": str(ssl), "stamp": stamp,
+    journal = {"state": "staging", "host": f"root@127.0.0.1:{esxi.sshd.port}", "dir": str(ssl), "stamp": stamp,
                "crt_sha256": hashlib.sha256(crt).hexdigest(), "key_sha256": hashlib.sha256(key).hexdigest(),
                "existed": {"rui.crt": True, "rui.key": True},
                "old_crt": esxi.host.crt.read_text()}
@@ -266,24 +266,20 @@ def _interrupted_switch(esxi: Esxi, *, key_renamed: bool) -> tuple[bytes, str]:
     return crt, leaf.fingerprint
 
 
-def test_a_switch_killed_after_the_key_is_finished_by_the_next_run(esxi: Esxi) -> None:
-    """The certificate's complete temp file is renamed into place, then the services restarted
-    and the new certificate verified: the pair is never left mismatched."""
-    crt, fingerprint = _interrupted_switch(esxi, key_renamed=True)
+@pytest.mark.parametrize(("key_renamed", "message"), [
+    (True, "finishing an interrupted install"),
+    (False, "newer certificate"),
+], ids=["killed-between-renames", "killed-while-writing"])
+def test_a_switch_killed_half_way_is_finished_or_undone_by_the_next_run(
+        esxi: Esxi, key_renamed: bool, message: str) -> None:
+    """Killed between the renames: the certificate's complete temp file is renamed into place,
+    then the services restarted and verified. Killed while writing: the half-written temp file
+    is dropped (the old pair never changed) and this run installs as usual. Either way the pair
+    is never left mismatched and no temp file stays."""
+    crt, fingerprint = _interrupted_switch(esxi, key_renamed=key_renamed)
     result = esxi.run()
     assert result["status"] == "installed", result
-    assert "finishing an interrupted install" in result["message"]
+    assert message in result["message"]
     assert esxi.host.crt.read_bytes() == crt and result["fingerprint"] == fingerprint
     assert not [n for n in esxi.host.ssl_files() if "-new-" in n]
     assert not esxi.journal().exists()
-
-
-def test_a_switch_killed_while_writing_is_undone_then_done_again(esxi: Esxi) -> None:
-    """The half-written temp file is dropped (the old pair never changed), then this run
-    installs the certificate as usual."""
-    crt, fingerprint = _interrupted_switch(esxi, key_renamed=False)
-    result = esxi.run()
-    assert result["status"] == "installed", result
-    assert "newer certificate" in result["message"]
-    assert esxi.host.crt.read_bytes() == crt and result["fingerprint"] == fingerprint
-    assert not [n for n in esxi.host.ssl_files() if "-new-" in n]
