@@ -68,6 +68,8 @@ DEFAULTS: dict[str, Any] = {
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$|^[0-9A-Fa-f:.]+$")
 _USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 _REMOTE_PATH = re.compile(r"^/[A-Za-z0-9_./+@-]*$")
+#: ssh splits these options' values on spaces and expands %-tokens in them
+_LOCAL_PATH = re.compile(r"^/[^\s%]*$")
 
 
 def _option_error(entry: CertEntry, key: str, why: str) -> ConfigError:
@@ -80,22 +82,19 @@ def check_options(entry: CertEntry) -> dict[str, Any]:
     if opts["host"] == "{name}":
         opts["host"] = entry.name
 
-    def text(key: str, pattern: re.Pattern[str] | None = None, absolute: bool = False) -> None:
+    def text(key: str, pattern: re.Pattern[str], why: str = "is not valid here") -> None:
         value = opts[key]
-        if not isinstance(value, str) or not value or any(c in value for c in "\n\0"):
-            raise _option_error(entry, key, f"{value!r} must be a non-empty line of text")
-        if absolute and not value.startswith("/"):
-            raise _option_error(entry, key, f"{value!r} must be an absolute path")
-        if pattern is not None and not pattern.match(value):
-            raise _option_error(entry, key, f"{value!r} is not valid here")
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise _option_error(entry, key, f"{value!r} {why}")
 
     text("host", _HOST)
     text("user", _USER)
-    text("identity_file", absolute=True)
-    text("known_hosts", absolute=True)
+    local = "must be an absolute path without spaces or %"
+    text("identity_file", _LOCAL_PATH, local)
+    text("known_hosts", _LOCAL_PATH, local)
     text("remote_dir", _REMOTE_PATH)
     if opts["ssh_config"] != "none":
-        text("ssh_config", absolute=True)
+        text("ssh_config", _LOCAL_PATH, local)
     port = opts["port"]
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise _option_error(entry, "port", f"{port!r} must be a port number (1-65535)")
