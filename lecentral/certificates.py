@@ -9,11 +9,11 @@ SubjectPublicKeyInfo (64 characters, which the column holds).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Union
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -23,8 +23,8 @@ from cryptography.x509.oid import NameOID
 
 from lecentral.errors import CsrError
 
-PublicKey = Union[rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey,
-                  ed448.Ed448PublicKey]
+PublicKey = (rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+             | ed448.Ed448PublicKey)
 
 MIN_RSA_BITS = 2048
 MAX_NAME_LENGTH = 250  # certs.name is char(250)
@@ -108,7 +108,7 @@ class Csr:
     csr: x509.CertificateSigningRequest
 
     @classmethod
-    def load(cls, data: bytes, source: str = "CSR") -> "Csr":
+    def load(cls, data: bytes, source: str = "CSR") -> Csr:
         """Parse PEM or DER; check the signature and the key. ``source`` names it in errors."""
         try:
             if b"-----BEGIN" in data:
@@ -156,7 +156,7 @@ class Certificate:
     cert: x509.Certificate
 
     @classmethod
-    def load(cls, data: bytes, source: str = "certificate") -> "Certificate":
+    def load(cls, data: bytes, source: str = "certificate") -> Certificate:
         """Parse the first certificate of PEM or DER ``data``."""
         try:
             if b"-----BEGIN" in data:
@@ -236,7 +236,7 @@ def verify_chain(leaf: Certificate, ca: list[Certificate], source: str = "ca") -
     if not ca:
         raise CsrError(f"{source} holds no CA certificate to verify {leaf.subject} against")
     chain = [leaf, *ca]
-    for child, parent in zip(chain, chain[1:]):
+    for child, parent in itertools.pairwise(chain):
         try:
             child.cert.verify_directly_issued_by(parent.cert)
         except (ValueError, TypeError, InvalidSignature) as exc:
@@ -247,7 +247,7 @@ def verify_chain(leaf: Certificate, ca: list[Certificate], source: str = "ca") -
 
 def now_ts() -> int:
     """The current Unix time, in one place so that code reads the clock the same way."""
-    return int(datetime.now(timezone.utc).timestamp())
+    return int(datetime.now(UTC).timestamp())
 
 
 def load_private_key_public(path: Path) -> object:

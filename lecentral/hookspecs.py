@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from lecentral.types import IssuerType, NotifierType, ServiceType, StoreType, VerifierType
+    from lecentral.types import (
+        IssuerType,
+        NotifierType,
+        ServiceType,
+        StoreType,
+        VerifierType,
+    )
 
 PROJECT = "lecentral"
 
@@ -34,7 +40,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def lecentral_register_issuers() -> "list[IssuerType]":
+def lecentral_register_issuers() -> list[IssuerType]:
     """Register ways of getting certificates signed.
 
     Called once per process, when the central host's registry is built (``lecentral renew``,
@@ -45,7 +51,7 @@ def lecentral_register_issuers() -> "list[IssuerType]":
 
 
 @hookspec
-def lecentral_register_stores() -> "list[StoreType]":
+def lecentral_register_stores() -> list[StoreType]:
     """Register certificate database backends.
 
     Called once per process, before the database is opened. A store claims the SQLAlchemy URL
@@ -55,7 +61,7 @@ def lecentral_register_stores() -> "list[StoreType]":
 
 
 @hookspec
-def lecentral_register_services() -> "list[ServiceType]":
+def lecentral_register_services() -> list[ServiceType]:
     """Register server software the agent can install certificates for.
 
     Called once per ``lecentral-install`` run. The ``service`` key of each ``[[cert]]`` entry names
@@ -65,7 +71,7 @@ def lecentral_register_services() -> "list[ServiceType]":
 
 
 @hookspec
-def lecentral_register_verifiers() -> "list[VerifierType]":
+def lecentral_register_verifiers() -> list[VerifierType]:
     """Register ways to read the certificate a running service presents, by URL scheme.
 
     Called once per ``lecentral-install`` run; the ``verify`` URL of a ``[[cert]]`` entry picks one
@@ -75,7 +81,7 @@ def lecentral_register_verifiers() -> "list[VerifierType]":
 
 
 @hookspec
-def lecentral_register_notifiers() -> "list[NotifierType]":
+def lecentral_register_notifiers() -> list[NotifierType]:
     """Register ways of alerting a human (mail, syslog, chat...).
 
     Called once per process. Each record's factory receives the ``[notify]`` table and returns a
@@ -104,7 +110,7 @@ def lecentral_renew_failed(name: str, error: str, count_fail_update: int) -> Non
 
 
 @hookspec
-def lecentral_cert_installed(name: str, host: str, paths: "list[str]", fingerprint: str) -> None:
+def lecentral_cert_installed(name: str, host: str, paths: list[str], fingerprint: str) -> None:
     """The agent on ``host`` installed and verified a new certificate for ``name``.
 
     ``paths`` are the files written; ``fingerprint`` is the SHA-256 hex of the leaf now served.

@@ -6,7 +6,7 @@ import builtins
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,7 +29,7 @@ class Issuer(ABC):
     """Gets a CSR signed by an ACME CA, proving control of every name in it."""
 
     @abstractmethod
-    def issue(self, row: "CertRow", csr: "Csr") -> IssuedCertificate:
+    def issue(self, row: CertRow, csr: Csr) -> IssuedCertificate:
         """Order a certificate for ``csr`` (already validated) and return it.
 
         Raise :class:`lecentral.errors.IssueError` with a message a sysadmin can act on. Must clean
@@ -51,15 +51,15 @@ class Store(ABC):
         """Create missing tables (never touching an existing ``certs``); return the names created."""
 
     @abstractmethod
-    def get(self, name: str) -> "CertRow | None":
+    def get(self, name: str) -> CertRow | None:
         """The row for ``name``, validated, or ``None``."""
 
     @abstractmethod
-    def list(self) -> "list[CertRow]":
+    def list(self) -> list[CertRow]:
         """Every row, validated, sorted by name."""
 
     @abstractmethod
-    def add(self, row: "CertRow") -> None:
+    def add(self, row: CertRow) -> None:
         """Insert a new row; :class:`StoreError` if the name exists."""
 
     @abstractmethod
@@ -88,7 +88,7 @@ class Store(ABC):
         """Append to the event log without touching ``certs``."""
 
     @abstractmethod
-    def events(self, name: str | None = None, limit: int = 50) -> "builtins.list[EventRow]":
+    def events(self, name: str | None = None, limit: int = 50) -> builtins.list[EventRow]:
         """The newest events first, for one name or all."""
 
     @abstractmethod
@@ -142,11 +142,11 @@ class Installer(ABC):
         return None
 
     @abstractmethod
-    def plan(self, new: "IssuedCertificate") -> list[str]:
+    def plan(self, new: IssuedCertificate) -> list[str]:
         """What :meth:`install` would do, one line per file, for ``--dry-run``. Changes nothing."""
 
     @abstractmethod
-    def install(self, new: "IssuedCertificate") -> list[str]:
+    def install(self, new: IssuedCertificate) -> list[str]:
         """Back up the current set, then put the new one in place, all or nothing.
 
         Return the paths (or remote names) written. On failure raise :class:`InstallError`
@@ -173,13 +173,13 @@ class Service(ABC):
     commands, and a plugin only sets their defaults in its :class:`~lecentral.types.ServiceType`.
     """
 
-    def check_entry(self, entry: "CertEntry") -> None:
+    def check_entry(self, entry: CertEntry) -> None:
         """Validate a ``[[cert]]`` entry when the configuration is loaded (its ``options``...).
 
         Raise :class:`ConfigError` naming the key; the other entries keep working.
         """
 
-    def installer(self, entry: "CertEntry", workdir: "Path", keep: int) -> "Installer | None":
+    def installer(self, entry: CertEntry, workdir: Path, keep: int) -> Installer | None:
         """Return an :class:`Installer` to take over writing the files, or ``None`` for local files.
 
         ``workdir`` is a private directory (0700) for this entry's journal and backups; ``keep``
@@ -187,20 +187,20 @@ class Service(ABC):
         """
         return None
 
-    def check_config(self, entry: "CertEntry") -> None:
+    def check_config(self, entry: CertEntry) -> None:
         """Test the daemon's configuration with the new files in place, before anything is reloaded.
 
         Raise :class:`InstallError` if the daemon would not start; nothing has been restarted yet.
         """
 
     @abstractmethod
-    def activate(self, entry: "CertEntry") -> None:
+    def activate(self, entry: CertEntry) -> None:
         """Make the daemon use the files now in place (reload, restart...); raise InstallError on failure.
 
         Called again after a rollback, so it must work for the previous files too.
         """
 
-    def verify_urls(self, entry: "CertEntry") -> list[str]:
+    def verify_urls(self, entry: CertEntry) -> list[str]:
         """The URLs where the daemon presents the certificate (``tls://127.0.0.1:443``...)."""
         return list(entry.verify)
 
@@ -209,5 +209,5 @@ class Notifier(ABC):
     """Delivers a notification to a human or a log."""
 
     @abstractmethod
-    def send(self, notification: "Notification") -> None:
+    def send(self, notification: Notification) -> None:
         """Deliver it; raise on failure (the caller logs and carries on with the other notifiers)."""

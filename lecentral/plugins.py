@@ -78,7 +78,7 @@ def get_plugin_manager(*, entrypoints: bool = True) -> LoadedPlugins:
     for modname in BUILTIN_PLUGINS:
         try:
             _register(loaded, modname, importlib.import_module(modname), "lecentral", __version__)
-        except Exception as exc:  # same rule as third-party plugins: report, carry on
+        except Exception as exc:  # noqa: BLE001 - same rule as third-party plugins: report, carry on
             log.warning("built-in plugin %s failed to load: %s", modname, exc)
             loaded.failures.append(
                 PluginFailure(modname, "lecentral", __version__, f"{type(exc).__name__}: {exc}")
@@ -103,7 +103,7 @@ def _load_entrypoints(loaded: LoadedPlugins) -> None:
         try:
             obj = ep.load()
             _register(loaded, ep.name, obj, dist, version)
-        except Exception as exc:  # a broken plugin must not take the tool down
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the tool down
             log.warning("plugin %s from %s %s failed to load: %s", ep.name, dist, version, exc)
             loaded.failures.append(
                 PluginFailure(ep.name, dist, version, f"{type(exc).__name__}: {exc}")

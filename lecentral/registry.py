@@ -9,15 +9,20 @@ that name is used and shown by ``lecentral plugins``; the other names keep worki
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 
 from lecentral.errors import PluginError
-from lecentral.plugins import LoadedPlugins, PluginFailure, PluginInfo, get_plugin_manager
+from lecentral.plugins import (
+    LoadedPlugins,
+    PluginFailure,
+    PluginInfo,
+    get_plugin_manager,
+)
 from lecentral.types import (
     IssuerType,
     Notification,
-    NotifierType,
     ServiceType,
     StoreType,
     VerifierType,
@@ -59,7 +64,7 @@ class Registry:
             self.kinds[hook] = self._collect(hook, attr, word)
 
     @classmethod
-    def load(cls, *, entrypoints: bool = True) -> "Registry":
+    def load(cls, *, entrypoints: bool = True) -> Registry:
         """Load every plugin (built-ins and entry points) and collect their records."""
         return cls(get_plugin_manager(entrypoints=entrypoints))
 
@@ -70,7 +75,7 @@ class Registry:
         for impl in getattr(self.loaded.pm.hook, hook).get_hookimpls():
             try:
                 records = list(impl.function() or [])
-            except Exception as exc:  # one plugin's bug must not hide the others
+            except Exception as exc:  # noqa: BLE001 - one plugin's bug must not hide the others
                 log.warning("plugin %s failed in %s: %s", impl.plugin_name, hook, exc)
                 self.failures.append(self._failure(impl.plugin_name, f"{hook}: {exc}"))
                 continue
@@ -166,7 +171,7 @@ class Registry:
         for notifier in self.notifiers(settings):
             try:
                 notifier.send(notification)
-            except Exception as exc:  # an alert that cannot be sent must not hide the original problem
+            except Exception as exc:  # noqa: BLE001 - an unsent alert must not hide the original problem
                 log.warning("notifier %s failed: %s", type(notifier).__name__, exc)
                 errors.append(f"{type(notifier).__name__}: {exc}")
         return errors
@@ -177,7 +182,7 @@ class Registry:
         for impl in reversed(caller.get_hookimpls()):
             try:
                 impl.function(*[kwargs[arg] for arg in impl.argnames])
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a failing event handler is logged, never fatal
                 log.warning("plugin %s failed handling %s: %s", impl.plugin_name, event, exc)
 
     # -- reporting ---------------------------------------------------------------------------

@@ -182,7 +182,7 @@ class Redactor:
         secrets: set[str] = {config.acme.eab_hmac_key}
         try:
             secrets.add(make_url(config.database.url).password or "")
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - an unparsable URL has no password to hide
             pass
         try:
             from lecentral.dns.tsig import read_key_file
@@ -425,7 +425,7 @@ class RenewJob:
             if not isinstance(issuer, LecentralError):
                 try:
                     issuer.close()
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - closing is best effort, the run is over
                     log.warning("closing an issuer failed: %s", exc)
         self._issuers.clear()
         acme_client = sys.modules.get("lecentral.acme.client")  # only if an issuer used ACME

@@ -7,8 +7,9 @@ A plugin returns these from its ``lecentral_register_*`` hooks. The registry key
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lecentral.config import CentralConfig
@@ -24,7 +25,7 @@ class IssuerType:
     """
 
     name: str
-    factory: Callable[["CentralConfig"], "Issuer"]
+    factory: Callable[[CentralConfig], Issuer]
     description: str = ""
 
 
@@ -38,7 +39,7 @@ class StoreType:
 
     name: str
     schemes: tuple[str, ...]
-    factory: Callable[[str], "Store"]
+    factory: Callable[[str], Store]
     description: str = ""
 
 
@@ -54,7 +55,7 @@ class ServiceType:
     """
 
     name: str
-    factory: Callable[[], "Service"]
+    factory: Callable[[], Service]
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     options: Mapping[str, str] = field(default_factory=dict)
@@ -65,7 +66,7 @@ class VerifierType:
     """A way to ask a running service which certificate it presents, by URL scheme (``tls``, ``ldaps``...)."""
 
     scheme: str
-    factory: Callable[[], "Verifier"]
+    factory: Callable[[], Verifier]
     description: str = ""
 
 
@@ -78,7 +79,7 @@ class NotifierType:
     """
 
     name: str
-    factory: Callable[[Mapping[str, Any]], "Notifier | None"]
+    factory: Callable[[Mapping[str, Any]], Notifier | None]
     description: str = ""
 
 

@@ -16,10 +16,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
-from josepy.jwk import JWK, JWKEC, JWKRSA
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
+from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from lecentral.errors import ConfigError
 

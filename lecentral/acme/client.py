@@ -292,7 +292,7 @@ class RenewalInfoReader:
         try:
             directory = self.session.get(self.directory_url, timeout=30, verify=self.verify).json()
             self._base = str(directory.get("renewalInfo") or "") or None
-        except Exception as exc:  # ARI is an optimisation: without it, before_days decides
+        except Exception as exc:  # noqa: BLE001 - ARI is an optimisation: without it, before_days decides
             log.warning("cannot read the ACME directory %s for renewal information (%s); using "
                         "renew.before_days", self.directory_url, " ".join(str(exc).split())[:200])
 
@@ -312,7 +312,7 @@ class RenewalInfoReader:
             data = response.json()
             start = _parse_time(data["suggestedWindow"]["start"])
             end = _parse_time(data["suggestedWindow"]["end"])
-        except Exception as exc:  # any failure: fall back to before_days
+        except Exception as exc:  # noqa: BLE001 - any failure: fall back to before_days
             log.warning("renewal information from %s unreadable (%s); using renew.before_days",
                         self._base, " ".join(str(exc).split())[:200])
             return None

@@ -21,14 +21,14 @@ import logging
 import threading
 from typing import Any
 
-from josepy.errors import DeserializationError
-from josepy.interfaces import JSONDeSerializable
-from josepy.jwa import JWASignature
-from josepy.jwk import JWK
 import requests
 from acme import errors as acme_errors
 from acme import jws, messages
 from acme.client import ClientNetwork
+from josepy.errors import DeserializationError
+from josepy.interfaces import JSONDeSerializable
+from josepy.jwa import JWASignature
+from josepy.jwk import JWK
 from requests.adapters import HTTPAdapter
 
 log = logging.getLogger(__name__)

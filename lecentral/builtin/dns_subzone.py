@@ -62,7 +62,7 @@ class ZoneChecks:
                 try:
                     dns.check_update_permission(name)
                     self._results[zone] = None
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - kept, and raised for every name of the zone
                     self._results[zone] = exc
             error = self._results[zone]
         if error is not None:

@@ -10,9 +10,10 @@ import logging
 import logging.handlers
 import smtplib
 import socket
+from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any, Mapping
+from typing import Any
 
 from lecentral.hookspecs import hookimpl
 from lecentral.interfaces import Notifier

@@ -4,7 +4,7 @@ remove, list, show; and the plugin and configuration listings."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,7 @@ def remove(app: App, name: str, yes: bool) -> None:
 def _date(ts: int | None) -> str | None:
     if not ts or ts <= 1:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _summary(row: CertRow, now: int) -> dict[str, Any]:

@@ -38,12 +38,12 @@ class App:
     """What the sub-commands share, built lazily: config, plugin registry, store."""
 
     config_path: str | None
-    _config: "CentralConfig | None" = None
-    _registry: "Registry | None" = None
-    _store: "SqlStore | None" = field(default=None)
+    _config: CentralConfig | None = None
+    _registry: Registry | None = None
+    _store: SqlStore | None = field(default=None)
 
     @property
-    def config(self) -> "CentralConfig":
+    def config(self) -> CentralConfig:
         if self._config is None:
             from lecentral.config import load_central
 
@@ -51,14 +51,14 @@ class App:
         return self._config
 
     @property
-    def registry(self) -> "Registry":
+    def registry(self) -> Registry:
         if self._registry is None:
             from lecentral.registry import Registry
 
             self._registry = Registry.load()
         return self._registry
 
-    def store(self, *, check: bool = True) -> "SqlStore":
+    def store(self, *, check: bool = True) -> SqlStore:
         """The store of ``[database] url``; with ``check``, fail clearly if init was not run."""
         if self._store is None:
             from lecentral.store import open_store

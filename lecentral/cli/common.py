@@ -6,7 +6,8 @@ import importlib
 import json
 import logging
 import sys
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -62,7 +63,7 @@ def setup_logging(verbose: int, quiet: bool = False) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
-def fail(exc: LecentralError) -> "click.exceptions.Exit":
+def fail(exc: LecentralError) -> click.exceptions.Exit:
     """Print a LecentralError as one clear line on stderr and exit with its code."""
     click.echo(f"lecentral: error: {exc}", err=True)
     return click.exceptions.Exit(exc.exit_code)

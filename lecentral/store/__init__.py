@@ -9,6 +9,6 @@ if TYPE_CHECKING:
     from lecentral.registry import Registry
 
 
-def open_store(url: str, registry: "Registry") -> "Store":
+def open_store(url: str, registry: Registry) -> Store:
     """Open the store that handles ``url`` (by its scheme), through the store plugins."""
     return registry.store_for_url(url).factory(url)

@@ -8,7 +8,9 @@ from lecentral.types import StoreType
 
 
 def _open(url: str) -> Store:
-    from lecentral.store.sql import SqlStore  # SQLAlchemy is imported only when a store is opened
+    from lecentral.store.sql import (
+        SqlStore,  # SQLAlchemy is imported only when a store is opened
+    )
 
     return SqlStore(url)
 

@@ -8,8 +8,9 @@ message, ``lecentral list`` shows them.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from lecentral.certificates import check_name
 from lecentral.errors import CsrError
@@ -55,7 +56,7 @@ class CertRow:
         }
 
     @classmethod
-    def from_db(cls, m: Mapping[Any, Any]) -> "CertRow":
+    def from_db(cls, m: Mapping[Any, Any]) -> CertRow:
         """Validate a database row; problems are collected, never raised."""
         problems: list[str] = []
         raw_name = m["name"]

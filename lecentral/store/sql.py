@@ -9,13 +9,23 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from sqlalchemy import Connection, create_engine, delete, insert, inspect, select, text, update
+from sqlalchemy import (
+    Connection,
+    create_engine,
+    delete,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from lecentral.certificates import md5_ca, now_ts
 from lecentral.config import mask_url
@@ -44,7 +54,7 @@ class SqlStore(Store):
         self.shown_url = mask_url(url)
         try:
             parsed = make_url(url)
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever make_url raises, the URL is the problem
             raise StoreError(f"[database] url {self.shown_url!r} is not a valid database URL") from None
         self.dialect = parsed.get_backend_name()
         self.sqlite_path = parsed.database if self.dialect == "sqlite" else None
@@ -53,7 +63,7 @@ class SqlStore(Store):
             kwargs.update(pool_pre_ping=True, connect_args={"connect_timeout": 10})
         try:
             self.engine: Engine = create_engine(url, **kwargs)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - e.g. a missing driver: said with the URL masked
             raise StoreError(f"cannot use database {self.shown_url}: {exc}") from None
 
     # -- plumbing ---------------------------------------------------------------------------------

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
 def make_key(kind: str = "rsa2048") -> PrivateKey:
@@ -46,7 +45,7 @@ def make_self_signed(names: list[str], key: PrivateKey | None = None, *, days: i
                      not_before: dt.datetime | None = None) -> tuple[bytes, PrivateKey]:
     """A PEM self-signed certificate for ``names`` (a CA of itself); returns (cert_pem, key)."""
     key = key or make_key()
-    start = not_before or dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    start = not_before or dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
