@@ -144,6 +144,38 @@ class Planned:
     changed: bool
 
 
+class Journal:
+    """``journal.json`` in an entry's private workdir: what a file-set switch has done so far.
+
+    Written atomically (0600) before each step, so the next run can finish or undo a switch that
+    a crash cut short. Installers that write elsewhere (a remote host) use the same journal.
+    """
+
+    def __init__(self, workdir: Path, name: str) -> None:
+        self.workdir = workdir
+        self.name = name
+        self.path = workdir / JOURNAL
+
+    def read(self) -> dict[str, Any] | None:
+        """The journal, or ``None`` when no switch is under way."""
+        try:
+            data: dict[str, Any] = json.loads(self.path.read_bytes())
+            return data
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise InstallError(f"journal {self.path} is unreadable ({exc}); check the files "
+                               f"of {self.name} by hand, then delete it") from None
+
+    def save(self, journal: dict[str, Any]) -> None:
+        replace_atomically(str(self.path), json.dumps(journal, indent=1).encode(),
+                           os.geteuid(), os.getegid(), 0o600)
+
+    def drop(self) -> None:
+        _unlink(str(self.path))
+        fsync_dir(str(self.workdir))
+
+
 class LocalFiles(Installer):
     """The :class:`~lecentral.interfaces.Installer` for files on this host (see the module doc)."""
 
@@ -154,7 +186,8 @@ class LocalFiles(Installer):
         self.entry = entry
         self.workdir = workdir
         self.keep = keep
-        self.journal_path = workdir / JOURNAL
+        self.journal = Journal(workdir, entry.name)
+        self.journal_path = self.journal.path
         self.copies = dict(copies or {})
         for path, role in self.copies.items():
             if role != "key" and role not in entry.files:
@@ -178,26 +211,8 @@ class LocalFiles(Installer):
         return [path for _, path, _ in self.targets() if not os.path.lexists(path)]
 
     def pending(self) -> str | None:
-        journal = self._journal()
+        journal = self.journal.read()
         return journal["state"] if journal else None
-
-    def _journal(self) -> dict[str, Any] | None:
-        try:
-            data: dict[str, Any] = json.loads(self.journal_path.read_bytes())
-            return data
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise InstallError(f"journal {self.journal_path} is unreadable ({exc}); check the files "
-                               f"of {self.entry.name} by hand, then delete it") from None
-
-    def _save(self, journal: dict[str, Any]) -> None:
-        replace_atomically(str(self.journal_path), json.dumps(journal, indent=1).encode(),
-                           os.geteuid(), os.getegid(), 0o600)
-
-    def _drop_journal(self) -> None:
-        _unlink(str(self.journal_path))
-        fsync_dir(str(self.workdir))
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -266,14 +281,14 @@ class LocalFiles(Installer):
     # -- installing --------------------------------------------------------------------------
 
     def install(self, new: IssuedCertificate) -> list[str]:
-        if self._journal() is not None:
+        if self.journal.read() is not None:
             raise InstallError(f"{self.journal_path} exists: an earlier run is unfinished; run again")
         todo = [p for p in self._planned(new) if p.changed]
         generation = self._new_generation()
         journal: dict[str, Any] = {"state": "staging", "backup": str(generation), "files": [
             {"role": p.role, "path": p.path, "temp": temp_name(p.path), "existed": p.existed,
              "sha256": _sha256(p.data)} for p in todo]}
-        self._save(journal)
+        self.journal.save(journal)
         try:
             self._backup(todo, generation)
             for p, f in zip(todo, journal["files"]):
@@ -285,12 +300,12 @@ class LocalFiles(Installer):
                                f"{getattr(exc, 'strerror', None) or exc}; nothing was changed "
                                "(the previous files are intact)") from None
         journal["state"] = "prepared"
-        self._save(journal)
+        self.journal.save(journal)
         try:
             self._switch(journal)
         except OSError as exc:
             self._restore_files(journal)
-            self._drop_journal()
+            self.journal.drop()
             raise InstallError(f"{self.entry.name}: cannot rename into {exc.filename}: {exc.strerror}; "
                                "the previous files were put back") from None
         return [f["path"] for f in journal["files"]]
@@ -317,7 +332,7 @@ class LocalFiles(Installer):
         for f in journal["files"]:
             _unlink(f["temp"])
         shutil.rmtree(journal["backup"], ignore_errors=True)
-        self._drop_journal()
+        self.journal.drop()
 
     def _switch(self, journal: dict[str, Any]) -> None:
         for f in journal["files"]:
@@ -329,17 +344,17 @@ class LocalFiles(Installer):
         for directory in {os.path.dirname(f["path"]) for f in journal["files"]}:
             fsync_dir(directory)
         journal["state"] = "switched"
-        self._save(journal)
+        self.journal.save(journal)
 
     # -- rolling back, recovering, finishing ---------------------------------------------------
 
     def restore(self) -> None:
-        journal = self._journal()
+        journal = self.journal.read()
         if journal is None or journal["state"] not in ("switched", "restoring", "restored"):
             raise InstallError(f"{self.entry.name}: nothing to roll back (no switched set in "
                                f"{self.journal_path})")
         journal["state"] = "restoring"
-        self._save(journal)
+        self.journal.save(journal)
         try:
             self._restore_files(journal)
         except OSError as exc:
@@ -347,7 +362,7 @@ class LocalFiles(Installer):
                                f"the previous files are in {journal['backup']}: copy them back by "
                                "hand") from None
         journal["state"] = "restored"
-        self._save(journal)
+        self.journal.save(journal)
 
     def _restore_files(self, journal: dict[str, Any]) -> None:
         generation = Path(journal["backup"])
@@ -371,7 +386,7 @@ class LocalFiles(Installer):
             fsync_dir(directory)
 
     def recover(self) -> str | None:
-        journal = self._journal()
+        journal = self.journal.read()
         if journal is None:
             return None
         state = journal["state"]
@@ -391,7 +406,7 @@ class LocalFiles(Installer):
                            f"files of {self.entry.name} by hand, then delete it")
 
     def commit(self) -> None:
-        self._drop_journal()
+        self.journal.drop()
         backups = self.workdir / "backups"
         generations = sorted(backups.iterdir()) if backups.is_dir() else []
         for old in generations[:-self.keep]:

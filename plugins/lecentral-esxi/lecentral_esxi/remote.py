@@ -30,7 +30,7 @@ from typing import Any
 
 from lecentral.errors import CsrError, InstallError
 from lecentral.install.config import CertEntry
-from lecentral.install.fileset import LocalFiles, read_nofollow, replace_atomically
+from lecentral.install.fileset import Journal, read_nofollow, replace_atomically
 from lecentral.interfaces import Installer, IssuedCertificate
 from lecentral_esxi import scripts
 from lecentral_esxi.scripts import CRT, KEY, PERSIST_FAILED, NewPair
@@ -82,9 +82,9 @@ class EsxiFiles(Installer):
         self.remote_dir = remote_dir.rstrip("/") or "/"
         self.persist = persist
         self.crt_chain = crt_chain
-        # only for its journal (same file, format and safe writes as local file sets)
-        self._journal_file = LocalFiles(entry, workdir, keep)
-        self.journal_path = self._journal_file.journal_path
+        # the local file sets' journal: same file, format and safe writes
+        self.journal = Journal(workdir, entry.name)
+        self.journal_path = self.journal.path
         self._probe: Probe | None = None
         self._on_host: bytes | None = None  # rui.crt as this run last left it
 
@@ -166,18 +166,12 @@ class EsxiFiles(Installer):
 
     # -- the journal: the local file sets' own (one implementation of journal.json) ------------
 
-    def _journal(self) -> dict[str, Any] | None:
-        return self._journal_file._journal()
-
-    def _save(self, journal: dict[str, Any]) -> None:
-        self._journal_file._save(journal)
-
     def _drop_journal(self) -> None:
         if self.journal_path.exists():
-            self._journal_file._drop_journal()
+            self.journal.drop()
 
     def pending(self) -> str | None:
-        journal = self._journal()
+        journal = self.journal.read()
         return str(journal["state"]) if journal else None
 
     # -- planning ----------------------------------------------------------------------------
@@ -225,7 +219,7 @@ class EsxiFiles(Installer):
     # -- installing --------------------------------------------------------------------------
 
     def install(self, new: IssuedCertificate) -> list[str]:
-        if self._journal() is not None:
+        if self.journal.read() is not None:
             raise InstallError(f"{self.journal_path} exists: an earlier run is unfinished; run again")
         pair = self._pair(new)
         probe = self._probe or self._probe_host()
@@ -235,7 +229,7 @@ class EsxiFiles(Installer):
             "crt_sha256": pair.crt_sha256, "key_sha256": pair.key_sha256,
             "existed": {n: probe.kinds.get(n) == "file" for n in (CRT, KEY)},
             "old_crt": probe.crt.decode() if probe.crt is not None else None}
-        self._save(journal)
+        self.journal.save(journal)
         try:
             self._run(scripts.switch(self.remote_dir, stamp, pair, self.keep, self.persist),
                       f"putting the new pair in {self.remote_dir}")
@@ -276,7 +270,7 @@ class EsxiFiles(Installer):
 
     def _switched(self, journal: dict[str, Any], crt: bytes) -> None:
         journal["state"] = "switched"
-        self._save(journal)
+        self.journal.save(journal)
         self._probe = Probe({CRT: "file", KEY: "file"}, {}, crt, ours=True)
         self._on_host = crt
 
@@ -300,7 +294,7 @@ class EsxiFiles(Installer):
             self._drop_journal()
         else:
             journal["state"] = "switched"
-            self._save(journal)
+            self.journal.save(journal)
         return state
 
     def _persist(self) -> None:
@@ -313,12 +307,12 @@ class EsxiFiles(Installer):
         self._restore(persist=self.persist)
 
     def _restore(self, persist: str) -> None:
-        journal = self._journal()
+        journal = self.journal.read()
         if journal is None or journal["state"] not in ("switched", "restoring", "restored"):
             raise InstallError(f"{self.entry.name}: nothing to roll back (no switched pair in "
                                f"{self.journal_path})")
         journal["state"] = "restoring"
-        self._save(journal)
+        self.journal.save(journal)
         stamp = journal["stamp"]
         try:
             self._run(scripts.restore(journal["dir"], stamp, journal["existed"], persist),
@@ -330,14 +324,14 @@ class EsxiFiles(Installer):
                 f"{scripts.backup_name(KEY, stamp)}: copy them back (cp -p) and restart the "
                 f"services ({self.entry.reload}); the next run tries again") from None
         journal["state"] = "restored"
-        self._save(journal)
+        self.journal.save(journal)
         old = journal.get("old_crt")
         self._probe = Probe({CRT: "file" if old else "missing"}, {}, old.encode() if old else None,
                             ours=True)
         self._on_host = self._probe.crt
 
     def recover(self) -> str | None:
-        journal = self._journal()
+        journal = self.journal.read()
         if journal is None:
             return None
         state = journal["state"]
