@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from lecentral.errors import ConfigError
 from lecentral.hookspecs import hookimpl
-from lecentral.install.config import CertEntry
 from lecentral.interfaces import Service
 from lecentral.types import ServiceType
 
 if TYPE_CHECKING:
+    from lecentral.install.config import CertEntry
     from lecentral.interfaces import Installer
     from lecentral_esxi.ssh import SshTarget
 
