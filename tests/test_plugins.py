@@ -152,3 +152,22 @@ def test_failing_event_handler_is_logged_not_fatal(site: Path, monkeypatch: pyte
     registry.emit("lecentral_renew_failed", name="a.example.test", error="boom",
                   count_fail_update=1)
     assert "plugin good failed handling lecentral_renew_failed" in caplog.text
+
+
+HEAVY = ("sqlalchemy", "acme", "josepy", "requests", "cryptography", "dns", "ldap3", "pyrad")
+
+
+@pytest.mark.parametrize("code", [
+    "from lecentral.registry import Registry; Registry.load()",
+    "from click.testing import CliRunner; from lecentral.cli.central import main; "
+    "CliRunner().invoke(main, ['--help'])",
+    "from click.testing import CliRunner; from lecentral.cli.agent import main; "
+    "CliRunner().invoke(main, ['--help'])",
+])
+def test_loading_plugins_and_help_import_nothing_heavy(code: str) -> None:
+    """Every installed plugin is imported to build the registry: each must keep its heavy imports
+    inside the code that needs them, so --help and a no-op run stay fast."""
+    probe = f"{code}\nimport sys\nprint([m for m in {HEAVY!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
