@@ -43,6 +43,8 @@ class TestCA:
                      .not_valid_before(now - dt.timedelta(days=400))
                      .not_valid_after(now + dt.timedelta(days=4000))
                      .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                     .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()),
+                                    critical=False)
                      .sign(self.key, hashes.SHA256()))
         self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
 
@@ -56,6 +58,8 @@ class TestCA:
                 .serial_number(x509.random_serial_number())
                 .not_valid_before(start).not_valid_after(start + dt.timedelta(days=days))
                 .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in csr.names]),
+                               critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
                                critical=False)
                 .sign(self.key, hashes.SHA256()))
         return cert.public_bytes(serialization.Encoding.PEM)

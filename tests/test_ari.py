@@ -1,0 +1,141 @@
+"""ACME Renewal Information (RFC 9773) in the renew job's due decision.
+
+Debian's Pebble (2.4) offers no ``renewalInfo``, and no other ACME server can run here, so these
+tests stand in a minimal HTTP server for the CA's directory and renewalInfo endpoint (the one
+part that is not real). Everything else is the real RenewalInfoReader and due_reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from lecentral.acme.client import RenewalInfoReader, ari_cert_id
+from lecentral.certificates import Certificate, now_ts
+from lecentral.config import AcmeConfig, CentralConfig
+from lecentral.renew import due_reason
+from lecentral.testing.agent import TestCA
+from lecentral.testing.central import new_row
+from lecentral.testing.pki import make_csr
+
+UTC = dt.UTC
+
+
+class AriCa:
+    """``/dir`` names ``/ari``; ``/ari/<certID>`` answers the window set in ``windows``."""
+
+    def __init__(self) -> None:
+        self.windows: dict[str, Any] = {}
+        self.fail = False
+        ca = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path == "/dir":
+                    body: Any = {"renewalInfo": f"http://127.0.0.1:{ca.port}/ari"}
+                elif self.path.startswith("/ari/") and not ca.fail and \
+                        self.path[5:] in ca.windows:
+                    body = ca.windows[self.path[5:]]
+                else:
+                    self.send_error(500)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def ari_ca() -> Iterator[AriCa]:
+    ca = AriCa()
+    yield ca
+    ca.close()
+
+
+def issued_row(days_left: int) -> tuple[Any, bytes]:
+    """A row whose certificate (signed by a test CA, with an AKI) expires in ``days_left``."""
+    csr, _ = make_csr(["ari.example.test"])
+    ca = TestCA()
+    start = dt.datetime.now(UTC) - dt.timedelta(days=90 - days_left)
+    crt = ca.sign(csr, days=90, start=start)
+    row = replace(new_row(csr), crt=crt, ca=ca.pem, ts_expire=Certificate.load(crt).not_after,
+                  ts_last_update=now_ts() - 86400)
+    return row, crt
+
+
+def config_for(ca: AriCa) -> CentralConfig:
+    return CentralConfig(acme=AcmeConfig(directory=f"http://127.0.0.1:{ca.port}/dir"))
+
+
+def window(start_days: float, end_days: float) -> dict[str, Any]:
+    now = dt.datetime.now(UTC)
+    return {"suggestedWindow": {
+        "start": (now + dt.timedelta(days=start_days)).isoformat(),
+        "end": (now + dt.timedelta(days=end_days)).isoformat()}}
+
+
+def test_an_open_window_makes_a_certificate_due_early(ari_ca: AriCa) -> None:
+    """60 days left (not due by before_days), but the CA says renew now (a revocation)."""
+    row, crt = issued_row(60)
+    ari_ca.windows[ari_cert_id(crt)] = window(-2, -1)
+    config = config_for(ari_ca)
+    reader = RenewalInfoReader(config.acme)
+    assert reader.offered
+    assert due_reason(row, now_ts(), config, False, None)[0] is False  # without ARI: not yet
+    due, why = due_reason(row, now_ts(), config, False, reader)
+    assert due and "ARI" in why
+    reader.close()
+
+
+def test_a_future_window_waits(ari_ca: AriCa) -> None:
+    row, crt = issued_row(60)
+    ari_ca.windows[ari_cert_id(crt)] = window(20, 25)
+    config = config_for(ari_ca)
+    reader = RenewalInfoReader(config.acme)
+    due, why = due_reason(row, now_ts(), config, False, reader)
+    assert not due and why.startswith("expires in")
+    reader.close()
+
+
+def test_ari_never_delays_before_days(ari_ca: AriCa) -> None:
+    """10 days left: due by before_days even if the CA's window is later."""
+    row, crt = issued_row(10)
+    ari_ca.windows[ari_cert_id(crt)] = window(30, 40)
+    config = config_for(ari_ca)
+    reader = RenewalInfoReader(config.acme)
+    due, why = due_reason(row, now_ts(), config, False, reader)
+    assert due and "renew.before_days" in why
+    reader.close()
+
+
+def test_a_broken_endpoint_falls_back_to_before_days(ari_ca: AriCa,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    row, _ = issued_row(60)
+    ari_ca.fail = True
+    config = config_for(ari_ca)
+    reader = RenewalInfoReader(config.acme)
+    due, _ = due_reason(row, now_ts(), config, False, reader)
+    assert not due
+    assert "using renew.before_days" in caplog.text
+    reader.close()
