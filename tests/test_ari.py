@@ -37,7 +37,7 @@ class AriCa:
         ca = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 if self.path == "/dir":
                     body: Any = {"renewalInfo": f"http://127.0.0.1:{ca.port}/ari"}
                 elif self.path.startswith("/ari/") and not ca.fail and \
