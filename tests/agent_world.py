@@ -1,9 +1,8 @@
 """Fixtures the agent tests share (registered by conftest.py): Pebble issuing, an SMTP catcher,
 a syslog socket, the world; and the helpers they import (:class:`Mailbox`, :func:`tree`, ...).
 
-* ``agent_pebble``: the test world's PebbleServer with ``PEBBLE_VA_ALWAYS_VALID=1`` (every
-  challenge passes, so no DNS is needed); certificates are ordered through lecentral's own ACME
-  client and stored with ``save_issued``, exactly what the central renew job does with them.
+* ``agent_pebble``: :class:`~lecentral.testing.agent.PebbleOrders` (the ``pebble_orders``
+  fixture of lecentral.testing): real certificates from Pebble, stored with ``save_issued``.
 * ``smtp``: aiosmtpd in-process on 127.0.0.1, collecting the mails sent during one test
   (the agent's, and the renew job's alerts).
 * ``syslog``: a UNIX datagram socket the syslog notifier writes to.
@@ -23,51 +22,14 @@ from typing import Any
 
 import pytest
 
-from lecentral.certificates import Certificate, now_ts, split_fullchain
-from lecentral.testing.agent import AgentWorld
-from lecentral.testing.pebble import PebbleServer
+from lecentral.testing.agent import AgentWorld, PebbleOrders
 from lecentral.testing.ports import LOOPBACK, free_port
 
 
-class PebbleOrders:
-    """Orders certificates from an always-valid Pebble and stores them as the renew job does."""
-
-    def __init__(self, pebble: PebbleServer, workdir: Path) -> None:
-        from lecentral.acme.client import AcmeClient
-        from lecentral.config import AcmeConfig
-
-        self.client = AcmeClient(AcmeConfig(directory=pebble.directory_url, email="ops@example.test",
-                                            account_key=str(workdir / "account.key"),
-                                            ca_bundle=str(pebble.ca_bundle), poll_timeout=30),
-                                 workers=1)
-
-    def issue(self, world: AgentWorld, name: str) -> Certificate:
-        row = world.store.get(name)
-        assert row is not None
-        from lecentral.certificates import Csr
-
-        csr = Csr.load(row.csr)
-        order = self.client.new_order(csr.pem, csr.names)
-        for challenge in self.client.pending_challenges(order, "dns-01"):
-            self.client.answer(challenge)
-        self.client.wait_authorizations(order)
-        crt, ca = split_fullchain(self.client.finalize(order).encode())
-        leaf = Certificate.load(crt)
-        world.store.save_issued(name, crt, ca, leaf.not_after, now_ts())
-        return leaf
-
-
 @pytest.fixture(scope="session")
-def agent_pebble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleOrders]:
-    workdir = tmp_path_factory.mktemp("agent-pebble")
-    # every challenge is valid: no DNS and no web server is needed to get real certificates
-    pebble = PebbleServer(workdir / "pebble", env={"PEBBLE_VA_ALWAYS_VALID": "1"}).start()
-    try:
-        orders = PebbleOrders(pebble, workdir)
-        yield orders
-        orders.client.close()
-    finally:
-        pebble.close()
+def agent_pebble(pebble_orders: PebbleOrders) -> PebbleOrders:
+    """The agent tests' name for lecentral.testing's ``pebble_orders``."""
+    return pebble_orders
 
 
 class Mailbox:

@@ -22,11 +22,53 @@ from cryptography.x509.oid import NameOID
 
 from lecentral.certificates import Certificate, Csr, now_ts
 from lecentral.testing.central import new_row
+from lecentral.testing.pebble import PebbleServer
 from lecentral.testing.tomlfile import dump_toml, toml_value, write_toml
 
 __all__ = ["AgentWorld", "RunOutcome", "TestCA", "dump_toml", "toml_value"]  # dump_toml: plugins' tests use it
 
 UTC = dt.UTC
+
+
+class PebbleOrders:
+    """Real certificates from an always-valid Pebble, stored as the central renew job stores them.
+
+    Pebble runs with ``PEBBLE_VA_ALWAYS_VALID=1``: every challenge passes, so no DNS or web server
+    is needed; the order, finalization and chain are Pebble's own, through lecentral's ACME client.
+    The ``pebble_orders`` fixture gives one per session.
+    """
+
+    def __init__(self, pebble: PebbleServer, workdir: Path) -> None:
+        from lecentral.acme.client import AcmeClient
+        from lecentral.config import AcmeConfig
+
+        self.client = AcmeClient(AcmeConfig(directory=pebble.directory_url, email="ops@example.test",
+                                            account_key=str(workdir / "account.key"),
+                                            ca_bundle=str(pebble.ca_bundle), poll_timeout=30),
+                                 workers=1)
+
+    def order(self, csr_pem: bytes) -> tuple[bytes, bytes]:
+        """(leaf PEM, CA chain PEM) for the CSR's names."""
+        from lecentral.certificates import split_fullchain
+
+        csr = Csr.load(csr_pem)
+        order = self.client.new_order(csr.pem, csr.names)
+        for challenge in self.client.pending_challenges(order, "dns-01"):
+            self.client.answer(challenge)
+        self.client.wait_authorizations(order)
+        return split_fullchain(self.client.finalize(order).encode())
+
+    def issue(self, world: AgentWorld, name: str) -> Certificate:
+        """Order a certificate for ``name``'s stored CSR and save it in ``world``'s store."""
+        row = world.store.get(name)
+        assert row is not None, f"{name} is not in the store"
+        crt, ca = self.order(row.csr)
+        leaf = Certificate.load(crt)
+        world.store.save_issued(name, crt, ca, leaf.not_after, now_ts())
+        return leaf
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class TestCA:

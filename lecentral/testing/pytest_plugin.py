@@ -31,6 +31,7 @@ import secrets
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -38,6 +39,9 @@ from lecentral.testing.bind import BindServer
 from lecentral.testing.mariadb import MariaDBServer
 from lecentral.testing.pebble import AcmeWorld, PebbleServer
 from lecentral.testing.postgres import PostgresServer
+
+if TYPE_CHECKING:
+    from lecentral.testing.agent import PebbleOrders
 
 #: Real TLS daemons (nginx, apache2, postfix, dovecot, slapd) for verifier, agent and plugin tests.
 pytest_plugins = ["lecentral.testing.daemons.fixtures"]
@@ -101,6 +105,20 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
 def postgres_url(request: pytest.FixtureRequest, postgres_server: PostgresServer) -> Iterator[str]:
     """SQLAlchemy URL of a new, empty PostgreSQL database for this test only."""
     yield from _database_for_test(request, postgres_server)
+
+
+@pytest.fixture(scope="session")
+def pebble_orders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleOrders]:
+    """Real certificates from an always-valid Pebble of its own (:class:`PebbleOrders`)."""
+    from lecentral.testing.agent import PebbleOrders
+
+    workdir = tmp_path_factory.mktemp("pebble-orders")
+    with PebbleServer(workdir / "pebble", env={"PEBBLE_VA_ALWAYS_VALID": "1"}) as pebble:
+        orders = PebbleOrders(pebble, workdir)
+        try:
+            yield orders
+        finally:
+            orders.close()
 
 
 @pytest.fixture
