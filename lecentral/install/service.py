@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
 
-from lecentral.errors import InstallError
+from lecentral.errors import CsrError, InstallError, VerifyError
 from lecentral.install.config import CertEntry
 from lecentral.interfaces import Service
 
@@ -20,6 +23,40 @@ log = logging.getLogger(__name__)
 
 #: how much of a failing command's output goes into the error (and the alert)
 OUTPUT_TAIL_LINES = 15
+#: pause between two probes of a service that is coming back after a restart
+PROBE_PAUSE = 0.25
+
+T = TypeVar("T")
+
+
+def poll_until(entry: CertEntry, check: Callable[[float], T]) -> T:
+    """Call ``check(seconds left)`` until it returns, for up to the entry's ``verify_timeout``.
+
+    For services that verify in their own protocol (an LDAP bind, a RADIUS request) while the
+    daemon comes back: ``check`` raises :class:`VerifyError` (or CsrError) while it is not ready;
+    the last such error is raised, with the time waited, when the timeout passes.
+    """
+    deadline = time.monotonic() + entry.verify_timeout
+    while True:
+        try:
+            return check(max(deadline - time.monotonic(), 1.0))
+        except (VerifyError, CsrError) as exc:
+            last = str(exc)
+        if time.monotonic() >= deadline:
+            raise VerifyError(f"{entry.label}: verification failed after {entry.verify_timeout:.0f}s: "
+                              f"{last}")
+        time.sleep(PROBE_PAUSE)
+
+
+def installed_fingerprint(path: str, daemon: str) -> str:
+    """SHA-256 of the leaf in the certificate file ``path``, to compare with what ``daemon`` presents."""
+    from lecentral.certificates import Certificate
+
+    try:
+        return Certificate.load(Path(path).read_bytes(), path).fingerprint
+    except (OSError, CsrError) as exc:
+        raise InstallError(f"cannot read the certificate {path} to compare with what {daemon} "
+                           f"presents: {exc}") from None
 
 
 def run_command(command: str, *, what: str, timeout: float) -> str:

@@ -23,21 +23,17 @@ import os
 import secrets
 import shutil
 import stat
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from lecentral.certificates import Certificate
-from lecentral.errors import ConfigError, CsrError, InstallError, VerifyError
+from lecentral.errors import ConfigError, VerifyError
 from lecentral.install.config import CertEntry
 from lecentral.install.fileset import LocalFiles
-from lecentral.install.service import CommandService
+from lecentral.install.service import CommandService, installed_fingerprint, poll_until
 from lecentral.interfaces import Installer
 from lecentral_freeradius.probe import EAP_METHODS, RadiusTarget
 
 log = logging.getLogger(__name__)
 
-PROBE_PAUSE = 0.25
 STRING_OPTIONS = ("chroot", "server", "secret", "user", "password", "eap", "eapol_test",
                   "client_cert", "client_key")
 DEFAULT_USER = "lecentral-probe"
@@ -174,7 +170,7 @@ def wait_until_serving(entry: CertEntry) -> None:
     from lecentral_freeradius.probe import access_request
 
     target = radius_target(entry)
-    reply = _poll(entry, lambda remaining: access_request(target, min(remaining, 5.0)))
+    reply = poll_until(entry, lambda remaining: access_request(target, min(remaining, 5.0)))
     log.info("%s: RADIUS %s answers an Access-Request for %s: %s", entry.label, target.where,
              target.user, reply)
     method = entry.options.get("eap", "").upper()
@@ -186,7 +182,7 @@ def wait_until_serving(entry: CertEntry) -> None:
                     "FreeRADIUS presents in EAP is not checked", entry.label)
         return
     cert_path = in_chroot(entry).cert
-    expected = _leaf_fingerprint(cert_path)
+    expected = installed_fingerprint(cert_path, "FreeRADIUS")
 
     def presents(remaining: float) -> str:
         from lecentral_freeradius.probe import eap_certificate
@@ -199,27 +195,5 @@ def wait_until_serving(entry: CertEntry) -> None:
         raise VerifyError(f"EAP-{method} on RADIUS {target.where} presents certificate sha256 "
                           f"{got[:16]}..., not the one in {cert_path} ({expected[:16]}...)")
 
-    got = _poll(entry, presents)
+    got = poll_until(entry, presents)
     log.info("%s: EAP-%s on RADIUS %s presents sha256 %s", entry.label, method, target.where, got[:16])
-
-
-def _poll(entry: CertEntry, check: Callable[[float], str]) -> str:
-    """Call ``check(seconds left)`` until it returns, for up to ``verify_timeout``; else VerifyError."""
-    deadline = time.monotonic() + entry.verify_timeout
-    while True:
-        try:
-            return check(max(deadline - time.monotonic(), 1.0))
-        except (VerifyError, CsrError) as exc:
-            last = str(exc)
-        if time.monotonic() >= deadline:
-            raise VerifyError(f"{entry.label}: verification failed after {entry.verify_timeout:.0f}s: "
-                              f"{last}")
-        time.sleep(PROBE_PAUSE)
-
-
-def _leaf_fingerprint(path: str) -> str:
-    try:
-        return Certificate.load(Path(path).read_bytes(), path).fingerprint
-    except (OSError, CsrError) as exc:
-        raise InstallError(f"cannot read the certificate {path} to compare with what FreeRADIUS "
-                           f"presents: {exc}") from None

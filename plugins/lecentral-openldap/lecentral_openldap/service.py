@@ -21,20 +21,15 @@ import logging
 import os
 import pwd
 import stat
-import time
-from pathlib import Path
 
-from lecentral.certificates import Certificate
-from lecentral.errors import ConfigError, CsrError, InstallError, VerifyError
+from lecentral.errors import ConfigError, InstallError, VerifyError
 from lecentral.install.config import CertEntry
-from lecentral.install.service import CommandService
+from lecentral.install.service import CommandService, installed_fingerprint, poll_until
 from lecentral.verify import VerifyTarget, parse_verify_url, url_scheme
 from lecentral_openldap.probe import LDAP_SCHEMES, Credentials
 
 log = logging.getLogger(__name__)
 
-#: seconds between two probes while slapd comes up
-PROBE_PAUSE = 0.25
 STRING_OPTIONS = ("bind_dn", "bind_password", "key_group", "slapd_d")
 
 
@@ -143,30 +138,16 @@ def wait_until_serving(entry: CertEntry) -> None:
     if not targets:
         log.info("%s: no ldap+starttls:// or ldaps:// verify URL; slapd not probed", entry.label)
         return
-    expected = _leaf_fingerprint(entry.cert)
+    expected = installed_fingerprint(entry.cert, "slapd")
     credentials = _credentials(entry)
     for target in targets:
-        deadline = time.monotonic() + entry.verify_timeout
-        while True:
-            try:
-                got = probe(target, credentials, min(max(deadline - time.monotonic(), 1.0), 10.0))
-                if got == expected:
-                    log.info("%s: %s presents sha256 %s and answers (%s, root DSE)", entry.label,
-                             target.url, got[:16], credentials.who)
-                    break
-                last = (f"{target.url} presents certificate sha256 {got[:16]}..., not the one in "
-                        f"{entry.cert} ({expected[:16]}...)")
-            except VerifyError as exc:
-                last = str(exc)
-            if time.monotonic() >= deadline:
-                raise VerifyError(f"{entry.label}: verification failed after "
-                                  f"{entry.verify_timeout:.0f}s: {last}")
-            time.sleep(PROBE_PAUSE)
+        def presents(remaining: float, target: VerifyTarget = target) -> str:
+            got = probe(target, credentials, min(remaining, 10.0))
+            if got != expected:
+                raise VerifyError(f"{target.url} presents certificate sha256 {got[:16]}..., not the "
+                                  f"one in {entry.cert} ({expected[:16]}...)")
+            return got
 
-
-def _leaf_fingerprint(path: str) -> str:
-    try:
-        return Certificate.load(Path(path).read_bytes(), path).fingerprint
-    except (OSError, CsrError) as exc:
-        raise InstallError(f"cannot read the certificate {path} to compare with what slapd presents: "
-                           f"{exc}") from None
+        got = poll_until(entry, presents)
+        log.info("%s: %s presents sha256 %s and answers (%s, root DSE)", entry.label, target.url,
+                 got[:16], credentials.who)
