@@ -69,3 +69,17 @@ def all_commands() -> list[str]:
 @pytest.mark.parametrize("command", all_commands())
 def test_every_command_is_in_the_reference(command: str) -> None:
     assert f"`{command}" in (DOCS / "reference.md").read_text(), f"{command} is not documented"
+
+
+def agent_keys() -> list[str]:
+    from lecentral.install.config import AgentConfig, CertEntry
+
+    internal = {"index"}  # the entry's position in the file, not a key anyone writes
+    return [f"{cls.__name__}.{f.name}" for cls in (AgentConfig, CertEntry)
+            for f in dataclasses.fields(cls) if f.name not in internal]
+
+
+@pytest.mark.parametrize("key", agent_keys())
+def test_every_agent_config_key_is_in_the_agent_guide(key: str) -> None:
+    name = key.split(".", 1)[1]
+    assert f"`{name}`" in (DOCS / "agent.md").read_text(), f"{key} is not in docs/agent.md"
