@@ -1,4 +1,4 @@
-"""lecentral service plugin for nginx: defaults for Debian's layout, ``nginx -t``, ``nginx -s reload``.
+"""lecentral service plugin for nginx: Debian's layout, ``nginx -t`` plus a certificate/key check (``nginx -T``), ``nginx -s reload``.
 
 Registered through the ``lecentral.plugins`` entry point ``nginx`` (see :mod:`lecentral_nginx.plugin`).
 """

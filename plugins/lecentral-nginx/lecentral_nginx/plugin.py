@@ -1,11 +1,11 @@
-"""The ``nginx`` service: nginx reads the full chain and the key; ``nginx -t``, then ``nginx -s reload``.
+"""The ``nginx`` service: nginx reads the full chain and the key; ``nginx -t``, a certificate/key
+check (``nginx -T``), then ``nginx -s reload``.
 
-nginx needs no code of its own: ``nginx -t`` loads every certificate and key named in the
-configuration (a key that does not match its certificate fails it), so the engine's config test
-before the reload catches what would make nginx refuse the new files; ``nginx -s reload`` starts
-new workers with them and lets the old ones finish (a reload that fails keeps the old
-configuration running, and the HTTPS verification then sees the old certificate and rolls back).
-So the service is :class:`~lecentral.install.service.CommandService` with Debian's defaults.
+``nginx -t`` loads every certificate and key named in the configuration (a key of the same type
+that does not match its certificate fails it); :class:`~lecentral_nginx.service.NginxService`
+adds the check ``nginx -t`` cannot make (a key of another type, see there). ``nginx -s reload``
+starts new workers with the new files and lets the old ones finish (a reload that fails keeps the
+old configuration running, and the HTTPS verification then sees the old certificate and rolls back).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from lecentral.hookspecs import hookimpl
 from lecentral.types import ServiceType
 
 if TYPE_CHECKING:
-    from lecentral.install.service import CommandService
+    from lecentral_nginx.service import NginxService
 
 #: Debian's layout; ``{name}`` is the entry's name. Every key can be overridden in ``[[cert]]``.
 DEFAULTS: dict[str, Any] = {
@@ -29,10 +29,10 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _factory() -> CommandService:
-    from lecentral.install.service import CommandService
+def _factory() -> NginxService:
+    from lecentral_nginx.service import NginxService
 
-    return CommandService()
+    return NginxService()
 
 
 @hookimpl
@@ -42,6 +42,7 @@ def lecentral_register_services() -> list[ServiceType]:
         name="nginx",
         factory=_factory,
         defaults=DEFAULTS,
-        description="nginx: writes {name}.crt and {name}.full (ssl_certificate), runs nginx -t, "
-                    "nginx -s reload, verifies HTTPS on 127.0.0.1:443 with the name as SNI",
+        description="nginx: writes {name}.crt and {name}.full (ssl_certificate), runs nginx -t and "
+                    "checks the certificate/key pairs of nginx -T, nginx -s reload, verifies HTTPS "
+                    "on 127.0.0.1:443 with the name as SNI",
     )]

@@ -18,6 +18,7 @@ given, and the verifier compares SHA-256 fingerprints. Placeholders are self-sig
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -25,12 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lecentral_nginx.parsed import dump_argv
 from lecentral_nginx.plugin import DEFAULTS
+from lecentral_nginx.service import NginxService, check_pairs
 
-from lecentral.install.config import load_install
+from lecentral.errors import InstallError
+from lecentral.install.config import CertEntry, load_install
 from lecentral.install.csr import KeySpec, make_csr
 from lecentral.registry import Registry
 from lecentral.testing.agent import dump_toml
+from lecentral.testing.daemons.certs import write_cert_files
 from lecentral.testing.daemons.nginx import NginxServer
 from lecentral.testing.service_contract import (
     Contract,
@@ -73,6 +78,12 @@ class NginxHarness(ServiceHarness):
         with self.server.conf.open("a") as conf:
             conf.write("not_an_nginx_directive on;\n")
 
+    def workers(self) -> set[int]:
+        """The pids of the master's worker processes (a reload replaces them)."""
+        pid = self.server.pid
+        return {int(child) for child in
+                Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
     def reloads(self) -> int:
         """How many reloads the master has logged (SIGHUP)."""
         return self.server.error_log.read_text(errors="replace").count("reconfiguring")
@@ -112,24 +123,31 @@ class TestNginx(ServiceContract):
         assert harness.server.pid == pid and harness.reloads() == reloads
         contract.wait_presented(first.fingerprint)
 
-    def test_a_key_of_another_type_passes_nginx_t_and_is_caught_by_verification(
+    def test_a_key_of_another_type_passes_nginx_t_and_is_caught_before_the_reload(
             self, contract: Contract) -> None:
         """The rotated key is ECDSA and nginx.conf still names the old RSA key: OpenSSL keeps keys
-        per type, so ``nginx -t`` and the reload succeed, but the server block can no longer
-        complete a handshake. The HTTPS verification fails, the previous files come back, nginx is
-        reloaded with them and serves the old certificate again."""
+        per type, so ``nginx -t`` passes, and a reload would leave the server block failing every
+        handshake. The plugin's pair check (``nginx -T``, with the instance's ``-p``/``-c``/``-e``
+        from ``check``) refuses first, naming the config file, the server_name and the key: the
+        previous files come back, nginx is never signalled and serves the old certificate."""
         first = self._first_install(contract)
         harness: NginxHarness = contract.harness  # type: ignore[assignment]
-        self.rotate_key(contract, KeySpec("ec", curve="p256"), verify_timeout=3.0)
+        reloads, pid, workers = harness.reloads(), harness.server.pid, harness.workers()
+        self.rotate_key(contract, KeySpec("ec", curve="p256"))
         before = contract.snapshot()
 
         result = contract.run()
 
         assert result["status"] == "rolled-back", result
-        assert "verification failed" in result["message"] and "handshake" in result["message"]
-        assert "serves the previous certificate again" in result["message"]
+        message = result["message"]
+        assert f"the server block at {harness.server.conf}:" in message
+        assert f"(server_name {contract.name})" in message
+        assert (f"pairs ssl_certificate {contract.files.fullchain} with ssl_certificate_key "
+                f"{contract.files.key}, which does not match the new certificate") in message
+        assert "verification failed" not in message
         assert contract.snapshot() == before
-        assert harness.reloads() >= 2  # the new files, then the previous ones
+        assert harness.server.pid == pid and harness.reloads() == reloads
+        assert harness.workers() == workers
         contract.wait_presented(first.fingerprint)
 
     def test_verify_on_a_site_serving_a_stale_copy_is_rolled_back(self, contract: Contract) -> None:
@@ -151,6 +169,81 @@ class TestNginx(ServiceContract):
         assert "serves the previous certificate again" in result["message"]
         assert contract.snapshot() == before
         contract.wait_presented(first.fingerprint)
+
+
+# -- the certificate/key check on nginx's own dump ----------------------------------------------
+
+
+def test_pair_check_on_debians_stock_configuration(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A copy of this host's /etc/nginx (paths pointed at the copy and a temp log dir), read by
+    the stock nginx through ``nginx -c COPY -T``. With only the stock default site, no server
+    block uses the entry's files: a warning, no error (a first install). Then sites-enabled/default
+    gets an HTTPS server (quoted ssl_certificate, comments, the key line in an ``include``d
+    snippet, a second server choosing its files by ``$ssl_server_name``, skipped): the check finds
+    the pair through nginx.conf's includes, accepts the matching key, and refuses a key of another
+    type, which ``nginx -t`` itself lets through."""
+    conf, logs = tmp_path / "nginx", tmp_path / "log"
+    shutil.copytree("/etc/nginx", conf)  # follows the sites-enabled and modules-enabled links
+    logs.mkdir()
+    main = conf / "nginx.conf"
+    main.write_text(main.read_text().replace("/etc/nginx/", f"{conf}/")
+                    .replace("/var/log/nginx/", f"{logs}/").replace("/run/nginx.pid", f"{logs}/pid"))
+    site = write_cert_files(tmp_path / "site", ["www.example.test"], key_kind="ec256")
+    other = write_cert_files(tmp_path / "other", ["www.example.test"], key_kind="rsa2048")
+    entry = CertEntry(name="www.example.test", service="nginx", key=str(site.key),
+                      cert=str(site.cert), fullchain=str(site.fullchain),
+                      check=f"nginx -c {main} -e {logs}/error.log -t -q")
+
+    with caplog.at_level(logging.WARNING, logger="lecentral_nginx.service"):
+        assert check_pairs(entry) == []
+    assert f"no server block in nginx's configuration has ssl_certificate {site.fullchain}" in caplog.text
+
+    default = conf / "sites-enabled" / "default"
+    stock = default.read_text()
+    assert "server_name _;" in stock
+    snippet = conf / "snippets" / "lecentral-key.conf"
+    snippet.write_text(f"ssl_certificate_key {site.key};  # the entry's key\n")
+    default.write_text(stock + f"""
+# added: an HTTPS site (port 1 is never bound: nginx -T only reads)
+server {{
+\tlisten 127.0.0.1:1 ssl;
+\tserver_name www.example.test 'alt.example.test';  # ssl_certificate /not/this.pem;
+\tssl_certificate "{site.fullchain}";
+\tinclude snippets/lecentral-key.conf;
+}}
+server {{
+\tlisten 127.0.0.1:1 ssl;
+\tserver_name ~^(?<sub>.+)\\.example\\.test$;
+\tssl_certificate {tmp_path}/by-name/$ssl_server_name.full;
+\tssl_certificate_key {tmp_path}/by-name/$ssl_server_name.key;
+}}
+""")
+    NginxService().check_config(entry)
+    (pair,) = check_pairs(entry)
+    assert (pair.server.file, pair.server.names) == (str(default), ["www.example.test", "alt.example.test"])
+    assert (pair.cert, pair.key) == (str(site.fullchain), str(site.key))
+
+    snippet.write_text(f"ssl_certificate_key {other.key};\n")
+    subprocess.run(["nginx", "-c", str(main), "-e", f"{logs}/error.log", "-t", "-q"], check=True)
+    with pytest.raises(InstallError) as caught:
+        NginxService().check_config(entry)
+    message = str(caught.value)
+    assert f"the server block at {default}:" in message
+    assert "(server_name www.example.test alt.example.test)" in message
+    assert f"with ssl_certificate_key {other.key}, which does not match the new certificate" in message
+
+
+@pytest.mark.parametrize(("check", "dump"), [
+    ("nginx -t", ["nginx", "-T"]),
+    ("/usr/sbin/nginx -p /srv/ -c /srv/n.conf -e /srv/e.log -t -q",
+     ["/usr/sbin/nginx", "-p", "/srv/", "-c", "/srv/n.conf", "-e", "/srv/e.log", "-T"]),
+    ("sudo nginx -qt -c/srv/n.conf", ["sudo", "nginx", "-c/srv/n.conf", "-T"]),
+    ("systemctl reload nginx", ["nginx", "-T"]),  # not a config test: the default nginx
+    ("", ["nginx", "-T"]),
+])
+def test_nginx_T_is_the_check_command_with_T(check: str, dump: list[str]) -> None:
+    assert dump_argv(check) == dump
 
 
 # -- configuration: defaults and overrides --------------------------------------------------------
