@@ -7,7 +7,8 @@ real ``doveconf`` on a dovecot.conf written in a temp dir, without a daemon.
 
 Certificates: :class:`lecentral.testing.agent.TestCA` signs the CSR in the store the way an ACME
 CA does (a root and a leaf, checked by the agent's pre-checks). Dovecot and the verifiers compare
-fingerprints, never trust anchors, so which CA signs does not matter here; Pebble is not needed.
+fingerprints, never trust anchors, so which CA signs does not matter here; one test installs a
+real Pebble-issued certificate (the ``pebble_orders`` fixture) all the same.
 """
 
 from __future__ import annotations
@@ -25,14 +26,16 @@ import pytest
 from lecentral.certificates import Certificate
 from lecentral.install.config import CertEntry
 from lecentral.install.csr import load_key
-from lecentral.testing.agent import AgentWorld
+from lecentral.testing.agent import AgentWorld, PebbleOrders
 from lecentral.testing.daemons.dovecot import DovecotServer
 from lecentral.testing.pki import key_pem, make_key, make_self_signed, write_private
 from lecentral.testing.service_contract import (
+    Contract,
     ContractFiles,
     ServiceContract,
     ServiceHarness,
 )
+from lecentral.verify import presented_fingerprint
 
 NAME = "imap.example.test"
 BROKEN_SETTING = "lecentral_not_a_setting = 1\n"
@@ -82,6 +85,26 @@ class TestDovecotContract(ServiceContract):
     @pytest.fixture
     def harness(self, tmp_path: Path) -> ServiceHarness:
         return DovecotHarness(tmp_path / "dovecot")
+
+    def test_a_pebble_issued_certificate_is_presented_over_imaps(
+            self, contract: Contract, pebble_orders: PebbleOrders) -> None:
+        """A real ACME order instead of the test CA: Pebble signs the stored CSR (the world's
+        key), the agent installs leaf + Pebble's chain, and Dovecot presents that leaf on IMAPS
+        (and on its other listeners) after the reload."""
+        leaf = pebble_orders.issue(contract.world, contract.name)
+        assert "Pebble" in leaf.cert.issuer.rfc4514_string()
+        contract.write_config()
+
+        result = contract.run()
+
+        assert result["status"] == "installed", result
+        harness: DovecotHarness = contract.harness  # type: ignore[assignment]
+        contract.wait_presented(leaf.fingerprint)  # every listener, IMAPS among them
+        imaps = harness.server.verify_urls["imaps"]
+        assert imaps.startswith("imaps://127.0.0.1:")
+        assert presented_fingerprint(contract.world.registry, imaps, 5.0) == leaf.fingerprint
+        fullchain = contract.files.fullchain.read_bytes()
+        assert fullchain.startswith(leaf.pem) and fullchain.count(b"BEGIN CERTIFICATE") >= 2
 
 
 # -- the plugin's own behaviour against the daemon -----------------------------------------------
