@@ -210,3 +210,26 @@ class ServiceContract:
         assert "verification failed" in result["message"]
         assert contract.snapshot() == before
         contract.wait_presented(first.fingerprint)
+
+
+def assert_bad_options_break_only_their_entry(workdir: Path, service: str, name: str,
+                                              cases: list[tuple[dict[str, Any], str]]) -> None:
+    """For each ``(options, error)``: an entry of ``service`` with those ``[cert.options]`` fails
+    the run with ``error`` in its message, and nothing is installed; and ``lecentral-install
+    plugins`` lists the service with its distribution (``lecentral-<service>``)."""
+    import re
+
+    world = AgentWorld(workdir)
+    try:
+        world.add(name)
+        world.issue(name, days=30)
+        for options, error in cases:
+            world.write_config(world.entry(name, service=service, options=options))
+            out = world.run("run")
+            assert out.exit_code != 0, out.stdout
+            assert error in out.by_name(name)["message"]
+        assert not (world.ssl / "certs" / f"{name}.crt").exists()
+        listed = world.run("plugins").stdout
+        assert re.search(rf"^{service}\s+lecentral-{service} ", listed, re.MULTILINE), listed
+    finally:
+        world.close()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from lecentral.testing.service_contract import (
     ContractFiles,
     ServiceContract,
     ServiceHarness,
+    assert_bad_options_break_only_their_entry,
 )
 from lecentral.verify import presented_fingerprint
 
@@ -341,22 +341,12 @@ def test_ssl_no_leaves_nothing_to_verify_and_says_so(tmp_path: Path) -> None:
 
 
 def test_bad_options_break_only_their_entry(tmp_path: Path) -> None:
-    world = AgentWorld(tmp_path / "world")
-    try:
-        world.add(NAME)
-        world.issue(NAME, days=30)
-        for options, error in (({"config_file": "dovecot.conf"}, "options.config_file must be an absolute path"),
-                               ({"check_files": "yes"}, "options.check_files must be true or false"),
-                               ({"conf": "/x"}, "unknown key cert[0].options.conf for service 'dovecot'")):
-            world.write_config(world.entry(NAME, service="dovecot", options=options))
-            out = world.run("run")
-            assert out.exit_code != 0
-            assert error in out.by_name(NAME)["message"]
-        assert not (world.ssl / "certs" / f"{NAME}.crt").exists()
-        listed = world.run("plugins").stdout  # lecentral-install plugins
-        assert re.search(r"^dovecot\s+lecentral-dovecot 0\.1\.0\s", listed, re.MULTILINE), listed
-    finally:
-        world.close()
+    """Options are checked when install.toml is loaded: the entry is reported, nothing is touched."""
+    assert_bad_options_break_only_their_entry(tmp_path / "world", "dovecot", NAME, [
+        ({"config_file": "dovecot.conf"}, "options.config_file must be an absolute path"),
+        ({"check_files": "yes"}, "options.check_files must be true or false"),
+        ({"conf": "/x"}, "unknown key cert[0].options.conf for service 'dovecot'"),
+    ])
 
 
 def test_without_the_plugin_a_dovecot_entry_says_which_package_to_install() -> None:

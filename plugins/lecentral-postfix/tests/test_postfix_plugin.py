@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from lecentral.testing.service_contract import (
     ContractFiles,
     ServiceContract,
     ServiceHarness,
+    assert_bad_options_break_only_their_entry,
 )
 
 NAME = "mail.example.test"
@@ -524,22 +524,11 @@ def test_no_listener_with_tls_is_an_error_naming_the_fix(tmp_path: Path) -> None
 
 def test_bad_options_break_only_their_entry(tmp_path: Path) -> None:
     """Options are checked when install.toml is loaded: the entry is reported, nothing is touched."""
-    world = AgentWorld(tmp_path / "world")
-    try:
-        world.add(NAME)
-        world.issue(NAME, days=30)
-        for options, error in (({"chroot": "sometimes"}, "options.chroot must be \"auto\", true or false"),
-                               ({"config_directory": "etc/postfix"}, "options.config_directory must be an absolute path"),
-                               ({"chrot": True}, "unknown key cert[0].options.chrot for service 'postfix'")):
-            world.write_config(world.entry(NAME, service="postfix", options=options))
-            out = world.run("run")
-            assert out.exit_code != 0
-            assert error in out.by_name(NAME)["message"]
-        assert not (world.ssl / "certs" / f"{NAME}.crt").exists()
-        listed = world.run("plugins").stdout  # lecentral-install plugins
-        assert re.search(r"^postfix\s+lecentral-postfix 0\.1\.0\s", listed, re.MULTILINE), listed
-    finally:
-        world.close()
+    assert_bad_options_break_only_their_entry(tmp_path / "world", "postfix", NAME, [
+        ({"chroot": "sometimes"}, "options.chroot must be \"auto\", true or false"),
+        ({"config_directory": "etc/postfix"}, "options.config_directory must be an absolute path"),
+        ({"chrot": True}, "unknown key cert[0].options.chrot for service 'postfix'"),
+    ])
 
 
 def test_without_the_plugin_a_postfix_entry_says_which_package_to_install() -> None:
