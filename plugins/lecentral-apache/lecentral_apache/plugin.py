@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lecentral.hookspecs import hookimpl
-from lecentral.types import ServiceType
+from lecentral.api import ServiceType, hookimpl
 
 if TYPE_CHECKING:
     from lecentral_apache.service import ApacheService

@@ -16,10 +16,17 @@ import os
 import shlex
 from pathlib import Path
 
-from lecentral.certificates import Certificate, load_private_key_public, md5_modulus
-from lecentral.errors import ConfigError, CsrError, InstallError
-from lecentral.install.config import CertEntry
-from lecentral.install.service import CommandService, run_command
+from lecentral.api import (
+    CertEntry,
+    Certificate,
+    CommandService,
+    ConfigError,
+    CsrError,
+    InstallError,
+    load_private_key_public,
+    md5_modulus,
+    run_command,
+)
 from lecentral_apache.parsed import CertPair, dump_command, parse_dump
 
 log = logging.getLogger(__name__)

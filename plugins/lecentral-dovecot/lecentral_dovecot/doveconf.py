@@ -12,7 +12,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from lecentral.install.service import command_output
+from lecentral.api import command_output
 
 DOVECONF = "/usr/bin/doveconf"
 DOVEADM = "/usr/bin/doveadm"

@@ -16,10 +16,16 @@ import os
 import shlex
 from pathlib import Path
 
-from lecentral.certificates import load_private_key_public, md5_modulus
-from lecentral.errors import ConfigError, CsrError, InstallError
-from lecentral.install.config import CertEntry
-from lecentral.install.service import CommandService, run_command
+from lecentral.api import (
+    CertEntry,
+    CommandService,
+    ConfigError,
+    CsrError,
+    InstallError,
+    load_private_key_public,
+    md5_modulus,
+    run_command,
+)
 from lecentral_dovecot.doveconf import (
     DEFAULT_CONFIG_FILE,
     DOVEADM,

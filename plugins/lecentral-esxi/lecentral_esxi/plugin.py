@@ -15,14 +15,10 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lecentral.errors import ConfigError
-from lecentral.hookspecs import hookimpl
-from lecentral.interfaces import Service
-from lecentral.types import ServiceType
+from lecentral.api import ConfigError, Service, ServiceType, hookimpl
 
 if TYPE_CHECKING:
-    from lecentral.install.config import CertEntry
-    from lecentral.interfaces import Installer
+    from lecentral.api import CertEntry, Installer
     from lecentral_esxi.ssh import SshTarget
 
 #: ``[cert.options]``: SSH settings and the layout of the host; ``{name}`` is the entry's name

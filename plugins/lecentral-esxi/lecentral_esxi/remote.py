@@ -28,10 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lecentral.errors import CsrError, InstallError
-from lecentral.install.config import CertEntry
-from lecentral.install.fileset import Journal, read_nofollow, replace_atomically
-from lecentral.interfaces import Installer, IssuedCertificate
+from lecentral.api import (
+    CertEntry,
+    CsrError,
+    Installer,
+    InstallError,
+    IssuedCertificate,
+    Journal,
+    read_nofollow,
+    replace_atomically,
+)
 from lecentral_esxi import scripts
 from lecentral_esxi.scripts import CRT, KEY, PERSIST_FAILED, NewPair
 from lecentral_esxi.ssh import RemoteScriptError, SshTarget
@@ -140,7 +146,7 @@ class EsxiFiles(Installer):
         return probe.crt
 
     def _foreign(self, crt: bytes) -> bool:
-        from lecentral.certificates import (
+        from lecentral.api import (
             Certificate,
             load_private_key_public,
             md5_modulus,
@@ -152,7 +158,7 @@ class EsxiFiles(Installer):
                 return False
         except CsrError:  # unreadable here or there: the engine's own checks report it
             return False
-        from lecentral.install.decide import when
+        from lecentral.api import when
 
         log.warning("%s: %s:%s is for another key than %s (%s, expires %s); it will be replaced",
                     self.entry.label, self.target.where, self.remote(CRT), self.entry.key,

@@ -22,7 +22,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from lecentral.errors import InstallError
+from lecentral.api import InstallError
 
 log = logging.getLogger(__name__)
 

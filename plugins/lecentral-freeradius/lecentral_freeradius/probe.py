@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lecentral.errors import VerifyError
+from lecentral.api import VerifyError
 
 #: the attributes the check sends and reads (pyrad needs a dictionary; FreeRADIUS's own has
 #: syntax pyrad does not parse)

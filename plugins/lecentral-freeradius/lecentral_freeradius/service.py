@@ -25,11 +25,16 @@ import shutil
 import stat
 from pathlib import Path
 
-from lecentral.errors import ConfigError, VerifyError
-from lecentral.install.config import CertEntry
-from lecentral.install.fileset import LocalFiles
-from lecentral.install.service import CommandService, installed_fingerprint, poll_until
-from lecentral.interfaces import Installer
+from lecentral.api import (
+    CertEntry,
+    CommandService,
+    ConfigError,
+    Installer,
+    LocalFiles,
+    VerifyError,
+    installed_fingerprint,
+    poll_until,
+)
 from lecentral_freeradius.probe import EAP_METHODS, RadiusTarget
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,16 @@ import logging
 import os
 from pathlib import Path
 
-from lecentral.certificates import Certificate, load_private_key_public, md5_modulus
-from lecentral.errors import CsrError, InstallError
-from lecentral.install.config import CertEntry
-from lecentral.install.service import CommandService, command_output
+from lecentral.api import (
+    CertEntry,
+    Certificate,
+    CommandService,
+    CsrError,
+    InstallError,
+    command_output,
+    load_private_key_public,
+    md5_modulus,
+)
 from lecentral_nginx.parsed import CertPair, dump_argv, pairs
 
 log = logging.getLogger(__name__)

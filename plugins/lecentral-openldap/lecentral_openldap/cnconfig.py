@@ -15,9 +15,14 @@ import logging
 import os
 from pathlib import Path
 
-from lecentral.certificates import Certificate, load_private_key_public, md5_modulus
-from lecentral.errors import CsrError, InstallError
-from lecentral.install.config import CertEntry
+from lecentral.api import (
+    CertEntry,
+    Certificate,
+    CsrError,
+    InstallError,
+    load_private_key_public,
+    md5_modulus,
+)
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lecentral.errors import VerifyError
-from lecentral.verify import VerifyTarget
+from lecentral.api import VerifyError, VerifyTarget
 
 #: the verify URL schemes an LDAP session can be opened on
 LDAP_SCHEMES = ("ldap+starttls", "ldaps")

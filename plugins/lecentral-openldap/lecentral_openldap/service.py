@@ -22,10 +22,18 @@ import os
 import pwd
 import stat
 
-from lecentral.errors import ConfigError, InstallError, VerifyError
-from lecentral.install.config import CertEntry
-from lecentral.install.service import CommandService, installed_fingerprint, poll_until
-from lecentral.verify import VerifyTarget, parse_verify_url, url_scheme
+from lecentral.api import (
+    CertEntry,
+    CommandService,
+    ConfigError,
+    InstallError,
+    VerifyError,
+    VerifyTarget,
+    installed_fingerprint,
+    parse_verify_url,
+    poll_until,
+    url_scheme,
+)
 from lecentral_openldap.probe import LDAP_SCHEMES, Credentials
 
 log = logging.getLogger(__name__)

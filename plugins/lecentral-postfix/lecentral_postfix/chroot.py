@@ -18,10 +18,7 @@ import os
 import stat
 from pathlib import Path
 
-from lecentral.errors import InstallError
-from lecentral.install.config import CertEntry
-from lecentral.install.fileset import LocalFiles
-from lecentral.interfaces import IssuedCertificate
+from lecentral.api import CertEntry, InstallError, IssuedCertificate, LocalFiles
 
 
 def inside(path: str, directory: str) -> bool:

@@ -13,7 +13,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass, field
 
-from lecentral.install.service import command_output
+from lecentral.api import command_output
 
 POSTCONF = "/usr/sbin/postconf"
 DEFAULT_CONFIG_DIRECTORY = "/etc/postfix"

@@ -22,10 +22,15 @@ import subprocess
 import time
 from pathlib import Path
 
-from lecentral.errors import ConfigError, InstallError
-from lecentral.install.config import CertEntry
-from lecentral.install.service import OUTPUT_TAIL_LINES, CommandService, run_command
-from lecentral.interfaces import Installer
+from lecentral.api import (
+    OUTPUT_TAIL_LINES,
+    CertEntry,
+    CommandService,
+    ConfigError,
+    Installer,
+    InstallError,
+    run_command,
+)
 from lecentral_postfix.chroot import ChrootFiles
 from lecentral_postfix.postconf import (
     DEFAULT_CONFIG_DIRECTORY,

@@ -1,0 +1,158 @@
+"""The public API: everything a plugin may import from lecentral, and nothing else.
+
+Plugins (third-party ones included) import only from here::
+
+    from lecentral.api import CertEntry, CommandService, ServiceType, hookimpl
+
+Every other module of lecentral is internal and may change in any release. The names below keep
+their meaning across the releases of one major version (see docs/plugin-authors.md, "The public
+API"); a name is removed or changed incompatibly only in a new major version, after a release
+that warns about it.
+
+Names are imported lazily, on first use (PEP 562), so that a plugin module importing
+``hookimpl`` and ``ServiceType`` at load time does not pull in ``cryptography``, SQLAlchemy or
+the ACME library: building the registry and ``--help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lecentral.certificates import (
+        Certificate,
+        Csr,
+        load_private_key_public,
+        md5_modulus,
+    )
+    from lecentral.errors import (
+        ConfigError,
+        CsrError,
+        InstallError,
+        IssueError,
+        LecentralError,
+        PluginError,
+        StoreError,
+        VerifyError,
+    )
+    from lecentral.hookspecs import hookimpl
+    from lecentral.install.config import CertEntry
+    from lecentral.install.decide import when
+    from lecentral.install.fileset import (
+        Journal,
+        LocalFiles,
+        read_nofollow,
+        replace_atomically,
+    )
+    from lecentral.install.service import (
+        OUTPUT_TAIL_LINES,
+        CommandService,
+        command_output,
+        installed_fingerprint,
+        poll_until,
+        run_command,
+    )
+    from lecentral.interfaces import (
+        Installer,
+        IssuedCertificate,
+        Issuer,
+        Notifier,
+        Service,
+        Store,
+        Verifier,
+    )
+    from lecentral.store.rows import CertRow
+    from lecentral.types import (
+        IssuerType,
+        Notification,
+        NotifierType,
+        ServiceType,
+        StoreType,
+        VerifierType,
+    )
+    from lecentral.verify import VerifyTarget, parse_verify_url, url_scheme
+
+#: public name -> the internal module that defines it
+_WHERE: dict[str, str] = {
+    # hooks and the records the registration hooks return
+    "hookimpl": "lecentral.hookspecs",
+    **dict.fromkeys(("IssuerType", "StoreType", "ServiceType", "VerifierType", "NotifierType",
+                     "Notification"), "lecentral.types"),
+    # what a plugin implements
+    **dict.fromkeys(("Issuer", "Store", "Service", "Installer", "Verifier", "Notifier",
+                     "IssuedCertificate"), "lecentral.interfaces"),
+    # what the engine hands to a plugin
+    "CertEntry": "lecentral.install.config",
+    "CertRow": "lecentral.store.rows",
+    # errors: raise these, with a message naming the thing and the next step
+    **dict.fromkeys(("LecentralError", "ConfigError", "CsrError", "InstallError", "IssueError",
+                     "PluginError", "StoreError", "VerifyError"), "lecentral.errors"),
+    # building blocks for service plugins
+    **dict.fromkeys(("CommandService", "run_command", "command_output", "poll_until",
+                     "installed_fingerprint", "OUTPUT_TAIL_LINES"), "lecentral.install.service"),
+    **dict.fromkeys(("LocalFiles", "Journal", "read_nofollow", "replace_atomically"),
+                    "lecentral.install.fileset"),
+    "when": "lecentral.install.decide",
+    **dict.fromkeys(("Certificate", "Csr", "load_private_key_public", "md5_modulus"),
+                    "lecentral.certificates"),
+    **dict.fromkeys(("VerifyTarget", "parse_verify_url", "url_scheme"), "lecentral.verify"),
+}
+
+__all__ = [
+    "OUTPUT_TAIL_LINES",
+    "CertEntry",
+    "CertRow",
+    "Certificate",
+    "CommandService",
+    "ConfigError",
+    "Csr",
+    "CsrError",
+    "InstallError",
+    "Installer",
+    "IssueError",
+    "IssuedCertificate",
+    "Issuer",
+    "IssuerType",
+    "Journal",
+    "LecentralError",
+    "LocalFiles",
+    "Notification",
+    "Notifier",
+    "NotifierType",
+    "PluginError",
+    "Service",
+    "ServiceType",
+    "Store",
+    "StoreError",
+    "StoreType",
+    "Verifier",
+    "VerifierType",
+    "VerifyError",
+    "VerifyTarget",
+    "command_output",
+    "hookimpl",
+    "installed_fingerprint",
+    "load_private_key_public",
+    "md5_modulus",
+    "parse_verify_url",
+    "poll_until",
+    "read_nofollow",
+    "replace_atomically",
+    "run_command",
+    "url_scheme",
+    "when",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"lecentral.api has no public name {name!r} (see docs/plugin-authors.md)")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next look-up is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,76 @@
+"""The public API (``lecentral.api``) is the only part of lecentral that plugins import.
+
+Read statically (AST), so a lazy or conditional import cannot slip through: every ``import`` in the
+source of every plugin under plugins/ that names lecentral must name ``lecentral.api``.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import lecentral.api
+
+ROOT = Path(__file__).parents[1]
+PLUGIN_SOURCES = sorted(p for p in ROOT.glob("plugins/*/lecentral_*/**/*.py"))
+
+
+def lecentral_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import of a lecentral module in a source file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module))
+    return sorted((line, m) for line, m in found if m == "lecentral" or m.startswith("lecentral."))
+
+
+def test_every_plugin_imports_only_the_public_api() -> None:
+    assert len(PLUGIN_SOURCES) > 20  # the seven plugins' modules were found
+    private = [f"{path.relative_to(ROOT)}:{line}: {module}" for path in PLUGIN_SOURCES
+               for line, module in lecentral_imports(path) if module != "lecentral.api"]
+    assert private == [], "plugins must import from lecentral.api only:\n" + "\n".join(private)
+
+
+def test_the_checker_sees_private_imports(tmp_path: Path) -> None:
+    source = tmp_path / "plugin.py"
+    source.write_text("import lecentral.store\ndef f():\n    from lecentral.install.config import CertEntry\n"
+                      "from lecentral.api import hookimpl\nfrom lecentral_x import y\n")
+    assert lecentral_imports(source) == [(1, "lecentral.store"), (3, "lecentral.install.config"),
+                                         (4, "lecentral.api")]
+
+
+def test_every_public_name_resolves_and_is_typed() -> None:
+    """Each name in ``__all__`` imports, and the TYPE_CHECKING block (what mypy sees) re-exports
+    exactly the same names from the same modules as the lazy table."""
+    for name in lecentral.api.__all__:
+        assert getattr(lecentral.api, name) is not None, name
+    tree = ast.parse(Path(lecentral.api.__file__).read_text())
+    typed = {alias.name: node.module for node in ast.walk(tree)
+             if isinstance(node, ast.ImportFrom) and node.module != "__future__"
+             and node.module is not None and node.module.startswith("lecentral.")
+             for alias in node.names}
+    assert typed == lecentral.api._WHERE
+    assert sorted(lecentral.api.__all__) == sorted(lecentral.api._WHERE)
+
+
+def test_an_unknown_name_is_a_clear_error() -> None:
+    try:
+        lecentral.api.Registry  # noqa: B018 - internal, on purpose not public
+    except AttributeError as exc:
+        assert "no public name 'Registry'" in str(exc)
+    else:
+        raise AssertionError("lecentral.api.Registry should not exist")
+
+
+def test_the_light_names_do_not_import_heavy_libraries() -> None:
+    """What every plugin module imports at load time (hookimpl, records, errors, interfaces)
+    must not pull in cryptography, SQLAlchemy or the ACME library."""
+    code = ("import sys; from lecentral.api import hookimpl, ServiceType, ConfigError, Service, "
+            "IssuedCertificate; heavy = sorted(m for m in ('cryptography', 'sqlalchemy', 'acme', "
+            "'josepy', 'dns') if m in sys.modules); print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
