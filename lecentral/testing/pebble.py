@@ -28,7 +28,7 @@ import ssl
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from lecentral.testing.bind import DEFAULT_KEY_NAME, BindServer
 from lecentral.testing.ports import LOOPBACK, free_port
@@ -121,7 +121,11 @@ class PebbleServer(DaemonServer):
     ``http_port``/``tls_port``: where Pebble's VA connects for HTTP-01 / TLS-ALPN-01 (dynamic by
     default). ``eab_required``: demand External Account Binding, with ``eab_keys`` (kid -> base64url
     MAC key; one is generated when required and none given). ``env``: extra Pebble environment,
-    e.g. ``{"PEBBLE_WFE_NONCEREJECT": "50"}``.
+    e.g. ``{"PEBBLE_WFE_NONCEREJECT": "50"}`` or ``{"PEBBLE_CHAIN_LENGTH": "3"}``.
+    ``va_sleep``: let the validation authority sleep up to that many seconds before each validation,
+    as real CAs take time (Pebble's default behaviour; the fixtures turn it off).
+    ``config``: more keys of Pebble's config file, e.g. ``{"domainBlocklist": ["x.test"]}`` or
+    ``{"certificateValidityPeriod": 7200}`` (seconds); an unknown key makes Pebble refuse to start.
     """
 
     kind = "pebble"
@@ -137,6 +141,8 @@ class PebbleServer(DaemonServer):
         eab_required: bool = False,
         eab_keys: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
+        va_sleep: int | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         # Executables first: a missing package must fail before any temp dir exists.
         self._pebble = find_executable("pebble", package="pebble")
@@ -149,6 +155,11 @@ class PebbleServer(DaemonServer):
         if eab_required and not self.eab_keys:
             self.eab_keys["kid-1"] = new_eab_hmac_key()
         self.extra_env = dict(env or {})
+        if va_sleep is not None:
+            if va_sleep < 1:
+                raise ValueError(f"va_sleep must be at least 1 second, not {va_sleep}")
+            self.extra_env.update(PEBBLE_VA_NOSLEEP="0", PEBBLE_VA_SLEEPTIME=str(va_sleep))
+        self.extra_config = dict(config or {})
         self.port = 0
         self.management_port = 0
         self.dir = self.state_dir("pebble", None, max_len=4096)
@@ -197,6 +208,7 @@ class PebbleServer(DaemonServer):
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": self.eab_required,
                 "externalAccountMACKeys": self.eab_keys,
+                **self.extra_config,
             }
         }
         path = self.dir / "pebble-config.json"
