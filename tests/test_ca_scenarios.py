@@ -25,6 +25,7 @@ from renew_world import (
     new_zone,
     open_store,
     renew_cli,
+    run,
     write_toml,
 )
 
@@ -127,6 +128,30 @@ def test_slow_validation_is_waited_for(dns_world: World, slow_pebble: PebbleServ
     polls = len(re.findall(r"POST /authZ/", log))
     assert 3 < polls <= 3 + 3 * (4 + max(slept) / 2), polls
     assert "orderNotReady" not in log
+    for name in names:
+        assert dns_world.bind.txt_values(f"_acme-challenge.{name}") == []
+
+
+def test_validation_slower_than_poll_timeout_fails_clearly(dns_world: World, slow_pebble: PebbleServer,
+                                                          tmp_path: Path) -> None:
+    """``[acme] poll_timeout`` 1 s against a VA sleeping 0-3 s before each of its three checks
+    per name (all nine sleeps 0 s: a 4e-6 chance): the run gives up after about a second,
+    names the setting, removes the TXT, and keeps nothing of the order."""
+    names = [new_zone(dns_world, "impatient") for _ in range(3)]
+    config = make_config(dns_world, tmp_path, pebble=slow_pebble)
+    config = dataclasses.replace(config, acme=dataclasses.replace(config.acme, poll_timeout=1))
+    store = open_store(config)
+    add_row(store, names)
+    before = store.get(names[0])
+    started = time.monotonic()
+
+    outcome = run(config, store).final[0]
+
+    assert time.monotonic() - started < 10
+    assert outcome.status == "failed"
+    assert "no answer from the CA within 1 s ([acme] poll_timeout)" in outcome.message
+    assert "waiting for the CA to validate" in outcome.message
+    assert_unchanged_but_failed(store, names[0], before, "[acme] poll_timeout")
     for name in names:
         assert dns_world.bind.txt_values(f"_acme-challenge.{name}") == []
 
