@@ -44,6 +44,12 @@ from lecentral.testing.process import (
 PEBBLE_ENV = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_AUTHZREUSE": "0", "PEBBLE_WFE_NONCEREJECT": "0"}
 
 
+#: Keys of Pebble's config file a test may add (``PebbleServer(config=...)``), as Pebble 2.4
+#: spells them. Pebble silently ignores a key it does not know (a misspelt one, or one of a newer
+#: Pebble), so PebbleServer refuses any other; the listener, TLS and EAB keys are its own.
+PEBBLE_CONFIG_KEYS = ("domainBlocklist", "certificateValidityPeriod")
+
+
 def _write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     """Make a throwaway CA and a localhost/127.0.0.1 leaf; return (ca, cert, key) paths."""
     from cryptography import x509
@@ -109,6 +115,18 @@ def _write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     return ca_path, cert_path, key_path
 
 
+def _check_options(va_sleep: int | None, config: Mapping[str, Any]) -> None:
+    """ValueError for a ``va_sleep`` Pebble would ignore, or a config key not in PEBBLE_CONFIG_KEYS."""
+    if va_sleep is not None and va_sleep < 1:
+        raise ValueError(f"va_sleep must be at least 1 second, not {va_sleep}")
+    unknown = sorted(set(config) - set(PEBBLE_CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"Pebble config key(s) {', '.join(unknown)} not supported: Pebble ignores keys it "
+                         f"does not know, so the test would run against a default Pebble. Known: "
+                         f"{', '.join(PEBBLE_CONFIG_KEYS)} (add a key to PEBBLE_CONFIG_KEYS once the "
+                         "installed Pebble reads it)")
+
+
 def new_eab_hmac_key() -> str:
     """A random EAB MAC key, base64url without padding as Pebble expects."""
     return base64.urlsafe_b64encode(secrets.token_bytes(48)).rstrip(b"=").decode()
@@ -125,7 +143,7 @@ class PebbleServer(DaemonServer):
     ``va_sleep``: let the validation authority sleep up to that many seconds before each validation,
     as real CAs take time (Pebble's default behaviour; the fixtures turn it off).
     ``config``: more keys of Pebble's config file, e.g. ``{"domainBlocklist": ["x.test"]}`` or
-    ``{"certificateValidityPeriod": 7200}`` (seconds); an unknown key makes Pebble refuse to start.
+    ``{"certificateValidityPeriod": 7200}`` (seconds); only :data:`PEBBLE_CONFIG_KEYS`.
     """
 
     kind = "pebble"
@@ -144,7 +162,8 @@ class PebbleServer(DaemonServer):
         va_sleep: int | None = None,
         config: Mapping[str, Any] | None = None,
     ) -> None:
-        # Executables first: a missing package must fail before any temp dir exists.
+        # Arguments and executables first: a mistake must fail before any temp dir exists.
+        _check_options(va_sleep, config or {})
         self._pebble = find_executable("pebble", package="pebble")
         super().__init__(workdir)
         self.dns_server = dns_server
@@ -156,8 +175,6 @@ class PebbleServer(DaemonServer):
             self.eab_keys["kid-1"] = new_eab_hmac_key()
         self.extra_env = dict(env or {})
         if va_sleep is not None:
-            if va_sleep < 1:
-                raise ValueError(f"va_sleep must be at least 1 second, not {va_sleep}")
             self.extra_env.update(PEBBLE_VA_NOSLEEP="0", PEBBLE_VA_SLEEPTIME=str(va_sleep))
         self.extra_config = dict(config or {})
         self.port = 0
