@@ -126,13 +126,14 @@ def open_store(config: CentralConfig) -> SqlStore:
     return store
 
 
-def write_toml(config: CentralConfig, path: Path) -> Path:
-    """The lecentral.toml of ``config`` for the CLI: one retry round, two workers."""
+def write_toml(config: CentralConfig, path: Path, **renew: Any) -> Path:
+    """The lecentral.toml of ``config`` for the CLI: one retry round, two workers (``renew``:
+    more ``[renew]`` keys, e.g. ``min_interval=0``)."""
     tables: dict[str, dict[str, Any]] = {
         "database": {"url": config.database.url},
         "acme": {"directory": config.acme.directory, "email": config.acme.email,
                  "account_key": config.acme.account_key, "ca_bundle": config.acme.ca_bundle},
-        "renew": {"retry_pause": 0, "max_failures": 1, "workers": 2},
+        "renew": {"retry_pause": 0, "max_failures": 1, "workers": 2, **renew},
         "dns": {"server": config.dns.server, "port": config.dns.port,
                 "tsig_key_file": config.dns.tsig_key_file, "propagation_timeout": 10.0,
                 "propagation_interval": 0.05,
@@ -140,6 +141,44 @@ def write_toml(config: CentralConfig, path: Path) -> Path:
                           for zone, conf in config.dns.zones.items()}},
     }
     return write_tables(path, tables)
+
+
+@dataclasses.dataclass
+class CliRenew:
+    """One ``lecentral renew --json`` run: exit code, the JSON document, stderr."""
+
+    exit_code: int
+    data: dict[str, Any]
+    stderr: str
+
+    def outcome(self, name: str) -> dict[str, Any]:
+        """The final outcome of ``name`` (a ``certificates`` entry)."""
+        found = [c for c in self.data["certificates"] if c["name"] == name]
+        assert len(found) == 1, f"{name} not exactly once in {self.data}\n{self.stderr}"
+        return found[0]
+
+
+def renew_cli(toml: Path, *args: str) -> CliRenew:
+    """``lecentral --config TOML renew --json ARGS`` in-process, as cron runs it."""
+    import json
+
+    from click.testing import CliRunner
+
+    from lecentral.cli.central import main
+
+    result = CliRunner().invoke(main, ["--config", str(toml), "renew", "--json", *args])
+    assert result.stdout.lstrip().startswith("{"), f"no JSON (rc {result.exit_code}): {result.output}"
+    return CliRenew(result.exit_code, json.loads(result.stdout), result.stderr)
+
+
+def new_zone(world: World, prefix: str, **options: Any) -> str:
+    """A new sub-zone ``PREFIX-<random>.example.test`` of ``world``'s BIND (``options``: see
+    :meth:`BindServer.add_subzone`): a name no other test uses."""
+    import secrets
+
+    name = f"{prefix}-{secrets.token_hex(3)}.{PARENT}"
+    world.bind.add_subzone(name, **options)
+    return name
 
 
 def run(config: CentralConfig, store: SqlStore, registry: Registry | None = None,

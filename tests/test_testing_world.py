@@ -105,6 +105,37 @@ def test_pebble_with_eab_requires_external_account(tmp_path: Path) -> None:
         assert os.stat(pebble.dir / "pebble-config.json").st_mode & 0o077 == 0  # holds the MAC keys
 
 
+def test_pebble_options_reach_pebble_and_a_killed_pebble_restarts_with_new_roots(tmp_path: Path) -> None:
+    """va_sleep and config= are what Pebble logs it runs with; kill() is a SIGKILL (no clean
+    shutdown), and start() brings Pebble back on the same ports with a new root."""
+    with PebbleServer(tmp_path, va_sleep=2, config={"certificateValidityPeriod": 7200,
+                                                    "domainBlocklist": ["blocked.example.test"]}) as pebble:
+        log = (tmp_path / "pebble.log").read_text()
+        assert "Setting maximum random VA sleep time to 2 seconds" in log
+        assert "Using certificate validity period of 7200 seconds" in log
+        config = json.loads((pebble.dir / "pebble-config.json").read_text())["pebble"]
+        assert config["domainBlocklist"] == ["blocked.example.test"]
+        root, port, pid = pebble.root_pem(), pebble.port, pebble.pid
+        pebble.kill()
+        assert not pebble.running and pid is not None
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+        pebble.start()
+        assert pebble.port == port and pebble.root_pem() != root
+
+
+@pytest.mark.parametrize(("options", "error"), [
+    ({"config": {"domainBlockList": ["x.example.test"]}}, "domainBlockList not supported"),
+    ({"config": {"listenAddress": "127.0.0.1:1"}}, "listenAddress not supported"),
+    ({"va_sleep": 0}, "at least 1 second"),
+])
+def test_pebble_refuses_options_it_would_silently_ignore(tmp_path: Path, options: dict[str, object],
+                                                         error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        PebbleServer(tmp_path / "p", **options)  # type: ignore[arg-type]
+    assert not (tmp_path / "p").exists()
+
+
 def test_acme_world_issues_a_certificate_over_dns01(acme_world: AcmeWorld, acme_name: str) -> None:
     """End to end through the real parts: Pebble validates a TXT it reads from our BIND."""
     import josepy as jose

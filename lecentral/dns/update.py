@@ -62,9 +62,13 @@ def _send(target: ChallengeTarget, message: Any, action: str) -> None:
     try:
         response = dns.query.tcp(message, target.server.host, port=target.server.port, timeout=QUERY_TIMEOUT)
     except dns.tsig.PeerBadKey:
+        source = target.key.source or "the key file"
+        # named looks keys up by name *and* algorithm: the commonest cause is a key file written
+        # by hand (tsig-keygen's default is hmac-sha256) for a named.conf key of another algorithm
         raise DnsError(f"{who} (BADKEY: the server has no key of that name and algorithm {target.key.algorithm}). "
-                       f"Define key \"{target.key.name}\" in named.conf with the same secret as "
-                       f"{target.key.source or 'the key file'}, or configure the key named.conf has") from None
+                       f"If named.conf defines key \"{target.key.name}\" with another algorithm, make the "
+                       f"algorithm in {source} the same; otherwise define the key in named.conf with the same "
+                       f"algorithm and secret as {source}, or configure the key named.conf has") from None
     except (dns.tsig.PeerBadSignature, dns.tsig.BadSignature):
         raise DnsError(f"{who} (BADSIG: the secret in {target.key.source or 'the key file'} differs from the "
                        f"server's). Copy the key clause from the server's named.conf into the key file") from None

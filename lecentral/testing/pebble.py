@@ -28,7 +28,7 @@ import ssl
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from lecentral.testing.bind import DEFAULT_KEY_NAME, BindServer
 from lecentral.testing.ports import LOOPBACK, free_port
@@ -42,6 +42,12 @@ from lecentral.testing.process import (
 #: Environment Pebble always gets: no artificial validation sleeps, no authorization reuse, and no
 #: random nonce rejection (5% by default, which makes client tests flaky; opt in via ``env``).
 PEBBLE_ENV = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_AUTHZREUSE": "0", "PEBBLE_WFE_NONCEREJECT": "0"}
+
+
+#: Keys of Pebble's config file a test may add (``PebbleServer(config=...)``), as Pebble 2.4
+#: spells them. Pebble silently ignores a key it does not know (a misspelt one, or one of a newer
+#: Pebble), so PebbleServer refuses any other; the listener, TLS and EAB keys are its own.
+PEBBLE_CONFIG_KEYS = ("domainBlocklist", "certificateValidityPeriod")
 
 
 def _write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
@@ -109,6 +115,18 @@ def _write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     return ca_path, cert_path, key_path
 
 
+def _check_options(va_sleep: int | None, config: Mapping[str, Any]) -> None:
+    """ValueError for a ``va_sleep`` Pebble would ignore, or a config key not in PEBBLE_CONFIG_KEYS."""
+    if va_sleep is not None and va_sleep < 1:
+        raise ValueError(f"va_sleep must be at least 1 second, not {va_sleep}")
+    unknown = sorted(set(config) - set(PEBBLE_CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"Pebble config key(s) {', '.join(unknown)} not supported: Pebble ignores keys it "
+                         f"does not know, so the test would run against a default Pebble. Known: "
+                         f"{', '.join(PEBBLE_CONFIG_KEYS)} (add a key to PEBBLE_CONFIG_KEYS once the "
+                         "installed Pebble reads it)")
+
+
 def new_eab_hmac_key() -> str:
     """A random EAB MAC key, base64url without padding as Pebble expects."""
     return base64.urlsafe_b64encode(secrets.token_bytes(48)).rstrip(b"=").decode()
@@ -121,7 +139,11 @@ class PebbleServer(DaemonServer):
     ``http_port``/``tls_port``: where Pebble's VA connects for HTTP-01 / TLS-ALPN-01 (dynamic by
     default). ``eab_required``: demand External Account Binding, with ``eab_keys`` (kid -> base64url
     MAC key; one is generated when required and none given). ``env``: extra Pebble environment,
-    e.g. ``{"PEBBLE_WFE_NONCEREJECT": "50"}``.
+    e.g. ``{"PEBBLE_WFE_NONCEREJECT": "50"}`` or ``{"PEBBLE_CHAIN_LENGTH": "3"}``.
+    ``va_sleep``: let the validation authority sleep up to that many seconds before each validation,
+    as real CAs take time (Pebble's default behaviour; the fixtures turn it off).
+    ``config``: more keys of Pebble's config file, e.g. ``{"domainBlocklist": ["x.test"]}`` or
+    ``{"certificateValidityPeriod": 7200}`` (seconds); only :data:`PEBBLE_CONFIG_KEYS`.
     """
 
     kind = "pebble"
@@ -137,8 +159,11 @@ class PebbleServer(DaemonServer):
         eab_required: bool = False,
         eab_keys: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
+        va_sleep: int | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
-        # Executables first: a missing package must fail before any temp dir exists.
+        # Arguments and executables first: a mistake must fail before any temp dir exists.
+        _check_options(va_sleep, config or {})
         self._pebble = find_executable("pebble", package="pebble")
         super().__init__(workdir)
         self.dns_server = dns_server
@@ -149,6 +174,9 @@ class PebbleServer(DaemonServer):
         if eab_required and not self.eab_keys:
             self.eab_keys["kid-1"] = new_eab_hmac_key()
         self.extra_env = dict(env or {})
+        if va_sleep is not None:
+            self.extra_env.update(PEBBLE_VA_NOSLEEP="0", PEBBLE_VA_SLEEPTIME=str(va_sleep))
+        self.extra_config = dict(config or {})
         self.port = 0
         self.management_port = 0
         self.dir = self.state_dir("pebble", None, max_len=4096)
@@ -197,6 +225,7 @@ class PebbleServer(DaemonServer):
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": self.eab_required,
                 "externalAccountMACKeys": self.eab_keys,
+                **self.extra_config,
             }
         }
         path = self.dir / "pebble-config.json"

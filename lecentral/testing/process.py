@@ -325,6 +325,15 @@ class Daemon:
         with _running_lock:
             _running.discard(self)
 
+    def kill(self) -> None:
+        """SIGKILL the process group at once, as a crash or the OOM killer would; waits until
+        it is gone. Safe to call when not running."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            self._kill_group(proc)
+        with _running_lock:
+            _running.discard(self)
+
     @staticmethod
     def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         try:
@@ -445,3 +454,8 @@ class DaemonServer(ManagedServer):
         """Stop the daemon by pid; its data and port numbers stay, so :meth:`start` can bring it back."""
         if self._daemon is not None:
             self._daemon.stop(timeout=self.stop_timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the daemon (no clean shutdown: a crash); :meth:`start` brings it back."""
+        if self._daemon is not None:
+            self._daemon.kill()
