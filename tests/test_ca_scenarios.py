@@ -196,7 +196,7 @@ def test_wrong_txt_value_is_refused_by_the_ca(dns_world: World, tmp_path: Path,
     detail = "Correct value not found for DNS challenge"  # Pebble's problem detail
     assert outcome["status"] == "failed" and outcome["count_fail_update"] == 1
     assert detail in outcome["message"] and name in outcome["message"]
-    assert "lecentral dns check" in outcome["message"]
+    assert f"lecentral dns check {name})" in outcome["message"]  # the failing name, not "NAME"
     assert_unchanged_but_failed(store, name, before, detail)
     assert dns_world.bind.txt_values(f"_acme-challenge.{name}") == []
 

@@ -158,15 +158,15 @@ class AcmeClient:
                          self.directory_url):
             self.acme.answer_challenge(challenge.challb, response)
 
-    def wait_authorizations(self, order: messages.OrderResource,
-                            hint: str = "check the TXT records with lecentral dns check NAME"
-                            ) -> None:
+    def wait_authorizations(self, order: messages.OrderResource, hint: str | None = None) -> None:
         """Poll every authorization of the order until valid; IssueError naming each failure
-        and ending with ``hint`` (what to check for this challenge type)."""
+        and ending with ``hint`` (what to check for this challenge type; by default the
+        ``lecentral dns check`` command for the names that failed)."""
         from acme import messages
 
         deadline = time.monotonic() + self.poll_timeout
         failures: list[str] = []
+        failed: list[str] = []
         for authzr in order.authorizations:
             ident = authzr.body.identifier.value
             what = f"waiting for the CA to validate {ident}"
@@ -182,7 +182,9 @@ class AcmeClient:
                           if c.error is not None]
                 failures.append(f"{ident}: {body.status.name}"
                                 + (f" ({'; '.join(errors)})" if errors else ""))
+                failed.append(ident)
         if failures:
+            hint = hint or f"check the TXT records with lecentral dns check {' '.join(failed)}"
             raise IssueError("the CA did not validate " + "; ".join(failures)
                              + f" ({hint})")
 
