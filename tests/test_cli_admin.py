@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 
 from lecentral.certificates import Certificate, Csr, now_ts
 from lecentral.cli.central import main
@@ -105,10 +109,35 @@ def test_add_with_explicit_csr_enable_and_certbot(env: Env, tmp_path: Path) -> N
     assert env.rows()[0]["method"] == "certbot"
 
 
+def odd_csr(cn: str | None, sans: list[x509.GeneralName] | None) -> bytes:
+    """A CSR with any CN and subjectAltNames (None: no such field), as a careless openssl makes."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else []))
+    if sans is not None:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    csr = builder.sign(make_key(), hashes.SHA256())  # type: ignore[arg-type]
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+ODD_CSRS = {
+    "ip": (lambda: odd_csr(NAME, [x509.DNSName(NAME), x509.IPAddress(ip_address("192.0.2.7"))]),
+           "asks for the IP address 192.0.2.7 (an iPAddress subjectAltName): lecentral issues "
+           "certificates for DNS names only"),
+    "cn-outside": (lambda: odd_csr(NAME, [x509.DNSName("example.test")]),
+                   f"its CN {NAME} is not among its subjectAltNames (example.test)"),
+    "cn-only": (lambda: odd_csr(NAME, None),
+                f"names {NAME} only in its CN and has no DNS subjectAltName: most CAs (Let's "
+                "Encrypt, Pebble) take the names from the subjectAltName extension only"),
+    "other": (lambda: make_csr(["other.example.test", "example.test"])[0],
+              f"does not name {NAME} (it names other.example.test, example.test)"),
+}
+
+
 @pytest.mark.parametrize("setup, args, message", [
     (None, [NAME], f"CSR file {{csr_dir}}/{NAME}.csr does not exist"),
     ("garbage", [NAME], "is not a valid PEM or DER certificate request"),
-    ("other", [NAME], f"is for other.example.test, not {NAME}"),
+    *[(kind, [NAME], f"CSR file {{csr_dir}}/{NAME}.csr {text}" if kind != "cn-outside"
+       else f"CSR file {{csr_dir}}/{NAME}.csr: {text}") for kind, (_, text) in ODD_CSRS.items()],
     ("weak", [NAME], "RSA key of 1024 bits"),
     (None, ["not a name"], "'not a name' is not a valid DNS name"),
     ("ok", [NAME, "--certbot"], "--certbot and --webroot go together"),
@@ -120,8 +149,8 @@ def test_add_errors_write_nothing(env: Env, setup: str | None, args: list[str],
     path = env.csr_dir / f"{NAME}.csr"
     if setup == "garbage":
         path.write_text("not a CSR")
-    elif setup == "other":
-        path.write_bytes(make_csr(["other.example.test"])[0])
+    elif setup in ODD_CSRS:
+        path.write_bytes(ODD_CSRS[setup][0]())
     elif setup == "weak":
         path.write_bytes(make_csr([NAME], make_key("rsa1024"))[0])
     elif setup == "ok":
@@ -154,8 +183,15 @@ def test_set_csr(env: Env) -> None:
     assert row is not None and row.md5_modulus == Csr.load(new.read_bytes()).md5_modulus
     wrong = env.csr(["other.example.test"], file="wrong.csr")
     failed = env.run("set-csr", NAME, str(wrong))
-    assert failed.exit_code == 5 and "not www.example.test" in failed.stderr
+    assert failed.exit_code == 5 and f"does not name {NAME}" in failed.stderr
     assert env.store().get(NAME) == row
+    for kind, (make, message) in ODD_CSRS.items():
+        bad = env.csr_dir / f"{kind}.csr"
+        bad.write_bytes(make())
+        refused = env.run("set-csr", NAME, str(bad))
+        assert refused.exit_code == 5 and message in refused.stderr, (kind, refused.output)
+        assert "Traceback" not in refused.output
+        assert env.store().get(NAME) == row
     missing = env.run("set-csr", "nope.example.test", str(new))
     assert missing.exit_code != 0
 
