@@ -47,6 +47,11 @@ def _reason(exc: SQLAlchemyError) -> str:
     return str(orig if orig is not None else exc).splitlines()[0]
 
 
+def _dns(name: str) -> str:
+    """A name as DNS compares it (and as the event log files it): lower case, no final dot."""
+    return name.strip().lower().rstrip(".")
+
+
 def _ca_changed(previous: Any, new: bytes) -> bool:
     """True if a previous CA chain exists and ``new`` holds other certificates (not merely other
     bytes: line endings or a trailing newline are no new CA)."""
@@ -101,14 +106,14 @@ class SqlStore(Store):
         The seed's populate.pl stored the name as the admin typed it (``ascii_bin``, capitals
         kept); those rows are found, and updated under their own stored name, never renamed.
         """
-        key = name.strip().lower().rstrip(".")
+        key = _dns(name)
         query = select(certs.c.name).where(func.lower(func.trim(certs.c.name)).in_([key, f"{key}."]))
         return sorted(conn.execute(query).scalars().all())
 
     @staticmethod
     def _same_name(name: str, stored: builtins.list[str]) -> str:
-        return (f"rows {', '.join(repr(s) for s in stored)} all name {name} (DNS names ignore "
-                "case); remove all but one")
+        return (f"rows {', '.join(repr(s) for s in stored)} all name "
+                f"{_dns(name)} (DNS names ignore case); remove all but one")
 
     def _need(self, conn: Connection, name: str) -> str:
         """The stored name of the one row that is ``name``; StoreError if none or several."""
@@ -179,14 +184,14 @@ class SqlStore(Store):
     def events(self, name: str | None = None, limit: int = 50) -> builtins.list[EventRow]:
         query = select(events).order_by(events.c.id.desc()).limit(limit)
         if name is not None:
-            query = query.where(events.c.name == name)
+            query = query.where(events.c.name == _dns(name))
         with self._begin("reading the event log") as conn:
             return [EventRow(**dict(r)) for r in conn.execute(query).mappings()]
 
     # -- writing ---------------------------------------------------------------------------------------
 
     def _event(self, conn: Connection, name: str, kind: str, message: str, now: int) -> None:
-        conn.execute(insert(events).values(ts=now or now_ts(), name=name, kind=kind, host=HOST,
+        conn.execute(insert(events).values(ts=now or now_ts(), name=_dns(name), kind=kind, host=HOST,
                                            message=message[:60000]))
 
     def add(self, row: CertRow) -> None:
