@@ -312,3 +312,144 @@ def test_cli_on_server_databases(backend: str, request: pytest.FixtureRequest,
     assert url.split("@")[0].split(":")[-1] not in shown.output  # the password is masked
     assert e.run("remove", NAME, "--yes").exit_code == 0
     assert e.rows() == []
+
+
+def _sql(url: str, statement: str, **params: object) -> list[tuple[object, ...]]:
+    """Run SQL as the seed's scripts or an admin at the mysql prompt would."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        result = conn.execute(text(statement), params)
+        rows = [tuple(r) for r in result] if result.returns_rows else []
+    engine.dispose()
+    return rows
+
+
+def _renew_dry(env: Env, *names: str) -> dict[str, object]:
+    """``lecentral renew --dry-run --json``: the due decision, contacting no CA ([renew] ari off)."""
+    env.config.write_text(env.config.read_text().replace("[renew]\n", "[renew]\nari = false\n"))
+    result = env.run("renew", "--dry-run", "--json", *names)
+    assert result.exit_code in (0, 1), result.output
+    [outcome] = json.loads(result.stdout)["certificates"]
+    return outcome  # type: ignore[no-any-return]
+
+
+def _corrupt(env: Env, kind: str, cert: Certificate) -> tuple[str, object]:
+    """Spoil the stored certificate of NAME one way; (SQL SET clause, its value)."""
+    if kind == "garbage":
+        return "crt = :v", b"garbage"
+    if kind == "other-key":
+        return "crt = :v", make_self_signed([NAME], days=80)[0]
+    if kind == "other-names":  # the right key, but not the CSR's name
+        key = make_key()
+        env.csr([NAME], key=key)
+        assert env.run("set-csr", NAME, str(env.csr_dir / f"{NAME}.csr")).exit_code == 0
+        return "crt = :v", make_self_signed(["other.example.test"], key, days=80)[0]
+    if kind == "ts_expire":  # the renewal would come 40 days after the certificate expired
+        return "ts_expire = :v", cert.not_after + 40 * 86400
+    return "md5_ca = :v", "0" * 32
+
+
+CORRUPTIONS = {
+    "garbage": "the crt column of www.example.test is not a valid PEM or DER certificate",
+    "other-key": "the certificate in crt is for another key",
+    "other-names": "the certificate in crt does not cover www.example.test (it names "
+                   "other.example.test)",
+    "ts_expire": "disagrees with the certificate's notAfter",
+    "md5_ca": f"md5_ca {'0' * 32} does not match the ca column",
+}
+
+
+@pytest.mark.parametrize("kind", list(CORRUPTIONS))
+def test_a_bad_stored_certificate_is_a_problem_and_due(env: Env, kind: str) -> None:
+    """UPDATE certs SET crt='garbage' (or a wrong key, names, ts_expire, md5_ca) used to list as
+    healthy and never be reissued: now it is a problem in list/show/--json, and renew finds the
+    row due without --force (the row itself stays valid: the agent-facing problems are unchanged)."""
+    cert = issue(env, NAME, 80)
+    clause, value = _corrupt(env, kind, cert)
+    _sql(env.url, f"UPDATE certs SET {clause}, ts_last_update = :t WHERE name = :n",
+         v=value, t=now_ts() - 86400, n=NAME)
+    message = CORRUPTIONS[kind]
+    [item] = env.rows()
+    assert item["invalid"] is False and env.store().get(NAME).problems == ()  # type: ignore[union-attr]
+    assert any(message in p for p in item["certificate_problems"]), item  # type: ignore[attr-defined]
+    assert item["problems"] == item["certificate_problems"]
+    listed = env.run("list").output
+    assert "BAD CERTIFICATE (the next renew replaces it)" in listed and message in listed
+    shown = env.run("show", NAME)
+    assert "BAD CERTIFICATE" in shown.output and message in shown.output
+    assert "the next renew replaces the certificate" in shown.output
+    assert json.loads(env.run("show", NAME, "--json").stdout)["certificate_problems"] == \
+        item["certificate_problems"]
+    outcome = _renew_dry(env)
+    assert outcome["status"] == "would-issue"
+    assert "the stored certificate is bad" in outcome["message"]  # type: ignore[operator]
+    assert message in outcome["message"]  # type: ignore[operator]
+
+
+def test_a_bad_certificate_waits_for_min_interval_and_says_so(env: Env) -> None:
+    issue(env, NAME, 80)  # ts_last_update is now
+    _sql(env.url, "UPDATE certs SET crt = 'garbage' WHERE name = :n", n=NAME)
+    outcome = _renew_dry(env)
+    assert outcome["status"] == "not-due"
+    assert "renew.min_interval" in outcome["message"]  # type: ignore[operator]
+    assert "the stored certificate is bad (the crt column" in outcome["message"]  # type: ignore[operator]
+
+
+def test_a_row_whose_csr_does_not_name_it_is_invalid(env: Env) -> None:
+    """A row written past lecentral add: its CSR names another host. Listed INVALID with the
+    missing name, refused by renew (exit 1), never ordered."""
+    env.csr([NAME])
+    assert env.run("add", NAME, "--enable").exit_code == 0
+    pem, _ = make_csr(["other.example.test"])
+    _sql(env.url, "UPDATE certs SET csr = :c, md5_modulus = :m WHERE name = :n", c=pem,
+         m=Csr.load(pem).md5_modulus, n=NAME)
+    [item] = env.rows()
+    assert item["invalid"] is True
+    assert f"the CSR of {NAME} does not name {NAME} (it names other.example.test)" in \
+        item["problems"][0]  # type: ignore[index]
+    assert "INVALID: the CSR of" in env.run("list").output
+    outcome = _renew_dry(env)
+    assert outcome["status"] == "invalid" and f"does not name {NAME}" in outcome["message"]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mariadb"])
+def test_seed_rows_with_capitals_and_null_enable_on_the_cli(backend: str, tmp_path: Path,
+                                                            request: pytest.FixtureRequest) -> None:
+    """populate.pl kept the name as typed (ascii_bin on MariaDB: case matters to the database)
+    and the md5 as openssl printed it; another row has enable NULL. show/enable/disable work on
+    the name in any case and never rename the row; NULL is listed as disabled with a note."""
+    e = Env(tmp_path)
+    if backend == "mariadb":
+        url = request.getfixturevalue("mariadb_url")
+        e.url = url
+        e.config.write_text(f'[database]\nurl = "{url}"\n[renew]\ncsr_dir = "{e.csr_dir}"\n')
+    assert e.run("init").exit_code == 0
+    pem, _ = make_csr([NAME])
+    digest = Csr.load(pem).md5_modulus
+    _sql(e.url, "INSERT INTO certs (name, enable, csr, md5_modulus, ts_expire, ts_last_update) "
+         "VALUES ('WWW.Example.TEST', 'N', :c, :m, 1, 1)", c=pem, m=f"MD5(stdin)= {digest.upper()}")
+    mail, _ = make_csr(["mail.example.test"])
+    _sql(e.url, "INSERT INTO certs (name, enable, csr, md5_modulus, ts_expire, ts_last_update) "
+         "VALUES ('Mail.Example.TEST', NULL, :c, :m, 1, 1)", c=mail, m=Csr.load(mail).md5_modulus)
+    for shown_as in (NAME, "WWW.EXAMPLE.TEST"):
+        shown = e.run("show", shown_as, "--json")
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.stdout)["md5_modulus"] == digest
+    assert e.run("enable", "www.Example.test").exit_code == 0
+    assert _sql(e.url, "SELECT name, enable FROM certs WHERE enable = 'Y'") == \
+        [("WWW.Example.TEST", "Y")]
+    assert e.run("disable", NAME).exit_code == 0
+    assert _sql(e.url, "SELECT name, enable FROM certs WHERE name = 'WWW.Example.TEST'") == \
+        [("WWW.Example.TEST", "N")]
+    rows = {r["name"]: r for r in e.rows()}
+    assert rows[NAME]["problems"] == [] and rows[NAME]["enabled"] is False
+    assert rows["mail.example.test"]["enabled"] is False
+    assert rows["mail.example.test"]["problems"] == []
+    assert "column enable is NULL: not enabled" in rows["mail.example.test"]["notes"][0]  # type: ignore[index]
+    assert "column enable is NULL" in e.run("list").output
+    assert "NOTE" in e.run("show", "mail.example.test").output
+    outcome = _renew_dry(e, "mail.example.test")
+    assert (outcome["status"], outcome["message"]) == ("skipped", "disabled (enable is NULL)")
+    assert [ev.kind for ev in e.store().events(NAME)] == ["enable", "enable"]
