@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from pathlib import Path
 
@@ -166,11 +165,11 @@ def test_what_is_no_digest_is_refused(bad: str) -> None:
 
 
 @pytest.mark.parametrize("subject, san, message", [
-    ("/CN=www.example.test", None, "names www.example.test only in its CN and has no DNS "
-     "subjectAltName: most CAs (Let's Encrypt, Pebble) take the names from the subjectAltName"),
+    ("/CN=www.example.test", None, ("names www.example.test only in its CN and has no DNS "
+     "subjectAltName: most CAs (Let's Encrypt, Pebble) take the names from the subjectAltName")),
     ("/CN=www.example.test", "DNS:www.example.test,IP:192.0.2.7",
-     "asks for the IP address 192.0.2.7 (an iPAddress subjectAltName): lecentral issues "
-     "certificates for DNS names only"),
+     ("asks for the IP address 192.0.2.7 (an iPAddress subjectAltName): lecentral issues "
+     "certificates for DNS names only")),
     ("/CN=www.example.test", "DNS:www.example.test,email:root@example.test",
      "has subjectAltNames of type RFC822Name, which CAs refuse"),
     ("/CN=www.example.test", "DNS:other.example.test",

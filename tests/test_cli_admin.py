@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -115,19 +116,19 @@ def odd_csr(cn: str | None, sans: list[x509.GeneralName] | None) -> bytes:
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else []))
     if sans is not None:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    csr = builder.sign(make_key(), hashes.SHA256())  # type: ignore[arg-type]
+    csr = builder.sign(make_key(), hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
-ODD_CSRS = {
+ODD_CSRS: dict[str, tuple[Callable[[], bytes], str]] = {
     "ip": (lambda: odd_csr(NAME, [x509.DNSName(NAME), x509.IPAddress(ip_address("192.0.2.7"))]),
-           "asks for the IP address 192.0.2.7 (an iPAddress subjectAltName): lecentral issues "
-           "certificates for DNS names only"),
+           ("asks for the IP address 192.0.2.7 (an iPAddress subjectAltName): lecentral issues "
+           "certificates for DNS names only")),
     "cn-outside": (lambda: odd_csr(NAME, [x509.DNSName("example.test")]),
                    f"its CN {NAME} is not among its subjectAltNames (example.test)"),
     "cn-only": (lambda: odd_csr(NAME, None),
-                f"names {NAME} only in its CN and has no DNS subjectAltName: most CAs (Let's "
-                "Encrypt, Pebble) take the names from the subjectAltName extension only"),
+                (f"names {NAME} only in its CN and has no DNS subjectAltName: most CAs (Let's "
+                "Encrypt, Pebble) take the names from the subjectAltName extension only")),
     "other": (lambda: make_csr(["other.example.test", "example.test"])[0],
               f"does not name {NAME} (it names other.example.test, example.test)"),
 }

@@ -233,11 +233,12 @@ def _bad_csr(kind: str) -> tuple[bytes, Any]:
     if kind == "not-the-row":
         return make_csr([ONE])
     key = make_key()
-    sans: list[x509.GeneralName] = {
+    choices: dict[str, list[x509.GeneralName]] = {
         "ip": [x509.DNSName(name), x509.IPAddress(ip_address("127.0.0.1"))],
         "cn-outside": [x509.DNSName(ONE)],
         "cn-only": [],
-    }[kind]
+    }
+    sans = choices[kind]
     builder = x509.CertificateSigningRequestBuilder().subject_name(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
     if sans:

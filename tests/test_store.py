@@ -289,8 +289,8 @@ def test_seed_rows_with_capitals_shell_digests_and_null_enable(store: SqlStore, 
     assert sorted(listed) == ["dup.example.test", "mail.example.test", name]
     same = "rows 'Dup.example.test', 'dup.example.test' all name dup.example.test"
     assert same in listed["dup.example.test"].problems[0] and not listed[name].problems
-    dup = store.get("DUP.example.test")
-    assert dup is not None and same in dup.problems[-1]
+    either = store.get("DUP.example.test")
+    assert either is not None and same in either.problems[-1]
     with pytest.raises(StoreError, match=same):
         store.set_enable("dup.example.test", True)
 

@@ -26,6 +26,8 @@ from lecentral.errors import CsrError
 #: ts_expire and the certificate's notAfter this close are the same (the seed: clocks differ, two
 #: timestamps less than an hour apart are deemed equivalent)
 TS_EXPIRE_SLACK = 3600
+_ENABLE_NULL = ("column enable is NULL: not enabled, as the seed's scripts read it (set it with "
+                "lecentral enable/disable)")
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,7 @@ class CertRow:
     def notes(self) -> tuple[str, ...]:
         """Things worth pointing out that do not make the row invalid."""
         if self.enable_null:
-            return ("column enable is NULL: not enabled, as the seed's scripts read it "
-                    "(set it with lecentral enable/disable)",)
+            return (_ENABLE_NULL,)
         return ()
 
     @property
