@@ -454,3 +454,13 @@ def test_seed_rows_with_capitals_and_null_enable_on_the_cli(backend: str, tmp_pa
     outcome = _renew_dry(e, "mail.example.test")
     assert (outcome["status"], outcome["message"]) == ("skipped", "disabled (enable is NULL)")
     assert [ev.kind for ev in e.store().events(NAME)] == ["enable", "enable"]
+    # a second row differing only in case: both refused until the admin removes one
+    _sql(e.url, "INSERT INTO certs (name, enable, csr, md5_modulus) VALUES ('www.example.test', "
+         "'Y', :c, :m)", c=pem, m=digest)
+    assert "INVALID: rows 'WWW.Example.TEST', 'www.example.test' all name" in e.run("list").output
+    refused = e.run("enable", NAME)
+    assert refused.exit_code == 4 and "remove all but one" in refused.stderr
+    assert e.run("remove", "www.example.test", "--yes").exit_code == 0
+    assert _sql(e.url, "SELECT name FROM certs ORDER BY name") == [("Mail.Example.TEST",),
+                                                                   ("WWW.Example.TEST",)]
+    assert e.run("enable", NAME).exit_code == 0

@@ -305,3 +305,8 @@ def test_seed_rows_with_capitals_shell_digests_and_null_enable(store: SqlStore, 
         store.add(new_row(name))
     assert [e.kind for e in store.events(name)] == ["failed", "issued", "enable"]
     assert len(store.list()) == 4
+    with pytest.raises(StoreError, match="lecentral remove 'Dup.example.test'"):
+        store.remove("dup.EXAMPLE.test")
+    store.remove("Dup.example.test")  # the exact stored name picks one of the two
+    assert [r.name for r in store.list() if not r.problems] == ["dup.example.test",
+                                                              "mail.example.test", name]

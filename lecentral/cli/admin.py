@@ -135,8 +135,12 @@ def disable(app: App, name: str) -> None:
 @pass_app
 @guarded
 def remove(app: App, name: str, yes: bool) -> None:
-    """Delete NAME's row, certificate included (its event history is kept)."""
-    name = check_name(name)
+    """Delete NAME's row, certificate included (its event history is kept).
+
+    Of two rows whose names differ only in case, NAME exactly as stored picks the one to delete.
+    """
+    check_name(name)
+    name = name.strip()  # as typed: the exact stored name, when rows differ only in case
     store = app.store()
     if store.get(name) is None:
         raise LecentralError(f"no certificate named {name!r} in the database (see lecentral list)")

@@ -112,15 +112,19 @@ class SqlStore(Store):
 
     @staticmethod
     def _same_name(name: str, stored: builtins.list[str]) -> str:
-        return (f"rows {', '.join(repr(s) for s in stored)} all name "
-                f"{_dns(name)} (DNS names ignore case); remove all but one")
+        return (f"rows {', '.join(repr(s) for s in stored)} all name {_dns(name)} (DNS names "
+                f"ignore case); remove all but one (lecentral remove {stored[0]!r}: the name "
+                "exactly as stored)")
 
-    def _need(self, conn: Connection, name: str) -> str:
-        """The stored name of the one row that is ``name``; StoreError if none or several."""
+    def _need(self, conn: Connection, name: str, *, exact: bool = False) -> str:
+        """The stored name of the one row that is ``name``; StoreError if none or several
+        (``exact``: among several, the one stored exactly as ``name``, to remove the others)."""
         stored = self._matching(conn, name)
         if not stored:
             raise StoreError(f"no certificate named {name!r} in the database (see lecentral list)")
         if len(stored) > 1:
+            if exact and name in stored:
+                return name
             raise StoreError(self._same_name(name, stored))
         return stored[0]
 
@@ -227,7 +231,7 @@ class SqlStore(Store):
 
     def remove(self, name: str, now: int = 0) -> None:
         with self._begin(f"removing {name}") as conn:
-            key = self._need(conn, name)
+            key = self._need(conn, name, exact=True)
             conn.execute(delete(certs).where(certs.c.name == key))
             self._event(conn, name, "removed", "row removed", now)
 
