@@ -301,7 +301,9 @@ class RenewJob:
 
         if not row.enable:
             flag = "enable is NULL" if row.enable_null else "enable = 'N'"
-            return outcome("skipped", f"disabled ({flag})") if row.name in request.names else None
+            # asked for by name (in any case, as DNS compares names): say why nothing is done
+            asked = {check_name(n) for n in request.names}
+            return outcome("skipped", f"disabled ({flag})") if row.name in asked else None
         try:
             csr = check_row(row)
         except LecentralError as exc:

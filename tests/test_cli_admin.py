@@ -451,7 +451,7 @@ def test_seed_rows_with_capitals_and_null_enable_on_the_cli(backend: str, tmp_pa
     assert "column enable is NULL: not enabled" in rows["mail.example.test"]["notes"][0]  # type: ignore[index]
     assert "column enable is NULL" in e.run("list").output
     assert "NOTE" in e.run("show", "mail.example.test").output
-    outcome = _renew_dry(e, "mail.example.test")
+    outcome = _renew_dry(e, "MAIL.example.test")
     assert (outcome["status"], outcome["message"]) == ("skipped", "disabled (enable is NULL)")
     assert [ev.kind for ev in e.store().events(NAME)] == ["enable", "enable"]
     # a second row differing only in case: both refused until the admin removes one
