@@ -69,6 +69,23 @@ def md5_ca(ca: bytes) -> str:
     return hashlib.md5(ca).hexdigest()
 
 
+_DIGEST = re.compile(
+    r"^(?:[a-z0-9-]*\([^)]*\)\s*=\s*)?"  # openssl md5: "(stdin)= ", "MD5(stdin)= ", "MD5(ca.pem)= "
+    r"([0-9a-f]{32}|[0-9a-f]{64})"
+    r"(?:\s+\*?\S+)?$"  # md5sum: "HEX  -" or "HEX  ca.pem"
+)
+
+
+def normalise_digest(value: str) -> str | None:
+    """The lower-case hex of a digest as the seed's shell pipelines wrote it, or None.
+
+    ``openssl md5`` prints ``(stdin)= hex`` or ``MD5(stdin)= hex``, ``md5sum`` prints ``hex  -``,
+    some tools print upper-case hex: all are the same digest and are read as such.
+    """
+    match = _DIGEST.match(value.strip().lower())
+    return match.group(1) if match else None
+
+
 def key_description(public_key: object) -> str:
     """``RSA 2048``, ``EC secp256r1``...: for listings and errors."""
     if isinstance(public_key, rsa.RSAPublicKey):
@@ -101,6 +118,39 @@ def _names(subject: x509.Name, extensions: x509.Extensions) -> list[str]:
     return list(dict.fromkeys(names))  # CN first, no duplicates
 
 
+def _check_csr_names(csr: x509.CertificateSigningRequest, source: str) -> None:
+    """Refuse what no CA issues from: non-DNS subjectAltNames, a CN outside the SANs, no SAN."""
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = x509.SubjectAlternativeName([])
+    ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    if ips:
+        # IP identifiers (RFC 8738) come later; the ACME client cannot order them yet
+        raise CsrError(f"{source} asks for the IP address {', '.join(ips)} (an iPAddress "
+                       "subjectAltName): lecentral issues certificates for DNS names only; make a "
+                       "CSR without IP addresses (lecentral-install csr NAME --key PATH)")
+    others = [n for n in san if not isinstance(n, x509.DNSName)]
+    if others:
+        kinds = ", ".join(sorted({type(n).__name__ for n in others}))
+        raise CsrError(f"{source} has subjectAltNames of type {kinds}, which CAs refuse; make a CSR "
+                       "with DNS names only (lecentral-install csr NAME --key PATH)")
+    sans = [n.lower() for n in san.get_values_for_type(x509.DNSName)]
+    cns = [a.value if isinstance(a.value, str) else a.value.decode()
+           for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if not sans and cns:
+        raise CsrError(
+            f"{source} names {', '.join(cns)} only in its CN and has no DNS subjectAltName: most "
+            "CAs (Let's Encrypt, Pebble) take the names from the subjectAltName extension only; "
+            "make a CSR with every name in subjectAltName (lecentral-install csr NAME --key PATH, "
+            "or openssl req -new ... -addext subjectAltName=DNS:NAME)")
+    for cn in cns:
+        if cn.lower() not in sans:
+            raise CsrError(
+                f"{source}: its CN {cn} is not among its subjectAltNames ({', '.join(sans)}); the "
+                f"CA would not certify it: make a CSR whose subjectAltName includes {cn}")
+
+
 @dataclass(frozen=True)
 class Csr:
     """A parsed, checked certificate signing request."""
@@ -120,6 +170,7 @@ class Csr:
         if not csr.is_signature_valid:
             raise CsrError(f"{source} has an invalid signature: it was altered or corrupted")
         _check_key(csr.public_key(), source)
+        _check_csr_names(csr, source)
         names = _names(csr.subject, csr.extensions)
         if not names:
             raise CsrError(f"{source} names no domain (no CN and no DNS subjectAltName)")
@@ -131,6 +182,13 @@ class Csr:
     def names(self) -> list[str]:
         """Every name: the CN first, then the SANs, without duplicates."""
         return _names(self.csr.subject, self.csr.extensions)
+
+    def require_name(self, name: str, source: str) -> None:
+        """Raise CsrError unless ``name`` (a row's name) is one of this CSR's names."""
+        if name.lower() not in self.names:
+            raise CsrError(f"{source} does not name {name} (it names {', '.join(self.names)}): the "
+                           f"row's name must be its CN or one of its subjectAltNames; make a CSR "
+                           f"that includes {name}")
 
     @property
     def pem(self) -> bytes:

@@ -76,8 +76,9 @@ class Store(ABC):
 
     @abstractmethod
     def save_issued(self, name: str, crt: bytes, ca: bytes, ts_expire: int, now: int) -> None:
-        """Store a new certificate in one transaction: old_crt/old_ca take crt/ca, md5_ca,
-        ts_expire, ts_last_update set, count_fail_update 0, and an ``issued`` event."""
+        """Store a new certificate in one transaction: old_crt takes crt (old_ca takes ca only
+        when the CA changed), md5_ca, ts_expire, ts_last_update set, count_fail_update 0, and an
+        ``issued`` event."""
 
     @abstractmethod
     def record_failure(self, name: str, error: str, now: int) -> int:

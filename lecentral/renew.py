@@ -117,14 +117,25 @@ def ari_due_at(window_start: int, window_end: int, seed: str) -> int:
 
 
 def due_reason(row: CertRow, now: int, config: CentralConfig, force: bool,
-               ari: RenewalInfoReader | None) -> tuple[bool, str]:
-    """(due?, why) for an enabled, valid row."""
+               ari: RenewalInfoReader | None, csr: Csr | None = None) -> tuple[bool, str]:
+    """(due?, why) for an enabled, valid row (``csr``: its parsed CSR, parsed here if None).
+
+    A stored certificate with problems (:func:`certificate_problems`) is due: a new one replaces
+    it. The min_interval rate guard still applies; the reason then says what is waiting.
+    """
+    from lecentral.store.rows import certificate_problems
+
     renew = config.renew
     if force:
         return True, "forced"
+    bad = certificate_problems(row, csr.names if csr is not None else None)
     if row.ts_last_update and row.ts_last_update > 1 and now - row.ts_last_update < renew.min_interval:
+        waiting = (f"; the stored certificate is bad ({'; '.join(bad)}) and is reissued once "
+                   "renew.min_interval has passed" if bad else "")
         return False, (f"last attempt {(now - row.ts_last_update) // 60} min ago "
-                       f"(renew.min_interval {renew.min_interval} s)")
+                       f"(renew.min_interval {renew.min_interval} s){waiting}")
+    if bad:
+        return True, f"the stored certificate is bad: {'; '.join(bad)}"
     if not row.crt or not row.ts_expire or row.ts_expire <= 1:
         return True, "no certificate yet"
     left = row.ts_expire - now
@@ -141,15 +152,14 @@ def due_reason(row: CertRow, now: int, config: CentralConfig, force: bool,
 
 
 def check_row(row: CertRow) -> Csr:
-    """The row's CSR, parsed and matching ``md5_modulus``; LecentralError describing any problem."""
+    """The row's CSR, parsed, naming the row and matching ``md5_modulus``; LecentralError
+    describing any problem (the row is then ``invalid``, never ordered)."""
+    from lecentral.store.rows import load_row_csr
+
     if row.problems:
         raise LecentralError(f"row {row.name!r} is invalid: {'; '.join(row.problems)}; fix it "
-                             "(lecentral show NAME) before it can be renewed")
-    csr = Csr.load(row.csr, f"CSR of {row.name}")
-    if csr.md5_modulus != row.md5_modulus:
-        raise LecentralError(f"{row.name}: md5_modulus {row.md5_modulus} does not match the CSR's key "
-                             f"({csr.md5_modulus}); store the right CSR with lecentral set-csr")
-    return csr
+                             f"(lecentral show {row.name}) before it can be renewed")
+    return load_row_csr(row)
 
 
 def check_issued(row: CertRow, csr: Csr, crt: bytes, ca: bytes, now: int) -> Certificate:
@@ -290,8 +300,10 @@ class RenewJob:
                            ts_expire=row.ts_expire, count_fail_update=row.count_fail_update)
 
         if not row.enable:
-            return outcome("skipped", "disabled (enable = 'N')") if row.name in request.names \
-                else None
+            flag = "enable is NULL" if row.enable_null else "enable = 'N'"
+            # asked for by name (in any case, as DNS compares names): say why nothing is done
+            asked = {check_name(n) for n in request.names}
+            return outcome("skipped", f"disabled ({flag})") if row.name in asked else None
         try:
             csr = check_row(row)
         except LecentralError as exc:
@@ -302,7 +314,7 @@ class RenewJob:
             is_due, why = True, "retry"
         else:
             try:
-                is_due, why = due_reason(row, now, self.config, request.force, ari)
+                is_due, why = due_reason(row, now, self.config, request.force, ari, csr)
             except LecentralError as exc:  # e.g. a crt column that does not parse
                 is_due, why = True, f"stored certificate unreadable ({exc})"
         if not is_due:

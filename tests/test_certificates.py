@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from lecentral.certificates import (
     check_name,
     load_chain,
     md5_ca,
+    normalise_digest,
     split_fullchain,
     verify_chain,
 )
@@ -23,25 +23,49 @@ from lecentral.errors import CsrError
 from lecentral.testing.pki import make_csr, make_key, make_self_signed
 
 
+def sh(command: str, data: bytes | None = None) -> str:
+    """A shell pipeline's stdout, as the seed's scripts ran them."""
+    return subprocess.run(["sh", "-c", command], input=data, check=True,
+                          capture_output=True).stdout.decode()
+
+
 def openssl_md5_modulus(csr_path: Path) -> str:
     """What the seed's tooling stored: openssl req -noout -modulus -in X | openssl md5."""
-    modulus = subprocess.run(["openssl", "req", "-noout", "-modulus", "-in", str(csr_path)],
-                             check=True, capture_output=True).stdout
-    out = subprocess.run(["openssl", "md5"], input=modulus, check=True, capture_output=True,
-                         text=False).stdout.decode()
+    out = sh(f"openssl req -noout -modulus -in {csr_path} | openssl md5")
     return out.split("=")[-1].strip()
+
+
+def openssl_csr(tmp_path: Path, subject: str, san: str | None, newkey: str = "rsa:2048") -> Path:
+    """A CSR made by the openssl command line, with ``san`` as its subjectAltName (or none)."""
+    csr_path = tmp_path / "c.csr"
+    argv = ["openssl", "req", "-new", "-newkey", newkey, "-nodes", "-keyout", str(tmp_path / "k.pem"),
+            "-out", str(csr_path), "-subj", subject]
+    if san is not None:
+        argv += ["-addext", f"subjectAltName={san}"]
+    subprocess.run(argv, check=True, capture_output=True)
+    return csr_path
 
 
 @pytest.mark.parametrize("bits", [2048, 3072, 4096])
 def test_md5_modulus_matches_openssl(tmp_path: Path, bits: int) -> None:
-    key = tmp_path / "k.pem"
-    csr_path = tmp_path / "c.csr"
-    subprocess.run(["openssl", "req", "-new", "-newkey", f"rsa:{bits}", "-nodes", "-keyout", str(key),
-                    "-out", str(csr_path), "-subj", "/CN=www.example.test"],
-                   check=True, capture_output=True)
+    csr_path = openssl_csr(tmp_path, "/CN=www.example.test", "DNS:www.example.test", f"rsa:{bits}")
     csr = Csr.load(csr_path.read_bytes())
     assert csr.md5_modulus == openssl_md5_modulus(csr_path)
     assert csr.key_type == f"RSA {bits}"
+
+
+@pytest.mark.parametrize("curve, kind", [("prime256v1", "EC secp256r1"),
+                                         ("secp384r1", "EC secp384r1")])
+def test_ecdsa_fingerprint_matches_openssl(tmp_path: Path, curve: str, kind: str) -> None:
+    """EC keys have no modulus: the SHA-256 of the DER SubjectPublicKeyInfo, as openssl makes it."""
+    params = tmp_path / "ec.pem"
+    sh(f"openssl ecparam -name {curve} -out {params}")
+    csr_path = openssl_csr(tmp_path, "/CN=a.example.test", "DNS:a.example.test", f"ec:{params}")
+    expected = sh(f"openssl req -in {csr_path} -noout -pubkey | openssl pkey -pubin -outform DER "
+                  "| openssl sha256").split("=")[-1].strip()
+    csr = Csr.load(csr_path.read_bytes())
+    assert csr.md5_modulus == expected and len(expected) == 64
+    assert csr.key_type == kind
 
 
 def test_der_csr_is_accepted_and_gives_the_same_fingerprint(tmp_path: Path) -> None:
@@ -50,15 +74,14 @@ def test_der_csr_is_accepted_and_gives_the_same_fingerprint(tmp_path: Path) -> N
     assert Csr.load(der).md5_modulus == Csr.load(pem).md5_modulus
 
 
-def test_ecdsa_fingerprint_is_sha256_of_spki() -> None:
+def test_certificate_and_csr_of_one_ec_key_match(tmp_path: Path) -> None:
     key = make_key("ec256")
     pem, _ = make_csr(["a.example.test"], key)
-    spki = key.public_key().public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-    csr = Csr.load(pem)
-    assert csr.md5_modulus == hashlib.sha256(spki).hexdigest()
-    assert len(csr.md5_modulus) == 64
-    assert csr.key_type == "EC secp256r1"
+    crt, _ = make_self_signed(["a.example.test"], key)
+    (tmp_path / "a.crt").write_bytes(crt)
+    expected = sh(f"openssl x509 -in {tmp_path / 'a.crt'} -noout -pubkey | openssl pkey -pubin "
+                  "-outform DER | openssl sha256").split("=")[-1].strip()
+    assert Csr.load(pem).md5_modulus == Certificate.load(crt).md5_modulus == expected
 
 
 def test_names_cn_first_then_sans_without_duplicates() -> None:
@@ -112,7 +135,7 @@ def test_certificate_fields_chain_and_md5_ca() -> None:
     assert cert.not_after > cert.not_before
     leaf, ca = split_fullchain(leaf_pem + ca_pem)
     assert leaf == leaf_pem and ca == ca_pem
-    assert md5_ca(ca) == hashlib.md5(ca_pem).hexdigest()
+    assert md5_ca(ca) == sh("md5sum", ca_pem).split()[0] == sh("openssl md5", ca_pem).split()[-1]
     with pytest.raises(CsrError, match="is not issued by"):
         verify_chain(cert, load_chain(ca_pem))
     verify_chain(cert, [cert])  # self-signed: issued by itself
@@ -124,3 +147,51 @@ def test_wildcard_coverage() -> None:
     assert cert.covers("www.example.test")
     assert not cert.covers("a.b.example.test")
     assert not cert.covers("example.test")
+
+
+@pytest.mark.parametrize("command", ["openssl md5", "openssl dgst -md5", "md5sum", "md5sum -",
+                                     "md5sum | tr a-f A-F", "openssl md5 | tr a-f A-F"])
+def test_digests_written_by_shell_pipelines_are_the_same_digest(command: str) -> None:
+    """``(stdin)= hex``, ``MD5(stdin)= hex``, ``hex  -``, upper case: all read as the hex."""
+    data = b"-----BEGIN CERTIFICATE-----\n...\n"
+    printed = sh(command, data)
+    assert normalise_digest(printed) == md5_ca(data)
+
+
+@pytest.mark.parametrize("bad", ["", "(stdin)= nothex", "abc", "MD5(stdin)= " + "0" * 31,
+                                 "0" * 40])
+def test_what_is_no_digest_is_refused(bad: str) -> None:
+    assert normalise_digest(bad) is None
+
+
+@pytest.mark.parametrize("subject, san, message", [
+    ("/CN=www.example.test", None, ("names www.example.test only in its CN and has no DNS "
+     "subjectAltName: most CAs (Let's Encrypt, Pebble) take the names from the subjectAltName")),
+    ("/CN=www.example.test", "DNS:www.example.test,IP:192.0.2.7",
+     ("asks for the IP address 192.0.2.7 (an iPAddress subjectAltName): lecentral issues "
+     "certificates for DNS names only")),
+    ("/CN=www.example.test", "DNS:www.example.test,email:root@example.test",
+     "has subjectAltNames of type RFC822Name, which CAs refuse"),
+    ("/CN=www.example.test", "DNS:other.example.test",
+     "its CN www.example.test is not among its subjectAltNames (other.example.test)"),
+])
+def test_csrs_no_ca_issues_from_are_refused(tmp_path: Path, subject: str, san: str | None,
+                                            message: str) -> None:
+    csr_path = openssl_csr(tmp_path, subject, san)
+    with pytest.raises(CsrError) as info:
+        Csr.load(csr_path.read_bytes(), f"CSR file {csr_path}")
+    assert f"CSR file {csr_path} " in str(info.value) or f"CSR file {csr_path}:" in str(info.value)
+    assert message in str(info.value)
+
+
+def test_a_csr_without_cn_but_with_sans_is_fine(tmp_path: Path) -> None:
+    csr_path = openssl_csr(tmp_path, "/O=Example", "DNS:a.example.test,DNS:b.example.test")
+    assert Csr.load(csr_path.read_bytes()).names == ["a.example.test", "b.example.test"]
+
+
+def test_require_name_says_which_name_is_missing() -> None:
+    csr = Csr.load(make_csr(["a.example.test", "b.example.test"])[0])
+    csr.require_name("B.Example.TEST", "x")
+    with pytest.raises(CsrError, match="CSR file c.csr does not name www.example.test "
+                       r"\(it names a.example.test, b.example.test\)"):
+        csr.require_name("www.example.test", "CSR file c.csr")

@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 
 from lecentral.certificates import Certificate, Csr, now_ts
 from lecentral.cli.central import main
@@ -105,10 +110,35 @@ def test_add_with_explicit_csr_enable_and_certbot(env: Env, tmp_path: Path) -> N
     assert env.rows()[0]["method"] == "certbot"
 
 
+def odd_csr(cn: str | None, sans: list[x509.GeneralName] | None) -> bytes:
+    """A CSR with any CN and subjectAltNames (None: no such field), as a careless openssl makes."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else []))
+    if sans is not None:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    csr = builder.sign(make_key(), hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+ODD_CSRS: dict[str, tuple[Callable[[], bytes], str]] = {
+    "ip": (lambda: odd_csr(NAME, [x509.DNSName(NAME), x509.IPAddress(ip_address("192.0.2.7"))]),
+           ("asks for the IP address 192.0.2.7 (an iPAddress subjectAltName): lecentral issues "
+           "certificates for DNS names only")),
+    "cn-outside": (lambda: odd_csr(NAME, [x509.DNSName("example.test")]),
+                   f"its CN {NAME} is not among its subjectAltNames (example.test)"),
+    "cn-only": (lambda: odd_csr(NAME, None),
+                (f"names {NAME} only in its CN and has no DNS subjectAltName: most CAs (Let's "
+                "Encrypt, Pebble) take the names from the subjectAltName extension only")),
+    "other": (lambda: make_csr(["other.example.test", "example.test"])[0],
+              f"does not name {NAME} (it names other.example.test, example.test)"),
+}
+
+
 @pytest.mark.parametrize("setup, args, message", [
     (None, [NAME], f"CSR file {{csr_dir}}/{NAME}.csr does not exist"),
     ("garbage", [NAME], "is not a valid PEM or DER certificate request"),
-    ("other", [NAME], f"is for other.example.test, not {NAME}"),
+    *[(kind, [NAME], f"CSR file {{csr_dir}}/{NAME}.csr {text}" if kind != "cn-outside"
+       else f"CSR file {{csr_dir}}/{NAME}.csr: {text}") for kind, (_, text) in ODD_CSRS.items()],
     ("weak", [NAME], "RSA key of 1024 bits"),
     (None, ["not a name"], "'not a name' is not a valid DNS name"),
     ("ok", [NAME, "--certbot"], "--certbot and --webroot go together"),
@@ -120,8 +150,8 @@ def test_add_errors_write_nothing(env: Env, setup: str | None, args: list[str],
     path = env.csr_dir / f"{NAME}.csr"
     if setup == "garbage":
         path.write_text("not a CSR")
-    elif setup == "other":
-        path.write_bytes(make_csr(["other.example.test"])[0])
+    elif setup in ODD_CSRS:
+        path.write_bytes(ODD_CSRS[setup][0]())
     elif setup == "weak":
         path.write_bytes(make_csr([NAME], make_key("rsa1024"))[0])
     elif setup == "ok":
@@ -154,8 +184,15 @@ def test_set_csr(env: Env) -> None:
     assert row is not None and row.md5_modulus == Csr.load(new.read_bytes()).md5_modulus
     wrong = env.csr(["other.example.test"], file="wrong.csr")
     failed = env.run("set-csr", NAME, str(wrong))
-    assert failed.exit_code == 5 and "not www.example.test" in failed.stderr
+    assert failed.exit_code == 5 and f"does not name {NAME}" in failed.stderr
     assert env.store().get(NAME) == row
+    for kind, (make, message) in ODD_CSRS.items():
+        bad = env.csr_dir / f"{kind}.csr"
+        bad.write_bytes(make())
+        refused = env.run("set-csr", NAME, str(bad))
+        assert refused.exit_code == 5 and message in refused.stderr, (kind, refused.output)
+        assert "Traceback" not in refused.output
+        assert env.store().get(NAME) == row
     missing = env.run("set-csr", "nope.example.test", str(new))
     assert missing.exit_code != 0
 
@@ -276,3 +313,154 @@ def test_cli_on_server_databases(backend: str, request: pytest.FixtureRequest,
     assert url.split("@")[0].split(":")[-1] not in shown.output  # the password is masked
     assert e.run("remove", NAME, "--yes").exit_code == 0
     assert e.rows() == []
+
+
+def _sql(url: str, statement: str, **params: object) -> list[tuple[object, ...]]:
+    """Run SQL as the seed's scripts or an admin at the mysql prompt would."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        result = conn.execute(text(statement), params)
+        rows = [tuple(r) for r in result] if result.returns_rows else []
+    engine.dispose()
+    return rows
+
+
+def _renew_dry(env: Env, *names: str) -> dict[str, object]:
+    """``lecentral renew --dry-run --json``: the due decision, contacting no CA ([renew] ari off)."""
+    env.config.write_text(env.config.read_text().replace("[renew]\n", "[renew]\nari = false\n"))
+    result = env.run("renew", "--dry-run", "--json", *names)
+    assert result.exit_code in (0, 1), result.output
+    [outcome] = json.loads(result.stdout)["certificates"]
+    return outcome  # type: ignore[no-any-return]
+
+
+def _corrupt(env: Env, kind: str, cert: Certificate) -> tuple[str, object]:
+    """Spoil the stored certificate of NAME one way; (SQL SET clause, its value)."""
+    if kind == "garbage":
+        return "crt = :v", b"garbage"
+    if kind == "other-key":
+        return "crt = :v", make_self_signed([NAME], days=80)[0]
+    if kind == "other-names":  # the right key, but not the CSR's name
+        key = make_key()
+        env.csr([NAME], key=key)
+        assert env.run("set-csr", NAME, str(env.csr_dir / f"{NAME}.csr")).exit_code == 0
+        return "crt = :v", make_self_signed(["other.example.test"], key, days=80)[0]
+    if kind == "ts_expire":  # the renewal would come 40 days after the certificate expired
+        return "ts_expire = :v", cert.not_after + 40 * 86400
+    return "md5_ca = :v", "0" * 32
+
+
+CORRUPTIONS = {
+    "garbage": "the crt column of www.example.test is not a valid PEM or DER certificate",
+    "other-key": "the certificate in crt is for another key",
+    "other-names": "the certificate in crt does not cover www.example.test (it names "
+                   "other.example.test)",
+    "ts_expire": "disagrees with the certificate's notAfter",
+    "md5_ca": f"md5_ca {'0' * 32} does not match the ca column",
+}
+
+
+@pytest.mark.parametrize("kind", list(CORRUPTIONS))
+def test_a_bad_stored_certificate_is_a_problem_and_due(env: Env, kind: str) -> None:
+    """UPDATE certs SET crt='garbage' (or a wrong key, names, ts_expire, md5_ca) used to list as
+    healthy and never be reissued: now it is a problem in list/show/--json, and renew finds the
+    row due without --force (the row itself stays valid: the agent-facing problems are unchanged)."""
+    cert = issue(env, NAME, 80)
+    clause, value = _corrupt(env, kind, cert)
+    _sql(env.url, f"UPDATE certs SET {clause}, ts_last_update = :t WHERE name = :n",
+         v=value, t=now_ts() - 86400, n=NAME)
+    message = CORRUPTIONS[kind]
+    [item] = env.rows()
+    assert item["invalid"] is False and env.store().get(NAME).problems == ()  # type: ignore[union-attr]
+    assert any(message in p for p in item["certificate_problems"]), item  # type: ignore[attr-defined]
+    assert item["problems"] == item["certificate_problems"]
+    listed = env.run("list").output
+    assert "BAD CERTIFICATE (the next renew replaces it)" in listed and message in listed
+    shown = env.run("show", NAME)
+    assert "BAD CERTIFICATE" in shown.output and message in shown.output
+    assert "the next renew replaces the certificate" in shown.output
+    assert json.loads(env.run("show", NAME, "--json").stdout)["certificate_problems"] == \
+        item["certificate_problems"]
+    outcome = _renew_dry(env)
+    assert outcome["status"] == "would-issue"
+    assert "the stored certificate is bad" in outcome["message"]  # type: ignore[operator]
+    assert message in outcome["message"]  # type: ignore[operator]
+
+
+def test_a_bad_certificate_waits_for_min_interval_and_says_so(env: Env) -> None:
+    issue(env, NAME, 80)  # ts_last_update is now
+    _sql(env.url, "UPDATE certs SET crt = 'garbage' WHERE name = :n", n=NAME)
+    outcome = _renew_dry(env)
+    assert outcome["status"] == "not-due"
+    assert "renew.min_interval" in outcome["message"]  # type: ignore[operator]
+    assert "the stored certificate is bad (the crt column" in outcome["message"]  # type: ignore[operator]
+
+
+def test_a_row_whose_csr_does_not_name_it_is_invalid(env: Env) -> None:
+    """A row written past lecentral add: its CSR names another host. Listed INVALID with the
+    missing name, refused by renew (exit 1), never ordered."""
+    env.csr([NAME])
+    assert env.run("add", NAME, "--enable").exit_code == 0
+    pem, _ = make_csr(["other.example.test"])
+    _sql(env.url, "UPDATE certs SET csr = :c, md5_modulus = :m WHERE name = :n", c=pem,
+         m=Csr.load(pem).md5_modulus, n=NAME)
+    [item] = env.rows()
+    assert item["invalid"] is True
+    assert f"the CSR of {NAME} does not name {NAME} (it names other.example.test)" in \
+        item["problems"][0]  # type: ignore[index]
+    assert "INVALID: the CSR of" in env.run("list").output
+    outcome = _renew_dry(env)
+    assert outcome["status"] == "invalid" and f"does not name {NAME}" in outcome["message"]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mariadb"])
+def test_seed_rows_with_capitals_and_null_enable_on_the_cli(backend: str, tmp_path: Path,
+                                                            request: pytest.FixtureRequest) -> None:
+    """populate.pl kept the name as typed (ascii_bin on MariaDB: case matters to the database)
+    and the md5 as openssl printed it; another row has enable NULL. show/enable/disable work on
+    the name in any case and never rename the row; NULL is listed as disabled with a note."""
+    e = Env(tmp_path)
+    if backend == "mariadb":
+        url = request.getfixturevalue("mariadb_url")
+        e.url = url
+        e.config.write_text(f'[database]\nurl = "{url}"\n[renew]\ncsr_dir = "{e.csr_dir}"\n')
+    assert e.run("init").exit_code == 0
+    pem, _ = make_csr([NAME])
+    digest = Csr.load(pem).md5_modulus
+    _sql(e.url, "INSERT INTO certs (name, enable, csr, md5_modulus, ts_expire, ts_last_update) "
+         "VALUES ('WWW.Example.TEST', 'N', :c, :m, 1, 1)", c=pem, m=f"MD5(stdin)= {digest.upper()}")
+    mail, _ = make_csr(["mail.example.test"])
+    _sql(e.url, "INSERT INTO certs (name, enable, csr, md5_modulus, ts_expire, ts_last_update) "
+         "VALUES ('Mail.Example.TEST', NULL, :c, :m, 1, 1)", c=mail, m=Csr.load(mail).md5_modulus)
+    for shown_as in (NAME, "WWW.EXAMPLE.TEST"):
+        shown = e.run("show", shown_as, "--json")
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.stdout)["md5_modulus"] == digest
+    assert e.run("enable", "www.Example.test").exit_code == 0
+    assert _sql(e.url, "SELECT name, enable FROM certs WHERE enable = 'Y'") == \
+        [("WWW.Example.TEST", "Y")]
+    assert e.run("disable", NAME).exit_code == 0
+    assert _sql(e.url, "SELECT name, enable FROM certs WHERE name = 'WWW.Example.TEST'") == \
+        [("WWW.Example.TEST", "N")]
+    rows = {r["name"]: r for r in e.rows()}
+    assert rows[NAME]["problems"] == [] and rows[NAME]["enabled"] is False
+    assert rows["mail.example.test"]["enabled"] is False
+    assert rows["mail.example.test"]["problems"] == []
+    assert "column enable is NULL: not enabled" in rows["mail.example.test"]["notes"][0]  # type: ignore[index]
+    assert "column enable is NULL" in e.run("list").output
+    assert "NOTE" in e.run("show", "mail.example.test").output
+    outcome = _renew_dry(e, "MAIL.example.test")
+    assert (outcome["status"], outcome["message"]) == ("skipped", "disabled (enable is NULL)")
+    assert [ev.kind for ev in e.store().events(NAME)] == ["enable", "enable"]
+    # a second row differing only in case: both refused until the admin removes one
+    _sql(e.url, "INSERT INTO certs (name, enable, csr, md5_modulus) VALUES ('www.example.test', "
+         "'Y', :c, :m)", c=pem, m=digest)
+    assert "INVALID: rows 'WWW.Example.TEST', 'www.example.test' all name" in e.run("list").output
+    refused = e.run("enable", NAME)
+    assert refused.exit_code == 4 and "remove all but one" in refused.stderr
+    assert e.run("remove", "www.example.test", "--yes").exit_code == 0
+    assert _sql(e.url, "SELECT name FROM certs ORDER BY name") == [("Mail.Example.TEST",),
+                                                                   ("WWW.Example.TEST",)]
+    assert e.run("enable", NAME).exit_code == 0

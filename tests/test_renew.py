@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from renew_world import (
@@ -28,6 +29,7 @@ from renew_world import (
     add_row,
     assert_issued,
     make_config,
+    open_store,
     run,
 )
 
@@ -93,7 +95,9 @@ def test_issued_then_not_due_then_forced(dns_world: World, config: CentralConfig
     assert forced.final[0].status == "issued"
     row = store.get(SPARE[0])
     assert row is not None and first is not None
-    assert row.old_crt == first.crt and row.old_ca == first.ca and row.crt != first.crt
+    assert row.old_crt == first.crt and row.crt != first.crt
+    # the same Pebble CA signed both: old_ca is kept for a CA change, not every issuance
+    assert row.ca == first.ca and row.old_ca is None
 
 
 FAILURES = {
@@ -191,3 +195,110 @@ def test_certbot_rows_with_an_unknown_http01_issuer_fail_clearly(dns_world: Worl
     assert outcome.status == "failed" and "no issuer plugin named 'certbot-webrot'" in outcome.message
     row = store.get(SPARE[5])
     assert row is not None and row.crt is None and row.count_fail_update == 1
+
+
+def test_a_corrupt_stored_certificate_is_reissued_without_force(dns_world: World,
+                                                                config: CentralConfig,
+                                                                store: SqlStore) -> None:
+    """UPDATE certs SET crt='garbage': the next run (a day later) orders a new certificate."""
+    from sqlalchemy import text
+
+    _, key = add_row(store, [SPARE[6]])
+    assert run(config, store).final[0].status == "issued"
+    first = store.get(SPARE[6])
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE certs SET crt = 'garbage', ts_last_update = ts_last_update - "
+                          "86400 WHERE name = :n"), {"n": SPARE[6]})
+    report = run(config, store)
+    outcome = report.final[0]
+    assert outcome.status == "issued", outcome.message
+    assert_issued(store, SPARE[6], [SPARE[6]], key)
+    row = store.get(SPARE[6])
+    assert row is not None and first is not None and row.crt != first.crt
+    assert row.old_crt == b"garbage" and row.old_ca is None  # same CA: no old_ca
+    assert [e.kind for e in store.events(SPARE[6])] == ["issued", "issued", "added"]
+
+
+def _bad_csr(kind: str) -> tuple[bytes, Any]:
+    """A CSR that lecentral add refuses, as a row written past it might hold (key returned)."""
+    from ipaddress import ip_address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    from lecentral.testing.pki import make_csr, make_key
+
+    name = SPARE[7]
+    if kind == "not-the-row":
+        return make_csr([ONE])
+    key = make_key()
+    choices: dict[str, list[x509.GeneralName]] = {
+        "ip": [x509.DNSName(name), x509.IPAddress(ip_address("127.0.0.1"))],
+        "cn-outside": [x509.DNSName(ONE)],
+        "cn-only": [],
+    }
+    sans = choices[kind]
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), key
+
+
+BAD_CSRS = {
+    "ip": "asks for the IP address 127.0.0.1 (an iPAddress subjectAltName)",
+    "cn-outside": f"its CN {SPARE[7]} is not among its subjectAltNames ({ONE})",
+    "cn-only": f"names {SPARE[7]} only in its CN and has no DNS subjectAltName",
+    "not-the-row": f"does not name {SPARE[7]} (it names {ONE})",
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_CSRS))
+def test_a_bad_csr_in_the_database_is_invalid_never_a_crash(dns_world: World,
+                                                           config: CentralConfig,
+                                                           store: SqlStore, kind: str) -> None:
+    """An IP SAN used to reach the issuer and crash (TypeError); these rows are now refused
+    before any order, with the reason, and left as they were."""
+    from lecentral.certificates import md5_modulus
+    from lecentral.store.rows import CertRow
+
+    pem, key = _bad_csr(kind)
+    store.add(CertRow(name=SPARE[7], csr=pem, md5_modulus=md5_modulus(key.public_key()),
+                      enable=True, ts_expire=1, ts_last_update=1, count_fail_update=0))
+    before = store.get(SPARE[7])
+    report = run(config, store)
+    outcome = report.final[0]
+    assert outcome.status == "invalid" and BAD_CSRS[kind] in outcome.message, outcome.message
+    assert store.get(SPARE[7]) == before
+    assert [e.kind for e in store.events(SPARE[7])] == ["added"]
+    assert challenge_txt(dns_world, SPARE[7]) == []
+
+
+def test_a_seed_row_with_capitals_and_shell_digests_renews_on_mariadb(dns_world: World,
+                                                                      mariadb_url: str,
+                                                                      tmp_path: Path) -> None:
+    """The seed's table (ascii_bin) with the name as the admin typed it and md5_modulus as
+    openssl printed it: issued and saved under its own name, never renamed."""
+    from sqlalchemy import text
+
+    from lecentral.certificates import Csr
+    from lecentral.testing.pki import make_csr
+
+    config = make_config(dns_world, tmp_path, db_url=mariadb_url)
+    store = open_store(config)
+    pem, key = make_csr([SPARE[7]])
+    typed = SPARE[7].replace("n8.example", "N8.Example")
+    with store.engine.begin() as conn:
+        conn.execute(text("INSERT INTO certs (name, enable, csr, md5_modulus, ts_expire, "
+                          "ts_last_update) VALUES (:n, 'Y', :c, :m, 1, 1)"),
+                     {"n": typed, "c": pem, "m": f"(stdin)= {Csr.load(pem).md5_modulus.upper()}"})
+    try:
+        report = run(config, store)
+        assert [(o.name, o.status) for o in report.final] == [(SPARE[7], "issued")], report.final
+        assert_issued(store, SPARE[7], [SPARE[7]], key)
+        with store.engine.begin() as conn:
+            assert conn.execute(text("SELECT name FROM certs")).scalars().all() == [typed]
+        assert run(config, store, names=(typed,)).final[0].status == "not-due"
+    finally:
+        store.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,17 @@ def store(url: str) -> Any:
     s.init_schema()
     yield s
     s.close()
+
+
+def shell(command: str, data: bytes) -> str:
+    """What a shell pipeline of the seed's tooling prints for ``data``."""
+    return subprocess.run(["sh", "-c", command], input=data, check=True,
+                          capture_output=True).stdout.decode().strip()
+
+
+def openssl_md5(data: bytes) -> str:
+    """md5_ca as the seed computed it, ``openssl md5`` of the CA file, without the ``(stdin)= ``."""
+    return shell("openssl md5", data).split("=")[-1].strip()
 
 
 def new_row(name: str = "www.example.test", **kw: Any) -> CertRow:
@@ -74,7 +85,7 @@ def test_save_issued_keeps_the_previous_certificate(store: SqlStore) -> None:
     row = store.get("www.example.test")
     assert row is not None
     assert (row.crt, row.ca, row.old_crt, row.old_ca) == (crt2, ca2, crt1, ca1)
-    assert row.md5_ca == hashlib.md5(ca2).hexdigest()
+    assert row.md5_ca == openssl_md5(ca2)
     assert (row.ts_expire, row.ts_last_update, row.count_fail_update) == (2000, 700, 0)
     assert [e.kind for e in store.events("www.example.test")] == ["issued", "failed", "issued", "added"]
 
@@ -163,7 +174,7 @@ def test_seed_database_is_used_as_it_is(mariadb_url: str) -> None:
     with engine.begin() as conn:  # what the Perl agent selects
         got = conn.execute(text("SELECT enable, crt, ca, md5_ca, ts_expire FROM certs "
                                 "WHERE name='ldap.example.test'")).one()
-    assert got == ("N", crt, crt, hashlib.md5(crt).hexdigest(), 1999999999)
+    assert got == ("N", crt, crt, openssl_md5(crt), 1999999999)
     store.close()
     engine.dispose()
 
@@ -198,3 +209,107 @@ def test_wrong_password_is_a_clear_error(mariadb_server: Any) -> None:
     with pytest.raises(StoreError, match="Access denied") as info:
         SqlStore(bad).list()
     assert "wrong-password" not in str(info.value)
+
+
+def test_old_ca_changes_only_with_the_ca(store: SqlStore) -> None:
+    """The seed: old_ca is "the old CA certificate, once a new CA certificate has been issued";
+    renewals under the same CA keep it (the bytes may differ by whitespace: still the same CA)."""
+    name = "www.example.test"
+    store.add(new_row())
+    ca1, _ = make_self_signed(["CA one"])
+    ca2, _ = make_self_signed(["CA two"])
+    crts = [make_self_signed([name])[0] for _ in range(5)]
+    olds = []
+    for crt, ca in zip(crts, [ca1, ca1, ca1 + b"\n", ca2, ca2], strict=True):
+        store.save_issued(name, crt, ca, 1000, 500)
+        row = store.get(name)
+        assert row is not None and row.crt == crt and row.ca == ca
+        olds.append((row.old_crt, row.old_ca))
+    assert olds == [(None, None), (crts[0], None), (crts[1], None), (crts[2], ca1 + b"\n"),
+                    (crts[3], ca1 + b"\n")]
+
+
+def _insert(url: str, **columns: Any) -> None:
+    """A row written by the seed's Perl scripts (or by hand), past lecentral's own checks."""
+    from lecentral.store.schema import certs
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(certs.insert().values(**{"enable": "Y", "certbot": "N", **columns}))
+    engine.dispose()
+
+
+def _raw(url: str, name: str) -> Any:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        got = conn.execute(text("SELECT name, enable, crt FROM certs WHERE name = :n"),
+                           {"n": name}).one()
+    engine.dispose()
+    return got
+
+
+def test_seed_rows_with_capitals_shell_digests_and_null_enable(store: SqlStore, url: str,
+                                                                tmp_path: Path) -> None:
+    """What populate.pl and download_cert.pl left (on MariaDB: the seed's DDL, ascii_bin): a name
+    as the admin typed it, digests as printed by openssl md5 / md5sum, enable NULL. Each is read
+    as what it means; the name is matched as DNS matches names and never rewritten."""
+    from lecentral.certificates import Certificate, now_ts
+    from lecentral.install.config import CertEntry
+    from lecentral.install.decide import precheck
+    from lecentral.store.rows import certificate_problems
+    from lecentral.testing.pki import key_pem, make_key, write_private
+
+    name = "www.example.test"
+    key = make_key()
+    csr_pem, _ = make_csr([name], key)
+    (tmp_path / "c.csr").write_bytes(csr_pem)
+    crt, _ = make_self_signed([name], key)
+    modulus = shell(f"openssl req -noout -modulus -in {tmp_path / 'c.csr'} | openssl md5 "
+                    "| tr a-f A-F", b"")
+    assert "(stdin)= " in modulus.lower() and modulus[-32:] == modulus[-32:].upper()
+    _insert(url, name="WWW.Example.TEST", csr=csr_pem, md5_modulus=modulus, crt=crt, ca=crt,
+            md5_ca=shell("md5sum", crt), ts_expire=Certificate.load(crt).not_after,
+            ts_last_update=now_ts() - 86400, count_fail_update=0)
+    _insert(url, name="Mail.Example.TEST", enable=None, csr=make_csr(["mail.example.test"])[0],
+            md5_modulus=Csr.load(make_csr(["mail.example.test"])[0]).md5_modulus)
+    for dup in ("Dup.example.test", "dup.example.test"):
+        pem, _ = make_csr(["dup.example.test"])
+        _insert(url, name=dup, csr=pem, md5_modulus=Csr.load(pem).md5_modulus)
+
+    row = store.get(name)
+    assert row is not None and row.name == name and row.problems == () and row.notes == ()
+    assert row.md5_modulus == Csr.load(csr_pem).md5_modulus
+    assert row.md5_ca == openssl_md5(crt)
+    assert certificate_problems(row) == []
+    key_file = write_private(tmp_path / "www.key", key_pem(key))
+    precheck(CertEntry(name=name, key=str(key_file)), row, now_ts())  # the agent accepts it
+
+    mail = store.get("mail.example.test")
+    assert mail is not None and mail.enable is False and mail.problems == ()
+    assert "column enable is NULL: not enabled" in mail.notes[0]
+
+    listed = {r.name: r for r in store.list()}
+    assert sorted(listed) == ["dup.example.test", "mail.example.test", name]
+    same = "rows 'Dup.example.test', 'dup.example.test' all name dup.example.test"
+    assert same in listed["dup.example.test"].problems[0] and not listed[name].problems
+    either = store.get("DUP.example.test")
+    assert either is not None and same in either.problems[-1]
+    with pytest.raises(StoreError, match=same):
+        store.set_enable("dup.example.test", True)
+
+    store.set_enable(name, False)
+    assert _raw(url, "WWW.Example.TEST")[:2] == ("WWW.Example.TEST", "N")
+    new_crt, _ = make_self_signed([name], key)
+    store.save_issued(name, new_crt, crt, 2000000000, now_ts())
+    assert store.record_failure(name.upper(), "x", now_ts()) == 1
+    assert _raw(url, "WWW.Example.TEST") == ("WWW.Example.TEST", "N", new_crt)
+    with pytest.raises(StoreError, match="www.example.test is already in the database "
+                       r"\(as 'WWW.Example.TEST'\)"):
+        store.add(new_row(name))
+    assert [e.kind for e in store.events(name)] == ["failed", "issued", "enable"]
+    assert len(store.list()) == 4
+    with pytest.raises(StoreError, match="lecentral remove 'Dup.example.test'"):
+        store.remove("dup.EXAMPLE.test")
+    store.remove("Dup.example.test")  # the exact stored name picks one of the two
+    assert [r.name for r in store.list() if not r.problems] == ["dup.example.test",
+                                                              "mail.example.test", name]

@@ -14,7 +14,7 @@ from lecentral.certificates import Certificate, Csr, check_name, load_chain, now
 from lecentral.cli.central import App
 from lecentral.cli.common import guarded, print_json, table
 from lecentral.errors import CsrError, LecentralError
-from lecentral.store.rows import CertRow
+from lecentral.store.rows import CertRow, certificate_problems, load_row_csr
 
 pass_app = click.make_pass_decorator(App)
 DAY = 86400
@@ -33,9 +33,7 @@ def _read_csr(path: Path) -> Csr:
 
 def _csr_for(name: str, path: Path) -> Csr:
     csr = _read_csr(path)
-    if name not in csr.names:
-        raise CsrError(f"CSR file {path} is for {', '.join(csr.names)}, not {name}; "
-                       f"the name must be its CN or one of its subjectAltNames")
+    csr.require_name(name, f"CSR file {path}")
     return csr
 
 
@@ -137,8 +135,12 @@ def disable(app: App, name: str) -> None:
 @pass_app
 @guarded
 def remove(app: App, name: str, yes: bool) -> None:
-    """Delete NAME's row, certificate included (its event history is kept)."""
-    name = check_name(name)
+    """Delete NAME's row, certificate included (its event history is kept).
+
+    Of two rows whose names differ only in case, NAME exactly as stored picks the one to delete.
+    """
+    check_name(name)
+    name = name.strip()  # as typed: the exact stored name, when rows differ only in case
     store = app.store()
     if store.get(name) is None:
         raise LecentralError(f"no certificate named {name!r} in the database (see lecentral list)")
@@ -158,22 +160,38 @@ def _date(ts: int | None) -> str | None:
 
 
 def _summary(row: CertRow, now: int) -> dict[str, Any]:
+    """One row for list/show: ``problems`` is everything wrong with it; ``invalid`` says whether
+    it is refused until fixed (row problems), ``certificate_problems`` the subset that only makes
+    it due (the renew job replaces the bad stored certificate)."""
+    names: list[str] | None = None
     try:
-        names = Csr.load(row.csr, f"CSR of {row.name}").names
+        names = load_row_csr(row).names
     except LecentralError as exc:
-        names = []
-        row = CertRow(**{**row.__dict__, "problems": (*row.problems, str(exc))})
+        row = row.with_problem(str(exc))
+    bad_cert = certificate_problems(row, names)
     has_cert = bool(row.crt) and (row.ts_expire or 0) > 1
     return {
-        "name": row.name, "enabled": row.enable, "method": row.method, "names": names,
+        "name": row.name, "enabled": row.enable, "method": row.method, "names": names or [],
         "expires": _date(row.ts_expire) if has_cert else None,
         "ts_expire": row.ts_expire,
         "days_left": ((row.ts_expire or 0) - now) // DAY if has_cert else None,
         "count_fail_update": row.count_fail_update or 0,
         "last_attempt": _date(row.ts_last_update), "ts_last_update": row.ts_last_update,
         "webroot_path": row.webroot_path, "comment": row.comment,
-        "problems": list(row.problems),
+        "problems": [*row.problems, *bad_cert], "invalid": bool(row.problems),
+        "certificate_problems": bad_cert, "notes": list(row.notes),
     }
+
+
+def _state(item: dict[str, Any]) -> str:
+    """The last column of ``lecentral list``: what is wrong, and what happens about it."""
+    if item["invalid"]:
+        return "INVALID: " + "; ".join(p for p in item["problems"]
+                                       if p not in item["certificate_problems"])
+    if item["certificate_problems"]:
+        fate = "the next renew replaces it" if item["enabled"] else "disabled: not replaced"
+        return f"BAD CERTIFICATE ({fate}): " + "; ".join(item["certificate_problems"])
+    return "; ".join(item["notes"])
 
 
 @click.command("list")
@@ -193,8 +211,7 @@ def list_(app: App, as_json: bool) -> None:
         return
     rows = [[i["name"], "Y" if i["enabled"] else "N", i["method"], ",".join(i["names"]),
              i["expires"] or "-", "-" if i["days_left"] is None else str(i["days_left"]),
-             str(i["count_fail_update"]), i["last_attempt"] or "-",
-             "INVALID: " + "; ".join(i["problems"]) if i["problems"] else ""] for i in items]
+             str(i["count_fail_update"]), i["last_attempt"] or "-", _state(i)] for i in items]
     click.echo(table(rows, ["NAME", "ON", "METHOD", "NAMES", "EXPIRES (UTC)", "DAYS", "FAILS",
                             "LAST ATTEMPT", ""]))
 
@@ -252,6 +269,8 @@ def _print_show(info: dict[str, Any]) -> None:
 
     line("name", info["name"])
     line("enabled", "yes" if info["enabled"] else "no")
+    for note in info["notes"]:
+        line("NOTE", note)
     line("method", info["method"] + (f" (webroot {info['webroot_path']})"
                                      if info["webroot_path"] else ""))
     line("names", ", ".join(info["names"]))
@@ -262,8 +281,6 @@ def _print_show(info: dict[str, Any]) -> None:
         line("expires", f"{cert['not_after']} UTC ({info['days_left']} days)")
         line("issuer", cert["issuer"])
         line("sha256", cert["sha256"])
-        if cert["md5_modulus"] != info["md5_modulus"]:
-            line("WARNING", "the certificate's key does not match the CSR's md5_modulus")
     else:
         line("certificate", (cert or {}).get("error", "none yet"))
     line("md5_ca", info["md5_ca"] or "-")
@@ -274,7 +291,11 @@ def _print_show(info: dict[str, Any]) -> None:
     if info["comment"]:
         line("comment", info["comment"])
     for problem in info["problems"]:
-        line("PROBLEM", problem)
+        bad_cert = problem in info["certificate_problems"]
+        line("BAD CERTIFICATE" if bad_cert else "PROBLEM", problem)
+    if info["certificate_problems"]:
+        line("", "the next renew replaces the certificate" if info["enabled"] and not
+             info["invalid"] else "not replaced while the row is disabled or invalid")
     if info["history"]:
         click.echo("history:")
         for e in info["history"]:

@@ -7,15 +7,27 @@ message, ``lecentral list`` shows them.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lecentral.certificates import check_name
+from lecentral.certificates import (
+    Certificate,
+    Csr,
+    check_name,
+    load_chain,
+    md5_ca,
+    normalise_digest,
+    verify_chain,
+)
 from lecentral.errors import CsrError
 
-_HEX = re.compile(r"^[0-9a-f]{32}$|^[0-9a-f]{64}$")
+#: ts_expire and the certificate's notAfter this close are the same (the seed: clocks differ, two
+#: timestamps less than an hour apart are deemed equivalent)
+TS_EXPIRE_SLACK = 3600
+_ENABLE_NULL = ("column enable is NULL: not enabled, as the seed's scripts read it (set it with "
+                "lecentral enable/disable)")
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,15 @@ class CertRow:
     old_crt: bytes | None = None
     webroot_path: str | None = None
     problems: tuple[str, ...] = field(default=(), compare=False)
+    #: the column enable is NULL: not enabled (the seed's scripts test enable = 'Y'), pointed out
+    enable_null: bool = field(default=False, compare=False)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Things worth pointing out that do not make the row invalid."""
+        if self.enable_null:
+            return (_ENABLE_NULL,)
+        return ()
 
     @property
     def method(self) -> str:
@@ -97,10 +118,11 @@ class CertRow:
             value = m[col]
             if value is None:
                 return None
-            text = str(value).strip().lower()
-            if not _HEX.match(text):
+            digest = normalise_digest(str(value))
+            if digest is None:
                 problems.append(f"column {col} is {value!r}, expected an MD5 or SHA-256 hex digest")
-            return text
+                return str(value).strip().lower()
+            return digest
 
         row = cls(
             name=name,
@@ -111,14 +133,84 @@ class CertRow:
             ts_expire=integer("ts_expire"), ts_last_update=integer("ts_last_update"),
             count_fail_update=integer("count_fail_update"), old_ca=blob("old_ca"),
             old_crt=blob("old_crt"), webroot_path=m["webroot_path"],
+            enable_null=m["enable"] is None,
         )
         if not row.csr:
             problems.append("column csr is empty")
-        if m["enable"] is None:
-            problems.append("column enable is NULL; treated as 'N' (set it with lecentral enable/disable)")
         if problems:
-            return cls(**{**row.__dict__, "problems": tuple(problems)})
+            return replace(row, problems=tuple(problems))
         return row
+
+    def with_problem(self, problem: str) -> CertRow:
+        """This row with one more problem (found outside the row itself, e.g. a duplicate name)."""
+        return replace(self, problems=(*self.problems, problem))
+
+
+def load_row_csr(row: CertRow) -> Csr:
+    """The row's CSR: parsed and checked, naming the row's name, matching ``md5_modulus``.
+
+    Raise CsrError saying what is wrong and what to do; these problems stop renewal of the row.
+    """
+    csr = Csr.load(row.csr, f"the CSR of {row.name}")
+    csr.require_name(row.name, f"the CSR of {row.name}")
+    if csr.md5_modulus != row.md5_modulus:
+        raise CsrError(f"{row.name}: md5_modulus {row.md5_modulus} does not match the CSR's key "
+                       f"({csr.md5_modulus}); store the right CSR with lecentral set-csr")
+    return csr
+
+
+def _when(ts: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
+
+def certificate_problems(row: CertRow, csr_names: Sequence[str] | None = None) -> list[str]:
+    """What is wrong with the stored certificate (crt, ca, md5_ca, ts_expire); empty if none is
+    stored.
+
+    Unlike ``problems`` these do not stop the renew job: they make the row due, so that a new
+    certificate replaces the bad one. ``csr_names`` are the CSR's names (parsed from the row's
+    CSR when not given; a CSR that does not parse is a row problem, not one of these).
+    """
+    if not row.crt:
+        return []
+    try:
+        cert = Certificate.load(row.crt, f"the crt column of {row.name}")
+    except CsrError as exc:
+        return [str(exc)]
+    found: list[str] = []
+    if cert.md5_modulus != row.md5_modulus:
+        found.append(f"the certificate in crt is for another key (md5_modulus {cert.md5_modulus}, "
+                     f"the row's is {row.md5_modulus})")
+    if csr_names is None:
+        try:
+            csr_names = Csr.load(row.csr).names
+        except CsrError:
+            csr_names = []
+    missing = [n for n in csr_names if not cert.covers(n)]
+    if missing:
+        found.append(f"the certificate in crt does not cover {', '.join(missing)} (it names "
+                     f"{', '.join(cert.names)})")
+    if row.ts_expire is None or abs(row.ts_expire - cert.not_after) >= TS_EXPIRE_SLACK:
+        found.append(f"ts_expire {row.ts_expire} disagrees with the certificate's notAfter "
+                     f"{cert.not_after} ({_when(cert.not_after)})")
+    found.extend(_ca_problems(row, cert))
+    return found
+
+
+def _ca_problems(row: CertRow, cert: Certificate) -> list[str]:
+    """The agent refuses a chain that does not verify or does not match md5_ca: so does this."""
+    if not row.ca:
+        return ["crt holds a certificate but the ca column is empty"]
+    found: list[str] = []
+    try:
+        verify_chain(cert, load_chain(row.ca, f"the ca column of {row.name}"),
+                     f"the ca column of {row.name}")
+    except CsrError as exc:
+        found.append(str(exc))
+    if row.md5_ca is not None and md5_ca(row.ca) != row.md5_ca:
+        found.append(f"md5_ca {row.md5_ca} does not match the ca column (whose MD5 is "
+                     f"{md5_ca(row.ca)})")
+    return found
 
 
 @dataclass(frozen=True)

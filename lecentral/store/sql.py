@@ -18,6 +18,7 @@ from sqlalchemy import (
     Connection,
     create_engine,
     delete,
+    func,
     insert,
     inspect,
     select,
@@ -27,9 +28,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from lecentral.certificates import md5_ca, now_ts
+from lecentral.certificates import load_chain, md5_ca, now_ts
 from lecentral.config import mask_url
-from lecentral.errors import StoreError
+from lecentral.errors import CsrError, StoreError
 from lecentral.interfaces import Store
 from lecentral.store.rows import CertRow, EventRow
 from lecentral.store.schema import OWN_TABLES, certs, certs_ddl, events, metadata
@@ -44,6 +45,22 @@ def _reason(exc: SQLAlchemyError) -> str:
     """The driver's own message, without SQLAlchemy's echo of the statement and its parameters."""
     orig = getattr(exc, "orig", None)
     return str(orig if orig is not None else exc).splitlines()[0]
+
+
+def _dns(name: str) -> str:
+    """A name as DNS compares it (and as the event log files it): lower case, no final dot."""
+    return name.strip().lower().rstrip(".")
+
+
+def _ca_changed(previous: Any, new: bytes) -> bool:
+    """True if a previous CA chain exists and ``new`` holds other certificates (not merely other
+    bytes: line endings or a trailing newline are no new CA)."""
+    if previous is None or not bytes(previous).strip():
+        return False
+    try:
+        return [c.der for c in load_chain(bytes(previous))] != [c.der for c in load_chain(new)]
+    except CsrError:
+        return bytes(previous).strip() != new.strip()
 
 
 class SqlStore(Store):
@@ -82,9 +99,34 @@ class SqlStore(Store):
                 "check that the server is up and the [database] url is right"
             ) from None
 
-    def _need(self, conn: Connection, name: str) -> None:
-        if conn.execute(select(certs.c.name).where(certs.c.name == name)).first() is None:
+    @staticmethod
+    def _matching(conn: Connection, name: str) -> builtins.list[str]:
+        """The stored names that are ``name`` as DNS compares names: without regard to case.
+
+        The seed's populate.pl stored the name as the admin typed it (``ascii_bin``, capitals
+        kept); those rows are found, and updated under their own stored name, never renamed.
+        """
+        key = _dns(name)
+        query = select(certs.c.name).where(func.lower(func.trim(certs.c.name)).in_([key, f"{key}."]))
+        return sorted(conn.execute(query).scalars().all())
+
+    @staticmethod
+    def _same_name(name: str, stored: builtins.list[str]) -> str:
+        return (f"rows {', '.join(repr(s) for s in stored)} all name {_dns(name)} (DNS names "
+                f"ignore case); remove all but one (lecentral remove {stored[0]!r}: the name "
+                "exactly as stored)")
+
+    def _need(self, conn: Connection, name: str, *, exact: bool = False) -> str:
+        """The stored name of the one row that is ``name``; StoreError if none or several
+        (``exact``: among several, the one stored exactly as ``name``, to remove the others)."""
+        stored = self._matching(conn, name)
+        if not stored:
             raise StoreError(f"no certificate named {name!r} in the database (see lecentral list)")
+        if len(stored) > 1:
+            if exact and name in stored:
+                return name
+            raise StoreError(self._same_name(name, stored))
+        return stored[0]
 
     def close(self) -> None:
         self.engine.dispose()
@@ -124,30 +166,46 @@ class SqlStore(Store):
 
     def get(self, name: str) -> CertRow | None:
         with self._begin(f"reading {name}") as conn:
-            row = conn.execute(select(certs).where(certs.c.name == name)).mappings().first()
-        return CertRow.from_db(row) if row is not None else None
+            stored = self._matching(conn, name)
+            if not stored:
+                return None
+            row = conn.execute(select(certs).where(certs.c.name == stored[0])).mappings().one()
+        found = CertRow.from_db(row)
+        # several rows for one name: shown and refused (a problem), never one picked silently
+        return found.with_problem(self._same_name(name, stored)) if len(stored) > 1 else found
 
-    def list(self) -> list[CertRow]:
+    def list(self) -> builtins.list[CertRow]:
         with self._begin("listing certificates") as conn:
             rows = conn.execute(select(certs).order_by(certs.c.name)).mappings().all()
-        return [CertRow.from_db(r) for r in rows]
+        found = [CertRow.from_db(r) for r in rows]
+        stored: dict[str, builtins.list[str]] = {}
+        for raw, row in zip(rows, found, strict=True):
+            stored.setdefault(row.name, []).append(str(raw["name"]))
+        found = [row.with_problem(self._same_name(row.name, sorted(stored[row.name])))
+                 if len(stored[row.name]) > 1 else row for row in found]
+        return sorted(found, key=lambda r: r.name)
 
     def events(self, name: str | None = None, limit: int = 50) -> builtins.list[EventRow]:
         query = select(events).order_by(events.c.id.desc()).limit(limit)
         if name is not None:
-            query = query.where(events.c.name == name)
+            query = query.where(events.c.name == _dns(name))
         with self._begin("reading the event log") as conn:
             return [EventRow(**dict(r)) for r in conn.execute(query).mappings()]
 
     # -- writing ---------------------------------------------------------------------------------------
 
     def _event(self, conn: Connection, name: str, kind: str, message: str, now: int) -> None:
-        conn.execute(insert(events).values(ts=now or now_ts(), name=name, kind=kind, host=HOST,
+        conn.execute(insert(events).values(ts=now or now_ts(), name=_dns(name), kind=kind, host=HOST,
                                            message=message[:60000]))
 
     def add(self, row: CertRow) -> None:
         try:
             with self._begin(f"adding {row.name}") as conn:
+                stored = self._matching(conn, row.name)
+                if stored:  # ascii_bin would take 'www.x' beside 'WWW.x': the same DNS name
+                    as_ = f" (as {stored[0]!r})" if stored != [row.name] else ""
+                    raise StoreError(f"{row.name} is already in the database{as_}; use lecentral "
+                                     "set-csr to replace its CSR")
                 conn.execute(insert(certs).values(**row.to_db()))
                 self._event(conn, row.name, "added", f"added (enable={'Y' if row.enable else 'N'})", 0)
         except StoreError as exc:
@@ -159,8 +217,8 @@ class SqlStore(Store):
     def _update(self, name: str, what: str, kind: str, message: str, now: int,
                 **values: Any) -> None:
         with self._begin(what) as conn:
-            self._need(conn, name)
-            conn.execute(update(certs).where(certs.c.name == name).values(**values))
+            key = self._need(conn, name)
+            conn.execute(update(certs).where(certs.c.name == key).values(**values))
             self._event(conn, name, kind, message, now)
 
     def set_csr(self, name: str, csr: bytes, md5_modulus: str, now: int = 0) -> None:
@@ -173,35 +231,39 @@ class SqlStore(Store):
 
     def remove(self, name: str, now: int = 0) -> None:
         with self._begin(f"removing {name}") as conn:
-            self._need(conn, name)
-            conn.execute(delete(certs).where(certs.c.name == name))
+            key = self._need(conn, name, exact=True)
+            conn.execute(delete(certs).where(certs.c.name == key))
             self._event(conn, name, "removed", "row removed", now)
 
     def save_issued(self, name: str, crt: bytes, ca: bytes, ts_expire: int, now: int) -> None:
-        # old_* are assigned before crt/ca: MySQL evaluates SET left to right, the others use the
-        # old values throughout; either way old_crt/old_ca receive the previous certificate.
-        values = {
-            certs.c.old_crt: certs.c.crt, certs.c.old_ca: certs.c.ca,
-            certs.c.crt: crt, certs.c.ca: ca, certs.c.md5_ca: md5_ca(ca),
-            certs.c.ts_expire: ts_expire, certs.c.ts_last_update: now,
-            certs.c.count_fail_update: 0,
-        }
         with self._begin(f"saving the new certificate of {name}") as conn:
-            self._need(conn, name)
-            conn.execute(update(certs).where(certs.c.name == name).ordered_values(*values.items()))
+            key = self._need(conn, name)
+            previous = conn.execute(select(certs.c.ca).where(certs.c.name == key)
+                                    .with_for_update()).scalar()
+            # old_crt is assigned before crt: MySQL evaluates SET left to right, the others use
+            # the old values throughout; either way old_crt receives the previous certificate.
+            values: dict[Any, Any] = {certs.c.old_crt: certs.c.crt}
+            if _ca_changed(previous, ca):  # the seed: old_ca is the old CA once a new CA came
+                values[certs.c.old_ca] = previous
+            values.update({
+                certs.c.crt: crt, certs.c.ca: ca, certs.c.md5_ca: md5_ca(ca),
+                certs.c.ts_expire: ts_expire, certs.c.ts_last_update: now,
+                certs.c.count_fail_update: 0,
+            })
+            conn.execute(update(certs).where(certs.c.name == key).ordered_values(*values.items()))
             self._event(conn, name, "issued", f"issued, expires at {ts_expire}", now)
 
     def record_failure(self, name: str, error: str, now: int) -> int:
         with self._begin(f"recording a failure of {name}") as conn:
-            self._need(conn, name)
-            conn.execute(update(certs).where(certs.c.name == name).values(
+            key = self._need(conn, name)
+            conn.execute(update(certs).where(certs.c.name == key).values(
                 count_fail_update=certs.c.count_fail_update + 1, ts_last_update=now))
             # a NULL count (populate.pl leaves it NULL) + 1 stays NULL: start it at 1
-            conn.execute(update(certs).where(certs.c.name == name,
+            conn.execute(update(certs).where(certs.c.name == key,
                                              certs.c.count_fail_update.is_(None))
                          .values(count_fail_update=1))
             count = conn.execute(select(certs.c.count_fail_update)
-                                 .where(certs.c.name == name)).scalar_one()
+                                 .where(certs.c.name == key)).scalar_one()
             self._event(conn, name, "failed", error, now)
         return int(count)
 
