@@ -121,7 +121,9 @@ class PebbleServer(DaemonServer):
     ``http_port``/``tls_port``: where Pebble's VA connects for HTTP-01 / TLS-ALPN-01 (dynamic by
     default). ``eab_required``: demand External Account Binding, with ``eab_keys`` (kid -> base64url
     MAC key; one is generated when required and none given). ``env``: extra Pebble environment,
-    e.g. ``{"PEBBLE_WFE_NONCEREJECT": "50"}``.
+    e.g. ``{"PEBBLE_WFE_NONCEREJECT": "50"}``. ``certificate_validity_period``: seconds the
+    certificates it issues are valid (Pebble's default: five years; 1 makes certificates that
+    have expired by the time a client checks them).
     """
 
     kind = "pebble"
@@ -137,6 +139,7 @@ class PebbleServer(DaemonServer):
         eab_required: bool = False,
         eab_keys: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
+        certificate_validity_period: int | None = None,
     ) -> None:
         # Executables first: a missing package must fail before any temp dir exists.
         self._pebble = find_executable("pebble", package="pebble")
@@ -149,6 +152,7 @@ class PebbleServer(DaemonServer):
         if eab_required and not self.eab_keys:
             self.eab_keys["kid-1"] = new_eab_hmac_key()
         self.extra_env = dict(env or {})
+        self.certificate_validity_period = certificate_validity_period
         self.port = 0
         self.management_port = 0
         self.dir = self.state_dir("pebble", None, max_len=4096)
@@ -199,6 +203,8 @@ class PebbleServer(DaemonServer):
                 "externalAccountMACKeys": self.eab_keys,
             }
         }
+        if self.certificate_validity_period is not None:
+            config["pebble"]["certificateValidityPeriod"] = self.certificate_validity_period
         path = self.dir / "pebble-config.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the EAB keys
         with os.fdopen(fd, "w") as handle:
