@@ -307,11 +307,12 @@ class RenewJob:
         except LecentralError as exc:
             log.warning("%s", exc)
         holder = report.lock_holder or "its holder is not recorded"
+        # info only: the report carries it, and the command says it (once) with its exit status
         if number == 1:
-            log.warning("another lecentral renew holds the renew lock (%s); nothing done", holder)
+            log.info("another lecentral renew holds the renew lock (%s); nothing done", holder)
         else:
-            log.error("round %d not run: another lecentral renew holds the renew lock (%s); not "
-                      "retried: %s", number, holder, ", ".join(names))
+            log.info("round %d not run: another lecentral renew holds the renew lock (%s); not "
+                     "retried: %s", number, holder, ", ".join(names))
 
     def _select(self, names: list[str], request: RenewRequest, number: int,
                 retry: bool) -> tuple[list[tuple[CertRow, Csr, str]], list[Outcome]]:

@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from renew_world import (
     BADSECRET,
+    FROZEN,
     SPARE,
     World,
     add_row,
@@ -249,6 +250,42 @@ def test_round_that_cannot_get_the_lock_is_reported(dns_world: World, tmp_path: 
     row = store.get(BADSECRET)
     assert row is not None and row.count_fail_update == 1
     other.close()
+    store.close()
+
+
+def test_certificate_renewed_by_another_run_between_rounds_is_not_ordered_again(
+        dns_world: World, tmp_path: Path) -> None:
+    """Round 1 fails (frozen zone, thawed by the operator after the alert); during retry_pause
+    the operator's ``renew NAME --force`` issues it. Round 2 sees its failure count back at 0
+    and does not order it a second time."""
+    config = make_config(dns_world, tmp_path, retry_pause=10, max_failures=3)
+    store = open_store(config)
+    add_row(store, [FROZEN])
+    toml = write_toml(config, tmp_path / "lecentral.toml")
+    seen = FailureSeen()
+    reports: list[Any] = []
+    job = RenewJob(config, store, registry_with(seen))
+    dns_world.bind.rndc("freeze", FROZEN)
+    worker = threading.Thread(target=lambda: reports.append(job.run(RenewRequest())))
+    worker.start()
+    try:
+        assert seen.failed.wait(60), "round 1 did not fail"
+    finally:
+        dns_world.bind.rndc("thaw", FROZEN)
+    other = SqlStore(config.database.url)
+    try:
+        assert take_lock_within(other, 5)
+    finally:
+        other.close()
+    operator = subprocess.run([LECENTRAL, "--config", str(toml), "renew", FROZEN, "--force"],
+                              capture_output=True, text=True, timeout=60, check=False)
+    worker.join(120)
+    assert operator.returncode == 0, operator.stderr
+    [report] = reports
+    assert [(o.round, o.status) for o in report.outcomes] == [(1, "failed"), (2, "not-due")]
+    assert report.final[0].message == "renewed by another run while waiting to retry"
+    assert not report.failed
+    assert [e.kind for e in store.events(FROZEN)] == ["issued", "failed", "added"]
     store.close()
 
 
