@@ -47,6 +47,12 @@ class DnsError(IssueError):
     """A DNS query or a TSIG-signed dynamic update failed; the message names server, zone and key."""
 
 
+class RenewLockedError(LecentralError):
+    """Another ``lecentral renew`` holds the renew lock of the database: this run did nothing."""
+
+    exit_code = 8
+
+
 class InstallError(LecentralError):
     """The agent could not install, verify or roll back a certificate on this server."""
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from lecentral.certificates import Csr
     from lecentral.install.config import CertEntry
-    from lecentral.store.rows import CertRow, EventRow
+    from lecentral.store.rows import CertRow, EventRow, LockHolder
     from lecentral.types import Notification
 
 
@@ -94,7 +94,11 @@ class Store(ABC):
 
     @abstractmethod
     def renew_lock(self, timeout: float = 0) -> AbstractContextManager[bool]:
-        """A lock held across hosts for the length of a renew run; yields False if not acquired."""
+        """A lock held across hosts for one pass of a renew run; yields False if not acquired."""
+
+    def renew_lock_holder(self) -> LockHolder | None:
+        """Who holds the renew lock, as recorded by its holder (None: not recorded or unknown)."""
+        return None
 
     def close(self) -> None:
         """Dispose of connections."""

@@ -1,6 +1,7 @@
 """The renew job (the seed's download_cert.pl): pick what is due, issue it, check it, store it.
 
-One run, under the database's renew lock (so two central hosts never order the same certificate):
+Each pass runs under the database's renew lock (so two central hosts never order the same
+certificate):
 
 1. **Due**: an enabled, valid row is due when it has no certificate yet, or its ``ts_expire`` is
    within ``renew.before_days``, or the CA's ARI window (RFC 9773) for its certificate has opened;
@@ -16,7 +17,9 @@ One run, under the database's renew lock (so two central hosts never order the s
    ``lecentral_renew_failed`` event, and a notification (an error once the count passes 2).
 5. **Rounds**: unless ``once``, failed rows are retried after ``renew.retry_pause`` until they
    succeed or their count exceeds ``renew.max_failures``. Retries skip the min_interval test:
-   the pause is their rate guard.
+   the pause is their rate guard. The lock is held per pass, not while sleeping between rounds.
+   (The library's default is rounds; the ``lecentral renew`` command does one pass unless
+   ``--rounds``, so that a human's ``renew NAME`` never sleeps an hour in the foreground.)
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ if TYPE_CHECKING:
     from lecentral.config import CentralConfig
     from lecentral.interfaces import Issuer, Store
     from lecentral.registry import Registry
-    from lecentral.store.rows import CertRow
+    from lecentral.store.rows import CertRow, LockHolder
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,10 @@ Progress = Callable[[str, str], None]
 
 @dataclass(frozen=True)
 class RenewRequest:
-    """What to renew: ``names`` (empty: every row), and how."""
+    """What to renew: ``names`` (empty: every row), and how.
+
+    ``once``: one pass, no retry rounds. ``lock_timeout``: seconds to wait for the renew lock
+    before the first pass (later rounds wait at least ``renew.retry_pause``)."""
 
     names: tuple[str, ...] = ()
     force: bool = False
@@ -89,7 +95,10 @@ class RenewReport:
     """Every outcome of a run (the last one per name first in ``final``)."""
 
     outcomes: list[Outcome] = field(default_factory=list)
+    #: another run held the renew lock: nothing done (round 1), or the retries stopped
     locked_out: bool = False
+    locked_out_round: int = 0
+    lock_holder: LockHolder | None = None
     rounds: int = 0
 
     @property
@@ -226,46 +235,94 @@ class RenewJob:
     # -- public ----------------------------------------------------------------------------------
 
     def run(self, request: RenewRequest) -> RenewReport:
-        """Select, issue and save; return every outcome. Never raises for one certificate's failure."""
+        """Select, issue and save; return every outcome. Never raises for one certificate's failure.
+
+        The renew lock is held for each pass only, never while sleeping between rounds, so an
+        operator's ``lecentral renew NAME`` or another host's run can go ahead meanwhile."""
         report = RenewReport()
         names = [check_name(n) for n in request.names]
         if request.dry_run:
             report.outcomes = self._select(names, request, 1, retry=False)[1]
             report.rounds = 1
             return report
-        with self.store.renew_lock(request.lock_timeout) as got:
-            if not got:
-                log.warning("another lecentral renew holds the renew lock (this or another central "
-                            "host); nothing done")
-                report.locked_out = True
-                return report
-            try:
-                self._rounds(names, request, report)
-            finally:
-                self._close_issuers()
+        try:
+            self._rounds(names, request, report)
+        finally:
+            self._close_issuers()
         return report
 
     # -- rounds and passes -------------------------------------------------------------------
 
     def _rounds(self, names: list[str], request: RenewRequest, report: RenewReport) -> None:
-        retry = False
         number = 1
+        wait = request.lock_timeout
+        failed_counts: dict[str, int] = {}
+        pause = self.config.renew.retry_pause
         while True:
-            due, others = self._select(names, request, number, retry)
-            report.outcomes.extend(others)
-            if not due:
-                break
-            report.rounds = number
-            results = self._pass(due, number)
-            report.outcomes.extend(results)
-            again = [o.name for o in results if o.status in ("failed", "refused")
-                     and (o.count_fail_update or 0) <= self.config.renew.max_failures]
+            with self.store.renew_lock(wait) as got:
+                if not got:
+                    self._locked_out(report, number, names)
+                    return
+                again = self._round(names, request, report, number, failed_counts)
             if request.once or not again:
-                break
-            log.warning("%d certificate(s) failed: retrying in %d s (renew.retry_pause): %s",
-                        len(again), self.config.renew.retry_pause, ", ".join(again))
-            time.sleep(self.config.renew.retry_pause)
-            names, retry, number = again, True, number + 1
+                return
+            log.warning("%d certificate(s) failed: retrying in %d s (renew.retry_pause), the renew "
+                        "lock released meanwhile: %s", len(again), pause, ", ".join(again))
+            time.sleep(pause)
+            # the run is already waiting in the background: waiting for another run's pass to
+            # end is better than giving up the retries
+            names, number = again, number + 1
+            wait = max(request.lock_timeout, float(pause))
+
+    def _round(self, names: list[str], request: RenewRequest, report: RenewReport, number: int,
+               failed_counts: dict[str, int]) -> list[str]:
+        """One pass under the lock; the names to retry."""
+        retry = number > 1
+        due, others = self._select(names, request, number, retry)
+        report.outcomes.extend(others)
+        if retry:
+            due = self._still_failing(due, failed_counts, number, report)
+        if not due:
+            return []
+        report.rounds = number
+        results = self._pass(due, number)
+        report.outcomes.extend(results)
+        again = [o.name for o in results if o.status in ("failed", "refused")
+                 and (o.count_fail_update or 0) <= self.config.renew.max_failures]
+        failed_counts.clear()
+        failed_counts.update({o.name: o.count_fail_update or 0 for o in results})
+        return again
+
+    def _still_failing(self, due: list[tuple[CertRow, Csr, str]], failed_counts: dict[str, int],
+                       number: int, report: RenewReport) -> list[tuple[CertRow, Csr, str]]:
+        """The rows to retry: not those another run renewed while this one slept (their failure
+        count went back to 0), which would otherwise be ordered a second time."""
+        keep = []
+        for row, csr, issuer in due:
+            if failed_counts.get(row.name) and not row.count_fail_update:
+                report.outcomes.append(Outcome(
+                    row.name, "not-due", "renewed by another run while waiting to retry",
+                    issuer, ts_expire=row.ts_expire, count_fail_update=row.count_fail_update,
+                    round=number))
+            else:
+                keep.append((row, csr, issuer))
+        return keep
+
+    def _locked_out(self, report: RenewReport, number: int, names: list[str]) -> None:
+        """Another run holds the lock: record who, so the caller can say it (and exit non-zero)."""
+        report.locked_out = True
+        report.locked_out_round = number
+        try:
+            report.lock_holder = self.store.renew_lock_holder()
+        except LecentralError as exc:
+            log.warning("%s", exc)
+        holder = report.lock_holder or "its holder is not recorded"
+        # info only: the report carries it, and the command says it (once) with its exit status
+        if number == 1:
+            log.info("another lecentral renew holds the renew lock (%s); nothing done", holder)
+        else:
+            log.info("round %d not run: another lecentral renew holds the renew lock (%s); not "
+                     "retried: %s", number, holder, ", ".join(names))
 
     def _select(self, names: list[str], request: RenewRequest, number: int,
                 retry: bool) -> tuple[list[tuple[CertRow, Csr, str]], list[Outcome]]:

@@ -8,7 +8,9 @@ keeps serving the old zone.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,16 +59,35 @@ def test_lagging_secondary_times_out_naming_it(lag_world: World, tmp_path: Path)
     assert lag_world.bind.txt_values(f"_acme-challenge.{LAG1}") == []
 
 
-def test_lagging_secondary_that_catches_up_is_waited_for(lag_world: World, tmp_path: Path) -> None:
+def test_lagging_secondary_that_catches_up_is_waited_for(lag_world: World, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """The TXT is added while ns2 lags; it is found served everywhere (and the challenge
+    answered) only after ns2 was released: the renew waited for it."""
     config = lag_config(lag_world, tmp_path, timeout=30)
     store = open_store(config)
     add_row(store, [LAG2])
     lag_world.bind.hold_secondary()
-    released = threading.Timer(1.0, lag_world.bind.release_secondary)
+    released_at: list[float] = []
+    secondary_before: list[list[str]] = []
+
+    def release() -> None:
+        # what ns2 served just before: the TXT must not be there yet (it really lagged)
+        secondary_before.append(lag_world.bind.txt_values(f"_acme-challenge.{LAG2}", secondary=True))
+        released_at.append(time.time())
+        lag_world.bind.release_secondary()
+
+    released = threading.Timer(1.5, release)
     released.start()
     try:
-        report = run(config, store)
+        with caplog.at_level(logging.INFO, logger="lecentral"):
+            report = run(config, store)
     finally:
         released.join()
     assert report.final[0].status == "issued", report.final[0].message
+    added = [r.created for r in caplog.records if r.getMessage().startswith("added TXT ")]
+    served = [r.created for r in caplog.records
+              if r.getMessage().startswith("TXT records served by every authoritative nameserver")]
+    assert len(added) == 1 and len(served) == 1, caplog.text
+    assert added[0] < released_at[0] < served[0]
+    assert secondary_before == [[]]
     assert lag_world.bind.txt_values(f"_acme-challenge.{LAG2}") == []

@@ -47,8 +47,11 @@ def _summary_line(final: list[Any]) -> str:
 
 @click.command()
 @click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--rounds", is_flag=True,
+              help="Retry failures every renew.retry_pause seconds until renew.max_failures "
+                   "(for the timer; the lock is free between rounds).")
 @click.option("--once", is_flag=True,
-              help="One pass only: do not wait renew.retry_pause to retry failures (for cron).")
+              help="One pass, no retry rounds (the default; kept for old cron lines).")
 @click.option("--force", is_flag=True,
               help="Issue even if not due (ignores renew.before_days, ARI and renew.min_interval).")
 @click.option("--dry-run", is_flag=True,
@@ -58,8 +61,8 @@ def _summary_line(final: list[Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @pass_app
 @guarded
-def renew(app: App, names: tuple[str, ...], once: bool, force: bool, dry_run: bool,
-          lock_wait: float, as_json: bool) -> None:
+def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: bool,
+          dry_run: bool, lock_wait: float, as_json: bool) -> None:
     """Issue or renew the certificates that are due, or only NAME....
 
     \b
@@ -69,36 +72,66 @@ def renew(app: App, names: tuple[str, ...], once: bool, force: bool, dry_run: bo
     checked against md5_modulus and its CSR's names, and saved in one transaction.
 
     \b
-    Failures raise count_fail_update and alert through [notify]; without --once the failed ones
-    are retried every renew.retry_pause seconds until renew.max_failures. Only one renew runs at
-    a time, across all central hosts sharing the database.
+    Failures raise count_fail_update and alert through [notify]. One pass is made; with --rounds
+    (the timer) the failed ones are retried every renew.retry_pause seconds until
+    renew.max_failures. Only one renew pass runs at a time per database, across all central
+    hosts sharing it.
 
     \b
-    Exit status: 0 if nothing failed (also when another renew holds the lock), 1 if any
-    certificate failed, >1 for configuration, plugin or database errors.
+    Exit status: 0 if nothing failed, 1 if any certificate failed, 8 if another renew holds the
+    renew lock (its host, pid and start are printed; nothing done), 2-6 for configuration,
+    plugin, database or CSR errors.
     """
+    from lecentral.errors import RenewLockedError
     from lecentral.renew import RenewJob, RenewRequest
 
+    if rounds and once:
+        raise click.UsageError("--rounds and --once contradict each other; give one")
     progress = TerminalProgress() if sys.stderr.isatty() and not as_json else None
     job = RenewJob(app.config, app.store(), app.registry, progress)
-    report = job.run(RenewRequest(names=names, force=force, dry_run=dry_run, once=once,
+    report = job.run(RenewRequest(names=names, force=force, dry_run=dry_run, once=not rounds,
                                   lock_timeout=lock_wait))
     final = report.final
     if as_json:
-        print_json({"dry_run": dry_run, "locked_out": report.locked_out, "rounds": report.rounds,
-                    "ok": not report.failed, "certificates": [_as_dict(o) for o in final],
-                    "attempts": [_as_dict(o) for o in report.outcomes
-                                 if o.status not in ("not-due", "skipped")]})
-    elif report.locked_out:
-        click.echo("another lecentral renew is running (renew lock held); nothing done", err=True)
-    else:
-        _print_table(final, dry_run)
+        print_json(_report_dict(report, dry_run))
+    elif not (report.locked_out and report.locked_out_round == 1):
+        _print_table(final, dry_run, named=bool(names))
+    if report.locked_out:
+        message = _locked_message(report, getattr(app.store(), "shown_url", "the database"))
+        if report.locked_out_round == 1:
+            if as_json:
+                click.echo(f"lecentral: error: {message}", err=True)
+                raise click.exceptions.Exit(RenewLockedError.exit_code)
+            raise RenewLockedError(message)
+        click.echo(f"lecentral: error: {message}", err=True)
     if report.failed:
         raise click.exceptions.Exit(EXIT_FAILURES)
 
 
-def _print_table(final: list[Any], dry_run: bool) -> None:
-    shown = [o for o in final if o.status != "not-due"]
+def _report_dict(report: Any, dry_run: bool) -> dict[str, Any]:
+    holder = report.lock_holder
+    return {"dry_run": dry_run, "locked_out": report.locked_out, "rounds": report.rounds,
+            "lock_holder": None if holder is None else
+            {"host": holder.host, "pid": holder.pid, "since": holder.since},
+            "ok": not report.failed and not report.locked_out,
+            "certificates": [_as_dict(o) for o in report.final],
+            "attempts": [_as_dict(o) for o in report.outcomes
+                         if o.status not in ("not-due", "skipped")]}
+
+
+def _locked_message(report: Any, database: str) -> str:
+    holder = report.lock_holder or "its holder is not recorded"
+    if report.locked_out_round == 1:
+        return (f"another lecentral renew holds the renew lock of {database} ({holder}); "
+                "nothing done. Wait for it (--wait SECONDS), or check that process")
+    retried = sorted(o.name for o in report.failed)
+    return (f"round {report.locked_out_round} not run: another lecentral renew holds the renew "
+            f"lock of {database} ({holder}); not retried: {', '.join(retried) or 'none'}")
+
+
+def _print_table(final: list[Any], dry_run: bool, named: bool = False) -> None:
+    # NAMEs the operator typed are all shown, not-due ones with why nothing was done
+    shown = final if named else [o for o in final if o.status != "not-due"]
     shown.sort(key=lambda o: (_STATUS_ORDER.get(o.status, 9), o.name))
     if shown:
         rows = [[o.name, o.status.upper(), o.issuer or "-",
@@ -108,3 +141,5 @@ def _print_table(final: list[Any], dry_run: bool) -> None:
         click.echo(table(rows, ["NAME", "RESULT", "ISSUER", "TIME", "FAILS", "DETAIL"]))
     prefix = "dry run: " if dry_run else ""
     click.echo(f"{prefix}{_summary_line(final)}")
+    if named and any(o.status == "not-due" for o in final):
+        click.echo("not due: nothing ordered for those; --force orders them anyway")

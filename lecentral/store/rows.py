@@ -223,3 +223,32 @@ class EventRow:
     kind: str
     host: str
     message: str
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds the renew lock: the host and pid of that ``lecentral renew``, and since when."""
+
+    host: str
+    pid: int
+    since: int
+
+    @classmethod
+    def parse(cls, host: Any, pid: Any, since: Any) -> LockHolder | None:
+        """A holder from stored values, or None if they are not a plausible host, pid and time
+        (the record is only information for the operator: a damaged one is not believed)."""
+        if not isinstance(host, str) or not host or len(host) > 255:
+            return None
+        try:
+            pid_n, since_n = int(pid), int(since)
+        except (TypeError, ValueError):
+            return None
+        if pid_n <= 0 or since_n <= 0:
+            return None
+        return cls(host, pid_n, since_n)
+
+    def __str__(self) -> str:
+        import time
+
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.since))
+        return f"host {self.host}, pid {self.pid}, since {when}"

@@ -52,7 +52,18 @@ events = Table(
     mysql_charset="utf8mb4",
 )
 
-OWN_TABLES = (events,)
+#: Who holds the renew lock (one row while a renew works), so that a run finding the lock taken
+#: can say which host and process has it. The lock itself is GET_LOCK / an advisory lock.
+renew_lock = Table(
+    "lecentral_renew_lock", metadata,
+    Column("scope", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("since", BigInteger, nullable=False),
+    mysql_charset="utf8mb4",
+)
+
+OWN_TABLES = (events, renew_lock)
 
 #: SQLAlchemy dialect name -> folder of ``ddl/``
 DDL_DIALECTS = {"mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite", "postgresql": "postgresql"}

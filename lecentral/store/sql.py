@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import builtins
-import fcntl
-import hashlib
 import logging
 import os
 import socket
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,6 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -32,12 +28,12 @@ from lecentral.certificates import load_chain, md5_ca, now_ts
 from lecentral.config import mask_url
 from lecentral.errors import CsrError, StoreError
 from lecentral.interfaces import Store
-from lecentral.store.rows import CertRow, EventRow
+from lecentral.store import renewlock
+from lecentral.store.rows import CertRow, EventRow, LockHolder
 from lecentral.store.schema import OWN_TABLES, certs, certs_ddl, events, metadata
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "lecentral.renew"
 HOST = socket.getfqdn()
 
 
@@ -271,7 +267,7 @@ class SqlStore(Store):
         with self._begin(f"logging an event for {name}") as conn:
             self._event(conn, name, kind, message, now)
 
-    # -- the renew lock --------------------------------------------------------------------------
+    # -- the renew lock (lecentral.store.renewlock) ---------------------------------------------
 
     @contextmanager
     def renew_lock(self, timeout: float = 0) -> Iterator[bool]:
@@ -284,60 +280,85 @@ class SqlStore(Store):
         except SQLAlchemyError as exc:
             raise StoreError(f"database {self.shown_url}: cannot connect: {_reason(exc)}") from None
         try:
-            got = self._db_lock(conn, timeout)
+            try:
+                got = self._acquire(lambda wait: renewlock.db_try_lock(conn, self.dialect, wait),
+                                    timeout)
+            except SQLAlchemyError as exc:
+                raise StoreError(f"database {self.shown_url}: taking the renew lock failed: "
+                                 f"{_reason(exc)}") from None
+            if not got:
+                yield False
+                return
+            holder = renewlock.this_holder()
+            try:
+                with self._begin("recording the renew lock's holder") as record:
+                    renewlock.db_record_holder(record, holder)
+                yield True
+            finally:
+                self._db_release(conn, holder)
+        finally:
+            conn.close()
+
+    def renew_lock_holder(self) -> LockHolder | None:
+        if self.dialect == "sqlite":
+            path = self._lock_path()
+            return renewlock.file_read_holder(path) if path else None
+        with self._begin("reading the renew lock's holder") as conn:
+            return renewlock.db_read_holder(conn)
+
+    def _acquire(self, attempt: Callable[[float], bool], timeout: float) -> bool:
+        """Try at once; if taken and ``timeout`` allows, say who holds it, then wait for it."""
+        if attempt(0):
+            return True
+        if timeout <= 0:
+            return False
+        holder = self._holder_quietly()
+        log.warning("the renew lock of %s is held (%s); waiting up to %g s for it",
+                    self.shown_url, holder or "its holder is not recorded", timeout)
+        return attempt(timeout)
+
+    def _holder_quietly(self) -> LockHolder | None:
+        try:
+            return self.renew_lock_holder()
+        except StoreError as exc:  # only for a message: the lock itself is what counts
+            log.warning("%s", exc)
+            return None
+
+    def _db_release(self, conn: Connection, holder: LockHolder) -> None:
+        try:
+            with self._begin("removing the renew lock's holder") as record:
+                renewlock.db_clear_holder(record, holder)
+        except StoreError as exc:  # a stale record only misnames a holder; the next one replaces it
+            log.warning("%s", exc)
+        try:
+            renewlock.db_unlock(conn, self.dialect)
+        except SQLAlchemyError as exc:  # the lock dies with the connection anyway
+            log.warning("releasing the renew lock failed: %s", _reason(exc))
+
+    def _lock_path(self) -> str | None:
+        if self.sqlite_path and self.sqlite_path != ":memory:":
+            return f"{self.sqlite_path}.lock"
+        return None
+
+    @contextmanager
+    def _file_lock(self, timeout: float) -> Iterator[bool]:
+        path = self._lock_path()
+        if path is None:  # an in-memory database lives in one process: nothing to lock against
+            yield True
+            return
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open the renew lock file {path}: {exc.strerror}; check the "
+                             "directory of the [database] url is writable") from None
+        try:
+            got = self._acquire(lambda wait: renewlock.file_try_lock(fd, wait), timeout)
+            if got:
+                renewlock.file_record_holder(fd, renewlock.this_holder())
             try:
                 yield got
             finally:
                 if got:
-                    self._db_unlock(conn)
-        finally:
-            conn.close()
-
-    def _db_lock(self, conn: Connection, timeout: float) -> bool:
-        if self.dialect in ("mysql", "mariadb"):
-            got = conn.execute(text("SELECT GET_LOCK(:n, :t)"),
-                               {"n": LOCK_NAME, "t": int(timeout)}).scalar()
-            return bool(got == 1)
-        key = int.from_bytes(hashlib.sha256(LOCK_NAME.encode()).digest()[:8], "big", signed=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            if conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.2)
-
-    def _db_unlock(self, conn: Connection) -> None:
-        try:
-            if self.dialect in ("mysql", "mariadb"):
-                conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": LOCK_NAME})
-            else:
-                key = int.from_bytes(hashlib.sha256(LOCK_NAME.encode()).digest()[:8], "big",
-                                     signed=True)
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-        except SQLAlchemyError as exc:  # the lock dies with the connection anyway
-            log.warning("releasing the renew lock failed: %s", _reason(exc))
-
-    @contextmanager
-    def _file_lock(self, timeout: float) -> Iterator[bool]:
-        path = f"{self.sqlite_path}.lock" if self.sqlite_path and self.sqlite_path != ":memory:" \
-            else None
-        if path is None:
-            yield True
-            return
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    got = True
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        got = False
-                        break
-                    time.sleep(0.2)
-            yield got
+                    renewlock.file_clear_holder(fd)
         finally:
             os.close(fd)  # closing releases the flock

@@ -139,6 +139,7 @@ class BindServer(ManagedServer):
         self._rndc_secret = base64.b64encode(secrets.token_bytes(32)).decode()
         self._parent_serial = 0
         self._held = False
+        self._held_port = 0
         self.port = 0
         self.secondary_port = 0
         self.rndc_port = 0
@@ -308,9 +309,13 @@ class BindServer(ManagedServer):
 
     def _secondary_conf(self) -> str:
         parts = [self._options(self.secondary_dir, self.secondary_port, "\tnotify no;\n\tserial-query-rate 1000;\n"), self._controls(self.secondary_rndc_port)]
+        # held: the primary is looked for where nothing answers. Dropping also-notify alone is not
+        # enough: NOTIFYs the primary queued before (its start-up ones are retried for seconds)
+        # are accepted from the primary's address and would let the "lagging" secondary catch up.
+        primary_port = self._held_port if self._held else self.port
         for name in [self.parent, *self.subzones]:
             parts.append(
-                f'zone "{name}" {{ type secondary; primaries {{ {LOOPBACK} port {self.port}; }}; '
+                f'zone "{name}" {{ type secondary; primaries {{ {LOOPBACK} port {primary_port}; }}; '
                 f'allow-query {{ any; }}; file "{name}.db"; }};\n'
             )
         return "".join(parts)
@@ -520,8 +525,11 @@ class BindServer(ManagedServer):
     def hold_secondary(self) -> None:
         """Stop NOTIFYing the secondary: it keeps serving the old data (a lagging nameserver)."""
         self._held = True
+        self._held_port = free_port(udp=True)
         self._write_confs()
         self.rndc("reconfig")
+        if self._secondary is not None and self._secondary.running:
+            self.rndc("reconfig", secondary=True)
 
     def release_secondary(self, timeout: float = 10.0) -> None:
         """Resume NOTIFY and make the secondary catch up now; returns once it is in sync."""
