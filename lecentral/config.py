@@ -126,6 +126,14 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class PluginsConfig:
+    """``[plugins]``: plugins never to import (an entry point name such as ``apache``, or a
+    built-in's module name); ``$LECENTRAL_DISABLE_PLUGINS`` adds to the list."""
+
+    disable: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class CentralConfig:
     """The whole central configuration (``lecentral.toml``)."""
 
@@ -136,6 +144,7 @@ class CentralConfig:
     certbot: CertbotConfig = field(default_factory=CertbotConfig)
     http01: Http01Config = field(default_factory=Http01Config)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    plugins: PluginsConfig = field(default_factory=PluginsConfig)
     path: str = field(default="", metadata={"internal": True})
 
 
@@ -213,6 +222,18 @@ def resolve_path(explicit: str | None, env: str, default: Path) -> tuple[Path, b
     if os.environ.get(env):
         return Path(os.environ[env]), True
     return default, False
+
+
+def disabled_plugins(explicit: str | None, env: str, default: Path) -> list[str]:
+    """``[plugins] disable`` of a configuration file, read alone: the registry is built from it
+    before the rest of the file can be validated against the plugins that loaded."""
+    path, named = resolve_path(explicit, env, default)
+    if not named and not path.exists():
+        return []
+    table = read_toml(path).get("plugins", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [plugins] must be a table")
+    return build(PluginsConfig, table, "plugins", str(path)).disable
 
 
 def load_central(explicit: str | None = None) -> CentralConfig:

@@ -2,13 +2,21 @@
 
 Built-in plugins go through the same registration path as third-party ones (as pytest's
 default_plugins do). A plugin that fails to import is remembered as a :class:`PluginFailure` and shown
-by ``lecentral plugins``; it never stops the process.
+by ``lecentral plugins``; it never stops the process. So is a hook implementation that matches no
+hook (a misspelt name is otherwise silently never called: pluggy's ``check_pending``).
+
+A plugin can be blocked by name, before it is imported: ``[plugins] disable`` in the configuration
+file or ``$LECENTRAL_DISABLE_PLUGINS`` (names separated by commas or spaces); pluggy's
+``set_blocked``. That is how an operator takes a broken plugin out without uninstalling it.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -20,6 +28,7 @@ from lecentral import __version__, hookspecs
 log = logging.getLogger(__name__)
 
 ENTRYPOINT_GROUP = "lecentral.plugins"
+DISABLE_ENV = "LECENTRAL_DISABLE_PLUGINS"
 
 #: Modules shipped inside lecentral itself, registered exactly like entry-point plugins.
 BUILTIN_PLUGINS: tuple[str, ...] = (
@@ -59,23 +68,43 @@ class LoadedPlugins:
     pm: pluggy.PluginManager
     infos: dict[str, PluginInfo] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
+    #: blocked plugins that are installed: name -> (distribution, version)
+    blocked: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+def disabled_from_env() -> list[str]:
+    """The plugin names in ``$LECENTRAL_DISABLE_PLUGINS``."""
+    return [n for n in re.split(r"[\s,]+", os.environ.get(DISABLE_ENV, "")) if n]
 
 
 def _register(loaded: LoadedPlugins, name: str, obj: object, dist: str, version: str) -> None:
     module = obj.__name__ if isinstance(obj, ModuleType) else type(obj).__module__
-    loaded.pm.register(obj, name=name)
+    try:
+        loaded.pm.register(obj, name=name)
+    except Exception:
+        # pluggy may have added some of the plugin's hooks before refusing one: none stays
+        if loaded.pm.get_plugin(name) is not None:
+            loaded.pm.unregister(name=name)
+        raise
     loaded.infos[name] = PluginInfo(name=name, distribution=dist, version=version, module=module)
 
 
-def get_plugin_manager(*, entrypoints: bool = True) -> LoadedPlugins:
+def get_plugin_manager(*, entrypoints: bool = True, disabled: Iterable[str] = ()) -> LoadedPlugins:
     """Build a plugin manager with the built-ins and every installed ``lecentral.plugins`` entry point.
 
     With ``entrypoints=False`` only the built-ins are loaded (used by tests that need a clean world).
+    ``disabled`` (plus ``$LECENTRAL_DISABLE_PLUGINS``) names plugins never to import: entry point
+    names, or a built-in's module name.
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     loaded = LoadedPlugins(pm=pm)
+    for name in [*disabled, *disabled_from_env()]:
+        pm.set_blocked(name)
     for modname in BUILTIN_PLUGINS:
+        if pm.is_blocked(modname):
+            loaded.blocked[modname] = ("lecentral", __version__)
+            continue
         try:
             _register(loaded, modname, importlib.import_module(modname), "lecentral", __version__)
         except Exception as exc:  # noqa: BLE001 - same rule as third-party plugins: report, carry on
@@ -85,13 +114,34 @@ def get_plugin_manager(*, entrypoints: bool = True) -> LoadedPlugins:
             )
     if entrypoints:
         _load_entrypoints(loaded)
+    check_pending(loaded)
     return loaded
+
+
+def check_pending(loaded: LoadedPlugins) -> None:
+    """Report every hook implementation that matches no hook spec (pluggy's ``check_pending``,
+    which raises at the first one; here each becomes a failure of its plugin, the others load)."""
+    for hook_name, caller in vars(loaded.pm.hook).items():
+        if not isinstance(caller, pluggy.HookCaller) or caller.spec is not None:
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.optionalhook:
+                continue
+            info = loaded.infos.get(impl.plugin_name)
+            dist, version = (info.distribution, info.version) if info else ("?", "?")
+            error = (f"{hook_name} is not a hook of lecentral {__version__} (misspelt, or written "
+                     "for another version?): it is never called; see docs/hooks.md")
+            log.warning("plugin %s: %s", impl.plugin_name, error)
+            loaded.failures.append(PluginFailure(impl.plugin_name, dist, version, error))
 
 
 def _load_entrypoints(loaded: LoadedPlugins) -> None:
     for ep in entry_points(group=ENTRYPOINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else "?"
         version = ep.dist.version if ep.dist is not None else "?"
+        if loaded.pm.is_blocked(ep.name):
+            loaded.blocked[ep.name] = (dist, version)
+            continue
         if ep.name in loaded.infos:
             other = loaded.infos[ep.name]
             loaded.failures.append(PluginFailure(

@@ -9,9 +9,11 @@ that name is used and shown by ``lecentral plugins``; the other names keep worki
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+from pluggy import HookCaller
 
 from lecentral.errors import PluginError
 from lecentral.plugins import (
@@ -23,6 +25,7 @@ from lecentral.plugins import (
 from lecentral.types import (
     IssuerType,
     Notification,
+    NotifierType,
     ServiceType,
     StoreType,
     VerifierType,
@@ -32,24 +35,19 @@ log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
-#: registration hook -> (record attribute that is its key, human word for errors)
-_KINDS: dict[str, tuple[str, str]] = {
-    "lecentral_register_issuers": ("name", "issuer"),
-    "lecentral_register_stores": ("name", "store"),
-    "lecentral_register_services": ("name", "service"),
-    "lecentral_register_verifiers": ("scheme", "verifier"),
-    "lecentral_register_notifiers": ("name", "notifier"),
-}
-
-
 @dataclass
 class Kind(Generic[R]):
     """All records of one kind: by key, who registered each, and the keys claimed twice."""
 
+    hook: str
     word: str
     records: dict[str, R] = field(default_factory=dict)
     owner: dict[str, str] = field(default_factory=dict)
     conflicts: dict[str, list[str]] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        """The keys registered once, sorted."""
+        return sorted(self.records)
 
 
 class Registry:
@@ -59,31 +57,56 @@ class Registry:
         self.loaded = loaded
         self.failures: list[PluginFailure] = list(loaded.failures)
         self.provides: dict[str, list[str]] = {name: [] for name in loaded.infos}
-        self.kinds: dict[str, Kind[Any]] = {}
-        for hook, (attr, word) in _KINDS.items():
-            self.kinds[hook] = self._collect(hook, attr, word)
+        self.issuers: Kind[IssuerType] = self._collect("lecentral_register_issuers", "issuer",
+                                                       lambda r: r.name)
+        self.stores: Kind[StoreType] = self._collect("lecentral_register_stores", "store",
+                                                     lambda r: r.name)
+        self.services: Kind[ServiceType] = self._collect("lecentral_register_services", "service",
+                                                         lambda r: r.name)
+        self.verifiers: Kind[VerifierType] = self._collect("lecentral_register_verifiers",
+                                                           "verifier", lambda r: r.scheme)
+        self.notifier_types: Kind[NotifierType] = self._collect("lecentral_register_notifiers",
+                                                                "notifier", lambda r: r.name)
+
+    @property
+    def kinds(self) -> tuple[Kind[Any], ...]:
+        return (self.issuers, self.stores, self.services, self.verifiers, self.notifier_types)
 
     @classmethod
-    def load(cls, *, entrypoints: bool = True) -> Registry:
-        """Load every plugin (built-ins and entry points) and collect their records."""
-        return cls(get_plugin_manager(entrypoints=entrypoints))
+    def load(cls, *, entrypoints: bool = True, disabled: Iterable[str] = ()) -> Registry:
+        """Load every plugin (built-ins and entry points, less ``disabled``) and collect their
+        records."""
+        return cls(get_plugin_manager(entrypoints=entrypoints, disabled=disabled))
+
+    # -- calling hooks through pluggy ----------------------------------------------------------
+
+    def _each_impl(self, hook: str) -> Iterator[tuple[str, HookCaller]]:
+        """(plugin name, a caller of ``hook`` that runs only that plugin's implementation and
+        every ``wrapper=True`` one), in pluggy's call order: so one plugin's failure is its own
+        and wrappers still wrap."""
+        pm = self.loaded.pm
+        impls = [i for i in getattr(pm.hook, hook).get_hookimpls()
+                 if not (i.wrapper or i.hookwrapper)]
+        for impl in reversed(impls):
+            others = [i.plugin for i in impls if i is not impl]
+            yield impl.plugin_name, pm.subset_hook_caller(hook, remove_plugins=others)
 
     # -- collection ---------------------------------------------------------------------------
 
-    def _collect(self, hook: str, attr: str, word: str) -> Kind[Any]:
-        kind: Kind[Any] = Kind(word)
-        for impl in getattr(self.loaded.pm.hook, hook).get_hookimpls():
+    def _collect(self, hook: str, word: str, key: Callable[[R], str]) -> Kind[R]:
+        kind: Kind[R] = Kind(hook, word)
+        for plugin, call in self._each_impl(hook):
             try:
-                records = list(impl.function() or [])
+                records = [r for result in call() for r in (result or [])]
             except Exception as exc:  # noqa: BLE001 - one plugin's bug must not hide the others
-                log.warning("plugin %s failed in %s: %s", impl.plugin_name, hook, exc)
-                self.failures.append(self._failure(impl.plugin_name, f"{hook}: {exc}"))
+                log.warning("plugin %s failed in %s: %s", plugin, hook, exc)
+                self.failures.append(self._failure(plugin, f"{hook}: {exc}"))
                 continue
             for record in records:
-                self._add(kind, getattr(record, attr), record, impl.plugin_name)
+                self._add(kind, key(record), record, plugin)
         return kind
 
-    def _add(self, kind: Kind[Any], key: str, record: Any, plugin: str) -> None:
+    def _add(self, kind: Kind[R], key: str, record: R, plugin: str) -> None:
         if key in kind.records or key in kind.conflicts:
             owners = kind.conflicts.setdefault(key, [kind.owner.pop(key)] if key in kind.owner else [])
             kind.records.pop(key, None)
@@ -104,8 +127,7 @@ class Registry:
 
     # -- look-ups -------------------------------------------------------------------------------
 
-    def _get(self, hook: str, key: str, hint: str = "") -> Any:
-        kind = self.kinds[hook]
+    def _get(self, kind: Kind[R], key: str, hint: str = "") -> R:
         if key in kind.conflicts:
             dists = " and ".join(sorted(self._dist(p) for p in kind.conflicts[key]))
             raise PluginError(
@@ -115,51 +137,41 @@ class Registry:
         try:
             return kind.records[key]
         except KeyError:
-            known = ", ".join(sorted(kind.records)) or "none"
+            known = ", ".join(kind.names()) or "none"
             raise PluginError(
                 f"no {kind.word} plugin named {key!r} is installed (installed: {known}){hint}"
             ) from None
 
     def issuer(self, name: str) -> IssuerType:
         """The issuer record called ``name``."""
-        rec: IssuerType = self._get("lecentral_register_issuers", name)
-        return rec
+        return self._get(self.issuers, name)
 
     def service(self, name: str) -> ServiceType:
         """The service record called ``name``; the error suggests the package to install."""
-        hint = f"; install it with: pip install lecentral-{name}"
-        rec: ServiceType = self._get("lecentral_register_services", name, hint)
-        return rec
+        return self._get(self.services, name, f"; install it with: pip install lecentral-{name}")
 
     def verifier(self, scheme: str) -> VerifierType:
         """The verifier for a URL scheme such as ``tls`` or ``smtp+starttls``."""
-        rec: VerifierType = self._get("lecentral_register_verifiers", scheme)
-        return rec
+        return self._get(self.verifiers, scheme)
 
     def store_for_url(self, url: str) -> StoreType:
         """The store whose schemes include the driver part of ``url`` (``sqlite``, ``mysql+pymysql``)."""
         scheme = url.split(":", 1)[0]
-        kind = self.kinds["lecentral_register_stores"]
-        for rec in kind.records.values():
+        for rec in self.stores.records.values():
             if scheme in rec.schemes:
-                return rec  # type: ignore[no-any-return]
-        known = ", ".join(sorted(s for r in kind.records.values() for s in r.schemes))
+                return rec
+        known = ", ".join(sorted(s for r in self.stores.records.values() for s in r.schemes))
         raise PluginError(
             f"no store plugin handles database URLs of scheme {scheme!r} (known: {known}); "
             "check [database] url"
         )
-
-    def names(self, hook: str) -> list[str]:
-        """Sorted keys registered for a registration hook."""
-        return sorted(self.kinds[hook].records)
 
     # -- notifications and events -------------------------------------------------------------
 
     def notifiers(self, settings: Mapping[str, Any]) -> list[Any]:
         """The notifiers that ``settings`` (the ``[notify]`` table) enables."""
         active = []
-        kind = self.kinds["lecentral_register_notifiers"]
-        for name, rec in sorted(kind.records.items()):
+        for _name, rec in sorted(self.notifier_types.records.items()):
             notifier = rec.factory(settings)
             if notifier is not None:
                 active.append(notifier)
@@ -178,12 +190,11 @@ class Registry:
 
     def emit(self, event: str, **kwargs: Any) -> None:
         """Broadcast an event hook to every implementation; a failing one is logged, never fatal."""
-        caller = getattr(self.loaded.pm.hook, event)
-        for impl in reversed(caller.get_hookimpls()):
+        for plugin, call in self._each_impl(event):
             try:
-                impl.function(*[kwargs[arg] for arg in impl.argnames])
+                call(**kwargs)
             except Exception as exc:  # noqa: BLE001 - a failing event handler is logged, never fatal
-                log.warning("plugin %s failed handling %s: %s", impl.plugin_name, event, exc)
+                log.warning("plugin %s failed handling %s: %s", plugin, event, exc)
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -198,7 +209,11 @@ class Registry:
                 "version": failure.version, "module": None, "registers": [],
                 "status": "error", "error": failure.error,
             })
-        for kind in self.kinds.values():
+        for name, (dist, version) in self.loaded.blocked.items():
+            rows.append({"name": name, "distribution": dist, "version": version, "module": None,
+                         "registers": [], "status": "disabled",
+                         "error": None})
+        for kind in self.kinds:
             for key, plugins in kind.conflicts.items():
                 dists = " and ".join(sorted(self._dist(p) for p in plugins))
                 for plugin in plugins:

@@ -38,7 +38,7 @@ def fingerprint_of(registry: Registry, url: str, timeout: float = 10.0) -> str:
 
 
 def test_every_builtin_scheme_is_registered(registry: Registry) -> None:
-    assert registry.names("lecentral_register_verifiers") == sorted(SCHEMES)
+    assert registry.verifiers.names() == sorted(SCHEMES)
 
 
 def test_tls_reports_nginx_leaf(registry: Registry, nginx_server: NginxServer) -> None:

@@ -36,9 +36,15 @@ class AgentApp:
     @property
     def registry(self) -> Registry:
         if self._registry is None:
+            from lecentral.config import disabled_plugins
+            from lecentral.install.config import (
+                DEFAULT_INSTALL_CONFIG,
+                INSTALL_CONFIG_ENV,
+            )
             from lecentral.registry import Registry
 
-            self._registry = Registry.load()
+            disabled = disabled_plugins(self.config_path, INSTALL_CONFIG_ENV, DEFAULT_INSTALL_CONFIG)
+            self._registry = Registry.load(disabled=disabled)
         return self._registry
 
     @property

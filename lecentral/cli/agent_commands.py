@@ -18,6 +18,7 @@ from lecentral.cli.common import (
     setup_logging,
     table,
 )
+from lecentral.plugins import DISABLE_ENV
 
 pass_app = click.make_pass_decorator(AgentApp)
 
@@ -147,20 +148,32 @@ def csr(name: str, key_path: Path, sans: tuple[str, ...], rsa_bits: str | None, 
 def plugins(app: AgentApp, as_json: bool) -> None:
     """The service plugins the [[cert]] entries can name, the verify URL schemes, and load errors."""
     registry = app.registry
-    services = []
-    kind = registry.kinds["lecentral_register_services"]
+    services: list[dict[str, Any]] = []
+    kind = registry.services
     for name, rec in sorted(kind.records.items()):
         info = registry.loaded.infos.get(kind.owner[name])
         services.append({"name": name, "distribution": info.distribution if info else "?",
                          "version": info.version if info else "?", "description": rec.description,
                          "defaults": dict(rec.defaults), "options": dict(rec.options)})
-    verifiers = registry.names("lecentral_register_verifiers")
-    failures = [r for r in registry.describe() if r["status"] == "error"]
+    verifiers = registry.verifiers.names()
+    described = registry.describe()
+    failures = [r for r in described if r["status"] == "error"]
+    disabled = [r["name"] for r in described if r["status"] == "disabled"]
     if as_json:
-        print_json({"services": services, "verifiers": verifiers, "failures": failures})
+        print_json({"services": services, "verifiers": verifiers, "failures": failures,
+                    "disabled": disabled})
         return
     click.echo(table([[s["name"], f"{s['distribution']} {s['version']}", s["description"]]
                       for s in services], ["SERVICE", "FROM", "DESCRIPTION"]))
+    for s in services:
+        if s["defaults"] or s["options"]:
+            click.echo(f"\n{s['name']}:")
+        for key, value in sorted(s["defaults"].items()):
+            click.echo(f"  {key} = {value!r}")
+        for key, help_ in sorted(s["options"].items()):
+            click.echo(f"  options.{key}: {help_}")
     click.echo(f"\nverify URL schemes: {', '.join(verifiers) or 'none'}")
+    if disabled:
+        click.echo(f"disabled plugins ([plugins] disable, ${DISABLE_ENV}): {', '.join(disabled)}")
     for f in failures:
         click.echo(f"ERROR: plugin {f['name']} ({f['distribution']}): {f['error']}")

@@ -55,7 +55,7 @@ class App:
         if self._registry is None:
             from lecentral.registry import Registry
 
-            self._registry = Registry.load()
+            self._registry = Registry.load(disabled=self.config.plugins.disable)
         return self._registry
 
     def store(self, *, check: bool = True) -> SqlStore:

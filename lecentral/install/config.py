@@ -20,6 +20,7 @@ from lecentral.certificates import check_name
 from lecentral.config import (
     DatabaseConfig,
     NotifyConfig,
+    PluginsConfig,
     build,
     read_toml,
     resolve_path,
@@ -118,6 +119,7 @@ class InstallConfig:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    plugins: PluginsConfig = field(default_factory=PluginsConfig)
     certs: tuple[CertEntry, ...] = field(default=(), metadata={"internal": True})
     broken: tuple[BrokenEntry, ...] = field(default=(), metadata={"internal": True})
     path: str = field(default="", metadata={"internal": True})
