@@ -37,6 +37,13 @@ def _as_dict(outcome: Any) -> dict[str, Any]:
             "round": outcome.round}
 
 
+def _leftover_dict(leftover: Any) -> dict[str, Any]:
+    return {"name": leftover.name, "kind": leftover.kind, "target": leftover.target,
+            "where": leftover.describe(), "host": leftover.host, "since": leftover.ts,
+            "attempts": leftover.attempts, "error": leftover.error,
+            "by_hand": leftover.manual_fix()}
+
+
 def _summary_line(final: list[Any]) -> str:
     counts: dict[str, int] = {}
     for outcome in final:
@@ -75,7 +82,8 @@ def renew(app: App, names: tuple[str, ...], once: bool, force: bool, dry_run: bo
 
     \b
     Exit status: 0 if nothing failed (also when another renew holds the lock), 1 if any
-    certificate failed, >1 for configuration, plugin or database errors.
+    certificate failed or a challenge record (TXT, webroot file) was left behind, >1 for
+    configuration, plugin or database errors.
     """
     from lecentral.renew import RenewJob, RenewRequest
 
@@ -86,14 +94,18 @@ def renew(app: App, names: tuple[str, ...], once: bool, force: bool, dry_run: bo
     final = report.final
     if as_json:
         print_json({"dry_run": dry_run, "locked_out": report.locked_out, "rounds": report.rounds,
-                    "ok": not report.failed, "certificates": [_as_dict(o) for o in final],
+                    "ok": report.ok, "certificates": [_as_dict(o) for o in final],
                     "attempts": [_as_dict(o) for o in report.outcomes
-                                 if o.status not in ("not-due", "skipped")]})
+                                 if o.status not in ("not-due", "skipped")],
+                    "spooled": [_as_dict(o) for o in report.start],
+                    "leftovers": [_leftover_dict(left) for left in report.leftovers],
+                    "cleaned": [_leftover_dict(left) for left in report.cleaned]})
     elif report.locked_out:
         click.echo("another lecentral renew is running (renew lock held); nothing done", err=True)
     else:
-        _print_table(final, dry_run)
-    if report.failed:
+        _print_table(report.start + final, dry_run)
+        _print_leftovers(report)
+    if not report.ok:
         raise click.exceptions.Exit(EXIT_FAILURES)
 
 
@@ -108,3 +120,15 @@ def _print_table(final: list[Any], dry_run: bool) -> None:
         click.echo(table(rows, ["NAME", "RESULT", "ISSUER", "TIME", "FAILS", "DETAIL"]))
     prefix = "dry run: " if dry_run else ""
     click.echo(f"{prefix}{_summary_line(final)}")
+
+
+def _print_leftovers(report: Any) -> None:
+    """Challenge records still published (retried at the start of every run), and those removed."""
+    for leftover in report.cleaned:
+        click.echo(f"removed, left behind by an earlier run: {leftover.describe()}")
+    if report.leftovers:
+        rows = [[left.name, "LEFTOVER", left.describe(), str(left.attempts), left.error]
+                for left in report.leftovers]
+        click.echo(table(rows, ["NAME", "RESULT", "LEFT BEHIND", "TRIES", "ERROR"]))
+        click.echo(f"{len(report.leftovers)} challenge record(s) left behind: the next lecentral "
+                   "renew removes them first; see lecentral show NAME")
