@@ -162,7 +162,7 @@ def test_named_stopped_after_publishing(dns_world: World, mailed: CentralConfig,
     assert '"cleaned": [' in up.output and value in up.output
     assert value not in txt(dns_world, name)
     assert store.leftovers() == []
-    assert [e.kind for e in store.events(name)][0] == "cleaned"
+    assert store.events(name)[0].kind == "cleaned"
     store.close()
 
 

@@ -195,3 +195,35 @@ def test_wrong_password_is_a_clear_error(mariadb_server: Any) -> None:
     with pytest.raises(StoreError, match="Access denied") as info:
         SqlStore(bad).list()
     assert "wrong-password" not in str(info.value)
+
+
+def test_existing_database_without_the_leftovers_table(store: SqlStore, url: str) -> None:
+    """A database made before lecentral_leftovers existed: every command says to run init, and
+    init adds the table without touching certs."""
+    store.add(new_row())
+    before = store.get("www.example.test")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE lecentral_leftovers"))
+    engine.dispose()
+    with pytest.raises(StoreError, match="has no table lecentral_leftovers; run lecentral init"):
+        store.check_schema()
+    assert store.init_schema() == ["lecentral_leftovers"]
+    store.check_schema()
+    assert store.get("www.example.test") == before
+
+
+def test_leftover_roundtrip(store: SqlStore) -> None:
+    """Stored with a ``leftover`` event, counted, forgotten with a ``cleaned`` event."""
+    from lecentral.leftovers import DNS_TXT, Leftover
+
+    data = {"name": "a.example.test", "fqdn": "_acme-challenge.a.example.test.",
+            "zone": "a.example.test", "server": "127.0.0.1:53", "key_name": "k", "value": "v"}
+    stored = store.add_leftover(Leftover(DNS_TXT, "a.example.test", data["fqdn"], data,
+                                         "refused"), 100)
+    assert stored.id is not None and store.leftovers() == [stored]
+    again = store.leftover_still_there(stored, "refused again", 200)
+    assert store.leftovers() == [again] and again.attempts == 2 and again.ts_last_try == 200
+    store.leftover_removed(again, 300)
+    assert store.leftovers() == []
+    assert [e.kind for e in store.events("a.example.test")] == ["cleaned", "leftover", "leftover"]
