@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 import os
 import re
@@ -39,11 +40,16 @@ log = logging.getLogger(__name__)
 DNS_TXT = "dns-txt"
 HTTP01_FILE = "http01-file"
 KINDS = (DNS_TXT, HTTP01_FILE)
-HOST = socket.getfqdn()
 
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _TXT_VALUE = re.compile(r"^[!#-~]{1,255}$")  # printable ASCII without space or double quote
+
+
+@functools.cache
+def this_host() -> str:
+    """This host's name as the event log records it (looked up once, only when needed)."""
+    return socket.getfqdn()
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ class Leftover:
     target: str           # the TXT's owner name, or the file's path
     data: dict[str, Any]  # what a retry needs (JSON-able, never a secret)
     error: str            # why the last removal failed
-    host: str = HOST      # the central host that published it
+    host: str = field(default_factory=this_host)  # the central host that published it
     id: int | None = None  # its row in lecentral_leftovers, once stored
     ts: int = 0           # when it was left behind
     attempts: int = 1     # removals tried so far
@@ -170,9 +176,9 @@ def _clean_txt(leftover: Leftover, config: CentralConfig) -> None:
 
 
 def _clean_file(leftover: Leftover) -> None:
-    if leftover.host != HOST:
+    if leftover.host != this_host():
         raise LecentralError(f"{leftover.describe()} was written on {leftover.host}, not here "
-                             f"({HOST}): the next lecentral renew there removes it")
+                             f"({this_host()}): the next lecentral renew there removes it")
     path = Path(_text(leftover.data, "path", leftover))
     if not (path.is_absolute() and os.path.normpath(path) == str(path)
             and path.parent.name == "acme-challenge" and path.parent.parent.name == ".well-known"

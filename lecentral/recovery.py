@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from lecentral.certificates import now_ts
 from lecentral.errors import LecentralError
-from lecentral.leftovers import HOST, HTTP01_FILE, Leftover, clean
+from lecentral.leftovers import HTTP01_FILE, Leftover, clean, this_host
 from lecentral.types import Notification
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ def clean_leftovers(job: RenewJob) -> tuple[list[Leftover], list[Leftover]]:
 
 def _still_there(job: RenewJob, leftover: Leftover, error: str) -> Leftover:
     log.error("%s: %s is still left behind: %s", leftover.name, leftover.describe(), error)
-    if leftover.kind == HTTP01_FILE and leftover.host != HOST:
+    if leftover.kind == HTTP01_FILE and leftover.host != this_host():
         return leftover  # only its own host can remove it: nothing was tried here
     try:
         with job.write_lock:

@@ -230,3 +230,38 @@ def test_webroot_file_that_cannot_be_removed(web_world: WebWorld, store: SqlStor
     assert after.ok and [lo.id for lo in after.cleaned] == [left.id]
     assert not path.exists() and leftovers(webroot) == []
     assert store.leftovers() == []
+
+
+def test_leftover_rows_are_checked_before_anything_is_removed(tmp_path: Path) -> None:
+    """lecentral_leftovers is database input: a path or TXT lecentral could not have written (an
+    edited row) is refused, and nothing is deleted; so is a challenge directory reached through a
+    symbolic link."""
+    from lecentral.errors import LecentralError
+    from lecentral.leftovers import DNS_TXT, HTTP01_FILE, Leftover, clean
+
+    config = CentralConfig()
+    victim = tmp_path / "etc" / "token_like"
+    victim.parent.mkdir()
+    victim.write_text("precious")
+    elsewhere = tmp_path / "real" / ".well-known" / "acme-challenge"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "tok").write_text("x")
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / ".well-known").symlink_to(elsewhere.parent)
+    cases = [
+        (str(victim), "not a challenge file lecentral could have written"),
+        (f"{tmp_path}/site/.well-known/acme-challenge/../../../etc/token_like", "not a challenge"),
+        (f"{tmp_path}/site/.well-known/acme-challenge/tok", "symbolic link"),
+    ]
+    for path, words in cases:
+        left = Leftover(HTTP01_FILE, "a.example.test", path, {"path": path}, "x", id=1)
+        with pytest.raises(LecentralError, match=words):
+            clean(left, config)
+    assert victim.read_text() == "precious" and (elsewhere / "tok").exists()
+
+    data = {"name": "a.example.test", "fqdn": "www.other.test.", "zone": "a.example.test",
+            "server": "127.0.0.1:53", "key_name": "k", "value": "v"}
+    with pytest.raises(LecentralError, match="not a TXT record lecentral could have written"):
+        clean(Leftover(DNS_TXT, "a.example.test", data["fqdn"], data, "x", id=2), config)
+    with pytest.raises(LecentralError, match="has no valid 'value'"):
+        clean(Leftover(DNS_TXT, "a.example.test", "t", {**data, "value": 3}, "x", id=3), config)
