@@ -117,8 +117,10 @@ def report(kind: str, target: str, data: dict[str, Any], error: str) -> Leftover
     """A removal failed: log it with the manual fix and hand it to the renew job, if one runs."""
     collector = _current.get()
     leftover = Leftover(kind, collector.name if collector else "-", target, data, error)
-    log.error("left behind: %s (%s); lecentral renew retries removing it at the start of its next "
-              "run, or remove it by hand: %s", leftover.describe(), error, leftover.manual_fix())
+    retried = ("lecentral renew retries removing it at the start of its next run, or remove it"
+               if collector is not None else "remove it")  # outside a renew run nobody retries
+    log.error("left behind: %s (%s); %s by hand: %s", leftover.describe(), error, retried,
+              leftover.manual_fix())
     if collector is not None:
         collector.found.append(leftover)
     return leftover

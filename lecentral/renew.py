@@ -386,6 +386,8 @@ class RenewJob:
             from lecentral.recovery import keep_leftovers
 
             outcome.leftovers = keep_leftovers(self, found)
+            outcome.message += (f"; {len(found)} challenge record(s) left behind, removed at the "
+                                "start of the next run")
         return outcome
 
     def _save_spooled(self, name: str, number: int) -> Outcome | None:
