@@ -42,7 +42,7 @@ from lecentral.store.rows import CertRow
 from lecentral.store.sql import SqlStore
 from lecentral.testing.pki import make_csr
 from lecentral.testing.ports import LOOPBACK, free_port
-from lecentral.types import IssuerType
+from lecentral.types import IssuerType, Notification, NotifierType
 
 
 class StepAfterIssue(DnsSubzoneIssuer):
@@ -136,6 +136,48 @@ def test_sqlite_locked_between_finalize_and_save(dns_world: World, tmp_path: Pat
     assert cert.cert.serial_number == serial
     assert not path.exists()
     assert [o.status for o in second.final] == ["not-due"]
+    store.close()
+
+
+class UnlockOnAlert:
+    """A notifier plugin: the operator, alerted of the failed save, frees the database."""
+
+    def __init__(self, unlock: Callable[[], None]) -> None:
+        self.unlock = unlock
+        self.subjects: list[str] = []
+
+    @hookimpl
+    def lecentral_register_notifiers(self) -> list[NotifierType]:
+        return [NotifierType("unlock", lambda settings: self)]
+
+    def send(self, notification: Notification) -> None:
+        self.subjects.append(notification.subject)
+        self.unlock()
+
+
+def test_next_round_saves_from_the_spool_without_a_new_order(dns_world: World, tmp_path: Path,
+                                                             sqlite_locker: Any,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Retry rounds (no --once): the round after the failed save saves the spooled certificate;
+    the CA gets one order in the whole run."""
+    lock, unlock = sqlite_locker
+    name = SPARE[7]
+    config = make_config(dns_world, tmp_path, dns01_issuer="hooked")
+    store = open_store(config)
+    _, key = add_row(store, [name])
+    alerts = UnlockOnAlert(unlock)
+    loaded = get_plugin_manager(entrypoints=False)
+    loaded.pm.register(Hooked(lock), name="hooked-issuer")
+    loaded.pm.register(alerts, name="unlock-notifier")
+    with caplog.at_level(logging.INFO):
+        report = RenewJob(config, store, Registry(loaded)).run(RenewRequest())
+    assert alerts.subjects == [f"{name}: renewal failed"]
+    assert report.rounds == 2 and report.ok
+    assert [(o.round, o.status) for o in report.outcomes] == [(1, "failed"), (2, "issued")]
+    assert "saved from the spool" in report.final[0].message
+    assert len(orders(caplog)) == 1
+    assert_issued(store, name, [name], key)
+    assert not spool_file(config, name).exists()
     store.close()
 
 
