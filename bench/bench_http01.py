@@ -46,7 +46,8 @@ def lecentral_config(workdir: Path, db: str, issuer: str, bind: BindServer, web:
     from lecentral.testing.tomlfile import write_toml
 
     tables = central_tables(workdir, pebble, bind, email=f"hostmaster@{PARENT}", database=db)
-    tables["renew"] = {"workers": workers, "http01_issuer": issuer}
+    tables["renew"] = {"workers": workers, "http01_issuer": issuer,
+                       "state_dir": str(workdir / f"state-{db}")}
     tables["http01"] = {"port": web.port}
     tables["certbot"] = {"state_dir": str(workdir / f"certbot-{db}")}
     return write_toml(workdir / f"lecentral-{issuer}.toml", tables)

@@ -43,7 +43,7 @@ def lecentral_config(workdir: Path, bind: BindServer, pebble: PebbleServer, work
     from lecentral.testing.tomlfile import write_toml
 
     tables = central_tables(workdir, pebble, bind, email=f"hostmaster@{PARENT}")
-    tables["renew"] = {"workers": workers}
+    tables["renew"] = {"workers": workers, "state_dir": str(workdir / "state")}
     return write_toml(workdir / "lecentral.toml", tables)
 
 

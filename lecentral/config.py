@@ -69,6 +69,7 @@ class RenewConfig:
     http01_issuer: str = "certbot-webroot"
     dns01_issuer: str = "dns-subzone"
     ari: bool = True  # ask the CA's renewal information (RFC 9773) when its directory offers it
+    state_dir: str = "/var/lib/lecentral/renew"  # the spool of issued certificates not yet saved
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from lecentral.certificates import Csr
     from lecentral.install.config import CertEntry
+    from lecentral.leftovers import Leftover
     from lecentral.store.rows import CertRow, EventRow, LockHolder
     from lecentral.types import Notification
 
@@ -91,6 +92,22 @@ class Store(ABC):
     @abstractmethod
     def events(self, name: str | None = None, limit: int = 50) -> builtins.list[EventRow]:
         """The newest events first, for one name or all."""
+
+    @abstractmethod
+    def add_leftover(self, leftover: Leftover, now: int) -> Leftover:
+        """Store a challenge record left behind, with a ``leftover`` event; return it with its id."""
+
+    @abstractmethod
+    def leftovers(self) -> builtins.list[Leftover]:
+        """Every stored leftover, oldest first."""
+
+    @abstractmethod
+    def leftover_removed(self, leftover: Leftover, now: int) -> None:
+        """Forget a leftover that is gone now, with a ``cleaned`` event."""
+
+    @abstractmethod
+    def leftover_still_there(self, leftover: Leftover, error: str, now: int) -> Leftover:
+        """Count one more failed removal (attempts, error, a ``leftover`` event); return it."""
 
     @abstractmethod
     def renew_lock(self, timeout: float = 0) -> AbstractContextManager[bool]:

@@ -20,6 +20,11 @@ certificate):
    the pause is their rate guard. The lock is held per pass, not while sleeping between rounds.
    (The library's default is rounds; the ``lecentral renew`` command does one pass unless
    ``--rounds``, so that a human's ``renew NAME`` never sleeps an hour in the foreground.)
+
+Nothing is lost between runs (:mod:`lecentral.recovery`): an issued certificate is spooled
+(:mod:`lecentral.spool`) before it is saved, and the next run saves it without a new order; a
+challenge record an issuer could not remove (:mod:`lecentral.leftovers`) is stored, shown and
+alerted, makes the run exit non-zero, and is removed at the start of every later run until gone.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from lecentral.certificates import (
     verify_chain,
 )
 from lecentral.errors import LecentralError
+from lecentral.leftovers import Leftover, collecting
+from lecentral.spool import CertSpool, Spooled
 from lecentral.types import Notification
 
 if TYPE_CHECKING:
@@ -88,6 +95,7 @@ class Outcome:
     ts_expire: int | None = None
     count_fail_update: int | None = None
     round: int = 1
+    leftovers: list[Leftover] = field(default_factory=list)  # challenge records left behind
 
 
 @dataclass
@@ -100,6 +108,20 @@ class RenewReport:
     locked_out_round: int = 0
     lock_holder: LockHolder | None = None
     rounds: int = 0
+    start: list[Outcome] = field(default_factory=list)  # spooled certificates, before round 1
+    cleaned: list[Leftover] = field(default_factory=list)  # earlier leftovers removed now
+    kept: list[Leftover] = field(default_factory=list)  # earlier leftovers still there
+
+    @property
+    def leftovers(self) -> list[Leftover]:
+        """Challenge records still left behind at the end of the run (earlier ones, then new)."""
+        return [*self.kept, *(left for o in self.outcomes for left in o.leftovers)]
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed, nothing is left behind, no pass locked out: ``lecentral renew`` exits 0."""
+        return not (self.failed or self.leftovers or self.locked_out
+                    or any(o.status in FAILED for o in self.start))
 
     @property
     def final(self) -> list[Outcome]:
@@ -231,6 +253,12 @@ class RenewJob:
         self.redact = Redactor(config)
         self._write_lock = threading.Lock()  # SQLite allows one writer: workers take turns
         self._issuers: dict[str, Issuer | LecentralError] = {}
+        self.spool = CertSpool(config.renew.state_dir)
+
+    @property
+    def write_lock(self) -> threading.Lock:
+        """Held around each database write (SQLite allows one writer at a time)."""
+        return self._write_lock
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -263,6 +291,8 @@ class RenewJob:
                 if not got:
                     self._locked_out(report, number, names)
                     return
+                if number == 1:
+                    self._start_of_run(report)  # what earlier runs left, under the lock
                 again = self._round(names, request, report, number, failed_counts)
             if request.once or not again:
                 return
@@ -410,7 +440,44 @@ class RenewJob:
 
     # -- one certificate -------------------------------------------------------------------
 
+    def _start_of_run(self, report: RenewReport) -> None:
+        """What earlier runs left: spooled certificates saved, leftovers removed."""
+        from lecentral.recovery import start_of_run
+
+        start_of_run(self, report)
+
     def _renew_one(self, row: CertRow, csr: Csr, issuer_name: str, number: int) -> Outcome:
+        saved = self._save_spooled(row.name, number)
+        if saved is not None:
+            return saved
+        with collecting(row.name) as found:
+            outcome = self._issue_and_save(row, csr, issuer_name, number)
+        if found:
+            from lecentral.recovery import keep_leftovers
+
+            outcome.leftovers = keep_leftovers(self, found)
+            outcome.message += (f"; {len(found)} challenge record(s) left behind, removed at the "
+                                "start of the next run")
+        return outcome
+
+    def _save_spooled(self, name: str, number: int) -> Outcome | None:
+        """A certificate issued in an earlier round but not saved is saved now, never reordered.
+
+        A spool file that cannot be read is overwritten by this issuance (the start of the run
+        reported it); one that was discarded lets the row be ordered again.
+        """
+        try:
+            spooled = self.spool.get(name)
+        except LecentralError:
+            return None
+        if spooled is None:
+            return None
+        from lecentral.recovery import save_spooled
+
+        outcome = save_spooled(self, spooled, number)
+        return outcome if outcome is not None and outcome.status != "refused" else None
+
+    def _issue_and_save(self, row: CertRow, csr: Csr, issuer_name: str, number: int) -> Outcome:
         started = time.monotonic()
         self.progress(row.name, f"issuing with {issuer_name}")
         try:
@@ -429,12 +496,19 @@ class RenewJob:
             cert = check_issued(row, csr, issued.crt, issued.ca, now)
         except LecentralError as exc:
             return self._failed(row, issuer_name, str(exc), "refused", started, number)
+        spooled = self._spool(row, csr, issued.crt, issued.ca, cert.not_after, issuer_name, now)
         with self._write_lock:
             try:
                 self.store.save_issued(row.name, issued.crt, issued.ca, cert.not_after, now)
             except LecentralError as exc:
-                return self._failed(row, issuer_name, f"issued but not saved: {exc}", "failed",
-                                    started, number, record=False)
+                kept = (f"it is kept in {spooled.path} and the next run saves it without a new "
+                        "order"
+                        if spooled else "it could not be spooled either: it is lost, the next "
+                        "run orders it again")
+                return self._failed(row, issuer_name, f"issued but not saved: {exc}; {kept}",
+                                    "failed", started, number, record=False)
+        if spooled is not None:
+            self.spool.remove(spooled)
         self.registry.emit("lecentral_cert_issued", name=row.name, crt=issued.crt, ca=issued.ca,
                            ts_expire=cert.not_after)
         seconds = time.monotonic() - started
@@ -442,6 +516,15 @@ class RenewJob:
         log.info("%s: issued by %s, expires %s", row.name, cert.issuer, cert.not_after)
         return Outcome(row.name, "issued", f"issued, valid until {_date(cert.not_after)}",
                        issuer_name, seconds, cert.not_after, 0, number)
+
+    def _spool(self, row: CertRow, csr: Csr, crt: bytes, ca: bytes, ts_expire: int,
+               issuer: str, now: int) -> Spooled | None:
+        """Write the certificate to the spool before the database; None (logged) if impossible."""
+        try:
+            return self.spool.put(row.name, crt, ca, csr.der, ts_expire, issuer, now)
+        except LecentralError as exc:
+            log.error("%s: %s; saving it to the database without a safety copy", row.name, exc)
+            return None
 
     def _failed(self, row: CertRow, issuer: str, error: str, status: str, started: float,
                 number: int, *, record: bool = True) -> Outcome:
@@ -473,8 +556,8 @@ class RenewJob:
                 f"{self.config.renew.max_failures}).\nSee: lecentral show {name}\n")
         errors = self.registry.notify(Notification(severity, subject, body, name),
                                       dataclasses.asdict(self.config.notify))
-        for err in errors:
-            log.warning("notification about %s not sent: %s", name, self.redact(err))
+        for err in errors:  # an error, not a warning: nobody else will hear of this failure
+            log.error("notification about %s not sent: %s", name, self.redact(err))
 
     # -- issuers ---------------------------------------------------------------------------------
 

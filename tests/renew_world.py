@@ -97,7 +97,8 @@ def make_config(world: World, tmp: Path, *, db_url: str | None = None, pebble: P
         BADSECRET: ZoneConfig(tsig_key_file=world.bogus_key_file("acme-update", new_tsig_secret())),
         UNKNOWNKEY: ZoneConfig(tsig_key_file=world.bogus_key_file("nobody-knows", new_tsig_secret())),
     }
-    settings: dict[str, Any] = {"retry_pause": 0, "min_interval": 3600, "workers": 4, **renew}
+    settings: dict[str, Any] = {"retry_pause": 0, "min_interval": 3600, "workers": 4,
+                                "state_dir": str(tmp / "state"), **renew}
     return CentralConfig(
         database=DatabaseConfig(url=db_url or f"sqlite:///{tmp}/lecentral.db"),
         acme=AcmeConfig(directory=pebble.directory_url, email="hostmaster@example.test",
@@ -133,7 +134,8 @@ def write_toml(config: CentralConfig, path: Path, **renew: Any) -> Path:
         "database": {"url": config.database.url},
         "acme": {"directory": config.acme.directory, "email": config.acme.email,
                  "account_key": config.acme.account_key, "ca_bundle": config.acme.ca_bundle},
-        "renew": {"retry_pause": 0, "max_failures": 1, "workers": 2, **renew},
+        "renew": {"retry_pause": 0, "max_failures": 1, "workers": 2,
+                  "state_dir": config.renew.state_dir, **renew},
         "dns": {"server": config.dns.server, "port": config.dns.port,
                 "tsig_key_file": config.dns.tsig_key_file, "propagation_timeout": 10.0,
                 "propagation_interval": 0.05,

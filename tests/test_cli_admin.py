@@ -64,7 +64,7 @@ def env(tmp_path: Path) -> Env:
 def test_init_is_idempotent(tmp_path: Path) -> None:
     e = Env(tmp_path)
     first = e.run("init")
-    assert first.exit_code == 0 and "created tables certs, lecentral_events, lecentral_renew_lock" in first.output
+    assert first.exit_code == 0 and "created tables certs, lecentral_events, lecentral_renew_lock, lecentral_leftovers" in first.output
     assert e.db.stat().st_mode & 0o777 == 0o600
     second = e.run("init")
     assert second.exit_code == 0 and "nothing changed" in second.output
@@ -80,7 +80,7 @@ def test_commands_before_init_say_to_run_init(tmp_path: Path) -> None:
     e.db.touch()
     result = e.run("list")
     assert result.exit_code == 4
-    assert "has no table certs, lecentral_events, lecentral_renew_lock; run lecentral init" in result.stderr
+    assert "has no table certs, lecentral_events, lecentral_renew_lock, lecentral_leftovers; run lecentral init" in result.stderr
 
 
 def test_add_is_populate_pl(env: Env) -> None:

@@ -172,7 +172,8 @@ def test_certificate_issued_through_the_generated_zone(fresh: tuple[Path, int], 
             f'[database]\nurl = "sqlite:///{tmp_path}/lecentral.db"\n\n'
             f'[acme]\ndirectory = "{pebble.directory_url}"\nemail = "hostmaster@example.test"\n'
             f'account_key = "{tmp_path}/account.key"\nca_bundle = "{pebble.ca_bundle}"\npoll_timeout = 60\n\n'
-            f'[renew]\ncsr_dir = "{tmp_path}/csr"\n\n' + toml.read_text())
+            f'[renew]\ncsr_dir = "{tmp_path}/csr"\nstate_dir = "{tmp_path}/state"\n\n'
+            + toml.read_text())
         csr_pem, _ = make_csr([NAME])
         (tmp_path / "shop.csr").write_bytes(csr_pem)
         for args in (["init"], ["add", NAME, "--csr", str(tmp_path / "shop.csr"), "--enable"],

@@ -142,7 +142,8 @@ def test_renew_lock_is_exclusive(url: str, store: SqlStore) -> None:
 
 def test_init_is_idempotent(url: str) -> None:
     s = SqlStore(url)
-    assert s.init_schema() == ["certs", "lecentral_events", "lecentral_renew_lock"]
+    assert s.init_schema() == ["certs", "lecentral_events", "lecentral_renew_lock",
+                              "lecentral_leftovers"]
     assert s.init_schema() == []
     s.close()
 
@@ -162,7 +163,8 @@ def test_seed_database_is_used_as_it_is(mariadb_url: str) -> None:
                                                                  "m": csr.md5_modulus})
         before = conn.execute(text("SHOW CREATE TABLE certs")).one()[1]
     store = SqlStore(mariadb_url)
-    assert store.init_schema() == ["lecentral_events", "lecentral_renew_lock"]
+    assert store.init_schema() == ["lecentral_events", "lecentral_renew_lock",
+                                  "lecentral_leftovers"]
     with engine.begin() as conn:
         assert conn.execute(text("SHOW CREATE TABLE certs")).one()[1] == before
     row = store.get("ldap.example.test")
@@ -313,3 +315,35 @@ def test_seed_rows_with_capitals_shell_digests_and_null_enable(store: SqlStore, 
     store.remove("Dup.example.test")  # the exact stored name picks one of the two
     assert [r.name for r in store.list() if not r.problems] == ["dup.example.test",
                                                               "mail.example.test", name]
+
+
+def test_existing_database_without_the_leftovers_table(store: SqlStore, url: str) -> None:
+    """A database made before lecentral_leftovers existed: every command says to run init, and
+    init adds the table without touching certs."""
+    store.add(new_row())
+    before = store.get("www.example.test")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE lecentral_leftovers"))
+    engine.dispose()
+    with pytest.raises(StoreError, match="has no table lecentral_leftovers; run lecentral init"):
+        store.check_schema()
+    assert store.init_schema() == ["lecentral_leftovers"]
+    store.check_schema()
+    assert store.get("www.example.test") == before
+
+
+def test_leftover_roundtrip(store: SqlStore) -> None:
+    """Stored with a ``leftover`` event, counted, forgotten with a ``cleaned`` event."""
+    from lecentral.leftovers import DNS_TXT, Leftover
+
+    data = {"name": "a.example.test", "fqdn": "_acme-challenge.a.example.test.",
+            "zone": "a.example.test", "server": "127.0.0.1:53", "key_name": "k", "value": "v"}
+    stored = store.add_leftover(Leftover(DNS_TXT, "a.example.test", data["fqdn"], data,
+                                         "refused"), 100)
+    assert stored.id is not None and store.leftovers() == [stored]
+    again = store.leftover_still_there(stored, "refused again", 200)
+    assert store.leftovers() == [again] and again.attempts == 2 and again.ts_last_try == 200
+    store.leftover_removed(again, 300)
+    assert store.leftovers() == []
+    assert [e.kind for e in store.events("a.example.test")] == ["cleaned", "leftover", "leftover"]

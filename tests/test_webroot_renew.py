@@ -75,6 +75,7 @@ def test_add_list_and_renew_from_the_command_line(web_world: WebWorld, tmp_path:
         f'[acme]\ndirectory = "{config.acme.directory}"\nemail = "{config.acme.email}"\n'
         f'account_key = "{config.acme.account_key}"\nca_bundle = "{config.acme.ca_bundle}"\n'
         f'[renew]\ncsr_dir = "{tmp_path}"\nhttp01_issuer = "webroot"\n'
+        f'state_dir = "{tmp_path}/state"\n'
         f'[dns]\nserver = "{config.dns.server}"\nport = {config.dns.port}\n'
         f'[http01]\nport = {web_world.web.port}\n')
     names = SITES["san"]

@@ -74,7 +74,7 @@ def make_config(world: WebWorld, tmp: Path, *, pebble: PebbleServer | None = Non
                         account_key=str(tmp / "acme" / "account.key"),
                         ca_bundle=str(pebble.ca_bundle), poll_timeout=60, **acme),
         renew=RenewConfig(csr_dir=str(tmp / "csr"), retry_pause=0, workers=4,
-                          http01_issuer=http01_issuer),
+                          http01_issuer=http01_issuer, state_dir=str(tmp / "state")),
         dns=DnsConfig(server=f"{LOOPBACK}:{world.bind.port}", port=world.bind.port,
                       tsig_key_file=str(world.bind.key_file("acme-update")),
                       propagation_timeout=10, propagation_interval=0.05),

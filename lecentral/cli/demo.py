@@ -37,7 +37,7 @@ def _write_config(workdir: Path, bind: BindServer, pebble: PebbleServer) -> Path
     from lecentral.testing.tomlfile import write_toml
 
     tables = central_tables(workdir, pebble, bind, email=f"hostmaster@{PARENT}", propagation_timeout=20.0)
-    tables["renew"] = {"csr_dir": str(workdir / "csr")}
+    tables["renew"] = {"csr_dir": str(workdir / "csr"), "state_dir": str(workdir / "state")}
     tables["dns"]["zones"] = {zone: {"tsig_key_file": str(bind.key_file(key))} for zone, key in OWN_KEYS.items()}
     return write_toml(workdir / "lecentral.toml", tables)
 

@@ -37,6 +37,13 @@ def _as_dict(outcome: Any) -> dict[str, Any]:
             "round": outcome.round}
 
 
+def _leftover_dict(leftover: Any) -> dict[str, Any]:
+    return {"name": leftover.name, "kind": leftover.kind, "target": leftover.target,
+            "where": leftover.describe(), "host": leftover.host, "since": leftover.ts,
+            "attempts": leftover.attempts, "error": leftover.error,
+            "by_hand": leftover.manual_fix()}
+
+
 def _summary_line(final: list[Any]) -> str:
     counts: dict[str, int] = {}
     for outcome in final:
@@ -78,9 +85,9 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
     hosts sharing it.
 
     \b
-    Exit status: 0 if nothing failed, 1 if any certificate failed, 8 if another renew holds the
-    renew lock (its host, pid and start are printed; nothing done), 2-6 for configuration,
-    plugin, database or CSR errors.
+    Exit status: 0 if nothing failed, 1 if any certificate failed or a challenge record (TXT,
+    webroot file) was left behind, 8 if another renew holds the renew lock (its host, pid and
+    start are printed; nothing done), 2-6 for configuration, plugin, database or CSR errors.
     """
     from lecentral.errors import RenewLockedError
     from lecentral.renew import RenewJob, RenewRequest
@@ -95,7 +102,8 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
     if as_json:
         print_json(_report_dict(report, dry_run))
     elif not (report.locked_out and report.locked_out_round == 1):
-        _print_table(final, dry_run, named=bool(names))
+        _print_table(report.start + final, dry_run, named=bool(names))
+        _print_leftovers(report)
     if report.locked_out:
         message = _locked_message(report, getattr(app.store(), "shown_url", "the database"))
         if report.locked_out_round == 1:
@@ -104,7 +112,7 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
                 raise click.exceptions.Exit(RenewLockedError.exit_code)
             raise RenewLockedError(message)
         click.echo(f"lecentral: error: {message}", err=True)
-    if report.failed:
+    if not report.ok:
         raise click.exceptions.Exit(EXIT_FAILURES)
 
 
@@ -113,10 +121,13 @@ def _report_dict(report: Any, dry_run: bool) -> dict[str, Any]:
     return {"dry_run": dry_run, "locked_out": report.locked_out, "rounds": report.rounds,
             "lock_holder": None if holder is None else
             {"host": holder.host, "pid": holder.pid, "since": holder.since},
-            "ok": not report.failed and not report.locked_out,
+            "ok": report.ok,
             "certificates": [_as_dict(o) for o in report.final],
             "attempts": [_as_dict(o) for o in report.outcomes
-                         if o.status not in ("not-due", "skipped")]}
+                         if o.status not in ("not-due", "skipped")],
+            "spooled": [_as_dict(o) for o in report.start],
+            "leftovers": [_leftover_dict(left) for left in report.leftovers],
+            "cleaned": [_leftover_dict(left) for left in report.cleaned]}
 
 
 def _locked_message(report: Any, database: str) -> str:
@@ -143,3 +154,15 @@ def _print_table(final: list[Any], dry_run: bool, named: bool = False) -> None:
     click.echo(f"{prefix}{_summary_line(final)}")
     if named and any(o.status == "not-due" for o in final):
         click.echo("not due: nothing ordered for those; --force orders them anyway")
+
+
+def _print_leftovers(report: Any) -> None:
+    """Challenge records still published (retried at the start of every run), and those removed."""
+    for leftover in report.cleaned:
+        click.echo(f"removed, left behind by an earlier run: {leftover.describe()}")
+    if report.leftovers:
+        rows = [[left.name, "LEFTOVER", left.describe(), str(left.attempts), left.error]
+                for left in report.leftovers]
+        click.echo(table(rows, ["NAME", "RESULT", "LEFT BEHIND", "TRIES", "ERROR"]))
+        click.echo(f"{len(report.leftovers)} challenge record(s) left behind: the next lecentral "
+                   "renew removes them first; see lecentral show NAME")

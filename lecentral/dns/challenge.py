@@ -9,17 +9,19 @@
         ...
     finally:
         for record in records:
-            challenges.remove(record)           # never raises
+            challenges.remove(record)           # never raises: a failure is a leftover
 
 Safe to share between threads: the only shared state is the key-file cache, which is locked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from dataclasses import dataclass
 
+from lecentral import leftovers
 from lecentral.config import DnsConfig
 from lecentral.dns import update
 from lecentral.dns.propagation import Expected, PropagationWaiter
@@ -79,19 +81,25 @@ class DnsChallenges:
         if records:
             self.waiter.wait([self._expected(r) for r in records], present=False)
 
-    def remove(self, record: PublishedTxt) -> None:
-        """Delete exactly ``record.value`` at ``record.fqdn``; a failure is logged, never raised."""
+    def delete(self, record: PublishedTxt) -> None:
+        """Delete exactly ``record.value`` at ``record.fqdn``; DnsError if the server refuses."""
+        update.delete_txt(self._target(record), record.value)
+
+    def remove(self, record: PublishedTxt) -> bool:
+        """Delete ``record`` and return True; on failure return False, never raise.
+
+        A failure is reported to :mod:`lecentral.leftovers` (logged with the manual fix and, in a
+        renew run, stored so that the next run removes it): cleanup runs in ``finally`` blocks,
+        where raising would mask the real error.
+        """
         try:
-            update.delete_txt(self._target(record), record.value)
-        except LecentralError as exc:
-            log.error("could not remove TXT %s %r from zone %s: %s; delete it by hand "
-                      "(nsupdate -k KEYFILE: update delete %s TXT \"%s\")",
-                      record.fqdn, record.value, record.zone, exc, record.fqdn, record.value)
-        except Exception as exc:  # noqa: BLE001  cleanup runs in finally blocks: it must never mask the real error
-            log.error("could not remove TXT %s %r from zone %s: unexpected %s: %s",
-                      record.fqdn, record.value, record.zone, type(exc).__name__, exc)
-        else:
-            log.info("removed TXT %s %r from zone %s", record.fqdn, record.value, record.zone)
+            self.delete(record)
+        except Exception as exc:  # noqa: BLE001  see the docstring
+            error = str(exc) if isinstance(exc, LecentralError) else f"unexpected {type(exc).__name__}: {exc}"
+            leftovers.report(leftovers.DNS_TXT, record.fqdn, dataclasses.asdict(record), error)
+            return False
+        log.info("removed TXT %s %r from zone %s", record.fqdn, record.value, record.zone)
+        return True
 
     def check_update_permission(self, name: str) -> PublishedTxt:
         """Add then delete a random TXT for ``name`` with its key; DnsError if either is refused.
@@ -104,7 +112,7 @@ class DnsChallenges:
         try:
             update.delete_txt(target, value)
         except LecentralError:
-            self.remove(published_txt(target, value))  # logs the manual cleanup if it fails again
+            self.remove(published_txt(target, value))  # failing again, it is a leftover
             raise
         return published_txt(target, value)
 

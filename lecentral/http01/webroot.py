@@ -5,7 +5,8 @@ an absolute path, no control characters, an existing directory. Challenge files 
 ``<webroot>/.well-known/acme-challenge/``; missing directories are created 0755 and removed again
 when the last certificate using them is done (if empty), as certbot does. Each file is created
 0644 with O_EXCL and O_NOFOLLOW (a symlink planted in the site's content is never followed for
-the file itself) and removed whatever happens. Two certificates of one site may be issued at the
+the file itself) and removed whatever happens (one that cannot be removed is reported to
+:mod:`lecentral.leftovers`, and removed by the next renew run). Two certificates of one site may be issued at the
 same time: :class:`ChallengeDirs` counts the users of each webroot so that neither removes a
 directory the other still writes into.
 """
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lecentral import leftovers
 from lecentral.errors import IssueError
 
 log = logging.getLogger(__name__)
@@ -111,7 +113,7 @@ class ChallengeDirs:
                     del self._leases[key]
                     raise
             lease.users += 1
-        files = ChallengeFiles(webroot)
+        files = ChallengeFiles(webroot, lease.created)
         try:
             yield files
         finally:
@@ -156,10 +158,11 @@ def _remove_dirs(created: list[Path]) -> None:
 class ChallengeFiles:
     """The files one certificate wrote under a webroot's challenge directory."""
 
-    def __init__(self, webroot: Path) -> None:
+    def __init__(self, webroot: Path, created: list[Path] | None = None) -> None:
         self.webroot = webroot
         self.directory = webroot / CHALLENGE_PATH
         self.written: list[Path] = []
+        self.created = created if created is not None else []  # the directories made for them
 
     def write(self, token: str, content: str) -> Path:
         """Create ``<dir>/<token>`` holding ``content``, mode 0644; IssueError naming the path."""
@@ -189,19 +192,21 @@ class ChallengeFiles:
         path = self.directory / file_name
         if path in self.written:
             self.written.remove(path)
-            _unlink(path)
+            self._unlink(path)
 
     def remove_all(self) -> None:
-        """Remove every file written (never raises: a leftover is logged)."""
+        """Remove every file written (never raises: a file that stays is reported as a leftover)."""
         for path in self.written:
-            _unlink(path)
+            self._unlink(path)
         self.written.clear()
 
-
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("could not remove the challenge file %s: %s", path, exc.strerror)
+    def _unlink(self, path: Path) -> None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            # the renew job stores it and removes it at its next run (lecentral.leftovers)
+            leftovers.report(leftovers.HTTP01_FILE, str(path),
+                             {"path": str(path), "dirs": [str(d) for d in self.created]},
+                             f"cannot remove it: {exc.strerror}")

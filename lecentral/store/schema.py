@@ -63,7 +63,24 @@ renew_lock = Table(
     mysql_charset="utf8mb4",
 )
 
-OWN_TABLES = (events, renew_lock)
+#: Challenge records an issuer published and could not remove (a TXT record, a webroot file):
+#: ``lecentral renew`` retries removing each at the start of every run until it succeeds.
+leftovers = Table(
+    "lecentral_leftovers", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("ts", BigInteger, nullable=False),
+    Column("name", String(250), nullable=False, index=True),
+    Column("kind", String(32), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("data", Text, nullable=False),  # JSON: what a retry needs, never a secret
+    Column("error", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("ts_last_try", BigInteger, nullable=False),
+    mysql_charset="utf8mb4",
+)
+
+OWN_TABLES = (events, renew_lock, leftovers)
 
 #: SQLAlchemy dialect name -> folder of ``ddl/``
 DDL_DIALECTS = {"mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite", "postgresql": "postgresql"}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
+import json
 import logging
 import os
 import socket
@@ -28,9 +30,11 @@ from lecentral.certificates import load_chain, md5_ca, now_ts
 from lecentral.config import mask_url
 from lecentral.errors import CsrError, StoreError
 from lecentral.interfaces import Store
+from lecentral.leftovers import Leftover
 from lecentral.store import renewlock
 from lecentral.store.rows import CertRow, EventRow, LockHolder
 from lecentral.store.schema import OWN_TABLES, certs, certs_ddl, events, metadata
+from lecentral.store.schema import leftovers as leftover_table
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +271,40 @@ class SqlStore(Store):
         with self._begin(f"logging an event for {name}") as conn:
             self._event(conn, name, kind, message, now)
 
+    # -- challenge records left behind ------------------------------------------------------------
+
+    def add_leftover(self, leftover: Leftover, now: int) -> Leftover:
+        with self._begin(f"recording a leftover of {leftover.name}") as conn:
+            result = conn.execute(insert(leftover_table).values(
+                ts=now, name=leftover.name, kind=leftover.kind, host=leftover.host,
+                target=leftover.target, data=json.dumps(leftover.data, sort_keys=True),
+                error=leftover.error[:60000], attempts=1, ts_last_try=now))
+            self._event(conn, leftover.name, "leftover",
+                        f"left behind: {leftover.describe()} ({leftover.error})", now)
+            key = result.inserted_primary_key
+        return dataclasses.replace(leftover, id=int(key[0]) if key else None, ts=now,
+                                   ts_last_try=now)
+
+    def leftovers(self) -> builtins.list[Leftover]:
+        with self._begin("reading lecentral_leftovers") as conn:
+            rows = conn.execute(select(leftover_table).order_by(leftover_table.c.id)).mappings().all()
+        return [_leftover(r) for r in rows]
+
+    def leftover_removed(self, leftover: Leftover, now: int) -> None:
+        with self._begin(f"forgetting a leftover of {leftover.name}") as conn:
+            conn.execute(delete(leftover_table).where(leftover_table.c.id == leftover.id))
+            self._event(conn, leftover.name, "cleaned", f"removed: {leftover.describe()}", now)
+
+    def leftover_still_there(self, leftover: Leftover, error: str, now: int) -> Leftover:
+        with self._begin(f"updating a leftover of {leftover.name}") as conn:
+            conn.execute(update(leftover_table).where(leftover_table.c.id == leftover.id).values(
+                attempts=leftover_table.c.attempts + 1, error=error[:60000], ts_last_try=now))
+            self._event(conn, leftover.name, "leftover",
+                        f"still left behind after {leftover.attempts + 1} removals: "
+                        f"{leftover.describe()} ({error})", now)
+        return dataclasses.replace(leftover, error=error, attempts=leftover.attempts + 1,
+                                   ts_last_try=now)
+
     # -- the renew lock (lecentral.store.renewlock) ---------------------------------------------
 
     @contextmanager
@@ -362,3 +400,15 @@ class SqlStore(Store):
                     renewlock.file_clear_holder(fd)
         finally:
             os.close(fd)  # closing releases the flock
+
+
+def _leftover(row: Any) -> Leftover:
+    """A row of lecentral_leftovers; unreadable ``data`` becomes ``{}`` (the retry then says so)."""
+    try:
+        data = json.loads(row["data"])
+    except ValueError:
+        data = {}
+    return Leftover(kind=str(row["kind"]), name=str(row["name"]), target=str(row["target"]),
+                    data=data if isinstance(data, dict) else {}, error=str(row["error"]),
+                    host=str(row["host"]), id=int(row["id"]), ts=int(row["ts"]),
+                    attempts=int(row["attempts"]), ts_last_try=int(row["ts_last_try"]))

@@ -1,0 +1,215 @@
+"""What an earlier renew run left for this one: spooled certificates and challenge leftovers.
+
+At the start of every run, under the renew lock and before any certificate is selected:
+
+1. every certificate in the spool (issued, but the database write failed) is checked against its
+   row and saved, without a new order; one whose CSR was replaced since, or whose row is gone, or
+   that no longer passes the checks, is discarded loudly (moved to spool/discarded/);
+2. every challenge record left behind (``lecentral_leftovers``) is removed, or counted as still
+   there, with a ``leftover`` event and an alert.
+
+During the run, :func:`keep_leftovers` stores what a certificate's issuance left behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from lecentral.certificates import now_ts
+from lecentral.errors import LecentralError
+from lecentral.leftovers import HTTP01_FILE, Leftover, clean, this_host
+from lecentral.types import Notification
+
+if TYPE_CHECKING:
+    from lecentral.renew import Outcome, RenewJob, RenewReport
+    from lecentral.spool import Spooled
+
+log = logging.getLogger(__name__)
+
+
+def start_of_run(job: RenewJob, report: RenewReport) -> None:
+    """Save the spooled certificates, then retry removing every leftover (see the module doc)."""
+    report.start.extend(save_all_spooled(job))
+    report.cleaned, report.kept = clean_leftovers(job)
+
+
+# --- the spool ----------------------------------------------------------------------------------
+
+
+def save_all_spooled(job: RenewJob) -> list[Outcome]:
+    """One outcome per spool file that needed something done."""
+    from lecentral.renew import Outcome
+
+    outcomes: list[Outcome] = []
+    try:
+        paths = job.spool.paths()
+    except LecentralError as exc:
+        log.error("%s", exc)
+        return [Outcome("(spool)", "failed", str(exc), round=0)]
+    for path in paths:
+        try:
+            spooled = job.spool.read(path)
+        except LecentralError as exc:
+            log.error("%s", exc)
+            outcomes.append(Outcome(path.stem, "failed", str(exc), round=0))
+            continue
+        outcome = save_spooled(job, spooled, 0)
+        if outcome is not None:
+            outcomes.append(outcome)
+    return outcomes
+
+
+def save_spooled(job: RenewJob, spooled: Spooled, number: int) -> Outcome | None:
+    """Save ``spooled`` into its row; None when there was nothing to save (already saved or
+    superseded). A failed save leaves it in the spool; a certificate that must not be saved is
+    discarded with an ``error`` alert (status ``refused``)."""
+    from lecentral.renew import Outcome, check_issued, check_row
+
+    started = time.monotonic()
+    name, now = spooled.name, now_ts()
+    try:
+        row = job.store.get(name)
+    except LecentralError as exc:
+        return _still_spooled(job, spooled, str(exc), number)
+    if row is None:
+        return _discard(job, spooled, "its row is no longer in the database", number)
+    if row.crt == spooled.crt:
+        job.spool.remove(spooled)  # saved by the run that spooled it (its removal failed)
+        return None
+    from lecentral.spool import csr_fingerprint
+
+    try:
+        csr = check_row(row)
+        if csr_fingerprint(csr.der) != spooled.csr_sha256:
+            return _discard(job, spooled, "it was issued for a CSR that was replaced since "
+                            "(lecentral set-csr): it does not match the key of the new CSR", number)
+        if row.crt and row.ts_expire and row.ts_expire >= spooled.ts_expire:
+            log.warning("%s: the database already holds a certificate valid as long as the spooled "
+                        "one (saved by another run); %s removed", name, spooled.path)
+            job.spool.remove(spooled)
+            return None
+        cert = check_issued(row, csr, spooled.crt, spooled.ca, now)
+    except LecentralError as exc:
+        return _discard(job, spooled, f"it no longer passes the checks: {exc}", number)
+    try:
+        with job.write_lock:
+            job.store.save_issued(name, spooled.crt, spooled.ca, cert.not_after, now)
+    except LecentralError as exc:
+        return _still_spooled(job, spooled, str(exc), number)
+    job.spool.remove(spooled)
+    job.registry.emit("lecentral_cert_issued", name=name, crt=spooled.crt, ca=spooled.ca,
+                      ts_expire=cert.not_after)
+    message = (f"saved from the spool: issued by {spooled.issuer} at "
+               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(spooled.issued_at))} in a run "
+               f"whose database write failed; no new order; valid until "
+               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(cert.not_after))}")
+    log.warning("%s: %s", name, message)
+    return Outcome(name, "issued", message, spooled.issuer, time.monotonic() - started,
+                   cert.not_after, 0, number)
+
+
+def _still_spooled(job: RenewJob, spooled: Spooled, error: str, number: int) -> Outcome:
+    from lecentral.renew import Outcome
+
+    message = job.redact(f"issued earlier but still not saved: {error}; it stays in "
+                         f"{spooled.path} and the next run saves it (no new order)")
+    log.error("%s: %s", spooled.name, message)
+    return Outcome(spooled.name, "failed", message, spooled.issuer, round=number)
+
+
+def _discard(job: RenewJob, spooled: Spooled, why: str, number: int) -> Outcome:
+    from lecentral.renew import Outcome
+
+    try:
+        where = f"moved to {job.spool.discard(spooled)}"
+    except LecentralError as exc:
+        where = str(exc)
+    message = job.redact(f"spooled certificate (issued at {spooled.issued_at}) discarded, not "
+                         f"saved: {why}; {where}")
+    log.error("%s: %s", spooled.name, message)
+    try:
+        job.store.record_event(spooled.name, "discarded", message, now_ts())
+    except LecentralError as exc:
+        log.error("%s: the discard could not be logged: %s", spooled.name, exc)
+    alert(job, Notification("error", f"{spooled.name}: spooled certificate discarded", message
+                            + "\n", spooled.name))
+    return Outcome(spooled.name, "refused", message, spooled.issuer, round=number)
+
+
+# --- challenge records left behind ----------------------------------------------------------------
+
+
+def keep_leftovers(job: RenewJob, found: list[Leftover]) -> list[Leftover]:
+    """Store what one certificate's issuance left behind and alert; return them (with ids)."""
+    kept = []
+    for leftover in found:
+        leftover = dataclasses.replace(leftover, error=job.redact(leftover.error))
+        try:
+            with job.write_lock:
+                leftover = job.store.add_leftover(leftover, now_ts())
+        except LecentralError as exc:
+            log.error("%s: %s could not be recorded (%s): the next run will not remove it; "
+                      "remove it by hand: %s", leftover.name, leftover.describe(), exc,
+                      leftover.manual_fix())
+        kept.append(leftover)
+        alert(job, Notification(
+            "warning", f"{leftover.name}: challenge record left behind",
+            f"{leftover.describe()} could not be removed after the challenge:\n{leftover.error}\n\n"
+            "lecentral renew retries removing it at the start of every run until it is gone.\n"
+            f"By hand: {leftover.manual_fix()}\n", leftover.name))
+    return kept
+
+
+def clean_leftovers(job: RenewJob) -> tuple[list[Leftover], list[Leftover]]:
+    """Try to remove every stored leftover: (removed now, still there)."""
+    try:
+        pending = job.store.leftovers()
+    except LecentralError as exc:
+        log.error("the challenge records left behind by earlier runs cannot be read: %s", exc)
+        return [], []
+    cleaned: list[Leftover] = []
+    kept: list[Leftover] = []
+    for leftover in pending:
+        try:
+            clean(leftover, job.config)
+        except LecentralError as exc:
+            kept.append(_still_there(job, leftover, job.redact(str(exc))))
+            continue
+        log.info("%s: removed %s (left behind by an earlier run)", leftover.name,
+                 leftover.describe())
+        try:
+            with job.write_lock:
+                job.store.leftover_removed(leftover, now_ts())
+        except LecentralError as exc:
+            log.error("%s: removed %s, but the database still lists it (%s); the next run finds "
+                      "it gone", leftover.name, leftover.describe(), exc)
+        cleaned.append(leftover)
+    return cleaned, kept
+
+
+def _still_there(job: RenewJob, leftover: Leftover, error: str) -> Leftover:
+    log.error("%s: %s is still left behind: %s", leftover.name, leftover.describe(), error)
+    if leftover.kind == HTTP01_FILE and leftover.host != this_host():
+        return leftover  # only its own host can remove it: nothing was tried here
+    try:
+        with job.write_lock:
+            leftover = job.store.leftover_still_there(leftover, error, now_ts())
+    except LecentralError as exc:
+        log.error("%s: the failed removal could not be recorded: %s", leftover.name, exc)
+    alert(job, Notification(
+        "error", f"{leftover.name}: challenge record still left behind",
+        f"{leftover.describe()} is still there after {leftover.attempts} removals:\n{error}\n\n"
+        "lecentral renew retries at the start of every run.\n"
+        f"By hand: {leftover.manual_fix()}\n", leftover.name))
+    return leftover
+
+
+def alert(job: RenewJob, notification: Notification) -> None:
+    """Send through [notify]; a notifier that fails is an error in the log, never the run's end."""
+    from dataclasses import asdict
+
+    for err in job.registry.notify(notification, asdict(job.config.notify)):
+        log.error("alert %r not sent: %s", notification.subject, job.redact(err))
