@@ -151,23 +151,32 @@ def test_expired_certificate_is_not_installed(world: AgentWorld) -> None:
     assert list((world.ssl / "certs").iterdir()) == []
 
 
-def test_not_newer_by_an_hour_is_not_installed(world: AgentWorld) -> None:
-    """Two expiry times less than an hour apart are the same certificate time (the seed's rule);
-    an older certificate in the database is never installed over a newer one."""
+def test_reissue_within_an_hour_is_installed_but_never_an_older_one(world: AgentWorld) -> None:
+    """The seed's hour of tolerance only guards against going backwards: a certificate reissued
+    50 minutes after the installed one is a different certificate and is installed (it used to be
+    "up to date" forever); one that expires more than an hour before the installed one never
+    replaces it."""
     world.add(NAME)
     start = dt.datetime.now(UTC) - dt.timedelta(minutes=5)
     world.issue(NAME, start=start, days=60)
     world.write_config(world.entry(NAME))
-    world.run("run")
-    installed = (world.ssl / "certs" / f"{NAME}.crt").read_bytes()
+    assert world.run("run").by_name(NAME)["status"] == "installed"
 
-    world.issue(NAME, start=start + dt.timedelta(minutes=50), days=60)
+    reissued = world.issue(NAME, start=start + dt.timedelta(minutes=50), days=60)
+    out = world.run("run")
+    result = out.by_name(NAME)
+    assert result["status"] == "installed" and "reissued certificate" in result["message"], result
+    crt = world.ssl / "certs" / f"{NAME}.crt"
+    assert Certificate.load(crt.read_bytes()).fingerprint == reissued.fingerprint
     assert world.run("run").by_name(NAME)["status"] == "up-to-date"
+
+    installed = crt.read_bytes()
     world.issue(NAME, start=start, days=30)
     out = world.run("run")
+    assert out.exit_code == 0
     assert out.by_name(NAME)["status"] == "skipped" and "newer than the database" in \
         out.by_name(NAME)["message"]
-    assert (world.ssl / "certs" / f"{NAME}.crt").read_bytes() == installed
+    assert crt.read_bytes() == installed
 
 
 def test_disabled_row_and_row_without_certificate_are_skipped(world: AgentWorld) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from lecentral.certificates import Certificate, now_ts
 from lecentral.errors import LecentralError, StoreError
 from lecentral.install.config import CertEntry, InstallConfig
-from lecentral.install.decide import decide
+from lecentral.install.decide import compare
 from lecentral.install.fileset import LocalFiles
 
 if TYPE_CHECKING:
@@ -64,8 +64,10 @@ def entry_status(entry: CertEntry, row: CertRow | None, db_error: str | None,
         else:
             out["database"] = {"enable": row.enable, "problems": list(row.problems),
                                **(_cert_info(row.crt, f"crt of {row.name}") or {})}
-            decision = decide(entry, row, installed, installer.missing(), now_ts())
+            decision = compare(entry, row, installer, now_ts())
             out["state"] = f"to install: {decision.reason}" if decision.install else decision.reason
+            if decision.skip_status == "failed" and not decision.install:
+                out["error"] = decision.reason  # the installed set is wrong: exit 1, never "up to date"
         if pending:
             out["state"] = f"interrupted run to finish (journal {pending}); {out['state']}"
         for url in service.verify_urls(entry):

@@ -1,0 +1,166 @@
+"""A certificate reissued within an hour of the installed one, and staged key rotation.
+
+The flows an operator follows, through the real ``lecentral-install`` and ``lecentral`` CLIs, with
+real Pebble certificates: more names (``csr --san`` + ``set-csr`` + renew), a new key
+(``csr --rotate``), a new CA (a second Pebble: Pebble makes new roots at every start). Pebble's
+leaves all expire at the same distance from their issuance, so each reissue expires within
+seconds of the installed one: the seed's "newer by an hour" compare called them up to date
+forever. The renew job's part (``lecentral renew --force NAME``) is ``PebbleOrders.issue``: the
+same ACME client and the same ``save_issued`` without the DNS-01 round (Pebble is always-valid).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent_world import Mailbox, PebbleOrders, temp_files, tree
+from click.testing import CliRunner
+from test_agent_safety import KILLER
+
+from lecentral.certificates import Certificate, load_private_key_public, md5_modulus
+from lecentral.install.csr import KeySpec, write_key
+from lecentral.testing.agent import AgentWorld, TestCA
+from lecentral.testing.pebble import PebbleServer
+
+NAME = "www.example.test"
+ALT = "alt.example.test"
+
+
+def central(world: AgentWorld, *args: str) -> None:
+    """``lecentral --config lecentral.toml ARGS`` on the central host (the same database)."""
+    from lecentral.cli.central import main
+
+    config = world.workdir / "lecentral.toml"
+    config.write_text(f'[database]\nurl = "{world.db_url}"\n')
+    result = CliRunner().invoke(main, ["--config", str(config), *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+
+def status(world: AgentWorld) -> tuple[int, dict[str, Any]]:
+    out = world.run("status", "--json")
+    (row,) = json.loads(out.stdout)["certs"]
+    return out.exit_code, row
+
+
+def assert_status_matches(world: AgentWorld) -> None:
+    """After a run: status says up to date, and the installed certificate is the database's."""
+    code, row = status(world)
+    assert code == 0 and row["state"].startswith("up to date"), row
+    assert row["installed"]["fingerprint"] == row["database"]["fingerprint"]
+
+
+def first_install(world: AgentWorld, pebble: PebbleOrders, **entry: Any) -> Certificate:
+    world.add(NAME)
+    leaf = pebble.issue(world, NAME)
+    world.write_config(world.entry(NAME, **entry))
+    out = world.run("run")
+    assert out.by_name(NAME)["status"] == "installed", out.stdout + out.stderr
+    return leaf
+
+
+def installed(world: AgentWorld) -> Certificate:
+    return Certificate.load((world.ssl / "certs" / f"{NAME}.crt").read_bytes())
+
+
+def key_of(path: Path) -> str:
+    return md5_modulus(load_private_key_public(path))
+
+
+def test_more_names_reissued_within_the_hour_is_installed(world: AgentWorld,
+                                                          agent_pebble: PebbleOrders) -> None:
+    """csr --san + set-csr + renew --force: the new certificate (same key, one more name) expires
+    seconds after the installed one; status says "to install" and the run installs it."""
+    first = first_install(world, agent_pebble)
+    key = world.key_path(NAME)
+    csr_file = world.workdir / "more.csr"
+    made = world.run("csr", NAME, "--key", str(key), "--san", ALT, "--out", str(csr_file))
+    assert made.exit_code == 0 and "reused the existing key" in made.stderr, made.stderr
+    central(world, "set-csr", NAME, str(csr_file))
+    new = agent_pebble.issue(world, NAME)
+    assert abs(new.not_after - first.not_after) < 3600 and new.names == [NAME, ALT]
+
+    code, row = status(world)
+    assert code == 0 and row["state"].startswith("to install: reissued certificate for "
+                                                 f"{NAME}, {ALT}"), row
+    assert row["installed"]["fingerprint"] == first.fingerprint != row["database"]["fingerprint"]
+    out = world.run("run")
+
+    assert out.exit_code == 0 and out.by_name(NAME)["status"] == "installed", out.results
+    assert installed(world).fingerprint == new.fingerprint and installed(world).names == [NAME, ALT]
+    assert world.run("run").by_name(NAME)["status"] == "up-to-date"
+    assert_status_matches(world)
+
+
+def test_new_ca_reissued_within_the_hour_installs_leaf_and_chain(world: AgentWorld,
+                                                                 agent_pebble: PebbleOrders) -> None:
+    """A new leaf from a new CA root (Pebble restarted: new roots), expiring within the hour of
+    the installed one: leaf and chain file are both replaced."""
+    first_install(world, agent_pebble)
+    with PebbleServer(world.workdir / "pebble2", env={"PEBBLE_VA_ALWAYS_VALID": "1"}) as pebble:
+        restarted = PebbleOrders(pebble, world.workdir)
+        try:
+            new = restarted.issue(world, NAME)
+        finally:
+            restarted.close()
+    row = world.store.get(NAME)
+    assert row is not None
+    chain = world.ssl / "certs" / f"{NAME}.ca"
+    assert chain.read_bytes() != row.ca
+
+    out = world.run("run")
+
+    assert out.by_name(NAME)["status"] == "installed", out.results
+    assert installed(world).fingerprint == new.fingerprint
+    assert chain.read_bytes() == row.ca
+    assert (world.ssl / "certs" / f"{NAME}.full").read_bytes() == new.pem + row.ca
+    assert_status_matches(world)
+
+
+def test_new_chain_for_the_same_leaf_is_installed(world: AgentWorld) -> None:
+    """md5_ca changed, the leaf did not (the CA's certificate was reissued with the same key): the
+    chain and fullchain files are rewritten; the leaf file is left alone."""
+    world.add(NAME)
+    world.issue(NAME)
+    world.write_config(world.entry(NAME))
+    assert world.run("run").by_name(NAME)["status"] == "installed"
+    certs = world.ssl / "certs"
+    leaf_inode = (certs / f"{NAME}.crt").stat().st_ino
+    row = world.store.get(NAME)
+    assert row is not None and row.crt
+    reissued_ca = _reissue_ca(world.ca)
+    world.store.save_issued(NAME, row.crt, reissued_ca, row.ts_expire, row.ts_last_update)
+
+    code, state = status(world)
+    assert code == 0 and state["state"].startswith("to install:") and "new CA chain" in state["state"]
+    out = world.run("run")
+
+    result = out.by_name(NAME)
+    assert result["status"] == "installed" and "new CA chain" in result["message"], result
+    assert (certs / f"{NAME}.ca").read_bytes() == reissued_ca
+    assert (certs / f"{NAME}.full").read_bytes() == row.crt + reissued_ca
+    assert (certs / f"{NAME}.crt").stat().st_ino == leaf_inode
+    assert world.run("run").by_name(NAME)["status"] == "up-to-date"
+
+
+def _reissue_ca(ca: TestCA) -> bytes:
+    """``ca``'s certificate signed again: same key and subject, another serial and validity."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(ca.cert.subject).issuer_name(ca.cert.subject)
+            .public_key(ca.key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=3000))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca.key.public_key()), critical=False)
+            .sign(ca.key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
