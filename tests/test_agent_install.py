@@ -121,21 +121,38 @@ def test_renewal_replaces_the_set_and_keeps_backups(world: AgentWorld) -> None:
 
 
 def test_ca_file_installed_when_md5_ca_changes(world: AgentWorld) -> None:
-    """The seed's rule: the chain file is rewritten only when the CA (md5_ca) changed."""
+    """The seed's rule: the chain file is rewritten only when the CA (md5_ca) changed. Each run
+    is checked: what it reports, and which files it replaced."""
     world.add(NAME)
     world.issue(NAME, days=30)
     world.write_config(world.entry(NAME))
-    world.run("run")
-    chain = world.ssl / "certs" / f"{NAME}.ca"
-    inode = chain.stat().st_ino
-    world.issue(NAME, days=40)
-    world.run("run")
-    assert chain.stat().st_ino == inode  # same CA: untouched
+    first = world.run("run")
+    assert first.exit_code == 0 and first.by_name(NAME)["status"] == "installed"
+    assert "first install" in first.by_name(NAME)["message"]
+    certs = world.ssl / "certs"
+    chain, crt = certs / f"{NAME}.ca", certs / f"{NAME}.crt"
+    assert chain.read_bytes() == world.ca.pem
+    inode, crt_inode = chain.stat().st_ino, crt.stat().st_ino
+
+    same_ca = world.issue(NAME, days=40)
+    second = world.run("run")
+    assert second.exit_code == 0 and second.by_name(NAME)["status"] == "installed"
+    assert "newer certificate" in second.by_name(NAME)["message"]
+    assert second.by_name(NAME)["fingerprint"] == same_ca.fingerprint
+    assert str(chain) not in second.by_name(NAME)["paths"] and str(crt) in second.by_name(NAME)["paths"]
+    assert chain.stat().st_ino == inode and crt.stat().st_ino != crt_inode  # same CA: untouched
+    assert world.run("run").by_name(NAME)["status"] == "up-to-date"
+
+    old_ca = world.ca.pem
     world.ca = TestCA("another CA")
-    world.issue(NAME, days=50)
-    out = world.run("run")
-    assert out.by_name(NAME)["status"] == "installed"
-    assert chain.read_bytes() == world.ca.pem and chain.stat().st_ino != inode
+    other_ca = world.issue(NAME, days=50)
+    third = world.run("run")
+    result = third.by_name(NAME)
+    assert third.exit_code == 0 and result["status"] == "installed", result
+    assert result["fingerprint"] == other_ca.fingerprint and str(chain) in result["paths"]
+    assert chain.read_bytes() == world.ca.pem != old_ca and chain.stat().st_ino != inode
+    assert Certificate.load(crt.read_bytes()).fingerprint == other_ca.fingerprint
+    assert world.run("run").by_name(NAME)["status"] == "up-to-date"
 
 
 def test_expired_certificate_is_not_installed(world: AgentWorld) -> None:
