@@ -26,7 +26,7 @@ from test_agent_safety import KILLER
 
 from lecentral.certificates import Certificate, load_private_key_public, md5_modulus
 from lecentral.install.csr import KeySpec, write_key
-from lecentral.testing.agent import AgentWorld, TestCA
+from lecentral.testing.agent import AgentWorld
 from lecentral.testing.pebble import PebbleServer
 
 NAME = "www.example.test"
@@ -134,7 +134,7 @@ def test_new_chain_for_the_same_leaf_is_installed(world: AgentWorld) -> None:
     leaf_inode = (certs / f"{NAME}.crt").stat().st_ino
     row = world.store.get(NAME)
     assert row is not None and row.crt
-    reissued_ca = _reissue_ca(world.ca)
+    reissued_ca = world.ca.reissued()
     world.store.save_issued(NAME, row.crt, reissued_ca, row.ts_expire, row.ts_last_update)
 
     code, state = status(world)
@@ -147,23 +147,6 @@ def test_new_chain_for_the_same_leaf_is_installed(world: AgentWorld) -> None:
     assert (certs / f"{NAME}.full").read_bytes() == row.crt + reissued_ca
     assert (certs / f"{NAME}.crt").stat().st_ino == leaf_inode
     assert world.run("run").by_name(NAME)["status"] == "up-to-date"
-
-
-def _reissue_ca(ca: TestCA) -> bytes:
-    """``ca``'s certificate signed again: same key and subject, another serial and validity."""
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(ca.cert.subject).issuer_name(ca.cert.subject)
-            .public_key(ca.key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=3000))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca.key.public_key()), critical=False)
-            .sign(ca.key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def rotate(world: AgentWorld, pebble: PebbleOrders) -> tuple[bytes, Certificate]:

@@ -37,12 +37,13 @@ def _date(ts: int | None) -> str:
 @guarded
 def run(app: AgentApp, names: tuple[str, ...], dry_run: bool, keep: int | None, quiet: bool,
         as_json: bool) -> None:
-    """Install the newer certificates of every configured NAME (or only those given).
+    """Install the database's certificate of every configured NAME (or only those given).
 
-    For each one: if enabled in the database, not expired and newer than the installed one (by
-    an hour or more), check it against the local key, its name and its chain, back up the current
-    files, switch the new set in atomically, run the config test and the reload, and verify the
-    service presents it. Any failure puts the previous files back and alerts.
+    For each one: if enabled in the database, not expired, not the installed one and not older
+    than it by an hour or more, check it against the local key (or a staged KEY.next), its name
+    and its chain, back up the current files, switch the new set in atomically, run the config
+    test and the reload, and verify the service presents it. Any failure puts the previous files
+    back and alerts.
 
     Exit status: 0 when everything is installed or up to date, 1 when a certificate failed or was
     rolled back, 2 configuration error, 4 database unreachable (nothing touched), 7 another run
