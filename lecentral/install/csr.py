@@ -137,7 +137,11 @@ def make_csr(name: str, sans: list[str], key_path: Path, spec: KeySpec | None,
         if spec is not None and not spec.matches(key):
             raise CsrError(f"private key {key_path} is {key_description(key.public_key())}, not "
                            f"{spec.describe()}; pass --rotate to change to a new key")
-        return build_csr(names, key), f"reused the existing key {key_path} ({key_description(key.public_key())})"
+        pending = next_key_path(str(key_path))
+        note = (f"; note: the new key {pending} is pending (csr --rotate), this CSR is for the live "
+                "key, add --rotate for one for the new key" if os.path.lexists(pending) else "")
+        return build_csr(names, key), (f"reused the existing key {key_path} "
+                                       f"({key_description(key.public_key())}){note}")
     spec = spec or KeySpec()
     key = spec.generate()
     write_key(key_path, key, force=False)
