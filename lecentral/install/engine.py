@@ -1,8 +1,8 @@
 """The install engine behind ``lecentral-install run``: the seed's install_cert.pl, made safe.
 
 For each configured certificate: finish what a killed run left, read the row, decide (enabled, not
-expired, not the installed certificate: :mod:`lecentral.install.decide`), check everything before touching a file, switch the files as
-a set, test the daemon's config, activate, verify the served fingerprint, and on any failure put
+expired, not the installed certificate: :mod:`lecentral.install.decide`), check everything before
+touching a file, switch the files as a set, test the daemon's config, activate, verify the served fingerprint, and on any failure put
 the previous files back, activate them and verify they are served. Every outcome is one
 :class:`Result`, a notification and an event; one certificate's failure never stops the others.
 """
