@@ -149,13 +149,14 @@ def test_new_chain_for_the_same_leaf_is_installed(world: AgentWorld) -> None:
     assert world.run("run").by_name(NAME)["status"] == "up-to-date"
 
 
-def rotate(world: AgentWorld, pebble: PebbleOrders) -> tuple[bytes, Certificate]:
-    """csr --rotate, set-csr, renew: return the old key's bytes and the new certificate."""
+def rotate(world: AgentWorld, pebble: PebbleOrders, how: str = "--rotate") -> tuple[bytes, Certificate]:
+    """csr --rotate (or --force), set-csr, renew: return the old key's bytes and the new certificate."""
     key = world.key_path(NAME)
     old = key.read_bytes()
     csr_file = world.workdir / "rotated.csr"
-    made = world.run("csr", NAME, "--key", str(key), "--rotate", "--out", str(csr_file))
+    made = world.run("csr", NAME, "--key", str(key), how, "--out", str(csr_file))
     assert made.exit_code == 0, made.stderr
+    assert key.read_bytes() == old and "stays in use until" in made.stderr
     assert f"lecentral set-csr {NAME} rotated.csr and lecentral renew --force {NAME}" in made.stderr
     central(world, "set-csr", NAME, str(csr_file))
     return old, pebble.issue(world, NAME)
@@ -212,12 +213,13 @@ def test_staged_rotation_switches_key_and_certificate_together(world: AgentWorld
 
 def test_rotation_killed_in_the_switch_is_finished_by_the_next_run(world: AgentWorld,
                                                                    agent_pebble: PebbleOrders) -> None:
-    """SIGKILL right after the certificate was renamed into place, before the key: the files
-    disagree; the next run finishes the journaled switch (key included) and activates it."""
+    """``csr --force`` (staged too), then SIGKILL right after the certificate was renamed into
+    place, before the key: the files disagree; the next run finishes the journaled switch (key
+    included) and activates it."""
     reloads = world.workdir / "reloads"
     first_install(world, agent_pebble, reload=f"sh -c 'echo reload >> {reloads}'")
     key, pending = world.key_path(NAME), world.key_path(NAME).with_name(f"{NAME}.key.next")
-    old, new = rotate(world, agent_pebble)
+    old, new = rotate(world, agent_pebble, "--force")
     new_key = pending.read_bytes()
     certs = world.ssl / "certs"
 
