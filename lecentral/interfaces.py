@@ -154,6 +154,21 @@ class Installer(ABC):
         """What a killed run left behind, without changing anything (for ``--dry-run``, status)."""
         return None
 
+    def stale(self, new: IssuedCertificate) -> list[str]:
+        """Files of the set (besides the leaf) whose content is not what installing ``new`` would
+        write: the CA chain after a CA change. Asked only when ``new``'s leaf is the installed one;
+        any path listed makes the engine install the set again. Changes nothing."""
+        return []
+
+    def stage_key(self, path: str) -> bool:
+        """Switch the entry's private key to the key at ``path`` in the next :meth:`install`, in
+        the same all-or-nothing switch as the certificate (a staged rotation, ``KEY.next``).
+
+        Return False when this installer cannot: the engine then refuses the certificate and
+        names the manual step. Changes nothing by itself.
+        """
+        return False
+
     def recover(self) -> str | None:
         """Finish what a killed run left behind; called before anything else for each entry.
 

@@ -56,12 +56,17 @@ def test_csr_reuses_an_existing_key_and_never_overwrites_it(tmp_path: Path) -> N
     assert Csr.load(again.stdout.encode()).md5_modulus == md5_modulus(load_private_key_public(key))
 
     wrong = cli("csr", NAME, "--key", str(key), "--rsa", "2048")
-    assert wrong.exit_code == 5 and "is EC secp256r1, not RSA 2048; pass --force" in wrong.stderr
+    assert wrong.exit_code == 5 and "is EC secp256r1, not RSA 2048; pass --rotate" in wrong.stderr
     assert key.read_bytes() == original
 
+    # --force never replaces the live key at once: the new one waits in KEY.next (staged rotation)
     forced = cli("csr", NAME, "--key", str(key), "--rsa", "2048", "--force")
-    assert forced.exit_code == 0 and key.read_bytes() != original
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert forced.exit_code == 0, forced.stderr
+    assert key.read_bytes() == original
+    pending = tmp_path / "www.key.next"
+    assert Csr.load(forced.stdout.encode()).md5_modulus == md5_modulus(load_private_key_public(pending))
+    assert f"{key} stays in use until" in " ".join(forced.stderr.split())
+    assert stat.S_IMODE(pending.stat().st_mode) == 0o600
     assert not [p for p in tmp_path.iterdir() if ".lecentral-" in p.name]
 
 

@@ -121,21 +121,38 @@ def test_renewal_replaces_the_set_and_keeps_backups(world: AgentWorld) -> None:
 
 
 def test_ca_file_installed_when_md5_ca_changes(world: AgentWorld) -> None:
-    """The seed's rule: the chain file is rewritten only when the CA (md5_ca) changed."""
+    """The seed's rule: the chain file is rewritten only when the CA (md5_ca) changed. Each run
+    is checked: what it reports, and which files it replaced."""
     world.add(NAME)
     world.issue(NAME, days=30)
     world.write_config(world.entry(NAME))
-    world.run("run")
-    chain = world.ssl / "certs" / f"{NAME}.ca"
-    inode = chain.stat().st_ino
-    world.issue(NAME, days=40)
-    world.run("run")
-    assert chain.stat().st_ino == inode  # same CA: untouched
+    first = world.run("run")
+    assert first.exit_code == 0 and first.by_name(NAME)["status"] == "installed"
+    assert "first install" in first.by_name(NAME)["message"]
+    certs = world.ssl / "certs"
+    chain, crt = certs / f"{NAME}.ca", certs / f"{NAME}.crt"
+    assert chain.read_bytes() == world.ca.pem
+    inode, crt_inode = chain.stat().st_ino, crt.stat().st_ino
+
+    same_ca = world.issue(NAME, days=40)
+    second = world.run("run")
+    assert second.exit_code == 0 and second.by_name(NAME)["status"] == "installed"
+    assert "newer certificate" in second.by_name(NAME)["message"]
+    assert second.by_name(NAME)["fingerprint"] == same_ca.fingerprint
+    assert str(chain) not in second.by_name(NAME)["paths"] and str(crt) in second.by_name(NAME)["paths"]
+    assert chain.stat().st_ino == inode and crt.stat().st_ino != crt_inode  # same CA: untouched
+    assert world.run("run").by_name(NAME)["status"] == "up-to-date"
+
+    old_ca = world.ca.pem
     world.ca = TestCA("another CA")
-    world.issue(NAME, days=50)
-    out = world.run("run")
-    assert out.by_name(NAME)["status"] == "installed"
-    assert chain.read_bytes() == world.ca.pem and chain.stat().st_ino != inode
+    other_ca = world.issue(NAME, days=50)
+    third = world.run("run")
+    result = third.by_name(NAME)
+    assert third.exit_code == 0 and result["status"] == "installed", result
+    assert result["fingerprint"] == other_ca.fingerprint and str(chain) in result["paths"]
+    assert chain.read_bytes() == world.ca.pem != old_ca and chain.stat().st_ino != inode
+    assert Certificate.load(crt.read_bytes()).fingerprint == other_ca.fingerprint
+    assert world.run("run").by_name(NAME)["status"] == "up-to-date"
 
 
 def test_expired_certificate_is_not_installed(world: AgentWorld) -> None:
@@ -151,23 +168,32 @@ def test_expired_certificate_is_not_installed(world: AgentWorld) -> None:
     assert list((world.ssl / "certs").iterdir()) == []
 
 
-def test_not_newer_by_an_hour_is_not_installed(world: AgentWorld) -> None:
-    """Two expiry times less than an hour apart are the same certificate time (the seed's rule);
-    an older certificate in the database is never installed over a newer one."""
+def test_reissue_within_an_hour_is_installed_but_never_an_older_one(world: AgentWorld) -> None:
+    """The seed's hour of tolerance only guards against going backwards: a certificate reissued
+    50 minutes after the installed one is a different certificate and is installed (it used to be
+    "up to date" forever); one that expires more than an hour before the installed one never
+    replaces it."""
     world.add(NAME)
     start = dt.datetime.now(UTC) - dt.timedelta(minutes=5)
     world.issue(NAME, start=start, days=60)
     world.write_config(world.entry(NAME))
-    world.run("run")
-    installed = (world.ssl / "certs" / f"{NAME}.crt").read_bytes()
+    assert world.run("run").by_name(NAME)["status"] == "installed"
 
-    world.issue(NAME, start=start + dt.timedelta(minutes=50), days=60)
+    reissued = world.issue(NAME, start=start + dt.timedelta(minutes=50), days=60)
+    out = world.run("run")
+    result = out.by_name(NAME)
+    assert result["status"] == "installed" and "reissued certificate" in result["message"], result
+    crt = world.ssl / "certs" / f"{NAME}.crt"
+    assert Certificate.load(crt.read_bytes()).fingerprint == reissued.fingerprint
     assert world.run("run").by_name(NAME)["status"] == "up-to-date"
+
+    installed = crt.read_bytes()
     world.issue(NAME, start=start, days=30)
     out = world.run("run")
+    assert out.exit_code == 0
     assert out.by_name(NAME)["status"] == "skipped" and "newer than the database" in \
         out.by_name(NAME)["message"]
-    assert (world.ssl / "certs" / f"{NAME}.crt").read_bytes() == installed
+    assert crt.read_bytes() == installed
 
 
 def test_disabled_row_and_row_without_certificate_are_skipped(world: AgentWorld) -> None:

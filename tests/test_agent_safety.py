@@ -7,6 +7,7 @@ file systems are real mounts (a read-only bind mount, a 64 KiB tmpfs): the tests
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -64,6 +65,10 @@ def test_key_mismatch_installs_nothing(world: AgentWorld, smtp: tuple[Mailbox, i
     result = assert_failed(world, before, "does not match the private key", smtp)
     assert str(other) in str(result["message"])
     assert "lecentral-install csr" in str(result["message"])
+    status = world.run("status", "--json")  # says what the run will do: refuse, not "to install"
+    (row,) = json.loads(status.stdout)["certs"]
+    assert status.exit_code == 1 and "the next run will refuse it" in row["error"], row
+    assert "does not match the private key" in row["error"]
 
 
 def test_certificate_for_another_name_is_refused(world: AgentWorld, smtp: tuple[Mailbox, int]) -> None:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 #: sub-commands, imported only when used
 COMMANDS = {
-    "run": ("lecentral.cli.agent_commands:run", "Install what is newer in the database (cron/timer)."),
+    "run": ("lecentral.cli.agent_commands:run", "Install the database's certificates (cron/timer)."),
     "status": ("lecentral.cli.agent_commands:status",
                "Installed vs database vs served, for each certificate."),
     "csr": ("lecentral.cli.agent_commands:csr", "Make the private key here and a CSR for the central host."),
@@ -68,8 +68,8 @@ def main(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool)
     """Install certificates from the central lecentral database on this server.
 
     Run hourly or daily from a systemd timer or cron. For each [[cert]] of install.toml it
-    installs the certificate in the database if it is enabled, not expired and newer than the
-    installed one: checks it against the local private key first, switches the files as a set,
+    installs the certificate in the database if it is enabled, not expired and not the installed
+    one (never an older one): checks it against the local private key first, switches the files as a set,
     reloads the service, verifies the new certificate is served, and rolls back and alerts if
     anything fails. The private key never leaves this server.
 

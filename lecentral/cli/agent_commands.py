@@ -38,12 +38,13 @@ def _date(ts: int | None) -> str:
 @guarded
 def run(app: AgentApp, names: tuple[str, ...], dry_run: bool, keep: int | None, quiet: bool,
         as_json: bool) -> None:
-    """Install the newer certificates of every configured NAME (or only those given).
+    """Install the database's certificate of every configured NAME (or only those given).
 
-    For each one: if enabled in the database, not expired and newer than the installed one (by
-    an hour or more), check it against the local key, its name and its chain, back up the current
-    files, switch the new set in atomically, run the config test and the reload, and verify the
-    service presents it. Any failure puts the previous files back and alerts.
+    For each one: if enabled in the database, not expired, not the installed one and not older
+    than it by an hour or more, check it against the local key (or a staged KEY.next), its name
+    and its chain, back up the current files, switch the new set in atomically, run the config
+    test and the reload, and verify the service presents it. Any failure puts the previous files
+    back and alerts.
 
     Exit status: 0 when everything is installed or up to date, 1 when a certificate failed or was
     rolled back, 2 configuration error, 4 database unreachable (nothing touched), 7 another run
@@ -106,21 +107,31 @@ def _status_row(r: dict[str, Any]) -> list[str]:
 @click.argument("name")
 @click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The private key: reused if it exists, else made here (mode 0600).")
+@click.option("--rotate", is_flag=True,
+              help="Make a new key in KEY.next for this CSR; the agent switches key and certificate "
+                   "together when the certificate arrives (a pending KEY.next is reused).")
 @click.option("--san", "sans", multiple=True, metavar="NAME", help="Another name (repeatable).")
 @click.option("--rsa", "rsa_bits", type=click.Choice(["2048", "3072", "4096"]),
               help="Make an RSA key of this size [default for a new key: 2048].")
 @click.option("--ec", "curve", type=click.Choice(["p256", "p384"]), help="Make an ECDSA key on this curve.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the CSR to this file instead of stdout.")
-@click.option("--force", is_flag=True, help="Replace an existing key with a new one.")
+@click.option("--force", is_flag=True,
+              help="A fresh new key: like --rotate, but never reusing a pending KEY.next. The live "
+                   "key is never replaced at once.")
 @guarded
 def csr(name: str, key_path: Path, sans: tuple[str, ...], rsa_bits: str | None, curve: str | None,
-        out: Path | None, force: bool) -> None:
+        out: Path | None, rotate: bool, force: bool) -> None:
     """Make the private key for NAME here and a CSR to give to the central host.
 
-    An existing key at --key is reused (so the daemon's key stays valid) unless --force; a new one
-    is written atomically with mode 0600. Then, on the central host: `lecentral add NAME --csr
-    FILE` for a new name, or `lecentral set-csr NAME FILE` for a new key.
+    An existing key at --key is reused (so the daemon's key stays valid); a new one is written
+    atomically with mode 0600. Then, on the central host: `lecentral add NAME --csr FILE` for a
+    new name, or `lecentral set-csr NAME FILE` for more names.
+
+    Key rotation is staged: --rotate (or --force) writes the new key to KEY.next and the live key
+    stays in use; after `lecentral set-csr NAME FILE` and `lecentral renew --force NAME` on the
+    central host, `lecentral-install run` switches key and certificate together, and keeps the
+    old key in its backups.
     """
     from lecentral.errors import CsrError
     from lecentral.install.csr import KeySpec, make_csr
@@ -128,7 +139,8 @@ def csr(name: str, key_path: Path, sans: tuple[str, ...], rsa_bits: str | None, 
     if rsa_bits and curve:
         raise CsrError("choose either --rsa or --ec, not both")
     spec = KeySpec("rsa", int(rsa_bits)) if rsa_bits else KeySpec("ec", curve=curve) if curve else None
-    request, what = make_csr(name, list(sans), key_path, spec, force=force)
+    staged = (rotate or force) and key_path.exists()
+    request, what = make_csr(name, list(sans), key_path, spec, force=force, rotate=rotate)
     click.echo(f"{what}; CSR for {', '.join(request.names)} (md5_modulus {request.md5_modulus})",
                err=True)
     if out is None:
@@ -137,8 +149,10 @@ def csr(name: str, key_path: Path, sans: tuple[str, ...], rsa_bits: str | None, 
     from lecentral.install.fileset import replace_atomically
 
     replace_atomically(str(out), request.pem, os.geteuid(), os.getegid(), 0o644)
-    click.echo(f"wrote {out}; on the central host: lecentral add {request.names[0]} --csr {out.name}",
-               err=True)
+    first = request.names[0]
+    then = (f"lecentral set-csr {first} {out.name} and lecentral renew --force {first}" if staged
+            else f"lecentral add {first} --csr {out.name} (or lecentral set-csr {first} {out.name})")
+    click.echo(f"wrote {out}; on the central host: {then}", err=True)
 
 
 @click.command()

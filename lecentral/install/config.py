@@ -40,6 +40,13 @@ FILE_ROLES = ("cert", "chain", "fullchain", "combined")
 COMBINED_PARTS = ("key", "cert", "chain")
 #: a file holding the private key is never readable by more than its owner and group
 KEY_BEARING_MAX_MODE = 0o640
+#: ``lecentral-install csr --rotate`` puts the new key beside the live one, under this suffix
+NEXT_KEY_SUFFIX = ".next"
+
+
+def next_key_path(key: str) -> str:
+    """Where a staged rotation keeps the new key until its certificate is installed."""
+    return key + NEXT_KEY_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,11 @@ class CertEntry:
     @property
     def label(self) -> str:
         return self.name if self.service == "files" else f"{self.name} ({self.service})"
+
+    @property
+    def next_key(self) -> str:
+        """The pending new key of a staged rotation (``KEY.next``), whether it exists or not."""
+        return next_key_path(self.key)
 
     @property
     def files(self) -> dict[str, str]:

@@ -1,8 +1,14 @@
 """``lecentral-install csr``: make the private key on this server and a CSR for the central host.
 
-The key never leaves the server: it is written 0600 (atomically, and never over an existing key
-unless forced), and only the CSR is handed to ``lecentral add`` / ``lecentral set-csr``. An existing
-key is reused, so a new CSR (more names) keeps the key the daemon already has.
+The key never leaves the server: it is written 0600 (atomically, and never over an existing key),
+and only the CSR is handed to ``lecentral add`` / ``lecentral set-csr``. An existing key is reused,
+so a new CSR (more names) keeps the key the daemon already has.
+
+A new key for a name in use is staged (``--rotate``, and ``--force`` on an existing key): it is
+written to ``KEY.next`` and the live key stays until the agent installs a certificate for the new
+key, then switches both together (:mod:`lecentral.install.fileset`). Replacing the live key at
+once would leave the installed certificate without its key until then: the daemon would fail at
+its next restart.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from lecentral.certificates import Csr, check_name, key_description
 from lecentral.errors import CsrError
+from lecentral.install.config import next_key_path
 from lecentral.install.fileset import fsync_dir, temp_name, write_new
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -90,6 +97,17 @@ def write_key(path: Path, key: PrivateKey, *, force: bool) -> None:
     fsync_dir(str(path.parent))
 
 
+def spec_of(key: PrivateKey) -> KeySpec:
+    """The spec of an existing key (a rotation keeps the type and size unless told otherwise)."""
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size in RSA_SIZES:
+        return KeySpec("rsa", key.key_size)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        for curve, cls in CURVES.items():
+            if key.curve.name == cls().name:
+                return KeySpec("ec", curve=curve)
+    return KeySpec()
+
+
 def build_csr(names: list[str], key: PrivateKey) -> Csr:
     """A CSR with CN = names[0] and every name as a DNS subjectAltName, signed with SHA-256."""
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
@@ -101,20 +119,57 @@ def build_csr(names: list[str], key: PrivateKey) -> Csr:
 
 
 def make_csr(name: str, sans: list[str], key_path: Path, spec: KeySpec | None,
-             *, force: bool) -> tuple[Csr, str]:
+             *, force: bool, rotate: bool = False) -> tuple[Csr, str]:
     """Make (or reuse) the key at ``key_path`` and a CSR for ``name`` + ``sans``.
 
-    ``spec`` None means "the default for a new key, any type for an existing one". Returns the CSR
-    and a sentence saying what happened to the key.
+    ``spec`` None means "the default for a new key, any type for an existing one". ``rotate``, or
+    ``force`` when the key exists, stages a new key in ``KEY.next`` (:func:`rotate_key`). Returns
+    the CSR and a sentence saying what happened to the key.
     """
     names = list(dict.fromkeys(check_name(n) for n in [name, *sans]))
-    if key_path.exists() and not force:
+    if key_path.exists() and (rotate or force):
+        return rotate_key(names, key_path, spec, fresh=force)
+    if rotate:
+        raise CsrError(f"private key {key_path} does not exist, so there is nothing to rotate; "
+                       "leave out --rotate to make the first key")
+    if key_path.exists():
         key = load_key(key_path)
         if spec is not None and not spec.matches(key):
             raise CsrError(f"private key {key_path} is {key_description(key.public_key())}, not "
-                           f"{spec.describe()}; pass --force to replace it with a new key")
-        return build_csr(names, key), f"reused the existing key {key_path} ({key_description(key.public_key())})"
+                           f"{spec.describe()}; pass --rotate to change to a new key")
+        pending = next_key_path(str(key_path))
+        note = (f"; note: the new key {pending} is pending (csr --rotate), this CSR is for the live "
+                "key, add --rotate for one for the new key" if os.path.lexists(pending) else "")
+        return build_csr(names, key), (f"reused the existing key {key_path} "
+                                       f"({key_description(key.public_key())}){note}")
     spec = spec or KeySpec()
     key = spec.generate()
-    write_key(key_path, key, force=force)
+    write_key(key_path, key, force=False)
     return build_csr(names, key), f"made a new {spec.describe()} key {key_path} (mode 0600)"
+
+
+def rotate_key(names: list[str], key_path: Path, spec: KeySpec | None,
+               *, fresh: bool) -> tuple[Csr, str]:
+    """A CSR for a new key in ``KEY.next``; the live key at ``key_path`` is left as it is.
+
+    A pending ``KEY.next`` is reused (its CSR may already be on the central host) unless
+    ``fresh``. The new key has the live key's type unless ``spec`` says otherwise.
+    """
+    pending = Path(next_key_path(str(key_path)))
+    after = (f"{key_path} stays in use until `lecentral-install run` installs a certificate for the "
+             "new key, then both are switched together (the old key is kept in the agent's backups)")
+    if pending.exists() and not fresh:
+        key = load_key(pending)
+        if spec is not None and not spec.matches(key):
+            raise CsrError(f"the pending new key {pending} is {key_description(key.public_key())}, "
+                           f"not {spec.describe()}; pass --force to replace it with a fresh one")
+        return build_csr(names, key), (f"reused the pending new key {pending} "
+                                       f"({key_description(key.public_key())}); {after}")
+    if spec is None:
+        try:
+            spec = spec_of(load_key(key_path))
+        except CsrError:  # the live key is unreadable: that may be why it is rotated
+            spec = KeySpec()
+    key = spec.generate()
+    write_key(pending, key, force=True)
+    return build_csr(names, key), f"made a new {spec.describe()} key {pending} (mode 0600); {after}"

@@ -1,8 +1,8 @@
 """The install engine behind ``lecentral-install run``: the seed's install_cert.pl, made safe.
 
 For each configured certificate: finish what a killed run left, read the row, decide (enabled, not
-expired, newer by an hour or more), check everything before touching a file, switch the files as
-a set, test the daemon's config, activate, verify the served fingerprint, and on any failure put
+expired, not the installed certificate: :mod:`lecentral.install.decide`), check everything before
+touching a file, switch the files as a set, test the daemon's config, activate, verify the served fingerprint, and on any failure put
 the previous files back, activate them and verify they are served. Every outcome is one
 :class:`Result`, a notification and an event; one certificate's failure never stops the others.
 """
@@ -34,7 +34,7 @@ from lecentral.install.config import (
     InstallConfig,
     notify_settings,
 )
-from lecentral.install.decide import decide, precheck, when
+from lecentral.install.decide import compare, precheck, when
 from lecentral.install.fileset import LocalFiles
 from lecentral.interfaces import Installer, Service
 from lecentral.types import Notification
@@ -201,10 +201,17 @@ class Agent:
             raise InstallError(f"no certificate named {entry.name} in the database; add it on the "
                                f"central host (lecentral add) or fix the name in {self.config.path}")
         now = self.clock()
-        decision = decide(entry, row, installer.installed(), installer.missing(), now)
+        decision = compare(entry, row, installer, now)
         if not decision.install:
+            if decision.skip_status == "failed":  # wrong now, nothing to repair it with: alert
+                raise InstallError(decision.reason)
             return Result(entry.name, entry.service, decision.skip_status, decision.reason)
-        new = precheck(entry, row, now)
+        new = precheck(entry, row, now, decision.key)
+        if decision.key == entry.next_key and not installer.stage_key(entry.next_key):
+            raise InstallError(
+                f"the certificate in the database is for the new key {entry.next_key}, and the "
+                f"{entry.service} service cannot switch keys itself: move {entry.next_key} over "
+                f"{entry.key} by hand (mv), then run again; nothing was installed")
         leaf = Certificate.load(new.crt)
         if self.dry_run:
             plan = installer.plan(new) + self._action_plan(entry, service)

@@ -15,6 +15,12 @@ was written), so the set is the new one, and the engine activates it. A rollback
 ``restoring`` then ``restored``) is just as repeatable. A symlink or non-regular file at a target
 path is refused before anything is written; renames replace the path itself, never a link's target.
 
+A staged key rotation (``lecentral-install csr --rotate`` wrote ``KEY.next``; the database's
+certificate is for it) adds the private key itself to the set: the new key is written over ``KEY``
+with the old key's owner and mode, in the same journaled switch as the certificate, so key and
+certificate never disagree; the old key goes into the backup generation like any replaced file, and
+``KEY.next`` is removed only when the engine commits the new set (a rollback keeps it for the next run).
+
 A service may ask for ``copies``: more paths holding the same bytes as one of the entry's files (or
 as its private key), such as Postfix's copies inside its chroot. They are targets like the others,
 journaled, backed up, switched and restored with the set, so they never disagree with the originals.
@@ -189,6 +195,7 @@ class LocalFiles(Installer):
         self.journal = Journal(workdir, entry.name)
         self.journal_path = self.journal.path
         self.copies = dict(copies or {})
+        self.next_key: str | None = None  # a staged rotation's new key, switched in with the set
         for path, role in self.copies.items():
             if role != "key" and role not in entry.files:
                 raise InstallError(f"{entry.name}: copy {path} of {role!r}, which this entry does not write")
@@ -199,6 +206,8 @@ class LocalFiles(Installer):
     def targets(self) -> list[tuple[str, str, str]]:
         """(journal role, path, role whose content it gets) for every file of the set."""
         own = [(role, path, role) for role, path in self.entry.files.items()]
+        if self.next_key:
+            own.append(("key", self.entry.key, "key"))
         return own + [(f"{role}.copy{i}", path, role)
                       for i, (path, role) in enumerate(self.copies.items(), 1)]
 
@@ -214,11 +223,23 @@ class LocalFiles(Installer):
         journal = self.journal.read()
         return journal["state"] if journal else None
 
+    def stale(self, new: IssuedCertificate) -> list[str]:
+        """Existing files of the set whose bytes differ from what ``new`` would write (the missing
+        ones are :meth:`missing`'s)."""
+        contents = self._contents(new)
+        return [path for _, path, role in self.targets()
+                if (data := read_nofollow(path)) is not None and data != contents[role]]
+
+    def stage_key(self, path: str) -> bool:
+        self.next_key = path
+        return True
+
     # -- planning ----------------------------------------------------------------------------
 
     def _contents(self, new: IssuedCertificate) -> dict[str, bytes]:
         parts = {"cert": new.crt, "chain": new.ca}
-        if ("key" in self.entry.combined_order and self.entry.combined) or "key" in self.copies.values():
+        if (self.next_key or ("key" in self.entry.combined_order and self.entry.combined)
+                or "key" in self.copies.values()):
             parts["key"] = self._key()
         return {
             "cert": new.crt, "chain": new.ca, "fullchain": new.crt + new.ca, "key": parts.get("key", b""),
@@ -226,10 +247,12 @@ class LocalFiles(Installer):
         }
 
     def _key(self) -> bytes:
+        """The key the set holds: the staged new key during a rotation, else the live one."""
+        path = self.next_key or self.entry.key
         try:
-            data = Path(self.entry.key).read_bytes()
+            data = Path(path).read_bytes()
         except OSError as exc:
-            raise InstallError(f"cannot read private key {self.entry.key}: {exc.strerror}") from None
+            raise InstallError(f"cannot read private key {path}: {exc.strerror}") from None
         return data if data.endswith(b"\n") else data + b"\n"
 
     def _planned(self, new: IssuedCertificate) -> list[Planned]:
@@ -248,10 +271,15 @@ class LocalFiles(Installer):
         return planned
 
     def _key_owner_mode(self) -> tuple[int, int, int]:
+        """The live key's owner and mode (a rotation's new key takes them over; the live key
+        gone, the new key's own)."""
+        path = self.entry.key
+        if self.next_key and not os.path.lexists(path):
+            path = self.next_key
         try:
-            st = os.stat(self.entry.key)
+            st = os.stat(path)
         except OSError as exc:
-            raise InstallError(f"cannot read private key {self.entry.key}: {exc.strerror}") from None
+            raise InstallError(f"cannot read private key {path}: {exc.strerror}") from None
         return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode) & KEY_BEARING_MAX_MODE
 
     def _owner_mode(self, role: str, st: os.stat_result | None) -> tuple[int, int, int]:
@@ -272,7 +300,10 @@ class LocalFiles(Installer):
     def plan(self, new: IssuedCertificate) -> list[str]:
         lines = []
         for p in self._planned(new):
-            if p.changed:
+            if p.changed and p.role == "key":
+                lines.append(f"write {p.path} (key: the new key {self.next_key}, uid {p.uid} gid "
+                             f"{p.gid} mode {p.mode:04o}; the old key goes to the backups)")
+            elif p.changed:
                 lines.append(f"write {p.path} ({p.role}, uid {p.uid} gid {p.gid} mode {p.mode:04o})")
             else:
                 lines.append(f"keep {p.path} ({p.role} unchanged)")
@@ -288,6 +319,8 @@ class LocalFiles(Installer):
         journal: dict[str, Any] = {"state": "staging", "backup": str(generation), "files": [
             {"role": p.role, "path": p.path, "temp": temp_name(p.path), "existed": p.existed,
              "sha256": _sha256(p.data)} for p in todo]}
+        if self.next_key:
+            journal["retire"] = self.next_key  # removed at commit, once the new set is served
         self.journal.save(journal)
         try:
             self._backup(todo, generation)
@@ -406,8 +439,28 @@ class LocalFiles(Installer):
                            f"files of {self.entry.name} by hand, then delete it")
 
     def commit(self) -> None:
+        journal = self.journal.read()
+        if journal and journal["state"] == "switched" and journal.get("retire"):
+            self._retire(journal["retire"])
         self.journal.drop()
         backups = self.workdir / "backups"
         generations = sorted(backups.iterdir()) if backups.is_dir() else []
         for old in generations[:-self.keep]:
             shutil.rmtree(old, ignore_errors=True)
+
+    def _retire(self, path: str) -> None:
+        """A rotation's new key is live in ``key``: remove ``KEY.next`` (the old key is in the
+        backups). Left alone, with a warning, if it is not the key now in place (made again since)."""
+        try:
+            pending, live = read_nofollow(path), read_nofollow(self.entry.key)
+        except InstallError as exc:
+            log.warning("%s: %s; %s left in place", self.entry.name, exc, path)
+            return
+        if pending is None:
+            return  # an earlier, interrupted commit removed it
+        if live is None or pending.rstrip(b"\n") != live.rstrip(b"\n"):
+            log.warning("%s: %s is not the key now in %s (a newer rotation?); left in place",
+                        self.entry.name, path, self.entry.key)
+            return
+        _unlink(path)
+        fsync_dir(os.path.dirname(path))

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lecentral.certificates import Certificate, now_ts
-from lecentral.errors import LecentralError, StoreError
+from lecentral.errors import InstallError, LecentralError, StoreError
 from lecentral.install.config import CertEntry, InstallConfig
-from lecentral.install.decide import decide
+from lecentral.install.decide import compare, precheck
 from lecentral.install.fileset import LocalFiles
 
 if TYPE_CHECKING:
@@ -43,6 +43,15 @@ def _rows(config: InstallConfig, registry: Registry) -> tuple[dict[str, CertRow 
         return {}, str(exc)
 
 
+def _refusal(entry: CertEntry, row: CertRow, key: str) -> str | None:
+    """Why the next run will refuse the database's certificate (its pre-checks), or None."""
+    try:
+        precheck(entry, row, now_ts(), key)
+    except InstallError as exc:
+        return f"the next run will refuse it: {exc}"
+    return None
+
+
 def entry_status(entry: CertEntry, row: CertRow | None, db_error: str | None,
                  registry: Registry, state_dir: Path) -> dict[str, Any]:
     """One entry's status as a plain dict (the ``--json`` shape)."""
@@ -64,8 +73,12 @@ def entry_status(entry: CertEntry, row: CertRow | None, db_error: str | None,
         else:
             out["database"] = {"enable": row.enable, "problems": list(row.problems),
                                **(_cert_info(row.crt, f"crt of {row.name}") or {})}
-            decision = decide(entry, row, installed, installer.missing(), now_ts())
+            decision = compare(entry, row, installer, now_ts())
             out["state"] = f"to install: {decision.reason}" if decision.install else decision.reason
+            if decision.skip_status == "failed" and not decision.install:
+                out["error"] = decision.reason  # the installed set is wrong: exit 1, never "up to date"
+            elif decision.install:
+                out["error"] = _refusal(entry, row, decision.key)
         if pending:
             out["state"] = f"interrupted run to finish (journal {pending}); {out['state']}"
         for url in service.verify_urls(entry):

@@ -90,6 +90,20 @@ class TestCA:
                      .sign(self.key, hashes.SHA256()))
         self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
 
+    def reissued(self) -> bytes:
+        """This CA's certificate signed again (same key and subject, another serial and validity):
+        a new ``ca`` column, and so ``md5_ca``, that still verifies the leaves already signed."""
+        now = dt.datetime.now(UTC)
+        cert = (x509.CertificateBuilder().subject_name(self.cert.subject).issuer_name(self.cert.subject)
+                .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(days=1))
+                .not_valid_after(now + dt.timedelta(days=3000))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()),
+                               critical=False)
+                .sign(self.key, hashes.SHA256()))
+        return cert.public_bytes(serialization.Encoding.PEM)
+
     def sign(self, csr_pem: bytes, *, days: float = 90, start: dt.datetime | None = None) -> bytes:
         """A PEM leaf for the CSR's key and names, valid from ``start`` (now) for ``days``."""
         csr = Csr.load(csr_pem)

@@ -170,6 +170,15 @@ class EsxiFiles(Installer):
         return [f"{self.target.where}:{self.remote(n)}" for n in (CRT, KEY)
                 if probe.kinds.get(n, "missing") == "missing"]
 
+    def stale(self, new: IssuedCertificate) -> list[str]:
+        """rui.crt when its bytes are not what the new pair would hold (with ``crt_chain``: a
+        new CA chain behind the same leaf)."""
+        probe = self._probe or self._probe_host()
+        crt = _pem(new.crt, "the certificate") + (_pem(new.ca, "the CA chain") if self.crt_chain else b"")
+        if probe.crt is None or probe.crt == crt:
+            return []
+        return [f"{self.target.where}:{self.remote(CRT)}"]
+
     # -- the journal: the local file sets' own (one implementation of journal.json) ------------
 
     def _drop_journal(self) -> None:

@@ -127,6 +127,38 @@ class TestEsxi(ServiceContract):
         assert contract.snapshot() == local
         contract.wait_presented(first.fingerprint)
 
+    def test_a_new_chain_is_pushed_and_a_staged_key_is_left_to_the_operator(self, contract: Contract) -> None:
+        """A new CA chain behind the same leaf is pushed again (rui.crt holds leaf + chain). A
+        staged rotation (``csr --rotate``: KEY.next) cannot be switched by this service, which
+        pushes the management host's key file: the run fails naming the manual step, nothing is
+        pushed; after ``mv KEY.next KEY`` the next run pushes the new pair."""
+        import os
+
+        self._first_install(contract)
+        host, world, name = self.host(contract), contract.world, contract.name
+        row = world.store.get(name)
+        assert row is not None and row.crt
+        chain = world.ca.reissued()
+        world.store.save_issued(name, row.crt, chain, row.ts_expire, row.ts_last_update)
+        result = contract.run()
+        assert result["status"] == "installed" and "new CA chain" in result["message"], result
+        assert host.pair()[0] == row.crt + chain
+        assert contract.run()["status"] == "up-to-date"
+
+        key = contract.files.key
+        pending = key.with_name(key.name + ".next")
+        csr, _ = make_csr(name, [], key, None, force=False, rotate=True)
+        world.store.set_csr(name, csr.pem, csr.md5_modulus)  # lecentral set-csr
+        new = world.issue(name, days=60)
+        before = host.pair()
+        result = contract.run()
+        assert result["status"] == "failed" and f"move {pending} over {key}" in result["message"], result
+        assert host.pair() == before
+        os.replace(pending, key)
+        assert contract.run()["status"] == "installed"
+        assert host.pair() == (new.pem + world.ca.pem, key.read_bytes())  # issue() stores the CA's own
+        contract.wait_presented(new.fingerprint)
+
     def test_a_restart_that_always_fails_is_a_failed_rollback_with_the_old_pair_back(
             self, contract: Contract) -> None:
         """hostd's init script fails whatever the certificate: the old pair goes back on the host,

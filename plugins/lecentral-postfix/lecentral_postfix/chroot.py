@@ -81,7 +81,10 @@ class ChrootFiles(LocalFiles):
         if not todo:
             return super().plan(new)
         # the copies' directories do not exist yet: plan the originals alone, then say the rest
-        lines = LocalFiles(self.entry, self.workdir, self.keep).plan(new)
+        originals = LocalFiles(self.entry, self.workdir, self.keep)
+        if self.next_key:
+            originals.stage_key(self.next_key)  # a staged rotation: the key is in the set too
+        lines = originals.plan(new)
         lines += [f"create directory {target} (owner and mode of {mirrored})" for target, mirrored in todo]
         lines += [f"write {copy} (copy of {role} in the Postfix chroot)" for copy, role in self.copies.items()]
         return lines

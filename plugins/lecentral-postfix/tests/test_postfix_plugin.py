@@ -328,6 +328,36 @@ def test_cert_and_key_files_style_copies_the_key_into_the_chroot(files: Mail) ->
     assert not mail.copy_of(mail.combined).exists()
 
 
+def test_staged_key_rotation_switches_the_key_and_its_chroot_copy_with_the_certificate(
+        files: Mail) -> None:
+    """csr --rotate (KEY.next), set-csr, renew: one run switches the key, its copy in the chroot
+    and the certificate together; the chrooted smtpd then serves the new certificate (a TLS
+    handshake only works when key and certificate agree)."""
+    from lecentral.install.csr import make_csr
+
+    mail = files
+    full = mail.cert.with_suffix(".full")
+    mail.placeholder(full)
+    mail.start(ChrootedPostfix, smtpd_tls_chain_files="", smtpd_tls_cert_file=str(full),
+               smtpd_tls_key_file=str(mail.key))
+    entry = mail.entry(combined="", fullchain=str(full))
+    mail.world.issue(NAME, days=30)
+    assert mail.run(entry)["status"] == "installed"
+    csr, _ = make_csr(NAME, [], mail.key, None, force=False, rotate=True)
+    pending = mail.key.with_name(mail.key.name + ".next")
+    new_key = pending.read_bytes()
+    mail.world.store.set_csr(NAME, csr.pem, csr.md5_modulus)  # lecentral set-csr
+    new = mail.world.issue(NAME, days=60)
+
+    result = mail.run(entry)
+
+    assert result["status"] == "installed" and "switched together" in result["message"], result
+    assert mail.key.read_bytes() == new_key and mail.copy_of(mail.key).read_bytes() == new_key
+    assert not pending.exists()
+    mail.postfix.wait_presented(new.fingerprint)
+    assert mail.run(entry)["status"] == "up-to-date"
+
+
 def test_dry_run_in_a_new_chroot_plans_the_directories_and_changes_nothing(chrooted: Mail) -> None:
     mail = chrooted
     mail.world.issue(NAME, days=30)
