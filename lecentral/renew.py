@@ -47,6 +47,7 @@ from lecentral.certificates import (
     load_chain,
     now_ts,
     verify_chain,
+    when,
 )
 from lecentral.errors import LecentralError
 from lecentral.leftovers import Leftover, collecting
@@ -514,7 +515,7 @@ class RenewJob:
         seconds = time.monotonic() - started
         self.progress(row.name, f"issued in {seconds:.2f} s")
         log.info("%s: issued by %s, expires %s", row.name, cert.issuer, cert.not_after)
-        return Outcome(row.name, "issued", f"issued, valid until {_date(cert.not_after)}",
+        return Outcome(row.name, "issued", f"issued, valid until {when(cert.not_after)}",
                        issuer_name, seconds, cert.not_after, 0, number)
 
     def _spool(self, row: CertRow, csr: Csr, crt: bytes, ca: bytes, ts_expire: int,
@@ -584,6 +585,3 @@ class RenewJob:
         if acme_client is not None:
             acme_client.forget_shared()
 
-
-def _date(ts: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lecentral.certificates import Certificate, now_ts
+from lecentral.certificates import Certificate, now_ts, when
 from lecentral.errors import (
     ConfigError,
     InstallError,
@@ -34,7 +34,7 @@ from lecentral.install.config import (
     InstallConfig,
     notify_settings,
 )
-from lecentral.install.decide import compare, precheck, when
+from lecentral.install.decide import compare, precheck
 from lecentral.install.fileset import LocalFiles
 from lecentral.interfaces import Installer, Service
 from lecentral.types import Notification
