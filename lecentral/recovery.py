@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from lecentral.certificates import now_ts, when
 from lecentral.errors import LecentralError
-from lecentral.leftovers import HTTP01_FILE, Leftover, clean, this_host
+from lecentral.host import this_host
+from lecentral.leftovers import HTTP01_FILE, Leftover, clean
 from lecentral.types import Notification
 
 if TYPE_CHECKING:

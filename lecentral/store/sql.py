@@ -7,7 +7,6 @@ import dataclasses
 import json
 import logging
 import os
-import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from lecentral.certificates import load_chain, md5_ca, now_ts
 from lecentral.config import mask_url
 from lecentral.errors import CsrError, StoreError
+from lecentral.host import this_host
 from lecentral.interfaces import Store
 from lecentral.leftovers import Leftover
 from lecentral.store import renewlock
@@ -38,7 +38,6 @@ from lecentral.store.schema import leftovers as leftover_table
 
 log = logging.getLogger(__name__)
 
-HOST = socket.getfqdn()
 
 
 def _reason(exc: SQLAlchemyError) -> str:
@@ -195,7 +194,7 @@ class SqlStore(Store):
     # -- writing ---------------------------------------------------------------------------------------
 
     def _event(self, conn: Connection, name: str, kind: str, message: str, now: int) -> None:
-        conn.execute(insert(events).values(ts=now or now_ts(), name=_dns(name), kind=kind, host=HOST,
+        conn.execute(insert(events).values(ts=now or now_ts(), name=_dns(name), kind=kind, host=this_host(),
                                            message=message[:60000]))
 
     def add(self, row: CertRow) -> None:
