@@ -49,7 +49,7 @@ from lecentral.certificates import (
     verify_chain,
     when,
 )
-from lecentral.errors import LecentralError
+from lecentral.errors import CsrError, LecentralError
 from lecentral.leftovers import Leftover, collecting
 from lecentral.spool import CertSpool, Spooled
 from lecentral.types import Notification
@@ -501,6 +501,11 @@ class RenewJob:
         with self._write_lock:
             try:
                 self.store.save_issued(row.name, issued.crt, issued.ca, cert.not_after, now)
+            except CsrError as exc:  # the row changed under us: this certificate is of no use
+                if spooled is not None:
+                    self.spool.remove(spooled)
+                return self._failed(row, issuer_name, f"refused: {exc}", "refused", started,
+                                    number, record=False)
             except LecentralError as exc:
                 kept = (f"it is kept in {spooled.path} and the next run saves it without a new "
                         "order"
@@ -538,8 +543,9 @@ class RenewJob:
                     count = self.store.record_failure(row.name, error, now_ts())
                 except LecentralError as exc:
                     log.error("%s: the failure could not be recorded: %s", row.name, exc)
-            self.registry.emit("lecentral_renew_failed", name=row.name, error=error,
-                               count_fail_update=count or 0)
+        # event hooks hear of every failure, also one the database could not record
+        self.registry.emit("lecentral_renew_failed", name=row.name, error=error,
+                           count_fail_update=count or 0)
         self._notify(row.name, error, count or 0, status)
         self.progress(row.name, f"{status}: {error}")
         return Outcome(row.name, status, error, issuer, time.monotonic() - started,

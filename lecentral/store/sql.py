@@ -25,7 +25,13 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from lecentral.certificates import load_chain, md5_ca, now_ts
+from lecentral.certificates import (
+    Certificate,
+    load_chain,
+    md5_ca,
+    normalise_digest,
+    now_ts,
+)
 from lecentral.config import mask_url
 from lecentral.errors import CsrError, StoreError
 from lecentral.host import this_host
@@ -237,8 +243,15 @@ class SqlStore(Store):
     def save_issued(self, name: str, crt: bytes, ca: bytes, ts_expire: int, now: int) -> None:
         with self._begin(f"saving the new certificate of {name}") as conn:
             key = self._need(conn, name)
-            previous = conn.execute(select(certs.c.ca).where(certs.c.name == key)
-                                    .with_for_update()).scalar()
+            previous, modulus = conn.execute(select(certs.c.ca, certs.c.md5_modulus)
+                                             .where(certs.c.name == key).with_for_update()).one()
+            leaf = Certificate.load(crt, f"the certificate issued for {name}").md5_modulus
+            if normalise_digest(str(modulus)) != leaf:
+                # lecentral set-csr ran while the CA was issuing: this certificate goes with the
+                # old key, which the server no longer has
+                raise CsrError(f"{name}: its CSR was replaced while this certificate was being "
+                                 f"issued (md5_modulus is now {modulus}, the certificate's key "
+                                 f"{leaf}); not saved: the next renew orders one for the new CSR")
             # old_crt is assigned before crt: MySQL evaluates SET left to right, the others use
             # the old values throughout; either way old_crt receives the previous certificate.
             values: dict[Any, Any] = {certs.c.old_crt: certs.c.crt}
