@@ -371,3 +371,21 @@ def test_rollback_that_cannot_write_is_finished_by_the_next_run(world: AgentWorl
     assert tree(world.ssl) == before
     assert reloads.read_text().count("reload") == 2
     assert not temp_files(world.ssl)
+
+
+def test_missing_sqlite_file_is_never_created(world: AgentWorld, smtp: tuple[Mailbox, int]) -> None:
+    """A typo in the SQLite path: exit 4 and an alert naming the file; no empty database is made
+    (which would read as "no such certificate" forever after)."""
+    before = installed_once(world)
+    typo = world.workdir / "lecentral.dbb"
+    world.write_config(world.entry(NAME), database=f"sqlite:///{typo}")
+
+    out = world.run("run")
+
+    assert out.exit_code == 4, out.stdout + out.stderr
+    assert f"database file {typo} does not exist; check [database] url" in out.stderr
+    assert not typo.exists()
+    assert tree(world.ssl) == before
+    assert any("cannot read the certificate database" in s for s in smtp[0].subjects())
+    bodies = "".join(m.get_payload(decode=True).decode() for m in smtp[0].messages)
+    assert f"database file {typo} does not exist" in bodies
