@@ -10,14 +10,18 @@ import logging
 import logging.handlers
 import smtplib
 import socket
+import time
 from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lecentral.hookspecs import hookimpl
 from lecentral.interfaces import Notifier
 from lecentral.types import Notification, NotifierType
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
 def split_host_port(value: str, default_port: int) -> tuple[str, int]:
@@ -28,8 +32,41 @@ def split_host_port(value: str, default_port: int) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class _DeadlineSMTP(smtplib.SMTP):
+    """smtplib's ``timeout`` bounds each socket operation, so a relay answering every command
+    slowly (one RCPT per recipient) could take it many times over; this bounds the whole
+    conversation: before each command and each reply, the socket gets only what is left."""
+
+    def __init__(self, host: str, port: int, deadline: float) -> None:
+        self.deadline = deadline
+        super().__init__(host, port, timeout=self._left())
+
+    def _left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        return left
+
+    def _arm(self) -> None:
+        sock = getattr(self, "sock", None)
+        if sock is not None:
+            sock.settimeout(self._left())
+
+    def send(self, s: ReadableBuffer | str) -> None:
+        self._arm()
+        super().send(s)
+
+    def getreply(self) -> tuple[int, bytes]:
+        self._arm()
+        return super().getreply()
+
+
 class MailNotifier(Notifier):
-    """Sends each notification as a plain-text mail through an SMTP relay."""
+    """Sends each notification as a plain-text mail through an SMTP relay.
+
+    ``timeout`` (``smtp_timeout``) is the deadline for the whole delivery to every recipient,
+    not for each step. A recipient the relay refuses is an error, even if others accepted it.
+    """
 
     def __init__(self, mail_to: list[str], mail_from: str, smtp: str, timeout: float) -> None:
         self.mail_to = mail_to
@@ -45,12 +82,21 @@ class MailNotifier(Notifier):
         msg["Date"] = formatdate(localtime=True)
         msg["Message-ID"] = make_msgid(domain=socket.getfqdn())
         msg.set_content(f"{notification.body}\n\n-- \nlecentral on {socket.getfqdn()}\n")
+        deadline = time.monotonic() + self.timeout
+        where = f"mail to {', '.join(self.mail_to)} through {self.host}:{self.port}"
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
-                smtp.send_message(msg)
+            with _DeadlineSMTP(self.host, self.port, deadline) as smtp:
+                refused = smtp.send_message(msg)
         except (OSError, smtplib.SMTPException) as exc:
-            raise OSError(f"mail to {', '.join(self.mail_to)} through {self.host}:{self.port} "
-                          f"failed: {exc}") from None
+            if time.monotonic() >= deadline:
+                raise OSError(f"{where} failed: not finished within smtp_timeout = "
+                              f"{self.timeout:g}s ({exc})") from None
+            raise OSError(f"{where} failed: {exc}") from None
+        if refused:  # smtplib only raises when every recipient is refused
+            said = "; ".join(f"{rcpt}: {code} {reply.decode(errors='replace')}"
+                             for rcpt, (code, reply) in refused.items())
+            raise OSError(f"{where}: the relay refused {', '.join(refused)} ({said}); the others "
+                          "got it")
 
 
 _PRIORITY = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}

@@ -36,6 +36,7 @@ from lecentral.install.config import (
 )
 from lecentral.install.decide import decide, precheck, when
 from lecentral.install.fileset import LocalFiles
+from lecentral.install.request import OperatorRequest, deliver
 from lecentral.interfaces import Installer, Service
 from lecentral.types import Notification
 
@@ -91,6 +92,7 @@ class Agent:
         self.state_dir = Path(config.agent.state_dir)
         self._store: Store | None = None
         self._host: str | None = None
+        self._requested: set[str] = set()  # entries whose operator request this run already sent
 
     @property
     def host(self) -> str:
@@ -122,7 +124,7 @@ class Agent:
             try:
                 rows = self._read_rows(entries)
                 for entry in entries:
-                    results.append(self._one(entry, rows.get(entry.name)))
+                    results.append(self._with_request(entry, self._one(entry, rows.get(entry.name))))
                 self._reboot_if_asked(entries, results)
             finally:
                 if self._store is not None:
@@ -240,7 +242,10 @@ class Agent:
             return self._rollback(entry, service, installer, activated, str(exc))
         installer.commit()
         paths = paths if paths is not None else list(entry.files.values())
-        self._installed(entry, leaf, paths, reason)
+        unsent = self._installed(entry, leaf, paths, reason)
+        if unsent is not None:
+            return self._unsent(entry, Result(entry.name, entry.service, "failed", reason,
+                                              leaf.fingerprint, leaf.not_after, paths), unsent)
         return Result(entry.name, entry.service, "installed", f"{reason}; {self._after_text(entry, verified)}",
                       leaf.fingerprint, leaf.not_after, paths)
 
@@ -327,19 +332,86 @@ class Agent:
         for error in errors:
             log.warning("could not send the alert %r: %s", subject, error)
 
-    def _installed(self, entry: CertEntry, leaf: Certificate, paths: list[str], reason: str) -> None:
+    def _installed(self, entry: CertEntry, leaf: Certificate, paths: list[str], reason: str) -> str | None:
+        """Alert, event, report; with ``action = "mail"``, return why the request was not sent."""
         body = (f"{entry.label} on {self.host}: {reason}.\n\nExpires: {when(leaf.not_after)}\n"
                 f"SHA-256: {leaf.fingerprint}\nFiles: {', '.join(paths)}\n")
         severity, subject = "info", f"{entry.name}: new certificate installed on {self.host}"
+        unsent = None
         if entry.action == "mail":
-            severity, subject = "warning", f"{entry.name}: restart {entry.service} on {self.host} by hand"
+            subject = f"{entry.name}: restart {entry.service} on {self.host} by hand"
             body += f"\nThe new files are in place; restart {entry.service} on {self.host} to use them.\n"
-        elif entry.action == "reboot":
-            body += "\nThe host reboots at the end of this run.\n"
-        self._alert(severity, subject, body, entry.name)
+            unsent = self._request(entry, Notification("warning", subject, body, entry.name))
+        else:
+            if entry.action == "reboot":
+                body += "\nThe host reboots at the end of this run.\n"
+            self._alert(severity, subject, body, entry.name)
         self.registry.emit("lecentral_cert_installed", name=entry.name, host=self.host, paths=paths,
                            fingerprint=leaf.fingerprint)
         self._report(entry.name, "installed", f"installed on {self.host}, sha256 {leaf.fingerprint}")
+        return unsent
+
+    # -- the operator's request (action = "mail"), kept until a relay takes it -------------------
+
+    def _pending(self, entry: CertEntry) -> OperatorRequest:
+        return OperatorRequest(self.state_dir / "entries" / entry.id)
+
+    def _request(self, entry: CertEntry, note: Notification) -> str | None:
+        """Save the request, send it, drop it once the mail went out; return the error if not."""
+        self._requested.add(entry.id)
+        request, kept = self._pending(entry), ""
+        try:
+            request.save(note)  # first: a run killed while sending still leaves it to send
+        except OSError as exc:
+            kept = f" (and it could not be kept for the next run: {exc.filename}: {exc.strerror})"
+        error = deliver(self.registry, self.settings, note)
+        if error is None:
+            request.drop()
+            return None
+        return error + kept
+
+    def _unsent(self, entry: CertEntry, installed: Result, error: str) -> Result:
+        """Files in place, but nobody was told to restart the daemon: a failure until sent."""
+        message = (f"{installed.message}; the new files are in place, but the request to restart "
+                   f"{entry.service} by hand could NOT be sent: {error}; every run sends it again "
+                   f"until it is delivered ({self._pending(entry).path})")
+        log.error("%s: %s", entry.label, message)
+        self._report(entry.name, "request-unsent", message)
+        installed.message = " ".join(message.split())
+        return installed
+
+    def _with_request(self, entry: CertEntry, result: Result) -> Result:
+        """Send again a request an earlier run could not send; until it goes out, the entry fails."""
+        if entry.id in self._requested:
+            return result
+        request = self._pending(entry)
+        try:
+            note = request.load()
+            if note is None:
+                return result
+            if self.dry_run:
+                result.message += f"; would send again the unsent request in {request.path}"
+                return result
+            if result.status == "installed" and entry.action == "reload":
+                request.drop()  # the daemon was reloaded with the newer files: nothing to ask
+                return result
+            resent = Notification(note.severity, note.subject, "(Sent again: an earlier run could "
+                                  f"not send this request.)\n\n{note.body}", note.name)
+            error = deliver(self.registry, self.settings, resent, mail_only=True)
+            if error is None:
+                request.drop()
+                result.message += "; the request to restart by hand that an earlier run could not " \
+                                  "send was sent now"
+                return result
+        except (OSError, LecentralError) as exc:
+            error = str(exc)
+        message = (f"the request to restart {entry.service} by hand from an earlier run is still "
+                   f"not sent: {error}; every run sends it again until it is delivered "
+                   f"({request.path})")
+        log.error("%s: %s", entry.label, message)
+        status = result.status if result.failed else "failed"
+        return Result(entry.name, entry.service, status, f"{result.message}; {message}",
+                      result.fingerprint, result.expires, result.paths, result.plan)
 
     def _failed(self, entry: CertEntry, error: str, status: str = "failed") -> Result:
         rolled_back = status == "rolled-back"
