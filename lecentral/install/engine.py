@@ -190,12 +190,8 @@ class Agent:
             return self._compare_and_install(entry, row, service, installer)
         except LecentralError as exc:
             return self._failed(entry, str(exc))
-        except OSError as exc:  # the state directory, a plugin's own I/O...
-            return self._failed(entry, f"{exc.filename or 'I/O'}: {exc.strerror or exc}")
-        except Exception as exc:  # a bug (ours or a plugin's) must not stop the other certificates
-            log.exception("%s: unexpected error", entry.label)
-            return self._failed(entry, f"unexpected error {type(exc).__name__}: {exc}; please "
-                                       "report it with the log above")
+        except Exception as exc:  # noqa: BLE001 - a bug (ours or a plugin's) must not stop the others
+            return self._failed(entry, _unexpected(entry, exc))
 
     def _compare_and_install(self, entry: CertEntry, row: CertRow | None, service: Service,
                              installer: Installer) -> Result:
@@ -228,10 +224,14 @@ class Agent:
 
     def _finish(self, entry: CertEntry, service: Service, installer: Installer, reason: str,
                 paths: list[str] | None = None) -> Result:
-        """Config test, activate, verify; roll back on any failure."""
-        leaf = Certificate.load(installer.installed() or b"", f"{entry.cert} just written")
+        """Config test, activate, verify; roll back on any failure.
+
+        Anything raised here, even a plugin's bug, rolls back: the new files are in place, and
+        a journal left "switched" would be finished (not undone) by every later run.
+        """
         activated, verified = False, 0
         try:
+            leaf = Certificate.load(installer.installed() or b"", f"{entry.cert} just written")
             if entry.action in ("reload", "reboot"):
                 service.check_config(entry)
             if entry.action == "reload":
@@ -240,6 +240,8 @@ class Agent:
                 verified = self._verify(entry, service, leaf.fingerprint)
         except LecentralError as exc:
             return self._rollback(entry, service, installer, activated, str(exc))
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            return self._rollback(entry, service, installer, activated, _unexpected(entry, exc))
         installer.commit()
         paths = paths if paths is not None else list(entry.files.values())
         unsent = self._installed(entry, leaf, paths, reason)
@@ -292,8 +294,9 @@ class Agent:
         log.error("%s: %s; rolling back", entry.label, failure)
         try:
             installer.restore()
-        except LecentralError as exc:
-            return self._failed(entry, f"{failure}\n{exc}", "rollback-failed")
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the alert must say ROLLBACK FAILED
+            error = str(exc) if isinstance(exc, LecentralError) else _unexpected(entry, exc)
+            return self._failed(entry, f"{failure}\n{error}", "rollback-failed")
         notes = ["the previous files were put back"]
         try:
             old = installer.installed()
@@ -303,9 +306,11 @@ class Agent:
                 if old is not None and service.verify_urls(entry):
                     self._verify(entry, service, Certificate.load(old).fingerprint)
                     notes.append("it serves the previous certificate again")
-        except LecentralError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the alert must say ROLLBACK FAILED
+            error = str(exc) if isinstance(exc, LecentralError) else _unexpected(entry, exc)
             installer.commit()
-            return self._failed(entry, f"{failure}\n{'; '.join(notes)}, but: {exc}", "rollback-failed")
+            return self._failed(entry, f"{failure}\n{'; '.join(notes)}, but: {error}",
+                                "rollback-failed")
         installer.commit()
         return self._failed(entry, f"{failure}\nRolled back: {'; '.join(notes)}.", "rolled-back")
 
@@ -315,9 +320,10 @@ class Agent:
         try:
             if entry.action == "reload":
                 service.activate(entry)
-        except LecentralError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the alert must say ROLLBACK FAILED
+            error = str(exc) if isinstance(exc, LecentralError) else _unexpected(entry, exc)
             installer.commit()
-            return self._failed(entry, f"{failure}; the previous files are back but: {exc}",
+            return self._failed(entry, f"{failure}; the previous files are back but: {error}",
                                 "rollback-failed")
         installer.commit()
         return self._failed(entry, f"{failure}; the previous files are back and activated",
@@ -455,3 +461,19 @@ class Agent:
         except InstallError as exc:
             self._alert("error", f"reboot of {self.host} failed", f"{exc}\n\nReboot by hand to "
                         "use the new certificates.\n")
+            # the files are in place but not in use: not "installed" (and not exit 0)
+            for r in results:
+                if r.status == "installed" and f"{r.service}-{r.name}" in wanted:
+                    r.status = "failed"
+                    r.message = " ".join(
+                        f"{r.message.replace('the host will reboot', 'the files are in place')}, "
+                        f"but {exc}; reboot by hand to use the new certificate".split())
+
+
+def _unexpected(entry: CertEntry, exc: Exception) -> str:
+    """The message for an exception that is not a LecentralError (a plugin's bug, or ours)."""
+    if isinstance(exc, OSError):  # the state directory, a plugin's own I/O...
+        return f"{exc.filename or 'I/O'}: {exc.strerror or exc}"
+    log.error("%s: unexpected error", entry.label, exc_info=exc)
+    return (f"unexpected error {type(exc).__name__}: {exc} (service {entry.service}); please "
+            "report it with the log above")
