@@ -57,6 +57,13 @@ def test_unsent_request_fails_and_is_sent_by_a_later_run(world: AgentWorld, smtp
     assert stat.S_IMODE(request_file(world).stat().st_mode) == 0o600
     assert any("restart files on" in line for line in syslog.lines())  # syslog had it once
 
+    mail_entry(world, smtp[1])
+    dry = world.run("run", "--dry-run")  # says so, sends nothing
+    assert dry.exit_code == 0 and not smtp[0].messages
+    assert f"would send again the unsent request in {request_file(world)}" in \
+        dry.by_name(NAME)["message"]
+    mail_entry(world, free_port())
+
     again = world.run("run")  # still down: still a failure, not "up-to-date"
     assert again.exit_code == 1
     assert again.by_name(NAME)["status"] == "failed"
@@ -100,10 +107,10 @@ def test_delivered_request_leaves_nothing_pending(world: AgentWorld, smtp: tuple
 
 KILL_WHILE_SENDING = """
 import os, signal, sys
-import lecentral.install.engine as engine
+import lecentral.install.request as request
 def die(*a, **k):
     os.kill(os.getpid(), signal.SIGKILL)  # the power cut, between keeping the request and sending it
-engine.deliver = die
+request.deliver = die
 from lecentral.cli.agent import main
 sys.argv = ["lecentral-install", *sys.argv[1:]]
 main()

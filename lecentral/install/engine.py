@@ -16,9 +16,8 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lecentral.certificates import Certificate, now_ts
 from lecentral.errors import (
@@ -36,7 +35,8 @@ from lecentral.install.config import (
 )
 from lecentral.install.decide import decide, precheck, when
 from lecentral.install.fileset import LocalFiles
-from lecentral.install.request import OperatorRequest, deliver
+from lecentral.install.request import OperatorRequests
+from lecentral.install.result import Result
 from lecentral.interfaces import Installer, Service
 from lecentral.types import Notification
 
@@ -47,35 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FAILED = ("failed", "rolled-back", "rollback-failed")
 VERIFY_PAUSE = 0.25
 VERIFY_MATCHES = 2
-
-
-@dataclass
-class Result:
-    """What happened to one ``[[cert]]`` entry in this run."""
-
-    name: str
-    service: str
-    status: str  # installed, up-to-date, skipped, would-install, failed, rolled-back, rollback-failed
-    message: str
-    fingerprint: str | None = None
-    expires: int | None = None
-    paths: list[str] = field(default_factory=list)
-    plan: list[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> bool:
-        return self.status in FAILED
-
-    def line(self) -> str:
-        """The summary line printed on stdout."""
-        label = self.name if self.service == "files" else f"{self.name} ({self.service})"
-        return f"{label}: {self.status}: {self.message}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Agent:
@@ -92,7 +65,7 @@ class Agent:
         self.state_dir = Path(config.agent.state_dir)
         self._store: Store | None = None
         self._host: str | None = None
-        self._requested: set[str] = set()  # entries whose operator request this run already sent
+        self.requests = OperatorRequests(registry, self.settings, self.state_dir, self._report)
 
     @property
     def host(self) -> str:
@@ -124,7 +97,8 @@ class Agent:
             try:
                 rows = self._read_rows(entries)
                 for entry in entries:
-                    results.append(self._with_request(entry, self._one(entry, rows.get(entry.name))))
+                    results.append(self.requests.resend(entry, self._one(entry, rows.get(entry.name)),
+                                                        self.dry_run))
                 self._reboot_if_asked(entries, results)
             finally:
                 if self._store is not None:
@@ -246,8 +220,8 @@ class Agent:
         paths = paths if paths is not None else list(entry.files.values())
         unsent = self._installed(entry, leaf, paths, reason)
         if unsent is not None:
-            return self._unsent(entry, Result(entry.name, entry.service, "failed", reason,
-                                              leaf.fingerprint, leaf.not_after, paths), unsent)
+            return self.requests.unsent(entry, Result(entry.name, entry.service, "failed", reason,
+                                                      leaf.fingerprint, leaf.not_after, paths), unsent)
         return Result(entry.name, entry.service, "installed", f"{reason}; {self._after_text(entry, verified)}",
                       leaf.fingerprint, leaf.not_after, paths)
 
@@ -347,7 +321,7 @@ class Agent:
         if entry.action == "mail":
             subject = f"{entry.name}: restart {entry.service} on {self.host} by hand"
             body += f"\nThe new files are in place; restart {entry.service} on {self.host} to use them.\n"
-            unsent = self._request(entry, Notification("warning", subject, body, entry.name))
+            unsent = self.requests.send(entry, Notification("warning", subject, body, entry.name))
         else:
             if entry.action == "reboot":
                 body += "\nThe host reboots at the end of this run.\n"
@@ -356,68 +330,6 @@ class Agent:
                            fingerprint=leaf.fingerprint)
         self._report(entry.name, "installed", f"installed on {self.host}, sha256 {leaf.fingerprint}")
         return unsent
-
-    # -- the operator's request (action = "mail"), kept until a relay takes it -------------------
-
-    def _pending(self, entry: CertEntry) -> OperatorRequest:
-        return OperatorRequest(self.state_dir / "entries" / entry.id)
-
-    def _request(self, entry: CertEntry, note: Notification) -> str | None:
-        """Save the request, send it, drop it once the mail went out; return the error if not."""
-        self._requested.add(entry.id)
-        request, kept = self._pending(entry), ""
-        try:
-            request.save(note)  # first: a run killed while sending still leaves it to send
-        except OSError as exc:
-            kept = f" (and it could not be kept for the next run: {exc.filename}: {exc.strerror})"
-        error = deliver(self.registry, self.settings, note)
-        if error is None:
-            request.drop()
-            return None
-        return error + kept
-
-    def _unsent(self, entry: CertEntry, installed: Result, error: str) -> Result:
-        """Files in place, but nobody was told to restart the daemon: a failure until sent."""
-        message = (f"{installed.message}; the new files are in place, but the request to restart "
-                   f"{entry.service} by hand could NOT be sent: {error}; every run sends it again "
-                   f"until it is delivered ({self._pending(entry).path})")
-        log.error("%s: %s", entry.label, message)
-        self._report(entry.name, "request-unsent", message)
-        installed.message = " ".join(message.split())
-        return installed
-
-    def _with_request(self, entry: CertEntry, result: Result) -> Result:
-        """Send again a request an earlier run could not send; until it goes out, the entry fails."""
-        if entry.id in self._requested:
-            return result
-        request = self._pending(entry)
-        try:
-            note = request.load()
-            if note is None:
-                return result
-            if self.dry_run:
-                result.message += f"; would send again the unsent request in {request.path}"
-                return result
-            if result.status == "installed" and entry.action == "reload":
-                request.drop()  # the daemon was reloaded with the newer files: nothing to ask
-                return result
-            resent = Notification(note.severity, note.subject, "(Sent again: an earlier run could "
-                                  f"not send this request.)\n\n{note.body}", note.name)
-            error = deliver(self.registry, self.settings, resent, mail_only=True)
-            if error is None:
-                request.drop()
-                result.message += "; the request to restart by hand that an earlier run could not " \
-                                  "send was sent now"
-                return result
-        except (OSError, LecentralError) as exc:
-            error = str(exc)
-        message = (f"the request to restart {entry.service} by hand from an earlier run is still "
-                   f"not sent: {error}; every run sends it again until it is delivered "
-                   f"({request.path})")
-        log.error("%s: %s", entry.label, message)
-        status = result.status if result.failed else "failed"
-        return Result(entry.name, entry.service, status, f"{result.message}; {message}",
-                      result.fingerprint, result.expires, result.paths, result.plan)
 
     def _failed(self, entry: CertEntry, error: str, status: str = "failed") -> Result:
         rolled_back = status == "rolled-back"

@@ -1,4 +1,4 @@
-"""The request to an operator (``action = "mail"``) that kept until a mail relay took it.
+"""The request to an operator (``action = "mail"``), kept until a mail relay takes it.
 
 With ``action = "mail"`` nobody restarts the daemon but the operator the mail asks to: a request
 lost because the relay was down means the new certificate is never used, and the old one expires
@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lecentral.errors import InstallError
+from lecentral.errors import InstallError, LecentralError
 from lecentral.install.fileset import fsync_dir, replace_atomically
+from lecentral.install.result import Result
 from lecentral.types import Notification
 
 if TYPE_CHECKING:
+    from lecentral.install.config import CertEntry
     from lecentral.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -87,3 +90,75 @@ def deliver(registry: Registry, settings: dict[str, Any], notification: Notifica
         if is_mail:
             error = None
     return error
+
+
+class OperatorRequests:
+    """One run's ``action = "mail"`` requests: sent and kept, or sent again from an earlier run."""
+
+    def __init__(self, registry: Registry, settings: dict[str, Any], state_dir: Path,
+                 report: Callable[[str, str, str], None]) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.state_dir = state_dir
+        self.report = report  # the agent's optional central event log
+        self.sent: set[str] = set()  # entries whose request this run already sent
+
+    def pending(self, entry: CertEntry) -> OperatorRequest:
+        return OperatorRequest(self.state_dir / "entries" / entry.id)
+
+    def send(self, entry: CertEntry, note: Notification) -> str | None:
+        """Keep the request, send it, drop it once the mail went out; return the error if not."""
+        self.sent.add(entry.id)
+        request, kept = self.pending(entry), ""
+        try:
+            request.save(note)  # first: a run killed while sending still leaves it to send
+        except OSError as exc:
+            kept = f" (and it could not be kept for the next run: {exc.filename}: {exc.strerror})"
+        error = deliver(self.registry, self.settings, note)
+        if error is None:
+            request.drop()
+            return None
+        return error + kept
+
+    def unsent(self, entry: CertEntry, installed: Result, error: str) -> Result:
+        """Files in place, but nobody was told to restart the daemon: a failure until sent."""
+        message = (f"{installed.message}; the new files are in place, but the request to restart "
+                   f"{entry.service} by hand could NOT be sent: {error}; every run sends it again "
+                   f"until it is delivered ({self.pending(entry).path})")
+        log.error("%s: %s", entry.label, message)
+        self.report(entry.name, "request-unsent", message)
+        installed.message = " ".join(message.split())
+        return installed
+
+    def resend(self, entry: CertEntry, result: Result, dry_run: bool) -> Result:
+        """Send again a request an earlier run could not send; until it goes out, the entry fails."""
+        if entry.id in self.sent:
+            return result
+        request = self.pending(entry)
+        try:
+            note = request.load()
+            if note is None:
+                return result
+            if dry_run:
+                result.message += f"; would send again the unsent request in {request.path}"
+                return result
+            if result.status == "installed" and entry.action == "reload":
+                request.drop()  # the daemon was reloaded with the newer files: nothing to ask
+                return result
+            resent = Notification(note.severity, note.subject, "(Sent again: an earlier run could "
+                                  f"not send this request.)\n\n{note.body}", note.name)
+            error = deliver(self.registry, self.settings, resent, mail_only=True)
+            if error is None:
+                request.drop()
+                result.message += "; the request to restart by hand that an earlier run could not " \
+                                  "send was sent now"
+                return result
+        except (OSError, LecentralError) as exc:
+            error = str(exc)
+        message = (f"the request to restart {entry.service} by hand from an earlier run is still "
+                   f"not sent: {error}; every run sends it again until it is delivered "
+                   f"({request.path})")
+        log.error("%s: %s", entry.label, message)
+        status = result.status if result.failed else "failed"
+        return Result(entry.name, entry.service, status, f"{result.message}; {message}",
+                      result.fingerprint, result.expires, result.paths, result.plan)
