@@ -281,3 +281,39 @@ def test_dry_run_over_an_unfinished_journal(world: AgentWorld, smtp: tuple[Mailb
     out = world.run("run")
     assert out.by_name(NAME)["status"] == "installed"
     assert Certificate.load((certs / f"{NAME}.full").read_bytes()).fingerprint == new.fingerprint
+
+
+def test_journal_that_cannot_be_cleared_after_a_good_install(world: AgentWorld) -> None:
+    """The reload leaves the state directory read-only (a real read-only bind mount), so the
+    finished install's journal cannot be removed: the result is "installed" with a warning (it
+    said "NOT installed, no file was changed" with the new files in place), and the next run
+    finishes the journal (config test, reload, verify again)."""
+    reloads = world.workdir / "reloads"
+    world.add(NAME)
+    world.issue(NAME, days=30)
+    world.write_config(world.entry(NAME, reload=f"sh -c 'echo reload >> {reloads}'"))
+    assert world.run("run").by_name(NAME)["status"] == "installed"
+    new = world.issue(NAME, days=60)
+    entry_dir = world.state_dir / "entries" / f"files-{NAME}"
+    subprocess.run(["mount", "--bind", str(entry_dir), str(entry_dir)], check=True)
+    try:
+        world.write_config(world.entry(NAME, reload=f"sh -c 'echo reload >> {reloads}; "
+                                                    f"mount -o remount,ro,bind {entry_dir}'"))
+        out = world.run("run")
+    finally:
+        subprocess.run(["umount", str(entry_dir)], check=True)
+
+    result = out.by_name(NAME)
+    assert out.exit_code == 0 and result["status"] == "installed", result
+    assert "installed, but its journal could not be cleared" in out.stderr
+    assert Certificate.load((world.ssl / "certs" / f"{NAME}.crt").read_bytes()).fingerprint == \
+        new.fingerprint
+    world.write_config(world.entry(NAME, reload=f"sh -c 'echo reload >> {reloads}'"))
+
+    out = world.run("run")
+
+    assert out.by_name(NAME)["status"] == "installed"
+    assert "finishing an interrupted install" in out.by_name(NAME)["message"]
+    assert not journal(world, "files").exists()
+    assert reloads.read_text().count("reload") == 3
+    assert world.run("run").by_name(NAME)["status"] == "up-to-date"

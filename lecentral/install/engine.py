@@ -216,7 +216,12 @@ class Agent:
             return self._rollback(entry, service, installer, activated, str(exc))
         except Exception as exc:  # noqa: BLE001 - see the docstring
             return self._rollback(entry, service, installer, activated, _unexpected(entry, exc))
-        installer.commit()
+        try:
+            installer.commit()
+        except (OSError, LecentralError) as exc:  # the set is done; only the bookkeeping is not
+            log.warning("%s: installed, but its journal could not be cleared (%s); the next run "
+                        "runs the config test, activation and verification again", entry.label,
+                        exc)
         paths = paths if paths is not None else list(entry.files.values())
         unsent = self._installed(entry, leaf, paths, reason)
         if unsent is not None:
