@@ -7,6 +7,7 @@ each RCPT slowly, one that refuses a recipient; "SMTP down" is a port nothing li
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import stat
 import subprocess
@@ -56,6 +57,9 @@ def test_unsent_request_fails_and_is_sent_by_a_later_run(world: AgentWorld, smtp
     assert served(world) == leaf.fingerprint == result["fingerprint"]
     assert stat.S_IMODE(request_file(world).stat().st_mode) == 0o600
     assert any("restart files on" in line for line in syslog.lines())  # syslog had it once
+
+    status = json.loads(world.run("status", "--json").stdout)["certs"][0]
+    assert f"the request to restart by hand is NOT sent yet ({request_file(world)})" in status["state"]
 
     mail_entry(world, smtp[1])
     dry = world.run("run", "--dry-run")  # says so, sends nothing
