@@ -51,8 +51,8 @@ def test_unsent_request_fails_and_is_sent_by_a_later_run(world: AgentWorld, smtp
     assert out.exit_code == 1, out.stdout + out.stderr
     result = out.by_name(NAME)
     assert result["status"] == "failed", result
-    assert "the new files are in place, but the request to restart files by hand could NOT be " \
-           "sent" in result["message"] and "Connection refused" in result["message"]
+    assert "the new files are in place, but the request to restart files by hand (mail) could " \
+           "NOT be sent" in result["message"] and "Connection refused" in result["message"]
     assert str(request_file(world)) in result["message"]
     assert served(world) == leaf.fingerprint == result["fingerprint"]
     assert stat.S_IMODE(request_file(world).stat().st_mode) == 0o600
@@ -225,3 +225,32 @@ def test_a_refused_recipient_is_an_error(world: AgentWorld, picky_relay: tuple[M
            "here); the others got it" in result["message"]
     assert len(picky_relay[0].messages) == 1  # ops@ has it
     assert request_file(world).exists()
+
+
+def test_action_syslog_when_syslog_is_down(world: AgentWorld, smtp: tuple[Mailbox, int],
+                                           syslog: SyslogSocket) -> None:
+    """``action = "syslog"``: the syslog line is the request. With nothing at the syslog socket it
+    is not sent (the syslog notifier used to return as if it had been: logging swallows errors),
+    so the entry fails and the next run logs it once syslog is back."""
+    world.add(NAME)
+    world.issue(NAME)
+    live = world.notify["syslog_address"]
+    world.notify["syslog_address"] = live + ".gone"
+    world.write_config(world.entry(NAME, action="syslog"))
+
+    out = world.run("run")
+
+    result = out.by_name(NAME)
+    assert out.exit_code == 1 and result["status"] == "failed", result
+    assert f"by hand (syslog) could NOT be sent: syslog to {live}.gone failed: No such file or " \
+           "directory" in result["message"]
+    assert any("new certificate installed" in s for s in smtp[0].subjects())  # not the channel
+
+    world.notify["syslog_address"] = live
+    world.write_config(world.entry(NAME, action="syslog"))
+    out = world.run("run")
+
+    assert out.exit_code == 0 and "was sent now" in out.by_name(NAME)["message"]
+    assert any(f"{NAME}: new certificate installed on" in line and "Sent again" in line
+               for line in syslog.lines())
+    assert not request_file(world).exists()

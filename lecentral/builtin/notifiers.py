@@ -102,6 +102,14 @@ class MailNotifier(Notifier):
 _PRIORITY = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+class _RaisingSysLogHandler(logging.handlers.SysLogHandler):
+    """logging swallows a failed emit (a traceback on stderr, then carries on); a notifier must
+    raise, or an alert that never reached syslog counts as sent."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        raise  # noqa: PLE0704 - re-raise the exception emit() is handling
+
+
 class SyslogNotifier(Notifier):
     """Logs each notification to syslog (a local socket path or ``host:port`` over UDP)."""
 
@@ -117,13 +125,19 @@ class SyslogNotifier(Notifier):
         self.facility = fac
 
     def send(self, notification: Notification) -> None:
-        handler = logging.handlers.SysLogHandler(address=self.where, facility=self.facility)
+        where = self.where if isinstance(self.where, str) else f"{self.where[0]}:{self.where[1]}"
+        try:
+            handler = _RaisingSysLogHandler(address=self.where, facility=self.facility)
+        except OSError as exc:
+            raise OSError(f"syslog to {where} failed: {exc.strerror or exc}") from None
         handler.ident = "lecentral: "
         try:
             body = " ".join(notification.body.split())
             record = logging.LogRecord("lecentral", _PRIORITY.get(notification.severity, 20), "",
                                        0, "%s: %s", (notification.subject, body), None)
             handler.emit(record)
+        except OSError as exc:
+            raise OSError(f"syslog to {where} failed: {exc.strerror or exc}") from None
         finally:
             handler.close()
 

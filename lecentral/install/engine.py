@@ -318,15 +318,16 @@ class Agent:
             log.warning("could not send the alert %r: %s", subject, error)
 
     def _installed(self, entry: CertEntry, leaf: Certificate, paths: list[str], reason: str) -> str | None:
-        """Alert, event, report; with ``action = "mail"``, return why the request was not sent."""
+        """Alert, event, report; with ``action`` mail or syslog, why the request was not sent."""
         body = (f"{entry.label} on {self.host}: {reason}.\n\nExpires: {when(leaf.not_after)}\n"
                 f"SHA-256: {leaf.fingerprint}\nFiles: {', '.join(paths)}\n")
         severity, subject = "info", f"{entry.name}: new certificate installed on {self.host}"
         unsent = None
         if entry.action == "mail":
-            subject = f"{entry.name}: restart {entry.service} on {self.host} by hand"
+            severity, subject = "warning", f"{entry.name}: restart {entry.service} on {self.host} by hand"
             body += f"\nThe new files are in place; restart {entry.service} on {self.host} to use them.\n"
-            unsent = self.requests.send(entry, Notification("warning", subject, body, entry.name))
+        if entry.action in ("mail", "syslog"):  # an operator restarts: the request must arrive
+            unsent = self.requests.send(entry, Notification(severity, subject, body, entry.name))
         else:
             if entry.action == "reboot":
                 body += "\nThe host reboots at the end of this run.\n"

@@ -1,9 +1,10 @@
-"""The request to an operator (``action = "mail"``), kept until a mail relay takes it.
+"""The request to an operator (``action = "mail"`` or ``"syslog"``), kept until it is delivered.
 
-With ``action = "mail"`` nobody restarts the daemon but the operator the mail asks to: a request
-lost because the relay was down means the new certificate is never used, and the old one expires
-in service. So the request is saved in the entry's state directory before it is sent, dropped
-once the mail notifier has delivered it, and sent again by every run until then.
+With those actions nobody restarts the daemon but the operator the mail (or syslog line) asks to:
+a request lost because the relay or syslog was down means the new certificate is never used, and
+the old one expires in service. So the request is saved in the entry's state directory before
+it is sent, dropped once its channel (the mail or the syslog notifier) has delivered it, and sent
+again by every run until then.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REQUEST = "restart-request.json"
+#: the actions whose request must be delivered, and the notifier that delivers it
+CHANNELS = {"mail": "MailNotifier", "syslog": "SyslogNotifier"}
 
 
 class OperatorRequest:
@@ -36,21 +39,24 @@ class OperatorRequest:
         self.workdir = workdir
         self.path = workdir / REQUEST
 
-    def save(self, notification: Notification) -> None:
-        """Keep ``notification`` (0600, atomically) until :meth:`drop`: saved before sending, so
-        a run killed in between still leaves it to send."""
+    def save(self, notification: Notification, channel: str) -> None:
+        """Keep ``notification`` and its ``channel`` (0600, atomically) until :meth:`drop`: saved
+        before sending, so a run killed in between still leaves it to send."""
         data = {"severity": notification.severity, "subject": notification.subject,
-                "body": notification.body, "name": notification.name}
+                "body": notification.body, "name": notification.name, "channel": channel}
         self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         replace_atomically(str(self.path), json.dumps(data, indent=1).encode(), os.geteuid(),
                            os.getegid(), 0o600)
 
-    def load(self) -> Notification | None:
-        """The pending request, or ``None``."""
+    def load(self) -> tuple[Notification, str] | None:
+        """The pending request and its channel, or ``None``."""
         try:
             data: dict[str, Any] = json.loads(self.path.read_bytes())
+            channel = str(data.get("channel", "mail"))
+            if channel not in CHANNELS:
+                raise ValueError(f"unknown channel {channel!r}")
             return Notification(str(data["severity"]), str(data["subject"]), str(data["body"]),
-                                data.get("name"))
+                                data.get("name")), channel
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -66,34 +72,34 @@ class OperatorRequest:
         fsync_dir(str(self.workdir))
 
 
-def deliver(registry: Registry, settings: dict[str, Any], notification: Notification, *,
-            mail_only: bool = False) -> str | None:
-    """Send ``notification``; return why the *mail* did not go out, or ``None`` once it did.
+def deliver(registry: Registry, settings: dict[str, Any], notification: Notification,
+            channel: str, *, channel_only: bool = False) -> str | None:
+    """Send ``notification``; return why ``channel`` (``mail``, ``syslog``) did not deliver it,
+    or ``None`` once it did. The other notifiers get it too, unless ``channel_only`` (a retry:
+    they had it)."""
+    from lecentral.builtin import notifiers
 
-    The other notifiers (syslog...) get it too, unless ``mail_only`` (a retry: they had it).
-    """
-    from lecentral.builtin.notifiers import MailNotifier
-
-    error: str | None = "no mail notifier is configured ([notify] mail_to is empty)"
+    wanted = getattr(notifiers, CHANNELS[channel])
+    error: str | None = f"no {channel} notifier is configured (see [notify])"
     for notifier in registry.notifiers(settings):
-        is_mail = isinstance(notifier, MailNotifier)
-        if mail_only and not is_mail:
+        is_channel = isinstance(notifier, wanted)
+        if channel_only and not is_channel:
             continue
         try:
             notifier.send(notification)
         except Exception as exc:  # noqa: BLE001 - one notifier failing must not stop the others
             log.warning("could not send %r through %s: %s", notification.subject,
                         type(notifier).__name__, exc)
-            if is_mail:
+            if is_channel:
                 error = str(exc)
             continue
-        if is_mail:
+        if is_channel:
             error = None
     return error
 
 
 class OperatorRequests:
-    """One run's ``action = "mail"`` requests: sent and kept, or sent again from an earlier run."""
+    """One run's operator requests: sent and kept, or sent again from an earlier run."""
 
     def __init__(self, registry: Registry, settings: dict[str, Any], state_dir: Path,
                  report: Callable[[str, str, str], None]) -> None:
@@ -107,14 +113,15 @@ class OperatorRequests:
         return OperatorRequest(self.state_dir / "entries" / entry.id)
 
     def send(self, entry: CertEntry, note: Notification) -> str | None:
-        """Keep the request, send it, drop it once the mail went out; return the error if not."""
+        """Keep the request, send it, drop it once its channel (the entry's action) delivered
+        it; return the error if not."""
         self.sent.add(entry.id)
         request, kept = self.pending(entry), ""
         try:
-            request.save(note)  # first: a run killed while sending still leaves it to send
+            request.save(note, entry.action)  # first: a run killed while sending leaves it to send
         except OSError as exc:
             kept = f" (and it could not be kept for the next run: {exc.filename}: {exc.strerror})"
-        error = deliver(self.registry, self.settings, note)
+        error = deliver(self.registry, self.settings, note, entry.action)
         if error is None:
             request.drop()
             return None
@@ -123,7 +130,8 @@ class OperatorRequests:
     def unsent(self, entry: CertEntry, installed: Result, error: str) -> Result:
         """Files in place, but nobody was told to restart the daemon: a failure until sent."""
         message = (f"{installed.message}; the new files are in place, but the request to restart "
-                   f"{entry.service} by hand could NOT be sent: {error}; every run sends it again "
+                   f"{entry.service} by hand ({entry.action}) could NOT be sent: {error}; every "
+                   "run sends it again "
                    f"until it is delivered ({self.pending(entry).path})")
         log.error("%s: %s", entry.label, message)
         self.report(entry.name, "request-unsent", message)
@@ -136,9 +144,10 @@ class OperatorRequests:
             return result
         request = self.pending(entry)
         try:
-            note = request.load()
-            if note is None:
+            pending = request.load()
+            if pending is None:
                 return result
+            note, channel = pending
             if dry_run:
                 result.message += f"; would send again the unsent request in {request.path}"
                 return result
@@ -147,7 +156,7 @@ class OperatorRequests:
                 return result
             resent = Notification(note.severity, note.subject, "(Sent again: an earlier run could "
                                   f"not send this request.)\n\n{note.body}", note.name)
-            error = deliver(self.registry, self.settings, resent, mail_only=True)
+            error = deliver(self.registry, self.settings, resent, channel, channel_only=True)
             if error is None:
                 request.drop()
                 result.message += "; the request to restart by hand that an earlier run could not " \
