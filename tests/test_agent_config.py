@@ -190,3 +190,19 @@ def test_the_example_config_loads() -> None:
     assert [e.name for e in config.certs][:1] == ["www.example.com"]
     for broken in config.broken:
         assert "on this host" in broken.error, broken.error
+
+
+@pytest.mark.parametrize(("notify", "words"), [
+    ({"mail_to": ["ops@example.test"], "smtp": "localhost:abc"},
+     "[notify] smtp: 'localhost:abc' is not host:port (the port must be a number from 1 to 65535)"),
+    ({"mail_to": ["ops@example.test"], "smtp_timeout": 0}, "[notify] smtp_timeout: 0 must be more"),
+    ({"syslog": True, "syslog_address": "loghost:70000"}, "[notify] syslog_address: 'loghost:70000'"),
+    ({"syslog": True, "syslog_facility": "nope"}, "[notify] syslog_facility 'nope' is not a syslog"),
+])
+def test_invalid_notify_is_a_config_error(tmp_path: Path, registry: Registry, notify: dict[str, Any],
+                                          words: str) -> None:
+    """A notifier that cannot be built is refused when the file is read: it used to crash the run
+    (smtp port) or fail silently (facility) only when there was something to report."""
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, registry, {"name": "a.example.test", **FILES}, notify=notify)
+    assert words in str(info.value) and str(tmp_path / "install.toml") in str(info.value)

@@ -29,6 +29,8 @@ def split_host_port(value: str, default_port: int) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or "]" in port:
         return value.strip("[]"), default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port (the port must be a number from 1 to 65535)")
     return host.strip("[]"), int(port)
 
 
@@ -71,7 +73,12 @@ class MailNotifier(Notifier):
     def __init__(self, mail_to: list[str], mail_from: str, smtp: str, timeout: float) -> None:
         self.mail_to = mail_to
         self.mail_from = mail_from
-        self.host, self.port = split_host_port(smtp, 25)
+        try:
+            self.host, self.port = split_host_port(smtp, 25)
+        except ValueError as exc:
+            raise ValueError(f"[notify] smtp: {exc}") from None
+        if timeout <= 0:
+            raise ValueError(f"[notify] smtp_timeout: {timeout:g} must be more than 0 seconds")
         self.timeout = timeout
 
     def send(self, notification: Notification) -> None:
@@ -114,8 +121,11 @@ class SyslogNotifier(Notifier):
     """Logs each notification to syslog (a local socket path or ``host:port`` over UDP)."""
 
     def __init__(self, address: str, facility: str) -> None:
-        where: str | tuple[str, int] = address if address.startswith("/") \
-            else split_host_port(address, 514)
+        try:
+            where: str | tuple[str, int] = address if address.startswith("/") \
+                else split_host_port(address, 514)
+        except ValueError as exc:
+            raise ValueError(f"[notify] syslog_address: {exc}") from None
         try:
             fac = logging.handlers.SysLogHandler.facility_names[facility]
         except KeyError:

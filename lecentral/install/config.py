@@ -136,6 +136,10 @@ def load_install(explicit: str | None, registry: Registry) -> InstallConfig:
     config = build(InstallConfig, data, "", source)
     if config.agent.keep < 1:
         raise ConfigError(f"{source}: agent.keep must be at least 1 (backups are what rollbacks use)")
+    try:  # a notifier that cannot be built would fail only when there is something to report
+        registry.notifiers(notify_settings(config))
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     certs: list[CertEntry] = []
     broken: list[BrokenEntry] = []
     for index, table in enumerate(tables):
