@@ -317,3 +317,46 @@ def test_journal_that_cannot_be_cleared_after_a_good_install(world: AgentWorld) 
     assert not journal(world, "files").exists()
     assert reloads.read_text().count("reload") == 3
     assert world.run("run").by_name(NAME)["status"] == "up-to-date"
+
+
+KILL_WHILE_RESTORING = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[2])
+from test_agent_errors import FlakyPlugin
+import lecentral.install.fileset as fs
+def die(self, journal):
+    os.kill(os.getpid(), signal.SIGKILL)  # the power cut, with the journal at "restoring"
+fs.LocalFiles._restore_files = die
+from lecentral.install.config import load_install
+from lecentral.install.engine import Agent
+from lecentral.plugins import get_plugin_manager
+from lecentral.registry import Registry
+loaded = get_plugin_manager(entrypoints=False)
+loaded.pm.register(FlakyPlugin(), name="flaky")
+registry = Registry(loaded)
+Agent(load_install(sys.argv[1], registry), registry).run()
+"""
+
+
+def test_killed_while_rolling_back_then_the_plugin_raises(world: AgentWorld, registry: Registry,
+                                                          smtp: tuple[Mailbox, int]) -> None:
+    """SIGKILL in the middle of a rollback (journal "restoring"); the next run puts the previous
+    files back, and the plugin's activation raises: "rollback-failed" with the plugin's error,
+    not a crash nor "NOT installed, no file was changed"."""
+    before = installed_then_newer(world, registry)
+    world.write_config(world.entry(NAME, service="flaky", check="false"))
+    killed = subprocess.run([sys.executable, "-c", KILL_WHILE_RESTORING, str(world.config_path),
+                             str(Path(__file__).parent)], capture_output=True, text=True, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert tree(world.ssl) != before  # the new files are still in place
+    world.write_config(world.entry(NAME, service="flaky",
+                                   options={"fail_in": "activate", "raise": "OSError"}))
+
+    result = run(world, registry)[NAME]
+
+    assert result.status == "rollback-failed", result
+    assert result.message == ("a previous run was interrupted while rolling back; the previous "
+                              "files are back but: /dev/flaky0: Input/output error")
+    assert tree(world.ssl) == before
+    assert not journal(world).exists() and not temp_files(world.ssl)
+    assert any("ROLLBACK FAILED" in s for s in smtp[0].subjects())
