@@ -92,8 +92,11 @@ class MailNotifier(Notifier):
         deadline = time.monotonic() + self.timeout
         where = f"mail to {', '.join(self.mail_to)} through {self.host}:{self.port}"
         try:
-            with _DeadlineSMTP(self.host, self.port, deadline) as smtp:
+            smtp = _DeadlineSMTP(self.host, self.port, deadline)
+            try:
                 refused = smtp.send_message(msg)
+            finally:
+                _quit(smtp)
         except (OSError, smtplib.SMTPException) as exc:
             if time.monotonic() >= deadline:
                 raise OSError(f"{where} failed: not finished within smtp_timeout = "
@@ -104,6 +107,15 @@ class MailNotifier(Notifier):
                              for rcpt, (code, reply) in refused.items())
             raise OSError(f"{where}: the relay refused {', '.join(refused)} ({said}); the others "
                           "got it")
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    """Say QUIT, but a mail accepted at the end of DATA stays sent if QUIT fails (or the deadline
+    has just run out): reporting it unsent would send it again."""
+    try:
+        smtp.quit()
+    except (OSError, smtplib.SMTPException):
+        smtp.close()
 
 
 _PRIORITY = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
