@@ -357,3 +357,34 @@ def test_leftover_roundtrip(store: SqlStore) -> None:
     store.leftover_removed(again, 300)
     assert store.leftovers() == []
     assert [e.kind for e in store.events("a.example.test")] == ["cleaned", "leftover", "leftover"]
+
+
+def test_sqlite_file_is_never_created_by_reading(tmp_path: Path) -> None:
+    """A typo in an SQLite URL is an error naming the file, not a new empty database; only
+    init_schema (lecentral init) creates the file, 0600."""
+    typo = tmp_path / "lecentral.dbb"
+    s = SqlStore(f"sqlite:///{typo}")
+    for read in (lambda: s.get("www.example.test"), s.list, s.check_schema):
+        with pytest.raises(StoreError, match=f"database file {typo} does not exist"):
+            read()
+    assert not typo.exists()
+    s.init_schema()
+    assert typo.stat().st_mode & 0o777 == 0o600
+    assert s.list() == []
+    s.close()
+
+
+@pytest.mark.parametrize("scheme", ["mysql+pymysql", "postgresql+psycopg"])
+def test_raw_at_sign_in_the_password_is_refused_without_leaking(scheme: str) -> None:
+    """A URL parser ends the password at its first '@': the rest would become the host name and
+    be printed by the driver ("failed to resolve host 'et'"). Refused before any connection,
+    with how to percent-encode it; no fragment of the password is shown."""
+    from lecentral.testing.ports import free_port
+
+    url = f"{scheme}://lecentral:s3cr#et/p@ssw0rd@127.0.0.1:{free_port()}/certs"
+    with pytest.raises(StoreError) as info:
+        SqlStore(url).list()
+    message = str(info.value)
+    assert "Percent-encode it in the URL: @ as %40, / as %2F, # as %23" in message
+    for fragment in ("s3cr", "et/p", "ssw0rd"):
+        assert fragment not in message, message

@@ -7,10 +7,12 @@ import dataclasses
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import (
     Connection,
@@ -32,7 +34,7 @@ from lecentral.certificates import (
     normalise_digest,
     now_ts,
 )
-from lecentral.config import mask_url
+from lecentral.config import PERCENT_ENCODING, mask_url, url_password_problem
 from lecentral.errors import CsrError, StoreError
 from lecentral.host import this_host
 from lecentral.interfaces import Store
@@ -74,21 +76,41 @@ class SqlStore(Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self.shown_url = mask_url(url)
+        problem = url_password_problem(url)
+        if problem:
+            raise StoreError(problem)
         try:
             parsed = make_url(url)
         except Exception:  # noqa: BLE001 - whatever make_url raises, the URL is the problem
-            raise StoreError(f"[database] url {self.shown_url!r} is not a valid database URL") from None
+            raise StoreError(f"[database] url {self.shown_url!r} is not a valid database URL; a "
+                             f"password with special characters must be percent-encoded: "
+                             f"{PERCENT_ENCODING}") from None
         self.dialect = parsed.get_backend_name()
         self.sqlite_path = parsed.database if self.dialect == "sqlite" else None
         kwargs: dict[str, Any] = {"future": True}
         if self.dialect != "sqlite":
             kwargs.update(pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        elif self.sqlite_path and self.sqlite_path != ":memory:":
+            kwargs["creator"] = self._connect_existing
         try:
             self.engine: Engine = create_engine(url, **kwargs)
         except Exception as exc:  # noqa: BLE001 - e.g. a missing driver: said with the URL masked
             raise StoreError(f"cannot use database {self.shown_url}: {exc}") from None
 
     # -- plumbing ---------------------------------------------------------------------------------
+
+    def _connect_existing(self) -> sqlite3.Connection:
+        """Open the SQLite file read-write, never creating it: a typo in the URL (or an agent
+        pointed at the wrong path) must be an error, not a new empty database. Only
+        :meth:`init_schema` creates the file."""
+        path = str(self.sqlite_path)
+        try:
+            return sqlite3.connect(f"file:{quote(path)}?mode=rw", uri=True, check_same_thread=False)
+        except sqlite3.OperationalError:
+            if not os.path.exists(path):
+                raise StoreError(f"database file {path} does not exist; check [database] url, or "
+                                 "create it with lecentral init on the central host") from None
+            raise
 
     @contextmanager
     def _begin(self, what: str) -> Iterator[Connection]:
@@ -142,6 +164,7 @@ class SqlStore(Store):
         created: list[str] = []
         if self.sqlite_path and self.sqlite_path != ":memory:":
             Path(self.sqlite_path).parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            os.close(os.open(self.sqlite_path, os.O_WRONLY | os.O_CREAT, 0o600))  # the one creator
         with self._begin("creating tables") as conn:
             existing = set(inspect(conn).get_table_names())
             if "certs" not in existing:
