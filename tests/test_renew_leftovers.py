@@ -237,7 +237,8 @@ def test_leftover_rows_are_checked_before_anything_is_removed(tmp_path: Path) ->
     edited row) is refused, and nothing is deleted; so is a challenge directory reached through a
     symbolic link."""
     from lecentral.errors import LecentralError
-    from lecentral.leftovers import DNS_TXT, HTTP01_FILE, Leftover, clean
+    from lecentral.leftovers import DNS_TXT, HTTP01_FILE, Leftover
+    from lecentral.renew.cleanup import clean
 
     config = CentralConfig()
     victim = tmp_path / "etc" / "token_like"

@@ -21,17 +21,22 @@ from typing import TYPE_CHECKING
 from lecentral.certificates import now_ts, when
 from lecentral.errors import LecentralError
 from lecentral.host import this_host
-from lecentral.leftovers import HTTP01_FILE, Leftover, clean
+from lecentral.leftovers import HTTP01_FILE, Leftover
+from lecentral.renew.checks import check_issued, check_row
+from lecentral.renew.cleanup import clean
+from lecentral.renew.outcome import Outcome
+from lecentral.renew.spool import csr_fingerprint
 from lecentral.types import Notification
 
 if TYPE_CHECKING:
-    from lecentral.renew import Outcome, RenewJob, RenewReport
-    from lecentral.spool import Spooled
+    from lecentral.renew.context import RunContext
+    from lecentral.renew.outcome import RenewReport
+    from lecentral.renew.spool import Spooled
 
 log = logging.getLogger(__name__)
 
 
-def start_of_run(job: RenewJob, report: RenewReport) -> None:
+def start_of_run(job: RunContext, report: RenewReport) -> None:
     """Save the spooled certificates, then retry removing every leftover (see the module doc)."""
     report.start.extend(save_all_spooled(job))
     report.cleaned, report.kept = clean_leftovers(job)
@@ -40,10 +45,8 @@ def start_of_run(job: RenewJob, report: RenewReport) -> None:
 # --- the spool ----------------------------------------------------------------------------------
 
 
-def save_all_spooled(job: RenewJob) -> list[Outcome]:
+def save_all_spooled(job: RunContext) -> list[Outcome]:
     """One outcome per spool file that needed something done."""
-    from lecentral.renew import Outcome
-
     outcomes: list[Outcome] = []
     try:
         paths = job.spool.paths()
@@ -63,12 +66,10 @@ def save_all_spooled(job: RenewJob) -> list[Outcome]:
     return outcomes
 
 
-def save_spooled(job: RenewJob, spooled: Spooled, number: int) -> Outcome | None:
+def save_spooled(job: RunContext, spooled: Spooled, number: int) -> Outcome | None:
     """Save ``spooled`` into its row; None when there was nothing to save (already saved or
     superseded). A failed save leaves it in the spool; a certificate that must not be saved is
     discarded with an ``error`` alert (status ``refused``)."""
-    from lecentral.renew import Outcome, check_issued, check_row
-
     started = time.monotonic()
     name, now = spooled.name, now_ts()
     try:
@@ -80,8 +81,6 @@ def save_spooled(job: RenewJob, spooled: Spooled, number: int) -> Outcome | None
     if row.crt == spooled.crt:
         job.spool.remove(spooled)  # saved by the run that spooled it (its removal failed)
         return None
-    from lecentral.spool import csr_fingerprint
-
     try:
         csr = check_row(row)
         if csr_fingerprint(csr.der) != spooled.csr_sha256:
@@ -112,18 +111,14 @@ def save_spooled(job: RenewJob, spooled: Spooled, number: int) -> Outcome | None
                    cert.not_after, 0, number)
 
 
-def _still_spooled(job: RenewJob, spooled: Spooled, error: str, number: int) -> Outcome:
-    from lecentral.renew import Outcome
-
+def _still_spooled(job: RunContext, spooled: Spooled, error: str, number: int) -> Outcome:
     message = job.redact(f"issued earlier but still not saved: {error}; it stays in "
                          f"{spooled.path} and the next run saves it (no new order)")
     log.error("%s: %s", spooled.name, message)
     return Outcome(spooled.name, "failed", message, spooled.issuer, round=number)
 
 
-def _discard(job: RenewJob, spooled: Spooled, why: str, number: int) -> Outcome:
-    from lecentral.renew import Outcome
-
+def _discard(job: RunContext, spooled: Spooled, why: str, number: int) -> Outcome:
     try:
         where = f"moved to {job.spool.discard(spooled)}"
     except LecentralError as exc:
@@ -143,7 +138,7 @@ def _discard(job: RenewJob, spooled: Spooled, why: str, number: int) -> Outcome:
 # --- challenge records left behind ----------------------------------------------------------------
 
 
-def keep_leftovers(job: RenewJob, found: list[Leftover]) -> list[Leftover]:
+def keep_leftovers(job: RunContext, found: list[Leftover]) -> list[Leftover]:
     """Store what one certificate's issuance left behind and alert; return them (with ids)."""
     kept = []
     for leftover in found:
@@ -164,7 +159,7 @@ def keep_leftovers(job: RenewJob, found: list[Leftover]) -> list[Leftover]:
     return kept
 
 
-def clean_leftovers(job: RenewJob) -> tuple[list[Leftover], list[Leftover]]:
+def clean_leftovers(job: RunContext) -> tuple[list[Leftover], list[Leftover]]:
     """Try to remove every stored leftover: (removed now, still there)."""
     try:
         pending = job.store.leftovers()
@@ -191,7 +186,7 @@ def clean_leftovers(job: RenewJob) -> tuple[list[Leftover], list[Leftover]]:
     return cleaned, kept
 
 
-def _still_there(job: RenewJob, leftover: Leftover, error: str) -> Leftover:
+def _still_there(job: RunContext, leftover: Leftover, error: str) -> Leftover:
     log.error("%s: %s is still left behind: %s", leftover.name, leftover.describe(), error)
     if leftover.kind == HTTP01_FILE and leftover.host != this_host():
         return leftover  # only its own host can remove it: nothing was tried here
@@ -208,7 +203,7 @@ def _still_there(job: RenewJob, leftover: Leftover, error: str) -> Leftover:
     return leftover
 
 
-def alert(job: RenewJob, notification: Notification) -> None:
+def alert(job: RunContext, notification: Notification) -> None:
     """Send through [notify]; a notifier that fails is an error in the log, never the run's end."""
     from dataclasses import asdict
 

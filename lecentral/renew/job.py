@@ -1,57 +1,29 @@
-"""The renew job (the seed's download_cert.pl): pick what is due, issue it, check it, store it.
-
-Each pass runs under the database's renew lock (so two central hosts never order the same
-certificate):
-
-1. **Due**: an enabled, valid row is due when it has no certificate yet, or its ``ts_expire`` is
-   within ``renew.before_days``, or the CA's ARI window (RFC 9773) for its certificate has opened;
-   and its last attempt (``ts_last_update``) is older than ``renew.min_interval``. ``--force``
-   skips both tests. ARI can only make a renewal earlier (a CA announcing a mass revocation),
-   never later than ``before_days``.
-2. **Issue**: each due row goes to its issuer (``renew.dns01_issuer``, or ``renew.http01_issuer``
-   for certbot='Y' rows), ``renew.workers`` at a time, all sharing one ACME account.
-3. **Check, then save**: the certificate's key must match ``md5_modulus``, its names the CSR's, its
-   chain must verify; only then one transaction saves it (old_crt/old_ca keep the previous one).
-   A mismatch is refused and counted as a failure; ``crt`` stays as it was.
-4. **Failures**: ``count_fail_update`` + 1, the error in the event log, the
-   ``lecentral_renew_failed`` event, and a notification (an error once the count passes 2).
-5. **Rounds**: unless ``once``, failed rows are retried after ``renew.retry_pause`` until they
-   succeed or their count exceeds ``renew.max_failures``. Retries skip the min_interval test:
-   the pause is their rate guard. The lock is held per pass, not while sleeping between rounds.
-   (The library's default is rounds; the ``lecentral renew`` command does one pass unless
-   ``--rounds``, so that a human's ``renew NAME`` never sleeps an hour in the foreground.)
-
-Nothing is lost between runs (:mod:`lecentral.recovery`): an issued certificate is spooled
-(:mod:`lecentral.spool`) before it is saved, and the next run saves it without a new order; a
-challenge record an issuer could not remove (:mod:`lecentral.leftovers`) is stored, shown and
-alerted, makes the run exit non-zero, and is removed at the start of every later run until gone.
-"""
+"""One renew run: the passes under the renew lock, the retry rounds, one certificate's issue and
+save (see the package's docstring for the whole story)."""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lecentral.certificates import (
-    Certificate,
     Csr,
     check_name,
-    load_chain,
     now_ts,
-    verify_chain,
     when,
 )
 from lecentral.errors import CsrError, LecentralError
-from lecentral.leftovers import Leftover, collecting
-from lecentral.spool import CertSpool, Spooled
+from lecentral.leftovers import collecting
+from lecentral.renew import recovery
+from lecentral.renew.checks import check_issued, check_row, due_reason
+from lecentral.renew.context import Redactor
+from lecentral.renew.outcome import Outcome, Progress, RenewReport, RenewRequest
+from lecentral.renew.spool import CertSpool, Spooled
 from lecentral.types import Notification
 
 if TYPE_CHECKING:
@@ -59,187 +31,11 @@ if TYPE_CHECKING:
     from lecentral.config import CentralConfig
     from lecentral.interfaces import Issuer, Store
     from lecentral.registry import Registry
-    from lecentral.store.rows import CertRow, LockHolder
+    from lecentral.store.rows import CertRow
 
 log = logging.getLogger(__name__)
 
-DAY = 86400
-#: outcomes that make ``lecentral renew`` exit non-zero
-FAILED = ("failed", "refused", "invalid")
-
-Progress = Callable[[str, str], None]
-
-
-@dataclass(frozen=True)
-class RenewRequest:
-    """What to renew: ``names`` (empty: every row), and how.
-
-    ``once``: one pass, no retry rounds. ``lock_timeout``: seconds to wait for the renew lock
-    before the first pass (later rounds wait at least ``renew.retry_pause``)."""
-
-    names: tuple[str, ...] = ()
-    force: bool = False
-    dry_run: bool = False
-    once: bool = False
-    lock_timeout: float = 0.0
-
-
-@dataclass
-class Outcome:
-    """What happened to one certificate in one pass."""
-
-    name: str
-    status: str  # issued | failed | refused | invalid | skipped | not-due | would-issue
-    message: str
-    issuer: str | None = None
-    seconds: float = 0.0
-    ts_expire: int | None = None
-    count_fail_update: int | None = None
-    round: int = 1
-    leftovers: list[Leftover] = field(default_factory=list)  # challenge records left behind
-
-
-@dataclass
-class RenewReport:
-    """Every outcome of a run (the last one per name first in ``final``)."""
-
-    outcomes: list[Outcome] = field(default_factory=list)
-    #: another run held the renew lock: nothing done (round 1), or the retries stopped
-    locked_out: bool = False
-    locked_out_round: int = 0
-    lock_holder: LockHolder | None = None
-    rounds: int = 0
-    start: list[Outcome] = field(default_factory=list)  # spooled certificates, before round 1
-    cleaned: list[Leftover] = field(default_factory=list)  # earlier leftovers removed now
-    kept: list[Leftover] = field(default_factory=list)  # earlier leftovers still there
-
-    @property
-    def leftovers(self) -> list[Leftover]:
-        """Challenge records still left behind at the end of the run (earlier ones, then new)."""
-        return [*self.kept, *(left for o in self.outcomes for left in o.leftovers)]
-
-    @property
-    def ok(self) -> bool:
-        """Nothing failed, nothing is left behind, no pass locked out: ``lecentral renew`` exits 0."""
-        return not (self.failed or self.leftovers or self.locked_out
-                    or any(o.status in FAILED for o in self.start))
-
-    @property
-    def final(self) -> list[Outcome]:
-        """The latest outcome of each name, in name order."""
-        last: dict[str, Outcome] = {}
-        for outcome in self.outcomes:
-            last[outcome.name] = outcome
-        return [last[n] for n in sorted(last)]
-
-    @property
-    def failed(self) -> list[Outcome]:
-        """Names whose latest outcome is a failure."""
-        return [o for o in self.final if o.status in FAILED]
-
-
-# --- due selection --------------------------------------------------------------------------
-
-
-def ari_due_at(window_start: int, window_end: int, seed: str) -> int:
-    """A point in the ARI window, fixed per certificate, so that many certificates spread out
-    over the window (RFC 9773 §4.2) and a daily job decides the same way each day."""
-    fraction = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big") / 2**64
-    return window_start + int((window_end - window_start) * fraction)
-
-
-def due_reason(row: CertRow, now: int, config: CentralConfig, force: bool,
-               ari: RenewalInfoReader | None, csr: Csr | None = None) -> tuple[bool, str]:
-    """(due?, why) for an enabled, valid row (``csr``: its parsed CSR, parsed here if None).
-
-    A stored certificate with problems (:func:`certificate_problems`) is due: a new one replaces
-    it. The min_interval rate guard still applies; the reason then says what is waiting.
-    """
-    from lecentral.store.rows import certificate_problems
-
-    renew = config.renew
-    if force:
-        return True, "forced"
-    bad = certificate_problems(row, csr.names if csr is not None else None)
-    if row.ts_last_update and row.ts_last_update > 1 and now - row.ts_last_update < renew.min_interval:
-        waiting = (f"; the stored certificate is bad ({'; '.join(bad)}) and is reissued once "
-                   "renew.min_interval has passed" if bad else "")
-        return False, (f"last attempt {(now - row.ts_last_update) // 60} min ago "
-                       f"(renew.min_interval {renew.min_interval} s){waiting}")
-    if bad:
-        return True, f"the stored certificate is bad: {'; '.join(bad)}"
-    if not row.crt or not row.ts_expire or row.ts_expire <= 1:
-        return True, "no certificate yet"
-    left = row.ts_expire - now
-    if left <= renew.before_days * DAY:
-        return True, f"expires in {max(left, 0) // DAY} days (renew.before_days {renew.before_days})"
-    if ari is not None:
-        window = ari.window(row.crt)
-        if window is not None:
-            at = ari_due_at(int(window.start.timestamp()), int(window.end.timestamp()),
-                            Certificate.load(row.crt, f"crt of {row.name}").fingerprint)
-            if now >= at:
-                return True, "the CA's renewal window (ARI) is open"
-    return False, f"expires in {left // DAY} days"
-
-
-def check_row(row: CertRow) -> Csr:
-    """The row's CSR, parsed, naming the row and matching ``md5_modulus``; LecentralError
-    describing any problem (the row is then ``invalid``, never ordered)."""
-    from lecentral.store.rows import load_row_csr
-
-    if row.problems:
-        raise LecentralError(f"row {row.name!r} is invalid: {'; '.join(row.problems)}; fix it "
-                             f"(lecentral show {row.name}) before it can be renewed")
-    return load_row_csr(row)
-
-
-def check_issued(row: CertRow, csr: Csr, crt: bytes, ca: bytes, now: int) -> Certificate:
-    """The issued leaf if it fits the row; LecentralError naming the mismatch otherwise."""
-    cert = Certificate.load(crt, f"certificate issued for {row.name}")
-    if cert.md5_modulus != row.md5_modulus:
-        raise LecentralError(
-            f"the CA returned a certificate for another key (md5_modulus {cert.md5_modulus}, "
-            f"expected {row.md5_modulus}); refused, the stored certificate is unchanged")
-    if set(cert.names) != set(csr.names):
-        raise LecentralError(
-            f"the CA returned a certificate for {', '.join(sorted(cert.names))} but the CSR asks "
-            f"for {', '.join(sorted(csr.names))}; refused, the stored certificate is unchanged")
-    if cert.not_after <= now:
-        raise LecentralError(f"the CA returned a certificate that expired at {cert.not_after}; refused")
-    verify_chain(cert, load_chain(ca, f"CA chain issued for {row.name}"), "the CA chain from the CA")
-    return cert
-
-
 # --- the job --------------------------------------------------------------------------------
-
-
-class Redactor:
-    """Removes every configured secret from a text (defence in depth: messages are built from
-    names, but a server's or library's error text is quoted as it is)."""
-
-    def __init__(self, config: CentralConfig) -> None:
-        from sqlalchemy.engine import make_url
-
-        secrets: set[str] = {config.acme.eab_hmac_key}
-        try:
-            secrets.add(make_url(config.database.url).password or "")
-        except Exception:  # noqa: BLE001, S110 - an unparsable URL has no password to hide
-            pass
-        try:
-            from lecentral.dns.tsig import read_key_file
-
-            files = {config.dns.tsig_key_file, *(z.tsig_key_file for z in config.dns.zones.values())}
-            for path in filter(None, files):
-                secrets.update(k.secret for k in read_key_file(path).values())
-        except LecentralError:
-            pass  # an unreadable key file is reported where it is used
-        self.secrets = sorted((s for s in secrets if s and len(s) >= 6), key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "********")
-        return text
 
 
 class RenewJob:
@@ -443,9 +239,7 @@ class RenewJob:
 
     def _start_of_run(self, report: RenewReport) -> None:
         """What earlier runs left: spooled certificates saved, leftovers removed."""
-        from lecentral.recovery import start_of_run
-
-        start_of_run(self, report)
+        recovery.start_of_run(self, report)
 
     def _renew_one(self, row: CertRow, csr: Csr, issuer_name: str, number: int) -> Outcome:
         saved = self._save_spooled(row.name, number)
@@ -454,9 +248,7 @@ class RenewJob:
         with collecting(row.name) as found:
             outcome = self._issue_and_save(row, csr, issuer_name, number)
         if found:
-            from lecentral.recovery import keep_leftovers
-
-            outcome.leftovers = keep_leftovers(self, found)
+            outcome.leftovers = recovery.keep_leftovers(self, found)
             outcome.message += (f"; {len(found)} challenge record(s) left behind, removed at the "
                                 "start of the next run")
         return outcome
@@ -473,9 +265,7 @@ class RenewJob:
             return None
         if spooled is None:
             return None
-        from lecentral.recovery import save_spooled
-
-        outcome = save_spooled(self, spooled, number)
+        outcome = recovery.save_spooled(self, spooled, number)
         return outcome if outcome is not None and outcome.status != "refused" else None
 
     def _issue_and_save(self, row: CertRow, csr: Csr, issuer_name: str, number: int) -> Outcome:

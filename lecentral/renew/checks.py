@@ -1,0 +1,86 @@
+"""The renew job's decisions, pure: is a row due, is it fit to order, does what the CA returned
+fit it. They read a row and the configuration and write nothing."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from lecentral.certificates import Certificate, Csr, load_chain, verify_chain
+from lecentral.errors import LecentralError
+
+if TYPE_CHECKING:
+    from lecentral.acme.client import RenewalInfoReader
+    from lecentral.config import CentralConfig
+    from lecentral.store.rows import CertRow
+
+DAY = 86400
+
+def ari_due_at(window_start: int, window_end: int, seed: str) -> int:
+    """A point in the ARI window, fixed per certificate, so that many certificates spread out
+    over the window (RFC 9773 §4.2) and a daily job decides the same way each day."""
+    fraction = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big") / 2**64
+    return window_start + int((window_end - window_start) * fraction)
+
+
+def due_reason(row: CertRow, now: int, config: CentralConfig, force: bool,
+               ari: RenewalInfoReader | None, csr: Csr | None = None) -> tuple[bool, str]:
+    """(due?, why) for an enabled, valid row (``csr``: its parsed CSR, parsed here if None).
+
+    A stored certificate with problems (:func:`certificate_problems`) is due: a new one replaces
+    it. The min_interval rate guard still applies; the reason then says what is waiting.
+    """
+    from lecentral.store.rows import certificate_problems
+
+    renew = config.renew
+    if force:
+        return True, "forced"
+    bad = certificate_problems(row, csr.names if csr is not None else None)
+    if row.ts_last_update and row.ts_last_update > 1 and now - row.ts_last_update < renew.min_interval:
+        waiting = (f"; the stored certificate is bad ({'; '.join(bad)}) and is reissued once "
+                   "renew.min_interval has passed" if bad else "")
+        return False, (f"last attempt {(now - row.ts_last_update) // 60} min ago "
+                       f"(renew.min_interval {renew.min_interval} s){waiting}")
+    if bad:
+        return True, f"the stored certificate is bad: {'; '.join(bad)}"
+    if not row.crt or not row.ts_expire or row.ts_expire <= 1:
+        return True, "no certificate yet"
+    left = row.ts_expire - now
+    if left <= renew.before_days * DAY:
+        return True, f"expires in {max(left, 0) // DAY} days (renew.before_days {renew.before_days})"
+    if ari is not None:
+        window = ari.window(row.crt)
+        if window is not None:
+            at = ari_due_at(int(window.start.timestamp()), int(window.end.timestamp()),
+                            Certificate.load(row.crt, f"crt of {row.name}").fingerprint)
+            if now >= at:
+                return True, "the CA's renewal window (ARI) is open"
+    return False, f"expires in {left // DAY} days"
+
+
+def check_row(row: CertRow) -> Csr:
+    """The row's CSR, parsed, naming the row and matching ``md5_modulus``; LecentralError
+    describing any problem (the row is then ``invalid``, never ordered)."""
+    from lecentral.store.rows import load_row_csr
+
+    if row.problems:
+        raise LecentralError(f"row {row.name!r} is invalid: {'; '.join(row.problems)}; fix it "
+                             f"(lecentral show {row.name}) before it can be renewed")
+    return load_row_csr(row)
+
+
+def check_issued(row: CertRow, csr: Csr, crt: bytes, ca: bytes, now: int) -> Certificate:
+    """The issued leaf if it fits the row; LecentralError naming the mismatch otherwise."""
+    cert = Certificate.load(crt, f"certificate issued for {row.name}")
+    if cert.md5_modulus != row.md5_modulus:
+        raise LecentralError(
+            f"the CA returned a certificate for another key (md5_modulus {cert.md5_modulus}, "
+            f"expected {row.md5_modulus}); refused, the stored certificate is unchanged")
+    if set(cert.names) != set(csr.names):
+        raise LecentralError(
+            f"the CA returned a certificate for {', '.join(sorted(cert.names))} but the CSR asks "
+            f"for {', '.join(sorted(csr.names))}; refused, the stored certificate is unchanged")
+    if cert.not_after <= now:
+        raise LecentralError(f"the CA returned a certificate that expired at {cert.not_after}; refused")
+    verify_chain(cert, load_chain(ca, f"CA chain issued for {row.name}"), "the CA chain from the CA")
+    return cert

@@ -1,0 +1,85 @@
+"""What a renew run was asked, and what happened: the records the job, the recovery of earlier
+runs and the ``lecentral renew`` command share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lecentral.leftovers import Leftover
+    from lecentral.store.rows import LockHolder
+
+#: outcomes that make ``lecentral renew`` exit non-zero
+FAILED = ("failed", "refused", "invalid")
+
+Progress = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class RenewRequest:
+    """What to renew: ``names`` (empty: every row), and how.
+
+    ``once``: one pass, no retry rounds. ``lock_timeout``: seconds to wait for the renew lock
+    before the first pass (later rounds wait at least ``renew.retry_pause``)."""
+
+    names: tuple[str, ...] = ()
+    force: bool = False
+    dry_run: bool = False
+    once: bool = False
+    lock_timeout: float = 0.0
+
+
+@dataclass
+class Outcome:
+    """What happened to one certificate in one pass."""
+
+    name: str
+    status: str  # issued | failed | refused | invalid | skipped | not-due | would-issue
+    message: str
+    issuer: str | None = None
+    seconds: float = 0.0
+    ts_expire: int | None = None
+    count_fail_update: int | None = None
+    round: int = 1
+    leftovers: list[Leftover] = field(default_factory=list)  # challenge records left behind
+
+
+@dataclass
+class RenewReport:
+    """Every outcome of a run (the last one per name first in ``final``)."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    #: another run held the renew lock: nothing done (round 1), or the retries stopped
+    locked_out: bool = False
+    locked_out_round: int = 0
+    lock_holder: LockHolder | None = None
+    rounds: int = 0
+    start: list[Outcome] = field(default_factory=list)  # spooled certificates, before round 1
+    cleaned: list[Leftover] = field(default_factory=list)  # earlier leftovers removed now
+    kept: list[Leftover] = field(default_factory=list)  # earlier leftovers still there
+
+    @property
+    def leftovers(self) -> list[Leftover]:
+        """Challenge records still left behind at the end of the run (earlier ones, then new)."""
+        return [*self.kept, *(left for o in self.outcomes for left in o.leftovers)]
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed, nothing is left behind, no pass locked out: ``lecentral renew`` exits 0."""
+        return not (self.failed or self.leftovers or self.locked_out
+                    or any(o.status in FAILED for o in self.start))
+
+    @property
+    def final(self) -> list[Outcome]:
+        """The latest outcome of each name, in name order."""
+        last: dict[str, Outcome] = {}
+        for outcome in self.outcomes:
+            last[outcome.name] = outcome
+        return [last[n] for n in sorted(last)]
+
+    @property
+    def failed(self) -> list[Outcome]:
+        """Names whose latest outcome is a failure."""
+        return [o for o in self.final if o.status in FAILED]
