@@ -38,7 +38,6 @@ if TYPE_CHECKING:
         VerifyError,
     )
     from lecentral.hookspecs import hookimpl
-    from lecentral.install.config import CertEntry
     from lecentral.install.fileset import (
         Journal,
         LocalFiles,
@@ -62,10 +61,10 @@ if TYPE_CHECKING:
         Store,
         Verifier,
     )
+    from lecentral.records import CertEntry, Notification
     from lecentral.store.rows import CertRow
     from lecentral.types import (
         IssuerType,
-        Notification,
         NotifierType,
         ServiceType,
         StoreType,
@@ -77,13 +76,14 @@ if TYPE_CHECKING:
 _WHERE: dict[str, str] = {
     # hooks and the records the registration hooks return
     "hookimpl": "lecentral.hookspecs",
-    **dict.fromkeys(("IssuerType", "StoreType", "ServiceType", "VerifierType", "NotifierType",
-                     "Notification"), "lecentral.types"),
+    **dict.fromkeys(("IssuerType", "StoreType", "ServiceType", "VerifierType", "NotifierType"),
+                    "lecentral.types"),
+    "Notification": "lecentral.records",
     # what a plugin implements
     **dict.fromkeys(("Issuer", "Store", "Service", "Installer", "Verifier", "Notifier",
                      "IssuedCertificate"), "lecentral.interfaces"),
     # what the engine hands to a plugin
-    "CertEntry": "lecentral.install.config",
+    "CertEntry": "lecentral.records",
     "CertRow": "lecentral.store.rows",
     # errors: raise these, with a message naming the thing and the next step
     **dict.fromkeys(("LecentralError", "ConfigError", "CsrError", "InstallError", "IssueError",

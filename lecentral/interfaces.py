@@ -12,10 +12,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from lecentral.certificates import Csr
-    from lecentral.install.config import CertEntry
     from lecentral.leftovers import Leftover
+    from lecentral.records import CertEntry, Notification
     from lecentral.store.rows import CertRow, EventRow, LockHolder
-    from lecentral.types import Notification
 
 
 @dataclass(frozen=True)

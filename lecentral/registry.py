@@ -22,9 +22,9 @@ from lecentral.plugins import (
     PluginInfo,
     get_plugin_manager,
 )
+from lecentral.records import Notification
 from lecentral.types import (
     IssuerType,
-    Notification,
     NotifierType,
     ServiceType,
     StoreType,

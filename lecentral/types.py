@@ -49,7 +49,7 @@ class ServiceType:
 
     ``defaults`` fills the keys that the ``[[cert]]`` entries naming this service leave out (file
     paths, ``check`` and ``reload`` commands, ``verify`` URLs, ``owner``/``group``/``mode``), so a
-    typical entry is two lines; the keys are those of :class:`lecentral.install.config.CertEntry`.
+    typical entry is two lines; the keys are those of :class:`lecentral.records.CertEntry`.
     ``options`` names the service's own keys allowed in an entry's ``[cert.options]`` table, each
     with a one-line help. ``factory()`` builds the :class:`~lecentral.interfaces.Service`.
     """
@@ -81,13 +81,3 @@ class NotifierType:
     name: str
     factory: Callable[[Mapping[str, Any]], Notifier | None]
     description: str = ""
-
-
-@dataclass(frozen=True)
-class Notification:
-    """One alert or report, handed to every configured notifier."""
-
-    severity: str  # "info", "warning" or "error" (syslog priorities map from these)
-    subject: str
-    body: str
-    name: str | None = None  # the certificate it is about, if any

@@ -74,3 +74,84 @@ def test_the_light_names_do_not_import_heavy_libraries() -> None:
             "'josepy', 'dns') if m in sys.modules); print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# --- the shape of the core ----------------------------------------------------------------------
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the lecentral modules it imports, every import counted (module level, inside
+    functions, under TYPE_CHECKING): a circle hidden in a function is still a circle."""
+    package = ROOT / "lecentral"
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in package.rglob("*.py")}
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        found: set[str | None] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found |= {resolve(a.name) for a in node.names if a.name.startswith("lecentral")}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
+                    node.module.startswith("lecentral"):
+                found |= {resolve(f"{node.module}.{a.name}") for a in node.names}
+        graph[module] = {m for m in found if m and m != module}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_core_has_no_import_circle() -> None:
+    graph = import_graph()
+    assert len(graph) > 80
+    assert circles(graph) == []
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_contract_depends_on_nothing_above_it() -> None:
+    """errors and records are the bottom; the hook specs, the registration records and the
+    interfaces use only them and the data modules they describe (never the engine, the registry,
+    the plugins or the store's implementation)."""
+    graph = import_graph()
+    assert graph["lecentral.errors"] == set()
+    assert graph["lecentral.records"] == set()
+    allowed = {"lecentral.errors", "lecentral.records", "lecentral.types", "lecentral.interfaces",
+               "lecentral.config", "lecentral.certificates", "lecentral.store.rows",
+               "lecentral.leftovers", "lecentral.host"}
+    for module in ("lecentral.hookspecs", "lecentral.types", "lecentral.interfaces"):
+        assert graph[module] <= allowed, (module, graph[module] - allowed)

@@ -36,13 +36,14 @@ from lecentral.config import CentralConfig, NotifyConfig
 from lecentral.hookspecs import hookimpl
 from lecentral.interfaces import IssuedCertificate
 from lecentral.plugins import get_plugin_manager
+from lecentral.records import Notification
 from lecentral.registry import Registry
 from lecentral.renew import RenewJob, RenewReport, RenewRequest
 from lecentral.store.rows import CertRow
 from lecentral.store.sql import SqlStore
 from lecentral.testing.pki import make_csr
 from lecentral.testing.ports import LOOPBACK, free_port
-from lecentral.types import IssuerType, Notification, NotifierType
+from lecentral.types import IssuerType, NotifierType
 
 
 class StepAfterIssue(DnsSubzoneIssuer):

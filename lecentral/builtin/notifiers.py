@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from lecentral.hookspecs import hookimpl
 from lecentral.interfaces import Notifier
-from lecentral.types import Notification, NotifierType
+from lecentral.records import Notification
+from lecentral.types import NotifierType
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer

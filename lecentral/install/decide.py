@@ -27,8 +27,8 @@ from lecentral.certificates import (
     when,
 )
 from lecentral.errors import CsrError, InstallError
-from lecentral.install.config import CertEntry
 from lecentral.interfaces import Installer, IssuedCertificate
+from lecentral.records import CertEntry
 from lecentral.store.rows import CertRow
 
 #: two timestamps less than this apart are the same (clocks drift; the seed's rule)

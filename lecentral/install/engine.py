@@ -29,7 +29,6 @@ from lecentral.errors import (
 )
 from lecentral.install.config import (
     BrokenEntry,
-    CertEntry,
     InstallConfig,
     notify_settings,
 )
@@ -38,7 +37,7 @@ from lecentral.install.fileset import LocalFiles
 from lecentral.install.request import OperatorRequests
 from lecentral.install.result import Result
 from lecentral.interfaces import Installer, Service
-from lecentral.types import Notification
+from lecentral.records import CertEntry, Notification
 
 if TYPE_CHECKING:
     from lecentral.interfaces import Store

@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from lecentral.errors import InstallError
-from lecentral.install.config import KEY_BEARING_MAX_MODE, CertEntry
 from lecentral.interfaces import Installer, IssuedCertificate
+from lecentral.records import KEY_BEARING_MAX_MODE, CertEntry
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 from lecentral.errors import InstallError, LecentralError
 from lecentral.install.fileset import fsync_dir, replace_atomically
 from lecentral.install.result import Result
-from lecentral.types import Notification
+from lecentral.records import Notification
 
 if TYPE_CHECKING:
-    from lecentral.install.config import CertEntry
+    from lecentral.records import CertEntry
     from lecentral.registry import Registry
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from lecentral.errors import CsrError, InstallError, VerifyError
-from lecentral.install.config import CertEntry
 from lecentral.interfaces import Service
+from lecentral.records import CertEntry
 
 log = logging.getLogger(__name__)
 

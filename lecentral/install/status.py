@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from lecentral.certificates import Certificate, now_ts
 from lecentral.errors import InstallError, LecentralError, StoreError
-from lecentral.install.config import CertEntry, InstallConfig
+from lecentral.install.config import InstallConfig
 from lecentral.install.decide import compare, precheck
 from lecentral.install.fileset import LocalFiles
 from lecentral.install.request import OperatorRequest
+from lecentral.records import CertEntry
 
 if TYPE_CHECKING:
     from lecentral.registry import Registry

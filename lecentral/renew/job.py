@@ -19,12 +19,12 @@ from lecentral.certificates import (
 )
 from lecentral.errors import CsrError, LecentralError
 from lecentral.leftovers import collecting
+from lecentral.records import Notification
 from lecentral.renew import recovery
 from lecentral.renew.checks import check_issued, check_row, due_reason
 from lecentral.renew.context import Redactor
 from lecentral.renew.outcome import Outcome, Progress, RenewReport, RenewRequest
 from lecentral.renew.spool import CertSpool, Spooled
-from lecentral.types import Notification
 
 if TYPE_CHECKING:
     from lecentral.acme.client import RenewalInfoReader

@@ -22,11 +22,11 @@ from lecentral.certificates import now_ts, when
 from lecentral.errors import LecentralError
 from lecentral.host import this_host
 from lecentral.leftovers import HTTP01_FILE, Leftover
+from lecentral.records import Notification
 from lecentral.renew.checks import check_issued, check_row
 from lecentral.renew.cleanup import clean
 from lecentral.renew.outcome import Outcome
 from lecentral.renew.spool import csr_fingerprint
-from lecentral.types import Notification
 
 if TYPE_CHECKING:
     from lecentral.renew.context import RunContext
