@@ -60,7 +60,7 @@ def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, 
 
 def agent_side(workdir: Path, names: list[str]) -> list[str]:
     """The store and install.toml of 20 installed certificates; return the no-op command."""
-    from lecentral.testing.agent import AgentWorld
+    from lecentral_testing.agent import AgentWorld
 
     world = AgentWorld(workdir)
     for name in names:
@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("-r", "--repeat", type=int, default=5, help="rounds (default 5)")
     args = parser.parse_args()
 
-    from lecentral.testing.pebble import PebbleServer
+    from lecentral_testing.pebble import PebbleServer
 
     names = [f"host{i}.bench.test" for i in range(1, args.n + 1)]
     workdir = Path(tempfile.mkdtemp(prefix="lecentral-bench-agent-"))

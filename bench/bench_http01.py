@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING
 from bench_renew import certbot_certonly, timed  # same directory: run as a script
 
 if TYPE_CHECKING:
-    from lecentral.http01.testweb import WebrootSites
-    from lecentral.testing.bind import BindServer
-    from lecentral.testing.pebble import PebbleServer
+    from lecentral_testing.bind import BindServer
+    from lecentral_testing.pebble import PebbleServer
+    from lecentral_testing.webroot import WebrootSites
 
 PARENT = "http.test"
 
@@ -42,8 +42,8 @@ PARENT = "http.test"
 def lecentral_config(workdir: Path, db: str, issuer: str, bind: BindServer, web: WebrootSites,
                      pebble: PebbleServer, workers: int) -> Path:
     """lecentral.toml for one issuer's run: its own SQLite database and certbot state."""
-    from lecentral.testing.central import central_tables
-    from lecentral.testing.tomlfile import write_toml
+    from lecentral_testing.central import central_tables
+    from lecentral_testing.tomlfile import write_toml
 
     tables = central_tables(workdir, pebble, bind, email=f"hostmaster@{PARENT}", database=db)
     tables["renew"] = {"workers": workers, "http01_issuer": issuer,
@@ -55,10 +55,11 @@ def lecentral_config(workdir: Path, db: str, issuer: str, bind: BindServer, web:
 
 def add_rows(toml: Path, sites: dict[str, tuple[list[str], Path]], csr_dir: Path) -> None:
     """An enabled, due certbot='Y' row per site, its CSR made once and kept for the other runs."""
+    from lecentral_testing.central import new_row
+    from lecentral_testing.pki import make_csr
+
     from lecentral.config import load_central
     from lecentral.store.sql import SqlStore
-    from lecentral.testing.central import new_row
-    from lecentral.testing.pki import make_csr
 
     store = SqlStore(load_central(str(toml)).database.url)
     store.init_schema()
@@ -93,10 +94,10 @@ def main() -> None:
                         help="skip the certbot-webroot issuer and the certbot loop")
     args = parser.parse_args()
 
-    from lecentral.http01.testweb import WebrootSites
-    from lecentral.testing.bind import BindServer
-    from lecentral.testing.pebble import PebbleServer
-    from lecentral.testing.ports import LOOPBACK
+    from lecentral_testing.bind import BindServer
+    from lecentral_testing.pebble import PebbleServer
+    from lecentral_testing.ports import LOOPBACK
+    from lecentral_testing.webroot import WebrootSites
 
     workdir = Path(tempfile.mkdtemp(prefix="lecentral-bench-http01-"))
     sites = {f"s{i}": ([f"h{i}.{PARENT}"], workdir / "sites" / f"s{i}")

@@ -31,16 +31,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lecentral.testing.bind import BindServer
-    from lecentral.testing.pebble import PebbleServer
+    from lecentral_testing.bind import BindServer
+    from lecentral_testing.pebble import PebbleServer
 
 PARENT = "bench.test"
 
 
 def lecentral_config(workdir: Path, bind: BindServer, pebble: PebbleServer, workers: int) -> Path:
     """lecentral.toml for the world: SQLite in workdir, ``workers`` orders at a time."""
-    from lecentral.testing.central import central_tables
-    from lecentral.testing.tomlfile import write_toml
+    from lecentral_testing.central import central_tables
+    from lecentral_testing.tomlfile import write_toml
 
     tables = central_tables(workdir, pebble, bind, email=f"hostmaster@{PARENT}")
     tables["renew"] = {"workers": workers, "state_dir": str(workdir / "state")}
@@ -49,10 +49,11 @@ def lecentral_config(workdir: Path, bind: BindServer, pebble: PebbleServer, work
 
 def add_rows(toml: Path, names: list[str], csr_dir: Path) -> None:
     """A CSR file and an enabled, due row for each name (as ``lecentral add --enable`` makes it)."""
+    from lecentral_testing.central import new_row
+    from lecentral_testing.pki import make_csr
+
     from lecentral.config import load_central
     from lecentral.store.sql import SqlStore
-    from lecentral.testing.central import new_row
-    from lecentral.testing.pki import make_csr
 
     store = SqlStore(load_central(str(toml)).database.url)
     store.init_schema()
@@ -88,7 +89,7 @@ def certbot_certonly(certbot: str, pebble: PebbleServer, csr: Path, out: Path, s
 
 def certbot_loop(workdir: Path, names: list[str], csr_dir: Path, bind: BindServer,
                  pebble: PebbleServer) -> float:
-    from lecentral.testing.pki import write_private
+    from lecentral_testing.pki import write_private
 
     secret = bind.tsig_keys["acme-update"]
     ini = write_private(workdir / "rfc2136.ini", (
@@ -117,8 +118,8 @@ def main() -> None:
     parser.add_argument("--no-certbot", action="store_true", help="skip the certbot loop")
     args = parser.parse_args()
 
-    from lecentral.testing.bind import BindServer
-    from lecentral.testing.resolver import resolving_pebble
+    from lecentral_testing.bind import BindServer
+    from lecentral_testing.resolver import resolving_pebble
 
     workdir = Path(tempfile.mkdtemp(prefix="lecentral-bench-"))
     names = [f"h{i}.{PARENT}" for i in range(1, args.n + 1)]

@@ -1,12 +1,12 @@
 """Fixtures the agent tests share (registered by conftest.py): Pebble issuing, an SMTP catcher,
 a syslog socket, the world; and the helpers they import (:class:`Mailbox`, :func:`tree`, ...).
 
-* ``agent_pebble``: :class:`~lecentral.testing.agent.PebbleOrders` (the ``pebble_orders``
-  fixture of lecentral.testing): real certificates from Pebble, stored with ``save_issued``.
+* ``agent_pebble``: :class:`~lecentral_testing.agent.PebbleOrders` (the ``pebble_orders``
+  fixture of lecentral_testing): real certificates from Pebble, stored with ``save_issued``.
 * ``smtp``: aiosmtpd in-process on 127.0.0.1, collecting the mails sent during one test
   (the agent's, and the renew job's alerts).
 * ``syslog``: a UNIX datagram socket the syslog notifier writes to.
-* ``world``: an :class:`~lecentral.testing.agent.AgentWorld` in tmp_path, mail and syslog wired.
+* ``world``: an :class:`~lecentral_testing.agent.AgentWorld` in tmp_path, mail and syslog wired.
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from lecentral.testing.agent import AgentWorld, PebbleOrders
-from lecentral.testing.ports import LOOPBACK, free_port
+from lecentral_testing.agent import AgentWorld, PebbleOrders
+from lecentral_testing.ports import LOOPBACK, free_port
 
 
 @pytest.fixture(scope="session")
 def agent_pebble(pebble_orders: PebbleOrders) -> PebbleOrders:
-    """The agent tests' name for lecentral.testing's ``pebble_orders``."""
+    """The agent tests' name for lecentral_testing's ``pebble_orders``."""
     return pebble_orders
 
 

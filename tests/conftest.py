@@ -5,11 +5,11 @@ plugins, and the helpers (names, config builders, assertions) the test modules i
 
 * ``renew_world``: ``dns_world`` (session) -- BIND with the renew tests' sub-zones, a resolver, Pebble.
 * ``agent_world``: ``agent_pebble`` (session), ``smtp_server`` (session) and ``smtp``, ``syslog``,
-  ``world`` (an :class:`~lecentral.testing.agent.AgentWorld` in ``tmp_path``).
+  ``world`` (an :class:`~lecentral_testing.agent.AgentWorld` in ``tmp_path``).
 * ``webroot_world``: ``web_world`` (session) -- BIND, nginx serving the sites' webroots, Pebble.
 
 The local ACME world's own fixtures (``acme_world``, ``mariadb_url``, ...) come from
-:mod:`lecentral.testing.pytest_plugin`, loaded through its entry point.
+:mod:`lecentral_testing.pytest_plugin`, loaded through its entry point.
 """
 
 from __future__ import annotations

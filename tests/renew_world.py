@@ -1,6 +1,6 @@
 """The world the renew and ACME tests share: a real BIND with sub-zones, real Pebble CAs.
 
-Pebble, its resolver and BIND come from lecentral.testing. The fixture ``dns_world`` is
+Pebble, its resolver and BIND come from lecentral_testing. The fixture ``dns_world`` is
 session-scoped to keep the suite fast (registered by conftest.py); the helpers here (the names,
 :func:`make_config`, :func:`add_row`, :func:`run`, :func:`assert_issued`) are imported by the tests.
 """
@@ -13,6 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lecentral_testing.bind import BindServer
+from lecentral_testing.central import new_row
+from lecentral_testing.pebble import PebbleServer
+from lecentral_testing.pki import make_csr, write_private
+from lecentral_testing.ports import LOOPBACK
+from lecentral_testing.resolver import ResolverServer, resolving_pebble
+from lecentral_testing.tomlfile import write_toml as write_tables
 
 from lecentral.certificates import Certificate, load_chain, md5_ca, verify_chain
 from lecentral.config import (
@@ -28,13 +35,6 @@ from lecentral.registry import Registry
 from lecentral.renew import RenewJob, RenewReport, RenewRequest
 from lecentral.store.rows import CertRow
 from lecentral.store.sql import SqlStore
-from lecentral.testing.bind import BindServer
-from lecentral.testing.central import new_row
-from lecentral.testing.pebble import PebbleServer
-from lecentral.testing.pki import make_csr, write_private
-from lecentral.testing.ports import LOOPBACK
-from lecentral.testing.resolver import ResolverServer, resolving_pebble
-from lecentral.testing.tomlfile import write_toml as write_tables
 
 PARENT = "example.test"
 ONE = "one.example.test"
@@ -86,7 +86,7 @@ class World:
 def make_config(world: World, tmp: Path, *, db_url: str | None = None, pebble: PebbleServer | None = None,
                 **renew: Any) -> CentralConfig:
     """The lecentral.toml an operator would write for this world."""
-    from lecentral.testing.bind import new_tsig_secret
+    from lecentral_testing.bind import new_tsig_secret
 
     pebble = pebble or world.pebble
     zones = {

@@ -12,6 +12,7 @@ from acme import messages
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
+from lecentral_testing.pki import make_key
 from renew_world import World
 
 from lecentral.acme.account import load_or_create
@@ -19,7 +20,6 @@ from lecentral.acme.client import AcmeClient, ari_cert_id
 from lecentral.acme.problems import parse_retry_after, problem_error
 from lecentral.config import AcmeConfig
 from lecentral.errors import ConfigError
-from lecentral.testing.pki import make_key
 
 
 def test_account_key_created_0600_once_even_when_raced(tmp_path: Path) -> None:

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from lecentral_testing.agent import AgentWorld
 
 from lecentral.certificates import Csr, load_private_key_public, md5_modulus
 from lecentral.cli.agent import main
 from lecentral.hookspecs import hookimpl
-from lecentral.testing.agent import AgentWorld
 
 NAME = "www.example.test"
 

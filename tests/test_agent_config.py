@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lecentral_testing.agent import dump_toml
 
 from lecentral.errors import ConfigError
 from lecentral.hookspecs import hookimpl
@@ -13,7 +14,6 @@ from lecentral.install.config import CertEntry, InstallConfig, load_install
 from lecentral.install.service import CommandService
 from lecentral.plugins import get_plugin_manager
 from lecentral.registry import Registry
-from lecentral.testing.agent import dump_toml
 from lecentral.types import ServiceType
 
 

@@ -1,4 +1,4 @@
-"""The service contract (lecentral.testing.service_contract) run for the built-in ``files``
+"""The service contract (lecentral_testing.service_contract) run for the built-in ``files``
 service against a real nginx, as every service plugin runs it against its own daemon."""
 
 from __future__ import annotations
@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from lecentral.testing.daemons.nginx import NginxServer
-from lecentral.testing.service_contract import (
+from lecentral_testing.daemons.nginx import NginxServer
+from lecentral_testing.service_contract import (
     ContractFiles,
     ServiceContract,
     ServiceHarness,

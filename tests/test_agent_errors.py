@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from agent_world import Mailbox, temp_files, tree
+from lecentral_testing.agent import AgentWorld
+from lecentral_testing.ports import LOOPBACK, free_port
 from test_agent_safety import KILLER
 
 from lecentral.certificates import Certificate
@@ -26,8 +28,6 @@ from lecentral.install.service import CommandService
 from lecentral.interfaces import Installer
 from lecentral.plugins import get_plugin_manager
 from lecentral.registry import Registry
-from lecentral.testing.agent import AgentWorld
-from lecentral.testing.ports import LOOPBACK, free_port
 from lecentral.types import ServiceType
 
 NAME = "www.example.test"

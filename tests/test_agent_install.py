@@ -13,9 +13,9 @@ import stat
 from pathlib import Path
 
 from agent_world import Mailbox, PebbleOrders, SyslogSocket, temp_files, tree
+from lecentral_testing.agent import AgentWorld, TestCA
 
 from lecentral.certificates import Certificate
-from lecentral.testing.agent import AgentWorld, TestCA
 
 NAME = "www.example.test"
 UTC = dt.UTC

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 from agent_world import Mailbox, SyslogSocket
+from lecentral_testing.agent import AgentWorld
+from lecentral_testing.ports import LOOPBACK, free_port
 
 from lecentral.certificates import Certificate
-from lecentral.testing.agent import AgentWorld
-from lecentral.testing.ports import LOOPBACK, free_port
 
 NAME = "www.example.test"
 

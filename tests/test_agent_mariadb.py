@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 from agent_world import Mailbox, tree
-
-from lecentral.testing.agent import AgentWorld
-from lecentral.testing.mariadb import MariaDBServer
+from lecentral_testing.agent import AgentWorld
+from lecentral_testing.mariadb import MariaDBServer
 
 NAME = "www.example.test"
 READER_PASSWORD = "r3ad-only-pw"

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from agent_world import Mailbox, PebbleOrders, tree
+from lecentral_testing.agent import AgentWorld
+from lecentral_testing.daemons.nginx import NginxServer
+from lecentral_testing.pki import make_self_signed
 
 from lecentral.install.csr import load_key
-from lecentral.testing.agent import AgentWorld
-from lecentral.testing.daemons.nginx import NginxServer
-from lecentral.testing.pki import make_self_signed
 
 NAME = "www.example.test"
 

@@ -22,12 +22,12 @@ from typing import Any
 
 from agent_world import Mailbox, PebbleOrders, temp_files, tree
 from click.testing import CliRunner
+from lecentral_testing.agent import AgentWorld
+from lecentral_testing.pebble import PebbleServer
 from test_agent_safety import KILLER
 
 from lecentral.certificates import Certificate, load_private_key_public, md5_modulus
 from lecentral.install.csr import KeySpec, write_key
-from lecentral.testing.agent import AgentWorld
-from lecentral.testing.pebble import PebbleServer
 
 NAME = "www.example.test"
 ALT = "alt.example.test"

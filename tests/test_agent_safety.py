@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 from agent_world import Mailbox, temp_files, tree
+from lecentral_testing.agent import AgentWorld, TestCA
+from lecentral_testing.ports import free_port
 from sqlalchemy import text
 
 from lecentral.certificates import Certificate
 from lecentral.install.csr import build_csr, load_key
-from lecentral.testing.agent import AgentWorld, TestCA
-from lecentral.testing.ports import free_port
 
 NAME = "www.example.test"
 

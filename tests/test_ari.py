@@ -16,14 +16,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from lecentral_testing.agent import TestCA
+from lecentral_testing.central import new_row
+from lecentral_testing.pki import make_csr
 
 from lecentral.acme.client import RenewalInfoReader, ari_cert_id
 from lecentral.certificates import Certificate, now_ts
 from lecentral.config import AcmeConfig, CentralConfig
 from lecentral.renew import due_reason
-from lecentral.testing.agent import TestCA
-from lecentral.testing.central import new_row
-from lecentral.testing.pki import make_csr
 
 UTC = dt.UTC
 

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lecentral_testing.agent import AgentWorld, RunOutcome
+from lecentral_testing.pebble import PebbleServer
+from lecentral_testing.ports import LOOPBACK
 from renew_world import CliRenew, World, make_config, new_zone, renew_cli, write_toml
 
 from lecentral.acme.client import AcmeClient
 from lecentral.certificates import Certificate
 from lecentral.store.rows import CertRow
-from lecentral.testing.agent import AgentWorld, RunOutcome
-from lecentral.testing.pebble import PebbleServer
-from lecentral.testing.ports import LOOPBACK
 
 
 def start_pebble(dns_world: World, workdir: Path, **options: Any) -> PebbleServer:

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lecentral_testing.pebble import PebbleServer
+from lecentral_testing.pki import write_private
+from lecentral_testing.ports import LOOPBACK
 from renew_world import (
     World,
     add_row,
@@ -32,9 +35,6 @@ from renew_world import (
 from lecentral.certificates import Certificate, now_ts
 from lecentral.config import ZoneConfig
 from lecentral.store.sql import SqlStore
-from lecentral.testing.pebble import PebbleServer
-from lecentral.testing.pki import write_private
-from lecentral.testing.ports import LOOPBACK
 
 #: Pebble's VA sleeps a random 0..VA_SLEEP-1 whole seconds before each validation
 VA_SLEEP = 4

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from lecentral_testing.pki import make_csr, make_key, make_self_signed
 
 from lecentral.certificates import (
     Certificate,
@@ -20,7 +21,6 @@ from lecentral.certificates import (
     verify_chain,
 )
 from lecentral.errors import CsrError
-from lecentral.testing.pki import make_csr, make_key, make_self_signed
 
 
 def sh(command: str, data: bytes | None = None) -> str:

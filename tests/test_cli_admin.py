@@ -14,11 +14,11 @@ from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
+from lecentral_testing.pki import make_csr, make_key, make_self_signed
 
 from lecentral.certificates import Certificate, Csr, now_ts
 from lecentral.cli.central import main
 from lecentral.store.sql import SqlStore
-from lecentral.testing.pki import make_csr, make_key, make_self_signed
 
 NAME = "www.example.test"
 

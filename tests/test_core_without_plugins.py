@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from lecentral_testing.agent import AgentWorld
 
 import lecentral
 from lecentral.plugins import ENTRYPOINT_GROUP
-from lecentral.testing.agent import AgentWorld
 
 REPO = Path(lecentral.__file__).resolve().parents[1]
 AGENT = "from lecentral.cli.agent import main; main()"

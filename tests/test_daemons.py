@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from lecentral.testing.daemons import (
+from lecentral_testing.daemons import (
     ApacheServer,
     DovecotServer,
     NginxServer,
@@ -21,9 +20,9 @@ from lecentral.testing.daemons import (
     SlapdServer,
     TlsServer,
 )
-from lecentral.testing.daemons.base import group_members
-from lecentral.testing.ports import port_is_free
-from lecentral.testing.process import ServerStartError, run_tool
+from lecentral_testing.daemons.base import group_members
+from lecentral_testing.ports import port_is_free
+from lecentral_testing.process import ServerStartError, run_tool
 
 LAUNCHERS = [NginxServer, ApacheServer, PostfixServer, DovecotServer, SlapdServer]
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lecentral_testing.bind import BindServer, new_tsig_secret
+from lecentral_testing.ports import free_port
 
 from lecentral.config import DnsConfig, ZoneConfig
 from lecentral.dns import update
@@ -24,8 +26,6 @@ from lecentral.dns.tsig import TsigKey
 from lecentral.dns.wire import Server
 from lecentral.dns.zones import ChallengeTarget
 from lecentral.errors import DnsError
-from lecentral.testing.bind import BindServer, new_tsig_secret
-from lecentral.testing.ports import free_port
 
 A, B, C, F = "a.example.test", "b.example.test", "c.example.test", "f.example.test"
 DELEGATE = "acme.example.test"

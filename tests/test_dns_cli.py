@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from lecentral_testing.bind import BindServer, new_tsig_secret
+from lecentral_testing.ports import free_port
 
 from lecentral.cli.central import main
-from lecentral.testing.bind import BindServer, new_tsig_secret
-from lecentral.testing.ports import free_port
 
 GOOD, LAME, STALE, NOGRANT = "good.example.test", "lame.example.test", "stale.example.test", "nogrant.example.test"
 BADSECRET, FROZEN, SLOW = "badsecret.example.test", "frozen.example.test", "slow.example.test"
@@ -185,7 +185,7 @@ def test_name_without_a_zone_and_several_names(config: Path) -> None:
 
 
 def test_resolver_view(config: Path, bind: BindServer, tmp_path: Path) -> None:
-    from lecentral.testing.resolver import ResolverServer
+    from lecentral_testing.resolver import ResolverServer
 
     resolver = ResolverServer(tmp_path / "resolver", bind.port).start()
     try:

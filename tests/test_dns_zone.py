@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from lecentral_testing.bind import BindServer
+from lecentral_testing.pki import make_csr
+from lecentral_testing.ports import LOOPBACK, free_port
+from lecentral_testing.process import Daemon, find_executable, start_retrying_ports
 
 from lecentral.cli.central import main
 from lecentral.dns.tsig import read_key_file
-from lecentral.testing.bind import BindServer
-from lecentral.testing.pki import make_csr
-from lecentral.testing.ports import LOOPBACK, free_port
-from lecentral.testing.process import Daemon, find_executable, start_retrying_ports
 
 NAME = "shop.example.test"
 
@@ -160,8 +160,8 @@ def test_missing_delegation_fails(tmp_path: Path) -> None:
 
 
 def test_certificate_issued_through_the_generated_zone(fresh: tuple[Path, int], tmp_path: Path) -> None:
-    from lecentral.testing.pebble import PebbleServer
-    from lecentral.testing.resolver import ResolverServer
+    from lecentral_testing.pebble import PebbleServer
+    from lecentral_testing.resolver import ResolverServer
 
     toml, port = fresh
     resolver = ResolverServer(tmp_path / "resolver", port, probe_name=NAME).start()

@@ -226,8 +226,7 @@ def _bad_csr(kind: str) -> tuple[bytes, Any]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
-
-    from lecentral.testing.pki import make_csr, make_key
+    from lecentral_testing.pki import make_csr, make_key
 
     name = SPARE[7]
     if kind == "not-the-row":
@@ -280,10 +279,10 @@ def test_a_seed_row_with_capitals_and_shell_digests_renews_on_mariadb(dns_world:
                                                                       tmp_path: Path) -> None:
     """The seed's table (ascii_bin) with the name as the admin typed it and md5_modulus as
     openssl printed it: issued and saved under its own name, never renamed."""
+    from lecentral_testing.pki import make_csr
     from sqlalchemy import text
 
     from lecentral.certificates import Csr
-    from lecentral.testing.pki import make_csr
 
     config = make_config(dns_world, tmp_path, db_url=mariadb_url)
     store = open_store(config)

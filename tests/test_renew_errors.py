@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lecentral_testing.pebble import PebbleServer
+from lecentral_testing.pki import make_csr
 from renew_world import SPARE, World, add_row, make_config, open_store
 
 from lecentral.certificates import Csr
@@ -20,8 +22,6 @@ from lecentral.plugins import get_plugin_manager
 from lecentral.registry import Registry
 from lecentral.renew import RenewJob, RenewRequest
 from lecentral.store.sql import SqlStore
-from lecentral.testing.pebble import PebbleServer
-from lecentral.testing.pki import make_csr
 from lecentral.types import IssuerType
 
 

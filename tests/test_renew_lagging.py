@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lecentral_testing.bind import BindServer
+from lecentral_testing.resolver import resolving_pebble
 from renew_world import World, add_row, make_config, open_store, run
 
 from lecentral.config import CentralConfig
-from lecentral.testing.bind import BindServer
-from lecentral.testing.resolver import resolving_pebble
 
 LAG1, LAG2 = "lag1.example.test", "lag2.example.test"
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from agent_world import Mailbox
 from click.testing import CliRunner
+from lecentral_testing.ports import LOOPBACK
 from renew_world import SPARE, World, add_row, make_config, open_store, write_toml
 from webroot_world import SITES, WebWorld, leftovers
 from webroot_world import add_row as add_web_row
@@ -34,7 +35,6 @@ from lecentral.plugins import get_plugin_manager
 from lecentral.registry import Registry
 from lecentral.renew import RenewJob, RenewReport, RenewRequest
 from lecentral.store.sql import SqlStore
-from lecentral.testing.ports import LOOPBACK
 from lecentral.types import IssuerType
 
 Step = Callable[[], None]

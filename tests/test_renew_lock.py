@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from lecentral_testing.mariadb import MariaDBServer
+from lecentral_testing.postgres import PostgresServer
 from renew_world import (
     BADSECRET,
     FROZEN,
@@ -38,8 +40,6 @@ from lecentral.registry import Registry
 from lecentral.renew import RenewJob, RenewRequest
 from lecentral.store.renewlock import mysql_lock_name
 from lecentral.store.sql import SqlStore
-from lecentral.testing.mariadb import MariaDBServer
-from lecentral.testing.postgres import PostgresServer
 
 LECENTRAL = shutil.which("lecentral") or "lecentral"
 

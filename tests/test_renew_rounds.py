@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from agent_world import Mailbox
 from click.testing import CliRunner
+from lecentral_testing.pebble import PebbleServer
+from lecentral_testing.ports import LOOPBACK
 from renew_world import (
     BADSECRET,
     FROZEN,
@@ -30,8 +32,6 @@ from lecentral.interfaces import IssuedCertificate, Issuer
 from lecentral.plugins import get_plugin_manager
 from lecentral.registry import Registry
 from lecentral.renew import RenewJob, RenewRequest
-from lecentral.testing.pebble import PebbleServer
-from lecentral.testing.ports import LOOPBACK
 from lecentral.types import IssuerType
 
 
@@ -136,8 +136,9 @@ class WrongKeyIssuer(Issuer):
         self.real = DnsSubzoneIssuer(config)
 
     def issue(self, row: Any, csr: Any) -> IssuedCertificate:
+        from lecentral_testing.pki import make_csr
+
         from lecentral.certificates import Csr
-        from lecentral.testing.pki import make_csr
 
         other, _ = make_csr(csr.names)
         return self.real.issue(row, Csr.load(other))

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lecentral_testing.pki import make_csr
+from lecentral_testing.ports import LOOPBACK, free_port
 from renew_world import (
     BADSECRET,
     ONE,
@@ -41,8 +43,6 @@ from lecentral.registry import Registry
 from lecentral.renew import RenewJob, RenewReport, RenewRequest
 from lecentral.store.rows import CertRow
 from lecentral.store.sql import SqlStore
-from lecentral.testing.pki import make_csr
-from lecentral.testing.ports import LOOPBACK, free_port
 from lecentral.types import IssuerType, NotifierType
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lecentral_testing.pki import make_csr, make_self_signed
 from sqlalchemy import create_engine, inspect, text
 
 from lecentral.certificates import Csr
@@ -14,7 +15,6 @@ from lecentral.errors import StoreError
 from lecentral.store.rows import CertRow
 from lecentral.store.schema import certs_ddl
 from lecentral.store.sql import SqlStore
-from lecentral.testing.pki import make_csr, make_self_signed
 
 BACKENDS = ["sqlite", "mariadb", "postgres"]
 SEED_DDL = (Path(__file__).parents[1] / "sql" / "mysql" / "certs.sql").read_text()
@@ -205,7 +205,7 @@ def test_seed_ddl_per_backend(url: str) -> None:
 
 @pytest.mark.parametrize("scheme", ["mysql+pymysql", "postgresql+psycopg"])
 def test_database_down_is_a_clear_error_without_the_password(scheme: str) -> None:
-    from lecentral.testing.ports import free_port
+    from lecentral_testing.ports import free_port
 
     port = free_port()  # nothing listens there: the server is down
     s = SqlStore(f"{scheme}://lecentral:hunter2@127.0.0.1:{port}/certs")
@@ -265,11 +265,12 @@ def test_seed_rows_with_capitals_shell_digests_and_null_enable(store: SqlStore, 
     """What populate.pl and download_cert.pl left (on MariaDB: the seed's DDL, ascii_bin): a name
     as the admin typed it, digests as printed by openssl md5 / md5sum, enable NULL. Each is read
     as what it means; the name is matched as DNS matches names and never rewritten."""
+    from lecentral_testing.pki import key_pem, make_key, write_private
+
     from lecentral.certificates import Certificate, now_ts
     from lecentral.install.config import CertEntry
     from lecentral.install.decide import precheck
     from lecentral.store.rows import certificate_problems
-    from lecentral.testing.pki import key_pem, make_key, write_private
 
     name = "www.example.test"
     key = make_key()
@@ -379,7 +380,7 @@ def test_raw_at_sign_in_the_password_is_refused_without_leaking(scheme: str) -> 
     """A URL parser ends the password at its first '@': the rest would become the host name and
     be printed by the driver ("failed to resolve host 'et'"). Refused before any connection,
     with how to percent-encode it; no fragment of the password is shown."""
-    from lecentral.testing.ports import free_port
+    from lecentral_testing.ports import free_port
 
     url = f"{scheme}://lecentral:s3cr#et/p@ssw0rd@127.0.0.1:{free_port()}/certs"
     with pytest.raises(StoreError) as info:

@@ -1,4 +1,4 @@
-"""The local ACME world (lecentral.testing) against the real servers: no mocks anywhere.
+"""The local ACME world (lecentral_testing) against the real servers: no mocks anywhere.
 
 Each test proves one thing other tests rely on: Pebble over verified TLS, BIND's TSIG-guarded
 sub-zones laid out like the seed's named.conf, the databases, and that stopping really stops.
@@ -35,9 +35,7 @@ import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-
-from lecentral.store.schema import certs_ddl
-from lecentral.testing import (
+from lecentral_testing import (
     DEFAULT_KEY_NAME,
     AcmeWorld,
     BindServer,
@@ -49,8 +47,10 @@ from lecentral.testing import (
     free_port,
     port_is_free,
 )
-from lecentral.testing.bind import new_tsig_secret
-from lecentral.testing.process import Daemon
+from lecentral_testing.bind import new_tsig_secret
+from lecentral_testing.process import Daemon
+
+from lecentral.store.schema import certs_ddl
 
 
 def _update(bind: BindServer, zone: str, value: str, keyring: dict[dns.name.Name, dns.tsig.Key] | None) -> int:
@@ -446,7 +446,7 @@ def test_bind_retries_with_new_ports_when_its_port_was_taken(tmp_path: Path, mon
     def first_busy(*args: object, **kwargs: object) -> int:
         return next(choices, None) or real_free_port(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("lecentral.testing.bind.free_port", first_busy)
+    monkeypatch.setattr("lecentral_testing.bind.free_port", first_busy)
     try:
         with BindServer(tmp_path, subzones=["www.example.test"]) as bind:
             assert bind.port != busy

@@ -12,17 +12,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
-from lecentral.errors import ConfigError, VerifyError
-from lecentral.registry import Registry
-from lecentral.testing.daemons import (
+from lecentral_testing.daemons import (
     DovecotServer,
     NginxServer,
     PostfixServer,
     SlapdServer,
     TlsServer,
 )
-from lecentral.testing.ports import free_port
+from lecentral_testing.ports import free_port
+
+from lecentral.errors import ConfigError, VerifyError
+from lecentral.registry import Registry
 from lecentral.verify import check_verify_url, parse_verify_url, presented_fingerprint
 from lecentral.verify.ber import starttls_request
 from lecentral.verify.url import SCHEMES

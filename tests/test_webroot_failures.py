@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lecentral_testing.pebble import PebbleServer
+from lecentral_testing.ports import LOOPBACK, free_port
 from renew_world import assert_issued, run
 from webroot_world import (
     ISSUERS,
@@ -24,8 +26,6 @@ from webroot_world import (
 )
 
 from lecentral.store.sql import SqlStore
-from lecentral.testing.pebble import PebbleServer
-from lecentral.testing.ports import LOOPBACK, free_port
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_certbot_with_external_account_binding(web_world: WebWorld, eab_pebble: 
 
 def test_certbot_with_a_wrong_eab_key_fails_without_showing_it(
         web_world: WebWorld, eab_pebble: PebbleServer, store: SqlStore, tmp_path: Path) -> None:
-    from lecentral.testing.pebble import new_eab_hmac_key
+    from lecentral_testing.pebble import new_eab_hmac_key
 
     name = SITES["one"][0]
     add_row(store, [name], webroot=web_world.webroot("one"))

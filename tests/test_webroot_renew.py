@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from lecentral_testing.pki import make_csr
 from renew_world import assert_issued, run
 from webroot_world import (
     DNS_NAMES,
@@ -26,7 +27,6 @@ from webroot_world import (
 
 from lecentral.cli.central import main
 from lecentral.store.sql import SqlStore
-from lecentral.testing.pki import make_csr
 
 
 @pytest.mark.parametrize("issuer", ISSUERS)

@@ -17,6 +17,10 @@ from typing import Any
 
 import pytest
 import renew_world
+from lecentral_testing.bind import BindServer
+from lecentral_testing.pebble import PebbleServer
+from lecentral_testing.ports import LOOPBACK
+from lecentral_testing.webroot import WebrootSites
 
 from lecentral.config import (
     AcmeConfig,
@@ -28,13 +32,9 @@ from lecentral.config import (
     NotifyConfig,
     RenewConfig,
 )
-from lecentral.http01.testweb import WebrootSites
 from lecentral.renew import RenewReport
 from lecentral.store.rows import CertRow
 from lecentral.store.sql import SqlStore
-from lecentral.testing.bind import BindServer
-from lecentral.testing.pebble import PebbleServer
-from lecentral.testing.ports import LOOPBACK
 
 PARENT = "web.test"
 #: site label -> the names nginx serves from its webroot

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from lecentral.registry import Registry
     from lecentral.store.sql import SqlStore
 
+#: more sub-commands from installed distributions (``lecentral demo`` comes with lecentral-testing)
+COMMANDS_GROUP = "lecentral.commands"
+
 #: sub-commands, imported only when used
 COMMANDS = {
     "init": ("lecentral.cli.admin:init", "Create the tables (safe on an existing database)."),
@@ -28,7 +31,6 @@ COMMANDS = {
     "plugins": ("lecentral.cli.admin:plugins", "Installed plugins and what they register."),
     "config": ("lecentral.cli.admin:config", "Show the effective configuration, secrets masked."),
     "renew": ("lecentral.cli.renew:renew", "Issue or renew what is due (the seed's download_cert.pl)."),
-    "demo": ("lecentral.cli.demo:demo", "Issue three certificates in a throwaway local ACME world."),
     "dns": ("lecentral.cli.dns:dns", "Set up and check the per-name DNS sub-zones."),
 }
 
@@ -73,7 +75,8 @@ class App:
             self._store.close()
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=COMMANDS, entry_point_group=COMMANDS_GROUP,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", metavar="PATH", envvar="LECENTRAL_CONFIG",
               help="Configuration file [default: /etc/lecentral/lecentral.toml, or $LECENTRAL_CONFIG].")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")

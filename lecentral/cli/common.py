@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TypeVar
 
 import click
@@ -23,30 +24,55 @@ class LazyGroup(click.Group):
     """A click group whose sub-commands are imported only when used, so ``--help`` stays fast.
 
     ``lazy`` maps a command name to ``("module:attribute", "one-line help")``; the help line is
-    what ``--help`` lists, without importing the module.
+    what ``--help`` lists, without importing the module. ``entry_point_group`` adds the commands
+    other distributions register there (a ``click.Command`` each; a name of the core wins); one
+    that fails to load is listed with its error and never breaks the others.
     """
 
     def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]] | None = None,
-                 **kwargs: Any) -> None:
+                 entry_point_group: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lazy = lazy or {}
+        self.entry_point_group = entry_point_group
+
+    def _entry_points(self) -> dict[str, EntryPoint]:
+        if not self.entry_point_group:
+            return {}
+        found = entry_points(group=self.entry_point_group)
+        return {ep.name: ep for ep in found if ep.name not in self.lazy}
+
+    def _load(self, ep: EntryPoint) -> click.Command | None:
+        try:
+            cmd = ep.load()
+        except Exception as exc:  # noqa: BLE001 - another distribution's bug must not break ours
+            dist = ep.dist.name if ep.dist is not None else "?"
+            logging.getLogger(__name__).warning("command %s from %s failed to load: %s",
+                                                ep.name, dist, exc)
+            return None
+        return cmd if isinstance(cmd, click.Command) else None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, self.lazy[name][1]) for name in sorted(self.lazy)]
+        rows = [(name, help_) for name, (_, help_) in self.lazy.items()]
+        for name, ep in self._entry_points().items():
+            cmd = self._load(ep)
+            dist = f" [{ep.dist.name}]" if ep.dist is not None else ""
+            rows.append((name, (cmd.get_short_help_str(60) if cmd else "(failed to load)") + dist))
         if rows:
             with formatter.section("Commands"):
-                formatter.write_dl(rows)
+                formatter.write_dl(sorted(rows))
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self.lazy})
+        return sorted({*super().list_commands(ctx), *self.lazy, *self._entry_points()})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
             module, attr = self.lazy[cmd_name][0].split(":")
             cmd: click.Command = getattr(importlib.import_module(module), attr)
             return cmd
+        ep = self._entry_points().get(cmd_name)
+        if ep is not None:
+            return self._load(ep)
         return super().get_command(ctx, cmd_name)
-
 
 
 def setup_logging(verbose: int, quiet: bool = False) -> None:

@@ -6,7 +6,7 @@
   ourselves, as the CA will, before the CA is asked.
 * :mod:`lecentral.http01.native` — the ``webroot`` issuer, on the shared ACME client.
 * :mod:`lecentral.http01.certbot` — the ``certbot-webroot`` issuer, running the real certbot.
-* :mod:`lecentral.http01.testweb` — nginx serving webroots, for tests, the demo and the benchmark.
+* :mod:`lecentral_testing.webroot` — nginx serving webroots, for tests, the demo and the benchmark.
 
 Both issuers are registered by :mod:`lecentral.builtin.webroot`; ``[renew] http01_issuer`` picks one.
 """

@@ -1,17 +1,17 @@
 """The ``apache`` service plugin against Debian's real apache2 on 127.0.0.1.
 
-Each test starts its own apache2 (:class:`~lecentral.testing.daemons.apache.ApacheServer`: its own
+Each test starts its own apache2 (:class:`~lecentral_testing.daemons.apache.ApacheServer`: its own
 ServerRoot in a temp dir, a dynamic port) and drives the real ``lecentral-install run`` through
-the service contract (:mod:`lecentral.testing.service_contract`). The agent runs the plugin's
+the service contract (:mod:`lecentral_testing.service_contract`). The agent runs the plugin's
 default commands unchanged — ``apache2ctl configtest``, ``apache2ctl graceful`` and the
 certificate/key check through ``apache2ctl`` — pointed at the test instance the way Debian
 supports several instances: ``APACHE_CONFDIR`` (see :func:`apache2ctl_env`).
 
-Certificates: the database is filled by :class:`~lecentral.testing.agent.TestCA`, a real CA
+Certificates: the database is filled by :class:`~lecentral_testing.agent.TestCA`, a real CA
 signing the CSR made from the server's key (leaf + CA chain, like Pebble's). Which CA signed
 them does not matter to Apache or to the checks here: Apache loads and presents whatever pair
 it is given, and the verifier compares SHA-256 fingerprints. Placeholders are self-signed
-(:mod:`lecentral.testing.pki`).
+(:mod:`lecentral_testing.pki`).
 """
 
 from __future__ import annotations
@@ -29,20 +29,20 @@ import pytest
 from lecentral_apache.parsed import dump_command, parse_dump
 from lecentral_apache.plugin import DEFAULTS
 from lecentral_apache.service import ApacheService, check_pairs
-
-from lecentral.errors import ConfigError, InstallError
-from lecentral.install.config import CertEntry, load_install
-from lecentral.install.csr import KeySpec, make_csr
-from lecentral.registry import Registry
-from lecentral.testing.agent import dump_toml
-from lecentral.testing.daemons.apache import ApacheServer
-from lecentral.testing.daemons.certs import write_cert_files
-from lecentral.testing.service_contract import (
+from lecentral_testing.agent import dump_toml
+from lecentral_testing.daemons.apache import ApacheServer
+from lecentral_testing.daemons.certs import write_cert_files
+from lecentral_testing.service_contract import (
     Contract,
     ContractFiles,
     ServiceContract,
     ServiceHarness,
 )
+
+from lecentral.errors import ConfigError, InstallError
+from lecentral.install.config import CertEntry, load_install
+from lecentral.install.csr import KeySpec, make_csr
+from lecentral.registry import Registry
 
 STALE_SITE = "stale.example.test"
 

@@ -1,11 +1,11 @@
 """The ``dovecot`` service plugin against Debian's real Dovecot on 127.0.0.1.
 
-Each daemon test runs its own Dovecot (:class:`~lecentral.testing.daemons.dovecot.DovecotServer`:
+Each daemon test runs its own Dovecot (:class:`~lecentral_testing.daemons.dovecot.DovecotServer`:
 its own configuration, base_dir and state in a temp dir; IMAP and POP3 with STARTTLS, IMAPS and
 POP3S on dynamic ports) and the real ``lecentral-install run``. The configuration tests run the
 real ``doveconf`` on a dovecot.conf written in a temp dir, without a daemon.
 
-Certificates: :class:`lecentral.testing.agent.TestCA` signs the CSR in the store the way an ACME
+Certificates: :class:`lecentral_testing.agent.TestCA` signs the CSR in the store the way an ACME
 CA does (a root and a leaf, checked by the agent's pre-checks). Dovecot and the verifiers compare
 fingerprints, never trust anchors, so which CA signs does not matter here; one test installs a
 real Pebble-issued certificate (the ``pebble_orders`` fixture) all the same.
@@ -21,20 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from lecentral.certificates import Certificate
-from lecentral.install.config import CertEntry
-from lecentral.install.csr import load_key
-from lecentral.testing.agent import AgentWorld, PebbleOrders
-from lecentral.testing.daemons.dovecot import DovecotServer
-from lecentral.testing.pki import key_pem, make_key, make_self_signed, write_private
-from lecentral.testing.service_contract import (
+from lecentral_testing.agent import AgentWorld, PebbleOrders
+from lecentral_testing.daemons.dovecot import DovecotServer
+from lecentral_testing.pki import key_pem, make_key, make_self_signed, write_private
+from lecentral_testing.service_contract import (
     Contract,
     ContractFiles,
     ServiceContract,
     ServiceHarness,
     assert_bad_options_break_only_their_entry,
 )
+
+from lecentral.certificates import Certificate
+from lecentral.install.config import CertEntry
+from lecentral.install.csr import load_key
 from lecentral.verify import presented_fingerprint
 
 NAME = "imap.example.test"

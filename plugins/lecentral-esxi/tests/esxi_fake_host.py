@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lecentral.testing.daemons.sshd import SshServer
-from lecentral.testing.ports import free_port
+from lecentral_testing.ports import free_port
+from sshd_launcher import SshServer
 
 RHTTPPROXY = """\
 #!/bin/sh

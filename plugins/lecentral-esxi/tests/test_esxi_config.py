@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 from lecentral_esxi.plugin import DEFAULTS, OPTION_DEFAULTS, OPTIONS
+from lecentral_testing.agent import dump_toml
 
 from lecentral.install.config import CertEntry, load_install
 from lecentral.registry import Registry
-from lecentral.testing.agent import dump_toml
 
 
 def load(tmp_path: Path, *tables: dict[str, Any]) -> tuple[list[CertEntry], list[str]]:

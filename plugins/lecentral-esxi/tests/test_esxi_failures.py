@@ -3,8 +3,8 @@
 Real parts as in ``test_esxi_plugin.py``: Debian's sshd (the ``sshd_server`` fixture), the
 system's ssh client, and a fake ESXi host directory whose rhttpproxy is a real ``openssl
 s_server``. Every run is the real ``lecentral-install run``. Certificates: signed by
-:class:`~lecentral.testing.agent.TestCA` for the host's key; the placeholder on the host is
-self-signed (:mod:`lecentral.testing.pki`).
+:class:`~lecentral_testing.agent.TestCA` for the host's key; the placeholder on the host is
+self-signed (:mod:`lecentral_testing.pki`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from esxi_fake_host import FakeEsxiHost
 from lecentral_esxi import scripts
+from lecentral_testing.agent import AgentWorld
+from lecentral_testing.pki import key_pem, make_key, make_self_signed
+from sshd_launcher import SshServer, make_ssh_key
 
 from lecentral.install.csr import load_key
-from lecentral.testing.agent import AgentWorld
-from lecentral.testing.daemons.sshd import SshServer, make_ssh_key
-from lecentral.testing.pki import key_pem, make_key, make_self_signed
 
 NAME = "esx1.example.test"
 

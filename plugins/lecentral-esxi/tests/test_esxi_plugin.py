@@ -1,16 +1,16 @@
 """The ``esxi`` service plugin against Debian's real OpenSSH server and a fake ESXi host behind it.
 
-Real parts: ``sshd`` (:class:`~lecentral.testing.daemons.sshd.SshServer`, the session fixture
+Real parts: ``sshd`` (:class:`~sshd_server.SshServer`, the session fixture
 ``sshd_server``) on 127.0.0.1 with its own host key, the system's ``ssh`` client driven by the
 plugin, and, behind it, a directory laid out like an ESXi host whose init scripts restart a real
 TLS listener (``openssl s_server``, see ``esxi_fake_host.py``). The one thing not real is ESXi
 itself, which cannot run here: the host's root is a temp dir reached through ``remote_dir`` and
 the commands' paths. Every run is the real ``lecentral-install run`` through the service
-contract (:mod:`lecentral.testing.service_contract`).
+contract (:mod:`lecentral_testing.service_contract`).
 
-Certificates: the database is filled by :class:`~lecentral.testing.agent.TestCA` (a real CA
+Certificates: the database is filled by :class:`~lecentral_testing.agent.TestCA` (a real CA
 signing the CSR made from the host's key, leaf + CA chain like Pebble's); the placeholders on
-the host are self-signed (:mod:`lecentral.testing.pki`). Which CA signed them does not matter to
+the host are self-signed (:mod:`lecentral_testing.pki`). Which CA signed them does not matter to
 ``openssl s_server`` or to the checks, which compare SHA-256 fingerprints.
 """
 
@@ -22,15 +22,15 @@ from typing import Any
 
 import pytest
 from esxi_fake_host import FakeEsxiHost
-
-from lecentral.install.csr import KeySpec, make_csr
-from lecentral.testing.daemons.sshd import SshServer
-from lecentral.testing.service_contract import (
+from lecentral_testing.service_contract import (
     Contract,
     ContractFiles,
     ServiceContract,
     ServiceHarness,
 )
+from sshd_launcher import SshServer
+
+from lecentral.install.csr import KeySpec, make_csr
 
 
 class EsxiHarness(ServiceHarness):

@@ -1,4 +1,4 @@
-"""The OpenSSH launcher itself (:mod:`lecentral.testing.daemons.sshd`), as other SSH plugins use it.
+"""The OpenSSH launcher itself (:mod:`sshd_launcher`), as other SSH plugins use it.
 
 A private :class:`SshServer` (not the session fixture), since these tests stop it.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from lecentral.testing.daemons.sshd import SshServer, make_ssh_key
-from lecentral.testing.ports import port_is_free
+from lecentral_testing.ports import port_is_free
+from sshd_launcher import SshServer, make_ssh_key
 
 
 def test_key_logins_only_host_key_checked_and_stop_frees_the_port(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """The ``freeradius`` service plugin against Debian's real FreeRADIUS 3 on 127.0.0.1, plain and chrooted.
 
-Each test starts its own FreeRADIUS (:class:`~lecentral.testing.daemons.freeradius.FreeradiusServer`:
+Each test starts its own FreeRADIUS (:class:`~radius_launcher.FreeradiusServer`:
 a copy of /etc/freeradius/3.0 with its own log/run dirs, 127.0.0.1 on dynamic UDP ports, a client
 with a random shared secret, a test user) whose EAP module reads the files the agent writes, and
 drives the real ``lecentral-install run``. ``reload`` is a real restart (what ``systemctl restart
@@ -18,7 +18,7 @@ Two layouts, each test run in both:
   chroot(2) itself: its ``chroot`` directive would need its libraries and modules inside the
   tree, which nothing here is about (the plugin only decides where files go).
 
-Certificates are signed by :class:`~lecentral.testing.agent.TestCA` for the server's key.
+Certificates are signed by :class:`~lecentral_testing.agent.TestCA` for the server's key.
 """
 
 from __future__ import annotations
@@ -32,15 +32,15 @@ from typing import Any
 
 import pytest
 from lecentral_freeradius.probe import RadiusTarget, eap_certificate
+from lecentral_testing.agent import AgentWorld, RunOutcome, dump_toml
+from lecentral_testing.daemons.forking import live_pid
+from lecentral_testing.pki import make_self_signed
+from radius_launcher import FreeradiusServer
 
 from lecentral.certificates import Certificate
 from lecentral.install.config import load_install
 from lecentral.install.csr import load_key
 from lecentral.registry import Registry
-from lecentral.testing.agent import AgentWorld, RunOutcome, dump_toml
-from lecentral.testing.daemons.forking import live_pid
-from lecentral.testing.daemons.freeradius import FreeradiusServer
-from lecentral.testing.pki import make_self_signed
 
 NAME = "radius.example.test"
 DEBIAN_CERTS = "/etc/freeradius/3.0/certs"

@@ -1,18 +1,18 @@
 """The ``nginx`` service plugin against Debian's real nginx on 127.0.0.1.
 
-Each test starts its own nginx (:class:`~lecentral.testing.daemons.nginx.NginxServer`: its own
+Each test starts its own nginx (:class:`~lecentral_testing.daemons.nginx.NginxServer`: its own
 prefix, config and logs in a temp dir, a dynamic port) and drives the real ``lecentral-install
-run`` through the service contract (:mod:`lecentral.testing.service_contract`). The entries keep
+run`` through the service contract (:mod:`lecentral_testing.service_contract`). The entries keep
 the plugin's defaults except ``check`` and ``reload``: Debian's nginx reads the compiled-in
 /etc/nginx/nginx.conf and has no environment variable to point ``nginx -t`` elsewhere, so they are
 the same commands with the test instance's ``-p``/``-c``/``-e`` (overriding them is what an admin
 with a non-standard layout does too).
 
-Certificates: the database is filled by :class:`~lecentral.testing.agent.TestCA`, a real CA
+Certificates: the database is filled by :class:`~lecentral_testing.agent.TestCA`, a real CA
 signing the CSR made from the server's key (leaf + CA chain, like Pebble's). Which CA signed
 them does not matter to nginx or to the checks here: nginx loads and presents whatever pair it is
 given, and the verifier compares SHA-256 fingerprints. Placeholders are self-signed
-(:mod:`lecentral.testing.pki`).
+(:mod:`lecentral_testing.pki`).
 """
 
 from __future__ import annotations
@@ -29,20 +29,20 @@ import pytest
 from lecentral_nginx.parsed import dump_argv
 from lecentral_nginx.plugin import DEFAULTS
 from lecentral_nginx.service import NginxService, check_pairs
-
-from lecentral.errors import InstallError
-from lecentral.install.config import CertEntry, load_install
-from lecentral.install.csr import KeySpec, make_csr
-from lecentral.registry import Registry
-from lecentral.testing.agent import dump_toml
-from lecentral.testing.daemons.certs import write_cert_files
-from lecentral.testing.daemons.nginx import NginxServer
-from lecentral.testing.service_contract import (
+from lecentral_testing.agent import dump_toml
+from lecentral_testing.daemons.certs import write_cert_files
+from lecentral_testing.daemons.nginx import NginxServer
+from lecentral_testing.service_contract import (
     Contract,
     ContractFiles,
     ServiceContract,
     ServiceHarness,
 )
+
+from lecentral.errors import InstallError
+from lecentral.install.config import CertEntry, load_install
+from lecentral.install.csr import KeySpec, make_csr
+from lecentral.registry import Registry
 
 STALE_SITE = "stale.example.test"
 

@@ -1,15 +1,15 @@
 """The ``openldap`` service plugin against Debian's real slapd on 127.0.0.1.
 
-Each test starts its own slapd (:class:`~lecentral.testing.daemons.slapd.SlapdServer`: its own
+Each test starts its own slapd (:class:`~lecentral_testing.daemons.slapd.SlapdServer`: its own
 cn=config made with slapadd, LDAP and LDAPS on dynamic ports, an ldapi socket) reading the files
 the agent writes, and drives the real ``lecentral-install run`` through the service contract
-(:mod:`lecentral.testing.service_contract`) plus the cases specific to slapd. ``reload`` is a
+(:mod:`lecentral_testing.service_contract`) plus the cases specific to slapd. ``reload`` is a
 real restart, what ``systemctl restart slapd`` does (there is no systemd here): stop slapd by its
 pid file, start it again in its forking mode, which exits non-zero if slapd does not come up
-(:mod:`lecentral.testing.daemons.forking`). ``check`` is ``slaptest -u -F`` and ``slapd_d`` the
+(:mod:`lecentral_testing.daemons.forking`). ``check`` is ``slaptest -u -F`` and ``slapd_d`` the
 test instance's cn=config directory; the rest are the plugin's defaults or the contract's paths.
 
-Certificates are signed by :class:`~lecentral.testing.agent.TestCA` for a key made on "the
+Certificates are signed by :class:`~lecentral_testing.agent.TestCA` for a key made on "the
 server"; slapd runs as root here (pytest's temp dirs are 0700) but the key is root:openldap 0640,
 as the plugin requires.
 """
@@ -25,19 +25,19 @@ from typing import Any
 
 import pytest
 from lecentral_openldap.cnconfig import read_tls_attributes
-
-from lecentral.install.config import load_install
-from lecentral.registry import Registry
-from lecentral.testing.agent import dump_toml
-from lecentral.testing.daemons.forking import live_pid, restart_argv, stop_by_pid_file
-from lecentral.testing.daemons.slapd import SlapdServer
-from lecentral.testing.process import find_executable
-from lecentral.testing.service_contract import (
+from lecentral_testing.agent import dump_toml
+from lecentral_testing.daemons.forking import live_pid, restart_argv, stop_by_pid_file
+from lecentral_testing.daemons.slapd import SlapdServer
+from lecentral_testing.process import find_executable
+from lecentral_testing.service_contract import (
     Contract,
     ContractFiles,
     ServiceContract,
     ServiceHarness,
 )
+
+from lecentral.install.config import load_install
+from lecentral.registry import Registry
 
 NAME = ServiceContract.contract_name
 ADMIN_PASSWORD = "s3cret-Admin-pw"  # a bind password that must never show up in any output

@@ -1,10 +1,10 @@
 """The ``postfix`` service plugin against Debian's real Postfix on 127.0.0.1.
 
-Each test runs its own Postfix (:class:`~lecentral.testing.daemons.postfix.PostfixServer`: its own
+Each test runs its own Postfix (:class:`~lecentral_testing.daemons.postfix.PostfixServer`: its own
 config_directory and queue in a temp dir, smtpd listeners on dynamic ports: ``smtp`` offering
 STARTTLS, ``smtps`` in wrapper mode, ``plain`` without TLS) and the real ``lecentral-install run``.
 
-Certificates: :class:`lecentral.testing.agent.TestCA` signs the CSR in the store the way an ACME
+Certificates: :class:`lecentral_testing.agent.TestCA` signs the CSR in the store the way an ACME
 CA does (a root and a leaf, checked by the agent's pre-checks), with the validity each test needs
 (renewals must be an hour newer). Postfix and the verifiers compare fingerprints, never trust
 anchors, so which CA signs does not matter there. One test goes the whole way instead: Pebble
@@ -23,19 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from lecentral.certificates import Certificate
-from lecentral.install.csr import load_key
-from lecentral.testing.agent import AgentWorld
-from lecentral.testing.daemons.postfix import PostfixServer
-from lecentral.testing.pebble import AcmeWorld
-from lecentral.testing.pki import make_self_signed
-from lecentral.testing.service_contract import (
+from lecentral_testing.agent import AgentWorld
+from lecentral_testing.daemons.postfix import PostfixServer
+from lecentral_testing.pebble import AcmeWorld
+from lecentral_testing.pki import make_self_signed
+from lecentral_testing.service_contract import (
     ContractFiles,
     ServiceContract,
     ServiceHarness,
     assert_bad_options_break_only_their_entry,
 )
+
+from lecentral.certificates import Certificate
+from lecentral.install.csr import load_key
 
 NAME = "mail.example.test"
 BROKEN_MAIN_CF = "mail_owner = lecentral-no-such-user\n"  # postfix check fails, postconf still reads
@@ -411,9 +411,10 @@ def test_a_certificate_from_pebble_through_the_central_issuer_is_served(
     """The whole way with the real parts: the central side's ``dns-subzone`` issuer gets the
     certificate from Pebble (DNS-01 in the name's BIND sub-zone) and stores it; the agent
     installs it for Postfix, which presents Pebble's leaf on every TLS listener."""
+    from lecentral_testing.bind import DEFAULT_KEY_NAME
+
     from lecentral.certificates import Csr, now_ts
     from lecentral.config import AcmeConfig, CentralConfig, DnsConfig
-    from lecentral.testing.bind import DEFAULT_KEY_NAME
 
     world = AgentWorld(tmp_path / "world")
     try:

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from lecentral.certificates import Certificate, Csr, now_ts
-from lecentral.testing.central import new_row
-from lecentral.testing.pebble import PebbleServer
-from lecentral.testing.tomlfile import dump_toml, toml_value, write_toml
+from lecentral_testing.central import new_row
+from lecentral_testing.pebble import PebbleServer
+from lecentral_testing.tomlfile import dump_toml, toml_value, write_toml
 
 __all__ = ["AgentWorld", "RunOutcome", "TestCA", "dump_toml", "toml_value"]  # dump_toml: plugins' tests use it
 

@@ -1,6 +1,6 @@
 """A real web server for HTTP-01 tests, the demo and the benchmark: Debian's nginx, plain HTTP.
 
-:class:`WebrootSites` reuses the nginx launcher of :mod:`lecentral.testing.daemons.nginx` (ports,
+:class:`WebrootSites` reuses the nginx launcher of :mod:`lecentral_testing.daemons.nginx` (ports,
 start, stop, reload) with one plain-HTTP listener on 127.0.0.1 and one ``server`` block per site,
 its ``root`` the site's webroot, as a web host's DocumentRoot. Any other Host gets the default
 server, which serves an empty directory (404 for every challenge). Start it first, then give its
@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lecentral.testing.daemons.certs import write_cert_files
-from lecentral.testing.daemons.nginx import NginxServer
+from lecentral_testing.daemons.certs import write_cert_files
+from lecentral_testing.daemons.nginx import NginxServer
 
 
 class WebrootSites(NginxServer):

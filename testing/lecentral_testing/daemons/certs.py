@@ -1,6 +1,6 @@
 """Certificate files for the test daemons: a key, a leaf, its chain, written where a daemon reads them.
 
-Self-signed (from :mod:`lecentral.testing.pki`) is enough for the verifiers, which compare
+Self-signed (from :mod:`lecentral_testing.pki`) is enough for the verifiers, which compare
 fingerprints and never validate a chain. The "chain" of a self-signed leaf is the leaf itself (it is
 its own CA), so daemons that want a CA file (Apache's chain, slapd's TLSCACertificateFile) get one.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lecentral.certificates import Certificate
-from lecentral.testing.pki import key_pem, make_key, make_self_signed
+from lecentral_testing.pki import key_pem, make_key, make_self_signed
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def write_cert_files(
     """Make a key and a self-signed certificate for ``names`` and write ``STEM.{crt,key,ca,full}``.
 
     Files already there are replaced (each atomically; the key is 0600 from its first byte).
-    ``key_kind`` is one of :func:`lecentral.testing.pki.make_key`'s kinds (``ec256``, ``rsa2048``...).
+    ``key_kind`` is one of :func:`lecentral_testing.pki.make_key`'s kinds (``ec256``, ``rsa2048``...).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from lecentral.testing.ports import LOOPBACK, free_port
-from lecentral.testing.process import (
+from lecentral_testing.ports import LOOPBACK, free_port
+from lecentral_testing.process import (
     Daemon,
     DaemonServer,
     find_executable,
@@ -22,8 +22,8 @@ from lecentral.testing.process import (
 )
 
 if TYPE_CHECKING:
-    from lecentral.testing.bind import BindServer
-    from lecentral.testing.pebble import PebbleServer
+    from lecentral_testing.bind import BindServer
+    from lecentral_testing.pebble import PebbleServer
 
 
 class ResolverServer(DaemonServer):
@@ -78,9 +78,9 @@ def resolving_pebble(workdir: Path, bind: BindServer, *, probe_name: str = "exam
     """A resolver forwarding to the running ``bind``, and Pebble (in ``workdir``) asking it.
 
     Both are started, and stopped when the block ends. ``pebble_options`` go to
-    :class:`~lecentral.testing.pebble.PebbleServer` (``env``, ``http_port``, ...).
+    :class:`~lecentral_testing.pebble.PebbleServer` (``env``, ``http_port``, ...).
     """
-    from lecentral.testing.pebble import PebbleServer
+    from lecentral_testing.pebble import PebbleServer
 
     resolver = ResolverServer(workdir / "resolver", bind.port, probe_name).start()
     try:

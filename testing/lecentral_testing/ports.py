@@ -3,7 +3,7 @@
 Several test suites run at the same time on one machine, so no port is ever fixed: each one is
 found by binding to port 0 and letting the kernel choose. There is an unavoidable window between
 closing our probe socket and the daemon binding the port; launchers close it by retrying with
-fresh ports when a daemon reports "address in use" (see :func:`lecentral.testing.process.start_retrying_ports`).
+fresh ports when a daemon reports "address in use" (see :func:`lecentral_testing.process.start_retrying_ports`).
 """
 
 from __future__ import annotations

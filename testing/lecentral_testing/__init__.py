@@ -4,7 +4,7 @@ Every launcher writes its configuration into a temp dir, starts the real daemon 
 loopback ports, waits until it answers, and stops it by pid. Each is a context manager and works
 outside pytest::
 
-    from lecentral.testing import AcmeWorld, MariaDBServer
+    from lecentral_testing import AcmeWorld, MariaDBServer
 
     with AcmeWorld.create(subzones=["www.example.test"]) as world:
         world.pebble.directory_url        # https://127.0.0.1:<port>/dir, trust world.pebble.ca_bundle
@@ -20,7 +20,7 @@ outside pytest::
 - :class:`AcmeWorld`: both, Pebble resolving through BIND.
 - :class:`MariaDBServer`, :class:`PostgresServer`: real databases with a password user.
 
-In pytest, use the fixtures of :mod:`lecentral.testing.pytest_plugin` (loaded automatically once
+In pytest, use the fixtures of :mod:`lecentral_testing.pytest_plugin` (loaded automatically once
 lecentral is installed): ``acme_world``, ``acme_name``, ``bind_server``, ``pebble_server``,
 ``mariadb_server``, ``mariadb_url``, ``postgres_server``, ``postgres_url``, ``sqlite_url``.
 See docs/testing.md.
@@ -29,12 +29,12 @@ Needs the Debian packages pebble, bind9, bind9-utils, mariadb-server, postgresql
 root, MariaDB and PostgreSQL run as the ``mysql`` / ``postgres`` system users.
 """
 
-from lecentral.testing.bind import DEFAULT_KEY_NAME, BindServer, SubZone
-from lecentral.testing.mariadb import MariaDBServer
-from lecentral.testing.pebble import AcmeWorld, PebbleServer
-from lecentral.testing.ports import LOOPBACK, free_port, port_is_free
-from lecentral.testing.postgres import PostgresServer
-from lecentral.testing.process import PortClashError, ServerStartError
+from lecentral_testing.bind import DEFAULT_KEY_NAME, BindServer, SubZone
+from lecentral_testing.mariadb import MariaDBServer
+from lecentral_testing.pebble import AcmeWorld, PebbleServer
+from lecentral_testing.ports import LOOPBACK, free_port, port_is_free
+from lecentral_testing.postgres import PostgresServer
+from lecentral_testing.process import PortClashError, ServerStartError
 
 __all__ = [
     "DEFAULT_KEY_NAME",

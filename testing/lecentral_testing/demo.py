@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from lecentral.testing.bind import BindServer
-    from lecentral.testing.pebble import PebbleServer
+    from lecentral_testing.bind import BindServer
+    from lecentral_testing.pebble import PebbleServer
 
 PARENT = "example.test"
 #: (row name, every name of its CSR): the third has SANs living in two sub-zones, two keys
@@ -33,8 +33,8 @@ OWN_KEYS = {"mail.example.test": "mail-key", "smtp.example.test": "smtp-key"}
 
 def _write_config(workdir: Path, bind: BindServer, pebble: PebbleServer) -> Path:
     """The lecentral.toml an operator would write for this world."""
-    from lecentral.testing.central import central_tables
-    from lecentral.testing.tomlfile import write_toml
+    from lecentral_testing.central import central_tables
+    from lecentral_testing.tomlfile import write_toml
 
     tables = central_tables(workdir, pebble, bind, email=f"hostmaster@{PARENT}", propagation_timeout=20.0)
     tables["renew"] = {"csr_dir": str(workdir / "csr"), "state_dir": str(workdir / "state")}
@@ -43,7 +43,7 @@ def _write_config(workdir: Path, bind: BindServer, pebble: PebbleServer) -> Path
 
 
 def _make_csrs(workdir: Path) -> None:
-    from lecentral.testing.pki import key_pem, make_csr, write_private
+    from lecentral_testing.pki import key_pem, make_csr, write_private
 
     (workdir / "csr").mkdir()
     (workdir / "servers").mkdir(mode=0o700)
@@ -95,8 +95,8 @@ def demo(keep: Path | None) -> None:
     commands against a real CA and real DNS on 127.0.0.1 only: www and ldap with one name each,
     mail with smtp as a second name living in another sub-zone with its own TSIG key.
     """
-    from lecentral.testing.bind import BindServer
-    from lecentral.testing.resolver import resolving_pebble
+    from lecentral_testing.bind import BindServer
+    from lecentral_testing.resolver import resolving_pebble
 
     if keep is not None:
         keep.mkdir(parents=True)

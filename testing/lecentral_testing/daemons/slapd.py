@@ -18,8 +18,8 @@ from __future__ import annotations
 import urllib.parse
 from pathlib import Path
 
-from lecentral.testing.daemons.base import TlsServer
-from lecentral.testing.process import Daemon, chown_to, find_executable, run_tool
+from lecentral_testing.daemons.base import TlsServer
+from lecentral_testing.process import Daemon, chown_to, find_executable, run_tool
 
 SCHEMA_DIR = Path("/etc/ldap/schema")
 MODULE_DIR = Path("/usr/lib/ldap")

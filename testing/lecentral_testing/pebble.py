@@ -30,9 +30,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from lecentral.testing.bind import DEFAULT_KEY_NAME, BindServer
-from lecentral.testing.ports import LOOPBACK, free_port
-from lecentral.testing.process import (
+from lecentral_testing.bind import DEFAULT_KEY_NAME, BindServer
+from lecentral_testing.ports import LOOPBACK, free_port
+from lecentral_testing.process import (
     Daemon,
     DaemonServer,
     find_executable,

@@ -17,7 +17,7 @@ sqlite_url          function  URL of an SQLite file in ``tmp_path``
 ==================  ========  ==============================================================
 
 The real TLS daemons (``nginx_server``, ``slapd_server``, ...) come from
-:mod:`lecentral.testing.daemons.fixtures`, loaded through ``pytest_plugins`` below.
+:mod:`lecentral_testing.daemons.fixtures`, loaded through ``pytest_plugins`` below.
 
 A server starts only when a test asks for its fixture (directly or through another fixture),
 once per session, and is stopped at the end of the session even when tests fail. The servers
@@ -35,16 +35,16 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from lecentral.testing.bind import BindServer
-from lecentral.testing.mariadb import MariaDBServer
-from lecentral.testing.pebble import AcmeWorld, PebbleServer
-from lecentral.testing.postgres import PostgresServer
+from lecentral_testing.bind import BindServer
+from lecentral_testing.mariadb import MariaDBServer
+from lecentral_testing.pebble import AcmeWorld, PebbleServer
+from lecentral_testing.postgres import PostgresServer
 
 if TYPE_CHECKING:
-    from lecentral.testing.agent import PebbleOrders
+    from lecentral_testing.agent import PebbleOrders
 
 #: Real TLS daemons (nginx, apache2, postfix, dovecot, slapd) for verifier, agent and plugin tests.
-pytest_plugins = ["lecentral.testing.daemons.fixtures"]
+pytest_plugins = ["lecentral_testing.daemons.fixtures"]
 
 
 def _database_name(request: pytest.FixtureRequest) -> str:
@@ -110,7 +110,7 @@ def postgres_url(request: pytest.FixtureRequest, postgres_server: PostgresServer
 @pytest.fixture(scope="session")
 def pebble_orders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleOrders]:
     """Real certificates from an always-valid Pebble of its own (:class:`PebbleOrders`)."""
-    from lecentral.testing.agent import PebbleOrders
+    from lecentral_testing.agent import PebbleOrders
 
     workdir = tmp_path_factory.mktemp("pebble-orders")
     with PebbleServer(workdir / "pebble", env={"PEBBLE_VA_ALWAYS_VALID": "1"}) as pebble:

@@ -11,7 +11,7 @@ returning a :class:`ServiceHarness` for its daemon; it then inherits four tests 
 
 Example (``plugins/lecentral-nginx/tests/test_contract.py``)::
 
-    from lecentral.testing.service_contract import ContractFiles, ServiceContract, ServiceHarness
+    from lecentral_testing.service_contract import ContractFiles, ServiceContract, ServiceHarness
 
     class NginxHarness(ServiceHarness):
         service = "nginx"
@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 
 from lecentral.certificates import Certificate
-from lecentral.testing.agent import AgentWorld, RunOutcome
+from lecentral_testing.agent import AgentWorld, RunOutcome
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ class ServiceContract:
     @pytest.fixture
     def contract(self, tmp_path: Path, harness: ServiceHarness) -> Iterator[Contract]:
         from lecentral.install.csr import load_key
-        from lecentral.testing.pki import make_self_signed
+        from lecentral_testing.pki import make_self_signed
 
         world = AgentWorld(tmp_path / "world")
         key = world.add(self.contract_name, key=self.key_kind)

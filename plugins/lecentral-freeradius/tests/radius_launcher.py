@@ -12,7 +12,7 @@ chroot case the caller simply passes paths inside a directory tree laid out as a
 FreeRADIUS reads its certificate only at start. :meth:`FreeradiusServer.start` runs it in the
 foreground (``freeradius -f``, log captured, stopped by pid); :attr:`FreeradiusServer.restart_command`
 is what the agent's ``reload`` runs: stop by pid file, start again in forking mode, exit non-zero
-if the new instance does not come up (see :mod:`lecentral.testing.daemons.forking`).
+if the new instance does not come up (see :mod:`lecentral_testing.daemons.forking`).
 
 Debian packages: freeradius (and freeradius-utils, eapoltest for the EAP checks).
 """
@@ -26,9 +26,9 @@ import shutil
 from pathlib import Path
 from typing import Self
 
-from lecentral.testing.daemons.forking import live_pid, restart_argv, stop_by_pid_file
-from lecentral.testing.ports import LOOPBACK, free_port, port_is_free
-from lecentral.testing.process import (
+from lecentral_testing.daemons.forking import live_pid, restart_argv, stop_by_pid_file
+from lecentral_testing.ports import LOOPBACK, free_port, port_is_free
+from lecentral_testing.process import (
     Daemon,
     ManagedServer,
     ServerStartError,

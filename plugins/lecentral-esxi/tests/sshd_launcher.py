@@ -23,8 +23,8 @@ import socket
 from pathlib import Path
 from typing import Self
 
-from lecentral.testing.ports import LOOPBACK, free_port
-from lecentral.testing.process import (
+from lecentral_testing.ports import LOOPBACK, free_port
+from lecentral_testing.process import (
     Daemon,
     ManagedServer,
     ServerStartError,

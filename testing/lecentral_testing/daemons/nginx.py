@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from lecentral.testing.daemons.base import TlsServer
-from lecentral.testing.process import Daemon, find_executable
+from lecentral_testing.daemons.base import TlsServer
+from lecentral_testing.process import Daemon, find_executable
 
 
 class NginxServer(TlsServer):

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from lecentral.testing.ports import LOOPBACK, free_port
-from lecentral.testing.process import (
+from lecentral_testing.ports import LOOPBACK, free_port
+from lecentral_testing.process import (
     Daemon,
     ManagedServer,
     ServerStartError,

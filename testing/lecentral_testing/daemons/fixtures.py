@@ -1,4 +1,4 @@
-"""Pytest fixtures for the real TLS daemons (loaded by :mod:`lecentral.testing.pytest_plugin`).
+"""Pytest fixtures for the real TLS daemons (loaded by :mod:`lecentral_testing.pytest_plugin`).
 
 Session-scoped, one daemon of each kind, started on first use::
 
@@ -21,15 +21,13 @@ from typing import Any, TypeVar
 
 import pytest
 
-from lecentral.testing.daemons.apache import ApacheServer
-from lecentral.testing.daemons.base import TlsServer
-from lecentral.testing.daemons.certs import CertFiles, write_cert_files
-from lecentral.testing.daemons.dovecot import DovecotServer
-from lecentral.testing.daemons.freeradius import FreeradiusServer
-from lecentral.testing.daemons.nginx import NginxServer
-from lecentral.testing.daemons.postfix import PostfixServer
-from lecentral.testing.daemons.slapd import SlapdServer
-from lecentral.testing.daemons.sshd import SshServer
+from lecentral_testing.daemons.apache import ApacheServer
+from lecentral_testing.daemons.base import TlsServer
+from lecentral_testing.daemons.certs import CertFiles, write_cert_files
+from lecentral_testing.daemons.dovecot import DovecotServer
+from lecentral_testing.daemons.nginx import NginxServer
+from lecentral_testing.daemons.postfix import PostfixServer
+from lecentral_testing.daemons.slapd import SlapdServer
 
 S = TypeVar("S", bound=TlsServer)
 CertFilesFactory = Callable[..., CertFiles]
@@ -92,25 +90,6 @@ def slapd_server(tmp_path_factory: pytest.TempPathFactory,
     """slapd on 127.0.0.1: ``verify_urls["ldap"|"ldaps"]``, ``ldap_url``, ``ldapi_url`` (root: manage cn=config)."""
     files = cert_files_factory(["ldap.example.test"])
     yield from _serve(tmp_path_factory, SlapdServer, cert=files.cert, key=files.key, chain=files.chain)
-
-
-@pytest.fixture(scope="session")
-def freeradius_server(tmp_path_factory: pytest.TempPathFactory,
-                      cert_files_factory: CertFilesFactory) -> Iterator[FreeradiusServer]:
-    """FreeRADIUS on 127.0.0.1 (UDP ``auth_port``), client ``secret``, test ``user``/``password``,
-    EAP on its cert/key/chain files; ``restart_command`` restarts it the way the agent would."""
-    files = cert_files_factory(["radius.example.test"])
-    with FreeradiusServer(tmp_path_factory.mktemp("freeradius"), cert=files.cert, key=files.key,
-                          chain=files.chain) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
-    """OpenSSH's sshd on 127.0.0.1 (``port``), logging in ``user`` (root) with ``identity``, host key
-    in ``known_hosts``; ``authorize(pub)`` accepts another key. Shared: never change its config."""
-    with SshServer(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
 
 
 @pytest.fixture

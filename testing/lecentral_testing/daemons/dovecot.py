@@ -15,9 +15,9 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from lecentral.testing.daemons.base import TlsServer
-from lecentral.testing.daemons.certs import write_atomic
-from lecentral.testing.process import Daemon, daemon_user, find_executable
+from lecentral_testing.daemons.base import TlsServer
+from lecentral_testing.daemons.certs import write_atomic
+from lecentral_testing.process import Daemon, daemon_user, find_executable
 
 
 class DovecotServer(TlsServer):

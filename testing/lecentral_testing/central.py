@@ -1,7 +1,7 @@
 """The central host's side of a local world, for tests, benchmarks and ``lecentral demo``.
 
 :func:`central_tables` is the ``lecentral.toml`` an operator would write for a Pebble + BIND
-world (write it with :func:`lecentral.testing.tomlfile.write_toml`); :func:`new_row` is a
+world (write it with :func:`lecentral_testing.tomlfile.write_toml`); :func:`new_row` is a
 ``certs`` row as ``lecentral add`` makes it from a CSR.
 """
 
@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lecentral.testing.bind import DEFAULT_KEY_NAME
-from lecentral.testing.ports import LOOPBACK
+from lecentral_testing.bind import DEFAULT_KEY_NAME
+from lecentral_testing.ports import LOOPBACK
 
 if TYPE_CHECKING:
     from lecentral.store.rows import CertRow
-    from lecentral.testing.bind import BindServer
-    from lecentral.testing.pebble import PebbleServer
+    from lecentral_testing.bind import BindServer
+    from lecentral_testing.pebble import PebbleServer
 
 
 def central_tables(workdir: Path, pebble: PebbleServer, bind: BindServer, *, email: str,

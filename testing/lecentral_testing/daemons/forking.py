@@ -6,7 +6,7 @@ that is what a plugin's rollback relies on. :func:`restart_argv` builds that com
 daemon: stop the process named in the pid file, then start the daemon in its forking mode, where
 the parent exits only once the child is serving (non-zero if it is not), as both daemons do::
 
-    python -m lecentral.testing.daemons.forking --pid-file RUN/slapd.pid --match CONFDIR \\
+    python -m lecentral_testing.daemons.forking --pid-file RUN/slapd.pid --match CONFDIR \\
         --log WORKDIR/restart.log -- /usr/sbin/slapd -F CONFDIR -h "ldap://127.0.0.1:PORT/"
 
 ``--match`` is a string that must appear in the command line of the process in the pid file, so a
@@ -87,7 +87,7 @@ def restart(pid_file: Path | str, match: str, argv: Sequence[str], log: Path | s
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    """``python -m lecentral.testing.daemons.forking``: see the module docstring."""
+    """``python -m lecentral_testing.daemons.forking``: see the module docstring."""
     parser = argparse.ArgumentParser(description="Restart a forking test daemon by its pid file.")
     parser.add_argument("--pid-file", required=True)
     parser.add_argument("--match", required=True, help="a string in the daemon's command line")

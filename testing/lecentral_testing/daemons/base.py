@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Self
 
 from lecentral.errors import VerifyError
-from lecentral.testing.daemons.certs import CertFiles, pem_fingerprint, write_atomic
-from lecentral.testing.ports import LOOPBACK, free_port
-from lecentral.testing.process import (
+from lecentral_testing.daemons.certs import CertFiles, pem_fingerprint, write_atomic
+from lecentral_testing.ports import LOOPBACK, free_port
+from lecentral_testing.process import (
     Daemon,
     ManagedServer,
     ServerStartError,

@@ -17,15 +17,15 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from lecentral.testing.ports import LOOPBACK
-from lecentral.testing.process import (
+from lecentral_testing.ports import LOOPBACK
+from lecentral_testing.process import (
     Daemon,
     chown_to,
     find_executable,
     run_tool,
     sql_identifier,
 )
-from lecentral.testing.sqlserver import SqlServer
+from lecentral_testing.sqlserver import SqlServer
 
 _PG_DIRS = ("/usr/lib/postgresql/*/bin",)
 SUPERUSER = "postgres"

@@ -16,9 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lecentral.testing.ports import LOOPBACK
-from lecentral.testing.process import Daemon, find_executable, run_tool, sql_identifier
-from lecentral.testing.sqlserver import SqlServer
+from lecentral_testing.ports import LOOPBACK
+from lecentral_testing.process import Daemon, find_executable, run_tool, sql_identifier
+from lecentral_testing.sqlserver import SqlServer
 
 
 class MariaDBServer(SqlServer):

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lecentral.testing.daemons.base import TlsServer
-from lecentral.testing.process import Daemon, daemon_user, find_executable
+from lecentral_testing.daemons.base import TlsServer
+from lecentral_testing.process import Daemon, daemon_user, find_executable
 
 MODULES_DIR = Path("/usr/lib/apache2/modules")
 _MODULES = ("mpm_event", "authz_core", "socache_shmcb", "ssl")

@@ -14,34 +14,29 @@ PostfixServer      smtp (smtp+starttls), smtps, plain,   postfix -c DIR reload
                    smtpd_listeners (failure tests)
 DovecotServer      imap, pop3 (+starttls), imaps, pop3s  doveadm -c CONF reload
 SlapdServer        ldap (ldap+starttls), ldaps, ldapi    ldapmodify of olcTLS* (or restart())
-FreeradiusServer   RADIUS auth (UDP), EAP-TLS            restart()
-SshServer          ssh (for plugins that push over SSH)  -
 =================  ====================================  ==========================================
 
-Debian packages: nginx apache2 postfix dovecot-imapd dovecot-pop3d slapd ldap-utils freeradius
-freeradius-utils eapoltest openssh-server.
-Pytest fixtures: :mod:`lecentral.testing.daemons.fixtures`.
+Debian packages: nginx apache2 postfix dovecot-imapd dovecot-pop3d slapd ldap-utils.
+(The FreeRADIUS and OpenSSH launchers live with the tests of the plugins that use them:
+plugins/lecentral-freeradius/tests/radius_launcher.py, plugins/lecentral-esxi/tests/sshd_launcher.py.)
+Pytest fixtures: :mod:`lecentral_testing.daemons.fixtures`.
 """
 
-from lecentral.testing.daemons.apache import ApacheServer
-from lecentral.testing.daemons.base import TlsServer
-from lecentral.testing.daemons.certs import CertFiles, pem_fingerprint, write_cert_files
-from lecentral.testing.daemons.dovecot import DovecotServer
-from lecentral.testing.daemons.freeradius import FreeradiusServer
-from lecentral.testing.daemons.nginx import NginxServer
-from lecentral.testing.daemons.postfix import PostfixServer
-from lecentral.testing.daemons.slapd import SlapdServer
-from lecentral.testing.daemons.sshd import SshServer
+from lecentral_testing.daemons.apache import ApacheServer
+from lecentral_testing.daemons.base import TlsServer
+from lecentral_testing.daemons.certs import CertFiles, pem_fingerprint, write_cert_files
+from lecentral_testing.daemons.dovecot import DovecotServer
+from lecentral_testing.daemons.nginx import NginxServer
+from lecentral_testing.daemons.postfix import PostfixServer
+from lecentral_testing.daemons.slapd import SlapdServer
 
 __all__ = [
     "ApacheServer",
     "CertFiles",
     "DovecotServer",
-    "FreeradiusServer",
     "NginxServer",
     "PostfixServer",
     "SlapdServer",
-    "SshServer",
     "TlsServer",
     "pem_fingerprint",
     "write_cert_files",
