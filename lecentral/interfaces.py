@@ -51,6 +51,15 @@ class Store(ABC):
         """Create missing tables (never touching an existing ``certs``); return the names created."""
 
     @abstractmethod
+    def check_schema(self) -> None:
+        """Raise StoreError, saying to run ``lecentral init``, if a table is missing."""
+
+    @property
+    def location(self) -> str:
+        """Where this store is, for messages (a database URL with its password masked)."""
+        return "the database"
+
+    @abstractmethod
     def get(self, name: str) -> CertRow | None:
         """The row for ``name``, validated, or ``None``."""
 
@@ -63,16 +72,16 @@ class Store(ABC):
         """Insert a new row; :class:`StoreError` if the name exists."""
 
     @abstractmethod
-    def set_csr(self, name: str, csr: bytes, md5_modulus: str) -> None:
-        """Replace the CSR and its md5_modulus."""
+    def set_csr(self, name: str, csr: bytes, md5_modulus: str, now: int = 0) -> None:
+        """Replace the CSR and its md5_modulus, with a ``csr`` event at ``now`` (0: the clock)."""
 
     @abstractmethod
-    def set_enable(self, name: str, enable: bool) -> None:
-        """Flip the ``enable`` column."""
+    def set_enable(self, name: str, enable: bool, now: int = 0) -> None:
+        """Flip the ``enable`` column, with an ``enable`` event."""
 
     @abstractmethod
-    def remove(self, name: str) -> None:
-        """Delete the row (its event history stays)."""
+    def remove(self, name: str, now: int = 0) -> None:
+        """Delete the row (its event history stays), with a ``removed`` event."""
 
     @abstractmethod
     def save_issued(self, name: str, crt: bytes, ca: bytes, ts_expire: int, now: int) -> None:

@@ -49,9 +49,9 @@ def init(app: App) -> None:
     store = app.store(check=False)
     created = store.init_schema()
     if created:
-        click.echo(f"created tables {', '.join(created)} in {store.shown_url}")
+        click.echo(f"created tables {', '.join(created)} in {store.location}")
     else:
-        click.echo(f"all tables already exist in {store.shown_url}; nothing changed")
+        click.echo(f"all tables already exist in {store.location}; nothing changed")
 
 
 @click.command()

@@ -12,8 +12,8 @@ from lecentral.cli.common import LazyGroup, setup_logging
 
 if TYPE_CHECKING:
     from lecentral.config import CentralConfig
+    from lecentral.interfaces import Store
     from lecentral.registry import Registry
-    from lecentral.store.sql import SqlStore
 
 #: more sub-commands from installed distributions (``lecentral demo`` comes with lecentral-testing)
 COMMANDS_GROUP = "lecentral.commands"
@@ -42,7 +42,7 @@ class App:
     config_path: str | None
     _config: CentralConfig | None = None
     _registry: Registry | None = None
-    _store: SqlStore | None = field(default=None)
+    _store: Store | None = field(default=None)
 
     @property
     def config(self) -> CentralConfig:
@@ -60,15 +60,15 @@ class App:
             self._registry = Registry.load(disabled=self.config.plugins.disable)
         return self._registry
 
-    def store(self, *, check: bool = True) -> SqlStore:
+    def store(self, *, check: bool = True) -> Store:
         """The store of ``[database] url``; with ``check``, fail clearly if init was not run."""
         if self._store is None:
             from lecentral.store import open_store
 
-            self._store = open_store(self.config.database.url, self.registry)  # type: ignore[assignment]
+            self._store = open_store(self.config.database.url, self.registry)
             if check:
-                self._store.check_schema()  # type: ignore[union-attr]
-        return self._store  # type: ignore[return-value]
+                self._store.check_schema()
+        return self._store
 
     def close(self) -> None:
         if self._store is not None:

@@ -105,7 +105,7 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
         _print_table(report.start + final, dry_run, named=bool(names))
         _print_leftovers(report)
     if report.locked_out:
-        message = _locked_message(report, getattr(app.store(), "shown_url", "the database"))
+        message = _locked_message(report, app.store().location)
         if report.locked_out_round == 1:
             if as_json:
                 click.echo(f"lecentral: error: {message}", err=True)

@@ -155,6 +155,10 @@ class SqlStore(Store):
             raise StoreError(self._same_name(name, stored))
         return stored[0]
 
+    @property
+    def location(self) -> str:
+        return self.shown_url
+
     def close(self) -> None:
         self.engine.dispose()
 
