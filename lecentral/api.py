@@ -20,6 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from lecentral.acme.client import AcmeClient, PendingChallenge
     from lecentral.certificates import (
         Certificate,
         Csr,
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from lecentral.records import CertEntry, Notification
     from lecentral.store.rows import CertRow
     from lecentral.types import (
+        IssuerContext,
         IssuerType,
         NotifierType,
         ServiceType,
@@ -76,8 +78,8 @@ if TYPE_CHECKING:
 _WHERE: dict[str, str] = {
     # hooks and the records the registration hooks return
     "hookimpl": "lecentral.hookspecs",
-    **dict.fromkeys(("IssuerType", "StoreType", "ServiceType", "VerifierType", "NotifierType"),
-                    "lecentral.types"),
+    **dict.fromkeys(("IssuerType", "StoreType", "ServiceType", "VerifierType", "NotifierType",
+                     "IssuerContext"), "lecentral.types"),
     "Notification": "lecentral.records",
     # what a plugin implements
     **dict.fromkeys(("Issuer", "Store", "Service", "Installer", "Verifier", "Notifier",
@@ -96,10 +98,13 @@ _WHERE: dict[str, str] = {
     **dict.fromkeys(("Certificate", "Csr", "load_private_key_public", "md5_modulus", "when"),
                     "lecentral.certificates"),
     **dict.fromkeys(("VerifyTarget", "parse_verify_url", "url_scheme"), "lecentral.verify"),
+    # for issuers: the run's ACME client (IssuerContext.acme) and what it returns
+    **dict.fromkeys(("AcmeClient", "PendingChallenge"), "lecentral.acme.client"),
 }
 
 __all__ = [
     "OUTPUT_TAIL_LINES",
+    "AcmeClient",
     "CertEntry",
     "CertRow",
     "Certificate",
@@ -112,6 +117,7 @@ __all__ = [
     "IssueError",
     "IssuedCertificate",
     "Issuer",
+    "IssuerContext",
     "IssuerType",
     "Journal",
     "LecentralError",
@@ -119,6 +125,7 @@ __all__ = [
     "Notification",
     "Notifier",
     "NotifierType",
+    "PendingChallenge",
     "PluginError",
     "Service",
     "ServiceType",

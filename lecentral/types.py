@@ -12,20 +12,34 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from lecentral.acme.client import AcmeClient
     from lecentral.config import CentralConfig
     from lecentral.interfaces import Issuer, Notifier, Service, Store, Verifier
+
+
+@dataclass(frozen=True)
+class IssuerContext:
+    """What a renew run gives each issuer it builds.
+
+    ``config``: the whole central configuration. ``acme()``: the run's ACME client (account,
+    connection and nonce pool), made on the first call, shared by every issuer and worker of
+    the run, and closed by the run at its end: an issuer never closes it.
+    """
+
+    config: CentralConfig
+    acme: Callable[[], AcmeClient]
 
 
 @dataclass(frozen=True)
 class IssuerType:
     """A way of getting a certificate signed: ``dns-subzone``, ``certbot-webroot``, ``webroot``...
 
-    ``factory(config)`` builds the issuer from the central configuration; it is called at most once
-    per renew run, and only when a certificate needs this issuer.
+    ``factory(context)`` builds the issuer from an :class:`IssuerContext`; it is called at most
+    once per renew run, and only when a certificate needs this issuer.
     """
 
     name: str
-    factory: Callable[[CentralConfig], Issuer]
+    factory: Callable[[IssuerContext], Issuer]
     description: str = ""
 
 

@@ -22,7 +22,7 @@ from lecentral.plugins import get_plugin_manager
 from lecentral.registry import Registry
 from lecentral.renew import RenewJob, RenewRequest
 from lecentral.store.sql import SqlStore
-from lecentral.types import IssuerType
+from lecentral.types import IssuerContext, IssuerType
 
 
 class FailureHook:
@@ -88,8 +88,8 @@ def test_expired_certificate_from_the_ca_is_refused(dns_world: World, short_pebb
 class CrashingIssuer(Issuer):
     """A plugin issuer with a bug: it raises a plain Python exception, not a LecentralError."""
 
-    def __init__(self, config: CentralConfig) -> None:
-        self.config = config
+    def __init__(self, context: IssuerContext) -> None:
+        self.config = context.config
 
     def issue(self, row: Any, csr: Any) -> IssuedCertificate:
         raise KeyError("zone-map")
@@ -128,11 +128,11 @@ class RemovedMeanwhileIssuer(Issuer):
     row with ``lecentral remove`` (another connection). Only the timing is arranged by the test:
     the order, the checks and the failing save are the real ones."""
 
-    def __init__(self, config: CentralConfig) -> None:
+    def __init__(self, context: IssuerContext) -> None:
         from lecentral.builtin.dns_subzone import DnsSubzoneIssuer
 
-        self.real = DnsSubzoneIssuer(config)
-        self.url = config.database.url
+        self.real = DnsSubzoneIssuer(context)
+        self.url = context.config.database.url
 
     def issue(self, row: Any, csr: Any) -> IssuedCertificate:
         issued = self.real.issue(row, csr)

@@ -35,7 +35,7 @@ from lecentral.plugins import get_plugin_manager
 from lecentral.registry import Registry
 from lecentral.renew import RenewJob, RenewReport, RenewRequest
 from lecentral.store.sql import SqlStore
-from lecentral.types import IssuerType
+from lecentral.types import IssuerContext, IssuerType
 
 Step = Callable[[], None]
 
@@ -71,7 +71,7 @@ class StepBeforeFileRemoval(ChallengeDirs):
 class Hooked:
     """A plugin registering the issuer ``hooked``: the built-in one with a step at removal."""
 
-    def __init__(self, make: Callable[[CentralConfig], Issuer]) -> None:
+    def __init__(self, make: Callable[[IssuerContext], Issuer]) -> None:
         self.make = make
 
     @hookimpl
@@ -80,23 +80,23 @@ class Hooked:
                            "issuer with a step just before its cleanup")]
 
 
-def dns_issuer(step: Step) -> Callable[[CentralConfig], Issuer]:
-    def make(config: CentralConfig) -> Issuer:
-        issuer = DnsSubzoneIssuer(config)
-        issuer._dns = StepBeforeRemoval(config.dns, step)
+def dns_issuer(step: Step) -> Callable[[IssuerContext], Issuer]:
+    def make(context: IssuerContext) -> Issuer:
+        issuer = DnsSubzoneIssuer(context)
+        issuer._dns = StepBeforeRemoval(context.config.dns, step)
         return issuer
     return make
 
 
-def web_issuer(step: Callable[[Path], None]) -> Callable[[CentralConfig], Issuer]:
-    def make(config: CentralConfig) -> Issuer:
-        issuer = WebrootIssuer(config)
+def web_issuer(step: Callable[[Path], None]) -> Callable[[IssuerContext], Issuer]:
+    def make(context: IssuerContext) -> Issuer:
+        issuer = WebrootIssuer(context)
         issuer.dirs = StepBeforeFileRemoval(step)
         return issuer
     return make
 
 
-def run_with(config: CentralConfig, store: SqlStore, make: Callable[[CentralConfig], Issuer],
+def run_with(config: CentralConfig, store: SqlStore, make: Callable[[IssuerContext], Issuer],
              **request: Any) -> RenewReport:
     loaded = get_plugin_manager(entrypoints=False)
     loaded.pm.register(Hooked(make), name="hooked-issuer")

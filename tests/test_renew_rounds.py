@@ -26,13 +26,13 @@ from renew_world import (
     write_toml,
 )
 
-from lecentral.config import CentralConfig, NotifyConfig
+from lecentral.config import NotifyConfig
 from lecentral.hookspecs import hookimpl
 from lecentral.interfaces import IssuedCertificate, Issuer
 from lecentral.plugins import get_plugin_manager
 from lecentral.registry import Registry
 from lecentral.renew import RenewJob, RenewRequest
-from lecentral.types import IssuerType
+from lecentral.types import IssuerContext, IssuerType
 
 
 def registry_with(*plugins: object) -> Registry:
@@ -130,10 +130,10 @@ class WrongKeyIssuer(Issuer):
     different key than the row's CSR: a stand-in for a CA that returns a certificate for another
     key, which no real Pebble does (the only non-real part of this test)."""
 
-    def __init__(self, config: CentralConfig) -> None:
+    def __init__(self, context: IssuerContext) -> None:
         from lecentral.builtin.dns_subzone import DnsSubzoneIssuer
 
-        self.real = DnsSubzoneIssuer(config)
+        self.real = DnsSubzoneIssuer(context)
 
     def issue(self, row: Any, csr: Any) -> IssuedCertificate:
         from lecentral_testing.pki import make_csr

@@ -43,14 +43,14 @@ from lecentral.registry import Registry
 from lecentral.renew import RenewJob, RenewReport, RenewRequest
 from lecentral.store.rows import CertRow
 from lecentral.store.sql import SqlStore
-from lecentral.types import IssuerType, NotifierType
+from lecentral.types import IssuerContext, IssuerType, NotifierType
 
 
 class StepAfterIssue(DnsSubzoneIssuer):
     """The built-in DNS-01 issuer; ``step`` runs once the certificate is issued."""
 
-    def __init__(self, config: CentralConfig, step: Callable[[], None]) -> None:
-        super().__init__(config)
+    def __init__(self, context: IssuerContext, step: Callable[[], None]) -> None:
+        super().__init__(context)
         self.step = step
 
     def issue(self, row: CertRow, csr: Csr) -> IssuedCertificate:

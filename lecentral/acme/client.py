@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import datetime
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -326,30 +325,3 @@ class RenewalInfoReader:
     def close(self) -> None:
         """Close the HTTP session."""
         self.session.close()
-
-
-_shared: dict[tuple[str, ...], AcmeClient] = {}
-_shared_lock = threading.Lock()
-
-
-def shared_client(config: AcmeConfig, *, workers: int = 8) -> AcmeClient:
-    """The process-wide client for this ``[acme]`` table, registered on first use.
-
-    Issuers of one renew run (DNS-01 and HTTP-01 alike) share it, and with it one account, one
-    connection pool and one nonce pool.
-    """
-    key = (config.directory, config.account_key, config.ca_bundle, config.eab_kid)
-    with _shared_lock:
-        client = _shared.get(key)
-        if client is None:
-            client = AcmeClient(config, workers=workers)
-            _shared[key] = client
-        return client
-
-
-def forget_shared() -> None:
-    """Close and forget every shared client (end of a renew run, or tests)."""
-    with _shared_lock:
-        for client in _shared.values():
-            client.close()
-        _shared.clear()

@@ -25,12 +25,11 @@ from typing import TYPE_CHECKING
 
 from lecentral.hookspecs import hookimpl
 from lecentral.interfaces import IssuedCertificate, Issuer
-from lecentral.types import IssuerType
+from lecentral.types import IssuerContext, IssuerType
 
 if TYPE_CHECKING:
     from lecentral.acme.client import AcmeClient, PendingChallenge
     from lecentral.certificates import Csr
-    from lecentral.config import CentralConfig
     from lecentral.dns.challenge import DnsChallenges, PublishedTxt
     from lecentral.store.rows import CertRow
 
@@ -72,10 +71,10 @@ class ZoneChecks:
 class DnsSubzoneIssuer(Issuer):
     """Issues certificates by DNS-01, publishing TXT records through RFC 2136 + TSIG."""
 
-    def __init__(self, config: CentralConfig) -> None:
-        self.config = config
+    def __init__(self, context: IssuerContext) -> None:
+        self.config = context.config
+        self.context = context
         self._lock = threading.Lock()
-        self._client: AcmeClient | None = None
         self._dns: DnsChallenges | None = None
         self.zone_checks = ZoneChecks()
 
@@ -87,11 +86,7 @@ class DnsSubzoneIssuer(Issuer):
                 from lecentral.dns.challenge import DnsChallenges
 
                 self._dns = DnsChallenges(self.config.dns)
-            if self._client is None:
-                from lecentral.acme.client import shared_client
-
-                self._client = shared_client(self.config.acme, workers=self.config.renew.workers)
-            return self._client, self._dns
+            return self.context.acme(), self._dns
 
     def begin_pass(self) -> None:
         self.zone_checks.reset()
@@ -122,8 +117,7 @@ class DnsSubzoneIssuer(Issuer):
         return IssuedCertificate(crt=crt, ca=ca)
 
     def close(self) -> None:
-        # the ACME client is shared (lecentral.acme.client.shared_client): the renew run closes it
-        self._client = None
+        """Nothing of its own to close: the ACME client is the run's (IssuerContext.acme)."""
 
 
 def _ordered_name(challenge: PendingChallenge) -> str:
@@ -131,13 +125,9 @@ def _ordered_name(challenge: PendingChallenge) -> str:
     return f"*.{challenge.name}" if challenge.wildcard else challenge.name
 
 
-def _factory(config: CentralConfig) -> Issuer:
-    return DnsSubzoneIssuer(config)
-
-
 @hookimpl
 def lecentral_register_issuers() -> list[IssuerType]:
     return [IssuerType(
-        name=NAME, factory=_factory,
+        name=NAME, factory=DnsSubzoneIssuer,
         description="ACME DNS-01: TXT records in per-name BIND sub-zones via RFC 2136 + TSIG",
     )]

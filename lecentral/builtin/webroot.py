@@ -12,20 +12,20 @@ from lecentral.hookspecs import hookimpl
 from lecentral.types import IssuerType
 
 if TYPE_CHECKING:
-    from lecentral.config import CentralConfig
     from lecentral.interfaces import Issuer
+    from lecentral.types import IssuerContext
 
 
-def _certbot_webroot(config: CentralConfig) -> Issuer:
+def _certbot_webroot(context: IssuerContext) -> Issuer:
     from lecentral.http01.certbot import CertbotWebrootIssuer
 
-    return CertbotWebrootIssuer(config)
+    return CertbotWebrootIssuer(context.config)
 
 
-def _webroot(config: CentralConfig) -> Issuer:
+def _webroot(context: IssuerContext) -> Issuer:
     from lecentral.http01.native import WebrootIssuer
 
-    return WebrootIssuer(config)
+    return WebrootIssuer(context)
 
 
 @hookimpl

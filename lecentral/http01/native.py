@@ -18,18 +18,17 @@ Whatever happens, every file written is removed, and the directories created for
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING
 
 from lecentral.http01.webroot import ChallengeDirs, http01_names, webroot_of
 from lecentral.interfaces import IssuedCertificate, Issuer
 
 if TYPE_CHECKING:
-    from lecentral.acme.client import AcmeClient
     from lecentral.certificates import Csr
     from lecentral.config import CentralConfig
     from lecentral.http01.selfcheck import SiteChecker
     from lecentral.store.rows import CertRow
+    from lecentral.types import IssuerContext
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +51,12 @@ def site_checker(config: CentralConfig) -> SiteChecker | None:
 class WebrootIssuer(Issuer):
     """Issues certificates by HTTP-01, writing the challenge files into the row's webroot."""
 
-    def __init__(self, config: CentralConfig) -> None:
-        self.config = config
-        self.checker = site_checker(config)
+    def __init__(self, context: IssuerContext) -> None:
+        self.config = context.config
+        self.checker = site_checker(self.config)
         self.dirs = ChallengeDirs()
-        self._lock = threading.Lock()
-        self._client: AcmeClient | None = None
-
-    # Built on first use: a pass with nothing due never creates an account key nor talks to the CA.
-    def _acme(self) -> AcmeClient:
-        with self._lock:
-            if self._client is None:
-                from lecentral.acme.client import shared_client
-
-                self._client = shared_client(self.config.acme, workers=self.config.renew.workers)
-            return self._client
+        # the run's client, made on first use: a pass with nothing due never talks to the CA
+        self._acme = context.acme
 
     def issue(self, row: CertRow, csr: Csr) -> IssuedCertificate:
         from lecentral.certificates import split_fullchain
@@ -93,5 +83,4 @@ class WebrootIssuer(Issuer):
         return IssuedCertificate(crt=crt, ca=ca)
 
     def close(self) -> None:
-        # the ACME client is shared (lecentral.acme.client.shared_client): the renew run closes it
-        self._client = None
+        """Nothing of its own to close: the ACME client is the run's (IssuerContext.acme)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,9 +24,10 @@ from lecentral.renew.checks import check_issued, check_row, due_reason
 from lecentral.renew.context import Redactor
 from lecentral.renew.outcome import Outcome, Progress, RenewReport, RenewRequest
 from lecentral.renew.spool import CertSpool, Spooled
+from lecentral.types import IssuerContext
 
 if TYPE_CHECKING:
-    from lecentral.acme.client import RenewalInfoReader
+    from lecentral.acme.client import AcmeClient, RenewalInfoReader
     from lecentral.config import CentralConfig
     from lecentral.interfaces import Issuer, Store
     from lecentral.registry import Registry
@@ -50,6 +50,8 @@ class RenewJob:
         self.redact = Redactor(config)
         self._write_lock = threading.Lock()  # SQLite allows one writer: workers take turns
         self._issuers: dict[str, Issuer | LecentralError] = {}
+        self._acme_lock = threading.Lock()
+        self._acme_client: AcmeClient | None = None
         self.spool = CertSpool(config.renew.state_dir)
 
     @property
@@ -364,7 +366,8 @@ class RenewJob:
         with self._write_lock:
             if name not in self._issuers:
                 try:
-                    self._issuers[name] = self.registry.issuer(name).factory(self.config)
+                    context = IssuerContext(self.config, self._acme)
+                    self._issuers[name] = self.registry.issuer(name).factory(context)
                 except LecentralError as exc:
                     self._issuers[name] = exc
             return self._issuers[name]
@@ -377,7 +380,16 @@ class RenewJob:
                 except Exception as exc:  # noqa: BLE001 - closing is best effort, the run is over
                     log.warning("closing an issuer failed: %s", exc)
         self._issuers.clear()
-        acme_client = sys.modules.get("lecentral.acme.client")  # only if an issuer used ACME
-        if acme_client is not None:
-            acme_client.forget_shared()
+        if self._acme_client is not None:
+            self._acme_client.close()
+            self._acme_client = None
 
+    def _acme(self) -> AcmeClient:
+        """The run's one ACME client, made when an issuer first needs it (a dry run or a pass with
+        nothing due never creates an account key nor talks to the CA)."""
+        with self._acme_lock:
+            if self._acme_client is None:
+                from lecentral.acme.client import AcmeClient
+
+                self._acme_client = AcmeClient(self.config.acme, workers=self.config.renew.workers)
+            return self._acme_client
