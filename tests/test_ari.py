@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,10 +35,12 @@ class AriCa:
     def __init__(self) -> None:
         self.windows: dict[str, Any] = {}
         self.fail = False
+        self.requests: list[str] = []
         ca = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                ca.requests.append(self.path)
                 if self.path == "/dir":
                     body: Any = {"renewalInfo": f"http://127.0.0.1:{ca.port}/ari"}
                 elif self.path.startswith("/ari/") and not ca.fail and \
@@ -139,3 +142,24 @@ def test_a_broken_endpoint_falls_back_to_before_days(ari_ca: AriCa,
     assert not due
     assert "using renew.before_days" in caplog.text
     reader.close()
+
+
+def test_a_dry_run_asks_the_ca_nothing(ari_ca: AriCa, tmp_path: Path) -> None:
+    """``renew --dry-run`` contacts no CA, not even for renewal information: it decides on dates
+    alone (an open ARI window is not seen), and says so in the docs."""
+    from lecentral.registry import Registry
+    from lecentral.renew import RenewJob, RenewRequest
+    from lecentral.store.sql import SqlStore
+
+    row, crt = issued_row(60)
+    ari_ca.windows[ari_cert_id(crt)] = window(-2, -1)
+    store = SqlStore(f"sqlite:///{tmp_path}/db.sqlite")
+    store.init_schema()
+    store.add(replace(row, enable=True))
+    config = replace(config_for(ari_ca), renew=replace(CentralConfig().renew,
+                                                       state_dir=str(tmp_path / "state")))
+    report = RenewJob(config, store, Registry.load(entrypoints=False)).run(
+        RenewRequest(dry_run=True))
+    assert [(o.name, o.status) for o in report.final] == [("ari.example.test", "not-due")]
+    assert ari_ca.requests == []
+    store.close()

@@ -50,6 +50,22 @@ class _DeadlineSMTP(smtplib.SMTP):
             raise TimeoutError("timed out")
         return left
 
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        """Like socket.create_connection, but the addresses of a relay name that has several
+        (IPv6 and IPv4, a round robin) share the deadline instead of getting ``timeout`` each."""
+        error: OSError = OSError(f"{host} has no address")
+        for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0,
+                                                                    socket.SOCK_STREAM):
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(self._left())
+                sock.connect(address)
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+        raise error
+
     def _arm(self) -> None:
         sock = getattr(self, "sock", None)
         if sock is not None:

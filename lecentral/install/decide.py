@@ -115,7 +115,8 @@ def decide(entry: CertEntry, row: CertRow, installed: bytes | None, missing: lis
     if row.problems:
         return Decision(True, "database row to check")
     if not row.enable:
-        return Decision(False, "disabled in the database (enable = 'N'); nothing done", "skipped")
+        flag = "enable is NULL" if row.enable_null else "enable = 'N'"
+        return Decision(False, f"disabled in the database ({flag}); nothing done", "skipped")
     if not row.crt:
         return Decision(False, "no certificate in the database yet; nothing done", "skipped")
     try:

@@ -213,7 +213,8 @@ class RenewJob:
 
     def _ari_reader(self, rows: list[CertRow], request: RenewRequest,
                     retry: bool) -> RenewalInfoReader | None:
-        if retry or request.force or not self.config.renew.ari:
+        # a dry run contacts no CA (not even for renewal information): it decides on dates alone
+        if retry or request.force or request.dry_run or not self.config.renew.ari:
             return None
         if not any(r.enable and r.crt for r in rows):
             return None
