@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         Csr,
         load_private_key_public,
         md5_modulus,
+        when,
     )
     from lecentral.errors import (
         ConfigError,
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     )
     from lecentral.hookspecs import hookimpl
     from lecentral.install.config import CertEntry
-    from lecentral.install.decide import when
     from lecentral.install.fileset import (
         Journal,
         LocalFiles,
@@ -93,8 +93,7 @@ _WHERE: dict[str, str] = {
                      "installed_fingerprint", "OUTPUT_TAIL_LINES"), "lecentral.install.service"),
     **dict.fromkeys(("LocalFiles", "Journal", "read_nofollow", "replace_atomically"),
                     "lecentral.install.fileset"),
-    "when": "lecentral.install.decide",
-    **dict.fromkeys(("Certificate", "Csr", "load_private_key_public", "md5_modulus"),
+    **dict.fromkeys(("Certificate", "Csr", "load_private_key_public", "md5_modulus", "when"),
                     "lecentral.certificates"),
     **dict.fromkeys(("VerifyTarget", "parse_verify_url", "url_scheme"), "lecentral.verify"),
 }

@@ -308,6 +308,11 @@ def now_ts() -> int:
     return int(datetime.now(UTC).timestamp())
 
 
+def when(ts: int) -> str:
+    """A Unix time as ``2025-01-31 12:00 UTC``: the one format of times in messages."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def load_private_key_public(path: Path) -> object:
     """The public half of the private key at ``path`` (read locally, never sent anywhere)."""
     try:

@@ -253,13 +253,38 @@ def load_central(explicit: str | None = None) -> CentralConfig:
 
 
 def mask_url(url: str) -> str:
-    """A database URL with its password replaced by the mask."""
+    """A database URL with its password replaced by the mask.
+
+    Everything up to the *last* ``@`` counts as the credentials, so a password with a raw ``@``,
+    ``/`` or ``#`` in it is masked whole (never a fragment of it shown as the host).
+    """
     scheme, sep, rest = url.partition("://")
     creds, at, host = rest.rpartition("@")
     if not sep or not at or ":" not in creds:
         return url
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:{MASK}@{host}"
+
+
+#: what to write instead of a character that ends the password in a URL
+PERCENT_ENCODING = "@ as %40, / as %2F, # as %23, ? as %3F, : as %3A and % itself as %25"
+
+
+def url_password_problem(url: str) -> str | None:
+    """Why ``url`` cannot be parsed safely, or ``None``; the answer quotes no part of the URL.
+
+    A URL parser ends the password at its first ``@``: with a raw ``@`` in the password the rest
+    of it becomes the host name, which the driver then prints in its connection error.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or rest.startswith("/"):  # sqlite:////path: no credentials
+        return None
+    _, at, after = rest.partition("@")
+    if at and "@" in after.split("?", 1)[0]:
+        return (f"[database] url ({scheme}://...) has more than one '@' before the host: the "
+                "password (or user name) contains a raw '@'. Percent-encode it in the URL: "
+                f"{PERCENT_ENCODING} (for example p@ss/w#rd becomes p%40ss%2Fw%23rd)")
+    return None
 
 
 def masked(obj: Any) -> Any:

@@ -79,7 +79,8 @@ class Store(ABC):
     def save_issued(self, name: str, crt: bytes, ca: bytes, ts_expire: int, now: int) -> None:
         """Store a new certificate in one transaction: old_crt takes crt (old_ca takes ca only
         when the CA changed), md5_ca, ts_expire, ts_last_update set, count_fail_update 0, and an
-        ``issued`` event."""
+        ``issued`` event. CsrError, nothing written, if the row's ``md5_modulus`` no longer
+        matches the certificate's key (its CSR was replaced meanwhile)."""
 
     @abstractmethod
     def record_failure(self, name: str, error: str, now: int) -> int:

@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import logging
 import os
 import re
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lecentral.errors import LecentralError
+from lecentral.host import this_host
 
 if TYPE_CHECKING:
     from lecentral.config import CentralConfig
@@ -44,12 +43,6 @@ KINDS = (DNS_TXT, HTTP01_FILE)
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _TXT_VALUE = re.compile(r"^[!#-~]{1,255}$")  # printable ASCII without space or double quote
-
-
-@functools.cache
-def this_host() -> str:
-    """This host's name as the event log records it (looked up once, only when needed)."""
-    return socket.getfqdn()
 
 
 @dataclass(frozen=True)

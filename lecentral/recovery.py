@@ -18,9 +18,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from lecentral.certificates import now_ts
+from lecentral.certificates import now_ts, when
 from lecentral.errors import LecentralError
-from lecentral.leftovers import HTTP01_FILE, Leftover, clean, this_host
+from lecentral.host import this_host
+from lecentral.leftovers import HTTP01_FILE, Leftover, clean
 from lecentral.types import Notification
 
 if TYPE_CHECKING:
@@ -103,9 +104,9 @@ def save_spooled(job: RenewJob, spooled: Spooled, number: int) -> Outcome | None
     job.registry.emit("lecentral_cert_issued", name=name, crt=spooled.crt, ca=spooled.ca,
                       ts_expire=cert.not_after)
     message = (f"saved from the spool: issued by {spooled.issuer} at "
-               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(spooled.issued_at))} in a run "
+               f"{when(spooled.issued_at)} in a run "
                f"whose database write failed; no new order; valid until "
-               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(cert.not_after))}")
+               f"{when(cert.not_after)}")
     log.warning("%s: %s", name, message)
     return Outcome(name, "issued", message, spooled.issuer, time.monotonic() - started,
                    cert.not_after, 0, number)

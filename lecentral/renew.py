@@ -47,8 +47,9 @@ from lecentral.certificates import (
     load_chain,
     now_ts,
     verify_chain,
+    when,
 )
-from lecentral.errors import LecentralError
+from lecentral.errors import CsrError, LecentralError
 from lecentral.leftovers import Leftover, collecting
 from lecentral.spool import CertSpool, Spooled
 from lecentral.types import Notification
@@ -500,6 +501,11 @@ class RenewJob:
         with self._write_lock:
             try:
                 self.store.save_issued(row.name, issued.crt, issued.ca, cert.not_after, now)
+            except CsrError as exc:  # the row changed under us: this certificate is of no use
+                if spooled is not None:
+                    self.spool.remove(spooled)
+                return self._failed(row, issuer_name, f"refused: {exc}", "refused", started,
+                                    number, record=False)
             except LecentralError as exc:
                 kept = (f"it is kept in {spooled.path} and the next run saves it without a new "
                         "order"
@@ -514,7 +520,7 @@ class RenewJob:
         seconds = time.monotonic() - started
         self.progress(row.name, f"issued in {seconds:.2f} s")
         log.info("%s: issued by %s, expires %s", row.name, cert.issuer, cert.not_after)
-        return Outcome(row.name, "issued", f"issued, valid until {_date(cert.not_after)}",
+        return Outcome(row.name, "issued", f"issued, valid until {when(cert.not_after)}",
                        issuer_name, seconds, cert.not_after, 0, number)
 
     def _spool(self, row: CertRow, csr: Csr, crt: bytes, ca: bytes, ts_expire: int,
@@ -537,8 +543,9 @@ class RenewJob:
                     count = self.store.record_failure(row.name, error, now_ts())
                 except LecentralError as exc:
                     log.error("%s: the failure could not be recorded: %s", row.name, exc)
-            self.registry.emit("lecentral_renew_failed", name=row.name, error=error,
-                               count_fail_update=count or 0)
+        # event hooks hear of every failure, also one the database could not record
+        self.registry.emit("lecentral_renew_failed", name=row.name, error=error,
+                           count_fail_update=count or 0)
         self._notify(row.name, error, count or 0, status)
         self.progress(row.name, f"{status}: {error}")
         return Outcome(row.name, status, error, issuer, time.monotonic() - started,
@@ -584,6 +591,3 @@ class RenewJob:
         if acme_client is not None:
             acme_client.forget_shared()
 
-
-def _date(ts: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))

@@ -125,7 +125,8 @@ def test_status_with_the_database_down(world: AgentWorld) -> None:
     world.write_config(world.entry(NAME), database="sqlite:////nonexistent/dir/db.sqlite")
     result = world.run("status")
     assert result.exit_code == 1
-    assert "database unreachable" in result.stdout and "unable to open database" in result.stderr
+    assert "database unreachable" in result.stdout
+    assert "database file /nonexistent/dir/db.sqlite does not exist" in result.stderr
 
 
 class EventSpy:

@@ -100,6 +100,12 @@ FILES = {"key": "/k/a.key", "cert": "/c/a.crt"}
     ({"fullchain": "/c/a.crt"}, "/c/a.crt is also the cert path"),
     ({"mode": "0999"}, "is not an octal file mode"),
     ({"mode": 640}, "mode must be str"),
+    ({"mode": "0664"}, "'0664' is wider than \"0644\": a certificate file must not be writable"),
+    ({"mode": "0755"}, "'0755' is wider than \"0644\""),
+    ({"combined": "/c/a.pem", "mode": "0644"},
+     ("'0644' is too wide for combined /c/a.pem, which holds the private key: use \"0600\" or "
+     "\"0640\"")),
+    ({"combined": "/c/a.pem", "mode": "0604"}, "too wide for combined /c/a.pem"),
     ({"action": "restart"}, "choose one of reload, mail, syslog, reboot"),
     ({"action": "mail"}, "needs [notify] mail_to"),
     ({"action": "syslog"}, "needs [notify] syslog = true"),
@@ -114,6 +120,20 @@ def test_invalid_entry(tmp_path: Path, registry: Registry, keys: dict[str, Any],
     error = only_error(load(tmp_path, registry, {"name": "a.example.test", **FILES, **keys}))
     assert words in error
     assert str(tmp_path / "install.toml") in error
+
+
+@pytest.mark.parametrize(("keys", "mode"), [
+    ({"mode": "0644"}, 0o644), ({"mode": "0444"}, 0o444),
+    ({"combined": "/c/a.pem", "mode": "0640"}, 0o640),
+    ({"combined": "/c/a.pem", "mode": "0600"}, 0o600),
+    # without the key in combined_order, combined is a certificate file like the others
+    ({"combined": "/c/a.pem", "combined_order": ["cert", "chain"], "mode": "0644"}, 0o644),
+])
+def test_narrow_enough_modes_are_accepted(tmp_path: Path, registry: Registry, keys: dict[str, Any],
+                                          mode: int) -> None:
+    config = load(tmp_path, registry, {"name": "a.example.test", **FILES, **keys})
+    assert not config.broken, config.broken
+    assert config.certs[0].mode_bits == mode
 
 
 def test_broken_entry_leaves_the_others(tmp_path: Path, registry: Registry) -> None:
@@ -170,3 +190,19 @@ def test_the_example_config_loads() -> None:
     assert [e.name for e in config.certs][:1] == ["www.example.com"]
     for broken in config.broken:
         assert "on this host" in broken.error, broken.error
+
+
+@pytest.mark.parametrize(("notify", "words"), [
+    ({"mail_to": ["ops@example.test"], "smtp": "localhost:abc"},
+     "[notify] smtp: 'localhost:abc' is not host:port (the port must be a number from 1 to 65535)"),
+    ({"mail_to": ["ops@example.test"], "smtp_timeout": 0}, "[notify] smtp_timeout: 0 must be more"),
+    ({"syslog": True, "syslog_address": "loghost:70000"}, "[notify] syslog_address: 'loghost:70000'"),
+    ({"syslog": True, "syslog_facility": "nope"}, "[notify] syslog_facility 'nope' is not a syslog"),
+])
+def test_invalid_notify_is_a_config_error(tmp_path: Path, registry: Registry, notify: dict[str, Any],
+                                          words: str) -> None:
+    """A notifier that cannot be built is refused when the file is read: it used to crash the run
+    (smtp port) or fail silently (facility) only when there was something to report."""
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, registry, {"name": "a.example.test", **FILES}, notify=notify)
+    assert words in str(info.value) and str(tmp_path / "install.toml") in str(info.value)

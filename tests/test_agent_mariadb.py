@@ -82,3 +82,38 @@ def test_database_down(db_world: tuple[AgentWorld, str], mariadb: MariaDBServer,
     assert tree(world.ssl) == before
     assert any("cannot read the certificate database" in s for s in smtp[0].subjects())
     assert READER_PASSWORD not in out.stderr + smtp[0].bodies()
+
+
+SPECIAL_PASSWORD = "r3ad#only/p@ss:w0rd"
+
+
+def test_password_with_url_characters(db_world: tuple[AgentWorld, str], mariadb: MariaDBServer,
+                                      smtp: tuple[Mailbox, int]) -> None:
+    """A real user whose password holds '#', '/', '@' and ':': written raw in the URL it is refused
+    before connecting (exit 4, alert) with how to percent-encode it, and no fragment of it is
+    shown anywhere; percent-encoded it works."""
+    from urllib.parse import quote
+
+    world, reader = db_world
+    database = reader.rsplit("/", 1)[1]
+    mariadb.execute(f"CREATE USER IF NOT EXISTS 'special'@'%' IDENTIFIED BY '{SPECIAL_PASSWORD}'")
+    mariadb.execute(f"GRANT SELECT ON `{database}`.`certs` TO 'special'@'%'")
+    world.add(NAME)
+    leaf = world.issue(NAME)
+    raw = reader.replace(f"reader:{READER_PASSWORD}@", f"special:{SPECIAL_PASSWORD}@")
+    world.write_config(world.entry(NAME), database=raw)
+
+    out = world.run("run")
+
+    assert out.exit_code == 4, out.stdout + out.stderr
+    assert "Percent-encode it in the URL: @ as %40, / as %2F, # as %23" in out.stderr
+    shown = out.stdout + out.stderr + smtp[0].bodies()
+    for fragment in ("r3ad", "only/p", "ss:w0rd", "w0rd"):
+        assert fragment not in shown, fragment
+    assert not (world.ssl / "certs" / f"{NAME}.crt").exists()
+
+    encoded = reader.replace(f"reader:{READER_PASSWORD}@", f"special:{quote(SPECIAL_PASSWORD, safe='')}@")
+    world.write_config(world.entry(NAME), database=encoded)
+    out = world.run("run")
+    assert out.exit_code == 0, out.stdout + out.stderr
+    assert out.by_name(NAME)["fingerprint"] == leaf.fingerprint

@@ -117,6 +117,42 @@ def test_symlink_at_a_target_is_refused(world: AgentWorld, smtp: tuple[Mailbox, 
     assert victim.read_text() == "precious\n" and full.is_symlink()
 
 
+@pytest.mark.parametrize("role", ["crt", "full"])
+def test_directory_at_a_target_is_refused(world: AgentWorld, smtp: tuple[Mailbox, int],
+                                          role: str) -> None:
+    """A directory where a file should be (a path naming the directory, or one created by
+    mistake) is named in the error, not reported as "6: Is a directory"; nothing is written."""
+    installed_once(world)
+    target = world.ssl / "certs" / f"{NAME}.{role}"
+    target.unlink()
+    target.mkdir()
+    (target / "inside").write_text("kept\n")
+    before = tree(world.ssl)
+    assert_failed(world, before, f"{target} is a directory; the configuration must name the file "
+                  "itself", smtp)
+    assert (target / "inside").read_text() == "kept\n"
+
+
+def test_full_state_directory_names_the_backup(world: AgentWorld, smtp: tuple[Mailbox, int]) -> None:
+    """The state directory (backups) is full: the backup file is named, the old set stays."""
+    installed_once(world)
+    with mounted(["-t", "tmpfs", "-o", "size=64k", "tmpfs"], world.state_dir):
+        world.state_dir.chmod(0o700)
+        (world.state_dir / "entries").mkdir(mode=0o700)
+        with open(world.state_dir / "filler", "wb", buffering=0) as filler:
+            try:
+                while True:
+                    filler.write(b"x" * 512)
+            except OSError:
+                pass  # full
+        filler_path = world.state_dir / "filler"
+        os.truncate(filler_path, filler_path.stat().st_size - 4096)  # the journal's page, no more
+        before = tree(world.ssl)
+        result = assert_failed(world, before, "No space left on device", smtp)
+        assert f"cannot write {world.state_dir}/entries/files-{NAME}/backups/" in \
+            str(result["message"]), result["message"]
+
+
 @contextmanager
 def mounted(args: list[str], where: Path) -> Iterator[None]:
     subprocess.run(["mount", *args, str(where)], check=True)
@@ -151,7 +187,10 @@ def test_full_file_system(world: AgentWorld, smtp: tuple[Mailbox, int]) -> None:
             except OSError:
                 pass  # full
         before = tree(world.ssl)
-        assert_failed(world, before, "No space left on device", smtp)
+        result = assert_failed(world, before, "No space left on device", smtp)
+        # the target whose temp file could not be written, not a bare errno
+        assert f"cannot write {certs / NAME}.crt (temp file .{NAME}.crt.lecentral-" in \
+            str(result["message"]), result["message"]
 
 
 KILLER = """
@@ -224,21 +263,24 @@ fs.write_new = write_then_die""")
 
 
 def test_owner_and_mode_are_kept_or_applied(world: AgentWorld) -> None:
-    """Without owner/group/mode in the entry, each file keeps what it had (backups too); with
-    them, they are applied, and a key-bearing file is never wider than 0640."""
+    """Without owner/group/mode in the entry, each file keeps what it had (backups too), except
+    that a key-bearing file is narrowed to 0640; with them, they are applied (a mode too wide
+    for any file of the entry is refused by the configuration check, tests/test_agent_config.py)."""
     world.add(NAME)
     world.issue(NAME, days=30)
     certs = world.ssl / "certs"
     combined = world.ssl / "private" / f"{NAME}.pem"
     for path, mode in ((certs / f"{NAME}.crt", 0o640), (certs / f"{NAME}.full", 0o604),
-                       (combined, 0o600)):
+                       (combined, 0o644)):
         path.write_text("placeholder\n")
         os.chown(path, 65534, 65534)
         os.chmod(path, mode)
     world.write_config(world.entry(NAME, combined=str(combined)))
-    assert world.run("run").by_name(NAME)["status"] == "installed"
+    out = world.run("run")
+    assert out.by_name(NAME)["status"] == "installed"
+    assert "combined holds the private key: mode 0644 narrowed to 0640" in out.stderr
     for path, mode in ((certs / f"{NAME}.crt", 0o640), (certs / f"{NAME}.full", 0o604),
-                       (combined, 0o600)):
+                       (combined, 0o640)):
         st = path.stat()
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, mode), path
     backup = next((world.state_dir / "entries" / f"files-{NAME}" / "backups").iterdir())
@@ -248,11 +290,10 @@ def test_owner_and_mode_are_kept_or_applied(world: AgentWorld) -> None:
 
     world.issue(NAME, days=60)
     world.write_config(world.entry(NAME, combined=str(combined), owner="root", group="nogroup",
-                                   mode="0644"))
+                                   mode="0640"))
     out = world.run("run")
     assert out.by_name(NAME)["status"] == "installed"
-    assert "narrowed to 0640" in out.stderr
-    for path, mode in ((certs / f"{NAME}.crt", 0o644), (combined, 0o640)):
+    for path, mode in ((certs / f"{NAME}.crt", 0o640), (combined, 0o640)):
         st = path.stat()
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 65534, mode), path
 
@@ -335,3 +376,21 @@ def test_rollback_that_cannot_write_is_finished_by_the_next_run(world: AgentWorl
     assert tree(world.ssl) == before
     assert reloads.read_text().count("reload") == 2
     assert not temp_files(world.ssl)
+
+
+def test_missing_sqlite_file_is_never_created(world: AgentWorld, smtp: tuple[Mailbox, int]) -> None:
+    """A typo in the SQLite path: exit 4 and an alert naming the file; no empty database is made
+    (which would read as "no such certificate" forever after)."""
+    before = installed_once(world)
+    typo = world.workdir / "lecentral.dbb"
+    world.write_config(world.entry(NAME), database=f"sqlite:///{typo}")
+
+    out = world.run("run")
+
+    assert out.exit_code == 4, out.stdout + out.stderr
+    assert f"database file {typo} does not exist; check [database] url" in out.stderr
+    assert not typo.exists()
+    assert tree(world.ssl) == before
+    assert any("cannot read the certificate database" in s for s in smtp[0].subjects())
+    bodies = "".join(m.get_payload(decode=True).decode() for m in smtp[0].messages)
+    assert f"database file {typo} does not exist" in bodies

@@ -102,3 +102,10 @@ eab_hmac_key = "aGVsbG8gd29ybGQ"
     assert shown["acme"]["eab_kid"] == "kid-1"
     assert "s3cr3t" not in str(shown) and "aGVsbG8gd29ybGQ" not in str(shown)
     assert mask_url("sqlite:////var/lib/x.db") == "sqlite:////var/lib/x.db"
+
+
+@pytest.mark.parametrize("password", ["s3cr#t", "s3/cr3t", "s3cr@t", "s3@cr/t#x", "s3:cr3t"])
+def test_masking_a_password_with_url_characters(password: str) -> None:
+    """Everything up to the last '@' is the credentials: no fragment of the password is shown."""
+    shown = mask_url(f"mysql+pymysql://lecentral:{password}@db.example.test:3306/certs")
+    assert shown == "mysql+pymysql://lecentral:********@db.example.test:3306/certs"

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from renew_world import SPARE, World, add_row, make_config, open_store
 
+from lecentral.certificates import Csr
 from lecentral.config import CentralConfig
 from lecentral.hookspecs import hookimpl
 from lecentral.interfaces import IssuedCertificate, Issuer
@@ -20,6 +21,7 @@ from lecentral.registry import Registry
 from lecentral.renew import RenewJob, RenewRequest
 from lecentral.store.sql import SqlStore
 from lecentral.testing.pebble import PebbleServer
+from lecentral.testing.pki import make_csr
 from lecentral.types import IssuerType
 
 
@@ -168,4 +170,48 @@ def test_issued_but_not_saved_is_a_failure(dns_world: World, tmp_path: Path) -> 
     assert report.failed == [outcome]
     assert store.get(SPARE[5]) is None  # nothing half-written, nothing re-created
     assert [e.kind for e in store.events(SPARE[5])] == ["removed", "added"]
+    assert [n for n, _, _ in hook.failures] == [SPARE[5]]  # event hooks hear of it too
+    store.close()
+
+
+class CsrReplacedMeanwhileIssuer(RemovedMeanwhileIssuer):
+    """The real issuer; while the order runs, the operator stores a new CSR (lecentral set-csr,
+    another connection): the certificate the CA returns is for the old key."""
+
+    def issue(self, row: Any, csr: Any) -> IssuedCertificate:
+        issued = self.real.issue(row, csr)
+        new = Csr.load(make_csr([row.name])[0])
+        operator = SqlStore(self.url)
+        try:
+            operator.set_csr(row.name, new.pem, new.md5_modulus)
+        finally:
+            operator.close()
+        return issued
+
+
+class CsrReplacedMeanwhilePlugin:
+    @hookimpl
+    def lecentral_register_issuers(self) -> list[IssuerType]:
+        return [IssuerType("csr-replaced", CsrReplacedMeanwhileIssuer, "test: set-csr meanwhile")]
+
+
+def test_a_certificate_for_a_replaced_csr_is_never_saved(dns_world: World, tmp_path: Path) -> None:
+    """Saving checks the row's md5_modulus in the same transaction: a certificate for the key the
+    server no longer has is not stored (the agent would refuse it anyway, silently stale)."""
+    config = with_issuer(make_config(dns_world, tmp_path), "csr-replaced")
+    store = open_store(config)
+    add_row(store, [SPARE[4]])
+    hook = FailureHook()
+    report = RenewJob(config, store, registry_with(CsrReplacedMeanwhilePlugin(), hook)).run(
+        RenewRequest(once=True))
+    [outcome] = report.final
+    assert outcome.status == "refused" and report.failed == [outcome]
+    assert outcome.message.startswith(f"refused: {SPARE[4]}: its CSR was replaced while this "
+                                      "certificate was being issued")
+    assert "the next renew orders one for the new CSR" in outcome.message
+    assert list((tmp_path / "state" / "spool").glob("*.json")) == []  # not kept to be saved later
+    row = store.get(SPARE[4])
+    assert row is not None and row.crt is None and row.ca is None
+    assert [e.kind for e in store.events(SPARE[4])] == ["csr", "added"]
+    assert [n for n, _, _ in hook.failures] == [SPARE[4]]
     store.close()

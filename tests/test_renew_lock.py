@@ -32,11 +32,12 @@ from renew_world import (
 
 from lecentral.cli.central import main
 from lecentral.hookspecs import hookimpl
+from lecentral.host import this_host
 from lecentral.plugins import get_plugin_manager
 from lecentral.registry import Registry
 from lecentral.renew import RenewJob, RenewRequest
 from lecentral.store.renewlock import mysql_lock_name
-from lecentral.store.sql import HOST, SqlStore
+from lecentral.store.sql import SqlStore
 from lecentral.testing.mariadb import MariaDBServer
 from lecentral.testing.postgres import PostgresServer
 
@@ -68,15 +69,15 @@ def test_lock_held_the_run_does_nothing_and_names_the_holder(dns_world: World,
         other.close()
     assert report.locked_out and report.locked_out_round == 1 and report.outcomes == []
     assert report.lock_holder is not None
-    assert (report.lock_holder.host, report.lock_holder.pid) == (HOST, os.getpid())
+    assert (report.lock_holder.host, report.lock_holder.pid) == (this_host(), os.getpid())
     assert named.exit_code == 8, named.output
     assert "another lecentral renew holds the renew lock" in named.stderr
-    assert f"host {HOST}, pid {os.getpid()}, since " in named.stderr
+    assert f"host {this_host()}, pid {os.getpid()}, since " in named.stderr
     assert "nothing done" in named.stderr and "--wait" in named.stderr
     assert as_json.exit_code == 8
     data = json.loads(as_json.stdout)
     assert data["locked_out"] and not data["ok"]
-    assert data["lock_holder"]["pid"] == os.getpid() and data["lock_holder"]["host"] == HOST
+    assert data["lock_holder"]["pid"] == os.getpid() and data["lock_holder"]["host"] == this_host()
     row = store.get(SPARE[0])  # untouched: no attempt, no failure counted
     assert row is not None and row.crt is None and row.count_fail_update == 0
     assert [e.kind for e in store.events(SPARE[0])] == ["added"]
@@ -117,7 +118,7 @@ def test_mariadb_databases_on_one_server_do_not_block_each_other(
             with SqlStore(mariadb_url).renew_lock(0) as same:  # the same database still excludes
                 assert not same
             holder = SqlStore(mariadb_url).renew_lock_holder()
-            assert holder is not None and (holder.host, holder.pid) == (HOST, os.getpid())
+            assert holder is not None and (holder.host, holder.pid) == (this_host(), os.getpid())
         assert first.renew_lock_holder() is None
     finally:
         for store in [first, *others]:
@@ -214,7 +215,7 @@ def test_rounds_release_the_lock_while_sleeping(dns_world: World, tmp_path: Path
     assert [(o.round, o.status, o.count_fail_update) for o in report.outcomes] == [
         (1, "failed", 1), (2, "failed", 2)]
     assert not report.locked_out
-    assert f"is held (host {HOST}, pid {os.getpid()}" in caplog.text
+    assert f"is held (host {this_host()}, pid {os.getpid()}" in caplog.text
     assert "retrying in 12 s (renew.retry_pause), the renew lock released meanwhile" in caplog.text
     store.close()
 

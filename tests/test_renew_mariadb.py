@@ -18,7 +18,8 @@ from pathlib import Path
 from renew_world import SPARE, World, add_row, make_config, open_store, write_toml
 from sqlalchemy import create_engine, text
 
-from lecentral.store.sql import HOST, SqlStore
+from lecentral.host import this_host
+from lecentral.store.sql import SqlStore
 
 
 def waiting_in_get_lock(url: str) -> int:
@@ -61,11 +62,11 @@ def test_two_renews_at_once_order_each_certificate_once(dns_world: World, mariad
     results = [p.communicate(timeout=120) for p in procs]
 
     assert impatient.returncode == 8, impatient.stderr
-    assert f"(host {HOST}, pid {os.getpid()}, since " in impatient.stderr
+    assert f"(host {this_host()}, pid {os.getpid()}, since " in impatient.stderr
     assert json.loads(impatient.stdout)["lock_holder"]["pid"] == os.getpid()
     assert [p.returncode for p in procs] == [0, 0], results
     for _, err in results:  # each said whom it waited for
-        assert f"is held (host {HOST}, pid {os.getpid()}, since " in err
+        assert f"is held (host {this_host()}, pid {os.getpid()}, since " in err
         assert "waiting up to 90 s for it" in err
     reports = [json.loads(out) for out, _ in results]
     issued = [c["name"] for r in reports for c in r["certificates"] if c["status"] == "issued"]

@@ -40,13 +40,23 @@ def shell(command: str, data: bytes) -> str:
                           capture_output=True).stdout.decode().strip()
 
 
+def leaf(name: str = "www.example.test") -> bytes:
+    """A certificate for ``name`` with the key of its row's CSR (what the CA would return)."""
+    return make_self_signed([name], KEYS[name])[0]
+
+
 def openssl_md5(data: bytes) -> str:
     """md5_ca as the seed computed it, ``openssl md5`` of the CA file, without the ``(stdin)= ``."""
     return shell("openssl md5", data).split("=")[-1].strip()
 
 
+#: the private key behind each name's CSR in these tests, so that certificates can match it
+KEYS: dict[str, Any] = {}
+
+
 def new_row(name: str = "www.example.test", **kw: Any) -> CertRow:
-    csr = Csr.load(make_csr([name])[0])
+    pem, KEYS[name] = make_csr([name])
+    csr = Csr.load(pem)
     values: dict[str, Any] = {"ts_expire": 1, "ts_last_update": 1, "count_fail_update": 0, **kw}
     return CertRow(name=name, csr=csr.pem, md5_modulus=csr.md5_modulus, **values)
 
@@ -75,10 +85,10 @@ def test_roundtrip_and_duplicates(store: SqlStore) -> None:
 
 def test_save_issued_keeps_the_previous_certificate(store: SqlStore) -> None:
     store.add(new_row())
-    crt1, _ = make_self_signed(["www.example.test"])
+    crt1 = leaf()
     ca1, _ = make_self_signed(["CA one"])
     store.save_issued("www.example.test", crt1, ca1, 1000, 500)
-    crt2, _ = make_self_signed(["www.example.test"])
+    crt2 = leaf()
     ca2, _ = make_self_signed(["CA two"])
     store.record_failure("www.example.test", "a failure in between", 600)
     store.save_issued("www.example.test", crt2, ca2, 2000, 700)
@@ -98,7 +108,7 @@ def test_save_is_one_transaction(store: SqlStore, url: str) -> None:
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE lecentral_events"))
     engine.dispose()
-    crt, _ = make_self_signed(["www.example.test"])
+    crt = leaf()
     with pytest.raises(StoreError, match="saving the new certificate of www.example.test failed"):
         store.save_issued("www.example.test", crt, crt, 1000, 500)
     assert store.get("www.example.test") == before
@@ -153,7 +163,7 @@ def test_seed_database_is_used_as_it_is(mariadb_url: str) -> None:
     did: lecentral adds only its own table, reads the rows, and leaves what install_cert.pl reads
     in the same form."""
     engine = create_engine(mariadb_url)
-    csr_pem, _ = make_csr(["ldap.example.test"])
+    csr_pem, key = make_csr(["ldap.example.test"])
     csr = Csr.load(csr_pem)
     with engine.begin() as conn:
         conn.exec_driver_sql(SEED_DDL)
@@ -171,7 +181,7 @@ def test_seed_database_is_used_as_it_is(mariadb_url: str) -> None:
     assert row is not None and not row.problems
     assert row.enable is False and row.count_fail_update is None and row.certbot is False
     assert store.record_failure("ldap.example.test", "x", 5) == 1
-    crt, _ = make_self_signed(["ldap.example.test"])
+    crt, _ = make_self_signed(["ldap.example.test"], key)
     store.save_issued("ldap.example.test", crt, crt, 1999999999, 6)
     with engine.begin() as conn:  # what the Perl agent selects
         got = conn.execute(text("SELECT enable, crt, ca, md5_ca, ts_expire FROM certs "
@@ -220,7 +230,7 @@ def test_old_ca_changes_only_with_the_ca(store: SqlStore) -> None:
     store.add(new_row())
     ca1, _ = make_self_signed(["CA one"])
     ca2, _ = make_self_signed(["CA two"])
-    crts = [make_self_signed([name])[0] for _ in range(5)]
+    crts = [leaf(name) for _ in range(5)]
     olds = []
     for crt, ca in zip(crts, [ca1, ca1, ca1 + b"\n", ca2, ca2], strict=True):
         store.save_issued(name, crt, ca, 1000, 500)
@@ -347,3 +357,34 @@ def test_leftover_roundtrip(store: SqlStore) -> None:
     store.leftover_removed(again, 300)
     assert store.leftovers() == []
     assert [e.kind for e in store.events("a.example.test")] == ["cleaned", "leftover", "leftover"]
+
+
+def test_sqlite_file_is_never_created_by_reading(tmp_path: Path) -> None:
+    """A typo in an SQLite URL is an error naming the file, not a new empty database; only
+    init_schema (lecentral init) creates the file, 0600."""
+    typo = tmp_path / "lecentral.dbb"
+    s = SqlStore(f"sqlite:///{typo}")
+    for read in (lambda: s.get("www.example.test"), s.list, s.check_schema):
+        with pytest.raises(StoreError, match=f"database file {typo} does not exist"):
+            read()
+    assert not typo.exists()
+    s.init_schema()
+    assert typo.stat().st_mode & 0o777 == 0o600
+    assert s.list() == []
+    s.close()
+
+
+@pytest.mark.parametrize("scheme", ["mysql+pymysql", "postgresql+psycopg"])
+def test_raw_at_sign_in_the_password_is_refused_without_leaking(scheme: str) -> None:
+    """A URL parser ends the password at its first '@': the rest would become the host name and
+    be printed by the driver ("failed to resolve host 'et'"). Refused before any connection,
+    with how to percent-encode it; no fragment of the password is shown."""
+    from lecentral.testing.ports import free_port
+
+    url = f"{scheme}://lecentral:s3cr#et/p@ssw0rd@127.0.0.1:{free_port()}/certs"
+    with pytest.raises(StoreError) as info:
+        SqlStore(url).list()
+    message = str(info.value)
+    assert "Percent-encode it in the URL: @ as %40, / as %2F, # as %23" in message
+    for fragment in ("s3cr", "et/p", "ssw0rd"):
+        assert fragment not in message, message

@@ -1,5 +1,8 @@
 """The verifiers against real daemons: each scheme reports the presented leaf, reloads are seen,
-and every way a check can fail is a VerifyError that names host:port and what went wrong."""
+and every way a check can fail is a VerifyError that names host:port and what went wrong.
+
+Failures come from real daemons too (misconfigured ones: ``misconfigured_postfix``); the one
+stand-in is the scripted server injecting data after STARTTLS, whose docstring says why."""
 
 from __future__ import annotations
 
@@ -207,15 +210,87 @@ def test_starttls_on_an_implicit_tls_port_times_out_with_a_hint(registry: Regist
                         "timed out", "SMTP greeting", "smtps://", timeout=1.0)
 
 
-# ----------------------------------------------- misbehaving servers (no real daemon does this)
+# ------------------------------------------------- misconfigured servers: a real Postfix
+
+
+@pytest.fixture(scope="module")
+def misconfigured_postfix(tmp_path_factory: pytest.TempPathFactory,
+                          cert_files_factory: Callable[..., Any]) -> Iterator[PostfixServer]:
+    """One throwaway Postfix for this module whose extra smtpd listeners are misconfigured the
+    ways a real mail server gets misconfigured (the session ``postfix_server`` stays as it is):
+
+    * ``wrong-key``: STARTTLS required, but the key does not match the certificate (the old key
+      left beside a new certificate): smtpd disables TLS and answers STARTTLS with 454;
+    * ``reject``: ``smtpd_client_restrictions = reject`` applied at connect time: a 554 greeting;
+    * ``no-key``: STARTTLS offered, the key file is gone: smtpd loads no certificate and completes
+      the handshake with an anonymous cipher;
+    * ``silent``: ``sleep 60`` before the greeting (Postfix's pre-greeting pause): it accepts the
+      connection and says nothing.
+    """
+    files, other = cert_files_factory(["mail.example.test"]), cert_files_factory(["old.example.test"])
+    missing = tmp_path_factory.mktemp("postfix-no-key") / "deleted.key"
+    at_connect = {"smtpd_delay_reject": "no"}  # client restrictions at the greeting, not at RCPT TO
+    listeners = {
+        "wrong-key": {"smtpd_tls_security_level": "encrypt",
+                      "smtpd_tls_chain_files": f"{other.key}, {files.cert}"},
+        "reject": {**at_connect, "smtpd_client_restrictions": "reject"},
+        "no-key": {"smtpd_tls_chain_files": f"{missing}, {files.cert}"},
+        "silent": {**at_connect, "smtpd_client_restrictions": "sleep 60"},
+    }
+    with PostfixServer(tmp_path_factory.mktemp("postfix-misconfigured"), cert=files.cert, key=files.key,
+                       chain=files.chain, smtpd_listeners=listeners) as server:
+        yield server
+
+
+def listener(server: PostfixServer, name: str, scheme: str = "smtp+starttls") -> tuple[str, str]:
+    """(verify URL with ``scheme``, ``127.0.0.1:PORT``) of one of ``server``'s listeners."""
+    where = f"{server.address}:{server.ports[name]}"
+    return f"{scheme}://{where}", where
+
+
+def test_smtp_starttls_refused(registry: Registry, misconfigured_postfix: PostfixServer) -> None:
+    url, where = listener(misconfigured_postfix, "wrong-key")
+    assert_verify_error(registry, url, where,
+                        "STARTTLS refused: 454 4.7.0 TLS not available due to local problem",
+                        "TLS certificate settings")
+    assert "does not match" in misconfigured_postfix.log_tail(200)  # refused for the reason we meant
+
+
+def test_smtp_session_refused_with_554(registry: Registry, misconfigured_postfix: PostfixServer) -> None:
+    url, where = listener(misconfigured_postfix, "reject")
+    assert_verify_error(registry, url, where, "the SMTP server refused the session: 554 5.7.1",
+                        "Client host rejected: Access denied", "client restrictions")
+
+
+def test_tls_handshake_without_a_certificate(registry: Registry, misconfigured_postfix: PostfixServer) -> None:
+    """A server that lost its key still speaks TLS: the verifier must say there is no certificate."""
+    url, where = listener(misconfigured_postfix, "no-key")
+    assert_verify_error(registry, url, where, "completed the TLS handshake without a certificate")
+
+
+def test_silent_tls_server_times_out(registry: Registry, misconfigured_postfix: PostfixServer) -> None:
+    url, where = listener(misconfigured_postfix, "silent", scheme="tls")
+    assert_verify_error(registry, url, where, "timed out after 0.5s", "TLS handshake", timeout=0.5)
+
+
+def test_silent_smtp_server_times_out_with_a_hint(registry: Registry,
+                                                  misconfigured_postfix: PostfixServer) -> None:
+    url, where = listener(misconfigured_postfix, "silent")
+    assert_verify_error(registry, url, where, "timed out after 0.5s while reading the SMTP greeting",
+                        "try tls://", timeout=0.5)
+
+
+# ------------------------------------------------ an injecting server (no real daemon does this)
 
 
 @pytest.fixture
 def scripted_server() -> Iterator[Callable[[list[bytes]], int]]:
     """A TCP server on 127.0.0.1 that sends canned lines, one per line it receives.
 
-    A stand-in, said so here: no real mail server can be made to refuse STARTTLS with 454 on
-    demand, inject data after its 220, or accept a connection and stay silent.
+    A stand-in, said so here, for the one case no real server here can be made to do: answer
+    STARTTLS with 220 and then send more plaintext in the same packet, as a man in the middle
+    injecting commands does (the STARTTLS injection bugs, CVE-2011-0411 and kin). Postfix, Dovecot
+    and slapd never do; every other failure in this module is a real daemon's answer.
     """
     sockets: list[socket.socket] = []
 
@@ -233,8 +308,7 @@ def scripted_server() -> Iterator[Callable[[list[bytes]], int]]:
             with conn:
                 conn.settimeout(5)
                 try:
-                    if replies:
-                        conn.sendall(replies[0])
+                    conn.sendall(replies[0])
                     for reply in replies[1:]:
                         if not conn.recv(1024):
                             return
@@ -252,30 +326,12 @@ def scripted_server() -> Iterator[Callable[[list[bytes]], int]]:
         sock.close()
 
 
-def test_smtp_starttls_refused(registry: Registry, scripted_server: Callable[[list[bytes]], int]) -> None:
-    port = scripted_server([b"220 mx ESMTP\r\n", b"250-mx\r\n250 STARTTLS\r\n",
-                            b"454 4.7.0 TLS not available due to local problem\r\n"])
-    assert_verify_error(registry, f"smtp+starttls://127.0.0.1:{port}", f"127.0.0.1:{port}",
-                        "STARTTLS refused: 454")
-
-
 def test_data_injected_after_starttls_is_refused(registry: Registry,
                                                  scripted_server: Callable[[list[bytes]], int]) -> None:
     port = scripted_server([b"220 mx ESMTP\r\n", b"250-mx\r\n250 STARTTLS\r\n",
                             b"220 go ahead\r\n250 injected\r\n"])
-    assert_verify_error(registry, f"smtp+starttls://127.0.0.1:{port}", "sent data after agreeing")
-
-
-def test_smtp_session_refused_with_554(registry: Registry,
-                                       scripted_server: Callable[[list[bytes]], int]) -> None:
-    port = scripted_server([b"554 5.7.1 no service for you\r\n"])
-    assert_verify_error(registry, f"smtp+starttls://127.0.0.1:{port}", "refused the session: 554")
-
-
-def test_silent_tls_server_times_out(registry: Registry, scripted_server: Callable[[list[bytes]], int]) -> None:
-    port = scripted_server([])
-    assert_verify_error(registry, f"tls://127.0.0.1:{port}", f"127.0.0.1:{port}", "timed out after 0.5s",
-                        "TLS handshake", timeout=0.5)
+    assert_verify_error(registry, f"smtp+starttls://127.0.0.1:{port}", f"127.0.0.1:{port}",
+                        "sent data after agreeing to STARTTLS: '250 injected'")
 
 
 # ------------------------------------------------------------------ URLs

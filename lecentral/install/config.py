@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import grp
 import pwd
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,8 @@ FILE_ROLES = ("cert", "chain", "fullchain", "combined")
 COMBINED_PARTS = ("key", "cert", "chain")
 #: a file holding the private key is never readable by more than its owner and group
 KEY_BEARING_MAX_MODE = 0o640
+#: a certificate may be world-readable, never writable by anyone but its owner
+CERT_MAX_MODE = 0o644
 #: ``lecentral-install csr --rotate`` puts the new key beside the live one, under this suffix
 NEXT_KEY_SUFFIX = ".next"
 
@@ -148,6 +150,10 @@ def load_install(explicit: str | None, registry: Registry) -> InstallConfig:
     config = build(InstallConfig, data, "", source)
     if config.agent.keep < 1:
         raise ConfigError(f"{source}: agent.keep must be at least 1 (backups are what rollbacks use)")
+    try:  # a notifier that cannot be built would fail only when there is something to report
+        registry.notifiers(notify_settings(config))
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     certs: list[CertEntry] = []
     broken: list[BrokenEntry] = []
     for index, table in enumerate(tables):
@@ -258,6 +264,7 @@ def _validate(entry: CertEntry, where: str, source: str, notify: NotifyConfig) -
             bits = -1
         if not 0 <= bits <= 0o777:
             raise bad("mode", f"{entry.mode!r} is not an octal file mode such as \"0640\"")
+        _check_mode(entry, bits, bad)
     if entry.action not in ACTIONS:
         raise bad("action", f"{entry.action!r}: choose one of {', '.join(ACTIONS)}")
     if entry.action == "mail" and not notify.mail_to:
@@ -268,6 +275,21 @@ def _validate(entry: CertEntry, where: str, source: str, notify: NotifyConfig) -
         if getattr(entry, key) <= 0:
             raise bad(key, "must be more than 0 seconds")
     _check_account(entry, where, source)
+
+
+def _check_mode(entry: CertEntry, bits: int, bad: Callable[[str, str], ConfigError]) -> None:
+    """``mode`` applies to every file of the entry: refuse one that is too wide for any of them."""
+    keyed = [role for role in entry.files if entry.key_bearing(role)]
+    if keyed and bits & ~KEY_BEARING_MAX_MODE:
+        role = keyed[0]
+        raise bad("mode", f"{entry.mode!r} is too wide for {role} {entry.files[role]}, which holds "
+                          "the private key: use \"0600\" or \"0640\" (mode applies to every file "
+                          "of the entry), or leave mode unset (certificates 0644, key-bearing "
+                          "files 0600)")
+    if bits & ~CERT_MAX_MODE:
+        raise bad("mode", f"{entry.mode!r} is wider than \"0644\": a certificate file must not be "
+                          "writable by its group or others, nor executable; use \"0644\" or "
+                          "\"0640\"")
 
 
 def _check_account(entry: CertEntry, where: str, source: str) -> None:

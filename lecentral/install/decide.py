@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from lecentral.certificates import (
@@ -25,6 +24,7 @@ from lecentral.certificates import (
     md5_ca,
     md5_modulus,
     verify_chain,
+    when,
 )
 from lecentral.errors import CsrError, InstallError
 from lecentral.install.config import CertEntry
@@ -33,11 +33,6 @@ from lecentral.store.rows import CertRow
 
 #: two timestamps less than this apart are the same (clocks drift; the seed's rule)
 SAME_TIME = 3600
-
-
-def when(ts: int) -> str:
-    """A Unix time as ``2025-01-31 12:00 UTC``, for messages."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 @dataclass(frozen=True)

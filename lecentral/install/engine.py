@@ -16,11 +16,10 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from lecentral.certificates import Certificate, now_ts
+from lecentral.certificates import Certificate, now_ts, when
 from lecentral.errors import (
     ConfigError,
     InstallError,
@@ -34,8 +33,10 @@ from lecentral.install.config import (
     InstallConfig,
     notify_settings,
 )
-from lecentral.install.decide import compare, precheck, when
+from lecentral.install.decide import compare, precheck
 from lecentral.install.fileset import LocalFiles
+from lecentral.install.request import OperatorRequests
+from lecentral.install.result import Result
 from lecentral.interfaces import Installer, Service
 from lecentral.types import Notification
 
@@ -46,35 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FAILED = ("failed", "rolled-back", "rollback-failed")
 VERIFY_PAUSE = 0.25
 VERIFY_MATCHES = 2
-
-
-@dataclass
-class Result:
-    """What happened to one ``[[cert]]`` entry in this run."""
-
-    name: str
-    service: str
-    status: str  # installed, up-to-date, skipped, would-install, failed, rolled-back, rollback-failed
-    message: str
-    fingerprint: str | None = None
-    expires: int | None = None
-    paths: list[str] = field(default_factory=list)
-    plan: list[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> bool:
-        return self.status in FAILED
-
-    def line(self) -> str:
-        """The summary line printed on stdout."""
-        label = self.name if self.service == "files" else f"{self.name} ({self.service})"
-        return f"{label}: {self.status}: {self.message}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Agent:
@@ -91,6 +65,7 @@ class Agent:
         self.state_dir = Path(config.agent.state_dir)
         self._store: Store | None = None
         self._host: str | None = None
+        self.requests = OperatorRequests(registry, self.settings, self.state_dir, self._report)
 
     @property
     def host(self) -> str:
@@ -122,7 +97,8 @@ class Agent:
             try:
                 rows = self._read_rows(entries)
                 for entry in entries:
-                    results.append(self._one(entry, rows.get(entry.name)))
+                    results.append(self.requests.resend(entry, self._one(entry, rows.get(entry.name)),
+                                                        self.dry_run))
                 self._reboot_if_asked(entries, results)
             finally:
                 if self._store is not None:
@@ -188,12 +164,8 @@ class Agent:
             return self._compare_and_install(entry, row, service, installer)
         except LecentralError as exc:
             return self._failed(entry, str(exc))
-        except OSError as exc:  # the state directory, a plugin's own I/O...
-            return self._failed(entry, f"{exc.filename or 'I/O'}: {exc.strerror or exc}")
-        except Exception as exc:  # a bug (ours or a plugin's) must not stop the other certificates
-            log.exception("%s: unexpected error", entry.label)
-            return self._failed(entry, f"unexpected error {type(exc).__name__}: {exc}; please "
-                                       "report it with the log above")
+        except Exception as exc:  # noqa: BLE001 - a bug (ours or a plugin's) must not stop the others
+            return self._failed(entry, _unexpected(entry, exc))
 
     def _compare_and_install(self, entry: CertEntry, row: CertRow | None, service: Service,
                              installer: Installer) -> Result:
@@ -233,10 +205,14 @@ class Agent:
 
     def _finish(self, entry: CertEntry, service: Service, installer: Installer, reason: str,
                 paths: list[str] | None = None) -> Result:
-        """Config test, activate, verify; roll back on any failure."""
-        leaf = Certificate.load(installer.installed() or b"", f"{entry.cert} just written")
+        """Config test, activate, verify; roll back on any failure.
+
+        Anything raised here, even a plugin's bug, rolls back: the new files are in place, and
+        a journal left "switched" would be finished (not undone) by every later run.
+        """
         activated, verified = False, 0
         try:
+            leaf = Certificate.load(installer.installed() or b"", f"{entry.cert} just written")
             if entry.action in ("reload", "reboot"):
                 service.check_config(entry)
             if entry.action == "reload":
@@ -245,9 +221,19 @@ class Agent:
                 verified = self._verify(entry, service, leaf.fingerprint)
         except LecentralError as exc:
             return self._rollback(entry, service, installer, activated, str(exc))
-        installer.commit()
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            return self._rollback(entry, service, installer, activated, _unexpected(entry, exc))
+        try:
+            installer.commit()
+        except (OSError, LecentralError) as exc:  # the set is done; only the bookkeeping is not
+            log.warning("%s: installed, but its journal could not be cleared (%s); the next run "
+                        "runs the config test, activation and verification again", entry.label,
+                        exc)
         paths = paths if paths is not None else list(entry.files.values())
-        self._installed(entry, leaf, paths, reason)
+        unsent = self._installed(entry, leaf, paths, reason)
+        if unsent is not None:
+            return self.requests.unsent(entry, Result(entry.name, entry.service, "failed", reason,
+                                                      leaf.fingerprint, leaf.not_after, paths), unsent)
         return Result(entry.name, entry.service, "installed", f"{reason}; {self._after_text(entry, verified)}",
                       leaf.fingerprint, leaf.not_after, paths)
 
@@ -294,8 +280,9 @@ class Agent:
         log.error("%s: %s; rolling back", entry.label, failure)
         try:
             installer.restore()
-        except LecentralError as exc:
-            return self._failed(entry, f"{failure}\n{exc}", "rollback-failed")
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the alert must say ROLLBACK FAILED
+            error = str(exc) if isinstance(exc, LecentralError) else _unexpected(entry, exc)
+            return self._failed(entry, f"{failure}\n{error}", "rollback-failed")
         notes = ["the previous files were put back"]
         try:
             old = installer.installed()
@@ -305,9 +292,11 @@ class Agent:
                 if old is not None and service.verify_urls(entry):
                     self._verify(entry, service, Certificate.load(old).fingerprint)
                     notes.append("it serves the previous certificate again")
-        except LecentralError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the alert must say ROLLBACK FAILED
+            error = str(exc) if isinstance(exc, LecentralError) else _unexpected(entry, exc)
             installer.commit()
-            return self._failed(entry, f"{failure}\n{'; '.join(notes)}, but: {exc}", "rollback-failed")
+            return self._failed(entry, f"{failure}\n{'; '.join(notes)}, but: {error}",
+                                "rollback-failed")
         installer.commit()
         return self._failed(entry, f"{failure}\nRolled back: {'; '.join(notes)}.", "rolled-back")
 
@@ -317,9 +306,10 @@ class Agent:
         try:
             if entry.action == "reload":
                 service.activate(entry)
-        except LecentralError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the alert must say ROLLBACK FAILED
+            error = str(exc) if isinstance(exc, LecentralError) else _unexpected(entry, exc)
             installer.commit()
-            return self._failed(entry, f"{failure}; the previous files are back but: {exc}",
+            return self._failed(entry, f"{failure}; the previous files are back but: {error}",
                                 "rollback-failed")
         installer.commit()
         return self._failed(entry, f"{failure}; the previous files are back and activated",
@@ -334,19 +324,25 @@ class Agent:
         for error in errors:
             log.warning("could not send the alert %r: %s", subject, error)
 
-    def _installed(self, entry: CertEntry, leaf: Certificate, paths: list[str], reason: str) -> None:
+    def _installed(self, entry: CertEntry, leaf: Certificate, paths: list[str], reason: str) -> str | None:
+        """Alert, event, report; with ``action`` mail or syslog, why the request was not sent."""
         body = (f"{entry.label} on {self.host}: {reason}.\n\nExpires: {when(leaf.not_after)}\n"
                 f"SHA-256: {leaf.fingerprint}\nFiles: {', '.join(paths)}\n")
         severity, subject = "info", f"{entry.name}: new certificate installed on {self.host}"
+        unsent = None
         if entry.action == "mail":
             severity, subject = "warning", f"{entry.name}: restart {entry.service} on {self.host} by hand"
             body += f"\nThe new files are in place; restart {entry.service} on {self.host} to use them.\n"
-        elif entry.action == "reboot":
-            body += "\nThe host reboots at the end of this run.\n"
-        self._alert(severity, subject, body, entry.name)
+        if entry.action in ("mail", "syslog"):  # an operator restarts: the request must arrive
+            unsent = self.requests.send(entry, Notification(severity, subject, body, entry.name))
+        else:
+            if entry.action == "reboot":
+                body += "\nThe host reboots at the end of this run.\n"
+            self._alert(severity, subject, body, entry.name)
         self.registry.emit("lecentral_cert_installed", name=entry.name, host=self.host, paths=paths,
                            fingerprint=leaf.fingerprint)
         self._report(entry.name, "installed", f"installed on {self.host}, sha256 {leaf.fingerprint}")
+        return unsent
 
     def _failed(self, entry: CertEntry, error: str, status: str = "failed") -> Result:
         rolled_back = status == "rolled-back"
@@ -390,3 +386,19 @@ class Agent:
         except InstallError as exc:
             self._alert("error", f"reboot of {self.host} failed", f"{exc}\n\nReboot by hand to "
                         "use the new certificates.\n")
+            # the files are in place but not in use: not "installed" (and not exit 0)
+            for r in results:
+                if r.status == "installed" and f"{r.service}-{r.name}" in wanted:
+                    r.status = "failed"
+                    r.message = " ".join(
+                        f"{r.message.replace('the host will reboot', 'the files are in place')}, "
+                        f"but {exc}; reboot by hand to use the new certificate".split())
+
+
+def _unexpected(entry: CertEntry, exc: Exception) -> str:
+    """The message for an exception that is not a LecentralError (a plugin's bug, or ours)."""
+    if isinstance(exc, OSError):  # the state directory, a plugin's own I/O...
+        return f"{exc.filename or 'I/O'}: {exc.strerror or exc}"
+    log.error("%s: unexpected error", entry.label, exc_info=exc)
+    return (f"unexpected error {type(exc).__name__}: {exc} (service {entry.service}); please "
+            "report it with the log above")

@@ -67,10 +67,18 @@ def read_nofollow(path: str) -> bytes | None:
             raise InstallError(f"{path} is a symbolic link; refusing to read or replace it "
                                "(point the configuration at the real file)") from None
         raise InstallError(f"cannot read {path}: {exc.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):  # checked before fdopen, which names a directory by its fd number
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise InstallError(f"{path} is a directory; the configuration must name the file "
+                               "itself (for example .../cert.pem), not its directory")
+        raise InstallError(f"{path} is not a regular file; refusing to replace it")
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise InstallError(f"{path} is not a regular file; refusing to replace it")
-        return fh.read()
+        try:
+            return fh.read()
+        except OSError as exc:
+            raise InstallError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def fsync_dir(path: str) -> None:
@@ -83,7 +91,10 @@ def fsync_dir(path: str) -> None:
 
 
 def write_new(path: str, data: bytes, uid: int, gid: int, mode: int) -> None:
-    """Create ``path`` (which must not exist) with ``data``, owner and mode, and fsync it."""
+    """Create ``path`` (which must not exist) with ``data``, owner and mode, and fsync it.
+
+    An OSError always names ``path`` (os.write's ENOSPC names no file by itself).
+    """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         view = memoryview(data)
@@ -92,6 +103,9 @@ def write_new(path: str, data: bytes, uid: int, gid: int, mode: int) -> None:
         os.fchown(fd, uid, gid)
         os.fchmod(fd, mode)
         os.fsync(fd)
+    except OSError as exc:
+        exc.filename = exc.filename or path
+        raise
     finally:
         os.close(fd)
 
@@ -121,6 +135,17 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _written(exc: BaseException, journal: dict[str, Any]) -> str:
+    """The file a failed staging write was for: the target a temp file stands for, or a backup."""
+    name = getattr(exc, "filename", None)
+    if not name:
+        return "a file"
+    for f in journal["files"]:
+        if f["temp"] == name:
+            return f"{f['path']} (temp file {os.path.basename(name)})"
+    return str(name)
 
 
 def _sha256(data: bytes) -> str:
@@ -377,8 +402,7 @@ class LocalFiles(Installer):
                 write_new(f["temp"], p.data, p.uid, p.gid, p.mode)
         except (OSError, KeyError) as exc:
             self._abandon(journal)
-            what = getattr(exc, "filename", None) or "a file"
-            raise InstallError(f"{self.entry.name}: cannot write {what}: "
+            raise InstallError(f"{self.entry.name}: cannot write {_written(exc, journal)}: "
                                f"{getattr(exc, 'strerror', None) or exc}; nothing was changed "
                                "(the previous files are intact)") from None
         journal["state"] = "prepared"

@@ -14,6 +14,7 @@ from lecentral.errors import InstallError, LecentralError, StoreError
 from lecentral.install.config import CertEntry, InstallConfig
 from lecentral.install.decide import compare, precheck
 from lecentral.install.fileset import LocalFiles
+from lecentral.install.request import OperatorRequest
 
 if TYPE_CHECKING:
     from lecentral.registry import Registry
@@ -81,6 +82,9 @@ def entry_status(entry: CertEntry, row: CertRow | None, db_error: str | None,
                 out["error"] = _refusal(entry, row, decision.key)
         if pending:
             out["state"] = f"interrupted run to finish (journal {pending}); {out['state']}"
+        request = OperatorRequest(workdir).path
+        if request.exists():
+            out["state"] += f"; the request to restart by hand is NOT sent yet ({request})"
         for url in service.verify_urls(entry):
             try:
                 fp = presented_fingerprint(registry, url, STATUS_VERIFY_TIMEOUT)

@@ -22,6 +22,7 @@ import time
 
 from sqlalchemy import Connection, delete, insert, select, text
 
+from lecentral.host import this_host
 from lecentral.store.rows import LockHolder
 from lecentral.store.schema import renew_lock
 
@@ -45,9 +46,8 @@ def mysql_lock_name(database: str) -> str:
 
 
 def this_holder() -> LockHolder:
-    from lecentral.store.sql import HOST
 
-    return LockHolder(HOST, os.getpid(), int(time.time()))
+    return LockHolder(this_host(), os.getpid(), int(time.time()))
 
 
 # --- MariaDB/MySQL and PostgreSQL ---------------------------------------------------------------

@@ -20,6 +20,7 @@ from lecentral.certificates import (
     md5_ca,
     normalise_digest,
     verify_chain,
+    when,
 )
 from lecentral.errors import CsrError
 
@@ -159,10 +160,6 @@ def load_row_csr(row: CertRow) -> Csr:
     return csr
 
 
-def _when(ts: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
-
-
 def certificate_problems(row: CertRow, csr_names: Sequence[str] | None = None) -> list[str]:
     """What is wrong with the stored certificate (crt, ca, md5_ca, ts_expire); empty if none is
     stored.
@@ -192,7 +189,7 @@ def certificate_problems(row: CertRow, csr_names: Sequence[str] | None = None) -
                      f"{', '.join(cert.names)})")
     if row.ts_expire is None or abs(row.ts_expire - cert.not_after) >= TS_EXPIRE_SLACK:
         found.append(f"ts_expire {row.ts_expire} disagrees with the certificate's notAfter "
-                     f"{cert.not_after} ({_when(cert.not_after)})")
+                     f"{cert.not_after} ({when(cert.not_after)})")
     found.extend(_ca_problems(row, cert))
     return found
 
@@ -248,7 +245,6 @@ class LockHolder:
         return cls(host, pid_n, since_n)
 
     def __str__(self) -> str:
-        import time
 
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.since))
         return f"host {self.host}, pid {self.pid}, since {when}"

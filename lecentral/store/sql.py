@@ -7,11 +7,12 @@ import dataclasses
 import json
 import logging
 import os
-import socket
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import (
     Connection,
@@ -26,9 +27,16 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from lecentral.certificates import load_chain, md5_ca, now_ts
-from lecentral.config import mask_url
+from lecentral.certificates import (
+    Certificate,
+    load_chain,
+    md5_ca,
+    normalise_digest,
+    now_ts,
+)
+from lecentral.config import PERCENT_ENCODING, mask_url, url_password_problem
 from lecentral.errors import CsrError, StoreError
+from lecentral.host import this_host
 from lecentral.interfaces import Store
 from lecentral.leftovers import Leftover
 from lecentral.store import renewlock
@@ -38,7 +46,6 @@ from lecentral.store.schema import leftovers as leftover_table
 
 log = logging.getLogger(__name__)
 
-HOST = socket.getfqdn()
 
 
 def _reason(exc: SQLAlchemyError) -> str:
@@ -69,21 +76,41 @@ class SqlStore(Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self.shown_url = mask_url(url)
+        problem = url_password_problem(url)
+        if problem:
+            raise StoreError(problem)
         try:
             parsed = make_url(url)
         except Exception:  # noqa: BLE001 - whatever make_url raises, the URL is the problem
-            raise StoreError(f"[database] url {self.shown_url!r} is not a valid database URL") from None
+            raise StoreError(f"[database] url {self.shown_url!r} is not a valid database URL; a "
+                             f"password with special characters must be percent-encoded: "
+                             f"{PERCENT_ENCODING}") from None
         self.dialect = parsed.get_backend_name()
         self.sqlite_path = parsed.database if self.dialect == "sqlite" else None
         kwargs: dict[str, Any] = {"future": True}
         if self.dialect != "sqlite":
             kwargs.update(pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        elif self.sqlite_path and self.sqlite_path != ":memory:":
+            kwargs["creator"] = self._connect_existing
         try:
             self.engine: Engine = create_engine(url, **kwargs)
         except Exception as exc:  # noqa: BLE001 - e.g. a missing driver: said with the URL masked
             raise StoreError(f"cannot use database {self.shown_url}: {exc}") from None
 
     # -- plumbing ---------------------------------------------------------------------------------
+
+    def _connect_existing(self) -> sqlite3.Connection:
+        """Open the SQLite file read-write, never creating it: a typo in the URL (or an agent
+        pointed at the wrong path) must be an error, not a new empty database. Only
+        :meth:`init_schema` creates the file."""
+        path = str(self.sqlite_path)
+        try:
+            return sqlite3.connect(f"file:{quote(path)}?mode=rw", uri=True, check_same_thread=False)
+        except sqlite3.OperationalError:
+            if not os.path.exists(path):
+                raise StoreError(f"database file {path} does not exist; check [database] url, or "
+                                 "create it with lecentral init on the central host") from None
+            raise
 
     @contextmanager
     def _begin(self, what: str) -> Iterator[Connection]:
@@ -137,6 +164,7 @@ class SqlStore(Store):
         created: list[str] = []
         if self.sqlite_path and self.sqlite_path != ":memory:":
             Path(self.sqlite_path).parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            os.close(os.open(self.sqlite_path, os.O_WRONLY | os.O_CREAT, 0o600))  # the one creator
         with self._begin("creating tables") as conn:
             existing = set(inspect(conn).get_table_names())
             if "certs" not in existing:
@@ -195,7 +223,7 @@ class SqlStore(Store):
     # -- writing ---------------------------------------------------------------------------------------
 
     def _event(self, conn: Connection, name: str, kind: str, message: str, now: int) -> None:
-        conn.execute(insert(events).values(ts=now or now_ts(), name=_dns(name), kind=kind, host=HOST,
+        conn.execute(insert(events).values(ts=now or now_ts(), name=_dns(name), kind=kind, host=this_host(),
                                            message=message[:60000]))
 
     def add(self, row: CertRow) -> None:
@@ -238,8 +266,15 @@ class SqlStore(Store):
     def save_issued(self, name: str, crt: bytes, ca: bytes, ts_expire: int, now: int) -> None:
         with self._begin(f"saving the new certificate of {name}") as conn:
             key = self._need(conn, name)
-            previous = conn.execute(select(certs.c.ca).where(certs.c.name == key)
-                                    .with_for_update()).scalar()
+            previous, modulus = conn.execute(select(certs.c.ca, certs.c.md5_modulus)
+                                             .where(certs.c.name == key).with_for_update()).one()
+            leaf = Certificate.load(crt, f"the certificate issued for {name}").md5_modulus
+            if normalise_digest(str(modulus)) != leaf:
+                # lecentral set-csr ran while the CA was issuing: this certificate goes with the
+                # old key, which the server no longer has
+                raise CsrError(f"{name}: its CSR was replaced while this certificate was being "
+                                 f"issued (md5_modulus is now {modulus}, the certificate's key "
+                                 f"{leaf}); not saved: the next renew orders one for the new CSR")
             # old_crt is assigned before crt: MySQL evaluates SET left to right, the others use
             # the old values throughout; either way old_crt receives the previous certificate.
             values: dict[Any, Any] = {certs.c.old_crt: certs.c.crt}

@@ -10,7 +10,8 @@ launcher           listeners (verify URL scheme)         reload
 =================  ====================================  ==========================================
 NginxServer        https (tls)                           nginx -s reload
 ApacheServer       https (https)                         apache2 -k graceful
-PostfixServer      smtp (smtp+starttls), smtps, plain    postfix -c DIR reload
+PostfixServer      smtp (smtp+starttls), smtps, plain,   postfix -c DIR reload
+                   smtpd_listeners (failure tests)
 DovecotServer      imap, pop3 (+starttls), imaps, pop3s  doveadm -c CONF reload
 SlapdServer        ldap (ldap+starttls), ldaps, ldapi    ldapmodify of olcTLS* (or restart())
 FreeradiusServer   RADIUS auth (UDP), EAP-TLS            restart()

@@ -8,14 +8,23 @@ The system's /etc/postfix is read for nothing but the list of files ``postfix ch
 * ``smtps``: TLS from the first byte (``smtpd_tls_wrappermode = yes``), like port 465;
 * ``plain``: no TLS at all, for "STARTTLS not offered" tests.
 
+``smtpd_listeners`` adds more smtpd listeners, each on a port of its own with ``-o`` overrides in
+``master.cf``, so one instance can also answer the ways a misconfigured server does (a listener
+whose ``smtpd_client_restrictions = reject`` answers the greeting with 554, one whose broken TLS
+key makes it answer STARTTLS with 454) while its other listeners work; see
+:meth:`PostfixServer.listener_url`.
+
 The certificate is given as ``smtpd_tls_chain_files = KEY, CERT[, CHAIN]`` (Postfix >= 3.4).
 ``postfix -c DIR check`` creates the queue; the ``master`` process then runs in the foreground
 (``-d``) so it can be stopped by pid. Reload as an admin would: ``postfix -c DIR reload`` (SIGHUP
-to the master, whose new smtpd processes load the new files). Logs go to ``maillog``.
+to the master, whose new smtpd processes load the new files). Logs go to ``maillog``. It never
+delivers mail (``default_transport`` and ``relay_transport`` are ``error:``), so nothing a test
+provokes, such as a postmaster notice about a broken key, leaves 127.0.0.1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from lecentral.testing.daemons.base import TlsServer
@@ -28,6 +37,26 @@ from lecentral.testing.process import (
 )
 
 DAEMON_DIR = Path("/usr/lib/postfix/sbin")
+
+#: every transport that could leave the host: mail bounces (a double bounce is dropped) instead
+NO_DELIVERY = "error:a test Postfix delivers no mail"
+
+#: listener name -> verify URL scheme, in every instance
+_BUILTIN_LISTENERS = {"smtp": "smtp+starttls", "smtps": "smtps", "plain": "smtp+starttls"}
+
+
+def _checked_listeners(listeners: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    """``smtpd_listeners`` copied, or ValueError for what master.cf cannot hold."""
+    checked: dict[str, dict[str, str]] = {}
+    for name, params in listeners.items():
+        if name in _BUILTIN_LISTENERS or not name.replace("-", "_").isidentifier():
+            raise ValueError(f"smtpd_listeners: {name!r} is a built-in listener or not a plain name")
+        for key, value in params.items():
+            if not key.isidentifier() or "\n" in value or "}" in value:  # "}" would end "-o { }"
+                raise ValueError(f"smtpd_listeners[{name!r}]: cannot pass {key} = {value!r} with -o")
+        checked[name] = dict(params)
+    return checked
+
 
 # chroot "n" everywhere: our queue is not set up as a chroot jail.
 _SERVICES = """\
@@ -60,6 +89,11 @@ class PostfixServer(TlsServer):
 
     ``main_cf``: extra ``main.cf`` parameters (override any default here, e.g. the
     ``smtpd_tls_cert_file``/``smtpd_tls_key_file`` style instead of chain files).
+    ``smtpd_listeners``: extra smtpd listeners, name -> ``main.cf`` parameters overridden for that
+    listener only (``-o``), e.g. ``{"reject": {"smtpd_delay_reject": "no",
+    "smtpd_client_restrictions": "reject"}}``. Not in :attr:`verify_urls` (they are for failure
+    tests, and :meth:`reload` would wait for them to present the certificate): use
+    :meth:`listener_url`.
     """
 
     kind = "postfix"
@@ -67,10 +101,12 @@ class PostfixServer(TlsServer):
 
     def __init__(self, workdir: Path | str | None = None, *, cert: Path | str, key: Path | str,
                  chain: Path | str | None = None, myhostname: str = "mail.example.test",
-                 main_cf: dict[str, str] | None = None) -> None:
+                 main_cf: dict[str, str] | None = None,
+                 smtpd_listeners: Mapping[str, Mapping[str, str]] | None = None) -> None:
         super().__init__(workdir, cert=cert, key=key, chain=chain)
         self.myhostname = myhostname
         self.main_cf_extra = dict(main_cf or {})
+        self.smtpd_listeners = _checked_listeners(smtpd_listeners or {})
         self._postfix = find_executable("postfix", package="postfix")
         self._master = str(DAEMON_DIR / "master")
         self.user = daemon_user("postfix")
@@ -82,19 +118,25 @@ class PostfixServer(TlsServer):
         self.maillog = self.base / "maillog"
 
     def _listeners(self) -> dict[str, str]:
-        return {"smtp": "smtp+starttls", "smtps": "smtps", "plain": "smtp+starttls"}
+        return {**_BUILTIN_LISTENERS, **{name: "smtp+starttls" for name in self.smtpd_listeners}}
 
     @property
     def verify_urls(self) -> dict[str, str]:
-        """``smtp`` and ``smtps`` only: ``plain`` offers no TLS to verify (see :attr:`plain_url`)."""
+        """``smtp`` and ``smtps`` only: ``plain`` offers no TLS to verify (see :attr:`plain_url`),
+        and the ``smtpd_listeners`` are for failure tests (see :meth:`listener_url`)."""
         urls = super().verify_urls
-        urls.pop("plain", None)
+        for name in ("plain", *self.smtpd_listeners):
+            urls.pop(name, None)
         return urls
 
     @property
     def plain_url(self) -> str:
         """``smtp+starttls://`` URL of the listener that offers no STARTTLS (for error tests)."""
-        return f"smtp+starttls://{self.address}:{self.ports['plain']}"
+        return self.listener_url("plain")
+
+    def listener_url(self, name: str) -> str:
+        """The verify URL of any listener, ``plain`` and the ``smtpd_listeners`` included."""
+        return f"{self._listeners()[name]}://{self.address}:{self.ports[name]}"
 
     def main_cf(self) -> dict[str, str]:
         """The ``main.cf`` parameters written (defaults, then the caller's ``main_cf``)."""
@@ -120,6 +162,10 @@ class PostfixServer(TlsServer):
             "maillog_file_prefixes": str(self.base),
             "smtpd_tls_security_level": "may",
             "smtpd_tls_chain_files": files,
+            # Never deliver: a TLS "local problem" (a broken key) makes smtpd mail a notice to
+            # postmaster@myhostname, which is not local here and would go out by DNS and SMTP.
+            "default_transport": NO_DELIVERY,
+            "relay_transport": NO_DELIVERY,
         }
         params.update(self.main_cf_extra)
         return params
@@ -137,7 +183,15 @@ class PostfixServer(TlsServer):
             f"{self.address}:{smtps} inet n - n - - smtpd\n"
             "  -o smtpd_tls_wrappermode=yes\n  -o smtpd_tls_security_level=encrypt\n"
             f"{self.address}:{plain} inet n - n - - smtpd\n  -o smtpd_tls_security_level=none\n"
+            + "".join(self._extra_listener(name, params) for name, params in self.smtpd_listeners.items())
             + _SERVICES)
+
+    def _extra_listener(self, name: str, params: Mapping[str, str]) -> str:
+        """A master.cf entry for one of the ``smtpd_listeners``, its parameters as ``-o``."""
+        lines = [f"{self.address}:{self.ports[name]} inet n - n - - smtpd"]
+        # "-o { name = value }" (Postfix >= 3.0) keeps a value with spaces in one argument.
+        lines += [f"  -o {{ {key} = {value} }}" for key, value in params.items()]
+        return "\n".join(lines) + "\n"
 
     def _prepare(self) -> None:
         try:
