@@ -66,6 +66,8 @@ def read_nofollow(path: str) -> bytes | None:
         if exc.errno == errno.ELOOP:
             raise InstallError(f"{path} is a symbolic link; refusing to read or replace it "
                                "(point the configuration at the real file)") from None
+        if exc.errno == errno.ENXIO:  # a socket: open() answers "No such device or address"
+            raise _not_regular(path) from None
         raise InstallError(f"cannot read {path}: {exc.strerror}") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):  # checked before fdopen, which names a directory by its fd number
@@ -73,12 +75,17 @@ def read_nofollow(path: str) -> bytes | None:
         if stat.S_ISDIR(mode):
             raise InstallError(f"{path} is a directory; the configuration must name the file "
                                "itself (for example .../cert.pem), not its directory")
-        raise InstallError(f"{path} is not a regular file; refusing to replace it")
+        raise _not_regular(path)
     with os.fdopen(fd, "rb") as fh:
         try:
             return fh.read()
         except OSError as exc:
             raise InstallError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _not_regular(path: str) -> InstallError:
+    return InstallError(f"{path} is not a regular file (a FIFO, a socket, a device?); refusing to "
+                        "replace it: remove it, or point the configuration at another path")
 
 
 def fsync_dir(path: str) -> None:
