@@ -99,6 +99,19 @@ def test_target_that_is_not_a_regular_file_is_refused(world: AgentWorld, smtp: t
         assert not journal_of(world).exists()
 
 
+def test_target_below_a_file_is_refused(world: AgentWorld, smtp: tuple[Mailbox, int]) -> None:
+    """``cert`` names a path below a regular file (a typo: ``www.crt/cert.pem``): the installed
+    certificate cannot even be looked for (ENOTDIR); the message names the path, nothing is
+    written."""
+    before = installed_once(world)
+    below = certs(world) / f"{NAME}.crt" / "cert.pem"
+    world.write_config(world.entry(NAME, cert=str(below)))
+
+    assert_failed(world, before, f"cannot read {below}: Not a directory", smtp)
+
+    assert not journal_of(world).exists()
+
+
 def test_missing_target_directory_is_refused(world: AgentWorld, smtp: tuple[Mailbox, int]) -> None:
     """The full chain's directory does not exist (not created, or unmounted): nothing is written,
     the message names the directory and says to create it; once created, the next run installs."""
@@ -132,28 +145,45 @@ def fill(directory: Path, leave_pages: int = 0) -> None:
             pass  # full
 
 
-@pytest.mark.parametrize("when", ["staging", "prepared"])
-def test_journal_that_cannot_be_written(world: AgentWorld, smtp: tuple[Mailbox, int], when: str) -> None:
+@pytest.mark.parametrize("when", ["staging", "prepared", "switched"])
+def test_journal_that_cannot_be_written(world: AgentWorld, smtp: tuple[Mailbox, int], monkeypatch: MonkeyPatch,
+                                        when: str) -> None:
     """The state directory is a small tmpfs that is full: at once (the first journal write fails),
     or with room for the journal and the backups but not for the journal's next version (the
-    temp files are written by then). Either way the message names the journal and says to free
-    space, every temp file and the backup of this try are gone, the previous set is untouched;
-    once there is room the next run installs."""
+    temp files are written by then), or it fills up right after the renames (the moment chosen
+    by wrapping fsync_dir in-process; the ENOSPC is real), before the journal says "switched".
+    Each time the message names the journal and says to free space, every temp file is gone, the
+    previous set is in place (untouched, or put back from this try's backup, which stays); once
+    there is room the next run installs."""
+    from lecentral.install import fileset
+
     world.state_dir.mkdir()
     with mounted(["-t", "tmpfs", "-o", "size=256k", "tmpfs"], world.state_dir):
         before = installed_once(world)
         backups = sorted((workdir(world) / "backups").iterdir())
-        # the journal (one page) and one page per file backed up (cert and fullchain change)
-        fill(world.state_dir, leave_pages=0 if when == "staging" else 3)
+        if when == "switched":
+            real_fsync_dir = fileset.fsync_dir
+
+            def fill_after_the_renames(path: str) -> None:
+                real_fsync_dir(path)
+                if path == str(certs(world)) and not (world.state_dir / "filler").exists():
+                    fill(world.state_dir)
+
+            monkeypatch.setattr(fileset, "fsync_dir", fill_after_the_renames)
+        else:  # the journal (one page) and one page per file backed up (cert and fullchain change)
+            fill(world.state_dir, leave_pages=0 if when == "staging" else 3)
 
         message = str(assert_failed(world, before, f"cannot write the journal {journal_of(world)}",
                                     smtp)["message"])
 
         assert "No space left on device" in message
         assert f"free space in (or repair) the file system of {workdir(world)}" in message
-        assert "nothing was changed" in message or when == "staging"
+        assert {"staging": "run again", "prepared": "run again; nothing was changed",
+                "switched": "run again; the previous files were put back"}[when] in message
         assert not journal_of(world).exists() and not temp_files(world.state_dir)
-        assert sorted((workdir(world) / "backups").iterdir()) == backups
+        now = sorted((workdir(world) / "backups").iterdir())
+        assert now == backups if when != "switched" else now[:-1] == backups  # kept: the files put back
+        monkeypatch.undo()
         (world.state_dir / "filler").unlink()
         out = world.run("run")
         assert out.by_name(NAME)["status"] == "installed", out.stderr
@@ -192,13 +222,23 @@ def corrupt_journal(world: AgentWorld, how: str) -> str:
         bad["files"][0]["temp"] = str(certs(world) / f"{OTHER}.crt")  # type: ignore[index]
         journal_of(world).write_text(json.dumps(bad))
         return f"names '{cert}', which is not a file of {NAME} (or not with its own temp file)"
+    if how == "malformed-file":
+        bad = journal_for(world, "prepared", [cert], own_backup)
+        bad["files"] = [str(cert)]
+        journal_of(world).write_text(json.dumps(bad))
+        return f"names '{cert}', which is not a file of {NAME}"
+    if how == "foreign-retire":  # the commit would remove a "KEY.next" that is another file
+        bad = journal_for(world, "switched", [cert], own_backup)
+        bad["retire"] = str(certs(world) / f"{OTHER}.crt")
+        journal_of(world).write_text(json.dumps(bad))
+        return f"retires '{certs(world) / f'{OTHER}.crt'}', not {world.key_path(NAME)}.next"
     assert how == "foreign-backup"  # abandoning it would delete the certificate directory
     journal_of(world).write_text(json.dumps(journal_for(world, "staging", [cert], certs(world))))
     return f"names the backup '{certs(world)}'"
 
 
 @pytest.mark.parametrize("how", ["truncated", "not-a-journal", "unknown-state", "other-entry",
-                                 "foreign-temp", "foreign-backup"])
+                                 "foreign-temp", "foreign-backup", "malformed-file", "foreign-retire"])
 def test_journal_that_cannot_be_trusted_is_left_to_the_operator(world: AgentWorld, smtp: tuple[Mailbox, int],
                                                                 how: str) -> None:
     """A journal that is truncated, not a journal, in an unknown state, or that names files,
