@@ -11,8 +11,11 @@ The order of work for one entry (``workdir`` is its private 0700 state directory
 
 A run killed in step 1-3 leaves the old set untouched: the next run deletes the temp files. Killed
 in step 4, the next run finishes the renames (every temp file was complete before ``prepared``
-was written), so the set is the new one, and the engine activates it. A rollback (state
-``restoring`` then ``restored``) is just as repeatable. A symlink or non-regular file at a target
+was written), so the set is the new one, and the engine activates it; if a temp file was
+deleted meanwhile, the previous set is put back instead and the engine installs again. A
+rollback (state ``restoring`` then ``restored``) is just as repeatable. A journal is checked
+before it is trusted (a known state, only this entry's files, temps and backups): a recovery
+from a foreign or corrupt one could delete or overwrite other files, so the operator decides. A symlink or non-regular file at a target
 path is refused before anything is written; renames replace the path itself, never a link's target.
 
 A staged key rotation (``lecentral-install csr --rotate`` wrote ``KEY.next``; the database's
