@@ -590,3 +590,23 @@ def test_key_next_changed_before_the_commit_is_left_alone(world: AgentWorld, how
     assert world.key_path(NAME).read_bytes() == new_key
     assert os.path.lexists(pending) and pending.read_bytes() == left
     assert not journal_of(world).exists()
+
+
+def test_installer_api_refuses_out_of_order_calls(world: AgentWorld) -> None:
+    """The Installer API as a service plugin (or the engine) calls it: ``restore`` with no
+    switched set, and ``install`` over an unfinished journal, are refused with the journal's
+    path; the journal is left for ``recover``. (The engine never calls them so: this is the
+    guard for plugins that drive LocalFiles themselves.)"""
+    from lecentral.interfaces import IssuedCertificate
+
+    installed_once(world)
+    entry = CertEntry(name=NAME, key=str(world.key_path(NAME)), cert=str(certs(world) / f"{NAME}.crt"))
+    files = LocalFiles(entry, workdir(world), 3)
+    with pytest.raises(InstallError, match=f"nothing to roll back .*{journal_of(world)}"):
+        files.restore()
+    journal = journal_for(world, "prepared", [certs(world) / f"{NAME}.crt"],
+                          workdir(world) / "backups" / "000009-20250101T000000Z")
+    journal_of(world).write_text(json.dumps(journal))
+    with pytest.raises(InstallError, match=f"{journal_of(world)} exists: an earlier run is unfinished"):
+        files.install(IssuedCertificate(crt=b"", ca=b""))
+    assert json.loads(journal_of(world).read_text()) == journal
