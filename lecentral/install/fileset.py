@@ -11,8 +11,11 @@ The order of work for one entry (``workdir`` is its private 0700 state directory
 
 A run killed in step 1-3 leaves the old set untouched: the next run deletes the temp files. Killed
 in step 4, the next run finishes the renames (every temp file was complete before ``prepared``
-was written), so the set is the new one, and the engine activates it. A rollback (state
-``restoring`` then ``restored``) is just as repeatable. A symlink or non-regular file at a target
+was written), so the set is the new one, and the engine activates it; if a temp file was
+deleted meanwhile, the previous set is put back instead and the engine installs again. A
+rollback (state ``restoring`` then ``restored``) is just as repeatable. A journal is checked
+before it is trusted (a known state, only this entry's files, temps and backups): a recovery
+from a foreign or corrupt one could delete or overwrite other files, so the operator decides. A symlink or non-regular file at a target
 path is refused before anything is written; renames replace the path itself, never a link's target.
 
 A staged key rotation (``lecentral-install csr --rotate`` wrote ``KEY.next``; the database's
@@ -35,6 +38,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import secrets
 import shutil
 import stat
@@ -52,6 +56,7 @@ log = logging.getLogger(__name__)
 
 TEMP_MARK = ".lecentral-"
 JOURNAL = "journal.json"
+STATES = ("staging", "prepared", "switched", "restoring", "restored")
 
 
 def read_nofollow(path: str) -> bytes | None:
@@ -64,6 +69,8 @@ def read_nofollow(path: str) -> bytes | None:
         if exc.errno == errno.ELOOP:
             raise InstallError(f"{path} is a symbolic link; refusing to read or replace it "
                                "(point the configuration at the real file)") from None
+        if exc.errno == errno.ENXIO:  # a socket: open() answers "No such device or address"
+            raise _not_regular(path) from None
         raise InstallError(f"cannot read {path}: {exc.strerror}") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):  # checked before fdopen, which names a directory by its fd number
@@ -71,12 +78,17 @@ def read_nofollow(path: str) -> bytes | None:
         if stat.S_ISDIR(mode):
             raise InstallError(f"{path} is a directory; the configuration must name the file "
                                "itself (for example .../cert.pem), not its directory")
-        raise InstallError(f"{path} is not a regular file; refusing to replace it")
+        raise _not_regular(path)
     with os.fdopen(fd, "rb") as fh:
         try:
             return fh.read()
         except OSError as exc:
             raise InstallError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _not_regular(path: str) -> InstallError:
+    return InstallError(f"{path} is not a regular file (a FIFO, a socket, a device?); refusing to "
+                        "replace it: remove it, or point the configuration at another path")
 
 
 def fsync_dir(path: str) -> None:
@@ -190,17 +202,29 @@ class Journal:
     def read(self) -> dict[str, Any] | None:
         """The journal, or ``None`` when no switch is under way."""
         try:
-            data: dict[str, Any] = json.loads(self.path.read_bytes())
-            return data
+            data = json.loads(self.path.read_bytes())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            raise InstallError(f"journal {self.path} is unreadable ({exc}); check the files "
-                               f"of {self.name} by hand, then delete it") from None
+            raise self.corrupt(f"is unreadable ({exc})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("state"), str):
+            raise self.corrupt("is not a journal (no state)")
+        return data
+
+    def corrupt(self, what: str) -> InstallError:
+        """The error for a journal that cannot be trusted: only the operator knows what happened."""
+        return InstallError(f"journal {self.path} {what}; nothing was done: check the files of "
+                            f"{self.name} by hand (the previous ones are in {self.workdir}/backups), "
+                            "then delete the journal")
 
     def save(self, journal: dict[str, Any]) -> None:
-        replace_atomically(str(self.path), json.dumps(journal, indent=1).encode(),
-                           os.geteuid(), os.getegid(), 0o600)
+        try:
+            replace_atomically(str(self.path), json.dumps(journal, indent=1).encode(),
+                               os.geteuid(), os.getegid(), 0o600)
+        except OSError as exc:  # write() and rename() name no file: say which, and where
+            raise InstallError(f"{self.name}: cannot write the journal {self.path}: "
+                               f"{exc.strerror or exc}; free space in (or repair) the file system "
+                               f"of {self.workdir}, then run again") from None
 
     def drop(self) -> None:
         _unlink(str(self.path))
@@ -245,8 +269,43 @@ class LocalFiles(Installer):
         return [path for _, path, _ in self.targets() if not os.path.lexists(path)]
 
     def pending(self) -> str | None:
-        journal = self.journal.read()
+        journal = self._journal()
         return journal["state"] if journal else None
+
+    def _journal(self) -> dict[str, Any] | None:
+        """The journal, checked before any step trusts it: a known state, and only this entry's
+        files, their temp files beside them and a backup in this entry's workdir (a journal that
+        names anything else would have the recovery delete or overwrite it)."""
+        journal = self.journal.read()
+        if journal is None:
+            return None
+        if journal["state"] not in STATES:
+            raise self.journal.corrupt(f"has unknown state {journal['state']!r}")
+        ours = {*self.entry.files.values(), self.entry.key, *self.copies}
+        backup = journal.get("backup")
+        if not isinstance(backup, str) or os.path.dirname(backup) != str(self.workdir / "backups"):
+            raise self.journal.corrupt(f"names the backup {backup!r}, not one of {self.workdir}/backups")
+        if journal.get("retire") not in (None, self.entry.next_key):
+            raise self.journal.corrupt(f"retires {journal['retire']!r}, not {self.entry.next_key}")
+        files = journal.get("files")
+        for f in files if isinstance(files, list) else [None]:
+            if not self._journaled_file_ok(f, ours):
+                path = f.get("path") if isinstance(f, dict) else f
+                raise self.journal.corrupt(f"names {path!r}, which is not a file of {self.entry.name} "
+                                           "(or not with its own temp file); was the configuration "
+                                           "changed after an interrupted run?")
+        return journal
+
+    @staticmethod
+    def _journaled_file_ok(f: object, ours: set[str]) -> bool:
+        if not isinstance(f, dict) or not all(isinstance(f.get(k), str) for k in
+                                              ("role", "path", "temp", "sha256")):
+            return False
+        head, tail = os.path.split(f["path"])
+        temp_head, temp_tail = os.path.split(f["temp"])
+        return (f["path"] in ours and isinstance(f.get("existed"), bool) and temp_head == head
+                and temp_tail.startswith(f".{tail}{TEMP_MARK}")
+                and re.fullmatch(r"[a-z]+(\.copy[0-9]+)?", f["role"]) is not None)
 
     def stale(self, new: IssuedCertificate) -> list[str]:
         """Existing files of the set whose bytes differ from what ``new`` would write (the missing
@@ -337,7 +396,7 @@ class LocalFiles(Installer):
     # -- installing --------------------------------------------------------------------------
 
     def install(self, new: IssuedCertificate) -> list[str]:
-        if self.journal.read() is not None:
+        if self._journal() is not None:
             raise InstallError(f"{self.journal_path} exists: an earlier run is unfinished; run again")
         todo = [p for p in self._planned(new) if p.changed]
         generation = self._new_generation()
@@ -357,15 +416,26 @@ class LocalFiles(Installer):
                                f"{getattr(exc, 'strerror', None) or exc}; nothing was changed "
                                "(the previous files are intact)") from None
         journal["state"] = "prepared"
-        self.journal.save(journal)
+        try:
+            self.journal.save(journal)
+        except InstallError as exc:
+            self._abandon(journal)
+            raise InstallError(f"{exc}; nothing was changed (the previous files are intact)") from None
         try:
             self._switch(journal)
-        except OSError as exc:
+        except (OSError, InstallError) as exc:
             self._restore_files(journal)
             self.journal.drop()
-            raise InstallError(f"{self.entry.name}: cannot rename into {exc.filename}: {exc.strerror}; "
-                               "the previous files were put back") from None
+            raise self._switch_failure(exc) from None
         return [f["path"] for f in journal["files"]]
+
+    def _switch_failure(self, exc: OSError | InstallError) -> InstallError:
+        if isinstance(exc, InstallError):  # the journal could not be written
+            return InstallError(f"{exc}; the previous files were put back")
+        target = exc.filename2 or exc.filename  # os.replace names the temp file first, the target second
+        return InstallError(f"{self.entry.name}: cannot rename the new file into {target}: "
+                            f"{exc.strerror}; the previous files were put back; fix that (is it "
+                            "immutable, lsattr? a mount point?), then run again")
 
     def _new_generation(self) -> Path:
         """``backups/<sequence>-<UTC time>``: the sequence orders them even if the clock jumps back."""
@@ -393,11 +463,8 @@ class LocalFiles(Installer):
 
     def _switch(self, journal: dict[str, Any]) -> None:
         for f in journal["files"]:
-            if os.path.lexists(f["temp"]):
+            if os.path.lexists(f["temp"]):  # else renamed before a crash (recover checked it)
                 os.replace(f["temp"], f["path"])
-            elif _sha256(read_nofollow(f["path"]) or b"") != f["sha256"]:
-                log.warning("%s: %s has neither its temp file nor the new content; leaving it",
-                            self.entry.name, f["path"])
         for directory in {os.path.dirname(f["path"]) for f in journal["files"]}:
             fsync_dir(directory)
         journal["state"] = "switched"
@@ -406,7 +473,7 @@ class LocalFiles(Installer):
     # -- rolling back, recovering, finishing ---------------------------------------------------
 
     def restore(self) -> None:
-        journal = self.journal.read()
+        journal = self._journal()
         if journal is None or journal["state"] not in ("switched", "restoring", "restored"):
             raise InstallError(f"{self.entry.name}: nothing to roll back (no switched set in "
                                f"{self.journal_path})")
@@ -415,7 +482,8 @@ class LocalFiles(Installer):
         try:
             self._restore_files(journal)
         except OSError as exc:
-            raise InstallError(f"{self.entry.name}: ROLLBACK FAILED on {exc.filename}: {exc.strerror}; "
+            raise InstallError(f"{self.entry.name}: ROLLBACK FAILED on {exc.filename2 or exc.filename}: "
+                               f"{exc.strerror}; "
                                f"the previous files are in {journal['backup']}: copy them back by "
                                "hand") from None
         journal["state"] = "restored"
@@ -443,7 +511,7 @@ class LocalFiles(Installer):
             fsync_dir(directory)
 
     def recover(self) -> str | None:
-        journal = self.journal.read()
+        journal = self._journal()
         if journal is None:
             return None
         state = journal["state"]
@@ -452,18 +520,29 @@ class LocalFiles(Installer):
             self._abandon(journal)
             return None
         if state == "prepared":
-            self._switch(journal)
-            return "switched"
+            return self._finish_switch(journal)
         if state == "restoring":
             self.restore()
             return "restored"
-        if state in ("switched", "restored"):
-            return str(state)
-        raise InstallError(f"journal {self.journal_path} has unknown state {state!r}; check the "
-                           f"files of {self.entry.name} by hand, then delete it")
+        return str(state)  # switched or restored (_journal checked the state)
+
+    def _finish_switch(self, journal: dict[str, Any]) -> str | None:
+        """Rename the remaining temp files; if one is gone (a temp cleaner, a hand) and its target
+        is not the new file either, the set cannot be finished: put the previous one back, and
+        the run installs again from the database (never a mixed set left in place)."""
+        lost = [f["path"] for f in journal["files"] if not os.path.lexists(f["temp"])
+                and _sha256(read_nofollow(f["path"]) or b"") != f["sha256"]]
+        if not lost:
+            self._switch(journal)
+            return "switched"
+        log.warning("%s: the new %s cannot be finished (temp file gone); putting the previous files "
+                    "back, then installing again", self.entry.name, ", ".join(lost))
+        self._restore_files(journal)
+        self.journal.drop()
+        return None
 
     def commit(self) -> None:
-        journal = self.journal.read()
+        journal = self._journal()
         if journal and journal["state"] == "switched" and journal.get("retire"):
             self._retire(journal["retire"])
         self.journal.drop()
