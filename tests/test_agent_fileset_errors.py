@@ -22,14 +22,14 @@ from pathlib import Path
 import pytest
 from _pytest.monkeypatch import MonkeyPatch
 from agent_world import Mailbox, temp_files, tree
+from lecentral_testing.agent import AgentWorld
+from lecentral_testing.ports import free_port
 from test_agent_safety import KILLER, NAME, assert_failed, installed_once, mounted
 
 from lecentral.certificates import Certificate, Csr
 from lecentral.errors import InstallError
 from lecentral.install.config import CertEntry
 from lecentral.install.fileset import LocalFiles, temp_name
-from lecentral.testing.agent import AgentWorld
-from lecentral.testing.ports import free_port
 
 OTHER = "other.example.test"
 
