@@ -26,14 +26,26 @@ Example::
 from __future__ import annotations
 
 import base64
-import os
-import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from lecentral_testing.named_conf import (
+    DEFAULT_KEY_NAME,
+    TSIG_ALGORITHM,
+    SubZone,
+    dns_name,
+    key_clause,
+    new_tsig_secret,
+    parent_file,
+    primary_conf,
+    rndc_conf,
+    secondary_conf,
+    subzone_file,
+    tsig_secret,
+    write_private,
+)
 from lecentral_testing.ports import LOOPBACK, free_port
 from lecentral_testing.process import (
     Daemon,
@@ -44,63 +56,8 @@ from lecentral_testing.process import (
     start_retrying_ports,
 )
 
-DEFAULT_KEY_NAME = "acme-update"
-TSIG_ALGORITHM = "hmac-sha512"
-
-_NAME_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?)*$")
-
-
-def _dns_name(name: str, what: str) -> str:
-    """Lower-case ``name`` without its trailing dot; reject anything that could break named.conf."""
-    clean = name.lower().rstrip(".")
-    if not _NAME_RE.match(clean):
-        raise ValueError(f"{what} {name!r} is not a valid DNS name")
-    return clean
-
-
-def new_tsig_secret() -> str:
-    """A random 512-bit base64 secret, like ``tsig-keygen -a hmac-sha512`` makes."""
-    return base64.b64encode(secrets.token_bytes(64)).decode()
-
-
-def _tsig_secret(secret: str) -> str:
-    """``secret`` if it is base64 (it is pasted into named.conf), else ValueError."""
-    try:
-        base64.b64decode(secret, validate=True)
-    except ValueError:
-        raise ValueError("a TSIG secret must be base64 (as tsig-keygen writes it)") from None
-    return secret
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` with mode 0600 from the first byte (it holds secrets)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(text)
-
-
-def _key_clause(name: str, secret: str, algorithm: str = TSIG_ALGORITHM) -> str:
-    # The exact shape tsig-keygen prints, so key_file() output is what operators already have.
-    return f'key "{name}" {{\n\talgorithm {algorithm};\n\tsecret "{secret}";\n}};\n'
-
-
-@dataclass(frozen=True)
-class SubZone:
-    """One updatable sub-zone: its name, the key allowed to update it, and what it may update."""
-
-    name: str
-    key_name: str
-    grant_names: tuple[str, ...]
-    grant_match: str
-    soa_minimum: int
-    ttl: int
-    records: tuple[str, ...]
-
-    @property
-    def update_policy(self) -> str:
-        """The update-policy grants, as they appear in named.conf."""
-        return " ".join(f"grant {self.key_name} {self.grant_match} {n} TXT;" for n in self.grant_names)
+#: the text named reads lives in named_conf; these names stay importable from here
+__all__ = ["DEFAULT_KEY_NAME", "TSIG_ALGORITHM", "BindServer", "SubZone", "new_tsig_secret"]
 
 
 class BindServer(ManagedServer):
@@ -129,8 +86,8 @@ class BindServer(ManagedServer):
         # Executables and arguments first: a bad one must fail before any temp dir exists.
         self._named = find_executable("named", package="bind9")
         self._rndc = find_executable("rndc", package="bind9-utils")
-        self._keys = {_dns_name(n, "TSIG key name"): _tsig_secret(v) for n, v in (keys or {}).items()}
-        self.parent = _dns_name(parent, "parent zone")
+        self._keys = {dns_name(n, "TSIG key name"): tsig_secret(v) for n, v in (keys or {}).items()}
+        self.parent = dns_name(parent, "parent zone")
         super().__init__(workdir)
         self.parent_records = tuple(parent_records)
         self.default_soa_minimum = soa_minimum
@@ -168,8 +125,8 @@ class BindServer(ManagedServer):
         Loaded at once on a running server. Use it for a key that no zone grants anything to.
         An existing key keeps its secret.
         """
-        key_name = _dns_name(key_name, "TSIG key name")
-        self._keys.setdefault(key_name, _tsig_secret(secret) if secret else new_tsig_secret())
+        key_name = dns_name(key_name, "TSIG key name")
+        self._keys.setdefault(key_name, tsig_secret(secret) if secret else new_tsig_secret())
         if self.running:
             self._reconfigure()
         return self._keys[key_name]
@@ -179,7 +136,7 @@ class BindServer(ManagedServer):
         if key_name not in self._keys:
             raise KeyError(f"no TSIG key named {key_name!r}; known keys: {', '.join(sorted(self._keys))}")
         path = self.dir / "keys" / f"{key_name}.key"
-        _write_private(path, _key_clause(key_name, self._keys[key_name]))
+        write_private(path, key_clause(key_name, self._keys[key_name]))
         return path
 
     def keyring(self, key_name: str = DEFAULT_KEY_NAME) -> dict[Any, Any]:
@@ -210,13 +167,13 @@ class BindServer(ManagedServer):
         ``"_acme-challenge CNAME www.acme-delegate.example.test."``. On a running server the zone
         is loaded at once (rndc reconfig) and the call returns once it is served.
         """
-        name = _dns_name(name, "zone")
+        name = dns_name(name, "zone")
         if name in self.subzones or name == self.parent:
             raise ValueError(f"zone {name} already exists on this BindServer")
         zone = SubZone(
             name=name,
-            key_name=_dns_name(key_name, "TSIG key name"),
-            grant_names=tuple(_dns_name(n, "grant name") for n in (grant_names or [f"_acme-challenge.{name}"])),
+            key_name=dns_name(key_name, "TSIG key name"),
+            grant_names=tuple(dns_name(n, "grant name") for n in (grant_names or [f"_acme-challenge.{name}"])),
             grant_match=grant_match,
             soa_minimum=self.default_soa_minimum if soa_minimum is None else soa_minimum,
             ttl=ttl,
@@ -234,7 +191,7 @@ class BindServer(ManagedServer):
 
     def zone_file(self, zone: str) -> Path:
         """Path of the primary's file for ``zone`` (edit it only between freeze and thaw)."""
-        return self.dir / f"{_dns_name(zone, 'zone')}.db"
+        return self.dir / f"{dns_name(zone, 'zone')}.db"
 
     @property
     def nameservers(self) -> list[str]:
@@ -249,83 +206,31 @@ class BindServer(ManagedServer):
             servers.append((LOOPBACK, self.secondary_port))
         return servers
 
-    def _ns_lines(self, owner: str) -> str:
-        return "".join(f"{owner}\tIN NS\t{host}.\n" for host in self.nameservers)
-
     def _write_subzone_file(self, zone: SubZone) -> None:
-        soa = f"ns1.{self.parent}. postmaster.{self.parent}. 1 21600 1800 1209600 {zone.soa_minimum}"
-        text = (
-            f"$ORIGIN {zone.name}.\n$TTL {zone.ttl}\n@\tIN SOA\t{soa}\n"
-            + self._ns_lines("@")
-            + f"@\tIN A\t{LOOPBACK}\n"
-            + "".join(f"{line}\n" for line in zone.records)
-        )
+        text = subzone_file(zone, self.parent, self.nameservers)
         self.zone_file(zone.name).write_text(text)
 
     def _write_parent_file(self) -> None:
         self._parent_serial += 1
-        soa = f"ns1.{self.parent}. postmaster.{self.parent}. {self._parent_serial} 21600 1800 1209600 60"
-        lines = [f"$ORIGIN {self.parent}.\n$TTL 60\n@\tIN SOA\t{soa}\n", self._ns_lines("@")]
-        lines += [f"{host}.\tIN A\t{LOOPBACK}\n" for host in self.nameservers]
-        for name in self.subzones:
-            if name.endswith(f".{self.parent}"):
-                lines.append(self._ns_lines(f"{name}."))
-        lines += [f"{line}\n" for line in self.parent_records]
-        self.zone_file(self.parent).write_text("".join(lines))
+        text = parent_file(self.parent, self._parent_serial, self.nameservers, self.subzones,
+                           self.parent_records)
+        self.zone_file(self.parent).write_text(text)
 
     # ------------------------------------------------------------ named.conf
 
-    def _controls(self, port: int) -> str:
-        return (
-            _key_clause("rndc-key", self._rndc_secret, "hmac-sha256")
-            + f'controls {{ inet {LOOPBACK} port {port} allow {{ {LOOPBACK}; }} keys {{ "rndc-key"; }}; }};\n'
-        )
-
-    def _options(self, directory: Path, port: int, extra: str) -> str:
-        return (
-            f'options {{\n\tdirectory "{directory}";\n\tpid-file none;\n\tsession-keyfile none;\n'
-            f'\tmanaged-keys-directory "{directory}";\n\tlisten-on port {port} {{ {LOOPBACK}; }};\n'
-            f"\tlisten-on-v6 {{ none; }};\n\trecursion no;\n\tdnssec-validation no;\n{extra}}};\n"
-        )
-
-    def _primary_conf(self) -> str:
-        notify = "\tnotify explicit;\n\tnotify-delay 0;\n" if self.has_secondary else "\tnotify no;\n"
-        also = ""
-        if self.has_secondary and not self._held:
-            also = f" also-notify {{ {LOOPBACK} port {self.secondary_port}; }};"
-        parts = [
-            self._options(self.dir, self.port, notify + "\tallow-transfer { 127.0.0.0/8; };\n"),
-            self._controls(self.rndc_port),
-            *(_key_clause(name, secret) for name, secret in sorted(self._keys.items())),
-            f'zone "{self.parent}" {{ type master; allow-query {{ any; }}; file "{self.parent}.db";{also} }};\n',
-        ]
-        also_line = f"\t{also.strip()}\n" if also else ""
-        for zone in self.subzones.values():
-            parts.append(
-                f'zone "{zone.name}" {{\n\ttype master;\n\tallow-query {{ any; }};\n\tfile "{zone.name}.db";\n'
-                f"\tupdate-policy {{ {zone.update_policy} }};\n{also_line}}};\n"
-            )
-        return "".join(parts)
-
-    def _secondary_conf(self) -> str:
-        parts = [self._options(self.secondary_dir, self.secondary_port, "\tnotify no;\n\tserial-query-rate 1000;\n"), self._controls(self.secondary_rndc_port)]
-        # held: the primary is looked for where nothing answers. Dropping also-notify alone is not
-        # enough: NOTIFYs the primary queued before (its start-up ones are retried for seconds)
-        # are accepted from the primary's address and would let the "lagging" secondary catch up.
-        primary_port = self._held_port if self._held else self.port
-        for name in [self.parent, *self.subzones]:
-            parts.append(
-                f'zone "{name}" {{ type secondary; primaries {{ {LOOPBACK} port {primary_port}; }}; '
-                f'allow-query {{ any; }}; file "{name}.db"; }};\n'
-            )
-        return "".join(parts)
-
     def _write_confs(self) -> None:
-        _write_private(self.dir / "named.conf", self._primary_conf())
-        rndc_options = f'options {{ default-key "rndc-key"; default-server {LOOPBACK}; }};\n'
-        _write_private(self.dir / "rndc.conf", _key_clause("rndc-key", self._rndc_secret, "hmac-sha256") + rndc_options)
+        # while held, no also-notify to the secondary
+        notify_port = self.secondary_port if self.has_secondary and not self._held else None
+        write_private(self.dir / "named.conf", primary_conf(
+            self.dir, self.port, self.rndc_port, self._rndc_secret, self._keys, self.parent,
+            self.subzones.values(), secondary=self.has_secondary, notify_port=notify_port))
+        write_private(self.dir / "rndc.conf", rndc_conf(self._rndc_secret))
         if self.has_secondary:
-            _write_private(self.secondary_dir / "named.conf", self._secondary_conf())
+            # held: the primary is looked for where nothing answers (see secondary_conf)
+            primary_port = self._held_port if self._held else self.port
+            write_private(self.secondary_dir / "named.conf", secondary_conf(
+                self.secondary_dir, self.secondary_port, self.secondary_rndc_port,
+                self._rndc_secret, [self.parent, *self.subzones], primary_port))
 
     # -------------------------------------------------------------- lifecycle
 
@@ -487,7 +392,7 @@ class BindServer(ManagedServer):
         import dns.exception
         import dns.zone
 
-        zone = _dns_name(zone, "zone")
+        zone = dns_name(zone, "zone")
         served = self.serial(zone) or 0
         self.rndc("freeze", zone)
         deadline = time.monotonic() + timeout
@@ -504,7 +409,7 @@ class BindServer(ManagedServer):
 
     def thaw(self, zone: str) -> None:
         """``rndc thaw ZONE``: reload the (maybe hand-edited) file, accept updates again."""
-        self.rndc("thaw", _dns_name(zone, "zone"))
+        self.rndc("thaw", dns_name(zone, "zone"))
 
     def reload(self) -> None:
         """Rewrite the parent zone and named.conf, reload them, and wait until all is served."""
