@@ -10,13 +10,12 @@ config lines. Files are written atomically; the key file is 0600 from its first 
 from __future__ import annotations
 
 import base64
-import os
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lecentral.atomic import write_atomically
 from lecentral.dns.tsig import TsigKey
 from lecentral.errors import LecentralError
 
@@ -150,18 +149,3 @@ def write_files(files: list[OutputFile], out: Path, *, force: bool) -> list[Path
         write_atomically(out / f.name, f.text, f.mode)
         written.append(out / f.name)
     return written
-
-
-def write_atomically(path: Path, text: str, mode: int) -> None:
-    """Write ``text`` to a temp file created with ``mode`` beside ``path``, then rename it over."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

@@ -14,16 +14,15 @@ key), so it is discarded loudly (moved to spool/discarded/) instead of being sav
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lecentral.atomic import write_atomically
 from lecentral.certificates import check_name
 from lecentral.errors import LecentralError
 
@@ -72,7 +71,7 @@ class CertSpool:
         path = self.path(name)
         try:
             self.dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            _write_atomically(path, json.dumps(record, indent=1).encode("ascii"))
+            write_atomically(path, json.dumps(record, indent=1).encode("ascii"), FILE_MODE)
         except OSError as exc:
             raise LecentralError(f"cannot spool the certificate of {name} to {path} "
                                  f"({exc.strerror or exc}); check [renew] state_dir") from None
@@ -127,23 +126,3 @@ class CertSpool:
             raise LecentralError(f"cannot move the spool file {spooled.path} to {target} "
                                  f"({exc.strerror}); remove it by hand") from None
         return target
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # 0600
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
