@@ -213,10 +213,11 @@ class ServiceContract:
 
 
 def assert_bad_options_break_only_their_entry(workdir: Path, service: str, name: str,
-                                              cases: list[tuple[dict[str, Any], str]]) -> None:
+                                              cases: list[tuple[dict[str, Any], str]],
+                                              distribution: str | None = None) -> None:
     """For each ``(options, error)``: an entry of ``service`` with those ``[cert.options]`` fails
     the run with ``error`` in its message, and nothing is installed; and ``lecentral-install
-    plugins`` lists the service with its distribution (``lecentral-<service>``)."""
+    plugins`` lists the service with its ``distribution`` (default ``lecentral-<service>``)."""
     import re
 
     world = AgentWorld(workdir)
@@ -230,6 +231,7 @@ def assert_bad_options_break_only_their_entry(workdir: Path, service: str, name:
             assert error in out.by_name(name)["message"]
         assert not (world.ssl / "certs" / f"{name}.crt").exists()
         listed = world.run("plugins").stdout
-        assert re.search(rf"^{service}\s+lecentral-{service} ", listed, re.MULTILINE), listed
+        dist = re.escape(distribution or f"lecentral-{service}")
+        assert re.search(rf"^{re.escape(service)}\s+{dist} ", listed, re.MULTILINE), listed
     finally:
         world.close()
