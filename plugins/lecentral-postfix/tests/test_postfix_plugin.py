@@ -413,6 +413,7 @@ def test_a_certificate_from_pebble_through_the_central_issuer_is_served(
     installs it for Postfix, which presents Pebble's leaf on every TLS listener."""
     from lecentral_testing.bind import DEFAULT_KEY_NAME
 
+    from lecentral.api import AcmeClient, IssuerContext
     from lecentral.certificates import Csr, now_ts
     from lecentral.config import AcmeConfig, CentralConfig, DnsConfig
 
@@ -427,13 +428,15 @@ def test_a_certificate_from_pebble_through_the_central_issuer_is_served(
             dns=DnsConfig(server=f"127.0.0.1:{bind.port}", port=bind.port,
                           tsig_key_file=str(bind.key_file(DEFAULT_KEY_NAME)), propagation_timeout=20,
                           propagation_interval=0.05))
-        issuer = world.registry.issuer("dns-subzone").factory(central)
+        client = AcmeClient(central.acme)  # what a renew run hands its issuers
+        issuer = world.registry.issuer("dns-subzone").factory(IssuerContext(central, lambda: client))
         row = world.store.get(acme_name)
         assert row is not None
         try:
             issued = issuer.issue(row, Csr.load(row.csr))
         finally:
             issuer.close()
+            client.close()
         leaf = Certificate.load(issued.crt)
         world.store.save_issued(acme_name, issued.crt, issued.ca, leaf.not_after, now_ts())
 
