@@ -42,8 +42,8 @@ class HaproxyService(CommandService):
                 # With "crt DIR/" HAProxy would take it for a certificate and refuse to start.
                 raise ConfigError(f"{where}: {role} {path} is in {crt_dir}/, the directory of "
                                   "combined; HAProxy loads every file of a crt directory and "
-                                  "fails on a certificate without its key: put "
-                                  f"{role} elsewhere, e.g. /etc/haproxy/{entry.name}.{role}")
+                                  f"fails on a certificate without its key: put {role} "
+                                  f"outside {crt_dir}/ (cert's default: /etc/haproxy/{entry.name}.crt)")
 
 
 @hookimpl

@@ -11,7 +11,11 @@ from typing import Any
 
 import pytest
 from lecentral_testing.daemons.haproxy import HaproxyServer
-from lecentral_testing.service_contract import ContractFiles, ServiceContract, ServiceHarness
+from lecentral_testing.service_contract import (
+    ContractFiles,
+    ServiceContract,
+    ServiceHarness,
+)
 
 
 class HaproxyHarness(ServiceHarness):

@@ -74,7 +74,8 @@ class HaproxyServer(TlsServer):
 
     @property
     def check_argv(self) -> list[str]:
-        return [self._haproxy, "-c", "-q", "-f", str(self.conf)]
+        # no -q: its alerts are what the agent quotes when the config test fails
+        return [self._haproxy, "-c", "-f", str(self.conf)]
 
     def put_certificate(self, new: CertFiles) -> str:
         """Write ``new`` as one combined PEM (leaf, chain, key, 0600) over :attr:`cert`."""
