@@ -79,6 +79,8 @@ class TlsServer(ManagedServer):
         self._daemon_proc: Daemon | None = None
 
     # ------------------------------------------------------------ for subclasses
+    # The hooks a launcher implements (public, docs/testing.md "Writing a launcher"; before 0.1
+    # they were _listeners, _write_config, _daemon and _prepare).
 
     def listeners(self) -> Mapping[str, str]:
         """Listener name -> verify URL scheme (``{"smtp": "smtp+starttls", "smtps": "smtps"}``)."""
