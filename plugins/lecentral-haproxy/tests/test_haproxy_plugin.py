@@ -84,7 +84,8 @@ def test_a_file_of_the_entry_in_the_crt_directory_breaks_only_that_entry(tmp_pat
 
 def test_the_combined_file_is_leaf_chain_key_0600_and_alone_in_its_directory(tmp_path: Path) -> None:
     """A real run with the production layout (paths moved under tmp_path): the crt directory
-    holds only the combined file, leaf then chain then key, mode 0600; haproxy presents it."""
+    holds only the combined file, leaf then chain then key, mode 0600; haproxy presents it. Then
+    a broken haproxy.cfg: the rollback's message quotes HAProxy, and nothing is left behind."""
     world = AgentWorld(tmp_path / "world")
     key = world.add(NAME)
     crt_dir, leaf_path = tmp_path / "etc" / "certs", tmp_path / "etc" / f"{NAME}.crt"
@@ -107,6 +108,19 @@ def test_the_combined_file_is_leaf_chain_key_0600_and_alone_in_its_directory(tmp
         assert stat.S_IMODE(os.stat(combined).st_mode) == 0o600
         assert os.listdir(crt_dir) == [combined.name]
         assert leaf_path.read_bytes() == row.crt
+        server.wait_presented(leaf.fingerprint)
+
+        # haproxy -c fails: the operator reads HAProxy's own alert; nothing changed on disk
+        with server.conf.open("a") as conf:
+            conf.write("not_a_haproxy_keyword\n")
+        world.issue(NAME, days=60)
+        before = combined.read_bytes(), leaf_path.read_bytes()
+        result = world.run("run").by_name(NAME)
+        assert result["status"] == "rolled-back", result
+        assert "config test" in result["message"], result["message"]
+        assert "unknown keyword 'not_a_haproxy_keyword'" in result["message"], result["message"]
+        assert (combined.read_bytes(), leaf_path.read_bytes()) == before
+        assert os.listdir(crt_dir) == [combined.name]
         server.wait_presented(leaf.fingerprint)
     finally:
         server.close()
