@@ -9,7 +9,8 @@ returning a :class:`ServiceHarness` for its daemon; it then inherits four tests 
 * broken config: the daemon's config test fails, the previous files come back, nothing reloads;
 * verify failure: activation leaves the old certificate served, the previous files come back.
 
-Example (``plugins/lecentral-nginx/tests/test_contract.py``)::
+A complete example is ``plugins/lecentral-haproxy/tests/test_haproxy_contract.py`` (shown in full in
+docs/plugin-authors.md); in short::
 
     from lecentral_testing.service_contract import ContractFiles, ServiceContract, ServiceHarness
 
