@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from pathlib import Path
 
@@ -82,3 +83,30 @@ def agent_keys() -> list[str]:
 def test_every_agent_config_key_is_in_the_agent_guide(key: str) -> None:
     name = key.split(".", 1)[1]
     assert f"`{name}`" in (DOCS / "agent.md").read_text(), f"{key} is not in docs/agent.md"
+
+
+# -- the worked example of plugin-authors.md is the real plugin ------------------------------------
+
+WORKED_EXAMPLE = Path(__file__).parents[1] / "plugins" / "lecentral-haproxy"
+#: a file shown in full: its path in backquotes and a colon, a blank line, then a fenced block
+SHOWN_FILE = re.compile(r"^`(plugins/[^`]+)`:\n\n```[a-z]*\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+def shown_files(text: str) -> dict[str, str]:
+    return {path: body for path, body in SHOWN_FILE.findall(text)}
+
+
+def test_the_worked_example_shows_the_haproxy_plugin_exactly() -> None:
+    """docs/plugin-authors.md shows the pyproject, the plugin module and the contract test of
+    plugins/lecentral-haproxy in full: each block must be the file, byte for byte, so the doc
+    cannot drift from the code that CI tests."""
+    shown = shown_files((DOCS / "plugin-authors.md").read_text())
+    assert set(shown) == {f"plugins/lecentral-haproxy/{name}" for name in (
+        "pyproject.toml", "lecentral_haproxy/plugin.py", "tests/test_haproxy_contract.py")}
+    for path, body in shown.items():
+        assert body == (WORKED_EXAMPLE.parents[1] / path).read_text(), f"{path} differs from the doc"
+
+
+def test_the_worked_example_check_sees_a_drift() -> None:
+    doc = "`plugins/x/a.py`:\n\n```python\nA = 1\n```\n\ntext\n\n`plugins/x/b.toml`:\n\n```toml\nb = 2\n```\n"
+    assert shown_files(doc) == {"plugins/x/a.py": "A = 1\n", "plugins/x/b.toml": "b = 2\n"}

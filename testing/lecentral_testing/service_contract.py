@@ -9,7 +9,8 @@ returning a :class:`ServiceHarness` for its daemon; it then inherits four tests 
 * broken config: the daemon's config test fails, the previous files come back, nothing reloads;
 * verify failure: activation leaves the old certificate served, the previous files come back.
 
-Example (``plugins/lecentral-nginx/tests/test_contract.py``)::
+A complete example is ``plugins/lecentral-haproxy/tests/test_haproxy_contract.py`` (shown in full in
+docs/plugin-authors.md); in short::
 
     from lecentral_testing.service_contract import ContractFiles, ServiceContract, ServiceHarness
 
@@ -52,9 +53,11 @@ class ContractFiles:
     combined: Path
 
     @classmethod
-    def under(cls, directory: Path, key: Path) -> ContractFiles:
+    def under(cls, directory: Path, key: Path, combined_dir: str = "") -> ContractFiles:
+        """The files in ``directory``; ``combined.pem`` in its subdirectory ``combined_dir`` if given."""
         return cls(key=key, cert=directory / "cert.pem", chain=directory / "chain.pem",
-                   fullchain=directory / "fullchain.pem", combined=directory / "combined.pem")
+                   fullchain=directory / "fullchain.pem",
+                   combined=directory / combined_dir / "combined.pem")
 
 
 class ServiceHarness(ABC):
@@ -135,7 +138,9 @@ class Contract:
                     time.sleep(0.1)
 
     def snapshot(self) -> dict[str, bytes]:
-        return {p.name: p.read_bytes() for p in self.files.cert.parent.iterdir() if p.is_file()}
+        """Relative path -> bytes of every file under the contract's files directory."""
+        top = self.files.cert.parent
+        return {str(p.relative_to(top)): p.read_bytes() for p in sorted(top.rglob("*")) if p.is_file()}
 
 
 class ServiceContract:
@@ -143,6 +148,9 @@ class ServiceContract:
 
     contract_name = "contract.example.test"
     key_kind = "rsa2048"
+    #: a subdirectory of the files directory holding ``combined.pem`` alone, for daemons that load
+    #: a whole directory (HAProxy's ``crt DIR/``); "" keeps it beside the other files
+    combined_dir = ""
 
     @pytest.fixture
     def harness(self) -> ServiceHarness:
@@ -157,7 +165,8 @@ class ServiceContract:
         key = world.add(self.contract_name, key=self.key_kind)
         directory = tmp_path / "files"
         directory.mkdir()
-        files = ContractFiles.under(directory, key)
+        files = ContractFiles.under(directory, key, self.combined_dir)
+        files.combined.parent.mkdir(exist_ok=True)
         placeholder, _ = make_self_signed([self.contract_name], load_key(key), days=2)
         for path in (files.cert, files.chain, files.fullchain):
             path.write_bytes(placeholder)
@@ -170,7 +179,8 @@ class ServiceContract:
             harness.stop()
             world.close()
 
-    def _first_install(self, contract: Contract) -> Certificate:
+    def first_install(self, contract: Contract) -> Certificate:
+        """Store a certificate, run the agent: it is installed and presented; return its leaf."""
         leaf = contract.world.issue(contract.name, days=30)
         contract.write_config()
         result = contract.run()
@@ -178,11 +188,13 @@ class ServiceContract:
         contract.wait_presented(leaf.fingerprint)
         return leaf
 
+    _first_install = first_install  # the name before 0.1 made it public; kept for this series
+
     def test_first_install(self, contract: Contract) -> None:
-        self._first_install(contract)
+        self.first_install(contract)
 
     def test_renewal(self, contract: Contract) -> None:
-        self._first_install(contract)
+        self.first_install(contract)
         renewed = contract.world.issue(contract.name, days=60)
         assert contract.run()["status"] == "installed"
         contract.wait_presented(renewed.fingerprint)
@@ -191,7 +203,7 @@ class ServiceContract:
         assert contract.snapshot() == before
 
     def test_broken_config_is_rolled_back(self, contract: Contract) -> None:
-        first = self._first_install(contract)
+        first = self.first_install(contract)
         contract.world.issue(contract.name, days=60)
         before = contract.snapshot()
         contract.harness.break_config()
@@ -201,7 +213,7 @@ class ServiceContract:
         contract.wait_presented(first.fingerprint)
 
     def test_verify_failure_is_rolled_back(self, contract: Contract) -> None:
-        first = self._first_install(contract)
+        first = self.first_install(contract)
         contract.world.issue(contract.name, days=60)
         before = contract.snapshot()
         contract.write_config(verify_timeout=2.0, **contract.harness.noop_activation())

@@ -54,10 +54,10 @@ class WebrootSites(NginxServer):
         """The webroot of site ``label``."""
         return self.sites[label][1]
 
-    def _listeners(self) -> dict[str, str]:
+    def listeners(self) -> dict[str, str]:
         return {"http": "http"}
 
-    def _write_config(self) -> None:
+    def write_config(self) -> None:
         temp = self.dir / "temp"
         temp.mkdir(exist_ok=True)
         temps = "".join(f"    {kind}_temp_path {temp}/{kind};\n"

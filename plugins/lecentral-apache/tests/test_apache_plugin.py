@@ -80,8 +80,8 @@ class TwoSiteApache(ApacheServer):
         self.stale_cert = stale_cert
         self.stale_key = stale_key
 
-    def _write_config(self) -> None:
-        super()._write_config()
+    def write_config(self) -> None:
+        super().write_config()
         port = self.ports["https"]
         with self.conf.open("a") as conf:
             conf.write(f"<VirtualHost {self.address}:{port}>\n    ServerName {STALE_SITE}\n"
@@ -155,7 +155,7 @@ class TestApache(ServiceContract):
         key. ``apache2ctl configtest`` passes (it loads no certificate) and a graceful restart
         would stop Apache (AH02565); the plugin's pair check fails first, whatever the key types:
         the previous files come back and Apache is never restarted."""
-        first = self._first_install(contract)
+        first = self.first_install(contract)
         server = contract.harness.server  # type: ignore[attr-defined]
         restarts, pid = server.graceful_restarts(), server.pid
         new_key = contract.files.key.with_name("rotated.key")
@@ -179,7 +179,7 @@ class TestApache(ServiceContract):
         """``verify`` names (by SNI) a virtual host that reads a stale copy of the certificate,
         not the agent's files: after the graceful restart it still presents the old one, so the
         agent rolls back rather than claim success, and checks that the old one is back."""
-        first = self._first_install(contract)
+        first = self.first_install(contract)
         harness: ApacheHarness = contract.harness  # type: ignore[assignment]
         shutil.copy(contract.files.fullchain, harness.server.stale_cert)
         harness.server.reload(expect=first.fingerprint)

@@ -77,7 +77,7 @@ class TestEsxi(ServiceContract):
         configuration is saved for the next boot; the management host keeps a copy of rui.crt."""
         host = self.host(contract)
         old_crt, old_key = host.pair()
-        leaf = self._first_install(contract)
+        leaf = self.first_install(contract)
         row = contract.world.store.get(contract.name)
         assert row is not None and row.crt and row.ca
         crt, key = host.pair()
@@ -110,7 +110,7 @@ class TestEsxi(ServiceContract):
         """The admin rotated the key to ECDSA; the host's rhttpproxy only takes RSA (as ESXi before
         8.0) and fails to start: the old pair is put back over SSH, the services restarted, the
         old certificate is served again, and the configuration saved is the old pair's."""
-        first = self._first_install(contract)
+        first = self.first_install(contract)
         host = self.host(contract)
         new_key = contract.files.key.with_name("rotated.key")
         csr, _ = make_csr(contract.name, [], new_key, KeySpec("ec", curve="p256"), force=False)
@@ -134,7 +134,7 @@ class TestEsxi(ServiceContract):
         pushed; after ``mv KEY.next KEY`` the next run pushes the new pair."""
         import os
 
-        self._first_install(contract)
+        self.first_install(contract)
         host, world, name = self.host(contract), contract.world, contract.name
         row = world.store.get(name)
         assert row is not None and row.crt
@@ -163,7 +163,7 @@ class TestEsxi(ServiceContract):
             self, contract: Contract) -> None:
         """hostd's init script fails whatever the certificate: the old pair goes back on the host,
         but its restart fails too, so the result says the rollback failed and why."""
-        self._first_install(contract)
+        self.first_install(contract)
         host = self.host(contract)
         contract.world.issue(contract.name, days=60)
         before = host.pair()
@@ -183,7 +183,7 @@ class TestEsxi(ServiceContract):
         import subprocess
         import sys
 
-        self._first_install(contract)
+        self.first_install(contract)
         host = self.host(contract)
         renewed = contract.world.issue(contract.name, days=60)
         pid_file = contract.world.workdir / "agent.pid"

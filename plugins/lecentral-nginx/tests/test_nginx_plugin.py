@@ -109,7 +109,7 @@ class TestNginx(ServiceContract):
     def test_a_key_nginx_does_not_use_fails_nginx_t_before_the_reload(self, contract: Contract) -> None:
         """nginx.conf still names the old RSA key: ``nginx -t`` loads the new full chain with it
         and fails (key values mismatch). The previous files come back; nginx is never signalled."""
-        first = self._first_install(contract)
+        first = self.first_install(contract)
         harness: NginxHarness = contract.harness  # type: ignore[assignment]
         reloads, pid = harness.reloads(), harness.server.pid
         self.rotate_key(contract, KeySpec("rsa", 2048))
@@ -130,7 +130,7 @@ class TestNginx(ServiceContract):
         handshake. The plugin's pair check (``nginx -T``, with the instance's ``-p``/``-c``/``-e``
         from ``check``) refuses first, naming the config file, the server_name and the key: the
         previous files come back, nginx is never signalled and serves the old certificate."""
-        first = self._first_install(contract)
+        first = self.first_install(contract)
         harness: NginxHarness = contract.harness  # type: ignore[assignment]
         reloads, pid, workers = harness.reloads(), harness.server.pid, harness.workers()
         self.rotate_key(contract, KeySpec("ec", curve="p256"))
@@ -154,7 +154,7 @@ class TestNginx(ServiceContract):
         """``verify`` names (by SNI) a server block that reads a stale copy of the certificate,
         not the agent's files: after the reload it still presents the old one, so the agent rolls
         back rather than claim success, and checks that the old one is back."""
-        first = self._first_install(contract)
+        first = self.first_install(contract)
         harness: NginxHarness = contract.harness  # type: ignore[assignment]
         shutil.copy(contract.files.fullchain, harness.stale_cert)
         harness.server.reload(expect=first.fingerprint)

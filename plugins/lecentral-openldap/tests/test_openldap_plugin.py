@@ -111,7 +111,7 @@ class TestOpenldap(ServiceContract):
     def test_renewal_restarts_slapd(self, contract: Contract) -> None:
         """The renewal is served by a new slapd process (a restart, not a reload); the run says
         it checked the bind and the root DSE."""
-        self._first_install(contract)
+        self.first_install(contract)
         pid = self.slapd(contract).slapd_pid()
         renewed = contract.world.issue(contract.name, days=60)
 
@@ -126,7 +126,7 @@ class TestOpenldap(ServiceContract):
         """``reload`` may re-set the olcTLS* attributes with ldapmodify over ldapi instead of
         restarting: slapd reloads its TLS context in place (same process) and the checks pass."""
         harness = self.slapd(contract)
-        self._first_install(contract)
+        self.first_install(contract)
         pid = harness.slapd_pid()
         renewed = contract.world.issue(contract.name, days=60)
         contract.write_config(reload=harness.server.reload_command)
@@ -157,7 +157,7 @@ class TestOpenldap(ServiceContract):
         """A wrong password is a configuration error: caught against the running slapd before
         the restart, so the previous files come back, slapd is not restarted, and the alert
         names the DN and the option to fix, never the password."""
-        first = self._first_install(contract)
+        first = self.first_install(contract)
         harness = self.slapd(contract)
         harness.ldapmodify(f"dn: olcDatabase={{1}}mdb,cn=config\nchangetype: modify\n"
                            f"replace: olcRootPW\nolcRootPW: {ADMIN_PASSWORD}\n")
@@ -182,7 +182,7 @@ class TestOpenldap(ServiceContract):
     def test_cn_config_naming_another_key_rolls_back_before_the_restart(self, contract: Contract) -> None:
         """cn=config (edited since slapd last started) pairs the certificate with a key that does
         not match the new certificate: slapd would not start, so nothing is restarted."""
-        first = self._first_install(contract)
+        first = self.first_install(contract)
         harness = self.slapd(contract)
         contract.world.issue(contract.name, days=60)
         other_key = contract.files.key.with_name("other.key")
@@ -224,7 +224,7 @@ class TestOpenldap(ServiceContract):
         ``systemctl restart`` does when the unit does not come up; simulated here by a script
         that fails once). The previous files come back, slapd is restarted on them and is
         checked to serve the previous certificate again."""
-        first = self._first_install(contract)
+        first = self.first_install(contract)
         harness = self.slapd(contract)
         contract.world.issue(contract.name, days=60)
         before = contract.snapshot()

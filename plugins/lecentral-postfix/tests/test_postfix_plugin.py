@@ -44,8 +44,8 @@ BROKEN_MAIN_CF = "mail_owner = lecentral-no-such-user\n"  # postfix check fails,
 class ChrootedPostfix(PostfixServer):
     """Postfix whose smtpd listeners run chrooted in the queue directory, as Debian's smtp does."""
 
-    def _write_config(self) -> None:
-        super()._write_config()
+    def write_config(self) -> None:
+        super().write_config()
         master = self.config_dir / "master.cf"
         text = master.read_text()
         assert text.count(" inet n - n - - smtpd") == 3, text

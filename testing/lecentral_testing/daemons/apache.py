@@ -47,10 +47,10 @@ class ApacheServer(TlsServer):
         self.pid_file = self.dir / "httpd.pid"
         self.error_log = self.dir / "error.log"
 
-    def _listeners(self) -> dict[str, str]:
+    def listeners(self) -> dict[str, str]:
         return {"https": "https"}
 
-    def _write_config(self) -> None:
+    def write_config(self) -> None:
         modules = "".join(f"LoadModule {m}_module {MODULES_DIR}/mod_{m}.so\n" for m in _MODULES)
         user = f"User {self.user}\nGroup {self.user}\n" if self.user else ""
         chain = f"    SSLCertificateChainFile {self.chain}\n" if self.chain else ""
@@ -69,7 +69,7 @@ class ApacheServer(TlsServer):
             f"{self.extra_vhost}</VirtualHost>\n"
         )
 
-    def _daemon(self) -> Daemon:
+    def daemon(self) -> Daemon:
         argv = [self._apache, "-f", str(self.conf), "-DFOREGROUND"]
         return Daemon("apache2", argv, log_path=self.error_log, cwd=self.dir)
 

@@ -1,8 +1,8 @@
 """What every TLS test daemon shares: ports, verify URLs, reload, wait for a certificate.
 
-A launcher subclasses :class:`TlsServer`, says which listeners it has (:meth:`TlsServer._listeners`),
-writes its config (:meth:`TlsServer._write_config`) and builds its :class:`Daemon`
-(:meth:`TlsServer._daemon`). The base picks free ports (retrying on a port race), starts and
+A launcher subclasses :class:`TlsServer`, says which listeners it has (:meth:`TlsServer.listeners`),
+writes its config (:meth:`TlsServer.write_config`) and builds its :class:`Daemon`
+(:meth:`TlsServer.daemon`). The base picks free ports (retrying on a port race), starts and
 probes the daemon, and offers the things tests and the agent need: the verify URLs, the command
 lines the real service would use to test its config and reload, and :meth:`TlsServer.reload`
 that waits until the new certificate is really presented.
@@ -79,20 +79,22 @@ class TlsServer(ManagedServer):
         self._daemon_proc: Daemon | None = None
 
     # ------------------------------------------------------------ for subclasses
+    # The hooks a launcher implements (public, docs/testing.md "Writing a launcher"; before 0.1
+    # they were _listeners, _write_config, _daemon and _prepare).
 
-    def _listeners(self) -> Mapping[str, str]:
+    def listeners(self) -> Mapping[str, str]:
         """Listener name -> verify URL scheme (``{"smtp": "smtp+starttls", "smtps": "smtps"}``)."""
         raise NotImplementedError
 
-    def _write_config(self) -> None:
+    def write_config(self) -> None:
         """Write the daemon's configuration for :attr:`ports` (called before every start)."""
         raise NotImplementedError
 
-    def _daemon(self) -> Daemon:
+    def daemon(self) -> Daemon:
         """The foreground daemon process to start."""
         raise NotImplementedError
 
-    def _prepare(self) -> None:
+    def prepare(self) -> None:
         """One-shot set-up run after the config is written and before the daemon starts."""
 
     @property
@@ -111,7 +113,7 @@ class TlsServer(ManagedServer):
     def verify_urls(self) -> dict[str, str]:
         """Listener name -> verify URL, e.g. ``{"imap": "imap+starttls://127.0.0.1:40123", ...}``."""
         return {name: f"{scheme}://{self.address}:{self.ports[name]}"
-                for name, scheme in self._listeners().items() if name in self.ports}
+                for name, scheme in self.listeners().items() if name in self.ports}
 
     @property
     def reload_command(self) -> str:
@@ -141,10 +143,10 @@ class TlsServer(ManagedServer):
 
         def attempt() -> None:
             if first_start:
-                self.ports = {name: free_port() for name in self._listeners()}
-            self._write_config()
-            self._prepare()
-            self._daemon_proc = self._daemon()
+                self.ports = {name: free_port() for name in self.listeners()}
+            self.write_config()
+            self.prepare()
+            self._daemon_proc = self.daemon()
             self._daemon_proc.start(self._listening, timeout=30)
 
         start_retrying_ports(attempt, attempts=3 if first_start else 1)

@@ -43,7 +43,7 @@ class DovecotServer(TlsServer):
         self.conf = self.dir / "dovecot.conf"
         self.log_file = self.dir / "dovecot.log"
 
-    def _listeners(self) -> dict[str, str]:
+    def listeners(self) -> dict[str, str]:
         listeners = {"imap": "imap+starttls", "pop3": "pop3+starttls"}
         if self.tls:
             listeners.update({"imaps": "imaps", "pop3s": "pop3s"})
@@ -53,7 +53,7 @@ class DovecotServer(TlsServer):
         return (f"  inet_listener {name} {{\n    address = {self.address}\n"
                 f"    port = {self.ports[name]}\n{'    ssl = yes' + chr(10) if ssl else ''}  }}\n")
 
-    def _write_config(self) -> None:
+    def write_config(self) -> None:
         (self.dir / "state").mkdir(exist_ok=True)
         secure = self.tls
         ssl = (f"ssl = yes\nssl_cert = <{self.cert}\nssl_key = <{self.key}\n"
@@ -72,7 +72,7 @@ class DovecotServer(TlsServer):
         )
         write_atomic(self.conf, text.encode(), 0o600)  # it holds the (throwaway) passdb password
 
-    def _daemon(self) -> Daemon:
+    def daemon(self) -> Daemon:
         argv = [self._dovecot, "-F", "-c", str(self.conf)]
         return Daemon("dovecot", argv, log_path=self.log_file, cwd=self.dir)
 

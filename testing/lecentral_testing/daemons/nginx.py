@@ -42,7 +42,7 @@ class NginxServer(TlsServer):
         self.pid_file = self.dir / "nginx.pid"
         self.error_log = self.dir / "error.log"
 
-    def _listeners(self) -> dict[str, str]:
+    def listeners(self) -> dict[str, str]:
         return {"https": "tls"}
 
     def _common_args(self) -> list[str]:
@@ -50,7 +50,7 @@ class NginxServer(TlsServer):
         # is read (else nginx -t writes to /var/log/nginx).
         return ["-p", f"{self.dir}/", "-c", str(self.conf), "-e", str(self.error_log)]
 
-    def _write_config(self) -> None:
+    def write_config(self) -> None:
         temp = self.dir / "temp"
         temp.mkdir(exist_ok=True)
         temps = "".join(f"    {kind}_temp_path {temp}/{kind};\n"
@@ -71,7 +71,7 @@ class NginxServer(TlsServer):
                 f"        ssl_certificate {cert};\n        ssl_certificate_key {key};\n{extra}"
                 '        location / { return 200 "ok\\n"; }\n    }\n')
 
-    def _daemon(self) -> Daemon:
+    def daemon(self) -> Daemon:
         argv = [self._nginx, *self._common_args(), "-g", "daemon off;"]
         return Daemon("nginx", argv, log_path=self.error_log, cwd=self.dir)
 

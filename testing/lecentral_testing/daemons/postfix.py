@@ -117,7 +117,7 @@ class PostfixServer(TlsServer):
         self.data_dir = self.base / "data"
         self.maillog = self.base / "maillog"
 
-    def _listeners(self) -> dict[str, str]:
+    def listeners(self) -> dict[str, str]:
         return {**_BUILTIN_LISTENERS, **{name: "smtp+starttls" for name in self.smtpd_listeners}}
 
     @property
@@ -136,7 +136,7 @@ class PostfixServer(TlsServer):
 
     def listener_url(self, name: str) -> str:
         """The verify URL of any listener, ``plain`` and the ``smtpd_listeners`` included."""
-        return f"{self._listeners()[name]}://{self.address}:{self.ports[name]}"
+        return f"{self.listeners()[name]}://{self.address}:{self.ports[name]}"
 
     def main_cf(self) -> dict[str, str]:
         """The ``main.cf`` parameters written (defaults, then the caller's ``main_cf``)."""
@@ -170,7 +170,7 @@ class PostfixServer(TlsServer):
         params.update(self.main_cf_extra)
         return params
 
-    def _write_config(self) -> None:
+    def write_config(self) -> None:
         self.config_dir.mkdir(exist_ok=True)
         self.queue_dir.mkdir(exist_ok=True)
         self.data_dir.mkdir(exist_ok=True)
@@ -193,7 +193,7 @@ class PostfixServer(TlsServer):
         lines += [f"  -o {{ {key} = {value} }}" for key, value in params.items()]
         return "\n".join(lines) + "\n"
 
-    def _prepare(self) -> None:
+    def prepare(self) -> None:
         try:
             self.config_test()  # also creates the queue directories, with their owners and modes
         except ServerStartError as exc:
@@ -205,7 +205,7 @@ class PostfixServer(TlsServer):
         except OSError:
             return "(no maillog)"
 
-    def _daemon(self) -> Daemon:
+    def daemon(self) -> Daemon:
         argv = [self._master, "-c", str(self.config_dir), "-d"]
         return Daemon("postfix-master", argv, log_path=self.base / "master.log", cwd=self.base)
 

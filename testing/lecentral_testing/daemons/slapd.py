@@ -58,7 +58,7 @@ class SlapdServer(TlsServer):
         """Plain ``ldap://127.0.0.1:PORT`` (for binds and searches, e.g. with ldap3)."""
         return f"ldap://{self.address}:{self.ports['ldap']}"
 
-    def _listeners(self) -> dict[str, str]:
+    def listeners(self) -> dict[str, str]:
         listeners = {"ldap": "ldap+starttls"}
         if self.tls:
             listeners["ldaps"] = "ldaps"
@@ -92,7 +92,7 @@ class SlapdServer(TlsServer):
             "olcDbMaxSize: 10485760\nolcAccess: {0}to * by * read\n"
         )
 
-    def _write_config(self) -> None:
+    def write_config(self) -> None:
         if self.config_dir.is_dir() and any(self.config_dir.iterdir()):
             return  # cn=config exists: it is the configuration now, changes included
         self.config_dir.mkdir(exist_ok=True)
@@ -104,7 +104,7 @@ class SlapdServer(TlsServer):
         for path in (self.config_dir, *self.config_dir.rglob("*"), self.data_dir):
             chown_to(path, self.run_as)
 
-    def _daemon(self) -> Daemon:
+    def daemon(self) -> Daemon:
         urls = [f"{scheme}://{self.address}:{self.ports[name]}/"
                 for name, scheme in (("ldap", "ldap"), ("ldaps", "ldaps")) if name in self.ports]
         argv = [self._slapd, "-F", str(self.config_dir), "-h", " ".join([*urls, self.ldapi_url]),
