@@ -23,11 +23,14 @@ class IssuerContext:
 
     ``config``: the whole central configuration. ``acme()``: the run's ACME client (account,
     connection and nonce pool), made on the first call, shared by every issuer and worker of
-    the run, and closed by the run at its end: an issuer never closes it.
+    the run, and closed by the run at its end: an issuer never closes it. ``secret(value)``: tell
+    the run a secret the issuer read (an API token, a TSIG secret), so that no message, event or
+    mail of the run ever shows it.
     """
 
     config: CentralConfig
     acme: Callable[[], AcmeClient]
+    secret: Callable[[str], None] = field(default=lambda value: None)
 
 
 @dataclass(frozen=True)

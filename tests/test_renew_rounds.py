@@ -186,10 +186,18 @@ def test_no_secret_in_logs_or_mail(dns_world: World, tmp_path: Path, smtp: tuple
     store = open_store(config)
     add_row(store, [BADSECRET])
     add_row(store, [ONE])
+    job = RenewJob(config, store, Registry.load(entrypoints=False))
     with caplog.at_level(logging.DEBUG):
-        report = RenewJob(config, store, Registry.load(entrypoints=False)).run(RenewRequest())
+        report = job.run(RenewRequest())
     statuses = {o.name: o.status for o in report.final}
     assert statuses == {BADSECRET: "failed", ONE: "issued"}
+    # the key files were read once, by the DNS layer, which told the run's redactor each secret
+    used = [config.dns.tsig_key_file, config.dns.zones[BADSECRET].tsig_key_file]
+    from lecentral.dns.tsig import read_key_file
+
+    for path in used:
+        for key in read_key_file(path).values():
+            assert job.redact(f"x {key.secret} y") == "x ******** y"
     subjects = [m["Subject"] for m in mails]
     assert any("renewal failed 3 times in a row" in s for s in subjects), subjects
     assert sum(BADSECRET in s for s in subjects) == 3

@@ -85,7 +85,7 @@ class DnsSubzoneIssuer(Issuer):
             if self._dns is None:
                 from lecentral.dns.challenge import DnsChallenges
 
-                self._dns = DnsChallenges(self.config.dns)
+                self._dns = DnsChallenges(self.config.dns, self.context.secret)
             return self.context.acme(), self._dns
 
     def begin_pass(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lecentral import leftovers
@@ -48,9 +49,9 @@ class PublishedTxt:
 class DnsChallenges:
     """Publishes and removes ``_acme-challenge`` TXT records through RFC 2136 with TSIG."""
 
-    def __init__(self, dns: DnsConfig) -> None:
+    def __init__(self, dns: DnsConfig, on_secret: Callable[[str], None] | None = None) -> None:
         self.dns = dns
-        self.keys = KeyFiles()
+        self.keys = KeyFiles(on_secret)
         self.locator = ZoneLocator(dns, self.keys)
         fixed = {host.lower().rstrip("."): parse_server(address, f'[dns.nameserver_addresses] "{host}"', dns.port)
                  for host, address in dns.nameserver_addresses.items()}

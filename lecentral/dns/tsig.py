@@ -20,6 +20,7 @@ import os
 import re
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,9 +194,10 @@ def read_key_file(path: Path | str) -> dict[str, TsigKey]:
 class KeyFiles:
     """Key files read once and re-read when they change; safe to share between threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_secret: Callable[[str], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[tuple[int, int], dict[str, TsigKey]]] = {}
+        self._on_secret = on_secret  # told every secret read, so that no message shows it
 
     def keys(self, path: str) -> dict[str, TsigKey]:
         """The keys of ``path`` (cached by modification time and size)."""
@@ -209,6 +211,9 @@ class KeyFiles:
             if cached is not None and cached[0] == stamp:
                 return cached[1]
         keys = read_key_file(path)
+        if self._on_secret is not None:
+            for key in keys.values():
+                self._on_secret(key.secret)
         with self._lock:
             self._cache[path] = (stamp, keys)
         return keys

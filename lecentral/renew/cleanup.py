@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,8 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _TXT_VALUE = re.compile(r"^[!#-~]{1,255}$")  # printable ASCII without space or double quote
 
 
-def clean(leftover: Leftover, config: CentralConfig) -> None:
+def clean(leftover: Leftover, config: CentralConfig,
+          on_secret: Callable[[str], None] | None = None) -> None:
     """Remove ``leftover`` now; LecentralError naming it (and what to do) if it is still there.
 
     ``data`` comes from the database: it is validated before anything is deleted, and only the
@@ -33,7 +35,7 @@ def clean(leftover: Leftover, config: CentralConfig) -> None:
     is ever removed.
     """
     if leftover.kind == DNS_TXT:
-        _clean_txt(leftover, config)
+        _clean_txt(leftover, config, on_secret)
     elif leftover.kind == HTTP01_FILE:
         _clean_file(leftover)
     else:
@@ -56,7 +58,8 @@ def _dns_name(text: str) -> bool:
     return len(text) <= 254 and all(_DNS_LABEL.match(label) for label in labels)
 
 
-def _clean_txt(leftover: Leftover, config: CentralConfig) -> None:
+def _clean_txt(leftover: Leftover, config: CentralConfig,
+               on_secret: Callable[[str], None] | None) -> None:
     from lecentral.dns.challenge import DnsChallenges, PublishedTxt
     from lecentral.dns.wire import parse_server
 
@@ -70,7 +73,7 @@ def _clean_txt(leftover: Leftover, config: CentralConfig) -> None:
                              "is not a TXT record lecentral could have written (database edited?); "
                              "check and remove it by hand, then its row from lecentral_leftovers")
     parse_server(record.server, f"leftover {leftover.id} server")
-    DnsChallenges(config.dns).delete(record)
+    DnsChallenges(config.dns, on_secret).delete(record)
 
 
 def _clean_file(leftover: Leftover) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Protocol
 
-from lecentral.errors import LecentralError
-
 if TYPE_CHECKING:
     from lecentral.config import CentralConfig
     from lecentral.interfaces import Store
@@ -43,15 +41,19 @@ class Redactor:
             secrets.add(make_url(config.database.url).password or "")
         except Exception:  # noqa: BLE001, S110 - an unparsable URL has no password to hide
             pass
-        try:
-            from lecentral.dns.tsig import read_key_file
+        self._lock = threading.Lock()
+        self.secrets: list[str] = []
+        for secret in secrets:
+            self.add(secret)
 
-            files = {config.dns.tsig_key_file, *(z.tsig_key_file for z in config.dns.zones.values())}
-            for path in filter(None, files):
-                secrets.update(k.secret for k in read_key_file(path).values())
-        except LecentralError:
-            pass  # an unreadable key file is reported where it is used
-        self.secrets = sorted((s for s in secrets if s and len(s) >= 6), key=len, reverse=True)
+    def add(self, secret: str) -> None:
+        """Never show ``secret`` from now on (the TSIG secrets, as the DNS layer loads them: the
+        key files are read once, where they are used)."""
+        if not secret or len(secret) < 6:
+            return
+        with self._lock:
+            if secret not in self.secrets:
+                self.secrets = sorted([*self.secrets, secret], key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:

@@ -367,7 +367,7 @@ class RenewJob:
         with self._write_lock:
             if name not in self._issuers:
                 try:
-                    context = IssuerContext(self.config, self._acme)
+                    context = IssuerContext(self.config, self._acme, self.redact.add)
                     self._issuers[name] = self.registry.issuer(name).factory(context)
                 except LecentralError as exc:
                     self._issuers[name] = exc

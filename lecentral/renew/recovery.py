@@ -170,7 +170,7 @@ def clean_leftovers(job: RunContext) -> tuple[list[Leftover], list[Leftover]]:
     kept: list[Leftover] = []
     for leftover in pending:
         try:
-            clean(leftover, job.config)
+            clean(leftover, job.config, job.redact.add)
         except LecentralError as exc:
             kept.append(_still_there(job, leftover, job.redact(str(exc))))
             continue
