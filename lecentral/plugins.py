@@ -99,7 +99,8 @@ def get_plugin_manager(*, entrypoints: bool = True, disabled: Iterable[str] = ()
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     loaded = LoadedPlugins(pm=pm)
-    for name in [*disabled, *disabled_from_env()]:
+    blocked = [*disabled, *disabled_from_env()]
+    for name in blocked:
         pm.set_blocked(name)
     for modname in BUILTIN_PLUGINS:
         if pm.is_blocked(modname):
@@ -114,6 +115,12 @@ def get_plugin_manager(*, entrypoints: bool = True, disabled: Iterable[str] = ()
             )
     if entrypoints:
         _load_entrypoints(loaded)
+        for name in dict.fromkeys(blocked):  # a typo must not look like a disabled plugin
+            if name not in loaded.blocked:
+                error = (f"disabled by [plugins] disable or ${DISABLE_ENV}, but no plugin named "
+                         f"{name!r} is installed (a typo? see lecentral plugins)")
+                log.warning("%s", error)
+                loaded.failures.append(PluginFailure(name, "?", "?", error))
     check_pending(loaded)
     return loaded
 

@@ -17,6 +17,7 @@ from pluggy import HookCaller
 
 from lecentral.errors import PluginError
 from lecentral.plugins import (
+    DISABLE_ENV,
     LoadedPlugins,
     PluginFailure,
     PluginInfo,
@@ -138,6 +139,15 @@ class Registry:
             return kind.records[key]
         except KeyError:
             known = ", ".join(kind.names()) or "none"
+            if key in self.loaded.blocked:
+                raise PluginError(
+                    f"no {kind.word} plugin named {key!r}: the plugin {key!r} is installed but "
+                    f"disabled ([plugins] disable or ${DISABLE_ENV}); remove it from there to "
+                    "use it") from None
+            if self.loaded.blocked:  # what a disabled plugin registers is unknown: say it is off
+                disabled = ", ".join(sorted(self.loaded.blocked))
+                hint = (f"; disabled plugins ([plugins] disable, ${DISABLE_ENV}): {disabled}"
+                        f"{hint}")
             raise PluginError(
                 f"no {kind.word} plugin named {key!r} is installed (installed: {known}){hint}"
             ) from None

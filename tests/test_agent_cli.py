@@ -34,6 +34,16 @@ def test_csr_makes_a_0600_key_and_a_csr_with_every_name(tmp_path: Path) -> None:
     assert "made a new RSA 2048 key" in result.stderr and csr.md5_modulus in result.stderr
 
 
+def test_csr_out_with_a_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/agent.md's own command: ``--out www.csr`` in the current directory (it crashed on
+    the fsync of the directory '' after writing the files)."""
+    monkeypatch.chdir(tmp_path)
+    result = cli("csr", NAME, "--key", str(tmp_path / "www.key"), "--out", "www.csr")
+    assert result.exit_code == 0, result.stderr
+    assert Csr.load((tmp_path / "www.csr").read_bytes()).names == [NAME]
+    assert "lecentral add" in result.stderr
+
+
 @pytest.mark.parametrize(("args", "kind"), [(["--ec", "p384"], "EC secp384r1"),
                                             (["--ec", "p256"], "EC secp256r1"),
                                             (["--rsa", "3072"], "RSA 3072")])

@@ -77,6 +77,34 @@ def test_second_run_does_nothing(world: AgentWorld) -> None:
     assert reloads.read_text().count("reload") == 1
 
 
+def test_a_damaged_row_behind_an_installed_certificate_is_never_up_to_date(
+        world: AgentWorld, smtp: tuple[Mailbox, int]) -> None:
+    """The installed leaf is the database's, but the row's chain was damaged afterwards (a bad
+    restore, a hand edit): the agent says so, exits 1 and alerts every run, and touches nothing;
+    status says it too. (It used to say "up to date".)"""
+    from sqlalchemy import text
+
+    world.add(NAME)
+    world.issue(NAME)
+    world.write_config(world.entry(NAME))
+    assert world.run("run").exit_code == 0
+    before = tree(world.ssl)
+    with world.store.engine.begin() as conn:
+        conn.execute(text("UPDATE certs SET ca = :ca WHERE name = :n"), {"ca": b"garbage", "n": NAME})
+
+    out = world.run("run")
+
+    assert out.exit_code == 1
+    result = out.by_name(NAME)
+    assert result["status"] == "failed", result
+    assert "the installed certificate is the database's, but the database row is damaged" in \
+        result["message"]
+    assert tree(world.ssl) == before
+    assert any("NOT installed" in s or "damaged" in s for s in smtp[0].subjects()), smtp[0].subjects()
+    status = world.run("status")
+    assert status.exit_code != 0 and "up to date" not in status.stdout
+
+
 def test_dry_run_changes_nothing(world: AgentWorld, smtp: tuple[Mailbox, int]) -> None:
     """--dry-run lists the files and commands, and writes, reloads and sends nothing."""
     world.add(NAME)

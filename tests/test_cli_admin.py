@@ -350,6 +350,8 @@ def _corrupt(env: Env, kind: str, cert: Certificate) -> tuple[str, object]:
         env.csr([NAME], key=key)
         assert env.run("set-csr", NAME, str(env.csr_dir / f"{NAME}.csr")).exit_code == 0
         return "crt = :v", make_self_signed(["other.example.test"], key, days=80)[0]
+    if kind == "lost":  # a hand edit or a bad restore: the row says a certificate was stored
+        return "crt = :v", None
     if kind == "ts_expire":  # the renewal would come 40 days after the certificate expired
         return "ts_expire = :v", cert.not_after + 40 * 86400
     return "md5_ca = :v", "0" * 32
@@ -362,6 +364,7 @@ CORRUPTIONS = {
                    "other.example.test)",
     "ts_expire": "disagrees with the certificate's notAfter",
     "md5_ca": f"md5_ca {'0' * 32} does not match the ca column",
+    "lost": "crt is empty but ts_expire",
 }
 
 

@@ -30,3 +30,9 @@ def test_demo_without_keep_removes_its_temp_dir() -> None:
     result = CliRunner().invoke(main, ["demo"])
     assert result.exit_code == 0, result.output
     assert set(Path(tempfile.gettempdir()).glob("lecentral-demo-*")) == before
+
+
+def test_demo_keep_refuses_an_existing_directory(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["demo", "--keep", str(tmp_path)])
+    assert result.exit_code == 2
+    assert f"--keep {tmp_path}: it exists already" in result.output

@@ -134,3 +134,27 @@ def test_a_wrapper_wraps_the_registration_hooks(site: Path, monkeypatch: pytest.
     assert "files" in registry.services.names()  # the built-ins went through the wrapper too
     assert registry.issuer("good-issuer").description == "test issuer"
     assert registry.failures == []
+
+
+def test_a_disabled_plugin_is_named_as_disabled_not_missing(site: Path) -> None:
+    add_dist(site, "lecentral-good", "good", "lecentral_good",
+             GOOD.format(issuer="good-issuer", service="good"))
+    env = {**os.environ, "PYTHONPATH": str(site), "LECENTRAL_DISABLE_PLUGINS": "good,nginxx"}
+    code = ("from lecentral.registry import Registry\n"
+            "from lecentral.errors import PluginError\n"
+            "r = Registry.load()\n"
+            "for look in (lambda: r.service('good'), lambda: r.service('other')):\n"
+            "    try:\n        look()\n    except PluginError as exc:\n        print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60, check=True)
+    disabled, other = out.stdout.strip().splitlines()
+    assert "the plugin 'good' is installed but disabled" in disabled
+    assert "pip install" not in disabled
+    assert "disabled plugins ([plugins] disable, $LECENTRAL_DISABLE_PLUGINS): good" in other
+    # a name that matches nothing installed is a typo until proven otherwise: loud
+    shown = subprocess.run([sys.executable, "-m", "lecentral.cli", "plugins", "--json"], env=env,
+                           capture_output=True, text=True, timeout=60, check=False)
+    listed = {r["name"]: r for r in json.loads(shown.stdout)}
+    assert listed["nginxx"]["status"] == "error"
+    assert "no plugin named 'nginxx' is installed (a typo?" in str(listed["nginxx"]["error"])
+    assert "no plugin named 'nginxx' is installed" in shown.stderr

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from lecentral_testing.pebble import PebbleServer
 from lecentral_testing.pki import make_csr
-from renew_world import SPARE, World, add_row, make_config, open_store
+from renew_world import BADSECRET, SPARE, World, add_row, make_config, open_store
 
 from lecentral.certificates import Csr
 from lecentral.config import CentralConfig
@@ -214,4 +214,19 @@ def test_a_certificate_for_a_replaced_csr_is_never_saved(dns_world: World, tmp_p
     assert row is not None and row.crt is None and row.ca is None
     assert [e.kind for e in store.events(SPARE[4])] == ["csr", "added"]
     assert [n for n, _, _ in hook.failures] == [SPARE[4]]
+    store.close()
+
+
+def test_a_refused_zone_fails_before_any_request_to_the_ca(dns_world: World, tmp_path: Path) -> None:
+    """docs/renew.md: a wrong key fails the certificate before any request to the CA. With the
+    CA unreachable, the error is still the zone's (BADSIG), not the ACME directory's."""
+    config = make_config(dns_world, tmp_path)
+    config = dataclasses.replace(config, acme=dataclasses.replace(
+        config.acme, directory="https://127.0.0.1:1/dir"))
+    store = open_store(config)
+    add_row(store, [BADSECRET])
+    report = RenewJob(config, store, Registry.load(entrypoints=False)).run(RenewRequest(once=True))
+    [outcome] = report.final
+    assert outcome.status == "failed" and "BADSIG" in outcome.message, outcome.message
+    assert "ACME" not in outcome.message and "127.0.0.1:1" not in outcome.message
     store.close()

@@ -3,6 +3,7 @@ for the wrong key, secrets kept out of logs and mail, and the ``lecentral renew`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -151,7 +152,6 @@ class WrongKeyPlugin:
 
 
 def test_certificate_for_another_key_is_refused(dns_world: World, tmp_path: Path) -> None:
-    import dataclasses
 
     config = make_config(dns_world, tmp_path)
     config = dataclasses.replace(config, renew=dataclasses.replace(config.renew,
@@ -175,7 +175,6 @@ def test_no_secret_in_logs_or_mail(dns_world: World, tmp_path: Path, smtp: tuple
                                    caplog: pytest.LogCaptureFixture) -> None:
     """A failing run (wrong TSIG secret) and a succeeding one, with every logger at DEBUG and
     alerts mailed to a real SMTP server: no TSIG secret, EAB key or account key anywhere."""
-    import dataclasses
 
     mails = smtp[0].messages
     address = f"{LOOPBACK}:{smtp[1]}"
@@ -231,6 +230,12 @@ def test_cli_renew_json_dry_run_and_exit_status(dns_world: World, tmp_path: Path
     dry = runner.invoke(main, ["--config", toml, "renew", "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert SPARE[3] in dry.output and "WOULD-ISSUE" in dry.output and "dry run: 1 would-issue" in dry.output
+
+    # a dry run catches what the real run would fail on: here an issuer name with a typo
+    typo = str(write_toml(config, tmp_path / "typo.toml", dns01_issuer="dns-subzon"))
+    wrong = runner.invoke(main, ["--config", typo, "renew", "--dry-run"])
+    assert wrong.exit_code == 1, wrong.output
+    assert "FAILED" in wrong.output and "no issuer plugin named 'dns-subzon'" in wrong.output
 
     ok = runner.invoke(main, ["--config", toml, "renew", "--once", "--json"])
     assert ok.exit_code == 0, ok.output

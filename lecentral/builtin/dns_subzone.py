@@ -28,7 +28,7 @@ from lecentral.interfaces import IssuedCertificate, Issuer
 from lecentral.types import IssuerContext, IssuerType
 
 if TYPE_CHECKING:
-    from lecentral.acme.client import AcmeClient, PendingChallenge
+    from lecentral.acme.client import PendingChallenge
     from lecentral.certificates import Csr
     from lecentral.dns.challenge import DnsChallenges, PublishedTxt
     from lecentral.store.rows import CertRow
@@ -78,15 +78,15 @@ class DnsSubzoneIssuer(Issuer):
         self._dns: DnsChallenges | None = None
         self.zone_checks = ZoneChecks()
 
-    # Built on first use, not in the factory: a dry run or a pass with nothing due never creates
-    # an account key nor talks to the CA.
-    def _parts(self) -> tuple[AcmeClient, DnsChallenges]:
+    # Built on first use, not in the factory: a dry run or a pass with nothing due never reads a
+    # key file; the ACME client is asked for only once the zones passed (no CA request before).
+    def _dns_part(self) -> DnsChallenges:
         with self._lock:
             if self._dns is None:
                 from lecentral.dns.challenge import DnsChallenges
 
                 self._dns = DnsChallenges(self.config.dns, self.context.secret)
-            return self.context.acme(), self._dns
+            return self._dns
 
     def begin_pass(self) -> None:
         self.zone_checks.reset()
@@ -94,10 +94,11 @@ class DnsSubzoneIssuer(Issuer):
     def issue(self, row: CertRow, csr: Csr) -> IssuedCertificate:
         from lecentral.certificates import split_fullchain
 
-        client, dns = self._parts()
+        dns = self._dns_part()
         names = csr.names
         for name in names:
             self.zone_checks.check(dns, name)
+        client = self.context.acme()  # the first request to the CA comes after the zone checks
         order = client.new_order(csr.pem, names)
         log.info("%s: order %s created for %s", row.name, order.uri, ", ".join(names))
         published: list[PublishedTxt] = []

@@ -29,7 +29,7 @@ from lecentral.certificates import (
 from lecentral.errors import CsrError, InstallError
 from lecentral.interfaces import Installer, IssuedCertificate
 from lecentral.records import CertEntry
-from lecentral.store.rows import CertRow
+from lecentral.store.rows import CertRow, certificate_problems
 
 #: two timestamps less than this apart are the same (clocks drift; the seed's rule)
 SAME_TIME = 3600
@@ -133,11 +133,11 @@ def decide(entry: CertEntry, row: CertRow, installed: bytes | None, missing: lis
     if current is None:
         return Decision(True, f"{entry.cert} holds no readable certificate", key=key)
     if current.fingerprint == new.fingerprint:
-        return _same(entry, current, key, missing, stale)
+        return _same(entry, row, current, key, missing, stale)
     return _different(entry, new, current, key)
 
 
-def _same(entry: CertEntry, current: Certificate, key: str, missing: list[str],
+def _same(entry: CertEntry, row: CertRow, current: Certificate, key: str, missing: list[str],
           stale: Callable[[], list[str]]) -> Decision:
     """The database's leaf is the installed one: is the rest of the set right?"""
     if not key:
@@ -148,6 +148,12 @@ def _same(entry: CertEntry, current: Certificate, key: str, missing: list[str],
                         key=key)
     if missing:
         return Decision(True, f"missing {', '.join(missing)}", key=key)
+    damaged = certificate_problems(row)
+    if damaged:  # the files here are fine, but what the database holds is not: never "up to date"
+        return Decision(False, f"the installed certificate is the database's, but the database "
+                        f"row is damaged ({'; '.join(damaged)}); nothing was changed here. The "
+                        f"next lecentral renew on the central host replaces it (lecentral show "
+                        f"{row.name})", "failed")
     changed = stale()
     if changed:
         return Decision(True, f"{', '.join(changed)} not as in the database (new CA chain?)", key=key)

@@ -92,8 +92,9 @@ def _not_regular(path: str) -> InstallError:
 
 
 def fsync_dir(path: str) -> None:
-    """Make renames and unlinks in directory ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    """Make renames and unlinks in directory ``path`` durable (``""``: the current directory,
+    which is what ``os.path.dirname`` gives for a relative file name)."""
+    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:

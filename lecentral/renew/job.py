@@ -206,6 +206,10 @@ class RenewJob:
         if not is_due:
             return outcome("not-due", why, issuer)
         if request.dry_run:
+            try:  # the issuer the real run would need (a typo in [renew], a disabled plugin)
+                self.registry.issuer(issuer)
+            except LecentralError as exc:
+                return outcome("failed", f"due: {why}; but {exc}", issuer)
             return outcome("would-issue", f"due: {why}; would order {', '.join(csr.names)}", issuer)
         due.append((row, csr, issuer))
         self.progress(row.name, f"due ({why})")

@@ -169,6 +169,9 @@ def certificate_problems(row: CertRow, csr_names: Sequence[str] | None = None) -
     CSR when not given; a CSR that does not parse is a row problem, not one of these).
     """
     if not row.crt:
+        if (row.ts_expire or 0) > 1:  # populate.pl's 1 means "never issued"
+            return [(f"crt is empty but ts_expire {row.ts_expire} ({when(row.ts_expire or 0)}) "
+                     "says a certificate was stored: it was lost")]
         return []
     try:
         cert = Certificate.load(row.crt, f"the crt column of {row.name}")

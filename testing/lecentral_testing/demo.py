@@ -99,7 +99,11 @@ def demo(keep: Path | None) -> None:
     from lecentral_testing.resolver import resolving_pebble
 
     if keep is not None:
-        keep.mkdir(parents=True)
+        try:
+            keep.mkdir(parents=True)
+        except FileExistsError:
+            raise click.UsageError(f"--keep {keep}: it exists already; name a new directory (the "
+                                   "demo never writes into one that has something in it)") from None
         workdir = keep.resolve()
     else:
         workdir = Path(tempfile.mkdtemp(prefix="lecentral-demo-"))
