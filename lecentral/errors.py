@@ -31,6 +31,12 @@ class StoreError(LecentralError):
     exit_code = 4
 
 
+class UnknownNameError(StoreError):
+    """No row of ``certs`` has that name: the same refusal, exit 1, whichever command was typed."""
+
+    exit_code = 1
+
+
 class CsrError(LecentralError):
     """A CSR or certificate cannot be parsed, has a bad signature, a weak key, or the wrong names."""
 

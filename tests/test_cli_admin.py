@@ -204,8 +204,12 @@ def test_enable_disable_remove(env: Env) -> None:
     assert env.rows()[0]["enabled"] is True
     assert env.run("disable", NAME).exit_code == 0
     assert env.rows()[0]["enabled"] is False
-    unknown = env.run("enable", "nope.example.test")
-    assert unknown.exit_code == 4 and "no certificate named 'nope.example.test'" in unknown.stderr
+    # an unknown name is the same refusal (exit 1) whichever command was typed
+    for command in ("enable", "disable", "show", "remove"):
+        unknown = env.run(command, "nope.example.test", "--yes") if command == "remove" else \
+            env.run(command, "nope.example.test")
+        assert unknown.exit_code == 1, (command, unknown.output)
+        assert "no certificate named 'nope.example.test'" in unknown.stderr, command
     aborted = env.run("remove", NAME, input="n\n")
     assert aborted.exit_code == 1 and len(env.rows()) == 1
     assert env.run("remove", NAME, "--yes").exit_code == 0

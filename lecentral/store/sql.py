@@ -35,7 +35,7 @@ from lecentral.certificates import (
     now_ts,
 )
 from lecentral.config import PERCENT_ENCODING, mask_url, url_password_problem
-from lecentral.errors import CsrError, StoreError
+from lecentral.errors import CsrError, StoreError, UnknownNameError
 from lecentral.host import this_host
 from lecentral.interfaces import Store
 from lecentral.leftovers import Leftover
@@ -148,7 +148,8 @@ class SqlStore(Store):
         (``exact``: among several, the one stored exactly as ``name``, to remove the others)."""
         stored = self._matching(conn, name)
         if not stored:
-            raise StoreError(f"no certificate named {name!r} in the database (see lecentral list)")
+            raise UnknownNameError(f"no certificate named {name!r} in the database (see lecentral "
+                                   "list)")
         if len(stored) > 1:
             if exact and name in stored:
                 return name
