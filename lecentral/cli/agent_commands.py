@@ -143,6 +143,10 @@ def csr(name: str, key_path: Path, sans: tuple[str, ...], rsa_bits: str | None, 
     request, what = make_csr(name, list(sans), key_path, spec, force=force, rotate=rotate)
     click.echo(f"{what}; CSR for {', '.join(request.names)} (md5_modulus {request.md5_modulus})",
                err=True)
+    if staged and not sans:
+        # set-csr replaces the names too: a rotation must not drop the certificate's other names
+        click.echo(f"note: this CSR names only {name}; if the certificate has more names, make it "
+                   "again with every one of them as --san before lecentral set-csr", err=True)
     if out is None:
         click.echo(request.pem.decode(), nl=False)
         return
