@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from lecentral.errors import (
         ConfigError,
         CsrError,
+        EntryError,
         InstallError,
         IssueError,
         LecentralError,
@@ -43,6 +44,13 @@ if TYPE_CHECKING:
         LocalFiles,
         read_nofollow,
         replace_atomically,
+    )
+    from lecentral.install.pairs import (
+        DaemonTerms,
+        KeyPair,
+        check_key_pairs,
+        new_leaf,
+        pairs_using,
     )
     from lecentral.install.service import (
         OUTPUT_TAIL_LINES,
@@ -69,6 +77,9 @@ if TYPE_CHECKING:
         ServiceType,
         StoreType,
         VerifierType,
+        lazy_service,
+        lazy_verifier,
+        option,
     )
     from lecentral.verify import VerifyTarget, parse_verify_url, url_scheme
 
@@ -76,8 +87,8 @@ if TYPE_CHECKING:
 _WHERE: dict[str, str] = {
     # hooks and the records the registration hooks return
     "hookimpl": "lecentral.hookspecs",
-    **dict.fromkeys(("IssuerType", "StoreType", "ServiceType", "VerifierType", "NotifierType"),
-                    "lecentral.types"),
+    **dict.fromkeys(("IssuerType", "StoreType", "ServiceType", "VerifierType", "NotifierType",
+                     "lazy_service", "lazy_verifier", "option"), "lecentral.types"),
     "Notification": "lecentral.records",
     # what a plugin implements
     **dict.fromkeys(("Issuer", "Store", "Service", "Installer", "Verifier", "Notifier",
@@ -87,12 +98,14 @@ _WHERE: dict[str, str] = {
     "CertRow": "lecentral.store.rows",
     # errors: raise these, with a message naming the thing and the next step
     **dict.fromkeys(("LecentralError", "ConfigError", "CsrError", "InstallError", "IssueError",
-                     "PluginError", "StoreError", "VerifyError"), "lecentral.errors"),
+                     "PluginError", "StoreError", "VerifyError", "EntryError"), "lecentral.errors"),
     # building blocks for service plugins
     **dict.fromkeys(("CommandService", "run_command", "command_output", "poll_until",
                      "installed_fingerprint", "OUTPUT_TAIL_LINES"), "lecentral.install.service"),
     **dict.fromkeys(("LocalFiles", "Journal", "read_nofollow", "replace_atomically"),
                     "lecentral.install.fileset"),
+    **dict.fromkeys(("KeyPair", "DaemonTerms", "pairs_using", "check_key_pairs", "new_leaf"),
+                    "lecentral.install.pairs"),
     **dict.fromkeys(("Certificate", "Csr", "load_private_key_public", "md5_modulus", "when"),
                     "lecentral.certificates"),
     **dict.fromkeys(("VerifyTarget", "parse_verify_url", "url_scheme"), "lecentral.verify"),
@@ -107,6 +120,8 @@ __all__ = [
     "ConfigError",
     "Csr",
     "CsrError",
+    "DaemonTerms",
+    "EntryError",
     "InstallError",
     "Installer",
     "IssueError",
@@ -114,6 +129,7 @@ __all__ = [
     "Issuer",
     "IssuerType",
     "Journal",
+    "KeyPair",
     "LecentralError",
     "LocalFiles",
     "Notification",
@@ -129,11 +145,17 @@ __all__ = [
     "VerifierType",
     "VerifyError",
     "VerifyTarget",
+    "check_key_pairs",
     "command_output",
     "hookimpl",
     "installed_fingerprint",
+    "lazy_service",
+    "lazy_verifier",
     "load_private_key_public",
     "md5_modulus",
+    "new_leaf",
+    "option",
+    "pairs_using",
     "parse_verify_url",
     "poll_until",
     "read_nofollow",

@@ -211,9 +211,12 @@ class Service(ABC):
     """
 
     def check_entry(self, entry: CertEntry) -> None:
-        """Validate a ``[[cert]]`` entry when the configuration is loaded (its ``options``...).
+        """Validate a ``[[cert]]`` entry when the configuration is loaded, after its ``options``
+        (typed by the service's ``options_model``) passed their own checks.
 
-        Raise :class:`ConfigError` naming the key; the other entries keep working.
+        Raise :class:`~lecentral.errors.EntryError` (``EntryError("options.port", "...")``): the
+        agent prefixes the file and the entry (``FILE: cert[2].options.port: ...``). Only this
+        entry fails; the other entries keep working.
         """
 
     def installer(self, entry: CertEntry, workdir: Path, keep: int) -> Installer | None:
