@@ -14,7 +14,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from lecentral.errors import CsrError, InstallError
 from lecentral.records import CertEntry
@@ -25,6 +25,14 @@ if TYPE_CHECKING:
     from lecentral.certificates import Certificate
 
 log = logging.getLogger(__name__)
+
+
+class _NamesACert(Protocol):
+    @property
+    def cert(self) -> str: ...
+
+
+P = TypeVar("P", bound=_NamesACert)
 
 #: the roles of the files a daemon may load as its certificate
 CERT_ROLES = ("cert", "fullchain", "combined")
@@ -58,8 +66,9 @@ class DaemonTerms:
     untouched: str = "nothing was restarted"
 
 
-def pairs_using(entry: CertEntry, pairs: Iterable[KeyPair]) -> list[KeyPair]:
-    """The pairs whose certificate is one of the entry's files (``cert``, ``fullchain``, ``combined``)."""
+def pairs_using(entry: CertEntry, pairs: Iterable[P]) -> list[P]:
+    """The pairs (:class:`KeyPair`, or a plugin's own records with a ``cert`` path) whose
+    certificate is one of the entry's files (``cert``, ``fullchain``, ``combined``)."""
     ours = {os.path.realpath(path) for role, path in entry.files.items() if role in CERT_ROLES}
     return [pair for pair in pairs if os.path.realpath(pair.cert) in ours]
 
