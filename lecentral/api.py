@@ -81,7 +81,7 @@ if TYPE_CHECKING:
         lazy_verifier,
         option,
     )
-    from lecentral.verify import VerifyTarget, parse_verify_url, url_scheme
+    from lecentral.verify import Scheme, VerifyTarget, parse_verify_url, url_scheme
 
 #: public name -> the internal module that defines it
 _WHERE: dict[str, str] = {
@@ -108,7 +108,7 @@ _WHERE: dict[str, str] = {
                     "lecentral.install.pairs"),
     **dict.fromkeys(("Certificate", "Csr", "load_private_key_public", "md5_modulus", "when"),
                     "lecentral.certificates"),
-    **dict.fromkeys(("VerifyTarget", "parse_verify_url", "url_scheme"), "lecentral.verify"),
+    **dict.fromkeys(("VerifyTarget", "parse_verify_url", "url_scheme", "Scheme"), "lecentral.verify"),
 }
 
 __all__ = [
@@ -136,6 +136,7 @@ __all__ = [
     "Notifier",
     "NotifierType",
     "PluginError",
+    "Scheme",
     "Service",
     "ServiceType",
     "Store",

@@ -128,6 +128,10 @@ class Verifier(ABC):
     def presented_certificate(self, url: str, timeout: float) -> bytes:
         """DER of the leaf the service at ``url`` presents; raise :class:`VerifyError` if unreachable."""
 
+    def check_url(self, url: str) -> None:
+        """Validate ``url`` when the configuration is loaded; raise :class:`ConfigError` saying what
+        is wrong (e.g. with ``parse_verify_url(url, your_schemes)``). The default accepts any."""
+
 
 class Installer(ABC):
     """Puts a certificate set where a daemon reads it, and can put the previous set back.

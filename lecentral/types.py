@@ -95,15 +95,17 @@ class NotifierType:
     description: str = ""
 
 
-def option(default: Any, help: str) -> Any:
+def option(default: Any, help: str, *, secret: bool = False) -> Any:
     """A field of a service's options dataclass: its default and its one-line help.
 
     ``port: int = option(22, "its SSH port")``; a list or table default is copied per entry.
+    ``secret=True`` (a password) keeps the value out of the dataclass's ``repr`` and out of the
+    load-time error messages.
     """
-    metadata = {"help": help}
+    metadata = {"help": help, "secret": secret}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
+        return field(default_factory=lambda: type(default)(default), metadata=metadata, repr=not secret)
+    return field(default=default, metadata=metadata, repr=not secret)
 
 
 def options_help(model: type[Any]) -> dict[str, str]:

@@ -26,6 +26,7 @@ from lecentral.api import (
     CertEntry,
     CommandService,
     ConfigError,
+    EntryError,
     InstallError,
     VerifyError,
     VerifyTarget,
@@ -34,31 +35,23 @@ from lecentral.api import (
     poll_until,
     url_scheme,
 )
-from lecentral_openldap.probe import LDAP_SCHEMES, Credentials
+from lecentral_openldap.plugin import OpenLdapOptions
+from lecentral_openldap.probe import SCHEMES, Credentials
 
 log = logging.getLogger(__name__)
-
-STRING_OPTIONS = ("bind_dn", "bind_password", "key_group", "slapd_d")
 
 
 class OpenLdapService(CommandService):
     """``check`` + cn=config check, ``reload`` (a restart), then bind + root DSE over TLS."""
 
     def check_entry(self, entry: CertEntry) -> None:
-        """Option types, bind_dn with bind_password, and a key slapd can read but others cannot."""
-        where = f"[[cert]] {entry.name} (service openldap): options"
-        for key in STRING_OPTIONS:
-            if not isinstance(entry.options.get(key, ""), str):
-                raise ConfigError(f"{where}.{key} must be a string")
-        if bool(entry.options.get("bind_dn")) != bool(entry.options.get("bind_password")):
-            raise ConfigError(f"{where}: set bind_dn and bind_password together (neither for an "
-                              "anonymous bind)")
-        check_key_access(entry, entry.options.get("key_group", "openldap"))
+        """A key slapd can read but others cannot."""
+        check_key_access(entry, entry.options_as(OpenLdapOptions).key_group)
 
     def check_config(self, entry: CertEntry) -> None:
         """``slaptest`` (the entry's ``check``), then the TLS files named in cn=config."""
         super().check_config(entry)
-        slapd_d = entry.options.get("slapd_d", "")
+        slapd_d = entry.options_as(OpenLdapOptions).slapd_d
         if slapd_d:
             from lecentral_openldap.cnconfig import check_tls_files
 
@@ -93,8 +86,8 @@ def check_key_access(entry: CertEntry, group: str) -> None:
     try:
         gid = grp.getgrnam(group).gr_gid
     except KeyError:
-        raise ConfigError(f"{entry.label}: options.key_group: no group {group!r} on this host (is "
-                          "slapd installed?)") from None
+        raise EntryError("options.key_group", f"no group {group!r} on this host (is slapd "
+                         "installed?)") from None
     if (st.st_gid == gid and mode & 0o040) or (_primary_gid(st.st_uid) == gid and mode & 0o400):
         return
     raise ConfigError(f"{entry.label}: slapd (group {group}) cannot read the private key {entry.key} "
@@ -111,11 +104,12 @@ def _primary_gid(uid: int) -> int | None:
 
 def ldap_targets(entry: CertEntry) -> list[VerifyTarget]:
     """The entry's verify URLs an LDAP session can be opened on (StartTLS and LDAPS)."""
-    return [parse_verify_url(url) for url in entry.verify if url_scheme(url) in LDAP_SCHEMES]
+    return [parse_verify_url(url, SCHEMES) for url in entry.verify if url_scheme(url) in SCHEMES]
 
 
 def _credentials(entry: CertEntry) -> Credentials:
-    return Credentials(entry.options.get("bind_dn", ""), entry.options.get("bind_password", ""))
+    options = entry.options_as(OpenLdapOptions)
+    return Credentials(options.bind_dn, options.bind_password)
 
 
 def check_bind_before_restart(entry: CertEntry) -> None:
