@@ -5,7 +5,8 @@ A daemon's config test rarely opens the certificate files (``apache2ctl configte
 key that does not match makes the reload "succeed" and the daemon stop, or fail every handshake.
 So a service plugin reads from the daemon which certificate file it pairs with which key
 (:class:`KeyPair`), and :func:`check_key_pairs` checks, with the new files in place and before
-anything is reloaded, each pair that names one of the entry's files.
+anything is reloaded, each pair that names one of the entry's files. :func:`check_key_access`
+checks, when the configuration is loaded, that the daemon can read the key and nobody else can.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from lecentral.errors import CsrError, InstallError
+from lecentral.errors import CsrError, EntryError, InstallError
 from lecentral.records import CertEntry
 
 if TYPE_CHECKING:
@@ -119,3 +120,45 @@ def _check_pair(entry: CertEntry, pair: KeyPair, leaf: Certificate, daemon: Daem
         raise InstallError(
             f"{entry.label}: {pair.source} pairs {cert_words} with {key_words}, which does not "
             f"match the new certificate ({leaf.key_type}, the key {entry.key}); {daemon.failure}. {fix}")
+
+
+def check_key_access(entry: CertEntry, *, usual_group: str, group: str = "",
+                     group_option: str = "key_group") -> None:
+    """EntryError naming ``key`` if the entry's private key is readable by every user, or (with
+    ``group``, the daemon's group: ``options.<group_option>``) not readable by that group.
+
+    For ``check_entry``: the agent never writes the key, so a key it does not like is reported
+    before anything is touched. ``usual_group`` is the daemon's group on Debian, for the hint. A
+    key that does not exist yet is left to the engine's own checks, which name it.
+    """
+    import grp
+    import pwd
+    import stat
+
+    try:
+        st = os.stat(entry.key)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise EntryError("key", f"cannot stat the key {entry.key}: {exc.strerror}") from None
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o007:
+        raise EntryError("key", f"the private key {entry.key} is readable by every user (mode "
+                         f"{mode:04o}); run chmod o-rwx {entry.key} (Debian: root:{group or usual_group} "
+                         "0640); nothing was installed")
+    if not group:
+        return
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise EntryError(f"options.{group_option}", f"no group {group!r} on this host (is the daemon "
+                         "installed?)") from None
+    try:
+        primary = pwd.getpwuid(st.st_uid).pw_gid
+    except KeyError:
+        primary = None
+    if (st.st_gid == gid and mode & 0o040) or (primary == gid and mode & 0o400):
+        return
+    raise EntryError("key", f"the {entry.service} daemon (group {group}) cannot read the private key {entry.key} (owner "
+                     f"{st.st_uid}:{st.st_gid}, mode {mode:04o}); run chgrp {group} {entry.key} && "
+                     f"chmod 0640 {entry.key}, or set options.{group_option}; nothing was installed")

@@ -21,18 +21,17 @@ import logging
 import os
 import secrets
 import shutil
-import stat
 from pathlib import Path
 from typing import Any
 
 from lecentral.api import (
     CertEntry,
     CommandService,
-    ConfigError,
     EntryError,
     Installer,
     LocalFiles,
     VerifyError,
+    check_key_access,
     installed_fingerprint,
     poll_until,
 )
@@ -54,7 +53,7 @@ class FreeradiusService(CommandService):
     def check_entry(self, entry: CertEntry) -> None:
         """The chroot directory, and a key no other user can read (the options checked themselves)."""
         _check_chroot(entry)
-        _check_key_private(entry)
+        check_key_access(entry, usual_group="freerad")
 
     def installer(self, entry: CertEntry, workdir: Path, keep: int) -> Installer | None:
         """Local files, under the chroot directory when ``chroot`` is set."""
@@ -115,17 +114,6 @@ def _check_chroot(entry: CertEntry) -> None:
         raise EntryError("options.chroot", f"the key {entry.key} is not on this host but {moved} is: "
                          f"set key = \"{moved}\" (the agent reads the key at its path on this host; "
                          "only the files it writes are put under the chroot)")
-
-
-def _check_key_private(entry: CertEntry) -> None:
-    try:
-        mode = stat.S_IMODE(os.stat(entry.key).st_mode)
-    except OSError:
-        return  # a missing key is reported by the engine's own checks, naming it
-    if mode & 0o007:
-        raise ConfigError(f"{entry.label}: the private key {entry.key} is readable by every user "
-                          f"(mode {mode:04o}); run chmod o-rwx {entry.key} (Debian: root:freerad "
-                          "0640); nothing was installed")
 
 
 def radius_target(entry: CertEntry) -> RadiusTarget:

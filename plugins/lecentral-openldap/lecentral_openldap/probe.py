@@ -105,7 +105,11 @@ def session(target: VerifyTarget, credentials: Credentials, timeout: float, then
 
 
 def _open_tls(conn: Any, starttls: bool, where: str) -> bytes:
-    from ldap3.core.exceptions import LDAPException, LDAPSocketOpenError, LDAPStartTLSError
+    from ldap3.core.exceptions import (
+        LDAPException,
+        LDAPSocketOpenError,
+        LDAPStartTLSError,
+    )
 
     conn.open()
     if starttls:

@@ -16,20 +16,15 @@ proves the previous certificate is served and slapd answers again.
 
 from __future__ import annotations
 
-import grp
 import logging
-import os
-import pwd
-import stat
 
 from lecentral.api import (
     CertEntry,
     CommandService,
-    ConfigError,
-    EntryError,
     InstallError,
     VerifyError,
     VerifyTarget,
+    check_key_access,
     installed_fingerprint,
     parse_verify_url,
     poll_until,
@@ -46,7 +41,7 @@ class OpenLdapService(CommandService):
 
     def check_entry(self, entry: CertEntry) -> None:
         """A key slapd can read but others cannot."""
-        check_key_access(entry, entry.options_as(OpenLdapOptions).key_group)
+        check_key_access(entry, group=entry.options_as(OpenLdapOptions).key_group, usual_group="openldap")
 
     def check_config(self, entry: CertEntry) -> None:
         """``slaptest`` (the entry's ``check``), then the TLS files named in cn=config."""
@@ -62,44 +57,6 @@ class OpenLdapService(CommandService):
         """Restart slapd, then wait until it serves the certificate in ``cert`` and answers."""
         super().activate(entry)
         wait_until_serving(entry)
-
-
-def check_key_access(entry: CertEntry, group: str) -> None:
-    """ConfigError if the key is readable by all, or (``group`` set) not readable by ``group``.
-
-    The agent never writes the key; a key it does not like is reported before anything is touched.
-    A key that does not exist yet is left to the engine's own checks.
-    """
-    try:
-        st = os.stat(entry.key)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise ConfigError(f"{entry.label}: cannot stat the key {entry.key}: {exc.strerror}") from None
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o007:
-        raise ConfigError(f"{entry.label}: the private key {entry.key} is readable by every user "
-                          f"(mode {mode:04o}); run chmod o-rwx {entry.key} (Debian: root:{group or 'openldap'} "
-                          "0640); nothing was installed")
-    if not group:
-        return
-    try:
-        gid = grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise EntryError("options.key_group", f"no group {group!r} on this host (is slapd "
-                         "installed?)") from None
-    if (st.st_gid == gid and mode & 0o040) or (_primary_gid(st.st_uid) == gid and mode & 0o400):
-        return
-    raise ConfigError(f"{entry.label}: slapd (group {group}) cannot read the private key {entry.key} "
-                      f"(owner {st.st_uid}:{st.st_gid}, mode {mode:04o}); run chgrp {group} {entry.key} "
-                      f"&& chmod 0640 {entry.key}, or set options.key_group; nothing was installed")
-
-
-def _primary_gid(uid: int) -> int | None:
-    try:
-        return pwd.getpwuid(uid).pw_gid
-    except KeyError:
-        return None
 
 
 def ldap_targets(entry: CertEntry) -> list[VerifyTarget]:
