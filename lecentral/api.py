@@ -12,6 +12,16 @@ that warns about it.
 Names are imported lazily, on first use (PEP 562), so that a plugin module importing
 ``hookimpl`` and ``ServiceType`` at load time does not pull in ``cryptography``, SQLAlchemy or
 the ACME library: building the registry and ``--help`` stay fast.
+
+The helpers that keep a service plugin small::
+
+    ServiceType("apache", lazy_service("lecentral_apache.service:ApacheService"),   # imported on first use
+                defaults={...}, options_model=ApacheOptions)   # [cert.options], validated at load
+    class ApacheOptions:                                          # a frozen dataclass of option() fields
+        port: int = option(443, "help shown by lecentral-install plugins")
+    raise EntryError("options.port", "...")                       # the agent adds "FILE: cert[i]."
+    check_key_pairs(entry, pairs_using(entry, pairs), DaemonTerms(...))   # does the daemon's key fit?
+    check_key_access(entry, group="openldap", usual_group="openldap")    # can it read the key?
 """
 
 from __future__ import annotations
