@@ -219,6 +219,7 @@ class TunnelOptions:
     host: str = option("{name}", "where the tunnel goes (default: the entry's name)")
     port: int = option(22, "its port")
     hops: list[str] = option([], "jump hosts")  # noqa: RUF009 - option() is a field()
+    token: str = option("", "an API token", secret=True)
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -253,14 +254,17 @@ def test_options_model_types_the_options_and_expands_name(tmp_path: Path, tunnel
     assert first.options == TunnelOptions(host="a.example.test", port=22, hops=[])
     assert second.options_as(TunnelOptions) == TunnelOptions(host="b.example.test", port=2222, hops=["j"])
     assert tunnel_registry.service("tunnel").options == {
-        "host": "where the tunnel goes (default: the entry's name)", "port": "its port", "hops": "jump hosts"}
+        "host": "where the tunnel goes (default: the entry's name)", "port": "its port", "hops": "jump hosts",
+        "token": "an API token"}
+    assert "token" not in repr(TunnelOptions(token="s3cret"))
 
 
 @pytest.mark.parametrize("keys, error", [
     ({"options": {"port": "22"}}, "cert[1].options.port must be int, not str ('22')"),
     ({"options": {"port": 0}}, "cert[1].options.port: 0 is not a port number (1-65535)"),
-    ({"options": {"colour": "red"}}, "unknown key cert[1].options.colour for service 'tunnel' (allowed: hops, host, port)"),
+    ({"options": {"colour": "red"}}, "unknown key cert[1].options.colour for service 'tunnel' (allowed: hops, host, port, token)"),
     ({"options": "port=22"}, "cert[1].options must be a table"),
+    ({"options": {"token": 12345}}, "cert[1].options.token must be str"),
     ({"options": {"host": "localhost"}, "action": "reboot"}, "cert[1].action: \"reboot\" would reboot this host"),
 ])
 def test_option_and_entry_errors_name_file_entry_and_key(tmp_path: Path, tunnel_registry: Registry,
@@ -273,6 +277,7 @@ def test_option_and_entry_errors_name_file_entry_and_key(tmp_path: Path, tunnel_
     (broken,) = config.broken
     assert broken.error.startswith(f"{tmp_path / 'install.toml'}: "), broken.error
     assert error in broken.error, broken.error
+    assert "12345" not in broken.error  # a secret option's value is never shown
 
 
 def test_lazy_service_imports_on_first_call() -> None:

@@ -158,8 +158,8 @@ def typed_options(model: type[Any], values: Mapping[str, Any], name: str, where:
         return build(model, {**service_defaults(own, name), **values}, f"{where}.options", source)
     except EntryError as exc:
         raise ConfigError(f"{source}: {where}.options.{exc.key}: {exc.message}") from None
-    except ValueError as exc:  # a model that checks with plain ValueError: still this entry's fault
-        raise ConfigError(f"{source}: {where}.options: {exc}") from None
+    except (ValueError, TypeError) as exc:  # a model checking with ValueError, or a plugin bug:
+        raise ConfigError(f"{source}: {where}.options: {exc}") from None  # this entry's, not all
 
 
 def service_defaults(defaults: Mapping[str, Any], name: object) -> dict[str, Any]:
