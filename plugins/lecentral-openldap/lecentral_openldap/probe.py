@@ -85,7 +85,8 @@ def session(target: VerifyTarget, credentials: Credentials, timeout: float, then
 
     starttls = target.scheme.starttls
     # receive_timeout: ldap3 packs it into SO_RCVTIMEO as whole seconds (struct "LL")
-    tls = ldap3.Tls(validate=ssl.CERT_NONE, sni=target.sni)
+    # like the core's verifiers: any certificate, and old ciphers too (old appliances are checked)
+    tls = ldap3.Tls(validate=ssl.CERT_NONE, sni=target.sni, ciphers="ALL:@SECLEVEL=0")
     server = ldap3.Server(target.host, port=target.port, use_ssl=not starttls, tls=tls,
                           get_info=ldap3.NONE, connect_timeout=timeout)
     conn = ldap3.Connection(server, user=credentials.dn or None, password=credentials.password or None,
