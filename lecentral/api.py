@@ -12,6 +12,16 @@ that warns about it.
 Names are imported lazily, on first use (PEP 562), so that a plugin module importing
 ``hookimpl`` and ``ServiceType`` at load time does not pull in ``cryptography``, SQLAlchemy or
 the ACME library: building the registry and ``--help`` stay fast.
+
+The helpers that keep a service plugin small::
+
+    ServiceType("apache", lazy_service("lecentral_apache.service:ApacheService"),   # imported on first use
+                defaults={...}, options_model=ApacheOptions)   # [cert.options], validated at load
+    class ApacheOptions:                                          # a frozen dataclass of option() fields
+        port: int = option(443, "help shown by lecentral-install plugins")
+    raise EntryError("options.port", "...")                       # the agent adds "FILE: cert[i]."
+    check_key_pairs(entry, pairs_using(entry, pairs), DaemonTerms(...))   # does the daemon's key fit?
+    check_key_access(entry, group="openldap", usual_group="openldap")    # can it read the key?
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ if TYPE_CHECKING:
     from lecentral.errors import (
         ConfigError,
         CsrError,
+        EntryError,
         InstallError,
         IssueError,
         LecentralError,
@@ -44,6 +55,14 @@ if TYPE_CHECKING:
         LocalFiles,
         read_nofollow,
         replace_atomically,
+    )
+    from lecentral.install.pairs import (
+        DaemonTerms,
+        KeyPair,
+        check_key_access,
+        check_key_pairs,
+        new_leaf,
+        pairs_using,
     )
     from lecentral.install.service import (
         OUTPUT_TAIL_LINES,
@@ -71,15 +90,18 @@ if TYPE_CHECKING:
         ServiceType,
         StoreType,
         VerifierType,
+        lazy_service,
+        lazy_verifier,
+        option,
     )
-    from lecentral.verify import VerifyTarget, parse_verify_url, url_scheme
+    from lecentral.verify import Scheme, VerifyTarget, parse_verify_url, url_scheme
 
 #: public name -> the internal module that defines it
 _WHERE: dict[str, str] = {
     # hooks and the records the registration hooks return
     "hookimpl": "lecentral.hookspecs",
     **dict.fromkeys(("IssuerType", "StoreType", "ServiceType", "VerifierType", "NotifierType",
-                     "IssuerContext"), "lecentral.types"),
+                     "IssuerContext", "lazy_service", "lazy_verifier", "option"), "lecentral.types"),
     "Notification": "lecentral.records",
     # what a plugin implements
     **dict.fromkeys(("Issuer", "Store", "Service", "Installer", "Verifier", "Notifier",
@@ -89,15 +111,17 @@ _WHERE: dict[str, str] = {
     "CertRow": "lecentral.store.rows",
     # errors: raise these, with a message naming the thing and the next step
     **dict.fromkeys(("LecentralError", "ConfigError", "CsrError", "InstallError", "IssueError",
-                     "PluginError", "StoreError", "VerifyError"), "lecentral.errors"),
+                     "PluginError", "StoreError", "VerifyError", "EntryError"), "lecentral.errors"),
     # building blocks for service plugins
     **dict.fromkeys(("CommandService", "run_command", "command_output", "poll_until",
                      "installed_fingerprint", "OUTPUT_TAIL_LINES"), "lecentral.install.service"),
     **dict.fromkeys(("LocalFiles", "Journal", "read_nofollow", "replace_atomically"),
                     "lecentral.install.fileset"),
+    **dict.fromkeys(("KeyPair", "DaemonTerms", "pairs_using", "check_key_pairs", "new_leaf",
+                     "check_key_access"), "lecentral.install.pairs"),
     **dict.fromkeys(("Certificate", "Csr", "load_private_key_public", "md5_modulus", "when"),
                     "lecentral.certificates"),
-    **dict.fromkeys(("VerifyTarget", "parse_verify_url", "url_scheme"), "lecentral.verify"),
+    **dict.fromkeys(("VerifyTarget", "parse_verify_url", "url_scheme", "Scheme"), "lecentral.verify"),
     # for issuers: the run's ACME client (IssuerContext.acme) and what it returns
     **dict.fromkeys(("AcmeClient", "PendingChallenge"), "lecentral.acme.client"),
 }
@@ -112,6 +136,8 @@ __all__ = [
     "ConfigError",
     "Csr",
     "CsrError",
+    "DaemonTerms",
+    "EntryError",
     "InstallError",
     "Installer",
     "IssueError",
@@ -120,6 +146,7 @@ __all__ = [
     "IssuerContext",
     "IssuerType",
     "Journal",
+    "KeyPair",
     "LecentralError",
     "LocalFiles",
     "Notification",
@@ -127,6 +154,7 @@ __all__ = [
     "NotifierType",
     "PendingChallenge",
     "PluginError",
+    "Scheme",
     "Service",
     "ServiceType",
     "Store",
@@ -136,11 +164,18 @@ __all__ = [
     "VerifierType",
     "VerifyError",
     "VerifyTarget",
+    "check_key_access",
+    "check_key_pairs",
     "command_output",
     "hookimpl",
     "installed_fingerprint",
+    "lazy_service",
+    "lazy_verifier",
     "load_private_key_public",
     "md5_modulus",
+    "new_leaf",
+    "option",
+    "pairs_using",
     "parse_verify_url",
     "poll_until",
     "read_nofollow",

@@ -156,7 +156,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _check_value(value: Any, tp: Any, where: str, source: str) -> Any:
+def _check_value(value: Any, tp: Any, where: str, source: str, hide: bool = False) -> Any:
     origin = typing.get_origin(tp)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -177,7 +177,7 @@ def _check_value(value: Any, tp: Any, where: str, source: str) -> Any:
     if tp is int and isinstance(value, bool) or not isinstance(value, tp):
         raise ConfigError(
             f"{source}: {where} must be {_type_name(tp)}, not {type(value).__name__} ({value!r})"
-            if not _is_secret_name(where) else f"{source}: {where} must be {_type_name(tp)}"
+            if not (hide or _is_secret_name(where)) else f"{source}: {where} must be {_type_name(tp)}"
         )
     return value
 
@@ -196,7 +196,7 @@ def build(cls: type[T], table: Mapping[str, Any], where: str, source: str) -> T:
         if key not in fields:
             allowed = ", ".join(sorted(fields))
             raise ConfigError(f"{source}: unknown key {dotted!r} (allowed here: {allowed})")
-        checked = _check_value(value, hints[key], dotted, source)
+        checked = _check_value(value, hints[key], dotted, source, bool(fields[key].metadata.get("secret")))
         if fields[key].metadata.get("must_exist") and checked and not Path(checked).is_file():
             raise ConfigError(f"{source}: {dotted} = {checked!r}: no such file")
         values[key] = checked

@@ -19,6 +19,21 @@ class ConfigError(LecentralError):
     exit_code = 2
 
 
+class EntryError(ConfigError):
+    """One key of one ``[[cert]]`` entry is wrong; raised by a service plugin.
+
+    ``key`` is the dotted key inside the entry (``options.port``, ``action``); the agent prefixes
+    the message with the file and the entry (``install.toml: cert[2].options.port: ...``), so a
+    plugin's message says only what is wrong and what to do. Raised from an options dataclass
+    (``ServiceType(options_model=...)``), ``key`` is relative to ``[cert.options]`` (``port``).
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
 class PluginError(LecentralError):
     """A plugin is unknown, failed to load, or two plugins claim the same name."""
 

@@ -137,6 +137,10 @@ class Verifier(ABC):
     def presented_certificate(self, url: str, timeout: float) -> bytes:
         """DER of the leaf the service at ``url`` presents; raise :class:`VerifyError` if unreachable."""
 
+    def check_url(self, url: str) -> None:
+        """Validate ``url`` when the configuration is loaded; raise :class:`ConfigError` saying what
+        is wrong (e.g. with ``parse_verify_url(url, your_schemes)``). The default accepts any."""
+
 
 class Installer(ABC):
     """Puts a certificate set where a daemon reads it, and can put the previous set back.
@@ -220,9 +224,12 @@ class Service(ABC):
     """
 
     def check_entry(self, entry: CertEntry) -> None:
-        """Validate a ``[[cert]]`` entry when the configuration is loaded (its ``options``...).
+        """Validate a ``[[cert]]`` entry when the configuration is loaded, after its ``options``
+        (typed by the service's ``options_model``) passed their own checks.
 
-        Raise :class:`ConfigError` naming the key; the other entries keep working.
+        Raise :class:`~lecentral.errors.EntryError` (``EntryError("options.port", "...")``): the
+        agent prefixes the file and the entry (``FILE: cert[2].options.port: ...``). Only this
+        entry fails; the other entries keep working.
         """
 
     def installer(self, entry: CertEntry, workdir: Path, keep: int) -> Installer | None:

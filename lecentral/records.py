@@ -8,7 +8,9 @@ interfaces (:mod:`lecentral.interfaces`) can all depend on it without an import 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: the files the agent can write, in the order it writes them
 FILE_ROLES = ("cert", "chain", "fullchain", "combined")
@@ -47,7 +49,9 @@ class CertEntry:
     verify: list[str] = field(default_factory=list)
     verify_timeout: float = 30.0
     command_timeout: float = 120.0
-    options: dict[str, Any] = field(default_factory=dict, metadata={"internal": True})
+    #: ``[cert.options]``: an instance of the service's ``options_model`` (a plain dict for a
+    #: service without one); read it typed with :meth:`options_as`
+    options: Any = field(default_factory=dict, metadata={"internal": True})
     index: int = field(default=0, metadata={"internal": True})
 
     @property
@@ -72,6 +76,15 @@ class CertEntry:
     def key_bearing(self, role: str) -> bool:
         """True for a file that holds the private key (``combined`` unless its order leaves it out)."""
         return role == "combined" and "key" in self.combined_order
+
+    def options_as(self, model: type[T]) -> T:
+        """``options`` as the service's options dataclass ``model`` (built from a dict when the
+        entry was made by hand, e.g. in a test; the model's own checks then run too)."""
+        if isinstance(self.options, model):
+            return self.options
+        if isinstance(self.options, dict):
+            return model(**self.options)
+        raise TypeError(f"{self.label}: options is a {type(self.options).__name__}, not {model.__name__}")
 
     @property
     def mode_bits(self) -> int | None:

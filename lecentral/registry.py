@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
+#: verify URL schemes that a plugin of this project provides, and its distribution
+VERIFIER_PACKAGES = {"ldap+starttls": "lecentral-openldap", "ldaps": "lecentral-openldap"}
+
 @dataclass
 class Kind(Generic[R]):
     """All records of one kind: by key, who registered each, and the keys claimed twice."""
@@ -161,8 +164,10 @@ class Registry:
         return self._get(self.services, name, f"; install it with: pip install lecentral-{name}")
 
     def verifier(self, scheme: str) -> VerifierType:
-        """The verifier for a URL scheme such as ``tls`` or ``smtp+starttls``."""
-        return self._get(self.verifiers, scheme)
+        """The verifier for a URL scheme such as ``tls`` or ``smtp+starttls``; for a scheme a known
+        plugin provides, the error names the package to install."""
+        package = VERIFIER_PACKAGES.get(scheme)
+        return self._get(self.verifiers, scheme, f"; install it with: pip install {package}" if package else "")
 
     def store_for_url(self, url: str) -> StoreType:
         """The store whose schemes include the driver part of ``url`` (``sqlite``, ``mysql+pymysql``)."""

@@ -7,6 +7,8 @@ A plugin returns these from its ``lecentral_register_*`` hooks. The registry key
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -67,8 +69,13 @@ class ServiceType:
     ``defaults`` fills the keys that the ``[[cert]]`` entries naming this service leave out (file
     paths, ``check`` and ``reload`` commands, ``verify`` URLs, ``owner``/``group``/``mode``), so a
     typical entry is two lines; the keys are those of :class:`lecentral.records.CertEntry`.
-    ``options`` names the service's own keys allowed in an entry's ``[cert.options]`` table, each
-    with a one-line help. ``factory()`` builds the :class:`~lecentral.interfaces.Service`.
+    ``options_model`` is a dataclass of the service's own keys for ``[cert.options]`` (fields made
+    with :func:`option`): the agent validates the table against it when the configuration is
+    loaded (types, unknown keys, and the dataclass's ``__post_init__``, which may raise
+    :class:`~lecentral.errors.EntryError`) and hands the instance to the service as
+    ``entry.options``. ``options`` is the one-line help of each key; it is derived from the
+    model's fields when left empty. ``factory()`` builds the :class:`~lecentral.interfaces.Service`
+    (:func:`lazy_service` keeps the import of its module for the first call).
     """
 
     name: str
@@ -76,6 +83,11 @@ class ServiceType:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     options: Mapping[str, str] = field(default_factory=dict)
+    options_model: type[Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.options_model is not None and not self.options:
+            object.__setattr__(self, "options", options_help(self.options_model))
 
 
 @dataclass(frozen=True)
@@ -98,3 +110,44 @@ class NotifierType:
     name: str
     factory: Callable[[Mapping[str, Any]], Notifier | None]
     description: str = ""
+
+
+def option(default: Any, help: str, *, secret: bool = False) -> Any:
+    """A field of a service's options dataclass: its default and its one-line help.
+
+    ``port: int = option(22, "its SSH port")``; a list or table default is copied per entry.
+    ``secret=True`` (a password) keeps the value out of the dataclass's ``repr`` and out of the
+    load-time error messages.
+    """
+    metadata = {"help": help, "secret": secret}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata, repr=not secret)
+    return field(default=default, metadata=metadata, repr=not secret)
+
+
+def options_help(model: type[Any]) -> dict[str, str]:
+    """key -> help of an options dataclass (its fields made with :func:`option`)."""
+    return {f.name: str(f.metadata.get("help", "")) for f in dataclasses.fields(model)}
+
+
+def _lazy(target: str) -> Callable[[], Any]:
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"lazy factory {target!r}: write it as 'package.module:Name'")
+
+    def factory() -> Any:
+        # imported on the first call, not when the registry is built: --help stays fast
+        return getattr(importlib.import_module(module_name), attr)()
+
+    factory.__qualname__ = f"lazy({target})"
+    return factory
+
+
+def lazy_service(target: str) -> Callable[[], Service]:
+    """A ``ServiceType.factory`` that imports ``"package.module:ServiceClass"`` on its first call."""
+    return _lazy(target)
+
+
+def lazy_verifier(target: str) -> Callable[[], Verifier]:
+    """A ``VerifierType.factory`` that imports ``"package.module:VerifierClass"`` on its first call."""
+    return _lazy(target)

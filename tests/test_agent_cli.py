@@ -100,7 +100,7 @@ def test_plugins_lists_services_and_verifiers() -> None:
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert "files" in [s["name"] for s in data["services"]]
-    assert {"tls", "smtp+starttls", "ldaps"} <= set(data["verifiers"])
+    assert {"tls", "smtp+starttls", "imaps"} <= set(data["verifiers"])  # ldaps: lecentral-openldap's
     text = cli("plugins").stdout
     assert "files" in text and "verify URL schemes:" in text
 

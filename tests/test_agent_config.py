@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lecentral_testing.agent import dump_toml
 
-from lecentral.errors import ConfigError
+from lecentral.errors import ConfigError, EntryError
 from lecentral.hookspecs import hookimpl
 from lecentral.install.config import CertEntry, InstallConfig, load_install
 from lecentral.install.service import CommandService
 from lecentral.plugins import get_plugin_manager
 from lecentral.registry import Registry
-from lecentral.types import ServiceType
+from lecentral.types import ServiceType, lazy_service, option
 
 
 class PickyService(CommandService):
@@ -206,3 +207,81 @@ def test_invalid_notify_is_a_config_error(tmp_path: Path, registry: Registry, no
     with pytest.raises(ConfigError) as info:
         load(tmp_path, registry, {"name": "a.example.test", **FILES}, notify=notify)
     assert words in str(info.value) and str(tmp_path / "install.toml") in str(info.value)
+
+
+# ---------------------------------------------------------------- typed options, EntryError
+
+
+@dataclass(frozen=True)
+class TunnelOptions:
+    """A service's ``[cert.options]`` as a dataclass: types, defaults and help in one place."""
+
+    host: str = option("{name}", "where the tunnel goes (default: the entry's name)")
+    port: int = option(22, "its port")
+    hops: list[str] = option([], "jump hosts")  # noqa: RUF009 - option() is a field()
+    token: str = option("", "an API token", secret=True)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise EntryError("port", f"{self.port} is not a port number (1-65535)")
+
+
+class TunnelService(CommandService):
+    def check_entry(self, entry: CertEntry) -> None:
+        if entry.options_as(TunnelOptions).host == "localhost" and entry.action == "reboot":
+            raise EntryError("action", "\"reboot\" would reboot this host; use \"reload\"")
+
+
+class TunnelPlugin:
+    @hookimpl
+    def lecentral_register_services(self) -> list[ServiceType]:
+        return [ServiceType("tunnel", lazy_service("test_agent_config:TunnelService"),
+                            defaults={"key": "/k/{name}.key", "cert": "/c/{name}.crt"},
+                            options_model=TunnelOptions)]
+
+
+@pytest.fixture
+def tunnel_registry() -> Registry:
+    loaded = get_plugin_manager(entrypoints=False)
+    loaded.pm.register(TunnelPlugin(), name="tunnel")
+    return Registry(loaded)
+
+
+def test_options_model_types_the_options_and_expands_name(tmp_path: Path, tunnel_registry: Registry) -> None:
+    config = load(tmp_path, tunnel_registry, {"name": "a.example.test", "service": "tunnel"},
+                  {"name": "b.example.test", "service": "tunnel", "options": {"port": 2222, "hops": ["j"]}})
+    first, second = config.certs
+    assert first.options == TunnelOptions(host="a.example.test", port=22, hops=[])
+    assert second.options_as(TunnelOptions) == TunnelOptions(host="b.example.test", port=2222, hops=["j"])
+    assert tunnel_registry.service("tunnel").options == {
+        "host": "where the tunnel goes (default: the entry's name)", "port": "its port", "hops": "jump hosts",
+        "token": "an API token"}
+    assert "token" not in repr(TunnelOptions(token="s3cret"))
+
+
+@pytest.mark.parametrize("keys, error", [
+    ({"options": {"port": "22"}}, "cert[1].options.port must be int, not str ('22')"),
+    ({"options": {"port": 0}}, "cert[1].options.port: 0 is not a port number (1-65535)"),
+    ({"options": {"colour": "red"}}, "unknown key cert[1].options.colour for service 'tunnel' (allowed: hops, host, port, token)"),
+    ({"options": "port=22"}, "cert[1].options must be a table"),
+    ({"options": {"token": 12345}}, "cert[1].options.token must be str"),
+    ({"options": {"host": "localhost"}, "action": "reboot"}, "cert[1].action: \"reboot\" would reboot this host"),
+])
+def test_option_and_entry_errors_name_file_entry_and_key(tmp_path: Path, tunnel_registry: Registry,
+                                                         keys: dict[str, Any], error: str) -> None:
+    """The model's and check_entry's EntryError get the core's ``FILE: cert[i].key:`` prefix,
+    and break only their entry."""
+    config = load(tmp_path, tunnel_registry, {"name": "a.example.test", "service": "tunnel"},
+                  {"name": "b.example.test", "service": "tunnel", **keys})
+    assert [e.name for e in config.certs] == ["a.example.test"]
+    (broken,) = config.broken
+    assert broken.error.startswith(f"{tmp_path / 'install.toml'}: "), broken.error
+    assert error in broken.error, broken.error
+    assert "12345" not in broken.error  # a secret option's value is never shown
+
+
+def test_lazy_service_imports_on_first_call() -> None:
+    factory = lazy_service("json.decoder:JSONDecoder")
+    assert type(factory()).__name__ == "JSONDecoder"
+    with pytest.raises(ValueError, match="package.module:Name"):
+        lazy_service("json.decoder.JSONDecoder")

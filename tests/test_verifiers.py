@@ -6,6 +6,7 @@ stand-in is the scripted server injecting data after STARTTLS, whose docstring s
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -16,7 +17,6 @@ from lecentral_testing.daemons import (
     DovecotServer,
     NginxServer,
     PostfixServer,
-    SlapdServer,
     TlsServer,
 )
 from lecentral_testing.ports import free_port
@@ -24,7 +24,6 @@ from lecentral_testing.ports import free_port
 from lecentral.errors import ConfigError, VerifyError
 from lecentral.registry import Registry
 from lecentral.verify import check_verify_url, parse_verify_url, presented_fingerprint
-from lecentral.verify.ber import starttls_request
 from lecentral.verify.url import SCHEMES
 
 
@@ -85,17 +84,10 @@ def test_dovecot_imap_and_pop3(registry: Registry, dovecot_server: TlsServer,
     assert fingerprint_of(registry, url) == dovecot_server.cert_fingerprint()
 
 
-@pytest.mark.parametrize("listener,scheme", [("ldap", "ldap+starttls"), ("ldaps", "ldaps")])
-def test_slapd_starttls_and_ldaps(registry: Registry, slapd_server: TlsServer,
-                                  listener: str, scheme: str) -> None:
-    url = slapd_server.verify_urls[listener]
-    assert url.startswith(f"{scheme}://")
-    assert fingerprint_of(registry, url) == slapd_server.cert_fingerprint()
-
-
 # ------------------------------------------------------------------ new certificate, reload
 
-DAEMONS = ["nginx_server", "apache_server", "postfix_server", "dovecot_server", "slapd_server"]
+#: slapd (ldap+starttls://, ldaps://): in lecentral-openldap's tests/test_ldap_verifiers.py
+DAEMONS = ["nginx_server", "apache_server", "postfix_server", "dovecot_server"]
 
 
 @pytest.mark.parametrize("daemon", DAEMONS)
@@ -112,14 +104,6 @@ def test_new_certificate_presented_after_reload(registry: Registry, request: pyt
             assert fingerprint_of(registry, url) == old
     server.reload(expect=new)  # waits until every listener presents ``new``
     for url in server.verify_urls.values():
-        assert fingerprint_of(registry, url) == new
-
-
-def test_slapd_restart_presents_new_certificate(registry: Registry, slapd_server: SlapdServer,
-                                                cert_files_factory: Callable[..., Any]) -> None:
-    new = slapd_server.put_certificate(cert_files_factory(["ldap2.example.test"], key_kind="rsa2048"))
-    slapd_server.restart()
-    for url in slapd_server.verify_urls.values():
         assert fingerprint_of(registry, url) == new
 
 
@@ -174,12 +158,6 @@ def test_imap_pop3_without_starttls(registry: Registry, dovecot_without_tls: Dov
     assert_verify_error(registry, url, f"127.0.0.1:{dovecot_without_tls.ports[listener]}", what)
 
 
-def test_ldap_starttls_not_offered_without_tls(registry: Registry, tls_daemon_factory: Callable[..., Any]) -> None:
-    slapd = tls_daemon_factory(SlapdServer, tls=False)
-    assert_verify_error(registry, slapd.verify_urls["ldap"], f"127.0.0.1:{slapd.ports['ldap']}",
-                        "StartTLS not offered", "unsupported extended operation")
-
-
 def test_tls_on_a_plaintext_smtp_port(registry: Registry, postfix_server: TlsServer) -> None:
     port = postfix_server.ports["smtp"]
     assert_verify_error(registry, f"tls://127.0.0.1:{port}", f"127.0.0.1:{port}", "TLS handshake failed",
@@ -195,12 +173,6 @@ def test_wrong_protocol_on_the_port(registry: Registry, dovecot_server: TlsServe
                                     scheme: str, listener: str, expected: str) -> None:
     port = dovecot_server.ports[listener]
     assert_verify_error(registry, f"{scheme}://127.0.0.1:{port}", f"127.0.0.1:{port}", expected)
-
-
-def test_ldap_starttls_on_an_smtp_port(registry: Registry, postfix_server: TlsServer) -> None:
-    port = postfix_server.ports["smtp"]
-    assert_verify_error(registry, f"ldap+starttls://127.0.0.1:{port}", f"127.0.0.1:{port}",
-                        "expected an LDAP message")
 
 
 def test_starttls_on_an_implicit_tls_port_times_out_with_a_hint(registry: Registry,
@@ -341,8 +313,8 @@ def test_data_injected_after_starttls_is_refused(registry: Registry,
     ("tls://h.example.test", 443), ("https://h.example.test", 443), ("smtps://h.example.test", 465),
     ("smtp+starttls://h.example.test", 25), ("imap+starttls://h.example.test", 143),
     ("imaps://h.example.test", 993), ("pop3+starttls://h.example.test", 110),
-    ("pop3s://h.example.test", 995), ("ldap+starttls://h.example.test", 389),
-    ("ldaps://h.example.test/", 636), ("SMTP+STARTTLS://h.example.test:587", 587),
+    ("pop3s://h.example.test", 995), ("imaps://h.example.test/", 993),
+    ("SMTP+STARTTLS://h.example.test:587", 587),
 ])
 def test_default_ports(url: str, port: int) -> None:
     target = parse_verify_url(url)
@@ -381,6 +353,11 @@ def test_unknown_scheme(registry: Registry) -> None:
     assert_verify_error(registry, "gopher://127.0.0.1:70", "gopher", "no verifier plugin")
 
 
-def test_ldap_starttls_request_encoding() -> None:
-    oid = b"1.3.6.1.4.1.1466.20037"
-    assert starttls_request(1) == bytes([0x30, 0x1D, 0x02, 0x01, 0x01, 0x77, 0x18, 0x80, 0x16]) + oid
+
+@pytest.mark.parametrize("scheme", ["ldap+starttls", "ldaps"])
+def test_ldap_is_not_in_the_core_and_says_which_plugin_brings_it(registry: Registry, scheme: str) -> None:
+    """LDAP verification is lecentral-openldap's (ldap3); the core only knows where to send the user."""
+    assert scheme not in SCHEMES
+    with pytest.raises(ConfigError, match=re.escape(f"no verifier plugin named '{scheme}'") + ".*pip install lecentral-openldap"):
+        check_verify_url(registry, f"{scheme}://127.0.0.1")
+    assert_verify_error(registry, f"{scheme}://127.0.0.1", "pip install lecentral-openldap")

@@ -1,4 +1,4 @@
-"""Built-in verifiers: TLS, and STARTTLS for SMTP, IMAP, POP3 and LDAP, one record per URL scheme.
+"""Built-in verifiers: TLS, and STARTTLS for SMTP, IMAP and POP3, one record per URL scheme.
 
 The protocol code lives in :mod:`lecentral.verify`; this module only registers it, and stays cheap
 to import (the ``ssl`` module and the dialogues are loaded on the first verification).
@@ -24,6 +24,9 @@ class ProtocolVerifier(Verifier):
 
     def __init__(self, scheme: str) -> None:
         self.scheme = scheme
+
+    def check_url(self, url: str) -> None:
+        parse_verify_url(url)
 
     def presented_certificate(self, url: str, timeout: float) -> bytes:
         from lecentral.verify import fetch_leaf

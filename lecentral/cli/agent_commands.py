@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from lecentral.cli.common import (
     table,
 )
 from lecentral.plugins import DISABLE_ENV
+from lecentral.types import ServiceType
 
 pass_app = click.make_pass_decorator(AgentApp)
 
@@ -159,6 +161,16 @@ def csr(name: str, key_path: Path, sans: tuple[str, ...], rsa_bits: str | None, 
     click.echo(f"wrote {out}; on the central host: {then}", err=True)
 
 
+def _defaults(rec: ServiceType) -> dict[str, Any]:
+    """A service's defaults, with those of its options dataclass under ``options`` (secrets masked)."""
+    defaults = dict(rec.defaults)
+    if rec.options_model is not None:
+        own = {f.name: ("********" if f.metadata.get("secret") and f.default else f.default)
+               for f in dataclasses.fields(rec.options_model) if f.default is not dataclasses.MISSING}
+        defaults["options"] = {**own, **defaults.get("options", {})}
+    return defaults
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_app
@@ -172,7 +184,7 @@ def plugins(app: AgentApp, as_json: bool) -> None:
         info = registry.loaded.infos.get(kind.owner[name])
         services.append({"name": name, "distribution": info.distribution if info else "?",
                          "version": info.version if info else "?", "description": rec.description,
-                         "defaults": dict(rec.defaults), "options": dict(rec.options)})
+                         "defaults": _defaults(rec), "options": dict(rec.options)})
     verifiers = registry.verifiers.names()
     described = registry.describe()
     failures = [r for r in described if r["status"] == "error"]

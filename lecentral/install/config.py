@@ -25,7 +25,7 @@ from lecentral.config import (
     read_toml,
     resolve_path,
 )
-from lecentral.errors import ConfigError, CsrError, LecentralError
+from lecentral.errors import ConfigError, CsrError, EntryError, LecentralError
 from lecentral.records import (
     CERT_MAX_MODE,
     COMBINED_PARTS,
@@ -115,18 +115,22 @@ def resolve_entry(table: Mapping[str, Any], index: int, registry: Registry,
     stype = registry.service(service_name)
     defaults = service_defaults(stype.defaults, table.get("name"))
     merged: dict[str, Any] = {**defaults, **table}
+    if not isinstance(table.get("options", {}), dict):
+        raise ConfigError(f"{source}: {where}.options must be a table, written [cert.options]")
     options = {**defaults.get("options", {}), **table.get("options", {})}
     merged.pop("options", None)
     if isinstance(merged.get("verify"), str):
         merged["verify"] = [merged["verify"]] if merged["verify"] else []
     entry = _expand_name(build(CertEntry, merged, where, source))
-    entry = dataclasses.replace(entry, options=options, index=index)
     _validate(entry, where, source, notify)
     unknown = sorted(set(options) - set(stype.options))
     if unknown:
         allowed = ", ".join(sorted(stype.options)) or "none"
         raise ConfigError(f"{source}: unknown key {where}.options.{unknown[0]} for service "
                           f"{service_name!r} (allowed: {allowed})")
+    typed = options if stype.options_model is None else typed_options(
+        stype.options_model, options, entry.name, where, source)
+    entry = dataclasses.replace(entry, options=typed, index=index)
     from lecentral.verify import check_verify_url
 
     for url in entry.verify:
@@ -134,8 +138,28 @@ def resolve_entry(table: Mapping[str, Any], index: int, registry: Registry,
             check_verify_url(registry, url)
         except ConfigError as exc:
             raise ConfigError(f"{source}: {where}.verify: {exc}") from None
-    stype.factory().check_entry(entry)
+    try:
+        stype.factory().check_entry(entry)
+    except EntryError as exc:
+        raise ConfigError(f"{source}: {where}.{exc.key}: {exc.message}") from None
     return entry
+
+
+def typed_options(model: type[Any], values: Mapping[str, Any], name: str, where: str,
+                  source: str) -> Any:
+    """``[cert.options]`` (over the service's defaults) as an instance of its options dataclass.
+
+    The model's own defaults get ``{name}`` expanded like the service's; types are checked by
+    :func:`lecentral.config.build` and values by the model's ``__post_init__``, whose
+    :class:`EntryError` names a key of the table.
+    """
+    own = {f.name: f.default for f in dataclasses.fields(model) if f.default is not dataclasses.MISSING}
+    try:
+        return build(model, {**service_defaults(own, name), **values}, f"{where}.options", source)
+    except EntryError as exc:
+        raise ConfigError(f"{source}: {where}.options.{exc.key}: {exc.message}") from None
+    except (ValueError, TypeError) as exc:  # a model checking with ValueError, or a plugin bug:
+        raise ConfigError(f"{source}: {where}.options: {exc}") from None  # this entry's, not all
 
 
 def service_defaults(defaults: Mapping[str, Any], name: object) -> dict[str, Any]:

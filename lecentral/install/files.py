@@ -6,26 +6,14 @@ It has no defaults: the entry names every path and command. Service plugins for 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from lecentral.hookspecs import hookimpl
-from lecentral.types import ServiceType
-
-if TYPE_CHECKING:
-    from lecentral.install.service import CommandService
-
-
-def _factory() -> CommandService:
-    from lecentral.install.service import CommandService
-
-    return CommandService()
+from lecentral.types import ServiceType, lazy_service
 
 
 @hookimpl
 def lecentral_register_services() -> list[ServiceType]:
     return [ServiceType(
         name="files",
-        factory=_factory,
+        factory=lazy_service("lecentral.install.service:CommandService"),
         description="write cert/chain/fullchain/combined files, run the entry's check and reload commands",
     )]
-

@@ -6,9 +6,11 @@ fingerprint of the certificate it just wrote. Schemes (see :data:`lecentral.veri
 docs/verifiers.md)::
 
     tls://host:port[?sni=name]     https://host[:443]         smtps://host[:465]
-    imaps://host[:993]             pop3s://host[:995]          ldaps://host[:636]
+    imaps://host[:993]             pop3s://host[:995]
     smtp+starttls://host[:25][?ehlo=name]   imap+starttls://host[:143]
-    pop3+starttls://host[:110]              ldap+starttls://host[:389]
+    pop3+starttls://host[:110]
+
+``ldap+starttls://`` and ``ldaps://`` come with the lecentral-openldap plugin (ldap3).
 
 The certificate chain is **not** validated: a fingerprint match is a stronger check (see
 :mod:`lecentral.verify.channel`). Errors are :class:`~lecentral.errors.VerifyError` naming
@@ -87,16 +89,15 @@ def presented_fingerprint(registry: Registry, url: str, timeout: float = DEFAULT
 def check_verify_url(registry: Registry, url: str) -> str:
     """Validate a ``verify`` setting when the configuration is loaded; return the URL unchanged.
 
-    Raises :class:`ConfigError` if the scheme has no verifier installed, or if a built-in scheme's
-    URL is malformed (host, port, parameters).
+    Raises :class:`ConfigError` if the scheme has no verifier installed, or if the URL is
+    malformed (host, port, parameters: the verifier's :meth:`~lecentral.interfaces.Verifier.check_url`).
     """
     from lecentral.errors import PluginError
 
     scheme = url_scheme(url)
     try:
-        registry.verifier(scheme)
+        record = registry.verifier(scheme)
     except PluginError as exc:
         raise ConfigError(f"verify URL {url!r}: {exc}") from None
-    if scheme in SCHEMES:
-        parse_verify_url(url)
+    record.factory().check_url(url)
     return url

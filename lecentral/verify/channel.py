@@ -71,7 +71,8 @@ class Channel:
         if isinstance(exc, ssl.SSLError):
             reason = exc.reason or exc.strerror or str(exc)
             hint = ("is this port speaking TLS from the first byte? a port that needs STARTTLS "
-                    "takes smtp+starttls://, imap+starttls://, pop3+starttls:// or ldap+starttls://")
+                    "takes smtp+starttls://, imap+starttls://, pop3+starttls:// (or, with lecentral-openldap, "
+                    "ldap+starttls://)")
             return self.error(f"TLS handshake failed ({reason})", hint)
         if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
             return self.error(f"connection reset by the service while {stage}",
@@ -132,13 +133,6 @@ class Channel:
             self._fill(stage)
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line.rstrip(b"\r").decode("latin-1")
-
-    def read_exact(self, count: int, stage: str) -> bytes:
-        """Exactly ``count`` bytes."""
-        while len(self._buffer) < count:
-            self._fill(stage)
-        data, self._buffer = self._buffer[:count], self._buffer[count:]
-        return data
 
     # --------------------------------------------------------------------- TLS
 

@@ -1,4 +1,4 @@
-"""The plaintext dialogues that come before the TLS handshake: SMTP, IMAP, POP3 and LDAP StartTLS.
+"""The plaintext dialogues that come before the TLS handshake: SMTP, IMAP and POP3 STARTTLS.
 
 Each function takes a connected :class:`Channel`, speaks just enough of the protocol to have the
 service switch to TLS, and returns the bytes to send as a polite goodbye once the certificate is
@@ -130,30 +130,9 @@ def pop3_starttls(channel: Channel) -> bytes:
     return b"QUIT\r\n"
 
 
-# ------------------------------------------------------------------------------------------- LDAP
-
-
-def ldap_starttls(channel: Channel) -> bytes:
-    """Send the StartTLS extended request; the extended response must say success (RFC 4511 4.14)."""
-    from lecentral.verify import ber
-
-    channel.send(ber.starttls_request(message_id=1), "sending the LDAP StartTLS request")
-    response = ber.read_extended_response(channel)
-    if response.result_code == 0:
-        return ber.UNBIND_REQUEST
-    name = ber.RESULT_NAMES.get(response.result_code, "error")
-    detail = f": {printable(response.diagnostic)}" if response.diagnostic else ""
-    if response.result_code == 2 and response.message_id != 0:  # protocolError: op not supported
-        raise channel.error(f"StartTLS not offered by the LDAP server ({name}{detail})",
-                            "configure TLS in slapd (olcTLSCertificateFile, olcTLSCertificateKeyFile)")
-    raise channel.error(f"StartTLS refused: resultCode {response.result_code} ({name}){detail}",
-                        "check the LDAP server's TLS settings and its log")
-
-
 #: protocol -> dialogue; ``tls`` has none.
 DIALOGUES: dict[str, Callable[[Channel], bytes]] = {
     "smtp": smtp_starttls,
     "imap": imap_starttls,
     "pop3": pop3_starttls,
-    "ldap": ldap_starttls,
 }

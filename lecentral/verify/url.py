@@ -4,17 +4,19 @@ A verify URL says how to reach a running service and make it show its certificat
 
     tls://127.0.0.1:8443?sni=www.example.com
     smtp+starttls://mail.example.com:587?ehlo=agent.example.com
-    ldaps://ldap.example.com
+    imaps://mail.example.com
 
 The path, if any, is ignored (``https://host/`` and ``ldaps://host/dc=example`` are fine). Unknown
 query keys, user names, passwords and fragments are refused: they would mean nothing here and are
-most likely a typo in the agent's configuration.
+most likely a typo in the agent's configuration. A verifier plugin parses the URLs of its own
+schemes with the same rules: ``parse_verify_url(url, {"ldaps": Scheme("ldaps", "tls", 636, ...)})``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
@@ -26,7 +28,7 @@ class Scheme:
     """One URL scheme: the protocol spoken before the TLS handshake and the port used by default."""
 
     name: str
-    protocol: str  # "tls" (handshake at once), or the STARTTLS dialogue: "smtp", "imap", "pop3", "ldap"
+    protocol: str  # "tls" (handshake at once), or the STARTTLS dialogue: "smtp", "imap", "pop3" (a plugin's: "ldap")
     default_port: int
     description: str
 
@@ -43,12 +45,9 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
     Scheme("smtps", "tls", 465, "SMTP over implicit TLS (submissions), port 465 by default"),
     Scheme("imaps", "tls", 993, "IMAP over implicit TLS, port 993 by default"),
     Scheme("pop3s", "tls", 995, "POP3 over implicit TLS, port 995 by default"),
-    Scheme("ldaps", "tls", 636, "LDAP over implicit TLS, port 636 by default"),
     Scheme("smtp+starttls", "smtp", 25, "SMTP, EHLO then STARTTLS (RFC 3207), port 25 by default"),
     Scheme("imap+starttls", "imap", 143, "IMAP, CAPABILITY then STARTTLS (RFC 3501), port 143 by default"),
     Scheme("pop3+starttls", "pop3", 110, "POP3, CAPA then STLS (RFC 2595), port 110 by default"),
-    Scheme("ldap+starttls", "ldap", 389,
-           "LDAP extended operation StartTLS 1.3.6.1.4.1.1466.20037 (RFC 4511), port 389 by default"),
 )}
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
@@ -93,15 +92,17 @@ def _bad(url: str, why: str) -> ConfigError:
     return ConfigError(f"verify URL {url!r}: {why}; see docs/verifiers.md for the accepted forms")
 
 
-def parse_verify_url(url: str) -> VerifyTarget:
-    """Parse a verify URL of one of the :data:`SCHEMES`; raise :class:`ConfigError` saying what is wrong."""
+def parse_verify_url(url: str, schemes: Mapping[str, Scheme] | None = None) -> VerifyTarget:
+    """Parse a verify URL of one of ``schemes`` (default: the built-in :data:`SCHEMES`; a verifier
+    plugin passes its own); raise :class:`ConfigError` saying what is wrong."""
     if not isinstance(url, str) or "://" not in url:
         raise _bad(str(url), "expected SCHEME://HOST[:PORT], e.g. tls://127.0.0.1:443")
     parts = urlsplit(url.strip())
-    scheme = SCHEMES.get(parts.scheme.lower())
+    known_schemes = SCHEMES if schemes is None else schemes
+    scheme = known_schemes.get(parts.scheme.lower())
     if scheme is None:
-        known = ", ".join(sorted(SCHEMES))
-        raise _bad(url, f"unknown scheme {parts.scheme!r} (built-in schemes: {known})")
+        known = ", ".join(sorted(known_schemes))
+        raise _bad(url, f"unknown scheme {parts.scheme!r} (schemes here: {known})")
     if parts.username is not None or parts.password is not None:
         raise _bad(url, "user names and passwords have no place in a verify URL")
     if parts.fragment:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,12 @@ class ServiceHarness(ABC):
     def break_config(self) -> None:
         """Break the daemon's configuration so that its config test (``check``) fails from now on."""
 
+    def presented(self) -> str:
+        """SHA-256 hex of the leaf the daemon presents now, for a daemon that no verify URL reaches
+        (FreeRADIUS presents it inside EAP); raise VerifyError while it cannot be read. Not
+        overridden: the contract reads the entry's verify URLs instead."""
+        raise NotImplementedError
+
     def noop_activation(self) -> dict[str, Any]:
         """Entry keys whose activation leaves the daemon untouched (a wrong unit name).
 
@@ -123,17 +129,23 @@ class Contract:
         from lecentral.errors import VerifyError
         from lecentral.verify import presented_fingerprint
 
-        urls = self.verify_urls()
-        assert urls, "the harness entry must give verify URLs for the contract to check"
+        def through(url: str) -> Callable[[], str]:
+            return lambda: presented_fingerprint(self.world.registry, url, 5.0)
+
+        if type(self.harness).presented is not ServiceHarness.presented:
+            readers = {self.harness.service: self.harness.presented}
+        else:
+            readers = {url: through(url) for url in self.verify_urls()}
+            assert readers, "the harness entry must give verify URLs for the contract to check"
         deadline = time.monotonic() + timeout
-        for url in urls:
+        for where, read in readers.items():
             seen = ""
             while seen != fingerprint:
                 try:
-                    seen = presented_fingerprint(self.world.registry, url, 5.0)
+                    seen = read()
                 except VerifyError as exc:
                     seen = str(exc)
-                assert time.monotonic() < deadline, f"{url} presents {seen}, not {fingerprint}"
+                assert time.monotonic() < deadline, f"{where} presents {seen}, not {fingerprint}"
                 if seen != fingerprint:
                     time.sleep(0.1)
 

@@ -11,12 +11,12 @@ Leave one out with ``fullchain = ""`` or ``chain = ""`` in the entry.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import os
+import shlex
+from dataclasses import dataclass
+from typing import Any
 
-from lecentral.api import ServiceType, hookimpl
-
-if TYPE_CHECKING:
-    from lecentral_apache.service import ApacheService
+from lecentral.api import EntryError, ServiceType, hookimpl, lazy_service, option
 
 #: Debian's layout; ``{name}`` is the entry's name. Every key can be overridden in ``[[cert]]``.
 DEFAULTS: dict[str, Any] = {
@@ -27,28 +27,34 @@ DEFAULTS: dict[str, Any] = {
     "check": "apache2ctl configtest",
     "reload": "apache2ctl graceful",
     "verify": ["https://127.0.0.1:443?sni={name}"],
-    "options": {
-        "key_check": True,
-        "apachectl": "apache2ctl",
-        "mod_info": "/usr/lib/apache2/modules/mod_info.so",
-    },
-}
-
-OPTIONS: dict[str, str] = {
-    "key_check": "before the reload, check that each SSLCertificateFile naming this entry's files "
-                 "is paired with a key matching the new certificate (configtest does not, and a "
-                 "mismatch stops Apache at the graceful restart); default true",
-    "apachectl": "the command that runs apache2 with its configuration, for that check "
-                 "(default apache2ctl; e.g. \"apachectl\" or \"httpd -f /etc/httpd/conf/httpd.conf\")",
-    "mod_info": "mod_info.so, loaded for that check only (-t -D DUMP_CONFIG); default Debian's "
-                "/usr/lib/apache2/modules/mod_info.so",
 }
 
 
-def _factory() -> ApacheService:
-    from lecentral_apache.service import ApacheService
+@dataclass(frozen=True)
+class ApacheOptions:
+    """``[cert.options]`` of the ``apache`` service."""
 
-    return ApacheService()
+    key_check: bool = option(True, "before the reload, check that each SSLCertificateFile naming this "
+                                   "entry's files is paired with a key matching the new certificate "
+                                   "(configtest does not, and a mismatch stops Apache at the graceful "
+                                   "restart); default true")
+    apachectl: str = option("apache2ctl", "the command that runs apache2 with its configuration, for "
+                                          "that check (default apache2ctl; e.g. \"apachectl\" or "
+                                          "\"httpd -f /etc/httpd/conf/httpd.conf\")")
+    mod_info: str = option("/usr/lib/apache2/modules/mod_info.so",
+                           "mod_info.so, loaded for that check only (-t -D DUMP_CONFIG); default "
+                           "Debian's /usr/lib/apache2/modules/mod_info.so")
+
+    def __post_init__(self) -> None:
+        try:
+            if not shlex.split(self.apachectl):
+                raise EntryError("apachectl", "must be a command, not empty")
+        except ValueError as exc:
+            raise EntryError("apachectl", f"cannot parse {self.apachectl!r}: {exc}") from None
+        if self.key_check and not os.path.isfile(self.mod_info):
+            raise EntryError("mod_info", f"{self.mod_info or '(empty)'} does not exist; set it to the "
+                             "path of mod_info.so, or key_check = false to skip the certificate/key "
+                             "check before the graceful restart")
 
 
 @hookimpl
@@ -56,10 +62,10 @@ def lecentral_register_services() -> list[ServiceType]:
     """The ``apache`` service."""
     return [ServiceType(
         name="apache",
-        factory=_factory,
+        factory=lazy_service("lecentral_apache.service:ApacheService"),
         defaults=DEFAULTS,
         description="Apache httpd: writes {name}.crt, .ca and .full, runs apache2ctl configtest and "
                     "checks the certificate/key pairs Apache will load, apache2ctl graceful, "
                     "verifies HTTPS on 127.0.0.1:443 with the name as SNI",
-        options=OPTIONS,
+        options_model=ApacheOptions,
     )]

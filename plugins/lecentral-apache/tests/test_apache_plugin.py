@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from lecentral_apache.parsed import dump_command, parse_dump
-from lecentral_apache.plugin import DEFAULTS
+from lecentral_apache.plugin import DEFAULTS, ApacheOptions
 from lecentral_apache.service import ApacheService, check_pairs
 from lecentral_testing.agent import dump_toml
 from lecentral_testing.daemons.apache import ApacheServer
@@ -39,7 +39,7 @@ from lecentral_testing.service_contract import (
     ServiceHarness,
 )
 
-from lecentral.errors import ConfigError, InstallError
+from lecentral.errors import EntryError, InstallError
 from lecentral.install.config import CertEntry, load_install
 from lecentral.install.csr import KeySpec, make_csr
 from lecentral.registry import Registry
@@ -200,7 +200,7 @@ class TestApache(ServiceContract):
         paths, and the site's key."""
         harness: ApacheHarness = contract.harness  # type: ignore[assignment]
         output = subprocess.run(
-            dump_command("apache2ctl", DEFAULTS["options"]["mod_info"]), shell=True,
+            dump_command("apache2ctl", ApacheOptions().mod_info), shell=True,
             capture_output=True, text=True, check=True).stdout
         pairs = {(p.cert, p.key) for p in parse_dump(output).pairs()}
         assert pairs == {(str(contract.files.fullchain), str(contract.files.key)),
@@ -245,7 +245,7 @@ def test_pairing_follows_mod_ssl(tmp_path: Path) -> None:
         "<VirtualHost 127.0.0.1:1>\n  ServerName c\n  SSLEngine optional\n"
         f"  SSLCertificateFile '{tmp_path}/c.pem'\n  SSLCertificateFile d.crt\n"
         f"  SSLCertificateKeyFile {tmp_path}/a.key\n</VirtualHost>\n")
-    output = subprocess.run(dump_command(f"apache2 -f {conf}", DEFAULTS["options"]["mod_info"]),
+    output = subprocess.run(dump_command(f"apache2 -f {conf}", ApacheOptions().mod_info),
                             shell=True, capture_output=True, text=True, check=True).stdout
 
     parsed = parse_dump(output)
@@ -290,7 +290,7 @@ def test_pair_check_on_debians_stock_configuration(tmp_path: Path,
     monkeypatch.setenv("APACHE_CONFDIR", str(conf))
     entry = CertEntry(name="www.example.test", service="apache", key=str(site.key),
                       cert=str(site.cert), fullchain=str(site.fullchain),
-                      check=DEFAULTS["check"], options=DEFAULTS["options"])
+                      check=DEFAULTS["check"], options=ApacheOptions())
 
     ApacheService().check_config(entry)
     (pair,) = check_pairs(entry)
@@ -324,7 +324,7 @@ def test_a_two_line_entry_gets_debians_layout(tmp_path: Path) -> None:
         "/etc/ssl/certs/www.example.test.ca", "/etc/ssl/certs/www.example.test.full", "")
     assert (entry.check, entry.reload) == ("apache2ctl configtest", "apache2ctl graceful")
     assert entry.verify == ["https://127.0.0.1:443?sni=www.example.test"]
-    assert entry.options == DEFAULTS["options"]
+    assert entry.options == ApacheOptions()
 
 
 def test_every_default_can_be_overridden(tmp_path: Path) -> None:
@@ -338,15 +338,15 @@ def test_every_default_can_be_overridden(tmp_path: Path) -> None:
                                                                      "", "/srv/f.pem")
     assert (entry.check, entry.reload, entry.verify) == ("apachectl -t", "systemctl reload httpd",
                                                          ["tls://127.0.0.1:8443"])
-    assert entry.options == {"key_check": False, "apachectl": "apachectl", "mod_info": "/nowhere.so"}
+    assert entry.options == ApacheOptions(key_check=False, apachectl="apachectl", mod_info="/nowhere.so")
     assert set(entry.files) == {"cert", "fullchain"}
 
 
 @pytest.mark.parametrize(("options", "error"), [
-    ({"key_check": "yes"}, "options.key_check must be true or false"),
-    ({"apachectl": ""}, "options.apachectl must be a non-empty string"),
-    ({"apachectl": "apachectl 'unclosed"}, "options.apachectl: cannot parse"),
-    ({"mod_info": "/nowhere/mod_info.so"}, "options.mod_info: /nowhere/mod_info.so does not exist"),
+    ({"key_check": "yes"}, "cert[0].options.key_check must be bool, not str ('yes')"),
+    ({"apachectl": ""}, "cert[0].options.apachectl: must be a command, not empty"),
+    ({"apachectl": "apachectl 'unclosed"}, "cert[0].options.apachectl: cannot parse"),
+    ({"mod_info": "/nowhere/mod_info.so"}, "cert[0].options.mod_info: /nowhere/mod_info.so does not exist"),
     ({"dump": True}, ("unknown key cert[0].options.dump for service 'apache' (allowed: apachectl, "
                       "key_check, mod_info)")),
 ])
@@ -360,11 +360,10 @@ def test_bad_options_are_refused_when_the_config_is_loaded(tmp_path: Path, optio
     assert len(broken) == 1 and error in broken[0], broken
 
 
-def test_check_entry_names_the_certificate() -> None:
-    entry = CertEntry(name="www.example.test", service="apache",
-                      options={**DEFAULTS["options"], "key_check": 1})
-    with pytest.raises(ConfigError, match=r"\[\[cert\]\] www.example.test \(service apache\)"):
-        ApacheService().check_entry(entry)
+def test_the_options_model_refuses_a_bad_value_naming_its_key() -> None:
+    with pytest.raises(EntryError, match="does not exist") as caught:
+        ApacheOptions(mod_info="/nowhere/mod_info.so")
+    assert caught.value.key == "mod_info"
 
 
 # -- item 5: listed once installed --------------------------------------------------------------

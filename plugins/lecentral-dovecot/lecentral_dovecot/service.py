@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import os
 import shlex
-from pathlib import Path
 
 from lecentral.api import (
     CertEntry,
     CommandService,
-    ConfigError,
-    CsrError,
+    DaemonTerms,
     InstallError,
-    load_private_key_public,
-    md5_modulus,
+    KeyPair,
+    check_key_pairs,
     run_command,
 )
 from lecentral_dovecot.doveconf import (
-    DEFAULT_CONFIG_FILE,
     DOVEADM,
     DovecotConfig,
     doveconf,
@@ -35,10 +32,14 @@ from lecentral_dovecot.doveconf import (
     read_config,
     ssl_cert_files,
 )
+from lecentral_dovecot.plugin import DovecotOptions
+
+DOVECOT = DaemonTerms("Dovecot", "ssl_key", "Dovecot would refuse the pair",
+                       "nothing was reloaded")
 
 
 def config_file(entry: CertEntry) -> str:
-    return str(entry.options.get("config_file", DEFAULT_CONFIG_FILE))
+    return entry.options_as(DovecotOptions).config_file
 
 
 class DovecotService(CommandService):
@@ -46,19 +47,6 @@ class DovecotService(CommandService):
 
     def __init__(self) -> None:
         self._config: DovecotConfig | None = None
-
-    def check_entry(self, entry: CertEntry) -> None:
-        """Check ``[cert.options]`` types."""
-        options = entry.options
-        where = f"[[cert]] {entry.name} (service dovecot): options"
-        value = options.get("config_file", "/")
-        if not isinstance(value, str) or not value.startswith("/"):
-            raise ConfigError(f"{where}.config_file must be an absolute path, not {value!r}")
-        if not isinstance(options.get("check_files", True), bool):
-            raise ConfigError(f"{where}.check_files must be true or false")
-        host = options.get("verify_host", "127.0.0.1")
-        if not isinstance(host, str) or not host or any(c in host for c in "/?#@ "):
-            raise ConfigError(f"{where}.verify_host must be a host name or address, not {host!r}")
 
     def dovecot_config(self, entry: CertEntry) -> DovecotConfig:
         """What doveconf says about this entry's instance (read once per entry and run)."""
@@ -74,7 +62,7 @@ class DovecotService(CommandService):
             run_command(entry.check, what=f"{entry.label}: config test", timeout=entry.command_timeout)
         text = doveconf(config_file(entry), "-n", what=f"{entry.label}: config test",
                         timeout=entry.command_timeout)
-        if entry.options.get("check_files", True):
+        if entry.options_as(DovecotOptions).check_files:
             self.check_files_used(entry, ssl_cert_files(text))
         self.verify_urls(entry)  # nothing to verify is an error now, before the reload
 
@@ -94,7 +82,7 @@ class DovecotService(CommandService):
         if entry.verify:
             return list(entry.verify)
         config = self.dovecot_config(entry)
-        default = entry.options.get("verify_host")
+        default = entry.options_as(DovecotOptions).verify_host or None
         urls = [listener.verify_url(config.host_for(listener, default), config.starttls_offered, entry.name)
                 for listener in config.listeners]
         found = [url for url in urls if url]
@@ -120,21 +108,7 @@ class DovecotService(CommandService):
                 f"and ssl_key = <{entry.key} (10-ssl.conf on Debian), or point the entry's paths at "
                 "the files Dovecot uses (options.check_files = false skips this check)")
         config = self.dovecot_config(entry)
-        global_cert, key = config.file_setting("ssl_cert"), config.file_setting("ssl_key")
-        if os.path.realpath(global_cert) in ours and key and not same_key(key, entry.key):
-            raise InstallError(
-                f"{entry.label}: Dovecot's ssl_cert is <{global_cert} but its ssl_key <{key} is not "
-                f"the key of the new certificate ({entry.key}); Dovecot would refuse the pair. Set "
-                f"ssl_key = <{entry.key}, or key = \"{key}\" in the entry if that is the key the "
-                "certificate was made for")
-
-
-def same_key(path: str, other: str) -> bool:
-    """True when the private keys at the two paths are the same key (not just the same path)."""
-    if os.path.realpath(path) == os.path.realpath(other):
-        return True
-    try:
-        return md5_modulus(load_private_key_public(Path(path))) == md5_modulus(
-            load_private_key_public(Path(other)))
-    except CsrError:
-        return False
+        cert, key = config.file_setting("ssl_cert"), config.file_setting("ssl_key")
+        if os.path.realpath(cert) in ours and key:
+            pair = KeyPair(cert, key, f"Dovecot ({config.config_file})", f"ssl_cert <{cert}", f"ssl_key <{key}")
+            check_key_pairs(entry, [pair], DOVECOT)

@@ -245,7 +245,9 @@ def test_ssl_key_of_another_key_is_refused_but_a_copy_of_the_key_is_fine(files: 
     before = mail.fullchain.read_bytes()
     result = mail.run()
     assert result["status"] == "rolled-back", result
-    assert f"its ssl_key <{other_key} is not the key of the new certificate ({mail.key})" in result["message"]
+    assert (f"pairs ssl_cert <{mail.fullchain} with ssl_key <{other_key}, which does not match the new "
+            f"certificate") in result["message"]
+    assert f"Point ssl_key at {mail.key}" in result["message"]
     assert mail.fullchain.read_bytes() == before
 
     # Dovecot's ssl_key is a copy of the entry's key at another path: the same key, accepted
@@ -343,13 +345,15 @@ def test_ssl_no_leaves_nothing_to_verify_and_says_so(tmp_path: Path) -> None:
 def test_bad_options_break_only_their_entry(tmp_path: Path) -> None:
     """Options are checked when install.toml is loaded: the entry is reported, nothing is touched."""
     assert_bad_options_break_only_their_entry(tmp_path / "world", "dovecot", NAME, [
-        ({"config_file": "dovecot.conf"}, "options.config_file must be an absolute path"),
-        ({"check_files": "yes"}, "options.check_files must be true or false"),
+        ({"config_file": "dovecot.conf"}, "cert[0].options.config_file: 'dovecot.conf' must be an absolute path"),
+        ({"check_files": "yes"}, "cert[0].options.check_files must be bool, not str ('yes')"),
         ({"conf": "/x"}, "unknown key cert[0].options.conf for service 'dovecot'"),
     ])
 
 
 def test_without_the_plugin_a_dovecot_entry_says_which_package_to_install() -> None:
+    from lecentral_dovecot.plugin import DovecotOptions
+
     from lecentral.config import NotifyConfig
     from lecentral.errors import PluginError
     from lecentral.install.config import resolve_entry
@@ -362,5 +366,5 @@ def test_without_the_plugin_a_dovecot_entry_says_which_package_to_install() -> N
                           "install.toml")
     assert (entry.key, entry.cert, entry.fullchain) == (
         f"/etc/ssl/private/{NAME}.key", f"/etc/dovecot/private/{NAME}.crt", f"/etc/dovecot/private/{NAME}.pem")
-    assert entry.options == {"config_file": "/etc/dovecot/dovecot.conf", "check_files": True}
+    assert entry.options == DovecotOptions("/etc/dovecot/dovecot.conf", check_files=True, verify_host="")
     assert (entry.check, entry.reload, entry.verify) == ("", "", [])

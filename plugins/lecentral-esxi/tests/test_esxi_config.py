@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lecentral_esxi.plugin import DEFAULTS, OPTION_DEFAULTS, OPTIONS
+from lecentral_esxi.plugin import DEFAULTS, EsxiOptions
 from lecentral_testing.agent import dump_toml
 
 from lecentral.install.config import CertEntry, load_install
@@ -35,8 +35,7 @@ def test_a_two_line_entry_gets_the_esxi_layout(tmp_path: Path) -> None:
     assert entry.files == {"cert": "/etc/lecentral/esxi/esx1.example.com.crt"}
     assert entry.reload == "/etc/init.d/hostd restart && /etc/init.d/rhttpproxy restart"
     assert entry.verify == ["tls://esx1.example.com:443"]
-    assert entry.options == {**OPTION_DEFAULTS, "host": "esx1.example.com"}
-    assert set(OPTION_DEFAULTS) == set(OPTIONS)
+    assert entry.options == EsxiOptions(host="esx1.example.com")
 
 
 def test_many_hosts_on_one_management_host(tmp_path: Path) -> None:
@@ -52,13 +51,13 @@ def test_options_and_defaults_can_be_overridden(tmp_path: Path) -> None:
     (entry,), errors = load(tmp_path, {"name": "esx1.example.com", "service": "esxi",
                                        "reload": "/sbin/services.sh restart", "options": options})
     assert not errors
-    assert entry.options == options and entry.reload == "/sbin/services.sh restart"
+    assert entry.options == EsxiOptions(**options) and entry.reload == "/sbin/services.sh restart"
     assert set(DEFAULTS) <= {"key", "cert", "reload", "verify", "verify_timeout", "command_timeout", "options"}
 
 
 @pytest.mark.parametrize(("keys", "error"), [
     ({"options": {"host": "-oProxyCommand=touch /tmp/x"}}, "options.host: '-oProxyCommand=touch /tmp/x' is not valid"),
-    ({"options": {"port": "22"}}, "options.port: '22' must be a port number"),
+    ({"options": {"port": "22"}}, "cert[0].options.port must be int, not str ('22')"),
     ({"options": {"port": 70000}}, "options.port: 70000 must be a port number"),
     ({"options": {"host": "esx1\nProxyCommand x"}}, "options.host"),
     ({"options": {"user": "root\n"}}, "options.user"),
@@ -67,12 +66,12 @@ def test_options_and_defaults_can_be_overridden(tmp_path: Path) -> None:
     ({"options": {"remote_dir": "/etc/vmware/ssl $(reboot)"}}, "options.remote_dir"),
     ({"options": {"identity_file": "id_rsa"}}, "options.identity_file: 'id_rsa' must be an absolute path"),
     ({"options": {"known_hosts": "/etc/lecentral/known hosts"}}, "without spaces or %"),
-    ({"options": {"crt_chain": "yes"}}, "options.crt_chain: must be true or false"),
+    ({"options": {"crt_chain": "yes"}}, "cert[0].options.crt_chain must be bool, not str ('yes')"),
     ({"options": {"connect_timeout": 0}}, "options.connect_timeout: 0 must be a number of seconds"),
     ({"options": {"password": "secret"}}, "unknown key cert[0].options.password for service 'esxi'"),
-    ({"action": "reboot"}, "would reboot this management host, not the ESXi host"),
-    ({"chain": "/etc/lecentral/esxi/ca.pem"}, "chain is not used by the esxi service"),
-    ({"mode": "0640"}, "mode is not used by the esxi service"),
+    ({"action": "reboot"}, "cert[0].action: \"reboot\" would reboot this management host, not the ESXi host"),
+    ({"chain": "/etc/lecentral/esxi/ca.pem"}, "cert[0].chain: not used by the esxi service"),
+    ({"mode": "0640"}, "cert[0].mode: not used by the esxi service"),
 ])
 def test_bad_entries_are_refused_at_load_time(tmp_path: Path, keys: dict[str, Any], error: str) -> None:
     entries, errors = load(tmp_path, {"name": "esx1.example.com", "service": "esxi", **keys},

@@ -10,14 +10,15 @@ an Access-Request and, where ``eapol_test`` is installed, that EAP presents the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
 
-from lecentral.api import ServiceType, hookimpl
-
-if TYPE_CHECKING:
-    from lecentral_freeradius.service import FreeradiusService
+from lecentral.api import EntryError, ServiceType, hookimpl, lazy_service, option
 
 CONFDIR = "/etc/freeradius/3.0"
+#: what eapol_test can check the certificate with (``""``: no EAP check)
+EAP_METHODS = ("TLS", "PEAP", "TTLS")
 
 #: FreeRADIUS 3's raddb layout (${certdir}, ${cadir}); paths as the daemon sees them, so inside
 #: the chroot when options.chroot is set. Every key can be overridden in ``[[cert]]``.
@@ -27,34 +28,61 @@ DEFAULTS: dict[str, Any] = {
     "chain": f"{CONFDIR}/certs/ca.pem",  # ca_file: the CA chain (see the README on EAP-TLS clients)
     "check": f"freeradius -C -l stdout -d {CONFDIR}",
     "reload": "systemctl restart freeradius",
-    "options": {"server": "127.0.0.1:1812", "secret": "testing123", "eap": "TLS",
-                "eapol_test": "eapol_test"},
-}
-
-OPTIONS: dict[str, str] = {
-    "chroot": "directory FreeRADIUS runs chrooted in: cert, chain, fullchain and combined are "
-              "written under it (key stays the path of the key on this host)",
-    "server": "IP:port where the checks after the restart send their requests (default "
-              "127.0.0.1:1812)",
-    "secret": "shared secret of this host's client entry in clients.conf (default testing123, "
-              "Debian's localhost client); never logged",
-    "user": "User-Name of the check's Access-Request (and the EAP identity); default "
-            "lecentral-probe. Access-Accept and Access-Reject both mean the server is up",
-    "password": "its password (for PEAP/TTLS, the inner password); never logged",
-    "eap": "EAP method eapol_test uses to see the certificate: TLS (default), PEAP, TTLS, or \"\" "
-           "to skip that check",
-    "eapol_test": "the eapol_test program (Debian package eapoltest); the EAP check is skipped, "
-                  "with a warning, when it is not installed",
-    "client_cert": "for EAP-TLS: a client certificate (PEM) to present; default: a throwaway "
-                   "self-signed one, rejected by the server after it presented its certificate",
-    "client_key": "the key of client_cert (PEM, unencrypted)",
 }
 
 
-def _factory() -> FreeradiusService:
-    from lecentral_freeradius.service import FreeradiusService
+@dataclass(frozen=True)
+class FreeradiusOptions:
+    """``[cert.options]`` of the ``freeradius`` service; the secrets stay out of its ``repr``."""
 
-    return FreeradiusService()
+    chroot: str = option("", "directory FreeRADIUS runs chrooted in: cert, chain, fullchain and combined "
+                         "are written under it (key stays the path of the key on this host)")
+    server: str = option("127.0.0.1:1812", "IP:port where the checks after the restart send their "
+                         "requests (default 127.0.0.1:1812)")
+    secret: str = option("testing123", "shared secret of this host's client entry in clients.conf "
+                         "(default testing123, Debian's localhost client); never logged", secret=True)
+    user: str = option("", "User-Name of the check's Access-Request (and the EAP identity); default "
+                       "lecentral-probe. Access-Accept and Access-Reject both mean the server is up")
+    password: str = option("", "its password (for PEAP/TTLS, the inner password); never logged",
+                           secret=True)
+    eap: str = option("TLS", "EAP method eapol_test uses to see the certificate: TLS (default), PEAP, "
+                      "TTLS, or \"\" to skip that check")
+    eapol_test: str = option("eapol_test", "the eapol_test program (Debian package eapoltest); the EAP "
+                             "check is skipped, with a warning, when it is not installed")
+    client_cert: str = option("", "for EAP-TLS: a client certificate (PEM) to present; default: a "
+                              "throwaway self-signed one, rejected by the server after it presented its "
+                              "certificate")
+    client_key: str = option("", "the key of client_cert (PEM, unencrypted)")
+
+    def __post_init__(self) -> None:
+        if self.chroot and (not self.chroot.startswith("/") or self.chroot.rstrip("/") == ""):
+            raise EntryError("chroot", f"{self.chroot!r} must be an absolute path other than /")
+        server_address(self.server)
+        if not self.secret:
+            raise EntryError("secret", "is empty; set the shared secret of this host's client entry "
+                             "in clients.conf")
+        if self.eap.upper() not in (*EAP_METHODS, ""):
+            raise EntryError("eap", f"{self.eap!r}; choose TLS, PEAP, TTLS or \"\"")
+        if bool(self.client_cert) != bool(self.client_key):
+            raise EntryError("client_cert", "set client_cert and client_key together")
+        for key in ("user", "password"):
+            if any(c in getattr(self, key) for c in '"\r\n'):
+                raise EntryError(key, "cannot hold a double quote or a line break")
+
+
+def server_address(value: str) -> tuple[str, int]:
+    """``IP:port`` (``[v6]:port``) as (ip, port); EntryError saying what is wrong."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        number = int(port) if sep else 0
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 65535:
+        raise EntryError("server", f"{value!r}; write IP:PORT, e.g. 127.0.0.1:1812 (eapol_test needs "
+                         "an IP address)")
+    return host, number
 
 
 @hookimpl
@@ -62,10 +90,10 @@ def lecentral_register_services() -> list[ServiceType]:
     """The ``freeradius`` service."""
     return [ServiceType(
         name="freeradius",
-        factory=_factory,
+        factory=lazy_service("lecentral_freeradius.service:FreeradiusService"),
         defaults=DEFAULTS,
         description="FreeRADIUS: writes the EAP module's certs/server.pem and ca.pem (under "
                     "options.chroot if set), runs freeradius -C, systemctl restart freeradius, "
                     "checks an Access-Request (pyrad) and the certificate EAP presents (eapol_test)",
-        options=OPTIONS,
+        options_model=FreeradiusOptions,
     )]

@@ -37,7 +37,6 @@ ATTRIBUTE	EAP-Message	79	octets
 ATTRIBUTE	Message-Authenticator	80	octets
 """
 REPLIES = {2: "Access-Accept", 3: "Access-Reject", 11: "Access-Challenge"}
-EAP_METHODS = ("TLS", "PEAP", "TTLS")
 NAS_IDENTIFIER = "lecentral-install"
 
 

@@ -17,30 +17,29 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import ipaddress
 import logging
 import os
 import secrets
 import shutil
-import stat
 from pathlib import Path
+from typing import Any
 
 from lecentral.api import (
     CertEntry,
     CommandService,
-    ConfigError,
+    EntryError,
     Installer,
     LocalFiles,
     VerifyError,
+    check_key_access,
     installed_fingerprint,
     poll_until,
 )
-from lecentral_freeradius.probe import EAP_METHODS, RadiusTarget
+from lecentral_freeradius.plugin import FreeradiusOptions, server_address
+from lecentral_freeradius.probe import RadiusTarget
 
 log = logging.getLogger(__name__)
 
-STRING_OPTIONS = ("chroot", "server", "secret", "user", "password", "eap", "eapol_test",
-                  "client_cert", "client_key")
 DEFAULT_USER = "lecentral-probe"
 
 
@@ -52,30 +51,13 @@ class FreeradiusService(CommandService):
         self.answered_before: bool | None = None
 
     def check_entry(self, entry: CertEntry) -> None:
-        """Option types and values, the chroot directory, and a key no other user can read."""
-        where = f"[[cert]] {entry.name} (service freeradius): options"
-        options = entry.options
-        for key in STRING_OPTIONS:
-            if not isinstance(options.get(key, ""), str):
-                raise ConfigError(f"{where}.{key} must be a string")
-        _check_chroot(entry, where)
-        server_address(options.get("server", ""), where)
-        if not options.get("secret"):
-            raise ConfigError(f"{where}.secret is empty; set the shared secret of this host's client "
-                              "entry in clients.conf")
-        eap = options.get("eap", "")
-        if eap.upper() not in (*EAP_METHODS, ""):
-            raise ConfigError(f"{where}.eap: {eap!r}; choose TLS, PEAP, TTLS or \"\"")
-        if bool(options.get("client_cert")) != bool(options.get("client_key")):
-            raise ConfigError(f"{where}: set client_cert and client_key together")
-        for key in ("user", "password"):
-            if any(c in options.get(key, "") for c in '"\r\n'):
-                raise ConfigError(f"{where}.{key} cannot hold a double quote or a line break")
-        _check_key_private(entry)
+        """The chroot directory, and a key no other user can read (the options checked themselves)."""
+        _check_chroot(entry)
+        check_key_access(entry, usual_group="freerad")
 
     def installer(self, entry: CertEntry, workdir: Path, keep: int) -> Installer | None:
         """Local files, under the chroot directory when ``chroot`` is set."""
-        if not entry.options.get("chroot"):
+        if not entry.options_as(FreeradiusOptions).chroot:
             return None
         return LocalFiles(in_chroot(entry), workdir, keep)
 
@@ -114,60 +96,33 @@ def in_chroot(entry: CertEntry) -> CertEntry:
 
     ``key`` is not moved: the agent reads it where it is on this host.
     """
-    root = entry.options.get("chroot", "").rstrip("/")
+    root = entry.options_as(FreeradiusOptions).chroot.rstrip("/")
     if not root:
         return entry
-    return dataclasses.replace(entry, **{role: root + path for role, path in entry.files.items()})
+    moved: dict[str, Any] = {role: root + path for role, path in entry.files.items()}
+    return dataclasses.replace(entry, **moved)
 
 
-def server_address(value: str, where: str) -> tuple[str, int]:
-    """``IP:port`` (``[v6]:port``) as (ip, port); ConfigError saying what is wrong."""
-    host, sep, port = value.rpartition(":")
-    host = host.strip("[]")
-    try:
-        ipaddress.ip_address(host)
-        number = int(port) if sep else 0
-    except ValueError:
-        number = 0
-    if not 1 <= number <= 65535:
-        raise ConfigError(f"{where}.server: {value!r}; write IP:PORT, e.g. 127.0.0.1:1812 "
-                          "(eapol_test needs an IP address)")
-    return host, number
-
-
-def _check_chroot(entry: CertEntry, where: str) -> None:
-    root = entry.options.get("chroot", "")
+def _check_chroot(entry: CertEntry) -> None:
+    root = entry.options_as(FreeradiusOptions).chroot
     if not root:
         return
-    if not root.startswith("/") or root.rstrip("/") == "":
-        raise ConfigError(f"{where}.chroot: {root!r} must be an absolute path other than /")
     if not os.path.isdir(root):
-        raise ConfigError(f"{where}.chroot: {root} is not a directory")
+        raise EntryError("options.chroot", f"{root} is not a directory")
     moved = root.rstrip("/") + entry.key
     if not os.path.exists(entry.key) and os.path.exists(moved):
-        raise ConfigError(f"{where}.chroot: the key {entry.key} is not on this host but {moved} "
-                          f"is: set key = \"{moved}\" (the agent reads the key at its path on this "
-                          "host; only the files it writes are put under the chroot)")
-
-
-def _check_key_private(entry: CertEntry) -> None:
-    try:
-        mode = stat.S_IMODE(os.stat(entry.key).st_mode)
-    except OSError:
-        return  # a missing key is reported by the engine's own checks, naming it
-    if mode & 0o007:
-        raise ConfigError(f"{entry.label}: the private key {entry.key} is readable by every user "
-                          f"(mode {mode:04o}); run chmod o-rwx {entry.key} (Debian: root:freerad "
-                          "0640); nothing was installed")
+        raise EntryError("options.chroot", f"the key {entry.key} is not on this host but {moved} is: "
+                         f"set key = \"{moved}\" (the agent reads the key at its path on this host; "
+                         "only the files it writes are put under the chroot)")
 
 
 def radius_target(entry: CertEntry) -> RadiusTarget:
     """Where and as whom the checks after the restart talk to the server."""
-    options = entry.options
-    host, port = server_address(options.get("server", ""), f"{entry.label}: options")
+    options = entry.options_as(FreeradiusOptions)
+    host, port = server_address(options.server)
     # Without a configured password, a random one: the check must never log a real user in.
-    password = options.get("password") or secrets.token_urlsafe(12)
-    return RadiusTarget(host, port, options["secret"], options.get("user") or DEFAULT_USER, password)
+    password = options.password or secrets.token_urlsafe(12)
+    return RadiusTarget(host, port, options.secret, options.user or DEFAULT_USER, password)
 
 
 def wait_until_serving(entry: CertEntry) -> None:
@@ -178,10 +133,11 @@ def wait_until_serving(entry: CertEntry) -> None:
     reply = poll_until(entry, lambda remaining: access_request(target, min(remaining, 5.0)))
     log.info("%s: RADIUS %s answers an Access-Request for %s: %s", entry.label, target.where,
              target.user, reply)
-    method = entry.options.get("eap", "").upper()
+    options = entry.options_as(FreeradiusOptions)
+    method = options.eap.upper()
     if not method:
         return
-    program = shutil.which(entry.options.get("eapol_test") or "eapol_test")
+    program = shutil.which(options.eapol_test or "eapol_test")
     if program is None:
         log.warning("%s: eapol_test not found (apt-get install eapoltest): the certificate "
                     "FreeRADIUS presents in EAP is not checked", entry.label)
@@ -192,8 +148,8 @@ def wait_until_serving(entry: CertEntry) -> None:
     def presents(remaining: float) -> str:
         from lecentral_freeradius.probe import eap_certificate
 
-        der = eap_certificate(target, method, min(remaining, 10.0), program,
-                              entry.options.get("client_cert", ""), entry.options.get("client_key", ""))
+        der = eap_certificate(target, method, min(remaining, 10.0), program, options.client_cert,
+                              options.client_key)
         got = hashlib.sha256(der).hexdigest()
         if got == expected:
             return got

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lecentral_freeradius.plugin import FreeradiusOptions
 from lecentral_freeradius.probe import RadiusTarget, eap_certificate
 from lecentral_testing.agent import AgentWorld, RunOutcome, dump_toml
 from lecentral_testing.daemons.forking import live_pid
@@ -305,19 +306,21 @@ def test_two_line_entry_gets_debian_defaults(tmp_path: Path) -> None:
     assert entry.check == "freeradius -C -l stdout -d /etc/freeradius/3.0"
     assert entry.reload == "systemctl restart freeradius"
     assert entry.verify == []
-    assert entry.options == {"server": "127.0.0.1:1812", "secret": "testing123", "eap": "TLS",
-                             "eapol_test": "eapol_test"}
+    assert entry.options == FreeradiusOptions(server="127.0.0.1:1812", secret="testing123", eap="TLS",
+                                              eapol_test="eapol_test")
+    assert "testing123" not in repr(entry)  # the shared secret stays out of logs and tracebacks
 
 
 @pytest.mark.parametrize("options, error", [
     ({"server": "localhost:1812"}, "write IP:PORT"),
     ({"server": "127.0.0.1"}, "write IP:PORT"),
-    ({"secret": ""}, "options.secret is empty"),
+    ({"secret": ""}, "cert[0].options.secret: is empty"),
+    ({"secret": 123}, "cert[0].options.secret must be str"),
     ({"eap": "MD5"}, "choose TLS, PEAP, TTLS"),
     ({"client_cert": "/etc/client.pem"}, "set client_cert and client_key together"),
-    ({"user": 'a"b'}, "options.user cannot hold a double quote"),
+    ({"user": 'a"b'}, "cert[0].options.user: cannot hold a double quote"),
     ({"chroot": "srv/radius"}, "must be an absolute path"),
-    ({"chroot": "/nonexistent/chroot"}, "/nonexistent/chroot is not a directory"),
+    ({"chroot": "/nonexistent/chroot"}, "cert[0].options.chroot: /nonexistent/chroot is not a directory"),
     ({"chrot": "/srv"}, "unknown key cert[0].options.chrot"),
 ])
 def test_bad_options_are_configuration_errors(tmp_path: Path, options: dict[str, Any], error: str) -> None:

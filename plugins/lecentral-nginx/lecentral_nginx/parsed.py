@@ -23,6 +23,8 @@ import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from lecentral.api import KeyPair
+
 log = logging.getLogger(__name__)
 
 _HEADER = re.compile(r"^# configuration file (.+):$")
@@ -204,15 +206,6 @@ class Server:
         return f"the server block at {self.file}:{self.line} (server_name {names})"
 
 
-@dataclass(frozen=True)
-class CertPair:
-    """One certificate a server block loads and the key nginx pairs with it."""
-
-    server: Server
-    cert: str
-    key: str
-
-
 def _settings(into: Server, directives: list[Directive]) -> None:
     for d in directives:
         if d.name == "ssl_certificate" and d.args:
@@ -223,7 +216,7 @@ def _settings(into: Server, directives: list[Directive]) -> None:
             into.names.extend(d.args)
 
 
-def pairs(output: str) -> list[CertPair]:
+def pairs(output: str) -> list[KeyPair]:
     """Every (certificate, key) pair of every ``server`` block in ``nginx -T``'s ``output``.
 
     Pairs whose paths hold variables (``$ssl_server_name``: chosen per handshake) or inline data
@@ -234,7 +227,7 @@ def pairs(output: str) -> list[CertPair]:
         return []
     main = next(iter(files))
     prefix = os.path.dirname(main)
-    found: list[CertPair] = []
+    found: list[KeyPair] = []
     for context in parse_file(files, main, prefix):
         if context.name not in _SERVER_CONTEXTS or context.block is None:
             continue
@@ -251,5 +244,7 @@ def pairs(output: str) -> list[CertPair]:
                     log.debug("%s: ssl_certificate %s / ssl_certificate_key %s are chosen at run "
                               "time or inline; not checked", server.label, cert, key)
                     continue
-                found.append(CertPair(server, os.path.join(prefix, cert), os.path.join(prefix, key)))
+                cert, key = os.path.join(prefix, cert), os.path.join(prefix, key)
+                found.append(KeyPair(cert, key, server.label, f"ssl_certificate {cert}",
+                                     f"ssl_certificate_key {key}"))
     return found

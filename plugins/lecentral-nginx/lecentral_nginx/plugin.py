@@ -10,12 +10,9 @@ old configuration running, and the HTTPS verification then sees the old certific
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lecentral.api import ServiceType, hookimpl
-
-if TYPE_CHECKING:
-    from lecentral_nginx.service import NginxService
+from lecentral.api import ServiceType, hookimpl, lazy_service
 
 #: Debian's layout; ``{name}`` is the entry's name. Every key can be overridden in ``[[cert]]``.
 DEFAULTS: dict[str, Any] = {
@@ -28,18 +25,12 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _factory() -> NginxService:
-    from lecentral_nginx.service import NginxService
-
-    return NginxService()
-
-
 @hookimpl
 def lecentral_register_services() -> list[ServiceType]:
     """The ``nginx`` service."""
     return [ServiceType(
         name="nginx",
-        factory=_factory,
+        factory=lazy_service("lecentral_nginx.service:NginxService"),
         defaults=DEFAULTS,
         description="nginx: writes {name}.crt and {name}.full (ssl_certificate), runs nginx -t and "
                     "checks the certificate/key pairs of nginx -T, nginx -s reload, verifies HTTPS "

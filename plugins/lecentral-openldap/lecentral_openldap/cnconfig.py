@@ -12,23 +12,21 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import os
 from pathlib import Path
 
 from lecentral.api import (
     CertEntry,
-    Certificate,
-    CsrError,
+    DaemonTerms,
     InstallError,
-    load_private_key_public,
-    md5_modulus,
+    KeyPair,
+    check_key_pairs,
+    pairs_using,
 )
 
 log = logging.getLogger(__name__)
 
 TLS_ATTRIBUTES = ("olcTLSCertificateFile", "olcTLSCertificateKeyFile", "olcTLSCACertificateFile")
-#: the roles of the files slapd may name in olcTLSCertificateFile
-CERT_ROLES = ("cert", "fullchain", "combined")
+SLAPD = DaemonTerms("slapd", "olcTLSCertificateKeyFile", "slapd would not start")
 
 
 def read_tls_attributes(ldif: str) -> dict[str, str]:
@@ -66,7 +64,8 @@ def check_tls_files(entry: CertEntry, slapd_d: str) -> None:
         log.warning("%s: cannot read %s (%s); not checking which TLS files slapd loads",
                     entry.label, config, exc.strerror)
         return
-    where = f"{entry.label}: slapd's cn=config ({config})"
+    source = f"slapd's cn=config ({config})"
+    where = f"{entry.label}: {source}"
     fix = (f"set them with ldapmodify -Y EXTERNAL -H ldapi:/// (olcTLSCertificateFile: {entry.cert}, "
            f"olcTLSCertificateKeyFile: {entry.key}"
            + (f", olcTLSCACertificateFile: {entry.chain}" if entry.chain else "") + ")")
@@ -74,33 +73,9 @@ def check_tls_files(entry: CertEntry, slapd_d: str) -> None:
     if not cert_file:
         raise InstallError(f"{where} has no olcTLSCertificateFile: slapd offers no TLS; {fix}; "
                            "nothing was restarted")
-    ours = {os.path.realpath(path) for role, path in entry.files.items() if role in CERT_ROLES}
-    if os.path.realpath(cert_file) not in ours:
+    pair = KeyPair(cert_file, attributes.get("olcTLSCertificateKeyFile"), source, "the certificate")
+    if not pairs_using(entry, [pair]):
         raise InstallError(f"{where} loads the certificate {cert_file}, not this entry's {entry.cert}: "
                            f"slapd would never present the new certificate; {fix}, or set cert in "
                            "[[cert]] to that file; nothing was restarted")
-    key_file = attributes.get("olcTLSCertificateKeyFile") or cert_file
-    _check_key(entry, where, key_file)
-
-
-def _check_key(entry: CertEntry, where: str, key_file: str) -> None:
-    try:
-        leaf = Certificate.load(Path(entry.cert).read_bytes(), entry.cert)
-    except (OSError, CsrError) as exc:
-        raise InstallError(f"{entry.label}: cannot read the new certificate {entry.cert}: {exc}") from None
-    if not os.path.exists(key_file):
-        raise InstallError(f"{where} pairs the certificate with the key {key_file}, which does not "
-                           f"exist: slapd would not start. Set olcTLSCertificateKeyFile: {entry.key}; "
-                           "nothing was restarted")
-    try:
-        public = load_private_key_public(Path(key_file))
-    except CsrError as exc:
-        # An encrypted key or a PKCS#11 URI is slapd's business: say so and let the restart tell.
-        log.warning("%s: cannot check the key %s that slapd pairs with the certificate: %s",
-                    entry.label, key_file, exc)
-        return
-    if md5_modulus(public) != leaf.md5_modulus:
-        raise InstallError(f"{where} pairs the certificate with the key {key_file}, which does not "
-                           f"match the new certificate (its key is {entry.key}): slapd would not "
-                           f"start. Set olcTLSCertificateKeyFile: {entry.key}, or key in [[cert]] "
-                           "to the file slapd uses; nothing was restarted")
+    check_key_pairs(entry, [pair], SLAPD)

@@ -1,9 +1,10 @@
 """Ask slapd, with ldap3, which certificate it presents and whether it answers a bind and the root DSE.
 
-One :func:`probe` is one LDAP session: connect (LDAPS: TLS at once; LDAP: StartTLS, RFC 4511),
-take the leaf the server presented, bind (anonymously, or as the configured DN once TLS is up, so
-the password never crosses the network in clear), then read the root DSE (a base search of the
-empty DN). The chain is not validated: the caller compares fingerprints, a stronger check.
+One LDAP session: connect (LDAPS: TLS at once; LDAP: StartTLS, RFC 4511 4.14), take the leaf the
+server presented; :func:`probe` then binds (anonymously, or as the configured DN once TLS is up, so
+the password never crosses the network in clear) and reads the root DSE (a base search of the
+empty DN). :class:`LdapVerifier` is the ``ldap+starttls://`` and ``ldaps://`` verifier: the leaf
+only. The chain is not validated: the caller compares fingerprints, a stronger check.
 """
 
 from __future__ import annotations
@@ -14,10 +15,20 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lecentral.api import VerifyError, VerifyTarget
+from lecentral.api import (
+    ConfigError,
+    Scheme,
+    Verifier,
+    VerifyError,
+    VerifyTarget,
+    parse_verify_url,
+)
 
 #: the verify URL schemes an LDAP session can be opened on
-LDAP_SCHEMES = ("ldap+starttls", "ldaps")
+SCHEMES = {"ldap+starttls": Scheme("ldap+starttls", "ldap", 389, "LDAP StartTLS"),
+           "ldaps": Scheme("ldaps", "tls", 636, "LDAP over implicit TLS")}
+LDAP_SCHEMES = tuple(SCHEMES)
+_NOT_LDAP = "is this port speaking LDAP? check the port and the scheme of the verify URL"
 
 
 class BindRefused(VerifyError):
@@ -43,11 +54,30 @@ class Credentials:
         return text.replace(self.password, "***") if self.password else text
 
 
+class LdapVerifier(Verifier):
+    """The leaf slapd (or any LDAP server) presents over StartTLS or LDAPS; no bind."""
+
+    def check_url(self, url: str) -> None:
+        parse_verify_url(url, SCHEMES)
+
+    def presented_certificate(self, url: str, timeout: float) -> bytes:
+        try:
+            target = parse_verify_url(url, SCHEMES)
+        except ConfigError as exc:
+            raise VerifyError(str(exc)) from None
+        return session(target, Credentials(), timeout, lambda conn, where: None)
+
+
 def probe(target: VerifyTarget, credentials: Credentials, timeout: float) -> str:
     """SHA-256 hex of the leaf presented at ``target``, after a bind and a root DSE search succeed.
 
     Raise :class:`VerifyError` naming ``host:port`` and the step that failed.
     """
+    return hashlib.sha256(session(target, credentials, timeout, _bind_and_read_root_dse)).hexdigest()
+
+
+def session(target: VerifyTarget, credentials: Credentials, timeout: float, then: Any) -> bytes:
+    """Open an LDAP session on ``target``, get TLS up, call ``then(conn, where)``; the leaf's DER."""
     import ssl
 
     import ldap3
@@ -55,7 +85,8 @@ def probe(target: VerifyTarget, credentials: Credentials, timeout: float) -> str
 
     starttls = target.scheme.starttls
     # receive_timeout: ldap3 packs it into SO_RCVTIMEO as whole seconds (struct "LL")
-    tls = ldap3.Tls(validate=ssl.CERT_NONE, sni=target.sni)
+    # like the core's verifiers: any certificate, and old ciphers too (old appliances are checked)
+    tls = ldap3.Tls(validate=ssl.CERT_NONE, sni=target.sni, ciphers="ALL:@SECLEVEL=0")
     server = ldap3.Server(target.host, port=target.port, use_ssl=not starttls, tls=tls,
                           get_info=ldap3.NONE, connect_timeout=timeout)
     conn = ldap3.Connection(server, user=credentials.dn or None, password=credentials.password or None,
@@ -63,28 +94,57 @@ def probe(target: VerifyTarget, credentials: Credentials, timeout: float) -> str
                             raise_exceptions=False)
     where = f"{target.scheme.name}://{target.where}"
     try:
-        conn.open()
-        if starttls and not conn.start_tls(read_server_info=False):
-            raise VerifyError(f"{where}: StartTLS refused ({_result(conn)}); is TLS configured in "
-                              "cn=config?")
-        der = conn.socket.getpeercert(binary_form=True)
-        if not der:
-            raise VerifyError(f"{where}: the server presented no certificate")
-        if not conn.bind():
-            raise BindRefused(f"{where}: {credentials.who} failed ({_result(conn)}); check bind_dn "
-                              "and bind_password in [cert.options], or the server's access rules")
-        found = conn.search("", "(objectClass=*)", search_scope=ldap3.BASE,
-                            attributes=["supportedLDAPVersion"])
-        if not found or not conn.response:
-            raise VerifyError(f"{where}: reading the root DSE (base search of \"\") failed "
-                              f"({_result(conn)}) after the {credentials.who}")
+        der = _open_tls(conn, starttls, where)
+        then(conn, where)
     except LDAPException as exc:
         raise VerifyError(credentials.scrub(f"{where}: {type(exc).__name__}: {exc}")) from None
     except OSError as exc:
         raise VerifyError(f"{where}: {exc.strerror or exc}") from None
     finally:
         _close(conn)
-    return hashlib.sha256(der).hexdigest()
+    return der
+
+
+def _open_tls(conn: Any, starttls: bool, where: str) -> bytes:
+    from ldap3.core.exceptions import (
+        LDAPException,
+        LDAPSocketOpenError,
+        LDAPStartTLSError,
+    )
+
+    conn.open()
+    if starttls:
+        try:
+            agreed = conn.start_tls(read_server_info=False)
+        except LDAPSocketOpenError:
+            raise
+        except LDAPException as exc:
+            if not isinstance(exc, LDAPStartTLSError) or not (conn.result or {}).get("description"):
+                raise VerifyError(f"{where}: no LDAP answer to the StartTLS request "
+                                  f"({type(exc).__name__}: {exc}); {_NOT_LDAP}") from None
+            agreed = False  # an LDAP answer saying no: reported below with its result code
+        if not agreed:
+            offered = (conn.result or {}).get("description") != "protocolError"
+            raise VerifyError(f"{where}: StartTLS {'refused' if offered else 'not offered'} "
+                              f"({_result(conn)}); configure TLS in slapd (olcTLSCertificateFile, "
+                              "olcTLSCertificateKeyFile)")
+    der: bytes | None = conn.socket.getpeercert(binary_form=True)
+    if not der:
+        raise VerifyError(f"{where}: the server presented no certificate")
+    return der
+
+
+def _bind_and_read_root_dse(conn: Any, where: str) -> None:
+    import ldap3
+
+    who = f"bind as {conn.user}" if conn.user else "anonymous bind"
+    if not conn.bind():
+        raise BindRefused(f"{where}: {who} failed ({_result(conn)}); check bind_dn and "
+                          "bind_password in [cert.options], or the server's access rules")
+    found = conn.search("", "(objectClass=*)", search_scope=ldap3.BASE, attributes=["supportedLDAPVersion"])
+    if not found or not conn.response:
+        raise VerifyError(f"{where}: reading the root DSE (base search of \"\") failed "
+                          f"({_result(conn)}) after the {who}")
 
 
 def _result(conn: Any) -> str:

@@ -16,49 +16,37 @@ proves the previous certificate is served and slapd answers again.
 
 from __future__ import annotations
 
-import grp
 import logging
-import os
-import pwd
-import stat
 
 from lecentral.api import (
     CertEntry,
     CommandService,
-    ConfigError,
     InstallError,
     VerifyError,
     VerifyTarget,
+    check_key_access,
     installed_fingerprint,
     parse_verify_url,
     poll_until,
     url_scheme,
 )
-from lecentral_openldap.probe import LDAP_SCHEMES, Credentials
+from lecentral_openldap.plugin import OpenLdapOptions
+from lecentral_openldap.probe import SCHEMES, Credentials
 
 log = logging.getLogger(__name__)
-
-STRING_OPTIONS = ("bind_dn", "bind_password", "key_group", "slapd_d")
 
 
 class OpenLdapService(CommandService):
     """``check`` + cn=config check, ``reload`` (a restart), then bind + root DSE over TLS."""
 
     def check_entry(self, entry: CertEntry) -> None:
-        """Option types, bind_dn with bind_password, and a key slapd can read but others cannot."""
-        where = f"[[cert]] {entry.name} (service openldap): options"
-        for key in STRING_OPTIONS:
-            if not isinstance(entry.options.get(key, ""), str):
-                raise ConfigError(f"{where}.{key} must be a string")
-        if bool(entry.options.get("bind_dn")) != bool(entry.options.get("bind_password")):
-            raise ConfigError(f"{where}: set bind_dn and bind_password together (neither for an "
-                              "anonymous bind)")
-        check_key_access(entry, entry.options.get("key_group", "openldap"))
+        """A key slapd can read but others cannot."""
+        check_key_access(entry, group=entry.options_as(OpenLdapOptions).key_group, usual_group="openldap")
 
     def check_config(self, entry: CertEntry) -> None:
         """``slaptest`` (the entry's ``check``), then the TLS files named in cn=config."""
         super().check_config(entry)
-        slapd_d = entry.options.get("slapd_d", "")
+        slapd_d = entry.options_as(OpenLdapOptions).slapd_d
         if slapd_d:
             from lecentral_openldap.cnconfig import check_tls_files
 
@@ -71,51 +59,14 @@ class OpenLdapService(CommandService):
         wait_until_serving(entry)
 
 
-def check_key_access(entry: CertEntry, group: str) -> None:
-    """ConfigError if the key is readable by all, or (``group`` set) not readable by ``group``.
-
-    The agent never writes the key; a key it does not like is reported before anything is touched.
-    A key that does not exist yet is left to the engine's own checks.
-    """
-    try:
-        st = os.stat(entry.key)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise ConfigError(f"{entry.label}: cannot stat the key {entry.key}: {exc.strerror}") from None
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o007:
-        raise ConfigError(f"{entry.label}: the private key {entry.key} is readable by every user "
-                          f"(mode {mode:04o}); run chmod o-rwx {entry.key} (Debian: root:{group or 'openldap'} "
-                          "0640); nothing was installed")
-    if not group:
-        return
-    try:
-        gid = grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ConfigError(f"{entry.label}: options.key_group: no group {group!r} on this host (is "
-                          "slapd installed?)") from None
-    if (st.st_gid == gid and mode & 0o040) or (_primary_gid(st.st_uid) == gid and mode & 0o400):
-        return
-    raise ConfigError(f"{entry.label}: slapd (group {group}) cannot read the private key {entry.key} "
-                      f"(owner {st.st_uid}:{st.st_gid}, mode {mode:04o}); run chgrp {group} {entry.key} "
-                      f"&& chmod 0640 {entry.key}, or set options.key_group; nothing was installed")
-
-
-def _primary_gid(uid: int) -> int | None:
-    try:
-        return pwd.getpwuid(uid).pw_gid
-    except KeyError:
-        return None
-
-
 def ldap_targets(entry: CertEntry) -> list[VerifyTarget]:
     """The entry's verify URLs an LDAP session can be opened on (StartTLS and LDAPS)."""
-    return [parse_verify_url(url) for url in entry.verify if url_scheme(url) in LDAP_SCHEMES]
+    return [parse_verify_url(url, SCHEMES) for url in entry.verify if url_scheme(url) in SCHEMES]
 
 
 def _credentials(entry: CertEntry) -> Credentials:
-    return Credentials(entry.options.get("bind_dn", ""), entry.options.get("bind_password", ""))
+    options = entry.options_as(OpenLdapOptions)
+    return Credentials(options.bind_dn, options.bind_password)
 
 
 def check_bind_before_restart(entry: CertEntry) -> None:

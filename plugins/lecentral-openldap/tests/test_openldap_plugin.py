@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from lecentral_openldap.cnconfig import read_tls_attributes
+from lecentral_openldap.plugin import OpenLdapOptions
 from lecentral_testing.agent import dump_toml
 from lecentral_testing.daemons.forking import live_pid, restart_argv, stop_by_pid_file
 from lecentral_testing.daemons.slapd import SlapdServer
@@ -291,14 +292,15 @@ def test_two_line_entry_gets_debian_defaults(tmp_path: Path) -> None:
     assert entry.reload == "systemctl restart slapd"
     assert entry.verify == ["ldap+starttls://127.0.0.1:389?sni=ldap.example.com",
                             "ldaps://127.0.0.1:636?sni=ldap.example.com"]
-    assert entry.options == {"key_group": "openldap", "slapd_d": "/etc/ldap/slapd.d"}
+    assert entry.options == OpenLdapOptions(key_group="openldap", slapd_d="/etc/ldap/slapd.d")
 
 
 @pytest.mark.parametrize("options, error", [
-    ({"bind_dn": "cn=admin,dc=example,dc=com"}, "set bind_dn and bind_password together"),
+    ({"bind_dn": "cn=admin,dc=example,dc=com"}, "cert[0].options.bind_dn: set bind_dn and bind_password together"),
     ({"bind_password": "x"}, "set bind_dn and bind_password together"),
-    ({"bind_dn": 3}, "options.bind_dn must be a string"),
-    ({"key_group": "no-such-group-here"}, "no group 'no-such-group-here'"),
+    ({"bind_dn": 3}, "cert[0].options.bind_dn must be str, not int (3)"),
+    ({"bind_password": 3}, "cert[0].options.bind_password must be str"),
+    ({"key_group": "no-such-group-here"}, "cert[0].options.key_group: no group 'no-such-group-here'"),
     ({"tls": True}, "unknown key cert[0].options.tls"),
 ])
 def test_bad_options_are_configuration_errors(tmp_path: Path, options: dict[str, Any], error: str) -> None:

@@ -26,12 +26,12 @@ from lecentral.api import (
     OUTPUT_TAIL_LINES,
     CertEntry,
     CommandService,
-    ConfigError,
     Installer,
     InstallError,
     run_command,
 )
 from lecentral_postfix.chroot import ChrootFiles
+from lecentral_postfix.plugin import PostfixOptions
 from lecentral_postfix.postconf import (
     DEFAULT_CONFIG_DIRECTORY,
     PostfixConfig,
@@ -41,7 +41,6 @@ from lecentral_postfix.postconf import (
 log = logging.getLogger(__name__)
 
 POSTFIX = "/usr/sbin/postfix"
-CHROOT_CHOICES = ("auto", True, False)
 
 
 def postfix_argv(entry: CertEntry, action: str) -> list[str]:
@@ -96,7 +95,7 @@ def run_on_terminal(argv: list[str], *, what: str, timeout: float) -> str:
 
 
 def config_directory(entry: CertEntry) -> str:
-    return str(entry.options.get("config_directory", DEFAULT_CONFIG_DIRECTORY))
+    return entry.options_as(PostfixOptions).config_directory
 
 
 class PostfixService(CommandService):
@@ -104,20 +103,6 @@ class PostfixService(CommandService):
 
     def __init__(self) -> None:
         self._config: PostfixConfig | None = None
-
-    def check_entry(self, entry: CertEntry) -> None:
-        """Check ``[cert.options]`` types: paths absolute, ``chroot`` auto/true/false."""
-        options = entry.options
-        where = f"[[cert]] {entry.name} (service postfix): options"
-        for key in ("config_directory", "queue_directory"):
-            value = options.get(key, "/")
-            if not isinstance(value, str) or not value.startswith("/"):
-                raise ConfigError(f"{where}.{key} must be an absolute path, not {value!r}")
-        if options.get("chroot", "auto") not in CHROOT_CHOICES:
-            raise ConfigError(f"{where}.chroot must be \"auto\", true or false, not {options['chroot']!r}")
-        host = options.get("verify_host", "127.0.0.1")
-        if not isinstance(host, str) or not host or any(c in host for c in "/?#@ "):
-            raise ConfigError(f"{where}.verify_host must be a host name or address, not {host!r}")
 
     def postfix_config(self, entry: CertEntry) -> PostfixConfig:
         """What postconf says about this entry's instance (read once per entry and run)."""
@@ -134,10 +119,10 @@ class PostfixService(CommandService):
 
     def chroot(self, entry: CertEntry) -> str | None:
         """The chroot to copy the files into, or ``None`` (``options.chroot``, default auto)."""
-        choice = entry.options.get("chroot", "auto")
+        options = entry.options_as(PostfixOptions)
+        choice, queue = options.chroot, options.queue_directory
         if choice is False:
             return None
-        queue = entry.options.get("queue_directory")
         if choice == "auto":
             config = self.postfix_config(entry)
             if not config.chrooted:
@@ -150,7 +135,7 @@ class PostfixService(CommandService):
     def check_config(self, entry: CertEntry) -> None:
         """``postfix check``, then refuse a configuration that would not serve the new files."""
         self._postfix(entry, "check", entry.check, "config test")
-        if entry.options.get("check_files", True):
+        if entry.options_as(PostfixOptions).check_files:
             self.check_files_used(entry)
         self.verify_urls(entry)  # no listener to verify is an error now, before the reload
 
@@ -177,7 +162,7 @@ class PostfixService(CommandService):
         if entry.verify:
             return list(entry.verify)
         config = self.postfix_config(entry)
-        host = str(entry.options.get("verify_host") or config.loopback_host())
+        host = entry.options_as(PostfixOptions).verify_host or config.loopback_host()
         try:
             urls = [listener.verify_url(host, entry.name) for listener in config.listeners
                     if listener.offers_tls and not listener.behind_proxy]

@@ -559,13 +559,16 @@ def test_no_listener_with_tls_is_an_error_naming_the_fix(tmp_path: Path) -> None
 def test_bad_options_break_only_their_entry(tmp_path: Path) -> None:
     """Options are checked when install.toml is loaded: the entry is reported, nothing is touched."""
     assert_bad_options_break_only_their_entry(tmp_path / "world", "postfix", NAME, [
-        ({"chroot": "sometimes"}, "options.chroot must be \"auto\", true or false"),
-        ({"config_directory": "etc/postfix"}, "options.config_directory must be an absolute path"),
+        ({"chroot": "sometimes"}, "cert[0].options.chroot: 'sometimes': write \"auto\", true or false"),
+        ({"chroot": 1}, "cert[0].options.chroot must be str | bool, not int (1)"),
+        ({"config_directory": "etc/postfix"}, "cert[0].options.config_directory: 'etc/postfix' must be an absolute path"),
         ({"chrot": True}, "unknown key cert[0].options.chrot for service 'postfix'"),
     ])
 
 
 def test_without_the_plugin_a_postfix_entry_says_which_package_to_install() -> None:
+    from lecentral_postfix.plugin import PostfixOptions
+
     from lecentral.config import NotifyConfig
     from lecentral.errors import PluginError
     from lecentral.install.config import resolve_entry
@@ -577,5 +580,5 @@ def test_without_the_plugin_a_postfix_entry_says_which_package_to_install() -> N
     entry = resolve_entry({"name": NAME, "service": "postfix"}, 0, Registry.load(), NotifyConfig(), "install.toml")
     assert (entry.key, entry.cert, entry.combined) == (
         f"/etc/ssl/private/{NAME}.key", f"/etc/postfix/{NAME}.crt", f"/etc/postfix/{NAME}.pem")
-    assert entry.options == {"config_directory": "/etc/postfix", "chroot": "auto", "check_files": True}
+    assert entry.options == PostfixOptions("/etc/postfix", chroot="auto", check_files=True)
     assert (entry.check, entry.reload, entry.verify) == ("", "", [])

@@ -15,11 +15,16 @@ e.g. ``openldap``): the key must then be readable by it.
 
 from __future__ import annotations
 
+import functools
 import urllib.parse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lecentral_testing.daemons.base import TlsServer
 from lecentral_testing.process import Daemon, chown_to, find_executable, run_tool
+
+if TYPE_CHECKING:
+    from lecentral.registry import Registry
 
 SCHEMA_DIR = Path("/etc/ldap/schema")
 MODULE_DIR = Path("/usr/lib/ldap")
@@ -121,6 +126,14 @@ class SlapdServer(TlsServer):
             lines += [f"replace: {attr}", f"{attr}: {path}", "-"]
         return "\n".join(lines) + "\n"
 
+    def presented_fingerprint(self, listener: str, timeout: float = 5.0) -> str:
+        """SHA-256 hex of the leaf ``listener`` presents now, through the installed verifier of its
+        scheme: LDAP is not in the core, ``lecentral-openldap`` brings ``ldap+starttls://`` and
+        ``ldaps://`` (a clear PluginError naming it when it is not installed)."""
+        from lecentral.verify import presented_fingerprint
+
+        return presented_fingerprint(_registry(), self.verify_urls[listener], timeout)
+
     @property
     def pid_path(self) -> Path:
         return self.dir / "slapd.pid"
@@ -135,3 +148,10 @@ class SlapdServer(TlsServer):
     @property
     def check_argv(self) -> list[str]:
         return [self._slaptest, "-u", "-F", str(self.config_dir)]
+
+
+@functools.cache
+def _registry() -> Registry:
+    from lecentral.registry import Registry
+
+    return Registry.load()
