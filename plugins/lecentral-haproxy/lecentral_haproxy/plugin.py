@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from lecentral.api import CertEntry, CommandService, ConfigError, ServiceType, hookimpl
+from lecentral.api import CertEntry, CommandService, EntryError, ServiceType, hookimpl
 
 #: ``{name}`` is the entry's name; every key can be overridden in the ``[[cert]]`` entry.
 DEFAULTS: dict[str, Any] = {
@@ -32,18 +32,17 @@ class HaproxyService(CommandService):
     where the entry's files go, made when install.toml is loaded."""
 
     def check_entry(self, entry: CertEntry) -> None:
-        where = f"[[cert]] {entry.name} (service haproxy)"
         if not entry.combined:
-            raise ConfigError(f"{where}: combined is empty; HAProxy reads the leaf, the chain and "
-                              "the key from one file: set combined to the path haproxy.cfg names")
+            raise EntryError("combined", "is empty; HAProxy reads the leaf, the chain and the key "
+                             "from one file: set combined to the path haproxy.cfg names")
         crt_dir = os.path.dirname(entry.combined)
         for role, path in entry.files.items():
             if role != "combined" and os.path.dirname(path) == crt_dir:
                 # With "crt DIR/" HAProxy would take it for a certificate and refuse to start.
-                raise ConfigError(f"{where}: {role} {path} is in {crt_dir}/, the directory of "
-                                  "combined; HAProxy loads every file of a crt directory and "
-                                  f"fails on a certificate without its key: put {role} "
-                                  f"outside {crt_dir}/ (cert's default: /etc/haproxy/{entry.name}.crt)")
+                raise EntryError(role, f"{path} is in {crt_dir}/, the directory of combined; "
+                                 "HAProxy loads every file of a crt directory and fails on a "
+                                 f"certificate without its key: put {role} outside {crt_dir}/ "
+                                 f"(cert's default: /etc/haproxy/{entry.name}.crt)")
 
 
 @hookimpl

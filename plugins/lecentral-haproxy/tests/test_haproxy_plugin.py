@@ -75,11 +75,11 @@ def test_a_file_of_the_entry_in_the_crt_directory_breaks_only_that_entry(tmp_pat
                   {"name": "x.example.test", "service": "haproxy", "combined": ""})
     assert [entry.name for entry in config.certs] == ["ok.example.test"]
     leaf, empty = config.broken
-    assert (f"[[cert]] {NAME} (service haproxy): cert /etc/haproxy/certs/{NAME}.crt is in "
+    assert (f"cert[0].cert: /etc/haproxy/certs/{NAME}.crt is in "
             "/etc/haproxy/certs/, the directory of combined; HAProxy loads every file of a crt "
             "directory and fails on a certificate without its key: put cert outside "
             f"/etc/haproxy/certs/ (cert's default: /etc/haproxy/{NAME}.crt)") in leaf.error
-    assert "[[cert]] x.example.test (service haproxy): combined is empty" in empty.error
+    assert "cert[2].combined: is empty" in empty.error
 
 
 def test_the_combined_file_is_leaf_chain_key_0600_and_alone_in_its_directory(tmp_path: Path) -> None:
