@@ -26,6 +26,9 @@ from lecentral.config import (
     resolve_path,
 )
 from lecentral.errors import ConfigError, CsrError, EntryError, LecentralError
+from lecentral.interfaces import (
+    Service,  # at run time: build() reads InstallConfig's hints
+)
 from lecentral.records import (
     CERT_MAX_MODE,
     COMBINED_PARTS,
@@ -75,6 +78,12 @@ class InstallConfig:
     certs: tuple[CertEntry, ...] = field(default=(), metadata={"internal": True})
     broken: tuple[BrokenEntry, ...] = field(default=(), metadata={"internal": True})
     path: str = field(default="", metadata={"internal": True})
+    #: the service of each entry (by ``CertEntry.id``), built once when the entry was resolved
+    services: Mapping[str, Service] = field(default_factory=dict, metadata={"internal": True})
+
+    def service(self, entry: CertEntry) -> Service:
+        """The service that installs ``entry`` (the one that checked it at load time)."""
+        return self.services[entry.id]
 
 
 def load_install(explicit: str | None, registry: Registry) -> InstallConfig:
@@ -94,34 +103,46 @@ def load_install(explicit: str | None, registry: Registry) -> InstallConfig:
         raise ConfigError(f"{source}: {exc}") from None
     certs: list[CertEntry] = []
     broken: list[BrokenEntry] = []
+    services: dict[str, Service] = {}
     for index, table in enumerate(tables):
         try:
-            entry = resolve_entry(table, index, registry, config.notify, source)
+            entry, service = resolve_target(table, index, registry, config.notify, source)
             _check_unique(entry, certs, source)
             certs.append(entry)
+            services[entry.id] = service
         except LecentralError as exc:
             name = table.get("name") if isinstance(table.get("name"), str) else ""
             broken.append(BrokenEntry(index, name, str(exc)))
-    return dataclasses.replace(config, certs=tuple(certs), broken=tuple(broken), path=source)
+    return dataclasses.replace(config, certs=tuple(certs), broken=tuple(broken), path=source,
+                               services=services)
 
 
 def resolve_entry(table: Mapping[str, Any], index: int, registry: Registry,
                   notify: NotifyConfig, source: str) -> CertEntry:
     """Merge one ``[[cert]]`` table over its service's defaults and validate it."""
+    return resolve_target(table, index, registry, notify, source)[0]
+
+
+def resolve_target(table: Mapping[str, Any], index: int, registry: Registry,
+                   notify: NotifyConfig, source: str) -> tuple[CertEntry, Service]:
+    """One ``[[cert]]`` resolved once: the entry merged over its service's defaults and
+    validated, and the service (looked up and built once) that checked it and will install it."""
     where = f"cert[{index}]"
     service_name = table.get("service", "files")
     if not isinstance(service_name, str):
         raise ConfigError(f"{source}: {where}.service must be str")
     stype = registry.service(service_name)
-    defaults = service_defaults(stype.defaults, table.get("name"))
-    merged: dict[str, Any] = {**defaults, **table}
     if not isinstance(table.get("options", {}), dict):
         raise ConfigError(f"{source}: {where}.options must be a table, written [cert.options]")
-    options = {**defaults.get("options", {}), **table.get("options", {})}
-    merged.pop("options", None)
+    name = table.get("name")
+    # {name} is expanded once, here: in the service's defaults and in what the admin wrote
+    # (the [cert.options] the admin wrote are taken as written: a secret may hold braces)
+    defaults = {k: v for k, v in stype.defaults.items() if k != "options"}
+    merged = expand_name({**defaults, **{k: v for k, v in table.items() if k != "options"}}, name)
+    options = {**expand_name(stype.defaults.get("options", {}), name), **table.get("options", {})}
     if isinstance(merged.get("verify"), str):
         merged["verify"] = [merged["verify"]] if merged["verify"] else []
-    entry = _expand_name(build(CertEntry, merged, where, source))
+    entry = build(CertEntry, merged, where, source)
     _validate(entry, where, source, notify)
     unknown = sorted(set(options) - set(stype.options))
     if unknown:
@@ -138,11 +159,12 @@ def resolve_entry(table: Mapping[str, Any], index: int, registry: Registry,
             check_verify_url(registry, url)
         except ConfigError as exc:
             raise ConfigError(f"{source}: {where}.verify: {exc}") from None
+    service = stype.factory()
     try:
-        stype.factory().check_entry(entry)
+        service.check_entry(entry)
     except EntryError as exc:
         raise ConfigError(f"{source}: {where}.{exc.key}: {exc.message}") from None
-    return entry
+    return entry, service
 
 
 def typed_options(model: type[Any], values: Mapping[str, Any], name: str, where: str,
@@ -155,20 +177,18 @@ def typed_options(model: type[Any], values: Mapping[str, Any], name: str, where:
     """
     own = {f.name: f.default for f in dataclasses.fields(model) if f.default is not dataclasses.MISSING}
     try:
-        return build(model, {**service_defaults(own, name), **values}, f"{where}.options", source)
+        return build(model, {**expand_name(own, name), **values}, f"{where}.options", source)
     except EntryError as exc:
         raise ConfigError(f"{source}: {where}.options.{exc.key}: {exc.message}") from None
     except (ValueError, TypeError) as exc:  # a model checking with ValueError, or a plugin bug:
         raise ConfigError(f"{source}: {where}.options: {exc}") from None  # this entry's, not all
 
 
-def service_defaults(defaults: Mapping[str, Any], name: object) -> dict[str, Any]:
-    """A service's ``defaults`` with ``{name}`` in every string replaced by the entry's ``name``.
-
-    So a plugin can default to per-certificate paths and verify URLs
-    (``/etc/ssl/certs/{name}.crt``, ``https://127.0.0.1:443?sni={name}``) and a typical entry is
-    two lines. Only the defaults are expanded, never what the admin wrote.
-    """
+def expand_name(values: Mapping[str, Any], name: object) -> dict[str, Any]:
+    """``values`` with ``{name}`` in every string (in lists and tables too) replaced by the
+    entry's ``name``, so that a plugin can default to per-certificate paths and verify URLs
+    (``/etc/ssl/certs/{name}.crt``, ``tls://127.0.0.1:443?sni={name}``) and a typical entry is two
+    lines. A ``name`` that is not a string (an error reported later) expands nothing."""
     def expand(value: Any) -> Any:
         if isinstance(value, str):
             return value.replace("{name}", name) if isinstance(name, str) else value
@@ -178,19 +198,7 @@ def service_defaults(defaults: Mapping[str, Any], name: object) -> dict[str, Any
             return {k: expand(v) for k, v in value.items()}
         return value
 
-    return {key: expand(value) for key, value in defaults.items()}
-
-
-def _expand_name(entry: CertEntry) -> CertEntry:
-    """``{name}`` in any text value (a service's default path) becomes the entry's name."""
-    changes: dict[str, Any] = {}
-    for f in dataclasses.fields(entry):
-        value = getattr(entry, f.name)
-        if isinstance(value, str) and "{name}" in value:
-            changes[f.name] = value.replace("{name}", entry.name)
-        elif isinstance(value, list) and any("{name}" in str(v) for v in value):
-            changes[f.name] = [str(v).replace("{name}", entry.name) for v in value]
-    return dataclasses.replace(entry, **changes) if changes else entry
+    return {key: expand(value) for key, value in values.items()}
 
 
 def _validate(entry: CertEntry, where: str, source: str, notify: NotifyConfig) -> None:

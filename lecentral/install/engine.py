@@ -147,7 +147,7 @@ class Agent:
 
     def _one(self, entry: CertEntry, row: CertRow | None) -> Result:
         try:
-            service = self.registry.service(entry.service).factory()
+            service = self.config.service(entry)
             installer = self._installer(entry, service)
             if self.dry_run:
                 pending = installer.pending()

@@ -18,6 +18,7 @@ from lecentral.install.request import OperatorRequest
 from lecentral.records import CertEntry
 
 if TYPE_CHECKING:
+    from lecentral.interfaces import Service
     from lecentral.registry import Registry
     from lecentral.store.rows import CertRow
 
@@ -54,7 +55,7 @@ def _refusal(entry: CertEntry, row: CertRow, key: str) -> str | None:
     return None
 
 
-def entry_status(entry: CertEntry, row: CertRow | None, db_error: str | None,
+def entry_status(entry: CertEntry, service: Service, row: CertRow | None, db_error: str | None,
                  registry: Registry, state_dir: Path) -> dict[str, Any]:
     """One entry's status as a plain dict (the ``--json`` shape)."""
     from lecentral.verify import presented_fingerprint
@@ -62,7 +63,6 @@ def entry_status(entry: CertEntry, row: CertRow | None, db_error: str | None,
     out: dict[str, Any] = {"name": entry.name, "service": entry.service, "installed": None,
                            "database": None, "served": {}, "state": "", "error": None}
     try:
-        service = registry.service(entry.service).factory()
         workdir = state_dir / "entries" / entry.id
         installer = service.installer(entry, workdir, 1) or LocalFiles(entry, workdir, 1)
         installed = installer.installed()
@@ -101,7 +101,8 @@ def entry_status(entry: CertEntry, row: CertRow | None, db_error: str | None,
 def status(config: InstallConfig, registry: Registry) -> tuple[list[dict[str, Any]], str | None]:
     """Every configured entry's status, and the database error if it could not be read."""
     rows, db_error = _rows(config, registry) if config.certs else ({}, None)
-    results = [entry_status(e, rows.get(e.name), db_error, registry, Path(config.agent.state_dir))
+    results = [entry_status(e, config.service(e), rows.get(e.name), db_error, registry,
+                            Path(config.agent.state_dir))
                for e in config.certs]
     results += [{"name": b.label, "service": "?", "installed": None, "database": None, "served": {},
                  "state": "configuration error", "error": b.error} for b in config.broken]
