@@ -29,7 +29,7 @@ from lecentral.certificates import (
 from lecentral.errors import CsrError, InstallError
 from lecentral.interfaces import Installer, IssuedCertificate
 from lecentral.records import CertEntry
-from lecentral.store.rows import CertRow, certificate_problems
+from lecentral.store.rows import CertRow, chain_problems
 
 #: two timestamps less than this apart are the same (clocks drift; the seed's rule)
 SAME_TIME = 3600
@@ -148,8 +148,10 @@ def _same(entry: CertEntry, row: CertRow, current: Certificate, key: str, missin
                         key=key)
     if missing:
         return Decision(True, f"missing {', '.join(missing)}", key=key)
-    damaged = certificate_problems(row)
-    if damaged:  # the files here are fine, but what the database holds is not: never "up to date"
+    # the files here are fine, but the chain the database holds for them is not: never "up to
+    # date". (A crt for another key than md5_modulus is normal after set-csr: it waits for renew.)
+    damaged = chain_problems(row, current)
+    if damaged:
         return Decision(False, f"the installed certificate is the database's, but the database "
                         f"row is damaged ({'; '.join(damaged)}); nothing was changed here. The "
                         f"next lecentral renew on the central host replaces it (lecentral show "

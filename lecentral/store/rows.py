@@ -197,6 +197,12 @@ def certificate_problems(row: CertRow, csr_names: Sequence[str] | None = None) -
     return found
 
 
+def chain_problems(row: CertRow, cert: Certificate) -> list[str]:
+    """What is wrong with the stored chain of ``cert`` (the row's leaf): empty ``ca``, a chain
+    that does not verify, an ``md5_ca`` that does not match. The agent refuses such a row."""
+    return _ca_problems(row, cert)
+
+
 def _ca_problems(row: CertRow, cert: Certificate) -> list[str]:
     """The agent refuses a chain that does not verify or does not match md5_ca: so does this."""
     if not row.ca:
