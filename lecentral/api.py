@@ -50,12 +50,9 @@ if TYPE_CHECKING:
         VerifyError,
     )
     from lecentral.hookspecs import hookimpl
-    from lecentral.install.fileset import (
-        Journal,
-        LocalFiles,
-        read_nofollow,
-        replace_atomically,
-    )
+    from lecentral.install.files_io import read_nofollow, replace_atomically
+    from lecentral.install.fileset import LocalFiles
+    from lecentral.install.journal import Journal
     from lecentral.install.pairs import (
         DaemonTerms,
         KeyPair,
@@ -115,8 +112,9 @@ _WHERE: dict[str, str] = {
     # building blocks for service plugins
     **dict.fromkeys(("CommandService", "run_command", "command_output", "poll_until",
                      "installed_fingerprint", "OUTPUT_TAIL_LINES"), "lecentral.install.service"),
-    **dict.fromkeys(("LocalFiles", "Journal", "read_nofollow", "replace_atomically"),
-                    "lecentral.install.fileset"),
+    "LocalFiles": "lecentral.install.fileset",
+    "Journal": "lecentral.install.journal",
+    **dict.fromkeys(("read_nofollow", "replace_atomically"), "lecentral.install.files_io"),
     **dict.fromkeys(("KeyPair", "DaemonTerms", "pairs_using", "check_key_pairs", "new_leaf",
                      "check_key_access"), "lecentral.install.pairs"),
     **dict.fromkeys(("Certificate", "Csr", "load_private_key_public", "md5_modulus", "when"),

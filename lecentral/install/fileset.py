@@ -31,15 +31,11 @@ journaled, backed up, switched and restored with the set, so they never disagree
 
 from __future__ import annotations
 
-import errno
 import grp
-import hashlib
-import json
 import logging
 import os
 import pwd
 import re
-import secrets
 import shutil
 import stat
 import time
@@ -49,103 +45,21 @@ from pathlib import Path
 from typing import Any
 
 from lecentral.errors import InstallError
+from lecentral.install.files_io import (
+    TEMP_MARK,
+    fsync_dir,
+    read_nofollow,
+    sha256,
+    temp_name,
+    unlink_quietly,
+    write_new,
+)
+from lecentral.install.journal import STATES, Journal
 from lecentral.interfaces import Installer, IssuedCertificate
 from lecentral.records import KEY_BEARING_MAX_MODE, CertEntry
 
 log = logging.getLogger(__name__)
 
-TEMP_MARK = ".lecentral-"
-JOURNAL = "journal.json"
-STATES = ("staging", "prepared", "switched", "restoring", "restored")
-
-
-def read_nofollow(path: str) -> bytes | None:
-    """The bytes of regular file ``path``, ``None`` if it does not exist; a symlink is refused."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise InstallError(f"{path} is a symbolic link; refusing to read or replace it "
-                               "(point the configuration at the real file)") from None
-        if exc.errno == errno.ENXIO:  # a socket: open() answers "No such device or address"
-            raise _not_regular(path) from None
-        raise InstallError(f"cannot read {path}: {exc.strerror}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):  # checked before fdopen, which names a directory by its fd number
-        os.close(fd)
-        if stat.S_ISDIR(mode):
-            raise InstallError(f"{path} is a directory; the configuration must name the file "
-                               "itself (for example .../cert.pem), not its directory")
-        raise _not_regular(path)
-    with os.fdopen(fd, "rb") as fh:
-        try:
-            return fh.read()
-        except OSError as exc:
-            raise InstallError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def _not_regular(path: str) -> InstallError:
-    return InstallError(f"{path} is not a regular file (a FIFO, a socket, a device?); refusing to "
-                        "replace it: remove it, or point the configuration at another path")
-
-
-def fsync_dir(path: str) -> None:
-    """Make renames and unlinks in directory ``path`` durable (``""``: the current directory,
-    which is what ``os.path.dirname`` gives for a relative file name)."""
-    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_new(path: str, data: bytes, uid: int, gid: int, mode: int) -> None:
-    """Create ``path`` (which must not exist) with ``data``, owner and mode, and fsync it.
-
-    An OSError always names ``path`` (os.write's ENOSPC names no file by itself).
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fchown(fd, uid, gid)
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    except OSError as exc:
-        exc.filename = exc.filename or path
-        raise
-    finally:
-        os.close(fd)
-
-
-def replace_atomically(path: str, data: bytes, uid: int, gid: int, mode: int) -> None:
-    """Write ``data`` to a temp file beside ``path`` and rename it over ``path`` (for the journal)."""
-    temp = temp_name(path)
-    try:
-        write_new(temp, data, uid, gid, mode)
-        os.replace(temp, path)
-    except BaseException:
-        _unlink(temp)
-        raise
-    fsync_dir(os.path.dirname(path))
-
-
-def temp_name(path: str) -> str:
-    head, tail = os.path.split(path)
-    return os.path.join(head, f".{tail}{TEMP_MARK}{secrets.token_hex(4)}.tmp")
-
-
-def _unlink(path: str) -> None:
-    # a read-only file system answers EROFS, not ENOENT, for a file that is not there
-    if not os.path.lexists(path):
-        return
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _written(exc: BaseException, journal: dict[str, Any]) -> str:
@@ -157,10 +71,6 @@ def _written(exc: BaseException, journal: dict[str, Any]) -> str:
         if f["temp"] == name:
             return f"{f['path']} (temp file {os.path.basename(name)})"
     return str(name)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _uid(value: str) -> int:
@@ -186,50 +96,6 @@ class Planned:
     mode: int
     existed: bool
     changed: bool
-
-
-class Journal:
-    """``journal.json`` in an entry's private workdir: what a file-set switch has done so far.
-
-    Written atomically (0600) before each step, so the next run can finish or undo a switch that
-    a crash cut short. Installers that write elsewhere (a remote host) use the same journal.
-    """
-
-    def __init__(self, workdir: Path, name: str) -> None:
-        self.workdir = workdir
-        self.name = name
-        self.path = workdir / JOURNAL
-
-    def read(self) -> dict[str, Any] | None:
-        """The journal, or ``None`` when no switch is under way."""
-        try:
-            data = json.loads(self.path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise self.corrupt(f"is unreadable ({exc})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("state"), str):
-            raise self.corrupt("is not a journal (no state)")
-        return data
-
-    def corrupt(self, what: str) -> InstallError:
-        """The error for a journal that cannot be trusted: only the operator knows what happened."""
-        return InstallError(f"journal {self.path} {what}; nothing was done: check the files of "
-                            f"{self.name} by hand (the previous ones are in {self.workdir}/backups), "
-                            "then delete the journal")
-
-    def save(self, journal: dict[str, Any]) -> None:
-        try:
-            replace_atomically(str(self.path), json.dumps(journal, indent=1).encode(),
-                               os.geteuid(), os.getegid(), 0o600)
-        except OSError as exc:  # write() and rename() name no file: say which, and where
-            raise InstallError(f"{self.name}: cannot write the journal {self.path}: "
-                               f"{exc.strerror or exc}; free space in (or repair) the file system "
-                               f"of {self.workdir}, then run again") from None
-
-    def drop(self) -> None:
-        _unlink(str(self.path))
-        fsync_dir(str(self.workdir))
 
 
 class LocalFiles(Installer):
@@ -403,7 +269,7 @@ class LocalFiles(Installer):
         generation = self._new_generation()
         journal: dict[str, Any] = {"state": "staging", "backup": str(generation), "files": [
             {"role": p.role, "path": p.path, "temp": temp_name(p.path), "existed": p.existed,
-             "sha256": _sha256(p.data)} for p in todo]}
+             "sha256": sha256(p.data)} for p in todo]}
         if self.next_key:
             journal["retire"] = self.next_key  # removed at commit, once the new set is served
         self.journal.save(journal)
@@ -458,7 +324,7 @@ class LocalFiles(Installer):
     def _abandon(self, journal: dict[str, Any]) -> None:
         """Undo a staging that failed or was interrupted: temps and this backup go, old set stays."""
         for f in journal["files"]:
-            _unlink(f["temp"])
+            unlink_quietly(f["temp"])
         shutil.rmtree(journal["backup"], ignore_errors=True)
         self.journal.drop()
 
@@ -493,9 +359,9 @@ class LocalFiles(Installer):
     def _restore_files(self, journal: dict[str, Any]) -> None:
         generation = Path(journal["backup"])
         for f in journal["files"]:
-            _unlink(f["temp"])
+            unlink_quietly(f["temp"])
             if not f["existed"]:
-                _unlink(f["path"])
+                unlink_quietly(f["path"])
                 continue
             backup = str(generation / f["role"])
             st = os.lstat(backup)
@@ -507,7 +373,7 @@ class LocalFiles(Installer):
                 write_new(temp, data, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
                 os.replace(temp, f["path"])
             finally:
-                _unlink(temp)
+                unlink_quietly(temp)
         for directory in {os.path.dirname(f["path"]) for f in journal["files"]}:
             fsync_dir(directory)
 
@@ -532,7 +398,7 @@ class LocalFiles(Installer):
         is not the new file either, the set cannot be finished: put the previous one back, and
         the run installs again from the database (never a mixed set left in place)."""
         lost = [f["path"] for f in journal["files"] if not os.path.lexists(f["temp"])
-                and _sha256(read_nofollow(f["path"]) or b"") != f["sha256"]]
+                and sha256(read_nofollow(f["path"]) or b"") != f["sha256"]]
         if not lost:
             self._switch(journal)
             return "switched"
@@ -566,5 +432,5 @@ class LocalFiles(Installer):
             log.warning("%s: %s is not the key now in %s (a newer rotation?); left in place",
                         self.entry.name, path, self.entry.key)
             return
-        _unlink(path)
+        unlink_quietly(path)
         fsync_dir(os.path.dirname(path))
