@@ -7,6 +7,7 @@ source of every plugin under plugins/ that names lecentral must name ``lecentral
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,15 @@ def test_the_product_never_imports_the_test_world() -> None:
                           if n.split(".")[0] == "lecentral_testing"]
     assert offenders == []
     assert not (ROOT / "lecentral" / "testing").exists()
+
+
+def test_the_plugin_author_guide_lists_exactly_the_public_api() -> None:
+    """docs/plugin-authors.md's table is the promise: every public name is in it, and every name
+    in it is public."""
+    doc = (ROOT / "docs" / "plugin-authors.md").read_text()
+    table = doc[doc.index("## The public API"):doc.index("Every other module")]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    # the names listed are the items of the cell: "`Name`" or "`Name(...)`" after "| " or ", "
+    listed = {name for row in rows
+              for name in re.findall(r"(?:^ |, )`([A-Za-z_]\w*)(?:`|\()", row.split("|")[2])}
+    assert listed == set(lecentral.api.__all__)
