@@ -318,6 +318,8 @@ def test_named_renew_makes_one_attempt_and_never_sleeps(dns_world: World, tmp_pa
 
     both = cli(toml, "renew", "--rounds", "--once")
     assert both.exit_code == 2 and "contradict" in both.output
+    negative = cli(toml, "renew", "--wait", "-1")
+    assert negative.exit_code == 2 and "--wait" in negative.output
     store.close()
 
 

@@ -64,6 +64,7 @@ def _summary_line(final: list[Any]) -> str:
 @click.option("--dry-run", is_flag=True,
               help="Show what is due and which issuer would get it; change nothing, contact no CA.")
 @click.option("--wait", "lock_wait", default=0.0, show_default=True, metavar="SECONDS",
+              type=click.FloatRange(min=0),
               help="How long to wait for another running renew to finish.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @pass_app
