@@ -306,6 +306,19 @@ def test_data_injected_after_starttls_is_refused(registry: Registry,
                         "sent data after agreeing to STARTTLS: '250 injected'")
 
 
+def test_tls_failing_after_starttls_points_at_the_tls_side(
+        registry: Registry, scripted_server: Callable[[list[bytes]], int]) -> None:
+    """A service that agrees to STARTTLS and then does not speak TLS (a broken TLS set-up): the
+    hint is about its TLS files, not "use +starttls://", which the URL already is. Scripted: the
+    real daemons here either refuse STARTTLS (Postfix 454) or fail in a timing-dependent way."""
+    port = scripted_server([b"220 mx ESMTP\r\n", b"250-mx\r\n250 STARTTLS\r\n",
+                            b"220 go ahead\r\n", b"this is not TLS\r\n"])
+    message = assert_verify_error(registry, f"smtp+starttls://127.0.0.1:{port}",
+                                  f"127.0.0.1:{port}", "TLS handshake failed",
+                                  "agreed to STARTTLS but its TLS failed")
+    assert "takes smtp+starttls://" not in message
+
+
 # ------------------------------------------------------------------ URLs
 
 

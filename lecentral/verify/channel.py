@@ -70,9 +70,13 @@ class Channel:
                               "check the host in the verify URL")
         if isinstance(exc, ssl.SSLError):
             reason = exc.reason or exc.strerror or str(exc)
-            hint = ("is this port speaking TLS from the first byte? a port that needs STARTTLS "
-                    "takes smtp+starttls://, imap+starttls://, pop3+starttls:// (or, with lecentral-openldap, "
-                    "ldap+starttls://)")
+            if self.target.scheme.starttls:  # the dialogue went well: the TLS part failed
+                hint = ("the service agreed to STARTTLS but its TLS failed: check its certificate "
+                        "and key files and its TLS log")
+            else:
+                hint = ("is this port speaking TLS from the first byte? a port that needs STARTTLS "
+                        "takes smtp+starttls://, imap+starttls://, pop3+starttls:// (or, with "
+                        "lecentral-openldap, ldap+starttls://)")
             return self.error(f"TLS handshake failed ({reason})", hint)
         if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
             return self.error(f"connection reset by the service while {stage}",
