@@ -49,8 +49,8 @@ if TYPE_CHECKING:
         StoreError,
         VerifyError,
     )
+    from lecentral.files_io import read_nofollow, replace_atomically
     from lecentral.hookspecs import hookimpl
-    from lecentral.install.files_io import read_nofollow, replace_atomically
     from lecentral.install.fileset import LocalFiles
     from lecentral.install.journal import Journal
     from lecentral.install.pairs import (
@@ -114,7 +114,7 @@ _WHERE: dict[str, str] = {
                      "installed_fingerprint", "OUTPUT_TAIL_LINES"), "lecentral.install.service"),
     "LocalFiles": "lecentral.install.fileset",
     "Journal": "lecentral.install.journal",
-    **dict.fromkeys(("read_nofollow", "replace_atomically"), "lecentral.install.files_io"),
+    **dict.fromkeys(("read_nofollow", "replace_atomically"), "lecentral.files_io"),
     **dict.fromkeys(("KeyPair", "DaemonTerms", "pairs_using", "check_key_pairs", "new_leaf",
                      "check_key_access"), "lecentral.install.pairs"),
     **dict.fromkeys(("Certificate", "Csr", "load_private_key_public", "md5_modulus", "when"),

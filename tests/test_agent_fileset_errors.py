@@ -28,8 +28,8 @@ from test_agent_safety import KILLER, NAME, assert_failed, installed_once, mount
 
 from lecentral.certificates import Certificate, Csr
 from lecentral.errors import InstallError
+from lecentral.files_io import temp_name
 from lecentral.install.config import CertEntry
-from lecentral.install.files_io import temp_name
 from lecentral.install.fileset import LocalFiles
 
 OTHER = "other.example.test"

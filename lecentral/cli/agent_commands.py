@@ -152,7 +152,7 @@ def csr(name: str, key_path: Path, sans: tuple[str, ...], rsa_bits: str | None, 
     if out is None:
         click.echo(request.pem.decode(), nl=False)
         return
-    from lecentral.install.files_io import replace_atomically
+    from lecentral.files_io import replace_atomically
 
     replace_atomically(str(out), request.pem, os.geteuid(), os.getegid(), 0o644)
     first = request.names[0]

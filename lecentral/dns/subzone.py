@@ -10,14 +10,15 @@ config lines. Files are written atomically; the key file is 0600 from its first 
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lecentral.atomic import write_atomically
 from lecentral.dns.tsig import TsigKey
 from lecentral.errors import LecentralError
+from lecentral.files_io import replace_atomically
 
 #: negative-caching TTL of a new sub-zone: a failed validation is retried after minutes, not hours
 SOA_MINIMUM = 300
@@ -146,6 +147,6 @@ def write_files(files: list[OutputFile], out: Path, *, force: bool) -> list[Path
                              f"Use another --out directory, or --force to replace them")
     written = []
     for f in files:
-        write_atomically(out / f.name, f.text, f.mode)
+        replace_atomically(str(out / f.name), f.text.encode(), os.geteuid(), os.getegid(), f.mode)
         written.append(out / f.name)
     return written

@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from lecentral.certificates import Csr, check_name, key_description
 from lecentral.errors import CsrError
-from lecentral.install.files_io import fsync_dir, temp_name, write_new
+from lecentral.files_io import fsync_dir, temp_name, write_new
 from lecentral.records import next_key_path
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from lecentral.errors import InstallError
-from lecentral.install.files_io import (
+from lecentral.files_io import (
     TEMP_MARK,
     fsync_dir,
     read_nofollow,

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lecentral.errors import InstallError
-from lecentral.install.files_io import fsync_dir, replace_atomically, unlink_quietly
+from lecentral.files_io import fsync_dir, replace_atomically, unlink_quietly
 
 JOURNAL = "journal.json"
 #: the states a switch goes through (fileset.py's module docstring says what each means)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lecentral.errors import InstallError, LecentralError
-from lecentral.install.files_io import fsync_dir, replace_atomically
+from lecentral.files_io import fsync_dir, replace_atomically
 from lecentral.install.result import Result
 from lecentral.records import Notification
 

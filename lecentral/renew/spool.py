@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lecentral.atomic import write_atomically
 from lecentral.certificates import check_name
 from lecentral.errors import LecentralError
+from lecentral.files_io import replace_atomically
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ class CertSpool:
         path = self.path(name)
         try:
             self.dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            write_atomically(path, json.dumps(record, indent=1).encode("ascii"), FILE_MODE)
+            replace_atomically(str(path), json.dumps(record, indent=1).encode("ascii"),
+                               os.geteuid(), os.getegid(), FILE_MODE)
         except OSError as exc:
             raise LecentralError(f"cannot spool the certificate of {name} to {path} "
                                  f"({exc.strerror or exc}); check [renew] state_dir") from None

@@ -1,5 +1,5 @@
-"""File primitives for the agent: read without following links, write new files durably, replace
-atomically, fsync directories. Every error names the file (os.write's ENOSPC names none by itself).
+"""File primitives: read without following links, write new files durably, replace atomically,
+fsync directories (the agent's file sets, the renew spool, dns zone). Every error names the file.
 """
 
 from __future__ import annotations
