@@ -31,6 +31,32 @@ def secret(default: str = "") -> Any:
     return field(default=default, metadata={"secret": True})
 
 
+def duration(default: int) -> Any:
+    """A duration field: seconds (an integer) or a string such as ``"2d"``, ``"36h"``, ``"90m"``;
+    held as seconds once loaded."""
+    return field(default=default, metadata={"duration": True})
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: Any, where: str, source: str) -> int:
+    """Seconds of a duration setting; ConfigError naming the key for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            if text and text[-1] in _UNITS and float(text[:-1]) >= 0:
+                return int(float(text[:-1]) * _UNITS[text[-1]])
+            if text.isdigit():
+                return int(text)
+        except ValueError:
+            pass
+    raise ConfigError(f"{source}: {where} must be a duration: seconds, or a number with a unit "
+                      f"s, m, h, d or w, e.g. \"2d\" or \"36h\" (not {value!r})")
+
+
 def existing_path(default: str = "") -> Any:
     """A path field that must name an existing file when it is set."""
     return field(default=default, metadata={"must_exist": True})
@@ -135,6 +161,18 @@ class PluginsConfig:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    """``[fleet]``: when a host, an endpoint or the renew timer counts as an alert (docs/fleet.md)."""
+
+    stale_after: int = duration(2 * 86400)  # a newer certificate this old and still not served
+    agent_max_age: int = duration(2 * 86400)  # an agent silent this long is "silent"
+    renew_max_age: int = duration(2 * 86400)  # no renew run this long: "dead-timer"
+    probe_timeout: float = 10.0  # seconds per endpoint for lecentral probe
+    probe_workers: int = 64  # endpoints probed at once
+    keep_runs: int = duration(90 * 86400)  # lecentral_runs older than this are pruned
+
+
+@dataclass(frozen=True)
 class CentralConfig:
     """The whole central configuration (``lecentral.toml``)."""
 
@@ -146,6 +184,7 @@ class CentralConfig:
     http01: Http01Config = field(default_factory=Http01Config)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     path: str = field(default="", metadata={"internal": True})
 
 
@@ -196,6 +235,9 @@ def build(cls: type[T], table: Mapping[str, Any], where: str, source: str) -> T:
         if key not in fields:
             allowed = ", ".join(sorted(fields))
             raise ConfigError(f"{source}: unknown key {dotted!r} (allowed here: {allowed})")
+        if fields[key].metadata.get("duration"):
+            values[key] = parse_duration(value, dotted, source)
+            continue
         checked = _check_value(value, hints[key], dotted, source, bool(fields[key].metadata.get("secret")))
         if fields[key].metadata.get("must_exist") and checked and not Path(checked).is_file():
             raise ConfigError(f"{source}: {dotted} = {checked!r}: no such file")

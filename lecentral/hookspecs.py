@@ -121,3 +121,12 @@ def lecentral_cert_installed(name: str, host: str, paths: list[str], fingerprint
 def lecentral_install_failed(name: str, host: str, error: str, rolled_back: bool) -> None:
     """The agent on ``host`` could not install ``name``; ``rolled_back`` says whether the previous
     files are back in place and served."""
+
+
+@hookspec
+def lecentral_fleet_state_changed(name: str, target: str, old: str | None, new: str,
+                                  detail: str) -> None:
+    """A fleet target changed state (``lecentral probe``, ``lecentral renew``, ``lecentral fleet
+    --notify``): ``target`` is ``"host (entry)"``, a probed URL, or ``"renew-timer"`` (then
+    ``name`` is ``"-"``); ``old`` is None the first time it is seen. States: docs/fleet.md.
+    """

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -80,7 +81,114 @@ leftovers = Table(
     mysql_charset="utf8mb4",
 )
 
-OWN_TABLES = (events, renew_lock, leftovers)
+# --- fleet truth: what every server really serves ------------------------------------------------
+# Written by the agents (deployments, runs) and the central host (runs, probes, endpoints, states).
+# On MariaDB/MySQL and PostgreSQL, ``db_user`` is set by a trigger from the database server's own
+# idea of the session user (never from the client), and the trigger refuses a report for a host
+# that ``lecentral_agents`` does not map to that user (see contrib/sql/ and docs/fleet.md).
+
+#: Which database user may report for which host (maintained on the central host:
+#: ``lecentral agent add HOST --db-user USER``). Agents only read it (through the triggers).
+agents = Table(
+    "lecentral_agents", metadata,
+    Column("host", String(255), primary_key=True),
+    Column("db_user", String(128), nullable=False),
+    Column("ts_added", BigInteger, nullable=False),
+    mysql_charset="utf8mb4",
+)
+
+#: One current row per (name, host, entry): what an agent installed, and what the service
+#: presented when the agent last looked.
+deployments = Table(
+    "lecentral_deployments", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("name", String(250), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("entry", String(250), nullable=False),  # the [[cert]] entry's id on that host
+    Column("service", String(64), nullable=False),
+    Column("installed_fp", String(64)),  # SHA-256 hex of the leaf in place, None: nothing installed
+    Column("installed_not_after", BigInteger),
+    Column("served_fp", String(64)),  # what the service presented at verify time
+    Column("served_not_after", BigInteger),
+    Column("served_names", Text),  # JSON list of its DNS names
+    Column("served_key_md5", String(64)),  # md5_modulus of its key (as certs.md5_modulus)
+    Column("served_url", String(500)),  # the verify URL that presented it (or failed)
+    Column("served_error", Text),  # why nothing was seen there
+    Column("ts_served", BigInteger),
+    Column("verify_urls", Text, nullable=False),  # JSON list: what the central probe may ask too
+    Column("paths", Text, nullable=False),  # JSON list of the files
+    Column("result", String(32), nullable=False),  # the agent's status for the entry
+    Column("message", Text, nullable=False),
+    Column("agent_version", String(32), nullable=False),
+    Column("ts_reported", BigInteger, nullable=False),
+    Column("db_user", String(128)),  # set by the database server (trigger), not by the client
+    UniqueConstraint("name", "host", "entry", name="uq_lecentral_deployments"),
+    mysql_charset="utf8mb4",
+)
+
+#: Every central ``renew`` and ``probe`` run and every reporting agent run (append-only history).
+runs = Table(
+    "lecentral_runs", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # renew, agent, probe
+    Column("host", String(255), nullable=False),
+    Column("ts_start", BigInteger, nullable=False),
+    Column("ts_end", BigInteger, nullable=False),
+    Column("exit_code", Integer, nullable=False),
+    Column("counts", Text, nullable=False),  # JSON {status: count}
+    Column("message", Text, nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("db_user", String(128)),  # set by the database server (trigger)
+    mysql_charset="utf8mb4",
+)
+
+#: Endpoints an operator added by hand (``lecentral endpoint add NAME URL``), probed besides the
+#: verify URLs the agents report.
+endpoints = Table(
+    "lecentral_endpoints", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("name", String(250), nullable=False),
+    Column("url", String(500), nullable=False),
+    Column("ts_added", BigInteger, nullable=False),
+    Column("added_by", String(255), nullable=False),
+    UniqueConstraint("name", "url", name="uq_lecentral_endpoints"),
+    mysql_charset="utf8mb4",
+)
+
+#: The latest central probe of each (name, url): who probed, when, what was served.
+probes = Table(
+    "lecentral_probes", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("name", String(250), nullable=False),
+    Column("url", String(500), nullable=False),  # as probed (loopback replaced by the agent's host)
+    Column("source", String(16), nullable=False),  # "agent" (a reported verify URL) or "operator"
+    Column("ts", BigInteger, nullable=False),
+    Column("prober", String(255), nullable=False),  # the central host that probed
+    Column("fingerprint", String(64)),
+    Column("not_after", BigInteger),
+    Column("names", Text),  # JSON list of the served leaf's DNS names
+    Column("key_md5", String(64)),  # md5_modulus of the served key, compared with certs.md5_modulus
+    Column("error", Text),  # unreachable, handshake failed... (fingerprint None)
+    Column("db_user", String(128)),
+    UniqueConstraint("name", "url", name="uq_lecentral_probes"),
+    mysql_charset="utf8mb4",
+)
+
+#: The last state seen per fleet subject, so that a change (not every run) is notified.
+fleet_states = Table(
+    "lecentral_fleet_states", metadata,
+    Column("subject", String(255), primary_key=True),  # sha256 hex of the subject key
+    Column("name", String(250), nullable=False),
+    Column("target", String(800), nullable=False),  # host/entry, an URL, or "renew-timer"
+    Column("state", String(32), nullable=False),
+    Column("ts_since", BigInteger, nullable=False),
+    Column("detail", Text, nullable=False),
+    mysql_charset="utf8mb4",
+)
+
+FLEET_TABLES = (agents, deployments, runs, endpoints, probes, fleet_states)
+
+OWN_TABLES = (events, renew_lock, leftovers, *FLEET_TABLES)
 
 #: SQLAlchemy dialect name -> folder of ``ddl/``
 DDL_DIALECTS = {"mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite", "postgresql": "postgresql"}

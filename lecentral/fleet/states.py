@@ -1,0 +1,315 @@
+"""Judge the fleet: compare what agents and probes saw with the ``certs`` table.
+
+A target (a host's entry, or a probed endpoint) is:
+
+- ``current``: it serves, and has installed, the database's certificate;
+- ``pending``: it still has the previous (or an older) certificate for the same name and key,
+  and the database's certificate is younger than ``[fleet] stale_after``;
+- ``stale``: the same, for longer than ``stale_after``;
+- ``mismatch``: it serves a certificate for another key or without the name;
+- ``unreachable``: the agent or the probe could not read a certificate there;
+- ``silent``: its host's agent has not reported within ``[fleet] agent_max_age``.
+
+A certificate with no target at all is ``never-reported``; a disabled one is not judged. The renew
+timer is ``dead-timer`` when no renew run was recorded within ``[fleet] renew_max_age``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from lecentral.fleet.model import (
+    ALERTING,
+    CURRENT,
+    DEAD_TIMER,
+    DISABLED,
+    MISMATCH,
+    NEVER_REPORTED,
+    NEVER_RUN,
+    PENDING,
+    SILENT,
+    STALE,
+    TIMER_OK,
+    UNREACHABLE,
+    CertFleet,
+    FleetSettings,
+    FleetView,
+    Seen,
+    Target,
+    worst,
+)
+from lecentral.fleet.store import FleetStore, Snapshot, StateRow, subject_key
+
+if TYPE_CHECKING:
+    from lecentral.records import Notification
+
+log = logging.getLogger(__name__)
+
+#: the subject of the renew timer's state (no certificate name)
+TIMER_NAME = "-"
+TIMER_TARGET = "renew-timer"
+
+
+def ago(seconds: int) -> str:
+    """A duration in the largest unit that fits (``3d``, ``5h``, ``12m``, ``40s``)."""
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+class _Judge:
+    """Compares one certificate's observations with its row; looks up old_crt only when needed."""
+
+    def __init__(self, store: FleetStore | None, snapshot: Snapshot, settings: FleetSettings,
+                 now: int) -> None:
+        self.store = store
+        self.settings = settings
+        self.now = now
+        self.rows = {str(c["name"]).lower().rstrip("."): c for c in snapshot.certs}
+        self._previous: dict[str, str | None] | None = None
+        self._issued: dict[str, int | None] = {}
+        self._need_previous: set[str] = set()
+
+    def previous(self, name: str) -> str | None:
+        if self._previous is None:
+            self._previous = {}
+            if self.store is not None and self._need_previous:
+                raw = self.store.previous_fingerprints(
+                    [str(self.rows[n]["name"]) for n in self._need_previous if n in self.rows])
+                self._previous = {k.lower().rstrip("."): v for k, v in raw.items()}
+        return self._previous.get(name)
+
+    def issued_at(self, name: str) -> int | None:
+        """notBefore of the database's certificate: since when a host could have had it."""
+        if name not in self._issued:
+            self._issued[name] = None
+            row = self.rows.get(name)
+            if self.store is not None and row is not None:
+                from lecentral.certificates import Certificate
+                from lecentral.errors import CsrError
+
+                pem = self.store.current_pems([str(row["name"])]).get(str(row["name"]))
+                try:
+                    self._issued[name] = Certificate.load(pem).not_before if pem else None
+                except CsrError:
+                    self._issued[name] = None
+        return self._issued[name]
+
+    def seen_state(self, name: str, fp: str | None, not_after: int | None,
+                   names: list[str] | None, key_md5: str | None) -> tuple[str, str]:
+        """The state of one certificate seen somewhere, and why."""
+        row = self.rows[name]
+        if fp is not None and fp == row["fingerprint"]:
+            return CURRENT, "the database's certificate"
+        if key_md5 and row["md5_modulus"] and key_md5.lower() != str(row["md5_modulus"]).lower():
+            return MISMATCH, f"a certificate for another key ({_short(fp)})"
+        if names is not None and not _covers(names, name):
+            shown = ", ".join(names[:3]) or "no name"
+            return MISMATCH, f"a certificate for {shown}, not {name} ({_short(fp)})"
+        db_expiry = row["ts_expire"] or 0
+        older = fp is not None and fp == self.previous(name)
+        if not older and not_after is not None and db_expiry and not_after < int(db_expiry):
+            older = True
+        if not older:
+            return MISMATCH, f"a certificate the database does not hold ({_short(fp)})"
+        issued = self.issued_at(name)
+        age = self.now - issued if issued else None
+        what = f"the previous certificate ({_short(fp)})"
+        if age is not None and age < self.settings.stale_after:
+            return PENDING, f"{what}; the new one is {ago(age)} old"
+        since = f" for {ago(age)}" if age is not None else ""
+        return STALE, f"{what}; the database has had a newer one{since}"
+
+
+def _short(fp: str | None) -> str:
+    return f"sha256 {fp[:16]}" if fp else "none"
+
+
+def _covers(names: list[str], name: str) -> bool:
+    name = name.lower().rstrip(".")
+    for n in names:
+        n = n.lower().rstrip(".")
+        if n == name or (n.startswith("*.") and name.split(".", 1)[-1] == n[2:] and "." in name):
+            return True
+    return False
+
+
+def probe_url_host(url: str, host: str) -> str:
+    """``url`` as the central host must dial it: a loopback host (an agent's own view of its
+    service) replaced by the agent's host name."""
+    parts = urlsplit(url)
+    name = parts.hostname or ""
+    loopback = name == "localhost"
+    try:
+        loopback = loopback or ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        pass
+    if not loopback:
+        return url
+    shown = f"[{host}]" if ":" in host else host
+    netloc = f"{shown}:{parts.port}" if parts.port else shown
+    return parts._replace(netloc=netloc).geturl()
+
+
+def compute(snapshot: Snapshot, settings: FleetSettings, now: int,
+            store: FleetStore | None = None) -> FleetView:
+    """The :class:`FleetView` of ``snapshot`` at ``now``."""
+    judge = _Judge(store, snapshot, settings, now)
+    agent_runs = {r.host: r.ts_end for r in snapshot.runs if r.kind == "agent"}
+    by_name: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    probes_by_name: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for dep in snapshot.deployments:
+        by_name[str(dep["name"]).lower()].append(dep)
+    for probe in snapshot.probes:
+        probes_by_name[str(probe["name"]).lower()].append(probe)
+    # names whose previous certificate may be needed: anything seen that is not current
+    for name, row in judge.rows.items():
+        fps = [d["installed_fp"] for d in by_name[name]] + [d["served_fp"] for d in by_name[name]]
+        fps += [p["fingerprint"] for p in probes_by_name[name]]
+        if any(fp and fp != row["fingerprint"] for fp in fps):
+            judge._need_previous.add(name)
+
+    result = []
+    for name, row in judge.rows.items():
+        enabled = str(row["enable"] or "").upper() == "Y"
+        targets = []
+        for dep in by_name[name]:
+            targets.append(_deployment(judge, name, dep, agent_runs, enabled))
+        for probe in probes_by_name[name]:
+            targets.append(_probe(judge, name, probe, enabled))
+        if not enabled:
+            state = DISABLED
+        elif not targets:
+            state = NEVER_REPORTED if row["fingerprint"] else CURRENT
+        else:
+            state = worst([t.state for t in targets])
+        result.append(CertFleet(
+            name=str(row["name"]), enabled=enabled, fingerprint=row["fingerprint"],
+            ts_expire=_int(row["ts_expire"]), ts_last_update=_int(row["ts_last_update"]),
+            count_fail_update=int(row["count_fail_update"] or 0), targets=targets, state=state))
+    renew_state, renew_detail = _timer(snapshot, settings, now)
+    return FleetView(now=now, settings=settings, certs=result, renew_state=renew_state,
+                     renew_detail=renew_detail, runs=snapshot.runs)
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if value else None
+
+
+def _deployment(judge: _Judge, name: str, dep: Mapping[str, Any], agent_runs: Mapping[str, int],
+                enabled: bool) -> Target:
+    host = str(dep["host"])
+    installed = Seen(dep["installed_fp"], dep["installed_not_after"], None, None, dep["ts_reported"])
+    served = None
+    if dep["served_fp"] or dep["served_error"]:
+        served = Seen(dep["served_fp"], dep["served_not_after"], dep["served_url"],
+                      dep["served_error"], dep["ts_served"])
+    last = max(int(dep["ts_reported"]), agent_runs.get(host, 0))
+    target = f"{host} ({dep['entry']})"
+    common = {"kind": "agent", "target": target, "host": host, "installed": installed,
+              "served": served, "ts": int(dep["ts_reported"]), "result": dep["result"],
+              "db_user": dep["db_user"]}
+    if not enabled:
+        return Target(state=DISABLED, detail="the certificate is disabled", **common)
+    if judge.now - last > judge.settings.agent_max_age:
+        return Target(state=SILENT, detail=f"the agent on {host} last reported {ago(judge.now - last)} "
+                      f"ago ([fleet] agent_max_age {ago(judge.settings.agent_max_age)})", **common)
+    states: list[tuple[str, str]] = []
+    if dep["installed_fp"] is None:
+        states.append((STALE if dep["result"] in ("failed", "rolled-back", "rollback-failed")
+                       else PENDING, f"nothing installed yet ({dep['result']}: {dep['message']})"))
+    else:
+        state, why = judge.seen_state(name, dep["installed_fp"], dep["installed_not_after"], None, None)
+        states.append((state, f"installed: {why}"))
+    if served is not None:
+        if served.fingerprint is None:
+            states.append((UNREACHABLE, f"{served.url}: {served.error}"))
+        else:
+            state, why = judge.seen_state(name, served.fingerprint, served.not_after,
+                                          dep["served_names"], dep["served_key_md5"])
+            if state == CURRENT or served.fingerprint != dep["installed_fp"] or state != states[0][0]:
+                states.append((state, f"served at {served.url}: {why}"))
+    state = worst([s for s, _ in states])
+    detail = "; ".join(why for s, why in states if s == state)
+    return Target(state=state, detail=detail, **common)
+
+
+def _probe(judge: _Judge, name: str, probe: Mapping[str, Any], enabled: bool) -> Target:
+    url = str(probe["url"])
+    seen = Seen(probe["fingerprint"], probe["not_after"], url, probe["error"], int(probe["ts"]))
+    common = {"kind": "probe", "target": url, "host": urlsplit(url).hostname, "installed": None,
+              "served": seen, "ts": int(probe["ts"]), "db_user": probe["db_user"]}
+    if not enabled:
+        return Target(state=DISABLED, detail="the certificate is disabled", **common)
+    if seen.fingerprint is None:
+        return Target(state=UNREACHABLE, detail=f"probe: {seen.error}", **common)
+    state, why = judge.seen_state(name, seen.fingerprint, seen.not_after, probe["names"],
+                                  probe["key_md5"])
+    return Target(state=state, detail=f"probe: {why}", **common)
+
+
+def _timer(snapshot: Snapshot, settings: FleetSettings, now: int) -> tuple[str, str]:
+    renews = [r for r in snapshot.runs if r.kind == "renew"]
+    if not renews:
+        return NEVER_RUN, "no lecentral renew run was ever recorded"
+    last = max(r.ts_end for r in renews)
+    age = now - last
+    if age > settings.renew_max_age:
+        return DEAD_TIMER, (f"the last lecentral renew run ended {ago(age)} ago ([fleet] "
+                            f"renew_max_age {ago(settings.renew_max_age)}): is its timer running?")
+    return TIMER_OK, f"the last renew run ended {ago(age)} ago"
+
+
+# --- state changes -----------------------------------------------------------------------------------
+
+
+def changes(view: FleetView, before: Mapping[str, StateRow]) -> tuple[list[tuple[StateRow | None, StateRow]], list[str]]:
+    """(old, new) for every subject whose state changed since ``before``, and the subjects gone.
+
+    A subject seen for the first time is a change from nothing: :func:`notification_for` tells
+    only those that are alerts.
+    """
+    now_states: dict[str, StateRow] = {}
+    for cert in view.certs:
+        for t in cert.targets:
+            key = subject_key(cert.name.lower(), t.kind, t.target)
+            now_states[key] = StateRow(key, cert.name, t.target, t.state, view.now, t.detail)
+    if view.renew_state != NEVER_RUN:
+        key = subject_key(TIMER_NAME, TIMER_TARGET)
+        now_states[key] = StateRow(key, TIMER_NAME, TIMER_TARGET, view.renew_state, view.now,
+                                   view.renew_detail)
+    changed: list[tuple[StateRow | None, StateRow]] = []
+    for key, new in now_states.items():
+        old = before.get(key)
+        if old is None or old.state != new.state:
+            changed.append((old, new))
+    gone = [k for k in before if k not in now_states]
+    return changed, gone
+
+
+def notification_for(old: StateRow | None, new: StateRow) -> Notification | None:
+    """The alert for one change, or None when nothing worth telling happened."""
+    from lecentral.records import Notification
+
+    bad = (*ALERTING, DEAD_TIMER)
+    was_bad = old is not None and old.state in bad
+    if new.state not in bad and not was_bad:
+        return None
+    what = "the central renew timer" if new.target == TIMER_TARGET else f"{new.name} on {new.target}"
+    if new.state in bad:
+        severity = "error" if new.state in (MISMATCH, DEAD_TIMER, SILENT) else "warning"
+        before = f" (was {old.state})" if old is not None else ""
+        return Notification(severity, f"lecentral fleet: {what} is {new.state}",
+                            f"{what} is now {new.state}{before}:\n{new.detail}\n",
+                            None if new.name == TIMER_NAME else new.name)
+    assert old is not None
+    return Notification("info", f"lecentral fleet: {what} is {new.state} again",
+                        f"{what} was {old.state} and is now {new.state}:\n{new.detail}\n",
+                        None if new.name == TIMER_NAME else new.name)

@@ -1,0 +1,365 @@
+"""Reading and writing lecentral's fleet tables (the ``certs`` table is only read here).
+
+An agent writes through :meth:`FleetStore.report` with its own, least-privileged database user:
+its deployments (one current row per name, host and entry) and its run. On MariaDB and
+PostgreSQL the database fills ``db_user`` itself and refuses a report for a host that
+``lecentral_agents`` does not give to that user (triggers, see
+:mod:`lecentral.store.migrations`); SQLite has no users, so there the column stays empty.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
+
+from lecentral.errors import StoreError
+from lecentral.fleet.model import RunInfo
+from lecentral.store.schema import agents, certs, deployments, endpoints, fleet_states, probes, runs
+from lecentral.store.sql import SqlStore
+
+_PEM_LEAF = re.compile(rb"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----")
+
+
+def pem_fingerprint(pem: bytes | None) -> str | None:
+    """SHA-256 hex of the first certificate in ``pem``, without parsing it (fast on 100k rows);
+    ``None`` when there is none."""
+    if not pem:
+        return None
+    match = _PEM_LEAF.search(bytes(pem))
+    if match is None:
+        return None
+    try:
+        der = base64.b64decode(b"".join(match.group(1).split()), validate=True)
+    except ValueError:
+        return None
+    return hashlib.sha256(der).hexdigest()
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What an agent reports for one ``[[cert]]`` entry after a run."""
+
+    name: str
+    entry: str
+    service: str
+    installed_fp: str | None
+    installed_not_after: int | None
+    served_fp: str | None
+    served_not_after: int | None
+    served_names: list[str] | None
+    served_key_md5: str | None
+    served_url: str | None
+    served_error: str | None
+    ts_served: int | None
+    verify_urls: list[str]
+    paths: list[str]
+    result: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of ``lecentral renew``, ``lecentral probe`` or ``lecentral-install run``."""
+
+    kind: str  # renew, agent, probe
+    host: str
+    ts_start: int
+    ts_end: int
+    exit_code: int
+    counts: dict[str, int]
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """One endpoint for ``lecentral probe``: a reported verify URL or an operator's endpoint."""
+
+    name: str
+    url: str  # with the certificate's name as SNI, loopback replaced by the reporting host
+    source: str  # "agent" or "operator"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one probe saw."""
+
+    name: str
+    url: str
+    source: str
+    fingerprint: str | None = None
+    not_after: int | None = None
+    names: list[str] | None = None
+    key_md5: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StateRow:
+    subject: str
+    name: str
+    target: str
+    state: str
+    ts_since: int
+    detail: str
+
+
+@dataclass
+class Snapshot:
+    """The raw tables a :class:`~lecentral.fleet.model.FleetView` is computed from."""
+
+    certs: list[dict[str, Any]] = field(default_factory=list)
+    deployments: list[dict[str, Any]] = field(default_factory=list)
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[RunInfo] = field(default_factory=list)
+
+
+def _json_list(value: str | None) -> list[str]:
+    if not value:
+        return []
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return []
+    return [str(v) for v in data] if isinstance(data, list) else []
+
+
+def subject_key(*parts: str) -> str:
+    """The primary key of a fleet state: a hash, so that long URLs fit any database's index."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+class FleetStore:
+    """The fleet tables of a :class:`~lecentral.store.sql.SqlStore`."""
+
+    def __init__(self, store: object) -> None:
+        if not isinstance(store, SqlStore):
+            raise StoreError("fleet reports need lecentral's SQL store (sqlite, mysql+pymysql, "
+                             "mariadb+pymysql, postgresql+psycopg URLs)")
+        self.store = store
+
+    # -- agents ------------------------------------------------------------------------------------
+
+    def report(self, host: str, items: Sequence[Deployment], run: Run, version: str,
+               now: int) -> None:
+        """Write an agent's deployments and its run in one transaction (all or nothing)."""
+        with self.store._begin(f"reporting the run of {host}") as conn:
+            for item in items:
+                self._upsert_deployment(conn, host, item, version, now)
+            self._insert_run(conn, run, version)
+
+    @staticmethod
+    def _upsert_deployment(conn: Connection, host: str, item: Deployment, version: str,
+                           now: int) -> None:
+        values = {
+            "service": item.service, "installed_fp": item.installed_fp,
+            "installed_not_after": item.installed_not_after, "served_fp": item.served_fp,
+            "served_not_after": item.served_not_after,
+            "served_names": json.dumps(item.served_names) if item.served_names is not None else None,
+            "served_key_md5": item.served_key_md5, "served_url": item.served_url,
+            "served_error": item.served_error[:2000] if item.served_error else None,
+            "ts_served": item.ts_served, "verify_urls": json.dumps(item.verify_urls),
+            "paths": json.dumps(item.paths), "result": item.result,
+            "message": item.message[:4000], "agent_version": version, "ts_reported": now,
+        }
+        where = and_(deployments.c.name == item.name, deployments.c.host == host,
+                     deployments.c.entry == item.entry)
+        if conn.execute(update(deployments).where(where).values(**values)).rowcount == 0:
+            conn.execute(insert(deployments).values(name=item.name, host=host, entry=item.entry,
+                                                    **values))
+
+    @staticmethod
+    def _insert_run(conn: Connection, run: Run, version: str) -> None:
+        conn.execute(insert(runs).values(
+            kind=run.kind, host=run.host, ts_start=run.ts_start, ts_end=run.ts_end,
+            exit_code=run.exit_code, counts=json.dumps(run.counts, sort_keys=True),
+            message=run.message[:4000], version=version))
+
+    def record_run(self, run: Run, version: str) -> None:
+        """Append a central run (renew, probe) to ``lecentral_runs``."""
+        with self.store._begin(f"recording the {run.kind} run") as conn:
+            self._insert_run(conn, run, version)
+
+    def agents(self) -> list[dict[str, Any]]:
+        with self.store._begin("reading lecentral_agents") as conn:
+            return [dict(r) for r in conn.execute(select(agents).order_by(agents.c.host)).mappings()]
+
+    def add_agent(self, host: str, db_user: str, now: int) -> None:
+        """Let ``db_user`` report for ``host`` (replacing the user it had)."""
+        with self.store._begin(f"registering the agent of {host}") as conn:
+            if conn.execute(update(agents).where(agents.c.host == host)
+                            .values(db_user=db_user, ts_added=now)).rowcount == 0:
+                conn.execute(insert(agents).values(host=host, db_user=db_user, ts_added=now))
+
+    def remove_agent(self, host: str) -> bool:
+        with self.store._begin(f"removing the agent of {host}") as conn:
+            return bool(conn.execute(delete(agents).where(agents.c.host == host)).rowcount)
+
+    def forget_host(self, host: str) -> int:
+        """Delete a decommissioned host's deployments; return how many."""
+        with self.store._begin(f"forgetting {host}") as conn:
+            return int(conn.execute(delete(deployments).where(deployments.c.host == host)).rowcount)
+
+    # -- endpoints and probes ----------------------------------------------------------------------
+
+    def add_endpoint(self, name: str, url: str, added_by: str, now: int) -> bool:
+        """Add an operator endpoint; False if it was there already."""
+        with self.store._begin(f"adding endpoint {url} of {name}") as conn:
+            exists = conn.execute(select(endpoints.c.id).where(
+                endpoints.c.name == name, endpoints.c.url == url)).first()
+            if exists:
+                return False
+            conn.execute(insert(endpoints).values(name=name, url=url, ts_added=now,
+                                                  added_by=added_by))
+        return True
+
+    def remove_endpoint(self, name: str, url: str) -> bool:
+        """Remove an operator endpoint and its probe result; False if there was none."""
+        with self.store._begin(f"removing endpoint {url} of {name}") as conn:
+            gone = conn.execute(delete(endpoints).where(endpoints.c.name == name,
+                                                        endpoints.c.url == url)).rowcount
+            conn.execute(delete(probes).where(probes.c.name == name, probes.c.url == url,
+                                              probes.c.source == "operator"))
+        return bool(gone)
+
+    def endpoints(self, names: Iterable[str] = ()) -> list[dict[str, Any]]:
+        query = select(endpoints).order_by(endpoints.c.name, endpoints.c.url)
+        wanted = list(names)
+        if wanted:
+            query = query.where(endpoints.c.name.in_(wanted))
+        with self.store._begin("reading lecentral_endpoints") as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def reported_urls(self, names: Iterable[str] = ()) -> Iterator[tuple[str, str, str]]:
+        """(name, host, verify URL) of every deployment that reported verify URLs."""
+        query = select(deployments.c.name, deployments.c.host, deployments.c.verify_urls)
+        wanted = list(names)
+        if wanted:
+            query = query.where(deployments.c.name.in_(wanted))
+        with self.store._begin("reading lecentral_deployments") as conn:
+            rows = conn.execute(query).all()
+        for name, host, urls in rows:
+            for url in _json_list(urls):
+                yield str(name), str(host), url
+
+    def save_probes(self, results: Sequence[ProbeResult], prober: str, now: int) -> None:
+        """Replace the latest probe result of each (name, url) probed."""
+        with self.store._begin("saving probe results") as conn:
+            for r in results:
+                values = {
+                    "source": r.source, "ts": now, "prober": prober, "fingerprint": r.fingerprint,
+                    "not_after": r.not_after,
+                    "names": json.dumps(r.names) if r.names is not None else None,
+                    "key_md5": r.key_md5, "error": r.error[:2000] if r.error else None,
+                }
+                where = and_(probes.c.name == r.name, probes.c.url == r.url)
+                if conn.execute(update(probes).where(where).values(**values)).rowcount == 0:
+                    conn.execute(insert(probes).values(name=r.name, url=r.url, **values))
+
+    def forget_probes(self, keep: set[tuple[str, str]]) -> int:
+        """Delete probe results whose (name, url) is no longer an endpoint; return how many."""
+        with self.store._begin("pruning probe results") as conn:
+            known = conn.execute(select(probes.c.id, probes.c.name, probes.c.url)).all()
+            gone = [i for i, n, u in known if (n, u) not in keep]
+            for start in range(0, len(gone), 500):
+                conn.execute(delete(probes).where(probes.c.id.in_(gone[start:start + 500])))
+        return len(gone)
+
+    # -- the snapshot the views are computed from --------------------------------------------------
+
+    def snapshot(self, names: Iterable[str] = ()) -> Snapshot:
+        """``certs`` (the columns the fleet needs), deployments, probes and the latest runs."""
+        wanted = [n.lower().rstrip(".") for n in names]
+        cols = (certs.c.name, certs.c.enable, certs.c.crt, certs.c.md5_modulus, certs.c.ts_expire,
+                certs.c.ts_last_update, certs.c.count_fail_update)
+        cert_q = select(*cols).order_by(certs.c.name)
+        dep_q = select(deployments).order_by(deployments.c.name, deployments.c.host,
+                                             deployments.c.entry)
+        probe_q = select(probes).order_by(probes.c.name, probes.c.url)
+        if wanted:
+            cert_q = cert_q.where(func.lower(certs.c.name).in_(wanted))
+            dep_q = dep_q.where(deployments.c.name.in_(wanted))
+            probe_q = probe_q.where(probes.c.name.in_(wanted))
+        snap = Snapshot()
+        with self.store._begin("reading the fleet") as conn:
+            for row in conn.execute(cert_q).mappings():
+                item = dict(row)
+                item["fingerprint"] = pem_fingerprint(item.pop("crt"))
+                snap.certs.append(item)
+            snap.deployments = [dict(r) for r in conn.execute(dep_q).mappings()]
+            snap.probes = [dict(r) for r in conn.execute(probe_q).mappings()]
+            snap.runs = self._latest_runs(conn)
+        for dep in snap.deployments:
+            dep["verify_urls"] = _json_list(dep["verify_urls"])
+            dep["paths"] = _json_list(dep["paths"])
+            dep["served_names"] = _json_list(dep["served_names"]) if dep["served_names"] else None
+        for probe in snap.probes:
+            probe["names"] = _json_list(probe["names"]) if probe["names"] else None
+        return snap
+
+    @staticmethod
+    def _latest_runs(conn: Connection) -> list[RunInfo]:
+        latest = select(func.max(runs.c.id).label("id")).group_by(runs.c.kind, runs.c.host).subquery()
+        rows = conn.execute(select(runs).join(latest, runs.c.id == latest.c.id)).mappings().all()
+        success = dict(((k, h), t) for k, h, t in conn.execute(
+            select(runs.c.kind, runs.c.host, func.max(runs.c.ts_end))
+            .where(runs.c.exit_code == 0).group_by(runs.c.kind, runs.c.host)).all())
+        found = []
+        for r in rows:
+            try:
+                counts = {str(k): int(v) for k, v in json.loads(r["counts"] or "{}").items()}
+            except (ValueError, AttributeError, TypeError):
+                counts = {}
+            found.append(RunInfo(kind=r["kind"], host=r["host"], ts_start=int(r["ts_start"]),
+                                 ts_end=int(r["ts_end"]), exit_code=int(r["exit_code"]),
+                                 counts=counts, last_success=success.get((r["kind"], r["host"]))))
+        return sorted(found, key=lambda i: (i.kind, i.host))
+
+    def previous_fingerprints(self, names: Iterable[str]) -> dict[str, str | None]:
+        """The fingerprint of ``old_crt`` (the certificate before the current one) per name."""
+        wanted = sorted(set(names))
+        found: dict[str, str | None] = {}
+        with self.store._begin("reading previous certificates") as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                for name, old in conn.execute(select(certs.c.name, certs.c.old_crt)
+                                              .where(certs.c.name.in_(chunk))).all():
+                    found[str(name)] = pem_fingerprint(old)
+        return found
+
+    def current_pems(self, names: Iterable[str]) -> dict[str, bytes]:
+        """The ``crt`` of each name (to read its notBefore: when it was issued)."""
+        wanted = sorted(set(names))
+        found: dict[str, bytes] = {}
+        with self.store._begin("reading certificates") as conn:
+            for start in range(0, len(wanted), 500):
+                for name, crt in conn.execute(select(certs.c.name, certs.c.crt).where(
+                        certs.c.name.in_(wanted[start:start + 500]))).all():
+                    if crt:
+                        found[str(name)] = bytes(crt)
+        return found
+
+    # -- remembered states, for notifying changes only -------------------------------------------
+
+    def states(self) -> dict[str, StateRow]:
+        with self.store._begin("reading lecentral_fleet_states") as conn:
+            return {r["subject"]: StateRow(**dict(r))
+                    for r in conn.execute(select(fleet_states)).mappings()}
+
+    def save_states(self, changed: Sequence[StateRow], gone: Sequence[str]) -> None:
+        with self.store._begin("saving fleet states") as conn:
+            for row in changed:
+                values = {"name": row.name, "target": row.target[:800], "state": row.state,
+                          "ts_since": row.ts_since, "detail": row.detail[:4000]}
+                if conn.execute(update(fleet_states).where(fleet_states.c.subject == row.subject)
+                                .values(**values)).rowcount == 0:
+                    conn.execute(insert(fleet_states).values(subject=row.subject, **values))
+            for start in range(0, len(gone), 500):
+                conn.execute(delete(fleet_states).where(
+                    fleet_states.c.subject.in_(list(gone)[start:start + 500])))

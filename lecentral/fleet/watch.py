@@ -1,0 +1,70 @@
+"""Load the fleet view for the central CLI, and tell its state changes (once each)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from lecentral.fleet.model import FleetSettings, FleetView
+from lecentral.fleet.states import changes, compute, notification_for
+from lecentral.fleet.store import FleetStore
+
+if TYPE_CHECKING:
+    from lecentral.config import CentralConfig
+    from lecentral.interfaces import Store
+    from lecentral.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+def settings_of(config: CentralConfig) -> FleetSettings:
+    """``[fleet]`` as the judge needs it."""
+    fleet = config.fleet
+    return FleetSettings(stale_after=fleet.stale_after, agent_max_age=fleet.agent_max_age,
+                         renew_max_age=fleet.renew_max_age)
+
+
+def load_view(store: Store, config: CentralConfig, now: int,
+              names: Iterable[str] = ()) -> tuple[FleetStore, FleetView]:
+    """The fleet as it stands at ``now`` (all certificates, or ``names``)."""
+    fleet = FleetStore(store)
+    return fleet, compute(fleet.snapshot(names), settings_of(config), now, fleet)
+
+
+def notify_changes(fleet: FleetStore, view: FleetView, registry: Registry,
+                   config: CentralConfig, *, complete: bool = True) -> list[str]:
+    """Send every state change since the last call to the notifiers, the event log and the
+    ``lecentral_fleet_state_changed`` hook; remember the new states. Return the unsent errors.
+
+    A change whose alert could not be sent is not remembered, so the next call tries again.
+    Only a ``complete`` view (all certificates) forgets subjects that disappeared.
+    """
+    before = fleet.states()
+    changed, gone = changes(view, before)
+    if not complete:
+        gone = []
+    delivered = []
+    settings = dataclasses.asdict(config.notify)
+    errors: list[str] = []
+    for old, new in changed:
+        note = notification_for(old, new)
+        if note is None:
+            delivered.append(new)
+            continue
+        log.warning("%s", note.subject)
+        unsent = registry.notify(note, settings)
+        errors += unsent
+        if not unsent:
+            delivered.append(new)
+        registry.emit("lecentral_fleet_state_changed", name=new.name, target=new.target,
+                      old=old.state if old else None, new=new.state, detail=new.detail)
+        if new.name != "-":
+            try:
+                fleet.store.record_event(new.name, "fleet", f"{new.target}: {new.state}: "
+                                         f"{new.detail}", view.now)
+            except Exception as exc:  # noqa: BLE001 - the alert went out; the log line is extra
+                log.warning("could not log the fleet change of %s: %s", new.name, exc)
+    fleet.save_states(delivered, gone)
+    return errors
