@@ -33,6 +33,7 @@ COMMANDS = {
     "config": ("lecentral.cli.admin:config", "Show the effective configuration, secrets masked."),
     "renew": ("lecentral.cli.renew:renew", "Issue or renew what is due (the seed's download_cert.pl)."),
     "dns": ("lecentral.cli.dns:dns", "Set up and check the per-name DNS sub-zones."),
+    "fleet": ("lecentral.cli.fleet:fleet", "What every host and endpoint really installs and serves."),
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from lecentral.certificates import now_ts
 from lecentral.cli.central import App
 from lecentral.cli.common import EXIT_FAILURES, guarded, print_json, table
 
@@ -97,9 +98,13 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
         raise click.UsageError("--rounds and --once contradict each other; give one")
     progress = TerminalProgress() if sys.stderr.isatty() and not as_json else None
     job = RenewJob(app.config, app.store(), app.registry, progress)
+    started = now_ts()
     report = job.run(RenewRequest(names=names, force=force, dry_run=dry_run, once=not rounds,
                                   lock_timeout=lock_wait))
     final = report.final
+    recorded = True
+    if not (dry_run or names or (report.locked_out and report.locked_out_round == 1)):
+        recorded = _record_run(app, report, started)
     if as_json:
         print_json(_report_dict(report, dry_run))
     elif not (report.locked_out and report.locked_out_round == 1):
@@ -113,8 +118,35 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
                 raise click.exceptions.Exit(RenewLockedError.exit_code)
             raise RenewLockedError(message)
         click.echo(f"lecentral: error: {message}", err=True)
-    if not report.ok:
+    if not report.ok or not recorded:
         raise click.exceptions.Exit(EXIT_FAILURES)
+
+
+def _record_run(app: App, report: Any, started: int) -> bool:
+    """A complete (no NAME) renew run goes to lecentral_runs, which shows the timer is alive;
+    then the fleet's state changes go to the notifiers. False (said on stderr) if not recorded."""
+    from lecentral import __version__
+    from lecentral.errors import LecentralError
+    from lecentral.fleet.store import FleetStore, Run
+    from lecentral.fleet.watch import load_view, notify_changes
+    from lecentral.host import this_host
+
+    counts: dict[str, int] = {}
+    for outcome in report.final:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    run = Run(kind="renew", host=this_host(), ts_start=started, ts_end=now_ts(),
+              exit_code=0 if report.ok else EXIT_FAILURES, counts=counts,
+              message=_summary_line(report.final))
+    try:
+        FleetStore(app.store()).record_run(run, __version__)
+        fleet, view = load_view(app.store(), app.config, now_ts())  # the timer is alive now
+        notify_changes(fleet, view, app.registry, app.config)
+    except LecentralError as exc:
+        click.echo(f"lecentral: error: this renew run could not be recorded in lecentral_runs "
+                   f"({exc}); lecentral fleet and lecentral check will call the renew timer dead",
+                   err=True)
+        return False
+    return True
 
 
 def _report_dict(report: Any, dry_run: bool) -> dict[str, Any]:

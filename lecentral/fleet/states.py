@@ -306,10 +306,10 @@ def notification_for(old: StateRow | None, new: StateRow) -> Notification | None
     if new.state in bad:
         severity = "error" if new.state in (MISMATCH, DEAD_TIMER, SILENT) else "warning"
         before = f" (was {old.state})" if old is not None else ""
-        return Notification(severity, f"lecentral fleet: {what} is {new.state}",
+        return Notification(severity, f"fleet: {what} is {new.state}",
                             f"{what} is now {new.state}{before}:\n{new.detail}\n",
                             None if new.name == TIMER_NAME else new.name)
     assert old is not None
-    return Notification("info", f"lecentral fleet: {what} is {new.state} again",
+    return Notification("info", f"fleet: {what} is {new.state} again",
                         f"{what} was {old.state} and is now {new.state}:\n{new.detail}\n",
                         None if new.name == TIMER_NAME else new.name)

@@ -21,7 +21,15 @@ from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
 from lecentral.errors import StoreError
 from lecentral.fleet.model import RunInfo
-from lecentral.store.schema import agents, certs, deployments, endpoints, fleet_states, probes, runs
+from lecentral.store.schema import (
+    agents,
+    certs,
+    deployments,
+    endpoints,
+    fleet_states,
+    probes,
+    runs,
+)
 from lecentral.store.sql import SqlStore
 
 _PEM_LEAF = re.compile(rb"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----")
@@ -307,9 +315,9 @@ class FleetStore:
     def _latest_runs(conn: Connection) -> list[RunInfo]:
         latest = select(func.max(runs.c.id).label("id")).group_by(runs.c.kind, runs.c.host).subquery()
         rows = conn.execute(select(runs).join(latest, runs.c.id == latest.c.id)).mappings().all()
-        success = dict(((k, h), t) for k, h, t in conn.execute(
+        success = {(k, h): t for k, h, t in conn.execute(
             select(runs.c.kind, runs.c.host, func.max(runs.c.ts_end))
-            .where(runs.c.exit_code == 0).group_by(runs.c.kind, runs.c.host)).all())
+            .where(runs.c.exit_code == 0).group_by(runs.c.kind, runs.c.host)).all()}
         found = []
         for r in rows:
             try:

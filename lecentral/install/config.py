@@ -51,7 +51,9 @@ class AgentConfig:
     state_dir: str = "/var/lib/lecentral/install"
     keep: int = 3
     reboot_command: str = "systemctl reboot"
-    report: bool = False  # also log installs in the central event log (tolerates a read-only user)
+    # write this host's deployments and runs (and events) to the central database: fleet truth
+    report: bool = False
+    host: str = ""  # the name this host reports under (default: its FQDN); see docs/fleet.md
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ class Agent:
     @property
     def host(self) -> str:
         if self._host is None:
-            self._host = socket.getfqdn()
+            self._host = self.config.agent.host or socket.getfqdn()
         return self._host
 
     # -- the run ---------------------------------------------------------------------------------
@@ -92,17 +92,40 @@ class Agent:
         results = [self._broken(b) for b in broken]
         if not entries:
             return results
+        started = self.clock()
         with self._lock():
             try:
                 rows = self._read_rows(entries)
                 for entry in entries:
                     results.append(self.requests.resend(entry, self._one(entry, rows.get(entry.name)),
                                                         self.dry_run))
+                if self.config.agent.report and not self.dry_run:
+                    # before a reboot, so that the report is delivered
+                    undelivered = self._send_report(entries, results[len(broken):], results, started)
+                    if undelivered is not None:
+                        results.append(undelivered)
                 self._reboot_if_asked(entries, results)
             finally:
                 if self._store is not None:
                     self._store.close()
         return results
+
+    def _send_report(self, entries: list[CertEntry], mine: list[Result], results: list[Result],
+                     started: int) -> Result | None:
+        """Deployments and the run to the central database (``[agent] report``)."""
+        from lecentral.install import report
+
+        items = []
+        for entry, result in zip(entries, mine, strict=True):
+            try:
+                service = self.config.service(entry)
+                installer = self._installer(entry, service)
+                items.append(report.observe(self.registry, entry, service, installer, result,
+                                            self.clock()))
+            except Exception as exc:  # noqa: BLE001 - a plugin failing here must not stop the report
+                log.warning("%s: cannot tell what is installed (%s); reported without it",
+                            entry.label, exc)
+        return report.send(self._store, self.host, items, results, started, self.clock)
 
     def _lock(self) -> AbstractContextManager[None]:
         return nullcontext() if self.dry_run else self._exclusive()

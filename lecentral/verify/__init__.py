@@ -36,6 +36,7 @@ __all__ = [
     "fetch_leaf",
     "parse_verify_url",
     "presented_fingerprint",
+    "presented_leaf",
     "url_scheme",
 ]
 
@@ -65,25 +66,30 @@ def fetch_leaf(target: VerifyTarget, timeout: float = DEFAULT_TIMEOUT) -> bytes:
     return der
 
 
-def presented_fingerprint(registry: Registry, url: str, timeout: float = DEFAULT_TIMEOUT) -> str:
-    """SHA-256 hex (lower case, no colons) of the leaf the service at ``url`` presents.
+def presented_leaf(registry: Registry, url: str, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+    """DER of the leaf the service at ``url`` presents.
 
     The verifier is looked up in ``registry`` by the URL's scheme, so plugins can add schemes.
     Every failure, a malformed URL or an unknown scheme included, is a :class:`VerifyError`: the
     caller is usually in the middle of an install and must roll back whatever went wrong.
     """
-    import hashlib
-
     try:
         verifier = registry.verifier(url_scheme(url)).factory()
-        der = verifier.presented_certificate(url, timeout)
+        return verifier.presented_certificate(url, timeout)
     except VerifyError:
         raise
     except LecentralError as exc:  # ConfigError, PluginError: still a failed verification
         message = str(exc)
         raise VerifyError(message if message.startswith("verify URL") else f"verify {url}: {message}") \
             from None
-    return hashlib.sha256(der).hexdigest()
+
+
+def presented_fingerprint(registry: Registry, url: str, timeout: float = DEFAULT_TIMEOUT) -> str:
+    """SHA-256 hex (lower case, no colons) of the leaf the service at ``url`` presents
+    (:func:`presented_leaf`)."""
+    import hashlib
+
+    return hashlib.sha256(presented_leaf(registry, url, timeout)).hexdigest()
 
 
 def check_verify_url(registry: Registry, url: str) -> str:

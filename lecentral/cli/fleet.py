@@ -1,0 +1,99 @@
+"""``lecentral fleet``: what every host and endpoint really has and serves, against ``certs``."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+import click
+
+from lecentral.certificates import check_name, now_ts
+from lecentral.cli.central import App
+from lecentral.cli.common import guarded, print_json, table
+from lecentral.errors import UnknownNameError
+
+pass_app = click.make_pass_decorator(App)
+
+
+def _date(ts: int | None) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d") if ts and ts > 1 else "-"
+
+
+def _fp(fp: str | None) -> str:
+    return fp[:12] if fp else "-"
+
+
+@click.command()
+@click.argument("names", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--problems", is_flag=True,
+              help="Only certificates that are not current everywhere (and the renew timer).")
+@click.option("--notify", is_flag=True,
+              help="Also send the state changes since the last look to the notifiers (what "
+                   "lecentral probe and lecentral renew do after each run).")
+@pass_app
+@guarded
+def fleet(app: App, names: tuple[str, ...], as_json: bool, problems: bool, notify: bool) -> None:
+    """Per certificate: the database's leaf, then per host and endpoint what is installed (agent
+    reports) and served (the agent's verification and lecentral probe), and a state.
+
+    \b
+    States (docs/fleet.md):
+      current         installed and served: the database's certificate
+      pending         the previous one, the new one younger than [fleet] stale_after
+      stale           the previous (or an older) one for longer than [fleet] stale_after
+      mismatch        a certificate for another key or without the name
+      unreachable     no certificate could be read at the endpoint
+      silent          the host's agent has not reported within [fleet] agent_max_age
+      never-reported  enabled and issued, but no agent reports it and no probe sees it
+    The renew timer is dead-timer when no renew run ended within [fleet] renew_max_age.
+
+    Exit status 0 whatever the states (use lecentral check for monitoring); 1 unknown NAME,
+    4 database unreachable.
+    """
+    from lecentral.fleet.watch import load_view, notify_changes
+
+    wanted = [check_name(n) for n in names]
+    store = app.store()
+    fleet_store, view = load_view(store, app.config, now_ts(), wanted)
+    found = {c.name.lower() for c in view.certs}
+    unknown = [n for n in wanted if n.lower() not in found]
+    if unknown:
+        raise UnknownNameError(f"no certificate named {', '.join(unknown)} in the database "
+                               "(see lecentral list)")
+    if notify:
+        notify_changes(fleet_store, view, app.registry, app.config, complete=not wanted)
+    certs = [c for c in view.certs if not problems or c.state not in ("current", "disabled")]
+    if as_json:
+        data = dataclasses.asdict(view)
+        data["certs"] = [dataclasses.asdict(c) for c in certs]
+        print_json(data)
+        return
+    rows: list[list[str]] = []
+    for cert in certs:
+        rows.append([cert.name, f"db {_fp(cert.fingerprint)}", _date(cert.ts_expire), "",
+                     cert.state.upper() if cert.state not in ("current", "disabled") else cert.state,
+                     ""])
+        for t in cert.targets:
+            if problems and t.state == "current":
+                continue
+            installed = _fp(t.installed.fingerprint) if t.installed else ""
+            served = _fp(t.served.fingerprint) if t.served else ""
+            seen = f"{installed}/{served}" if t.kind == "agent" else served
+            rows.append([f"  {t.target}", f"{t.kind} {seen}", _date(t.ts),
+                         _ago(view.now, t.ts), t.state, t.detail if t.state != "current" else ""])
+    if rows:
+        click.echo(table(rows, ["NAME / TARGET", "SEEN (installed/served)", "LAST", "AGE", "STATE",
+                                "WHY"]))
+    elif not view.certs:
+        click.echo("no certificates yet: lecentral add NAME")
+    else:
+        click.echo("every certificate is current everywhere it is reported or probed")
+    click.echo(f"renew timer: {view.renew_state} ({view.renew_detail})")
+
+
+def _ago(now: int, ts: int | None) -> str:
+    from lecentral.fleet.states import ago
+
+    return ago(now - ts) if ts else "-"
+
