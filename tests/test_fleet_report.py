@@ -24,7 +24,13 @@ from lecentral_testing.pki import make_self_signed
 from lecentral.certificates import Certificate, now_ts
 from lecentral.fleet.model import FleetSettings
 from lecentral.fleet.states import compute, probe_url_host
-from lecentral.fleet.store import Deployment, FleetStore, ProbeResult, Run, pem_fingerprint
+from lecentral.fleet.store import (
+    Deployment,
+    FleetStore,
+    ProbeResult,
+    Run,
+    pem_fingerprint,
+)
 from lecentral.install.csr import load_key
 
 NAME = "www.example.test"

@@ -138,7 +138,7 @@ def _record_run(app: App, report: Any, started: int) -> bool:
               exit_code=0 if report.ok else EXIT_FAILURES, counts=counts,
               message=_summary_line(report.final))
     try:
-        FleetStore(app.store()).record_run(run, __version__)
+        FleetStore(app.store()).record_run(run, __version__, keep=app.config.fleet.keep_runs)
         fleet, view = load_view(app.store(), app.config, now_ts())  # the timer is alive now
         notify_changes(fleet, view, app.registry, app.config)
     except LecentralError as exc:

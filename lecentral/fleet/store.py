@@ -189,10 +189,17 @@ class FleetStore:
             exit_code=run.exit_code, counts=json.dumps(run.counts, sort_keys=True),
             message=run.message[:4000], version=version))
 
-    def record_run(self, run: Run, version: str) -> None:
-        """Append a central run (renew, probe) to ``lecentral_runs``."""
+    def record_run(self, run: Run, version: str, keep: int | None = None) -> None:
+        """Append a central run (renew, probe) to ``lecentral_runs``; with ``keep`` (seconds),
+        delete the runs that ended longer ago than that (``[fleet] keep_runs``), except the latest
+        of each kind and host, so that a long-dead agent stays visible."""
         with self.store._begin(f"recording the {run.kind} run") as conn:
             self._insert_run(conn, run, version)
+            if keep is not None:
+                latest = select(func.max(runs.c.id)).group_by(runs.c.kind, runs.c.host)
+                keep_ids = [i for (i,) in conn.execute(latest).all()]
+                conn.execute(delete(runs).where(runs.c.ts_end < run.ts_end - keep,
+                                                runs.c.id.not_in(keep_ids)))
 
     def agents(self) -> list[dict[str, Any]]:
         with self.store._begin("reading lecentral_agents") as conn:
