@@ -43,12 +43,12 @@ def db_world(tmp_path: Path, mariadb: MariaDBServer, smtp: tuple[Mailbox, int],
 
 
 def test_read_only_user_is_enough(db_world: tuple[AgentWorld, str]) -> None:
-    """SELECT on certs is all the agent needs; the optional central report only warns when the
-    user may not write the event log."""
+    """SELECT on certs is all the agent needs to install; asked to report (``[agent] report``)
+    with a user that may not write the fleet tables, the install stands and the run says loudly
+    (exit 1, a ``(report)`` result) that the report was not delivered."""
     world, reader = db_world
     world.add(NAME)
     leaf = world.issue(NAME)
-    world.agent["report"] = True
     world.write_config(world.entry(NAME), database=reader)
 
     out = world.run("run")
@@ -56,7 +56,17 @@ def test_read_only_user_is_enough(db_world: tuple[AgentWorld, str]) -> None:
     assert out.exit_code == 0, out.stderr
     assert out.by_name(NAME)["status"] == "installed"
     assert out.by_name(NAME)["fingerprint"] == leaf.fingerprint
-    assert "could not report to the central event log" in out.stderr
+
+    world.issue(NAME)
+    world.agent["report"] = True
+    world.write_config(world.entry(NAME), database=reader)
+    out = world.run("run")
+
+    assert out.exit_code == 1
+    assert out.by_name(NAME)["status"] == "installed"
+    report = out.by_name("(report)")
+    assert report["status"] == "failed" and "not delivered" in report["message"]
+    assert "denied" in report["message"]
     assert READER_PASSWORD not in out.stderr + out.stdout
 
 
