@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -11,6 +12,9 @@ from lecentral.certificates import check_name, now_ts
 from lecentral.cli.central import App
 from lecentral.cli.common import guarded, print_json, table
 from lecentral.errors import UnknownNameError
+
+if TYPE_CHECKING:
+    from lecentral.fleet.model import CertFleet, FleetView, Seen
 
 pass_app = click.make_pass_decorator(App)
 
@@ -25,7 +29,8 @@ def _fp(fp: str | None) -> str:
 
 @click.command()
 @click.argument("names", nargs=-1)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable output: one JSON document on one line (jq . to read it).")
 @click.option("--problems", is_flag=True,
               help="Only certificates that are not current everywhere (and the renew timer).")
 @click.option("--notify", is_flag=True,
@@ -51,9 +56,15 @@ def fleet(app: App, names: tuple[str, ...], as_json: bool, problems: bool, notif
     Exit status 0 whatever the states (use lecentral check for monitoring); 1 unknown NAME,
     4 database unreachable.
     """
+    from lecentral.fleet.watch import bulk
+
+    with bulk():
+        _fleet(app, [check_name(n) for n in names], as_json, problems, notify)
+
+
+def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: bool) -> None:
     from lecentral.fleet.watch import load_view, notify_changes
 
-    wanted = [check_name(n) for n in names]
     store = app.store()
     fleet_store, view = load_view(store, app.config, now_ts(), wanted)
     found = {c.name.lower() for c in view.certs}
@@ -65,9 +76,7 @@ def fleet(app: App, names: tuple[str, ...], as_json: bool, problems: bool, notif
         notify_changes(fleet_store, view, app.registry, app.config, complete=not wanted)
     certs = [c for c in view.certs if not problems or c.state not in ("current", "disabled")]
     if as_json:
-        data = dataclasses.asdict(view)
-        data["certs"] = [dataclasses.asdict(c) for c in certs]
-        print_json(data)
+        print_json(view_json(view, certs), compact=True)
         return
     rows: list[list[str]] = []
     for cert in certs:
@@ -90,6 +99,31 @@ def fleet(app: App, names: tuple[str, ...], as_json: bool, problems: bool, notif
     else:
         click.echo("every certificate is current everywhere it is reported or probed")
     click.echo(f"renew timer: {view.renew_state} ({view.renew_detail})")
+
+
+def _seen(seen: Seen | None) -> dict[str, Any] | None:
+    if seen is None:
+        return None
+    return {"fingerprint": seen.fingerprint, "not_after": seen.not_after, "url": seen.url,
+            "error": seen.error, "ts": seen.ts}
+
+
+def view_json(view: FleetView, certs: list[CertFleet]) -> dict[str, Any]:
+    """The ``--json`` document (built by hand: ``dataclasses.asdict`` is too slow for 100k rows)."""
+    return {
+        "now": view.now, "settings": dataclasses.asdict(view.settings),
+        "renew_state": view.renew_state, "renew_detail": view.renew_detail,
+        "runs": [dataclasses.asdict(r) for r in view.runs],
+        "certs": [{
+            "name": c.name, "enabled": c.enabled, "fingerprint": c.fingerprint,
+            "ts_expire": c.ts_expire, "ts_last_update": c.ts_last_update,
+            "count_fail_update": c.count_fail_update, "state": c.state,
+            "targets": [{"kind": t.kind, "target": t.target, "host": t.host,
+                         "installed": _seen(t.installed), "served": _seen(t.served), "ts": t.ts,
+                         "state": t.state, "detail": t.detail, "result": t.result,
+                         "db_user": t.db_user} for t in c.targets],
+        } for c in certs],
+    }
 
 
 def _ago(now: int, ts: int | None) -> str:

@@ -43,7 +43,7 @@ from lecentral.fleet.model import (
     Target,
     worst,
 )
-from lecentral.fleet.store import FleetStore, Snapshot, StateRow, subject_key
+from lecentral.fleet.store import FleetStore, Snapshot, StateRow, json_list, subject_key
 
 if TYPE_CHECKING:
     from lecentral.records import Notification
@@ -103,11 +103,13 @@ class _Judge:
         return self._issued[name]
 
     def seen_state(self, name: str, fp: str | None, not_after: int | None,
-                   names: list[str] | None, key_md5: str | None) -> tuple[str, str]:
-        """The state of one certificate seen somewhere, and why."""
+                   names_json: str | None, key_md5: str | None) -> tuple[str, str]:
+        """The state of one certificate seen somewhere, and why (``names_json``: its DNS names
+        as stored, a JSON list; None when unknown)."""
         row = self.rows[name]
         if fp is not None and fp == row["fingerprint"]:
             return CURRENT, "the database's certificate"
+        names = json_list(names_json) if names_json else None
         if key_md5 and row["md5_modulus"] and key_md5.lower() != str(row["md5_modulus"]).lower():
             return MISMATCH, f"a certificate for another key ({_short(fp)})"
         if names is not None and not _covers(names, name):
@@ -163,17 +165,18 @@ def compute(snapshot: Snapshot, settings: FleetSettings, now: int,
     """The :class:`FleetView` of ``snapshot`` at ``now``."""
     judge = _Judge(store, snapshot, settings, now)
     agent_runs = {r.host: r.ts_end for r in snapshot.runs if r.kind == "agent"}
-    by_name: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    probes_by_name: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_name: dict[str, list[Any]] = defaultdict(list)
+    probes_by_name: dict[str, list[Any]] = defaultdict(list)
     for dep in snapshot.deployments:
-        by_name[str(dep["name"]).lower()].append(dep)
+        by_name[dep[0].lower()].append(dep)
     for probe in snapshot.probes:
-        probes_by_name[str(probe["name"]).lower()].append(probe)
+        probes_by_name[str(probe.name).lower()].append(probe)
     # names whose previous certificate may be needed: anything seen that is not current
+    # (rows in FleetStore.snapshot's column order: 3 installed_fp, 5 served_fp)
     for name, row in judge.rows.items():
-        fps = [d["installed_fp"] for d in by_name[name]] + [d["served_fp"] for d in by_name[name]]
-        fps += [p["fingerprint"] for p in probes_by_name[name]]
-        if any(fp and fp != row["fingerprint"] for fp in fps):
+        current = row["fingerprint"]
+        if (any((d[3] and d[3] != current) or (d[5] and d[5] != current) for d in by_name[name])
+                or any(p.fingerprint and p.fingerprint != current for p in probes_by_name[name])):
             judge._need_previous.add(name)
 
     result = []
@@ -203,55 +206,61 @@ def _int(value: Any) -> int | None:
     return int(value) if value else None
 
 
-def _deployment(judge: _Judge, name: str, dep: Mapping[str, Any], agent_runs: Mapping[str, int],
+def _deployment(judge: _Judge, name: str, dep: Any, agent_runs: Mapping[str, int],
                 enabled: bool) -> Target:
-    host = str(dep["host"])
-    installed = Seen(dep["installed_fp"], dep["installed_not_after"], None, None, dep["ts_reported"])
+    # one unpacking of the row (in FleetStore.snapshot's column order), not 20 attribute lookups
+    (_, host, entry, installed_fp, installed_not_after, served_fp, served_not_after, served_names,
+     served_key_md5, served_url, served_error, ts_served, result, message, ts, db_user) = dep
+    installed = Seen(installed_fp, installed_not_after, None, None, ts)
     served = None
-    if dep["served_fp"] or dep["served_error"]:
-        served = Seen(dep["served_fp"], dep["served_not_after"], dep["served_url"],
-                      dep["served_error"], dep["ts_served"])
-    last = max(int(dep["ts_reported"]), agent_runs.get(host, 0))
-    target = f"{host} ({dep['entry']})"
-    common = {"kind": "agent", "target": target, "host": host, "installed": installed,
-              "served": served, "ts": int(dep["ts_reported"]), "result": dep["result"],
-              "db_user": dep["db_user"]}
+    if served_fp or served_error:
+        served = Seen(served_fp, served_not_after, served_url, served_error, ts_served)
+    last = max(ts, agent_runs.get(host, 0))
+    target = f"{host} ({entry})"
+
+    def made(state: str, detail: str) -> Target:
+        return Target("agent", target, host, installed, served, ts, state, detail, result, db_user)
+
     if not enabled:
-        return Target(state=DISABLED, detail="the certificate is disabled", **common)
+        return made(DISABLED, "the certificate is disabled")
     if judge.now - last > judge.settings.agent_max_age:
-        return Target(state=SILENT, detail=f"the agent on {host} last reported {ago(judge.now - last)} "
-                      f"ago ([fleet] agent_max_age {ago(judge.settings.agent_max_age)})", **common)
+        return made(SILENT, f"the agent on {host} last reported {ago(judge.now - last)} ago "
+                    f"([fleet] agent_max_age {ago(judge.settings.agent_max_age)})")
+    current = judge.rows[name]["fingerprint"]
+    if (current is not None and installed_fp == current and not served_error
+            and served_fp in (None, current)):  # the common case, judged fast
+        return made(CURRENT, "the database's certificate")
     states: list[tuple[str, str]] = []
-    if dep["installed_fp"] is None:
-        states.append((STALE if dep["result"] in ("failed", "rolled-back", "rollback-failed")
-                       else PENDING, f"nothing installed yet ({dep['result']}: {dep['message']})"))
+    if installed_fp is None:
+        states.append((STALE if result in ("failed", "rolled-back", "rollback-failed")
+                       else PENDING, f"nothing installed yet ({result}: {message})"))
     else:
-        state, why = judge.seen_state(name, dep["installed_fp"], dep["installed_not_after"], None, None)
+        state, why = judge.seen_state(name, installed_fp, installed_not_after, None, None)
         states.append((state, f"installed: {why}"))
     if served is not None:
         if served.fingerprint is None:
             states.append((UNREACHABLE, f"{served.url}: {served.error}"))
         else:
             state, why = judge.seen_state(name, served.fingerprint, served.not_after,
-                                          dep["served_names"], dep["served_key_md5"])
-            if state == CURRENT or served.fingerprint != dep["installed_fp"] or state != states[0][0]:
+                                          served_names, served_key_md5)
+            if state == CURRENT or served.fingerprint != installed_fp or state != states[0][0]:
                 states.append((state, f"served at {served.url}: {why}"))
     state = worst([s for s, _ in states])
     detail = "; ".join(why for s, why in states if s == state)
-    return Target(state=state, detail=detail, **common)
+    return made(state, detail)
 
 
-def _probe(judge: _Judge, name: str, probe: Mapping[str, Any], enabled: bool) -> Target:
-    url = str(probe["url"])
-    seen = Seen(probe["fingerprint"], probe["not_after"], url, probe["error"], int(probe["ts"]))
+def _probe(judge: _Judge, name: str, probe: Any, enabled: bool) -> Target:
+    url = str(probe.url)
+    seen = Seen(probe.fingerprint, probe.not_after, url, probe.error, int(probe.ts))
     common = {"kind": "probe", "target": url, "host": urlsplit(url).hostname, "installed": None,
-              "served": seen, "ts": int(probe["ts"]), "db_user": probe["db_user"]}
+              "served": seen, "ts": int(probe.ts), "db_user": probe.db_user}
     if not enabled:
         return Target(state=DISABLED, detail="the certificate is disabled", **common)
     if seen.fingerprint is None:
         return Target(state=UNREACHABLE, detail=f"probe: {seen.error}", **common)
-    state, why = judge.seen_state(name, seen.fingerprint, seen.not_after, probe["names"],
-                                  probe["key_md5"])
+    state, why = judge.seen_state(name, seen.fingerprint, seen.not_after, probe.names,
+                                  probe.key_md5)
     return Target(state=state, detail=f"probe: {why}", **common)
 
 

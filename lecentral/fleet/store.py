@@ -9,10 +9,9 @@ PostgreSQL the database fills ``db_user`` itself and refuses a report for a host
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,22 +31,25 @@ from lecentral.store.schema import (
 )
 from lecentral.store.sql import SqlStore
 
-_PEM_LEAF = re.compile(rb"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----")
+_BEGIN = b"-----BEGIN CERTIFICATE-----"
+_END = b"-----END CERTIFICATE-----"
 
 
 def pem_fingerprint(pem: bytes | None) -> str | None:
-    """SHA-256 hex of the first certificate in ``pem``, without parsing it (fast on 100k rows);
-    ``None`` when there is none."""
+    """SHA-256 hex of the first certificate in ``pem``, without parsing it (a few microseconds:
+    100,000 rows are read per run); ``None`` when there is none."""
     if not pem:
         return None
-    match = _PEM_LEAF.search(bytes(pem))
-    if match is None:
+    data = bytes(pem)
+    start = data.find(_BEGIN)
+    end = data.find(_END, start)
+    if start < 0 or end < 0:
         return None
     try:
-        der = base64.b64decode(b"".join(match.group(1).split()), validate=True)
-    except ValueError:
+        der = binascii.a2b_base64(data[start + len(_BEGIN):end])  # line breaks are skipped
+    except binascii.Error:
         return None
-    return hashlib.sha256(der).hexdigest()
+    return hashlib.sha256(der).hexdigest() if der else None
 
 
 @dataclass(frozen=True)
@@ -123,12 +125,13 @@ class Snapshot:
     """The raw tables a :class:`~lecentral.fleet.model.FleetView` is computed from."""
 
     certs: list[dict[str, Any]] = field(default_factory=list)
-    deployments: list[dict[str, Any]] = field(default_factory=list)
-    probes: list[dict[str, Any]] = field(default_factory=list)
+    deployments: list[Any] = field(default_factory=list)  # rows of lecentral_deployments' columns
+    probes: list[Any] = field(default_factory=list)  # rows of lecentral_probes' columns
     runs: list[RunInfo] = field(default_factory=list)
 
 
-def _json_list(value: str | None) -> list[str]:
+def json_list(value: str | None) -> list[str]:
+    """A JSON list column as strings (anything else: empty)."""
     if not value:
         return []
     try:
@@ -260,7 +263,7 @@ class FleetStore:
         with self.store._begin("reading lecentral_deployments") as conn:
             rows = conn.execute(query).all()
         for name, host, urls in rows:
-            for url in _json_list(urls):
+            for url in json_list(urls):
                 yield str(name), str(host), url
 
     def save_probes(self, results: Sequence[ProbeResult], prober: str, now: int) -> None:
@@ -289,33 +292,39 @@ class FleetStore:
     # -- the snapshot the views are computed from --------------------------------------------------
 
     def snapshot(self, names: Iterable[str] = ()) -> Snapshot:
-        """``certs`` (the columns the fleet needs), deployments, probes and the latest runs."""
+        """``certs`` (the columns the fleet needs), deployments, probes and the latest runs.
+
+        Only what the judge reads is selected, and JSON columns stay text until a target needs
+        them (``served_names``, ``names``: only when what is served is not the current leaf):
+        10,000 certificates on 3 hosts must be judged in well under a second.
+        """
         wanted = [n.lower().rstrip(".") for n in names]
         cols = (certs.c.name, certs.c.enable, certs.c.crt, certs.c.md5_modulus, certs.c.ts_expire,
                 certs.c.ts_last_update, certs.c.count_fail_update)
+        d = deployments.c
+        dep_cols = (d.name, d.host, d.entry, d.installed_fp, d.installed_not_after, d.served_fp,
+                    d.served_not_after, d.served_names, d.served_key_md5, d.served_url,
+                    d.served_error, d.ts_served, d.result, d.message, d.ts_reported, d.db_user)
+        p = probes.c
+        probe_cols = (p.name, p.url, p.source, p.ts, p.fingerprint, p.not_after, p.names, p.key_md5,
+                      p.error, p.db_user)
         cert_q = select(*cols).order_by(certs.c.name)
-        dep_q = select(deployments).order_by(deployments.c.name, deployments.c.host,
-                                             deployments.c.entry)
-        probe_q = select(probes).order_by(probes.c.name, probes.c.url)
+        dep_q = select(*dep_cols).order_by(d.name, d.host, d.entry)
+        probe_q = select(*probe_cols).order_by(p.name, p.url)
         if wanted:
             cert_q = cert_q.where(func.lower(certs.c.name).in_(wanted))
-            dep_q = dep_q.where(deployments.c.name.in_(wanted))
-            probe_q = probe_q.where(probes.c.name.in_(wanted))
+            dep_q = dep_q.where(d.name.in_(wanted))
+            probe_q = probe_q.where(p.name.in_(wanted))
         snap = Snapshot()
         with self.store._begin("reading the fleet") as conn:
             for row in conn.execute(cert_q).mappings():
                 item = dict(row)
                 item["fingerprint"] = pem_fingerprint(item.pop("crt"))
                 snap.certs.append(item)
-            snap.deployments = [dict(r) for r in conn.execute(dep_q).mappings()]
-            snap.probes = [dict(r) for r in conn.execute(probe_q).mappings()]
+            # rows, not dicts: attribute access (dep.host), and no copy of 30,000 rows
+            snap.deployments = list(conn.execute(dep_q).all())
+            snap.probes = list(conn.execute(probe_q).all())
             snap.runs = self._latest_runs(conn)
-        for dep in snap.deployments:
-            dep["verify_urls"] = _json_list(dep["verify_urls"])
-            dep["paths"] = _json_list(dep["paths"])
-            dep["served_names"] = _json_list(dep["served_names"]) if dep["served_names"] else None
-        for probe in snap.probes:
-            probe["names"] = _json_list(probe["names"]) if probe["names"] else None
         return snap
 
     @staticmethod
