@@ -33,6 +33,8 @@ COMMANDS = {
     "config": ("lecentral.cli.admin:config", "Show the effective configuration, secrets masked."),
     "renew": ("lecentral.cli.renew:renew", "Issue or renew what is due (the seed's download_cert.pl)."),
     "dns": ("lecentral.cli.dns:dns", "Set up and check the per-name DNS sub-zones."),
+    "probe": ("lecentral.cli.fleet_probe:probe", "Dial every endpoint of the certificates; record what each serves."),
+    "endpoint": ("lecentral.cli.fleet_probe:endpoint", "Endpoints to probe beside the agents' verify URLs."),
 }
 
 
