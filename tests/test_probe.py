@@ -61,7 +61,7 @@ def register(store: SqlStore, name: str, cert: Path | bytes, key: Path) -> str:
     """A row for ``name`` holding ``cert`` (issued for ``key``), enabled; return its fingerprint."""
     pem = cert.read_bytes() if isinstance(cert, Path) else cert
     private = serialization.load_pem_private_key(key.read_bytes(), None)
-    csr, _ = make_csr([name], private)  # type: ignore[arg-type]
+    csr, _ = make_csr([name], private)
     store.add(CertRow(name=name, csr=csr, md5_modulus=Csr.load(csr).md5_modulus, enable=True,
                       ts_expire=1, ts_last_update=1, count_fail_update=0))
     leaf = Certificate.load(pem)
