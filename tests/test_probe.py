@@ -15,6 +15,7 @@ exactly as it dials a daemon.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import ssl
 import threading
@@ -39,12 +40,17 @@ from sqlalchemy import select
 
 from lecentral.certificates import Certificate, Csr, now_ts
 from lecentral.cli.central import main
+from lecentral.errors import VerifyError
 from lecentral.fleet.probe import probe, targets, with_sni
 from lecentral.fleet.store import Deployment, FleetStore, ProbeResult, ProbeTarget, Run
+from lecentral.hookspecs import hookimpl
+from lecentral.interfaces import Verifier
+from lecentral.plugins import get_plugin_manager
 from lecentral.registry import Registry
 from lecentral.store.rows import CertRow
 from lecentral.store.schema import probes, runs
 from lecentral.store.sql import SqlStore
+from lecentral.types import VerifierType
 
 WWW = "www.example.test"
 
@@ -270,6 +276,48 @@ def test_a_bad_url_in_the_database_is_an_error_result(registry: Registry, store:
     assert ":pw@" not in result.error and ":pw@" not in result.url  # the password is masked
 
 
+class BrokenVerifier(Verifier):
+    """``hang://`` ignores its timeout (waits on an event); ``crash://`` raises a bare RuntimeError."""
+
+    release = threading.Event()
+
+    def presented_certificate(self, url: str, timeout: float) -> bytes:
+        if url.startswith("hang://"):
+            self.release.wait(60)
+            raise VerifyError(f"verify {url}: released")
+        raise RuntimeError("the plugin fell over")
+
+
+class BrokenPlugin:
+    @hookimpl
+    def lecentral_register_verifiers(self) -> list[VerifierType]:
+        return [VerifierType("hang", BrokenVerifier), VerifierType("crash", BrokenVerifier)]
+
+
+def test_a_broken_verifier_plugin_is_a_result_not_a_crash(store: SqlStore, tls_listener: Callable[..., TlsListener],
+                                                          cert_files_factory: Callable[..., CertFiles]) -> None:
+    """The one stand-in of this module: a verifier plugin that ignores its deadline and one that
+    raises a bare exception. No real plugin behaves so (that is the point): it is the guard of
+    the run that is tested, and a real TLS endpoint beside them is still probed."""
+    loaded = get_plugin_manager(entrypoints=False)
+    loaded.pm.register(BrokenPlugin(), name="broken")
+    registry = Registry(loaded)
+    files = cert_files_factory([WWW])
+    up = tls_listener(files)
+    fleet = FleetStore(store)
+    for url in ("hang://127.0.0.1:1", "crash://127.0.0.1:1", f"tls://127.0.0.1:{up.port}"):
+        fleet.add_endpoint(WWW, url, "ops", 1)
+    try:
+        seen = by_url(probe(registry, targets(fleet), timeout=0.5, workers=3))
+    finally:
+        BrokenVerifier.release.set()
+    assert "no answer within the 0.5s timeout (the verifier did not stop on time)" in \
+        str(seen["hang://127.0.0.1:1"].error)
+    assert seen["crash://127.0.0.1:1"].error == \
+        "probe crash://127.0.0.1:1: RuntimeError: the plugin fell over"
+    assert seen[f"tls://127.0.0.1:{up.port}"].fingerprint == files.fingerprint()
+
+
 def test_probe_of_nothing_is_nothing(registry: Registry) -> None:
     assert probe(registry, [], timeout=1.0, workers=4) == []
 
@@ -356,6 +404,26 @@ def test_cli_probe_table_json_states_and_one_alert_per_change(
                                           "current again")]
     body = env.mailbox.messages[1].get_payload(decode=True)
     assert isinstance(body, bytes) and b"was unreachable and is now current" in body
+
+
+def test_cli_probe_an_alert_not_sent_is_tried_again(
+        env: Env, cert_files_factory: Callable[..., CertFiles]) -> None:
+    files = cert_files_factory([WWW])
+    register(env.store, WWW, files.cert, files.key)
+    down = free_port()
+    assert env.run("endpoint", "add", WWW, f"tls://127.0.0.1:{down}").exit_code == 0
+    good = env.config.read_text()
+    env.config.write_text(re.sub(r'smtp = "[^"]*"', f'smtp = "127.0.0.1:{free_port()}"', good))
+    failed = env.run("probe", "--json")
+    assert failed.exit_code == 1, failed.output
+    data = json.loads(failed.stdout)
+    assert data["endpoints"][0]["state"] == "unreachable" and len(data["alerts_unsent"]) == 1
+    assert "alert not sent" in failed.stderr
+    assert env.runs()[0]["exit_code"] == 0  # the probing itself went well
+    env.config.write_text(good)
+    assert env.run("probe").exit_code == 0
+    assert env.mailbox.subjects() == [(f"[lecentral] WARNING: lecentral fleet: {WWW} on "
+                                      f"tls://127.0.0.1:{down}?sni={WWW} is unreachable")]
 
 
 def test_cli_probe_serves_another_key_is_a_mismatch(
