@@ -34,6 +34,8 @@ COMMANDS = {
     "renew": ("lecentral.cli.renew:renew", "Issue or renew what is due (the seed's download_cert.pl)."),
     "dns": ("lecentral.cli.dns:dns", "Set up and check the per-name DNS sub-zones."),
     "fleet": ("lecentral.cli.fleet:fleet", "What every host and endpoint really installs and serves."),
+    "probe": ("lecentral.cli.fleet_probe:probe", "Dial every endpoint of the certificates; record what each serves."),
+    "endpoint": ("lecentral.cli.fleet_probe:endpoint", "Endpoints to probe beside the agents' verify URLs."),
 }
 
 
