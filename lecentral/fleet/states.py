@@ -121,9 +121,13 @@ class _Judge:
             older = True
         if not older:
             return MISMATCH, f"a certificate the database does not hold ({_short(fp)})"
+        return self.age_state(name, f"the previous certificate ({_short(fp)})")
+
+    def age_state(self, name: str, what: str) -> tuple[str, str]:
+        """``pending`` or ``stale``: a host has ``what`` instead of the database's certificate,
+        which has been there for how long?"""
         issued = self.issued_at(name)
         age = self.now - issued if issued else None
-        what = f"the previous certificate ({_short(fp)})"
         if age is not None and age < self.settings.stale_after:
             return PENDING, f"{what}; the new one is {ago(age)} old"
         since = f" for {ago(age)}" if age is not None else ""
@@ -230,10 +234,11 @@ def _deployment(judge: _Judge, name: str, dep: Any, agent_runs: Mapping[str, int
     if (current is not None and installed_fp == current and not served_error
             and served_fp in (None, current)):  # the common case, judged fast
         return made(CURRENT, "the database's certificate")
+    if current is None:
+        return made(PENDING, "the database has no certificate yet")
     states: list[tuple[str, str]] = []
     if installed_fp is None:
-        states.append((STALE if result in ("failed", "rolled-back", "rollback-failed")
-                       else PENDING, f"nothing installed yet ({result}: {message})"))
+        states.append(judge.age_state(name, f"nothing installed ({result}: {message})"))
     else:
         state, why = judge.seen_state(name, installed_fp, installed_not_after, None, None)
         states.append((state, f"installed: {why}"))
