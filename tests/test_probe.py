@@ -377,7 +377,7 @@ def test_cli_probe_table_json_states_and_one_alert_per_change(
     assert any(line.split()[:3] == [WWW, served, "current"] for line in lines)
     assert any(line.split()[:3] == [WWW, down, "unreachable"] and "connection refused" in line
                for line in lines)
-    assert env.mailbox.subjects() == [(f"[lecentral] WARNING: lecentral fleet: {WWW} on {down} is "
+    assert env.mailbox.subjects() == [(f"[lecentral] WARNING: fleet: {WWW} on {down} is "
                                       "unreachable")]
     saved = {r["url"]: r for r in env.probe_rows()}
     assert saved[served]["fingerprint"] == fp and saved[served]["source"] == "agent"
@@ -400,7 +400,7 @@ def test_cli_probe_table_json_states_and_one_alert_per_change(
     assert {e["url"]: e["state"] for e in again["endpoints"]} == {served: "current", down: "current"}
     [entry] = [e for e in again["endpoints"] if e["url"] == down]
     assert entry["fingerprint"] == fp and entry["names"] == [WWW] and entry["error"] is None
-    assert env.mailbox.subjects()[1:] == [(f"[lecentral] INFO: lecentral fleet: {WWW} on {down} is "
+    assert env.mailbox.subjects()[1:] == [(f"[lecentral] INFO: fleet: {WWW} on {down} is "
                                           "current again")]
     body = env.mailbox.messages[1].get_payload(decode=True)
     assert isinstance(body, bytes) and b"was unreachable and is now current" in body
@@ -422,7 +422,7 @@ def test_cli_probe_an_alert_not_sent_is_tried_again(
     assert env.runs()[0]["exit_code"] == 0  # the probing itself went well
     env.config.write_text(good)
     assert env.run("probe").exit_code == 0
-    assert env.mailbox.subjects() == [(f"[lecentral] WARNING: lecentral fleet: {WWW} on "
+    assert env.mailbox.subjects() == [(f"[lecentral] WARNING: fleet: {WWW} on "
                                       f"tls://127.0.0.1:{down}?sni={WWW} is unreachable")]
 
 
@@ -435,7 +435,7 @@ def test_cli_probe_serves_another_key_is_a_mismatch(
     assert env.run("endpoint", "add", WWW, f"tls://127.0.0.1:{up.port}").exit_code == 0
     [entry] = env.json("probe")["endpoints"]
     assert entry["state"] == "mismatch" and "another key" in entry["detail"]
-    assert env.mailbox.subjects() == [(f"[lecentral] ERROR: lecentral fleet: {WWW} on {entry['url']} "
+    assert env.mailbox.subjects() == [(f"[lecentral] ERROR: fleet: {WWW} on {entry['url']} "
                                       "is mismatch")]
 
 

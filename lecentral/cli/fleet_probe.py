@@ -109,7 +109,8 @@ def probe(app: App, names: tuple[str, ...], as_json: bool, timeout: float | None
     counts = {"endpoints": len(results), "served": served, "unreachable": len(results) - served,
               "pruned": pruned}
     fleet.record_run(Run(kind="probe", host=prober, ts_start=started, ts_end=ended, exit_code=0,
-                         counts=counts, message=", ".join(wanted)), __version__)
+                         counts=counts, message=", ".join(wanted)), __version__,
+                     keep=fleet_config.keep_runs)
     fleet, view = load_view(store, app.config, now_ts(), wanted)
     unsent = notify_changes(fleet, view, app.registry, app.config, complete=not wanted)
     for error in unsent:

@@ -95,15 +95,14 @@ def probe_one(registry: Registry, target: ProbeTarget, timeout: float) -> ProbeR
     """Dial one endpoint; whatever happens, a result (an ``error`` when no leaf was read)."""
     from lecentral.certificates import Certificate
     from lecentral.errors import LecentralError
-    from lecentral.verify import check_verify_url, url_scheme
+    from lecentral.verify import check_verify_url, presented_leaf
 
     def failed(error: str) -> ProbeResult:
         return ProbeResult(name=target.name, url=target.url, source=target.source, error=error)
 
     try:
         check_verify_url(registry, target.url)  # the URL came from the database: check it first
-        verifier = registry.verifier(url_scheme(target.url)).factory()
-        der = verifier.presented_certificate(target.url, timeout)
+        der = presented_leaf(registry, target.url, timeout)
     except LecentralError as exc:  # VerifyError (unreachable...), ConfigError (a bad URL)...
         return failed(str(exc))
     except Exception as exc:  # a plugin's bug is this endpoint's result, not a crash

@@ -152,6 +152,7 @@ def probe_url_host(url: str, host: str) -> str:
     service) replaced by the agent's host name."""
     parts = urlsplit(url)
     name = parts.hostname or ""
+    port = parts.port  # ValueError for a port out of range: the caller's URL is bad
     loopback = name == "localhost"
     try:
         loopback = loopback or ipaddress.ip_address(name).is_loopback
@@ -160,7 +161,7 @@ def probe_url_host(url: str, host: str) -> str:
     if not loopback:
         return url
     shown = f"[{host}]" if ":" in host else host
-    netloc = f"{shown}:{parts.port}" if parts.port else shown
+    netloc = f"{shown}:{port}" if port else shown
     return parts._replace(netloc=netloc).geturl()
 
 
