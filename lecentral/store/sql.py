@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from alembic.script.revision import RevisionError
+from alembic.util.exc import CommandError
 from sqlalchemy import (
     Connection,
     create_engine,
@@ -25,8 +27,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine, make_url
-from alembic.script.revision import RevisionError
-from alembic.util.exc import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
 from lecentral.certificates import (
@@ -54,6 +54,16 @@ def _reason(exc: SQLAlchemyError) -> str:
     """The driver's own message, without SQLAlchemy's echo of the statement and its parameters."""
     orig = getattr(exc, "orig", None)
     return str(orig if orig is not None else exc).splitlines()[0]
+
+
+def _hint(reason: str) -> str:
+    """What to do about a database error, from the server's message."""
+    if "lecentral: " in reason:  # refused by lecentral's reporting triggers (migration 0002)
+        return ("the database maps each host to one account: on the central host, lecentral "
+                "agent add HOST --db-user USER (lecentral agent list shows the mapping)")
+    if "denied" in reason:
+        return "this database account lacks that right (contrib/sql/ lists what each account needs)"
+    return "check that the server is up and the [database] url is right"
 
 
 def _dns(name: str) -> str:
@@ -123,10 +133,9 @@ class SqlStore(Store):
         except StoreError:
             raise
         except SQLAlchemyError as exc:
-            raise StoreError(
-                f"database {self.shown_url}: {what} failed: {_reason(exc)}; "
-                "check that the server is up and the [database] url is right"
-            ) from None
+            reason = _reason(exc)
+            raise StoreError(f"database {self.shown_url}: {what} failed: {reason}; "
+                             f"{_hint(reason)}") from None
 
     @staticmethod
     def _matching(conn: Connection, name: str) -> builtins.list[str]:

@@ -27,6 +27,7 @@ and ``down_revision`` the previous one; ``tests/test_migrations.py`` checks that
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
@@ -82,8 +83,8 @@ def upgrade(conn: Connection, target: str = "head") -> tuple[str | None, str]:
     if start is not None and not is_known(start):
         raise StoreError(unknown_revision(start))
 
-    def steps(rev: object, _context: object) -> object:
-        return script._upgrade_revs(target, rev)  # noqa: SLF001 - what alembic's own command uses
+    def steps(rev: Any, _context: Any) -> Any:
+        return script._upgrade_revs(target, rev)  # what alembic's own upgrade command does
 
     env = EnvironmentContext(Config(), script, fn=steps, destination_rev=target)
     with env:

@@ -201,8 +201,8 @@ def mysql_trigger(trigger: str, table: str, event: str) -> str:
         body.append("SET NEW.db_user = who;")
     body += [
         "IF who <> central COLLATE utf8mb4_bin THEN",
-        "SET mine = (SELECT GROUP_CONCAT(host ORDER BY host SEPARATOR ', ') FROM lecentral_agents "
-        "WHERE db_user = who COLLATE utf8mb4_bin);",
+        ("SET mine = (SELECT GROUP_CONCAT(host ORDER BY host SEPARATOR ', ') FROM lecentral_agents "
+         "WHERE db_user = who COLLATE utf8mb4_bin);"),
     ]
     for host in _hosts(table, event):
         body += [
@@ -237,9 +237,10 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _pg_refuse(template: str, *args: str) -> str:
-    return (f"RAISE EXCEPTION '{template}', {', '.join(args)} "
-            "USING ERRCODE = 'insufficient_privilege';")
+def _pg_refuse(*parts: str) -> str:
+    # concat(), not RAISE's '%' format: a driver may take '%' for a parameter placeholder
+    return (f"RAISE EXCEPTION USING MESSAGE = concat({', '.join(parts)}), "
+            "ERRCODE = 'insufficient_privilege';")
 
 
 def postgresql_function(trigger: str, table: str, event: str, schema: str) -> str:
@@ -259,32 +260,32 @@ def postgresql_function(trigger: str, table: str, event: str, schema: str) -> st
         body.append("NEW.db_user = who;")
     body += [
         "IF who <> current_user THEN",  # current_user: the owner, who made the triggers
-        "SELECT string_agg(host, ', ' ORDER BY host) INTO mine FROM lecentral_agents "
-        "WHERE db_user = who;",
+        ("SELECT string_agg(host, ', ' ORDER BY host) INTO mine FROM lecentral_agents "
+         "WHERE db_user = who;"),
     ]
     for host in _hosts(table, event):
         body += [
             f"SELECT db_user INTO host_user FROM lecentral_agents WHERE host = {host};",
             "IF mine IS NOT NULL AND host_user IS DISTINCT FROM who THEN",
-            _pg_refuse("lecentral: database user % may report only for host(s) %, not %",
-                       "who", "mine", host),
+            _pg_refuse("'lecentral: database user '", "who", "' may report only for host(s) '",
+                       "mine", "', not '", host),
             "ELSIF mine IS NULL AND host_user IS NOT NULL THEN",
-            _pg_refuse("lecentral: host % reports through database user % only, not %",
-                       host, "host_user", "who"),
+            _pg_refuse("'lecentral: host '", host, "' reports through database user '",
+                       "host_user", "' only, not '", "who"),
             "END IF;",
         ]
     if event == "UPDATE":
         body += [
             "IF NEW.host IS DISTINCT FROM OLD.host THEN",
-            _pg_refuse("lecentral: database user % may not move a report of % to %",
-                       "who", "OLD.host", "NEW.host"),
+            _pg_refuse("'lecentral: database user '", "who", "' may not move a report of '",
+                       "OLD.host", "' to '", "NEW.host"),
             "END IF;",
         ]
     if table == "lecentral_runs":
         body += [
             "IF mine IS NOT NULL AND NEW.kind <> 'agent' THEN",
-            _pg_refuse("lecentral: database user % is an agent account: it may record runs of "
-                       "kind agent only, not %", "who", "NEW.kind"),
+            _pg_refuse("'lecentral: database user '", "who", "' is an agent account: it may "
+                       "record runs of kind agent only, not '", "NEW.kind"),
             "END IF;",
         ]
     body += ["END IF;", "RETURN NEW;", "END", "$lecentral$"]
