@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 import secrets
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from lecentral_testing.mariadb import MariaDBServer
 from lecentral_testing.pki import make_csr
 from lecentral_testing.postgres import PostgresServer
@@ -25,6 +27,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
 from lecentral.certificates import Csr
+from lecentral.cli.central import main
 from lecentral.errors import StoreError
 from lecentral.fleet.store import Deployment, FleetStore, Run
 from lecentral.host import this_host
@@ -135,9 +138,13 @@ def _postgres_fleet(server: PostgresServer, url: str) -> Fleet:
 
 
 def _fleet(dialect: str, central: SqlStore, stores: dict[str, SqlStore], names: dict[str, str]) -> Fleet:
-    fleet_store = FleetStore(central)
-    for host in (WEB1, WEB2):  # what `lecentral agent add HOST --db-user USER` does
-        fleet_store.add_agent(host, names[host], 1)
+    with tempfile.TemporaryDirectory() as tmp:  # the mapping, as the operator makes it
+        config = Path(tmp) / "lecentral.toml"
+        config.write_text(f'[database]\nurl = "{central.url}"\n')
+        for host in (WEB1, WEB2):
+            added = CliRunner().invoke(main, ["--config", str(config), "agent", "add", host,
+                                              "--db-user", names[host]])
+            assert added.exit_code == 0, added.output
     pem, _ = make_csr(["www.example.test"])
     central.add(CertRow(name="www.example.test", csr=pem, md5_modulus=Csr.load(pem).md5_modulus,
                         enable=True, ts_expire=1, ts_last_update=1, count_fail_update=0))
@@ -296,6 +303,17 @@ def test_agent_cannot_rewrite_history(fleet: Fleet) -> None:
                               "(5, 'www.example.test', 'installed', :h, 'forged')", {"h": WEB2})
     assert f"may report only for host(s) {WEB1}, not {WEB2}" in message, message
     assert dump(fleet) == before
+
+
+def test_the_refused_host_is_named_even_after_many_hosts(fleet: Fleet) -> None:
+    """An account mapped to many hosts: the list is shortened, the refused host still named."""
+    central = FleetStore(fleet.central)
+    for number in range(12):
+        central.add_agent(f"extra-{number:02d}.example.test", fleet.users[WEB1], 3)
+    message = refused(fleet.engine(WEB1), INSERT_RUN, {"kind": "agent", "host": WEB2})
+    first_line = message.splitlines()[0].rstrip("'\")")
+    assert f"lecentral: database user {fleet.users[WEB1]} may report only for host(s) extra-00" \
+        in first_line and first_line.endswith(f", not {WEB2}"), message
 
 
 def test_agent_records_only_agent_runs(fleet: Fleet) -> None:

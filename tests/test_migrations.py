@@ -288,3 +288,15 @@ def test_the_revisions_never_name_certs_nor_import_the_live_schema() -> None:
         source = path.read_text()
         assert "lecentral.store.schema" not in source and "from lecentral" not in source, path
         assert '"certs"' not in source and " certs " not in source, path
+
+
+def test_the_agents_never_migrate() -> None:
+    """lecentral-install (lecentral/install, its CLI) never creates or migrates a table: its
+    least-privileged account could not, and a half-upgraded database must not come from a server."""
+    root = Path(__file__).parents[1] / "lecentral"
+    sources = [*sorted((root / "install").rglob("*.py")), root / "cli" / "agent.py",
+               root / "cli" / "agent_commands.py"]
+    for path in sources:
+        source = path.read_text()
+        for word in ("init_schema", "upgrade_schema", "migrations", "create_all"):
+            assert word not in source, f"{path}: {word}"

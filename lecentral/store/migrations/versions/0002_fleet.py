@@ -203,6 +203,8 @@ def mysql_trigger(trigger: str, table: str, event: str) -> str:
         "IF who <> central COLLATE utf8mb4_bin THEN",
         ("SET mine = (SELECT GROUP_CONCAT(host ORDER BY host SEPARATOR ', ') FROM lecentral_agents "
          "WHERE db_user = who COLLATE utf8mb4_bin);"),
+        # the message holds 128 characters: a long host list is shortened, the refused host stays
+        "IF CHAR_LENGTH(mine) > 40 THEN SET mine = CONCAT(LEFT(mine, 37), '...'); END IF;",
     ]
     for host in _hosts(table, event):
         body += [
