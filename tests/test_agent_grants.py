@@ -296,7 +296,9 @@ def test_agent_cannot_rewrite_history(fleet: Fleet) -> None:
                 "DELETE FROM lecentral_events", "UPDATE lecentral_events SET message = 'x'",
                 "DELETE FROM lecentral_deployments",
                 "INSERT INTO lecentral_agents (host, db_user, ts_added) VALUES ('x', 'y', 1)",
-                "UPDATE lecentral_agents SET db_user = 'y'", "DELETE FROM lecentral_agents"):
+                "UPDATE lecentral_agents SET db_user = 'y'", "DELETE FROM lecentral_agents",
+                "SELECT * FROM lecentral_agents",  # the triggers read it as their owner
+                "SELECT * FROM lecentral_runs", "SELECT * FROM lecentral_events"):
         message = refused(engine, sql)
         assert "denied" in message, (sql, message)
     message = refused(engine, "INSERT INTO lecentral_events (ts, name, kind, host, message) VALUES "
