@@ -193,6 +193,7 @@ def test_a_database_of_a_newer_lecentral_is_refused(sqlite_url: str, tmp_path: P
         store.check_schema()
     result = cli(tmp_path, sqlite_url, "upgrade")
     assert result.exit_code == 4 and expected in result.stderr
+    assert f"lecentral: error: database {sqlite_url}: its lecentral tables" in result.stderr
     assert "upgrade lecentral on this host" in result.stderr
     assert store.schema_revision() == "0099_future"
     store.close()

@@ -207,6 +207,8 @@ class SqlStore(Store):
         try:
             with self._begin(what) as conn:
                 yield conn
+        except migrations.NewerRevisionError as exc:
+            raise StoreError(f"database {self.shown_url}: {exc}") from None
         except (CommandError, RevisionError) as exc:
             raise StoreError(f"database {self.shown_url}: {what} failed: {exc}") from None
 

@@ -44,6 +44,10 @@ VERSION_TABLE = "lecentral_alembic_version"
 _HERE = Path(__file__).resolve().parent
 
 
+class NewerRevisionError(StoreError):
+    """The database is at a revision this lecentral does not ship (a newer one upgraded it)."""
+
+
 def scripts() -> ScriptDirectory:
     """The revisions shipped with this lecentral (no alembic.ini: the package is the location)."""
     return ScriptDirectory(str(_HERE), version_locations=[str(_HERE / "versions")])
@@ -81,7 +85,7 @@ def upgrade(conn: Connection, target: str = "head") -> tuple[str | None, str]:
     script = scripts()
     start = current(conn)
     if start is not None and not is_known(start):
-        raise StoreError(unknown_revision(start))
+        raise NewerRevisionError(unknown_revision(start))
 
     def steps(rev: Any, _context: Any) -> Any:
         return script._upgrade_revs(target, rev)  # what alembic's own upgrade command does
