@@ -80,7 +80,8 @@ def test_commands_before_init_say_to_run_init(tmp_path: Path) -> None:
     e.db.touch()
     result = e.run("list")
     assert result.exit_code == 4
-    assert "has no table certs, lecentral_events, lecentral_renew_lock, lecentral_leftovers; run lecentral init" in result.stderr
+    assert "has no table certs, lecentral_events, lecentral_renew_lock, lecentral_leftovers, " \
+        "lecentral_agents, " in result.stderr and "; run lecentral init" in result.stderr
 
 
 def test_add_is_populate_pl(env: Env) -> None:

@@ -18,6 +18,10 @@ from lecentral.store.sql import SqlStore
 
 BACKENDS = ["sqlite", "mariadb", "postgres"]
 SEED_DDL = (Path(__file__).parents[1] / "sql" / "mysql" / "certs.sql").read_text()
+#: lecentral's own tables, as init creates them (tests/test_migrations.py: through migrations)
+OWN = ["lecentral_events", "lecentral_renew_lock", "lecentral_leftovers", "lecentral_agents",
+       "lecentral_deployments", "lecentral_runs", "lecentral_endpoints", "lecentral_probes",
+       "lecentral_fleet_states"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -152,8 +156,7 @@ def test_renew_lock_is_exclusive(url: str, store: SqlStore) -> None:
 
 def test_init_is_idempotent(url: str) -> None:
     s = SqlStore(url)
-    assert s.init_schema() == ["certs", "lecentral_events", "lecentral_renew_lock",
-                              "lecentral_leftovers"]
+    assert s.init_schema() == ["certs", *OWN]
     assert s.init_schema() == []
     s.close()
 
@@ -173,8 +176,7 @@ def test_seed_database_is_used_as_it_is(mariadb_url: str) -> None:
                                                                  "m": csr.md5_modulus})
         before = conn.execute(text("SHOW CREATE TABLE certs")).one()[1]
     store = SqlStore(mariadb_url)
-    assert store.init_schema() == ["lecentral_events", "lecentral_renew_lock",
-                                  "lecentral_leftovers"]
+    assert store.init_schema() == OWN
     with engine.begin() as conn:
         assert conn.execute(text("SHOW CREATE TABLE certs")).one()[1] == before
     row = store.get("ldap.example.test")
@@ -329,17 +331,19 @@ def test_seed_rows_with_capitals_shell_digests_and_null_enable(store: SqlStore, 
 
 
 def test_existing_database_without_the_leftovers_table(store: SqlStore, url: str) -> None:
-    """A database made before lecentral_leftovers existed: every command says to run init, and
-    init adds the table without touching certs."""
+    """A database made before lecentral_leftovers existed (and before migrations: no version
+    table): every command says to run init, and init adds the tables without touching certs."""
     store.add(new_row())
     before = store.get("www.example.test")
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("DROP TABLE lecentral_leftovers"))
+        for table in ["lecentral_leftovers", *OWN[3:], "lecentral_alembic_version"]:
+            conn.execute(text(f"DROP TABLE {table}"))
     engine.dispose()
-    with pytest.raises(StoreError, match="has no table lecentral_leftovers; run lecentral init"):
+    with pytest.raises(StoreError, match="has no table lecentral_leftovers, lecentral_agents, .*; "
+                                         "run lecentral init"):
         store.check_schema()
-    assert store.init_schema() == ["lecentral_leftovers"]
+    assert store.init_schema() == ["lecentral_leftovers", *OWN[3:]]
     store.check_schema()
     assert store.get("www.example.test") == before
 

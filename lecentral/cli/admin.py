@@ -41,17 +41,53 @@ def _csr_for(name: str, path: Path) -> Csr:
 @pass_app
 @guarded
 def init(app: App) -> None:
-    """Create the tables (safe to run again).
+    """Create the tables and bring lecentral's own tables to this version (safe to run again).
 
-    On an existing database made by the seed's scripts, `certs` is left exactly as it is and only
-    lecentral's own tables (the event log) are added.
+    On an existing database made by the seed's scripts, `certs` is left exactly as it is: only
+    lecentral's own tables are added, through its schema migrations (the same ones `lecentral
+    upgrade` runs). A database made by an earlier lecentral is upgraded, its rows kept.
     """
     store = app.store(check=False)
     created = store.init_schema()
+    revision = _revision(store)
     if created:
-        click.echo(f"created tables {', '.join(created)} in {store.location}")
+        click.echo(f"created tables {', '.join(created)} in {store.location}{revision}")
     else:
-        click.echo(f"all tables already exist in {store.location}; nothing changed")
+        click.echo(f"all tables already exist in {store.location}; nothing changed{revision}")
+
+
+def _revision(store: object) -> str:
+    from lecentral.store.sql import SqlStore
+
+    return f" (schema revision {store.schema_revision()})" if isinstance(store, SqlStore) else ""
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print {from, to, head, changed} as JSON.")
+@pass_app
+@guarded
+def upgrade(app: App, as_json: bool) -> None:
+    """Run the pending schema migrations of lecentral's own tables.
+
+    Run it on the central host after installing a new lecentral (every command says `run
+    lecentral upgrade` until then). `certs` is never changed; running it again does nothing.
+    The agents never migrate. Prints the revision before and after.
+    """
+    from lecentral.store import migrations
+    from lecentral.store.sql import SqlStore
+
+    store = app.store(check=False)
+    if not isinstance(store, SqlStore):
+        raise LecentralError(f"{store.location}: this store has no schema migrations")
+    before, after = store.upgrade_schema()
+    if as_json:
+        print_json({"from": before, "to": after, "head": migrations.head(),
+                    "changed": before != after})
+    elif before == after:
+        click.echo(f"{store.location}: lecentral's tables already at revision {after}; nothing to do")
+    else:
+        click.echo(f"{store.location}: lecentral's tables upgraded from revision "
+                   f"{before or '(none)'} to {after}")
 
 
 @click.command()

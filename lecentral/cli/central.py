@@ -21,6 +21,9 @@ COMMANDS_GROUP = "lecentral.commands"
 #: sub-commands, imported only when used
 COMMANDS = {
     "init": ("lecentral.cli.admin:init", "Create the tables (safe on an existing database)."),
+    "upgrade": ("lecentral.cli.admin:upgrade", "Run the pending schema migrations of lecentral's tables."),
+    "agent": ("lecentral.cli.agent_accounts:agent",
+              "Which database user may report for which host (reporting agents)."),
     "add": ("lecentral.cli.admin:add", "Add a name from its CSR (the seed's populate.pl)."),
     "set-csr": ("lecentral.cli.admin:set_csr", "Replace the CSR of a name."),
     "enable": ("lecentral.cli.admin:enable", "Let the renew job and the agents manage a name."),

@@ -1,7 +1,9 @@
 """Table definitions for SQLAlchemy Core.
 
 ``certs`` is described here only to query it; it is created from the DDL files in ``ddl/`` (the
-seed's own DDL on MySQL/MariaDB), never altered. lecentral's own data lives in its own tables.
+seed's own DDL on MySQL/MariaDB), never altered. lecentral's own data lives in its own tables,
+which the migrations in :mod:`lecentral.store.migrations` create and evolve: these definitions are
+what the head revision makes (tests/test_migrations.py compares them), used to query the tables.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from importlib.resources import files
 from sqlalchemy import (
     BigInteger,
     Column,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -123,6 +126,7 @@ deployments = Table(
     Column("ts_reported", BigInteger, nullable=False),
     Column("db_user", String(128)),  # set by the database server (trigger), not by the client
     UniqueConstraint("name", "host", "entry", name="uq_lecentral_deployments"),
+    Index("ix_lecentral_deployments_host", "host"),
     mysql_charset="utf8mb4",
 )
 
@@ -139,6 +143,7 @@ runs = Table(
     Column("message", Text, nullable=False),
     Column("version", String(32), nullable=False),
     Column("db_user", String(128)),  # set by the database server (trigger)
+    Index("ix_lecentral_runs_kind_host_ts_end", "kind", "host", "ts_end"),  # the latest runs
     mysql_charset="utf8mb4",
 )
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from alembic.script.revision import RevisionError
+from alembic.util.exc import CommandError
 from sqlalchemy import (
     Connection,
     create_engine,
@@ -39,9 +41,9 @@ from lecentral.errors import CsrError, StoreError, UnknownNameError
 from lecentral.host import this_host
 from lecentral.interfaces import Store
 from lecentral.leftovers import Leftover
-from lecentral.store import renewlock
+from lecentral.store import migrations, renewlock
 from lecentral.store.rows import CertRow, EventRow, LockHolder
-from lecentral.store.schema import OWN_TABLES, certs, certs_ddl, events, metadata
+from lecentral.store.schema import OWN_TABLES, certs, certs_ddl, events
 from lecentral.store.schema import leftovers as leftover_table
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,16 @@ def _reason(exc: SQLAlchemyError) -> str:
     """The driver's own message, without SQLAlchemy's echo of the statement and its parameters."""
     orig = getattr(exc, "orig", None)
     return str(orig if orig is not None else exc).splitlines()[0]
+
+
+def _hint(reason: str) -> str:
+    """What to do about a database error, from the server's message."""
+    if "lecentral: " in reason:  # refused by lecentral's reporting triggers (migration 0002)
+        return ("the database maps each host to one account: on the central host, lecentral "
+                "agent add HOST --db-user USER (lecentral agent list shows the mapping)")
+    if "denied" in reason:
+        return "this database account lacks that right (contrib/sql/ lists what each account needs)"
+    return "check that the server is up and the [database] url is right"
 
 
 def _dns(name: str) -> str:
@@ -121,10 +133,9 @@ class SqlStore(Store):
         except StoreError:
             raise
         except SQLAlchemyError as exc:
-            raise StoreError(
-                f"database {self.shown_url}: {what} failed: {_reason(exc)}; "
-                "check that the server is up and the [database] url is right"
-            ) from None
+            reason = _reason(exc)
+            raise StoreError(f"database {self.shown_url}: {what} failed: {reason}; "
+                             f"{_hint(reason)}") from None
 
     @staticmethod
     def _matching(conn: Connection, name: str) -> builtins.list[str]:
@@ -166,34 +177,73 @@ class SqlStore(Store):
     # -- schema --------------------------------------------------------------------------------------
 
     def init_schema(self) -> list[str]:
-        created: list[str] = []
+        """Create ``certs`` if missing (the seed's DDL, never touched when there), then bring
+        lecentral's own tables to the head revision (:meth:`upgrade_schema`); return the tables
+        created."""
         if self.sqlite_path and self.sqlite_path != ":memory:":
             Path(self.sqlite_path).parent.mkdir(parents=True, exist_ok=True, mode=0o750)
             os.close(os.open(self.sqlite_path, os.O_WRONLY | os.O_CREAT, 0o600))  # the one creator
-        with self._begin("creating tables") as conn:
-            existing = set(inspect(conn).get_table_names())
-            if "certs" not in existing:
+        with self._migrating("creating tables") as conn:
+            before = set(inspect(conn).get_table_names())
+            if "certs" not in before:
                 conn.exec_driver_sql(certs_ddl(self.dialect))
-                created.append("certs")
-            missing = [t for t in OWN_TABLES if t.name not in existing]
-            metadata.create_all(conn, tables=missing)
-            created.extend(t.name for t in missing)
+            migrations.upgrade(conn)
+            after = set(inspect(conn).get_table_names())
         if self.sqlite_path and self.sqlite_path != ":memory:":
             os.chmod(self.sqlite_path, 0o600)  # the table holds no key, but it is ours alone
-        return created
+        return [t for t in ["certs", *(t.name for t in OWN_TABLES)] if t in after - before]
+
+    def upgrade_schema(self) -> tuple[str | None, str]:
+        """Run the pending migrations of lecentral's own tables (never ``certs``); return the
+        revisions (from, to), from ``None`` for a database that had no version yet."""
+        with self._migrating("upgrading lecentral's tables") as conn:
+            if not inspect(conn).has_table("certs"):
+                raise StoreError(f"database {self.shown_url} has no table certs; run lecentral init")
+            return migrations.upgrade(conn)
+
+    @contextmanager
+    def _migrating(self, what: str) -> Iterator[Connection]:
+        """:meth:`_begin`, and Alembic's own errors (a revision it cannot find) as StoreError."""
+        try:
+            with self._begin(what) as conn:
+                yield conn
+        except migrations.NewerRevisionError as exc:
+            raise StoreError(f"database {self.shown_url}: {exc}") from None
+        except (CommandError, RevisionError) as exc:
+            raise StoreError(f"database {self.shown_url}: {what} failed: {exc}") from None
+
+    def schema_revision(self) -> str | None:
+        """The migration revision lecentral's tables are at (``None``: none recorded)."""
+        with self._begin("reading the schema version") as conn:
+            return migrations.current(conn)
 
     def check_schema(self) -> None:
-        """Raise StoreError if the tables are missing (``lecentral init`` not run)."""
+        """Raise StoreError saying what to run if the tables are missing (``lecentral init``) or
+        older than this lecentral (``lecentral upgrade``)."""
         if self.sqlite_path and self.sqlite_path != ":memory:" and not Path(self.sqlite_path).exists():
             raise StoreError(f"database file {self.sqlite_path} does not exist; run lecentral init "
                              "(or check [database] url)")
         with self._begin("reading the schema") as conn:
             existing = set(inspect(conn).get_table_names())
+            revision = migrations.current(conn) if migrations.VERSION_TABLE in existing else None
         missing = [t for t in ["certs", *(t.name for t in OWN_TABLES)] if t not in existing]
-        if missing:
+        head = migrations.head()
+        if revision is not None and not migrations.is_known(revision):
+            raise StoreError(f"database {self.shown_url}: {migrations.unknown_revision(revision)}")
+        if "certs" in missing or (missing and revision is None):
             raise StoreError(
                 f"database {self.shown_url} has no table {', '.join(missing)}; run lecentral init"
             )
+        if revision is None:
+            raise StoreError(f"database {self.shown_url}: lecentral's tables record no schema "
+                             "revision (made by an earlier lecentral); run lecentral upgrade")
+        if revision != head:
+            raise StoreError(f"database {self.shown_url}: lecentral's tables are at revision "
+                             f"{revision}, this lecentral needs {head}; run lecentral upgrade")
+        if missing:  # at head, yet a table is gone: dropped by hand, init would not bring it back
+            raise StoreError(f"database {self.shown_url} has no table {', '.join(missing)} although "
+                             f"its schema is at revision {revision}: it was dropped by hand; restore "
+                             "it from a backup")
 
     # -- reading ---------------------------------------------------------------------------------------
 
