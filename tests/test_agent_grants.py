@@ -219,7 +219,7 @@ def test_agent_reports_for_its_own_host(fleet: Fleet) -> None:
     assert deps == [(WEB1, "e", "m", fleet.users[WEB1]), (WEB1, "nginx-www", "again", fleet.users[WEB1])]
     assert runs == [("agent", WEB1, fleet.users[WEB1])] * 2
     snapshot = FleetStore(fleet.central).snapshot()
-    assert [(d["host"], d["db_user"]) for d in snapshot.deployments] == [(WEB1, fleet.users[WEB1])] * 2
+    assert [(d.host, d.db_user) for d in snapshot.deployments] == [(WEB1, fleet.users[WEB1])] * 2
 
 
 def test_agent_logs_install_events_for_its_host(fleet: Fleet) -> None:
