@@ -33,6 +33,8 @@ COMMANDS = {
     "config": ("lecentral.cli.admin:config", "Show the effective configuration, secrets masked."),
     "renew": ("lecentral.cli.renew:renew", "Issue or renew what is due (the seed's download_cert.pl)."),
     "dns": ("lecentral.cli.dns:dns", "Set up and check the per-name DNS sub-zones."),
+    "check": ("lecentral.cli.monitor:check", "Monitoring plugin (Nagios/Icinga/NRPE) for the fleet."),
+    "metrics": ("lecentral.cli.monitor:metrics", "The fleet as Prometheus metrics (textfile)."),
 }
 
 
