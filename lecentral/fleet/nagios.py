@@ -206,7 +206,8 @@ def row_problems(fleet: FleetStore, names: Sequence[str] = ()) -> dict[str, list
     read: ``crt`` is checked through the view's fingerprint), per lower-case name."""
     from sqlalchemy import func, select
 
-    from lecentral.certificates import normalise_digest
+    from lecentral.certificates import check_name, normalise_digest
+    from lecentral.errors import CsrError
     from lecentral.store.schema import certs
 
     query = select(certs.c.name, certs.c.enable, certs.c.certbot, certs.c.md5_modulus,
@@ -220,6 +221,10 @@ def row_problems(fleet: FleetStore, names: Sequence[str] = ()) -> dict[str, list
         rows = conn.execute(query).all()
     for name, enable, certbot, md5, ts_expire, ts_update, fails, csr_length in rows:
         problems = []
+        try:
+            check_name(str(name).rstrip())
+        except CsrError as exc:
+            problems.append(f"column name: {exc}")
         for col, value in (("enable", enable), ("certbot", certbot)):
             if value not in (None, "Y", "N"):
                 problems.append(f"column {col} is {value!r}, expected 'Y' or 'N'")
