@@ -7,57 +7,14 @@ query on ``certs`` and the leftovers. docs/monitoring.md describes their output.
 from __future__ import annotations
 
 import sys
-from urllib.parse import unquote
 
 import click
 
 from lecentral.cli.central import App
-from lecentral.cli.common import guarded, print_json
-from lecentral.fleet.nagios import (
-    MAX_LINES,
-    UNKNOWN,
-    CheckResult,
-    Thresholds,
-    as_json,
-    describe_error,
-    unknown,
-)
+from lecentral.cli.common import PluginCommand, emit, guarded, url_secrets
+from lecentral.fleet.nagios import MAX_LINES, Thresholds, describe_error, unknown
 
 pass_app = click.make_pass_decorator(App)
-
-
-class PluginCommand(click.Command):
-    """A click command whose usage errors exit 3 (UNKNOWN), as monitoring plugins must: click's
-    own 2 would read as CRITICAL."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            exc.exit_code = UNKNOWN  # type: ignore[misc]  # click reads it per instance
-            raise
-
-
-def url_secrets(url: str | None) -> list[str]:
-    """The password of a database URL, as written and percent-decoded (to mask in messages)."""
-    if not url:
-        return []
-    _, sep, rest = url.partition("://")
-    creds, at, _ = rest.rpartition("@")
-    if not sep or not at or ":" not in creds:
-        return []
-    password = creds.split(":", 1)[1]
-    return [s for s in {password, unquote(password)} if s]
-
-
-def emit(result: CheckResult, max_lines: int, json_out: bool) -> None:
-    """Print the result and exit with its state."""
-    if json_out:
-        print_json(as_json(result))
-    else:
-        for line in result.lines(max_lines):
-            click.echo(line)
-    sys.exit(result.status)
 
 
 @click.command(cls=PluginCommand)

@@ -67,6 +67,8 @@ GIVEN_UP = "given-up"  # count_fail_update beyond [renew] max_failures: no more 
 NO_CERTIFICATE = "no-certificate"  # enabled, tried, still no certificate
 ROW_PROBLEM = "row-problem"  # a column the renew job or the agents will refuse or misread
 LEFTOVER = "leftover"
+ENTRY_ERROR = "entry-error"  # lecentral-install check: an entry the agent cannot handle
+NOT_INSTALLED = "not-installed"  # lecentral-install check: nothing installed yet
 SEVERITY: dict[str, int] = {
     EXPIRED: CRITICAL,
     EXPIRING_CRITICAL: CRITICAL,
@@ -82,6 +84,8 @@ SEVERITY: dict[str, int] = {
     UNREACHABLE: WARNING,
     NEVER_RUN: WARNING,
     LEFTOVER: WARNING,
+    ENTRY_ERROR: WARNING,
+    NOT_INSTALLED: WARNING,
 }
 
 
