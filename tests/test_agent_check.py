@@ -53,8 +53,8 @@ def test_installed_and_served_is_ok(world: AgentWorld, nginx: NginxServer) -> No
     assert world.run("run").by_name(NAME)["status"] == "installed"
     code, lines = check(world)
     assert code == 0, lines
-    assert lines == [f"LECENTRAL-INSTALL OK - 1 certificate OK, soonest expiry {NAME} in 80.0d "
-                     f"| {NAME}=80;22.50;9;;90"]
+    assert lines == [(f"LECENTRAL-INSTALL OK - 1 certificate OK, soonest expiry {NAME} in 80.0d "
+                     f"| {NAME}=80;22.50;9;;90")]
 
 
 def test_expiring_installed_certificate_is_critical(world: AgentWorld, nginx: NginxServer) -> None:
