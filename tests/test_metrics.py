@@ -88,6 +88,8 @@ def test_every_state_passes_promtool(fleet: Fleet) -> None:
     promtool_check(data)
     got = samples(data)
     assert got[key("lecentral_certificate_failures", name=D)] == 2
+    assert got[key("lecentral_certificate_lifetime_seconds", name=D)] == 6 * 86400  # from the crt
+    assert got[key("lecentral_certificate_lifetime_seconds", name=A)] == 90 * 86400
     assert got[key("lecentral_certificate_enabled", name="off.example.test")] == 0
     assert key("lecentral_certificate_expiry_timestamp_seconds", name="off.example.test") not in got
     assert got[key("lecentral_certificate_state", name=A, state="stale")] == 1

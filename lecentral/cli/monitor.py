@@ -92,11 +92,12 @@ def metrics(app: App, textfile: str | None) -> None:
     """
     from lecentral.certificates import now_ts
     from lecentral.fleet.metrics import exposition, write_textfile
+    from lecentral.fleet.nagios import lifetimes
     from lecentral.fleet.watch import load_view
 
     now = now_ts()
-    _, view = load_view(app.store(), app.config, now)
-    data = exposition(view, app.store().leftovers())
+    fleet, view = load_view(app.store(), app.config, now)
+    data = exposition(view, app.store().leftovers(), lifetimes(fleet, view.certs))
     if textfile is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

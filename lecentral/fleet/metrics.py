@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -31,9 +31,11 @@ TARGET_LABELS = ["name", "kind", "host", "target"]
 class FleetCollector(Collector):
     """The samples of one fleet view (and the leftovers), built when the registry is rendered."""
 
-    def __init__(self, view: FleetView, leftovers: Sequence[Leftover]) -> None:
+    def __init__(self, view: FleetView, leftovers: Sequence[Leftover],
+                 lifetimes: Mapping[str, int] | None = None) -> None:
         self.view = view
         self.leftovers = leftovers
+        self.lifetimes = lifetimes or {}
 
     def collect(self) -> Iterator[Metric]:
         view = self.view
@@ -45,6 +47,9 @@ class FleetCollector(Collector):
                         "1 if the certificate is enabled (managed), 0 if disabled.", ["name"])
         expiry = gauge("lecentral_certificate_expiry_timestamp_seconds",
                        "notAfter of the database's certificate (ts_expire), Unix time.", ["name"])
+        lifetime = gauge("lecentral_certificate_lifetime_seconds",
+                         "notAfter - notBefore of the database's certificate (for alerts on a "
+                         "fraction of it).", ["name"])
         failures = gauge("lecentral_certificate_failures",
                          "Failed renewals in a row (count_fail_update; 0 after a success).",
                          ["name"])
@@ -81,6 +86,8 @@ class FleetCollector(Collector):
             enabled.add_metric([name], 1 if cert.enabled else 0)
             if cert.ts_expire and cert.ts_expire > 1 and cert.fingerprint:
                 expiry.add_metric([name], cert.ts_expire)
+                if cert.name in self.lifetimes:
+                    lifetime.add_metric([name], self.lifetimes[cert.name])
             failures.add_metric([name], cert.count_fail_update)
             if cert.ts_last_update and cert.ts_last_update > 1:
                 attempt.add_metric([name], cert.ts_last_update)
@@ -98,7 +105,7 @@ class FleetCollector(Collector):
                     served.add_metric(labels, t.served.not_after)
                 if t.ts:
                     reported.add_metric(labels, t.ts)
-        yield from (enabled, expiry, failures, attempt, cert_state, current, state, installed,
+        yield from (enabled, expiry, lifetime, failures, attempt, cert_state, current, state, installed,
                     served, reported)
 
         states = gauge("lecentral_certificates", "Certificates per fleet state.", ["state"])
@@ -139,10 +146,11 @@ class FleetCollector(Collector):
         yield generated
 
 
-def exposition(view: FleetView, leftovers: Sequence[Leftover]) -> bytes:
+def exposition(view: FleetView, leftovers: Sequence[Leftover],
+               lifetimes: Mapping[str, int] | None = None) -> bytes:
     """The Prometheus text format of ``view``."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(view, leftovers))
+    registry.register(FleetCollector(view, leftovers, lifetimes))
     return generate_latest(registry)
 
 
