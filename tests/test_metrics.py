@@ -94,13 +94,17 @@ def test_every_state_passes_promtool(fleet: Fleet) -> None:
     assert key("lecentral_certificate_expiry_timestamp_seconds", name="off.example.test") not in got
     assert got[key("lecentral_certificate_state", name=A, state="stale")] == 1
     assert got[key("lecentral_certificate_state", name=D, state="never-reported")] == 1
+    assert not any(k.startswith('lecentral_certificate_state{name="off.example.test"') for k in got)
     for host, name, state, current in (("web1", A, "current", 1), ("web2", A, "stale", 0),
                                        ("web1", B, "mismatch", 0), ("web3", C, "silent", 0),
                                        ("web4", C, "current", 1)):
         labels = {"name": name, "kind": "agent", "host": host, "target": f"{host} ({name})"}
         assert got[key("lecentral_deployment_current", **labels)] == current
-        assert got[key("lecentral_deployment_state", **labels, state=state)] == 1
-        assert key("lecentral_served_expiry_timestamp_seconds", **labels) in got
+        # the sparse families: only targets that are not current
+        assert (key("lecentral_deployment_state", **labels, state=state) in got) == (not current)
+        assert (key("lecentral_served_expiry_timestamp_seconds", **labels) in got) == (not current)
+        assert (key("lecentral_deployment_last_report_timestamp_seconds", **labels) in got) == \
+            (not current)
     probe = {"name": B, "kind": "probe", "host": "lb.example.test",
              "target": "https://lb.example.test:443/"}
     assert got[key("lecentral_deployment_state", **probe, state="unreachable")] == 1

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from lecentral.fleet.model import CURRENT, SEVERITY, TIMER_OK, FleetView
+from lecentral.fleet.model import CURRENT, DISABLED, SEVERITY, TIMER_OK, FleetView
 
 if TYPE_CHECKING:
     from lecentral.leftovers import Leftover
@@ -55,24 +55,28 @@ class FleetCollector(Collector):
                          ["name"])
         attempt = gauge("lecentral_certificate_last_attempt_timestamp_seconds",
                         "Last issuance or failed attempt (ts_last_update), Unix time.", ["name"])
+        # Sparse families: a target that is current serves the database's certificate, whose
+        # values are above already; only the others get a series (10,000 names × 3 hosts would
+        # otherwise mean 150,000 mostly redundant samples, a slow scrape and a big textfile).
         cert_state = gauge("lecentral_certificate_state",
-                           "1 for the certificate's fleet state (its worst target's).",
-                           ["name", "state"])
+                           "1 for the fleet state of a certificate that is not current (its worst "
+                           "target's); absent when current or disabled.", ["name", "state"])
         current = gauge("lecentral_deployment_current",
                         "1 if the target installed and serves the database's certificate, else 0.",
                         TARGET_LABELS)
         state = gauge("lecentral_deployment_state",
-                      "1 for the target's state (current, pending, stale, mismatch, unreachable, "
-                      "silent).", [*TARGET_LABELS, "state"])
+                      "1 for the state of a target that is not current (pending, stale, "
+                      "mismatch, unreachable, silent); absent when current.",
+                      [*TARGET_LABELS, "state"])
         installed = gauge("lecentral_installed_expiry_timestamp_seconds",
-                          "notAfter of the certificate the host's agent reported installed.",
-                          TARGET_LABELS)
+                          "notAfter of the certificate an agent reported installed, for targets "
+                          "that are not current.", TARGET_LABELS)
         served = gauge("lecentral_served_expiry_timestamp_seconds",
-                       "notAfter of the certificate the service presented (agent or probe).",
-                       TARGET_LABELS)
+                       "notAfter of the certificate the service presented (agent or probe), for "
+                       "targets that are not current.", TARGET_LABELS)
         reported = gauge("lecentral_deployment_last_report_timestamp_seconds",
-                         "When the agent last reported the target, or the probe last looked.",
-                         TARGET_LABELS)
+                         "When the agent last reported (or the probe last looked at) a target that "
+                         "is not current.", TARGET_LABELS)
         seen: set[str] = set()
         seen_targets: set[tuple[str, ...]] = set()
         for cert in view.certs:
@@ -91,13 +95,16 @@ class FleetCollector(Collector):
             failures.add_metric([name], cert.count_fail_update)
             if cert.ts_last_update and cert.ts_last_update > 1:
                 attempt.add_metric([name], cert.ts_last_update)
-            cert_state.add_metric([name, cert.state], 1)
+            if cert.state not in (CURRENT, DISABLED):
+                cert_state.add_metric([name, cert.state], 1)
             for t in cert.targets:
                 labels = [name, t.kind, t.host or "", t.target]
                 if tuple(labels) in seen_targets:
                     continue
                 seen_targets.add(tuple(labels))
                 current.add_metric(labels, 1 if t.state == CURRENT else 0)
+                if t.state == CURRENT:
+                    continue
                 state.add_metric([*labels, t.state], 1)
                 if t.installed is not None and t.installed.not_after:
                     installed.add_metric(labels, t.installed.not_after)
