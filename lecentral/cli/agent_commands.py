@@ -127,7 +127,7 @@ def _status_row(r: dict[str, Any]) -> list[str]:
 def check(app: AgentApp, names: tuple[str, ...], warning_days: float | None,
           critical_days: float | None, stale_after_days: float, max_lines: int,
           json_out: bool) -> None:
-    """Monitoring plugin for NRPE: this host's certificates (or only NAME...).
+    """Monitoring plugin for NRPE: this host's certificates, or only the NAMEs given.
 
     \b
     Prints `LECENTRAL-INSTALL <STATE> - <summary> | <perfdata>` (days left of each installed

@@ -30,7 +30,7 @@ pass_app = click.make_pass_decorator(App)
 @pass_app
 def check(app: App, names: tuple[str, ...], warning_days: float | None,
           critical_days: float | None, max_lines: int, json_out: bool) -> None:
-    """Monitoring plugin (Nagios, Icinga, NRPE): the whole fleet, or only NAME....
+    """Monitoring plugin (Nagios, Icinga, NRPE): the whole fleet, or only the NAMEs given.
 
     \b
     Prints `LECENTRAL <STATE> - <summary> | <perfdata>`, then one line per problem, worst first.
