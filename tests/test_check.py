@@ -297,3 +297,14 @@ def test_check_changes_nothing(fleet: Fleet) -> None:
         after = [conn.execute(text(f"SELECT * FROM {t}")).all() for t in
                  ("certs", "lecentral_events", "lecentral_runs", "lecentral_fleet_states")]
     assert before == after
+
+
+def test_database_without_the_fleet_tables_is_unknown(fleet: Fleet) -> None:
+    """A database from before the fleet tables (not upgraded with lecentral init)."""
+    fleet.issue(A, days=90, age=1)
+    with fleet.store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE lecentral_deployments"))
+    code, lines = fleet.check()
+    assert code == 3
+    assert lines[0].startswith("LECENTRAL UNKNOWN - cannot check: ")
+    assert "lecentral init" in lines[0], lines
