@@ -19,6 +19,8 @@ COMMANDS = {
     "run": ("lecentral.cli.agent_commands:run", "Install the database's certificates (cron/timer)."),
     "status": ("lecentral.cli.agent_commands:status",
                "Installed vs database vs served, for each certificate."),
+    "check": ("lecentral.cli.agent_commands:check",
+              "Monitoring plugin (NRPE): this host's certificates, installed vs database vs served."),
     "csr": ("lecentral.cli.agent_commands:csr", "Make the private key here and a CSR for the central host."),
     "plugins": ("lecentral.cli.agent_commands:plugins", "Installed service plugins and verifiers."),
 }

@@ -14,11 +14,15 @@ import click
 from lecentral.cli.agent import AgentApp
 from lecentral.cli.common import (
     EXIT_FAILURES,
+    PluginCommand,
+    emit,
     guarded,
     print_json,
     setup_logging,
     table,
+    url_secrets,
 )
+from lecentral.fleet.nagios import MAX_LINES
 from lecentral.plugins import DISABLE_ENV
 from lecentral.types import ServiceType
 
@@ -103,6 +107,60 @@ def _status_row(r: dict[str, Any]) -> list[str]:
         served.append(f"{url} {'ok' if info.get('is_installed') else 'error' if 'error' in info else 'OTHER'}")
     state = f"ERROR: {r['error']}" if r["error"] else r["state"]
     return [r["name"], r["service"], installed, database, ", ".join(served) or "-", state]
+
+
+@click.command(cls=PluginCommand)
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("-w", "--warning", "warning_days", type=float, metavar="DAYS",
+              help="WARNING when an installed certificate has fewer days left [default: 1/4 of "
+                   "its lifetime].")
+@click.option("-c", "--critical", "critical_days", type=float, metavar="DAYS",
+              help="CRITICAL when an installed certificate has fewer days left [default: 1/10 "
+                   "of its lifetime].")
+@click.option("--stale-after", "stale_after_days", type=click.FloatRange(min=0), default=2.0,
+              show_default=True, metavar="DAYS",
+              help="WARNING when a newer certificate in the database is not installed after this.")
+@click.option("--max-lines", default=MAX_LINES, show_default=True, type=click.IntRange(min=0),
+              help="Problem lines after the first line (0: all).")
+@click.option("--json", "json_out", is_flag=True, help="The same result as JSON on stdout.")
+@pass_app
+def check(app: AgentApp, names: tuple[str, ...], warning_days: float | None,
+          critical_days: float | None, stale_after_days: float, max_lines: int,
+          json_out: bool) -> None:
+    """Monitoring plugin for NRPE: this host's certificates, or only the NAMEs given.
+
+    \b
+    Prints `LECENTRAL-INSTALL <STATE> - <summary> | <perfdata>` (days left of each installed
+    certificate), then one line per problem. Read-only, like status: it compares what is
+    installed, what the database holds and what each verify URL presents.
+    Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (database unreachable, bad
+    install.toml, an unknown NAME, a usage error).
+
+    \b
+    CRITICAL: the installed certificate expired or below --critical; a verify URL presents
+              another certificate than the installed one.
+    WARNING:  below --warning; an entry with an error or an interrupted run; nothing
+              installed; a verify URL unreachable; a newer certificate in the database not
+              installed after --stale-after days; a name the database does not have.
+    """
+    from lecentral.certificates import now_ts
+    from lecentral.fleet.nagios import Thresholds, describe_error, unknown
+    from lecentral.install.check import PREFIX, evaluate
+    from lecentral.install.status import status as get_status
+
+    thresholds = Thresholds(warning_days, critical_days)
+    bad = thresholds.problem()
+    if bad:
+        emit(unknown(PREFIX, bad), max_lines, json_out)
+    secrets: list[str] = []
+    try:
+        secrets = url_secrets(app.config.database.url)
+        rows, db_error = get_status(app.config, app.registry, names)
+        result = evaluate(rows, db_error, thresholds, now_ts(), stale_after_days=stale_after_days,
+                          names=names)
+    except Exception as exc:  # noqa: BLE001 - a plugin answers UNKNOWN, never a traceback
+        result = unknown(PREFIX, f"cannot check: {describe_error(exc, secrets)}")
+    emit(result, max_lines, json_out)
 
 
 @click.command()

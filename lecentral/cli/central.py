@@ -39,6 +39,8 @@ COMMANDS = {
     "fleet": ("lecentral.cli.fleet:fleet", "What every host and endpoint really installs and serves."),
     "probe": ("lecentral.cli.fleet_probe:probe", "Dial every endpoint of the certificates; record what each serves."),
     "endpoint": ("lecentral.cli.fleet_probe:endpoint", "Endpoints to probe beside the agents' verify URLs."),
+    "check": ("lecentral.cli.monitor:check", "Monitoring plugin (Nagios/Icinga/NRPE) for the fleet."),
+    "metrics": ("lecentral.cli.monitor:metrics", "The fleet as Prometheus metrics (textfile)."),
 }
 
 

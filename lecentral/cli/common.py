@@ -8,11 +8,15 @@ import logging
 import sys
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote
 
 import click
 
 from lecentral.errors import LecentralError
+
+if TYPE_CHECKING:
+    from lecentral.fleet.nagios import CheckResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -124,3 +128,42 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip()]
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join(lines)
+
+
+# --- monitoring plugins (lecentral check, lecentral-install check) ------------------------
+
+
+class PluginCommand(click.Command):
+    """A click command whose usage errors exit 3 (UNKNOWN), as monitoring plugins must: click's
+    own 2 would read as CRITICAL."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            exc.exit_code = 3  # type: ignore[misc]  # UNKNOWN; click reads it per instance
+            raise
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The password of a database URL, as written and percent-decoded (to mask in messages)."""
+    if not url:
+        return []
+    _, sep, rest = url.partition("://")
+    creds, at, _ = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return []
+    password = creds.split(":", 1)[1]
+    return [s for s in {password, unquote(password)} if s]
+
+
+def emit(result: CheckResult, max_lines: int, json_out: bool) -> None:
+    """Print a monitoring-plugin result and exit with its state."""
+    from lecentral.fleet.nagios import as_json
+
+    if json_out:
+        print_json(as_json(result))
+    else:
+        for line in result.lines(max_lines):
+            click.echo(line)
+    sys.exit(result.status)

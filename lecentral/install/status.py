@@ -6,6 +6,8 @@ is shown per entry instead of stopping the listing.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +32,8 @@ def _cert_info(data: bytes | None, source: str) -> dict[str, Any] | None:
     if data is None:
         return None
     cert = Certificate.load(data, source)
-    return {"expires": cert.not_after, "fingerprint": cert.fingerprint, "names": cert.names}
+    return {"expires": cert.not_after, "not_before": cert.not_before,
+            "fingerprint": cert.fingerprint, "names": cert.names}
 
 
 def _rows(config: InstallConfig, registry: Registry) -> tuple[dict[str, CertRow | None], str | None]:
@@ -98,12 +101,19 @@ def entry_status(entry: CertEntry, service: Service, row: CertRow | None, db_err
     return out
 
 
-def status(config: InstallConfig, registry: Registry) -> tuple[list[dict[str, Any]], str | None]:
-    """Every configured entry's status, and the database error if it could not be read."""
+def status(config: InstallConfig, registry: Registry,
+           names: Sequence[str] = ()) -> tuple[list[dict[str, Any]], str | None]:
+    """Every configured entry's status (or only those of ``names``), and the database error if it
+    could not be read."""
+    wanted = {n.lower().rstrip(".") for n in names}
+    entries = [e for e in config.certs if not wanted or e.name.lower().rstrip(".") in wanted]
+    if entries != list(config.certs):
+        config = dataclasses.replace(config, certs=tuple(entries))
     rows, db_error = _rows(config, registry) if config.certs else ({}, None)
     results = [entry_status(e, config.service(e), rows.get(e.name), db_error, registry,
                             Path(config.agent.state_dir))
                for e in config.certs]
     results += [{"name": b.label, "service": "?", "installed": None, "database": None, "served": {},
-                 "state": "configuration error", "error": b.error} for b in config.broken]
+                 "state": "configuration error", "error": b.error} for b in config.broken
+                if not wanted]
     return results, db_error

@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Benchmark: ``lecentral fleet --json``, ``lecentral check`` and ``lecentral metrics --textfile``
+over 10,000 certificates × 3 hosts, each under one second (issue 13).
+
+The database (SQLite, or a throwaway MariaDB with ``--mariadb``) is filled in bulk with realistic
+rows: real PEM certificates and CSRs (``--distinct`` key pairs, reused across the names: the
+commands never compare a certificate's names with its row), ``ts_last_update`` the issue time as
+``save_issued`` writes it, 1 % of the names failing (their lifetime then comes from parsing the
+certificate), 1 % stale on one host, one host silent for a few names, a renew run and three agent
+runs. Each command is a fresh process from its real console script, run ``--repeat`` times; the
+median is printed and the script exits 1 if any is above ``--budget`` seconds.
+
+The peer: no Nagios-style ``check_ssl_cert`` runs over a database, so the comparison is the naive
+loop an admin would write, ``openssl x509 -enddate -noout`` over the same certificates written as
+10,000 files. It is timed on ``--naive-sample`` of them and scaled to all (said in the output).
+
+    python bench/bench_fleet.py                 # 10,000 × 3, SQLite
+    python bench/bench_fleet.py -n 2000         # quicker
+    python bench/bench_fleet.py --mariadb       # the same on a local MariaDB (Debian's mariadb-server)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from sqlalchemy import insert
+
+from lecentral.certificates import Certificate, Csr, md5_ca
+from lecentral.fleet.store import FleetStore, Run
+from lecentral.store.schema import certs, deployments
+from lecentral.store.sql import SqlStore
+
+DAY = 86400
+HOSTS = ("web1", "web2", "web3")
+
+
+def script(name: str) -> str:
+    path = Path(sysconfig.get_path("scripts")) / name
+    if not path.exists():
+        sys.exit(f"{name} not found next to {sys.executable}: pip install -e '.[test]'")
+    return str(path)
+
+
+def pairs(count: int, now: int) -> list[tuple[bytes, bytes, Certificate, bytes]]:
+    """(csr, crt, parsed crt, previous crt) for ``count`` EC keys: 90-day certificates."""
+    made = []
+    for i in range(count):
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = f"key{i}.bench.test"
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        san = x509.SubjectAlternativeName([x509.DNSName(name)])
+        csr = (x509.CertificateSigningRequestBuilder().subject_name(subject)
+               .add_extension(san, critical=False)
+               .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+
+        def cert(age_days: float, key: Any = key, subject: x509.Name = subject,
+                 san: x509.SubjectAlternativeName = san) -> bytes:
+            start = dt.datetime.fromtimestamp(now - age_days * DAY, dt.UTC)
+            return (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                    .not_valid_before(start).not_valid_after(start + dt.timedelta(days=90))
+                    .add_extension(san, critical=False)
+                    .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+
+        crt = cert(random.uniform(1, 50))
+        made.append((csr, crt, Certificate.load(crt), cert(80)))
+    return made
+
+
+def fill(url: str, n: int, distinct: int, now: int) -> list[bytes]:
+    """The rows; returns each name's crt (for the naive loop)."""
+    store = SqlStore(url)
+    store.init_schema()
+    material = pairs(distinct, now)
+    md5s = {i: Csr.load(m[0]).md5_modulus for i, m in enumerate(material)}
+    rows, deps, crts = [], [], []
+    rng = random.Random(13)
+    for i in range(n):
+        k = i % distinct
+        csr, crt, leaf, old = material[k]
+        name = f"n{i:05d}.bench.test"
+        failing = rng.random() < 0.01
+        rows.append({"name": name, "enable": "Y", "comment": None, "certbot": "N", "csr": csr,
+                     "ca": crt, "crt": crt, "md5_modulus": md5s[k], "md5_ca": md5_ca(crt),
+                     "ts_expire": leaf.not_after,
+                     "ts_last_update": now - 3600 if failing else leaf.not_before,
+                     "count_fail_update": rng.choice([1, 2, 3]) if failing else 0,
+                     "old_ca": old, "old_crt": old, "webroot_path": None})
+        crts.append(crt)
+        stale = rng.random() < 0.01
+        for h, host in enumerate(HOSTS):
+            installed = Certificate.load(old) if stale and h == 1 else leaf
+            silent = host == "web3" and i < 5
+            deps.append({
+                "name": name, "host": host, "entry": name, "service": "nginx",
+                "installed_fp": installed.fingerprint, "installed_not_after": installed.not_after,
+                "served_fp": installed.fingerprint, "served_not_after": installed.not_after,
+                "served_names": json.dumps([name]), "served_key_md5": md5s[k],
+                "served_url": f"tls://{host}:443", "served_error": None, "ts_served": now - 600,
+                "verify_urls": json.dumps([f"tls://{host}:443"]),
+                "paths": json.dumps([f"/etc/ssl/{name}.pem"]),
+                "result": "up-to-date", "message": "", "agent_version": "bench",
+                "ts_reported": now - (5 * DAY if silent else 600), "db_user": None})
+    with store.engine.begin() as conn:
+        for start in range(0, n, 1000):
+            conn.execute(insert(certs), rows[start:start + 1000])
+        for start in range(0, len(deps), 1000):
+            conn.execute(insert(deployments), deps[start:start + 1000])
+    fleet = FleetStore(store)
+    fleet.record_run(Run("renew", "central", now - 4000, now - 3600, 0, {"not-due": n}), "bench")
+    for host in HOSTS[:2]:
+        fleet.record_run(Run("agent", host, now - 700, now - 600, 0, {"up-to-date": n}), "bench")
+    store.close()
+    return crts
+
+
+def timed(argv: list[str], repeat: int, ok_codes: tuple[int, ...] = (0, 1, 2)) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, check=False)
+        times.append(time.perf_counter() - started)
+        if done.returncode not in ok_codes:
+            sys.exit(f"{' '.join(argv[-3:])} failed ({done.returncode}):\n"
+                     f"{done.stdout.decode()[-2000:]}{done.stderr.decode()[-2000:]}")
+    return statistics.median(times)
+
+
+def naive(crts: list[bytes], workdir: Path, sample: int) -> tuple[float, int]:
+    """``openssl x509 -enddate`` over certificate files, timed on ``sample`` of them."""
+    files = []
+    workdir.mkdir()
+    for i, crt in enumerate(crts):
+        path = workdir / f"n{i:05d}.pem"
+        path.write_bytes(crt)
+        files.append(path)
+    chosen = files[:sample]
+    started = time.perf_counter()
+    for path in chosen:
+        subprocess.run(["openssl", "x509", "-enddate", "-noout", "-in", str(path)],
+                       capture_output=True, check=True)
+    return (time.perf_counter() - started) * len(files) / len(chosen), len(chosen)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=10_000, help="certificates (× 3 hosts)")
+    parser.add_argument("--distinct", type=int, default=200, help="distinct key pairs")
+    parser.add_argument("-r", "--repeat", type=int, default=3)
+    parser.add_argument("--budget", type=float, default=1.0, help="seconds per command")
+    parser.add_argument("--naive-sample", type=int, default=1000)
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (to profile)")
+    parser.add_argument("--mariadb", action="store_true", help="a local MariaDB instead of SQLite")
+    args = parser.parse_args()
+    now = int(time.time())
+    with ExitStack() as stack:
+        if args.keep:
+            tmp = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
+            print(f"keeping {tmp}")
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fleet-")))
+        if args.mariadb:
+            from lecentral_testing.mariadb import MariaDBServer
+
+            server = stack.enter_context(MariaDBServer(tmp / "mariadb"))
+            url = server.url
+        else:
+            url = f"sqlite:///{tmp}/lecentral.db"
+        started = time.perf_counter()
+        crts = fill(url, args.n, args.distinct, now)
+        print(f"filled {args.n} certificates × {len(HOSTS)} hosts ({url.split(':')[0]}) in "
+              f"{time.perf_counter() - started:.1f} s")
+        config = tmp / "lecentral.toml"
+        config.write_text(f'[database]\nurl = "{url}"\n')
+        base = [script("lecentral"), "--config", str(config)]
+        has_fleet = subprocess.run([*base, "fleet", "--help"], capture_output=True,
+                                   check=False).returncode == 0
+        commands = {
+            "lecentral check": [*base, "check"],
+            "lecentral metrics --textfile": [*base, "metrics", "--textfile", str(tmp / "l.prom")],
+        }
+        if has_fleet:
+            commands["lecentral fleet --json"] = [*base, "fleet", "--json"]
+        results = {label: timed(argv, args.repeat) for label, argv in commands.items()}
+        first = subprocess.run(commands["lecentral check"], capture_output=True, text=True,
+                               check=False).stdout.splitlines()
+        print(f"check says: {first[0][:160]}...")
+        peer, sampled = naive(crts, tmp / "files", min(args.naive_sample, len(crts)))
+        print(f"\n{'command':<32}{'median':>10}")
+        for label, seconds in results.items():
+            flag = "" if seconds <= args.budget else f"  OVER {args.budget:.1f} s"
+            print(f"{label:<32}{seconds:>9.2f}s{flag}   naive loop / this: {peer / seconds:.0f}x")
+        if not has_fleet:
+            print(f"{'lecentral fleet --json':<32}{'TODO':>10}  (no fleet command in this tree yet)")
+        print(f"{'naive openssl x509 loop':<32}{peer:>9.2f}s  (timed on {sampled} files, scaled "
+              f"to {len(crts)}; expiry only: no deployments, no failures)")
+        return 1 if any(s > args.budget for s in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""``lecentral check`` (a Nagios/Icinga/NRPE plugin) and ``lecentral metrics`` (Prometheus).
+
+Both only read the database: the fleet view (:func:`lecentral.fleet.watch.load_view`), a small
+query on ``certs`` and the leftovers. docs/monitoring.md describes their output.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from lecentral.cli.central import App
+from lecentral.cli.common import PluginCommand, emit, guarded, url_secrets
+from lecentral.fleet.nagios import MAX_LINES, Thresholds, describe_error, unknown
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.command(cls=PluginCommand)
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("-w", "--warning", "warning_days", type=float, metavar="DAYS",
+              help="WARNING when a certificate has fewer days left [default: 1/4 of its lifetime].")
+@click.option("-c", "--critical", "critical_days", type=float, metavar="DAYS",
+              help="CRITICAL when a certificate has fewer days left [default: 1/10 of its "
+                   "lifetime].")
+@click.option("--max-lines", default=MAX_LINES, show_default=True, type=click.IntRange(min=0),
+              help="Problem lines after the first line (0: all).")
+@click.option("--json", "json_out", is_flag=True, help="The same result as JSON on stdout.")
+@pass_app
+def check(app: App, names: tuple[str, ...], warning_days: float | None,
+          critical_days: float | None, max_lines: int, json_out: bool) -> None:
+    """Monitoring plugin (Nagios, Icinga, NRPE): the whole fleet, or only the NAMEs given.
+
+    \b
+    Prints `LECENTRAL <STATE> - <summary> | <perfdata>`, then one line per problem, worst first.
+    Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (database unreachable, bad
+    configuration, an unknown NAME, a usage error).
+
+    \b
+    CRITICAL: a certificate expired or below --critical; count_fail_update above
+              [renew] max_failures; a host or probe serving a mismatching certificate;
+              no renew run within [fleet] renew_max_age (dead timer).
+    WARNING:  below --warning; count_fail_update >= 2; a row the renew job or the agents
+              refuse; an enabled name still without a certificate; stale, silent or
+              unreachable targets; no renew run ever recorded; challenge records left behind.
+
+    Thresholds default to a fraction of each certificate's own lifetime, so one command suits
+    90-, 45- and 6-day certificates. The renew timer is checked only without NAME. Perfdata:
+    counts, and days left per certificate when NAMEs are given or there are at most 20.
+    """
+    from lecentral.fleet.nagios import CheckInput, evaluate, lifetimes, row_problems
+    from lecentral.fleet.watch import load_view
+
+    thresholds = Thresholds(warning_days, critical_days)
+    bad = thresholds.problem()
+    if bad:
+        emit(unknown("LECENTRAL", bad), max_lines, json_out)
+    secrets: list[str] = []
+    try:
+        secrets = url_secrets(app.config.database.url)
+        from lecentral.certificates import now_ts
+
+        now = now_ts()
+        fleet, view = load_view(app.store(), app.config, now, names)
+        data = CheckInput(view=view, rows=row_problems(fleet, names),
+                          lifetimes=lifetimes(fleet, view.certs),
+                          leftovers=app.store().leftovers(), names=names,
+                          max_failures=app.config.renew.max_failures)
+        result = evaluate(data, thresholds)
+    except Exception as exc:  # noqa: BLE001 - a plugin answers UNKNOWN, never a traceback
+        result = unknown("LECENTRAL", f"cannot check: {describe_error(exc, secrets)}")
+    emit(result, max_lines, json_out)
+
+
+@click.command()
+@click.option("--textfile", metavar="PATH",
+              help="Write to PATH atomically (mode 0644), for node_exporter's textfile collector "
+                   "(name it *.prom in its --collector.textfile.directory) [default: stdout].")
+@pass_app
+@guarded
+def metrics(app: App, textfile: str | None) -> None:
+    """The fleet as Prometheus metrics (text exposition format).
+
+    Per certificate: expiry, failures, last attempt, state; per target (host entry or probed
+    endpoint): current or not, state, installed and served expiry, last report; per run: last
+    success, duration, exit code; the renew timer; challenge records left behind. Run it from
+    the lecentral-metrics timer (contrib/systemd) a few times an hour.
+
+    Exit status: 0 written, 4 database unreachable (the file is left as it was: the
+    textfile collector's node_textfile_mtime_seconds then shows its age), 2 configuration error.
+    """
+    from lecentral.certificates import now_ts
+    from lecentral.fleet.metrics import exposition, write_textfile
+    from lecentral.fleet.nagios import lifetimes
+    from lecentral.fleet.watch import load_view
+
+    now = now_ts()
+    fleet, view = load_view(app.store(), app.config, now)
+    data = exposition(view, app.store().leftovers(), lifetimes(fleet, view.certs))
+    if textfile is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    write_textfile(textfile, data)

@@ -1,0 +1,196 @@
+"""``lecentral metrics``: Prometheus text format checked by ``promtool check metrics`` (Debian
+package ``prometheus``), for a fleet in every state; the textfile written atomically."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lecentral_testing.pki import make_key
+from monitor_world import Fleet
+
+from lecentral.leftovers import DNS_TXT, Leftover
+
+A, B, C, D = "a.example.test", "b.example.test", "c.example.test", "d.example.test"
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    f = Fleet(tmp_path)
+    yield f
+    f.close()
+
+
+def promtool_check(data: bytes) -> None:
+    """``promtool check metrics`` must find no error and no lint problem."""
+    done = subprocess.run(["promtool", "check", "metrics"], input=data, capture_output=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+    assert done.stdout.strip() == b"" and done.stderr.strip() == b"", done.stderr.decode()
+
+
+_PAIR = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def samples(data: bytes) -> dict[str, float]:
+    """``metric{labels}`` -> value, the labels sorted by name (as :func:`key` writes them)."""
+    found = {}
+    for line in data.decode().splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            metric, _, labels = series.partition("{")
+            pairs = sorted(_PAIR.findall(labels))
+            found[metric + ("{" + ",".join(f'{k}="{v}"' for k, v in pairs) + "}" if pairs
+                            else "")] = float(value)
+    return found
+
+
+def key(metric: str, **labels: str) -> str:
+    if not labels:
+        return metric
+    return metric + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+def every_state(fleet: Fleet) -> None:
+    """current, pending, stale, mismatch, silent, unreachable, never-reported, disabled,
+    a failing row, a leftover, and a dead renew timer."""
+    old = fleet.issue(A, days=90, age=40)
+    new = fleet.issue(A, days=90, age=5)
+    fleet.report("web1", A, new, new)  # current
+    fleet.report("web2", A, old, old)  # stale
+    b = fleet.issue(B, days=90, age=1)
+    fleet.report("web1", B, b, fleet.cert(B, days=90, age=1, key=make_key("ec256")))  # mismatch
+    fleet.probe(B, "https://lb.example.test:443/", None, error="connection refused")
+    c_old = fleet.issue(C, days=90, age=60)
+    c = fleet.issue(C, days=90, age=0.5)
+    fleet.report("web3", C, c_old, c_old, ago=3)  # silent
+    fleet.issue(D, days=6, age=1)  # never reported
+    fleet.store.record_failure(D, "CA down", fleet.now)
+    fleet.store.record_failure(D, "CA down", fleet.now)
+    fleet.add("off.example.test", enable=False)
+    fleet.store.add_leftover(Leftover(kind=DNS_TXT, name=D, target=f"_acme-challenge.{D}.",
+                                      data={"value": "t", "zone": "z.", "server": "127.0.0.1:53"},
+                                      error="refused", host="central"), fleet.now)
+    fleet.renew_run(ago=3)  # dead timer
+    fleet.report("web4", C, c, c)  # current on another host, a second agent run
+
+
+def test_every_state_passes_promtool(fleet: Fleet) -> None:
+    every_state(fleet)
+    result = fleet.run("metrics")
+    assert result.exit_code == 0, result.output
+    data = result.stdout_bytes
+    promtool_check(data)
+    got = samples(data)
+    assert got[key("lecentral_certificate_failures", name=D)] == 2
+    assert got[key("lecentral_certificate_lifetime_seconds", name=D)] == 6 * 86400  # from the crt
+    assert got[key("lecentral_certificate_lifetime_seconds", name=A)] == 90 * 86400
+    assert got[key("lecentral_certificate_enabled", name="off.example.test")] == 0
+    assert key("lecentral_certificate_expiry_timestamp_seconds", name="off.example.test") not in got
+    assert got[key("lecentral_certificate_state", name=A, state="stale")] == 1
+    assert got[key("lecentral_certificate_state", name=D, state="never-reported")] == 1
+    assert not any(k.startswith('lecentral_certificate_state{name="off.example.test"') for k in got)
+    for host, name, state, current in (("web1", A, "current", 1), ("web2", A, "stale", 0),
+                                       ("web1", B, "mismatch", 0), ("web3", C, "silent", 0),
+                                       ("web4", C, "current", 1)):
+        labels = {"name": name, "kind": "agent", "host": host, "target": f"{host} ({name})"}
+        assert got[key("lecentral_deployment_current", **labels)] == current
+        # the sparse families: only targets that are not current
+        assert (key("lecentral_deployment_state", **labels, state=state) in got) == (not current)
+        assert (key("lecentral_served_expiry_timestamp_seconds", **labels) in got) == (not current)
+        assert (key("lecentral_deployment_last_report_timestamp_seconds", **labels) in got) == \
+            (not current)
+    probe = {"name": B, "kind": "probe", "host": "lb.example.test",
+             "target": "https://lb.example.test:443/"}
+    assert got[key("lecentral_deployment_state", **probe, state="unreachable")] == 1
+    assert key("lecentral_served_expiry_timestamp_seconds", **probe) not in got
+    assert got["lecentral_renew_timer_ok"] == 0
+    assert got["lecentral_challenge_leftovers"] == 1
+    renew = {"kind": "renew", "host": "central"}
+    assert got[key("lecentral_run_duration_seconds", **renew)] == 30
+    assert got[key("lecentral_run_last_success_timestamp_seconds", **renew)] == \
+        fleet.now - 3 * 86400
+    assert got[key("lecentral_certificates", state="silent")] == 1
+    assert key("lecentral_run_exit_code", kind="agent", host="web4") in got
+
+
+def test_healthy_fleet_and_an_empty_database_pass_promtool(fleet: Fleet) -> None:
+    result = fleet.run("metrics")
+    assert result.exit_code == 0
+    promtool_check(result.stdout_bytes)
+    assert samples(result.stdout_bytes)["lecentral_renew_timer_ok"] == 0  # never run
+    a = fleet.issue(A)
+    fleet.report("web1", A, a, a)
+    fleet.renew_run()
+    result = fleet.run("metrics")
+    promtool_check(result.stdout_bytes)
+    got = samples(result.stdout_bytes)
+    assert got["lecentral_renew_timer_ok"] == 1
+    assert got[key("lecentral_certificate_expiry_timestamp_seconds", name=A)] == a.not_after
+
+
+def test_label_values_from_the_database_are_escaped(fleet: Fleet) -> None:
+    a = fleet.issue(A)
+    fleet.probe(A, 'https://q"uo\\te\nd.example.test:443/', a)
+    result = fleet.run("metrics")
+    promtool_check(result.stdout_bytes)
+    assert b'target="https://q\\"uo\\\\te\\nd.example.test:443/"' in result.stdout_bytes
+
+
+def test_textfile_is_written_atomically_with_mode_0644(fleet: Fleet, tmp_path: Path) -> None:
+    every_state(fleet)
+    out = tmp_path / "textfile" / "lecentral.prom"
+    out.parent.mkdir()
+    old_umask = os.umask(0o077)
+    try:
+        result = fleet.run("metrics", "--textfile", str(out))
+    finally:
+        os.umask(old_umask)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert os.listdir(out.parent) == ["lecentral.prom"]  # no temp file left
+    promtool_check(out.read_bytes())
+    assert re.search(rb"^lecentral_renew_timer_ok 0\.0$", out.read_bytes(), re.MULTILINE)
+
+
+def test_textfile_failures_keep_the_previous_file(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.issue(A)
+    out = tmp_path / "lecentral.prom"
+    out.write_bytes(b"# previous\n")
+    # the database is gone: exit 4, the file as it was
+    bad = tmp_path / "gone.toml"
+    bad.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/missing/db.sqlite"\n')
+    from click.testing import CliRunner
+
+    from lecentral.cli.central import main
+
+    result = CliRunner().invoke(main, ["--config", str(bad), "metrics", "--textfile", str(out)])
+    assert result.exit_code == 4
+    assert "does not exist" in result.stderr
+    assert out.read_bytes() == b"# previous\n"
+    # the target directory cannot be written (its parent is a file): a clear error, nothing made
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    result = fleet.run("metrics", "--textfile", str(blocker / "lecentral.prom"))
+    assert result.exit_code == 1
+    assert f"cannot write the metrics to {blocker}/lecentral.prom: Not a directory" in result.stderr
+    assert blocker.read_text() == "x"
+
+
+def test_metrics_on_mariadb_pass_promtool(mariadb_url: str, tmp_path: Path) -> None:
+    """The same samples from a real MariaDB (types and NULLs as its driver returns them)."""
+    fleet = Fleet(tmp_path, mariadb_url)
+    try:
+        every_state(fleet)
+        result = fleet.run("metrics")
+        assert result.exit_code == 0, result.output
+        promtool_check(result.stdout_bytes)
+        assert samples(result.stdout_bytes)[key("lecentral_certificate_failures", name=D)] == 2
+    finally:
+        fleet.close()
