@@ -301,3 +301,9 @@ def test_the_agents_never_migrate() -> None:
         source = path.read_text()
         for word in ("init_schema", "upgrade_schema", "migrations", "create_all"):
             assert word not in source, f"{path}: {word}"
+
+
+def test_head_constant_is_alembics_head() -> None:
+    """``migrations.HEAD`` (what every command compares with, without importing Alembic) is the
+    newest revision of versions/: a new revision must move it."""
+    assert migrations.scripts().get_current_head() == migrations.HEAD

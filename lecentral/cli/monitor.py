@@ -50,7 +50,7 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
     counts, and days left per certificate when NAMEs are given or there are at most 20.
     """
     from lecentral.fleet.nagios import CheckInput, evaluate, lifetimes, row_problems
-    from lecentral.fleet.watch import load_view
+    from lecentral.fleet.watch import bulk, load_view
 
     thresholds = Thresholds(warning_days, critical_days)
     bad = thresholds.problem()
@@ -62,12 +62,13 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
         from lecentral.certificates import now_ts
 
         now = now_ts()
-        fleet, view = load_view(app.store(), app.config, now, names)
-        data = CheckInput(view=view, rows=row_problems(fleet, names),
-                          lifetimes=lifetimes(fleet, view.certs),
-                          leftovers=app.store().leftovers(), names=names,
-                          max_failures=app.config.renew.max_failures)
-        result = evaluate(data, thresholds)
+        with bulk():
+            fleet, view = load_view(app.store(), app.config, now, names)
+            data = CheckInput(view=view, rows=row_problems(fleet, names),
+                              lifetimes=lifetimes(fleet, view.certs),
+                              leftovers=app.store().leftovers(), names=names,
+                              max_failures=app.config.renew.max_failures)
+            result = evaluate(data, thresholds)
     except Exception as exc:  # noqa: BLE001 - a plugin answers UNKNOWN, never a traceback
         result = unknown("LECENTRAL", f"cannot check: {describe_error(exc, secrets)}")
     emit(result, max_lines, json_out)
@@ -93,11 +94,12 @@ def metrics(app: App, textfile: str | None) -> None:
     from lecentral.certificates import now_ts
     from lecentral.fleet.metrics import exposition, write_textfile
     from lecentral.fleet.nagios import lifetimes
-    from lecentral.fleet.watch import load_view
+    from lecentral.fleet.watch import bulk, load_view
 
     now = now_ts()
-    fleet, view = load_view(app.store(), app.config, now)
-    data = exposition(view, app.store().leftovers(), lifetimes(fleet, view.certs))
+    with bulk():
+        fleet, view = load_view(app.store(), app.config, now)
+        data = exposition(view, app.store().leftovers(), lifetimes(fleet, view.certs))
     if textfile is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

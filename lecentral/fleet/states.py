@@ -115,9 +115,9 @@ class _Judge:
         if names is not None and not _covers(names, name):
             shown = ", ".join(names[:3]) or "no name"
             return MISMATCH, f"a certificate for {shown}, not {name} ({_short(fp)})"
-        db_expiry = row["ts_expire"] or 0
+        db_expiry = _int(row["ts_expire"])
         older = fp is not None and fp == self.previous(name)
-        if not older and not_after is not None and db_expiry and not_after < int(db_expiry):
+        if not older and not_after is not None and db_expiry and not_after < db_expiry:
             older = True
         if not older:
             return MISMATCH, f"a certificate the database does not hold ({_short(fp)})"
@@ -208,7 +208,12 @@ def compute(snapshot: Snapshot, settings: FleetSettings, now: int,
 
 
 def _int(value: Any) -> int | None:
-    return int(value) if value else None
+    """A timestamp column as the database holds it; anything not an integer (SQLite keeps
+    what it is given) is no timestamp: the row's problem is told by check and list, not here."""
+    try:
+        return int(value) if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _deployment(judge: _Judge, name: str, dep: Any, agent_runs: Mapping[str, int],

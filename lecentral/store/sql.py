@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from alembic.script.revision import RevisionError
-from alembic.util.exc import CommandError
 from sqlalchemy import (
     Connection,
     create_engine,
@@ -204,6 +202,9 @@ class SqlStore(Store):
     @contextmanager
     def _migrating(self, what: str) -> Iterator[Connection]:
         """:meth:`_begin`, and Alembic's own errors (a revision it cannot find) as StoreError."""
+        from alembic.script.revision import RevisionError
+        from alembic.util.exc import CommandError
+
         try:
             with self._begin(what) as conn:
                 yield conn
