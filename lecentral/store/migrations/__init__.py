@@ -76,10 +76,10 @@ def current(conn: Connection) -> str | None:
 
 def is_known(revision: str) -> bool:
     """True if ``revision`` is one of the revisions shipped with this lecentral."""
-    from alembic.util.exc import CommandError
-
     if revision == HEAD:
         return True
+    from alembic.util.exc import CommandError
+
     try:
         return scripts().get_revision(revision) is not None
     except CommandError:
