@@ -300,11 +300,15 @@ def test_check_changes_nothing(fleet: Fleet) -> None:
 
 
 def test_database_without_the_fleet_tables_is_unknown(fleet: Fleet) -> None:
-    """A database from before the fleet tables (not upgraded with lecentral init)."""
+    """A database an earlier lecentral made (revision 0001, no fleet tables) that was not
+    upgraded: UNKNOWN, saying to run lecentral upgrade."""
     fleet.issue(A, days=90, age=1)
     with fleet.store.engine.begin() as conn:
-        conn.execute(text("DROP TABLE lecentral_deployments"))
+        for table in ("lecentral_deployments", "lecentral_runs", "lecentral_probes",
+                      "lecentral_endpoints", "lecentral_agents", "lecentral_fleet_states"):
+            conn.execute(text(f"DROP TABLE {table}"))
+        conn.execute(text("UPDATE lecentral_alembic_version SET version_num = '0001_baseline'"))
     code, lines = fleet.check()
     assert code == 3
     assert lines[0].startswith("LECENTRAL UNKNOWN - cannot check: ")
-    assert "lecentral init" in lines[0], lines
+    assert "run lecentral upgrade" in lines[0], lines

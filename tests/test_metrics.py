@@ -90,16 +90,16 @@ def test_every_state_passes_promtool(fleet: Fleet) -> None:
     assert got[key("lecentral_certificate_failures", name=D)] == 2
     assert got[key("lecentral_certificate_lifetime_seconds", name=D)] == 6 * 86400  # from the crt
     assert got[key("lecentral_certificate_lifetime_seconds", name=A)] == 90 * 86400
-    assert got[key("lecentral_certificate_enabled", name="off.example.test")] == 0
+    assert got[key("lecentral_certificate_state", name="off.example.test", state="disabled")] == 1
+    assert key("lecentral_certificate_failures", name="off.example.test") not in got
     assert key("lecentral_certificate_expiry_timestamp_seconds", name="off.example.test") not in got
     assert got[key("lecentral_certificate_state", name=A, state="stale")] == 1
     assert got[key("lecentral_certificate_state", name=D, state="never-reported")] == 1
-    assert not any(k.startswith('lecentral_certificate_state{name="off.example.test"') for k in got)
     for host, name, state, current in (("web1", A, "current", 1), ("web2", A, "stale", 0),
                                        ("web1", B, "mismatch", 0), ("web3", C, "silent", 0),
                                        ("web4", C, "current", 1)):
         labels = {"name": name, "kind": "agent", "host": host, "target": f"{host} ({name})"}
-        assert got[key("lecentral_deployment_current", **labels)] == current
+        assert got[key("lecentral_deployment_current", name=name, target=labels["target"])] == current
         # the sparse families: only targets that are not current
         assert (key("lecentral_deployment_state", **labels, state=state) in got) == (not current)
         assert (key("lecentral_served_expiry_timestamp_seconds", **labels) in got) == (not current)
