@@ -31,6 +31,7 @@ from lecentral.fleet.store import (
     Run,
     pem_fingerprint,
 )
+from lecentral.hookspecs import hookimpl
 from lecentral.install.csr import load_key
 
 NAME = "www.example.test"
@@ -289,3 +290,38 @@ def test_probe_url_host_and_pem_fingerprint() -> None:
     pem, _ = make_self_signed(["x.example.test"], None, days=1)
     assert pem_fingerprint(pem) == Certificate.load(pem).fingerprint
     assert pem_fingerprint(b"garbage") is None and pem_fingerprint(None) is None
+
+
+class FleetSpy:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str | None, str]] = []
+
+    @hookimpl
+    def lecentral_fleet_state_changed(self, name: str, target: str, old: str | None, new: str,
+                                      detail: str) -> None:
+        self.seen.append((name, target, old, new))
+        raise RuntimeError("a broken event handler must not stop the others")
+
+
+def test_state_changes_reach_the_event_hook_once(world: AgentWorld, nginx: NginxServer) -> None:
+    """``lecentral_fleet_state_changed`` is called once per change (first sighting included),
+    even when a handler raises; the next look with nothing changed calls nothing."""
+    from lecentral.config import CentralConfig, FleetConfig
+    from lecentral.fleet.watch import load_view, notify_changes
+
+    spy = FleetSpy()
+    world.registry.loaded.pm.register(spy, name="fleet-spy")
+    world.issue(NAME, days=30)
+    reporting(world, nginx)
+    assert world.run("run").exit_code == 0
+    config = CentralConfig(fleet=FleetConfig(stale_after=0))
+
+    notify_changes(*load_view(world.store, config, now_ts()), world.registry, config)
+    target = f"{HOST} (files-{NAME})"
+    assert spy.seen == [(NAME, target, None, "current")]
+    notify_changes(*load_view(world.store, config, now_ts()), world.registry, config)
+    assert len(spy.seen) == 1
+
+    world.issue(NAME, days=60)
+    notify_changes(*load_view(world.store, config, now_ts()), world.registry, config)
+    assert spy.seen[1:] == [(NAME, target, "current", "stale")]

@@ -66,21 +66,21 @@ def notify_changes(fleet: FleetStore, view: FleetView, registry: Registry,
     errors: list[str] = []
     for old, new in changed:
         note = notification_for(old, new)
-        if note is None:
-            delivered.append(new)
-            continue
-        log.warning("%s", note.subject)
-        unsent = registry.notify(note, settings)
-        errors += unsent
-        if not unsent:
-            delivered.append(new)
+        unsent: list[str] = []
+        if note is not None:  # an alert, or the end of one: mail, syslog, the event log
+            log.warning("%s", note.subject)
+            unsent = registry.notify(note, settings)
+            errors += unsent
+            if new.name != "-":
+                try:
+                    fleet.store.record_event(new.name, "fleet", f"{new.target}: {new.state}: "
+                                             f"{new.detail}", view.now)
+                except Exception as exc:  # noqa: BLE001 - the alert went out; the line is extra
+                    log.warning("could not log the fleet change of %s: %s", new.name, exc)
+        # every change, a first sighting too: a CMDB or a dashboard follows the whole fleet
         registry.emit("lecentral_fleet_state_changed", name=new.name, target=new.target,
                       old=old.state if old else None, new=new.state, detail=new.detail)
-        if new.name != "-":
-            try:
-                fleet.store.record_event(new.name, "fleet", f"{new.target}: {new.state}: "
-                                         f"{new.detail}", view.now)
-            except Exception as exc:  # noqa: BLE001 - the alert went out; the log line is extra
-                log.warning("could not log the fleet change of %s: %s", new.name, exc)
+        if not unsent:
+            delivered.append(new)
     fleet.save_states(delivered, gone)
     return errors
