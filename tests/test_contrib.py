@@ -151,3 +151,25 @@ def test_icinga2_options_exist() -> None:
         assert done.returncode == 0
         for option in options:
             assert f'"{option}"' in text and option in done.stdout
+
+
+def test_probe_unit_timer_and_cron_line_verify_and_run(fleet: Fleet, tmp_path: Path) -> None:
+    """contrib/systemd/lecentral-probe.{service,timer} pass systemd-analyze verify, and the
+    unit's command line and the cron line's run against a database (no endpoint yet: exit 0)."""
+    units = tmp_path / "units"
+    units.mkdir()
+    for name in ("lecentral-probe.service", "lecentral-probe.timer"):
+        text = (CONTRIB / "systemd" / name).read_text()
+        (units / name).write_text(text.replace("/usr/local/bin/lecentral", "/bin/true"))
+    done = run(["systemd-analyze", "verify", str(units / "lecentral-probe.service"),
+                str(units / "lecentral-probe.timer")])
+    assert done.returncode == 0, done.stderr
+    assert "lecentral-probe" not in done.stderr, done.stderr
+    (cron,) = [ln for ln in (CONTRIB / "cron" / "lecentral-probe").read_text().splitlines()
+               if ln and not ln.startswith("#")]
+    cron_argv = shlex.split(cron)[6:]  # minute hour day month weekday user COMMAND...
+    for argv in (_exec_start(CONTRIB / "systemd" / "lecentral-probe.service"), cron_argv):
+        assert argv[0] == "/usr/local/bin/lecentral" and "probe" in argv
+        done = run([str(BIN / "lecentral"), "--config", str(fleet.config), *argv[1:]])
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "" and done.stderr == ""  # -q: quiet for cron when all is well

@@ -49,6 +49,8 @@ class App:
     """What the sub-commands share, built lazily: config, plugin registry, store."""
 
     config_path: str | None
+    #: ``lecentral -q``: commands run by timers print nothing on stdout when all is well
+    quiet: bool = False
     _config: CentralConfig | None = None
     _registry: Registry | None = None
     _store: Store | None = field(default=None)
@@ -108,6 +110,6 @@ def main(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool)
       lecentral list                      see everything, soonest expiry first
     """
     setup_logging(verbose, quiet)
-    app = App(config_path)
+    app = App(config_path, quiet=quiet)
     ctx.obj = app
     ctx.call_on_close(app.close)

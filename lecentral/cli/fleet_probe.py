@@ -116,7 +116,9 @@ def probe(app: App, names: tuple[str, ...], as_json: bool, timeout: float | None
     for error in unsent:
         click.echo(f"lecentral: warning: alert not sent: {error}", err=True)
     rows = _rows(results, view)
-    if as_json:
+    if app.quiet and not as_json:  # the timer's run: the state changes were mailed already
+        pass
+    elif as_json:
         print_json({"endpoints": rows, "counts": counts, "alerts_unsent": unsent})
     elif not rows:
         what = f" for {', '.join(wanted)}" if wanted else ""
