@@ -15,6 +15,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any
 
 import pytest
 from lecentral_testing.agent import AgentWorld, PebbleOrders
+from lecentral_testing.daemons.nginx import NginxServer
+from lecentral_testing.pki import make_self_signed
 from lecentral_testing.ports import LOOPBACK, free_port
 
 
@@ -111,6 +114,20 @@ def world(tmp_path: Path, smtp: tuple[Mailbox, int], syslog: SyslogSocket) -> It
         yield w
     finally:
         w.close()
+
+
+@contextmanager
+def placeholder_nginx(world: AgentWorld, name: str, key: str = "rsa2048") -> Iterator[NginxServer]:
+    """The row of ``name`` added (its key made on "the server"), and nginx serving a placeholder
+    (self-signed, the same key) from the paths the agent manages, until the block ends."""
+    from lecentral.install.csr import load_key
+
+    key_path = world.add(name, key=key)
+    full = Path(world.entry(name)["fullchain"])
+    placeholder, _ = make_self_signed([name], load_key(key_path), days=2)  # type: ignore[arg-type]
+    full.write_bytes(placeholder)
+    with NginxServer(world.workdir / "nginx", cert=full, key=key_path, server_name=name) as server:
+        yield server
 
 
 def tree(root: Path) -> dict[str, tuple[bytes, int, int, int]]:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from agent_world import placeholder_nginx
 from lecentral_testing.agent import AgentWorld
 from lecentral_testing.daemons.nginx import NginxServer
 from lecentral_testing.pki import make_self_signed
@@ -22,12 +23,7 @@ FIRST = re.compile(r"LECENTRAL-INSTALL (OK|WARNING|CRITICAL|UNKNOWN) - [^|\n]+( 
 @pytest.fixture
 def nginx(world: AgentWorld) -> Iterator[NginxServer]:
     """nginx serving a placeholder (self-signed, same key) from the paths the agent manages."""
-    key_path = world.add(NAME, key="ec256")
-    full = Path(world.entry(NAME)["fullchain"])
-    placeholder, _ = make_self_signed([NAME], load_key(key_path), days=2)  # type: ignore[arg-type]
-    full.write_bytes(placeholder)
-    server = NginxServer(world.workdir / "nginx", cert=full, key=key_path, server_name=NAME)
-    with server:
+    with placeholder_nginx(world, NAME, key="ec256") as server:
         yield server
 
 

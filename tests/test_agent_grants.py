@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,7 +82,7 @@ class Fleet:
             store.close()
 
 
-def _url_as(url: str, user: str, password: str) -> str:
+def url_as(url: str, user: str, password: str) -> str:
     return make_url(url).set(username=user, password=password).render_as_string(hide_password=False)
 
 
@@ -93,26 +93,43 @@ def _names(dialect: str) -> dict[str, str]:
             "reader": f"r_{tag}"}
 
 
-def _mariadb_fleet(server: MariaDBServer, url: str) -> Fleet:
+def mariadb_accounts(server: MariaDBServer, url: str, agents: Sequence[str],
+                     init: Callable[[str], None]) -> tuple[str, dict[str, str], str]:
+    """The accounts of contrib/sql/grants-mysql.sql, made from the file (names replaced): the
+    central one, ``init(its URL)`` run as it, then a read-only one and one reporting account per
+    key of ``agents``. Return the central URL, each agent's user name, and the password."""
     database = make_url(url).database
-    names = _names("mariadb")
+    tag = secrets.token_hex(3)  # the accounts are server-wide, the servers shared by the session
     password = secrets.token_urlsafe(12)
     parts = sections(substitute((CONTRIB / "grants-mysql.sql").read_text(), {
         "`certs`.": f"`{database}`.", PASSWORD: f"'{password}'",
-        "'lecentral'@'central.example.com'": f"'{names['central']}'@'%'",
-        "'reader'@'%.example.com'": f"'{names['reader']}'@'%'",
+        "'lecentral'@'central.example.com'": f"'c_{tag}'@'%'",
+        "'reader'@'%.example.com'": f"'r_{tag}'@'%'",
         "'agent_web1'@'web1.example.com'": "'agent_web1'@'%'"}))
     server.execute(parts["the central host (before lecentral init)"])
-    central_store = SqlStore(_url_as(url, names["central"], password))
-    central_store.init_schema()
+    central_url = url_as(url, f"c_{tag}", password)
+    init(central_url)
     server.execute(parts["an agent that does not report (agent.report = false): read-only (after "
                          "lecentral init)"])
     agent_sql = parts["one account per reporting agent (after lecentral init; repeat for each server)"]
-    stores = {}
-    for key in (WEB1, WEB2, "stranger"):
-        server.execute(substitute(agent_sql, {"'agent_web1'": f"'{names[key]}'"}))
-        stores[key] = SqlStore(_url_as(url, names[key], password))
-    return _fleet("mariadb", central_store, stores, names)
+    users = {}
+    for i, key in enumerate(agents):
+        users[key] = f"a{i}_{tag}"
+        server.execute(substitute(agent_sql, {"'agent_web1'": f"'{users[key]}'"}))
+    return central_url, users, password
+
+
+def _mariadb_fleet(server: MariaDBServer, url: str) -> Fleet:
+    central: list[SqlStore] = []
+
+    def init(central_url: str) -> None:  # lecentral init, as the central account
+        central.append(SqlStore(central_url))
+        central[0].init_schema()
+
+    central_url, users, password = mariadb_accounts(server, url, [WEB1, WEB2, "stranger"], init)
+    agents = {key: SqlStore(url_as(url, user, password)) for key, user in users.items()}
+    names = {**users, "central": str(make_url(central_url).username)}
+    return _fleet("mariadb", central[0], agents, names)
 
 
 def _postgres_fleet(server: PostgresServer, url: str) -> Fleet:
@@ -125,7 +142,7 @@ def _postgres_fleet(server: PostgresServer, url: str) -> Fleet:
     central = substitute(parts["the central host (before lecentral init)"],
                          {re.compile(r"\blecentral\b"): names["central"]})
     server.execute(central, database=database)
-    central_store = SqlStore(_url_as(url, names["central"], password))
+    central_store = SqlStore(url_as(url, names["central"], password))
     central_store.init_schema()
     server.execute(parts["an agent that does not report (agent.report = false): read-only (after "
                          "lecentral init)"], database=database)
@@ -133,7 +150,7 @@ def _postgres_fleet(server: PostgresServer, url: str) -> Fleet:
     stores = {}
     for key in (WEB1, WEB2, "stranger"):
         server.execute(substitute(agent_sql, {"agent_web1": names[key]}), database=database)
-        stores[key] = SqlStore(_url_as(url, names[key], password))
+        stores[key] = SqlStore(url_as(url, names[key], password))
     return _fleet("postgresql", central_store, stores, names)
 
 

@@ -8,28 +8,19 @@ checks what nginx presents afterwards with its own TLS connection.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from agent_world import Mailbox, PebbleOrders, tree
+from agent_world import Mailbox, PebbleOrders, placeholder_nginx, tree
 from lecentral_testing.agent import AgentWorld
 from lecentral_testing.daemons.nginx import NginxServer
-from lecentral_testing.pki import make_self_signed
-
-from lecentral.install.csr import load_key
 
 NAME = "www.example.test"
 
 
 @pytest.fixture
 def nginx(world: AgentWorld) -> Iterator[NginxServer]:
-    """nginx serving a placeholder (self-signed, same key) from the paths the agent will manage."""
-    key_path = world.add(NAME)
-    full = Path(world.entry(NAME)["fullchain"])
-    placeholder, _ = make_self_signed([NAME], load_key(key_path), days=2)  # type: ignore[arg-type]
-    full.write_bytes(placeholder)
-    server = NginxServer(world.workdir / "nginx", cert=full, key=key_path, server_name=NAME)
-    with server:
+    """nginx serving a placeholder (self-signed, same key) from the paths the agent manages."""
+    with placeholder_nginx(world, NAME) as server:
         yield server
 
 

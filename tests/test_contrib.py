@@ -62,16 +62,22 @@ def _exec_start(unit: Path) -> list[str]:
     return shlex.split(line.removeprefix("ExecStart="))
 
 
-def test_metrics_unit_and_timer_verify_and_its_command_runs(fleet: Fleet, tmp_path: Path) -> None:
+def assert_units_verify(tmp_path: Path, unit: str) -> None:
+    """contrib/systemd/UNIT.service and UNIT.timer pass ``systemd-analyze verify`` (ExecStart
+    pointed at an existing binary) without a word about them."""
     units = tmp_path / "units"
     units.mkdir()
-    for name in ("lecentral-metrics.service", "lecentral-metrics.timer"):
+    for name in (f"{unit}.service", f"{unit}.timer"):
         text = (CONTRIB / "systemd" / name).read_text()
         (units / name).write_text(text.replace("/usr/local/bin/lecentral", "/bin/true"))
-    done = run(["systemd-analyze", "verify", str(units / "lecentral-metrics.service"),
-                str(units / "lecentral-metrics.timer")])
+    done = run(["systemd-analyze", "verify", str(units / f"{unit}.service"),
+                str(units / f"{unit}.timer")])
     assert done.returncode == 0, done.stderr
-    assert "lecentral-metrics" not in done.stderr, done.stderr
+    assert unit not in done.stderr, done.stderr
+
+
+def test_metrics_unit_and_timer_verify_and_its_command_runs(fleet: Fleet, tmp_path: Path) -> None:
+    assert_units_verify(tmp_path, "lecentral-metrics")
     # the unit's own command line, with this venv's lecentral and a temporary textfile directory
     argv = _exec_start(CONTRIB / "systemd" / "lecentral-metrics.service")
     assert argv[0] == "/usr/local/bin/lecentral" and "--textfile" in argv
@@ -156,15 +162,7 @@ def test_icinga2_options_exist() -> None:
 def test_probe_unit_timer_and_cron_line_verify_and_run(fleet: Fleet, tmp_path: Path) -> None:
     """contrib/systemd/lecentral-probe.{service,timer} pass systemd-analyze verify, and the
     unit's command line and the cron line's run against a database (no endpoint yet: exit 0)."""
-    units = tmp_path / "units"
-    units.mkdir()
-    for name in ("lecentral-probe.service", "lecentral-probe.timer"):
-        text = (CONTRIB / "systemd" / name).read_text()
-        (units / name).write_text(text.replace("/usr/local/bin/lecentral", "/bin/true"))
-    done = run(["systemd-analyze", "verify", str(units / "lecentral-probe.service"),
-                str(units / "lecentral-probe.timer")])
-    assert done.returncode == 0, done.stderr
-    assert "lecentral-probe" not in done.stderr, done.stderr
+    assert_units_verify(tmp_path, "lecentral-probe")
     (cron,) = [ln for ln in (CONTRIB / "cron" / "lecentral-probe").read_text().splitlines()
                if ln and not ln.startswith("#")]
     cron_argv = shlex.split(cron)[6:]  # minute hour day month weekday user COMMAND...

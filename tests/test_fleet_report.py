@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_world import Mailbox
+from agent_world import Mailbox, placeholder_nginx
 from click.testing import CliRunner
 from lecentral_testing.agent import AgentWorld
 from lecentral_testing.daemons.nginx import NginxServer
@@ -32,7 +31,6 @@ from lecentral.fleet.store import (
     pem_fingerprint,
 )
 from lecentral.hookspecs import hookimpl
-from lecentral.install.csr import load_key
 
 NAME = "www.example.test"
 HOST = "www-1.example.test"
@@ -40,12 +38,8 @@ HOST = "www-1.example.test"
 
 @pytest.fixture
 def nginx(world: AgentWorld) -> Iterator[NginxServer]:
-    """nginx serving a placeholder (self-signed, same key) from the files the agent manages."""
-    key_path = world.add(NAME)
-    full = Path(world.entry(NAME)["fullchain"])
-    placeholder, _ = make_self_signed([NAME], load_key(key_path), days=2)  # type: ignore[arg-type]
-    full.write_bytes(placeholder)
-    with NginxServer(world.workdir / "nginx", cert=full, key=key_path, server_name=NAME) as server:
+    """nginx serving a placeholder (self-signed, same key) from the paths the agent manages."""
+    with placeholder_nginx(world, NAME) as server:
         yield server
 
 

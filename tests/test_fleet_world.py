@@ -20,7 +20,6 @@ change is mailed once.
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -37,8 +36,7 @@ from lecentral_testing.daemons.postfix import PostfixServer
 from lecentral_testing.mariadb import MariaDBServer
 from lecentral_testing.pki import make_self_signed
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from test_agent_grants import PASSWORD, sections, substitute
+from test_agent_grants import mariadb_accounts, url_as
 
 from lecentral.cli.central import main
 from lecentral.install.csr import load_key
@@ -47,7 +45,6 @@ WWW, MAIL = "www.example.test", "mail.example.test"
 # the three servers' names, and the addresses their daemons listen on (Postfix accepts only an
 # address an interface has: 127.0.0.1)
 WEB, POST, LAZY = "127.0.0.2", "127.0.0.1", "127.0.0.4"
-CONTRIB = Path(__file__).parents[1] / "contrib" / "sql"
 
 
 @dataclass
@@ -55,6 +52,7 @@ class Fleet:
     central_url: str
     config: Path
     mailbox: Mailbox
+    users: dict[str, str] = field(default_factory=dict)  # host -> its agent's database user
     worlds: dict[str, AgentWorld] = field(default_factory=dict)
     daemons: dict[str, Any] = field(default_factory=dict)
 
@@ -80,41 +78,32 @@ class Fleet:
         return {r["name"]: r for r in out.results}
 
 
-def _url_as(url: str, user: str, password: str) -> str:
-    return make_url(url).set(username=user, password=password).render_as_string(hide_password=False)
-
-
 @pytest.fixture
 def fleet(tmp_path: Path, mariadb_server: MariaDBServer, mariadb_url: str,
           smtp: tuple[Mailbox, int]) -> Iterator[Fleet]:
-    database = make_url(mariadb_url).database
-    tag, password = secrets.token_hex(3), secrets.token_urlsafe(12)
-    users = {WEB: f"w_{tag}", POST: f"p_{tag}", LAZY: f"l_{tag}"}
-    parts = sections(substitute((CONTRIB / "grants-mysql.sql").read_text(), {
-        "`certs`.": f"`{database}`.", PASSWORD: f"'{password}'",
-        "'lecentral'@'central.example.com'": f"'c_{tag}'@'%'",
-        "'reader'@'%.example.com'": f"'r_{tag}'@'%'",
-        "'agent_web1'@'web1.example.com'": "'agent_web1'@'%'"}))
-    mariadb_server.execute(parts["the central host (before lecentral init)"])
-    central_url = _url_as(mariadb_url, f"c_{tag}", password)
     config = tmp_path / "lecentral.toml"
-    config.write_text(
-        f'[database]\nurl = "{central_url}"\n'
-        f'[notify]\nmail_to = ["ops@example.test"]\nsmtp = "127.0.0.1:{smtp[1]}"\n'
-        '[fleet]\nstale_after = "10m"\nprobe_timeout = 5.0\n')
-    made = Fleet(central_url, config, smtp[0])
-    code, _, err = made.central("init")
-    assert code == 0, err
-    agent_sql = parts["one account per reporting agent (after lecentral init; repeat for each server)"]
+    made = Fleet("", config, smtp[0])
+
+    def init(central_url: str) -> None:  # lecentral init, as the central account
+        made.central_url = central_url
+        config.write_text(
+            f'[database]\nurl = "{central_url}"\n'
+            f'[notify]\nmail_to = ["ops@example.test"]\nsmtp = "127.0.0.1:{smtp[1]}"\n'
+            '[fleet]\nstale_after = "10m"\nprobe_timeout = 5.0\n')
+        code, _, err = made.central("init")
+        assert code == 0, err
+
+    central_url, users, password = mariadb_accounts(mariadb_server, mariadb_url,
+                                                    [WEB, POST, LAZY], init)
+    made.users = users
     for host, user in users.items():
-        mariadb_server.execute(substitute(agent_sql, {"'agent_web1'": f"'{user}'"}))
         code, _, err = made.central("agent", "add", host, "--db-user", user)
         assert code == 0, err
         world = AgentWorld(tmp_path / host, db_url=central_url)
         world.agent.update({"report": True, "host": host})
         world.notify = {"mail_to": ["ops@example.test"], "smtp": f"127.0.0.1:{smtp[1]}"}
         made.worlds[host] = world
-    agent_url = {host: _url_as(mariadb_url, user, password) for host, user in users.items()}
+    agent_url = {host: url_as(mariadb_url, user, password) for host, user in users.items()}
 
     key = made.worlds[WEB].add(WWW)
     shutil.copy2(key, made.worlds[LAZY].key_path(WWW))  # two servers of one name share its key
@@ -179,7 +168,7 @@ def test_fleet_truth_end_to_end(fleet: Fleet, agent_pebble: PebbleOrders) -> Non
     # db_user: written by the database from the account that reported, not by the client
     with web.store.engine.begin() as conn:  # web.store is the central account
         who = dict(conn.execute(text("SELECT host, db_user FROM lecentral_deployments")).all())
-    assert who[WEB].startswith("w_") and who[POST].startswith("p_") and who[LAZY].startswith("l_")
+    assert who == {host: fleet.users[host] for host in (WEB, POST, LAZY)}
 
     # 2. the central host renews both through Pebble; WEB's agent installs it; POST's agent has
     # stopped running; LAZY's agent installs the files but its "reload" does nothing

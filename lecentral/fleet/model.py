@@ -82,8 +82,8 @@ class CertFleet:
 
 
 @dataclass(frozen=True)
-class RunInfo:
-    """The latest recorded run of one kind on one host."""
+class Run:
+    """One run of ``lecentral renew``, ``lecentral probe`` or ``lecentral-install run``."""
 
     kind: str  # renew, agent, probe
     host: str
@@ -91,7 +91,14 @@ class RunInfo:
     ts_end: int
     exit_code: int
     counts: dict[str, int]
-    last_success: int | None  # ts_end of the latest run with exit code 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class RunInfo(Run):
+    """The latest recorded run of one kind on one host, with its latest success."""
+
+    last_success: int | None = None  # ts_end of the latest run with exit code 0
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
 from lecentral.errors import StoreError
-from lecentral.fleet.model import RunInfo
+from lecentral.fleet.model import Run, RunInfo
 from lecentral.store.schema import (
     agents,
     certs,
@@ -30,6 +30,9 @@ from lecentral.store.schema import (
     runs,
 )
 from lecentral.store.sql import SqlStore
+
+__all__ = ["Deployment", "FleetStore", "ProbeResult", "ProbeTarget", "Run", "Snapshot",
+           "StateRow", "json_list", "pem_fingerprint", "subject_key"]
 
 _BEGIN = b"-----BEGIN CERTIFICATE-----"
 _END = b"-----END CERTIFICATE-----"
@@ -72,19 +75,6 @@ class Deployment:
     paths: list[str]
     result: str
     message: str
-
-
-@dataclass(frozen=True)
-class Run:
-    """One run of ``lecentral renew``, ``lecentral probe`` or ``lecentral-install run``."""
-
-    kind: str  # renew, agent, probe
-    host: str
-    ts_start: int
-    ts_end: int
-    exit_code: int
-    counts: dict[str, int]
-    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -342,7 +332,8 @@ class FleetStore:
                 counts = {}
             found.append(RunInfo(kind=r["kind"], host=r["host"], ts_start=int(r["ts_start"]),
                                  ts_end=int(r["ts_end"]), exit_code=int(r["exit_code"]),
-                                 counts=counts, last_success=success.get((r["kind"], r["host"]))))
+                                 counts=counts, message=r["message"],
+                                 last_success=success.get((r["kind"], r["host"]))))
         return sorted(found, key=lambda i: (i.kind, i.host))
 
     def previous_fingerprints(self, names: Iterable[str]) -> dict[str, str | None]:
