@@ -64,7 +64,7 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
         now = now_ts()
         with bulk():
             fleet, view = load_view(app.store(), app.config, now, names)
-            data = CheckInput(view=view, rows=row_problems(fleet, names),
+            data = CheckInput(view=view, rows=row_problems(fleet.last_snapshot.certs),
                               lifetimes=lifetimes(fleet, view.certs),
                               leftovers=app.store().leftovers(), names=names,
                               max_failures=app.config.renew.max_failures)

@@ -205,40 +205,31 @@ def days(seconds: float) -> str:
 # --- reading what the view does not hold ---------------------------------------------------------
 
 
-def row_problems(fleet: FleetStore, names: Sequence[str] = ()) -> dict[str, list[str]]:
-    """Cheap checks of the ``certs`` columns the renew job and the agents rely on (no blob is
-    read: ``crt`` is checked through the view's fingerprint), per lower-case name."""
-    from sqlalchemy import func, select
-
+def row_problems(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Cheap checks of the ``certs`` columns the renew job and the agents rely on, per lower-case
+    name, on the rows :meth:`FleetStore.snapshot` read (no second read, no blob: ``crt`` is
+    checked through the view's fingerprint, ``csr`` through its length)."""
     from lecentral.certificates import check_name, normalise_digest
     from lecentral.errors import CsrError
-    from lecentral.store.schema import certs
 
-    query = select(certs.c.name, certs.c.enable, certs.c.certbot, certs.c.md5_modulus,
-                   certs.c.ts_expire, certs.c.ts_last_update, certs.c.count_fail_update,
-                   func.length(certs.c.csr))
-    wanted = [n.lower().rstrip(".") for n in names]
-    if wanted:
-        query = query.where(func.lower(certs.c.name).in_(wanted))
     found: dict[str, list[str]] = {}
-    with fleet.store._begin("checking the rows of certs") as conn:
-        rows = conn.execute(query).all()
-    for name, enable, certbot, md5, ts_expire, ts_update, fails, csr_length in rows:
+    for row in rows:
+        name, md5 = row["name"], row["md5_modulus"]
         problems = []
         try:
             check_name(str(name).rstrip())
         except CsrError as exc:
             problems.append(f"column name: {exc}")
-        for col, value in (("enable", enable), ("certbot", certbot)):
-            if value not in (None, "Y", "N"):
-                problems.append(f"column {col} is {value!r}, expected 'Y' or 'N'")
+        for col in ("enable", "certbot"):
+            if row[col] not in (None, "Y", "N"):
+                problems.append(f"column {col} is {row[col]!r}, expected 'Y' or 'N'")
         if md5 is None or normalise_digest(str(md5)) is None:
             problems.append(f"column md5_modulus is {md5!r}, expected an MD5 or SHA-256 hex digest")
-        for col, value in (("ts_expire", ts_expire), ("ts_last_update", ts_update),
-                           ("count_fail_update", fails)):
+        for col in ("ts_expire", "ts_last_update", "count_fail_update"):
+            value = row[col]
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 problems.append(f"column {col} is {value!r}, expected an integer")
-        if not csr_length:
+        if not row["csr_length"]:
             problems.append("column csr is empty")
         if problems:
             found[str(name).lower().rstrip(".")] = problems

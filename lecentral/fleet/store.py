@@ -144,6 +144,8 @@ class FleetStore:
             raise StoreError("fleet reports need lecentral's SQL store (sqlite, mysql+pymysql, "
                              "mariadb+pymysql, postgresql+psycopg URLs)")
         self.store = store
+        #: what :meth:`snapshot` read last (check judges the rows of ``certs`` from it too)
+        self.last_snapshot = Snapshot()
 
     # -- agents ------------------------------------------------------------------------------------
 
@@ -290,7 +292,8 @@ class FleetStore:
         """
         wanted = [n.lower().rstrip(".") for n in names]
         cols = (certs.c.name, certs.c.enable, certs.c.crt, certs.c.md5_modulus, certs.c.ts_expire,
-                certs.c.ts_last_update, certs.c.count_fail_update)
+                certs.c.ts_last_update, certs.c.count_fail_update, certs.c.certbot,
+                func.length(certs.c.csr).label("csr_length"))  # for check's row problems
         d = deployments.c
         dep_cols = (d.name, d.host, d.entry, d.installed_fp, d.installed_not_after, d.served_fp,
                     d.served_not_after, d.served_names, d.served_key_md5, d.served_url,
@@ -315,6 +318,7 @@ class FleetStore:
             snap.deployments = list(conn.execute(dep_q).all())
             snap.probes = list(conn.execute(probe_q).all())
             snap.runs = self._latest_runs(conn)
+        self.last_snapshot = snap
         return snap
 
     @staticmethod
