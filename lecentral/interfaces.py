@@ -95,8 +95,9 @@ class Store(ABC):
         """count_fail_update + 1, ts_last_update = now, and a ``failed`` event; return the new count."""
 
     @abstractmethod
-    def record_event(self, name: str, kind: str, message: str, now: int) -> None:
-        """Append to the event log without touching ``certs``."""
+    def record_event(self, name: str, kind: str, message: str, now: int, host: str = "") -> None:
+        """Append to the event log without touching ``certs``; ``host``: who tells (default this
+        host's name; an agent gives its ``[agent] host``)."""
 
     @abstractmethod
     def events(self, name: str | None = None, limit: int = 50) -> builtins.list[EventRow]:

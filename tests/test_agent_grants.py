@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,6 @@ from lecentral.certificates import Csr
 from lecentral.cli.central import main
 from lecentral.errors import StoreError
 from lecentral.fleet.store import Deployment, FleetStore, Run
-from lecentral.host import this_host
 from lecentral.store.rows import CertRow
 from lecentral.store.sql import SqlStore
 
@@ -240,16 +240,16 @@ def test_agent_reports_for_its_own_host(fleet: Fleet) -> None:
 
 
 def test_agent_logs_install_events_for_its_host(fleet: Fleet) -> None:
-    """What lecentral-install's ``[agent] report`` does (SqlStore.record_event, host: this host's
-    name) works once this host is mapped to the account, and is refused before."""
+    """What lecentral-install's ``[agent] report`` does (SqlStore.record_event under its
+    ``[agent] host``): its own host is taken, another host refused."""
+    now = int(time.time())
     with pytest.raises(StoreError) as caught:
-        fleet.agents[WEB1].record_event("www.example.test", "installed", "on web1", 5)
-    assert f"may report only for host(s) {WEB1}, not {this_host()}" in str(caught.value)
+        fleet.agents[WEB1].record_event("www.example.test", "installed", "on web2", now, host=WEB2)
+    assert f"may report only for host(s) {WEB1}, not {WEB2}" in str(caught.value)
     assert "lecentral agent add" in str(caught.value)
-    FleetStore(fleet.central).add_agent(this_host(), fleet.users[WEB1], 2)
-    fleet.agents[WEB1].record_event("www.example.test", "installed", "on web1", 5)
+    fleet.agents[WEB1].record_event("www.example.test", "installed", "on web1", now, host=WEB1)
     assert [(e.host, e.message) for e in fleet.central.events("www.example.test", 1)] == \
-        [(this_host(), "on web1")]
+        [(WEB1, "on web1")]
 
 
 def test_agent_reads_certs_and_cannot_change_them(fleet: Fleet) -> None:
@@ -306,7 +306,8 @@ def test_agent_cannot_rewrite_history(fleet: Fleet) -> None:
     report(fleet, WEB1)
     with fleet.engine(WEB1).begin() as conn:
         conn.execute(text("INSERT INTO lecentral_events (ts, name, kind, host, message) VALUES "
-                          "(5, 'www.example.test', 'installed', :h, 'installed')"), {"h": WEB1})
+                          "(:ts, 'www.example.test', 'installed', :h, 'installed')"),
+                     {"h": WEB1, "ts": int(time.time())})
     before = dump(fleet)
     engine = fleet.engine(WEB1)
     for sql in ("DELETE FROM lecentral_runs", "UPDATE lecentral_runs SET exit_code = 0",
@@ -318,9 +319,16 @@ def test_agent_cannot_rewrite_history(fleet: Fleet) -> None:
                 "SELECT * FROM lecentral_runs", "SELECT * FROM lecentral_events"):
         message = refused(engine, sql)
         assert "denied" in message, (sql, message)
-    message = refused(engine, "INSERT INTO lecentral_events (ts, name, kind, host, message) VALUES "
-                              "(5, 'www.example.test', 'installed', :h, 'forged')", {"h": WEB2})
+    insert_event = ("INSERT INTO lecentral_events (ts, name, kind, host, message) VALUES "
+                    "(:ts, 'www.example.test', :kind, :h, 'forged')")
+    now = int(time.time())
+    message = refused(engine, insert_event, {"h": WEB2, "kind": "installed", "ts": now})
     assert f"may report only for host(s) {WEB1}, not {WEB2}" in message, message
+    # its own host, but history it never made: another kind, or another time
+    message = refused(engine, insert_event, {"h": WEB1, "kind": "issued", "ts": now})
+    assert "it may log install events only, not issued" in message, message
+    message = refused(engine, insert_event, {"h": WEB1, "kind": "installed", "ts": 1})
+    assert "may log events of now only, not of 1" in message, message
     assert dump(fleet) == before
 
 
@@ -343,13 +351,21 @@ def test_agent_records_only_agent_runs(fleet: Fleet) -> None:
     assert dump(fleet) == before
 
 
-def test_an_unmapped_account_cannot_write_for_a_mapped_host(fleet: Fleet) -> None:
-    """An account with the agent grants that `lecentral agent add` never mapped."""
+def test_an_unmapped_account_writes_nothing(fleet: Fleet) -> None:
+    """An account with the agent grants that `lecentral agent add` never mapped, or whose
+    mapping `lecentral agent remove` took away: no report, for any host, and no central run (a
+    forged renew run would hide a dead renew timer)."""
     before = dump(fleet)
+    refusal = "is neither the central account nor mapped to a host"
     with pytest.raises(StoreError) as caught:
         FleetStore(fleet.stranger).report(WEB1, [deployment()], agent_run(WEB1), "0.1.0", 100)
-    assert f"lecentral: host {WEB1} reports through database user {fleet.users[WEB1]} only, not " \
-        in str(caught.value)
+    assert refusal in str(caught.value)
+    message = refused(fleet.stranger.engine, INSERT_RUN, {"kind": "renew", "host": "c.example.test"})
+    assert refusal in message, message
+    assert FleetStore(fleet.central).remove_agent(WEB2)
+    before = dump(fleet)
+    message = refused(fleet.engine(WEB2), INSERT_RUN, {"kind": "renew", "host": "c.example.test"})
+    assert f"lecentral: database user {fleet.users[WEB2]} {refusal}" in message, message
     assert dump(fleet) == before
 
 

@@ -64,12 +64,13 @@ class Agent:
         self.state_dir = Path(config.agent.state_dir)
         self._store: Store | None = None
         self._host: str | None = None
+        self.unlogged: list[str] = []  # events the central event log refused in this run
         self.requests = OperatorRequests(registry, self.settings, self.state_dir, self._report)
 
     @property
     def host(self) -> str:
         if self._host is None:
-            self._host = self.config.agent.host or socket.getfqdn()
+            self._host = (self.config.agent.host or socket.getfqdn()).lower().rstrip(".")
         return self._host
 
     # -- the run ---------------------------------------------------------------------------------
@@ -125,7 +126,8 @@ class Agent:
             except Exception as exc:  # noqa: BLE001 - a plugin failing here must not stop the report
                 log.warning("%s: cannot tell what is installed (%s); reported without it",
                             entry.label, exc)
-        return report.send(self._store, self.host, items, results, started, self.clock)
+        return report.send(self._store, self.host, items, results, started, self.clock,
+                           self.unlogged)
 
     def _lock(self) -> AbstractContextManager[None]:
         return nullcontext() if self.dry_run else self._exclusive()
@@ -388,13 +390,15 @@ class Agent:
         return Result(broken.label, "?", "failed", broken.error)
 
     def _report(self, name: str, kind: str, message: str) -> None:
-        """Optionally log to the central event log; a read-only database user only gets a warning."""
+        """With ``[agent] report``, log to the central event log under this host's name; a
+        refusal is kept for the run's ``(report)`` result (the install itself stands)."""
         if not self.config.agent.report or self._store is None:
             return
         try:
-            self._store.record_event(name, kind, message, self.clock())
+            self._store.record_event(name, kind, message, self.clock(), host=self.host)
         except StoreError as exc:
             log.warning("could not report to the central event log (agent.report): %s", exc)
+            self.unlogged.append(str(exc))
 
     def _reboot_if_asked(self, entries: list[CertEntry], results: list[Result]) -> None:
         from lecentral.install.service import run_command

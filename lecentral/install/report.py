@@ -83,21 +83,30 @@ def observe(registry: Registry, entry: CertEntry, service: Service, installer: I
 
 
 def send(store: Store | None, host: str, items: Sequence[Deployment], results: Sequence[Result],
-         started: int, clock: Callable[[], int]) -> Result | None:
-    """Write the report; a :class:`Result` (status ``failed``) saying why it was not delivered."""
+         started: int, clock: Callable[[], int], unlogged: Sequence[str] = ()) -> Result | None:
+    """Write the report; a :class:`Result` (status ``failed``) saying why it was not delivered,
+    or which install events the central event log refused (``unlogged``)."""
     counts = dict(Counter(r.status for r in results))
-    exit_code = 1 if any(r.failed for r in results) else 0
+    exit_code = 1 if any(r.failed for r in results) or unlogged else 0
     now = clock()
     run = Run(kind="agent", host=host, ts_start=started, ts_end=now, exit_code=exit_code,
-              counts=counts, message=f"{len(results)} entries")
+              counts=counts, message=f"{len(results)} {'entry' if len(results) == 1 else 'entries'}")
     try:
         if store is None:
             raise LecentralError("the database was not opened")
         FleetStore(store).report(host, items, run, __version__, now)
     except LecentralError as exc:
-        message = (f"the report to the central database was not delivered ({exc}); the "
+        reason = str(exc)
+        if any(word in reason for word in ("no such table", "doesn't exist", "does not exist")):
+            reason += ("; the central database lacks the fleet tables: run lecentral upgrade on "
+                       "the central host")
+        message = (f"the report to the central database was not delivered ({reason}); the "
                    "certificates above were handled all the same. Check the agent's database "
                    "grants (contrib/sql/) and `lecentral agent list` on the central host")
         log.error("%s", message)
+        return Result("(report)", "-", "failed", " ".join(message.split()))
+    if unlogged:
+        message = (f"the central event log refused {len(unlogged)} install event(s) of this run "
+                   f"({unlogged[0]}); deployments and the run were reported")
         return Result("(report)", "-", "failed", " ".join(message.split()))
     return None

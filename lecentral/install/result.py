@@ -28,7 +28,7 @@ class Result:
 
     def line(self) -> str:
         """The summary line printed on stdout."""
-        label = self.name if self.service == "files" else f"{self.name} ({self.service})"
+        label = self.name if self.service in ("files", "-") else f"{self.name} ({self.service})"
         return f"{label}: {self.status}: {self.message}"
 
     def as_dict(self) -> dict[str, Any]:

@@ -278,9 +278,10 @@ class SqlStore(Store):
 
     # -- writing ---------------------------------------------------------------------------------------
 
-    def _event(self, conn: Connection, name: str, kind: str, message: str, now: int) -> None:
-        conn.execute(insert(events).values(ts=now or now_ts(), name=_dns(name), kind=kind, host=this_host(),
-                                           message=message[:60000]))
+    def _event(self, conn: Connection, name: str, kind: str, message: str, now: int,
+               host: str = "") -> None:
+        conn.execute(insert(events).values(ts=now or now_ts(), name=_dns(name), kind=kind,
+                                           host=host or this_host(), message=message[:60000]))
 
     def add(self, row: CertRow) -> None:
         try:
@@ -358,9 +359,9 @@ class SqlStore(Store):
             self._event(conn, name, "failed", error, now)
         return int(count)
 
-    def record_event(self, name: str, kind: str, message: str, now: int) -> None:
+    def record_event(self, name: str, kind: str, message: str, now: int, host: str = "") -> None:
         with self._begin(f"logging an event for {name}") as conn:
-            self._event(conn, name, kind, message, now)
+            self._event(conn, name, kind, message, now, host)
 
     # -- challenge records left behind ------------------------------------------------------------
 

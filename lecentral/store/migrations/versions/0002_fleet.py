@@ -9,9 +9,11 @@ lecentral_events) do two things the client cannot be trusted with:
   ``session_user``), whatever the client sent. lecentral_events has no such column.
 * Authorisation. The account that made the triggers (the central account that ran
   ``lecentral init``/``upgrade``) writes anything. An account listed in
-  ``lecentral_agents.db_user`` (an agent) writes only rows whose host is mapped to it, and only
-  runs of kind ``agent``; any other account may not write for a host mapped to an agent. An
-  UPDATE is checked on the old and the new host, and may not move a row to another host.
+  ``lecentral_agents.db_user`` (an agent) writes only rows whose host is mapped to it, only
+  runs of kind ``agent``, and only install events (``installed``, ``install-failed``,
+  ``request-unsent``) of now (within an hour of the server's clock). Any other account (one
+  never mapped, or removed with ``lecentral agent remove``) writes nothing. An UPDATE is checked
+  on the old and the new host, and may not move a row to another host.
 
 PostgreSQL runs the trigger functions as their owner (SECURITY DEFINER, fixed search_path), so an
 agent needs no right on lecentral_agents. Every step is re-runnable (MariaDB commits each DDL).
@@ -168,6 +170,11 @@ def downgrade() -> None:
 
 # -- the checks, written once per server --------------------------------------------------------
 
+#: the event kinds an agent writes (lecentral/install/engine.py, request.py): nothing else
+AGENT_EVENT_KINDS = "'installed', 'install-failed', 'request-unsent'"
+#: seconds an agent's event time may differ from the database server's clock
+EVENT_CLOCK_SKEW = 3600
+
 
 def _hosts(table: str, event: str) -> list[str]:
     """The host values a row change must be allowed for (an UPDATE: where it was and where it goes)."""
@@ -206,15 +213,18 @@ def mysql_trigger(trigger: str, table: str, event: str) -> str:
         # the message holds 128 characters: a long host list is shortened, the refused host stays
         "IF CHAR_LENGTH(mine) > 40 THEN SET mine = CONCAT(LEFT(mine, 37), '...'); END IF;",
     ]
+    body += [  # neither the central account nor an agent's: nothing (a removed agent's too)
+        "IF mine IS NULL THEN",
+        *_mysql_refuse("'lecentral: database user ', who, ' is neither the central account nor "
+                       "mapped to a host (lecentral agent add HOST --db-user USER)'"),
+        "END IF;",
+    ]
     for host in _hosts(table, event):
         body += [
             f"SET host_user = (SELECT db_user FROM lecentral_agents WHERE host = {host});",
-            "IF mine IS NOT NULL AND (host_user IS NULL OR host_user <> who COLLATE utf8mb4_bin) THEN",
+            "IF host_user IS NULL OR host_user <> who COLLATE utf8mb4_bin THEN",
             *_mysql_refuse(f"'lecentral: database user ', who, ' may report only for host(s) ', "
                            f"mine, ', not ', {host}"),
-            "ELSEIF mine IS NULL AND host_user IS NOT NULL THEN",
-            *_mysql_refuse(f"'lecentral: host ', {host}, ' reports through database user ', "
-                           "host_user, ' only, not ', who"),
             "END IF;",
         ]
     if event == "UPDATE":
@@ -226,9 +236,20 @@ def mysql_trigger(trigger: str, table: str, event: str) -> str:
         ]
     if table == "lecentral_runs":
         body += [
-            "IF mine IS NOT NULL AND NEW.kind <> 'agent' THEN",
+            "IF NEW.kind <> 'agent' THEN",
             *_mysql_refuse("'lecentral: database user ', who, ' is an agent account: it may record "
                            "runs of kind agent only, not ', NEW.kind"),
+            "END IF;",
+        ]
+    if table == "lecentral_events":  # an agent tells of its installs, now: no forged history
+        body += [
+            f"IF NEW.kind NOT IN ({AGENT_EVENT_KINDS}) THEN",
+            *_mysql_refuse("'lecentral: database user ', who, ' is an agent account: it may log "
+                           "install events only, not ', NEW.kind"),
+            "END IF;",
+            f"IF ABS(NEW.ts - UNIX_TIMESTAMP()) > {EVENT_CLOCK_SKEW} THEN",
+            *_mysql_refuse("'lecentral: database user ', who, ' may log events of now only, not "
+                           "of ', NEW.ts"),
             "END IF;",
         ]
     body += ["END IF;", "END"]
@@ -265,15 +286,18 @@ def postgresql_function(trigger: str, table: str, event: str, schema: str) -> st
         ("SELECT string_agg(host, ', ' ORDER BY host) INTO mine FROM lecentral_agents "
          "WHERE db_user = who;"),
     ]
+    body += [  # neither the central account nor an agent's: nothing (a removed agent's too)
+        "IF mine IS NULL THEN",
+        _pg_refuse("'lecentral: database user '", "who", "' is neither the central account nor "
+                   "mapped to a host (lecentral agent add HOST --db-user USER)'"),
+        "END IF;",
+    ]
     for host in _hosts(table, event):
         body += [
             f"SELECT db_user INTO host_user FROM lecentral_agents WHERE host = {host};",
-            "IF mine IS NOT NULL AND host_user IS DISTINCT FROM who THEN",
+            "IF host_user IS DISTINCT FROM who THEN",
             _pg_refuse("'lecentral: database user '", "who", "' may report only for host(s) '",
                        "mine", "', not '", host),
-            "ELSIF mine IS NULL AND host_user IS NOT NULL THEN",
-            _pg_refuse("'lecentral: host '", host, "' reports through database user '",
-                       "host_user", "' only, not '", "who"),
             "END IF;",
         ]
     if event == "UPDATE":
@@ -285,9 +309,20 @@ def postgresql_function(trigger: str, table: str, event: str, schema: str) -> st
         ]
     if table == "lecentral_runs":
         body += [
-            "IF mine IS NOT NULL AND NEW.kind <> 'agent' THEN",
+            "IF NEW.kind <> 'agent' THEN",
             _pg_refuse("'lecentral: database user '", "who", "' is an agent account: it may "
                        "record runs of kind agent only, not '", "NEW.kind"),
+            "END IF;",
+        ]
+    if table == "lecentral_events":  # an agent tells of its installs, now: no forged history
+        body += [
+            f"IF NEW.kind NOT IN ({AGENT_EVENT_KINDS}) THEN",
+            _pg_refuse("'lecentral: database user '", "who", "' is an agent account: it may "
+                       "log install events only, not '", "NEW.kind"),
+            "END IF;",
+            f"IF abs(NEW.ts - extract(epoch from now())::bigint) > {EVENT_CLOCK_SKEW} THEN",
+            _pg_refuse("'lecentral: database user '", "who", "' may log events of now only, "
+                       "not of '", "NEW.ts"),
             "END IF;",
         ]
     body += ["END IF;", "RETURN NEW;", "END", "$lecentral$"]
