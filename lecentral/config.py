@@ -31,30 +31,41 @@ def secret(default: str = "") -> Any:
     return field(default=default, metadata={"secret": True})
 
 
-def duration(default: int) -> Any:
-    """A duration field: seconds (an integer) or a string such as ``"2d"``, ``"36h"``, ``"90m"``;
-    held as seconds once loaded."""
-    return field(default=default, metadata={"duration": True})
+def duration(default: int, minimum: int = 0) -> Any:
+    """A duration field: seconds (a number) or a string such as ``"2d"``, ``"36h"``, ``"90m"``;
+    held as whole seconds once loaded, at least ``minimum``, at most :data:`MAX_DURATION`."""
+    return field(default=default, metadata={"duration": True, "minimum": minimum})
+
+
+def at_least(default: float, minimum: float) -> Any:
+    """A number field that must be at least ``minimum``."""
+    return field(default=default, metadata={"minimum": minimum})
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+#: no duration setting means more than this (ten years); larger values are typos
+MAX_DURATION = 10 * 365 * 86400
 
 
-def parse_duration(value: Any, where: str, source: str) -> int:
+def parse_duration(value: Any, where: str, source: str, minimum: int = 0) -> int:
     """Seconds of a duration setting; ConfigError naming the key for anything else."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str):
+    seconds: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
         text = value.strip().lower()
         try:
-            if text and text[-1] in _UNITS and float(text[:-1]) >= 0:
-                return int(float(text[:-1]) * _UNITS[text[-1]])
-            if text.isdigit():
-                return int(text)
+            seconds = (float(text[:-1]) * _UNITS[text[-1]] if text and text[-1] in _UNITS
+                       else float(text))
         except ValueError:
-            pass
-    raise ConfigError(f"{source}: {where} must be a duration: seconds, or a number with a unit "
-                      f"s, m, h, d or w, e.g. \"2d\" or \"36h\" (not {value!r})")
+            seconds = None
+    if seconds is None or seconds != seconds or seconds < 0:  # NaN, negative
+        raise ConfigError(f"{source}: {where} must be a duration: seconds, or a number with a "
+                          f"unit s, m, h, d or w, e.g. \"2d\" or \"36h\" (not {value!r})")
+    if not minimum <= seconds <= MAX_DURATION:
+        raise ConfigError(f"{source}: {where} = {value!r} is out of range: from {minimum}s to "
+                          f"{MAX_DURATION // (365 * 86400)} years")
+    return int(seconds)
 
 
 def existing_path(default: str = "") -> Any:
@@ -165,11 +176,11 @@ class FleetConfig:
     """``[fleet]``: when a host, an endpoint or the renew timer counts as an alert (docs/fleet.md)."""
 
     stale_after: int = duration(2 * 86400)  # a newer certificate this old and still not served
-    agent_max_age: int = duration(2 * 86400)  # an agent silent this long is "silent"
-    renew_max_age: int = duration(2 * 86400)  # no renew run this long: "dead-timer"
-    probe_timeout: float = 10.0  # seconds per endpoint for lecentral probe
-    probe_workers: int = 64  # endpoints probed at once
-    keep_runs: int = duration(90 * 86400)  # lecentral_runs older than this are pruned
+    agent_max_age: int = duration(2 * 86400, minimum=60)  # an agent silent this long: "silent"
+    renew_max_age: int = duration(2 * 86400, minimum=60)  # no renew run this long: "dead-timer"
+    probe_timeout: float = at_least(10.0, 0.1)  # seconds per endpoint for lecentral probe
+    probe_workers: int = at_least(64, 1)  # endpoints probed at once
+    keep_runs: int = duration(90 * 86400, minimum=86400)  # older lecentral_runs are pruned
 
 
 @dataclass(frozen=True)
@@ -235,10 +246,14 @@ def build(cls: type[T], table: Mapping[str, Any], where: str, source: str) -> T:
         if key not in fields:
             allowed = ", ".join(sorted(fields))
             raise ConfigError(f"{source}: unknown key {dotted!r} (allowed here: {allowed})")
-        if fields[key].metadata.get("duration"):
-            values[key] = parse_duration(value, dotted, source)
+        meta = fields[key].metadata
+        if meta.get("duration"):
+            values[key] = parse_duration(value, dotted, source, meta.get("minimum", 0))
             continue
-        checked = _check_value(value, hints[key], dotted, source, bool(fields[key].metadata.get("secret")))
+        checked = _check_value(value, hints[key], dotted, source, bool(meta.get("secret")))
+        if "minimum" in meta and checked < meta["minimum"]:
+            raise ConfigError(f"{source}: {dotted} must be at least {meta['minimum']} (not "
+                              f"{checked!r})")
         if fields[key].metadata.get("must_exist") and checked and not Path(checked).is_file():
             raise ConfigError(f"{source}: {dotted} = {checked!r}: no such file")
         values[key] = checked

@@ -109,3 +109,29 @@ def test_masking_a_password_with_url_characters(password: str) -> None:
     """Everything up to the last '@' is the credentials: no fragment of the password is shown."""
     shown = mask_url(f"mysql+pymysql://lecentral:{password}@db.example.test:3306/certs")
     assert shown == "mysql+pymysql://lecentral:********@db.example.test:3306/certs"
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ('"2d"', 172800), ('"36h"', 129600), ('"90m"', 5400), ('"1w"', 604800), ('"1.5d"', 129600),
+    ("3600", 3600), ('"3600"', 3600), ("7200.0", 7200),
+])
+def test_fleet_durations(tmp_path: Path, value: str, seconds: int) -> None:
+    config = load_central(write(tmp_path, f"[fleet]\nagent_max_age = {value}\n"))
+    assert config.fleet.agent_max_age == seconds
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ('agent_max_age = "2 days"', 'fleet.agent_max_age must be a duration'),
+    ("agent_max_age = -1", "fleet.agent_max_age must be a duration"),
+    ('agent_max_age = "1x"', "fleet.agent_max_age must be a duration"),
+    ("agent_max_age = 0", "fleet.agent_max_age = 0 is out of range: from 60s to 10 years"),
+    ("keep_runs = 99999999999999999999", "fleet.keep_runs = 99999999999999999999 is out of range"),
+    ('stale_after = "nan"', "fleet.stale_after must be a duration"),
+    ("probe_timeout = 0", "fleet.probe_timeout must be at least 0.1 (not 0.0)"),
+    ("probe_workers = 0", "fleet.probe_workers must be at least 1 (not 0)"),
+])
+def test_bad_fleet_settings_name_the_key(tmp_path: Path, text: str, error: str) -> None:
+    path = write(tmp_path, f"[fleet]\n{text}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_central(path)
+    assert error in str(caught.value) and path in str(caught.value)

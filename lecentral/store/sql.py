@@ -59,6 +59,10 @@ def _hint(reason: str) -> str:
     if "lecentral: " in reason:  # refused by lecentral's reporting triggers (migration 0002)
         return ("the database maps each host to one account: on the central host, lecentral "
                 "agent add HOST --db-user USER (lecentral agent list shows the mapping)")
+    if ("Access denied for user" in reason and "using password" in reason) or \
+            "password authentication failed" in reason:
+        return ("the database refused this account's name or password: check the user and the "
+                "password in [database] url")
     if "denied" in reason:
         return "this database account lacks that right (contrib/sql/ lists what each account needs)"
     return "check that the server is up and the [database] url is right"
@@ -232,8 +236,11 @@ class SqlStore(Store):
         if revision is not None and not migrations.is_known(revision):
             raise StoreError(f"database {self.shown_url}: {migrations.unknown_revision(revision)}")
         if "certs" in missing or (missing and revision is None):
+            unseen = (" (or this account may not see it: the central host's account needs the "
+                      "grants of contrib/sql/)" if self.dialect != "sqlite" else "")
             raise StoreError(
-                f"database {self.shown_url} has no table {', '.join(missing)}; run lecentral init"
+                f"database {self.shown_url} has no table {', '.join(missing)}{unseen}; run "
+                "lecentral init"
             )
         if revision is None:
             raise StoreError(f"database {self.shown_url}: lecentral's tables record no schema "
