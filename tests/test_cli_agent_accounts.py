@@ -79,3 +79,32 @@ def test_agent_needs_init_first(tmp_path: Path) -> None:
     env = Env(tmp_path)
     result = env.run("agent", "list")
     assert result.exit_code == 4 and "run lecentral init" in result.stderr
+
+
+def test_host_names_ignore_case_and_forget_deletes_a_retired_hosts_reports(tmp_path: Path) -> None:
+    """``agent add WEB1.Example.Test`` is the host the agent reports as (lower case); ``agent
+    forget`` deletes a retired host's deployments (runs stay), and says so when there are none."""
+    from lecentral.fleet.model import Run
+    from lecentral.fleet.store import Deployment, FleetStore
+    from lecentral.store.sql import SqlStore
+
+    env = Env(tmp_path)
+    assert env.run("init").exit_code == 0
+    assert env.run("agent", "add", "WEB1.Example.Test.", "--db-user", "agent_web1").exit_code == 0
+    assert [a["host"] for a in json.loads(env.run("agent", "list", "--json").stdout)] == \
+        ["web1.example.test"]
+    store = SqlStore(f"sqlite:///{env.db}")
+    FleetStore(store).report("web1.example.test", [Deployment(
+        "www.example.test", "files-www.example.test", "files", None, None, None, None, None, None,
+        None, None, None, [], [], "failed", "x")], Run("agent", "web1.example.test", 1, 2, 1, {}),
+        "0.1.0", 2)
+
+    gone = env.run("agent", "forget", "Web1.example.test")
+
+    assert gone.exit_code == 0 and "web1.example.test: 1 deployment report(s) deleted" in gone.stdout
+    with create_engine(f"sqlite:///{env.db}").begin() as conn:
+        assert conn.execute(text("SELECT count(*) FROM lecentral_deployments")).scalar() == 0
+        assert conn.execute(text("SELECT count(*) FROM lecentral_runs")).scalar() == 1
+    again = env.run("agent", "forget", "web1.example.test")
+    assert again.exit_code == 1 and "has reported nothing" in again.stderr
+    store.close()

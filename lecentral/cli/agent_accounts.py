@@ -66,7 +66,12 @@ def agent() -> None:
 @pass_app
 @guarded
 def add(app: App, host: str, db_user: str) -> None:
-    """Let database user USER report for HOST (replacing the user it had)."""
+    """Let database user USER report for HOST (replacing the user it had).
+
+    HOST is compared as DNS does, without regard to case: it is stored in lower case, as the
+    agent reports it ([agent] host, or the FQDN, lower-cased).
+    """
+    host = host.lower().rstrip(".")
     _check(host, db_user)
     before = {str(r["host"]): str(r["db_user"]) for r in _rows(app)}
     _fleet(app).add_agent(host, db_user, now_ts())
@@ -84,15 +89,33 @@ def add(app: App, host: str, db_user: str) -> None:
 @pass_app
 @guarded
 def remove(app: App, host: str) -> None:
-    """Forget which database user reports for HOST (its reports stay).
+    """Forget which database user reports for HOST (its reports stay: lecentral agent forget).
 
-    Drop or lock that database account as well when the host is gone: an account mapped to no
-    host any more is no agent account for the triggers.
+    That account can write nothing any more (the triggers refuse an account that is neither the
+    central one nor mapped); drop it as well when the host is gone.
     """
+    host = host.lower().rstrip(".")
     _check(host)
     if not _fleet(app).remove_agent(host):
         raise LecentralError(f"no database user is mapped to host {host} (see lecentral agent list)")
     click.echo(f"{host}: removed; drop or lock its database account if the host is gone")
+
+
+@agent.command("forget")
+@click.argument("host")
+@pass_app
+@guarded
+def forget(app: App, host: str) -> None:
+    """Delete what HOST reported (a host retired or renamed): its deployments leave lecentral
+    fleet, check and metrics, and their verify URLs are probed no more. Its runs stay in the
+    history; its mapping stays until lecentral agent remove.
+    """
+    host = host.lower().rstrip(".")
+    _check(host)
+    gone = _fleet(app).forget_host(host)
+    if not gone:
+        raise LecentralError(f"host {host} has reported nothing (see lecentral fleet)")
+    click.echo(f"{host}: {gone} deployment report(s) deleted")
 
 
 @agent.command("list")
