@@ -9,6 +9,7 @@ exist when set; an empty string means unset).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import typing
@@ -59,7 +60,7 @@ def parse_duration(value: Any, where: str, source: str, minimum: int = 0) -> int
                        else float(text))
         except ValueError:
             seconds = None
-    if seconds is None or seconds != seconds or seconds < 0:  # NaN, negative
+    if seconds is None or math.isnan(seconds) or seconds < 0:
         raise ConfigError(f"{source}: {where} must be a duration: seconds, or a number with a "
                           f"unit s, m, h, d or w, e.g. \"2d\" or \"36h\" (not {value!r})")
     if not minimum <= seconds <= MAX_DURATION:

@@ -135,3 +135,15 @@ def test_bad_fleet_settings_name_the_key(tmp_path: Path, text: str, error: str) 
     with pytest.raises(ConfigError) as caught:
         load_central(path)
     assert error in str(caught.value) and path in str(caught.value)
+
+
+def test_the_shipped_examples_fleet_table_loads() -> None:
+    """contrib/lecentral.toml.example's [fleet] is valid and says the defaults (the whole file
+    names paths of a real central host: its other tables are checked where they are used)."""
+    import tomllib
+
+    from lecentral.config import FleetConfig, build
+
+    example = Path(__file__).parents[1] / "contrib" / "lecentral.toml.example"
+    table = tomllib.loads(example.read_text())["fleet"]
+    assert build(FleetConfig, table, "fleet", str(example)) == FleetConfig()

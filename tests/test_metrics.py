@@ -123,7 +123,8 @@ def test_healthy_fleet_and_an_empty_database_pass_promtool(fleet: Fleet) -> None
     result = fleet.run("metrics")
     assert result.exit_code == 0
     promtool_check(result.stdout_bytes)
-    assert samples(result.stdout_bytes)["lecentral_renew_timer_ok"] == 0  # never run
+    got = samples(result.stdout_bytes)
+    assert got["lecentral_renew_never_run"] == 1 and "lecentral_renew_timer_ok" not in got
     a = fleet.issue(A)
     fleet.report("web1", A, a, a)
     fleet.renew_run()

@@ -436,7 +436,7 @@ def test_cli_probe_serves_another_key_is_a_mismatch(
     [entry] = env.json("probe")["endpoints"]
     assert entry["state"] == "mismatch" and "another key" in entry["detail"]
     assert env.mailbox.subjects() == [(f"[lecentral] ERROR: fleet: {WWW} on {entry['url']} "
-                                      "is mismatch")]
+                                      "is serving a mismatching certificate")]
 
 
 def test_cli_probe_prunes_only_on_a_full_run(env: Env, cert_files_factory: Callable[..., CertFiles],

@@ -51,10 +51,12 @@ def fleet(app: App, names: tuple[str, ...], as_json: bool, problems: bool, notif
       unreachable     no certificate could be read at the endpoint
       silent          the host's agent has not reported within [fleet] agent_max_age
       never-reported  enabled and issued, but no agent reports it and no probe sees it
+      not-issued      enabled, but the database holds no certificate yet
     The renew timer is dead-timer when no renew run ended within [fleet] renew_max_age.
 
-    Exit status 0 whatever the states (use lecentral check for monitoring); 1 unknown NAME,
-    4 database unreachable.
+    Exit status 0 whatever the states (use lecentral check for monitoring); 1 unknown NAME, or
+    with --notify an alert that could not be sent (the next look sends it again); 4 database
+    unreachable.
     """
     from lecentral.fleet.watch import bulk
 
@@ -72,11 +74,15 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
     if unknown:
         raise UnknownNameError(f"no certificate named {', '.join(unknown)} in the database "
                                "(see lecentral list)")
-    if notify:
-        notify_changes(fleet_store, view, app.registry, app.config, complete=not wanted)
+    unsent = notify_changes(fleet_store, view, app.registry, app.config,
+                            complete=not wanted) if notify else []
+    for error in unsent:
+        click.echo(f"lecentral: warning: alert not sent: {error}", err=True)
     certs = [c for c in view.certs if not problems or c.state not in ("current", "disabled")]
     if as_json:
         print_json(view_json(view, certs), compact=True)
+        if unsent:
+            raise click.exceptions.Exit(1)
         return
     rows: list[list[str]] = []
     for cert in certs:
@@ -99,6 +105,8 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
     else:
         click.echo("every certificate is current everywhere it is reported or probed")
     click.echo(f"renew timer: {view.renew_state} ({view.renew_detail})")
+    if unsent:
+        raise click.exceptions.Exit(1)
 
 
 def _seen(seen: Seen | None) -> dict[str, Any] | None:

@@ -18,7 +18,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from lecentral.fleet.model import CURRENT, DISABLED, SEVERITY, TIMER_OK, FleetView
+from lecentral.fleet.model import (
+    CURRENT,
+    DISABLED,
+    NEVER_RUN,
+    SEVERITY,
+    TIMER_OK,
+    FleetView,
+)
 
 if TYPE_CHECKING:
     from lecentral.leftovers import Leftover
@@ -143,9 +150,15 @@ class FleetCollector(Collector):
         yield from (last_success, last_end, duration, exit_code)
 
         timer = gauge("lecentral_renew_timer_ok",
-                      "1 if a lecentral renew run ended within [fleet] renew_max_age.", [])
-        timer.add_metric([], 1 if view.renew_state == TIMER_OK else 0)
-        yield timer
+                      "1 if a lecentral renew run ended within [fleet] renew_max_age, 0 if not; "
+                      "absent before the first run (see lecentral_renew_never_run).", [])
+        never = gauge("lecentral_renew_never_run",
+                      "1 while no lecentral renew run was ever recorded (a new installation: "
+                      "lecentral check says WARNING), else 0.", [])
+        never.add_metric([], 1 if view.renew_state == NEVER_RUN else 0)
+        if view.renew_state != NEVER_RUN:
+            timer.add_metric([], 1 if view.renew_state == TIMER_OK else 0)
+        yield from (timer, never)
         left = gauge("lecentral_challenge_leftovers",
                      "Challenge records (TXT, webroot files) left behind by failed cleanups.", [])
         left.add_metric([], len(self.leftovers))

@@ -16,12 +16,14 @@ MISMATCH = "mismatch"  # a certificate for another key or another name
 UNREACHABLE = "unreachable"  # nothing could be read from the endpoint
 SILENT = "silent"  # the host's agent has not reported within agent_max_age
 NEVER_REPORTED = "never-reported"  # an enabled, issued certificate that no agent or probe knows
+NOT_ISSUED = "not-issued"  # enabled, but the database holds no certificate yet
 DISABLED = "disabled"  # the certificate is disabled: not judged
 
 #: states that are alerts; the others are fine (or not judged)
 ALERTING = (STALE, MISMATCH, UNREACHABLE, SILENT)
 #: worst first: a certificate's state is its worst target's
-SEVERITY = (SILENT, MISMATCH, STALE, UNREACHABLE, NEVER_REPORTED, PENDING, CURRENT, DISABLED)
+SEVERITY = (SILENT, MISMATCH, STALE, UNREACHABLE, NEVER_REPORTED, NOT_ISSUED, PENDING, CURRENT,
+            DISABLED)
 
 # States of the central renew timer.
 TIMER_OK = "current"

@@ -31,6 +31,7 @@ from lecentral.fleet.model import (
     MISMATCH,
     NEVER_REPORTED,
     NEVER_RUN,
+    NOT_ISSUED,
     PENDING,
     SILENT,
     STALE,
@@ -87,11 +88,16 @@ class _Judge:
         return self._previous.get(name)
 
     def issued_at(self, name: str) -> int | None:
-        """notBefore of the database's certificate: since when a host could have had it."""
+        """Since when the database has had its certificate: ``ts_last_update`` when no attempt
+        failed since (save_issued sets it), else the certificate's notBefore (CAs backdate it,
+        Let's Encrypt by an hour: only the fallback)."""
         if name not in self._issued:
             self._issued[name] = None
             row = self.rows.get(name)
-            if self.store is not None and row is not None:
+            stored = _int(row["ts_last_update"]) if row is not None else None
+            if row is not None and stored and not _int(row["count_fail_update"]):
+                self._issued[name] = stored
+            elif self.store is not None and row is not None:
                 from lecentral.certificates import Certificate
                 from lecentral.errors import CsrError
 
@@ -194,8 +200,10 @@ def compute(snapshot: Snapshot, settings: FleetSettings, now: int,
             targets.append(_probe(judge, name, probe, enabled))
         if not enabled:
             state = DISABLED
+        elif not row["fingerprint"]:
+            state = NOT_ISSUED
         elif not targets:
-            state = NEVER_REPORTED if row["fingerprint"] else CURRENT
+            state = NEVER_REPORTED
         else:
             state = worst([t.state for t in targets])
         result.append(CertFleet(
@@ -258,6 +266,8 @@ def _deployment(judge: _Judge, name: str, dep: Any, agent_runs: Mapping[str, int
                 states.append((state, f"served at {served.url}: {why}"))
     state = worst([s for s, _ in states])
     detail = "; ".join(why for s, why in states if s == state)
+    if state in (STALE, PENDING) and result not in ("installed", "up-to-date"):
+        detail += f" (the agent's last run: {result}: {message})"  # why it did not install
     return made(state, detail)
 
 
@@ -314,6 +324,12 @@ def changes(view: FleetView, before: Mapping[str, StateRow]) -> tuple[list[tuple
     return changed, gone
 
 
+def _word(state: str) -> str:
+    """A state as the subject of an alert says it."""
+    return {MISMATCH: "serving a mismatching certificate", SILENT: "silent (its agent stopped "
+            "reporting)", DEAD_TIMER: "dead (no renew run)"}.get(state, state)
+
+
 def notification_for(old: StateRow | None, new: StateRow) -> Notification | None:
     """The alert for one change, or None when nothing worth telling happened."""
     from lecentral.records import Notification
@@ -326,7 +342,7 @@ def notification_for(old: StateRow | None, new: StateRow) -> Notification | None
     if new.state in bad:
         severity = "error" if new.state in (MISMATCH, DEAD_TIMER, SILENT) else "warning"
         before = f" (was {old.state})" if old is not None else ""
-        return Notification(severity, f"fleet: {what} is {new.state}",
+        return Notification(severity, f"fleet: {what} is {_word(new.state)}",
                             f"{what} is now {new.state}{before}:\n{new.detail}\n",
                             None if new.name == TIMER_NAME else new.name)
     assert old is not None

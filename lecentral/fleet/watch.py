@@ -68,7 +68,8 @@ def notify_changes(fleet: FleetStore, view: FleetView, registry: Registry,
         note = notification_for(old, new)
         unsent: list[str] = []
         if note is not None:  # an alert, or the end of one: mail, syslog, the event log
-            log.warning("%s", note.subject)
+            log.log(logging.INFO if note.severity == "info" else logging.WARNING, "%s",
+                    note.subject)
             unsent = registry.notify(note, settings)
             errors += unsent
             if new.name != "-":
