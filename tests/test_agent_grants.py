@@ -97,7 +97,8 @@ def mariadb_accounts(server: MariaDBServer, url: str, agents: Sequence[str],
                      init: Callable[[str], None]) -> tuple[str, dict[str, str], str]:
     """The accounts of contrib/sql/grants-mysql.sql, made from the file (names replaced): the
     central one, ``init(its URL)`` run as it, then a read-only one and one reporting account per
-    key of ``agents``. Return the central URL, each agent's user name, and the password."""
+    key of ``agents``. Return the central URL, each agent's user name (and the read-only
+    account's, under ``"reader"``), and the password."""
     database = make_url(url).database
     tag = secrets.token_hex(3)  # the accounts are server-wide, the servers shared by the session
     password = secrets.token_urlsafe(12)
@@ -112,7 +113,7 @@ def mariadb_accounts(server: MariaDBServer, url: str, agents: Sequence[str],
     server.execute(parts["an agent that does not report (agent.report = false): read-only (after "
                          "lecentral init)"])
     agent_sql = parts["one account per reporting agent (after lecentral init; repeat for each server)"]
-    users = {}
+    users = {"reader": f"r_{tag}"}
     for i, key in enumerate(agents):
         users[key] = f"a{i}_{tag}"
         server.execute(substitute(agent_sql, {"'agent_web1'": f"'{users[key]}'"}))
@@ -127,6 +128,7 @@ def _mariadb_fleet(server: MariaDBServer, url: str) -> Fleet:
         central[0].init_schema()
 
     central_url, users, password = mariadb_accounts(server, url, [WEB1, WEB2, "stranger"], init)
+    users.pop("reader")
     agents = {key: SqlStore(url_as(url, user, password)) for key, user in users.items()}
     names = {**users, "central": str(make_url(central_url).username)}
     return _fleet("mariadb", central[0], agents, names)

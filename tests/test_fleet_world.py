@@ -95,6 +95,7 @@ def fleet(tmp_path: Path, mariadb_server: MariaDBServer, mariadb_url: str,
 
     central_url, users, password = mariadb_accounts(mariadb_server, mariadb_url,
                                                     [WEB, POST, LAZY], init)
+    users.pop("reader")
     made.users = users
     for host, user in users.items():
         code, _, err = made.central("agent", "add", host, "--db-user", user)
