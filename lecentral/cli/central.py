@@ -21,6 +21,7 @@ COMMANDS_GROUP = "lecentral.commands"
 #: sub-commands, imported only when used
 COMMANDS = {
     "init": ("lecentral.cli.admin:init", "Create the tables (safe on an existing database)."),
+    "doctor": ("lecentral.cli.doctor:doctor", "What in an existing (seed) database would stop lecentral or the Perl agents."),
     "upgrade": ("lecentral.cli.admin:upgrade", "Run the pending schema migrations of lecentral's tables."),
     "agent": ("lecentral.cli.agent_accounts:agent",
               "Which database user may report for which host (reporting agents)."),
