@@ -87,7 +87,7 @@ class AcmeConfig:
 
     directory: str = "https://acme-v02.api.letsencrypt.org/directory"
     email: str = ""
-    account_key: str = "/etc/lecentral/account.key"
+    account_key: str = "/var/lib/lecentral/account.key"  # writable under the unit's sandbox
     ca_bundle: str = existing_path()
     eab_kid: str = ""
     eab_hmac_key: str = secret()

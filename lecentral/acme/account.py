@@ -77,7 +77,7 @@ def load_or_create(path_text: str) -> AccountKey:
     """The account key at ``[acme] account_key``, created (0600, atomically) if it does not exist."""
     if not path_text:
         raise ConfigError("[acme] account_key is empty; set it to a path such as "
-                          "/etc/lecentral/account.key")
+                          "/var/lib/lecentral/account.key")
     path = Path(path_text)
     created = False
     if not path.exists():
