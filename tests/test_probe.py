@@ -489,6 +489,12 @@ def test_cli_endpoint_add_list_remove(env: Env, cert_files_factory: Callable[...
     assert gone.exit_code == 1
     assert f"{WWW} has no endpoint '{url}' (see lecentral endpoint list {WWW})" in gone.stderr
 
+    # one endpoint, one spelling: the scheme's default port is written out, either way works
+    added = env.run("endpoint", "add", WWW, "tls://lb.example.test")
+    assert f"endpoint tls://lb.example.test:443?sni={WWW} added" in added.stdout
+    assert "was there already" in env.run("endpoint", "add", WWW, "tls://lb.example.test:443").stdout
+    assert env.run("endpoint", "remove", WWW, "tls://lb.example.test:443").exit_code == 0
+
 
 @pytest.mark.parametrize("name,url,code,fragment", [
     (WWW, "gopher://mail.example.test:70", 2, "no verifier plugin named 'gopher' is installed"),

@@ -165,11 +165,31 @@ def _endpoint_url(app: App, name: str, url: str) -> str:
     from lecentral.verify import check_verify_url
 
     check_verify_url(app.registry, url)
-    full = with_sni(url.strip(), name)
+    full = with_sni(_with_port(url.strip()), name)
     check_verify_url(app.registry, full)
     if len(full) > MAX_URL:
         raise ConfigError(f"endpoint URL {full!r} is longer than {MAX_URL} characters")
     return full
+
+
+def _with_port(url: str) -> str:
+    """``url`` with its scheme's default port written out (``tls://h`` is ``tls://h:443``), so
+    that one endpoint has one spelling; a plugin's scheme is left as given."""
+    from urllib.parse import urlsplit
+
+    from lecentral.verify.url import parse_verify_url
+
+    try:
+        target = parse_verify_url(url)
+        parts = urlsplit(url)
+    except (LecentralError, ValueError):
+        return url
+    if parts.port is not None:
+        return url
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@{host}:{target.port}" if userinfo else f"{host}:{target.port}"
+    return parts._replace(netloc=netloc).geturl()
 
 
 def _who() -> str:
@@ -216,7 +236,9 @@ def endpoint_remove(app: App, name: str, url: str) -> None:
     store = app.store()
     stored = _stored_names(store, (name,))[0]
     fleet = FleetStore(store)
-    for candidate in dict.fromkeys((url, url.strip(), with_sni(url.strip(), stored))):
+    given = url.strip()
+    for candidate in dict.fromkeys((url, given, with_sni(given, stored),
+                                    with_sni(_with_port(given), stored))):
         if fleet.remove_endpoint(stored, candidate):
             click.echo(f"{stored}: endpoint {candidate} removed")
             return
