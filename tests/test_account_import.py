@@ -38,7 +38,7 @@ from renew_world import (
     write_toml,
 )
 
-from lecentral.acme.account import load_existing, read_record, thumbprint
+from lecentral.acme.account import load_existing, read_record, record_for, thumbprint
 from lecentral.acme.client import AcmeClient
 from lecentral.cli.central import main
 from lecentral.config import CentralConfig
@@ -360,3 +360,54 @@ def _assert_no_key_material(output: str, jwk: josepy.JWK) -> None:
         if field in private:
             assert private[field] not in output
     assert "PRIVATE KEY" not in output
+
+
+def test_deactivated_or_unusable_accounts_are_not_imported(dns_world: World, tmp_path: Path) -> None:
+    config, toml = setup(dns_world, tmp_path)
+    key = ec.generate_private_key(ec.SECP256R1())
+    new_account(dns_world.pebble, key)
+    jwk = josepy.JWKEC(key=key)
+    net = acme_client.ClientNetwork(jwk, alg=josepy.ES256, verify_ssl=str(dns_world.pebble.ca_bundle))
+    acme = acme_client.ClientV2(acme_client.ClientV2.get_directory(dns_world.pebble.directory_url,
+                                                                   net), net)
+    acme.deactivate_registration(acme.query_registration(
+        messages.RegistrationResource(body=messages.Registration())))
+    net.session.close()
+    key_file = tmp_path / "retired.pem"
+    key_file.write_bytes(pem(key))
+    result = cli(toml, "import", "--key", str(key_file))
+    assert result.exit_code == 6, result.output
+    assert "key exists but is deactivated" in result.stderr
+    assert "nothing was imported" in result.stderr
+    assert_nothing_written(config)
+
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    odd = tmp_path / "ed25519.pem"
+    odd.write_bytes(pem(ed25519.Ed25519PrivateKey.generate()))
+    result = cli(toml, "import", "--key", str(odd))
+    assert result.exit_code == 2
+    assert f"key {odd}: the key is a" in result.stderr and "RSA or ECDSA" in result.stderr
+    assert_nothing_written(config)
+
+
+def test_a_record_of_another_key_or_a_corrupt_one(dns_world: World, tmp_path: Path) -> None:
+    url, _ = acme_sh_home(dns_world.pebble, tmp_path / ".acme.sh")
+    config, toml = setup(dns_world, tmp_path)
+    assert cli(toml, "import", "--acme-sh", str(tmp_path / ".acme.sh")).exit_code == 0
+    key_path = Path(config.acme.account_key)
+    key_path.write_bytes(pem(ec.generate_private_key(ec.SECP256R1())))  # replaced by hand
+    client = AcmeClient(config.acme)  # the record is not this key's: found or registered anew
+    assert client.account_uri != url
+    client.close()
+    assert record_for(load_existing(str(key_path)), config.acme.directory) is None
+
+    Path(f"{key_path}.json").write_text('{"url": "file:///etc/passwd", "directory": "x", '
+                                        '"thumbprint": "y"}')
+    with pytest.raises(ConfigError, match=f"ACME account record {key_path}.json: url is not an "
+                                          "http\\(s\\) URL"):
+        AcmeClient(config.acme)
+    Path(f"{key_path}.json").write_text("{")
+    result = cli(toml, "show")
+    assert result.exit_code == 2 and f"ACME account record {key_path}.json is not JSON" \
+        in result.stderr

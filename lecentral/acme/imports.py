@@ -228,16 +228,24 @@ def install(config: AcmeConfig, found: FoundAccount, *, force: bool = False) -> 
         raise ConfigError("[acme] account_key is empty; set it to a path such as "
                           "/etc/lecentral/account.key")
     target = Path(config.account_key)
-    jwk, alg = _alg_for(found.key, Path(found.source))
-    lookup = AccountLookup(config, jwk, alg)
     try:
-        try:
-            url = lookup.find()
-        except AccountUnknown as exc:
-            raise IssueError(f"{exc}: {found.source} is not an account of this CA (another "
-                             "[acme] directory? a deactivated account?); nothing was imported") \
-                from None
+        jwk, alg = _alg_for(found.key, target)
+    except ConfigError:
+        raise ConfigError(f"{found.source}: the key is a {type(found.key).__name__}; lecentral "
+                          "signs with RSA or ECDSA P-256/P-384/P-521 keys only; nothing was "
+                          "imported") from None
+    try:
+        lookup = AccountLookup(config, jwk, alg)
+    except IssueError as exc:
+        raise IssueError(f"{exc}; nothing was imported") from None
+    try:
+        url = lookup.find()
         body = lookup.fetch(url)
+    except AccountUnknown as exc:
+        raise IssueError(f"{exc}: {found.source} is not an account of this CA (another [acme] "
+                         "directory?); nothing was imported") from None
+    except IssueError as exc:  # deactivated (unauthorized), unreachable...
+        raise IssueError(f"{exc}; nothing was imported") from None
     finally:
         lookup.close()
     status = str(body.get("status", ""))
