@@ -5,16 +5,22 @@ RSA or P-384 key (from an earlier tool) is used as it is. Creation is atomic and
 is written to a private temp file in the same directory and hard-linked into place, so a second
 process creating it at the same moment loses the link and loads the winner's key instead of
 overwriting it (which would orphan the account registered with the first key).
+
+Beside the key, ``<account_key>.json`` (:class:`AccountRecord`) may say which account URL the key
+is registered as; ``lecentral account import`` writes it.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -75,10 +81,7 @@ def _create(path: Path) -> bool:
 
 def load_or_create(path_text: str) -> AccountKey:
     """The account key at ``[acme] account_key``, created (0600, atomically) if it does not exist."""
-    if not path_text:
-        raise ConfigError("[acme] account_key is empty; set it to a path such as "
-                          "/var/lib/lecentral/account.key")
-    path = Path(path_text)
+    path = _path(path_text)
     created = False
     if not path.exists():
         try:
@@ -88,6 +91,28 @@ def load_or_create(path_text: str) -> AccountKey:
                               "check that the directory is writable by this user") from None
         if created:
             log.info("created a new ACME account key at %s (mode 0600)", path)
+    return _load(path, created)
+
+
+def load_existing(path_text: str) -> AccountKey:
+    """The account key at ``[acme] account_key``; ConfigError if there is none (never creates one:
+    ``lecentral account show`` must not register a new account as a side effect)."""
+    path = _path(path_text)
+    if not path.exists():
+        raise ConfigError(f"there is no ACME account key at {path} ([acme] account_key): "
+                          "lecentral renew creates one, or lecentral account import brings an "
+                          "existing account")
+    return _load(path, False)
+
+
+def _path(path_text: str) -> Path:
+    if not path_text:
+        raise ConfigError("[acme] account_key is empty; set it to a path such as "
+                          "/var/lib/lecentral/account.key")
+    return Path(path_text)
+
+
+def _load(path: Path, created: bool) -> AccountKey:
     try:
         data = path.read_bytes()
         mode = path.stat().st_mode
@@ -103,3 +128,90 @@ def load_or_create(path_text: str) -> AccountKey:
                           f"({exc}); move it aside to have a new one created") from None
     jwk, alg = _alg_for(key, path)
     return AccountKey(jwk=jwk, alg=alg, path=path, created=created)
+
+
+def thumbprint(jwk: JWK) -> str:
+    """The RFC 7638 JWK thumbprint (SHA-256, base64url without padding): the account key's
+    public fingerprint, safe to show and compare."""
+    return base64.urlsafe_b64encode(jwk.thumbprint()).decode("ascii").rstrip("=")
+
+
+def key_type(jwk: JWK) -> str:
+    """``RSA 2048``, ``EC P-256``...: what the key is, never what it holds."""
+    key = getattr(jwk.key, "_wrapped", jwk.key)  # josepy wraps keys in ComparableKey
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        return f"RSA {key.key_size}"
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        return {"secp256r1": "EC P-256", "secp384r1": "EC P-384",
+                "secp521r1": "EC P-521"}.get(key.curve.name, f"EC {key.curve.name}")
+    return type(key).__name__
+
+
+# -- the account record: which account of which CA the key belongs to ----------------------------
+
+
+@dataclass(frozen=True)
+class AccountRecord:
+    """``<account_key>.json``: the account URL the key is registered as, at which directory.
+
+    With it, lecentral uses the account as it is instead of sending newAccount: an account made
+    elsewhere (certbot, acme.sh; bound to the CA by External Account Binding) is reused without
+    the EAB credentials, and the JWS ``kid`` is the account the operator imported.
+    ``thumbprint`` ties the record to the key: a record beside another key is ignored.
+    """
+
+    url: str
+    directory: str
+    thumbprint: str
+
+    def to_json(self) -> bytes:
+        return (json.dumps({"url": self.url, "directory": self.directory,
+                            "thumbprint": self.thumbprint}, indent=2) + "\n").encode()
+
+
+def record_path(key_path: Path) -> Path:
+    """Where the record of the key at ``key_path`` lives: beside it, ``<key>.json``."""
+    return key_path.with_name(key_path.name + ".json")
+
+
+def read_record(key_path: Path) -> AccountRecord | None:
+    """The record beside ``key_path``; None if there is none. A file that is not a valid record
+    is a ConfigError naming it (validated before use: it decides which account signs)."""
+    path = record_path(key_path)
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the ACME account record {path}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"ACME account record {path} is not JSON; remove it (lecentral account "
+                          "import writes it again)") from None
+    fields = ("url", "directory", "thumbprint")
+    if not isinstance(data, dict) or not all(isinstance(data.get(f), str) and data[f]
+                                             for f in fields):
+        raise ConfigError(f"ACME account record {path} lacks url, directory or thumbprint; remove "
+                          "it (lecentral account import writes it again)")
+    url = data["url"]
+    if urlsplit(url).scheme not in ("https", "http") or not urlsplit(url).netloc \
+            or any(c.isspace() for c in url):
+        raise ConfigError(f"ACME account record {path}: url is not an http(s) URL; remove it "
+                          "(lecentral account import writes it again)")
+    return AccountRecord(url=url, directory=data["directory"], thumbprint=data["thumbprint"])
+
+
+def record_for(key: AccountKey, directory: str) -> AccountRecord | None:
+    """The record of ``key`` if it belongs to this key and this ``[acme] directory``; a record of
+    another key or CA is ignored (logged): the account is then found or registered anew."""
+    record = read_record(key.path)
+    if record is None:
+        return None
+    if record.thumbprint != thumbprint(key.jwk):
+        log.warning("ACME account record %s belongs to another key (thumbprint %s); ignored",
+                    record_path(key.path), record.thumbprint)
+        return None
+    if record.directory != directory:
+        log.info("ACME account record %s is for %s, not [acme] directory %s; ignored",
+                 record_path(key.path), record.directory, directory)
+        return None
+    return record

@@ -8,7 +8,9 @@ every poll waits at least as long as the CA's Retry-After asks; every failure is
 naming the step, the names and what to do.
 
 The account is registered (or found again: newAccount with an existing key returns it) once, before
-any worker starts, so the account URL the JWS headers carry never changes under a worker.
+any worker starts, so the account URL the JWS headers carry never changes under a worker. A key
+with an account record beside it (``<account_key>.json``, written by ``lecentral account
+import``) is not registered at all: the recorded account URL is used as it is.
 """
 
 from __future__ import annotations
@@ -86,6 +88,17 @@ class AcmeClient:
     def _register(self) -> str:
         from acme import errors, messages
 
+        from lecentral.acme.account import record_for
+
+        record = record_for(self.key, self.directory_url)
+        if record is not None:
+            # an imported (or known) account: used as it is, no newAccount, so an EAB-bound
+            # account needs no EAB credentials here and the CA sees no registration
+            self.net.account = messages.RegistrationResource(uri=record.url,
+                                                             body=messages.Registration())
+            log.info("ACME account %s at %s (from %s.json)", record.url, self.directory_url,
+                     self.key.path)
+            return record.url
         eab = None
         if self.config.eab_kid or self.config.eab_hmac_key:
             if not (self.config.eab_kid and self.config.eab_hmac_key):

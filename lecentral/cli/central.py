@@ -34,6 +34,8 @@ COMMANDS = {
     "show": ("lecentral.cli.admin:show", "One certificate in full, with its history."),
     "plugins": ("lecentral.cli.admin:plugins", "Installed plugins and what they register."),
     "plugin": ("lecentral.cli.plugin:plugin", "Write a plugin: 'plugin new NAME' makes a package."),
+    "account": ("lecentral.cli.account:account",
+                "The ACME account: import certbot's/acme.sh's, show the one in use."),
     "config": ("lecentral.cli.admin:config", "Show the effective configuration, secrets masked."),
     "renew": ("lecentral.cli.renew:renew", "Issue or renew what is due (the seed's download_cert.pl)."),
     "dns": ("lecentral.cli.dns:dns", "Set up and check the per-name DNS sub-zones."),
