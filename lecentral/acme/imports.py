@@ -226,7 +226,7 @@ def install(config: AcmeConfig, found: FoundAccount, *, force: bool = False) -> 
 
     if not config.account_key:
         raise ConfigError("[acme] account_key is empty; set it to a path such as "
-                          "/etc/lecentral/account.key")
+                          "/var/lib/lecentral/account.key")
     target = Path(config.account_key)
     try:
         jwk, alg = _alg_for(found.key, target)
