@@ -42,7 +42,9 @@ class AccountKey:
     created: bool
 
 
-def _alg_for(key: object, path: Path) -> tuple[JWK, JWASignature]:
+def jwk_for(key: object, path: Path) -> tuple[JWK, JWASignature]:
+    """The JWK and the JWS algorithm of an account key (RSA, or ECDSA P-256/384/521); ConfigError
+    naming ``path`` for any other key."""
     if isinstance(key, rsa.RSAPrivateKey):
         return JWKRSA(key=key), RS256
     if isinstance(key, ec.EllipticCurvePrivateKey):
@@ -126,7 +128,7 @@ def _load(path: Path, created: bool) -> AccountKey:
         # the error text of cryptography never quotes key material
         raise ConfigError(f"ACME account key {path} is not an unencrypted PEM private key "
                           f"({exc}); move it aside to have a new one created") from None
-    jwk, alg = _alg_for(key, path)
+    jwk, alg = jwk_for(key, path)
     return AccountKey(jwk=jwk, alg=alg, path=path, created=created)
 
 

@@ -221,7 +221,7 @@ def from_key_file(path: Path) -> FoundAccount:
 
 def install(config: AcmeConfig, found: FoundAccount, *, force: bool = False) -> Imported:
     """Check ``found`` at the CA, then write it as lecentral's account (see the module's text)."""
-    from lecentral.acme.account import AccountRecord, _alg_for, key_type, thumbprint
+    from lecentral.acme.account import AccountRecord, jwk_for, key_type, thumbprint
     from lecentral.acme.lookup import AccountLookup, AccountUnknown
 
     if not config.account_key:
@@ -229,7 +229,7 @@ def install(config: AcmeConfig, found: FoundAccount, *, force: bool = False) -> 
                           "/var/lib/lecentral/account.key")
     target = Path(config.account_key)
     try:
-        jwk, alg = _alg_for(found.key, target)
+        jwk, alg = jwk_for(found.key, target)
     except ConfigError:
         raise ConfigError(f"{found.source}: the key is a {type(found.key).__name__}; lecentral "
                           "signs with RSA or ECDSA P-256/P-384/P-521 keys only; nothing was "
@@ -267,12 +267,12 @@ def install(config: AcmeConfig, found: FoundAccount, *, force: bool = False) -> 
 
 def _make_room(target: Path, new_thumbprint: str, force: bool) -> tuple[bool, Path | None]:
     """(the same key is already there, the backup made of a different one)."""
-    from lecentral.acme.account import _load, record_path, thumbprint
+    from lecentral.acme.account import load_existing, record_path, thumbprint
 
     if not os.path.lexists(target):
         return False, None
     try:
-        current = thumbprint(_load(target, False).jwk)
+        current = thumbprint(load_existing(str(target)).jwk)
     except ConfigError:
         current = None  # unreadable or not a key: still an account key someone may need
     if current == new_thumbprint:
