@@ -23,7 +23,16 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from renew_world import World, add_row, assert_issued, make_config, new_zone, open_store, run, write_toml
+from renew_world import (
+    World,
+    add_row,
+    assert_issued,
+    make_config,
+    new_zone,
+    open_store,
+    run,
+    write_toml,
+)
 
 from lecentral.cli.central import main
 from lecentral.config import CentralConfig, DnsConfig, ZoneConfig
@@ -165,7 +174,7 @@ def keyless(dns_world: World, tmp_path: Path) -> tuple[CentralConfig, Path, Path
 
 
 def test_init_and_config_show_work_before_the_key_exists(keyless: tuple[CentralConfig, Path, Path]) -> None:
-    config, toml, missing = keyless
+    _, toml, missing = keyless
     result = cli(toml, "init")
     assert result.exit_code == 0, result.output
     assert "created tables" in result.output

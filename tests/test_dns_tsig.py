@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from lecentral.config import DnsConfig, ZoneConfig
-from lecentral.dns.tsig import KeyFiles, parse_key_text, parse_private_text, read_key_file
+from lecentral.dns.tsig import (
+    KeyFiles,
+    parse_key_text,
+    parse_private_text,
+    read_key_file,
+)
 from lecentral.dns.wire import Server, parse_server
 from lecentral.dns.zones import ZoneLocator, challenge_name, clean_name
 from lecentral.errors import ConfigError, DnsError
