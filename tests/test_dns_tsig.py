@@ -15,7 +15,7 @@ from lecentral.dns.tsig import (
     parse_private_text,
     read_key_file,
 )
-from lecentral.dns.wire import Server, parse_server
+from lecentral.dns.wire import Server, forget_resolved, parse_server, resolve_server
 from lecentral.dns.zones import ZoneLocator, challenge_name, clean_name
 from lecentral.errors import ConfigError, DnsError
 
@@ -239,3 +239,27 @@ def test_a_missing_key_file_says_which_step_makes_it(tmp_path: Path) -> None:
     assert str(info.value).startswith(f"TSIG key file {tmp_path}/tsig.key ([dns] tsig_key_file) does not exist yet")
     assert f"tsig-keygen -a hmac-sha512 KEYNAME > {tmp_path}/tsig.key" in str(info.value)
     assert 'docs/dns.md, step 1, "The TSIG key"' in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "server"),
+    [("127.0.0.1:5353", Server("127.0.0.1", 5353)), ("[::1]:5300", Server("::1", 5300)), ("::1", Server("::1", 53)),
+     ("localhost:5300", Server("127.0.0.1", 5300)), ("LOCALHOST.", Server("127.0.0.1", 53))],
+)
+def test_resolve_server_takes_addresses_and_host_names(text: str, server: Server) -> None:
+    """``localhost`` is 127.0.0.1 in this machine's /etc/hosts (the system resolver answers)."""
+    forget_resolved()
+    assert resolve_server(text, "[dns] server") == server
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("127.0.0.1:0", "the port must be a number"), ("dns.example.test:x", "the port must be a number"),
+    ("[::1]x", r"expected \[IPv6\]:port"), ("", "must be an IP address or a host name"),
+    ("a b.example.test:53", "must be an IP address or a host name"),
+    ("a:b:c", "must be an IP address or a host name"),
+    ("nowhere.invalid:53", "cannot resolve nowhere.invalid through the system resolver"),
+])
+def test_resolve_server_rejects(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        resolve_server(text, '[dns.zones."z.example.test"] server')
+    assert str(info.value).startswith(f'[dns.zones."z.example.test"] server = {text!r}')

@@ -77,10 +77,10 @@ def resolve_server(text: str, setting: str, default_port: int = 53) -> Server:
     """Like :func:`parse_server`, but the host may also be a name (``"dns.example.com:53"``).
 
     A name is resolved once per run (per process), through the system resolver
-    (``getaddrinfo``: /etc/hosts, then the resolvers of /etc/resolv.conf, in the order
-    /etc/gai.conf gives), and its first address is used for every update and query of the
-    run: the primary is then one server for the whole run, even if its name has several
-    addresses. An IP address avoids the lookup altogether.
+    (``getaddrinfo``: /etc/hosts, then the resolvers of /etc/resolv.conf; the C library sorts
+    the addresses, unreachable families last, as /etc/gai.conf says), and its first address is
+    used for every update and query of the run: the primary is then one server for the whole
+    run, even if its name has several addresses. An IP address avoids the lookup altogether.
     """
     text = text.strip()
     host, port = _split(text, setting, default_port)
@@ -94,7 +94,7 @@ def resolve_server(text: str, setting: str, default_port: int = 53) -> Server:
         if (name, port) in _resolved:
             return _resolved[(name, port)]
     try:
-        found = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG)
+        found = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         why = exc.strerror if isinstance(exc, socket.gaierror) and exc.strerror else str(exc)
         raise ConfigError(f"{setting} = {text!r}: cannot resolve {name} through the system resolver "
@@ -104,7 +104,7 @@ def resolve_server(text: str, setting: str, default_port: int = 53) -> Server:
     if not addresses:
         raise ConfigError(f"{setting} = {text!r}: {name} has no IPv4 or IPv6 address; give the "
                           f"primary's IP address")
-    server = Server(str(ipaddress.ip_address(str(addresses[0]).split("%", 1)[0])), port)
+    server = Server(str(addresses[0]), port)
     log.debug("%s: %s is %s for this run", setting, name, server)
     with _resolved_lock:
         return _resolved.setdefault((name, port), server)
