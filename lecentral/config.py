@@ -3,7 +3,8 @@
 Each table is a frozen dataclass; its fields are the only keys allowed, typed by their annotations.
 Unknown keys, wrong types and missing files are :class:`ConfigError` naming the key and the file.
 Field metadata: ``secret=True`` (masked by ``config show``), ``must_exist=True`` (a path that must
-exist when set; an empty string means unset).
+exist when set; an empty string means unset), ``checked_on_use=True`` (a path only its reader
+checks, see :func:`used_path`).
 """
 
 from __future__ import annotations
@@ -74,6 +75,13 @@ def existing_path(default: str = "") -> Any:
     return field(default=default, metadata={"must_exist": True})
 
 
+def used_path(default: str = "") -> Any:
+    """A path field checked only by the commands that read the file, not when the configuration
+    loads: the file may be made in a later step of the guide (the TSIG key: after ``lecentral
+    init`` and ``config show``), and only its reader can say which step makes it."""
+    return field(default=default, metadata={"checked_on_use": True})
+
+
 @dataclass(frozen=True)
 class DatabaseConfig:
     """``[database]``: where the ``certs`` table lives."""
@@ -114,18 +122,18 @@ class RenewConfig:
 class ZoneConfig:
     """``[dns.zones."<zone>"]``: a per-zone override of the TSIG key and primary server."""
 
-    tsig_key_file: str = existing_path()
+    tsig_key_file: str = used_path()
     tsig_key_name: str = ""  # which key of the file, when it holds several
-    server: str = ""
+    server: str = ""  # "host:port"; a host name is resolved once per run
 
 
 @dataclass(frozen=True)
 class DnsConfig:
     """``[dns]``: the primary to send RFC 2136 updates to, the key, and propagation checks."""
 
-    server: str = "127.0.0.1:53"
+    server: str = "127.0.0.1:53"  # "host:port"; a host name is resolved once per run
     port: int = 53
-    tsig_key_file: str = existing_path()
+    tsig_key_file: str = used_path()
     tsig_key_name: str = ""  # which key of the file, when it holds several
     propagation_timeout: float = 120.0
     propagation_interval: float = 1.0

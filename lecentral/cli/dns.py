@@ -131,9 +131,9 @@ def _current_addresses(app: App, name: str) -> tuple[str, ...]:
     """The A/AAAA records ``[dns] server`` serves for ``name`` now (to move them into the sub-zone)."""
     import dns.name
 
-    from lecentral.dns.wire import ask, parse_server, rrset_at
+    from lecentral.dns.wire import ask, resolve_server, rrset_at
 
-    server = parse_server(app.config.dns.server, "[dns] server")
+    server = resolve_server(app.config.dns.server, "[dns] server")
     qname = dns.name.from_text(name + ".")
     found: list[str] = []
     for rdtype in ("A", "AAAA"):

@@ -1,6 +1,6 @@
-"""TSIG keys from BIND key files (``tsig-keygen`` output), parsed without ever showing the secret.
+"""TSIG keys from BIND key files, parsed without ever showing the secret.
 
-A key file holds one or more clauses::
+Three formats are read. ``tsig-keygen`` output (and named.conf fragments), one or more clauses::
 
     key "acme-update" {
         algorithm hmac-sha512;
@@ -8,7 +8,13 @@ A key file holds one or more clauses::
     };
 
 Comments (``#``, ``//``, ``/* */``) are allowed, as in named.conf, so an ``include``-able file
-works as is. Every error names the file, the line and the key, never the secret.
+works as is. And the two files of ``dnssec-keygen -a HMAC-SHA512 -n HOST NAME`` (BIND up to
+9.16; many sub-zones of that era were made with it), named ``K<name>.+<alg>+<id>.private`` and
+``.key``: the ``.private`` holds ``Private-key-format: v1.2``/``v1.3``, ``Algorithm: 165
+(HMAC_SHA512)`` and ``Key: base64``, the key name being in the file name; the ``.key`` holds
+the KEY record ``name. IN KEY 512 3 165 base64`` (for HMAC the "public" key *is* the secret).
+
+Every error names the file (and line, and key), never the secret.
 """
 
 from __future__ import annotations
@@ -31,6 +37,20 @@ log = logging.getLogger(__name__)
 
 #: algorithms BIND and dnspython both implement (hmac-md5 is accepted for old setups)
 ALGORITHMS = ("hmac-md5", "hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512")
+
+#: dnssec-keygen's HMAC algorithm numbers: 157 is HMAC-MD5's KEY-record number (RFC 2845),
+#: 161-165 are numbers BIND gave its other HMACs for its own files
+KEYGEN_ALGORITHMS = {157: "hmac-md5", 161: "hmac-sha1", 162: "hmac-sha224", 163: "hmac-sha256",
+                     164: "hmac-sha384", 165: "hmac-sha512"}
+
+#: the name dnssec-keygen gave its files: K<key name>.+<algorithm>+<key id>.private / .key
+_KEYGEN_FILE = re.compile(r"^K(?P<name>.+?)\.?\+(?P<alg>\d{3})\+(?P<id>\d{5})\.(?:private|key)$")
+#: the KEY record of a dnssec-keygen .key file: owner [ttl] [IN] KEY flags protocol algorithm base64
+_KEY_RECORD = re.compile(r"^(?P<owner>[^\s;]+)\s+(?:\d+\s+)?(?:IN\s+)?(?:\d+\s+)?KEY\s+(?P<flags>\d+)\s+"
+                         r"(?P<protocol>\d+)\s+(?P<alg>\d+)\s*(?P<data>.*)$", re.IGNORECASE | re.DOTALL)
+_KEY_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
+#: the wire names dnspython knows a BIND algorithm by, where they differ from BIND's
+_WIRE_NAMES = {"hmac-md5": "hmac-md5.sig-alg.reg.int"}
 
 _TOKEN = re.compile(
     r'(?P<ws>\s+)|(?P<comment>#[^\n]*|//[^\n]*|/\*.*?\*/)|(?P<string>"[^"\n]*")'
@@ -55,7 +75,9 @@ class TsigKey:
         """The ``dns.tsig.Key`` to pass as ``keyring`` to ``dns.update.UpdateMessage``."""
         import dns.tsig
 
-        return dns.tsig.Key(self.name, self.secret, self.algorithm)
+        # BIND's hmac-md5 is HMAC-MD5.SIG-ALG.REG.INT on the wire (RFC 2845); dnspython only
+        # knows it by that name
+        return dns.tsig.Key(self.name, self.secret, _WIRE_NAMES.get(self.algorithm, self.algorithm))
 
 
 def _tokens(text: str, source: str) -> list[tuple[str, int]]:
@@ -173,22 +195,148 @@ def parse_key_text(text: str, source: str = "<text>") -> dict[str, TsigKey]:
     return keys
 
 
-def read_key_file(path: Path | str) -> dict[str, TsigKey]:
-    """Parse the BIND key file ``path``; warns once if others may read it."""
+# --- dnssec-keygen files ---------------------------------------------------------------------
+
+
+def _significant_lines(text: str, comment: str) -> list[tuple[str, int]]:
+    """(line, number) of the lines that are neither blank nor ``comment`` lines."""
+    return [(line.strip(), number) for number, line in enumerate(text.splitlines(), 1)
+            if line.strip() and not line.lstrip().startswith(comment)]
+
+
+def file_format(text: str) -> str:
+    """``"private"`` (a dnssec-keygen .private), ``"key-record"`` (its .key) or ``"named"``."""
+    lines = _significant_lines(text, ";")
+    if not lines:
+        return "named"
+    if lines[0][0].startswith("Private-key-format:"):
+        return "private"
+    # the record may span lines in parentheses, but its head (owner ... KEY flags ...) is on one line
+    if _KEY_RECORD.match(lines[0][0].replace("(", " ")):
+        return "key-record"
+    return "named"
+
+
+def _keygen_secret(name: str, number: int, secret: str, where: str, what: str) -> TsigKey:
+    """The key of a dnssec-keygen file, after the checks its two formats share."""
+    algorithm = KEYGEN_ALGORITHMS.get(number)
+    if algorithm is None:
+        known = ", ".join(f"{n} ({a.upper().replace('-', '_')})" for n, a in KEYGEN_ALGORITHMS.items())
+        raise ConfigError(f"{where}: algorithm {number} is not a TSIG (HMAC) algorithm; a TSIG key file says "
+                          f"one of {known} (a DNSSEC signing key is not a TSIG key)")
+    try:
+        if not secret or not base64.b64decode(secret, validate=True):
+            raise ValueError
+    except (ValueError, binascii.Error):
+        raise ConfigError(f"{where}: key {name}: {what} is missing or not valid base64; the file is "
+                          f"damaged: make a new key with tsig-keygen -a {algorithm} {name}") from None
+    return _checked_key(name, {"algorithm": algorithm, "secret": secret}, where)
+
+
+def _keygen_name(text: str, source: str, what: str) -> str:
+    """A key name from a dnssec-keygen file name or KEY owner, checked like a DNS name."""
+    name = text.rstrip(".").lower()
+    if not _KEY_NAME.match(name):
+        raise ConfigError(f"{source}: {what} {text!r} is not a usable TSIG key name (letters, digits, "
+                          f"'-', '_' and dots)")
+    return name
+
+
+def parse_private_text(text: str, source: str, filename: str) -> dict[str, TsigKey]:
+    """The key of a dnssec-keygen ``K<name>.+<alg>+<id>.private`` file (format v1.2 or v1.3).
+
+    Its lines are ``Tag: value``; ``Algorithm``, ``Key`` and the key name (from ``filename``)
+    matter, the others (``Bits``, ``Created``, ``Publish``, ``Activate``) are BIND's own.
+    """
+    tags: dict[str, tuple[str, int]] = {}
+    for line, number in _significant_lines(text, ";"):
+        tag, colon, value = line.partition(":")
+        if not colon or not tag.strip():
+            # the line may hold the secret: never quote it
+            raise ConfigError(f"{source}:{number}: expected 'Tag: value' as in a dnssec-keygen .private file")
+        tags.setdefault(tag.strip().lower(), (value.strip(), number))
+    version, _ = tags.get("private-key-format", ("", 1))
+    if not re.fullmatch(r"v1\.\d+", version):
+        raise ConfigError(f"{source}:1: Private-key-format {version!r} is not one this reads (v1.2, v1.3)")
+    match = _KEYGEN_FILE.match(filename)
+    if match is None:
+        raise ConfigError(f"{source}: cannot tell the key's name: dnssec-keygen names this file "
+                          f"K<keyname>.+<algorithm>+<id>.private (e.g. Kacme-update.+165+01234.private); "
+                          f"give it back that name, or name the .key file beside it")
+    name = _keygen_name(match.group("name"), source, "the key name")
+    if "algorithm" not in tags:
+        raise ConfigError(f"{source}: key {name}: no 'Algorithm:' line; the file is damaged: make a new key "
+                          f"with tsig-keygen -a hmac-sha512 {name}")
+    alg_text, alg_line = tags["algorithm"]
+    number_text = alg_text.split(maxsplit=1)[0] if alg_text else ""
+    if not number_text.isdigit():
+        raise ConfigError(f"{source}:{alg_line}: key {name}: 'Algorithm:' must start with a number, "
+                          f"e.g. 'Algorithm: 165 (HMAC_SHA512)'")
+    number = int(number_text)
+    if number != int(match.group("alg")) and number in KEYGEN_ALGORITHMS:
+        raise ConfigError(f"{source}:{alg_line}: key {name}: the file name says algorithm "
+                          f"{int(match.group('alg'))}, its 'Algorithm:' line {number}; rename the file "
+                          f"or make a new key")
+    secret, key_line = tags.get("key", ("", alg_line))
+    key = _keygen_secret(name, number, secret, f"{source}:{key_line}", "'Key:'")
+    return {key.name: key}
+
+
+def parse_key_record_text(text: str, source: str) -> dict[str, TsigKey]:
+    """The key of a dnssec-keygen ``.key`` file: one KEY record, its owner the key's name.
+
+    ``;`` comments (BIND 9.7+ writes the key's dates so) and a record split over lines in
+    parentheses are allowed; the base64 may hold spaces, as zone files allow.
+    """
+    lines = _significant_lines(text, ";")
+    first = lines[0][1]
+    record = " ".join(line.split(";", 1)[0] for line, _ in lines).replace("(", " ").replace(")", " ")
+    match = _KEY_RECORD.match(record.strip())
+    if match is None:  # file_format() found the head: only the rest can be wrong
+        raise ConfigError(f"{source}:{first}: expected one KEY record: NAME. IN KEY 512 3 165 BASE64")
+    name = _keygen_name(match.group("owner"), f"{source}:{first}", "the KEY record's owner")
+    secret = "".join(match.group("data").split())
+    key = _keygen_secret(name, int(match.group("alg")), secret, f"{source}:{first}", "the KEY record's key data")
+    return {key.name: key}
+
+
+def parse_file_text(text: str, source: str, filename: str = "") -> dict[str, TsigKey]:
+    """The keys of a key file in any format this module reads (see the module docstring)."""
+    kind = file_format(text)
+    if kind == "private":
+        return parse_private_text(text, source, filename or Path(source).name)
+    if kind == "key-record":
+        return parse_key_record_text(text, source)
+    return parse_key_text(text, source)
+
+
+#: the step of the guide that makes a key file, for the error when it does not exist yet
+MAKE_KEY_STEP = "docs/dns.md, step 1, \"The TSIG key\""
+
+
+def read_key_file(path: Path | str, setting: str = "") -> dict[str, TsigKey]:
+    """Parse the key file ``path`` (any format above); warns once if others may read it.
+
+    ``setting`` names the configuration key that points at it, for the error when it is missing:
+    configuration may name the file before it exists (it is made in a later step of the guide).
+    """
     path = Path(path)
     try:
         text = path.read_text()
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise ConfigError(f"TSIG key file {path} does not exist; write it with "
-                          f"`lecentral dns zone NAME --out DIR` or tsig-keygen") from None
+        named = f" ({setting})" if setting else ""
+        raise ConfigError(f"TSIG key file {path}{named} does not exist yet: make it with "
+                          f"`tsig-keygen -a hmac-sha512 KEYNAME > {path}` (then chmod 600, and define the "
+                          f"same key in named.conf), or use the key file `lecentral dns zone NAME --out DIR` "
+                          f"writes ({MAKE_KEY_STEP})") from None
     except PermissionError:
         raise ConfigError(f"TSIG key file {path} is not readable by this user (uid {os.geteuid()})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"TSIG key file {path} is not a text file") from None
     if mode & stat.S_IROTH:
         log.warning("TSIG key file %s is readable by every user; chmod 600 %s", path, path)
-    return parse_key_text(text, str(path))
+    return parse_file_text(text, str(path), path.name)
 
 
 class KeyFiles:
@@ -199,8 +347,9 @@ class KeyFiles:
         self._cache: dict[str, tuple[tuple[int, int], dict[str, TsigKey]]] = {}
         self._on_secret = on_secret  # told every secret read, so that no message shows it
 
-    def keys(self, path: str) -> dict[str, TsigKey]:
-        """The keys of ``path`` (cached by modification time and size)."""
+    def keys(self, path: str, setting: str = "") -> dict[str, TsigKey]:
+        """The keys of ``path`` (cached by modification time and size); ``setting`` as for
+        :func:`read_key_file`."""
         try:
             st = os.stat(path)
             stamp = (st.st_mtime_ns, st.st_size)
@@ -210,7 +359,7 @@ class KeyFiles:
             cached = self._cache.get(path)
             if cached is not None and cached[0] == stamp:
                 return cached[1]
-        keys = read_key_file(path)
+        keys = read_key_file(path, setting)
         if self._on_secret is not None:
             for key in keys.values():
                 self._on_secret(key.secret)
@@ -218,14 +367,15 @@ class KeyFiles:
             self._cache[path] = (stamp, keys)
         return keys
 
-    def pick(self, path: str, key_name: str, zone: str, setting: str) -> TsigKey:
+    def pick(self, path: str, key_name: str, zone: str, setting: str, file_setting: str = "") -> TsigKey:
         """The key to use for ``zone`` from ``path``.
 
         ``key_name`` chooses among several keys; without it a file with one key uses that key,
         and a file with several uses the one named like the zone. ``setting`` names the config
-        table for error messages.
+        table for error messages, ``file_setting`` the key naming ``path`` (default: ``setting``'s
+        tsig_key_file).
         """
-        keys = self.keys(path)
+        keys = self.keys(path, file_setting or f"{setting} tsig_key_file")
         if key_name:
             wanted = key_name.rstrip(".").lower()
             if wanted not in keys:

@@ -14,7 +14,7 @@ from typing import Any
 
 from lecentral.config import DnsConfig
 from lecentral.dns.tsig import KeyFiles, TsigKey
-from lecentral.dns.wire import Server, ask, parse_server, rrset_at
+from lecentral.dns.wire import Server, ask, resolve_server, rrset_at
 from lecentral.errors import ConfigError, DnsError
 
 CHALLENGE_LABEL = "_acme-challenge"
@@ -66,10 +66,10 @@ class ZoneLocator:
     def __init__(self, dns: DnsConfig, keys: KeyFiles | None = None) -> None:
         self.dns = dns
         self.keys = keys or KeyFiles()
-        self.default_server = parse_server(dns.server, "[dns] server")
+        self.default_server = resolve_server(dns.server, "[dns] server")
         self.overrides = {z.lower().rstrip("."): conf for z, conf in dns.zones.items()}
         self._override_servers = {
-            zone: parse_server(conf.server, f'[dns.zones."{zone}"] server')
+            zone: resolve_server(conf.server, f'[dns.zones."{zone}"] server')
             for zone, conf in self.overrides.items() if conf.server
         }
 
@@ -96,7 +96,7 @@ class ZoneLocator:
             raise ConfigError(f"no TSIG key configured for zone {zone}: set [dns] tsig_key_file or "
                               f'[dns.zones."{zone}"] tsig_key_file (a BIND key file, see `lecentral dns zone`)')
         setting = f'[dns.zones."{zone}"]' if conf is not None and conf.tsig_key_name else "[dns]"
-        return self.keys.pick(self.dns.tsig_key_file, key_name, zone, setting)
+        return self.keys.pick(self.dns.tsig_key_file, key_name, zone, setting, "[dns] tsig_key_file")
 
     # ------------------------------------------------------------------- lookup
 

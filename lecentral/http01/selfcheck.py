@@ -46,13 +46,13 @@ class SiteChecker:
     """Checks that every name serves a given challenge file from a given webroot."""
 
     def __init__(self, dns: DnsConfig, port: int) -> None:
-        from lecentral.dns.wire import parse_server
+        from lecentral.dns.wire import parse_server, resolve_server
 
         if not 0 < port < 65536:
             raise ConfigError(f"[http01] port = {port}: use a port from 1 to 65535 (80 in production)")
         self.port = port
         self.resolvers = [parse_server(r, "[dns] check_resolvers") for r in dns.check_resolvers]
-        self.resolvers.append(parse_server(dns.server, "[dns] server"))
+        self.resolvers.append(resolve_server(dns.server, "[dns] server"))
 
     def addresses(self, name: str) -> list[str]:
         """A and AAAA of ``name`` from the configured DNS servers; IssueError if none."""
