@@ -137,7 +137,8 @@ ODD_CSRS: dict[str, tuple[Callable[[], bytes], str]] = {
 
 @pytest.mark.parametrize("setup, args, message", [
     (None, [NAME], f"CSR file {{csr_dir}}/{NAME}.csr does not exist"),
-    ("garbage", [NAME], "is not a valid PEM or DER certificate request"),
+    ("garbage", [NAME], ("is text, but not a certificate request (CSR): there is no -----BEGIN "
+     "CERTIFICATE REQUEST----- line")),
     *[(kind, [NAME], f"CSR file {{csr_dir}}/{NAME}.csr {text}" if kind != "cn-outside"
        else f"CSR file {{csr_dir}}/{NAME}.csr: {text}") for kind, (_, text) in ODD_CSRS.items()],
     ("weak", [NAME], "RSA key of 1024 bits"),
@@ -363,7 +364,7 @@ def _corrupt(env: Env, kind: str, cert: Certificate) -> tuple[str, object]:
 
 
 CORRUPTIONS = {
-    "garbage": "the crt column of www.example.test is not a valid PEM or DER certificate",
+    "garbage": "the crt column of www.example.test is text, but not a certificate",
     "other-key": "the certificate in crt is for another key",
     "other-names": "the certificate in crt does not cover www.example.test (it names "
                    "other.example.test)",

@@ -59,7 +59,7 @@ def run(app: AgentApp, names: tuple[str, ...], dry_run: bool, keep: int | None, 
     from lecentral.install.engine import Agent
 
     if quiet:
-        setup_logging(0, quiet=True)
+        setup_logging(0, quiet=True, prog="lecentral-install")
     results = Agent(app.config, app.registry, dry_run=dry_run, keep=keep).run(names)
     if as_json:
         print_json([r.as_dict() for r in results])
