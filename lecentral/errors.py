@@ -26,7 +26,7 @@ EXIT_CODES: tuple[tuple[int, str, str], ...] = (
     (6, "issuance error", "outside the renew job's per-certificate accounting"),
     (7, "install error",
      "outside the agent's per-certificate accounting; another lecentral-install run holds the lock"),
-    (8, "renew lock held", "lecentral renew: another renew holds the database's renew lock; nothing done"),
+    (8, "renew lock held", "another lecentral renew holds the database's renew lock; nothing done"),
 )
 
 

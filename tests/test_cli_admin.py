@@ -32,8 +32,10 @@ class Env:
         self.csr_dir = tmp / "csr"
         self.csr_dir.mkdir()
         self.config = tmp / "lecentral.toml"
+        # var/renew: lecentral init may make var/, the state directory, for the database
         self.config.write_text(f'[database]\nurl = "sqlite:///{self.db}"\n'
-                               f'[renew]\ncsr_dir = "{self.csr_dir}"\n')
+                               f'[renew]\ncsr_dir = "{self.csr_dir}"\n'
+                               f'state_dir = "{tmp / "var" / "renew"}"\n')
         self.url = f"sqlite:///{self.db}"
 
     def csr(self, names: list[str], file: str | None = None, key: object = None) -> Path:

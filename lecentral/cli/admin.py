@@ -4,6 +4,7 @@ remove, list, show; and the plugin and configuration listings."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import textwrap
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from lecentral.cli.common import (
     table,
     wrapped_table,
 )
-from lecentral.errors import CsrError, LecentralError, UnknownNameError
+from lecentral.errors import ConfigError, CsrError, LecentralError, UnknownNameError
 from lecentral.store.rows import CertRow, certificate_problems, load_row_csr
 
 pass_app = click.make_pass_decorator(App)
@@ -63,6 +64,7 @@ def init(app: App) -> None:
     lecentral's own tables are added, through its schema migrations (the same ones `lecentral
     upgrade` runs). A database made by an earlier lecentral is upgraded, its rows kept.
     """
+    _check_database_dir(app)
     store = app.store(check=False)
     created = store.init_schema()
     revision = _revision(store)
@@ -70,6 +72,34 @@ def init(app: App) -> None:
         click.echo(f"created tables {', '.join(created)} in {store.location}{revision}")
     else:
         click.echo(f"all tables already exist in {store.location}; nothing changed{revision}")
+
+
+def _check_database_dir(app: App) -> None:
+    """An SQLite database's missing directories are made only inside lecentral's own state
+    directory (the parent of [renew] state_dir, /var/lib/lecentral by default): a typo in
+    [database] url must not leave a new directory tree elsewhere (ConfigError, nothing made)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(app.config.database.url)
+    except ArgumentError:
+        return  # the store says what is wrong with it
+    if not url.get_backend_name().startswith("sqlite") or url.database in (None, "", ":memory:"):
+        return
+    directory = Path(os.path.abspath(str(url.database))).parent
+    if directory.is_dir():
+        return
+    missing = directory
+    while not missing.parent.is_dir() and missing.parent != missing:
+        missing = missing.parent
+    state = Path(os.path.abspath(app.config.renew.state_dir)).parent
+    if directory == state or state in directory.parents:
+        return  # init_schema makes them, mode 0750
+    raise ConfigError(f"directory {missing} does not exist (for the database file {url.database} "
+                      f"of [database] url); lecentral init makes directories only inside its state "
+                      f"directory {state} ([renew] state_dir's parent): check the url, or create "
+                      f"{directory} first")
 
 
 def _revision(store: object) -> str:

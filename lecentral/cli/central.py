@@ -92,7 +92,9 @@ class App:
 @click.option("--config", "config_path", metavar="PATH", envvar="LECENTRAL_CONFIG",
               help="Configuration file [default: /etc/lecentral/lecentral.toml, or $LECENTRAL_CONFIG].")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Only errors on stderr; renew and probe print nothing on stdout unless "
+                   "something failed or changed (for timers and cron, which mail any output).")
 @click.version_option(__version__, prog_name="lecentral")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool) -> None:
