@@ -269,7 +269,7 @@ def test_invalid_database_rows_are_shown_not_acted_on(env: Env) -> None:
     [row] = env.rows()
     problems = " ".join(row["problems"])  # type: ignore[arg-type]
     assert "not a valid DNS name" in problems and "md5_modulus" in problems
-    assert "not a valid PEM or DER" in problems
+    assert "is text, but not a certificate request (CSR)" in problems
     assert "INVALID" in env.run("list").output
 
 

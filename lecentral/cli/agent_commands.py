@@ -53,8 +53,8 @@ def run(app: AgentApp, names: tuple[str, ...], dry_run: bool, keep: int | None, 
     back and alerts.
 
     Exit status: 0 when everything is installed or up to date, 1 when a certificate failed or was
-    rolled back, 2 configuration error, 4 database unreachable (nothing touched), 7 another run
-    holds the lock.
+    rolled back or a NAME is not configured in install.toml (nothing done), 2 configuration
+    error, 4 database unreachable (nothing touched), 7 another run holds the lock.
     """
     from lecentral.install.engine import Agent
 
