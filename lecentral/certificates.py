@@ -29,6 +29,33 @@ PublicKey = (rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519Publi
 MIN_RSA_BITS = 2048
 MAX_NAME_LENGTH = 250  # certs.name is char(250)
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_PEM_LABEL = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,40})-----")
+_CSR_LABELS = ("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST")
+
+
+def unparsable(data: bytes, source: str, what: str, labels: tuple[str, ...]) -> str:
+    """Why ``data`` is not ``what`` (labels: its PEM labels), in words: the parser's own message
+    (``Valid PEM but no BEGIN CERTIFICATE REQUEST/END delimiters``, ASN.1 errors) means nothing
+    to whoever pasted the wrong file."""
+    if not data.strip():
+        return f"{source} is empty: expected {what} in PEM (-----BEGIN {labels[0]}-----) or DER"
+    found = [m.decode("ascii") for m in _PEM_LABEL.findall(data)]
+    if found and not set(found) & set(labels):
+        hint = ""
+        if any("PRIVATE KEY" in f for f in found):
+            hint = ("; a private key never leaves its server: give the CSR that "
+                    "lecentral-install csr made next to it")
+        elif "CERTIFICATE REQUEST" in labels and "CERTIFICATE" in found:
+            hint = "; give the CSR, not a certificate"
+        return f"{source} holds a PEM {' and '.join(dict.fromkeys(found))}, not {what}{hint}"
+    if found:
+        return (f"{source} has a -----BEGIN {labels[0]}----- block that is damaged (cut short, "
+                "edited, or its END line missing); copy the whole file again")
+    text = data.decode("utf-8", "replace")
+    if all(c.isprintable() or c.isspace() for c in text) and "\ufffd" not in text:
+        return (f"{source} is text, but not {what}: there is no -----BEGIN {labels[0]}----- "
+                "line")
+    return f"{source} is binary data that is not {what} in DER either"
 
 
 def check_name(name: str) -> str:
@@ -165,8 +192,9 @@ class Csr:
                 csr = x509.load_pem_x509_csr(data)
             else:
                 csr = x509.load_der_x509_csr(data)
-        except ValueError as exc:
-            raise CsrError(f"{source} is not a valid PEM or DER certificate request: {exc}") from None
+        except ValueError:
+            raise CsrError(unparsable(data, source, "a certificate request (CSR)",
+                                      _CSR_LABELS)) from None
         if not csr.is_signature_valid:
             raise CsrError(f"{source} has an invalid signature: it was altered or corrupted")
         _check_key(csr.public_key(), source)
@@ -220,8 +248,8 @@ class Certificate:
             if b"-----BEGIN" in data:
                 return cls(x509.load_pem_x509_certificates(data)[0])
             return cls(x509.load_der_x509_certificate(data))
-        except (ValueError, IndexError) as exc:
-            raise CsrError(f"{source} is not a valid PEM or DER certificate: {exc}") from None
+        except (ValueError, IndexError):
+            raise CsrError(unparsable(data, source, "a certificate", ("CERTIFICATE",))) from None
 
     @property
     def names(self) -> list[str]:
@@ -279,8 +307,9 @@ def load_chain(data: bytes, source: str = "chain") -> list[Certificate]:
     """Every certificate of a PEM bundle, in order."""
     try:
         return [Certificate(c) for c in x509.load_pem_x509_certificates(data)]
-    except ValueError as exc:
-        raise CsrError(f"{source} is not a valid PEM certificate bundle: {exc}") from None
+    except ValueError:
+        raise CsrError(unparsable(data, source, "a PEM certificate bundle", ("CERTIFICATE",))) \
+            from None
 
 
 def split_fullchain(data: bytes) -> tuple[bytes, bytes]:

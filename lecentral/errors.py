@@ -6,6 +6,34 @@ None of them ever carries a secret: build messages from names, never from secret
 
 from __future__ import annotations
 
+#: The exit status table of both CLIs (``lecentral`` and ``lecentral-install``), one code per
+#: kind of error below: the ``--help`` epilogs and docs/reference.md's table are made from it
+#: (tests/test_cli_polish.py checks the docs). ``lecentral check`` and ``lecentral-install check``
+#: are monitoring plugins and keep the plugin conventions (0 OK .. 3 UNKNOWN) instead.
+EXIT_CODES: tuple[tuple[int, str, str], ...] = (
+    # (code, what --help shows, the rest of docs/reference.md's row)
+    (0, "done; nothing failed", ""),
+    (1, "something failed, or a refusal",
+     ("a certificate not renewed or not installed, a service that does not serve it or refuses "
+     "connections; a NAME not in the database or not configured (in every command, whatever "
+     "it does), remove aborted")),
+    (2, "configuration or usage error", "missing file, unknown key, wrong type or value, bad option"),
+    (3, "plugin error", "unknown plugin, one that failed to load, a name registered twice"),
+    (4, "database error",
+     ("unreachable, tables missing (lecentral init) or older than this lecentral (lecentral "
+     "upgrade), a write refused, a duplicate row")),
+    (5, "CSR or certificate error", "unparsable, bad signature, weak key, wrong names"),
+    (6, "issuance error", "outside the renew job's per-certificate accounting"),
+    (7, "install error",
+     "outside the agent's per-certificate accounting; another lecentral-install run holds the lock"),
+    (8, "renew lock held", "another lecentral renew holds the database's renew lock; nothing done"),
+)
+
+
+def exit_code_rows() -> list[tuple[int, str]]:
+    """(code, full meaning) of every row of :data:`EXIT_CODES`, as docs/reference.md shows them."""
+    return [(code, f"{short}: {rest}" if rest else short) for code, short, rest in EXIT_CODES]
+
 
 class LecentralError(Exception):
     """Base of every error lecentral reports to a user; the CLI prints it and exits non-zero."""
@@ -47,7 +75,9 @@ class StoreError(LecentralError):
 
 
 class UnknownNameError(StoreError):
-    """No row of ``certs`` has that name: the same refusal, exit 1, whichever command was typed."""
+    """No row of ``certs`` (or no ``[[cert]]`` of install.toml, for the agent) has that name, or
+    the NAME typed is not even a DNS name: the same refusal, exit 1, whichever command of either
+    CLI was typed (scripts test for it)."""
 
     exit_code = 1
 

@@ -300,8 +300,8 @@ def test_action_reboot_runs_the_reboot_command_once(world: AgentWorld) -> None:
 def test_unknown_name_on_the_command_line(world: AgentWorld) -> None:
     world.write_config(world.entry(NAME))
     out = world.run("run", "nosuch.example.test")
-    assert out.exit_code == 2
-    assert "nosuch.example.test not configured" in out.stderr
+    assert out.exit_code == 1  # an unknown NAME is 1 in every command of both CLIs (was 2 here)
+    assert "lecentral-install: error: nosuch.example.test not configured" in out.stderr
 
 
 def test_only_the_named_certificates_run(world: AgentWorld) -> None:

@@ -96,11 +96,33 @@ def test_small_rsa_key_is_refused() -> None:
 
 
 def test_garbage_is_refused_with_the_source_named() -> None:
-    with pytest.raises(CsrError, match="CSR file /tmp/x.csr is not a valid PEM or DER"):
+    with pytest.raises(CsrError, match="CSR file /tmp/x.csr has a -----BEGIN CERTIFICATE "
+                       "REQUEST----- block that is damaged"):
         Csr.load(b"-----BEGIN CERTIFICATE REQUEST-----\nnope\n-----END CERTIFICATE REQUEST-----\n",
                  "CSR file /tmp/x.csr")
-    with pytest.raises(CsrError, match="not a valid PEM or DER"):
+    with pytest.raises(CsrError, match="is binary data that is not a certificate request"):
         Csr.load(b"\x30\x03\x02\x01\x00")
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    (b"", "CSR file x.csr is empty: expected a certificate request (CSR) in PEM"),
+    (b"not a CSR\n", ("CSR file x.csr is text, but not a certificate request (CSR): there is no "
+                     "-----BEGIN CERTIFICATE REQUEST----- line")),
+    (b"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+     ("holds a PEM PRIVATE KEY, not a certificate request (CSR); a private key never leaves its "
+     "server")),
+    (b"-----BEGIN CERTIFICATE-----\nMIIE\n-----END CERTIFICATE-----\n",
+     "holds a PEM CERTIFICATE, not a certificate request (CSR); give the CSR, not a certificate"),
+    (b"-----BEGIN CERTIFICATE REQUEST-----\nMIIC\n", "block that is damaged (cut short"),
+])
+def test_garbage_csr_is_described_in_words(data: bytes, words: str) -> None:
+    """Not the parser's internals (``Valid PEM but no BEGIN/END delimiters``, ASN.1 errors)."""
+    with pytest.raises(CsrError) as caught:
+        Csr.load(data, "CSR file x.csr")
+    message = str(caught.value)
+    assert words in message
+    for internal in ("delimiters", "ASN.1", "asn1", "ParseError", "Valid PEM", "error parsing"):
+        assert internal not in message
 
 
 def test_tampered_csr_signature_is_refused() -> None:

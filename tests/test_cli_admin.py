@@ -32,8 +32,10 @@ class Env:
         self.csr_dir = tmp / "csr"
         self.csr_dir.mkdir()
         self.config = tmp / "lecentral.toml"
+        # var/renew: lecentral init may make var/, the state directory, for the database
         self.config.write_text(f'[database]\nurl = "sqlite:///{self.db}"\n'
-                               f'[renew]\ncsr_dir = "{self.csr_dir}"\n')
+                               f'[renew]\ncsr_dir = "{self.csr_dir}"\n'
+                               f'state_dir = "{tmp / "var" / "renew"}"\n')
         self.url = f"sqlite:///{self.db}"
 
     def csr(self, names: list[str], file: str | None = None, key: object = None) -> Path:
@@ -137,7 +139,8 @@ ODD_CSRS: dict[str, tuple[Callable[[], bytes], str]] = {
 
 @pytest.mark.parametrize("setup, args, message", [
     (None, [NAME], f"CSR file {{csr_dir}}/{NAME}.csr does not exist"),
-    ("garbage", [NAME], "is not a valid PEM or DER certificate request"),
+    ("garbage", [NAME], ("is text, but not a certificate request (CSR): there is no -----BEGIN "
+     "CERTIFICATE REQUEST----- line")),
     *[(kind, [NAME], f"CSR file {{csr_dir}}/{NAME}.csr {text}" if kind != "cn-outside"
        else f"CSR file {{csr_dir}}/{NAME}.csr: {text}") for kind, (_, text) in ODD_CSRS.items()],
     ("weak", [NAME], "RSA key of 1024 bits"),
@@ -266,7 +269,7 @@ def test_invalid_database_rows_are_shown_not_acted_on(env: Env) -> None:
     [row] = env.rows()
     problems = " ".join(row["problems"])  # type: ignore[arg-type]
     assert "not a valid DNS name" in problems and "md5_modulus" in problems
-    assert "not a valid PEM or DER" in problems
+    assert "is text, but not a certificate request (CSR)" in problems
     assert "INVALID" in env.run("list").output
 
 
@@ -363,7 +366,7 @@ def _corrupt(env: Env, kind: str, cert: Certificate) -> tuple[str, object]:
 
 
 CORRUPTIONS = {
-    "garbage": "the crt column of www.example.test is not a valid PEM or DER certificate",
+    "garbage": "the crt column of www.example.test is text, but not a certificate",
     "other-key": "the certificate in crt is for another key",
     "other-names": "the certificate in crt does not cover www.example.test (it names "
                    "other.example.test)",

@@ -4,16 +4,33 @@ remove, list, show; and the plugin and configuration listings."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from lecentral.certificates import Certificate, Csr, check_name, load_chain, now_ts
+from lecentral.certificates import (
+    Certificate,
+    Csr,
+    check_name,
+    load_chain,
+    now_ts,
+    when,
+)
 from lecentral.cli.central import App
-from lecentral.cli.common import guarded, print_json, table
-from lecentral.errors import CsrError, LecentralError
+from lecentral.cli.common import (
+    TABLE_WIDTH,
+    guarded,
+    known_name,
+    print_json,
+    table,
+    wrapped_table,
+)
+from lecentral.errors import ConfigError, CsrError, LecentralError, UnknownNameError
 from lecentral.store.rows import CertRow, certificate_problems, load_row_csr
 
 pass_app = click.make_pass_decorator(App)
@@ -47,6 +64,7 @@ def init(app: App) -> None:
     lecentral's own tables are added, through its schema migrations (the same ones `lecentral
     upgrade` runs). A database made by an earlier lecentral is upgraded, its rows kept.
     """
+    _check_database_dir(app)
     store = app.store(check=False)
     created = store.init_schema()
     revision = _revision(store)
@@ -54,6 +72,34 @@ def init(app: App) -> None:
         click.echo(f"created tables {', '.join(created)} in {store.location}{revision}")
     else:
         click.echo(f"all tables already exist in {store.location}; nothing changed{revision}")
+
+
+def _check_database_dir(app: App) -> None:
+    """An SQLite database's missing directories are made only inside lecentral's own state
+    directory (the parent of [renew] state_dir, /var/lib/lecentral by default): a typo in
+    [database] url must not leave a new directory tree elsewhere (ConfigError, nothing made)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(app.config.database.url)
+    except ArgumentError:
+        return  # the store says what is wrong with it
+    if not url.get_backend_name().startswith("sqlite") or url.database in (None, "", ":memory:"):
+        return
+    directory = Path(os.path.abspath(str(url.database))).parent
+    if directory.is_dir():
+        return
+    missing = directory
+    while not missing.parent.is_dir() and missing.parent != missing:
+        missing = missing.parent
+    state = Path(os.path.abspath(app.config.renew.state_dir)).parent
+    if directory == state or state in directory.parents:
+        return  # init_schema makes them, mode 0750
+    raise ConfigError(f"directory {missing} does not exist (for the database file {url.database} "
+                      f"of [database] url); lecentral init makes directories only inside its state "
+                      f"directory {state} ([renew] state_dir's parent): check the url, or create "
+                      f"{directory} first")
 
 
 def _revision(store: object) -> str:
@@ -134,7 +180,7 @@ def add(app: App, name: str, csr_file: Path | None, certbot: bool, webroot: Path
 @guarded
 def set_csr(app: App, name: str, csr_file: Path) -> None:
     """Replace the CSR of NAME (after a new key was made on the server)."""
-    name = check_name(name)
+    name = known_name(name)
     csr = _csr_for(name, csr_file)
     app.store().set_csr(name, csr.pem, csr.md5_modulus, now_ts())
     click.echo(f"{name}: new CSR stored (md5_modulus {csr.md5_modulus}); "
@@ -142,7 +188,7 @@ def set_csr(app: App, name: str, csr_file: Path) -> None:
 
 
 def _set_enable(app: App, name: str, flag: bool) -> None:
-    name = check_name(name)
+    name = known_name(name)
     app.store().set_enable(name, flag, now_ts())
     click.echo(f"{name}: {'enabled' if flag else 'disabled'}")
 
@@ -175,11 +221,11 @@ def remove(app: App, name: str, yes: bool) -> None:
 
     Of two rows whose names differ only in case, NAME exactly as stored picks the one to delete.
     """
-    check_name(name)
+    known_name(name)
     name = name.strip()  # as typed: the exact stored name, when rows differ only in case
     store = app.store()
     if store.get(name) is None:
-        raise LecentralError(f"no certificate named {name!r} in the database (see lecentral list)")
+        raise UnknownNameError(f"no certificate named {name!r} in the database (see lecentral list)")
     if not yes:
         click.confirm(f"Delete {name} and its certificate from the database?", abort=True)
     store.remove(name, now_ts())
@@ -193,6 +239,16 @@ def _date(ts: int | None) -> str | None:
     if not ts or ts <= 1:
         return None
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+#: a Unix time inside a stored event message (``issued, expires at 1953955398``): the events
+#: keep the seed-era epochs (other tools may read them); shown as dates
+_EPOCH_IN_MESSAGE = re.compile(r"\b(expires at|expired at) (\d{9,11})\b")
+
+
+def readable(message: str) -> str:
+    """An event message with its Unix times as ``2031-12-02 10:00 UTC`` dates."""
+    return _EPOCH_IN_MESSAGE.sub(lambda m: f"{m.group(1)} {when(int(m.group(2)))}", message)
 
 
 def _summary(row: CertRow, now: int) -> dict[str, Any]:
@@ -272,11 +328,11 @@ def _cert_info(data: bytes | None, what: str) -> dict[str, Any] | None:
 @guarded
 def show(app: App, name: str, as_json: bool, history: int) -> None:
     """One certificate in full: names, key type, fingerprints, chain and history."""
-    name = check_name(name)
+    name = known_name(name)
     store = app.store()
     row = store.get(name)
     if row is None:
-        raise LecentralError(f"no certificate named {name!r} in the database (see lecentral list)")
+        raise UnknownNameError(f"no certificate named {name!r} in the database (see lecentral list)")
     info = _summary(row, now_ts())
     try:
         csr = Csr.load(row.csr, "CSR")
@@ -335,7 +391,7 @@ def _print_show(info: dict[str, Any]) -> None:
     if info["history"]:
         click.echo("history:")
         for e in info["history"]:
-            click.echo(f"  {e['time']}  {e['event']:<8} {e['host']}: {e['message']}")
+            click.echo(f"  {e['time']}  {e['event']:<8} {e['host']}: {readable(e['message'])}")
 
 
 # --- plugins and config -----------------------------------------------------------------------
@@ -351,9 +407,23 @@ def plugins(app: App, as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    click.echo(table([[r["name"], r["distribution"], r["version"], ", ".join(r["registers"]),
-                       r["status"] if not r["error"] else f"ERROR: {r['error']}"] for r in rows],
-                     ["PLUGIN", "DISTRIBUTION", "VERSION", "REGISTERS", "STATUS"]))
+    click.echo(wrapped_table([[r["name"], f"{r['distribution']} {r['version']}",
+                               "ERROR" if r["error"] else r["status"], _registers(r["registers"])]
+                              for r in rows], ["PLUGIN", "FROM", "STATUS", "REGISTERS"]))
+    for r in rows:
+        if r["error"]:
+            click.echo(textwrap.fill(f"ERROR: plugin {r['name']} ({r['distribution']}): "
+                                     f"{r['error']}", TABLE_WIDTH, subsequent_indent="  ",
+                                     break_on_hyphens=False))
+
+
+def _registers(registered: list[str]) -> str:
+    """``verifier:tls, verifier:https`` as ``verifier: tls, https`` (kinds in first-seen order)."""
+    kinds: dict[str, list[str]] = {}
+    for item in registered:
+        kind, _, name = item.partition(":")
+        kinds.setdefault(kind, []).append(name)
+    return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in kinds.items()) or "-"
 
 
 @click.group()

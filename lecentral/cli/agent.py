@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from lecentral import __version__
-from lecentral.cli.common import LazyGroup, setup_logging
+from lecentral.cli.common import LazyGroup, exit_status_epilog, setup_logging
 
 if TYPE_CHECKING:
     from lecentral.install.config import InstallConfig
@@ -58,7 +58,8 @@ class AgentApp:
         return self._config
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("lecentral-install", cls=LazyGroup, lazy=COMMANDS, epilog=exit_status_epilog(),
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", metavar="PATH", envvar="LECENTRAL_INSTALL_CONFIG",
               help="Configuration file [default: /etc/lecentral/install.toml, or "
                    "$LECENTRAL_INSTALL_CONFIG].")
@@ -82,5 +83,5 @@ def main(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool)
       lecentral-install run               do it (exit status 1 if any certificate failed)
       lecentral-install status            installed vs database vs served
     """
-    setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet, "lecentral-install")
     ctx.obj = AgentApp(config_path, verbose)

@@ -53,13 +53,13 @@ def run(app: AgentApp, names: tuple[str, ...], dry_run: bool, keep: int | None, 
     back and alerts.
 
     Exit status: 0 when everything is installed or up to date, 1 when a certificate failed or was
-    rolled back, 2 configuration error, 4 database unreachable (nothing touched), 7 another run
-    holds the lock.
+    rolled back or a NAME is not configured in install.toml (nothing done), 2 configuration
+    error, 4 database unreachable (nothing touched), 7 another run holds the lock.
     """
     from lecentral.install.engine import Agent
 
     if quiet:
-        setup_logging(0, quiet=True)
+        setup_logging(0, quiet=True, prog="lecentral-install")
     results = Agent(app.config, app.registry, dry_run=dry_run, keep=keep).run(names)
     if as_json:
         print_json([r.as_dict() for r in results])
@@ -79,7 +79,9 @@ def run(app: AgentApp, names: tuple[str, ...], dry_run: bool, keep: int | None, 
 def status(app: AgentApp, as_json: bool) -> None:
     """For each certificate: installed (expiry, fingerprint), in the database, and served.
 
-    Read-only. Exit status 1 if the database is unreachable or an entry has an error.
+    Read-only. Exit status 1 if the database is unreachable, an entry has an error, or a verify
+    URL refuses connections, cannot be reached or serves another certificate than the installed
+    one (each such URL is named on stderr).
     """
     from lecentral.install.status import status as get_status
 
@@ -91,7 +93,13 @@ def status(app: AgentApp, as_json: bool) -> None:
             click.echo(f"database: {db_error}", err=True)
         click.echo(table([_status_row(r) for r in rows],
                          ["NAME", "SERVICE", "INSTALLED", "DATABASE", "SERVED", "STATE"]))
-    if db_error or any(r["error"] for r in rows):
+    unserved = [(r["name"], url, info.get("error") or "serves another certificate than the "
+                 "installed one") for r in rows for url, info in r["served"].items()
+                if not info.get("is_installed")]
+    if not as_json:
+        for name, url, why in unserved:
+            click.echo(f"lecentral-install: error: {name}: {url}: {why}", err=True)
+    if db_error or unserved or any(r["error"] for r in rows):
         sys.exit(EXIT_FAILURES)
 
 

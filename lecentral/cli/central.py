@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from lecentral import __version__
-from lecentral.cli.common import LazyGroup, setup_logging
+from lecentral.cli.common import LazyGroup, exit_status_epilog, setup_logging
 
 if TYPE_CHECKING:
     from lecentral.config import CentralConfig
@@ -89,12 +89,15 @@ class App:
             self._store.close()
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, entry_point_group=COMMANDS_GROUP,
+@click.group("lecentral", cls=LazyGroup, lazy=COMMANDS, entry_point_group=COMMANDS_GROUP,
+             epilog=exit_status_epilog(),
              context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", metavar="PATH", envvar="LECENTRAL_CONFIG",
               help="Configuration file [default: /etc/lecentral/lecentral.toml, or $LECENTRAL_CONFIG].")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Only errors on stderr; renew and probe print nothing on stdout unless "
+                   "something failed or changed (for timers and cron, which mail any output).")
 @click.version_option(__version__, prog_name="lecentral")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool) -> None:
@@ -112,7 +115,7 @@ def main(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool)
       lecentral renew                     issue or renew what is due
       lecentral list                      see everything, soonest expiry first
     """
-    setup_logging(verbose, quiet)
+    setup_logging(verbose, quiet, "lecentral")
     app = App(config_path, quiet=quiet)
     ctx.obj = app
     ctx.call_on_close(app.close)

@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 import click
 
-from lecentral.errors import LecentralError
+from lecentral.errors import EXIT_CODES, CsrError, LecentralError, UnknownNameError
 
 if TYPE_CHECKING:
     from lecentral.fleet.nagios import CheckResult
@@ -22,6 +22,37 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: exit status for "the command worked but something it did failed" (renew/install failures)
 EXIT_FAILURES = 1
+
+#: the two programs; messages on stderr start with the one that was run
+PROGRAMS = ("lecentral", "lecentral-install")
+
+
+def prog_name() -> str:
+    """``lecentral`` or ``lecentral-install``: the root command of the click context running
+    (both groups are named so), for the prefix of messages on stderr."""
+    ctx = click.get_current_context(silent=True)
+    name = ctx.find_root().command.name if ctx is not None else None
+    return name if name in PROGRAMS else "lecentral"
+
+
+def exit_status_epilog() -> str:
+    """The short exit status table of both CLIs' ``--help``, made from
+    :data:`lecentral.errors.EXIT_CODES` (docs/reference.md has the long one)."""
+    lines = ["\b", "Exit status (check commands: the monitoring plugin's 0-3 instead):"]
+    lines += [f"  {code}  {short}" for code, short, _ in EXIT_CODES]
+    lines.append("  a NAME not in the database or not configured is 1 in every command")
+    return "\n".join(lines)
+
+
+def known_name(name: str) -> str:
+    """A NAME typed to look a certificate up, lower-cased; one that is not even a DNS name can
+    name no row either, so it is the same refusal as an unknown one (UnknownNameError, exit 1)."""
+    from lecentral.certificates import check_name
+
+    try:
+        return check_name(name)
+    except CsrError as exc:
+        raise UnknownNameError(f"no certificate named {name!r} in the database: {exc}") from None
 
 
 class LazyGroup(click.Group):
@@ -79,12 +110,13 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
-def setup_logging(verbose: int, quiet: bool = False) -> None:
-    """Logs go to stderr: warnings by default, info with -v, debug with -vv, errors only with -q."""
+def setup_logging(verbose: int, quiet: bool = False, prog: str = "lecentral") -> None:
+    """Logs go to stderr: warnings by default, info with -v, debug with -vv, errors only with -q;
+    each line starts with ``prog`` (the program that was run)."""
     level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     handler = logging.StreamHandler(sys.stderr)
     fmt = "%(asctime)s %(name)s %(levelname)s: %(message)s" if verbose else \
-        "lecentral: %(levelname)s: %(message)s"
+        f"{prog}: %(levelname)s: %(message)s"
     handler.setFormatter(logging.Formatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -95,7 +127,7 @@ def setup_logging(verbose: int, quiet: bool = False) -> None:
 
 def fail(exc: LecentralError) -> click.exceptions.Exit:
     """Print a LecentralError as one clear line on stderr and exit with its code."""
-    click.echo(f"lecentral: error: {exc}", err=True)
+    click.echo(f"{prog_name()}: error: {exc}", err=True)
     return click.exceptions.Exit(exc.exit_code)
 
 
@@ -128,6 +160,26 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip()]
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join(lines)
+
+
+#: what the text tables that can grow wide (lecentral plugins) fit in
+TABLE_WIDTH = 100
+
+
+def wrapped_table(rows: list[list[str]], headers: list[str], width: int = TABLE_WIDTH) -> str:
+    """:func:`table`, its last column wrapped (at ", " and spaces) on continuation lines so that
+    every line fits ``width`` when the other columns leave it at least 30 columns."""
+    import textwrap
+
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *[r[:-1] for r in rows])]
+    indent = sum(widths) + 2 * len(widths)
+    room = max(width - indent, 30)
+    out = [list(headers)]
+    for row in rows:
+        parts = textwrap.wrap(str(row[-1]), room, break_on_hyphens=False) or [""]
+        out.append([*row[:-1], parts[0]])
+        out += [[""] * (len(row) - 1) + [part] for part in parts[1:]]
+    return table(out[1:], out[0])
 
 
 # --- monitoring plugins (lecentral check, lecentral-install check) ------------------------

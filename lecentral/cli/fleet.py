@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from lecentral.certificates import check_name, now_ts
+from lecentral.certificates import now_ts
 from lecentral.cli.central import App
-from lecentral.cli.common import guarded, print_json, table
+from lecentral.cli.common import guarded, known_name, print_json, table
 from lecentral.errors import UnknownNameError
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def fleet(app: App, names: tuple[str, ...], as_json: bool, problems: bool, notif
     from lecentral.fleet.watch import bulk
 
     with bulk():
-        _fleet(app, [check_name(n) for n in names], as_json, problems, notify)
+        _fleet(app, [known_name(n) for n in names], as_json, problems, notify)
 
 
 def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: bool) -> None:

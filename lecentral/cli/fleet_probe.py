@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from lecentral.cli.central import App
-from lecentral.cli.common import guarded, print_json, table
+from lecentral.cli.common import guarded, known_name, print_json, table
 from lecentral.errors import ConfigError, LecentralError, UnknownNameError
 
 if TYPE_CHECKING:
@@ -31,11 +31,9 @@ PROGRESS_FROM = 20
 
 def _stored_names(store: Store, names: tuple[str, ...]) -> list[str]:
     """Each NAME as stored in ``certs``; UnknownNameError (exit 1) for one that is not there."""
-    from lecentral.certificates import check_name
-
     found = []
     for name in names:
-        row = store.get(check_name(name))
+        row = store.get(known_name(name))
         if row is None:
             raise UnknownNameError(f"no certificate named {name!r} in the database (see lecentral list)")
         found.append(row.name)

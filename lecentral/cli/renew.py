@@ -11,7 +11,7 @@ import click
 
 from lecentral.certificates import now_ts
 from lecentral.cli.central import App
-from lecentral.cli.common import EXIT_FAILURES, guarded, print_json, table
+from lecentral.cli.common import EXIT_FAILURES, guarded, known_name, print_json, table
 
 pass_app = click.make_pass_decorator(App)
 
@@ -87,15 +87,21 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
     hosts sharing it.
 
     \b
+    With `lecentral -q renew` (cron, which mails any output) nothing is printed on stdout unless
+    a certificate failed or was issued, or a challenge record was left behind or removed.
+
+    \b
     Exit status: 0 if nothing failed, 1 if any certificate failed or a challenge record (TXT,
-    webroot file) was left behind, 8 if another renew holds the renew lock (its host, pid and
-    start are printed; nothing done), 2-6 for configuration, plugin, database or CSR errors.
+    webroot file) was left behind or a NAME is not in the database, 8 if another renew holds
+    the renew lock (its host, pid and start are printed; nothing done), 2-6 for configuration,
+    plugin, database or CSR errors.
     """
     from lecentral.errors import RenewLockedError
     from lecentral.renew import RenewJob, RenewRequest
 
     if rounds and once:
         raise click.UsageError("--rounds and --once contradict each other; give one")
+    names = tuple(known_name(n) for n in names)
     progress = TerminalProgress() if sys.stderr.isatty() and not as_json else None
     job = RenewJob(app.config, app.store(), app.registry, progress)
     started = now_ts()
@@ -107,7 +113,8 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
         recorded = _record_run(app, report, started)
     if as_json:
         print_json(_report_dict(report, dry_run))
-    elif not (report.locked_out and report.locked_out_round == 1):
+    elif not (report.locked_out and report.locked_out_round == 1) and \
+            not (app.quiet and _uneventful(report)):
         _print_table(report.start + final, dry_run, named=bool(names))
         _print_leftovers(report)
     if report.locked_out:
@@ -120,6 +127,14 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
         click.echo(f"lecentral: error: {message}", err=True)
     if not report.ok or not recorded:
         raise click.exceptions.Exit(EXIT_FAILURES)
+
+
+def _uneventful(report: Any) -> bool:
+    """Nothing failed, nothing was issued or saved, no challenge record left or removed: what
+    ``lecentral -q renew`` (cron, which mails any output) keeps quiet about."""
+    changed = {"failed", "refused", "invalid", "issued"}
+    return not (any(o.status in changed for o in [*report.start, *report.final])
+                or report.leftovers or report.cleaned)
 
 
 def _record_run(app: App, report: Any, started: int) -> bool:

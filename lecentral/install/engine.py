@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 from lecentral.certificates import Certificate, now_ts, when
 from lecentral.errors import (
-    ConfigError,
     InstallError,
     LecentralError,
     StoreError,
+    UnknownNameError,
     VerifyError,
 )
 from lecentral.install.config import (
@@ -83,7 +83,7 @@ class Agent:
         known = {e.name for e in entries} | {b.name for b in broken}
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise ConfigError(f"{', '.join(unknown)} not configured in {self.config.path} "
+            raise UnknownNameError(f"{', '.join(unknown)} not configured in {self.config.path} "
                               f"(configured: {', '.join(sorted(known)) or 'none'})")
         return [e for e in entries if e.name in names], [b for b in broken if b.name in names]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
-from lecentral.certificates import Certificate, Csr, load_chain, verify_chain
+from lecentral.certificates import Certificate, Csr, load_chain, verify_chain, when
 from lecentral.errors import LecentralError
 
 if TYPE_CHECKING:
@@ -81,6 +81,6 @@ def check_issued(row: CertRow, csr: Csr, crt: bytes, ca: bytes, now: int) -> Cer
             f"the CA returned a certificate for {', '.join(sorted(cert.names))} but the CSR asks "
             f"for {', '.join(sorted(csr.names))}; refused, the stored certificate is unchanged")
     if cert.not_after <= now:
-        raise LecentralError(f"the CA returned a certificate that expired at {cert.not_after}; refused")
+        raise LecentralError(f"the CA returned a certificate that expired at {when(cert.not_after)}; refused")
     verify_chain(cert, load_chain(ca, f"CA chain issued for {row.name}"), "the CA chain from the CA")
     return cert

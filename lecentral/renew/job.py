@@ -16,7 +16,7 @@ from lecentral.certificates import (
     now_ts,
     when,
 )
-from lecentral.errors import CsrError, LecentralError
+from lecentral.errors import CsrError, LecentralError, UnknownNameError
 from lecentral.leftovers import collecting
 from lecentral.records import Notification
 from lecentral.renew import recovery
@@ -160,7 +160,7 @@ class RenewJob:
         by_name = {r.name: r for r in rows}
         unknown = [n for n in names if n not in by_name]
         if unknown:
-            raise LecentralError(f"no certificate named {', '.join(unknown)} in the database "
+            raise UnknownNameError(f"no certificate named {', '.join(unknown)} in the database "
                                  "(see lecentral list)")
         if names:
             rows = [by_name[n] for n in names]
@@ -193,7 +193,9 @@ class RenewJob:
         try:
             csr = check_row(row)
         except LecentralError as exc:
-            log.error("%s", exc)
+            # the outcome carries it to the table (or JSON) and the alert: logged at ERROR it
+            # was printed twice on the terminal
+            log.info("%s", exc)
             return outcome("invalid", str(exc))
         issuer = self.config.renew.http01_issuer if row.certbot else self.config.renew.dns01_issuer
         if retry:
@@ -332,7 +334,7 @@ class RenewJob:
     def _failed(self, row: CertRow, issuer: str, error: str, status: str, started: float,
                 number: int, *, record: bool = True) -> Outcome:
         error = self.redact(error)
-        log.error("%s: %s", row.name, error)
+        log.info("%s: %s", row.name, error)  # the outcome shows it (table, JSON, alert): once
         count = row.count_fail_update
         if record:
             with self._write_lock:
