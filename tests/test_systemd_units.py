@@ -8,6 +8,7 @@ write the default paths of the configuration under their sandbox.
 from __future__ import annotations
 
 import configparser
+import os
 import shutil
 import subprocess
 import sys
@@ -30,8 +31,18 @@ def unit(name: str) -> configparser.ConfigParser:
     return parser
 
 
-def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+def run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, env=env)
+
+
+def man_path(tmp_path: Path) -> dict[str, str]:
+    """The environment of a host where the man pages were installed as docs/reference.md says
+    (``python -m lecentral.cli.manpage .../man1``): systemd-analyze verify runs ``man`` on each
+    ``Documentation=man:`` page."""
+    man1 = tmp_path / "man" / "man1"
+    done = run([sys.executable, "-m", "lecentral.cli.manpage", str(man1)])
+    assert done.returncode == 0, done.stderr
+    return {**os.environ, "MANPATH": str(tmp_path / "man")}
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -44,7 +55,7 @@ def test_every_unit_verifies_with_its_real_command(service: str, tmp_path: Path)
     if (SYSTEMD / timer).exists():
         (tmp_path / timer).write_text((SYSTEMD / timer).read_text())
         paths.append(str(tmp_path / timer))
-    done = run(["systemd-analyze", "verify", *paths])
+    done = run(["systemd-analyze", "verify", *paths], env=man_path(tmp_path))
     assert done.returncode == 0, done.stderr
     assert service.removesuffix(".service") not in done.stderr, done.stderr
 
@@ -94,3 +105,14 @@ def test_central_units_may_write_the_default_paths(service: str) -> None:
     for path in written:
         assert any(path == w or path.startswith(w.rstrip("/") + "/") for w in writable), \
             (service, path, writable)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_documentation_points_at_a_page_lecentral_writes(service: str, tmp_path: Path) -> None:
+    """``Documentation=man:PAGE(1)``: a page ``python -m lecentral.cli.manpage`` writes, which
+    ``man`` finds once installed (verify above fails on a page man cannot show)."""
+    (link,) = unit(service)["Unit"]["Documentation"].split()
+    assert link.startswith("man:") and link.endswith("(1)"), link
+    page = link.removeprefix("man:").removesuffix("(1)")
+    done = run(["man", "-w", page], env=man_path(tmp_path))
+    assert done.returncode == 0 and done.stdout.strip().endswith(f"{page}.1"), done.stderr

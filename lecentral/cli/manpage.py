@@ -3,8 +3,8 @@
 The pages say what ``--help`` says (one source: the commands' docstrings and options), plus the
 exit status table of :data:`lecentral.errors.EXIT_CODES` and how to turn shell completion on.
 Only lecentral's own commands are included (not those other distributions add), so a page
-does not depend on what else is installed. Run ``python -m lecentral.cli.manpage DIR`` (what
-``contrib/make-manpages`` does) to write ``DIR/lecentral.1`` and ``DIR/lecentral-install.1``.
+does not depend on what else is installed. Run ``python -m lecentral.cli.manpage DIR`` to write
+``DIR/lecentral.1`` and ``DIR/lecentral-install.1`` (the systemd units' ``Documentation=``).
 """
 
 from __future__ import annotations
