@@ -19,7 +19,7 @@ import base64
 import datetime
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -201,7 +201,7 @@ class AcmeClient:
             profiles = self.acme.directory.meta.profiles
         except (AttributeError, KeyError):
             return {}
-        if not isinstance(profiles, dict):
+        if not isinstance(profiles, Mapping):  # josepy decodes it as a frozendict
             return {}
         return {str(k): str(v) for k, v in profiles.items()}
 
