@@ -384,9 +384,9 @@ def test_another_order_problem_is_not_retried(offering: StandInCa, tmp_path: Pat
 def test_set_refuses_a_bad_profile_and_an_unknown_name(offering: StandInCa, tmp_path: Path) -> None:
     world = World(offering, tmp_path)
     bad = world.cli("set", NAME, "--profile", "short lived;")
-    assert bad.exit_code != 0 and "is not a valid ACME profile name" in bad.stderr
+    assert bad.exit_code == 2 and "is not a valid ACME profile name" in bad.stderr
     unknown = world.cli("set", "nope.example.test", "--profile", "shortlived")
-    assert unknown.exit_code != 0 and "no certificate named" in unknown.stderr
+    assert unknown.exit_code == 1 and "no certificate named" in unknown.stderr
     nothing = world.cli("set", NAME)
     assert nothing.exit_code == 2 and "give --profile" in nothing.stderr
     assert world.store.profiles() == {}
@@ -414,7 +414,7 @@ def test_a_bad_acme_profile_in_the_config_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "lecentral.toml"
     config.write_text('[acme]\nprofile = "no spaces please"\n')
     result = CliRunner().invoke(main, ["--config", str(config), "config", "show"])
-    assert result.exit_code != 0
+    assert result.exit_code == 2
     assert "acme.profile = 'no spaces please' is not valid" in result.stderr
 
 
