@@ -207,6 +207,8 @@ def test_revision_3_adds_the_settings_table_keeping_every_row(url: str, tmp_path
     store.set_profile("WWW.example.test", "shortlived", 7)
     assert store.profiles() == {"www.example.test": "shortlived"}
     assert rows(engine)["certs"] == before["certs"]
+    store.remove("www.example.test")  # a name added again later starts without the setting
+    assert store.profiles() == {}
     store.close()
     engine.dispose()
 
