@@ -306,7 +306,7 @@ def _profile(row: CertRow, profiles: dict[str, str], default: str) -> dict[str, 
     from; a stored value that is not a valid profile name is a problem of the row."""
     from lecentral.config import PROFILE_RE, PROFILE_RULE
 
-    stored = profiles.get(row.name.lower())
+    stored = profiles.get(row.name.strip().lower().rstrip("."))
     if stored is not None and not PROFILE_RE.match(stored):
         return {"profile": None, "profile_source": "lecentral set",
                 "profile_problem": f"lecentral_cert_settings holds an invalid ACME profile "

@@ -343,7 +343,7 @@ class RenewJob:
         if isinstance(self._profiles, LecentralError):
             raise self._profiles
         profile, source = self.config.acme.profile or None, "[acme] profile"
-        stored = self._profiles.get(row.name.lower())
+        stored = self._profiles.get(row.name.strip().lower().rstrip("."))
         if stored is not None:
             if not PROFILE_RE.match(stored):
                 raise IssueError(f"lecentral_cert_settings holds an invalid ACME profile for "
