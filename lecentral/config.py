@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -75,6 +76,18 @@ def existing_path(default: str = "") -> Any:
     return field(default=default, metadata={"must_exist": True})
 
 
+#: an ACME profile name (draft-ietf-acme-profiles) as lecentral accepts it, in ``[acme] profile``,
+#: ``lecentral set --profile`` and lecentral_cert_settings: the CAs' names are short tokens
+#: (``classic``, ``tlsserver``, ``shortlived``)
+PROFILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+PROFILE_RULE = "letters, digits, '.', '_' and '-', at most 64, starting with a letter or digit"
+
+
+def profile_name(default: str = "") -> Any:
+    """A field holding an ACME profile name ("" for none: the CA's default)."""
+    return field(default=default, metadata={"pattern": PROFILE_RE, "rule": PROFILE_RULE})
+
+
 def used_path(default: str = "") -> Any:
     """A path field checked only by the commands that read the file, not when the configuration
     loads: the file may be made in a later step of the guide (the TSIG key: after ``lecentral
@@ -100,6 +113,7 @@ class AcmeConfig:
     eab_kid: str = ""
     eab_hmac_key: str = secret()
     poll_timeout: float = 300.0  # seconds to wait for validation and issuance of one order
+    profile: str = profile_name()  # the ACME profile to order ("": the CA's default)
 
 
 @dataclass(frozen=True)
@@ -263,6 +277,8 @@ def build(cls: type[T], table: Mapping[str, Any], where: str, source: str) -> T:
         if "minimum" in meta and checked < meta["minimum"]:
             raise ConfigError(f"{source}: {dotted} must be at least {meta['minimum']} (not "
                               f"{checked!r})")
+        if meta.get("pattern") and checked and not meta["pattern"].match(checked):
+            raise ConfigError(f"{source}: {dotted} = {checked!r} is not valid ({meta['rule']})")
         if fields[key].metadata.get("must_exist") and checked and not Path(checked).is_file():
             raise ConfigError(f"{source}: {dotted} = {checked!r}: no such file")
         values[key] = checked

@@ -8,6 +8,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lecentral.errors import StoreError
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -126,6 +128,15 @@ class Store(ABC):
     def renew_lock_holder(self) -> LockHolder | None:
         """Who holds the renew lock, as recorded by its holder (None: not recorded or unknown)."""
         return None
+
+    def profiles(self) -> dict[str, str]:
+        """Certificate name (lower case) -> the ACME profile set for it with ``lecentral set
+        --profile``, as stored (the caller validates it); a store without settings has none."""
+        return {}
+
+    def set_profile(self, name: str, profile: str | None, now: int = 0) -> None:
+        """Set (None: clear) the ACME profile of ``name``, with a ``settings`` event."""
+        raise StoreError(f"{self.location}: this store keeps no per-certificate settings")
 
     def close(self) -> None:
         """Dispose of connections."""

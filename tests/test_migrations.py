@@ -32,7 +32,8 @@ SEED_DDL = (Path(__file__).parents[1] / "sql" / "mysql" / "certs.sql").read_text
 OLD_TABLES = ["lecentral_events", "lecentral_renew_lock", "lecentral_leftovers"]
 FLEET = ["lecentral_agents", "lecentral_deployments", "lecentral_runs", "lecentral_endpoints",
          "lecentral_probes", "lecentral_fleet_states"]
-HEAD = "0002_fleet"
+SETTINGS = ["lecentral_cert_settings"]
+HEAD = "0003_cert_settings"
 
 
 @pytest.fixture(params=["sqlite", "mariadb", "postgres"])
@@ -81,7 +82,7 @@ def rows(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
 
 def test_a_new_database_goes_to_head(url: str) -> None:
     store = SqlStore(url)
-    assert store.init_schema() == ["certs", *OLD_TABLES, *FLEET]
+    assert store.init_schema() == ["certs", *OLD_TABLES, *FLEET, *SETTINGS]
     assert store.schema_revision() == HEAD == migrations.head()
     engine = engine_for(url)
     names = table_names(engine)
@@ -138,9 +139,9 @@ def test_a_database_of_the_previous_version_is_adopted(url: str) -> None:
     before, definition = rows(engine), certs_definition(engine)
     store = SqlStore(url)
     unseen = r"( \(or this account may not see it: [^)]*\))?"  # said on a server, not SQLite
-    with pytest.raises(StoreError, match=f"has no table {', '.join(FLEET)}{unseen}; run lecentral init"):
+    with pytest.raises(StoreError, match=f"has no table {', '.join(FLEET + SETTINGS)}{unseen}; run lecentral init"):
         store.check_schema()
-    assert store.init_schema() == FLEET
+    assert store.init_schema() == [*FLEET, *SETTINGS]
     store.check_schema()
     assert store.schema_revision() == HEAD
     assert rows(engine) == before
@@ -162,7 +163,7 @@ def cli(tmp_path: Path, url: str, *args: str) -> Any:
 
 def test_upgrade_runs_the_pending_revisions(url: str, tmp_path: Path) -> None:
     """A database at revision 1 (made by a lecentral before the fleet tables): every command
-    says to run lecentral upgrade, which runs revision 2 once; certs untouched."""
+    says to run lecentral upgrade, which runs revisions 2 and 3 once; certs untouched."""
     engine = engine_for(url)
     make_certs(engine)
     with engine.begin() as conn:
@@ -170,11 +171,11 @@ def test_upgrade_runs_the_pending_revisions(url: str, tmp_path: Path) -> None:
     definition = certs_definition(engine)
     listed = cli(tmp_path, url, "list")
     assert listed.exit_code == 4
-    assert ("lecentral's tables are at revision 0001_baseline, this lecentral needs 0002_fleet; "
+    assert ("lecentral's tables are at revision 0001_baseline, this lecentral needs 0003_cert_settings; "
             "run lecentral upgrade") in listed.stderr
     first = cli(tmp_path, url, "upgrade")
     assert first.exit_code == 0, first.output
-    assert "lecentral's tables upgraded from revision 0001_baseline to 0002_fleet" in first.stdout
+    assert "lecentral's tables upgraded from revision 0001_baseline to 0003_cert_settings" in first.stdout
     again = cli(tmp_path, url, "upgrade", "--json")
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout) == {"from": HEAD, "to": HEAD, "head": HEAD, "changed": False}
@@ -184,13 +185,41 @@ def test_upgrade_runs_the_pending_revisions(url: str, tmp_path: Path) -> None:
     engine.dispose()
 
 
+def test_revision_3_adds_the_settings_table_keeping_every_row(url: str, tmp_path: Path) -> None:
+    """A database at 0002_fleet with rows (certs, events): lecentral upgrade adds
+    lecentral_cert_settings and nothing else; the rows and certs' definition stay as they were;
+    a profile set afterwards lives in the new table, never in certs."""
+    engine = engine_for(url)
+    make_certs(engine)
+    with engine.begin() as conn:
+        assert migrations.upgrade(conn, "0002_fleet") == (None, "0002_fleet")
+        conn.execute(insert(events).values(ts=5, name="www.example.test", kind="issued",
+                                           host="central", message="issued"))
+    before, definition, names = rows(engine), certs_definition(engine), table_names(engine)
+    result = cli(tmp_path, url, "upgrade", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"from": "0002_fleet", "to": HEAD, "head": HEAD,
+                                         "changed": True}
+    assert table_names(engine) == names | set(SETTINGS)
+    assert rows(engine) == before and certs_definition(engine) == definition
+    store = SqlStore(url)
+    store.check_schema()
+    store.set_profile("WWW.example.test", "shortlived", 7)
+    assert store.profiles() == {"www.example.test": "shortlived"}
+    assert rows(engine)["certs"] == before["certs"]
+    store.remove("www.example.test")  # a name added again later starts without the setting
+    assert store.profiles() == {}
+    store.close()
+    engine.dispose()
+
+
 def test_a_database_of_a_newer_lecentral_is_refused(sqlite_url: str, tmp_path: Path) -> None:
     store = SqlStore(sqlite_url)
     store.init_schema()
     with store.engine.begin() as conn:
         conn.execute(text(f"UPDATE {migrations.VERSION_TABLE} SET version_num = '0099_future'"))
-    expected = "at revision 0099_future, which this lecentral does not know (its newest is 0002_fleet)"
-    with pytest.raises(StoreError, match=r"\(its newest is 0002_fleet\): a newer lecentral"):
+    expected = "at revision 0099_future, which this lecentral does not know (its newest is 0003_cert_settings)"
+    with pytest.raises(StoreError, match=r"\(its newest is 0003_cert_settings\): a newer lecentral"):
         store.check_schema()
     result = cli(tmp_path, sqlite_url, "upgrade")
     assert result.exit_code == 4 and expected in result.stderr
@@ -214,7 +243,7 @@ def test_check_schema_says_what_to_run(sqlite_url: str, tmp_path: Path) -> None:
     with store.engine.begin() as conn:
         conn.execute(text("DROP TABLE lecentral_runs"))
     with pytest.raises(StoreError, match="has no table lecentral_runs although its schema is at "
-                                         "revision 0002_fleet: it was dropped by hand"):
+                                         "revision 0003_cert_settings: it was dropped by hand"):
         store.check_schema()
     store.close()
 
@@ -249,7 +278,8 @@ def test_mariadb_failed_upgrade_is_finished_by_the_next(mariadb_server: Any, mar
         assert store.schema_revision() == "0001_baseline"
         mariadb_server.execute(f"GRANT TRIGGER ON `{database}`.* TO 'notrig'@'%'")
         store.engine.dispose()  # a database-level grant counts from the next connection
-        assert store.init_schema() == []  # every table was there already; the triggers were not
+        # every fleet table was there already (the triggers were not); revision 3 follows
+        assert store.init_schema() == SETTINGS
         assert store.schema_revision() == HEAD
         with store.engine.begin() as conn:
             triggers = conn.execute(text("SELECT trigger_name FROM information_schema.triggers "

@@ -19,12 +19,12 @@ import base64
 import datetime
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lecentral import __version__
-from lecentral.acme.problems import acme_errors
+from lecentral.acme.problems import acme_errors, problem_error
 from lecentral.errors import ConfigError, IssueError
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from acme.client import ClientV2
 
     from lecentral.acme.account import AccountKey
+    from lecentral.acme.orders import OrderOptions
     from lecentral.config import AcmeConfig
 
 log = logging.getLogger(__name__)
@@ -130,10 +131,79 @@ class AcmeClient:
 
     # -- orders ----------------------------------------------------------------------------------
 
-    def new_order(self, csr_pem: bytes, names: list[str]) -> messages.OrderResource:
-        """Create the order for every name of ``csr_pem``."""
-        with acme_errors(f"creating the order for {', '.join(names)}", self.directory_url):
-            return self.acme.new_order(csr_pem)
+    def new_order(self, csr_pem: bytes, names: list[str],
+                  options: OrderOptions | None = None) -> messages.OrderResource:
+        """Create the order for every name of ``csr_pem``.
+
+        ``options`` (by default those the renew job set for this thread, see
+        :mod:`lecentral.acme.orders`) add the ACME profile, checked against the directory's
+        ``meta.profiles``, and the ARI certID the order ``replaces`` (only to a CA offering
+        ``renewalInfo``). A CA rejecting ``replaces`` gets the order once more without it.
+        """
+        from acme import messages
+
+        from lecentral.acme.orders import (
+            OrderOptions,
+            chosen_profile,
+            current_options,
+            rejects_replaces,
+        )
+
+        options = options or current_options() or OrderOptions(profile=self.config.profile or None)
+        profile = chosen_profile(options.profile, self.offered_profiles, self.directory_url,
+                                 options.profile_source)
+        if options.profile and profile is None:
+            log.info("the CA at %s offers no ACME profiles: ordering %s without %s %r",
+                     self.directory_url, ", ".join(names), options.profile_source, options.profile)
+        replaces = options.replaces if self.offers_ari else None
+        what = f"creating the order for {', '.join(names)}"
+        with acme_errors(what, self.directory_url):
+            try:
+                return self._order(csr_pem, profile, replaces)
+            except messages.Error as problem:
+                if replaces is None:
+                    raise
+                rejected = problem_error(problem, what)
+                if not rejects_replaces(rejected.code, rejected.detail):
+                    raise
+        log.warning("%s: the CA rejected replaces=%s (%s: %s); ordering once more without it (no "
+                    "rate-limit exemption for this renewal)", ", ".join(names), replaces,
+                    rejected.code, rejected.detail[:200])
+        with acme_errors(what + " (without replaces)", self.directory_url):
+            return self._order(csr_pem, profile, None)
+
+    def _order(self, csr_pem: bytes, profile: str | None,
+               replaces: str | None) -> messages.OrderResource:
+        """ClientV2.new_order, with the ``replaces`` field its NewOrder lacks."""
+        from acme import crypto_util, messages
+        from cryptography import x509
+
+        from lecentral.acme.orders import NewOrderWithReplaces
+
+        csr = x509.load_pem_x509_csr(csr_pem)
+        dns_names, ip_addrs = crypto_util.get_identifiers_from_x509(csr.subject, csr.extensions)
+        identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name)
+                       for name in dns_names]
+        identifiers += [messages.Identifier(typ=messages.IDENTIFIER_IP, value=str(ip))
+                        for ip in ip_addrs]
+        order = NewOrderWithReplaces(identifiers=identifiers, profile=profile, replaces=replaces)
+        response = self.acme._post(self.acme.directory["newOrder"], order)
+        body = messages.Order.from_json(response.json())
+        authorizations = [self.acme._authzr_from_response(self.acme._post_as_get(url), uri=url)
+                          for url in body.authorizations]
+        return messages.OrderResource(body=body, uri=response.headers.get("Location"),
+                                      authorizations=authorizations, csr_pem=csr_pem)
+
+    @property
+    def offered_profiles(self) -> dict[str, str]:
+        """The directory's ``meta.profiles`` (name -> description); empty if it has none."""
+        try:
+            profiles = self.acme.directory.meta.profiles
+        except (AttributeError, KeyError):
+            return {}
+        if not isinstance(profiles, Mapping):  # josepy decodes it as a frozendict
+            return {}
+        return {str(k): str(v) for k, v in profiles.items()}
 
     def pending_challenges(self, order: messages.OrderResource, typ: str) -> list[PendingChallenge]:
         """The ``typ`` challenges of the order's authorizations that are not valid yet.

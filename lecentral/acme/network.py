@@ -12,7 +12,10 @@ comes with every error response. Here:
 * ``badNonce`` is retried up to ``bad_nonce_attempts`` times for every POST: order, authorization,
   challenge, finalize, download and account alike;
 * a problem document keeps the response's ``Retry-After`` (as ``problem.retry_after``), so a
-  ``rateLimited`` error can say when to try again.
+  ``rateLimited`` error can say when to try again;
+* a 409 Conflict that carries a problem document (RFC 9773's ``alreadyReplaced`` for a newOrder
+  whose ``replaces`` was used already) is that problem, not the library's bare ``ConflictError``
+  (which drops the type and detail the order's retry without ``replaces`` depends on).
 """
 
 from __future__ import annotations
@@ -95,6 +98,24 @@ class SafeNetwork(ClientNetwork):
                 log.debug("badNonce from the CA (attempt %d of %d); retrying with a fresh nonce",
                           attempt, self.bad_nonce_attempts)
                 attempt += 1
+
+    @classmethod
+    def _check_response(cls, response: requests.Response,
+                        content_type: str | None = None) -> requests.Response:
+        if response.status_code == 409:
+            try:
+                jobj = response.json()
+            except ValueError:
+                jobj = None
+            if isinstance(jobj, dict) and jobj.get("type"):
+                try:
+                    problem = messages.Error.from_json(jobj)
+                except DeserializationError:
+                    pass
+                else:
+                    raise problem
+        checked: requests.Response = super()._check_response(response, content_type=content_type)
+        return checked
 
     def _post_once(self, url: str, obj: JSONDeSerializable,
                    content_type: str = ClientNetwork.JOSE_CONTENT_TYPE,

@@ -187,6 +187,44 @@ def set_csr(app: App, name: str, csr_file: Path) -> None:
                f"lecentral renew --force {name} to issue a certificate for it now")
 
 
+@click.command("set")
+@click.argument("name")
+@click.option("--profile", metavar="PROFILE",
+              help="The ACME profile to order NAME with (e.g. shortlived, tlsserver), instead of "
+                   "[acme] profile; \"\" clears it.")
+@click.option("--json", "as_json", is_flag=True, help="Print {name, profile, effective} as JSON.")
+@pass_app
+@guarded
+def set_(app: App, name: str, profile: str | None, as_json: bool) -> None:
+    """Change NAME's settings kept in lecentral's own table (certs is never changed).
+
+    --profile P orders NAME's next certificates with the CA's profile P (draft-ietf-acme-profiles)
+    instead of [acme] profile; --profile "" goes back to [acme] profile. The CA's directory says
+    which profiles it offers: the renew run checks P against them before ordering (an unknown
+    one fails that certificate, naming the offered ones); a CA that offers none gets no profile.
+    """
+    from lecentral.config import PROFILE_RE, PROFILE_RULE
+
+    name = known_name(name)
+    if profile is None:
+        raise click.UsageError("nothing to set: give --profile PROFILE (or --profile \"\" to clear)")
+    profile = profile.strip()
+    if profile and not PROFILE_RE.match(profile):
+        raise ConfigError(f"--profile {profile[:80]!r} is not a valid ACME profile name "
+                          f"({PROFILE_RULE})")
+    store = app.store()
+    store.set_profile(name, profile or None, now_ts())
+    effective = profile or app.config.acme.profile or None
+    if as_json:
+        print_json({"name": name, "profile": profile or None, "effective": effective})
+    elif profile:
+        click.echo(f"{name}: profile {profile} (checked against the CA's profiles at the next "
+                   "order)")
+    else:
+        click.echo(f"{name}: profile cleared; [acme] profile applies "
+                   f"({effective or 'none: the CA default'})")
+
+
 def _set_enable(app: App, name: str, flag: bool) -> None:
     name = known_name(name)
     app.store().set_enable(name, flag, now_ts())
@@ -251,7 +289,35 @@ def readable(message: str) -> str:
     return _EPOCH_IN_MESSAGE.sub(lambda m: f"{m.group(1)} {when(int(m.group(2)))}", message)
 
 
-def _summary(row: CertRow, now: int) -> dict[str, Any]:
+def _lifetime_days(row: CertRow) -> float | None:
+    """The stored certificate's lifetime (notAfter - notBefore) in days, one decimal: 90.0 for a
+    classic certificate, 6.7 for a 160-hour one; None without a readable certificate."""
+    if not row.crt:
+        return None
+    try:
+        cert = Certificate.load(row.crt, "crt column")
+    except LecentralError:
+        return None
+    return round((cert.not_after - cert.not_before) / DAY, 1)
+
+
+def _profile(row: CertRow, profiles: dict[str, str], default: str) -> dict[str, Any]:
+    """``profile``: what the next order asks for (None: the CA's default), and where it comes
+    from; a stored value that is not a valid profile name is a problem of the row."""
+    from lecentral.config import PROFILE_RE, PROFILE_RULE
+
+    stored = profiles.get(row.name.strip().lower().rstrip("."))
+    if stored is not None and not PROFILE_RE.match(stored):
+        return {"profile": None, "profile_source": "lecentral set",
+                "profile_problem": f"lecentral_cert_settings holds an invalid ACME profile "
+                                   f"({PROFILE_RULE}): lecentral set {row.name} --profile NAME"}
+    if stored is not None:
+        return {"profile": stored, "profile_source": "lecentral set"}
+    return {"profile": default or None, "profile_source": "[acme] profile" if default else None}
+
+
+def _summary(row: CertRow, now: int, profiles: dict[str, str] | None = None,
+             default_profile: str = "") -> dict[str, Any]:
     """One row for list/show: ``problems`` is everything wrong with it; ``invalid`` says whether
     it is refused until fixed (row problems), ``certificate_problems`` the subset that only makes
     it due (the renew job replaces the bad stored certificate)."""
@@ -262,16 +328,20 @@ def _summary(row: CertRow, now: int) -> dict[str, Any]:
         row = row.with_problem(str(exc))
     bad_cert = certificate_problems(row, names)
     has_cert = bool(row.crt) and (row.ts_expire or 0) > 1
+    profile = _profile(row, profiles or {}, default_profile)
+    # a note, not INVALID: the renew job does not refuse the row, its order fails saying this
+    notes = [*row.notes, *([profile.pop("profile_problem")] if "profile_problem" in profile else [])]
     return {
         "name": row.name, "enabled": row.enable, "method": row.method, "names": names or [],
         "expires": _date(row.ts_expire) if has_cert else None,
         "ts_expire": row.ts_expire,
         "days_left": ((row.ts_expire or 0) - now) // DAY if has_cert else None,
+        **profile, "lifetime_days": _lifetime_days(row) if has_cert else None,
         "count_fail_update": row.count_fail_update or 0,
         "last_attempt": _date(row.ts_last_update), "ts_last_update": row.ts_last_update,
         "webroot_path": row.webroot_path, "comment": row.comment,
         "problems": [*row.problems, *bad_cert], "invalid": bool(row.problems),
-        "certificate_problems": bad_cert, "notes": list(row.notes),
+        "certificate_problems": bad_cert, "notes": notes,
     }
 
 
@@ -293,7 +363,9 @@ def _state(item: dict[str, Any]) -> str:
 def list_(app: App, as_json: bool) -> None:
     """Every certificate, soonest expiry first (never-issued ones on top)."""
     now = now_ts()
-    items = [_summary(r, now) for r in app.store().list()]
+    store = app.store()
+    profiles, default = store.profiles(), app.config.acme.profile
+    items = [_summary(r, now, profiles, default) for r in store.list()]
     items.sort(key=lambda i: (i["days_left"] is not None, i["days_left"] or 0, i["name"]))
     if as_json:
         print_json(items)
@@ -303,9 +375,11 @@ def list_(app: App, as_json: bool) -> None:
         return
     rows = [[i["name"], "Y" if i["enabled"] else "N", i["method"], ",".join(i["names"]),
              i["expires"] or "-", "-" if i["days_left"] is None else str(i["days_left"]),
-             str(i["count_fail_update"]), i["last_attempt"] or "-", _state(i)] for i in items]
-    click.echo(table(rows, ["NAME", "ON", "METHOD", "NAMES", "EXPIRES (UTC)", "DAYS", "FAILS",
-                            "LAST ATTEMPT", ""]))
+             "-" if i["lifetime_days"] is None else f"{i['lifetime_days']:g}",
+             i["profile"] or "-", str(i["count_fail_update"]), i["last_attempt"] or "-",
+             _state(i)] for i in items]
+    click.echo(table(rows, ["NAME", "ON", "METHOD", "NAMES", "EXPIRES (UTC)", "DAYS", "LIFE",
+                            "PROFILE", "FAILS", "LAST ATTEMPT", ""]))
 
 
 def _cert_info(data: bytes | None, what: str) -> dict[str, Any] | None:
@@ -333,7 +407,7 @@ def show(app: App, name: str, as_json: bool, history: int) -> None:
     row = store.get(name)
     if row is None:
         raise UnknownNameError(f"no certificate named {name!r} in the database (see lecentral list)")
-    info = _summary(row, now_ts())
+    info = _summary(row, now_ts(), store.profiles(), app.config.acme.profile)
     try:
         csr = Csr.load(row.csr, "CSR")
         info["csr"] = {"names": csr.names, "key": csr.key_type, "md5_modulus": csr.md5_modulus}
@@ -371,10 +445,14 @@ def _print_show(info: dict[str, Any]) -> None:
     cert = info["certificate"]
     if cert and "error" not in cert:
         line("expires", f"{cert['not_after']} UTC ({info['days_left']} days)")
+        if info["lifetime_days"] is not None:
+            line("lifetime", f"{info['lifetime_days']:g} days")
         line("issuer", cert["issuer"])
         line("sha256", cert["sha256"])
     else:
         line("certificate", (cert or {}).get("error", "none yet"))
+    line("profile", info["profile"] + f" ({info['profile_source']})" if info["profile"]
+         else "none (the CA's default)")
     line("md5_ca", info["md5_ca"] or "-")
     for i, subject in enumerate(info["chain"]):
         line("chain" if i == 0 else "", subject)

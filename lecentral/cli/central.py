@@ -27,6 +27,7 @@ COMMANDS = {
               "Which database user may report for which host (reporting agents)."),
     "add": ("lecentral.cli.admin:add", "Add a name from its CSR (the seed's populate.pl)."),
     "set-csr": ("lecentral.cli.admin:set_csr", "Replace the CSR of a name."),
+    "set": ("lecentral.cli.admin:set_", "Per-certificate settings (the ACME profile)."),
     "enable": ("lecentral.cli.admin:enable", "Let the renew job and the agents manage a name."),
     "disable": ("lecentral.cli.admin:disable", "Stop renewing and installing a name."),
     "remove": ("lecentral.cli.admin:remove", "Delete a name and its certificate."),

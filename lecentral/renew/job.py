@@ -16,7 +16,8 @@ from lecentral.certificates import (
     now_ts,
     when,
 )
-from lecentral.errors import CsrError, LecentralError, UnknownNameError
+from lecentral.config import PROFILE_RE, PROFILE_RULE
+from lecentral.errors import CsrError, IssueError, LecentralError, UnknownNameError
 from lecentral.leftovers import collecting
 from lecentral.records import Notification
 from lecentral.renew import recovery
@@ -28,6 +29,7 @@ from lecentral.types import IssuerContext
 
 if TYPE_CHECKING:
     from lecentral.acme.client import AcmeClient, RenewalInfoReader
+    from lecentral.acme.orders import OrderOptions
     from lecentral.config import CentralConfig
     from lecentral.interfaces import Issuer, Store
     from lecentral.registry import Registry
@@ -53,6 +55,8 @@ class RenewJob:
         self._acme_lock = threading.Lock()
         self._acme_client: AcmeClient | None = None
         self.spool = CertSpool(config.renew.state_dir)
+        #: per-certificate ACME profiles (lecentral set --profile), read once per pass
+        self._profiles: dict[str, str] | LecentralError = {}
 
     @property
     def write_lock(self) -> threading.Lock:
@@ -233,6 +237,10 @@ class RenewJob:
         return reader
 
     def _pass(self, due: list[tuple[CertRow, Csr, str]], number: int) -> list[Outcome]:
+        try:
+            self._profiles = self.store.profiles()
+        except LecentralError as exc:  # each certificate then fails saying so, none is misordered
+            self._profiles = exc
         for issuer in {name for _, _, name in due}:
             self._issuer(issuer)
         for built in self._issuers.values():
@@ -284,7 +292,10 @@ class RenewJob:
             issuer = self._issuer(issuer_name)
             if isinstance(issuer, LecentralError):
                 raise issuer
-            issued = issuer.issue(row, csr)
+            from lecentral.acme.orders import ordering_with
+
+            with ordering_with(self._order_options(row)):
+                issued = issuer.issue(row, csr)
         except LecentralError as exc:
             return self._failed(row, issuer_name, str(exc), "failed", started, number)
         except Exception as exc:  # a plugin's bug fails this certificate, never the run
@@ -321,6 +332,32 @@ class RenewJob:
         log.info("%s: issued by %s, expires %s", row.name, cert.issuer, cert.not_after)
         return Outcome(row.name, "issued", f"issued, valid until {when(cert.not_after)}",
                        issuer_name, seconds, cert.not_after, 0, number)
+
+    def _order_options(self, row: CertRow) -> OrderOptions:
+        """The profile (``lecentral set --profile``, else ``[acme] profile``) and the ARI certID
+        of the stored certificate this order replaces (none for a first issuance or a stored
+        certificate that does not parse: the CA could not match it anyway)."""
+        from lecentral.acme.client import ari_cert_id
+        from lecentral.acme.orders import OrderOptions
+
+        if isinstance(self._profiles, LecentralError):
+            raise self._profiles
+        profile, source = self.config.acme.profile or None, "[acme] profile"
+        stored = self._profiles.get(row.name.strip().lower().rstrip("."))
+        if stored is not None:
+            if not PROFILE_RE.match(stored):
+                raise IssueError(f"lecentral_cert_settings holds an invalid ACME profile for "
+                                 f"{row.name} ({PROFILE_RULE}); fix it with lecentral set "
+                                 f"{row.name} --profile NAME (or --profile '' to clear it)")
+            profile, source = stored, f"lecentral set {row.name} --profile"
+        replaces = None
+        if row.crt and (row.ts_expire or 0) > 1:
+            try:
+                replaces = ari_cert_id(row.crt)
+            except Exception as exc:  # noqa: BLE001 - no AKI, unparsable: an optimisation lost
+                log.info("%s: the stored certificate has no ARI certID (%s); ordering without "
+                         "replaces", row.name, exc)
+        return OrderOptions(profile=profile, replaces=replaces, profile_source=source)
 
     def _spool(self, row: CertRow, csr: Csr, crt: bytes, ca: bytes, ts_expire: int,
                issuer: str, now: int) -> Spooled | None:

@@ -84,6 +84,16 @@ leftovers = Table(
     mysql_charset="utf8mb4",
 )
 
+#: Per-certificate settings of lecentral's own (``certs`` stays the seed's table): the ACME
+#: profile to order with (``lecentral set NAME --profile P``); no row: ``[acme] profile``.
+cert_settings = Table(
+    "lecentral_cert_settings", metadata,
+    Column("name", String(250), primary_key=True),  # lower case, as DNS compares names
+    Column("profile", String(64)),  # NULL: [acme] profile applies
+    Column("ts_changed", BigInteger, nullable=False),
+    mysql_charset="utf8mb4",
+)
+
 # --- fleet truth: what every server really serves ------------------------------------------------
 # Written by the agents (deployments, runs) and the central host (runs, probes, endpoints, states).
 # On MariaDB/MySQL and PostgreSQL, ``db_user`` is set by a trigger from the database server's own
@@ -193,7 +203,7 @@ fleet_states = Table(
 
 FLEET_TABLES = (agents, deployments, runs, endpoints, probes, fleet_states)
 
-OWN_TABLES = (events, renew_lock, leftovers, *FLEET_TABLES)
+OWN_TABLES = (events, renew_lock, leftovers, *FLEET_TABLES, cert_settings)
 
 #: SQLAlchemy dialect name -> folder of ``ddl/``
 DDL_DIALECTS = {"mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite", "postgresql": "postgresql"}

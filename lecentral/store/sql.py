@@ -41,7 +41,7 @@ from lecentral.interfaces import Store
 from lecentral.leftovers import Leftover
 from lecentral.store import migrations, renewlock
 from lecentral.store.rows import CertRow, EventRow, LockHolder
-from lecentral.store.schema import OWN_TABLES, certs, certs_ddl, events
+from lecentral.store.schema import OWN_TABLES, cert_settings, certs, certs_ddl, events
 from lecentral.store.schema import leftovers as leftover_table
 
 log = logging.getLogger(__name__)
@@ -325,7 +325,29 @@ class SqlStore(Store):
         with self._begin(f"removing {name}") as conn:
             key = self._need(conn, name, exact=True)
             conn.execute(delete(certs).where(certs.c.name == key))
+            if len(self._matching(conn, name)) == 0:  # a name re-added later starts afresh
+                conn.execute(delete(cert_settings).where(cert_settings.c.name == _dns(name)))
             self._event(conn, name, "removed", "row removed", now)
+
+    # -- per-certificate settings (lecentral_cert_settings) --------------------------------------
+
+    def profiles(self) -> dict[str, str]:
+        with self._begin("reading the certificates' settings") as conn:
+            found = conn.execute(select(cert_settings.c.name, cert_settings.c.profile)
+                                 .where(cert_settings.c.profile.is_not(None))).all()
+        return {str(name): str(profile) for name, profile in found}
+
+    def set_profile(self, name: str, profile: str | None, now: int = 0) -> None:
+        now = now or now_ts()
+        with self._begin(f"setting the profile of {name}") as conn:
+            self._need(conn, name)
+            key = _dns(name)
+            # delete + insert: one portable upsert inside the transaction
+            conn.execute(delete(cert_settings).where(cert_settings.c.name == key))
+            conn.execute(insert(cert_settings).values(name=key, profile=profile, ts_changed=now))
+            message = (f"profile {profile}" if profile
+                       else "profile cleared ([acme] profile applies)")
+            self._event(conn, name, "settings", message, now)
 
     def save_issued(self, name: str, crt: bytes, ca: bytes, ts_expire: int, now: int) -> None:
         with self._begin(f"saving the new certificate of {name}") as conn:
