@@ -36,7 +36,8 @@ NAME = "webroot"
 
 #: what to do when the CA could not fetch a challenge file although our own check could
 CA_HINT = ("the CA fetches http://NAME/.well-known/acme-challenge/TOKEN on port 80 from the "
-           "internet: check the names' public A/AAAA records, firewalls and redirects")
+           "internet (an IP address at that address itself): check the names' public A/AAAA "
+           "records, firewalls and redirects")
 
 
 def site_checker(config: CentralConfig) -> SiteChecker | None:
