@@ -178,7 +178,9 @@ def check(app: AgentApp, names: tuple[str, ...], warning_days: float | None,
 @click.option("--rotate", is_flag=True,
               help="Make a new key in KEY.next for this CSR; the agent switches key and certificate "
                    "together when the certificate arrives (a pending KEY.next is reused).")
-@click.option("--san", "sans", multiple=True, metavar="NAME", help="Another name (repeatable).")
+@click.option("--san", "sans", multiple=True, metavar="NAME",
+              help="Another name (repeatable); an IP address becomes an iPAddress subjectAltName "
+                   "(an IP certificate is issued by HTTP-01: lecentral add --certbot).")
 @click.option("--rsa", "rsa_bits", type=click.Choice(["2048", "3072", "4096"]),
               help="Make an RSA key of this size [default for a new key: 2048].")
 @click.option("--ec", "curve", type=click.Choice(["p256", "p384"]), help="Make an ECDSA key on this curve.")
