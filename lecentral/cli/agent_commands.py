@@ -203,6 +203,7 @@ def csr(name: str, key_path: Path, sans: tuple[str, ...], rsa_bits: str | None, 
     central host, `lecentral-install run` switches key and certificate together, and keeps the
     old key in its backups.
     """
+    from lecentral.certificates import check_name
     from lecentral.errors import CsrError
     from lecentral.install.csr import KeySpec, make_csr
 
@@ -223,9 +224,11 @@ def csr(name: str, key_path: Path, sans: tuple[str, ...], rsa_bits: str | None, 
     from lecentral.files_io import replace_atomically
 
     replace_atomically(str(out), request.pem, os.geteuid(), os.getegid(), 0o644)
-    first = request.names[0]
+    first = check_name(name)  # the row's name: the one typed (an IP is never the CN)
+    http01 = " --certbot --webroot PATH" if request.ips else ""  # RFC 8738: IPs by HTTP-01 only
     then = (f"lecentral set-csr {first} {out.name} and lecentral renew --force {first}" if staged
-            else f"lecentral add {first} --csr {out.name} (or lecentral set-csr {first} {out.name})")
+            else f"lecentral add {first} --csr {out.name}{http01} (or lecentral set-csr {first} "
+                 f"{out.name})")
     click.echo(f"wrote {out}; on the central host: {then}", err=True)
 
 
