@@ -184,3 +184,27 @@ def test_add_renew_and_the_agent_installs_an_ip_certificate(web_world: WebWorld,
     finally:
         agent.close()
 
+
+
+def test_an_order_without_the_ip_identifier_is_refused(web_world: WebWorld, tmp_path: Path) -> None:
+    """What an acme library that cannot order IP addresses would do (order the DNS names only),
+    played with a real Pebble order for a CSR without the IP: refused, naming the address and the
+    library to upgrade; an order from the CSR with the IP holds its ``ip`` identifier."""
+    from lecentral_testing.pki import make_csr
+
+    from lecentral.acme.client import AcmeClient
+    from lecentral.errors import IssueError
+    from lecentral.http01.native import check_ip_identifiers
+
+    client = AcmeClient(make_config(web_world, tmp_path).acme, workers=1)
+    try:
+        with_ip = client.new_order(make_csr([MIX, IP])[0], [MIX, IP])
+        check_ip_identifiers(with_ip, [IP])
+        dns_only = client.new_order(make_csr([MIX])[0], [MIX])
+        with pytest.raises(IssueError) as info:
+            check_ip_identifiers(dns_only, [IP])
+        assert (f"the order {dns_only.uri} has no ip identifier for {IP}: the installed acme "
+                "library (") in str(info.value)
+        assert "does not order IP addresses (RFC 8738); upgrade it" in str(info.value)
+    finally:
+        client.close()
