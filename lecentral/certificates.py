@@ -9,6 +9,7 @@ SubjectPublicKeyInfo (64 characters, which the column holds).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import itertools
 import re
 from dataclasses import dataclass
@@ -58,22 +59,45 @@ def unparsable(data: bytes, source: str, what: str, labels: tuple[str, ...]) -> 
     return f"{source} is binary data that is not {what} in DER either"
 
 
+def ip_name(value: str) -> str | None:
+    """The canonical text of ``value`` if it is an IP address literal (``127.0.0.1``,
+    ``2001:db8::1``; RFC 8738 identifiers, compressed lower-case IPv6), else None."""
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
+    return str(address)
+
+
+def is_ip(name: str) -> bool:
+    """True if ``name`` (a certificate name as :func:`check_name` returns it) is an IP address."""
+    return ip_name(name) is not None
+
+
 def check_name(name: str) -> str:
-    """Return ``name`` lower-cased if it is a valid DNS name (optionally ``*.``-prefixed).
+    """Return ``name`` lower-cased if it is a valid DNS name (optionally ``*.``-prefixed), or in
+    canonical form if it is an IP address (RFC 8738: an IP certificate's row is named by its IP).
 
     Used on everything read from the command line or the database before acting on it.
     """
     if not isinstance(name, str):
         raise CsrError(f"certificate name {name!r} is not text")
     lowered = name.strip().lower().rstrip(".")
+    if "%" in lowered:
+        raise CsrError(f"{name!r} is an IPv6 address with a zone (%...), which no certificate "
+                       "can name; give the address without it")
+    ip = ip_name(name)
+    if ip is not None:
+        return ip
     labels = lowered.split(".")
     if labels and labels[0] == "*":
         labels = labels[1:]
     if (not lowered or len(lowered) > MAX_NAME_LENGTH or len(labels) < 2
-            or not all(_LABEL.match(label) for label in labels)):
+            or not all(_LABEL.match(label) for label in labels)
+            or all(label.isdigit() for label in labels)):
         raise CsrError(
             f"{name!r} is not a valid DNS name (letters, digits and hyphens in dot-separated "
-            f"labels, at most {MAX_NAME_LENGTH} characters)"
+            f"labels, at most {MAX_NAME_LENGTH} characters) nor an IP address"
         )
     return lowered
 
@@ -133,36 +157,39 @@ def _check_key(public_key: object, what: str) -> None:
 
 
 def _names(subject: x509.Name, extensions: x509.Extensions) -> list[str]:
+    """CN first, then the DNS subjectAltNames, then the IP ones (canonical text), no duplicates."""
     names: list[str] = []
     for attr in subject.get_attributes_for_oid(NameOID.COMMON_NAME):
         value = attr.value if isinstance(attr.value, str) else attr.value.decode()
-        names.append(value.lower())
+        names.append(ip_name(value) or value.lower())
     try:
         san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names.extend(n.lower() for n in san.get_values_for_type(x509.DNSName))
+        names.extend(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
     except x509.ExtensionNotFound:
         pass
     return list(dict.fromkeys(names))  # CN first, no duplicates
 
 
 def _check_csr_names(csr: x509.CertificateSigningRequest, source: str) -> None:
-    """Refuse what no CA issues from: non-DNS subjectAltNames, a CN outside the SANs, no SAN."""
+    """Refuse what no CA issues from: subjectAltNames other than DNS names and IP addresses
+    (RFC 8738), IP networks, a CN outside the SANs, no SAN."""
     try:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         san = x509.SubjectAlternativeName([])
-    ips = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-    if ips:
-        # IP identifiers (RFC 8738) come later; the ACME client cannot order them yet
-        raise CsrError(f"{source} asks for the IP address {', '.join(ips)} (an iPAddress "
-                       "subjectAltName): lecentral issues certificates for DNS names only; make a "
-                       "CSR without IP addresses (lecentral-install csr NAME --key PATH)")
-    others = [n for n in san if not isinstance(n, x509.DNSName)]
+    networks = [str(ip) for ip in san.get_values_for_type(x509.IPAddress)
+                if not isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address))]
+    if networks:
+        raise CsrError(f"{source} has the IP network {', '.join(networks)} as a subjectAltName: a "
+                       "certificate names single IP addresses only; make a CSR with the address")
+    others = [n for n in san if not isinstance(n, (x509.DNSName, x509.IPAddress))]
     if others:
         kinds = ", ".join(sorted({type(n).__name__ for n in others}))
         raise CsrError(f"{source} has subjectAltNames of type {kinds}, which CAs refuse; make a CSR "
-                       "with DNS names only (lecentral-install csr NAME --key PATH)")
+                       "with DNS names and IP addresses only (lecentral-install csr NAME --key PATH)")
     sans = [n.lower() for n in san.get_values_for_type(x509.DNSName)]
+    sans += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
     cns = [a.value if isinstance(a.value, str) else a.value.decode()
            for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     if not sans and cns:
@@ -172,10 +199,32 @@ def _check_csr_names(csr: x509.CertificateSigningRequest, source: str) -> None:
             "make a CSR with every name in subjectAltName (lecentral-install csr NAME --key PATH, "
             "or openssl req -new ... -addext subjectAltName=DNS:NAME)")
     for cn in cns:
-        if cn.lower() not in sans:
+        if (ip_name(cn) or cn.lower()) not in sans:
             raise CsrError(
                 f"{source}: its CN {cn} is not among its subjectAltNames ({', '.join(sans)}); the "
                 f"CA would not certify it: make a CSR whose subjectAltName includes {cn}")
+
+
+def check_methods(row_name: str, names: list[str], http01: bool) -> None:
+    """CsrError unless one challenge type can prove every name of a row: IP addresses only by
+    HTTP-01 (RFC 8738 §7: no DNS-01 for IPs), wildcards only by DNS-01 (RFC 8555 §8.3); so IPs
+    need a certbot='Y' (HTTP-01) row, and never share a certificate with a wildcard."""
+    ips = [n for n in names if is_ip(n)]
+    if not ips:
+        return
+    wild = [n for n in names if n.startswith("*.")]
+    if wild:
+        raise CsrError(
+            f"{row_name}: the CSR asks for the IP address {', '.join(ips)}, which only HTTP-01 "
+            f"proves, and the wildcard {', '.join(wild)}, which only DNS-01 proves: no one "
+            f"challenge type proves both; make two CSRs, one with the IP addresses (added with "
+            f"--certbot --webroot PATH) and one with the wildcard names")
+    if not http01:
+        raise CsrError(
+            f"{row_name}: the CSR asks for the IP address {', '.join(ips)}: IP addresses are "
+            f"proved by HTTP-01 only (RFC 8738), never by DNS-01: add it with --certbot "
+            f"--webroot PATH (the DocumentRoot the web server serves at http://{ips[0]}/ and for "
+            f"every other name of the certificate)")
 
 
 @dataclass(frozen=True)
@@ -201,7 +250,7 @@ class Csr:
         _check_csr_names(csr, source)
         names = _names(csr.subject, csr.extensions)
         if not names:
-            raise CsrError(f"{source} names no domain (no CN and no DNS subjectAltName)")
+            raise CsrError(f"{source} names no domain (no CN and no DNS or IP subjectAltName)")
         for name in names:
             check_name(name)
         return cls(csr)
@@ -213,10 +262,15 @@ class Csr:
 
     def require_name(self, name: str, source: str) -> None:
         """Raise CsrError unless ``name`` (a row's name) is one of this CSR's names."""
-        if name.lower() not in self.names:
+        if (ip_name(name) or name.lower()) not in self.names:
             raise CsrError(f"{source} does not name {name} (it names {', '.join(self.names)}): the "
                            f"row's name must be its CN or one of its subjectAltNames; make a CSR "
                            f"that includes {name}")
+
+    @property
+    def ips(self) -> list[str]:
+        """The IP addresses among :attr:`names` (RFC 8738 identifiers)."""
+        return [n for n in self.names if is_ip(n)]
 
     @property
     def pem(self) -> bytes:
@@ -294,7 +348,12 @@ class Certificate:
         return self.cert.issuer.rfc4514_string()
 
     def covers(self, name: str) -> bool:
-        """True if ``name`` is one of the certificate's names or matched by one of its wildcards."""
+        """True if ``name`` is one of the certificate's names or matched by one of its wildcards;
+        an IP address only by the same address in an iPAddress subjectAltName (any spelling:
+        ``::1`` and ``0:0::1`` are one address; a wildcard never covers an IP)."""
+        ip = ip_name(name)
+        if ip is not None:
+            return ip in self.names
         name = name.lower()
         for have in self.names:
             if have == name or (have.startswith("*.") and name.split(".", 1)[-1] == have[2:]

@@ -44,6 +44,19 @@ def test_csr_out_with_a_relative_path(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "lecentral add" in result.stderr
 
 
+def test_csr_for_an_ip_address(tmp_path: Path) -> None:
+    """RFC 8738: NAME an IP address, a DNS --san: iPAddress SAN, no CN, and the central host's
+    next step names the row by the IP, as an HTTP-01 row."""
+    result = cli("csr", "2001:DB8::1", "--key", str(tmp_path / "ip.key"), "--san", NAME,
+                 "--out", str(tmp_path / "ip.csr"))
+    assert result.exit_code == 0, result.stderr
+    csr = Csr.load((tmp_path / "ip.csr").read_bytes())
+    assert csr.names == [NAME, "2001:db8::1"] and csr.ips == ["2001:db8::1"]
+    assert not csr.csr.subject
+    assert ("lecentral add 2001:db8::1 --csr ip.csr --certbot --webroot PATH (or lecentral "
+            "set-csr 2001:db8::1 ip.csr)") in result.stderr
+
+
 @pytest.mark.parametrize(("args", "kind"), [(["--ec", "p384"], "EC secp384r1"),
                                             (["--ec", "p256"], "EC secp256r1"),
                                             (["--rsa", "3072"], "RSA 3072")])

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import subprocess
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from lecentral_testing.pki import make_csr, make_key, make_self_signed
 
 from lecentral.certificates import (
     Certificate,
     Csr,
     check_name,
+    is_ip,
     load_chain,
     md5_ca,
     normalise_digest,
@@ -189,9 +192,6 @@ def test_what_is_no_digest_is_refused(bad: str) -> None:
 @pytest.mark.parametrize("subject, san, message", [
     ("/CN=www.example.test", None, ("names www.example.test only in its CN and has no DNS "
      "subjectAltName: most CAs (Let's Encrypt, Pebble) take the names from the subjectAltName")),
-    ("/CN=www.example.test", "DNS:www.example.test,IP:192.0.2.7",
-     ("asks for the IP address 192.0.2.7 (an iPAddress subjectAltName): lecentral issues "
-     "certificates for DNS names only")),
     ("/CN=www.example.test", "DNS:www.example.test,email:root@example.test",
      "has subjectAltNames of type RFC822Name, which CAs refuse"),
     ("/CN=www.example.test", "DNS:other.example.test",
@@ -204,6 +204,57 @@ def test_csrs_no_ca_issues_from_are_refused(tmp_path: Path, subject: str, san: s
         Csr.load(csr_path.read_bytes(), f"CSR file {csr_path}")
     assert f"CSR file {csr_path} " in str(info.value) or f"CSR file {csr_path}:" in str(info.value)
     assert message in str(info.value)
+
+
+def test_ip_addresses_in_a_csr_are_kept(tmp_path: Path) -> None:
+    """RFC 8738: openssl's IP: subjectAltNames are names of the CSR, written canonically (an
+    IPv6 address compressed, lower case); a CN holding an IP matches its iPAddress SAN."""
+    csr_path = openssl_csr(tmp_path, "/CN=www.example.test",
+                           "DNS:www.example.test,IP:192.0.2.7,IP:2001:DB8:0:0::1")
+    csr = Csr.load(csr_path.read_bytes())
+    assert csr.names == ["www.example.test", "192.0.2.7", "2001:db8::1"]
+    assert csr.ips == ["192.0.2.7", "2001:db8::1"]
+    csr.require_name("2001:0DB8::1", "CSR")
+    only_ip = openssl_csr(tmp_path, "/CN=192.0.2.7", "IP:192.0.2.7")
+    assert Csr.load(only_ip.read_bytes()).names == ["192.0.2.7"]
+
+
+def test_ip_names_and_their_coverage(tmp_path: Path) -> None:
+    """An IP is covered by the same address in an iPAddress SAN, however it is spelt; never by
+    a wildcard, nor by a DNS name that reads like it."""
+    assert check_name(" 2001:DB8:0::1 ") == "2001:db8::1" and check_name("192.0.2.7") == "192.0.2.7"
+    with pytest.raises(CsrError, match="with a zone"):
+        check_name("fe80::1%eth0")
+    with pytest.raises(CsrError, match="not a valid DNS name .* nor an IP address"):
+        check_name("999.0.0.1")
+    key = make_key()
+    for names in (["192.0.2.7", "2001:db8::1"], ["*.0.2.7", "www.example.test"]):
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([])).issuer_name(x509.Name([]))
+                   .public_key(key.public_key()).serial_number(1)
+                   .not_valid_before(dt.datetime(2025, 1, 1, tzinfo=dt.UTC)).not_valid_after(dt.datetime(2035, 1, 1, tzinfo=dt.UTC))
+                   .add_extension(x509.SubjectAlternativeName(
+                       [x509.IPAddress(ipaddress.ip_address(n)) if is_ip(n) else x509.DNSName(n)
+                        for n in names]), critical=False))
+        cert = Certificate.load(builder.sign(key, hashes.SHA256()).public_bytes(
+            serialization.Encoding.PEM))
+        ip_cert = names[0] == "192.0.2.7"
+        assert cert.covers("192.0.2.7") is ip_cert
+        assert cert.covers("2001:0DB8:0:0:0:0:0:1") is ip_cert
+        assert not cert.covers("192.0.2.8")
+
+
+def test_the_agents_csr_for_an_ip_has_no_cn(tmp_path: Path) -> None:
+    """lecentral-install csr 192.0.2.7 --san www.example.test: an iPAddress SAN and no CN (CAs
+    read a CN as a DNS name); with a DNS name first, that name is the CN."""
+    from lecentral.install.csr import build_csr
+
+    key = make_key()
+    csr = build_csr(["192.0.2.7", "www.example.test"], key)
+    assert csr.csr.subject == x509.Name([]) and csr.names == ["www.example.test", "192.0.2.7"]
+    csr = build_csr(["www.example.test", "192.0.2.7"], key)
+    assert csr.csr.subject.rfc4514_string() == "CN=www.example.test"
+    assert csr.ips == ["192.0.2.7"]
 
 
 def test_a_csr_without_cn_but_with_sans_is_fine(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
-from ipaddress import ip_address
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -124,9 +124,10 @@ def odd_csr(cn: str | None, sans: list[x509.GeneralName] | None) -> bytes:
 
 
 ODD_CSRS: dict[str, tuple[Callable[[], bytes], str]] = {
-    "ip": (lambda: odd_csr(NAME, [x509.DNSName(NAME), x509.IPAddress(ip_address("192.0.2.7"))]),
-           ("asks for the IP address 192.0.2.7 (an iPAddress subjectAltName): lecentral issues "
-           "certificates for DNS names only")),
+    "ip-network": (lambda: odd_csr(NAME, [x509.DNSName(NAME),
+                                          x509.IPAddress(ip_network("192.0.2.0/24"))]),
+                   ("has the IP network 192.0.2.0/24 as a subjectAltName: a certificate names "
+                    "single IP addresses only")),
     "cn-outside": (lambda: odd_csr(NAME, [x509.DNSName("example.test")]),
                    f"its CN {NAME} is not among its subjectAltNames (example.test)"),
     "cn-only": (lambda: odd_csr(NAME, None),
@@ -143,6 +144,14 @@ ODD_CSRS: dict[str, tuple[Callable[[], bytes], str]] = {
      "CERTIFICATE REQUEST----- line")),
     *[(kind, [NAME], f"CSR file {{csr_dir}}/{NAME}.csr {text}" if kind != "cn-outside"
        else f"CSR file {{csr_dir}}/{NAME}.csr: {text}") for kind, (_, text) in ODD_CSRS.items()],
+    ("ip", [NAME], (f"{NAME}: the CSR asks for the IP address 192.0.2.7: IP addresses are "
+                    "proved by HTTP-01 only (RFC 8738), never by DNS-01: add it with --certbot "
+                    "--webroot PATH (the DocumentRoot the web server serves at http://192.0.2.7/")),
+    ("ip-wildcard", ["*.example.test", "--certbot", "--webroot", "{tmp}"],
+     ("*.example.test: the CSR asks for the IP address 192.0.2.7, which only HTTP-01 proves, and "
+      "the wildcard *.example.test, which only DNS-01 proves: no one challenge type proves both; "
+      "make two CSRs")),
+    (None, ["fe80::1%eth0"], "'fe80::1%eth0' is an IPv6 address with a zone (%...)"),
     ("weak", [NAME], "RSA key of 1024 bits"),
     (None, ["not a name"], "'not a name' is not a valid DNS name"),
     ("ok", [NAME, "--certbot"], "--certbot and --webroot go together"),
@@ -160,6 +169,11 @@ def test_add_errors_write_nothing(env: Env, setup: str | None, args: list[str],
         path.write_bytes(make_csr([NAME], make_key("rsa1024"))[0])
     elif setup == "ok":
         env.csr([NAME])
+    elif setup == "ip":
+        env.csr([NAME, "192.0.2.7"])
+    elif setup == "ip-wildcard":
+        env.csr(["*.example.test", "192.0.2.7"])
+    args = [a.format(tmp=env.tmp) for a in args]
     result = env.run("add", *args)
     assert result.exit_code != 0
     assert message.format(csr_dir=env.csr_dir) in result.stderr
@@ -199,6 +213,46 @@ def test_set_csr(env: Env) -> None:
         assert env.store().get(NAME) == row
     missing = env.run("set-csr", "nope.example.test", str(new))
     assert missing.exit_code != 0
+    with_ip = env.csr([NAME, "192.0.2.7"], file="with-ip.csr")
+    refused = env.run("set-csr", NAME, str(with_ip))
+    assert refused.exit_code == 5, refused.output
+    assert "IP addresses are proved by HTTP-01 only" in refused.stderr
+    assert env.store().get(NAME) == row
+
+
+@pytest.mark.parametrize("typed, name, sans", [
+    ("192.0.2.10", "192.0.2.10", ["192.0.2.10"]),
+    ("2001:DB8:0::0:1", "2001:db8::1", ["2001:db8::1"]),
+    ("192.0.2.10", "192.0.2.10", ["www.example.test", "192.0.2.10", "2001:db8::1"]),
+])
+def test_add_an_ip_certificate_for_http01(env: Env, tmp_path: Path, typed: str, name: str,
+                                          sans: list[str]) -> None:
+    """RFC 8738: a CSR with IP addresses (alone or with DNS names) is an HTTP-01 (--certbot) row;
+    an IP-only one is named by its IP, written canonically (the CSR file is looked up by it)."""
+    webroot = tmp_path / "htdocs"
+    webroot.mkdir()
+    csr_path = env.csr(sans, file=f"{name}.csr")
+    result = env.run("add", typed, "--certbot", "--webroot", str(webroot), "--enable")
+    assert result.exit_code == 0, result.output
+    [item] = env.rows()
+    assert item["name"] == name and item["method"] == "certbot" and item["problems"] == []
+    assert item["names"] == Csr.load(csr_path.read_bytes()).names
+    assert sorted(item["names"]) == sorted(sans)
+    shown = env.run("show", typed)
+    assert shown.exit_code == 0 and f"name              {name}" in shown.output
+    refused = env.run("add", typed)  # the same name again, without --certbot
+    assert refused.exit_code == 5 and "IP addresses are proved by HTTP-01 only" in refused.stderr
+
+
+def test_an_ip_dns01_row_written_past_add_is_invalid_in_list(env: Env) -> None:
+    """A row another tool wrote (certbot='N' with an IP): list says INVALID and what to change."""
+    from lecentral_testing.central import new_row
+
+    pem, _ = make_csr(["192.0.2.10"])
+    env.store().add(new_row(pem))
+    [item] = env.rows()
+    assert item["invalid"] and any("IP addresses are proved by HTTP-01 only" in p
+                                   for p in item["problems"])
 
 
 def test_enable_disable_remove(env: Env) -> None:

@@ -202,3 +202,30 @@ def test_check_all_enabled_dns_rows(fresh: tuple[Path, int], tmp_path: Path) -> 
     result = cli("--config", str(config), "dns", "check", "--all", "--json")
     assert result.exit_code == 0, result.output
     assert [r["name"] for r in json.loads(result.stdout)] == [NAME]
+
+
+def test_check_all_reports_an_ip_address_in_a_dns_row(fresh: tuple[Path, int],
+                                                      tmp_path: Path) -> None:
+    """A DNS-01 row written past ``lecentral add`` with an IP address (RFC 8738: HTTP-01 only):
+    a FAIL naming the row and what to change, no sub-zone looked up for the address."""
+    from lecentral_testing.central import new_row
+
+    from lecentral.store.sql import SqlStore
+
+    toml, _ = fresh
+    config = tmp_path / "lecentral.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/lecentral.db"\n\n' + toml.read_text())
+    assert cli("--config", str(config), "init").exit_code == 0
+    store = SqlStore(f"sqlite:///{tmp_path}/lecentral.db")
+    try:
+        store.add(new_row(make_csr([NAME, "192.0.2.7"])[0]))
+    finally:
+        store.close()
+    result = cli("--config", str(config), "dns", "check", "--all", "--json")
+    assert result.exit_code != 0
+    [report] = json.loads(result.stdout)
+    assert report["name"] == NAME and report["status"] == "FAIL"
+    [finding] = report["findings"]
+    assert finding["check"] == "row" and finding["status"] == "FAIL"
+    assert (f"row {NAME} is invalid: {NAME}: the CSR asks for the IP address 192.0.2.7: IP "
+            "addresses are proved by HTTP-01 only") in finding["message"]

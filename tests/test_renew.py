@@ -246,7 +246,8 @@ def _bad_csr(kind: str) -> tuple[bytes, Any]:
 
 
 BAD_CSRS = {
-    "ip": "asks for the IP address 127.0.0.1 (an iPAddress subjectAltName)",
+    "ip": (f"{SPARE[7]}: the CSR asks for the IP address 127.0.0.1: IP addresses are proved by "
+           "HTTP-01 only (RFC 8738), never by DNS-01: add it with --certbot --webroot PATH"),
     "cn-outside": f"its CN {SPARE[7]} is not among its subjectAltNames ({ONE})",
     "cn-only": f"names {SPARE[7]} only in its CN and has no DNS subjectAltName",
     "not-the-row": f"does not name {SPARE[7]} (it names {ONE})",

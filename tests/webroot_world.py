@@ -22,6 +22,7 @@ from lecentral_testing.pebble import PebbleServer
 from lecentral_testing.ports import LOOPBACK
 from lecentral_testing.webroot import WebrootSites
 
+from lecentral.certificates import is_ip
 from lecentral.config import (
     AcmeConfig,
     CentralConfig,
@@ -45,6 +46,8 @@ SITES = {
     "mix1": ["mix1.web.test"],
     "mix2": ["mix2a.web.test", "mix2b.web.test"],
     "shared": ["share1.web.test", "share2.web.test"],
+    # RFC 8738: Pebble validates an IP identifier at the address itself (httpPort), Host the IP
+    "ip": ["127.0.0.1", "ipmix.web.test"],
 }
 ISSUERS = ["webroot", "certbot-webroot"]
 DNS_NAMES = ["dns1.web.test", "dns2.web.test"]
@@ -114,7 +117,7 @@ def leftovers(root: Path) -> list[str]:
 def web_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebWorld]:
     """BIND with every site's names, nginx serving their webroots, Pebble validating through both."""
     workdir = tmp_path_factory.mktemp("webroot-world")
-    names = [n for site in SITES.values() for n in site] + DNS_NAMES + list(REDIRECTS)
+    names = [n for site in SITES.values() for n in site if not is_ip(n)] + DNS_NAMES + list(REDIRECTS)
     sites = {label: (site, workdir / "sites" / label) for label, site in SITES.items()}
     with BindServer(workdir / "bind", parent=PARENT, subzones=names) as bind, \
             WebrootSites(workdir / "nginx", sites, REDIRECTS) as web, \

@@ -16,6 +16,7 @@ import click
 from lecentral.certificates import (
     Certificate,
     Csr,
+    check_methods,
     check_name,
     load_chain,
     now_ts,
@@ -155,6 +156,10 @@ def add(app: App, name: str, csr_file: Path | None, certbot: bool, webroot: Path
     The CSR's key fingerprint (md5_modulus) is computed from the CSR. The row is disabled unless
     --enable is given, with ts_expire and ts_last_update set to 1 as populate.pl does, so the next
     renew run issues it.
+
+    NAME may be an IP address (RFC 8738): a CSR with IP addresses in its subjectAltName is
+    proved by HTTP-01 only, so it needs --certbot --webroot PATH; an IP-only certificate is named
+    by its (first) IP address, e.g. `lecentral add 192.0.2.10 --certbot --webroot /srv/www`.
     """
     name = check_name(name)
     if certbot != (webroot is not None):
@@ -164,6 +169,7 @@ def add(app: App, name: str, csr_file: Path | None, certbot: bool, webroot: Path
                              "DocumentRoot")
     path = csr_file or Path(app.config.renew.csr_dir) / f"{name}.csr"
     csr = _csr_for(name, path)
+    check_methods(name, csr.names, http01=certbot)
     row = CertRow(name=name, csr=csr.pem, md5_modulus=csr.md5_modulus, enable=enable,
                   comment=comment, certbot=certbot, ts_expire=1, ts_last_update=1,
                   count_fail_update=0,
@@ -182,6 +188,9 @@ def set_csr(app: App, name: str, csr_file: Path) -> None:
     """Replace the CSR of NAME (after a new key was made on the server)."""
     name = known_name(name)
     csr = _csr_for(name, csr_file)
+    row = app.store().get(name)
+    if row is not None:  # an unknown name: the store's set_csr says so
+        check_methods(name, csr.names, http01=row.certbot)
     app.store().set_csr(name, csr.pem, csr.md5_modulus, now_ts())
     click.echo(f"{name}: new CSR stored (md5_modulus {csr.md5_modulus}); "
                f"lecentral renew --force {name} to issue a certificate for it now")

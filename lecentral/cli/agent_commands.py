@@ -178,7 +178,9 @@ def check(app: AgentApp, names: tuple[str, ...], warning_days: float | None,
 @click.option("--rotate", is_flag=True,
               help="Make a new key in KEY.next for this CSR; the agent switches key and certificate "
                    "together when the certificate arrives (a pending KEY.next is reused).")
-@click.option("--san", "sans", multiple=True, metavar="NAME", help="Another name (repeatable).")
+@click.option("--san", "sans", multiple=True, metavar="NAME",
+              help="Another name (repeatable); an IP address becomes an iPAddress subjectAltName "
+                   "(an IP certificate is issued by HTTP-01: lecentral add --certbot).")
 @click.option("--rsa", "rsa_bits", type=click.Choice(["2048", "3072", "4096"]),
               help="Make an RSA key of this size [default for a new key: 2048].")
 @click.option("--ec", "curve", type=click.Choice(["p256", "p384"]), help="Make an ECDSA key on this curve.")
@@ -201,6 +203,7 @@ def csr(name: str, key_path: Path, sans: tuple[str, ...], rsa_bits: str | None, 
     central host, `lecentral-install run` switches key and certificate together, and keeps the
     old key in its backups.
     """
+    from lecentral.certificates import check_name
     from lecentral.errors import CsrError
     from lecentral.install.csr import KeySpec, make_csr
 
@@ -221,9 +224,11 @@ def csr(name: str, key_path: Path, sans: tuple[str, ...], rsa_bits: str | None, 
     from lecentral.files_io import replace_atomically
 
     replace_atomically(str(out), request.pem, os.geteuid(), os.getegid(), 0o644)
-    first = request.names[0]
+    first = check_name(name)  # the row's name: the one typed (an IP is never the CN)
+    http01 = " --certbot --webroot PATH" if request.ips else ""  # RFC 8738: IPs by HTTP-01 only
     then = (f"lecentral set-csr {first} {out.name} and lecentral renew --force {first}" if staged
-            else f"lecentral add {first} --csr {out.name} (or lecentral set-csr {first} {out.name})")
+            else f"lecentral add {first} --csr {out.name}{http01} (or lecentral set-csr {first} "
+                 f"{out.name})")
     click.echo(f"wrote {out}; on the central host: {then}", err=True)
 
 

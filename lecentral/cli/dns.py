@@ -211,7 +211,7 @@ def check(app: App, names: tuple[str, ...], all_rows: bool, resolvers: tuple[str
 
 def _enabled_dns_names(app: App) -> tuple[list[str], list[NameReport]]:
     """Every name of every enabled DNS-01 row's CSR; invalid rows as FAIL reports."""
-    from lecentral.certificates import Csr
+    from lecentral.certificates import Csr, check_methods
     from lecentral.dns.check import FAIL, NameReport
 
     names: list[str] = []
@@ -222,7 +222,9 @@ def _enabled_dns_names(app: App) -> tuple[list[str], list[NameReport]]:
         try:
             if row.problems:
                 raise LecentralError("; ".join(row.problems))
-            names += [n for n in Csr.load(row.csr, f"CSR of {row.name}").names if n not in names]
+            csr = Csr.load(row.csr, f"CSR of {row.name}")
+            check_methods(row.name, csr.names, http01=False)  # an IP address has no sub-zone
+            names += [n for n in csr.names if n not in names]
         except LecentralError as exc:
             report = NameReport(row.name)
             report.add("row", FAIL, f"row {row.name} is invalid: {exc}", f"fix it: lecentral show {row.name}")

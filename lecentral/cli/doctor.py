@@ -77,7 +77,7 @@ def doctor(app: App, apply_fix: bool, skip_dns: bool, as_json: bool) -> None:
 
 def _dns(app: App, raws: list[dict[str, object]]) -> list[Finding]:
     """``lecentral dns check`` for every name of every enabled, valid DNS-01 row."""
-    from lecentral.certificates import Csr
+    from lecentral.certificates import Csr, is_ip
     from lecentral.dns.check import SubZoneChecker
     from lecentral.doctor import ERROR, MANUAL, Finding, dns_findings
     from lecentral.errors import LecentralError
@@ -89,7 +89,8 @@ def _dns(app: App, raws: list[dict[str, object]]) -> list[Finding]:
         if row.problems or not row.enable or row.certbot:
             continue
         try:
-            names += [n for n in Csr.load(row.csr).names if n not in names]
+            # an IP address in a DNS-01 row: the row's findings say so; it has no sub-zone
+            names += [n for n in Csr.load(row.csr).names if n not in names and not is_ip(n)]
         except LecentralError:
             continue  # the row's findings say so already
     if not names:

@@ -17,6 +17,11 @@ that one account. Until certbot has an account for ``[acme] directory``, runs ta
 to certbot in a 0600 config file, never on its command line (which every local user can read).
 certbot's own error text (the CA's problems, from its output) becomes the IssueError, so it
 reaches the event log; its full log stays in ``state_dir/logs``.
+
+IP addresses (RFC 8738) in the CSR need a certbot that orders IP identifiers (certbot 5, whose
+``--help all`` lists ``--ip-address``); an older one would order the DNS names alone and the
+certificate would be refused after issuance, so it is asked once, and a row with IP addresses
+gets a clear error naming the native ``webroot`` issuer instead.
 """
 
 from __future__ import annotations
@@ -159,6 +164,7 @@ class CertbotWebrootIssuer(Issuer):
         # per webroot, so that it never removes one that another run is about to write into
         self._webroots: dict[Path, threading.Lock] = {}
         self._lock = threading.Lock()
+        self._ip_support: str | None = None  # "" if certbot orders IP identifiers, else why not
 
     def _webroot_turn(self, webroot: Path) -> threading.Lock:
         with self._lock:
@@ -169,6 +175,8 @@ class CertbotWebrootIssuer(Issuer):
 
         webroot = webroot_of(row.name, row.webroot_path)
         names = http01_names(row.name, csr.names)
+        if csr.ips:
+            self.require_ip_support(row.name, csr.ips)
         with self._webroot_turn(webroot):
             if self.checker is not None:
                 with self.dirs.open(webroot) as files:
@@ -181,6 +189,36 @@ class CertbotWebrootIssuer(Issuer):
                     shutil.rmtree(run_dir, ignore_errors=True)
         crt, ca = split_fullchain(fullchain)
         return IssuedCertificate(crt=crt, ca=ca)
+
+    def require_ip_support(self, row_name: str, ips: list[str]) -> None:
+        """IssueError unless this certbot orders IP identifiers (asked once per run)."""
+        with self._lock:
+            if self._ip_support is None:
+                self._ip_support = self._ask_ip_support()
+        if self._ip_support:
+            raise IssueError(
+                f"{row_name}: the CSR asks for the IP address {', '.join(ips)}, but "
+                f"{self._ip_support}; let the native issuer handle certbot rows "
+                '([renew] http01_issuer = "webroot"), or install certbot 5 or later')
+
+    def _ask_ip_support(self) -> str:
+        """"" if ``certbot --help all`` lists ``--ip-address``, else a sentence saying why not."""
+        env = {**os.environ, "HOME": str(self.state), "XDG_CONFIG_HOME": str(self.state / "xdg")}
+
+        def output(*args: str) -> str:
+            return subprocess.run([self.certbot, *args], env=env, check=False,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, timeout=120).stdout.decode("utf-8",
+                                                                                       "replace")
+
+        try:
+            if "--ip-address" in output("--help", "all"):
+                return ""
+            version = " ".join(output("--version").split())[:80] or "certbot"
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{self.certbot} --help all could not be run ({exc})"
+        return (f"{version} ({self.certbot}) cannot order IP address identifiers (its "
+                "--help all has no --ip-address)")
 
     def _run_dir(self) -> Path:
         runs = self.state / "runs"

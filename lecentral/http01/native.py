@@ -20,10 +20,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from lecentral.errors import IssueError
 from lecentral.http01.webroot import ChallengeDirs, http01_names, webroot_of
 from lecentral.interfaces import IssuedCertificate, Issuer
 
 if TYPE_CHECKING:
+    from acme import messages
+
     from lecentral.certificates import Csr
     from lecentral.config import CentralConfig
     from lecentral.http01.selfcheck import SiteChecker
@@ -36,7 +39,8 @@ NAME = "webroot"
 
 #: what to do when the CA could not fetch a challenge file although our own check could
 CA_HINT = ("the CA fetches http://NAME/.well-known/acme-challenge/TOKEN on port 80 from the "
-           "internet: check the names' public A/AAAA records, firewalls and redirects")
+           "internet (an IP address at that address itself): check the names' public A/AAAA "
+           "records, firewalls and redirects")
 
 
 def site_checker(config: CentralConfig) -> SiteChecker | None:
@@ -46,6 +50,21 @@ def site_checker(config: CentralConfig) -> SiteChecker | None:
     from lecentral.http01.selfcheck import SiteChecker
 
     return SiteChecker(config.dns, config.http01.port)
+
+
+def check_ip_identifiers(order: messages.OrderResource, ips: list[str]) -> None:
+    """IssueError unless the order holds an ``ip`` identifier for each of ``ips`` (RFC 8738 §3):
+    an acme library that ordered the DNS names alone would get a certificate without them."""
+    from importlib.metadata import version
+
+    from lecentral.certificates import ip_name
+
+    ordered = {ip_name(str(i.value)) for i in order.body.identifiers if i.typ.name == "ip"}
+    missing = [ip for ip in ips if ip not in ordered]
+    if missing:
+        raise IssueError(f"the order {order.uri} has no ip identifier for {', '.join(missing)}: "
+                         f"the installed acme library ({version('acme')}) does not order IP "
+                         "addresses (RFC 8738); upgrade it (pip install -U acme)")
 
 
 class WebrootIssuer(Issuer):
@@ -69,6 +88,7 @@ class WebrootIssuer(Issuer):
             client = self._acme()
             order = client.new_order(csr.pem, names)
             log.info("%s: order %s created for %s", row.name, order.uri, ", ".join(names))
+            check_ip_identifiers(order, csr.ips)
             pending = client.pending_challenges(order, "http-01")
             for challenge in pending:
                 files.write(challenge.token, challenge.validation)

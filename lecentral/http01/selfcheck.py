@@ -3,7 +3,8 @@
 A webroot the web server does not serve for a name is the common HTTP-01 mistake; found by the
 CA, it is a failed validation that counts against the CA's rate limits. So for every name, this
 module resolves its A/AAAA records (through ``[dns] check_resolvers``, then ``[dns] server``:
-never the system resolver, whose answers may differ from what the world sees), connects to each
+never the system resolver, whose answers may differ from what the world sees; an IP address
+(RFC 8738) is its own and only address, as the CA connects to it directly), connects to each
 address on ``[http01] port`` (80 in production: the CA always uses 80), asks for
 ``/.well-known/acme-challenge/FILE`` with the name as Host, follows redirects as the CA does (at
 most 10, http or https, certificates not verified) and compares the body. Any difference is an
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+from lecentral.certificates import ip_name
 from lecentral.config import DnsConfig
 from lecentral.errors import ConfigError, IssueError
 from lecentral.http01.webroot import CHALLENGE_PATH, ChallengeFiles
@@ -55,10 +57,15 @@ class SiteChecker:
         self.resolvers.append(resolve_server(dns.server, "[dns] server"))
 
     def addresses(self, name: str) -> list[str]:
-        """A and AAAA of ``name`` from the configured DNS servers; IssueError if none."""
+        """A and AAAA of ``name`` from the configured DNS servers; IssueError if none. An IP
+        address is itself: the CA validates an IP identifier at that address (RFC 8738 §7)."""
         import dns.name
 
         from lecentral.dns.propagation import resolve_host
+
+        ip = ip_name(name)
+        if ip is not None:
+            return [ip]
 
         found = resolve_host(dns.name.from_text(name + "."), self.resolvers)
         if not found:
@@ -125,7 +132,12 @@ class SiteChecker:
 
 def _url(scheme: str, host: str, port: int, path: str) -> str:
     default = 80 if scheme == "http" else 443
-    return f"{scheme}://{host}{'' if port == default else f':{port}'}{path}"
+    return f"{scheme}://{_host(host)}{'' if port == default else f':{port}'}{path}"
+
+
+def _host(host: str) -> str:
+    """``host`` as a URL and a Host header write it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 def _get(scheme: str, address: str, port: int, host: str, path: str, url: str) -> Answer:
@@ -140,7 +152,7 @@ def _get(scheme: str, address: str, port: int, host: str, path: str, url: str) -
     else:
         conn = http.client.HTTPConnection(address, port, timeout=TIMEOUT)
     try:
-        conn.request("GET", path, headers={"Host": host, "User-Agent": "lecentral-http01-selfcheck",
+        conn.request("GET", path, headers={"Host": _host(host), "User-Agent": "lecentral-http01-selfcheck",
                                            "Accept": "*/*", "Connection": "close"})
         response = conn.getresponse()
         body = response.read(MAX_BODY)
@@ -160,6 +172,7 @@ class _SniHttps(http.client.HTTPSConnection):
 
     def __init__(self, address: str, port: int, server_name: str, context: ssl.SSLContext) -> None:
         super().__init__(address, port, timeout=TIMEOUT, context=context)
+        # an IP address is never sent as SNI (RFC 6066 §3); the ssl module leaves it out
         self._server_name = server_name
         self._ctx = context
 

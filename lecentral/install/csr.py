@@ -13,6 +13,7 @@ its next restart.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from lecentral.certificates import Csr, check_name, key_description
+from lecentral.certificates import Csr, check_name, is_ip, key_description
 from lecentral.errors import CsrError
 from lecentral.files_io import fsync_dir, temp_name, write_new
 from lecentral.records import next_key_path
@@ -109,11 +110,16 @@ def spec_of(key: PrivateKey) -> KeySpec:
 
 
 def build_csr(names: list[str], key: PrivateKey) -> Csr:
-    """A CSR with CN = names[0] and every name as a DNS subjectAltName, signed with SHA-256."""
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    """A CSR with CN = names[0] and every name as a DNS subjectAltName, signed with SHA-256.
+
+    IP addresses (RFC 8738) become iPAddress subjectAltNames; an IP is never the CN (CAs read
+    a CN as a DNS name), so a CSR whose first name is an IP has an empty subject."""
+    subject = x509.Name([] if is_ip(names[0])
+                        else [x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    sans = [x509.IPAddress(ipaddress.ip_address(n)) if is_ip(n) else x509.DNSName(n)
+            for n in names]
     csr = (x509.CertificateSigningRequestBuilder().subject_name(subject)
-           .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
-                          critical=False)
+           .add_extension(x509.SubjectAlternativeName(sans), critical=False)
            .sign(key, hashes.SHA256()))
     return Csr.load(csr.public_bytes(serialization.Encoding.PEM), "the new CSR")
 

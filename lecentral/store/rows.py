@@ -15,6 +15,7 @@ from typing import Any
 from lecentral.certificates import (
     Certificate,
     Csr,
+    check_methods,
     check_name,
     load_chain,
     md5_ca,
@@ -157,6 +158,8 @@ def load_row_csr(row: CertRow) -> Csr:
     if csr.md5_modulus != row.md5_modulus:
         raise CsrError(f"{row.name}: md5_modulus {row.md5_modulus} does not match the CSR's key "
                        f"({csr.md5_modulus}); store the right CSR with lecentral set-csr")
+    # rows written by other tools: IP addresses with certbot='N' must not reach DNS-01
+    check_methods(row.name, csr.names, http01=row.certbot)
     return csr
 
 

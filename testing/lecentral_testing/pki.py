@@ -7,6 +7,7 @@ quickly and in many shapes: RSA or ECDSA, one name or several, weak keys for err
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from pathlib import Path
 
 from cryptography import x509
@@ -31,12 +32,24 @@ def key_pem(key: PrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
+def _san(name: str) -> x509.GeneralName:
+    """An IP address as an iPAddress subjectAltName (RFC 8738), anything else as a DNS name."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 def make_csr(names: list[str], key: PrivateKey | None = None) -> tuple[bytes, PrivateKey]:
-    """A PEM CSR with CN = names[0] and every name as a DNS SAN; returns (csr_pem, key)."""
+    """A PEM CSR with CN = names[0] and every name as a SAN (IP addresses as iPAddress SANs, and
+    never as the CN: an IP first name gives an empty subject); returns (csr_pem, key)."""
     key = key or make_key()
+    first = _san(names[0])
+    subject = ([] if isinstance(first, x509.IPAddress)
+               else [x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     builder = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    ).add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        x509.Name(subject)
+    ).add_extension(x509.SubjectAlternativeName([_san(n) for n in names]), critical=False)
     csr = builder.sign(key, hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.PEM), key
 
