@@ -131,7 +131,7 @@ def renew_findings(renew: RenewConfig, raws: Iterable[Mapping[str, Any]]) -> lis
     """``[renew]`` settings that do not fit the certificates in the database
     (:func:`lecentral.window.window_warnings`, against the shortest lifetime of the enabled rows'
     stored certificates), as warnings named ``[renew]``."""
-    from lecentral.window import window_warnings
+    from lecentral.window import lifetime_of, window_warnings
 
     lifetimes = []
     for raw in raws:
@@ -142,7 +142,7 @@ def renew_findings(renew: RenewConfig, raws: Iterable[Mapping[str, Any]]) -> lis
             cert = Certificate.load(row.crt)
         except LecentralError:
             continue  # the row's own findings say so
-        lifetimes.append(cert.not_after - cert.not_before)
+        lifetimes.append(lifetime_of(cert.not_before, cert.not_after))
     return [Finding("[renew]", WARNING, "renew-window", message, MANUAL)
             for message in window_warnings(renew, min(lifetimes, default=None))]
 

@@ -5,7 +5,7 @@ Certificates no longer all live 90 days (Let's Encrypt: 64 days from 2027-02-10,
 all of those, so every run would reissue them. The default rule is the one certbot 4 and Let's
 Encrypt recommend: renew when a third of the lifetime is left, or half when the lifetime is under
 10 days. The lifetime is notAfter - notBefore of the stored certificate itself (no other column
-says it reliably: ``ts_last_update`` is also the last failed attempt).
+says it reliably: ``ts_last_update`` is also the last failed attempt), both ends included.
 
 Precedence (``[renew]``): ``before_days`` > 0 is the absolute override (days before notAfter,
 as lecentral always did); otherwise ``before``: ``auto`` (the rule above), a fraction of the
@@ -66,10 +66,16 @@ def _fraction_name(text: str, value: float) -> str:
     return {0.5: "half", 1 / 3: "1/3", 0.25: "1/4"}.get(value, text)
 
 
+def lifetime_of(not_before: int, not_after: int) -> int:
+    """Seconds a certificate is valid: both ends count (RFC 5280 §4.1.2.5), so Let's Encrypt's
+    "90-day" certificate, notAfter - notBefore = 90 days - 1 s, lives exactly 90 days."""
+    return max(not_after - not_before + 1, 0)
+
+
 def renew_at(not_before: int, not_after: int, renew: RenewConfig) -> Window:
     """When a certificate valid from ``not_before`` to ``not_after`` becomes due under ``renew``
     (``renew.before`` was checked when the configuration loaded)."""
-    lifetime = max(not_after - not_before, 0)
+    lifetime = lifetime_of(not_before, not_after)
     if renew.before_days > 0:
         return Window(not_after - renew.before_days * DAY,
                       f"{renew.before_days} days before it expires (renew.before_days)",
@@ -107,7 +113,7 @@ def window_warnings(renew: RenewConfig, shortest_lifetime: int | None) -> list[s
             f"renew.min_interval {renew.min_interval} s is more than 1/{MIN_INTERVAL_SHARE} of the "
             f"shortest certificate lifetime in the database ({span(shortest_lifetime)}): a failed "
             f"renewal could wait into its last quarter; set it to at most {share} s")
-    window = renew_at(0, shortest_lifetime, renew)
+    window = renew_at(0, shortest_lifetime - 1, renew)
     if window.rule != "fraction" and window.at <= 0:
         setting = (f"renew.before_days = {renew.before_days}" if window.rule == "before_days"
                    else f"renew.before = \"{renew.before}\"")
