@@ -302,3 +302,44 @@ def test_the_store_is_not_touched_by_a_bad_window_config(tmp_path: Path, store: 
     result = CliRunner().invoke(main, ["--config", path, "renew", "--json"])
     assert result.exit_code == 2 and "renew.before" in result.stderr
     assert store.list() == []
+
+
+# --- the cadence the shipped timers and cron lines run at ------------------------------------------
+
+CONTRIB = Path(__file__).resolve().parent.parent / "contrib"
+
+
+def _timer_gaps(timer: str) -> list[int]:
+    """Seconds between the next elapses of ``contrib/systemd/TIMER``'s OnCalendar, as systemd
+    computes them (``systemd-analyze calendar``)."""
+    import itertools
+    import re
+    import subprocess
+    from datetime import datetime
+
+    (spec,) = [line.split("=", 1)[1] for line in (CONTRIB / "systemd" / timer).read_text()
+               .splitlines() if line.startswith("OnCalendar=")]
+    done = subprocess.run(["systemd-analyze", "calendar", "--iterations=13", spec],
+                          capture_output=True, text=True, timeout=60, check=True)
+    times = [datetime.strptime(t, "%a %Y-%m-%d %H:%M:%S %Z").timestamp() for t in
+             re.findall(r"(?:Next elapse|Iter\. #\d+): (\w{3} [\d-]+ [\d:]+ UTC)", done.stdout)]
+    assert len(times) == 13, done.stdout
+    return [int(b - a) for a, b in itertools.pairwise(times)]
+
+
+def _cron_hours(name: str) -> str:
+    (line,) = [line for line in (CONTRIB / "cron" / name).read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    return line.split()[1]
+
+
+def test_the_timers_run_often_enough_for_6_day_certificates() -> None:
+    """The central renew at least every 4 hours (a 12-hour certificate is due with 6 hours
+    left), the agents at least twice a day (a 6-day one is renewed with 3 days left), both with
+    jitter; the cron lines the same."""
+    assert max(_timer_gaps("lecentral-renew.timer")) <= 4 * HOUR
+    assert max(_timer_gaps("lecentral-install.timer")) <= 12 * HOUR
+    for timer in ("lecentral-renew.timer", "lecentral-install.timer"):
+        assert "RandomizedDelaySec=" in (CONTRIB / "systemd" / timer).read_text()
+    assert _cron_hours("lecentral-renew") == "*/4"
+    assert _cron_hours("lecentral-install") == "*"
