@@ -4,7 +4,9 @@ Each table is a frozen dataclass; its fields are the only keys allowed, typed by
 Unknown keys, wrong types and missing files are :class:`ConfigError` naming the key and the file.
 Field metadata: ``secret=True`` (masked by ``config show``), ``must_exist=True`` (a path that must
 exist when set; an empty string means unset), ``checked_on_use=True`` (a path only its reader
-checks, see :func:`used_path`).
+checks, see :func:`used_path`), ``parser="NAME"`` (a value only :data:`_PARSERS` ``[NAME]`` can
+check, such as ``renew.before``). A table whose keys must agree with each other defines
+``validate_table(where, source)``, called once it is built (``renew.before`` and ``before_days``).
 """
 
 from __future__ import annotations
