@@ -10,6 +10,7 @@ renewal time, since a test cannot wait 6 hours (the clock is the only thing not 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from lecentral_testing.agent import AgentWorld
 from lecentral_testing.pebble import PebbleServer
 from lecentral_testing.ports import LOOPBACK
 from renew_world import (
@@ -36,6 +38,7 @@ from lecentral.config import RenewConfig, load_central
 from lecentral.errors import ConfigError
 from lecentral.renew import due_reason
 from lecentral.store.sql import SqlStore
+from lecentral.window import renew_at
 
 HOUR, DAY = 3600, 86400
 
@@ -343,3 +346,38 @@ def test_the_timers_run_often_enough_for_6_day_certificates() -> None:
         assert "RandomizedDelaySec=" in (CONTRIB / "systemd" / timer).read_text()
     assert _cron_hours("lecentral-renew") == "*/4"
     assert _cron_hours("lecentral-install") == "*"
+
+
+# --- the agent's hour of tolerance with short lifetimes ---------------------------------------------
+
+
+def test_the_agent_installs_each_renewed_12_hour_certificate(world: AgentWorld) -> None:
+    """The agent's "same time" hour (SAME_TIME, only a guard against going backwards) stays
+    right for 12-hour certificates: the one renewed at its renewal time (6 hours left) expires
+    6 hours later and is installed; a reissue minutes later is installed too; the older one,
+    stored back, never replaces it. The test CA signs here (lecentral_testing's TestCA, real
+    certificates): two certificates 6 hours apart cannot be had from Pebble without waiting."""
+    name = "short.example.test"
+    world.add(name)
+    now = dt.datetime.now(dt.UTC)
+    first = world.issue(name, start=now - dt.timedelta(hours=6), days=0.5)
+    world.write_config(world.entry(name))
+    assert world.run("run").by_name(name)["status"] == "installed"
+    window = renew_at(first.not_before, first.not_after, RenewConfig())
+    assert window.at <= now_ts() < window.at + 120, window  # due now: 6 hours left
+
+    renewed = world.issue(name, start=now, days=0.5)
+    result = world.run("run").by_name(name)
+    assert result["status"] == "installed" and "newer certificate" in result["message"], result
+    crt = world.ssl / "certs" / f"{name}.crt"
+    assert Certificate.load(crt.read_bytes()).fingerprint == renewed.fingerprint
+
+    reissued = world.issue(name, start=now + dt.timedelta(minutes=10), days=0.5)
+    result = world.run("run").by_name(name)
+    assert result["status"] == "installed" and "reissued certificate" in result["message"], result
+    assert Certificate.load(crt.read_bytes()).fingerprint == reissued.fingerprint
+
+    world.issue(name, start=now - dt.timedelta(hours=6), days=0.5)  # the old one stored back
+    result = world.run("run").by_name(name)
+    assert result["status"] == "skipped" and "newer than the database" in result["message"]
+    assert Certificate.load(crt.read_bytes()).fingerprint == reissued.fingerprint
