@@ -4,7 +4,9 @@ Each table is a frozen dataclass; its fields are the only keys allowed, typed by
 Unknown keys, wrong types and missing files are :class:`ConfigError` naming the key and the file.
 Field metadata: ``secret=True`` (masked by ``config show``), ``must_exist=True`` (a path that must
 exist when set; an empty string means unset), ``checked_on_use=True`` (a path only its reader
-checks, see :func:`used_path`).
+checks, see :func:`used_path`), ``parser="NAME"`` (a value only :data:`_PARSERS` ``[NAME]`` can
+check, such as ``renew.before``). A table whose keys must agree with each other defines
+``validate_table(where, source)``, called once it is built (``renew.before`` and ``before_days``).
 """
 
 from __future__ import annotations
@@ -116,12 +118,60 @@ class AcmeConfig:
     profile: str = profile_name()  # the ACME profile to order ("": the CA's default)
 
 
+AUTO = "auto"
+
+
+def parse_before(value: Any, where: str, source: str) -> str:
+    """``renew.before`` checked and normalised (the text kept: :func:`before_rule` reads it).
+
+    A bare number is refused: "0.5" could mean half the lifetime or half a second, and 30 could
+    mean days or seconds; the message says how to write each.
+    """
+    text = value.strip().lower() if isinstance(value, str) else None
+    hint = (f"{where} must be \"auto\", a fraction of the certificate's lifetime (\"1/3\", "
+            f"\"50%\") or a duration before it expires with a unit s, m, h, d or w (\"36h\", "
+            f"\"30d\")")
+    if text is None or not text:
+        raise ConfigError(f"{source}: {hint} (not {value!r})")
+    if text == AUTO:
+        return AUTO
+    if "/" in text or text.endswith("%"):
+        try:
+            fraction = before_fraction(text)
+        except (ValueError, ZeroDivisionError):
+            raise ConfigError(f"{source}: {hint} (not {value!r})") from None
+        if not 0 < fraction < 1:
+            raise ConfigError(f"{source}: {where} = {value!r}: a fraction of the lifetime must be "
+                              "more than 0 and less than 1 (\"1/3\": renew with a third left)")
+        return text
+    if text[-1] not in _UNITS:
+        try:
+            float(text)
+        except ValueError:
+            raise ConfigError(f"{source}: {hint} (not {value!r})") from None
+        raise ConfigError(f"{source}: {hint} (not {value!r}: a number without a unit is "
+                          "ambiguous)")
+    parse_duration(text, where, source, minimum=60)
+    return text
+
+
+def before_fraction(text: str) -> float:
+    """The fraction of ``"1/3"`` or ``"50%"`` (ValueError for anything else)."""
+    if text.endswith("%"):
+        return float(text[:-1]) / 100
+    top, _, bottom = text.partition("/")
+    return float(top) / float(bottom)
+
+
 @dataclass(frozen=True)
 class RenewConfig:
     """``[renew]``: when and how ``lecentral renew`` asks for certificates."""
 
     csr_dir: str = "/etc/lecentral/csr"
-    before_days: int = 30
+    #: when to renew, relative to the certificate: "auto" (1/3 of its lifetime left, 1/2 under 10
+    #: days), a fraction ("1/3", "50%") or a duration before notAfter ("36h", "30d")
+    before: str = field(default=AUTO, metadata={"parser": "renew_before"})
+    before_days: int = field(default=0, metadata={"minimum": 0})  # > 0: the absolute override
     min_interval: int = 3600
     retry_pause: int = 3600
     max_failures: int = 10
@@ -130,6 +180,14 @@ class RenewConfig:
     dns01_issuer: str = "dns-subzone"
     ari: bool = True  # ask the CA's renewal information (RFC 9773) when its directory offers it
     state_dir: str = "/var/lib/lecentral/renew"  # the spool of issued certificates not yet saved
+
+    def validate_table(self, where: str, source: str) -> None:
+        """``before`` and ``before_days`` are two answers to one question: both set is an error
+        (which one wins would be a guess about what the operator meant)."""
+        if self.before_days and self.before != AUTO:
+            raise ConfigError(f"{source}: {where}.before = {self.before!r} and {where}.before_days "
+                              f"= {self.before_days} both say when to renew; keep one (before_days "
+                              "is the absolute override of the relative before)")
 
 
 @dataclass(frozen=True)
@@ -273,6 +331,9 @@ def build(cls: type[T], table: Mapping[str, Any], where: str, source: str) -> T:
         if meta.get("duration"):
             values[key] = parse_duration(value, dotted, source, meta.get("minimum", 0))
             continue
+        if meta.get("parser"):
+            values[key] = _PARSERS[meta["parser"]](value, dotted, source)
+            continue
         checked = _check_value(value, hints[key], dotted, source, bool(meta.get("secret")))
         if "minimum" in meta and checked < meta["minimum"]:
             raise ConfigError(f"{source}: {dotted} must be at least {meta['minimum']} (not "
@@ -282,7 +343,15 @@ def build(cls: type[T], table: Mapping[str, Any], where: str, source: str) -> T:
         if fields[key].metadata.get("must_exist") and checked and not Path(checked).is_file():
             raise ConfigError(f"{source}: {dotted} = {checked!r}: no such file")
         values[key] = checked
-    return cls(**values)
+    built = cls(**values)
+    check = getattr(built, "validate_table", None)
+    if callable(check):
+        check(where, source)
+    return built
+
+
+#: field parsers named by ``metadata={"parser": ...}`` (the functions are defined above the tables)
+_PARSERS = {"renew_before": parse_before}
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lecentral.certificates import Certificate, normalise_digest
 from lecentral.errors import LecentralError
 from lecentral.store.rows import CertRow, certificate_problems, load_row_csr
+
+if TYPE_CHECKING:
+    from lecentral.config import RenewConfig
 
 ERROR, WARNING, NOTE = "error", "warning", "note"
 #: how ``--fix`` left a finding
@@ -122,6 +125,26 @@ def _csr_and_certificate(row: CertRow, add: Callable[..., None]) -> None:
     for problem in certificate_problems(row, csr.names):
         add(WARNING, "crt", f"{problem}; the next lecentral renew replaces the certificate"
             if row.enable else f"{problem} (disabled: not replaced)", MANUAL)
+
+
+def renew_findings(renew: RenewConfig, raws: Iterable[Mapping[str, Any]]) -> list[Finding]:
+    """``[renew]`` settings that do not fit the certificates in the database
+    (:func:`lecentral.window.window_warnings`, against the shortest lifetime of the enabled rows'
+    stored certificates), as warnings named ``[renew]``."""
+    from lecentral.window import lifetime_of, window_warnings
+
+    lifetimes = []
+    for raw in raws:
+        row = CertRow.from_db(raw)
+        if row.problems or not row.enable or not row.crt:
+            continue
+        try:
+            cert = Certificate.load(row.crt)
+        except LecentralError:
+            continue  # the row's own findings say so
+        lifetimes.append(lifetime_of(cert.not_before, cert.not_after))
+    return [Finding("[renew]", WARNING, "renew-window", message, MANUAL)
+            for message in window_warnings(renew, min(lifetimes, default=None))]
 
 
 def dns_findings(name: str, report: Any) -> list[Finding]:

@@ -122,13 +122,14 @@ def test_a_future_window_waits(ari_ca: AriCa) -> None:
 
 
 def test_ari_never_delays_before_days(ari_ca: AriCa) -> None:
-    """10 days left: due by before_days even if the CA's window is later."""
+    """10 days left: due by the renewal window (1/3 of 90 days) even if the CA's window is
+    later."""
     row, crt = issued_row(10)
     ari_ca.windows[ari_cert_id(crt)] = window(30, 40)
     config = config_for(ari_ca)
     reader = RenewalInfoReader(config.acme)
     due, why = due_reason(row, now_ts(), config, False, reader)
-    assert due and "renew.before_days" in why
+    assert due and "1/3 of its 90-day lifetime left" in why
     reader.close()
 
 

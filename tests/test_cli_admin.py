@@ -340,10 +340,10 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
 
 def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text("[renew]\nbefore = 3\n")
+    config.write_text("[renew]\nbefore_day = 3\n")
     result = CliRunner().invoke(main, ["--config", str(config), "list"])
     assert result.exit_code == 2
-    assert f"{config}: unknown key 'renew.before'" in result.stderr
+    assert f"{config}: unknown key 'renew.before_day'" in result.stderr
 
 
 def test_console_scripts_run(env: Env) -> None:

@@ -22,7 +22,7 @@ def test_defaults_when_the_default_file_is_absent(monkeypatch: pytest.MonkeyPatc
     config = load_central(None)
     assert config == CentralConfig()
     assert config.database.url == "sqlite:////var/lib/lecentral/lecentral.db"
-    assert config.renew.before_days == 30
+    assert config.renew.before_days == 0 and config.renew.before == "auto"  # relative window
 
 
 def test_a_named_file_that_is_missing_is_an_error(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import re
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -33,6 +33,10 @@ from lecentral.cli.common import (
 )
 from lecentral.errors import ConfigError, CsrError, LecentralError, UnknownNameError
 from lecentral.store.rows import CertRow, certificate_problems, load_row_csr
+from lecentral.window import renew_at
+
+if TYPE_CHECKING:
+    from lecentral.config import RenewConfig
 
 pass_app = click.make_pass_decorator(App)
 DAY = 86400
@@ -325,11 +329,26 @@ def _profile(row: CertRow, profiles: dict[str, str], default: str) -> dict[str, 
     return {"profile": default or None, "profile_source": "[acme] profile" if default else None}
 
 
-def _summary(row: CertRow, now: int, profiles: dict[str, str] | None = None,
+def _renewal(row: CertRow, bad_cert: list[str], renew: RenewConfig) -> tuple[int | None, str]:
+    """(when NAME becomes due, why) for list/show: the renew job's rule without ARI (which can
+    only make it earlier, and needs the CA: ``renew --dry-run`` does not ask it either)."""
+    if row.problems:
+        return None, "never while the row is invalid"
+    if bad_cert:
+        return None, "now: the stored certificate is bad"
+    if not row.crt or (row.ts_expire or 0) <= 1:
+        return None, "now: no certificate yet"
+    cert = Certificate.load(row.crt, f"crt of {row.name}")  # parses: bad_cert would say otherwise
+    window = renew_at(cert.not_before, cert.not_after, renew)
+    return window.at, window.reason
+
+
+def _summary(row: CertRow, now: int, renew: RenewConfig, profiles: dict[str, str] | None = None,
              default_profile: str = "") -> dict[str, Any]:
     """One row for list/show: ``problems`` is everything wrong with it; ``invalid`` says whether
     it is refused until fixed (row problems), ``certificate_problems`` the subset that only makes
-    it due (the renew job replaces the bad stored certificate)."""
+    it due (the renew job replaces the bad stored certificate); ``renew_at`` when it becomes due
+    and ``renew_reason`` why then (or why none)."""
     names: list[str] | None = None
     try:
         names = load_row_csr(row).names
@@ -340,12 +359,14 @@ def _summary(row: CertRow, now: int, profiles: dict[str, str] | None = None,
     profile = _profile(row, profiles or {}, default_profile)
     # a note, not INVALID: the renew job does not refuse the row, its order fails saying this
     notes = [*row.notes, *([profile.pop("profile_problem")] if "profile_problem" in profile else [])]
+    ts_renew_at, renew_reason = _renewal(row, bad_cert, renew)
     return {
         "name": row.name, "enabled": row.enable, "method": row.method, "names": names or [],
         "expires": _date(row.ts_expire) if has_cert else None,
         "ts_expire": row.ts_expire,
         "days_left": ((row.ts_expire or 0) - now) // DAY if has_cert else None,
         **profile, "lifetime_days": _lifetime_days(row) if has_cert else None,
+        "renew_at": _date(ts_renew_at), "ts_renew_at": ts_renew_at, "renew_reason": renew_reason,
         "count_fail_update": row.count_fail_update or 0,
         "last_attempt": _date(row.ts_last_update), "ts_last_update": row.ts_last_update,
         "webroot_path": row.webroot_path, "comment": row.comment,
@@ -374,7 +395,7 @@ def list_(app: App, as_json: bool) -> None:
     now = now_ts()
     store = app.store()
     profiles, default = store.profiles(), app.config.acme.profile
-    items = [_summary(r, now, profiles, default) for r in store.list()]
+    items = [_summary(r, now, app.config.renew, profiles, default) for r in store.list()]
     items.sort(key=lambda i: (i["days_left"] is not None, i["days_left"] or 0, i["name"]))
     if as_json:
         print_json(items)
@@ -385,10 +406,19 @@ def list_(app: App, as_json: bool) -> None:
     rows = [[i["name"], "Y" if i["enabled"] else "N", i["method"], ",".join(i["names"]),
              i["expires"] or "-", "-" if i["days_left"] is None else str(i["days_left"]),
              "-" if i["lifetime_days"] is None else f"{i['lifetime_days']:g}",
-             i["profile"] or "-", str(i["count_fail_update"]), i["last_attempt"] or "-",
-             _state(i)] for i in items]
+             i["profile"] or "-", _renews(i, now), str(i["count_fail_update"]),
+             i["last_attempt"] or "-", _state(i)] for i in items]
     click.echo(table(rows, ["NAME", "ON", "METHOD", "NAMES", "EXPIRES (UTC)", "DAYS", "LIFE",
-                            "PROFILE", "FAILS", "LAST ATTEMPT", ""]))
+                            "PROFILE", "RENEWS (UTC)", "FAILS", "LAST ATTEMPT", ""]))
+
+
+def _renews(item: dict[str, Any], now: int) -> str:
+    """The RENEWS column: the date and the rule (``2027-03-01 10:00 (1/3 of its 64-day lifetime
+    left)``), ``due`` once it has passed, ``now``/``never`` and why without a date."""
+    at = item["ts_renew_at"]
+    if at is None:
+        return str(item["renew_reason"]).split(":")[0]
+    return f"{'due' if at <= now else item['renew_at']} ({item['renew_reason']})"
 
 
 def _cert_info(data: bytes | None, what: str) -> dict[str, Any] | None:
@@ -416,7 +446,8 @@ def show(app: App, name: str, as_json: bool, history: int) -> None:
     row = store.get(name)
     if row is None:
         raise UnknownNameError(f"no certificate named {name!r} in the database (see lecentral list)")
-    info = _summary(row, now_ts(), store.profiles(), app.config.acme.profile)
+    now = now_ts()
+    info = _summary(row, now, app.config.renew, store.profiles(), app.config.acme.profile)
     try:
         csr = Csr.load(row.csr, "CSR")
         info["csr"] = {"names": csr.names, "key": csr.key_type, "md5_modulus": csr.md5_modulus}
@@ -435,10 +466,10 @@ def show(app: App, name: str, as_json: bool, history: int) -> None:
     if as_json:
         print_json(info)
         return
-    _print_show(info)
+    _print_show(info, now)
 
 
-def _print_show(info: dict[str, Any]) -> None:
+def _print_show(info: dict[str, Any], now: int) -> None:
     def line(label: str, value: Any) -> None:
         click.echo(f"{label:<18}{value}")
 
@@ -456,6 +487,10 @@ def _print_show(info: dict[str, Any]) -> None:
         line("expires", f"{cert['not_after']} UTC ({info['days_left']} days)")
         if info["lifetime_days"] is not None:
             line("lifetime", f"{info['lifetime_days']:g} days")
+        due = info["ts_renew_at"] is not None and info["ts_renew_at"] <= now
+        line("renews", f"{'due since' if due else 'at'} {info['renew_at']} UTC "
+             f"({info['renew_reason']}; the CA's ARI window may make it earlier)"
+             if info["ts_renew_at"] is not None else info["renew_reason"])
         line("issuer", cert["issuer"])
         line("sha256", cert["sha256"])
     else:
@@ -523,9 +558,17 @@ def config() -> None:
 @pass_app
 @guarded
 def config_show(app: App, as_json: bool) -> None:
-    """Print the effective configuration, secrets masked."""
-    from lecentral.config import masked
+    """Print the effective configuration, secrets masked.
 
+    Settings that do not fit short-lived certificates (renew.min_interval above a day) are
+    warned about on stderr; `lecentral doctor` also checks them against the certificates in
+    the database.
+    """
+    from lecentral.config import masked
+    from lecentral.window import window_warnings
+
+    for warning in window_warnings(app.config.renew, None):
+        click.echo(f"lecentral: warning: {warning}", err=True)
     data = masked(app.config)
     source = data.pop("path") or "(built-in defaults: no configuration file)"
     if as_json:

@@ -33,7 +33,9 @@ def doctor(app: App, apply_fix: bool, skip_dns: bool, as_json: bool) -> None:
     md5` or `md5sum` print them, upper case: accepted, left as they are), names with
     capitals, enable NULL, ts_expire/ts_last_update NULL or 0, count_fail_update at 2 or more,
     a CSR that does not name its row or match md5_modulus, a crt that does not match the key
-    or the CSR, certbot rows without webroot_path; then, for every enabled DNS-01 name, the
+    or the CSR, certbot rows without webroot_path; [renew] settings that do not fit the
+    shortest certificate lifetime stored (min_interval above a day or a quarter of it, a
+    before/before_days that makes it always due); then, for every enabled DNS-01 name, the
     checks of `lecentral dns check` (sub-zone and TSIG key, nameservers, delegation, a live
     update, a negative TTL above 300 s, as the seed's 12-hour SOA minimum is).
 
@@ -46,7 +48,16 @@ def doctor(app: App, apply_fix: bool, skip_dns: bool, as_json: bool) -> None:
     from sqlalchemy import select
 
     from lecentral.certificates import now_ts
-    from lecentral.doctor import ERROR, FIXABLE, FIXED, NOTE, WARNING, fix, row_findings
+    from lecentral.doctor import (
+        ERROR,
+        FIXABLE,
+        FIXED,
+        NOTE,
+        WARNING,
+        fix,
+        renew_findings,
+        row_findings,
+    )
     from lecentral.errors import StoreError
     from lecentral.store.schema import certs
     from lecentral.store.sql import SqlStore
@@ -57,6 +68,7 @@ def doctor(app: App, apply_fix: bool, skip_dns: bool, as_json: bool) -> None:
     with store._begin("reading certs") as conn:
         raws = [dict(r) for r in conn.execute(select(certs).order_by(certs.c.name)).mappings()]
     findings = [f for raw in raws for f in row_findings(raw)]
+    findings += renew_findings(app.config.renew, raws)
     if not skip_dns:
         findings += _dns(app, raws)
     changed = fix(store.engine, findings, now_ts()) if apply_fix else []

@@ -61,7 +61,7 @@ def _summary_line(final: list[Any]) -> str:
 @click.option("--once", is_flag=True,
               help="One pass, no retry rounds (the default; kept for old cron lines).")
 @click.option("--force", is_flag=True,
-              help="Issue even if not due (ignores renew.before_days, ARI and renew.min_interval).")
+              help="Issue even if not due (ignores the renewal time, ARI and renew.min_interval).")
 @click.option("--dry-run", is_flag=True,
               help="Show what is due and which issuer would get it; change nothing, contact no CA.")
 @click.option("--wait", "lock_wait", default=0.0, show_default=True, metavar="SECONDS",
@@ -75,8 +75,10 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
     """Issue or renew the certificates that are due, or only NAME....
 
     \b
-    A certificate is due when it has none yet, expires within renew.before_days, or its CA's
+    A certificate is due when it has none yet, when a third of its lifetime is left (half for
+    lifetimes under 10 days; renew.before or renew.before_days change it), or when its CA's
     renewal window (ARI) has opened, and its last attempt is older than renew.min_interval.
+    `lecentral list` shows when each one renews.
     Each is ordered from its stored CSR (DNS-01 into its sub-zone, or HTTP-01 for certbot rows),
     checked against md5_modulus and its CSR's names, and saved in one transaction.
 

@@ -3,11 +3,12 @@
 Each pass runs under the database's renew lock (so two central hosts never order the same
 certificate):
 
-1. **Due**: an enabled, valid row is due when it has no certificate yet, or its ``ts_expire`` is
-   within ``renew.before_days``, or the CA's ARI window (RFC 9773) for its certificate has opened;
-   and its last attempt (``ts_last_update``) is older than ``renew.min_interval``. ``--force``
-   skips both tests. ARI can only make a renewal earlier (a CA announcing a mass revocation),
-   never later than ``before_days``.
+1. **Due**: an enabled, valid row is due when it has no certificate yet, or its renewal time
+   has come (:mod:`lecentral.window`: a third of its certificate's lifetime left, half under 10
+   days; or ``renew.before`` / ``renew.before_days``), or the CA's ARI window (RFC 9773) for its
+   certificate has opened; and its last attempt (``ts_last_update``) is older than
+   ``renew.min_interval``. ``--force`` skips both tests. ARI can only make a renewal earlier (a
+   CA announcing a mass revocation), never later than the renewal time.
 2. **Issue**: each due row goes to its issuer (``renew.dns01_issuer``, or ``renew.http01_issuer``
    for certbot='Y' rows), ``renew.workers`` at a time, all sharing one ACME account.
 3. **Check, then save**: the certificate's key must match ``md5_modulus``, its names the CSR's, its

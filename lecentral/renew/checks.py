@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from lecentral.certificates import Certificate, Csr, load_chain, verify_chain, when
 from lecentral.errors import LecentralError
+from lecentral.window import renew_at, span
 
 if TYPE_CHECKING:
     from lecentral.acme.client import RenewalInfoReader
@@ -29,6 +30,8 @@ def due_reason(row: CertRow, now: int, config: CentralConfig, force: bool,
 
     A stored certificate with problems (:func:`certificate_problems`) is due: a new one replaces
     it. The min_interval rate guard still applies; the reason then says what is waiting.
+    Otherwise it is due from :func:`lecentral.window.renew_at` (a share of its own lifetime, or
+    ``renew.before_days``), or earlier when the CA's ARI window opens: ARI never delays.
     """
     from lecentral.store.rows import certificate_problems
 
@@ -45,17 +48,19 @@ def due_reason(row: CertRow, now: int, config: CentralConfig, force: bool,
         return True, f"the stored certificate is bad: {'; '.join(bad)}"
     if not row.crt or not row.ts_expire or row.ts_expire <= 1:
         return True, "no certificate yet"
-    left = row.ts_expire - now
-    if left <= renew.before_days * DAY:
-        return True, f"expires in {max(left, 0) // DAY} days (renew.before_days {renew.before_days})"
+    cert = Certificate.load(row.crt, f"crt of {row.name}")  # parses: certificate_problems said so
+    left = cert.not_after - now
+    window = renew_at(cert.not_before, cert.not_after, renew)
+    if now >= window.at:
+        return True, f"expires in {span(left)}: due since {when(window.at)} ({window.reason})"
     if ari is not None:
-        window = ari.window(row.crt)
-        if window is not None:
-            at = ari_due_at(int(window.start.timestamp()), int(window.end.timestamp()),
-                            Certificate.load(row.crt, f"crt of {row.name}").fingerprint)
+        suggested = ari.window(row.crt)
+        if suggested is not None:
+            at = ari_due_at(int(suggested.start.timestamp()), int(suggested.end.timestamp()),
+                            cert.fingerprint)
             if now >= at:
                 return True, "the CA's renewal window (ARI) is open"
-    return False, f"expires in {left // DAY} days"
+    return False, f"expires in {span(left)}; renews at {when(window.at)} ({window.reason})"
 
 
 def check_row(row: CertRow) -> Csr:
