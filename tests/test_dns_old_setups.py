@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,17 +132,24 @@ def test_a_host_named_primary_is_resolved_once_per_run(dns_world: World,
     assert calls.count("localhost") == 1
 
 
-@pytest.mark.parametrize(("changes", "setting"), [
-    ({"server": "no-such-primary.invalid:53"}, "[dns] server"),
-    ({"zones": {"x.example.test": ZoneConfig(server="no-such-primary.invalid")}},
+@pytest.mark.parametrize(("table", "setting"), [
+    ('[dns]\nserver = "no-such-primary.invalid:53"\n', "[dns] server"),
+    ('[dns.zones."x.example.test"]\nserver = "no-such-primary.invalid"\n',
      '[dns.zones."x.example.test"] server'),
 ])
-def test_an_unresolvable_primary_names_the_setting(dns_world: World, changes: dict[str, Any],
+def test_an_unresolvable_primary_names_the_setting(tmp_path: Path, table: str,
                                                    setting: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        DnsChallenges(dns_config(dns_world, **changes))
-    assert str(info.value).startswith(f"{setting} = 'no-such-primary.invalid")
-    assert "cannot resolve no-such-primary.invalid through the system resolver" in str(info.value)
+    """``lecentral dns check`` with a primary whose name does not resolve: the lookup goes to the
+    system resolver, here one on 127.0.0.1 that nothing serves (tests/loopback_resolver.py)."""
+    from loopback_resolver import run_with_loopback_resolver
+
+    config = tmp_path / "lecentral.toml"
+    config.write_text(table)
+    done = run_with_loopback_resolver([str(Path(sys.executable).parent / "lecentral"), "--config",
+                                       str(config), "dns", "check", "x.example.test"], tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{setting} = 'no-such-primary.invalid" in done.stderr, done.stderr
+    assert "cannot resolve no-such-primary.invalid through the system resolver" in done.stderr
 
 
 def test_a_bad_host_is_refused_before_any_lookup(dns_world: World) -> None:

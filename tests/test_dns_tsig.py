@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -257,9 +258,23 @@ def test_resolve_server_takes_addresses_and_host_names(text: str, server: Server
     ("[::1]x", r"expected \[IPv6\]:port"), ("", "must be an IP address or a host name"),
     ("a b.example.test:53", "must be an IP address or a host name"),
     ("a:b:c", "must be an IP address or a host name"),
-    ("nowhere.invalid:53", "cannot resolve nowhere.invalid through the system resolver"),
 ])
 def test_resolve_server_rejects(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         resolve_server(text, '[dns.zones."z.example.test"] server')
     assert str(info.value).startswith(f'[dns.zones."z.example.test"] server = {text!r}')
+
+
+def test_an_unresolvable_name_is_said_clearly(tmp_path: Path) -> None:
+    """The lookup really goes to the system resolver, here one on 127.0.0.1 that nothing
+    serves (tests/loopback_resolver.py): no query leaves the machine."""
+    from loopback_resolver import run_with_loopback_resolver
+
+    code = ("from lecentral.dns.wire import resolve_server\n"
+            "from lecentral.errors import ConfigError\n"
+            "try:\n    resolve_server('nowhere.invalid:53', '[dns] server')\n"
+            "except ConfigError as exc:\n    print(exc)\n")
+    done = run_with_loopback_resolver([sys.executable, "-c", code], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("[dns] server = 'nowhere.invalid:53': cannot resolve "
+                                  "nowhere.invalid through the system resolver"), done.stdout
