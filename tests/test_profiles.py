@@ -313,7 +313,8 @@ def test_a_ca_offering_no_profiles_gets_no_profile_field(plain: StandInCa, tmp_p
     world = World(plain, tmp_path, profile="shortlived")
     assert world.renew().status == "issued"
     assert "profile" not in plain.orders[0]
-    assert "offers no ACME profiles: ordering" in caplog.text
+    assert any(r.levelname == "WARNING" and "offers no ACME profiles: ordering" in r.getMessage()
+               for r in caplog.records), caplog.text  # asked for, not applied: said loudly
     world.store.close()
 
 
@@ -461,3 +462,30 @@ def test_the_unknown_profile_error_without_a_renew_run(offering: StandInCa, tmp_
         client.new_order(csr, ["x.example.test"], OrderOptions(profile="tlsserver"))
     assert offering.orders == []
     client.close()
+
+
+def test_certbot_rows_get_the_profile_by_the_same_rules(offering: StandInCa, plain: StandInCa,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """certbot orders itself: the certbot-webroot issuer checks the profile against the CA's
+    directory (the stand-in's, read for real over HTTP) and passes it as --required-profile;
+    an unknown one is refused naming the offered ones; a CA with none gets none, said."""
+    from lecentral.acme.orders import OrderOptions, ordering_with
+    from lecentral.config import AcmeConfig, CentralConfig
+    from lecentral.errors import IssueError
+    from lecentral.http01.certbot import CertbotWebrootIssuer
+
+    def issuer(ca: StandInCa) -> CertbotWebrootIssuer:
+        return CertbotWebrootIssuer(CentralConfig(acme=AcmeConfig(directory=f"{ca.url}/dir")))
+
+    with ordering_with(OrderOptions(profile="shortlived", profile_source="lecentral set")):
+        profile = issuer(offering)._profile()
+        assert profile == "shortlived"
+        argv = issuer(offering).argv(Path("/w"), Path("/r"), Path("/s"), profile)
+        assert argv[argv.index("--required-profile") + 1] == "shortlived"
+        caplog.set_level("WARNING")
+        assert issuer(plain)._profile() is None
+        assert "offers no ACME profiles: certbot orders without" in caplog.text
+    with ordering_with(OrderOptions(profile="nope", profile_source="lecentral set")), \
+            pytest.raises(IssueError, match="offers no ACME profile 'nope'.*it offers: .*shortlived"):
+        issuer(offering)._profile()
+    assert "--required-profile" not in issuer(plain).argv(Path("/w"), Path("/r"), Path("/s"))

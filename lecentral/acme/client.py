@@ -152,8 +152,8 @@ class AcmeClient:
         options = options or current_options() or OrderOptions(profile=self.config.profile or None)
         profile = chosen_profile(options.profile, self.offered_profiles, self.directory_url,
                                  options.profile_source)
-        if options.profile and profile is None:
-            log.info("the CA at %s offers no ACME profiles: ordering %s without %s %r",
+        if options.profile and profile is None:  # asked for, and not applied: said loudly
+            log.warning("the CA at %s offers no ACME profiles: ordering %s without %s %r",
                      self.directory_url, ", ".join(names), options.profile_source, options.profile)
         replaces = options.replaces if self.offers_ari else None
         what = f"creating the order for {', '.join(names)}"

@@ -230,7 +230,34 @@ class CertbotWebrootIssuer(Issuer):
             raise IssueError(f"cannot create certbot's working directory under {runs} "
                              f"({exc.strerror}); check [certbot] state_dir") from None
 
-    def argv(self, webroot: Path, run_dir: Path, state: Path) -> list[str]:
+    def _profile(self) -> str | None:
+        """The ACME profile of the row being issued (``lecentral set --profile`` or ``[acme]
+        profile``), with the native issuer's rules: refused, naming what the CA offers, when
+        the CA offers others; left out, with a warning, when it offers none."""
+        import requests
+
+        from lecentral.acme.orders import OrderOptions, chosen_profile, current_options
+
+        acme = self.config.acme
+        options = current_options() or OrderOptions(profile=acme.profile or None)
+        if not options.profile:
+            return None
+        try:
+            reply = requests.get(acme.directory, timeout=30, verify=acme.ca_bundle or True)
+            meta = reply.json().get("meta") or {}
+        except (requests.RequestException, ValueError) as exc:
+            raise IssueError(f"cannot read the CA's directory {acme.directory} to check the "
+                             f"ACME profile {options.profile!r}: {exc}") from None
+        offered = meta.get("profiles") if isinstance(meta, dict) else None
+        profile = chosen_profile(options.profile, offered if isinstance(offered, dict) else {},
+                                 acme.directory, options.profile_source)
+        if profile is None:
+            log.warning("the CA at %s offers no ACME profiles: certbot orders without %s %r",
+                        acme.directory, options.profile_source, options.profile)
+        return profile
+
+    def argv(self, webroot: Path, run_dir: Path, state: Path,
+             profile: str | None = None) -> list[str]:
         """certbot's command line for one run in ``run_dir`` with state ``state`` (no secret in it)."""
         acme = self.config.acme
         argv = [self.certbot, "certonly", "--non-interactive", "--webroot", "-w", str(webroot),
@@ -244,6 +271,8 @@ class CertbotWebrootIssuer(Issuer):
         argv += ["-m", acme.email] if acme.email else ["--register-unsafely-without-email"]
         if acme.eab_kid or acme.eab_hmac_key:
             argv += ["--config", str(run_dir / "eab.ini")]
+        if profile:  # offered by the CA (checked by _profile): certbot must not fall back
+            argv += ["--required-profile", profile]
         return argv
 
     def _run(self, row: CertRow, csr: Csr, webroot: Path, names: list[str], run_dir: Path,
@@ -258,9 +287,10 @@ class CertbotWebrootIssuer(Issuer):
         if acme.ca_bundle:
             env["REQUESTS_CA_BUNDLE"] = acme.ca_bundle
         timeout = acme.poll_timeout + 120
+        argv = self.argv(webroot, run_dir, state, self._profile())
         log.info("%s: running certbot for %s (webroot %s)", row.name, ", ".join(names), webroot)
         try:
-            done = subprocess.run(self.argv(webroot, run_dir, state), cwd=run_dir, env=env,
+            done = subprocess.run(argv, cwd=run_dir, env=env,
                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
