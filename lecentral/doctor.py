@@ -79,10 +79,6 @@ def row_findings(raw: Mapping[str, Any]) -> list[Finding]:
                 f"lecentral reads it as {normalise_digest(str(value))} and leaves it as it is "
                 "(the Perl agents compare it as written)")
     _enable_and_times(raw, row, add)
-    if row.certbot and not (row.webroot_path or "").strip():
-        add(ERROR, "webroot_path", "certbot = 'Y' but webroot_path is empty: HTTP-01 has nowhere "
-            "to put the challenge; set it (the site's DocumentRoot) or make it a DNS-01 row "
-            "(certbot = 'N')", MANUAL)
     if not row.problems:
         _csr_and_certificate(row, add)
     return found

@@ -105,7 +105,8 @@ def test_doctor_reports_then_fixes_only_what_is_safe(seed: tuple[Path, str]) -> 
     assert found[(CAPS, "ts_last_update")]["fix"] == "fixable"
     assert found[(SLOW, "count_fail_update")]["fix"] == "fixable"
     # what it may not
-    assert found[(WEB, "webroot_path")]["level"] == "error"
+    assert found[(WEB, "row")]["level"] == "error"
+    assert "webroot_path is empty" in found[(WEB, "row")]["message"]
     assert found[(OTHER, "csr")]["level"] == "error"
     assert "other.example.test" in found[(OTHER, "csr")]["message"]
     assert found[(FAILING, "count_fail_update")]["level"] == "warning"

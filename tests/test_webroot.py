@@ -62,7 +62,6 @@ def test_webroot_the_web_server_does_not_serve(web_world: WebWorld, store: SqlSt
 @pytest.mark.parametrize(("webroot", "words"), [
     ("missing", ["does not exist on this host"]),
     ("file", ["is not a directory"]),
-    (None, ["no webroot_path", "--webroot"]),
     ("relative/htdocs", ["is not an absolute path"]),
     ("/srv/www\nx", ["control characters"]),
 ])
@@ -82,6 +81,22 @@ def test_bad_webroot_path(web_world: WebWorld, store: SqlStore, tmp_path: Path, 
     if webroot == "missing":
         assert not (tmp_path / "no").exists()
     assert not (tmp_path / "acme").exists()  # no account key made: the CA was never contacted
+    assert not (tmp_path / "certbot").exists()
+
+
+@pytest.mark.parametrize("issuer", ISSUERS)
+def test_certbot_row_without_webroot_path_is_invalid(web_world: WebWorld, store: SqlStore,
+                                                     tmp_path: Path, issuer: str) -> None:
+    """An empty webroot_path makes the row invalid (list says so before any run), and the renew
+    job refuses it without contacting the CA."""
+    name = SITES["one"][0]
+    add_row(store, [name], webroot=None)
+    row = store.get(name)
+    assert row is not None and any("webroot_path is empty" in p for p in row.problems)
+    report = run(make_config(web_world, tmp_path, http01_issuer=issuer), store)
+    (outcome,) = [o for o in report.final if o.name == name]
+    assert outcome.status == "invalid" and "webroot_path is empty" in outcome.message
+    assert not (tmp_path / "acme").exists()
     assert not (tmp_path / "certbot").exists()
 
 

@@ -139,6 +139,10 @@ class CertRow:
         )
         if not row.csr:
             problems.append("column csr is empty")
+        if row.certbot and not (row.webroot_path or "").strip():
+            problems.append("certbot = 'Y' but webroot_path is empty: HTTP-01 has nowhere to put "
+                            "the challenge; set webroot_path (the site's DocumentRoot) or make it "
+                            "a DNS-01 row (certbot = 'N')")
         if problems:
             return replace(row, problems=tuple(problems))
         return row
