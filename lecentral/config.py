@@ -172,8 +172,8 @@ class RenewConfig:
     #: days), a fraction ("1/3", "50%") or a duration before notAfter ("36h", "30d")
     before: str = field(default=AUTO, metadata={"parser": "renew_before"})
     before_days: int = field(default=0, metadata={"minimum": 0})  # > 0: the absolute override
-    min_interval: int = 3600
-    retry_pause: int = 3600
+    min_interval: int = duration(3600)  # seconds or "1h": the rate guard between attempts
+    retry_pause: int = duration(3600)  # seconds or "1h" between --rounds
     max_failures: int = 10
     workers: int = 8
     http01_issuer: str = "certbot-webroot"

@@ -55,6 +55,11 @@ def _is_zero(value: Any) -> bool:
     return value is None or value == 0
 
 
+def _sql(value: Any) -> str:
+    """A column value as SQL shows it (NULL, not Python's None)."""
+    return "NULL" if value is None else repr(value)
+
+
 def row_findings(raw: Mapping[str, Any]) -> list[Finding]:
     """Everything worth saying about one raw row of ``certs``."""
     name = str(raw["name"])
@@ -97,10 +102,10 @@ def _enable_and_times(raw: Mapping[str, Any], row: CertRow,
             except LecentralError:
                 value = 1
         what = "the certificate's notAfter" if value != 1 else "1 (populate.pl's value)"
-        add(WARNING, "ts_expire", f"ts_expire is {raw['ts_expire']!r}: download_cert.pl needs a "
+        add(WARNING, "ts_expire", f"ts_expire is {_sql(raw['ts_expire'])}: download_cert.pl needs a "
             f"number there; --fix writes {what}", FIXABLE, ("ts_expire", value))
     if _is_zero(raw["ts_last_update"]) and isinstance(raw["ts_last_update"], (int, type(None))):
-        add(WARNING, "ts_last_update", f"ts_last_update is {raw['ts_last_update']!r}: "
+        add(WARNING, "ts_last_update", f"ts_last_update is {_sql(raw['ts_last_update'])}: "
             "download_cert.pl needs a number there; --fix writes 1 (populate.pl's value)",
             FIXABLE, ("ts_last_update", 1))
     if raw["count_fail_update"] is None:

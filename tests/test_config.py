@@ -167,3 +167,10 @@ def test_the_shipped_example_loads_as_it_is() -> None:
     assert config.dns.tsig_key_file == "/etc/lecentral/tsig.key"
     assert not Path(config.dns.tsig_key_file).exists()  # what the test is about
     assert config.acme.email == "hostmaster@example.com" and config.fleet.keep_runs == 90 * 86400
+
+
+def test_renew_intervals_are_durations(tmp_path: Path) -> None:
+    config = load_central(write(tmp_path, '[renew]\nmin_interval = "2h"\nretry_pause = 600\n'))
+    assert (config.renew.min_interval, config.renew.retry_pause) == (7200, 600)
+    with pytest.raises(ConfigError, match="renew.min_interval must be a duration"):
+        load_central(write(tmp_path, "[renew]\nmin_interval = -5\n"))

@@ -132,3 +132,22 @@ def test_doctor_reports_then_fixes_only_what_is_safe(seed: tuple[Path, str]) -> 
     assert not [f for f in after["findings"] if f["fix"] == "fixable"]
     events = run(config, "show", CAPS.lower(), "--json")
     assert "doctor --fix: enable = 'N'" in events.stdout
+
+
+def test_a_null_ts_expire_beside_a_good_certificate_is_no_reason_to_reissue(
+        seed: tuple[Path, str]) -> None:
+    """ts_expire NULL (a seed row some tool left so) with a valid crt: the certificate says when
+    it expires; lecentral does not spend an order on it (doctor --fix writes the column for the
+    Perl agents)."""
+    config, url = seed
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE certs SET ts_expire = NULL WHERE name = :n"), {"n": GOOD})
+    engine.dispose()
+    result = run(config, "renew", "--dry-run", "--json", GOOD)
+    (item,) = json.loads(result.stdout)["certificates"]
+    assert item["status"] == "not-due", item
+    listed = {i["name"]: i for i in json.loads(run(config, "list", "--json").stdout)}
+    assert not listed[GOOD]["certificate_problems"]
+    doctor = run(config, "doctor", "--no-dns")
+    assert f"{GOOD}: warning: ts_expire is NULL" in doctor.stdout and "None" not in doctor.stdout

@@ -81,8 +81,12 @@ def doctor(app: App, apply_fix: bool, skip_dns: bool, as_json: bool) -> None:
             click.echo(f"{f.name}: {f.level}: {f.message}{tag}")
         counts = {level: sum(1 for f in findings if f.level == level and f.fix != FIXED)
                   for level in (ERROR, WARNING, NOTE)}
-        click.echo(f"{len(raws)} rows: {counts[ERROR]} errors, {counts[WARNING]} warnings, "
-                   f"{counts[NOTE]} notes" + (f"; {len(changed)} values fixed" if apply_fix else ""))
+        def many(count: int, word: str) -> str:
+            return f"{count} {word}" + ("" if count == 1 else "s")
+
+        click.echo(f"{many(len(raws), 'row')}: {many(counts[ERROR], 'error')}, "
+                   f"{many(counts[WARNING], 'warning')}, {many(counts[NOTE], 'note')}"
+                   + (f"; {many(len(changed), 'value')} fixed" if apply_fix else ""))
     if any(f.level in (ERROR, WARNING) and f.fix != FIXED for f in findings):
         raise click.exceptions.Exit(EXIT_FAILURES)
 

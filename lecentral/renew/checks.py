@@ -46,7 +46,7 @@ def due_reason(row: CertRow, now: int, config: CentralConfig, force: bool,
                        f"(renew.min_interval {renew.min_interval} s){waiting}")
     if bad:
         return True, f"the stored certificate is bad: {'; '.join(bad)}"
-    if not row.crt or not row.ts_expire or row.ts_expire <= 1:
+    if not row.crt:  # a certificate beside a NULL/0/1 ts_expire: the certificate says when
         return True, "no certificate yet"
     cert = Certificate.load(row.crt, f"crt of {row.name}")  # parses: certificate_problems said so
     left = cert.not_after - now

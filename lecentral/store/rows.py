@@ -197,7 +197,10 @@ def certificate_problems(row: CertRow, csr_names: Sequence[str] | None = None) -
     if missing:
         found.append(f"the certificate in crt does not cover {', '.join(missing)} (it names "
                      f"{', '.join(cert.names)})")
-    if row.ts_expire is None or abs(row.ts_expire - cert.not_after) >= TS_EXPIRE_SLACK:
+    # NULL, 0 or populate.pl's 1 beside a certificate: unknown, not wrong (the certificate says
+    # when it expires; lecentral doctor --fix writes it for the Perl agents); no reissue for that
+    if row.ts_expire is not None and row.ts_expire > 1 and \
+            abs(row.ts_expire - cert.not_after) >= TS_EXPIRE_SLACK:
         found.append(f"ts_expire {row.ts_expire} disagrees with the certificate's notAfter "
                      f"{cert.not_after} ({when(cert.not_after)})")
     found.extend(_ca_problems(row, cert))
