@@ -79,7 +79,7 @@ class SubZoneChecker:
         try:
             target = self.locator.locate(name)
         except LecentralError as exc:
-            report.add("zone", FAIL, str(exc), "create the sub-zone with `lecentral dns zone NAME` and load it")
+            report.add("zone", FAIL, str(exc), _locate_fix(str(exc)))
             return report
         report.zone = target.zone
         via = f" (via CNAME {' -> '.join(target.cname_chain)})" if target.cname_chain else ""
@@ -244,6 +244,16 @@ class SubZoneChecker:
 
 
 # ----------------------------------------------------------------------- helpers
+
+
+def _locate_fix(error: str) -> str:
+    """What to do when the zone of a name could not be found, by what went wrong."""
+    if "TSIG" in error or "tsig_key" in error:
+        return "make or name the TSIG key ([dns] tsig_key_file; docs/dns.md, \"The TSIG key\")"
+    if any(word in error for word in ("unreachable", "timed out", "Connection refused",
+                                      "cannot resolve")):
+        return "check that the DNS server of [dns] server is up and reachable from this host"
+    return "create the sub-zone with `lecentral dns zone NAME` and load it"
 
 
 def _abs(zone: str) -> Any:
