@@ -42,6 +42,8 @@ def test_csr_out_with_a_relative_path(tmp_path: Path, monkeypatch: pytest.Monkey
     assert result.exit_code == 0, result.stderr
     assert Csr.load((tmp_path / "www.csr").read_bytes()).names == [NAME]
     assert "lecentral add" in result.stderr
+    quiet = cli("-q", "csr", "other.example.test", "--key", str(tmp_path / "o.key"), "--out", "o.csr")
+    assert quiet.exit_code == 0 and quiet.stderr == "" and (tmp_path / "o.csr").exists()
 
 
 def test_csr_for_an_ip_address(tmp_path: Path) -> None:

@@ -212,12 +212,11 @@ def csr(name: str, key_path: Path, sans: tuple[str, ...], rsa_bits: str | None, 
     spec = KeySpec("rsa", int(rsa_bits)) if rsa_bits else KeySpec("ec", curve=curve) if curve else None
     staged = (rotate or force) and key_path.exists()
     request, what = make_csr(name, list(sans), key_path, spec, force=force, rotate=rotate)
-    click.echo(f"{what}; CSR for {', '.join(request.names)} (md5_modulus {request.md5_modulus})",
-               err=True)
+    _say(f"{what}; CSR for {', '.join(request.names)} (md5_modulus {request.md5_modulus})")
     if staged and not sans:
         # set-csr replaces the names too: a rotation must not drop the certificate's other names
-        click.echo(f"note: this CSR names only {name}; if the certificate has more names, make it "
-                   "again with every one of them as --san before lecentral set-csr", err=True)
+        _say(f"note: this CSR names only {name}; if the certificate has more names, make it "
+             "again with every one of them as --san before lecentral set-csr")
     if out is None:
         click.echo(request.pem.decode(), nl=False)
         return
@@ -229,7 +228,14 @@ def csr(name: str, key_path: Path, sans: tuple[str, ...], rsa_bits: str | None, 
     then = (f"lecentral set-csr {first} {out.name} and lecentral renew --force {first}" if staged
             else f"lecentral add {first} --csr {out.name}{http01} (or lecentral set-csr {first} "
                  f"{out.name})")
-    click.echo(f"wrote {out}; on the central host: {then}", err=True)
+    _say(f"wrote {out}; on the central host: {then}")
+
+
+def _say(text: str) -> None:
+    """What was done and what comes next, on stderr (stdout may carry the CSR); nothing with
+    ``lecentral-install -q``: only errors then."""
+    if not click.get_current_context().find_root().params.get("quiet"):
+        click.echo(text, err=True)
 
 
 def _defaults(rec: ServiceType) -> dict[str, Any]:
