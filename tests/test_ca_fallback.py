@@ -1,0 +1,324 @@
+"""CA fallback: ``[[acme.ca]]`` lists CAs in order; a failure that is the CA's sends the order to
+the next CA in the same run, a failure that is ours does not.
+
+Real parts throughout: the session's BIND and resolver (``dns_world``), Pebbles of this module
+(each with its own directory, account and CA roots, and its own TLS certificate as ``ca_bundle``),
+and ``lecentral renew --json`` / ``list`` / ``show`` run in-process. A CA "down" is a Pebble that
+was started and stopped (its port refuses connections); a CA "returning errors" is a Pebble with
+``PEBBLE_WFE_NONCEREJECT=100``: it refuses every nonce, so every request is a ``badNonce``, still
+one after lecentral's bounded retries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from lecentral_testing.pebble import PebbleServer
+from lecentral_testing.ports import LOOPBACK
+from lecentral_testing.tomlfile import write_toml as write_tables
+from renew_world import (
+    BADSECRET,
+    World,
+    add_row,
+    assert_issued,
+    make_config,
+    new_zone,
+    open_store,
+    renew_cli,
+)
+
+from lecentral.certificates import Certificate, load_chain
+from lecentral.cli.central import main
+from lecentral.config import CentralConfig, build, masked
+from lecentral.errors import ConfigError
+
+#: what Pebble logs for every newOrder request
+NEW_ORDER = "/order-plz"
+
+
+def start_pebble(dns_world: World, workdir: Path, **options: Any) -> PebbleServer:
+    return PebbleServer(workdir, dns_server=(LOOPBACK, dns_world.resolver.port), **options).start()
+
+
+@pytest.fixture(scope="module")
+def backup(dns_world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]:
+    """The second CA of the list: a healthy Pebble of its own."""
+    with start_pebble(dns_world, tmp_path_factory.mktemp("backup-pebble")) as pebble:
+        yield pebble
+
+
+@pytest.fixture(scope="module")
+def down(dns_world: World, tmp_path_factory: pytest.TempPathFactory) -> PebbleServer:
+    """A CA that is down: a Pebble started (so its directory URL and TLS files are real), then
+    stopped; nothing listens on its port any more."""
+    pebble = start_pebble(dns_world, tmp_path_factory.mktemp("down-pebble"))
+    pebble.stop()
+    return pebble
+
+
+@pytest.fixture(scope="module")
+def failing(dns_world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]:
+    """A CA answering errors: Pebble rejecting every nonce (badNonce to every POST)."""
+    with start_pebble(dns_world, tmp_path_factory.mktemp("failing-pebble"),
+                      env={"PEBBLE_WFE_NONCEREJECT": "100"}) as pebble:
+        yield pebble
+
+
+@pytest.fixture(scope="module")
+def blocked_name(dns_world: World) -> str:
+    """A real, updatable sub-zone that the ``strict`` Pebble refuses to issue for (policy)."""
+    return new_zone(dns_world, "fbblocked")
+
+
+@pytest.fixture(scope="module")
+def strict(dns_world: World, blocked_name: str,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[PebbleServer]:
+    """A healthy CA whose policy refuses ``blocked_name`` (rejectedIdentifier)."""
+    with start_pebble(dns_world, tmp_path_factory.mktemp("strict-pebble"),
+                      config={"domainBlocklist": [blocked_name]}) as pebble:
+        yield pebble
+
+
+def ca_entry(name: str, pebble: PebbleServer, tmp: Path) -> dict[str, Any]:
+    return {"name": name, "directory": pebble.directory_url, "email": "hostmaster@example.test",
+            "account_key": str(tmp / "acme" / f"{name}.key"), "ca_bundle": str(pebble.ca_bundle)}
+
+
+def fallback_toml(config: CentralConfig, path: Path, cas: list[dict[str, Any]]) -> Path:
+    """The operator's lecentral.toml with ``[[acme.ca]]`` entries instead of the [acme] CA."""
+    return write_tables(path, {
+        "database": {"url": config.database.url},
+        "acme": {"poll_timeout": 60, "ca": cas},
+        "renew": {"retry_pause": 0, "max_failures": 1, "workers": 2,
+                  "state_dir": config.renew.state_dir},
+        "dns": {"server": config.dns.server, "port": config.dns.port,
+                "tsig_key_file": config.dns.tsig_key_file, "propagation_timeout": 10.0,
+                "propagation_interval": 0.05,
+                "zones": {zone: {"tsig_key_file": conf.tsig_key_file}
+                          for zone, conf in config.dns.zones.items()}},
+    })
+
+
+def cli_json(toml: Path, *args: str) -> Any:
+    result = CliRunner().invoke(main, ["--config", str(toml), *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def log_size(pebble: PebbleServer) -> int:
+    path = pebble.workdir / "pebble.log"
+    return path.stat().st_size if path.exists() else 0
+
+
+def log_since(pebble: PebbleServer, offset: int) -> str:
+    return (pebble.workdir / "pebble.log").read_bytes()[offset:].decode(errors="replace")
+
+
+def issued_by(pebble: PebbleServer, crt: bytes, ca: bytes) -> None:
+    """The leaf and the chain stored are ``pebble``'s: its intermediate signed the leaf."""
+    intermediate = Certificate.load(pebble.intermediate_pem().encode())
+    assert Certificate.load(crt).issuer == intermediate.subject
+    assert [c.subject for c in load_chain(ca)][0] == intermediate.subject
+
+
+# --- the configuration ---------------------------------------------------------------------------
+
+
+def test_the_ca_list_is_read_in_order_and_the_single_form_stays(tmp_path: Path) -> None:
+    """``[[acme.ca]]`` entries, in order, each its own account; ``[acme] profile`` and
+    ``poll_timeout`` stay shared (an entry's profile overrides). Without entries the single
+    ``[acme]`` CA is the one CA, named "default"."""
+    table = {"acme": {"profile": "classic", "poll_timeout": 30, "ca": [
+        {"name": "le", "directory": "https://le.test/dir", "account_key": "/k/le.key"},
+        {"name": "other", "directory": "https://other.test/dir", "account_key": "/k/o.key",
+         "eab_kid": "kid", "eab_hmac_key": "c2VjcmV0LXZhbHVlLW5ldmVyLXNob3du", "profile": "tls"},
+    ]}}
+    config = build(CentralConfig, table, "", "x.toml")
+    cas = config.acme.authorities()
+    assert [(n, a.directory, a.account_key, a.profile, a.poll_timeout) for n, a in cas] == [
+        ("le", "https://le.test/dir", "/k/le.key", "classic", 30),
+        ("other", "https://other.test/dir", "/k/o.key", "tls", 30)]
+    assert cas[1][1].eab_hmac_key == "c2VjcmV0LXZhbHVlLW5ldmVyLXNob3du"
+    assert config.acme.first().directory == "https://le.test/dir"
+    shown = json.dumps(masked(config))
+    assert "c2VjcmV0LXZhbHVlLW5ldmVyLXNob3du" not in shown and "********" in shown
+
+    single = build(CentralConfig, {"acme": {"directory": "https://one.test/dir"}}, "", "x.toml")
+    assert [(n, a.directory) for n, a in single.acme.authorities()] == [
+        ("default", "https://one.test/dir")]
+
+
+@pytest.mark.parametrize(("acme", "message"), [
+    ({"directory": "https://one.test/dir",
+      "ca": [{"name": "a", "directory": "https://a.test/dir", "account_key": "/k/a"}]},
+     "x.toml: [acme] directory and [[acme.ca]] both say which CA to use; with [[acme.ca]] "
+     "entries, move it into the entries"),
+    ({"ca": [{"name": "a", "directory": "https://a.test/dir", "account_key": "/k/a"},
+             {"name": "a", "directory": "https://b.test/dir", "account_key": "/k/b"}]},
+     "x.toml: acme.ca[1].name = 'a' is used by an earlier [[acme.ca]] entry; each CA needs its own"),
+    ({"ca": [{"name": "a", "directory": "https://a.test/dir", "account_key": "/k/a"},
+             {"name": "b", "directory": "https://b.test/dir", "account_key": "/k/a"}]},
+     "x.toml: acme.ca[1].account_key = '/k/a' is used by an earlier [[acme.ca]] entry"),
+    ({"ca": [{"name": "a", "account_key": "/k/a"}]},
+     "x.toml: acme.ca[0].directory is required in every [[acme.ca]] entry"),
+    ({"ca": [{"name": "a b", "directory": "https://a.test/dir", "account_key": "/k/a"}]},
+     "x.toml: acme.ca[0].name = 'a b' is not valid (letters, digits"),
+    ({"ca": [{"name": "a", "directory": "https://a.test/dir", "account_key": "/k/a",
+              "eab_hmac_key": 12345678}]},
+     "x.toml: acme.ca[0].eab_hmac_key must be str"),
+    ({"ca": {"name": "a"}}, "x.toml: acme.ca must be a list of CaConfig"),
+])
+def test_ambiguous_or_wrong_ca_lists_are_config_errors(acme: dict[str, Any], message: str) -> None:
+    """Both forms at once, a name or an account key twice, a missing key: ConfigError naming
+    the key; a secret's value is never quoted."""
+    with pytest.raises(ConfigError) as caught:
+        build(CentralConfig, {"acme": acme}, "", "x.toml")
+    assert message in str(caught.value)
+    assert "12345678" not in str(caught.value)
+
+
+# --- fallback in a renew run ------------------------------------------------------------------
+
+
+def test_a_ca_that_is_down_falls_back_to_the_next(dns_world: World, down: PebbleServer,
+                                                  backup: PebbleServer, tmp_path: Path) -> None:
+    """The first CA refuses connections: the second issues in the same run; the certificate and
+    chain stored are the second CA's, its name is recorded and shown by renew, list, show and
+    the issued event; the run says why the first was passed over."""
+    name = new_zone(dns_world, "fbdown")
+    config = make_config(dns_world, tmp_path)
+    store = open_store(config)
+    _, key = add_row(store, [name])
+    toml = fallback_toml(config, tmp_path / "lecentral.toml",
+                         [ca_entry("primary", down, tmp_path), ca_entry("backup", backup, tmp_path)])
+    offset = log_size(backup)
+
+    result = renew_cli(toml, "--once")
+
+    assert result.exit_code == 0, result.data
+    outcome = result.outcome(name)
+    assert outcome["status"] == "issued" and outcome["issuer_ca"] == "backup"
+    assert outcome["message"].startswith("issued by CA backup, valid until ")
+    assert f"CA primary ({down.directory_url}): reading the ACME directory: cannot reach" \
+        in outcome["message"]
+    assert "trying CA backup next" in result.stderr
+    assert NEW_ORDER in log_since(backup, offset)
+    assert_issued(store, name, [name], key)
+    row = store.get(name)
+    assert row is not None and row.crt and row.ca
+    issued_by(backup, row.crt, row.ca)
+    assert store.issuing_cas() == {name: ("backup", backup.directory_url)}
+    assert store.events(name)[0].message.startswith(
+        f"issued by CA backup ({backup.directory_url}), expires at ")
+    listed = {i["name"]: i for i in cli_json(toml, "list")}
+    assert listed[name]["issuer_ca"] == "backup"
+    assert listed[name]["issuer_ca_directory"] == backup.directory_url
+    assert cli_json(toml, "show", name)["issuer_ca"] == "backup"
+    shown = CliRunner().invoke(main, ["--config", str(toml), "show", name])
+    assert f"issuing CA        backup ({backup.directory_url})" in shown.stdout
+    store.close()
+
+
+def test_a_ca_answering_errors_falls_back_to_the_next(dns_world: World, failing: PebbleServer,
+                                                     backup: PebbleServer, tmp_path: Path) -> None:
+    """The first CA answers badNonce to every request, also after lecentral's retries: that is
+    the CA's failure; the second issues."""
+    name = new_zone(dns_world, "fberr")
+    config = make_config(dns_world, tmp_path)
+    store = open_store(config)
+    _, key = add_row(store, [name])
+    toml = fallback_toml(config, tmp_path / "lecentral.toml",
+                         [ca_entry("primary", failing, tmp_path), ca_entry("backup", backup, tmp_path)])
+
+    result = renew_cli(toml, "--once")
+
+    assert result.exit_code == 0, result.data
+    outcome = result.outcome(name)
+    assert outcome["status"] == "issued" and outcome["issuer_ca"] == "backup"
+    assert "CA primary" in outcome["message"] and "the CA answered badNonce" in outcome["message"]
+    assert_issued(store, name, [name], key)
+    row = store.get(name)
+    assert row is not None and row.crt and row.ca
+    issued_by(backup, row.crt, row.ca)
+    assert store.issuing_cas()[name][0] == "backup"
+    store.close()
+
+
+def test_every_ca_failing_fails_naming_each(dns_world: World, down: PebbleServer,
+                                           failing: PebbleServer, tmp_path: Path) -> None:
+    """No CA of the list can issue: the certificate fails once, the message says what each CA
+    answered; the row is unchanged but for the failure count, nothing recorded as issuer."""
+    name = new_zone(dns_world, "fbnone")
+    config = make_config(dns_world, tmp_path)
+    store = open_store(config)
+    add_row(store, [name])
+    before = store.get(name)
+    toml = fallback_toml(config, tmp_path / "lecentral.toml",
+                         [ca_entry("primary", down, tmp_path), ca_entry("second", failing, tmp_path)])
+
+    result = renew_cli(toml, "--once")
+
+    assert result.exit_code == 1
+    outcome = result.outcome(name)
+    assert outcome["status"] == "failed" and outcome["count_fail_update"] == 1
+    assert outcome["issuer_ca"] is None
+    assert f"CA primary ({down.directory_url}): reading the ACME directory: cannot reach" \
+        in outcome["message"]
+    assert f"CA second ({failing.directory_url}):" in outcome["message"]
+    assert "badNonce" in outcome["message"]
+    after = store.get(name)
+    assert after is not None and before is not None
+    assert after.crt == before.crt and after.ca == before.ca and after.count_fail_update == 1
+    assert store.issuing_cas() == {}
+    assert store.events(name)[0].kind == "failed"
+    store.close()
+
+
+def test_a_dns_failure_is_ours_and_not_tried_at_the_next_ca(
+        dns_world: World, backup: PebbleServer, failing: PebbleServer, tmp_path: Path) -> None:
+    """The TSIG key of the name's zone is refused (our DNS): the certificate fails at the first
+    CA and the second is never asked for an order (nor an account)."""
+    config = make_config(dns_world, tmp_path)
+    store = open_store(config)
+    add_row(store, [BADSECRET])
+    toml = fallback_toml(config, tmp_path / "lecentral.toml",
+                         [ca_entry("primary", backup, tmp_path), ca_entry("second", failing, tmp_path)])
+    offset = log_size(failing)
+
+    result = renew_cli(toml, "--once", BADSECRET)
+
+    assert result.exit_code == 1
+    outcome = result.outcome(BADSECRET)
+    assert outcome["status"] == "failed" and outcome["issuer_ca"] is None
+    assert "CA second" not in outcome["message"] and "trying CA" not in result.stderr
+    assert log_since(failing, offset) == ""
+    store.close()
+
+
+def test_a_policy_refusal_is_ours_and_not_tried_at_the_next_ca(
+        dns_world: World, strict: PebbleServer, blocked_name: str, backup: PebbleServer,
+        tmp_path: Path) -> None:
+    """The first CA refuses the name (rejectedIdentifier: its policy about our name): not
+    retried at the second CA, which gets no order; the TXT records are gone."""
+    config = make_config(dns_world, tmp_path)
+    store = open_store(config)
+    add_row(store, [blocked_name])
+    toml = fallback_toml(config, tmp_path / "lecentral.toml",
+                         [ca_entry("primary", strict, tmp_path), ca_entry("backup", backup, tmp_path)])
+    offset = log_size(backup)
+
+    result = renew_cli(toml, "--once", blocked_name)
+
+    assert result.exit_code == 1
+    outcome = result.outcome(blocked_name)
+    assert outcome["status"] == "failed"
+    assert "rejectedIdentifier" in outcome["message"]
+    assert "CA backup" not in outcome["message"] and "trying CA" not in result.stderr
+    assert NEW_ORDER not in log_since(backup, offset)
+    assert dns_world.bind.txt_values(f"_acme-challenge.{blocked_name}") == []
+    store.close()
