@@ -11,8 +11,12 @@ one after lecentral's bounded retries.
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +88,65 @@ def strict(dns_world: World, blocked_name: str,
         yield pebble
 
 
+class FailingOrders:
+    """A stand-in ACME CA whose account registration works and whose every newOrder fails with
+    ``answer`` (status, content type, body, headers). A stand-in because no real CA can be made
+    to answer serverInternal, rateLimited or a proxy's 502 page at newOrder on demand; plain HTTP,
+    which the ACME client accepts as it does HTTPS. ``orders`` counts the newOrders it refused."""
+
+    def __init__(self, answer: tuple[int, str, bytes, dict[str, str]]) -> None:
+        self.orders = 0
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, status: int, body: bytes, ctype: str,
+                      headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                nonce = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+                self.send_header("Replay-Nonce", nonce)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_HEAD(self) -> None:
+                self._send(200, b"", "application/json")
+
+            def do_GET(self) -> None:
+                base = stand_in.url
+                self._send(200, json.dumps({"newNonce": f"{base}/nonce", "newAccount": f"{base}/acct",
+                                            "newOrder": f"{base}/new-order", "meta": {}}).encode(),
+                           "application/json")
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/acct":
+                    self._send(201, json.dumps({"status": "valid"}).encode(), "application/json",
+                               {"Location": f"{stand_in.url}/acct/1"})
+                    return
+                stand_in.orders += 1
+                status, ctype, body, headers = answer
+                self._send(status, body, ctype, headers)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.url = f"http://{LOOPBACK}:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def problem(code: str, detail: str) -> bytes:
+    return json.dumps({"type": f"urn:ietf:params:acme:error:{code}", "detail": detail}).encode()
+
+
 def ca_entry(name: str, pebble: PebbleServer, tmp: Path) -> dict[str, Any]:
     return {"name": name, "directory": pebble.directory_url, "email": "hostmaster@example.test",
             "account_key": str(tmp / "acme" / f"{name}.key"), "ca_bundle": str(pebble.ca_bundle)}
@@ -123,7 +186,7 @@ def issued_by(pebble: PebbleServer, crt: bytes, ca: bytes) -> None:
     """The leaf and the chain stored are ``pebble``'s: its intermediate signed the leaf."""
     intermediate = Certificate.load(pebble.intermediate_pem().encode())
     assert Certificate.load(crt).issuer == intermediate.subject
-    assert [c.subject for c in load_chain(ca)][0] == intermediate.subject
+    assert next(c.subject for c in load_chain(ca)) == intermediate.subject
 
 
 # --- the configuration ---------------------------------------------------------------------------
@@ -156,8 +219,8 @@ def test_the_ca_list_is_read_in_order_and_the_single_form_stays(tmp_path: Path) 
 @pytest.mark.parametrize(("acme", "message"), [
     ({"directory": "https://one.test/dir",
       "ca": [{"name": "a", "directory": "https://a.test/dir", "account_key": "/k/a"}]},
-     "x.toml: [acme] directory and [[acme.ca]] both say which CA to use; with [[acme.ca]] "
-     "entries, move it into the entries"),
+     ("x.toml: [acme] directory and [[acme.ca]] both say which CA to use; with [[acme.ca]] "
+     "entries, move it into the entries")),
     ({"ca": [{"name": "a", "directory": "https://a.test/dir", "account_key": "/k/a"},
              {"name": "a", "directory": "https://b.test/dir", "account_key": "/k/b"}]},
      "x.toml: acme.ca[1].name = 'a' is used by an earlier [[acme.ca]] entry; each CA needs its own"),
@@ -246,6 +309,45 @@ def test_a_ca_answering_errors_falls_back_to_the_next(dns_world: World, failing:
     assert row is not None and row.crt and row.ca
     issued_by(backup, row.crt, row.ca)
     assert store.issuing_cas()[name][0] == "backup"
+    store.close()
+
+
+@pytest.mark.parametrize(("answer", "said"), [
+    ((500, "application/problem+json", problem("serverInternal", "the database is down"), {}),
+     "the CA answered serverInternal: the database is down"),
+    ((429, "application/problem+json", problem("rateLimited", "too many new orders"),
+      {"Retry-After": "3600"}),
+     "the CA answered rateLimited: too many new orders; retry after "),
+    ((502, "text/html", b"<html><body>502 Bad Gateway</body></html>", {}),
+     "answered HTTP 502 without a problem document (the CA's side is failing)"),
+], ids=["serverInternal", "rateLimited", "http-502"])
+def test_an_order_the_ca_fails_goes_to_the_next_ca(
+        dns_world: World, backup: PebbleServer, tmp_path: Path,
+        answer: tuple[int, str, bytes, dict[str, str]], said: str) -> None:
+    """The first CA takes the account but fails the newOrder (the CA's failure): the TXT records
+    were never published there, the second CA issues in the same run."""
+    name = new_zone(dns_world, "fborder")
+    config = make_config(dns_world, tmp_path)
+    store = open_store(config)
+    _, key = add_row(store, [name])
+    stand_in = FailingOrders(answer)
+    try:
+        first = {"name": "primary", "directory": f"{stand_in.url}/dir",
+                 "account_key": str(tmp_path / "acme" / "primary.key")}
+        toml = fallback_toml(config, tmp_path / "lecentral.toml",
+                             [first, ca_entry("backup", backup, tmp_path)])
+        result = renew_cli(toml, "--once")
+    finally:
+        stand_in.close()
+
+    assert result.exit_code == 0, result.data
+    assert stand_in.orders == 1
+    outcome = result.outcome(name)
+    assert outcome["status"] == "issued" and outcome["issuer_ca"] == "backup"
+    assert f"CA primary ({stand_in.url}/dir): creating the order for {name}: " in outcome["message"]
+    assert said in outcome["message"]
+    assert_issued(store, name, [name], key)
+    assert store.issuing_cas()[name] == ("backup", backup.directory_url)
     store.close()
 
 
