@@ -424,3 +424,63 @@ def test_a_policy_refusal_is_ours_and_not_tried_at_the_next_ca(
     assert NEW_ORDER not in log_since(backup, offset)
     assert dns_world.bind.txt_values(f"_acme-challenge.{blocked_name}") == []
     store.close()
+
+
+def test_the_issued_hook_hears_the_issuing_ca(dns_world: World, down: PebbleServer,
+                                             backup: PebbleServer, tmp_path: Path) -> None:
+    """``lecentral_cert_issued`` gets ``issuer_ca``; a handler written before it existed (without
+    the argument) is still called."""
+    import dataclasses
+
+    from renew_world import run
+
+    from lecentral.config import CaConfig
+    from lecentral.hookspecs import hookimpl
+    from lecentral.registry import Registry
+
+    heard: list[tuple[str, Any]] = []
+
+    class Recorder:
+        @hookimpl
+        def lecentral_cert_issued(self, name: str, issuer_ca: str | None) -> None:
+            heard.append((name, issuer_ca))
+
+    class OldHandler:
+        @hookimpl
+        def lecentral_cert_issued(self, name: str, ts_expire: int) -> None:
+            heard.append((name, "old"))
+
+    name = new_zone(dns_world, "fbhook")
+    config = make_config(dns_world, tmp_path)
+    cas = [CaConfig(name="primary", directory=down.directory_url,
+                    account_key=str(tmp_path / "acme" / "primary.key"), ca_bundle=str(down.ca_bundle)),
+           CaConfig(name="backup", directory=backup.directory_url,
+                    account_key=str(tmp_path / "acme" / "backup.key"),
+                    ca_bundle=str(backup.ca_bundle))]
+    config = dataclasses.replace(config, acme=dataclasses.replace(
+        config.acme.__class__(poll_timeout=60), ca=cas))
+    store = open_store(config)
+    add_row(store, [name])
+    registry = Registry.load(entrypoints=False)
+    registry.loaded.pm.register(Recorder(), name="recorder")
+    registry.loaded.pm.register(OldHandler(), name="old-handler")
+
+    outcome = run(config, store, registry).final[0]
+
+    assert outcome.status == "issued" and outcome.issuer_ca == "backup"
+    assert sorted(heard) == sorted([(name, "backup"), (name, "old")])
+    store.close()
+
+
+def test_account_commands_choose_the_ca_by_name(tmp_path: Path) -> None:
+    """``lecentral account show --ca NAME``: an unknown NAME is a usage error listing the CAs."""
+    toml = write_tables(tmp_path / "lecentral.toml", {"acme": {"ca": [
+        {"name": "le", "directory": "https://le.test/dir", "account_key": str(tmp_path / "le.key")},
+        {"name": "backup", "directory": "https://b.test/dir",
+         "account_key": str(tmp_path / "b.key")}]}})
+    result = CliRunner().invoke(main, ["--config", str(toml), "account", "show", "--ca", "nope"])
+    assert result.exit_code == 2
+    assert "--ca nope: no such CA in [[acme.ca]] (configured: le, backup)" in result.stderr
+    # the named CA's key is the one looked for (none yet: show never creates one)
+    result = CliRunner().invoke(main, ["--config", str(toml), "account", "show", "--ca", "backup"])
+    assert result.exit_code == 2 and str(tmp_path / "b.key") in result.stderr
