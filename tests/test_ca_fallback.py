@@ -397,6 +397,8 @@ def test_a_dns_failure_is_ours_and_not_tried_at_the_next_ca(
     assert result.exit_code == 1
     outcome = result.outcome(BADSECRET)
     assert outcome["status"] == "failed" and outcome["issuer_ca"] is None
+    assert outcome["message"].startswith(f"CA primary ({backup.directory_url}): ")
+    assert outcome["message"].endswith("(not the CA's failure: not tried at the next CA)")
     assert "CA second" not in outcome["message"] and "trying CA" not in result.stderr
     assert log_since(failing, offset) == ""
     store.close()
@@ -419,7 +421,10 @@ def test_a_policy_refusal_is_ours_and_not_tried_at_the_next_ca(
     assert result.exit_code == 1
     outcome = result.outcome(blocked_name)
     assert outcome["status"] == "failed"
-    assert "rejectedIdentifier" in outcome["message"]
+    assert outcome["message"].startswith(f"CA primary ({strict.directory_url}): creating the "
+                                         f"order for {blocked_name}: the CA answered "
+                                         "rejectedIdentifier")
+    assert outcome["message"].endswith("(not the CA's failure: not tried at the next CA)")
     assert "CA backup" not in outcome["message"] and "trying CA" not in result.stderr
     assert NEW_ORDER not in log_since(backup, offset)
     assert dns_world.bind.txt_values(f"_acme-challenge.{blocked_name}") == []

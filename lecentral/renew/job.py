@@ -379,9 +379,9 @@ class RenewJob:
                     else str(exc)
                 last = index + 1 == len(self._authorities)
                 if last or not is_ca_fault(exc):
-                    if tried and not is_ca_fault(exc):
-                        why += " (a failure that is ours: not tried at the next CA)"
-                    raise _with_earlier(exc, tried, why)
+                    if not last:
+                        why += " (not the CA's failure: not tried at the next CA)"
+                    raise _with_earlier(exc, tried, why) from None
                 following = self._authorities[index + 1][0]
                 log.warning("%s: %s; the CA's failure: trying CA %s next", row.name,
                             self.redact(why), following)
@@ -523,11 +523,12 @@ class RenewJob:
 
 
 def _with_earlier(exc: LecentralError, tried: list[str], why: str) -> LecentralError:
-    """``exc`` itself when no CA failed before; else an error of its class (an IssueError for a
-    class that takes other arguments) whose message also says why the earlier CAs did not issue."""
-    if not tried:
-        return exc
+    """``exc`` itself when its message says it all (one CA); else an error of its class (an
+    IssueError for a class that takes other arguments) whose message names the CA and says why
+    the earlier CAs did not issue."""
     text = "; ".join([*tried, why])
+    if text == str(exc):
+        return exc
     try:
         return type(exc)(text)
     except TypeError:
