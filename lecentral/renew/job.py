@@ -180,12 +180,14 @@ class RenewJob:
         if names:
             rows = [by_name[n] for n in names]
         now = now_ts()
-        ari = self._ari_reader(rows, request, retry)
+        ari = self._ari_readers(rows, request, retry)
         due: list[tuple[CertRow, Csr, str]] = []
         others: list[Outcome] = []
         try:
             for row in rows:
-                outcome = self._consider(row, now, request, retry, ari, number, due)
+                outcome = self._consider(row, now, request, retry,
+                                         ari.for_row(row) if ari is not None else None,
+                                         number, due)
                 if outcome is not None:
                     others.append(outcome)
         finally:
@@ -232,20 +234,19 @@ class RenewJob:
         self.progress(row.name, f"due ({why})")
         return None
 
-    def _ari_reader(self, rows: list[CertRow], request: RenewRequest,
-                    retry: bool) -> RenewalInfoReader | None:
+    def _ari_readers(self, rows: list[CertRow], request: RenewRequest,
+                     retry: bool) -> AriReaders | None:
         # a dry run contacts no CA (not even for renewal information): it decides on dates alone
         if retry or request.force or request.dry_run or not self.config.renew.ari:
             return None
         if not any(r.enable and r.crt for r in rows):
             return None
-        from lecentral.acme.client import RenewalInfoReader
-
-        reader = RenewalInfoReader(self.config.acme.first())
-        if not reader.offered:
-            reader.close()
-            return None
-        return reader
+        try:
+            issuing = self.store.issuing_cas()
+        except LecentralError as exc:  # then each certificate's window is asked of the first CA
+            log.warning("%s; asking the first CA for renewal information", exc)
+            issuing = {}
+        return AriReaders(self._authorities, issuing)
 
     def _pass(self, due: list[tuple[CertRow, Csr, str]], number: int) -> list[Outcome]:
         try:
@@ -533,3 +534,38 @@ def _with_earlier(exc: LecentralError, tried: list[str], why: str) -> LecentralE
         return type(exc)(text)
     except TypeError:
         return IssueError(text)
+
+
+class AriReaders:
+    """The renewal-information readers of one selection, one per CA, made when a certificate of
+    that CA is first considered: a certificate's window is asked of the CA that issued it (RFC
+    9773: only the issuing CA knows it), as recorded in ``lecentral_cert_settings``; the first
+    CA for a certificate issued before lecentral recorded it."""
+
+    def __init__(self, authorities: list[tuple[str, AcmeConfig]],
+                 issuing: dict[str, tuple[str, str]]) -> None:
+        self.authorities = dict(authorities)
+        self.first = authorities[0][0]
+        self.issuing = issuing
+        self.readers: dict[str, RenewalInfoReader] = {}
+
+    def for_row(self, row: CertRow) -> RenewalInfoReader | None:
+        """The reader of the CA that issued ``row``'s certificate; None if that CA offers no ARI
+        (or is no longer configured: its window cannot be asked anywhere else)."""
+        from lecentral.acme.client import RenewalInfoReader
+
+        if not (row.enable and row.crt):  # nothing to ask about: not a reason to reach a CA
+            return None
+        recorded = self.issuing.get(row.name.strip().lower().rstrip("."))
+        name = recorded[0] if recorded is not None else self.first
+        if name not in self.authorities:
+            return None
+        if name not in self.readers:
+            self.readers[name] = RenewalInfoReader(self.authorities[name])
+        reader = self.readers[name]
+        return reader if reader.offered else None
+
+    def close(self) -> None:
+        """Close every reader made."""
+        for reader in self.readers.values():
+            reader.close()
