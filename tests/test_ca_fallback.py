@@ -489,3 +489,36 @@ def test_account_commands_choose_the_ca_by_name(tmp_path: Path) -> None:
     # the named CA's key is the one looked for (none yet: show never creates one)
     result = CliRunner().invoke(main, ["--config", str(toml), "account", "show", "--ca", "backup"])
     assert result.exit_code == 2 and str(tmp_path / "b.key") in result.stderr
+
+
+def test_the_spool_keeps_the_issuing_ca(tmp_path: Path) -> None:
+    """A certificate spooled because its save failed keeps its issuing CA for the run that saves
+    it; a spool file of an older release (no issuer_ca) still reads, with none."""
+    from lecentral_testing.pki import make_csr, make_self_signed
+
+    from lecentral.certificates import Csr
+    from lecentral.renew.spool import CertSpool
+
+    spool = CertSpool(str(tmp_path / "state"))
+    csr_pem, key = make_csr(["spooled.example.test"])
+    crt, _ = make_self_signed(["spooled.example.test"], key)
+    put = spool.put("spooled.example.test", crt, crt, Csr.load(csr_pem).der, 5, "dns-subzone", 4,
+                    ("backup", "https://b.test/dir"))
+    assert spool.read(put.path).issuer_ca == ("backup", "https://b.test/dir")
+    data = json.loads(put.path.read_text())
+    del data["issuer_ca"]
+    put.path.write_text(json.dumps(data))
+    assert spool.read(put.path).issuer_ca is None
+
+
+def test_every_cas_eab_secret_is_redacted(tmp_path: Path) -> None:
+    """The renew run's redactor hides the EAB HMAC key of every CA of the list, not only one."""
+    from lecentral.config import AcmeConfig, CaConfig
+    from lecentral.renew.context import Redactor
+
+    cas = [CaConfig(name="a", directory="https://a.test/dir", account_key="/k/a",
+                    eab_kid="ka", eab_hmac_key="first-secret-value"),
+           CaConfig(name="b", directory="https://b.test/dir", account_key="/k/b",
+                    eab_kid="kb", eab_hmac_key="second-secret-value")]
+    redact = Redactor(CentralConfig(acme=AcmeConfig(ca=cas)))
+    assert redact("a first-secret-value and a second-secret-value") == "a ******** and a ********"
