@@ -104,9 +104,40 @@ class DatabaseConfig:
     url: str = field(default="sqlite:////var/lib/lecentral/lecentral.db", metadata={"url": True})
 
 
+#: a CA's name in ``[[acme.ca]]``: recorded per certificate (lecentral_cert_settings.issuer_ca)
+CA_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CA_NAME_RULE = "letters, digits, '.', '_' and '-', at most 64, starting with a letter or digit"
+#: the name of the one CA of the single ``[acme]`` form (no ``[[acme.ca]]``)
+DEFAULT_CA_NAME = "default"
+#: the ``[acme]`` keys an ``[[acme.ca]]`` entry has instead: set in both places, which one applies
+#: would be a guess, so that is a ConfigError
+PER_CA_KEYS = ("directory", "email", "account_key", "ca_bundle", "eab_kid", "eab_hmac_key")
+
+
+@dataclass(frozen=True)
+class CaConfig:
+    """``[[acme.ca]]``: one CA of the fallback list, tried in order, each with its own account."""
+
+    name: str = field(default="", metadata={"pattern": CA_NAME_RE, "rule": CA_NAME_RULE})
+    directory: str = ""
+    email: str = ""
+    account_key: str = ""
+    ca_bundle: str = existing_path()
+    eab_kid: str = ""
+    eab_hmac_key: str = secret()
+    profile: str = profile_name()  # "": [acme] profile applies
+
+    def validate_table(self, where: str, source: str) -> None:
+        """Every entry names itself, its directory and its own account key."""
+        for key in ("name", "directory", "account_key"):
+            if not getattr(self, key):
+                raise ConfigError(f"{source}: {where}.{key} is required in every [[acme.ca]] entry")
+
+
 @dataclass(frozen=True)
 class AcmeConfig:
-    """``[acme]``: the CA and the account used to talk to it."""
+    """``[acme]``: the CA and the account used to talk to it; or, with ``[[acme.ca]]``, the CAs
+    tried in order (the next one only when an order failed for a reason that is the CA's)."""
 
     directory: str = "https://acme-v02.api.letsencrypt.org/directory"
     email: str = ""
@@ -116,6 +147,44 @@ class AcmeConfig:
     eab_hmac_key: str = secret()
     poll_timeout: float = 300.0  # seconds to wait for validation and issuance of one order
     profile: str = profile_name()  # the ACME profile to order ("": the CA's default)
+    ca: list[CaConfig] = field(default_factory=list)  # [[acme.ca]]: the fallback list, in order
+
+    def validate_table(self, where: str, source: str) -> None:
+        """``[[acme.ca]]`` replaces the single-CA keys: both given is ambiguous. Names and account
+        keys are unique (the name is recorded per certificate; an account record
+        ``<account_key>.json`` belongs to one CA)."""
+        if not self.ca:
+            return
+        defaults = AcmeConfig()
+        both = [k for k in PER_CA_KEYS if getattr(self, k) != getattr(defaults, k)]
+        if both:
+            raise ConfigError(f"{source}: [{where}] {', '.join(both)} and [[{where}.ca]] both say "
+                              f"which CA to use; with [[{where}.ca]] entries, move "
+                              f"{'it' if len(both) == 1 else 'them'} into the entries (the "
+                              f"single-CA keys are for a configuration without [[{where}.ca]])")
+        for key in ("name", "account_key"):
+            seen: set[str] = set()
+            for index, entry in enumerate(self.ca):
+                value = getattr(entry, key)
+                if value in seen:
+                    raise ConfigError(f"{source}: {where}.ca[{index}].{key} = {value!r} is used by "
+                                      f"an earlier [[{where}.ca]] entry; each CA needs its own")
+                seen.add(value)
+
+    def authorities(self) -> list[tuple[str, AcmeConfig]]:
+        """(name, the one-CA configuration of it) of every CA, in the order they are tried: the
+        ``[[acme.ca]]`` entries, or the single ``[acme]`` CA named :data:`DEFAULT_CA_NAME`."""
+        if not self.ca:
+            return [(DEFAULT_CA_NAME, self)]
+        return [(entry.name, dataclasses.replace(
+            self, directory=entry.directory, email=entry.email, account_key=entry.account_key,
+            ca_bundle=entry.ca_bundle, eab_kid=entry.eab_kid, eab_hmac_key=entry.eab_hmac_key,
+            profile=entry.profile or self.profile, ca=[])) for entry in self.ca]
+
+    def first(self) -> AcmeConfig:
+        """The first CA's configuration: what one-CA commands use (``lecentral account``, ARI
+        windows of certificates without a recorded issuing CA, the certbot-webroot issuer)."""
+        return self.authorities()[0][1]
 
 
 AUTO = "auto"
@@ -451,6 +520,8 @@ def masked(obj: Any) -> Any:
             value = mask_url(value)
         elif isinstance(value, dict):
             value = {k: masked(v) for k, v in value.items()}
+        elif isinstance(value, list):  # [[acme.ca]]: each entry's secrets masked too
+            value = [masked(v) for v in value]
         else:
             value = masked(value)
         out[f.name] = value

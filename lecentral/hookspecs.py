@@ -94,10 +94,13 @@ def lecentral_register_notifiers() -> list[NotifierType]:
 
 
 @hookspec
-def lecentral_cert_issued(name: str, crt: bytes, ca: bytes, ts_expire: int) -> None:
+def lecentral_cert_issued(name: str, crt: bytes, ca: bytes, ts_expire: int,
+                          issuer_ca: str | None) -> None:
     """A new certificate for ``name`` was stored in the database (PEM leaf and CA chain).
 
-    Called on the central host after the transaction that saved it has committed.
+    Called on the central host after the transaction that saved it has committed. ``issuer_ca``:
+    the ``[[acme.ca]]`` name of the CA that issued it (``"default"`` for the single ``[acme]``
+    CA; None when not known). An implementation may leave the argument out of its signature.
     """
 
 

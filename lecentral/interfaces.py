@@ -86,11 +86,14 @@ class Store(ABC):
         """Delete the row (its event history stays), with a ``removed`` event."""
 
     @abstractmethod
-    def save_issued(self, name: str, crt: bytes, ca: bytes, ts_expire: int, now: int) -> None:
+    def save_issued(self, name: str, crt: bytes, ca: bytes, ts_expire: int, now: int,
+                    issuer_ca: tuple[str, str] | None = None) -> None:
         """Store a new certificate in one transaction: old_crt takes crt (old_ca takes ca only
         when the CA changed), md5_ca, ts_expire, ts_last_update set, count_fail_update 0, and an
         ``issued`` event. CsrError, nothing written, if the row's ``md5_modulus`` no longer
-        matches the certificate's key (its CSR was replaced meanwhile)."""
+        matches the certificate's key (its CSR was replaced meanwhile). ``issuer_ca``: (the
+        ``[[acme.ca]]`` name, its directory URL) of the CA that issued it, recorded with it and
+        named in the event."""
 
     @abstractmethod
     def record_failure(self, name: str, error: str, now: int) -> int:
@@ -137,6 +140,12 @@ class Store(ABC):
     def set_profile(self, name: str, profile: str | None, now: int = 0) -> None:
         """Set (None: clear) the ACME profile of ``name``, with a ``settings`` event."""
         raise StoreError(f"{self.location}: this store keeps no per-certificate settings")
+
+    def issuing_cas(self) -> dict[str, tuple[str, str]]:
+        """Certificate name (lower case) -> (the ``[[acme.ca]]`` name, its directory URL) of the
+        CA that issued the stored certificate, as stored (the caller validates it); none known
+        for certificates issued before lecentral recorded it, or by a store without settings."""
+        return {}
 
     def close(self) -> None:
         """Dispose of connections."""

@@ -24,8 +24,10 @@ class IssuerContext:
     """What a renew run gives each issuer it builds.
 
     ``config``: the whole central configuration. ``acme()``: the run's ACME client (account,
-    connection and nonce pool), made on the first call, shared by every issuer and worker of
-    the run, and closed by the run at its end: an issuer never closes it. ``secret(value)``: tell
+    connection and nonce pool) of the CA being tried for the certificate this thread issues
+    (``[[acme.ca]]``: the job calls ``Issuer.issue`` again with the next CA after a failure that
+    is the CA's, so ask for it inside ``issue``), made on the first call, shared by every issuer
+    and worker of the run, and closed by the run at its end: an issuer never closes it. ``secret(value)``: tell
     the run a secret the issuer read (an API token, a TSIG secret), so that no message, event or
     mail of the run ever shows it.
     """

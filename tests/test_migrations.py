@@ -33,7 +33,7 @@ OLD_TABLES = ["lecentral_events", "lecentral_renew_lock", "lecentral_leftovers"]
 FLEET = ["lecentral_agents", "lecentral_deployments", "lecentral_runs", "lecentral_endpoints",
          "lecentral_probes", "lecentral_fleet_states"]
 SETTINGS = ["lecentral_cert_settings"]
-HEAD = "0003_cert_settings"
+HEAD = "0004_issuer_ca"
 
 
 @pytest.fixture(params=["sqlite", "mariadb", "postgres"])
@@ -163,7 +163,7 @@ def cli(tmp_path: Path, url: str, *args: str) -> Any:
 
 def test_upgrade_runs_the_pending_revisions(url: str, tmp_path: Path) -> None:
     """A database at revision 1 (made by a lecentral before the fleet tables): every command
-    says to run lecentral upgrade, which runs revisions 2 and 3 once; certs untouched."""
+    says to run lecentral upgrade, which runs revisions 2 to 4 once; certs untouched."""
     engine = engine_for(url)
     make_certs(engine)
     with engine.begin() as conn:
@@ -171,11 +171,11 @@ def test_upgrade_runs_the_pending_revisions(url: str, tmp_path: Path) -> None:
     definition = certs_definition(engine)
     listed = cli(tmp_path, url, "list")
     assert listed.exit_code == 4
-    assert ("lecentral's tables are at revision 0001_baseline, this lecentral needs 0003_cert_settings; "
+    assert (f"lecentral's tables are at revision 0001_baseline, this lecentral needs {HEAD}; "
             "run lecentral upgrade") in listed.stderr
     first = cli(tmp_path, url, "upgrade")
     assert first.exit_code == 0, first.output
-    assert "lecentral's tables upgraded from revision 0001_baseline to 0003_cert_settings" in first.stdout
+    assert f"lecentral's tables upgraded from revision 0001_baseline to {HEAD}" in first.stdout
     again = cli(tmp_path, url, "upgrade", "--json")
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout) == {"from": HEAD, "to": HEAD, "head": HEAD, "changed": False}
@@ -213,13 +213,56 @@ def test_revision_3_adds_the_settings_table_keeping_every_row(url: str, tmp_path
     engine.dispose()
 
 
+def test_revision_4_adds_the_issuing_ca_keeping_every_setting(url: str, tmp_path: Path) -> None:
+    """A database at 0003_cert_settings with a profile set: lecentral upgrade adds the two
+    issuing-CA columns and nothing else; the profile stays; a renewal's save records the CA
+    (and names it in the issued event) without losing the profile, and setting the profile
+    afterwards keeps the CA."""
+    from lecentral_testing.pki import make_csr, make_self_signed
+
+    from lecentral.certificates import Certificate, Csr
+
+    engine = engine_for(url)
+    make_certs(engine)
+    with engine.begin() as conn:
+        assert migrations.upgrade(conn, "0003_cert_settings") == (None, "0003_cert_settings")
+        conn.execute(text("INSERT INTO lecentral_cert_settings (name, profile, ts_changed) "
+                          "VALUES ('www.example.test', 'classic', 3)"))
+    before, definition, names = rows(engine), certs_definition(engine), table_names(engine)
+    result = cli(tmp_path, url, "upgrade", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"from": "0003_cert_settings", "to": HEAD, "head": HEAD,
+                                         "changed": True}
+    assert table_names(engine) == names
+    assert rows(engine) == before and certs_definition(engine) == definition
+    columns = {c["name"] for c in inspect(engine).get_columns("lecentral_cert_settings")}
+    assert columns == {"name", "profile", "ts_changed", "issuer_ca", "issuer_ca_directory"}
+    store = SqlStore(url)
+    store.check_schema()
+    assert store.profiles() == {"www.example.test": "classic"}
+    assert store.issuing_cas() == {}
+    csr_pem, key = make_csr(["www.example.test"])
+    crt, _ = make_self_signed(["www.example.test"], key)
+    store.set_csr("www.example.test", csr_pem, Csr.load(csr_pem).md5_modulus, 4)
+    store.save_issued("www.example.test", crt, crt, Certificate.load(crt).not_after, 9,
+                      issuer_ca=("backup", "https://ca.example.test/dir"))
+    assert store.issuing_cas() == {"www.example.test": ("backup", "https://ca.example.test/dir")}
+    assert store.profiles() == {"www.example.test": "classic"}
+    assert store.events("www.example.test")[0].message.startswith(
+        "issued by CA backup (https://ca.example.test/dir), expires at ")
+    store.set_profile("www.example.test", "shortlived", 10)
+    assert store.issuing_cas() == {"www.example.test": ("backup", "https://ca.example.test/dir")}
+    store.close()
+    engine.dispose()
+
+
 def test_a_database_of_a_newer_lecentral_is_refused(sqlite_url: str, tmp_path: Path) -> None:
     store = SqlStore(sqlite_url)
     store.init_schema()
     with store.engine.begin() as conn:
         conn.execute(text(f"UPDATE {migrations.VERSION_TABLE} SET version_num = '0099_future'"))
-    expected = "at revision 0099_future, which this lecentral does not know (its newest is 0003_cert_settings)"
-    with pytest.raises(StoreError, match=r"\(its newest is 0003_cert_settings\): a newer lecentral"):
+    expected = f"at revision 0099_future, which this lecentral does not know (its newest is {HEAD})"
+    with pytest.raises(StoreError, match=rf"\(its newest is {HEAD}\): a newer lecentral"):
         store.check_schema()
     result = cli(tmp_path, sqlite_url, "upgrade")
     assert result.exit_code == 4 and expected in result.stderr
@@ -243,7 +286,7 @@ def test_check_schema_says_what_to_run(sqlite_url: str, tmp_path: Path) -> None:
     with store.engine.begin() as conn:
         conn.execute(text("DROP TABLE lecentral_runs"))
     with pytest.raises(StoreError, match="has no table lecentral_runs although its schema is at "
-                                         "revision 0003_cert_settings: it was dropped by hand"):
+                                         f"revision {HEAD}: it was dropped by hand"):
         store.check_schema()
     store.close()
 

@@ -401,7 +401,8 @@ def test_a_bad_profile_in_the_database_fails_only_that_certificate(offering: Sta
 
     world = World(offering, tmp_path)
     with world.store.engine.begin() as conn:
-        conn.execute(text("INSERT INTO lecentral_cert_settings VALUES (:n, 'x y', 1)"), {"n": NAME})
+        conn.execute(text("INSERT INTO lecentral_cert_settings (name, profile, ts_changed) "
+                          "VALUES (:n, 'x y', 1)"), {"n": NAME})
     outcome = world.renew()
     assert outcome.status == "failed"
     assert "lecentral_cert_settings holds an invalid ACME profile" in outcome.message

@@ -39,6 +39,26 @@ _ADVICE = {
 }
 
 
+#: problem codes that are the CA's, not ours: another CA of ``[[acme.ca]]`` may issue in the same
+#: run (a ``badNonce`` reaches here only after SafeNetwork's retries). Everything else (``dns``,
+#: ``connection``, ``unauthorized``, ``incorrectResponse``, ``caa``, ``badCSR``,
+#: ``rejectedIdentifier``...) says something about our names, DNS, CSR or policy, which another CA
+#: would see the same way: it is not retried elsewhere.
+CA_FAULT_CODES = frozenset({"serverInternal", "rateLimited", "badNonce"})
+
+
+class CaFailure(IssueError):
+    """A failure that is the CA's: unreachable, timed out, TLS, an HTTP 5xx without a problem
+    document, an answer that is not ACME. The next CA of ``[[acme.ca]]`` is tried."""
+
+
+def is_ca_fault(exc: BaseException) -> bool:
+    """True if ``exc`` is the CA's fault (see :data:`CA_FAULT_CODES`, :class:`CaFailure`)."""
+    if isinstance(exc, AcmeProblem):
+        return exc.code in CA_FAULT_CODES
+    return isinstance(exc, CaFailure)
+
+
 class AcmeProblem(IssueError):
     """The CA answered with a problem document."""
 
@@ -119,19 +139,35 @@ def acme_errors(what: str, directory: str) -> Iterator[None]:
     except messages.Error as problem:
         raise problem_error(problem, what) from None
     except requests.exceptions.SSLError as exc:
-        raise IssueError(
+        raise CaFailure(
             f"{what}: TLS to the ACME server {directory} failed ({_short(exc)}); for a private CA "
             "set [acme] ca_bundle to its root certificate"
         ) from None
     except requests.exceptions.RequestException as exc:
-        raise IssueError(
+        raise CaFailure(
             f"{what}: cannot reach the ACME server {directory} ({_short(exc)}); check [acme] "
             "directory and the network"
         ) from None
+    except acme_lib_errors.ClientError as exc:
+        status = _status(exc)
+        if status is not None and status >= 500:  # a proxy's or CA's error page, not a problem
+            raise CaFailure(f"{what}: the ACME server {directory} answered HTTP {status} without "
+                            "a problem document (the CA's side is failing)") from None
+        raise IssueError(f"{what}: ACME protocol error: {_short(exc)}") from None
     except acme_lib_errors.Error as exc:
         raise IssueError(f"{what}: ACME protocol error: {_short(exc)}") from None
     except ValueError as exc:  # a CA sending non-JSON where JSON was due
-        raise IssueError(f"{what}: unexpected answer from {directory}: {_short(exc)}") from None
+        raise CaFailure(f"{what}: unexpected answer from {directory}: {_short(exc)}") from None
+
+
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status of the response an acme ``ClientError`` carries, if any."""
+    import requests
+
+    arg = exc.args[0] if exc.args else None
+    if isinstance(arg, tuple) and arg:
+        arg = arg[0]
+    return arg.status_code if isinstance(arg, requests.Response) else None
 
 
 def _short(exc: BaseException) -> str:

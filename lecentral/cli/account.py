@@ -8,15 +8,36 @@ thumbprint only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lecentral.cli.central import App
 from lecentral.cli.common import fail, guarded, print_json
-from lecentral.errors import IssueError
+from lecentral.errors import ConfigError, IssueError
+
+if TYPE_CHECKING:
+    from lecentral.config import AcmeConfig
 
 pass_app = click.make_pass_decorator(App)
+
+ca_option = click.option(
+    "--ca", "ca_name", metavar="NAME",
+    help="Which CA of [[acme.ca]] (its name): its directory and account_key. Default: the first "
+         "(the one CA of [acme] without [[acme.ca]]).")
+
+
+def chosen_ca(app: App, ca_name: str | None) -> AcmeConfig:
+    """The one-CA configuration of ``--ca NAME`` (the first CA without it); ConfigError listing
+    the names for a name that is not configured."""
+    cas = app.config.acme.authorities()
+    if ca_name is None:
+        return cas[0][1]
+    for name, acme in cas:
+        if name == ca_name:
+            return acme
+    raise ConfigError(f"--ca {ca_name}: no such CA in [[acme.ca]] (configured: "
+                      f"{', '.join(name for name, _ in cas)})")
 
 
 @click.group()
@@ -45,10 +66,11 @@ def account() -> None:
 @click.option("--force", is_flag=True,
               help="Replace a different key at [acme] account_key (a copy of it is kept beside).")
 @click.option("--json", "json_out", is_flag=True, help="Print the result as JSON.")
+@ca_option
 @pass_app
 @guarded
 def import_(app: App, certbot_dir: Path | None, acme_sh_dir: Path | None, key_file: Path | None,
-            account_id: str | None, force: bool, json_out: bool) -> None:
+            account_id: str | None, force: bool, json_out: bool, ca_name: str | None) -> None:
     """Use an existing ACME account instead of registering a new one.
 
     The account must exist and be valid at [acme] directory: the CA is asked (newAccount with
@@ -65,7 +87,7 @@ def import_(app: App, certbot_dir: Path | None, acme_sh_dir: Path | None, key_fi
         raise click.UsageError("give exactly one of --certbot DIR, --acme-sh DIR, --key FILE")
     if account_id is not None and certbot_dir is None:
         raise click.UsageError("--account-id chooses among certbot's accounts; use it with --certbot")
-    acme = app.config.acme
+    acme = chosen_ca(app, ca_name)
     if certbot_dir is not None:
         found = imports.from_certbot(certbot_dir, acme.directory, account_id)
     elif acme_sh_dir is not None:
@@ -93,9 +115,10 @@ def import_(app: App, certbot_dir: Path | None, acme_sh_dir: Path | None, key_fi
 
 @account.command("show")
 @click.option("--json", "json_out", is_flag=True, help="Print the account as JSON.")
+@ca_option
 @pass_app
 @guarded
-def show(app: App, json_out: bool) -> None:
+def show(app: App, json_out: bool, ca_name: str | None) -> None:
     """The account in use: URL, contact, status, key type, JWK thumbprint; never the key.
 
     The account object is read from the CA (POST-as-GET to the account URL; without an account
@@ -106,7 +129,7 @@ def show(app: App, json_out: bool) -> None:
     from lecentral.acme.account import key_type, load_existing, record_for, thumbprint
     from lecentral.acme.lookup import AccountLookup
 
-    acme = app.config.acme
+    acme = chosen_ca(app, ca_name)
     key = load_existing(acme.account_key)
     record = record_for(key, acme.directory)
     info: dict[str, Any] = {

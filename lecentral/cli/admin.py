@@ -343,8 +343,21 @@ def _renewal(row: CertRow, bad_cert: list[str], renew: RenewConfig) -> tuple[int
     return window.at, window.reason
 
 
+def _issuing_ca(row: CertRow, issuing_cas: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """``issuer_ca``: the ``[[acme.ca]]`` name of the CA that issued the stored certificate and
+    ``issuer_ca_directory`` its directory then (None: not recorded, or not a valid name)."""
+    from lecentral.config import CA_NAME_RE
+
+    found = issuing_cas.get(row.name.strip().lower().rstrip("."))
+    if found is None or not CA_NAME_RE.match(found[0]):
+        return {"issuer_ca": None, "issuer_ca_directory": None}
+    directory = "".join(c for c in found[1] if c.isprintable())[:500]
+    return {"issuer_ca": found[0], "issuer_ca_directory": directory or None}
+
+
 def _summary(row: CertRow, now: int, renew: RenewConfig, profiles: dict[str, str] | None = None,
-             default_profile: str = "") -> dict[str, Any]:
+             default_profile: str = "",
+             issuing_cas: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
     """One row for list/show: ``problems`` is everything wrong with it; ``invalid`` says whether
     it is refused until fixed (row problems), ``certificate_problems`` the subset that only makes
     it due (the renew job replaces the bad stored certificate); ``renew_at`` when it becomes due
@@ -365,7 +378,8 @@ def _summary(row: CertRow, now: int, renew: RenewConfig, profiles: dict[str, str
         "expires": _date(row.ts_expire) if has_cert else None,
         "ts_expire": row.ts_expire,
         "days_left": ((row.ts_expire or 0) - now) // DAY if has_cert else None,
-        **profile, "lifetime_days": _lifetime_days(row) if has_cert else None,
+        **profile, **_issuing_ca(row, issuing_cas or {}),
+        "lifetime_days": _lifetime_days(row) if has_cert else None,
         "renew_at": _date(ts_renew_at), "ts_renew_at": ts_renew_at, "renew_reason": renew_reason,
         "count_fail_update": row.count_fail_update or 0,
         "last_attempt": _date(row.ts_last_update), "ts_last_update": row.ts_last_update,
@@ -394,8 +408,8 @@ def list_(app: App, as_json: bool) -> None:
     """Every certificate, soonest expiry first (never-issued ones on top)."""
     now = now_ts()
     store = app.store()
-    profiles, default = store.profiles(), app.config.acme.profile
-    items = [_summary(r, now, app.config.renew, profiles, default) for r in store.list()]
+    profiles, default, cas = store.profiles(), app.config.acme.profile, store.issuing_cas()
+    items = [_summary(r, now, app.config.renew, profiles, default, cas) for r in store.list()]
     items.sort(key=lambda i: (i["days_left"] is not None, i["days_left"] or 0, i["name"]))
     if as_json:
         print_json(items)
@@ -406,10 +420,10 @@ def list_(app: App, as_json: bool) -> None:
     rows = [[i["name"], "Y" if i["enabled"] else "N", i["method"], ",".join(i["names"]),
              i["expires"] or "-", "-" if i["days_left"] is None else str(i["days_left"]),
              "-" if i["lifetime_days"] is None else f"{i['lifetime_days']:g}",
-             i["profile"] or "-", _renews(i, now), str(i["count_fail_update"]),
+             i["profile"] or "-", i["issuer_ca"] or "-", _renews(i, now), str(i["count_fail_update"]),
              i["last_attempt"] or "-", _state(i)] for i in items]
     click.echo(table(rows, ["NAME", "ON", "METHOD", "NAMES", "EXPIRES (UTC)", "DAYS", "LIFE",
-                            "PROFILE", "RENEWS (UTC)", "FAILS", "LAST ATTEMPT", ""]))
+                            "PROFILE", "CA", "RENEWS (UTC)", "FAILS", "LAST ATTEMPT", ""]))
 
 
 def _renews(item: dict[str, Any], now: int) -> str:
@@ -447,7 +461,8 @@ def show(app: App, name: str, as_json: bool, history: int) -> None:
     if row is None:
         raise UnknownNameError(f"no certificate named {name!r} in the database (see lecentral list)")
     now = now_ts()
-    info = _summary(row, now, app.config.renew, store.profiles(), app.config.acme.profile)
+    info = _summary(row, now, app.config.renew, store.profiles(), app.config.acme.profile,
+                    store.issuing_cas())
     try:
         csr = Csr.load(row.csr, "CSR")
         info["csr"] = {"names": csr.names, "key": csr.key_type, "md5_modulus": csr.md5_modulus}
@@ -492,6 +507,8 @@ def _print_show(info: dict[str, Any], now: int) -> None:
              f"({info['renew_reason']}; the CA's ARI window may make it earlier)"
              if info["ts_renew_at"] is not None else info["renew_reason"])
         line("issuer", cert["issuer"])
+        line("issuing CA", f"{info['issuer_ca']} ({info['issuer_ca_directory']})"
+             if info["issuer_ca"] else "not recorded (issued before lecentral recorded it)")
         line("sha256", cert["sha256"])
     else:
         line("certificate", (cert or {}).get("error", "none yet"))

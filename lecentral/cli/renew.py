@@ -35,7 +35,7 @@ def _as_dict(outcome: Any) -> dict[str, Any]:
     return {"name": outcome.name, "status": outcome.status, "message": outcome.message,
             "issuer": outcome.issuer, "seconds": round(outcome.seconds, 3),
             "ts_expire": outcome.ts_expire, "count_fail_update": outcome.count_fail_update,
-            "round": outcome.round}
+            "round": outcome.round, "issuer_ca": outcome.issuer_ca}
 
 
 def _leftover_dict(leftover: Any) -> dict[str, Any]:

@@ -158,7 +158,7 @@ class CertbotWebrootIssuer(Issuer):
         self.state = Path(config.certbot.state_dir)
         self.checker = site_checker(config)
         self.dirs = ChallengeDirs()
-        self.slots = StateSlots(self.state, config.acme.directory,
+        self.slots = StateSlots(self.state, config.acme.first().directory,
                                 max(1, min(config.renew.workers, MAX_SLOTS)))
         # certbot removes the challenge directories it made: one run (or self-check) at a time
         # per webroot, so that it never removes one that another run is about to write into
@@ -259,7 +259,7 @@ class CertbotWebrootIssuer(Issuer):
     def argv(self, webroot: Path, run_dir: Path, state: Path,
              profile: str | None = None) -> list[str]:
         """certbot's command line for one run in ``run_dir`` with state ``state`` (no secret in it)."""
-        acme = self.config.acme
+        acme = self.config.acme.first()  # certbot has its own accounts: the first CA, no fallback
         argv = [self.certbot, "certonly", "--non-interactive", "--webroot", "-w", str(webroot),
                 "--csr", str(run_dir / "request.csr"),
                 "--cert-path", str(run_dir / "cert.pem"),
@@ -277,7 +277,7 @@ class CertbotWebrootIssuer(Issuer):
 
     def _run(self, row: CertRow, csr: Csr, webroot: Path, names: list[str], run_dir: Path,
              state: Path) -> bytes:
-        acme = self.config.acme
+        acme = self.config.acme.first()  # certbot has its own accounts: the first CA, no fallback
         (run_dir / "request.csr").write_bytes(csr.pem)
         if acme.eab_kid or acme.eab_hmac_key:
             fd = os.open(run_dir / "eab.ini", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

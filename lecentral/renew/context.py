@@ -36,7 +36,7 @@ class Redactor:
     def __init__(self, config: CentralConfig) -> None:
         from sqlalchemy.engine import make_url
 
-        secrets: set[str] = {config.acme.eab_hmac_key}
+        secrets: set[str] = {acme.eab_hmac_key for _, acme in config.acme.authorities()}
         try:
             secrets.add(make_url(config.database.url).password or "")
         except Exception:  # noqa: BLE001, S110 - an unparsable URL has no password to hide

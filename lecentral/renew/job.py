@@ -3,6 +3,7 @@ save (see the package's docstring for the whole story)."""
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import logging
 import threading
@@ -16,7 +17,7 @@ from lecentral.certificates import (
     now_ts,
     when,
 )
-from lecentral.config import PROFILE_RE, PROFILE_RULE
+from lecentral.config import DEFAULT_CA_NAME, PROFILE_RE, PROFILE_RULE
 from lecentral.errors import CsrError, IssueError, LecentralError, UnknownNameError
 from lecentral.leftovers import collecting
 from lecentral.records import Notification
@@ -30,12 +31,17 @@ from lecentral.types import IssuerContext
 if TYPE_CHECKING:
     from lecentral.acme.client import AcmeClient, RenewalInfoReader
     from lecentral.acme.orders import OrderOptions
-    from lecentral.config import CentralConfig
-    from lecentral.interfaces import Issuer, Store
+    from lecentral.config import AcmeConfig, CentralConfig
+    from lecentral.interfaces import IssuedCertificate, Issuer, Store
     from lecentral.registry import Registry
     from lecentral.store.rows import CertRow
 
 log = logging.getLogger(__name__)
+
+#: the ``[[acme.ca]]`` name whose client ``IssuerContext.acme()`` gives in this worker thread: the
+#: job sets it around each attempt of ``Issuer.issue`` (issuers know nothing of the fallback list)
+_current_ca: contextvars.ContextVar[str | None] = contextvars.ContextVar("lecentral_ca",
+                                                                         default=None)
 
 # --- the job --------------------------------------------------------------------------------
 
@@ -53,10 +59,15 @@ class RenewJob:
         self._write_lock = threading.Lock()  # SQLite allows one writer: workers take turns
         self._issuers: dict[str, Issuer | LecentralError] = {}
         self._acme_lock = threading.Lock()
-        self._acme_client: AcmeClient | None = None
+        #: the run's ACME clients by CA name; a CA's failure to make one (unreachable...) is kept,
+        #: so the certificates after the first do not wait for the same timeout again
+        self._acme_clients: dict[str, AcmeClient | IssueError] = {}
+        self._authorities = config.acme.authorities()
         self.spool = CertSpool(config.renew.state_dir)
         #: per-certificate ACME profiles (lecentral set --profile), read once per pass
         self._profiles: dict[str, str] | LecentralError = {}
+        #: per-certificate issuing CA (lecentral_cert_settings.issuer_ca), read once per pass
+        self._issuing_cas: dict[str, tuple[str, str]] = {}
 
     @property
     def write_lock(self) -> threading.Lock:
@@ -169,12 +180,14 @@ class RenewJob:
         if names:
             rows = [by_name[n] for n in names]
         now = now_ts()
-        ari = self._ari_reader(rows, request, retry)
+        ari = self._ari_readers(rows, request, retry)
         due: list[tuple[CertRow, Csr, str]] = []
         others: list[Outcome] = []
         try:
             for row in rows:
-                outcome = self._consider(row, now, request, retry, ari, number, due)
+                outcome = self._consider(row, now, request, retry,
+                                         ari.for_row(row) if ari is not None else None,
+                                         number, due)
                 if outcome is not None:
                     others.append(outcome)
         finally:
@@ -221,26 +234,30 @@ class RenewJob:
         self.progress(row.name, f"due ({why})")
         return None
 
-    def _ari_reader(self, rows: list[CertRow], request: RenewRequest,
-                    retry: bool) -> RenewalInfoReader | None:
+    def _ari_readers(self, rows: list[CertRow], request: RenewRequest,
+                     retry: bool) -> AriReaders | None:
         # a dry run contacts no CA (not even for renewal information): it decides on dates alone
         if retry or request.force or request.dry_run or not self.config.renew.ari:
             return None
         if not any(r.enable and r.crt for r in rows):
             return None
-        from lecentral.acme.client import RenewalInfoReader
-
-        reader = RenewalInfoReader(self.config.acme)
-        if not reader.offered:
-            reader.close()
-            return None
-        return reader
+        try:
+            issuing = self.store.issuing_cas()
+        except LecentralError as exc:  # then each certificate's window is asked of the first CA
+            log.warning("%s; asking the first CA for renewal information", exc)
+            issuing = {}
+        return AriReaders(self._authorities, issuing)
 
     def _pass(self, due: list[tuple[CertRow, Csr, str]], number: int) -> list[Outcome]:
         try:
             self._profiles = self.store.profiles()
         except LecentralError as exc:  # each certificate then fails saying so, none is misordered
             self._profiles = exc
+        try:
+            self._issuing_cas = self.store.issuing_cas()
+        except LecentralError as exc:  # an optimisation lost (ARI replaces): never a failure
+            log.warning("%s; ordering without replaces where the issuing CA is unknown", exc)
+            self._issuing_cas = {}
         for issuer in {name for _, _, name in due}:
             self._issuer(issuer)
         for built in self._issuers.values():
@@ -289,13 +306,7 @@ class RenewJob:
         started = time.monotonic()
         self.progress(row.name, f"issuing with {issuer_name}")
         try:
-            issuer = self._issuer(issuer_name)
-            if isinstance(issuer, LecentralError):
-                raise issuer
-            from lecentral.acme.orders import ordering_with
-
-            with ordering_with(self._order_options(row)):
-                issued = issuer.issue(row, csr)
+            issued, issuer_ca, tried = self._issue_with_fallback(row, csr, issuer_name)
         except LecentralError as exc:
             return self._failed(row, issuer_name, str(exc), "failed", started, number)
         except Exception as exc:  # a plugin's bug fails this certificate, never the run
@@ -307,10 +318,12 @@ class RenewJob:
             cert = check_issued(row, csr, issued.crt, issued.ca, now)
         except LecentralError as exc:
             return self._failed(row, issuer_name, str(exc), "refused", started, number)
-        spooled = self._spool(row, csr, issued.crt, issued.ca, cert.not_after, issuer_name, now)
+        spooled = self._spool(row, csr, issued.crt, issued.ca, cert.not_after, issuer_name, now,
+                              issuer_ca)
         with self._write_lock:
             try:
-                self.store.save_issued(row.name, issued.crt, issued.ca, cert.not_after, now)
+                self.store.save_issued(row.name, issued.crt, issued.ca, cert.not_after, now,
+                                       issuer_ca=issuer_ca)
             except CsrError as exc:  # the row changed under us: this certificate is of no use
                 if spooled is not None:
                     self.spool.remove(spooled)
@@ -326,32 +339,85 @@ class RenewJob:
         if spooled is not None:
             self.spool.remove(spooled)
         self.registry.emit("lecentral_cert_issued", name=row.name, crt=issued.crt, ca=issued.ca,
-                           ts_expire=cert.not_after)
+                           ts_expire=cert.not_after, issuer_ca=issuer_ca[0])
         seconds = time.monotonic() - started
         self.progress(row.name, f"issued in {seconds:.2f} s")
-        log.info("%s: issued by %s, expires %s", row.name, cert.issuer, cert.not_after)
-        return Outcome(row.name, "issued", f"issued, valid until {when(cert.not_after)}",
-                       issuer_name, seconds, cert.not_after, 0, number)
+        log.info("%s: issued by %s (CA %s), expires %s", row.name, cert.issuer, issuer_ca[0],
+                 cert.not_after)
+        message = f"issued, valid until {when(cert.not_after)}"
+        if len(self._authorities) > 1:
+            message = f"issued by CA {issuer_ca[0]}, valid until {when(cert.not_after)}"
+        if tried:
+            message += " (after the CA's failure: " + "; ".join(tried) + ")"
+        return Outcome(row.name, "issued", self.redact(message), issuer_name, seconds,
+                       cert.not_after, 0, number, issuer_ca=issuer_ca[0])
 
-    def _order_options(self, row: CertRow) -> OrderOptions:
-        """The profile (``lecentral set --profile``, else ``[acme] profile``) and the ARI certID
-        of the stored certificate this order replaces (none for a first issuance or a stored
-        certificate that does not parse: the CA could not match it anyway)."""
+    def _issue_with_fallback(self, row: CertRow, csr: Csr, issuer_name: str
+                             ) -> tuple[IssuedCertificate, tuple[str, str], list[str]]:
+        """``Issuer.issue`` at each CA of ``[[acme.ca]]`` in turn until one issues.
+
+        The next CA is tried, in the same run, only when the failure is the CA's
+        (:func:`~lecentral.acme.problems.is_ca_fault`: unreachable, 5xx, ``serverInternal``,
+        ``rateLimited``, ``badNonce`` after retries); a failure that is ours (DNS, validation, CSR,
+        policy, configuration) would be the same at any CA and ends the attempt. Returns the
+        certificate, (name, directory) of the CA that issued it, and why the earlier ones did not.
+        """
+        from lecentral.acme.orders import ordering_with
+        from lecentral.acme.problems import is_ca_fault
+
+        issuer = self._issuer(issuer_name)
+        if isinstance(issuer, LecentralError):
+            raise issuer
+        tried: list[str] = []
+        for index, (ca_name, acme) in enumerate(self._authorities):
+            token = _current_ca.set(ca_name)
+            try:
+                with ordering_with(self._order_options(row, ca_name, acme, index)):
+                    issued = issuer.issue(row, csr)
+                return issued, (ca_name, acme.directory), tried
+            except LecentralError as exc:
+                why = f"CA {ca_name} ({acme.directory}): {exc}" if len(self._authorities) > 1 \
+                    else str(exc)
+                last = index + 1 == len(self._authorities)
+                if last or not is_ca_fault(exc):
+                    if not last:
+                        why += " (not the CA's failure: not tried at the next CA)"
+                    raise _with_earlier(exc, tried, why) from None
+                following = self._authorities[index + 1][0]
+                log.warning("%s: %s; the CA's failure: trying CA %s next", row.name,
+                            self.redact(why), following)
+                self.progress(row.name, f"CA {ca_name} failed, trying CA {following}")
+                tried.append(why)
+            finally:
+                _current_ca.reset(token)
+        raise AssertionError("unreachable: the last CA's failure is raised")  # pragma: no cover
+
+    def _order_options(self, row: CertRow, ca_name: str, acme: AcmeConfig,
+                       index: int) -> OrderOptions:
+        """The profile (``lecentral set --profile``, else the CA's ``profile``, else ``[acme]
+        profile``) and the ARI certID of the stored certificate this order replaces: only for the
+        CA that issued it (recorded, or the first CA when not recorded): another CA could not
+        match it. None for a first issuance or a stored certificate that does not parse."""
         from lecentral.acme.client import ari_cert_id
         from lecentral.acme.orders import OrderOptions
 
         if isinstance(self._profiles, LecentralError):
             raise self._profiles
-        profile, source = self.config.acme.profile or None, "[acme] profile"
-        stored = self._profiles.get(row.name.strip().lower().rstrip("."))
+        key = row.name.strip().lower().rstrip(".")
+        source = "[acme] profile" if ca_name == DEFAULT_CA_NAME or \
+            acme.profile == self.config.acme.profile else f"[[acme.ca]] {ca_name} profile"
+        profile = acme.profile or None
+        stored = self._profiles.get(key)
         if stored is not None:
             if not PROFILE_RE.match(stored):
                 raise IssueError(f"lecentral_cert_settings holds an invalid ACME profile for "
                                  f"{row.name} ({PROFILE_RULE}); fix it with lecentral set "
                                  f"{row.name} --profile NAME (or --profile '' to clear it)")
             profile, source = stored, f"lecentral set {row.name} --profile"
+        recorded = self._issuing_cas.get(key)
+        same_ca = recorded[0] == ca_name if recorded is not None else index == 0
         replaces = None
-        if row.crt and (row.ts_expire or 0) > 1:
+        if same_ca and row.crt and (row.ts_expire or 0) > 1:
             try:
                 replaces = ari_cert_id(row.crt)
             except Exception as exc:  # noqa: BLE001 - no AKI, unparsable: an optimisation lost
@@ -360,10 +426,10 @@ class RenewJob:
         return OrderOptions(profile=profile, replaces=replaces, profile_source=source)
 
     def _spool(self, row: CertRow, csr: Csr, crt: bytes, ca: bytes, ts_expire: int,
-               issuer: str, now: int) -> Spooled | None:
+               issuer: str, now: int, issuer_ca: tuple[str, str]) -> Spooled | None:
         """Write the certificate to the spool before the database; None (logged) if impossible."""
         try:
-            return self.spool.put(row.name, crt, ca, csr.der, ts_expire, issuer, now)
+            return self.spool.put(row.name, crt, ca, csr.der, ts_expire, issuer, now, issuer_ca)
         except LecentralError as exc:
             log.error("%s: %s; saving it to the database without a safety copy", row.name, exc)
             return None
@@ -424,16 +490,82 @@ class RenewJob:
                 except Exception as exc:  # noqa: BLE001 - closing is best effort, the run is over
                     log.warning("closing an issuer failed: %s", exc)
         self._issuers.clear()
-        if self._acme_client is not None:
-            self._acme_client.close()
-            self._acme_client = None
+        for client in self._acme_clients.values():
+            if not isinstance(client, IssueError):
+                client.close()
+        self._acme_clients.clear()
 
     def _acme(self) -> AcmeClient:
-        """The run's one ACME client, made when an issuer first needs it (a dry run or a pass with
-        nothing due never creates an account key nor talks to the CA)."""
+        """The ACME client of the CA this worker is trying (``_current_ca``; the first CA outside
+        an attempt), made when an issuer first needs it: a dry run or a pass with nothing due
+        never creates an account key nor talks to a CA, and a CA later in ``[[acme.ca]]`` is
+        contacted only when an earlier one failed. A CA's failure to make its client is kept for
+        the run when it is the CA's (unreachable...): the next certificates go to the next CA at
+        once."""
+        from lecentral.acme.problems import is_ca_fault
+
+        name = _current_ca.get() or self._authorities[0][0]
+        acme = dict(self._authorities)[name]
         with self._acme_lock:
-            if self._acme_client is None:
+            client = self._acme_clients.get(name)
+            if client is None:
                 from lecentral.acme.client import AcmeClient
 
-                self._acme_client = AcmeClient(self.config.acme, workers=self.config.renew.workers)
-            return self._acme_client
+                try:
+                    client = AcmeClient(acme, workers=self.config.renew.workers)
+                except IssueError as exc:
+                    if is_ca_fault(exc):
+                        self._acme_clients[name] = exc
+                    raise
+                self._acme_clients[name] = client
+        if isinstance(client, IssueError):
+            raise client
+        return client
+
+
+def _with_earlier(exc: LecentralError, tried: list[str], why: str) -> LecentralError:
+    """``exc`` itself when its message says it all (one CA); else an error of its class (an
+    IssueError for a class that takes other arguments) whose message names the CA and says why
+    the earlier CAs did not issue."""
+    text = "; ".join([*tried, why])
+    if text == str(exc):
+        return exc
+    try:
+        return type(exc)(text)
+    except TypeError:
+        return IssueError(text)
+
+
+class AriReaders:
+    """The renewal-information readers of one selection, one per CA, made when a certificate of
+    that CA is first considered: a certificate's window is asked of the CA that issued it (RFC
+    9773: only the issuing CA knows it), as recorded in ``lecentral_cert_settings``; the first
+    CA for a certificate issued before lecentral recorded it."""
+
+    def __init__(self, authorities: list[tuple[str, AcmeConfig]],
+                 issuing: dict[str, tuple[str, str]]) -> None:
+        self.authorities = dict(authorities)
+        self.first = authorities[0][0]
+        self.issuing = issuing
+        self.readers: dict[str, RenewalInfoReader] = {}
+
+    def for_row(self, row: CertRow) -> RenewalInfoReader | None:
+        """The reader of the CA that issued ``row``'s certificate; None if that CA offers no ARI
+        (or is no longer configured: its window cannot be asked anywhere else)."""
+        from lecentral.acme.client import RenewalInfoReader
+
+        if not (row.enable and row.crt):  # nothing to ask about: not a reason to reach a CA
+            return None
+        recorded = self.issuing.get(row.name.strip().lower().rstrip("."))
+        name = recorded[0] if recorded is not None else self.first
+        if name not in self.authorities:
+            return None
+        if name not in self.readers:
+            self.readers[name] = RenewalInfoReader(self.authorities[name])
+        reader = self.readers[name]
+        return reader if reader.offered else None
+
+    def close(self) -> None:
+        """Close every reader made."""
+        for reader in self.readers.values():
+            reader.close()

@@ -44,6 +44,7 @@ class Outcome:
     count_fail_update: int | None = None
     round: int = 1
     leftovers: list[Leftover] = field(default_factory=list)  # challenge records left behind
+    issuer_ca: str | None = None  # the [[acme.ca]] name of the CA that issued ("default": [acme])
 
 
 @dataclass

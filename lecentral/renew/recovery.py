@@ -96,19 +96,22 @@ def save_spooled(job: RunContext, spooled: Spooled, number: int) -> Outcome | No
         return _discard(job, spooled, f"it no longer passes the checks: {exc}", number)
     try:
         with job.write_lock:
-            job.store.save_issued(name, spooled.crt, spooled.ca, cert.not_after, now)
+            job.store.save_issued(name, spooled.crt, spooled.ca, cert.not_after, now,
+                                  issuer_ca=spooled.issuer_ca)
     except LecentralError as exc:
         return _still_spooled(job, spooled, str(exc), number)
     job.spool.remove(spooled)
     job.registry.emit("lecentral_cert_issued", name=name, crt=spooled.crt, ca=spooled.ca,
-                      ts_expire=cert.not_after)
+                      ts_expire=cert.not_after,
+                      issuer_ca=spooled.issuer_ca[0] if spooled.issuer_ca else None)
     message = (f"saved from the spool: issued by {spooled.issuer} at "
                f"{when(spooled.issued_at)} in a run "
                f"whose database write failed; no new order; valid until "
                f"{when(cert.not_after)}")
     log.warning("%s: %s", name, message)
     return Outcome(name, "issued", message, spooled.issuer, time.monotonic() - started,
-                   cert.not_after, 0, number)
+                   cert.not_after, 0, number,
+                   issuer_ca=spooled.issuer_ca[0] if spooled.issuer_ca else None)
 
 
 def _still_spooled(job: RunContext, spooled: Spooled, error: str, number: int) -> Outcome:

@@ -49,6 +49,8 @@ class Spooled:
     issued_at: int
     issuer: str
     path: Path
+    #: (the [[acme.ca]] name, its directory) that issued it; None in files of older releases
+    issuer_ca: tuple[str, str] | None = None
 
 
 class CertSpool:
@@ -62,12 +64,13 @@ class CertSpool:
         return self.dir / f"{check_name(name).replace('*', '_')}.json"
 
     def put(self, name: str, crt: bytes, ca: bytes, csr_der: bytes, ts_expire: int,
-            issuer: str, now: int) -> Spooled:
+            issuer: str, now: int, issuer_ca: tuple[str, str] | None = None) -> Spooled:
         """Spool a certificate; LecentralError naming the file if it cannot be written."""
         fingerprint = csr_fingerprint(csr_der)
         record = {"name": name, "crt": crt.decode("ascii"), "ca": ca.decode("ascii"),
                   "csr_sha256": fingerprint, "ts_expire": ts_expire,
-                  "issued_at": now, "issuer": issuer}
+                  "issued_at": now, "issuer": issuer,
+                  "issuer_ca": list(issuer_ca) if issuer_ca else None}
         path = self.path(name)
         try:
             self.dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
@@ -76,7 +79,7 @@ class CertSpool:
         except OSError as exc:
             raise LecentralError(f"cannot spool the certificate of {name} to {path} "
                                  f"({exc.strerror or exc}); check [renew] state_dir") from None
-        return Spooled(name, crt, ca, fingerprint, ts_expire, now, issuer, path)
+        return Spooled(name, crt, ca, fingerprint, ts_expire, now, issuer, path, issuer_ca)
 
     def get(self, name: str) -> Spooled | None:
         """The spooled certificate of ``name``, or None; LecentralError if its file is unreadable."""
@@ -98,7 +101,8 @@ class CertSpool:
             spooled = Spooled(name=check_name(data["name"]), crt=data["crt"].encode("ascii"),
                               ca=data["ca"].encode("ascii"), csr_sha256=str(data["csr_sha256"]),
                               ts_expire=int(data["ts_expire"]), issued_at=int(data["issued_at"]),
-                              issuer=str(data["issuer"]), path=path)
+                              issuer=str(data["issuer"]), path=path,
+                              issuer_ca=_issuer_ca(data.get("issuer_ca")))
         except (OSError, ValueError, KeyError, TypeError, AttributeError, LecentralError) as exc:
             raise LecentralError(f"spool file {path} is unreadable ({type(exc).__name__}: {exc}); "
                                  "look at it, and remove it once its certificate is saved or "
@@ -127,3 +131,13 @@ class CertSpool:
             raise LecentralError(f"cannot move the spool file {spooled.path} to {target} "
                                  f"({exc.strerror}); remove it by hand") from None
         return target
+
+
+def _issuer_ca(value: object) -> tuple[str, str] | None:
+    """The spool file's ``issuer_ca``: [name, directory], or None (absent in older files)."""
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, str) for v in value)):
+        raise ValueError(f"issuer_ca must be [name, directory], not {value!r}")
+    return (value[0], value[1])

@@ -85,11 +85,14 @@ leftovers = Table(
 )
 
 #: Per-certificate settings of lecentral's own (``certs`` stays the seed's table): the ACME
-#: profile to order with (``lecentral set NAME --profile P``); no row: ``[acme] profile``.
+#: profile to order with (``lecentral set NAME --profile P``); no row: ``[acme] profile``; and
+#: the CA that issued the stored certificate (its ``[[acme.ca]]`` name, "default" for ``[acme]``).
 cert_settings = Table(
     "lecentral_cert_settings", metadata,
     Column("name", String(250), primary_key=True),  # lower case, as DNS compares names
     Column("profile", String(64)),  # NULL: [acme] profile applies
+    Column("issuer_ca", String(64)),  # NULL: not recorded (issued before 0004, or not by renew)
+    Column("issuer_ca_directory", String(500)),  # its directory URL when it issued
     Column("ts_changed", BigInteger, nullable=False),
     mysql_charset="utf8mb4",
 )

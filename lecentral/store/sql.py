@@ -342,14 +342,29 @@ class SqlStore(Store):
         with self._begin(f"setting the profile of {name}") as conn:
             self._need(conn, name)
             key = _dns(name)
-            # delete + insert: one portable upsert inside the transaction
-            conn.execute(delete(cert_settings).where(cert_settings.c.name == key))
-            conn.execute(insert(cert_settings).values(name=key, profile=profile, ts_changed=now))
+            self._settings(conn, key, now, profile=profile)
             message = (f"profile {profile}" if profile
                        else "profile cleared ([acme] profile applies)")
             self._event(conn, name, "settings", message, now)
 
-    def save_issued(self, name: str, crt: bytes, ca: bytes, ts_expire: int, now: int) -> None:
+    @staticmethod
+    def _settings(conn: Connection, key: str, now: int, **values: Any) -> None:
+        """Set ``values`` in the settings row of ``key``, made if missing (its other columns kept:
+        a profile survives a renewal recording its CA, and the other way round)."""
+        done = conn.execute(update(cert_settings).where(cert_settings.c.name == key)
+                            .values(ts_changed=now, **values))
+        if not done.rowcount:
+            conn.execute(insert(cert_settings).values(name=key, ts_changed=now, **values))
+
+    def issuing_cas(self) -> dict[str, tuple[str, str]]:
+        with self._begin("reading the certificates' issuing CAs") as conn:
+            found = conn.execute(select(cert_settings.c.name, cert_settings.c.issuer_ca,
+                                        cert_settings.c.issuer_ca_directory)
+                                 .where(cert_settings.c.issuer_ca.is_not(None))).all()
+        return {str(name): (str(ca), str(directory or "")) for name, ca, directory in found}
+
+    def save_issued(self, name: str, crt: bytes, ca: bytes, ts_expire: int, now: int,
+                    issuer_ca: tuple[str, str] | None = None) -> None:
         with self._begin(f"saving the new certificate of {name}") as conn:
             key = self._need(conn, name)
             previous, modulus = conn.execute(select(certs.c.ca, certs.c.md5_modulus)
@@ -372,7 +387,12 @@ class SqlStore(Store):
                 certs.c.count_fail_update: 0,
             })
             conn.execute(update(certs).where(certs.c.name == key).ordered_values(*values.items()))
-            self._event(conn, name, "issued", f"issued, expires at {ts_expire}", now)
+            by = ""
+            if issuer_ca is not None:
+                self._settings(conn, _dns(name), now, issuer_ca=issuer_ca[0],
+                               issuer_ca_directory=issuer_ca[1][:500])
+                by = f" by CA {issuer_ca[0]} ({issuer_ca[1]})"
+            self._event(conn, name, "issued", f"issued{by}, expires at {ts_expire}", now)
 
     def record_failure(self, name: str, error: str, now: int) -> int:
         with self._begin(f"recording a failure of {name}") as conn:
