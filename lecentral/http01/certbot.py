@@ -238,7 +238,7 @@ class CertbotWebrootIssuer(Issuer):
 
         from lecentral.acme.orders import OrderOptions, chosen_profile, current_options
 
-        acme = self.config.acme
+        acme = self.config.acme.first()  # the CA certbot orders from (no fallback)
         options = current_options() or OrderOptions(profile=acme.profile or None)
         if not options.profile:
             return None
