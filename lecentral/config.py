@@ -253,6 +253,9 @@ class RenewConfig:
     def validate_table(self, where: str, source: str) -> None:
         """``before`` and ``before_days`` are two answers to one question: both set is an error
         (which one wins would be a guess about what the operator meant)."""
+        if self.before_days > 3650:  # a typo: no certificate lives ten years
+            raise ConfigError(f"{source}: {where}.before_days = {self.before_days} is out of range: "
+                              "at most 3650 (and less than the certificates' lifetime)")
         if self.before_days and self.before != AUTO:
             raise ConfigError(f"{source}: {where}.before = {self.before!r} and {where}.before_days "
                               f"= {self.before_days} both say when to renew; keep one (before_days "

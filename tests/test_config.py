@@ -174,3 +174,8 @@ def test_renew_intervals_are_durations(tmp_path: Path) -> None:
     assert (config.renew.min_interval, config.renew.retry_pause) == (7200, 600)
     with pytest.raises(ConfigError, match="renew.min_interval must be a duration"):
         load_central(write(tmp_path, "[renew]\nmin_interval = -5\n"))
+
+
+def test_before_days_out_of_range_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"renew.before_days = 100000 is out of range: at most 3650"):
+        load_central(write(tmp_path, "[renew]\nbefore_days = 100000\n"))
