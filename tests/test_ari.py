@@ -141,7 +141,7 @@ def test_a_broken_endpoint_falls_back_to_before_days(ari_ca: AriCa,
     reader = RenewalInfoReader(config.acme)
     due, _ = due_reason(row, now_ts(), config, False, reader)
     assert not due
-    assert "using renew.before_days" in caplog.text
+    assert "the renewal window (renew.before) decides" in caplog.text
     reader.close()
 
 
@@ -164,3 +164,34 @@ def test_a_dry_run_asks_the_ca_nothing(ari_ca: AriCa, tmp_path: Path) -> None:
     assert [(o.name, o.status) for o in report.final] == [("ari.example.test", "not-due")]
     assert ari_ca.requests == []
     store.close()
+
+
+def test_show_says_when_the_ari_window_renews_it(ari_ca: AriCa, tmp_path: Path) -> None:
+    """``lecentral show`` asks the CA's ARI for that one certificate: a window earlier than the
+    lifetime rule is the renewal time shown, with the window as the reason; without a window
+    (a CA without ARI, here one answering 500) the lifetime rule stays, said so."""
+    from click.testing import CliRunner
+
+    from lecentral.cli.central import main
+    from lecentral.store.sql import SqlStore
+
+    row, crt = issued_row(days_left=60)
+    store = SqlStore(f"sqlite:///{tmp_path}/l.db")
+    store.init_schema()
+    store.add(row)
+    store.close()
+    config = tmp_path / "lecentral.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/l.db"\n'
+                      f'[acme]\ndirectory = "http://127.0.0.1:{ari_ca.port}/dir"\n')
+    ari_ca.windows[ari_cert_id(crt)] = window(2, 3)
+
+    result = CliRunner().invoke(main, ["--config", str(config), "show", row.name, "--json"])
+
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["ari_window"] is not None
+    assert info["renew_reason"].startswith("the CA's ARI window ")
+    assert now_ts() + 2 * 86400 - 60 <= info["ts_renew_at"] <= now_ts() + 3 * 86400
+    ari_ca.fail = True
+    text = CliRunner().invoke(main, ["--config", str(config), "show", row.name])
+    assert "1/3 of its" in text.stdout and "the CA offers no ARI window" in text.stdout

@@ -376,9 +376,10 @@ class RenewalInfoReader:
         try:
             directory = self.session.get(self.directory_url, timeout=30, verify=self.verify).json()
             self._base = str(directory.get("renewalInfo") or "") or None
-        except Exception as exc:  # noqa: BLE001 - ARI is an optimisation: without it, before_days decides
-            log.warning("cannot read the ACME directory %s for renewal information (%s); using "
-                        "renew.before_days", self.directory_url, " ".join(str(exc).split())[:200])
+        except Exception as exc:  # noqa: BLE001 - ARI is an optimisation: without it, the window decides
+            log.warning("cannot read the ACME directory %s for renewal information (%s); the "
+                        "renewal window (renew.before) decides", self.directory_url,
+                        " ".join(str(exc).split())[:200])
 
     @property
     def offered(self) -> bool:
@@ -396,9 +397,9 @@ class RenewalInfoReader:
             data = response.json()
             start = _parse_time(data["suggestedWindow"]["start"])
             end = _parse_time(data["suggestedWindow"]["end"])
-        except Exception as exc:  # noqa: BLE001 - any failure: fall back to before_days
-            log.warning("renewal information from %s unreadable (%s); using renew.before_days",
-                        self._base, " ".join(str(exc).split())[:200])
+        except Exception as exc:  # noqa: BLE001 - any failure: the renewal window decides
+            log.warning("renewal information from %s unreadable (%s); the renewal window "
+                        "(renew.before) decides", self._base, " ".join(str(exc).split())[:200])
             return None
         if end < start:
             log.warning("renewal window from %s ends before it starts; ignored", self._base)

@@ -36,7 +36,7 @@ from lecentral.store.rows import CertRow, certificate_problems, load_row_csr
 from lecentral.window import renew_at
 
 if TYPE_CHECKING:
-    from lecentral.config import RenewConfig
+    from lecentral.config import CentralConfig, RenewConfig
 
 pass_app = click.make_pass_decorator(App)
 DAY = 86400
@@ -343,6 +343,29 @@ def _renewal(row: CertRow, bad_cert: list[str], renew: RenewConfig) -> tuple[int
     return window.at, window.reason
 
 
+def _with_ari(info: dict[str, Any], crt: bytes, config: CentralConfig,
+              issuer: tuple[str, str] | None) -> None:
+    """``show``: ask the issuing CA's ARI (one plain GET, no account) for the certificate's
+    renewal window; when the renew job would renew earlier for it, say so (``ari_window``).
+    A CA without ARI, or unreachable (a warning on stderr), leaves the lifetime rule."""
+    from lecentral.acme.client import RenewalInfoReader
+    from lecentral.renew.checks import ari_due_at
+
+    authorities = dict(config.acme.authorities())
+    acme = authorities.get(issuer[0]) if issuer else None
+    reader = RenewalInfoReader(acme or config.acme.first())
+    window = reader.window(crt)
+    if window is None:
+        info["ari_window"] = None
+        return
+    start, end = int(window.start.timestamp()), int(window.end.timestamp())
+    info["ari_window"] = {"start": _date(start), "end": _date(end)}
+    at = ari_due_at(start, end, Certificate.load(crt).fingerprint)
+    if at < info["ts_renew_at"]:
+        info["ts_renew_at"], info["renew_at"] = at, _date(at)
+        info["renew_reason"] = f"the CA's ARI window {_date(start)} to {_date(end)} UTC"
+
+
 def _issuing_ca(row: CertRow, issuing_cas: dict[str, tuple[str, str]]) -> dict[str, Any]:
     """``issuer_ca``: the ``[[acme.ca]]`` name of the CA that issued the stored certificate and
     ``issuer_ca_directory`` its directory then (None: not recorded, or not a valid name)."""
@@ -468,6 +491,8 @@ def show(app: App, name: str, as_json: bool, history: int) -> None:
         info["csr"] = {"names": csr.names, "key": csr.key_type, "md5_modulus": csr.md5_modulus}
     except LecentralError as exc:
         info["csr"] = {"error": str(exc)}
+    if info["ts_renew_at"] is not None and row.crt and app.config.renew.ari:
+        _with_ari(info, row.crt, app.config, store.issuing_cas().get(row.name.strip().lower()))
     info["md5_modulus"] = row.md5_modulus
     info["md5_ca"] = row.md5_ca
     info["certificate"] = _cert_info(row.crt, "crt column")
@@ -504,7 +529,8 @@ def _print_show(info: dict[str, Any], now: int) -> None:
             line("lifetime", f"{info['lifetime_days']:g} days")
         due = info["ts_renew_at"] is not None and info["ts_renew_at"] <= now
         line("renews", f"{'due since' if due else 'at'} {info['renew_at']} UTC "
-             f"({info['renew_reason']}; the CA's ARI window may make it earlier)"
+             f"({info['renew_reason']}"
+             f"{'' if info.get('ari_window') else '; the CA offers no ARI window'})"
              if info["ts_renew_at"] is not None else info["renew_reason"])
         line("issuer", cert["issuer"])
         line("issuing CA", f"{info['issuer_ca']} ({info['issuer_ca_directory']})"
