@@ -346,11 +346,11 @@ class Env:
         return json.loads(result.stdout)
 
     def probe_rows(self) -> list[dict[str, Any]]:
-        with self.store._begin("test") as conn:
+        with self.store.transaction("test") as conn:
             return [dict(r) for r in conn.execute(select(probes).order_by(probes.c.url)).mappings()]
 
     def runs(self) -> list[dict[str, Any]]:
-        with self.store._begin("test") as conn:
+        with self.store.transaction("test") as conn:
             return [dict(r) for r in conn.execute(select(runs).where(runs.c.kind == "probe")).mappings()]
 
 

@@ -65,7 +65,7 @@ def doctor(app: App, apply_fix: bool, skip_dns: bool, as_json: bool) -> None:
     store = app.store()
     if not isinstance(store, SqlStore):
         raise StoreError("lecentral doctor reads the certs table through lecentral's SQL store")
-    with store._begin("reading certs") as conn:
+    with store.transaction("reading certs") as conn:
         raws = [dict(r) for r in conn.execute(select(certs).order_by(certs.c.name)).mappings()]
     findings = [f for raw in raws for f in row_findings(raw)]
     findings += renew_findings(app.config.renew, raws)

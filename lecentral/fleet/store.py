@@ -152,7 +152,7 @@ class FleetStore:
     def report(self, host: str, items: Sequence[Deployment], run: Run, version: str,
                now: int) -> None:
         """Write an agent's deployments and its run in one transaction (all or nothing)."""
-        with self.store._begin(f"reporting the run of {host}") as conn:
+        with self.store.transaction(f"reporting the run of {host}") as conn:
             for item in items:
                 self._upsert_deployment(conn, host, item, version, now)
             self._insert_run(conn, run, version)
@@ -188,7 +188,7 @@ class FleetStore:
         """Append a central run (renew, probe) to ``lecentral_runs``; with ``keep`` (seconds),
         delete the runs that ended longer ago than that (``[fleet] keep_runs``), except the latest
         of each kind and host, so that a long-dead agent stays visible."""
-        with self.store._begin(f"recording the {run.kind} run") as conn:
+        with self.store.transaction(f"recording the {run.kind} run") as conn:
             self._insert_run(conn, run, version)
             if keep is not None:
                 latest = select(func.max(runs.c.id)).group_by(runs.c.kind, runs.c.host)
@@ -197,30 +197,30 @@ class FleetStore:
                                                 runs.c.id.not_in(keep_ids)))
 
     def agents(self) -> list[dict[str, Any]]:
-        with self.store._begin("reading lecentral_agents") as conn:
+        with self.store.transaction("reading lecentral_agents") as conn:
             return [dict(r) for r in conn.execute(select(agents).order_by(agents.c.host)).mappings()]
 
     def add_agent(self, host: str, db_user: str, now: int) -> None:
         """Let ``db_user`` report for ``host`` (replacing the user it had)."""
-        with self.store._begin(f"registering the agent of {host}") as conn:
+        with self.store.transaction(f"registering the agent of {host}") as conn:
             if conn.execute(update(agents).where(agents.c.host == host)
                             .values(db_user=db_user, ts_added=now)).rowcount == 0:
                 conn.execute(insert(agents).values(host=host, db_user=db_user, ts_added=now))
 
     def remove_agent(self, host: str) -> bool:
-        with self.store._begin(f"removing the agent of {host}") as conn:
+        with self.store.transaction(f"removing the agent of {host}") as conn:
             return bool(conn.execute(delete(agents).where(agents.c.host == host)).rowcount)
 
     def forget_host(self, host: str) -> int:
         """Delete a decommissioned host's deployments; return how many."""
-        with self.store._begin(f"forgetting {host}") as conn:
+        with self.store.transaction(f"forgetting {host}") as conn:
             return int(conn.execute(delete(deployments).where(deployments.c.host == host)).rowcount)
 
     # -- endpoints and probes ----------------------------------------------------------------------
 
     def add_endpoint(self, name: str, url: str, added_by: str, now: int) -> bool:
         """Add an operator endpoint; False if it was there already."""
-        with self.store._begin(f"adding endpoint {url} of {name}") as conn:
+        with self.store.transaction(f"adding endpoint {url} of {name}") as conn:
             exists = conn.execute(select(endpoints.c.id).where(
                 endpoints.c.name == name, endpoints.c.url == url)).first()
             if exists:
@@ -231,7 +231,7 @@ class FleetStore:
 
     def remove_endpoint(self, name: str, url: str) -> bool:
         """Remove an operator endpoint and its probe result; False if there was none."""
-        with self.store._begin(f"removing endpoint {url} of {name}") as conn:
+        with self.store.transaction(f"removing endpoint {url} of {name}") as conn:
             gone = conn.execute(delete(endpoints).where(endpoints.c.name == name,
                                                         endpoints.c.url == url)).rowcount
             conn.execute(delete(probes).where(probes.c.name == name, probes.c.url == url,
@@ -243,7 +243,7 @@ class FleetStore:
         wanted = list(names)
         if wanted:
             query = query.where(endpoints.c.name.in_(wanted))
-        with self.store._begin("reading lecentral_endpoints") as conn:
+        with self.store.transaction("reading lecentral_endpoints") as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def reported_urls(self, names: Iterable[str] = ()) -> Iterator[tuple[str, str, str]]:
@@ -252,7 +252,7 @@ class FleetStore:
         wanted = list(names)
         if wanted:
             query = query.where(deployments.c.name.in_(wanted))
-        with self.store._begin("reading lecentral_deployments") as conn:
+        with self.store.transaction("reading lecentral_deployments") as conn:
             rows = conn.execute(query).all()
         for name, host, urls in rows:
             for url in json_list(urls):
@@ -260,7 +260,7 @@ class FleetStore:
 
     def save_probes(self, results: Sequence[ProbeResult], prober: str, now: int) -> None:
         """Replace the latest probe result of each (name, url) probed."""
-        with self.store._begin("saving probe results") as conn:
+        with self.store.transaction("saving probe results") as conn:
             for r in results:
                 values = {
                     "source": r.source, "ts": now, "prober": prober, "fingerprint": r.fingerprint,
@@ -274,7 +274,7 @@ class FleetStore:
 
     def forget_probes(self, keep: set[tuple[str, str]]) -> int:
         """Delete probe results whose (name, url) is no longer an endpoint; return how many."""
-        with self.store._begin("pruning probe results") as conn:
+        with self.store.transaction("pruning probe results") as conn:
             known = conn.execute(select(probes.c.id, probes.c.name, probes.c.url)).all()
             gone = [i for i, n, u in known if (n, u) not in keep]
             for start in range(0, len(gone), 500):
@@ -309,7 +309,7 @@ class FleetStore:
             dep_q = dep_q.where(d.name.in_(wanted))
             probe_q = probe_q.where(p.name.in_(wanted))
         snap = Snapshot()
-        with self.store._begin("reading the fleet") as conn:
+        with self.store.transaction("reading the fleet") as conn:
             for row in conn.execute(cert_q).mappings():
                 item = dict(row)
                 item["fingerprint"] = pem_fingerprint(item.pop("crt"))
@@ -344,7 +344,7 @@ class FleetStore:
         """The fingerprint of ``old_crt`` (the certificate before the current one) per name."""
         wanted = sorted(set(names))
         found: dict[str, str | None] = {}
-        with self.store._begin("reading previous certificates") as conn:
+        with self.store.transaction("reading previous certificates") as conn:
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start:start + 500]
                 for name, old in conn.execute(select(certs.c.name, certs.c.old_crt)
@@ -356,7 +356,7 @@ class FleetStore:
         """The ``crt`` of each name (to read its notBefore: when it was issued)."""
         wanted = sorted(set(names))
         found: dict[str, bytes] = {}
-        with self.store._begin("reading certificates") as conn:
+        with self.store.transaction("reading certificates") as conn:
             for start in range(0, len(wanted), 500):
                 for name, crt in conn.execute(select(certs.c.name, certs.c.crt).where(
                         certs.c.name.in_(wanted[start:start + 500]))).all():
@@ -367,12 +367,12 @@ class FleetStore:
     # -- remembered states, for notifying changes only -------------------------------------------
 
     def states(self) -> dict[str, StateRow]:
-        with self.store._begin("reading lecentral_fleet_states") as conn:
+        with self.store.transaction("reading lecentral_fleet_states") as conn:
             return {r["subject"]: StateRow(**dict(r))
                     for r in conn.execute(select(fleet_states)).mappings()}
 
     def save_states(self, changed: Sequence[StateRow], gone: Sequence[str]) -> None:
-        with self.store._begin("saving fleet states") as conn:
+        with self.store.transaction("saving fleet states") as conn:
             for row in changed:
                 values = {"name": row.name, "target": row.target[:800], "state": row.state,
                           "ts_since": row.ts_since, "detail": row.detail[:4000]}

@@ -127,8 +127,10 @@ class SqlStore(Store):
             raise
 
     @contextmanager
-    def _begin(self, what: str) -> Iterator[Connection]:
-        """One transaction; any database error becomes a StoreError naming the database."""
+    def transaction(self, what: str) -> Iterator[Connection]:
+        """One transaction; any database error becomes a StoreError naming the database (and
+        ``what`` was being done). Also what lecentral's other SQL modules (the fleet tables,
+        doctor) read and write through."""
         try:
             with self.engine.begin() as conn:
                 yield conn
@@ -205,12 +207,12 @@ class SqlStore(Store):
 
     @contextmanager
     def _migrating(self, what: str) -> Iterator[Connection]:
-        """:meth:`_begin`, and Alembic's own errors (a revision it cannot find) as StoreError."""
+        """:meth:`transaction`, and Alembic's own errors (a revision it cannot find) as StoreError."""
         from alembic.script.revision import RevisionError
         from alembic.util.exc import CommandError
 
         try:
-            with self._begin(what) as conn:
+            with self.transaction(what) as conn:
                 yield conn
         except migrations.NewerRevisionError as exc:
             raise StoreError(f"database {self.shown_url}: {exc}") from None
@@ -219,7 +221,7 @@ class SqlStore(Store):
 
     def schema_revision(self) -> str | None:
         """The migration revision lecentral's tables are at (``None``: none recorded)."""
-        with self._begin("reading the schema version") as conn:
+        with self.transaction("reading the schema version") as conn:
             return migrations.current(conn)
 
     def check_schema(self) -> None:
@@ -228,7 +230,7 @@ class SqlStore(Store):
         if self.sqlite_path and self.sqlite_path != ":memory:" and not Path(self.sqlite_path).exists():
             raise StoreError(f"database file {self.sqlite_path} does not exist; run lecentral init "
                              "(or check [database] url)")
-        with self._begin("reading the schema") as conn:
+        with self.transaction("reading the schema") as conn:
             existing = set(inspect(conn).get_table_names())
             revision = migrations.current(conn) if migrations.VERSION_TABLE in existing else None
         missing = [t for t in ["certs", *(t.name for t in OWN_TABLES)] if t not in existing]
@@ -256,7 +258,7 @@ class SqlStore(Store):
     # -- reading ---------------------------------------------------------------------------------------
 
     def get(self, name: str) -> CertRow | None:
-        with self._begin(f"reading {name}") as conn:
+        with self.transaction(f"reading {name}") as conn:
             stored = self._matching(conn, name)
             if not stored:
                 return None
@@ -266,7 +268,7 @@ class SqlStore(Store):
         return found.with_problem(self._same_name(name, stored)) if len(stored) > 1 else found
 
     def list(self) -> builtins.list[CertRow]:
-        with self._begin("listing certificates") as conn:
+        with self.transaction("listing certificates") as conn:
             rows = conn.execute(select(certs).order_by(certs.c.name)).mappings().all()
         found = [CertRow.from_db(r) for r in rows]
         stored: dict[str, builtins.list[str]] = {}
@@ -280,7 +282,7 @@ class SqlStore(Store):
         query = select(events).order_by(events.c.id.desc()).limit(limit)
         if name is not None:
             query = query.where(events.c.name == _dns(name))
-        with self._begin("reading the event log") as conn:
+        with self.transaction("reading the event log") as conn:
             return [EventRow(**dict(r)) for r in conn.execute(query).mappings()]
 
     # -- writing ---------------------------------------------------------------------------------------
@@ -292,7 +294,7 @@ class SqlStore(Store):
 
     def add(self, row: CertRow) -> None:
         try:
-            with self._begin(f"adding {row.name}") as conn:
+            with self.transaction(f"adding {row.name}") as conn:
                 stored = self._matching(conn, row.name)
                 if stored:  # ascii_bin would take 'www.x' beside 'WWW.x': the same DNS name
                     as_ = f" (as {stored[0]!r})" if stored != [row.name] else ""
@@ -308,7 +310,7 @@ class SqlStore(Store):
 
     def _update(self, name: str, what: str, kind: str, message: str, now: int,
                 **values: Any) -> None:
-        with self._begin(what) as conn:
+        with self.transaction(what) as conn:
             key = self._need(conn, name)
             conn.execute(update(certs).where(certs.c.name == key).values(**values))
             self._event(conn, name, kind, message, now)
@@ -322,7 +324,7 @@ class SqlStore(Store):
         self._update(name, f"setting enable of {name}", "enable", f"enable={flag}", now, enable=flag)
 
     def remove(self, name: str, now: int = 0) -> None:
-        with self._begin(f"removing {name}") as conn:
+        with self.transaction(f"removing {name}") as conn:
             key = self._need(conn, name, exact=True)
             conn.execute(delete(certs).where(certs.c.name == key))
             if len(self._matching(conn, name)) == 0:  # a name re-added later starts afresh
@@ -332,14 +334,14 @@ class SqlStore(Store):
     # -- per-certificate settings (lecentral_cert_settings) --------------------------------------
 
     def profiles(self) -> dict[str, str]:
-        with self._begin("reading the certificates' settings") as conn:
+        with self.transaction("reading the certificates' settings") as conn:
             found = conn.execute(select(cert_settings.c.name, cert_settings.c.profile)
                                  .where(cert_settings.c.profile.is_not(None))).all()
         return {str(name): str(profile) for name, profile in found}
 
     def set_profile(self, name: str, profile: str | None, now: int = 0) -> None:
         now = now or now_ts()
-        with self._begin(f"setting the profile of {name}") as conn:
+        with self.transaction(f"setting the profile of {name}") as conn:
             self._need(conn, name)
             key = _dns(name)
             self._settings(conn, key, now, profile=profile)
@@ -357,7 +359,7 @@ class SqlStore(Store):
             conn.execute(insert(cert_settings).values(name=key, ts_changed=now, **values))
 
     def issuing_cas(self) -> dict[str, tuple[str, str]]:
-        with self._begin("reading the certificates' issuing CAs") as conn:
+        with self.transaction("reading the certificates' issuing CAs") as conn:
             found = conn.execute(select(cert_settings.c.name, cert_settings.c.issuer_ca,
                                         cert_settings.c.issuer_ca_directory)
                                  .where(cert_settings.c.issuer_ca.is_not(None))).all()
@@ -365,7 +367,7 @@ class SqlStore(Store):
 
     def save_issued(self, name: str, crt: bytes, ca: bytes, ts_expire: int, now: int,
                     issuer_ca: tuple[str, str] | None = None) -> None:
-        with self._begin(f"saving the new certificate of {name}") as conn:
+        with self.transaction(f"saving the new certificate of {name}") as conn:
             key = self._need(conn, name)
             previous, modulus = conn.execute(select(certs.c.ca, certs.c.md5_modulus)
                                              .where(certs.c.name == key).with_for_update()).one()
@@ -395,7 +397,7 @@ class SqlStore(Store):
             self._event(conn, name, "issued", f"issued{by}, expires at {ts_expire}", now)
 
     def record_failure(self, name: str, error: str, now: int) -> int:
-        with self._begin(f"recording a failure of {name}") as conn:
+        with self.transaction(f"recording a failure of {name}") as conn:
             key = self._need(conn, name)
             conn.execute(update(certs).where(certs.c.name == key).values(
                 count_fail_update=certs.c.count_fail_update + 1, ts_last_update=now))
@@ -409,13 +411,13 @@ class SqlStore(Store):
         return int(count)
 
     def record_event(self, name: str, kind: str, message: str, now: int, host: str = "") -> None:
-        with self._begin(f"logging an event for {name}") as conn:
+        with self.transaction(f"logging an event for {name}") as conn:
             self._event(conn, name, kind, message, now, host)
 
     # -- challenge records left behind ------------------------------------------------------------
 
     def add_leftover(self, leftover: Leftover, now: int) -> Leftover:
-        with self._begin(f"recording a leftover of {leftover.name}") as conn:
+        with self.transaction(f"recording a leftover of {leftover.name}") as conn:
             result = conn.execute(insert(leftover_table).values(
                 ts=now, name=leftover.name, kind=leftover.kind, host=leftover.host,
                 target=leftover.target, data=json.dumps(leftover.data, sort_keys=True),
@@ -427,17 +429,17 @@ class SqlStore(Store):
                                    ts_last_try=now)
 
     def leftovers(self) -> builtins.list[Leftover]:
-        with self._begin("reading lecentral_leftovers") as conn:
+        with self.transaction("reading lecentral_leftovers") as conn:
             rows = conn.execute(select(leftover_table).order_by(leftover_table.c.id)).mappings().all()
         return [_leftover(r) for r in rows]
 
     def leftover_removed(self, leftover: Leftover, now: int) -> None:
-        with self._begin(f"forgetting a leftover of {leftover.name}") as conn:
+        with self.transaction(f"forgetting a leftover of {leftover.name}") as conn:
             conn.execute(delete(leftover_table).where(leftover_table.c.id == leftover.id))
             self._event(conn, leftover.name, "cleaned", f"removed: {leftover.describe()}", now)
 
     def leftover_still_there(self, leftover: Leftover, error: str, now: int) -> Leftover:
-        with self._begin(f"updating a leftover of {leftover.name}") as conn:
+        with self.transaction(f"updating a leftover of {leftover.name}") as conn:
             conn.execute(update(leftover_table).where(leftover_table.c.id == leftover.id).values(
                 attempts=leftover_table.c.attempts + 1, error=error[:60000], ts_last_try=now))
             self._event(conn, leftover.name, "leftover",
@@ -470,7 +472,7 @@ class SqlStore(Store):
                 return
             holder = renewlock.this_holder()
             try:
-                with self._begin("recording the renew lock's holder") as record:
+                with self.transaction("recording the renew lock's holder") as record:
                     renewlock.db_record_holder(record, holder)
                 yield True
             finally:
@@ -482,7 +484,7 @@ class SqlStore(Store):
         if self.dialect == "sqlite":
             path = self._lock_path()
             return renewlock.file_read_holder(path) if path else None
-        with self._begin("reading the renew lock's holder") as conn:
+        with self.transaction("reading the renew lock's holder") as conn:
             return renewlock.db_read_holder(conn)
 
     def _acquire(self, attempt: Callable[[float], bool], timeout: float) -> bool:
@@ -505,7 +507,7 @@ class SqlStore(Store):
 
     def _db_release(self, conn: Connection, holder: LockHolder) -> None:
         try:
-            with self._begin("removing the renew lock's holder") as record:
+            with self.transaction("removing the renew lock's holder") as record:
                 renewlock.db_clear_holder(record, holder)
         except StoreError as exc:  # a stale record only misnames a holder; the next one replaces it
             log.warning("%s", exc)
