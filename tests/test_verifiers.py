@@ -379,3 +379,19 @@ def test_ldap_is_not_in_the_core_and_says_which_plugin_brings_it(registry: Regis
     with pytest.raises(ConfigError, match=re.escape(f"no verifier plugin named '{scheme}'") + ".*pip install lecentral-openldap"):
         check_verify_url(registry, f"{scheme}://127.0.0.1")
     assert_verify_error(registry, f"{scheme}://127.0.0.1", "pip install lecentral-openldap")
+
+
+@pytest.mark.parametrize("url", [
+    "tls://admin:s3cret-pw@127.0.0.1:443",
+    "gopher://admin:s3cret-pw@127.0.0.1:70",
+    "tls://admin:s3cret-pw@127.0.0.1:99999",
+])
+def test_a_password_in_a_verify_url_is_never_shown(registry: Registry, url: str) -> None:
+    """A verify URL with ``user:password@`` is refused, at configuration load and when an install
+    verifies, and the error (which goes to logs, mail and the agent's report) masks the password."""
+    with pytest.raises(ConfigError) as loaded:
+        check_verify_url(registry, url)
+    with pytest.raises(VerifyError) as verified:
+        presented_fingerprint(registry, url, 1.0)
+    for error in (str(loaded.value), str(verified.value)):
+        assert "s3cret-pw" not in error and "admin:***@127.0.0.1" in error

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from lecentral.fleet.states import probe_url_host
 from lecentral.fleet.store import FleetStore, ProbeResult, ProbeTarget
+from lecentral.verify.url import masked_url
 
 if TYPE_CHECKING:
     from lecentral.certificates import Certificate
@@ -56,17 +57,6 @@ def with_sni(url: str, name: str) -> str:
     return parts._replace(query=query).geturl()
 
 
-def _masked(url: str) -> str:
-    """``url`` with the password of a ``user:password@`` part replaced by ``***``: such a URL is
-    refused anyway, and its error must not show the password."""
-    scheme, sep, rest = url.partition("://")
-    netloc, slash, tail = rest.partition("/")
-    userinfo, at, hostport = netloc.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
-        return url
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostport}{slash}{tail}"
-
-
 def targets(fleet_store: FleetStore, names: Iterable[str] = ()) -> list[ProbeTarget]:
     """Every endpoint to probe for ``names`` (all certificates when empty): the verify URLs the
     agents reported (a loopback host replaced by the reporting host, since the central host must
@@ -75,7 +65,7 @@ def targets(fleet_store: FleetStore, names: Iterable[str] = ()) -> list[ProbeTar
     wanted = list(names)
     found: dict[tuple[str, str], ProbeTarget] = {}
     for name, host, url in fleet_store.reported_urls(wanted):
-        url = _masked(url)
+        url = masked_url(url)
         try:
             dial = with_sni(probe_url_host(url, host), name)
         except ValueError:  # not even a URL (a port out of range...): probe says why, undialed

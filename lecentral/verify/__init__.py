@@ -22,7 +22,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lecentral.errors import ConfigError, LecentralError, VerifyError
-from lecentral.verify.url import SCHEMES, Scheme, VerifyTarget, parse_verify_url
+from lecentral.verify.url import (
+    SCHEMES,
+    Scheme,
+    VerifyTarget,
+    masked_url,
+    parse_verify_url,
+)
 
 if TYPE_CHECKING:
     from lecentral.registry import Registry
@@ -48,7 +54,8 @@ def url_scheme(url: str) -> str:
     """The lower-cased scheme of ``url`` (the registry key of its verifier); ConfigError if none."""
     scheme, sep, _ = str(url).partition("://")
     if not sep or not scheme:
-        raise ConfigError(f"verify URL {url!r}: expected SCHEME://HOST[:PORT], e.g. tls://127.0.0.1:443")
+        raise ConfigError(f"verify URL {masked_url(url)!r}: expected SCHEME://HOST[:PORT], "
+                          "e.g. tls://127.0.0.1:443")
     return scheme.lower()
 
 
@@ -80,7 +87,7 @@ def presented_leaf(registry: Registry, url: str, timeout: float = DEFAULT_TIMEOU
         raise
     except LecentralError as exc:  # ConfigError, PluginError: still a failed verification
         message = str(exc)
-        raise VerifyError(message if message.startswith("verify URL") else f"verify {url}: {message}") \
+        raise VerifyError(message if message.startswith("verify URL") else f"verify {masked_url(url)}: {message}") \
             from None
 
 
@@ -104,6 +111,6 @@ def check_verify_url(registry: Registry, url: str) -> str:
     try:
         record = registry.verifier(scheme)
     except PluginError as exc:
-        raise ConfigError(f"verify URL {url!r}: {exc}") from None
+        raise ConfigError(f"verify URL {masked_url(url)!r}: {exc}") from None
     record.factory().check_url(url)
     return url

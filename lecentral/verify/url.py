@@ -88,8 +88,19 @@ def _default_ehlo() -> str:
     return name if _HOSTNAME.match(name) else "localhost"
 
 
+def masked_url(url: str) -> str:
+    """``url`` with the password of a ``user:password@`` part replaced by ``***``: such a URL is
+    refused anyway, and no error, log line or report may show the password."""
+    scheme, sep, rest = str(url).partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return str(url)
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostport}{slash}{tail}"
+
+
 def _bad(url: str, why: str) -> ConfigError:
-    return ConfigError(f"verify URL {url!r}: {why}; see docs/verifiers.md for the accepted forms")
+    return ConfigError(f"verify URL {masked_url(url)!r}: {why}; see docs/verifiers.md for the accepted forms")
 
 
 def parse_verify_url(url: str, schemes: Mapping[str, Scheme] | None = None) -> VerifyTarget:
