@@ -36,13 +36,13 @@ def __getattr__(name: str) -> Any:
 
 
 def _mail(settings: Mapping[str, Any]) -> Notifier | None:
-    from lecentral.builtin.notify_senders import MailNotifier
-
     mail_to = settings.get("mail_to") or []
     if isinstance(mail_to, str):
         mail_to = [mail_to]
     if not mail_to:
         return None
+    from lecentral.builtin.notify_senders import MailNotifier
+
     return MailNotifier(list(mail_to), settings.get("mail_from", "lecentral@localhost"),
                         settings.get("smtp", "localhost:25"), settings.get("smtp_timeout", 30.0))
 
