@@ -16,16 +16,6 @@ from lecentral.interfaces import Notifier
 from lecentral.types import NotifierType
 
 
-def split_host_port(value: str, default_port: int) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` or ``host`` -> (host, port)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or "]" in port:
-        return value.strip("[]"), default_port
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{value!r} is not host:port (the port must be a number from 1 to 65535)")
-    return host.strip("[]"), int(port)
-
-
 def __getattr__(name: str) -> Any:
     """``MailNotifier`` and ``SyslogNotifier``, from their module on first use (PEP 562)."""
     if name in ("MailNotifier", "SyslogNotifier"):

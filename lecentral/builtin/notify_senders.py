@@ -15,12 +15,21 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING
 
-from lecentral.builtin.notifiers import split_host_port
 from lecentral.interfaces import Notifier
 from lecentral.records import Notification
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
+
+
+def split_host_port(value: str, default_port: int) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` or ``host`` -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or "]" in port:
+        return value.strip("[]"), default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not host:port (the port must be a number from 1 to 65535)")
+    return host.strip("[]"), int(port)
 
 
 class _DeadlineSMTP(smtplib.SMTP):
