@@ -35,7 +35,7 @@ from lecentral.install.fileset import LocalFiles
 from lecentral.install.request import OperatorRequests
 from lecentral.install.result import Result
 from lecentral.install.uptodate import UpToDateCache
-from lecentral.interfaces import Installer, Service
+from lecentral.interfaces import Installer, IssuedCertificate, Service
 from lecentral.names import now_ts, when
 from lecentral.records import CertEntry, Notification
 
@@ -234,7 +234,7 @@ class Agent:
             raise InstallError(f"no certificate named {entry.name} in the database; add it on the "
                                f"central host (lecentral add) or fix the name in {self.config.path}")
         from lecentral.certificates import Certificate
-        from lecentral.install.decide import compare, precheck
+        from lecentral.install.decide import compare
 
         now = self.clock()
         decision = compare(entry, row, installer, now)
@@ -466,6 +466,14 @@ class Agent:
                     r.message = " ".join(
                         f"{r.message.replace('the host will reboot', 'the files are in place')}, "
                         f"but {exc}; reboot by hand to use the new certificate".split())
+
+
+def precheck(entry: CertEntry, row: CertRow, now: int, key: str = "") -> IssuedCertificate:
+    """:func:`lecentral.install.decide.precheck`, imported on first use (with cryptography's
+    X.509 parsing, which a run answered from the up-to-date cache never needs)."""
+    from lecentral.install.decide import precheck as check
+
+    return check(entry, row, now, key)
 
 
 def _unexpected(entry: CertEntry, exc: Exception) -> str:
