@@ -13,7 +13,6 @@ import ipaddress
 import itertools
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -24,12 +23,20 @@ from cryptography.x509.oid import NameOID
 
 from lecentral.errors import CsrError
 
+# re-exported: certificates and names were one module
+from lecentral.names import MAX_NAME_LENGTH as MAX_NAME_LENGTH  # noqa: PLC0414
+from lecentral.names import check_name as check_name  # noqa: PLC0414
+from lecentral.names import ip_name as ip_name  # noqa: PLC0414
+from lecentral.names import is_ip as is_ip  # noqa: PLC0414
+from lecentral.names import md5_ca as md5_ca  # noqa: PLC0414
+from lecentral.names import normalise_digest as normalise_digest  # noqa: PLC0414
+from lecentral.names import now_ts as now_ts  # noqa: PLC0414
+from lecentral.names import when as when  # noqa: PLC0414
+
 PublicKey = (rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
              | ed448.Ed448PublicKey)
 
 MIN_RSA_BITS = 2048
-MAX_NAME_LENGTH = 250  # certs.name is char(250)
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _PEM_LABEL = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,40})-----")
 _CSR_LABELS = ("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST")
 
@@ -59,49 +66,6 @@ def unparsable(data: bytes, source: str, what: str, labels: tuple[str, ...]) -> 
     return f"{source} is binary data that is not {what} in DER either"
 
 
-def ip_name(value: str) -> str | None:
-    """The canonical text of ``value`` if it is an IP address literal (``127.0.0.1``,
-    ``2001:db8::1``; RFC 8738 identifiers, compressed lower-case IPv6), else None."""
-    try:
-        address = ipaddress.ip_address(value.strip())
-    except ValueError:
-        return None
-    return str(address)
-
-
-def is_ip(name: str) -> bool:
-    """True if ``name`` (a certificate name as :func:`check_name` returns it) is an IP address."""
-    return ip_name(name) is not None
-
-
-def check_name(name: str) -> str:
-    """Return ``name`` lower-cased if it is a valid DNS name (optionally ``*.``-prefixed), or in
-    canonical form if it is an IP address (RFC 8738: an IP certificate's row is named by its IP).
-
-    Used on everything read from the command line or the database before acting on it.
-    """
-    if not isinstance(name, str):
-        raise CsrError(f"certificate name {name!r} is not text")
-    lowered = name.strip().lower().rstrip(".")
-    if "%" in lowered:
-        raise CsrError(f"{name!r} is an IPv6 address with a zone (%...), which no certificate "
-                       "can name; give the address without it")
-    ip = ip_name(name)
-    if ip is not None:
-        return ip
-    labels = lowered.split(".")
-    if labels and labels[0] == "*":
-        labels = labels[1:]
-    if (not lowered or len(lowered) > MAX_NAME_LENGTH or len(labels) < 2
-            or not all(_LABEL.match(label) for label in labels)
-            or all(label.isdigit() for label in labels)):
-        raise CsrError(
-            f"{name!r} is not a valid DNS name (letters, digits and hyphens in dot-separated "
-            f"labels, at most {MAX_NAME_LENGTH} characters) nor an IP address"
-        )
-    return lowered
-
-
 def md5_modulus(public_key: object) -> str:
     """The seed's ``md5_modulus`` for a public key (see the module docstring)."""
     if isinstance(public_key, rsa.RSAPublicKey):
@@ -113,28 +77,6 @@ def md5_modulus(public_key: object) -> str:
                                       serialization.PublicFormat.SubjectPublicKeyInfo)
         return hashlib.sha256(der).hexdigest()
     raise CsrError(f"unsupported public key type {type(public_key).__name__}; use RSA or ECDSA")
-
-
-def md5_ca(ca: bytes) -> str:
-    """The seed's ``md5_ca``: MD5 hex of the ``ca`` column's bytes (what ``md5sum ca.pem`` prints)."""
-    return hashlib.md5(ca).hexdigest()
-
-
-_DIGEST = re.compile(
-    r"^(?:[a-z0-9-]*\([^)]*\)\s*=\s*)?"  # openssl md5: "(stdin)= ", "MD5(stdin)= ", "MD5(ca.pem)= "
-    r"([0-9a-f]{32}|[0-9a-f]{64})"
-    r"(?:\s+\*?\S+)?$"  # md5sum: "HEX  -" or "HEX  ca.pem"
-)
-
-
-def normalise_digest(value: str) -> str | None:
-    """The lower-case hex of a digest as the seed's shell pipelines wrote it, or None.
-
-    ``openssl md5`` prints ``(stdin)= hex`` or ``MD5(stdin)= hex``, ``md5sum`` prints ``hex  -``,
-    some tools print upper-case hex: all are the same digest and are read as such.
-    """
-    match = _DIGEST.match(value.strip().lower())
-    return match.group(1) if match else None
 
 
 def key_description(public_key: object) -> str:
@@ -389,16 +331,6 @@ def verify_chain(leaf: Certificate, ca: list[Certificate], source: str = "ca") -
             raise CsrError(
                 f"{child.subject} is not issued by {parent.subject} in {source}: {exc or 'bad signature'}"
             ) from None
-
-
-def now_ts() -> int:
-    """The current Unix time, in one place so that code reads the clock the same way."""
-    return int(datetime.now(UTC).timestamp())
-
-
-def when(ts: int) -> str:
-    """A Unix time as ``2025-01-31 12:00 UTC``: the one format of times in messages."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def load_private_key_public(path: Path) -> object:

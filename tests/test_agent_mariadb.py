@@ -126,3 +126,28 @@ def test_password_with_url_characters(db_world: tuple[AgentWorld, str], mariadb:
     out = world.run("run")
     assert out.exit_code == 0, out.stdout + out.stderr
     assert out.by_name(NAME)["fingerprint"] == leaf.fingerprint
+
+
+def test_the_direct_read_matches_the_store(db_world: tuple[AgentWorld, str]) -> None:
+    """The agent's read without SQLAlchemy (lecentral.store.direct): the store's rows, and a
+    refused password worded exactly as the store words it, without the password."""
+    from lecentral.errors import StoreError
+    from lecentral.store.direct import read_rows
+    from lecentral.store.sql import SqlStore
+
+    world, reader = db_world
+    world.add(NAME)
+    world.issue(NAME)
+
+    rows = read_rows(reader, [NAME, "absent.example.test"])
+
+    assert rows == {NAME: world.store.get(NAME), "absent.example.test": None}
+    wrong = reader.replace(READER_PASSWORD, "wr0ng-pw")
+    with pytest.raises(StoreError) as direct:
+        read_rows(wrong, [NAME])
+    store = SqlStore(wrong)
+    with pytest.raises(StoreError) as through_store:
+        store.get(NAME)
+    store.close()
+    assert str(direct.value) == str(through_store.value)
+    assert "Access denied" in str(direct.value) and "wr0ng-pw" not in str(direct.value)

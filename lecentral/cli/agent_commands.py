@@ -22,7 +22,7 @@ from lecentral.cli.common import (
     table,
     url_secrets,
 )
-from lecentral.fleet.nagios import MAX_LINES
+from lecentral.fleet import MAX_LINES
 from lecentral.plugins import DISABLE_ENV
 from lecentral.types import ServiceType
 

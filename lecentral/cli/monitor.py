@@ -12,7 +12,8 @@ import click
 
 from lecentral.cli.central import App
 from lecentral.cli.common import PluginCommand, emit, guarded, url_secrets
-from lecentral.fleet.nagios import MAX_LINES, Thresholds, describe_error, unknown
+from lecentral.fleet import MAX_LINES
+from lecentral.fleet.nagios import Thresholds, describe_error, unknown
 
 pass_app = click.make_pass_decorator(App)
 

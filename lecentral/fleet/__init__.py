@@ -7,3 +7,7 @@ host probes the same endpoints itself (``lecentral probe``, table ``lecentral_pr
 :class:`~lecentral.fleet.model.FleetView`, which ``lecentral fleet``, ``lecentral check`` and
 ``lecentral metrics`` show, and whose state changes go to the notifiers (docs/fleet.md).
 """
+
+#: long output lines shown by default (NRPE truncates what it carries; the rest is counted); here,
+#: not in :mod:`lecentral.fleet.nagios`, so that a command defining the option imports nothing else
+MAX_LINES = 100

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lecentral.fleet import MAX_LINES
 from lecentral.fleet.model import (
     DEAD_TIMER,
     MISMATCH,
@@ -55,8 +56,6 @@ FAILURES_WARNING = 2
 #: per-certificate perfdata only up to this many certificates (or for the NAMEs given): 10,000
 #: labels would make a first line no monitoring system keeps
 PERFDATA_PER_NAME_MAX = 20
-#: long output lines shown by default (NRPE truncates what it carries; the rest is counted)
-MAX_LINES = 100
 
 # kinds of problems, and their severity (docs/monitoring.md: the severity table)
 EXPIRED = "expired"

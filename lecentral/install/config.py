@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lecentral.certificates import check_name
 from lecentral.config import (
     DatabaseConfig,
     NotifyConfig,
@@ -29,6 +28,7 @@ from lecentral.errors import ConfigError, CsrError, EntryError, LecentralError
 from lecentral.interfaces import (
     Service,  # at run time: build() reads InstallConfig's hints
 )
+from lecentral.names import check_name
 from lecentral.records import (
     CERT_MAX_MODE,
     COMBINED_PARTS,

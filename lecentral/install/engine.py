@@ -19,7 +19,6 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lecentral.certificates import Certificate, now_ts, when
 from lecentral.errors import (
     InstallError,
     LecentralError,
@@ -32,14 +31,16 @@ from lecentral.install.config import (
     InstallConfig,
     notify_settings,
 )
-from lecentral.install.decide import compare, precheck
 from lecentral.install.fileset import LocalFiles
 from lecentral.install.request import OperatorRequests
 from lecentral.install.result import Result
-from lecentral.interfaces import Installer, Service
+from lecentral.install.uptodate import UpToDateCache
+from lecentral.interfaces import Installer, IssuedCertificate, Service
+from lecentral.names import now_ts, when
 from lecentral.records import CertEntry, Notification
 
 if TYPE_CHECKING:
+    from lecentral.certificates import Certificate
     from lecentral.interfaces import Store
     from lecentral.registry import Registry
     from lecentral.store.rows import CertRow
@@ -66,6 +67,7 @@ class Agent:
         self._host: str | None = None
         self.unlogged: list[str] = []  # events the central event log refused in this run
         self.requests = OperatorRequests(registry, self.settings, self.state_dir, self._report)
+        self._uptodate: UpToDateCache | None = None
 
     @property
     def host(self) -> str:
@@ -106,6 +108,8 @@ class Agent:
                     if undelivered is not None:
                         results.append(undelivered)
                 self._reboot_if_asked(entries, results)
+                if self._uptodate is not None and not self.dry_run:
+                    self._uptodate.save({e.id for e in self.config.certs})
             finally:
                 if self._store is not None:
                     self._store.close()
@@ -156,12 +160,26 @@ class Agent:
         from lecentral.store import open_store
 
         try:
+            rows = self._read_directly(entries)
+            if rows is not None:
+                return rows
             self._store = open_store(self.config.database.url, self.registry)
             return {e.name: self._store.get(e.name) for e in entries}
         except LecentralError as exc:  # StoreError; PluginError for a URL no store handles
             self._alert("error", f"cannot read the certificate database on {self.host}",
                         f"{exc}\n\nNo certificate was checked and no file was touched.")
             raise
+
+    def _read_directly(self, entries: list[CertEntry]) -> dict[str, CertRow | None] | None:
+        """The rows through the driver alone (no SQLAlchemy: most of a no-op run's time), when
+        nothing but reading is needed and the built-in SQL store handles the URL; else None."""
+        url = self.config.database.url
+        if self.config.agent.report or self.registry.store_for_url(url).factory.__module__ != \
+                "lecentral.store.plugin":
+            return None
+        from lecentral.store.direct import read_rows
+
+        return read_rows(url, [e.name for e in entries])
 
     def _installer(self, entry: CertEntry, service: Service) -> Installer:
         workdir = self.state_dir / "entries" / entry.id
@@ -185,22 +203,47 @@ class Agent:
                     return self._finish(entry, service, installer, "finishing an interrupted install")
                 if state == "restored":
                     return self._after_restore(entry, service, installer)
-            return self._compare_and_install(entry, row, service, installer)
+            remembered, fingerprint = self._remembered(entry, row, installer)
+            if remembered is not None:
+                return remembered
+            return self._compare_and_install(entry, row, service, installer, fingerprint)
         except LecentralError as exc:
             return self._failed(entry, str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug (ours or a plugin's) must not stop the others
             return self._failed(entry, _unexpected(entry, exc))
 
+    def _remembered(self, entry: CertEntry, row: CertRow | None,
+                    installer: Installer) -> tuple[Result | None, str | None]:
+        """An up-to-date answer from :mod:`~lecentral.install.uptodate` when nothing it read has
+        changed, else None (the entry is forgotten until the compare finds it up to date) and the
+        fingerprint to remember it under; taken before the compare reads anything."""
+        if row is None or type(installer) is not LocalFiles:
+            return None, None
+        if self._uptodate is None:
+            self._uptodate = UpToDateCache(self.state_dir)
+        fingerprint = self._uptodate.fingerprint(entry, row, installer)
+        reason = self._uptodate.lookup(entry.id, fingerprint, self.clock()) if fingerprint else None
+        if reason is not None:
+            return Result(entry.name, entry.service, "up-to-date", reason), fingerprint
+        self._uptodate.forget(entry.id)
+        return None, fingerprint
+
     def _compare_and_install(self, entry: CertEntry, row: CertRow | None, service: Service,
-                             installer: Installer) -> Result:
+                             installer: Installer, fingerprint: str | None = None) -> Result:
         if row is None:
             raise InstallError(f"no certificate named {entry.name} in the database; add it on the "
                                f"central host (lecentral add) or fix the name in {self.config.path}")
+        from lecentral.certificates import Certificate
+        from lecentral.install.decide import compare
+
         now = self.clock()
         decision = compare(entry, row, installer, now)
         if not decision.install:
             if decision.skip_status == "failed":  # wrong now, nothing to repair it with: alert
                 raise InstallError(decision.reason)
+            if decision.skip_status == "up-to-date" and fingerprint and self._uptodate is not None:
+                self._uptodate.remember(entry.id, fingerprint,
+                                        Certificate.load(row.crt or b"").not_after, decision.reason)
             return Result(entry.name, entry.service, decision.skip_status, decision.reason)
         new = precheck(entry, row, now, decision.key)
         if decision.key == entry.next_key and not installer.stage_key(entry.next_key):
@@ -234,6 +277,8 @@ class Agent:
         Anything raised here, even a plugin's bug, rolls back: the new files are in place, and
         a journal left "switched" would be finished (not undone) by every later run.
         """
+        from lecentral.certificates import Certificate
+
         activated, verified = False, 0
         try:
             leaf = Certificate.load(installer.installed() or b"", f"{entry.cert} just written")
@@ -307,6 +352,8 @@ class Agent:
         except Exception as exc:  # noqa: BLE001 - whatever it is, the alert must say ROLLBACK FAILED
             error = str(exc) if isinstance(exc, LecentralError) else _unexpected(entry, exc)
             return self._failed(entry, f"{failure}\n{error}", "rollback-failed")
+        from lecentral.certificates import Certificate
+
         notes = ["the previous files were put back"]
         try:
             old = installer.installed()
@@ -419,6 +466,14 @@ class Agent:
                     r.message = " ".join(
                         f"{r.message.replace('the host will reboot', 'the files are in place')}, "
                         f"but {exc}; reboot by hand to use the new certificate".split())
+
+
+def precheck(entry: CertEntry, row: CertRow, now: int, key: str = "") -> IssuedCertificate:
+    """:func:`lecentral.install.decide.precheck`, imported on first use (with cryptography's
+    X.509 parsing, which a run answered from the up-to-date cache never needs)."""
+    from lecentral.install.decide import precheck as check
+
+    return check(entry, row, now, key)
 
 
 def _unexpected(entry: CertEntry, exc: Exception) -> str:

@@ -10,20 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lecentral.certificates import (
-    Certificate,
-    Csr,
-    check_methods,
-    check_name,
-    load_chain,
-    md5_ca,
-    normalise_digest,
-    verify_chain,
-    when,
-)
 from lecentral.errors import CsrError
+from lecentral.names import check_name, md5_ca, normalise_digest, when
+
+if TYPE_CHECKING:  # cryptography is imported by the functions that parse (not by from_db)
+    from lecentral.certificates import Certificate, Csr
 
 #: ts_expire and the certificate's notAfter this close are the same (the seed: clocks differ, two
 #: timestamps less than an hour apart are deemed equivalent)
@@ -157,6 +150,8 @@ def load_row_csr(row: CertRow) -> Csr:
 
     Raise CsrError saying what is wrong and what to do; these problems stop renewal of the row.
     """
+    from lecentral.certificates import Csr, check_methods
+
     csr = Csr.load(row.csr, f"the CSR of {row.name}")
     csr.require_name(row.name, f"the CSR of {row.name}")
     if csr.md5_modulus != row.md5_modulus:
@@ -175,6 +170,8 @@ def certificate_problems(row: CertRow, csr_names: Sequence[str] | None = None) -
     certificate replaces the bad one. ``csr_names`` are the CSR's names (parsed from the row's
     CSR when not given; a CSR that does not parse is a row problem, not one of these).
     """
+    from lecentral.certificates import Certificate, Csr
+
     if not row.crt:
         if (row.ts_expire or 0) > 1:  # populate.pl's 1 means "never issued"
             return [(f"crt is empty but ts_expire {row.ts_expire} ({when(row.ts_expire or 0)}) "
@@ -215,6 +212,8 @@ def chain_problems(row: CertRow, cert: Certificate) -> list[str]:
 
 def _ca_problems(row: CertRow, cert: Certificate) -> list[str]:
     """The agent refuses a chain that does not verify or does not match md5_ca: so does this."""
+    from lecentral.certificates import load_chain, verify_chain
+
     if not row.ca:
         return ["crt holds a certificate but the ca column is empty"]
     found: list[str] = []

@@ -40,6 +40,7 @@ from lecentral.host import this_host
 from lecentral.interfaces import Store
 from lecentral.leftovers import Leftover
 from lecentral.store import migrations, renewlock
+from lecentral.store.direct import database_hint, dns_key
 from lecentral.store.rows import CertRow, EventRow, LockHolder
 from lecentral.store.schema import OWN_TABLES, cert_settings, certs, certs_ddl, events
 from lecentral.store.schema import leftovers as leftover_table
@@ -54,23 +55,8 @@ def _reason(exc: SQLAlchemyError) -> str:
     return str(orig if orig is not None else exc).splitlines()[0]
 
 
-def _hint(reason: str) -> str:
-    """What to do about a database error, from the server's message."""
-    if "lecentral: " in reason:  # refused by lecentral's reporting triggers (migration 0002)
-        return ("the database maps each host to one account: on the central host, lecentral "
-                "agent add HOST --db-user USER (lecentral agent list shows the mapping)")
-    if ("Access denied for user" in reason and "using password" in reason) or \
-            "password authentication failed" in reason:
-        return ("the database refused this account's name or password: check the user and the "
-                "password in [database] url")
-    if "denied" in reason:
-        return "this database account lacks that right (contrib/sql/ lists what each account needs)"
-    return "check that the server is up and the [database] url is right"
-
-
-def _dns(name: str) -> str:
-    """A name as DNS compares it (and as the event log files it): lower case, no final dot."""
-    return name.strip().lower().rstrip(".")
+_hint = database_hint
+_dns = dns_key
 
 
 def _ca_changed(previous: Any, new: bytes) -> bool:
