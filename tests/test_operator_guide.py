@@ -124,6 +124,19 @@ def test_every_shell_block_of_the_guide_is_marked() -> None:
     assert not re.search(r"```(bash|shell|console)\n", text)
 
 
+def test_blocks_are_read_with_their_host_options_and_indentation() -> None:
+    doc = ("intro\n\n<!-- central -->\n```sh\necho one\n```\n\n" + MIGRATION + "\n\n"
+           "1. **Step**:\n\n   <!-- server, exit 1 -->\n   ```sh\n   cat <<'EOF'\n     x\n"
+           "   EOF\n   false\n   ```\n\n```sh\nunmarked\n```\n")
+    first, second = guide_blocks(doc)
+    assert (first.role, first.options, first.text, first.migration, first.exit) == (
+        "central", (), "echo one\n", False, 0)
+    assert (second.role, second.options, second.migration, second.exit) == (
+        "server", ("exit 1",), True, 1)
+    assert second.text == "cat <<'EOF'\n  x\nEOF\nfalse\n"  # the list's indentation removed
+    assert second.line == doc.count("\n", 0, doc.index("   <!-- server")) + 1
+
+
 def test_substitutions_are_only_those_listed() -> None:
     lines = [line for b in guide_blocks(GUIDE.read_text()) for line in b.text.splitlines()]
     changed = [line for line in lines if substitute(line) != line]
@@ -362,10 +375,11 @@ def test_a_newcomer_follows_the_guide_to_an_installed_certificate(tmp_path: Path
         assert served(machine).fingerprint == issued.fingerprint  # nginx serves what was issued
         owner = machine.run("stat -c %U /var/lib/lecentral/account.key").stdout.strip()
         assert owner == "lecentral"  # made by the unit, usable by the next runs
-        dns = [o for o in outputs.values() if "lecentral dns check" in o or "OK" in o]
-        assert dns
-        fleet = outputs[max(outputs)]
-        assert "www.example.com" in fleet
+        (dns,) = [outputs[b.line] for b in blocks if "lecentral dns check www" in b.text]
+        assert "OK" in dns and "WARN" not in dns and "FAIL" not in dns, dns
+        (fleet,) = [outputs[b.line] for b in blocks if b.text == "lecentral fleet\n"]
+        (row,) = [line for line in fleet.splitlines() if line.startswith("  www.example.com")]
+        assert "agent" in row and row.split()[-1] == "current", fleet  # the agent reported it
 
 
 def test_a_seed_installation_is_taken_over_by_the_guide(tmp_path: Path, world: Path) -> None:
@@ -381,7 +395,15 @@ def test_a_seed_installation_is_taken_over_by_the_guide(tmp_path: Path, world: P
         regr = machine.run("cat /etc/letsencrypt/accounts/*/*/*/regr.json").stdout
         certbot_url = json.loads(regr)["uri"]
 
-        run_blocks(machine, walk)
+        outputs = run_blocks(machine, walk)
+
+        def output(command: str) -> str:
+            (found,) = [outputs[b.line] for b in walk if command in b.text]
+            return found
+
+        assert "[fixed]" in output("lecentral doctor --fix --no-dns")  # the seed's NULLs
+        assert "43200" in output("lecentral dns check --all               # WARN")
+        assert "0 errors, 0 warnings" in output("rndc thaw")  # the doctor after the SOA change
 
         unit_succeeded(machine, "lecentral-renew.service")
         unit_succeeded(machine, "lecentral-install.service")
