@@ -32,9 +32,10 @@ What the test substitutes in the blocks, nothing else:
    database host ``central.example.com`` -> ``localhost``, and the agent account's MariaDB host
    ``'www.example.com'`` -> ``'localhost'``.
 
-What is not run: nothing of the guide's shell blocks; install_cert.pl and download_cert.pl are
-cron lines of the seed world (no cron daemon runs; the test checks the lines are commented and
-restored), and the Perl agent's side is its database reader run by the test.
+Every shell block of the guide runs, the systemctl ones under the real systemd. Not run: the
+seed's own Perl scripts, which exist here only as the cron lines of /etc/cron.d/seed-certs (no
+cron daemon runs; the test checks the guide comments them out and restores them); the Perl
+agent's side of "both agents side by side" is its database reader, run by the test.
 """
 
 from __future__ import annotations
