@@ -53,7 +53,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from lecentral_testing.agent import TestCA
-from lecentral_testing.pebble import _write_tls_files
+from lecentral_testing.pebble import write_tls_files
 from lecentral_testing.pki import key_pem, make_csr, make_key
 from nspawn import Machine
 
@@ -171,7 +171,7 @@ PEBBLE_ENV = ("--setenv=PEBBLE_VA_NOSLEEP=1 --setenv=PEBBLE_AUTHZREUSE=0 "
 
 
 def write_pebble(world: Path) -> None:
-    ca, cert, key = _write_tls_files(world)
+    ca, cert, key = write_tls_files(world)
     ca.rename(world / "pebble-ca.pem")
     key.chmod(0o644)  # the throwaway TLS key of the test CA; the machine's pebble runs as root
     (world / "pebble.json").write_text(json.dumps({"pebble": {

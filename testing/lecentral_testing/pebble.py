@@ -50,7 +50,7 @@ PEBBLE_ENV = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_AUTHZREUSE": "0", "PEBBLE_WFE_NO
 PEBBLE_CONFIG_KEYS = ("domainBlocklist", "certificateValidityPeriod")
 
 
-def _write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+def write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     """Make a throwaway CA and a localhost/127.0.0.1 leaf; return (ca, cert, key) paths."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -180,7 +180,7 @@ class PebbleServer(DaemonServer):
         self.port = 0
         self.management_port = 0
         self.dir = self.state_dir("pebble", None, max_len=4096)
-        self.ca_bundle, self._cert, self._key = _write_tls_files(self.dir)
+        self.ca_bundle, self._cert, self._key = write_tls_files(self.dir)
 
     @property
     def directory_url(self) -> str:
