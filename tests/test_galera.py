@@ -1,0 +1,313 @@
+"""Two central hosts on a MariaDB Galera cluster: the renew lock is a lease the cluster replicates.
+
+A real three-node Galera cluster (``lecentral_testing.galera``: galera-4, SST by rsync) on
+127.0.0.1, the shared Pebble + BIND world, real ``lecentral renew`` processes connected to
+different nodes. What the tests show:
+
+* ``GET_LOCK`` is node-local under Galera: two nodes grant the same name at once (why lecentral
+  uses a lease row when ``wsrep_on`` is ON);
+* the lease excludes across nodes, names its holder, runs out when its holder stops renewing it,
+  and a holder whose lease was taken over cannot save;
+* two renews at once on two nodes order and save every certificate exactly once;
+* a node stopped (SIGKILL) in the middle of a run loses nothing: the run on it fails loudly, the
+  certificate it had issued is spooled, and the next run saves it without a new order and orders
+  the rest.
+
+The one stand-in: the run on the dying node is a RenewJob whose ``_issue_with_fallback`` (the real
+one) kills that node right after the CA issued the first certificate, so "in the middle" is a
+certain moment (between issuance and save), not a timing guess.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lecentral_testing.galera import GaleraCluster
+from renew_world import SPARE, World, add_row, make_config, write_toml
+from sqlalchemy import create_engine, text
+
+from lecentral.errors import StoreError
+from lecentral.host import this_host
+from lecentral.registry import Registry
+from lecentral.renew import RenewJob, RenewRequest
+from lecentral.store.migrations import HEAD
+from lecentral.store.renewlock import Lease, LeaseLostError, mysql_lock_name
+from lecentral.store.sql import SqlStore
+
+_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def galera(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GaleraCluster]:
+    with GaleraCluster(tmp_path_factory.mktemp("galera")) as cluster:
+        yield cluster
+
+
+def database_on_every_node(cluster: GaleraCluster) -> tuple[str, list[str]]:
+    """A new database (made on node 1, replicated): its name and its URL through each node."""
+    name = f"t_galera_{os.getpid()}_{next(_numbers)}"
+    cluster.nodes[0].create_database(name)
+    return name, [node.url_for(name) for node in cluster.nodes]
+
+
+def lecentral() -> str:
+    found = shutil.which("lecentral")
+    assert found is not None
+    return found
+
+
+def orders(text_: str) -> list[str]:
+    """The ``NAME: order URL created`` lines of a ``-v`` run's stderr."""
+    return [line for line in text_.splitlines() if ": order https://" in line]
+
+
+def issued_events(store: SqlStore, name: str) -> int:
+    return [e.kind for e in store.events(name)].count("issued")
+
+
+# --- what GET_LOCK does under Galera, and the lease ------------------------------------------
+
+
+def test_get_lock_is_node_local_under_galera(galera: GaleraCluster) -> None:
+    """The finding behind the lease: MariaDB 10.11 + galera-4 grants one GET_LOCK name on two
+    nodes at once (no error, no replication), so it cannot keep two hosts apart."""
+    database, urls = database_on_every_node(galera)
+    engines = [create_engine(url) for url in urls[:2]]
+    try:
+        with engines[0].connect() as one, engines[1].connect() as two:
+            assert one.execute(text("SELECT @@wsrep_on")).scalar() == 1
+            name = mysql_lock_name(database)
+            assert one.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": name}).scalar() == 1
+            assert two.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": name}).scalar() == 1
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+def test_the_lease_excludes_across_nodes_and_names_its_holder(galera: GaleraCluster) -> None:
+    _, urls = database_on_every_node(galera)
+    stores = [SqlStore(url) for url in urls]
+    stores[0].init_schema()
+    try:
+        with stores[0].renew_lock(0, lease=10) as got:
+            assert got
+            with stores[1].renew_lock(0) as other:
+                assert not other  # through another node: taken
+            with stores[2].renew_lock(1) as waited:
+                assert not waited
+            holder = stores[2].renew_lock_holder()
+            assert holder is not None and (holder.host, holder.pid) == (this_host(), os.getpid())
+            stores[0].renew_lock_check()  # still ours: no error
+        assert stores[1].renew_lock_holder() is None  # given back: the row is gone everywhere
+        with stores[1].renew_lock(0) as got_after:
+            assert got_after
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_dead_holders_lease_runs_out_and_a_taken_over_holder_cannot_save(
+        galera: GaleraCluster) -> None:
+    """A holder that stops renewing (a crashed or frozen host) blocks only until ``expires``;
+    when it wakes up, its save is refused, loudly, and the row is untouched."""
+    _, urls = database_on_every_node(galera)
+    first, second = SqlStore(urls[0]), SqlStore(urls[1])
+    first.init_schema()
+    add_row(first, [SPARE[0]])
+    try:
+        with first.renew_lock(0, lease=4) as got:
+            assert got
+            lease = first._lease
+            assert isinstance(lease, Lease)
+            lease._stop.set()  # frozen: it no longer renews (its thread ends)
+            assert lease._thread is not None
+            lease._thread.join(10)
+            lease.deadline = time.monotonic() + 3600  # and believes it still holds the lease
+            started = time.monotonic()
+            with second.renew_lock(30, lease=60) as taken:
+                assert taken and time.monotonic() - started < 30
+                with pytest.raises(LeaseLostError) as lost:
+                    first.save_issued(SPARE[0], b"not saved", b"", 2_000_000_000, 1)
+                assert "lost the renew lease: another run took it over (host " in str(lost.value)
+                assert "spool" in str(lost.value)
+                with pytest.raises(LeaseLostError):
+                    first.renew_lock_check()  # the run stops ordering too
+                holder = first.renew_lock_holder()  # the successor's lease is untouched
+                assert holder is not None and holder.pid == os.getpid()
+            row = first.get(SPARE[0])
+            assert row is not None and row.crt is None
+            assert issued_events(first, SPARE[0]) == 0
+    finally:
+        first.close()
+        second.close()
+
+
+# --- two renews at once, on two nodes -----------------------------------------------------
+
+
+def wait_for(what: str, paths: list[Path], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if all(what in p.read_text() for p in paths):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what!r} not in every one of {paths}: "
+                         + "\n".join(p.read_text() for p in paths))
+
+
+def test_two_renews_on_two_nodes_order_each_certificate_once(
+        galera: GaleraCluster, dns_world: World, tmp_path: Path) -> None:
+    """Two central hosts (own state dirs), each connected to its own node, started together
+    while a third holder keeps the lease: both wait, then one takes it and renews everything;
+    the other finds nothing due."""
+    _, urls = database_on_every_node(galera)
+    names = SPARE[:4]
+    store = SqlStore(urls[2])
+    store.init_schema()
+    for name in names:
+        add_row(store, [name])
+    procs, errs = [], []
+    holder = SqlStore(urls[2])
+    env = {**os.environ, "COLUMNS": "200"}
+    with holder.renew_lock(0, lease=10) as got:
+        assert got
+        for index in range(2):
+            host = tmp_path / f"host{index + 1}"
+            host.mkdir()
+            config = make_config(dns_world, host, db_url=urls[index])
+            toml = write_toml(config, host / "lecentral.toml", lease=10)
+            err = host / "stderr"
+            errs.append(err)
+            procs.append(subprocess.Popen(
+                [lecentral(), "--config", str(toml), "-v", "renew", "--json", "--wait", "60"],
+                stdout=subprocess.PIPE, stderr=err.open("w"), text=True, env=env))
+        wait_for("waiting up to 60 s for it", errs)  # both are blocked on the lease
+        assert all(p.poll() is None for p in procs)
+    holder.close()
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    stderrs = [e.read_text() for e in errs]
+
+    assert [p.returncode for p in procs] == [0, 0], stderrs
+    for err in stderrs:
+        assert f"is held (host {this_host()}, pid {os.getpid()}, since " in err
+    reports = [json.loads(out) for out in outs]
+    issued = [c["name"] for r in reports for c in r["certificates"] if c["status"] == "issued"]
+    assert sorted(issued) == sorted(names)
+    assert sorted(len(r["attempts"]) for r in reports) == [0, len(names)]
+    assert len([line for err in stderrs for line in orders(err)]) == len(names)
+    for name in names:
+        assert issued_events(store, name) == 1
+        row = store.get(name)
+        assert row is not None and row.crt
+    assert store.renew_lock_holder() is None
+    store.close()
+
+
+# --- a node stopped in the middle of a run ------------------------------------------------
+
+
+class KillsItsNode(RenewJob):
+    """The real job; right after the CA issued its first certificate, the node this run is
+    connected to is killed (SIGKILL: a crash), before the certificate is saved."""
+
+    def __init__(self, *args: Any, galera: GaleraCluster, node: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.galera, self.node = galera, node
+        self.killed = False
+
+    def _issue_with_fallback(self, *args: Any, **kwargs: Any) -> Any:
+        result = super()._issue_with_fallback(*args, **kwargs)
+        if not self.killed:
+            self.killed = True
+            self.galera.nodes[self.node].kill()
+        return result
+
+
+def test_a_node_killed_mid_run_loses_nothing(galera: GaleraCluster, dns_world: World,
+                                             tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    _, urls = database_on_every_node(galera)
+    names = SPARE[4:8]
+    survivor = SqlStore(urls[0])
+    survivor.init_schema()
+    for name in names:
+        add_row(survivor, [name])
+    config = make_config(dns_world, tmp_path, db_url=urls[1], workers=1, lease=10)
+    dying = SqlStore(urls[1])
+    caplog.set_level(logging.INFO)
+    try:
+        job = KillsItsNode(config, dying, Registry.load(entrypoints=False), galera=galera, node=1)
+        report = job.run(RenewRequest(once=True))
+        assert job.killed
+
+        # the run on the dead node: one certificate issued and spooled, then it stopped, loudly
+        first = report.outcomes[0]
+        assert first.status == "failed" and "issued but not saved" in first.message
+        assert "the next run saves it without a new order" in first.message
+        spooled = list((tmp_path / "state" / "spool").glob("*.json"))
+        assert [p.stem for p in spooled] == [first.name]
+        rest = report.outcomes[1:]
+        assert len(rest) == 3 and all(o.status == "failed" for o in rest)
+        assert all("not ordered" in o.message and "lost the renew lease" in o.message
+                   for o in rest), [o.message for o in rest]
+        assert not report.ok
+        assert len([r for r in caplog.records if ": order https://" in r.getMessage()]) == 1
+
+        # the next run of that host, through a node that is up: the spooled certificate is
+        # saved without a new order, the others are ordered; it waits out the dead run's lease
+        toml = write_toml(make_config(dns_world, tmp_path, db_url=urls[0]),
+                          tmp_path / "lecentral.toml", lease=10)
+        after = subprocess.run([lecentral(), "--config", str(toml), "-v", "renew", "--json",
+                                "--wait", "60"], capture_output=True, text=True, timeout=120,
+                               check=False, env={**os.environ, "COLUMNS": "200"})
+        assert after.returncode == 0, after.stderr
+        data = json.loads(after.stdout)
+        assert f"{first.name}: saved from the spool" in after.stderr
+        assert "no new order" in after.stderr
+        assert len(orders(after.stderr)) == 3
+        assert first.name not in "".join(orders(after.stderr))
+        assert [(c["name"], c["status"]) for c in data["spooled"]] == [(first.name, "issued")]
+        issued = sorted(c["name"] for c in data["certificates"] if c["status"] == "issued")
+        assert issued == sorted(n for n in names if n != first.name)
+        for name in names:  # saved once each, nothing lost
+            assert issued_events(survivor, name) == 1
+            row = survivor.get(name)
+            assert row is not None and row.crt and row.count_fail_update == 0
+        assert not list((tmp_path / "state" / "spool").glob("*.json"))
+    finally:
+        dying.close()
+        survivor.close()
+        galera.nodes[1].start()  # rejoins (IST) for the tests after this one
+
+
+def test_triggers_refused_without_log_bin_trust_says_what_to_set(galera: GaleraCluster) -> None:
+    """Galera logs like a binary log: an account without SUPER cannot create lecentral's
+    triggers unless log_bin_trust_function_creators is ON. lecentral init says so (not "check
+    that the server is up"), and leaves no half-made revision behind."""
+    _, urls = database_on_every_node(galera)
+    node = galera.nodes[0]
+    node.execute("SET GLOBAL log_bin_trust_function_creators = 0")
+    store = SqlStore(urls[0])
+    try:
+        with pytest.raises(StoreError) as refused:
+            store.init_schema()
+        message = str(refused.value)
+        assert "log_bin_trust_function_creators = ON" in message and "docs/ha.md" in message
+        assert "check that the server is up" not in message
+        assert node.password not in message and node.root_password not in message
+        assert store.schema_revision() != HEAD
+    finally:
+        node.execute("SET GLOBAL log_bin_trust_function_creators = 1")
+    store.init_schema()  # with the setting: it completes
+    assert store.schema_revision() == HEAD
+    store.close()
