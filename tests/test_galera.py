@@ -24,6 +24,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -108,6 +109,12 @@ def test_the_lease_excludes_across_nodes_and_names_its_holder(galera: GaleraClus
             holder = stores[2].renew_lock_holder()
             assert holder is not None and (holder.host, holder.pid) == (this_host(), os.getpid())
             stores[0].renew_lock_check()  # still ours: no error
+            _, others = database_on_every_node(galera)  # another database: its own lease
+            other_db = SqlStore(others[1])
+            other_db.init_schema()
+            with other_db.renew_lock(0) as also:
+                assert also
+            other_db.close()
         assert stores[1].renew_lock_holder() is None  # given back: the row is gone everywhere
         with stores[1].renew_lock(0) as got_after:
             assert got_after
@@ -311,3 +318,17 @@ def test_triggers_refused_without_log_bin_trust_says_what_to_set(galera: GaleraC
     store.init_schema()  # with the setting: it completes
     assert store.schema_revision() == HEAD
     store.close()
+
+
+def test_the_node_settings_in_the_docs_are_the_clusters(galera: GaleraCluster) -> None:
+    """docs/ha.md's [mariadb] settings are the ones this cluster runs with (and passes with)."""
+    text_ = (Path(__file__).parents[1] / "docs" / "ha.md").read_text()
+    block = re.search(r"```ini\n\[mariadb\]\n(.*?)```", text_, re.DOTALL)
+    assert block is not None
+    settings = dict(line.split(" = ") for line in block.group(1).splitlines())
+    assert "wsrep_on" in settings and "log_bin_trust_function_creators" in settings
+    for node in galera.nodes:
+        for key, value in settings.items():
+            (got,), = node.execute(f"SELECT @@GLOBAL.{key}")
+            expected = {"ON": 1, "OFF": 0}.get(value, value)
+            assert str(got).upper() == str(expected).upper(), (node.name, key, got)
