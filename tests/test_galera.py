@@ -26,7 +26,9 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +44,7 @@ from lecentral.host import this_host
 from lecentral.registry import Registry
 from lecentral.renew import RenewJob, RenewRequest
 from lecentral.store.migrations import HEAD
-from lecentral.store.renewlock import Lease, LeaseLostError, mysql_lock_name
+from lecentral.store.renewlock import mysql_lock_name
 from lecentral.store.sql import SqlStore
 
 _numbers = itertools.count(1)
@@ -99,6 +101,7 @@ def test_the_lease_excludes_across_nodes_and_names_its_holder(galera: GaleraClus
     _, urls = database_on_every_node(galera)
     stores = [SqlStore(url) for url in urls]
     stores[0].init_schema()
+    galera.sync()
     try:
         with stores[0].renew_lock(0, lease=10) as got:
             assert got
@@ -112,6 +115,7 @@ def test_the_lease_excludes_across_nodes_and_names_its_holder(galera: GaleraClus
             _, others = database_on_every_node(galera)  # another database: its own lease
             other_db = SqlStore(others[1])
             other_db.init_schema()
+            galera.sync()
             with other_db.renew_lock(0) as also:
                 assert also
             other_db.close()
@@ -123,38 +127,61 @@ def test_the_lease_excludes_across_nodes_and_names_its_holder(galera: GaleraClus
             store.close()
 
 
-def test_a_dead_holders_lease_runs_out_and_a_taken_over_holder_cannot_save(
-        galera: GaleraCluster) -> None:
-    """A holder that stops renewing (a crashed or frozen host) blocks only until ``expires``;
-    when it wakes up, its save is refused, loudly, and the row is untouched."""
+#: a holder in its own process: takes the lease, says so, then on a line of stdin saves
+HOLDER = """
+import sys
+from lecentral.store.sql import SqlStore
+store = SqlStore(sys.argv[1])
+with store.renew_lock(0, lease=4) as got:
+    print("held" if got else "not held", flush=True)
+    sys.stdin.readline()
+    try:
+        store.save_issued(sys.argv[2], b"not saved", b"", 2_000_000_000, 1)
+        print("saved", flush=True)
+    except Exception as exc:
+        print(f"{type(exc).__name__}: {exc}", flush=True)
+"""
+
+
+def test_a_frozen_holders_lease_runs_out_and_it_cannot_save_after(galera: GaleraCluster) -> None:
+    """A holder that stops renewing (here a process frozen with SIGSTOP, as a hung host) blocks
+    the others only until its lease expires; woken up, its save is refused, loudly, the row is
+    untouched, and the successor's lease stands."""
     _, urls = database_on_every_node(galera)
-    first, second = SqlStore(urls[0]), SqlStore(urls[1])
+    first = SqlStore(urls[0])
     first.init_schema()
     add_row(first, [SPARE[0]])
+    galera.sync()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, urls[0], SPARE[0]],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    second = SqlStore(urls[1])
     try:
-        with first.renew_lock(0, lease=4) as got:
-            assert got
-            lease = first._lease
-            assert isinstance(lease, Lease)
-            lease._stop.set()  # frozen: it no longer renews (its thread ends)
-            assert lease._thread is not None
-            lease._thread.join(10)
-            lease.deadline = time.monotonic() + 3600  # and believes it still holds the lease
-            started = time.monotonic()
-            with second.renew_lock(30, lease=60) as taken:
-                assert taken and time.monotonic() - started < 30
-                with pytest.raises(LeaseLostError) as lost:
-                    first.save_issued(SPARE[0], b"not saved", b"", 2_000_000_000, 1)
-                assert "lost the renew lease: another run took it over (host " in str(lost.value)
-                assert "spool" in str(lost.value)
-                with pytest.raises(LeaseLostError):
-                    first.renew_lock_check()  # the run stops ordering too
-                holder = first.renew_lock_holder()  # the successor's lease is untouched
-                assert holder is not None and holder.pid == os.getpid()
-            row = first.get(SPARE[0])
-            assert row is not None and row.crt is None
-            assert issued_events(first, SPARE[0]) == 0
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == "held"
+        os.kill(holder.pid, signal.SIGSTOP)
+        with second.renew_lock(0) as at_once:
+            assert not at_once  # frozen, but its lease has not run out yet
+        with second.renew_lock(30, lease=60) as taken:
+            assert taken  # it ran out: the frozen holder blocks no longer
+            os.kill(holder.pid, signal.SIGCONT)
+            holder.stdin.write("save\n")
+            holder.stdin.flush()
+            said = holder.stdout.readline()
+            assert said.startswith("LeaseLostError: "), said
+            assert "lost the renew lease" in said and "spool" in said
+            found = second.renew_lock_holder()  # the successor's lease is untouched
+            assert found is not None and found.pid == os.getpid()
+        holder.stdin.close()
+        assert holder.wait(30) == 0
+        row = first.get(SPARE[0])
+        assert row is not None and row.crt is None
+        assert issued_events(first, SPARE[0]) == 0
     finally:
+        if holder.poll() is None:
+            os.kill(holder.pid, signal.SIGCONT)
+            holder.kill()
+            holder.wait()
         first.close()
         second.close()
 
@@ -183,6 +210,7 @@ def test_two_renews_on_two_nodes_order_each_certificate_once(
     store.init_schema()
     for name in names:
         add_row(store, [name])
+    galera.sync()
     procs, errs = [], []
     holder = SqlStore(urls[2])
     env = {**os.environ, "COLUMNS": "200"}
@@ -249,6 +277,7 @@ def test_a_node_killed_mid_run_loses_nothing(galera: GaleraCluster, dns_world: W
     survivor.init_schema()
     for name in names:
         add_row(survivor, [name])
+    galera.sync()
     config = make_config(dns_world, tmp_path, db_url=urls[1], workers=1, lease=10)
     dying = SqlStore(urls[1])
     caplog.set_level(logging.INFO)

@@ -133,6 +133,15 @@ def wsrep_on(conn: Connection) -> bool:
     return row is not None and str(row[1]).upper() == "ON"
 
 
+def causal_reads(conn: Connection) -> None:
+    """Make this session's reads wait until its node applied everything the cluster committed
+    before them (``wsrep_sync_wait = 1``): the lease row as the other nodes last wrote it, and the
+    columns of a ``lecentral upgrade`` run through another node a moment ago. The pooled
+    connection keeps it, so its later reads are causal too (at the cost of a wait for the node
+    to catch up)."""
+    conn.execute(text("SET SESSION wsrep_sync_wait = 1"))
+
+
 def db_now(conn: Connection) -> int:
     """The database server's Unix time: every host of the cluster measures a lease by it."""
     if conn.dialect.name in ("mysql", "mariadb"):
@@ -186,6 +195,7 @@ class Lease:
         started = time.monotonic()
         try:
             with self.engine.begin() as conn:
+                causal_reads(conn)
                 now = db_now(conn)
                 row = conn.execute(select(renew_lock.c.token, renew_lock.c.expires)
                                    .where(renew_lock.c.scope == SCOPE).with_for_update()).first()
@@ -280,6 +290,7 @@ class Lease:
             started = time.monotonic()
             try:
                 with self.engine.begin() as conn:
+                    causal_reads(conn)
                     if self._extend(conn):
                         self.deadline = started + self.seconds
             except SQLAlchemyError as exc:  # e.g. the node went down: check() says when it ran out

@@ -193,6 +193,13 @@ class GaleraCluster(ManagedServer):
                                    f"{len(self.nodes)}; see {self.workdir}/node*/galera.log")
         return self
 
+    def sync(self) -> None:
+        """Return once every running node applied all that the cluster committed so far (DDL
+        included): a test that wrote through one node then reads the same through every node."""
+        for node in self.nodes:
+            if node.running:
+                node.execute("SET SESSION wsrep_sync_wait = 15; SELECT 1")
+
     def stop(self) -> None:
         for node in reversed(self.nodes):
             node.stop()
