@@ -268,62 +268,108 @@ class KillsItsNode(RenewJob):
         return result
 
 
-def test_a_node_killed_mid_run_loses_nothing(galera: GaleraCluster, dns_world: World,
-                                             tmp_path: Path,
-                                             caplog: pytest.LogCaptureFixture) -> None:
-    _, urls = database_on_every_node(galera)
-    names = SPARE[4:8]
-    survivor = SqlStore(urls[0])
-    survivor.init_schema()
-    for name in names:
-        add_row(survivor, [name])
-    galera.sync()
+def run_until_its_node_dies(galera: GaleraCluster, dns_world: World, tmp_path: Path,
+                            urls: list[str], caplog: pytest.LogCaptureFixture) -> str:
+    """A run through node 2 that kills node 2 right after its first issuance: checks that it
+    failed loudly with that certificate spooled and nothing more ordered; returns its name."""
     config = make_config(dns_world, tmp_path, db_url=urls[1], workers=1, lease=10)
     dying = SqlStore(urls[1])
     caplog.set_level(logging.INFO)
     try:
         job = KillsItsNode(config, dying, Registry.load(entrypoints=False), galera=galera, node=1)
         report = job.run(RenewRequest(once=True))
-        assert job.killed
-
-        # the run on the dead node: one certificate issued and spooled, then it stopped, loudly
-        first = report.outcomes[0]
-        assert first.status == "failed" and "issued but not saved" in first.message
-        assert "the next run saves it without a new order" in first.message
-        spooled = list((tmp_path / "state" / "spool").glob("*.json"))
-        assert [p.stem for p in spooled] == [first.name]
-        rest = report.outcomes[1:]
-        assert len(rest) == 3 and all(o.status == "failed" for o in rest)
-        assert all("not ordered" in o.message and "lost the renew lease" in o.message
-                   for o in rest), [o.message for o in rest]
-        assert not report.ok
-        assert len([r for r in caplog.records if ": order https://" in r.getMessage()]) == 1
-
-        # the next run of that host, through a node that is up: the spooled certificate is
-        # saved without a new order, the others are ordered; it waits out the dead run's lease
-        toml = write_toml(make_config(dns_world, tmp_path, db_url=urls[0]),
-                          tmp_path / "lecentral.toml", lease=10)
-        after = subprocess.run([lecentral(), "--config", str(toml), "-v", "renew", "--json",
-                                "--wait", "60"], capture_output=True, text=True, timeout=120,
-                               check=False, env={**os.environ, "COLUMNS": "200"})
-        assert after.returncode == 0, after.stderr
-        data = json.loads(after.stdout)
-        assert f"{first.name}: saved from the spool" in after.stderr
-        assert "no new order" in after.stderr
-        assert len(orders(after.stderr)) == 3
-        assert first.name not in "".join(orders(after.stderr))
-        assert [(c["name"], c["status"]) for c in data["spooled"]] == [(first.name, "issued")]
-        issued = sorted(c["name"] for c in data["certificates"] if c["status"] == "issued")
-        assert issued == sorted(n for n in names if n != first.name)
-        for name in names:  # saved once each, nothing lost
-            assert issued_events(survivor, name) == 1
-            row = survivor.get(name)
-            assert row is not None and row.crt and row.count_fail_update == 0
-        assert not list((tmp_path / "state" / "spool").glob("*.json"))
     finally:
         dying.close()
-        survivor.close()
-        galera.nodes[1].start()  # rejoins (IST) for the tests after this one
+    assert job.killed
+    first = report.outcomes[0]
+    assert first.status == "failed" and "issued but not saved" in first.message
+    assert "the next run saves it without a new order" in first.message
+    spooled = list((tmp_path / "state" / "spool").glob("*.json"))
+    assert [p.stem for p in spooled] == [first.name]
+    rest = report.outcomes[1:]
+    assert len(rest) == 3 and all(o.status == "failed" for o in rest)
+    assert all("not ordered" in o.message and "lost the renew lease" in o.message
+               for o in rest), [o.message for o in rest]
+    assert not report.ok
+    assert len([r for r in caplog.records if ": order https://" in r.getMessage()]) == 1
+    return first.name
+
+
+def renew_through(dns_world: World, host: Path, url: str) -> tuple[subprocess.CompletedProcess[str],
+                                                                   dict[str, Any]]:
+    """``lecentral renew --wait 60`` of the host whose state dir is under ``host``."""
+    toml = write_toml(make_config(dns_world, host, db_url=url), host / "lecentral.toml",
+                      lease=10)
+    done = subprocess.run([lecentral(), "--config", str(toml), "-v", "renew", "--json",
+                           "--wait", "60"], capture_output=True, text=True, timeout=120,
+                          check=False, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    return done, json.loads(done.stdout)
+
+
+@pytest.fixture
+def four_rows(galera: GaleraCluster) -> Iterator[tuple[list[str], SqlStore]]:
+    """A new database with four due rows; node 2 is brought back (IST) after the test."""
+    _, urls = database_on_every_node(galera)
+    store = SqlStore(urls[0])
+    store.init_schema()
+    for name in SPARE[4:8]:
+        add_row(store, [name])
+    galera.sync()
+    try:
+        yield urls, store
+    finally:
+        store.close()
+        galera.nodes[1].start()
+
+
+def test_a_node_killed_mid_run_loses_nothing(galera: GaleraCluster, dns_world: World,
+                                             tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                             four_rows: tuple[list[str], SqlStore]) -> None:
+    """The next run of the same host, through a node that is up, waits out the dead run's lease,
+    saves the spooled certificate without a new order and orders the others."""
+    urls, store = four_rows
+    names = SPARE[4:8]
+    first = run_until_its_node_dies(galera, dns_world, tmp_path, urls, caplog)
+
+    after, data = renew_through(dns_world, tmp_path, urls[0])
+    assert f"{first}: saved from the spool" in after.stderr and "no new order" in after.stderr
+    assert len(orders(after.stderr)) == 3
+    assert first not in "".join(orders(after.stderr))
+    assert [(c["name"], c["status"]) for c in data["spooled"]] == [(first, "issued")]
+    issued = sorted(c["name"] for c in data["certificates"] if c["status"] == "issued")
+    assert issued == sorted(n for n in names if n != first)
+    for name in names:  # saved once each, nothing lost
+        assert issued_events(store, name) == 1
+        row = store.get(name)
+        assert row is not None and row.crt and row.count_fail_update == 0
+    assert not list((tmp_path / "state" / "spool").glob("*.json"))
+
+
+def test_after_a_node_died_the_other_host_takes_over_once_the_lease_ran_out(
+        galera: GaleraCluster, dns_world: World, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture, four_rows: tuple[list[str], SqlStore]) -> None:
+    """What docs/ha.md says of the other host: it cannot see the first host's spool, so it
+    orders that certificate again (one extra order, nothing lost); the first host's next run
+    then drops its spooled copy as superseded and orders nothing."""
+    urls, store = four_rows
+    names = SPARE[4:8]
+    first = run_until_its_node_dies(galera, dns_world, tmp_path, urls, caplog)
+
+    other = tmp_path / "other-host"
+    other.mkdir()
+    took_over, data = renew_through(dns_world, other, urls[2])
+    assert len(orders(took_over.stderr)) == 4
+    assert sorted(c["name"] for c in data["certificates"] if c["status"] == "issued") == \
+        sorted(names)
+
+    again, data = renew_through(dns_world, tmp_path, urls[0])
+    assert orders(again.stderr) == []
+    assert f"{first}: the database already holds a certificate valid as long as the " \
+        "spooled one" in again.stderr
+    assert not list((tmp_path / "state" / "spool").glob("*.json"))
+    for name in names:
+        assert issued_events(store, name) == 1
 
 
 def test_triggers_refused_without_log_bin_trust_says_what_to_set(galera: GaleraCluster) -> None:
