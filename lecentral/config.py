@@ -249,6 +249,8 @@ class RenewConfig:
     dns01_issuer: str = "dns-subzone"
     ari: bool = True  # ask the CA's renewal information (RFC 9773) when its directory offers it
     state_dir: str = "/var/lib/lecentral/renew"  # the spool of issued certificates not yet saved
+    #: how long the renew lock lasts unrenewed where it is a lease (a Galera cluster; docs/ha.md)
+    lease: int = duration(60, minimum=10)
 
     def validate_table(self, where: str, source: str) -> None:
         """``before`` and ``before_days`` are two answers to one question: both set is an error

@@ -125,12 +125,17 @@ class Store(ABC):
         """Count one more failed removal (attempts, error, a ``leftover`` event); return it."""
 
     @abstractmethod
-    def renew_lock(self, timeout: float = 0) -> AbstractContextManager[bool]:
-        """A lock held across hosts for one pass of a renew run; yields False if not acquired."""
+    def renew_lock(self, timeout: float = 0, lease: float = 60) -> AbstractContextManager[bool]:
+        """A lock held across hosts for one pass of a renew run; yields False if not acquired.
+        ``lease``: where the lock is a lease (a Galera cluster), how long it lasts unrenewed."""
 
     def renew_lock_holder(self) -> LockHolder | None:
         """Who holds the renew lock, as recorded by its holder (None: not recorded or unknown)."""
         return None
+
+    def renew_lock_check(self) -> None:
+        """Raise a StoreError if this store held the renew lock and lost it (a lease that ran
+        out or was taken over): the run must stop ordering and saving."""
 
     def profiles(self) -> dict[str, str]:
         """Certificate name (lower case) -> the ACME profile set for it with ``lecentral set

@@ -33,7 +33,7 @@ OLD_TABLES = ["lecentral_events", "lecentral_renew_lock", "lecentral_leftovers"]
 FLEET = ["lecentral_agents", "lecentral_deployments", "lecentral_runs", "lecentral_endpoints",
          "lecentral_probes", "lecentral_fleet_states"]
 SETTINGS = ["lecentral_cert_settings"]
-HEAD = "0004_issuer_ca"
+HEAD = "0005_renew_lease"
 
 
 @pytest.fixture(params=["sqlite", "mariadb", "postgres"])

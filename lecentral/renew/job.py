@@ -101,7 +101,7 @@ class RenewJob:
         failed_counts: dict[str, int] = {}
         pause = self.config.renew.retry_pause
         while True:
-            with self.store.renew_lock(wait) as got:
+            with self.store.renew_lock(wait, self.config.renew.lease) as got:
                 if not got:
                     self._locked_out(report, number, names)
                     return
@@ -279,6 +279,12 @@ class RenewJob:
         saved = self._save_spooled(row.name, number)
         if saved is not None:
             return saved
+        try:  # a run that lost its lease (Galera) orders nothing more: another run has the lock
+            self.store.renew_lock_check()
+        except LecentralError as exc:
+            log.error("%s: not ordered: %s", row.name, exc)
+            return self._failed(row, issuer_name, f"not ordered: {exc}", "failed",
+                                time.monotonic(), number, record=False)
         with collecting(row.name) as found:
             outcome = self._issue_and_save(row, csr, issuer_name, number)
         if found:

@@ -57,6 +57,10 @@ def database_hint(reason: str) -> str:
             "password authentication failed" in reason:
         return ("the database refused this account's name or password: check the user and the "
                 "password in [database] url")
+    if "log_bin_trust_function_creators" in reason:  # 1419: binary log or Galera, no SUPER
+        return ("creating lecentral's triggers needs log_bin_trust_function_creators = ON on the "
+                "server (on every node of a Galera cluster: docs/ha.md), or this command run by "
+                "an account with SUPER")
     if "denied" in reason:
         return "this database account lacks that right (contrib/sql/ lists what each account needs)"
     return "check that the server is up and the [database] url is right"

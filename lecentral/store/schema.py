@@ -57,13 +57,16 @@ events = Table(
 )
 
 #: Who holds the renew lock (one row while a renew works), so that a run finding the lock taken
-#: can say which host and process has it. The lock itself is GET_LOCK / an advisory lock.
+#: can say which host and process has it. The lock itself is GET_LOCK / an advisory lock; on a
+#: Galera cluster the row is the lock (a lease: ``expires``, ``token``; revision 0005).
 renew_lock = Table(
     "lecentral_renew_lock", metadata,
     Column("scope", String(64), primary_key=True),
     Column("host", String(255), nullable=False),
     Column("pid", Integer, nullable=False),
     Column("since", BigInteger, nullable=False),
+    Column("expires", BigInteger),
+    Column("token", String(64)),
     mysql_charset="utf8mb4",
 )
 

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,6 +97,8 @@ class SqlStore(Store):
             self.engine: Engine = create_engine(url, **kwargs)
         except Exception as exc:  # noqa: BLE001 - e.g. a missing driver: said with the URL masked
             raise StoreError(f"cannot use database {self.shown_url}: {exc}") from None
+        #: the renew lease while this store holds it (Galera only; see renew_lock)
+        self._lease: renewlock.Lease | None = None
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -353,7 +356,26 @@ class SqlStore(Store):
 
     def save_issued(self, name: str, crt: bytes, ca: bytes, ts_expire: int, now: int,
                     issuer_ca: tuple[str, str] | None = None) -> None:
+        lease = self._lease
+        if lease is None:
+            self._save_issued(name, crt, ca, ts_expire, now, issuer_ca)
+            return
+        try:
+            self._save_issued(name, crt, ca, ts_expire, now, issuer_ca, lease)
+        except (CsrError, UnknownNameError):
+            raise  # this row's problem; the lease was extended in the same transaction
+        except StoreError as exc:
+            # the save and the lease's extension failed together (the node went down, Galera
+            # refused the commit): whether the lease is still ours is unknown, so the run stops
+            lease.lose(f"saving {name} failed ({exc})")
+            raise
+
+    def _save_issued(self, name: str, crt: bytes, ca: bytes, ts_expire: int, now: int,
+                     issuer_ca: tuple[str, str] | None,
+                     lease: renewlock.Lease | None = None) -> None:
         with self.transaction(f"saving the new certificate of {name}") as conn:
+            if lease is not None:  # Galera: saved only while the lease is ours
+                lease.fence(conn)
             key = self._need(conn, name)
             previous, modulus = conn.execute(select(certs.c.ca, certs.c.md5_modulus)
                                              .where(certs.c.name == key).with_for_update()).one()
@@ -437,7 +459,8 @@ class SqlStore(Store):
     # -- the renew lock (lecentral.store.renewlock) ---------------------------------------------
 
     @contextmanager
-    def renew_lock(self, timeout: float = 0) -> Iterator[bool]:
+    def renew_lock(self, timeout: float = 0, lease: float = renewlock.LEASE_SECONDS
+                   ) -> Iterator[bool]:
         if self.dialect == "sqlite":
             with self._file_lock(timeout) as got:
                 yield got
@@ -447,6 +470,16 @@ class SqlStore(Store):
         except SQLAlchemyError as exc:
             raise StoreError(f"database {self.shown_url}: cannot connect: {_reason(exc)}") from None
         try:
+            try:
+                galera = self.dialect in ("mysql", "mariadb") and renewlock.wsrep_on(conn)
+            except SQLAlchemyError as exc:
+                raise StoreError(f"database {self.shown_url}: taking the renew lock failed: "
+                                 f"{_reason(exc)}") from None
+            if galera:
+                conn.close()  # the lease is rows, not a session: no connection is held
+                with self._lease_lock(timeout, lease) as got:
+                    yield got
+                return
             try:
                 got = self._acquire(lambda wait: renewlock.db_try_lock(conn, self.dialect, wait),
                                     timeout)
@@ -465,6 +498,33 @@ class SqlStore(Store):
                 self._db_release(conn, holder)
         finally:
             conn.close()
+
+    @contextmanager
+    def _lease_lock(self, timeout: float, seconds: float) -> Iterator[bool]:
+        """The renew lock of a Galera cluster: a lease row (lecentral.store.renewlock.Lease)."""
+        lease = renewlock.Lease(self.engine, seconds, self.shown_url, _reason)
+
+        def attempt(wait: float) -> bool:
+            deadline = time.monotonic() + wait
+            while not lease.try_take():
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.5)
+            return True
+
+        if not self._acquire(attempt, timeout):
+            yield False
+            return
+        self._lease = lease
+        try:
+            yield True
+        finally:
+            self._lease = None
+            lease.release()
+
+    def renew_lock_check(self) -> None:
+        if self._lease is not None:
+            self._lease.check()
 
     def renew_lock_holder(self) -> LockHolder | None:
         if self.dialect == "sqlite":
