@@ -80,7 +80,7 @@ class App:
         if self._store is None:
             from lecentral.store import open_store
 
-            self._store = open_store(self.config.database.url, self.registry)
+            self._store = open_store(self.config.database.url, self.registry, self.config.database)
             if check:
                 self._store.check_schema()
         return self._store
