@@ -121,6 +121,14 @@ class DatabaseConfig:
 
 #: the longest ``[database] retry_for`` (seconds)
 MAX_RETRY_FOR = 3600
+#: the longest a monitoring check retries a crowded database: NRPE gives a plugin 10 s by
+#: default (60 s at most); an answer (UNKNOWN, naming the database) beats a killed check
+CHECK_RETRY_FOR = 5.0
+
+
+def for_a_check(database: DatabaseConfig) -> DatabaseConfig:
+    """``[database]`` as a monitoring check uses it: ``retry_for`` at most :data:`CHECK_RETRY_FOR`."""
+    return dataclasses.replace(database, retry_for=min(database.retry_for, CHECK_RETRY_FOR))
 
 
 #: a CA's name in ``[[acme.ca]]``: recorded per certificate (lecentral_cert_settings.issuer_ca)

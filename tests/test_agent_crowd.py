@@ -226,3 +226,82 @@ def test_retry_settings_are_checked(tmp_path: Path, keys: str, message: str) -> 
     out = CliRunner().invoke(main, ["--config", str(config), "run"])
     assert out.exit_code == 2, out.output
     assert message in out.stderr
+
+
+def test_postgresql_full_then_room(postgres_server: Any, postgres_url: str, tmp_path: Path) -> None:
+    """PostgreSQL with every connection slot taken ("remaining connection slots are reserved",
+    SQLSTATE 53300): past a short retry_for the agent fails loudly (exit 4, the server named,
+    nothing written); with a longer one it retries, and installs once there is room."""
+    import psycopg
+
+    crowd = Crowd(tmp_path, postgres_url, agents=1, names=1)
+    held: list[Any] = []
+    try:
+        while True:
+            try:
+                held.append(psycopg.connect(host="127.0.0.1", port=postgres_server.port,
+                                            user=postgres_server.user,
+                                            password=postgres_server.password,
+                                            dbname=postgres_server.database, connect_timeout=5))
+            except psycopg.OperationalError as exc:
+                assert "connection slots" in str(exc) or "too many clients" in str(exc), exc
+                break
+        crowd.write_configs(1, {"retry_for": 1, "retry_delay": 0.2})
+        out = agent(crowd, 0)
+        assert out.exit_code == 4, out.stderr
+        assert f"the server 127.0.0.1:{postgres_server.port} stayed unavailable" in out.stderr
+        assert "retry 1 in" in out.stderr and untouched(crowd, 0)
+        assert postgres_server.password not in out.stderr
+
+        crowd.write_configs(1, {"retry_for": 120, "retry_delay": 0.2, "retry_max_delay": 1})
+        retried = threading.Event()
+
+        class Seen(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                retried.set()
+
+        seen = Seen()
+        logging.getLogger(RETRY_LOGGER).addHandler(seen)
+        outs: list[Any] = []
+        runner = threading.Thread(target=lambda: outs.append(agent(crowd, 0)))
+        runner.start()
+        try:
+            assert retried.wait(60), "the agent never retried"
+        finally:
+            logging.getLogger(RETRY_LOGGER).removeHandler(seen)
+            for connection in held:
+                connection.close()
+            held = []
+        runner.join()
+        [out] = outs
+        assert out.exit_code == 0, out.stderr
+        assert crowd.installed(0)
+    finally:
+        for connection in held:
+            connection.close()
+        crowd.close()
+
+
+def test_monitoring_checks_retry_a_few_seconds_only(tmp_path: Path) -> None:
+    """``lecentral-install check`` and ``lecentral check`` answer UNKNOWN (naming the server)
+    after at most 5 s of retries whatever retry_for says: NRPE would kill a check that waits a
+    minute, and a killed check says nothing about why."""
+    from lecentral_testing.ports import free_port
+
+    from lecentral.cli.central import main as central
+
+    port = free_port()
+    table = (f'[database]\nurl = "mysql+pymysql://reader:s3cr3t-pw@127.0.0.1:{port}/certs"\n'
+             "retry_for = 600\nretry_delay = 1\n")
+    central_config = tmp_path / "lecentral.toml"
+    central_config.write_text(table)
+    agent_config = tmp_path / "install.toml"
+    agent_config.write_text(f'{table}[[cert]]\nname = "www.example.test"\nkey = "{tmp_path}/www.key"\n'
+                            f'cert = "{tmp_path}/www.crt"\n')
+    for command, config in ((main, agent_config), (central, central_config)):
+        out = CliRunner().invoke(command, ["--config", str(config), "check"])
+        assert out.exit_code == 3, out.output
+        assert out.stdout.startswith(("LECENTRAL-INSTALL UNKNOWN", "LECENTRAL UNKNOWN")), out.stdout
+        assert f"127.0.0.1:{port} stayed unavailable" in out.stdout
+        assert "retry_for = 5 s" in out.stdout
+        assert "s3cr3t-pw" not in out.output
