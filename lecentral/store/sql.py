@@ -156,7 +156,8 @@ class SqlStore(Store):
         reason = _reason(gave.last)
         return StoreError(
             f"database {self.shown_url}: {what} failed: the server {self.server} stayed "
-            f"unavailable ({reason}) through {gave.attempts} attempts over {gave.elapsed:.0f} s "
+            f"unavailable ({reason}) through {gave.attempts} attempt"
+            f"{'s' if gave.attempts != 1 else ''} over {gave.elapsed:.0f} s "
             f"(retried with jittered backoff for [database] retry_for = {self.retry.total:g} s); "
             f"nothing was changed; {_crowded_hint(reason)}")
 
