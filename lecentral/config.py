@@ -99,9 +99,36 @@ def used_path(default: str = "") -> Any:
 
 @dataclass(frozen=True)
 class DatabaseConfig:
-    """``[database]``: where the ``certs`` table lives."""
+    """``[database]``: where the ``certs`` table lives, and how long to retry a crowded or
+    restarting server (``retry_for`` seconds, 0: never; waits from ``retry_delay`` doubling up to
+    ``retry_max_delay``, jittered: lecentral.store.retry)."""
 
     url: str = field(default="sqlite:////var/lib/lecentral/lecentral.db", metadata={"url": True})
+    retry_for: float = at_least(60.0, 0.0)
+    retry_delay: float = at_least(0.5, 0.01)
+    retry_max_delay: float = at_least(10.0, 0.01)
+
+    def validate_table(self, where: str, source: str) -> None:
+        """The waits must fit the retry time, which is bounded (an agent run must end)."""
+        if self.retry_for > MAX_RETRY_FOR:
+            raise ConfigError(f"{source}: {where}.retry_for = {self.retry_for:g} is more than "
+                              f"{MAX_RETRY_FOR} seconds; a run waiting longer for its database is "
+                              "better failing loudly (and trying again at the next timer)")
+        if self.retry_max_delay < self.retry_delay:
+            raise ConfigError(f"{source}: {where}.retry_max_delay ({self.retry_max_delay:g}) must "
+                              f"be at least retry_delay ({self.retry_delay:g})")
+
+
+#: the longest ``[database] retry_for`` (seconds)
+MAX_RETRY_FOR = 3600
+#: the longest a monitoring check retries a crowded database: NRPE gives a plugin 10 s by
+#: default (60 s at most); an answer (UNKNOWN, naming the database) beats a killed check
+CHECK_RETRY_FOR = 5.0
+
+
+def for_a_check(database: DatabaseConfig) -> DatabaseConfig:
+    """``[database]`` as a monitoring check uses it: ``retry_for`` at most :data:`CHECK_RETRY_FOR`."""
+    return dataclasses.replace(database, retry_for=min(database.retry_for, CHECK_RETRY_FOR))
 
 
 #: a CA's name in ``[[acme.ca]]``: recorded per certificate (lecentral_cert_settings.issuer_ca)

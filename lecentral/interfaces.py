@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from lecentral.certificates import Csr
+    from lecentral.config import DatabaseConfig
     from lecentral.leftovers import Leftover
     from lecentral.records import CertEntry, Notification
     from lecentral.store.rows import CertRow, EventRow, LockHolder
@@ -60,6 +61,11 @@ class Store(ABC):
     def location(self) -> str:
         """Where this store is, for messages (a database URL with its password masked)."""
         return "the database"
+
+    def configure(self, settings: DatabaseConfig) -> None:
+        """Take the ``[database]`` table's settings beyond ``url`` (``retry_for``, ...), once,
+        right after the factory built the store. The default ignores them (a store with no
+        server to be crowded or restarting has no use for retries)."""
 
     @abstractmethod
     def get(self, name: str) -> CertRow | None:
@@ -153,7 +159,7 @@ class Store(ABC):
         return {}
 
     def close(self) -> None:
-        """Dispose of connections."""
+        """Dispose of connections. The store stays usable: a later call connects again."""
 
 
 class Verifier(ABC):

@@ -72,8 +72,10 @@ def test_read_only_user_is_enough(db_world: tuple[AgentWorld, str]) -> None:
 
 def test_database_down(db_world: tuple[AgentWorld, str], mariadb: MariaDBServer,
                        smtp: tuple[Mailbox, int]) -> None:
-    """MariaDB stopped: an alert, exit status 4, and every file exactly as it was."""
+    """MariaDB stopped (for longer than ``[database] retry_for``): an alert, exit status 4, and
+    every file exactly as it was."""
     world, reader = db_world
+    world.database = {"retry_for": 1, "retry_delay": 0.2}
     world.add(NAME)
     world.issue(NAME, days=30)
     world.write_config(world.entry(NAME), database=reader)
@@ -87,7 +89,7 @@ def test_database_down(db_world: tuple[AgentWorld, str], mariadb: MariaDBServer,
         mariadb.start()
 
     assert out.exit_code == 4, out.stdout + out.stderr
-    assert "check that the server is up" in out.stderr
+    assert "check that the server is up" in out.stderr and "stayed unavailable" in out.stderr
     assert tree(world.ssl) == before
     assert any("cannot read the certificate database" in s for s in smtp[0].subjects())
     assert READER_PASSWORD not in out.stderr + smtp[0].bodies()

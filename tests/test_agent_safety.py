@@ -314,16 +314,22 @@ def test_config_test_failure_rolls_back_before_any_reload(world: AgentWorld,
 
 
 def test_database_down(world: AgentWorld, smtp: tuple[Mailbox, int]) -> None:
-    """Nothing listens where the database should be: alert, exit 4, every file untouched, and
-    the database password appears nowhere."""
+    """Nothing listens where the database should be: retried (a server restarting refuses
+    connections too) for ``[database] retry_for``, then an alert, exit 4, every file untouched,
+    and the database password appears nowhere."""
     before = installed_once(world)
-    url = f"mysql+pymysql://reader:s3cr3t-pw@127.0.0.1:{free_port()}/certs"
+    port = free_port()
+    url = f"mysql+pymysql://reader:s3cr3t-pw@127.0.0.1:{port}/certs"
+    world.database = {"retry_for": 1, "retry_delay": 0.2}
     world.write_config(world.entry(NAME), database=url)
 
     out = world.run("run")
 
     assert out.exit_code == 4
     assert "cannot read" not in out.stdout and "127.0.0.1" in out.stderr
+    assert "retry 1 in" in out.stderr  # the retry is logged ...
+    assert f"the server 127.0.0.1:{port} stayed unavailable" in out.stderr  # ... and given up
+    assert "retry_for = 1 s" in out.stderr
     assert tree(world.ssl) == before
     assert any("cannot read the certificate database" in s for s in smtp[0].subjects())
     assert "s3cr3t-pw" not in out.stdout + out.stderr + smtp[0].bodies()

@@ -158,3 +158,30 @@ def test_probe_unit_and_cron_line_run(fleet: Fleet, tmp_path: Path) -> None:
         done = run([str(BIN / "lecentral"), "--config", str(fleet.config), *argv[1:]])
         assert done.returncode == 0, done.stderr
         assert done.stdout == "" and done.stderr == ""  # -q: quiet for cron when all is well
+
+
+def test_agent_cron_line_spreads_the_runs(tmp_path: Path) -> None:
+    """contrib/cron/lecentral-install, run by /bin/sh as cron runs it (dash on Debian: no
+    $RANDOM), sleeps a random 0..1799 s before the agent, and no "%" (cron's newline) is in it.
+    ``sleep`` and the agent are stand-ins here that print their arguments."""
+    (line,) = [ln for ln in (CONTRIB / "cron" / "lecentral-install").read_text().splitlines()
+               if ln and not ln.startswith("#")]
+    command = line.split(None, 6)[6]  # minute hour day month weekday user COMMAND
+    assert "%" not in command
+    assert command.endswith("/usr/local/bin/lecentral-install run --quiet")
+    for tool in ("sleep", "lecentral-install"):
+        stand_in = tmp_path / tool
+        stand_in.write_text(f'#!/bin/sh\necho "{tool} $*"\n')
+        stand_in.chmod(0o755)
+    command = command.replace("/usr/local/bin/lecentral-install", str(tmp_path / "lecentral-install"))
+    waits = set()
+    for _ in range(5):
+        done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, check=False,
+                              env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        sleep, agent = done.stdout.splitlines()
+        assert agent == "lecentral-install run --quiet"
+        seconds = int(sleep.removeprefix("sleep "))
+        assert 0 <= seconds < 1800
+        waits.add(seconds)
+    assert len(waits) > 1  # random, not the same minute on every server

@@ -163,7 +163,10 @@ def check(app: AgentApp, names: tuple[str, ...], warning_days: float | None,
     secrets: list[str] = []
     try:
         secrets = url_secrets(app.config.database.url)
-        rows, db_error = get_status(app.config, app.registry, names)
+        from lecentral.config import for_a_check
+
+        config = dataclasses.replace(app.config, database=for_a_check(app.config.database))
+        rows, db_error = get_status(config, app.registry, names)
         result = evaluate(rows, db_error, thresholds, now_ts(), stale_after_days=stale_after_days,
                           names=names)
     except Exception as exc:  # noqa: BLE001 - a plugin answers UNKNOWN, never a traceback

@@ -56,6 +56,8 @@ class App:
     #: ``lecentral -q``: commands run by timers print nothing on stdout when all is well
     quiet: bool = False
     _config: CentralConfig | None = None
+    #: a monitoring check: the database is retried for a few seconds only (for_a_check)
+    checking: bool = False
     _registry: Registry | None = None
     _store: Store | None = field(default=None)
 
@@ -78,9 +80,11 @@ class App:
     def store(self, *, check: bool = True) -> Store:
         """The store of ``[database] url``; with ``check``, fail clearly if init was not run."""
         if self._store is None:
+            from lecentral.config import for_a_check
             from lecentral.store import open_store
 
-            self._store = open_store(self.config.database.url, self.registry)
+            settings = for_a_check(self.config.database) if self.checking else self.config.database
+            self._store = open_store(self.config.database.url, self.registry, settings)
             if check:
                 self._store.check_schema()
         return self._store

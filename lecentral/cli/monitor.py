@@ -58,6 +58,7 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
     if bad:
         emit(unknown("LECENTRAL", bad), max_lines, json_out)
     secrets: list[str] = []
+    app.checking = True
     try:
         secrets = url_secrets(app.config.database.url)
         from lecentral.certificates import now_ts

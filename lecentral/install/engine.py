@@ -163,8 +163,13 @@ class Agent:
             rows = self._read_directly(entries)
             if rows is not None:
                 return rows
-            self._store = open_store(self.config.database.url, self.registry)
-            return {e.name: self._store.get(e.name) for e in entries}
+            self._store = open_store(self.config.database.url, self.registry, self.config.database)
+            rows = {e.name: self._store.get(e.name) for e in entries}
+            # give the connection back now, not after the installs (reloads, verification: seconds):
+            # a thousand agents holding idle connections fill the server's max_connections. A
+            # report or an event written later connects again.
+            self._store.close()
+            return rows
         except LecentralError as exc:  # StoreError; PluginError for a URL no store handles
             self._alert("error", f"cannot read the certificate database on {self.host}",
                         f"{exc}\n\nNo certificate was checked and no file was touched.")
@@ -178,8 +183,9 @@ class Agent:
                 "lecentral.store.plugin":
             return None
         from lecentral.store.direct import read_rows
+        from lecentral.store.retry import RetryPolicy
 
-        return read_rows(url, [e.name for e in entries])
+        return read_rows(url, [e.name for e in entries], RetryPolicy.of(self.config.database))
 
     def _installer(self, entry: CertEntry, service: Service) -> Installer:
         workdir = self.state_dir / "entries" / entry.id

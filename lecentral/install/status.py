@@ -40,7 +40,7 @@ def _rows(config: InstallConfig, registry: Registry) -> tuple[dict[str, CertRow 
     from lecentral.store import open_store
 
     try:
-        store = open_store(config.database.url, registry)
+        store = open_store(config.database.url, registry, config.database)
         try:
             return {e.name: store.get(e.name) for e in config.certs}, None
         finally:

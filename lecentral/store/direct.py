@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from lecentral.config import mask_url, url_password_problem
 from lecentral.errors import StoreError
+from lecentral.store.retry import GaveUp, RetryPolicy, gave_up_error, retrying
 from lecentral.store.rows import CertRow
 
 #: the seed's columns, as ``CertRow.from_db`` reads them (old_ca/old_crt too: it validates them)
@@ -66,10 +67,12 @@ def database_hint(reason: str) -> str:
     return "check that the server is up and the [database] url is right"
 
 
-def read_rows(url: str, names: Sequence[str]) -> dict[str, CertRow | None] | None:
+def read_rows(url: str, names: Sequence[str],
+              retry: RetryPolicy | None = None) -> dict[str, CertRow | None] | None:
     """The rows of ``names`` (None for a name with no row), or None: ask the store instead.
 
-    Raise :class:`StoreError` for a MariaDB/MySQL error, worded as the store words it.
+    Raise :class:`StoreError` for a MariaDB/MySQL error, worded as the store words it; a crowded
+    or restarting server is retried by ``retry`` as the store retries (:mod:`lecentral.store.retry`).
     """
     if not names or url_password_problem(url):
         return None
@@ -80,7 +83,7 @@ def read_rows(url: str, names: Sequence[str]) -> dict[str, CertRow | None] | Non
         if scheme == "sqlite":
             raw = _sqlite(url, names)
         elif scheme in MYSQL_SCHEMES:
-            raw = _mysql(url, names)
+            raw = _mysql(url, names, retry or RetryPolicy())
         else:
             return None
         return _rows(raw, names)
@@ -114,7 +117,7 @@ def _sqlite(url: str, names: Sequence[str]) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-def _mysql(url: str, names: Sequence[str]) -> list[tuple[Any, ...]]:
+def _mysql(url: str, names: Sequence[str], retry: RetryPolicy) -> list[tuple[Any, ...]]:
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     if set(query) - {"charset"} or parts.fragment or not parts.hostname:
@@ -136,7 +139,9 @@ def _mysql(url: str, names: Sequence[str]) -> list[tuple[Any, ...]]:
     if "charset" in query:
         kwargs["charset"] = query["charset"]
     sql, keys = _where(names, "%s")
-    try:
+    what = f"reading {names[0]}"
+
+    def once() -> list[tuple[Any, ...]]:
         conn = _connection_class(pymysql)(**kwargs)
         try:
             with conn.cursor() as cursor:
@@ -144,6 +149,11 @@ def _mysql(url: str, names: Sequence[str]) -> list[tuple[Any, ...]]:
                 return list(cursor.fetchall())
         finally:
             conn.close()
+
+    try:
+        return retrying(retry, what, f"{parts.hostname}:{port}", once)
+    except GaveUp as gave:
+        raise gave_up_error(mask_url(url), what, f"{parts.hostname}:{port}", gave, retry) from None
     except pymysql.MySQLError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StoreError(f"database {mask_url(url)}: reading {names[0]} failed: {reason}; "

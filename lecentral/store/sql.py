@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import (
@@ -42,12 +42,17 @@ from lecentral.interfaces import Store
 from lecentral.leftovers import Leftover
 from lecentral.store import migrations, renewlock
 from lecentral.store.direct import database_hint, dns_key
+from lecentral.store.retry import GaveUp, RetryPolicy, gave_up_error, retrying
 from lecentral.store.rows import CertRow, EventRow, LockHolder
 from lecentral.store.schema import OWN_TABLES, cert_settings, certs, certs_ddl, events
 from lecentral.store.schema import leftovers as leftover_table
 
+if TYPE_CHECKING:
+    from lecentral.config import DatabaseConfig
+
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
 
 def _reason(exc: SQLAlchemyError) -> str:
@@ -87,6 +92,10 @@ class SqlStore(Store):
                              f"password with special characters must be percent-encoded: "
                              f"{PERCENT_ENCODING}") from None
         self.dialect = parsed.get_backend_name()
+        #: the server, for messages: host:port (no user, no password)
+        self.server = (f"{parsed.host or 'localhost'}:{parsed.port}" if parsed.port else
+                       parsed.host or "localhost") if self.dialect != "sqlite" else str(parsed.database)
+        self.retry = RetryPolicy()  # off until configure() gives [database] retry_for
         self.sqlite_path = parsed.database if self.dialect == "sqlite" else None
         kwargs: dict[str, Any] = {"future": True}
         if self.dialect != "sqlite":
@@ -115,20 +124,52 @@ class SqlStore(Store):
                                  "create it with lecentral init on the central host") from None
             raise
 
+    def configure(self, settings: DatabaseConfig) -> None:
+        self.retry = RetryPolicy.of(settings)
+
+    def _failed(self, what: str, exc: SQLAlchemyError) -> StoreError:
+        reason = _reason(exc)
+        return StoreError(f"database {self.shown_url}: {what} failed: {reason}; {_hint(reason)}")
+
+    def _gave_up(self, what: str, gave: GaveUp) -> StoreError:
+        return gave_up_error(self.shown_url, what, self.server, gave, self.retry)
+
+    def _connect(self, what: str) -> Connection:
+        """A connection, retried while the server is crowded or restarting ([database] retry_for)."""
+        try:
+            return retrying(self.retry, what, self.server, self.engine.connect)
+        except GaveUp as gave:
+            raise self._gave_up(what, gave) from None
+
     @contextmanager
     def transaction(self, what: str) -> Iterator[Connection]:
         """One transaction; any database error becomes a StoreError naming the database (and
         ``what`` was being done). Also what lecentral's other SQL modules (the fleet tables,
-        doctor) read and write through."""
+        doctor) read and write through. Connecting is retried while the server is crowded or
+        restarting (:mod:`lecentral.store.retry`); the transaction itself is not (a write whose
+        connection broke may or may not have been committed: see :meth:`read`)."""
         try:
-            with self.engine.begin() as conn:
+            with self._connect(what) as conn, conn.begin():
                 yield conn
         except StoreError:
             raise
         except SQLAlchemyError as exc:
-            reason = _reason(exc)
-            raise StoreError(f"database {self.shown_url}: {what} failed: {reason}; "
-                             f"{_hint(reason)}") from None
+            raise self._failed(what, exc) from None
+
+    def read(self, what: str, query: Callable[[Connection], T]) -> T:
+        """``query(conn)`` in a transaction that only reads, retried as a whole while the server
+        is crowded or restarting, even when the connection is lost in the middle (reading
+        twice does no harm); errors as :meth:`transaction`'s."""
+        def once() -> T:
+            with self.engine.connect() as conn, conn.begin():
+                return query(conn)
+
+        try:
+            return retrying(self.retry, what, self.server, once)
+        except GaveUp as gave:
+            raise self._gave_up(what, gave) from None
+        except SQLAlchemyError as exc:
+            raise self._failed(what, exc) from None
 
     @staticmethod
     def _matching(conn: Connection, name: str) -> builtins.list[str]:
@@ -247,18 +288,22 @@ class SqlStore(Store):
     # -- reading ---------------------------------------------------------------------------------------
 
     def get(self, name: str) -> CertRow | None:
-        with self.transaction(f"reading {name}") as conn:
+        def query(conn: Connection) -> tuple[builtins.list[str], Any]:
             stored = self._matching(conn, name)
             if not stored:
-                return None
-            row = conn.execute(select(certs).where(certs.c.name == stored[0])).mappings().one()
+                return stored, None
+            return stored, conn.execute(select(certs).where(certs.c.name == stored[0])).mappings().one()
+
+        stored, row = self.read(f"reading {name}", query)
+        if row is None:
+            return None
         found = CertRow.from_db(row)
         # several rows for one name: shown and refused (a problem), never one picked silently
         return found.with_problem(self._same_name(name, stored)) if len(stored) > 1 else found
 
     def list(self) -> builtins.list[CertRow]:
-        with self.transaction("listing certificates") as conn:
-            rows = conn.execute(select(certs).order_by(certs.c.name)).mappings().all()
+        rows = self.read("listing certificates",
+                         lambda conn: conn.execute(select(certs).order_by(certs.c.name)).mappings().all())
         found = [CertRow.from_db(r) for r in rows]
         stored: dict[str, builtins.list[str]] = {}
         for raw, row in zip(rows, found, strict=True):
@@ -466,7 +511,7 @@ class SqlStore(Store):
                 yield got
             return
         try:
-            conn = self.engine.connect()
+            conn = self._connect("taking the renew lock")
         except SQLAlchemyError as exc:
             raise StoreError(f"database {self.shown_url}: cannot connect: {_reason(exc)}") from None
         try:

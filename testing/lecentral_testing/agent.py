@@ -159,6 +159,8 @@ class AgentWorld:
         self.config_path = workdir / "install.toml"
         self.notify: dict[str, Any] = {}
         self.agent: dict[str, Any] = {"state_dir": str(self.state_dir)}
+        #: more [database] keys for install.toml (retry_for, ...)
+        self.database: dict[str, Any] = {}
 
     def close(self) -> None:
         self.store.close()
@@ -201,7 +203,8 @@ class AgentWorld:
         return {**base, **keys}
 
     def write_config(self, *entries: Mapping[str, Any], database: str | None = None) -> Path:
-        tables: dict[str, dict[str, Any]] = {"database": {"url": database or self.db_url},
+        tables: dict[str, dict[str, Any]] = {"database": {"url": database or self.db_url,
+                                                          **self.database},
                                              "agent": self.agent}
         if self.notify:
             tables["notify"] = self.notify
