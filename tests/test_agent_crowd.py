@@ -31,6 +31,7 @@ from lecentral_testing.crowd import RETRY_LOGGER, Crowd
 from lecentral_testing.mariadb import MariaDBServer
 
 from lecentral.cli.agent import main
+from lecentral.store import direct
 
 AGENTS = 2000
 
@@ -135,11 +136,37 @@ def untouched(crowd: Crowd, index: int) -> bool:
     return not any((home / "certs").iterdir()) and not (home / "state" / "entries").exists()
 
 
-def test_full_past_the_retry_time_fails_loudly(crowd: Crowd, mariadb: MariaDBServer) -> None:
+def plain_url(crowd: Crowd, count: int, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The first ``count`` agents' URL without options: the agent then reads its rows with the
+    driver alone (lecentral/store/direct.py), not through the SQLAlchemy store. Returns what
+    each direct read answered (a pass-through wrapper records it: None would mean "ask the
+    store", and the test would not test the direct read)."""
+    for config in crowd.configs[:count]:
+        config.write_text(config.read_text().replace("?ssl_disabled=true", ""))
+    answers: list[object] = []
+    real = direct.read_rows
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            answer = real(*args, **kwargs)
+        except Exception as exc:
+            answers.append(exc)
+            raise
+        answers.append(answer)
+        return answer
+
+    monkeypatch.setattr(direct, "read_rows", recorded)
+    return answers
+
+
+@pytest.mark.parametrize("read", ["store", "direct"])
+def test_full_past_the_retry_time_fails_loudly(crowd: Crowd, mariadb: MariaDBServer, read: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """The server stays full for longer than [database] retry_for: exit 4, one clear error
     naming the server and what was tried (attempts, time, the setting), no password, and no
-    file written."""
+    file written. Both ways an agent reads: the store, and the driver alone."""
     crowd.write_configs(3, {"retry_for": 1.5, "retry_delay": 0.2, "retry_max_delay": 0.5})
+    answers = plain_url(crowd, 3, monkeypatch) if read == "direct" else []
     hog = Hog(mariadb)
     try:
         outs = [agent(crowd, i) for i in range(3)]
@@ -161,12 +188,18 @@ def test_full_past_the_retry_time_fails_loudly(crowd: Crowd, mariadb: MariaDBSer
     # once there is room, the same agents install
     assert [agent(crowd, i).exit_code for i in range(3)] == [0, 0, 0]
     assert all(crowd.installed(i) for i in range(3))
+    if read == "direct":  # the driver alone gave up three times, then read three times
+        assert [type(a).__name__ for a in answers[:3]] == ["StoreError"] * 3
+        assert all(isinstance(a, dict) for a in answers[3:]) and len(answers) == 6
 
 
-def test_server_restarting_during_the_retry(crowd: Crowd, mariadb: MariaDBServer) -> None:
+@pytest.mark.parametrize("read", ["store", "direct"])
+def test_server_restarting_during_the_retry(crowd: Crowd, mariadb: MariaDBServer, read: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The server is down when the agent starts ("Connection refused") and comes back while it
-    retries: the agent installs and exits 0."""
+    retries: the agent installs and exits 0 (reading through the store, or the driver alone)."""
     crowd.write_configs(1, {"retry_for": 120, "retry_delay": 0.2, "retry_max_delay": 1})
+    answers = plain_url(crowd, 1, monkeypatch) if read == "direct" else []
     retried = threading.Event()
 
     class Seen(logging.Handler):
@@ -190,6 +223,8 @@ def test_server_restarting_during_the_retry(crowd: Crowd, mariadb: MariaDBServer
     assert out.exit_code == 0, out.stderr
     assert "Connection refused" in out.stderr or "Can't connect" in out.stderr
     assert crowd.installed(0)
+    if read == "direct":
+        assert len(answers) == 1 and isinstance(answers[0], dict)
 
 
 def test_what_no_wait_cures_fails_at_once(crowd: Crowd, mariadb: MariaDBServer, tmp_path: Path) -> None:
