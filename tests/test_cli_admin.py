@@ -338,6 +338,31 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
         assert "********" in result.output
 
 
+def test_config_show_prints_toml_for_every_documented_shape(tmp_path: Path) -> None:
+    """Inline tables (dns.nameserver_addresses), tables of tables (dns.zones) and arrays of tables
+    ([[acme.ca]]) are printed as TOML that loads again, to the same values; with [[acme.ca]], the
+    one-CA [acme] keys (unused) are not shown as if they were in use."""
+    import tomllib
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[database]\nurl = "sqlite:////tmp/none.db"\n'
+        '[dns]\nnameserver_addresses = { "ns1.example.test" = "127.0.0.1:5353" }\n'
+        '[dns.zones."a.example.test"]\ntsig_key_file = "/etc/lecentral/a.key"\n'
+        '[[acme.ca]]\nname = "one"\ndirectory = "https://one.test/dir"\naccount_key = "/k/one"\n'
+        '[[acme.ca]]\nname = "two"\ndirectory = "https://two.test/dir"\naccount_key = "/k/two"\n')
+    result = CliRunner().invoke(main, ["--config", str(config), "config", "show"])
+    assert result.exit_code == 0, result.output
+    shown = tomllib.loads(result.stdout)
+    as_json = json.loads(CliRunner().invoke(main, ["--config", str(config), "config", "show",
+                                                   "--json"]).stdout)
+    assert shown["dns"]["nameserver_addresses"] == {"ns1.example.test": "127.0.0.1:5353"}
+    assert shown["dns"]["zones"]["a.example.test"]["tsig_key_file"] == "/etc/lecentral/a.key"
+    assert [ca["name"] for ca in shown["acme"]["ca"]] == ["one", "two"]
+    assert shown["acme"]["ca"] == as_json["acme"]["ca"]
+    assert "directory" not in shown["acme"] and "letsencrypt.org" not in result.stdout
+
+
 def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text("[renew]\nbefore_day = 3\n")

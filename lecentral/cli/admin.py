@@ -618,18 +618,52 @@ def config_show(app: App, as_json: bool) -> None:
         print_json({"file": source, **data})
         return
     click.echo(f"# {source}")
+    acme = data.get("acme")
+    if isinstance(acme, dict) and acme.get("ca"):  # [[acme.ca]]: the one-CA keys are not used
+        per_ca = {key for entry in acme["ca"] for key in entry}
+        data["acme"] = {k: v for k, v in acme.items() if k not in per_ca}
     for section, values in data.items():
         _print_toml(section, values)
 
 
 def _print_toml(section: str, values: dict[str, Any]) -> None:
+    """``values`` as the TOML table ``[section]``: plain values first, then its sub-tables
+    (``[section.key."name"]`` for tables of tables such as dns.zones) and arrays of tables
+    (``[[section.key]]`` such as acme.ca); a table of plain values (dns.nameserver_addresses) is
+    an inline table. A value that is not set is a comment: TOML has no null."""
     click.echo(f"\n[{section}]")
-    nested = {}
+    tables: dict[str, dict[str, Any]] = {}
+    arrays: dict[str, list[dict[str, Any]]] = {}
     for key, value in values.items():
-        if isinstance(value, dict):
-            nested[key] = value
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            tables[key] = value
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            arrays[key] = value
+        elif value is None:
+            click.echo(f"# {_toml_key(key)}: not set")
         else:
-            click.echo(f"{key} = {json.dumps(value)}")
-    for key, sub in nested.items():
+            click.echo(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, sub in tables.items():
         for name, table_ in sub.items():
-            _print_toml(f'{section}.{key}."{name}"', table_)
+            _print_toml(f"{section}.{_toml_key(key)}.{json.dumps(name)}", table_)
+    for key, entries in arrays.items():
+        for entry in entries:
+            click.echo(f"\n[[{section}.{_toml_key(key)}]]")
+            for name, value in entry.items():
+                if value is not None:
+                    click.echo(f"{_toml_key(name)} = {_toml_value(value)}")
+
+
+def _toml_key(key: str) -> str:
+    return key if key and all(c.isalnum() or c in "-_" for c in key) else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()
+                                if v is not None) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)  # strings, numbers, booleans: JSON's forms are TOML's
+
+
