@@ -58,6 +58,63 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def owner_for(path: str) -> tuple[int, int]:
+    """Who a state file lecentral creates at ``path`` should belong to: this process's user,
+    except when root creates it in a directory that belongs to another user (``/var/lib/lecentral``,
+    made for the ``lecentral`` service user by tmpfiles.d): then that directory's owner and group,
+    so that a first step run by hand as root (``lecentral init``, ``account import``, a renew)
+    does not leave files the service's units cannot open. That user owns the directory already:
+    handing it the file gives it nothing it could not take."""
+    uid, gid = os.geteuid(), os.getegid()
+    if uid != 0:
+        return uid, gid
+    try:
+        st = os.stat(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return uid, gid
+    return (st.st_uid, st.st_gid) if st.st_uid != 0 else (uid, gid)
+
+
+def give_to_owner(path: str) -> None:
+    """``chown`` a file this process just created to :func:`owner_for` (a no-op unless root)."""
+    uid, gid = owner_for(path)
+    if (uid, gid) != (os.geteuid(), os.getegid()):
+        os.chown(path, uid, gid, follow_symlinks=False)
+
+
+def file_access_hint(path: str) -> str:
+    """What to check when this user cannot open ``path`` (or create it in its directory): who
+    owns the file (or the directory) and who runs lecentral — the usual cause is a first step
+    run as root, leaving files that the service user of the units cannot open."""
+    import grp
+    import pwd
+
+    def who(uid: int) -> str:
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return str(uid)
+
+    def group(gid: int) -> str:
+        try:
+            return grp.getgrgid(gid).gr_name
+        except KeyError:
+            return str(gid)
+
+    me = who(os.geteuid())
+    for target in (path, os.path.dirname(os.path.abspath(path))):
+        try:
+            st = os.stat(target)
+        except OSError:
+            continue
+        owner = f"{who(st.st_uid)}:{group(st.st_gid)} mode {stat.S_IMODE(st.st_mode):04o}"
+        what = "it" if target == path else "its directory"
+        return (f"{what} {target} belongs to {owner} and lecentral runs as {me}: give it to "
+                f"the user the units run as (chown lecentral: {target}), or run lecentral as "
+                "that user")
+    return f"check that {path} and its directory exist and are writable by {me}"
+
+
 def write_new(path: str, data: bytes, uid: int, gid: int, mode: int) -> None:
     """Create ``path`` (which must not exist) with ``data``, owner and mode, and fsync it.
 

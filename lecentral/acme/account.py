@@ -28,6 +28,7 @@ from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from lecentral.errors import ConfigError
+from lecentral.files_io import owner_for
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def _create(path: Path) -> bool:
         with os.fdopen(fd, "wb") as fh:
             fh.write(pem)
             fh.flush()
+            os.fchown(fh.fileno(), *owner_for(str(path)))
             os.fsync(fh.fileno())
         try:
             os.link(tmp, path)

@@ -292,10 +292,10 @@ def _make_room(target: Path, new_thumbprint: str, force: bool) -> tuple[bool, Pa
 
 
 def _copy_private(source: Path, dest: Path) -> None:
-    from lecentral.files_io import fsync_dir, write_new
+    from lecentral.files_io import fsync_dir, owner_for, write_new
 
     try:
-        write_new(str(dest), source.read_bytes(), os.geteuid(), os.getegid(), 0o600)
+        write_new(str(dest), source.read_bytes(), *owner_for(str(dest)), 0o600)
         fsync_dir(str(dest.parent))
     except OSError as exc:
         raise ConfigError(f"cannot keep a copy of {source} as {dest}: {exc.strerror}; nothing "
@@ -307,9 +307,9 @@ def _write(target: Path, pem: bytes, record: AccountRecord, unchanged_key: bool)
     (its thumbprint differs), so a failure between the two leaves the old account working; the
     old record is put back if the key cannot be written."""
     from lecentral.acme.account import record_path
-    from lecentral.files_io import replace_atomically, unlink_quietly
+    from lecentral.files_io import owner_for, replace_atomically, unlink_quietly
 
-    uid, gid = os.geteuid(), os.getegid()
+    uid, gid = owner_for(str(target))
     rec_path = record_path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -37,6 +37,7 @@ from lecentral.certificates import (
 )
 from lecentral.config import PERCENT_ENCODING, mask_url, url_password_problem
 from lecentral.errors import CsrError, StoreError, UnknownNameError
+from lecentral.files_io import file_access_hint, give_to_owner
 from lecentral.host import this_host
 from lecentral.interfaces import Store
 from lecentral.leftovers import Leftover
@@ -129,7 +130,10 @@ class SqlStore(Store):
 
     def _failed(self, what: str, exc: SQLAlchemyError) -> StoreError:
         reason = _reason(exc)
-        return StoreError(f"database {self.shown_url}: {what} failed: {reason}; {_hint(reason)}")
+        hint = _hint(reason)
+        if self.sqlite_path and ("unable to open database file" in reason or "readonly" in reason):
+            hint = file_access_hint(self.sqlite_path)
+        return StoreError(f"database {self.shown_url}: {what} failed: {reason}; {hint}")
 
     def _gave_up(self, what: str, gave: GaveUp) -> StoreError:
         return gave_up_error(self.shown_url, what, self.server, gave, self.retry)
@@ -216,7 +220,10 @@ class SqlStore(Store):
         created."""
         if self.sqlite_path and self.sqlite_path != ":memory:":
             Path(self.sqlite_path).parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            created = not os.path.exists(self.sqlite_path)
             os.close(os.open(self.sqlite_path, os.O_WRONLY | os.O_CREAT, 0o600))  # the one creator
+            if created:  # root's init in the service user's /var/lib/lecentral: theirs
+                give_to_owner(self.sqlite_path)
         with self._migrating("creating tables") as conn:
             before = set(inspect(conn).get_table_names())
             if "certs" not in before:
@@ -619,10 +626,13 @@ class SqlStore(Store):
             yield True
             return
         try:
+            created = not os.path.exists(path)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            if created:
+                give_to_owner(path)
         except OSError as exc:
-            raise StoreError(f"cannot open the renew lock file {path}: {exc.strerror}; check the "
-                             "directory of the [database] url is writable") from None
+            raise StoreError(f"cannot open the renew lock file {path}: {exc.strerror}; "
+                             f"{file_access_hint(path)}") from None
         try:
             got = self._acquire(lambda wait: renewlock.file_try_lock(fd, wait), timeout)
             if got:
