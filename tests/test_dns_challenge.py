@@ -267,9 +267,20 @@ def test_frozen_zone(bind: BindServer, challenges: DnsChallenges, caplog: pytest
 
 def test_name_without_its_own_subzone(bind: BindServer, challenges: DnsChallenges,
                                       caplog: pytest.LogCaptureFixture) -> None:
-    target = challenges.locate("plain.example.test")
-    assert target.zone == "example.test"  # the parent: static, no update-policy
-    assert "takes no dynamic updates" in refused(bind, challenges, "plain.example.test", caplog)
+    """The challenge of a name with no sub-zone would go into the parent, a zone holding other
+    names (hand-edited): refused before any update is sent, saying how to make the sub-zone.
+    It used to be sent; with a key allowed to update the parent, BIND would have rewritten it."""
+    serial = bind.serial("example.test")
+    with pytest.raises(DnsError, match=r"plain.example.test has no sub-zone of its own: "
+                                       r"_acme-challenge.plain.example.test is in zone example.test"
+                                       r".*`lecentral dns zone plain.example.test`"):
+        challenges.publish("plain.example.test", "x")
+    assert bind.serial("example.test") == serial
+    # named in [dns.zones], the parent is the operator's choice: then BIND decides (here: no)
+    opted = DnsChallenges(make_config(bind, zones={"example.test": ZoneConfig(
+        tsig_key_file=str(bind.key_file("acme-update")))}))
+    assert opted.locate("plain.example.test").zone == "example.test"  # the parent: no update-policy
+    assert "takes no dynamic updates" in refused(bind, opted, "plain.example.test", caplog)
 
 
 def test_name_outside_every_zone_of_the_server(bind: BindServer, challenges: DnsChallenges) -> None:

@@ -112,6 +112,8 @@ class ZoneLocator:
             if target is None:
                 assert zone is not None
                 zone_name = zone_text(zone)
+                if not chain:
+                    self._own_zone(clean, zone_name)
                 return ChallengeTarget(clean, fqdn.to_text(), zone_name, self.server_for(zone_name),
                                        self.key_for(zone_name), tuple(chain))
             chain.append(fqdn.to_text())
@@ -119,6 +121,22 @@ class ZoneLocator:
                 raise DnsError(f"CNAME loop at {chain[0]}: {' -> '.join(chain + [target.to_text()])}")
             fqdn = target
         raise DnsError(f"more than {MAX_CNAME_HOPS} CNAMEs from {chain[0]}: {' -> '.join(chain)}")
+
+    def _own_zone(self, name: str, zone: str) -> None:
+        """Refuse a challenge that would go into a zone holding other names (the hand-edited
+        parent): the seed's rule, one small dynamic sub-zone per name, so that BIND never rewrites
+        a zone file a human edits. A zone the operator names in ``[dns.zones."ZONE"]`` is taken
+        as meant for dynamic updates; a CNAME into another zone is a deliberate delegation."""
+        base = name.removeprefix("*.").lower()
+        key = zone.rstrip(".").lower()
+        if key in (base, f"_acme-challenge.{base}") or key in self.overrides:
+            return
+        raise DnsError(
+            f"{name} has no sub-zone of its own: _acme-challenge.{base} is in zone {key}, which "
+            f"holds other names; lecentral sends no dynamic update into such a zone (BIND would "
+            f"rewrite its hand-edited zone file). Create the sub-zone with `lecentral dns zone "
+            f"{base}` (docs/dns.md), or, if {key} is meant to take dynamic updates, name it in "
+            f'the configuration as [dns.zones."{key}"]')
 
     def enclosing_zone(self, name: str) -> str:
         """The zone (on the configured servers) that holds ``name``; CNAMEs are not followed."""
