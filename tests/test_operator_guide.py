@@ -374,6 +374,8 @@ def test_a_newcomer_follows_the_guide_to_an_installed_certificate(tmp_path: Path
         issued = database_crt(machine)
         assert pebble_issued(issued)
         assert served(machine).fingerprint == issued.fingerprint  # nginx serves what was issued
+        # the units' Documentation=man:lecentral(1) exists once the guide's install step ran
+        assert machine.run("man -w lecentral lecentral-install").returncode == 0
         owner = machine.run("stat -c %U /var/lib/lecentral/account.key").stdout.strip()
         assert owner == "lecentral"  # made by the unit, usable by the next runs
         (dns,) = [outputs[b.line] for b in blocks if "lecentral dns check www" in b.text]
