@@ -10,7 +10,7 @@ import pytest
 from lecentral_testing.pki import make_csr, make_self_signed
 from sqlalchemy import create_engine, inspect, text
 
-from lecentral.certificates import Csr
+from lecentral.certificates import Csr, md5_ca
 from lecentral.errors import StoreError
 from lecentral.store.rows import CertRow
 from lecentral.store.schema import certs_ddl
@@ -241,6 +241,34 @@ def test_old_ca_changes_only_with_the_ca(store: SqlStore) -> None:
         olds.append((row.old_crt, row.old_ca))
     assert olds == [(None, None), (crts[0], None), (crts[1], None), (crts[2], ca1 + b"\n"),
                     (crts[3], ca1 + b"\n")]
+
+
+def test_md5_ca_as_the_seed_wrote_it_stays_while_the_ca_does(store: SqlStore, url: str) -> None:
+    """A renewal under the same CA (the same bytes) keeps md5_ca exactly as written, openssl's
+    "(stdin)= hex" included: install_cert.pl compares that string with the one it installed, and
+    a rewritten format would look like a new CA to it. A new CA gets lecentral's plain hex."""
+    name = "www.example.test"
+    store.add(new_row())
+    ca1, _ = make_self_signed(["CA one"])
+    ca2, _ = make_self_signed(["CA two"])
+    seed_form = f"(stdin)= {md5_ca(ca1)}"
+    engine = create_engine(url)
+    with engine.begin() as conn:  # as download_cert.pl left it
+        conn.execute(text("UPDATE certs SET ca = :ca, md5_ca = :md5 WHERE name = :n"),
+                     {"ca": ca1, "md5": seed_form, "n": name})
+    engine.dispose()
+    store.save_issued(name, leaf(name), ca1, 1000, 500)
+    assert _md5_ca(url, name) == seed_form
+    store.save_issued(name, leaf(name), ca2, 2000, 700)
+    assert _md5_ca(url, name) == md5_ca(ca2)
+
+
+def _md5_ca(url: str, name: str) -> Any:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        got = conn.execute(text("SELECT md5_ca FROM certs WHERE name = :n"), {"n": name}).scalar()
+    engine.dispose()
+    return got
 
 
 def _insert(url: str, **columns: Any) -> None:

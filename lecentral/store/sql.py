@@ -429,8 +429,9 @@ class SqlStore(Store):
             if lease is not None:  # Galera: saved only while the lease is ours
                 lease.fence(conn)
             key = self._need(conn, name)
-            previous, modulus = conn.execute(select(certs.c.ca, certs.c.md5_modulus)
-                                             .where(certs.c.name == key).with_for_update()).one()
+            previous, modulus, stored_md5_ca = conn.execute(
+                select(certs.c.ca, certs.c.md5_modulus, certs.c.md5_ca)
+                .where(certs.c.name == key).with_for_update()).one()
             leaf = Certificate.load(crt, f"the certificate issued for {name}").md5_modulus
             if normalise_digest(str(modulus)) != leaf:
                 # lecentral set-csr ran while the CA was issuing: this certificate goes with the
@@ -443,8 +444,14 @@ class SqlStore(Store):
             values: dict[Any, Any] = {certs.c.old_crt: certs.c.crt}
             if _ca_changed(previous, ca):  # the seed: old_ca is the old CA once a new CA came
                 values[certs.c.old_ca] = previous
+            new_md5_ca = md5_ca(ca)
+            if previous is not None and bytes(previous) == ca and stored_md5_ca and \
+                    normalise_digest(str(stored_md5_ca)) == new_md5_ca:
+                # the same CA: md5_ca stays as written (a seed's "(stdin)= hex" included), or a
+                # Perl agent comparing it with what it installed would see a new CA
+                new_md5_ca = str(stored_md5_ca)
             values.update({
-                certs.c.crt: crt, certs.c.ca: ca, certs.c.md5_ca: md5_ca(ca),
+                certs.c.crt: crt, certs.c.ca: ca, certs.c.md5_ca: new_md5_ca,
                 certs.c.ts_expire: ts_expire, certs.c.ts_last_update: now,
                 certs.c.count_fail_update: 0,
             })
