@@ -187,3 +187,15 @@ def test_events_are_broadcast(world: AgentWorld) -> None:
                                          "paths": list(world.entry(NAME).values())[2:]})
     kind, failed = spy.seen[1]
     assert kind == "failed" and failed["rolled_back"] and "'false' exited with status 1" in failed["error"]
+
+
+def test_run_without_any_cert_entry_is_a_configuration_error(tmp_path: Path) -> None:
+    """An agent whose install.toml names no certificate installs nothing, every day: exit 2 and
+    say so (it used to exit 0 with no output)."""
+    config = tmp_path / "install.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/none.db"\n'
+                      f'[agent]\nstate_dir = "{tmp_path}/state"\n')
+    result = CliRunner().invoke(main, ["--config", str(config), "run"])
+    assert result.exit_code == 2, result.output
+    assert f"{config}: no [[cert]] entry, so nothing to install" in result.stderr
+    assert not (tmp_path / "state").exists()

@@ -54,9 +54,15 @@ def run(app: AgentApp, names: tuple[str, ...], dry_run: bool, keep: int | None, 
 
     Exit status: 0 when everything is installed or up to date, 1 when a certificate failed or was
     rolled back or a NAME is not configured in install.toml (nothing done), 2 configuration
-    error, 4 database unreachable (nothing touched), 7 another run holds the lock.
+    error (install.toml without any [[cert]] entry included), 4 database unreachable (nothing
+    touched), 7 another run holds the lock.
     """
+    from lecentral.errors import ConfigError
     from lecentral.install.engine import Agent
+
+    if not app.config.certs:  # a timer running an agent that installs nothing is no success
+        raise ConfigError(f"{app.config.path or 'install.toml'}: no [[cert]] entry, so nothing to "
+                          "install; add one per certificate this host uses (docs/agent.md)")
 
     if quiet:
         setup_logging(0, quiet=True, prog="lecentral-install")
