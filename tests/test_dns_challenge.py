@@ -327,12 +327,18 @@ def test_concurrent_publish_from_many_threads(bind: BindServer, challenges: DnsC
 
 
 def test_check_update_permission(bind: BindServer, challenges: DnsChallenges) -> None:
+    """One UPDATE adding and deleting a test TXT: the zone is not changed at all (BIND keeps the
+    serial: no journal write, no NOTIFY), and a key the zone does not grant is refused."""
+    serial = bind.serial(B)
     record = challenges.check_update_permission(B)
     assert record.zone == B and record.value.startswith("lecentral-check-")
     assert bind.txt_values(f"_acme-challenge.{B}") == []
+    assert bind.serial(B) == serial
     config = make_config(bind, zones={B: ZoneConfig(tsig_key_file=str(bind.key_file("acme-update")))})
     with pytest.raises(DnsError, match="does not grant key acme-update"):
         DnsChallenges(config).check_update_permission(B)
+    assert bind.txt_values(f"_acme-challenge.{B}") == []
+    assert bind.serial(B) == serial
 
 
 def test_one_key_file_with_several_keys(bind: BindServer, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ authoritatively with the exact value.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -134,6 +135,8 @@ class PropagationWaiter:
         self.fixed = fixed or {}
         self.timeout = timeout
         self.interval = max(interval, 0.01)
+        self._lock = threading.Lock()
+        self._nameservers: dict[tuple[str, Server], list[Nameserver]] = {}
 
     def wait(self, records: list[Expected], *, present: bool = True) -> None:
         """Block until every record is served (or, with ``present=False``, gone) on every NS.
@@ -164,14 +167,23 @@ class PropagationWaiter:
             pause = min(pause * 2, self.interval)
 
     def _pairs(self, records: list[Expected]) -> set[tuple[Nameserver, Expected]]:
-        by_zone: dict[tuple[str, Server], list[Nameserver]] = {}
         pairs: set[tuple[Nameserver, Expected]] = set()
         for record in records:
-            key = (record.zone, record.primary)
-            if key not in by_zone:
-                by_zone[key] = zone_nameservers(record.zone, record.primary, self.resolver, self.port, self.fixed)
-            pairs |= {(ns, record) for ns in by_zone[key]}
+            pairs |= {(ns, record) for ns in self.nameservers(record.zone, record.primary)}
         return pairs
+
+    def nameservers(self, zone: str, primary: Server) -> list[Nameserver]:
+        """The zone's nameservers, asked once for the waiter's life (one renew run, one command):
+        the NS set of a zone does not change between its certificates, and asking again cost
+        one to three queries per certificate. An error is not kept: the next wait asks again."""
+        key = (zone, primary)
+        with self._lock:
+            known = self._nameservers.get(key)
+        if known is None:
+            known = zone_nameservers(zone, primary, self.resolver, self.port, self.fixed)
+            with self._lock:
+                self._nameservers[key] = known
+        return known
 
     def _timeout_message(self, pending: set[tuple[Nameserver, Expected]], reasons: dict[Any, str],
                          present: bool) -> str:
