@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 
 UTC = datetime.UTC
 
-#: seconds between an answer saying "processing" (finalize) and the first poll, when the CA
-#: sends no Retry-After: a local CA issues within milliseconds, a busy one says how long to wait
+#: seconds between an answer saying "processing" (finalize, a challenge) and the first poll, when
+#: the CA sends no Retry-After: a local CA is done within milliseconds, a busy one says how long
 ANSWER_DELAY = 0.01
 
 
@@ -253,6 +253,10 @@ class AcmeClient:
         deadline = time.monotonic() + self.poll_timeout
         failures: list[str] = []
         failed: list[str] = []
+        if any(a.body.status != messages.STATUS_VALID for a in order.authorizations):
+            # a challenge answered this instant is never validated yet: the first poll comes
+            # ANSWER_DELAY later (one request less per name at a fast CA, and at a slow one)
+            time.sleep(ANSWER_DELAY)
         for authzr in order.authorizations:
             ident = authzr.body.identifier.value
             what = f"waiting for the CA to validate {ident}"

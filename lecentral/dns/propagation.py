@@ -45,13 +45,15 @@ class Expected:
 
 
 def zone_nameservers(zone: str, primary: Server, resolver: Server, port: int,
-                     fixed: dict[str, Server] | None = None) -> list[Nameserver]:
+                     fixed: dict[str, Server] | None = None,
+                     hosts: dict[str, set[str]] | None = None) -> list[Nameserver]:
     """Every (NS host, address) of ``zone``: NS asked of the primary, addresses from glue or ``resolver``.
 
     ``port`` is where the nameservers are asked (53 in production). ``fixed`` maps NS host names
     (no trailing dot) to the address to use instead (``[dns] nameserver_addresses``). DnsError if
     the zone has no NS or an NS host has no address: an unchecked nameserver is exactly the one
-    the CA will ask.
+    the CA will ask. ``hosts``, if given, keeps the addresses of NS hosts without glue, so the
+    sub-zones sharing one nameserver cost one lookup of it.
     """
     import dns.name
 
@@ -68,8 +70,12 @@ def zone_nameservers(zone: str, primary: Server, resolver: Server, port: int,
             continue
         addresses = {rdata.address for rrset in response.additional
                      if rrset.name == host and rrset.rdtype in (1, 28) for rdata in rrset}
+        if not addresses and hosts is not None and host_text in hosts:
+            addresses = hosts[host_text]
         if not addresses:
             addresses = resolve_host(host, [resolver, primary])
+            if addresses and hosts is not None:
+                hosts[host_text] = addresses
         if not addresses:
             raise DnsError(f"nameserver {host.to_text()} of zone {zone} has no A/AAAA record visible from "
                            f"{resolver}; add its address (glue) so it can be checked")
@@ -137,6 +143,7 @@ class PropagationWaiter:
         self.interval = max(interval, 0.01)
         self._lock = threading.Lock()
         self._nameservers: dict[tuple[str, Server], list[Nameserver]] = {}
+        self._hosts: dict[str, set[str]] = {}  # NS host -> addresses, when not in glue
 
     def wait(self, records: list[Expected], *, present: bool = True) -> None:
         """Block until every record is served (or, with ``present=False``, gone) on every NS.
@@ -180,7 +187,8 @@ class PropagationWaiter:
         with self._lock:
             known = self._nameservers.get(key)
         if known is None:
-            known = zone_nameservers(zone, primary, self.resolver, self.port, self.fixed)
+            known = zone_nameservers(zone, primary, self.resolver, self.port, self.fixed,
+                                     self._hosts)
             with self._lock:
                 self._nameservers[key] = known
         return known
