@@ -100,6 +100,7 @@ def children_cpu() -> float:
 
 #: the per-certificate phases, in the order a certificate goes through them (lecentral.phases)
 PHASES = [("dns_check", "zone update-permission test (RFC 2136 add+delete)"),
+          ("account", "ACME directory + account (the first ones wait)"),
           ("order", "order creation (newOrder + authorizations)"),
           ("dns_publish", "DNS publish (RFC 2136 updates)"),
           ("propagation", "propagation check (every NS serves the TXT)"),
@@ -178,11 +179,33 @@ def certbot_loop(workdir: Path, names: list[str], csr_dir: Path, bind: BindServe
     return time.perf_counter() - started
 
 
+class CpuMeter:
+    """CPU seconds of this script's children (lecentral, certbot) and of the world's servers."""
+
+    def __init__(self, servers: dict[str, int | None]) -> None:
+        self.servers = servers
+
+    def now(self) -> dict[str, float]:
+        return {"client": children_cpu(),
+                **{who: cpu_seconds(pid) for who, pid in self.servers.items()}}
+
+    def since(self, before: dict[str, float]) -> dict[str, float]:
+        return {who: seconds - before[who] for who, seconds in self.now().items()}
+
+
+def cpu_line(what: str, cpu: dict[str, float], wall: float, n: int) -> str:
+    parts = ", ".join(f"{who} {seconds:.2f} s" for who, seconds in cpu.items())
+    return (f"    CPU during {what}: {parts}; together {sum(cpu.values()):.2f} s of {wall:.2f} s "
+            f"wall; client {cpu['client'] / n * 1000:.1f} ms/cert")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=50, help="number of certificates [50]")
     parser.add_argument("--workers", type=int, default=None,
                         help="renew.workers [lecentral's default]")
+    parser.add_argument("--repeat", type=int, default=3, metavar="R",
+                        help="run (a) R times (then with --force) and take the median [3]")
     parser.add_argument("--certbot-sample", type=int, default=None, metavar="K",
                         help="time certbot on the first K names only and compare per "
                              "certificate [all N]")
@@ -190,7 +213,7 @@ def main() -> None:
                         help=f"minimum ratio certbot/lecentral per certificate [{TARGET:g}]")
     parser.add_argument("--profile", metavar="FILE",
                         help="sample (a) with py-spy (pip install py-spy) into FILE (collapsed "
-                             "stacks, all threads) to see where lecentral's CPU goes")
+                             "stacks, threads holding the GIL) to see where lecentral's CPU goes")
     parser.add_argument("--no-certbot", action="store_true",
                         help="skip the certbot loop (no ratio: exits 0)")
     args = parser.parse_args()
@@ -207,43 +230,56 @@ def main() -> None:
     cold = f"cold.{PARENT}"
     bind = BindServer(workdir / "dns", parent=PARENT, subzones=[*names, cold])
     lecentral = shutil.which("lecentral") or sys.exit("lecentral not found: pip install -e .")
+    load_before = os.getloadavg()[0]
+    runs: list[tuple[float, dict[str, Any], dict[str, float]]] = []
+    b = None
     try:
         with bind, resolving_pebble(workdir, bind, probe_name=PARENT) as (resolver, pebble):
             toml = lecentral_config(workdir, bind, pebble, workers)
             add_rows(toml, [*names, cold], workdir / "csr")
-            servers = {"lecentral": None, "Pebble": pebble.pid, "BIND (the sub-zones)": bind.pid,
-                       "resolver (named, Pebble's)": resolver.pid}
-            before = {who: cpu_seconds(pid) for who, pid in servers.items()}
-            before["lecentral"] = children_cpu()
-            argv = [lecentral, "--config", str(toml), "renew", "--once", "--json", *names]
-            if args.profile:
-                spy = shutil.which("py-spy") or sys.exit("py-spy not found: pip install py-spy")
-                argv = [spy, "record", "-r", "200", "--gil", "-f", "raw", "-o", args.profile, "--", *argv]
-            a, out = run(argv)
-            cpu = {who: cpu_seconds(pid) - before[who] for who, pid in servers.items()}
-            cpu["lecentral"] = children_cpu() - before["lecentral"]
-            b = None if args.no_certbot else certbot_loop(workdir, sample, workdir / "csr", bind,
-                                                          pebble)
+            meter = CpuMeter({"Pebble": pebble.pid, "BIND": bind.pid,
+                              "resolver": resolver.pid})
+            for number in range(max(1, args.repeat)):
+                argv = [lecentral, "--config", str(toml), "renew", "--once", "--json", *names]
+                if number:
+                    argv.insert(-len(names), "--force")  # the same names again, new orders
+                if args.profile and number == 0:
+                    spy = shutil.which("py-spy") or sys.exit("py-spy not found: pip install py-spy")
+                    argv = [spy, "record", "-r", "200", "--gil", "-f", "raw", "-o", args.profile,
+                            "--", *argv]
+                before = meter.now()
+                wall, out = run(argv)
+                # py-spy may print too: the report is the JSON document
+                report = json.JSONDecoder().raw_decode(out[out.index("{"):])[0]
+                runs.append((wall, report, meter.since(before)))
+            if not args.no_certbot:
+                before = meter.now()
+                b = certbot_loop(workdir, sample, workdir / "csr", bind, pebble)
+                certbot_cpu = meter.since(before)
             c = timed([lecentral, "--config", str(toml), "renew", "--once", cold])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     n = args.n
+    walls = sorted(r[0] for r in runs)
+    a, report, cpu = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
     print(f"N = {n} certificates, DNS-01 into {n} sub-zones, Pebble + BIND on 127.0.0.1, "
-          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
-    print(f"(a) lecentral renew --once, workers={workers}: {a:8.2f} s  ({a / n:.4f} s/cert)")
-    report = json.JSONDecoder().raw_decode(out[out.index("{"):])[0]  # py-spy may print too
+          f"{os.cpu_count()} cores, load {load_before:.2f} at the start, "
+          f"{os.getloadavg()[0]:.2f} at the end")
+    print(f"(a) lecentral renew --once, workers={workers}: {a:8.2f} s  ({a / n:.4f} s/cert), "
+          f"median of {len(runs)}: " + ", ".join(f"{w:.2f}" for w in walls) + " s")
     for line in phase_table(report, a, workers):
         print(line)
-    print(f"    CPU during (a), {os.cpu_count()} cores: " + ", ".join(
-        f"{who} {seconds:.2f} s" for who, seconds in cpu.items())
-        + f"; together {sum(cpu.values()):.2f} s of {a:.2f} s wall")
+    print(cpu_line("(a)", cpu, a, n))
     print(f"(c) one certificate, cold lecentral renew --once NAME: {c:.2f} s")
     if b is None:
         return
     k = len(sample)
     print(f"(b) certbot certonly --csr loop (dns-rfc2136), {k} names: {b:8.2f} s  "
           f"({b / k:.3f} s/cert)")
+    print(cpu_line("(b)", certbot_cpu, b, k))
+    print(f"    CPU per certificate, certbot / lecentral: "
+          f"{certbot_cpu['client'] / k / (cpu['client'] / n):.1f}x")
     ratio = (b / k) / (a / n)
     print(f"    ratio certbot / lecentral per certificate: {ratio:.1f}x  (target >= {args.target:g}x)")
     if ratio < args.target:

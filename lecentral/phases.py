@@ -9,6 +9,8 @@ logs it, so the slow step of a run is visible without a profiler. Outside a reco
 The built-in issuers use these names (a plugin's issuer may add its own)::
 
     dns_check     the once-per-zone update-permission test (add and delete a random TXT)
+    account       getting the run's ACME client: the first certificates wait while the CA's
+                  directory is read and the account registered (once per CA and run)
     order         newOrder and reading its authorizations
     dns_publish   the RFC 2136 updates adding the challenge TXT records
     propagation   until every authoritative nameserver serves them

@@ -307,7 +307,7 @@ def test_a_seed_row_with_capitals_and_shell_digests_renews_on_mariadb(dns_world:
 
 
 #: the phases of a DNS-01 issue by the built-in dns-subzone issuer, in order (lecentral.phases)
-DNS01_PHASES = ["dns_check", "order", "dns_publish", "propagation", "validation", "finalize",
+DNS01_PHASES = ["dns_check", "account", "order", "dns_publish", "propagation", "validation", "finalize",
                 "dns_remove", "save"]
 
 

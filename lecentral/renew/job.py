@@ -529,7 +529,9 @@ class RenewJob:
 
         name = _current_ca.get() or self._authorities[0][0]
         acme = dict(self._authorities)[name]
-        with self._acme_lock:
+        # the first certificates of a run wait here while the directory is read and the account
+        # registered (once per CA and run)
+        with phase("account"), self._acme_lock:
             client = self._acme_clients.get(name)
             if client is None:
                 from lecentral.acme.client import AcmeClient
