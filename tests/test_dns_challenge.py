@@ -371,3 +371,15 @@ def test_zone_delegated_away_from_the_configured_server(challenges: DnsChallenge
     with pytest.raises(DnsError, match=r"not authoritative for ext.example.test \(it delegates it to "
                                        r"ns.elsewhere.test\).*\[dns.zones.\"ext.example.test\"\] server"):
         challenges.publish("www.ext.example.test", "x")
+
+
+def test_zones_are_found_once_per_object(bind: BindServer, challenges: DnsChallenges) -> None:
+    """A DnsChallenges (one renew run) keeps the zone it found for a name, so a certificate's zone
+    test, publish and removal go to the same zone; a new one (the next run) looks again."""
+    import secrets
+
+    name = f"late-{secrets.token_hex(3)}.example.test"
+    assert challenges.locate(name).zone == "example.test"  # no sub-zone yet: the parent's
+    bind.add_subzone(name)
+    assert challenges.locate(name).zone == "example.test"
+    assert DnsChallenges(make_config(bind)).locate(name).zone == name
