@@ -373,13 +373,18 @@ def test_zone_delegated_away_from_the_configured_server(challenges: DnsChallenge
         challenges.publish("www.ext.example.test", "x")
 
 
-def test_zones_are_found_once_per_object(bind: BindServer, challenges: DnsChallenges) -> None:
-    """A DnsChallenges (one renew run) keeps the zone it found for a name, so a certificate's zone
-    test, publish and removal go to the same zone; a new one (the next run) looks again."""
+def test_zones_are_found_once_per_pass(bind: BindServer, challenges: DnsChallenges) -> None:
+    """A DnsChallenges keeps the zone it found for a name, so a certificate's zone test, publish
+    and removal go to the same zone; after forget() (the next renew pass: a retry round) it
+    looks again and sees a sub-zone made meanwhile."""
     import secrets
 
     name = f"late-{secrets.token_hex(3)}.example.test"
     assert challenges.locate(name).zone == "example.test"  # no sub-zone yet: the parent's
     bind.add_subzone(name)
     assert challenges.locate(name).zone == "example.test"
-    assert DnsChallenges(make_config(bind)).locate(name).zone == name
+    challenges.forget()
+    assert challenges.locate(name).zone == name
+    record = challenges.publish(name, "after-forget")
+    challenges.wait_propagated([record])
+    assert challenges.remove(record)

@@ -90,7 +90,13 @@ class DnsSubzoneIssuer(Issuer):
             return self._dns
 
     def begin_pass(self) -> None:
+        """Each pass tests each zone again and looks zones and nameservers up again (a retry
+        round an hour later sees what the admin fixed meanwhile)."""
         self.zone_checks.reset()
+        with self._lock:
+            dns = self._dns
+        if dns is not None:
+            dns.forget()
 
     def issue(self, row: CertRow, csr: Csr) -> IssuedCertificate:
         from lecentral.certificates import split_fullchain

@@ -65,9 +65,10 @@ class DnsChallenges:
     def locate(self, name: str) -> ChallengeTarget:
         """Where the TXT for ``name`` would go (zone, primary, key), without changing anything.
 
-        Found once for this object's life (one renew run): the zone test, the publish and the
-        removal of one certificate then use the same zone, and a certificate costs one SOA
-        lookup (or a few, through CNAMEs) instead of three. An error is not kept."""
+        Found once until :meth:`forget` (the issuer calls it at the start of every renew pass):
+        the zone test, the publish and the removal of one certificate then use the same zone,
+        and a certificate costs one SOA lookup (or a few, through CNAMEs) instead of three. An
+        error is not kept."""
         key = name.strip().lower()
         with self._lock:
             known = self._located.get(key)
@@ -76,6 +77,13 @@ class DnsChallenges:
             with self._lock:
                 self._located[key] = known
         return known
+
+    def forget(self) -> None:
+        """Forget the zones found and the nameservers asked: the next lookups ask the servers
+        again (a retry round an hour later sees a sub-zone or CNAME made meanwhile)."""
+        with self._lock:
+            self._located.clear()
+        self.waiter.forget()
 
     def publish(self, name: str, value: str) -> PublishedTxt:
         """Add TXT ``value`` at ``_acme-challenge`` of ``name`` (added beside any other value)."""

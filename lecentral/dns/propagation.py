@@ -180,9 +180,10 @@ class PropagationWaiter:
         return pairs
 
     def nameservers(self, zone: str, primary: Server) -> list[Nameserver]:
-        """The zone's nameservers, asked once for the waiter's life (one renew run, one command):
-        the NS set of a zone does not change between its certificates, and asking again cost
-        one to three queries per certificate. An error is not kept: the next wait asks again."""
+        """The zone's nameservers, asked once until :meth:`forget` (one renew pass, one
+        command): the NS set of a zone does not change between its certificates, and asking
+        again cost one to three queries per certificate. An error is not kept: the next wait
+        asks again."""
         key = (zone, primary)
         with self._lock:
             known = self._nameservers.get(key)
@@ -192,6 +193,12 @@ class PropagationWaiter:
             with self._lock:
                 self._nameservers[key] = known
         return known
+
+    def forget(self) -> None:
+        """Forget the nameservers and their addresses: the next wait asks again."""
+        with self._lock:
+            self._nameservers.clear()
+            self._hosts.clear()
 
     def _timeout_message(self, pending: set[tuple[Nameserver, Expected]], reasons: dict[Any, str],
                          present: bool) -> str:
