@@ -78,6 +78,7 @@ if TYPE_CHECKING:
         Store,
         Verifier,
     )
+    from lecentral.phases import phase
     from lecentral.records import CertEntry, Notification
     from lecentral.store.rows import CertRow
     from lecentral.types import (
@@ -122,6 +123,8 @@ _WHERE: dict[str, str] = {
     **dict.fromkeys(("VerifyTarget", "parse_verify_url", "url_scheme", "Scheme"), "lecentral.verify"),
     # for issuers: the run's ACME client (IssuerContext.acme) and what it returns
     **dict.fromkeys(("AcmeClient", "PendingChallenge"), "lecentral.acme.client"),
+    # for issuers: mark a step's time, shown per certificate by lecentral renew --json and -v
+    "phase": "lecentral.phases",
 }
 
 __all__ = [
@@ -175,6 +178,7 @@ __all__ = [
     "option",
     "pairs_using",
     "parse_verify_url",
+    "phase",
     "poll_until",
     "read_nofollow",
     "replace_atomically",

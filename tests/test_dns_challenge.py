@@ -338,12 +338,18 @@ def test_concurrent_publish_from_many_threads(bind: BindServer, challenges: DnsC
 
 
 def test_check_update_permission(bind: BindServer, challenges: DnsChallenges) -> None:
+    """One UPDATE adding and deleting a test TXT: the zone is not changed at all (BIND keeps the
+    serial: no journal write, no NOTIFY), and a key the zone does not grant is refused."""
+    serial = bind.serial(B)
     record = challenges.check_update_permission(B)
     assert record.zone == B and record.value.startswith("lecentral-check-")
     assert bind.txt_values(f"_acme-challenge.{B}") == []
+    assert bind.serial(B) == serial
     config = make_config(bind, zones={B: ZoneConfig(tsig_key_file=str(bind.key_file("acme-update")))})
     with pytest.raises(DnsError, match="does not grant key acme-update"):
         DnsChallenges(config).check_update_permission(B)
+    assert bind.txt_values(f"_acme-challenge.{B}") == []
+    assert bind.serial(B) == serial
 
 
 def test_one_key_file_with_several_keys(bind: BindServer, tmp_path: Path) -> None:
@@ -376,3 +382,20 @@ def test_zone_delegated_away_from_the_configured_server(challenges: DnsChallenge
     with pytest.raises(DnsError, match=r"not authoritative for ext.example.test \(it delegates it to "
                                        r"ns.elsewhere.test\).*\[dns.zones.\"ext.example.test\"\] server"):
         challenges.publish("www.ext.example.test", "x")
+
+
+def test_zones_are_found_once_per_pass(bind: BindServer, challenges: DnsChallenges) -> None:
+    """A DnsChallenges keeps the zone it found for a name, so a certificate's zone test, publish
+    and removal go to the same zone; after forget() (the next renew pass: a retry round) it
+    looks again and sees a sub-zone made meanwhile."""
+    import secrets
+
+    name = f"late-{secrets.token_hex(3)}.example.test"
+    assert challenges.locate(name).zone == "example.test"  # no sub-zone yet: the parent's
+    bind.add_subzone(name)
+    assert challenges.locate(name).zone == "example.test"
+    challenges.forget()
+    assert challenges.locate(name).zone == name
+    record = challenges.publish(name, "after-forget")
+    challenges.wait_propagated([record])
+    assert challenges.remove(record)

@@ -30,7 +30,9 @@ from renew_world import (
     assert_issued,
     make_config,
     open_store,
+    renew_cli,
     run,
+    write_toml,
 )
 
 from lecentral.config import CentralConfig
@@ -302,3 +304,40 @@ def test_a_seed_row_with_capitals_and_shell_digests_renews_on_mariadb(dns_world:
         assert run(config, store, names=(typed,)).final[0].status == "not-due"
     finally:
         store.close()
+
+
+#: the phases of a DNS-01 issue by the built-in dns-subzone issuer, in order (lecentral.phases)
+DNS01_PHASES = ["dns_check", "account", "order", "dns_publish", "propagation", "validation", "finalize",
+                "dns_remove", "save"]
+
+
+def test_json_says_where_each_certificates_time_went(dns_world: World, config: CentralConfig,
+                                                     store: SqlStore, tmp_path: Path) -> None:
+    """``lecentral renew --json``: each attempt's phases (name -> seconds), and the run's own
+    (start of run, select, the pass)."""
+    add_row(store, [ONE])
+    result = renew_cli(write_toml(config, tmp_path / "lecentral.toml"), ONE)
+    assert result.exit_code == 0, result.stderr
+    outcome = result.outcome(ONE)
+    assert outcome["status"] == "issued"
+    assert sorted(outcome["phases"]) == sorted(DNS01_PHASES)
+    assert all(isinstance(s, float) and s >= 0 for s in outcome["phases"].values())
+    assert [a["phases"] for a in result.data["attempts"]] == [outcome["phases"]]
+    assert sorted(result.data["phases"]) == ["issue", "select", "start_of_run"]
+
+
+def test_verbose_log_and_a_failure_show_how_far_a_certificate_got(
+        dns_world: World, config: CentralConfig, store: SqlStore,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The INFO line (``lecentral -v renew``) names the phases; a key the server refuses fails in
+    the zone test: no phase after it ran, so no order was made at the CA."""
+    add_row(store, [ONE])
+    add_row(store, [BADSECRET])
+    with caplog.at_level(logging.INFO, logger="lecentral.renew.job"):
+        report = run(config, store)
+    by_name = {o.name: o for o in report.final}
+    assert by_name[ONE].status == "issued" and list(by_name[ONE].phases) == DNS01_PHASES
+    assert by_name[BADSECRET].status == "failed"
+    assert list(by_name[BADSECRET].phases) == ["dns_check"]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"{ONE}: issued in")]
+    assert len(lines) == 1 and all(f"{phase} " in lines[0] for phase in DNS01_PHASES), lines

@@ -19,6 +19,7 @@ from renew_world import (
     BADSECRET,
     FROZEN,
     ONE,
+    PARENT,
     SPARE,
     World,
     add_row,
@@ -75,6 +76,37 @@ def test_failed_certificate_is_retried_in_the_next_round(dns_world: World, tmp_p
     row = store.get(FROZEN)
     assert row is not None and row.crt and row.count_fail_update == 0
     assert [e.kind for e in store.events(FROZEN)][:2] == ["issued", "failed"]
+
+
+class SubzoneAfterFailure:
+    """An event plugin: when a name without its sub-zone fails, the operator creates the sub-zone."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.failures: list[str] = []
+
+    @hookimpl
+    def lecentral_renew_failed(self, name: str, error: str, count_fail_update: int) -> None:
+        self.failures.append(error)
+        self.world.bind.add_subzone(name)
+
+
+def test_the_next_round_sees_a_subzone_made_meanwhile(dns_world: World, tmp_path: Path) -> None:
+    """Zones are looked up once per pass, not once per run: the retry round finds the sub-zone
+    the operator made after the first round failed in the parent zone (which takes no updates)."""
+    import secrets
+
+    name = f"late-{secrets.token_hex(3)}.{PARENT}"
+    config = make_config(dns_world, tmp_path, retry_pause=0)
+    store = open_store(config)
+    add_row(store, [name])
+    watcher = SubzoneAfterFailure(dns_world)
+    report = RenewJob(config, store, registry_with(watcher)).run(RenewRequest())
+    assert [(o.round, o.status) for o in report.outcomes] == [(1, "failed"), (2, "issued")], \
+        report.outcomes
+    assert len(watcher.failures) == 1 and f"zone {PARENT}" in watcher.failures[0]
+    row = store.get(name)
+    assert row is not None and row.crt and row.count_fail_update == 0
 
 
 def test_rounds_stop_after_max_failures(dns_world: World, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from lecentral.hookspecs import hookimpl
 from lecentral.interfaces import IssuedCertificate, Issuer
+from lecentral.phases import phase
 from lecentral.types import IssuerContext, IssuerType
 
 if TYPE_CHECKING:
@@ -89,31 +90,44 @@ class DnsSubzoneIssuer(Issuer):
             return self._dns
 
     def begin_pass(self) -> None:
+        """Each pass tests each zone again and looks zones and nameservers up again (a retry
+        round an hour later sees what the admin fixed meanwhile)."""
         self.zone_checks.reset()
+        with self._lock:
+            dns = self._dns
+        if dns is not None:
+            dns.forget()
 
     def issue(self, row: CertRow, csr: Csr) -> IssuedCertificate:
         from lecentral.certificates import split_fullchain
 
         dns = self._dns_part()
         names = csr.names
-        for name in names:
-            self.zone_checks.check(dns, name)
+        with phase("dns_check"):
+            for name in names:
+                self.zone_checks.check(dns, name)
         client = self.context.acme()  # the first request to the CA comes after the zone checks
-        order = client.new_order(csr.pem, names)
+        with phase("order"):
+            order = client.new_order(csr.pem, names)
         log.info("%s: order %s created for %s", row.name, order.uri, ", ".join(names))
         published: list[PublishedTxt] = []
         try:
             pending = client.pending_challenges(order, "dns-01")
-            for challenge in pending:
-                published.append(dns.publish(_ordered_name(challenge), challenge.validation))
-            dns.wait_propagated(published)
-            for challenge in pending:
-                client.answer(challenge)
-            client.wait_authorizations(order)
-            fullchain = client.finalize(order)
+            with phase("dns_publish"):
+                for challenge in pending:
+                    published.append(dns.publish(_ordered_name(challenge), challenge.validation))
+            with phase("propagation"):
+                dns.wait_propagated(published)
+            with phase("validation"):
+                for challenge in pending:
+                    client.answer(challenge)
+                client.wait_authorizations(order)
+            with phase("finalize"):
+                fullchain = client.finalize(order)
         finally:
-            for record in published:
-                dns.remove(record)
+            with phase("dns_remove"):
+                for record in published:
+                    dns.remove(record)
         crt, ca = split_fullchain(fullchain.encode("ascii"))
         return IssuedCertificate(crt=crt, ca=ca)
 

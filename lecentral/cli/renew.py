@@ -35,7 +35,8 @@ def _as_dict(outcome: Any) -> dict[str, Any]:
     return {"name": outcome.name, "status": outcome.status, "message": outcome.message,
             "issuer": outcome.issuer, "seconds": round(outcome.seconds, 3),
             "ts_expire": outcome.ts_expire, "count_fail_update": outcome.count_fail_update,
-            "round": outcome.round, "issuer_ca": outcome.issuer_ca}
+            "round": outcome.round, "issuer_ca": outcome.issuer_ca,
+            "phases": {name: round(seconds, 4) for name, seconds in outcome.phases.items()}}
 
 
 def _leftover_dict(leftover: Any) -> dict[str, Any]:
@@ -172,6 +173,7 @@ def _report_dict(report: Any, dry_run: bool) -> dict[str, Any]:
             "lock_holder": None if holder is None else
             {"host": holder.host, "pid": holder.pid, "since": holder.since},
             "ok": report.ok,
+            "phases": {name: round(seconds, 4) for name, seconds in report.phases.items()},
             "certificates": [_as_dict(o) for o in report.final],
             "attempts": [_as_dict(o) for o in report.outcomes
                          if o.status not in ("not-due", "skipped")],

@@ -11,7 +11,8 @@
         for record in records:
             challenges.remove(record)           # never raises: a failure is a leftover
 
-Safe to share between threads: the only shared state is the key-file cache, which is locked.
+Safe to share between threads: the shared state (the key-file cache, the zones found, the
+nameservers of each zone) is locked.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -53,18 +55,39 @@ class DnsChallenges:
         self.dns = dns
         self.keys = KeyFiles(on_secret)
         self.locator = ZoneLocator(dns, self.keys)
+        self._lock = threading.Lock()
+        self._located: dict[str, ChallengeTarget] = {}
         fixed = {host.lower().rstrip("."): parse_server(address, f'[dns.nameserver_addresses] "{host}"', dns.port)
                  for host, address in dns.nameserver_addresses.items()}
         self.waiter = PropagationWaiter(self.locator.default_server, dns.port,
                                         dns.propagation_timeout, dns.propagation_interval, fixed)
 
     def locate(self, name: str) -> ChallengeTarget:
-        """Where the TXT for ``name`` would go (zone, primary, key), without changing anything."""
-        return self.locator.locate(name)
+        """Where the TXT for ``name`` would go (zone, primary, key), without changing anything.
+
+        Found once until :meth:`forget` (the issuer calls it at the start of every renew pass):
+        the zone test, the publish and the removal of one certificate then use the same zone,
+        and a certificate costs one SOA lookup (or a few, through CNAMEs) instead of three. An
+        error is not kept."""
+        key = name.strip().lower()
+        with self._lock:
+            known = self._located.get(key)
+        if known is None:
+            known = self.locator.locate(name)
+            with self._lock:
+                self._located[key] = known
+        return known
+
+    def forget(self) -> None:
+        """Forget the zones found and the nameservers asked: the next lookups ask the servers
+        again (a retry round an hour later sees a sub-zone or CNAME made meanwhile)."""
+        with self._lock:
+            self._located.clear()
+        self.waiter.forget()
 
     def publish(self, name: str, value: str) -> PublishedTxt:
         """Add TXT ``value`` at ``_acme-challenge`` of ``name`` (added beside any other value)."""
-        target = self.locator.locate(name)
+        target = self.locate(name)
         update.add_txt(target, value)
         log.info("added TXT %s %r in zone %s on %s (key %s)", target.fqdn, value, target.zone,
                  target.server, target.key.name)
@@ -103,18 +126,14 @@ class DnsChallenges:
         return True
 
     def check_update_permission(self, name: str) -> PublishedTxt:
-        """Add then delete a random TXT for ``name`` with its key; DnsError if either is refused.
+        """Add and delete a random TXT for ``name`` with its key, in one UPDATE message (nothing
+        stays behind, whatever happens); DnsError if the server refuses it.
 
-        Returns the (already removed) test record, so a caller can say where it went.
+        Returns the (never kept) test record, so a caller can say where it went.
         """
-        target = self.locator.locate(name)
+        target = self.locate(name)
         value = f"lecentral-check-{secrets.token_hex(8)}"
-        update.add_txt(target, value)
-        try:
-            update.delete_txt(target, value)
-        except LecentralError:
-            self.remove(published_txt(target, value))  # failing again, it is a leftover
-            raise
+        update.probe_txt(target, value)
         return published_txt(target, value)
 
     # ------------------------------------------------------------------ helpers

@@ -9,6 +9,7 @@ authoritatively with the exact value.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -44,13 +45,15 @@ class Expected:
 
 
 def zone_nameservers(zone: str, primary: Server, resolver: Server, port: int,
-                     fixed: dict[str, Server] | None = None) -> list[Nameserver]:
+                     fixed: dict[str, Server] | None = None,
+                     hosts: dict[str, set[str]] | None = None) -> list[Nameserver]:
     """Every (NS host, address) of ``zone``: NS asked of the primary, addresses from glue or ``resolver``.
 
     ``port`` is where the nameservers are asked (53 in production). ``fixed`` maps NS host names
     (no trailing dot) to the address to use instead (``[dns] nameserver_addresses``). DnsError if
     the zone has no NS or an NS host has no address: an unchecked nameserver is exactly the one
-    the CA will ask.
+    the CA will ask. ``hosts``, if given, keeps the addresses of NS hosts without glue, so the
+    sub-zones sharing one nameserver cost one lookup of it.
     """
     import dns.name
 
@@ -67,8 +70,12 @@ def zone_nameservers(zone: str, primary: Server, resolver: Server, port: int,
             continue
         addresses = {rdata.address for rrset in response.additional
                      if rrset.name == host and rrset.rdtype in (1, 28) for rdata in rrset}
+        if not addresses and hosts is not None and host_text in hosts:
+            addresses = hosts[host_text]
         if not addresses:
             addresses = resolve_host(host, [resolver, primary])
+            if addresses and hosts is not None:
+                hosts[host_text] = addresses
         if not addresses:
             raise DnsError(f"nameserver {host.to_text()} of zone {zone} has no A/AAAA record visible from "
                            f"{resolver}; add its address (glue) so it can be checked")
@@ -134,6 +141,9 @@ class PropagationWaiter:
         self.fixed = fixed or {}
         self.timeout = timeout
         self.interval = max(interval, 0.01)
+        self._lock = threading.Lock()
+        self._nameservers: dict[tuple[str, Server], list[Nameserver]] = {}
+        self._hosts: dict[str, set[str]] = {}  # NS host -> addresses, when not in glue
 
     def wait(self, records: list[Expected], *, present: bool = True) -> None:
         """Block until every record is served (or, with ``present=False``, gone) on every NS.
@@ -164,14 +174,31 @@ class PropagationWaiter:
             pause = min(pause * 2, self.interval)
 
     def _pairs(self, records: list[Expected]) -> set[tuple[Nameserver, Expected]]:
-        by_zone: dict[tuple[str, Server], list[Nameserver]] = {}
         pairs: set[tuple[Nameserver, Expected]] = set()
         for record in records:
-            key = (record.zone, record.primary)
-            if key not in by_zone:
-                by_zone[key] = zone_nameservers(record.zone, record.primary, self.resolver, self.port, self.fixed)
-            pairs |= {(ns, record) for ns in by_zone[key]}
+            pairs |= {(ns, record) for ns in self.nameservers(record.zone, record.primary)}
         return pairs
+
+    def nameservers(self, zone: str, primary: Server) -> list[Nameserver]:
+        """The zone's nameservers, asked once until :meth:`forget` (one renew pass, one
+        command): the NS set of a zone does not change between its certificates, and asking
+        again cost one to three queries per certificate. An error is not kept: the next wait
+        asks again."""
+        key = (zone, primary)
+        with self._lock:
+            known = self._nameservers.get(key)
+        if known is None:
+            known = zone_nameservers(zone, primary, self.resolver, self.port, self.fixed,
+                                     self._hosts)
+            with self._lock:
+                self._nameservers[key] = known
+        return known
+
+    def forget(self) -> None:
+        """Forget the nameservers and their addresses: the next wait asks again."""
+        with self._lock:
+            self._nameservers.clear()
+            self._hosts.clear()
 
     def _timeout_message(self, pending: set[tuple[Nameserver, Expected]], reasons: dict[Any, str],
                          present: bool) -> str:

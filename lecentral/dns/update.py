@@ -44,6 +44,18 @@ def delete_txt(target: ChallengeTarget, value: str) -> None:
     _send(target, message, f"deleting TXT {target.fqdn}")
 
 
+def probe_txt(target: ChallengeTarget, value: str) -> None:
+    """Add and delete TXT ``value`` at ``target.fqdn`` in one UPDATE message: DnsError if the
+    server refuses either (RFC 2136 §3.4: the key's permission is checked for each record before
+    any is applied). The message is applied whole or not at all, so nothing can stay behind, and
+    its net change is none: BIND neither bumps the zone's serial nor writes its journal nor sends
+    NOTIFY for it. Half the round trips of an add and a delete."""
+    message = _message(target)
+    message.add(target.fqdn, TXT_TTL, _txt(value))
+    message.delete(target.fqdn, _txt(value))
+    _send(target, message, f"testing an update of TXT {target.fqdn}")
+
+
 def _message(target: ChallengeTarget) -> Any:
     import dns.update
 

@@ -20,6 +20,7 @@ from lecentral.certificates import (
 from lecentral.config import DEFAULT_CA_NAME, PROFILE_RE, PROFILE_RULE
 from lecentral.errors import CsrError, IssueError, LecentralError, UnknownNameError
 from lecentral.leftovers import collecting
+from lecentral.phases import describe, phase, recording
 from lecentral.records import Notification
 from lecentral.renew import recovery
 from lecentral.renew.checks import check_issued, check_row, due_reason
@@ -31,6 +32,7 @@ from lecentral.types import IssuerContext
 if TYPE_CHECKING:
     from lecentral.acme.client import AcmeClient, RenewalInfoReader
     from lecentral.acme.orders import OrderOptions
+    from lecentral.certificates import Certificate
     from lecentral.config import AcmeConfig, CentralConfig
     from lecentral.interfaces import IssuedCertificate, Issuer, Store
     from lecentral.registry import Registry
@@ -58,6 +60,7 @@ class RenewJob:
         self.redact = Redactor(config)
         self._write_lock = threading.Lock()  # SQLite allows one writer: workers take turns
         self._issuers: dict[str, Issuer | LecentralError] = {}
+        self._issuers_lock = threading.Lock()
         self._acme_lock = threading.Lock()
         #: the run's ACME clients by CA name; a CA's failure to make one (unreachable...) is kept,
         #: so the certificates after the first do not wait for the same timeout again
@@ -106,8 +109,12 @@ class RenewJob:
                     self._locked_out(report, number, names)
                     return
                 if number == 1:
-                    self._start_of_run(report)  # what earlier runs left, under the lock
-                again = self._round(names, request, report, number, failed_counts)
+                    with recording() as report.phases, phase("start_of_run"):
+                        self._start_of_run(report)  # what earlier runs left, under the lock
+                with recording() as timed:
+                    again = self._round(names, request, report, number, failed_counts)
+                for key, seconds in timed.items():
+                    report.phases[key] = report.phases.get(key, 0.0) + seconds
             if request.once or not again:
                 return
             log.warning("%d certificate(s) failed: retrying in %d s (renew.retry_pause), the renew "
@@ -122,14 +129,16 @@ class RenewJob:
                failed_counts: dict[str, int]) -> list[str]:
         """One pass under the lock; the names to retry."""
         retry = number > 1
-        due, others = self._select(names, request, number, retry)
+        with phase("select"):
+            due, others = self._select(names, request, number, retry)
         report.outcomes.extend(others)
         if retry:
             due = self._still_failing(due, failed_counts, number, report)
         if not due:
             return []
         report.rounds = number
-        results = self._pass(due, number)
+        with phase("issue"):
+            results = self._pass(due, number)
         report.outcomes.extend(results)
         again = [o.name for o in results if o.status in ("failed", "refused")
                  and (o.count_fail_update or 0) <= self.config.renew.max_failures]
@@ -285,8 +294,12 @@ class RenewJob:
             log.error("%s: not ordered: %s", row.name, exc)
             return self._failed(row, issuer_name, f"not ordered: {exc}", "failed",
                                 time.monotonic(), number, record=False)
-        with collecting(row.name) as found:
+        with collecting(row.name) as found, recording() as timed:
             outcome = self._issue_and_save(row, csr, issuer_name, number)
+        outcome.phases = timed
+        if timed:  # lecentral -v renew: where this certificate's time went
+            log.info("%s: %s in %.3f s: %s", row.name, outcome.status, outcome.seconds,
+                     describe(timed))
         if found:
             outcome.leftovers = recovery.keep_leftovers(self, found)
             outcome.message += (f"; {len(found)} challenge record(s) left behind, removed at the "
@@ -321,9 +334,18 @@ class RenewJob:
                                 f"{type(exc).__name__}: {exc}", "failed", started, number)
         now = now_ts()
         try:
-            cert = check_issued(row, csr, issued.crt, issued.ca, now)
+            with phase("save"):
+                cert = check_issued(row, csr, issued.crt, issued.ca, now)
         except LecentralError as exc:
             return self._failed(row, issuer_name, str(exc), "refused", started, number)
+        with phase("save"):
+            return self._save(row, csr, issued, issuer_ca, tried, cert, issuer_name, now,
+                              started, number)
+
+    def _save(self, row: CertRow, csr: Csr, issued: IssuedCertificate,
+              issuer_ca: tuple[str, str], tried: list[str], cert: Certificate,
+              issuer_name: str, now: int, started: float, number: int) -> Outcome:
+        """Spool, save in one transaction, unspool; the outcome of an issued certificate."""
         spooled = self._spool(row, csr, issued.crt, issued.ca, cert.not_after, issuer_name, now,
                               issuer_ca)
         with self._write_lock:
@@ -478,8 +500,9 @@ class RenewJob:
 
     def _issuer(self, name: str) -> Issuer | LecentralError:
         """The issuer ``name``, built once per run (an error building it is kept and raised for
-        each of its rows, so the other issuers' rows still go ahead)."""
-        with self._write_lock:
+        each of its rows, so the other issuers' rows still go ahead). Its own lock, not the write
+        lock: a worker starting a certificate does not wait for another one's database save."""
+        with self._issuers_lock:
             if name not in self._issuers:
                 try:
                     context = IssuerContext(self.config, self._acme, self.redact.add)
@@ -512,7 +535,9 @@ class RenewJob:
 
         name = _current_ca.get() or self._authorities[0][0]
         acme = dict(self._authorities)[name]
-        with self._acme_lock:
+        # the first certificates of a run wait here while the directory is read and the account
+        # registered (once per CA and run)
+        with phase("account"), self._acme_lock:
             client = self._acme_clients.get(name)
             if client is None:
                 from lecentral.acme.client import AcmeClient

@@ -45,6 +45,8 @@ class Outcome:
     round: int = 1
     leftovers: list[Leftover] = field(default_factory=list)  # challenge records left behind
     issuer_ca: str | None = None  # the [[acme.ca]] name of the CA that issued ("default": [acme])
+    #: where the attempt's time went: phase name -> seconds (see lecentral.phases)
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,6 +62,9 @@ class RenewReport:
     start: list[Outcome] = field(default_factory=list)  # spooled certificates, before round 1
     cleaned: list[Leftover] = field(default_factory=list)  # earlier leftovers removed now
     kept: list[Leftover] = field(default_factory=list)  # earlier leftovers still there
+    #: the run's own time, added up over its rounds: start_of_run, select, issue (the passes'
+    #: workers; each certificate's phases are in its outcome)
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def leftovers(self) -> list[Leftover]:
