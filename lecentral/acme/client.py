@@ -427,5 +427,7 @@ def _finalize_refused(problem: object, what: str, csr_pem: bytes) -> IssueError:
     hint = Csr(x509.load_pem_x509_csr(csr_pem)).sans_only_hint()
     if not hint:
         return refused
-    return AcmeProblem(f"{refused}; {hint}", typ=refused.typ, detail=refused.detail,
+    # the code's general advice (e.g. "check [acme] and the names' DNS") would mislead here
+    text = f"{what}: the CA answered {refused.code}: {refused.detail}; {hint}"
+    return AcmeProblem(text, typ=refused.typ, detail=refused.detail,
                        subproblems=refused.subproblems, retry_at=refused.retry_at)

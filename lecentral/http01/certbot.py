@@ -302,9 +302,11 @@ class CertbotWebrootIssuer(Issuer):
                              "[certbot] command") from None
         output = done.stdout.decode("utf-8", "replace")
         if done.returncode != 0:
+            hint = csr.sans_only_hint()  # certbot does not say at which step the CA refused
+            hint = f"; if the CA refused the CSR itself: {hint}" if hint else ""
             raise IssueError(f"certbot failed for {', '.join(names)} (exit status "
                              f"{done.returncode}): {certbot_error(output)} (certbot's log: "
-                             f"{state / 'logs'}/letsencrypt.log)")
+                             f"{state / 'logs'}/letsencrypt.log){hint}")
         try:
             return (run_dir / "fullchain.pem").read_bytes()
         except OSError as exc:
