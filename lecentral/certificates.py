@@ -215,14 +215,20 @@ class Csr:
                            f"that includes {name}")
 
     @property
+    def cn(self) -> str | None:
+        """The CN as a name (lower case, an IP address canonical), None if the subject has none."""
+        if not self.csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+            return None
+        return self.names[0]  # the CN comes first
+
+    @property
     def cn_outside_sans(self) -> str | None:
         """The CN (canonical) when it is not among the subjectAltNames (a CN-only CSR included),
         else None: certbot and Let's Encrypt certify it with them; CAs taking the names from the
         subjectAltName extension only (Pebble) refuse such a CSR at finalization."""
-        names = self.names
-        if not names or not self.csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        cn = self.cn
+        if cn is None:
             return None
-        cn = names[0]
         try:
             san = self.csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except x509.ExtensionNotFound:
