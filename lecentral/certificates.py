@@ -99,7 +99,10 @@ def _check_key(public_key: object, what: str) -> None:
 
 
 def _names(subject: x509.Name, extensions: x509.Extensions) -> list[str]:
-    """CN first, then the DNS subjectAltNames, then the IP ones (canonical text), no duplicates."""
+    """The names as certbot and Let's Encrypt read them: the CN first, then the DNS
+    subjectAltNames, then the IP ones (canonical text), lower-cased, no duplicates; a CN absent
+    from the subjectAltNames (the seed's documented CSRs) or a CSR with no subjectAltName at all
+    (CN-only) still names its CN (certbot's get_identifiers_from_x509, Boulder's NamesFromCSR)."""
     names: list[str] = []
     for attr in subject.get_attributes_for_oid(NameOID.COMMON_NAME):
         value = attr.value if isinstance(attr.value, str) else attr.value.decode()
@@ -115,7 +118,8 @@ def _names(subject: x509.Name, extensions: x509.Extensions) -> list[str]:
 
 def _check_csr_names(csr: x509.CertificateSigningRequest, source: str) -> None:
     """Refuse what no CA issues from: subjectAltNames other than DNS names and IP addresses
-    (RFC 8738), IP networks, a CN outside the SANs, no SAN."""
+    (RFC 8738), IP networks, more than one CN, a CN that is no DNS name nor IP address (the CN is
+    one of the certificate's names: certbot and Let's Encrypt order it with the SANs)."""
     try:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -130,21 +134,22 @@ def _check_csr_names(csr: x509.CertificateSigningRequest, source: str) -> None:
         kinds = ", ".join(sorted({type(n).__name__ for n in others}))
         raise CsrError(f"{source} has subjectAltNames of type {kinds}, which CAs refuse; make a CSR "
                        "with DNS names and IP addresses only (lecentral-install csr NAME --key PATH)")
-    sans = [n.lower() for n in san.get_values_for_type(x509.DNSName)]
-    sans += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
     cns = [a.value if isinstance(a.value, str) else a.value.decode()
            for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    if not sans and cns:
+    if len(cns) > 1:
         raise CsrError(
-            f"{source} names {', '.join(cns)} only in its CN and has no DNS subjectAltName: most "
-            "CAs (Let's Encrypt, Pebble) take the names from the subjectAltName extension only; "
-            "make a CSR with every name in subjectAltName (lecentral-install csr NAME --key PATH, "
-            "or openssl req -new ... -addext subjectAltName=DNS:NAME)")
+            f"{source} has {len(cns)} CNs ({', '.join(cns)}): CAs read one only (certbot the "
+            "first, Let's Encrypt the last), so which names the certificate gets is unclear; make "
+            "a CSR with one CN (lecentral-install csr NAME --key PATH)")
     for cn in cns:
-        if (ip_name(cn) or cn.lower()) not in sans:
+        try:
+            check_name(cn)
+        except CsrError:
             raise CsrError(
-                f"{source}: its CN {cn} is not among its subjectAltNames ({', '.join(sans)}); the "
-                f"CA would not certify it: make a CSR whose subjectAltName includes {cn}")
+                f"{source}: its CN {cn!r} is not a DNS name nor an IP address, but the CN is one "
+                "of the certificate's names (certbot and Let's Encrypt order it with the "
+                "subjectAltNames), so the CA would refuse the order; make a CSR whose CN is one "
+                "of its names (lecentral-install csr NAME --key PATH)") from None
 
 
 def check_methods(row_name: str, names: list[str], http01: bool) -> None:
@@ -208,6 +213,41 @@ class Csr:
             raise CsrError(f"{source} does not name {name} (it names {', '.join(self.names)}): the "
                            f"row's name must be its CN or one of its subjectAltNames; make a CSR "
                            f"that includes {name}")
+
+    @property
+    def cn(self) -> str | None:
+        """The CN as a name (lower case, an IP address canonical), None if the subject has none."""
+        if not self.csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+            return None
+        return self.names[0]  # the CN comes first
+
+    @property
+    def cn_outside_sans(self) -> str | None:
+        """The CN (canonical) when it is not among the subjectAltNames (a CN-only CSR included),
+        else None: certbot and Let's Encrypt certify it with them; CAs taking the names from the
+        subjectAltName extension only (Pebble) refuse such a CSR at finalization."""
+        cn = self.cn
+        if cn is None:
+            return None
+        try:
+            san = self.csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return cn
+        sans = {n.lower() for n in san.get_values_for_type(x509.DNSName)}
+        sans |= {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+        return None if cn in sans else cn
+
+    def sans_only_hint(self) -> str:
+        """What to tell when a CA refused this CSR at finalization: empty unless its CN is
+        outside its subjectAltNames (:attr:`cn_outside_sans`)."""
+        cn = self.cn_outside_sans
+        if cn is None:
+            return ""
+        return (f"the CSR's CN {cn} is not among its subjectAltNames: lecentral orders it with "
+                "them, as certbot does and Let's Encrypt certifies, but this CA takes a CSR's "
+                "names from its subjectAltName extension only (Pebble does) and refuses the "
+                "CSR; make a CSR with every name in subjectAltName (lecentral-install csr NAME "
+                "--key PATH) and store it with lecentral set-csr")
 
     @property
     def ips(self) -> list[str]:

@@ -190,12 +190,14 @@ def test_what_is_no_digest_is_refused(bad: str) -> None:
 
 
 @pytest.mark.parametrize("subject, san, message", [
-    ("/CN=www.example.test", None, ("names www.example.test only in its CN and has no DNS "
-     "subjectAltName: most CAs (Let's Encrypt, Pebble) take the names from the subjectAltName")),
     ("/CN=www.example.test", "DNS:www.example.test,email:root@example.test",
      "has subjectAltNames of type RFC822Name, which CAs refuse"),
-    ("/CN=www.example.test", "DNS:other.example.test",
-     "its CN www.example.test is not among its subjectAltNames (other.example.test)"),
+    ("/CN=www.example.test/CN=other.example.test", "DNS:www.example.test",
+     "has 2 CNs (www.example.test, other.example.test): CAs read one only"),
+    ("/CN=Web Server", "DNS:www.example.test",
+     ("its CN 'Web Server' is not a DNS name nor an IP address, but the CN is one of the "
+      "certificate's names")),
+    ("/O=Example", None, "names no domain (no CN and no DNS or IP subjectAltName)"),
 ])
 def test_csrs_no_ca_issues_from_are_refused(tmp_path: Path, subject: str, san: str | None,
                                             message: str) -> None:
@@ -204,6 +206,30 @@ def test_csrs_no_ca_issues_from_are_refused(tmp_path: Path, subject: str, san: s
         Csr.load(csr_path.read_bytes(), f"CSR file {csr_path}")
     assert f"CSR file {csr_path} " in str(info.value) or f"CSR file {csr_path}:" in str(info.value)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("subject, san, names, outside", [
+    # the seed's documented CSR: the CN is not repeated among the subjectAltNames
+    ("/CN=foo.example.test", "DNS:bar.other.test", ["foo.example.test", "bar.other.test"],
+     "foo.example.test"),
+    # the seed's older CSRs: CN only, no subjectAltName extension at all
+    ("/CN=foo.example.test", None, ["foo.example.test"], "foo.example.test"),
+    # the CN among the SANs in another case: one name (DNS names compare case-insensitively)
+    ("/CN=WWW.Example.TEST", "DNS:www.example.test,DNS:Other.Example.Test",
+     ["www.example.test", "other.example.test"], None),
+    # an IP address CN is an IP name (RFC 8738), written canonically, outside the SANs too
+    ("/CN=2001:DB8:0::1", "DNS:www.example.test", ["2001:db8::1", "www.example.test"],
+     "2001:db8::1"),
+    ("/O=Example", "DNS:www.example.test", ["www.example.test"], None),
+])
+def test_a_csr_names_its_cn_then_its_sans(tmp_path: Path, subject: str, san: str | None,
+                                          names: list[str], outside: str | None) -> None:
+    """Issue 14: as certbot (acme.crypto_util.get_identifiers_from_x509) and Let's Encrypt
+    (Boulder's NamesFromCSR) read a CSR: its CN, then its subjectAltNames, no duplicates."""
+    csr = Csr.load(openssl_csr(tmp_path, subject, san).read_bytes())
+    assert csr.names == names
+    assert csr.cn_outside_sans == outside
+    assert ("is not among its subjectAltNames" in csr.sans_only_hint()) == (outside is not None)
 
 
 def test_ip_addresses_in_a_csr_are_kept(tmp_path: Path) -> None:

@@ -123,16 +123,26 @@ def odd_csr(cn: str | None, sans: list[x509.GeneralName] | None) -> bytes:
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
+def odd_csr2(cns: list[str], sans: list[x509.GeneralName]) -> bytes:
+    """A CSR with several CNs (openssl -subj /CN=a/CN=b makes one)."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn) for cn in cns]))
+    builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(make_key(), hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
 ODD_CSRS: dict[str, tuple[Callable[[], bytes], str]] = {
     "ip-network": (lambda: odd_csr(NAME, [x509.DNSName(NAME),
                                           x509.IPAddress(ip_network("192.0.2.0/24"))]),
                    ("has the IP network 192.0.2.0/24 as a subjectAltName: a certificate names "
                     "single IP addresses only")),
-    "cn-outside": (lambda: odd_csr(NAME, [x509.DNSName("example.test")]),
-                   f"its CN {NAME} is not among its subjectAltNames (example.test)"),
-    "cn-only": (lambda: odd_csr(NAME, None),
-                (f"names {NAME} only in its CN and has no DNS subjectAltName: most CAs (Let's "
-                "Encrypt, Pebble) take the names from the subjectAltName extension only")),
+    "cn-not-a-name": (lambda: odd_csr("Web Server", [x509.DNSName(NAME)]),
+                      ("its CN 'Web Server' is not a DNS name nor an IP address, but the CN is one "
+                       "of the certificate's names (certbot and Let's Encrypt order it with the "
+                       "subjectAltNames)")),
+    "two-cns": (lambda: odd_csr2([NAME, "example.test"], [x509.DNSName(NAME)]),
+                (f"has 2 CNs ({NAME}, example.test): CAs read one only (certbot the first, "
+                 "Let's Encrypt the last)")),
     "other": (lambda: make_csr(["other.example.test", "example.test"])[0],
               f"does not name {NAME} (it names other.example.test, example.test)"),
 }
@@ -142,7 +152,7 @@ ODD_CSRS: dict[str, tuple[Callable[[], bytes], str]] = {
     (None, [NAME], f"CSR file {{csr_dir}}/{NAME}.csr does not exist"),
     ("garbage", [NAME], ("is text, but not a certificate request (CSR): there is no -----BEGIN "
      "CERTIFICATE REQUEST----- line")),
-    *[(kind, [NAME], f"CSR file {{csr_dir}}/{NAME}.csr {text}" if kind != "cn-outside"
+    *[(kind, [NAME], f"CSR file {{csr_dir}}/{NAME}.csr {text}" if kind != "cn-not-a-name"
        else f"CSR file {{csr_dir}}/{NAME}.csr: {text}") for kind, (_, text) in ODD_CSRS.items()],
     ("ip", [NAME], (f"{NAME}: the CSR asks for the IP address 192.0.2.7: IP addresses are "
                     "proved by HTTP-01 only (RFC 8738), never by DNS-01: add it with --certbot "
@@ -218,6 +228,34 @@ def test_set_csr(env: Env) -> None:
     assert refused.exit_code == 5, refused.output
     assert "IP addresses are proved by HTTP-01 only" in refused.stderr
     assert env.store().get(NAME) == row
+
+
+@pytest.mark.parametrize("sans", [["bar.other.test"], None], ids=["cn-outside-sans", "cn-only"])
+def test_seed_csrs_are_named_by_their_cn_and_sans(env: Env, sans: list[str] | None) -> None:
+    """Issue 14: the seed's documented CSR (CN foo, subjectAltName bar only) and its older CN-only
+    CSRs are added and set: their names are the CN then the SANs, as certbot and Let's Encrypt
+    read them; stderr says what a CA reading the SANs only (Pebble) does with them."""
+    path = env.csr_dir / f"{NAME}.csr"
+    path.write_bytes(odd_csr(NAME, None if sans is None else [x509.DNSName(n) for n in sans]))
+    expected = [NAME, *(sans or [])]
+    result = env.run("add", NAME, "--enable")
+    assert result.exit_code == 0, result.output
+    assert f"added {NAME} ({', '.join(expected)}; " in result.stdout
+    assert (f"note: the CSR's CN {NAME} is not among its subjectAltNames; it is ordered with them "
+            "(as certbot does) and Let's Encrypt certifies every one, but a CA taking the names "
+            "from the subjectAltNames only (Pebble) refuses this CSR") in result.stderr
+    [item] = env.rows()
+    assert item["names"] == expected and item["problems"] == [], item
+    assert "INVALID" not in env.run("list").output
+    shown = env.run("show", NAME)
+    assert shown.exit_code == 0 and ", ".join(expected) in shown.output, shown.output
+    again = env.csr_dir / "again.csr"
+    again.write_bytes(odd_csr(NAME, None if sans is None else [x509.DNSName(n) for n in sans]))
+    replaced = env.run("set-csr", NAME, str(again))
+    assert replaced.exit_code == 0, replaced.output
+    assert f"the CSR's CN {NAME} is not among its subjectAltNames" in replaced.stderr
+    row = env.store().get(NAME)
+    assert row is not None and row.csr == Csr.load(again.read_bytes()).pem
 
 
 @pytest.mark.parametrize("typed, name, sans", [

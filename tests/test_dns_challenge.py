@@ -384,12 +384,15 @@ def test_zone_delegated_away_from_the_configured_server(challenges: DnsChallenge
         challenges.publish("www.ext.example.test", "x")
 
 
-def test_zones_are_found_once_per_pass(bind: BindServer, challenges: DnsChallenges) -> None:
+def test_zones_are_found_once_per_pass(bind: BindServer) -> None:
     """A DnsChallenges keeps the zone it found for a name, so a certificate's zone test, publish
     and removal go to the same zone; after forget() (the next renew pass: a retry round) it
-    looks again and sees a sub-zone made meanwhile."""
+    looks again and sees a sub-zone made meanwhile. (The parent is named in [dns.zones] here:
+    otherwise a name without a sub-zone of its own is refused, not located.)"""
     import secrets
 
+    challenges = DnsChallenges(make_config(bind, zones={"example.test": ZoneConfig(
+        tsig_key_file=str(bind.key_file("acme-update")))}))
     name = f"late-{secrets.token_hex(3)}.example.test"
     assert challenges.locate(name).zone == "example.test"  # no sub-zone yet: the parent's
     bind.add_subzone(name)

@@ -236,8 +236,6 @@ def _bad_csr(kind: str) -> tuple[bytes, Any]:
     key = make_key()
     choices: dict[str, list[x509.GeneralName]] = {
         "ip": [x509.DNSName(name), x509.IPAddress(ip_address("127.0.0.1"))],
-        "cn-outside": [x509.DNSName(ONE)],
-        "cn-only": [],
     }
     sans = choices[kind]
     builder = x509.CertificateSigningRequestBuilder().subject_name(
@@ -250,8 +248,6 @@ def _bad_csr(kind: str) -> tuple[bytes, Any]:
 BAD_CSRS = {
     "ip": (f"{SPARE[7]}: the CSR asks for the IP address 127.0.0.1: IP addresses are proved by "
            "HTTP-01 only (RFC 8738), never by DNS-01: add it with --certbot --webroot PATH"),
-    "cn-outside": f"its CN {SPARE[7]} is not among its subjectAltNames ({ONE})",
-    "cn-only": f"names {SPARE[7]} only in its CN and has no DNS subjectAltName",
     "not-the-row": f"does not name {SPARE[7]} (it names {ONE})",
 }
 

@@ -247,3 +247,39 @@ def test_planted_symlink_is_not_followed(tmp_path: Path) -> None:
         files.write("tok", "tok.thumbprint")
     assert target.read_text() == "keep me\n"
     assert (webroot / ".well-known" / "acme-challenge" / "tok").is_symlink()
+
+
+@pytest.mark.parametrize("issuer", ISSUERS)
+def test_seed_csr_with_its_cn_outside_the_sans(web_world: WebWorld, store: SqlStore,
+                                               tmp_path: Path, issuer: str) -> None:
+    """Issue 14: the seed's documented CSR (CN one name, subjectAltName the other only) is
+    ordered with both names (certbot --csr does so itself; the webroot issuer as lecentral
+    reads the CSR), both proved over HTTP-01; Pebble reads the SANs only and refuses it at
+    finalization: the failure says so and what to do, nothing stored."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+    from lecentral_testing.central import new_row
+    from lecentral_testing.pki import make_key
+
+    cn, san = SITES["san"]
+    pem = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False)
+           .sign(make_key(), hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    store.add(new_row(pem, certbot=True, webroot_path=str(web_world.webroot("san"))))
+    report = run(make_config(web_world, tmp_path, http01_issuer=issuer), store)
+    message = assert_failed_untouched(
+        store, report, cn, "Order includes different number of DNSnames identifiers than CSR "
+        "specifies", f"the CSR's CN {cn} is not among its subjectAltNames: lecentral orders it "
+        "with them, as certbot does and Let's Encrypt certifies, but this CA takes a CSR's names "
+        "from its subjectAltName extension only (Pebble does) and refuses the CSR; make a CSR "
+        "with every name in subjectAltName")
+    if issuer == "webroot":  # lecentral's own client: the failing step, and the ordered names
+        ordered = message.removeprefix("finalizing the order for ").split(": ", 1)
+        assert sorted(ordered[0].split(", ")) == sorted([cn, san]), message  # in the CA's order
+        assert ordered[1].startswith("the CA answered unauthorized: "), message
+        assert "check [acme]" not in message, message
+    else:  # certbot does not say at which step the CA refused
+        assert "if the CA refused the CSR itself: the CSR's CN" in message, message
+    assert leftovers(web_world.webroot("san")) == []

@@ -208,3 +208,42 @@ def test_an_order_without_the_ip_identifier_is_refused(web_world: WebWorld, tmp_
         assert "does not order IP addresses (RFC 8738); upgrade it" in str(info.value)
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("issuer", ISSUERS)
+@pytest.mark.parametrize("cn, sans", [(IP, [IP]), (MIX.upper(), [MIX, IP])],
+                         ids=["ip-cn", "cn-in-another-case"])
+def test_the_cn_among_the_sans_is_ordered_once(web_world: WebWorld, store: SqlStore,
+                                               tmp_path: Path, issuer: str, cn: str,
+                                               sans: list[str]) -> None:
+    """A CN repeated among the SANs is one name: an IP CN the ``ip`` identifier of its iPAddress
+    SAN, a CN in capitals the DNS name (DNS names compare case-insensitively)."""
+    from ipaddress import ip_address
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+    from lecentral_testing.central import new_row
+    from lecentral_testing.pki import make_key
+
+    key = make_key()
+    pem = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+           .add_extension(x509.SubjectAlternativeName(
+               [x509.IPAddress(ip_address(n)) if n == IP else x509.DNSName(n) for n in sans]),
+               critical=False)
+           .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    row = new_row(pem, certbot=True, webroot_path=str(web_world.webroot("ip")))
+    store.add(row)
+    report = run(make_config(web_world, tmp_path, http01_issuer=issuer), store)
+    if issuer == "certbot-webroot" and cn == IP:  # certbot orders a CN as a DNS name: told first
+        assert_failed_untouched(
+            store, report, row.name, f"{IP}: the CSR's CN is the IP address {IP}, which certbot "
+            "--csr orders as a DNS name and refuses", "make a CSR without a CN, the address in "
+            f"subjectAltName only (lecentral-install csr {IP} --key PATH does), or let the "
+            "native issuer", 'http01_issuer = "webroot"')
+        assert not (tmp_path / "certbot" / "runs").exists()  # certbot never ran
+        return
+    assert [(o.name, o.status) for o in report.final] == [(row.name, "issued")], report.final
+    cert = assert_issued(store, row.name, sans, key)
+    assert ip_sans(cert) == [IP] and all(cert.covers(n) for n in sans)
+    assert leftovers(web_world.webroot("ip")) == []

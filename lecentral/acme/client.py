@@ -179,17 +179,20 @@ class AcmeClient:
     def _order(self, csr_pem: bytes, profile: str | None,
                replaces: str | None) -> messages.OrderResource:
         """ClientV2.new_order, with the ``replaces`` field its NewOrder lacks."""
-        from acme import crypto_util, messages
+        from acme import messages
         from cryptography import x509
 
         from lecentral.acme.orders import NewOrderWithReplaces
+        from lecentral.certificates import Csr, is_ip
 
-        csr = x509.load_pem_x509_csr(csr_pem)
-        dns_names, ip_addrs = crypto_util.get_identifiers_from_x509(csr.subject, csr.extensions)
+        # the names as certbot and Let's Encrypt read them: the CN (kept when it is not among the
+        # SANs, or when there are none) then the SANs, de-duplicated case-insensitively, an IP
+        # address CN as an IP identifier (certbot's get_identifiers_from_x509 orders it as "dns")
+        names = Csr(x509.load_pem_x509_csr(csr_pem)).names
         identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name)
-                       for name in dns_names]
-        identifiers += [messages.Identifier(typ=messages.IDENTIFIER_IP, value=str(ip))
-                        for ip in ip_addrs]
+                       for name in names if not is_ip(name)]
+        identifiers += [messages.Identifier(typ=messages.IDENTIFIER_IP, value=name)
+                        for name in names if is_ip(name)]
         order = NewOrderWithReplaces(identifiers=identifiers, profile=profile, replaces=replaces)
         response = self.acme._post(self.acme.directory["newOrder"], order)
         body = messages.Order.from_json(response.json())
@@ -285,14 +288,15 @@ class AcmeClient:
         names = ", ".join(a.body.identifier.value for a in order.authorizations)
         deadline = time.monotonic() + self.poll_timeout
         finalized: requests.Response | None = None
-        with acme_errors(f"finalizing the order for {names}", self.directory_url):
+        what = f"finalizing the order for {names}"
+        with acme_errors(what, self.directory_url):
             for _ in range(5):
                 try:
                     finalized = self._begin_finalization(order)
                     break
                 except messages.Error as problem:
                     if problem.code != "orderNotReady":
-                        raise
+                        raise _finalize_refused(problem, what, order.csr_pem) from None
                     self._poll(order.uri, lambda r: messages.Order.from_json(r.json()).status
                                == messages.STATUS_PENDING, deadline, f"waiting for {names}")
 
@@ -442,3 +446,21 @@ class RenewalInfoReader:
     def close(self) -> None:
         """Close the HTTP session."""
         self.session.close()
+
+
+def _finalize_refused(problem: object, what: str, csr_pem: bytes) -> IssueError:
+    """The CA's refusal of the CSR at finalization, with why when the CSR's CN is outside its
+    subjectAltNames (a CA reading the SANs only, such as Pebble, refuses it; Let's Encrypt not)."""
+    from cryptography import x509
+
+    from lecentral.acme.problems import AcmeProblem
+    from lecentral.certificates import Csr
+
+    refused = problem_error(problem, what)
+    hint = Csr(x509.load_pem_x509_csr(csr_pem)).sans_only_hint()
+    if not hint:
+        return refused
+    # the code's general advice (e.g. "check [acme] and the names' DNS") would mislead here
+    text = f"{what}: the CA answered {refused.code}: {refused.detail}; {hint}"
+    return AcmeProblem(text, typ=refused.typ, detail=refused.detail,
+                       subproblems=refused.subproblems, retry_at=refused.retry_at)

@@ -181,6 +181,17 @@ def add(app: App, name: str, csr_file: Path | None, certbot: bool, webroot: Path
     app.store().add(row)
     state = "enabled" if enable else "disabled (lecentral enable NAME to start renewing)"
     click.echo(f"added {name} ({', '.join(csr.names)}; {csr.key_type}; {row.method}); {state}")
+    _note_cn_outside_sans(csr)
+
+
+def _note_cn_outside_sans(csr: Csr) -> None:
+    """Say on stderr what a CN outside the subjectAltNames means (accepted: the seed's own CSRs
+    are so): ordered with the SANs, certified by Let's Encrypt, refused by SAN-only CAs."""
+    cn = csr.cn_outside_sans
+    if cn is not None:
+        click.echo(f"note: the CSR's CN {cn} is not among its subjectAltNames; it is ordered with "
+                   "them (as certbot does) and Let's Encrypt certifies every one, but a CA taking "
+                   "the names from the subjectAltNames only (Pebble) refuses this CSR", err=True)
 
 
 @click.command("set-csr")
@@ -198,6 +209,7 @@ def set_csr(app: App, name: str, csr_file: Path) -> None:
     app.store().set_csr(name, csr.pem, csr.md5_modulus, now_ts())
     click.echo(f"{name}: new CSR stored (md5_modulus {csr.md5_modulus}); "
                f"lecentral renew --force {name} to issue a certificate for it now")
+    _note_cn_outside_sans(csr)
 
 
 @click.command("set")

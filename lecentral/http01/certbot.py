@@ -42,6 +42,7 @@ from lecentral.errors import IssueError
 from lecentral.http01.native import site_checker
 from lecentral.http01.webroot import ChallengeDirs, http01_names, webroot_of
 from lecentral.interfaces import IssuedCertificate, Issuer
+from lecentral.names import is_ip
 
 if TYPE_CHECKING:
     from lecentral.certificates import Csr
@@ -177,6 +178,14 @@ class CertbotWebrootIssuer(Issuer):
         names = http01_names(row.name, csr.names)
         if csr.ips:
             self.require_ip_support(row.name, csr.ips)
+        if csr.cn is not None and is_ip(csr.cn):
+            raise IssueError(
+                f"{row.name}: the CSR's CN is the IP address {csr.cn}, which certbot --csr orders "
+                "as a DNS name and refuses (\"will not issue certificates for a bare IP "
+                "address\"); make a CSR without a CN, the address in subjectAltName only "
+                f"(lecentral-install csr {csr.cn} --key PATH does), or let the native issuer, "
+                "which orders it as an IP address, handle certbot rows ([renew] http01_issuer = "
+                "\"webroot\")")
         with self._webroot_turn(webroot):
             if self.checker is not None:
                 with self.dirs.open(webroot) as files:
@@ -302,9 +311,11 @@ class CertbotWebrootIssuer(Issuer):
                              "[certbot] command") from None
         output = done.stdout.decode("utf-8", "replace")
         if done.returncode != 0:
+            hint = csr.sans_only_hint()  # certbot does not say at which step the CA refused
+            hint = f"; if the CA refused the CSR itself: {hint}" if hint else ""
             raise IssueError(f"certbot failed for {', '.join(names)} (exit status "
                              f"{done.returncode}): {certbot_error(output)} (certbot's log: "
-                             f"{state / 'logs'}/letsencrypt.log)")
+                             f"{state / 'logs'}/letsencrypt.log){hint}")
         try:
             return (run_dir / "fullchain.pem").read_bytes()
         except OSError as exc:
