@@ -14,9 +14,10 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from lecentral.certificates import Csr
+    from lecentral.config import RenewConfig
     from lecentral.leftovers import Leftover
     from lecentral.records import CertEntry, Notification
-    from lecentral.store.rows import CertRow, EventRow, LockHolder
+    from lecentral.store.rows import CertRow, EventRow, LockHolder, Swept, SweptRow
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,16 @@ class Store(ABC):
         CA that issued the stored certificate, as stored (the caller validates it); none known
         for certificates issued before lecentral recorded it, or by a store without settings."""
         return {}
+
+    def sweep(self, renew: RenewConfig, now: int) -> Swept | None:
+        """The rows a renew sweep (no names, not forced) must read, and how many enabled rows
+        are unchanged since checked and not in their renewal window (see
+        lecentral/store/facts.py); None: this store cannot tell, the sweep reads :meth:`list`."""
+        return None
+
+    def record_facts(self, swept: builtins.list[SweptRow]) -> None:
+        """Remember what the swept rows' stored values say, for the next sweep (a cache: a store
+        that keeps none reads every row each time)."""
 
     def close(self) -> None:
         """Dispose of connections."""

@@ -32,8 +32,8 @@ SEED_DDL = (Path(__file__).parents[1] / "sql" / "mysql" / "certs.sql").read_text
 OLD_TABLES = ["lecentral_events", "lecentral_renew_lock", "lecentral_leftovers"]
 FLEET = ["lecentral_agents", "lecentral_deployments", "lecentral_runs", "lecentral_endpoints",
          "lecentral_probes", "lecentral_fleet_states"]
-SETTINGS = ["lecentral_cert_settings"]
-HEAD = "0004_issuer_ca"
+SETTINGS = ["lecentral_cert_settings", "lecentral_cert_facts"]
+HEAD = "0005_cert_facts"
 
 
 @pytest.fixture(params=["sqlite", "mariadb", "postgres"])
@@ -233,7 +233,7 @@ def test_revision_4_adds_the_issuing_ca_keeping_every_setting(url: str, tmp_path
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"from": "0003_cert_settings", "to": HEAD, "head": HEAD,
                                          "changed": True}
-    assert table_names(engine) == names
+    assert table_names(engine) == names | {"lecentral_cert_facts"}
     assert rows(engine) == before and certs_definition(engine) == definition
     columns = {c["name"] for c in inspect(engine).get_columns("lecentral_cert_settings")}
     assert columns == {"name", "profile", "ts_changed", "issuer_ca", "issuer_ca_directory"}

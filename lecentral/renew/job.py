@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from lecentral.config import AcmeConfig, CentralConfig
     from lecentral.interfaces import IssuedCertificate, Issuer, Store
     from lecentral.registry import Registry
-    from lecentral.store.rows import CertRow
+    from lecentral.store.rows import CertRow, Swept
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class RenewJob:
         self._profiles: dict[str, str] | LecentralError = {}
         #: per-certificate issuing CA (lecentral_cert_settings.issuer_ca), read once per pass
         self._issuing_cas: dict[str, tuple[str, str]] = {}
+        #: enabled rows the last selection left unread: unchanged since checked, not due
+        self.unchanged = 0
 
     @property
     def write_lock(self) -> threading.Lock:
@@ -85,6 +87,7 @@ class RenewJob:
         names = [check_name(n) for n in request.names]
         if request.dry_run:
             report.outcomes = self._select(names, request, 1, retry=False)[1]
+            report.unchanged = self.unchanged
             report.rounds = 1
             return report
         try:
@@ -122,8 +125,11 @@ class RenewJob:
                failed_counts: dict[str, int]) -> list[str]:
         """One pass under the lock; the names to retry."""
         retry = number > 1
+        self.unchanged = 0
         due, others = self._select(names, request, number, retry)
         report.outcomes.extend(others)
+        if number == 1:
+            report.unchanged = self.unchanged
         if retry:
             due = self._still_failing(due, failed_counts, number, report)
         if not due:
@@ -171,15 +177,20 @@ class RenewJob:
     def _select(self, names: list[str], request: RenewRequest, number: int,
                 retry: bool) -> tuple[list[tuple[CertRow, Csr, str]], list[Outcome]]:
         """(due rows with their CSR and issuer name, outcomes of the rows not issued)."""
-        rows = self.store.list()
-        by_name = {r.name: r for r in rows}
-        unknown = [n for n in names if n not in by_name]
-        if unknown:
-            raise UnknownNameError(f"no certificate named {', '.join(unknown)} in the database "
-                                 "(see lecentral list)")
-        if names:
-            rows = [by_name[n] for n in names]
         now = now_ts()
+        swept = self._sweep(names, request, retry, now)
+        if swept is not None:
+            rows = [s.row for s in swept.rows]
+            self.unchanged = swept.unchanged
+        else:
+            rows = self.store.list()
+            by_name = {r.name: r for r in rows}
+            unknown = [n for n in names if n not in by_name]
+            if unknown:
+                raise UnknownNameError(f"no certificate named {', '.join(unknown)} in the "
+                                       "database (see lecentral list)")
+            if names:
+                rows = [by_name[n] for n in names]
         ari = self._ari_readers(rows, request, retry)
         due: list[tuple[CertRow, Csr, str]] = []
         others: list[Outcome] = []
@@ -193,7 +204,36 @@ class RenewJob:
         finally:
             if ari is not None:
                 ari.close()
+        if swept is not None:
+            try:
+                self.store.record_facts(swept.rows)
+            except LecentralError as exc:  # a cache: the next sweep reads these rows again
+                log.warning("%s; the next renew reads these certificates again", exc)
         return due, others
+
+    def _sweep(self, names: list[str], request: RenewRequest, retry: bool,
+               now: int) -> Swept | None:
+        """The rows of a whole sweep as SQL selects them (lecentral/store/facts.py), or None when
+        every row must be read: NAMEs, --force, a retry, or a CA whose renewal information (ARI)
+        may make any certificate due (its window is asked per certificate)."""
+        if names or retry or request.force:
+            return None
+        if self.config.renew.ari and not request.dry_run and self._ari_offered():
+            return None
+        return self.store.sweep(self.config.renew, now)
+
+    def _ari_offered(self) -> bool:
+        """True if any configured CA offers renewal information (one directory read each)."""
+        from lecentral.acme.client import RenewalInfoReader
+
+        for _, acme in self._authorities:
+            reader = RenewalInfoReader(acme)
+            try:
+                if reader.offered:
+                    return True
+            finally:
+                reader.close()
+        return False
 
     def _consider(self, row: CertRow, now: int, request: RenewRequest, retry: bool,
                   ari: RenewalInfoReader | None, number: int,

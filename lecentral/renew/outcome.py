@@ -60,6 +60,9 @@ class RenewReport:
     start: list[Outcome] = field(default_factory=list)  # spooled certificates, before round 1
     cleaned: list[Leftover] = field(default_factory=list)  # earlier leftovers removed now
     kept: list[Leftover] = field(default_factory=list)  # earlier leftovers still there
+    #: enabled rows a sweep did not read: unchanged since checked and not in their renewal
+    #: window (decided in SQL, lecentral/store/facts.py); not in ``outcomes``, all not due
+    unchanged: int = 0
 
     @property
     def leftovers(self) -> list[Leftover]:

@@ -230,6 +230,25 @@ def _ca_problems(row: CertRow, cert: Certificate) -> list[str]:
 
 
 @dataclass(frozen=True)
+class SweptRow:
+    """A row a renew sweep reads in full: its name as stored, the values its facts would be
+    derived from (``lecentral.store.facts.signature``) and the validated row."""
+
+    stored_name: str
+    signature: dict[str, Any]
+    row: CertRow
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What a renew sweep reads: the rows Python decides, and how many enabled rows SQL found
+    unchanged since they were checked and not in their renewal window (not read at all)."""
+
+    rows: list[SweptRow]
+    unchanged: int
+
+
+@dataclass(frozen=True)
 class EventRow:
     """One entry of the event log (``lecentral_events``)."""
 
