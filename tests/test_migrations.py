@@ -256,6 +256,43 @@ def test_revision_4_adds_the_issuing_ca_keeping_every_setting(url: str, tmp_path
     engine.dispose()
 
 
+def test_revision_5_adds_the_facts_cache_and_the_next_sweep_fills_it(url: str,
+                                                                     tmp_path: Path) -> None:
+    """A database at 0004_issuer_ca: lecentral upgrade adds lecentral_cert_facts (empty) and
+    nothing else; certs, its rows and its definition stay as they were; the next renew sweep
+    reads every row and records its facts."""
+    from lecentral_testing.pki import make_csr
+
+    from lecentral.certificates import Csr
+    from lecentral.config import RenewConfig
+
+    engine = engine_for(url)
+    make_certs(engine)
+    csr, _ = make_csr(["www.example.test"])
+    with engine.begin() as conn:
+        assert migrations.upgrade(conn, "0004_issuer_ca") == (None, "0004_issuer_ca")
+        conn.execute(text("UPDATE certs SET csr = :csr, md5_modulus = :md5"),
+                     {"csr": csr, "md5": Csr.load(csr).md5_modulus})
+    before, definition, names = rows(engine), certs_definition(engine), table_names(engine)
+    result = cli(tmp_path, url, "upgrade", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"from": "0004_issuer_ca", "to": HEAD, "head": HEAD,
+                                         "changed": True}
+    assert table_names(engine) == names | {"lecentral_cert_facts"}
+    assert rows(engine) == before and certs_definition(engine) == definition
+    store = SqlStore(url)
+    store.check_schema()
+    swept = store.sweep(RenewConfig(), 100)
+    assert [s.stored_name for s in swept.rows] == ["www.example.test"] and swept.unchanged == 0
+    store.record_facts(swept.rows)
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT name, state FROM lecentral_cert_facts")).all() == [
+            ("www.example.test", "none")]
+    assert rows(engine)["certs"] == before["certs"]
+    store.close()
+    engine.dispose()
+
+
 def test_a_database_of_a_newer_lecentral_is_refused(sqlite_url: str, tmp_path: Path) -> None:
     store = SqlStore(sqlite_url)
     store.init_schema()

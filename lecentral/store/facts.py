@@ -134,6 +134,17 @@ def derive(raw_name: str, row: CertRow) -> dict[str, Any]:
     from lecentral.store.rows import certificate_problems, load_row_csr
 
     facts: dict[str, Any] = {"not_before": None, "not_after": None, "fingerprint": None}
+    if row.crt:
+        from lecentral.fleet.store import pem_fingerprint
+
+        # whatever the row's state: the fingerprint as the fleet computes it from the crt
+        # (SHA-256 of the first PEM block), which fleet/check/metrics read instead of the crt
+        facts["fingerprint"] = pem_fingerprint(row.crt)
+        try:
+            cert = Certificate.load(row.crt)
+            facts.update(not_before=cert.not_before, not_after=cert.not_after)
+        except LecentralError:
+            pass
     try:
         normalised = check_name(raw_name.rstrip()) == raw_name
     except LecentralError:
@@ -144,17 +155,6 @@ def derive(raw_name: str, row: CertRow) -> dict[str, Any]:
         csr = load_row_csr(row)
     except LecentralError:
         return {**facts, "state": "invalid"}
-    if row.crt:
-        from lecentral.fleet.store import pem_fingerprint
-
-        # as the fleet computes it from the crt (SHA-256 of the first PEM block), and only
-        # while the crt parses: the fleet's judge reads it instead of the crt
-        try:
-            cert = Certificate.load(row.crt)
-            facts.update(not_before=cert.not_before, not_after=cert.not_after,
-                         fingerprint=pem_fingerprint(row.crt))
-        except LecentralError:
-            pass
     if certificate_problems(row, csr.names):
         return {**facts, "state": "bad"}
     if not row.crt:
