@@ -11,13 +11,21 @@ from typing import TYPE_CHECKING
 from lecentral.errors import StoreError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from lecentral.certificates import Csr
     from lecentral.config import RenewConfig
     from lecentral.leftovers import Leftover
     from lecentral.records import CertEntry, Notification
-    from lecentral.store.rows import CertRow, EventRow, LockHolder, Swept, SweptRow
+    from lecentral.store.rows import (
+        CertRow,
+        Checked,
+        EventRow,
+        LockHolder,
+        Swept,
+        SweptRow,
+    )
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,13 @@ class Store(ABC):
         CA that issued the stored certificate, as stored (the caller validates it); none known
         for certificates issued before lecentral recorded it, or by a store without settings."""
         return {}
+
+    def checked_rows(self) -> Iterator[tuple[CertRow, Checked | None]]:
+        """Every row as :meth:`list` gives it, with what the last sweep derived from it when its
+        stored values are unchanged since (the row then comes without its blobs: ``csr`` empty,
+        ``crt``/``ca``/``old_*`` None); a store without such a record gives None for each."""
+        for row in self.list():
+            yield row, None
 
     def sweep(self, renew: RenewConfig, now: int) -> Swept | None:
         """The rows a renew sweep (no names, not forced) must read, and how many enabled rows

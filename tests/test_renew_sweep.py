@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -316,3 +317,68 @@ def test_the_fleet_reads_a_recorded_fingerprint_only_while_the_crt_is_the_same(
     twin = certificate(["f0.example.test"], key, now - DAY, now + 80 * DAY)
     foreign_update(db, "f0.example.test", crt=twin)
     assert fingerprints() == {**expected, "f0.example.test": pem_fingerprint(twin)}
+
+
+def cli_list(db: SqlStore, tmp_path: Path, *args: str) -> str:
+    from click.testing import CliRunner
+
+    from lecentral.cli.central import main
+
+    toml = tmp_path / "lecentral.toml"
+    toml.write_text(f'[database]\nurl = "{db.url}"\n[renew]\nari = false\n')
+    result = CliRunner().invoke(main, ["--config", str(toml), "list", *args])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_list_from_the_facts_is_list_from_the_rows(db: SqlStore, key: Any,
+                                                   tmp_path: Path) -> None:
+    """``list`` and ``list --json`` read the unchanged, good rows from the facts (no parsing)
+    and every other row in full: the output is the one reading every row gives, BAD
+    CERTIFICATE, INVALID and duplicate names included, and after foreign changes too."""
+    now = now_ts() - 5000  # days_left and dates stay the same during the test
+    rows = [row_values(f"good{i}.example.test", key, now - 10 * DAY, now + 80 * DAY)
+            for i in range(3)]
+    rows += [{**row_values("off.example.test", key, now - 10 * DAY, now + 80 * DAY),
+              "enable": "N"},
+             {**row_values("null.example.test", key, now - 10 * DAY, now + 80 * DAY),
+              "enable": None},
+             {**row_values("short.example.test", key, now - DAY, now + 5 * DAY),
+              "ts_expire": None},
+             {**row_values("new.example.test", key, now, now + DAY), "crt": None, "ca": None,
+              "md5_ca": None, "ts_expire": 1},
+             {**row_values("www.dup.example.test", key, now - DAY, now + 80 * DAY)},
+             {**row_values("bad.example.test", key, now - DAY, now + 80 * DAY),
+              "md5_ca": "0" * 32}]
+    insert_rows(db, rows)
+    db.set_profile("good1.example.test", "shortlived")
+
+    def without_facts() -> tuple[str, str]:
+        with db.engine.begin() as conn:
+            saved = [dict(r) for r in conn.execute(select(cert_facts)).mappings()]
+            conn.execute(cert_facts.delete())
+        plain = cli_list(db, tmp_path, "--json"), cli_list(db, tmp_path)
+        if saved:
+            with db.engine.begin() as conn:
+                conn.execute(insert(cert_facts), saved)
+        return plain
+
+    reference = without_facts()
+    same_as_every_row(config_for(tmp_path), db)  # the facts recorded
+    with db.engine.begin() as conn:
+        assert conn.execute(select(func.count()).select_from(cert_facts)
+                            .where(cert_facts.c.state == "ok")).scalar_one() >= 5
+    assert (cli_list(db, tmp_path, "--json"), cli_list(db, tmp_path)) == reference
+
+    foreign_update(db, "good0.example.test", ts_expire=now + 85 * DAY)  # drift: bad now
+    foreign_update(db, "good2.example.test", crt=b"garbage")
+    insert_rows(db, [{**row_values("www.dup.example.test", key, now - DAY, now + 80 * DAY),
+                      "name": "WWW.Dup.example.test"}])
+    reference = without_facts()
+    listed = json.loads(reference[0])
+    by_name = {i["name"]: i for i in listed}
+    assert by_name["good0.example.test"]["certificate_problems"]
+    assert by_name["good2.example.test"]["certificate_problems"]
+    assert by_name["www.dup.example.test"]["invalid"]
+    assert "BAD CERTIFICATE" in reference[1]
+    assert (cli_list(db, tmp_path, "--json"), cli_list(db, tmp_path)) == reference

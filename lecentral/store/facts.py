@@ -28,6 +28,7 @@ can store any certificate anyway).
 from __future__ import annotations
 
 import hashlib
+import json
 import zlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -133,7 +134,8 @@ def derive(raw_name: str, row: CertRow) -> dict[str, Any]:
     Only ``ok`` lets a later sweep skip the row."""
     from lecentral.store.rows import certificate_problems, load_row_csr
 
-    facts: dict[str, Any] = {"not_before": None, "not_after": None, "fingerprint": None}
+    facts: dict[str, Any] = {"not_before": None, "not_after": None, "fingerprint": None,
+                             "names": None}
     if row.crt:
         from lecentral.fleet.store import pem_fingerprint
 
@@ -155,6 +157,7 @@ def derive(raw_name: str, row: CertRow) -> dict[str, Any]:
         csr = load_row_csr(row)
     except LecentralError:
         return {**facts, "state": "invalid"}
+    facts["names"] = json.dumps(csr.names)
     if certificate_problems(row, csr.names):
         return {**facts, "state": "bad"}
     if not row.crt:
@@ -183,18 +186,26 @@ def window_closed(renew: RenewConfig, now: int) -> ColumnElement[bool]:
     return closed
 
 
-def unchanged(dialect: str, renew: RenewConfig, now: int) -> ColumnElement[bool]:
-    """True in SQL when an enabled ``certs`` row's facts are ``ok``, still describe its stored
-    values, and its renewal window is closed: the one case a sweep does not read the row."""
+def recorded(dialect: str) -> ColumnElement[bool]:
+    """True in SQL when a ``certs`` row's facts are ``ok`` and still describe its stored values
+    (NULL or false otherwise)."""
     c, f = certs.c, cert_facts.c
     same = [c[col].is_not_distinct_from(f[col]) for col in PLAIN]
-    same.append(sum_sql(dialect) == f.blobs_sum)
     if dialect == "sqlite":  # dynamic types: a text in an integer column makes the row invalid
         same += [func.typeof(c[col]).in_(["integer", "null"])
                  for col in ("ts_last_update", "count_fail_update")]
-    return and_(f.name.is_not(None), f.state == "ok", f.not_before.is_not(None),
-                f.not_after.is_not(None), f.not_after >= f.not_before, *same,
-                window_closed(renew, now))
+    found: ColumnElement[bool] = and_(
+        f.name.is_not(None), f.state == "ok", f.not_before.is_not(None), f.not_after.is_not(None),
+        f.not_after >= f.not_before, f.names.is_not(None), *same,
+        sum_sql(dialect) == f.blobs_sum)
+    return found
+
+
+def unchanged(dialect: str, renew: RenewConfig, now: int) -> ColumnElement[bool]:
+    """True in SQL when an enabled ``certs`` row's facts are ``ok``, still describe its stored
+    values, and its renewal window is closed: the one case a sweep does not read the row."""
+    found: ColumnElement[bool] = and_(window_closed(renew, now), recorded(dialect))
+    return found
 
 
 def sweep_query(dialect: str, renew: RenewConfig, now: int) -> Select[Any]:

@@ -230,6 +230,17 @@ def _ca_problems(row: CertRow, cert: Certificate) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Checked:
+    """What the last renew sweep derived from a row whose stored values have not changed since
+    (lecentral/store/facts.py): a valid row with a good certificate, its CSR's names and the
+    certificate's validity. A row that comes with it was read without its blobs."""
+
+    names: list[str]
+    not_before: int
+    not_after: int
+
+
+@dataclass(frozen=True)
 class SweptRow:
     """A row a renew sweep reads in full: its name as stored, the values its facts would be
     derived from (``lecentral.store.facts.signature``) and the validated row."""

@@ -118,6 +118,7 @@ cert_facts = Table(
     Column("not_before", BigInteger),  # of the stored certificate (state ok/bad when it parses)
     Column("not_after", BigInteger),
     Column("fingerprint", String(64)),  # SHA-256 hex of the stored leaf
+    Column("names", Text),  # JSON list of the CSR's names (state ok, bad, none)
     Column("ts_checked", BigInteger, nullable=False),
     # ascii_bin as certs.name, so that the join compares like with like (and uses the keys)
     mysql_charset="ascii", mysql_collate="ascii_bin",

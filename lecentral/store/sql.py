@@ -16,9 +16,11 @@ from urllib.parse import quote
 
 from sqlalchemy import (
     Connection,
+    case,
     create_engine,
     delete,
     event,
+    false,
     func,
     insert,
     inspect,
@@ -42,7 +44,7 @@ from lecentral.host import this_host
 from lecentral.interfaces import Store
 from lecentral.leftovers import Leftover
 from lecentral.store import facts, migrations, renewlock
-from lecentral.store.rows import CertRow, EventRow, LockHolder, Swept, SweptRow
+from lecentral.store.rows import CertRow, Checked, EventRow, LockHolder, Swept, SweptRow
 from lecentral.store.schema import (
     OWN_TABLES,
     cert_facts,
@@ -320,6 +322,58 @@ class SqlStore(Store):
         rows = self._marked([CertRow.from_db(r) for r in raws], raws)
         return Swept([SweptRow(str(raw["name"]), facts.signature(self.dialect, raw), row)
                       for raw, row in zip(raws, rows, strict=True)], unchanged)
+
+    def checked_rows(self) -> Iterator[tuple[CertRow, Checked | None]]:
+        """Every row: first those whose facts are ``ok`` and unchanged, without their blobs (with
+        the facts), then the others read in full (500 at a time), each marked with a duplicate
+        name as :meth:`list` marks it. Memory: one batch of blobs at a time."""
+        key_sql = facts.recorded(self.dialect)
+        fresh = case((func.coalesce(key_sql, false()), 1), else_=0).label("fresh")
+        f = cert_facts.c
+        small = [c for c in certs.c if c.name not in ("csr", "ca", "crt", "old_ca", "old_crt")]
+        query = (select(*small, fresh, f.names.label("facts_names"), f.not_before.label("nb"),
+                        f.not_after.label("na"))
+                 .select_from(certs.outerjoin(cert_facts, f.name == certs.c.name))
+                 .order_by(certs.c.name))
+        with self.transaction("listing certificates") as conn:
+            # rows that may share a DNS name (one of them not written as DNS compares it)
+            odd = [str(n) for n in conn.execute(select(certs.c.name)
+                                                .where(facts.odd_names(self.dialect))).scalars()]
+            keys = {n: _key(n) for n in odd}
+            partners = [str(n) for n in conn.execute(select(certs.c.name).where(
+                certs.c.name.in_(sorted(set(keys.values()))))).scalars()] if keys else []
+            for name in partners:
+                keys[name] = _key(name)
+            sharing: dict[str, builtins.list[str]] = {}
+            for name, key in keys.items():
+                sharing.setdefault(key, []).append(name)
+            later: builtins.list[str] = []
+            for raw in conn.execute(query).mappings():
+                name = str(raw["name"])
+                checked = None
+                if raw["fresh"] and name not in keys:
+                    try:
+                        checked = Checked(json.loads(raw["facts_names"]), int(raw["nb"]),
+                                          int(raw["na"]))
+                    except (TypeError, ValueError):
+                        checked = None
+                if checked is None:
+                    later.append(name)
+                    continue
+                row = CertRow.from_db({**raw, "csr": b"-", "ca": None, "crt": None,
+                                       "old_ca": None, "old_crt": None})
+                if row.problems:  # what only the non-blob columns say: read it in full
+                    later.append(name)
+                    continue
+                yield dataclasses.replace(row, csr=b""), checked
+            for start in range(0, len(later), 500):
+                chunk = later[start:start + 500]
+                for full in conn.execute(select(certs).where(certs.c.name.in_(chunk))
+                                         .order_by(certs.c.name)).mappings():
+                    row = CertRow.from_db(full)
+                    stored = sorted(set(sharing.get(row.name, [])))
+                    yield (row.with_problem(self._same_name(row.name, stored))
+                           if len(stored) > 1 else row), None
 
     def record_facts(self, swept: builtins.list[SweptRow]) -> None:
         """Derive and store the facts of the swept rows (replacing what was there)."""
@@ -601,6 +655,14 @@ class SqlStore(Store):
                     renewlock.file_clear_holder(fd)
         finally:
             os.close(fd)  # closing releases the flock
+
+
+def _key(name: str) -> str:
+    """A stored name as rows compare it (what CertRow.from_db makes of it)."""
+    try:
+        return check_name(name.rstrip())
+    except CsrError:
+        return name.rstrip()
 
 
 def _register_sqlite_functions(dbapi_connection: Any, _record: Any) -> None:

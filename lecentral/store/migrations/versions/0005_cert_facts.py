@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("not_before", sa.BigInteger()),
         sa.Column("not_after", sa.BigInteger()),
         sa.Column("fingerprint", sa.String(64)),
+        sa.Column("names", sa.Text()),
         sa.Column("ts_checked", sa.BigInteger(), nullable=False),
         mysql_charset="ascii", mysql_collate="ascii_bin",
     )
