@@ -20,7 +20,10 @@ lock, the start-of-run checks, the selection and the decisions; the same code ``
   renewal window, nothing is parsed;
 - peer: the path every run took before (and still takes with NAMEs or ``--force``): read every
   row and parse its CSR, certificate and chain, on the same table in the same run;
-- and once, for the record, a whole ``lecentral renew --once`` process.
+- and once, for the record, a whole ``lecentral renew --once`` process;
+- ``lecentral list --json`` and ``lecentral list`` as fresh processes (target: 2 s each, issue
+  16), before any sweep (every row read and parsed: their peer) and after (unchanged good rows
+  read from the facts, without their blobs), with their peak RSS (GNU time's %M).
 
 ``[renew] ari = false`` in the bench's configuration: with a CA that offers renewal information
 (ARI) each certificate's window is asked of the CA on every run, one HTTPS request per
@@ -162,6 +165,16 @@ def run_child(mode: str, url: str, state_dir: Path, rows: int, label: str) -> di
     return found
 
 
+def timed_process(argv: list[str]) -> tuple[float, float]:
+    """(seconds, peak RSS MiB) of one fresh process (GNU time's %M), its output discarded."""
+    started = time.perf_counter()
+    done = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], capture_output=True, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(argv[-2:])} failed ({done.returncode}): {done.stderr[-2000:]!r}")
+    return seconds, int(done.stderr.decode().strip().splitlines()[-1]) / 1024
+
+
 def bench(label: str, url: str, rows: list[dict[str, Any]], tmp: Path, repeat: int,
           budget: float) -> bool:
     started = time.perf_counter()
@@ -169,6 +182,14 @@ def bench(label: str, url: str, rows: list[dict[str, Any]], tmp: Path, repeat: i
     n = len(rows)
     print(f"\n== {label}: {n} rows filled in {time.perf_counter() - started:.1f} s")
     state = tmp / f"{label}-state"
+    toml = tmp / f"{label}.toml"
+    toml.write_text(f'[database]\nurl = "{url}"\n[acme]\ndirectory = "https://127.0.0.1:9/dir"\n'
+                    f'[renew]\nari = false\nstate_dir = "{state}"\n')
+    exe = str(Path(sysconfig.get_path("scripts")) / "lecentral")
+    listings = {"lecentral list --json": [exe, "--config", str(toml), "list", "--json"],
+                "lecentral list": [exe, "--config", str(toml), "list"]}
+    # the peer of list: before any sweep recorded facts, every row is read and parsed
+    list_before = {k: timed_process(v) for k, v in listings.items()}
     cold = run_child("sweep", url, state, n, label)
     print(f"cold sweep (parses every row once, stores its facts): {cold['seconds']:7.2f} s   "
           f"peak RSS {cold['rss_mib']:.0f} MiB")
@@ -182,18 +203,22 @@ def bench(label: str, url: str, rows: list[dict[str, Any]], tmp: Path, repeat: i
     peer = run_child("peer", url, state, n, label)
     print(f"peer: every row read and parsed (the path before):    {peer['seconds']:7.2f} s   "
           f"peak RSS {peer['rss_mib']:.0f} MiB")
-    toml = tmp / f"{label}.toml"
-    toml.write_text(f'[database]\nurl = "{url}"\n[acme]\ndirectory = "https://127.0.0.1:9/dir"\n'
-                    f'[renew]\nari = false\nstate_dir = "{state}"\n')
-    exe = Path(sysconfig.get_path("scripts")) / "lecentral"
     started = time.perf_counter()
-    done = subprocess.run([str(exe), "--config", str(toml), "renew", "--once"],
+    done = subprocess.run([exe, "--config", str(toml), "renew", "--once"],
                           capture_output=True, text=True, check=False)
     whole = time.perf_counter() - started
     said = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-300:]
     print(f"whole `lecentral renew --once` process (exit {done.returncode}, with Python's start "
           f"and the run recorded for the fleet): {whole:.2f} s: {said}")
-    ok = warm <= budget and done.returncode == 0
+    list_ok = True
+    for what, argv in listings.items():
+        seconds, peak = timed_process(argv)
+        old_s, old_peak = list_before[what]
+        list_ok &= seconds <= 2.0
+        print(f"{what:<24} {seconds:6.2f} s, peak RSS {peak:4.0f} MiB "
+              f"({'OK' if seconds <= 2.0 else 'OVER'} the 2 s target); before the facts "
+              f"(every row parsed): {old_s:6.2f} s, {old_peak:4.0f} MiB: {old_s / seconds:.0f}x")
+    ok = warm <= budget and done.returncode == 0 and list_ok
     print(f"{label}: warm sweep {warm:.3f} s for {n} rows: "
           f"{'OK' if warm <= budget else 'OVER'} (target {budget:.1f} s); "
           f"peer / warm: {peer['seconds'] / warm:.0f}x; peak RSS warm / peer: "
