@@ -70,6 +70,8 @@ class RenewJob:
         self._issuing_cas: dict[str, tuple[str, str]] = {}
         #: enabled rows the last selection left unread: unchanged since checked, not due
         self.unchanged = 0
+        #: renewal-information readers made to decide whether a sweep may skip rows, by CA name
+        self._ari_probed: dict[str, RenewalInfoReader] = {}
 
     @property
     def write_lock(self) -> threading.Lock:
@@ -204,6 +206,9 @@ class RenewJob:
         finally:
             if ari is not None:
                 ari.close()
+            for reader in self._ari_probed.values():  # made, then not needed
+                reader.close()
+            self._ari_probed = {}
         if swept is not None:
             try:
                 self.store.record_facts(swept.rows)
@@ -214,25 +219,26 @@ class RenewJob:
     def _sweep(self, names: list[str], request: RenewRequest, retry: bool,
                now: int) -> Swept | None:
         """The rows of a whole sweep as SQL selects them (lecentral/store/facts.py), or None when
-        every row must be read: NAMEs, --force, a retry, or a CA whose renewal information (ARI)
-        may make any certificate due (its window is asked per certificate)."""
+        every row must be read: NAMEs, --force, a retry, or SQL left rows unread while a CA
+        offers renewal information (ARI), whose window, asked per certificate, may make any of
+        them due."""
         if names or retry or request.force:
             return None
-        if self.config.renew.ari and not request.dry_run and self._ari_offered():
-            return None
-        return self.store.sweep(self.config.renew, now)
+        swept = self.store.sweep(self.config.renew, now)
+        if swept is None or not swept.unchanged or request.dry_run or not self.config.renew.ari:
+            return swept
+        return None if self._ari_offered() else swept
 
     def _ari_offered(self) -> bool:
-        """True if any configured CA offers renewal information (one directory read each)."""
+        """True if any configured CA offers renewal information (its directory read once: the
+        readers are kept for this selection's ARI questions)."""
         from lecentral.acme.client import RenewalInfoReader
 
-        for _, acme in self._authorities:
-            reader = RenewalInfoReader(acme)
-            try:
-                if reader.offered:
-                    return True
-            finally:
-                reader.close()
+        for name, acme in self._authorities:
+            if name not in self._ari_probed:
+                self._ari_probed[name] = RenewalInfoReader(acme)
+            if self._ari_probed[name].offered:
+                return True
         return False
 
     def _consider(self, row: CertRow, now: int, request: RenewRequest, retry: bool,
@@ -286,7 +292,8 @@ class RenewJob:
         except LecentralError as exc:  # then each certificate's window is asked of the first CA
             log.warning("%s; asking the first CA for renewal information", exc)
             issuing = {}
-        return AriReaders(self._authorities, issuing)
+        readers, self._ari_probed = self._ari_probed, {}
+        return AriReaders(self._authorities, issuing, readers)
 
     def _pass(self, due: list[tuple[CertRow, Csr, str]], number: int) -> list[Outcome]:
         try:
@@ -583,11 +590,12 @@ class AriReaders:
     CA for a certificate issued before lecentral recorded it."""
 
     def __init__(self, authorities: list[tuple[str, AcmeConfig]],
-                 issuing: dict[str, tuple[str, str]]) -> None:
+                 issuing: dict[str, tuple[str, str]],
+                 readers: dict[str, RenewalInfoReader] | None = None) -> None:
         self.authorities = dict(authorities)
         self.first = authorities[0][0]
         self.issuing = issuing
-        self.readers: dict[str, RenewalInfoReader] = {}
+        self.readers: dict[str, RenewalInfoReader] = dict(readers or {})
 
     def for_row(self, row: CertRow) -> RenewalInfoReader | None:
         """The reader of the CA that issued ``row``'s certificate; None if that CA offers no ARI
