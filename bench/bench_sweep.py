@@ -29,7 +29,7 @@ lock, the start-of-run checks, the selection and the decisions; the same code ``
 (ARI) each certificate's window is asked of the CA on every run, one HTTPS request per
 certificate, and a sweep reads every row (see docs/renew.md).
 
-Peak memory is the process's maximum RSS (``ru_maxrss``) after each step.
+Peak memory is each process's maximum RSS (VmHWM; GNU time's %M for the commands).
 
     python bench/bench_sweep.py                         # 100,000 rows, SQLite and MariaDB
     python bench/bench_sweep.py --rows 10000 --backend sqlite
@@ -69,6 +69,10 @@ DAY = 86400
 
 
 def rss_mib() -> float:
+    """This process's peak RSS (VmHWM: ru_maxrss would count the parent's at fork time)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
