@@ -16,7 +16,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    String,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 
 from lecentral.errors import StoreError
 from lecentral.fleet.model import Run, RunInfo
@@ -293,16 +304,22 @@ class FleetStore:
         10,000 certificates on 3 hosts must be judged in well under a second.
         """
         wanted = [n.lower().rstrip(".") for n in names]
-        # the crt's fingerprint as the last renew sweep recorded it, while the server's checksum
-        # of the stored crt (with csr and ca) is still the recorded one (lecentral/store/facts.py); otherwise the
-        # crt itself, fingerprinted here: only changed certificates cross the wire
+        # on a database server: the crt's fingerprint as the last renew sweep recorded it, while
+        # the server's checksum of the stored crt (with csr and ca) is still the recorded one
+        # (lecentral/store/facts.py); otherwise the crt itself, fingerprinted here: only changed
+        # certificates cross the wire. SQLite reads the crt in-process for less than the check.
         f = cert_facts.c
-        fresh = and_(f.name.is_not(None), f.fingerprint.is_not(None),
-                     facts.sum_sql(self.store.dialect) == f.blobs_sum)
-        cols = (certs.c.name, certs.c.enable,
-                case((fresh, None), else_=certs.c.crt).label("crt"),
-                case((fresh, f.fingerprint), else_=None).label("cached_fp"),
-                certs.c.md5_modulus, certs.c.ts_expire,
+        if self.store.dialect == "sqlite":
+            crt: Any = certs.c.crt
+            cached: Any = literal(None, String).label("cached_fp")
+            joined: Any = certs
+        else:
+            fresh = and_(f.name.is_not(None), f.fingerprint.is_not(None),
+                         facts.sum_sql(self.store.dialect) == f.blobs_sum)
+            crt = case((fresh, None), else_=certs.c.crt).label("crt")
+            cached = case((fresh, f.fingerprint), else_=None).label("cached_fp")
+            joined = certs.outerjoin(cert_facts, f.name == certs.c.name)
+        cols = (certs.c.name, certs.c.enable, crt, cached, certs.c.md5_modulus, certs.c.ts_expire,
                 certs.c.ts_last_update, certs.c.count_fail_update, certs.c.certbot,
                 func.length(certs.c.csr).label("csr_length"))  # for check's row problems
         d = deployments.c
@@ -312,8 +329,7 @@ class FleetStore:
         p = probes.c
         probe_cols = (p.name, p.url, p.source, p.ts, p.fingerprint, p.not_after, p.names, p.key_md5,
                       p.error, p.db_user)
-        cert_q = (select(*cols).select_from(certs.outerjoin(cert_facts, f.name == certs.c.name))
-                  .order_by(certs.c.name))
+        cert_q = select(*cols).select_from(joined).order_by(certs.c.name)
         dep_q = select(*dep_cols).order_by(d.name, d.host, d.entry)
         probe_q = select(*probe_cols).order_by(p.name, p.url)
         if wanted:
