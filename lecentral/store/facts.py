@@ -7,15 +7,15 @@ Now one SQL statement decides, per enabled row of ``certs``, whether Python must
 - it is skipped ("unchanged, not due") only if its facts row says ``ok`` (a valid row with a good
   certificate: :func:`derive`), every value the facts were derived from is still the same in
   ``certs`` (``certbot``, ``md5_modulus``, ``md5_ca``, ``ts_expire``, ``webroot_path`` compared
-  as stored, and a checksum of each of ``crt``, ``csr``, ``ca`` computed by the database server
-  over the stored bytes: :func:`blob_sum`), and the renewal window computed in SQL from the
-  cached notBefore/notAfter has not opened (:func:`window_closed`, with a margin: SQL may only
-  send more rows to Python, never fewer);
+  as stored, and one checksum of ``crt``, ``csr`` and ``ca`` computed by the database server
+  over the stored bytes: :func:`sum_sql`, :func:`blobs_sum`), and the renewal window computed in
+  SQL from the cached notBefore/notAfter has not opened (:func:`window_closed`, with a margin:
+  SQL may only send more rows to Python, never fewer);
 - everything else (no facts yet, any value changed by anyone, a bad or invalid row, a row that
   may be due) is read in full and decided by the renew job's Python rules, as before, and its
   facts are derived again.
 
-The checksums are computed from the bytes the server stores, every run: a certificate written by
+The checksum is computed from the bytes the server stores, every run: a certificate written by
 download_cert.pl, a CSR by populate.pl or a hand edit is seen at the next sweep, whatever
 ``ts_last_update`` says. Nothing is trusted from a trigger or a timestamp. The checksum is CRC-32
 on SQLite and MariaDB/MySQL (the server's ``CRC32()``; on SQLite a function registered on each
@@ -68,6 +68,7 @@ PLAIN = ("certbot", "md5_modulus", "md5_ca", "ts_expire", "webroot_path")
 #: seconds SQL adds before deciding "window not open", so that float rounding in SQL can only
 #: send a row to Python, never keep a due one away
 MARGIN = 2
+#: what :func:`derive` records in ``state``; only ``ok`` lets a sweep (and ``list``) skip parsing
 STATES = ("ok", "bad", "invalid", "none", "odd-name")
 
 
