@@ -11,13 +11,21 @@ from typing import TYPE_CHECKING
 from lecentral.errors import StoreError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from lecentral.certificates import Csr
-    from lecentral.config import DatabaseConfig
+    from lecentral.config import DatabaseConfig, RenewConfig
     from lecentral.leftovers import Leftover
     from lecentral.records import CertEntry, Notification
-    from lecentral.store.rows import CertRow, EventRow, LockHolder
+    from lecentral.store.rows import (
+        CertRow,
+        Checked,
+        EventRow,
+        LockHolder,
+        Swept,
+        SweptRow,
+    )
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,23 @@ class Store(ABC):
         CA that issued the stored certificate, as stored (the caller validates it); none known
         for certificates issued before lecentral recorded it, or by a store without settings."""
         return {}
+
+    def checked_rows(self) -> Iterator[tuple[CertRow, Checked | None]]:
+        """Every row as :meth:`list` gives it, with what the last sweep derived from it when its
+        stored values are unchanged since (the row then comes without its blobs: ``csr`` empty,
+        ``crt``/``ca``/``old_*`` None); a store without such a record gives None for each."""
+        for row in self.list():
+            yield row, None
+
+    def sweep(self, renew: RenewConfig, now: int) -> Swept | None:
+        """The rows a renew sweep (no names, not forced) must read, and how many enabled rows
+        are unchanged since checked and not in their renewal window (see
+        lecentral/store/facts.py); None: this store cannot tell, the sweep reads :meth:`list`."""
+        return None
+
+    def record_facts(self, swept: builtins.list[SweptRow]) -> None:
+        """Remember what the swept rows' stored values say, for the next sweep (a cache: a store
+        that keeps none reads every row each time)."""
 
     def close(self) -> None:
         """Dispose of connections. The store stays usable: a later call connects again."""

@@ -166,6 +166,33 @@ def test_a_dry_run_asks_the_ca_nothing(ari_ca: AriCa, tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_sweep_skips_no_row_while_the_ca_offers_ari(ari_ca: AriCa, tmp_path: Path) -> None:
+    """A dry run records the row's facts (good, not due by its dates); a real run then may not
+    skip it in SQL, since the CA offers ARI: it asks the certificate's window (open: due)."""
+    from lecentral.registry import Registry
+    from lecentral.renew import RenewJob, RenewRequest
+    from lecentral.store.sql import SqlStore
+
+    row, crt = issued_row(60)
+    ari_ca.windows[ari_cert_id(crt)] = window(-2, -1)
+    store = SqlStore(f"sqlite:///{tmp_path}/db.sqlite")
+    store.init_schema()
+    store.add(replace(row, enable=True))
+    config = replace(config_for(ari_ca), renew=replace(CentralConfig().renew,
+                                                       state_dir=str(tmp_path / "state")))
+    job = RenewJob(config, store, Registry.load(entrypoints=False))
+    assert job.run(RenewRequest(dry_run=True)).unchanged == 0
+    assert job.run(RenewRequest(dry_run=True)).unchanged == 1  # skipped in SQL: no CA asked
+    assert ari_ca.requests == []
+    report = RenewJob(config, store, Registry.load(entrypoints=False)).run(
+        RenewRequest(once=True))
+    assert report.unchanged == 0
+    assert f"/ari/{ari_cert_id(crt)}" in ari_ca.requests
+    assert ari_ca.requests.count("/dir") == 1  # the directory read once per run
+    assert [o.status for o in report.final] != ["not-due"]
+    store.close()
+
+
 def test_show_says_when_the_ari_window_renews_it(ari_ca: AriCa, tmp_path: Path) -> None:
     """``lecentral show`` asks the CA's ARI for that one certificate: a window earlier than the
     lifetime rule is the renewal time shown, with the window as the reason; without a window

@@ -32,8 +32,8 @@ SEED_DDL = (Path(__file__).parents[1] / "sql" / "mysql" / "certs.sql").read_text
 OLD_TABLES = ["lecentral_events", "lecentral_renew_lock", "lecentral_leftovers"]
 FLEET = ["lecentral_agents", "lecentral_deployments", "lecentral_runs", "lecentral_endpoints",
          "lecentral_probes", "lecentral_fleet_states"]
-SETTINGS = ["lecentral_cert_settings"]
-HEAD = "0005_renew_lease"
+SETTINGS = ["lecentral_cert_settings", "lecentral_cert_facts"]
+HEAD = "0006_cert_facts"
 
 
 @pytest.fixture(params=["sqlite", "mariadb", "postgres"])
@@ -233,7 +233,7 @@ def test_revision_4_adds_the_issuing_ca_keeping_every_setting(url: str, tmp_path
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"from": "0003_cert_settings", "to": HEAD, "head": HEAD,
                                          "changed": True}
-    assert table_names(engine) == names
+    assert table_names(engine) == names | {"lecentral_cert_facts"}
     assert rows(engine) == before and certs_definition(engine) == definition
     columns = {c["name"] for c in inspect(engine).get_columns("lecentral_cert_settings")}
     assert columns == {"name", "profile", "ts_changed", "issuer_ca", "issuer_ca_directory"}
@@ -252,6 +252,43 @@ def test_revision_4_adds_the_issuing_ca_keeping_every_setting(url: str, tmp_path
         "issued by CA backup (https://ca.example.test/dir), expires at ")
     store.set_profile("www.example.test", "shortlived", 10)
     assert store.issuing_cas() == {"www.example.test": ("backup", "https://ca.example.test/dir")}
+    store.close()
+    engine.dispose()
+
+
+def test_revision_5_adds_the_facts_cache_and_the_next_sweep_fills_it(url: str,
+                                                                     tmp_path: Path) -> None:
+    """A database at 0004_issuer_ca: lecentral upgrade adds lecentral_cert_facts (empty) and
+    nothing else; certs, its rows and its definition stay as they were; the next renew sweep
+    reads every row and records its facts."""
+    from lecentral_testing.pki import make_csr
+
+    from lecentral.certificates import Csr
+    from lecentral.config import RenewConfig
+
+    engine = engine_for(url)
+    make_certs(engine)
+    csr, _ = make_csr(["www.example.test"])
+    with engine.begin() as conn:
+        assert migrations.upgrade(conn, "0004_issuer_ca") == (None, "0004_issuer_ca")
+        conn.execute(text("UPDATE certs SET csr = :csr, md5_modulus = :md5"),
+                     {"csr": csr, "md5": Csr.load(csr).md5_modulus})
+    before, definition, names = rows(engine), certs_definition(engine), table_names(engine)
+    result = cli(tmp_path, url, "upgrade", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"from": "0004_issuer_ca", "to": HEAD, "head": HEAD,
+                                         "changed": True}
+    assert table_names(engine) == names | {"lecentral_cert_facts"}
+    assert rows(engine) == before and certs_definition(engine) == definition
+    store = SqlStore(url)
+    store.check_schema()
+    swept = store.sweep(RenewConfig(), 100)
+    assert [s.stored_name for s in swept.rows] == ["www.example.test"] and swept.unchanged == 0
+    store.record_facts(swept.rows)
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT name, state FROM lecentral_cert_facts")).all() == [
+            ("www.example.test", "none")]
+    assert rows(engine)["certs"] == before["certs"]
     store.close()
     engine.dispose()
 

@@ -32,7 +32,7 @@ from lecentral.cli.common import (
     wrapped_table,
 )
 from lecentral.errors import ConfigError, CsrError, LecentralError, UnknownNameError
-from lecentral.store.rows import CertRow, certificate_problems, load_row_csr
+from lecentral.store.rows import CertRow, Checked, certificate_problems, load_row_csr
 from lecentral.window import renew_at
 
 if TYPE_CHECKING:
@@ -314,16 +314,12 @@ def readable(message: str) -> str:
     return _EPOCH_IN_MESSAGE.sub(lambda m: f"{m.group(1)} {when(int(m.group(2)))}", message)
 
 
-def _lifetime_days(row: CertRow) -> float | None:
+def _lifetime_days(validity: tuple[int, int] | None) -> float | None:
     """The stored certificate's lifetime (notAfter - notBefore) in days, one decimal: 90.0 for a
     classic certificate, 6.7 for a 160-hour one; None without a readable certificate."""
-    if not row.crt:
+    if validity is None:
         return None
-    try:
-        cert = Certificate.load(row.crt, "crt column")
-    except LecentralError:
-        return None
-    return round((cert.not_after - cert.not_before) / DAY, 1)
+    return round((validity[1] - validity[0]) / DAY, 1)
 
 
 def _profile(row: CertRow, profiles: dict[str, str], default: str) -> dict[str, Any]:
@@ -341,18 +337,30 @@ def _profile(row: CertRow, profiles: dict[str, str], default: str) -> dict[str, 
     return {"profile": default or None, "profile_source": "[acme] profile" if default else None}
 
 
-def _renewal(row: CertRow, bad_cert: list[str], renew: RenewConfig) -> tuple[int | None, str]:
+def _renewal(row: CertRow, bad_cert: list[str], renew: RenewConfig,
+             validity: tuple[int, int] | None) -> tuple[int | None, str]:
     """(when NAME becomes due, why) for list/show: the renew job's rule without ARI (which can
-    only make it earlier, and needs the CA: ``renew --dry-run`` does not ask it either)."""
+    only make it earlier, and needs the CA: ``renew --dry-run`` does not ask it either).
+    ``validity``: the stored certificate's (notBefore, notAfter), None without one."""
     if row.problems:
         return None, "never while the row is invalid"
     if bad_cert:
         return None, "now: the stored certificate is bad"
-    if not row.crt or (row.ts_expire or 0) <= 1:
+    if validity is None or (row.ts_expire or 0) <= 1:
         return None, "now: no certificate yet"
-    cert = Certificate.load(row.crt, f"crt of {row.name}")  # parses: bad_cert would say otherwise
-    window = renew_at(cert.not_before, cert.not_after, renew)
+    window = renew_at(validity[0], validity[1], renew)
     return window.at, window.reason
+
+
+def _validity(row: CertRow) -> tuple[int, int] | None:
+    """The stored certificate's (notBefore, notAfter); None without a readable one."""
+    if not row.crt:
+        return None
+    try:
+        cert = Certificate.load(row.crt, "crt column")
+    except LecentralError:
+        return None
+    return cert.not_before, cert.not_after
 
 
 def _with_ari(info: dict[str, Any], crt: bytes, config: CentralConfig,
@@ -392,29 +400,37 @@ def _issuing_ca(row: CertRow, issuing_cas: dict[str, tuple[str, str]]) -> dict[s
 
 def _summary(row: CertRow, now: int, renew: RenewConfig, profiles: dict[str, str] | None = None,
              default_profile: str = "",
-             issuing_cas: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
+             issuing_cas: dict[str, tuple[str, str]] | None = None,
+             checked: Checked | None = None) -> dict[str, Any]:
     """One row for list/show: ``problems`` is everything wrong with it; ``invalid`` says whether
     it is refused until fixed (row problems), ``certificate_problems`` the subset that only makes
     it due (the renew job replaces the bad stored certificate); ``renew_at`` when it becomes due
-    and ``renew_reason`` why then (or why none)."""
+    and ``renew_reason`` why then (or why none). ``checked``: what the last renew sweep derived
+    from the row's unchanged stored values (a valid row, a good certificate), used instead of
+    parsing them (the row then has no blobs)."""
     names: list[str] | None = None
-    try:
-        names = load_row_csr(row).names
-    except LecentralError as exc:
-        row = row.with_problem(str(exc))
-    bad_cert = certificate_problems(row, names)
-    has_cert = bool(row.crt) and (row.ts_expire or 0) > 1
+    if checked is not None:
+        names, bad_cert, has_crt = checked.names, [], True
+        validity: tuple[int, int] | None = (checked.not_before, checked.not_after)
+    else:
+        try:
+            names = load_row_csr(row).names
+        except LecentralError as exc:
+            row = row.with_problem(str(exc))
+        bad_cert = certificate_problems(row, names)
+        has_crt, validity = bool(row.crt), _validity(row)
+    has_cert = has_crt and (row.ts_expire or 0) > 1
     profile = _profile(row, profiles or {}, default_profile)
     # a note, not INVALID: the renew job does not refuse the row, its order fails saying this
     notes = [*row.notes, *([profile.pop("profile_problem")] if "profile_problem" in profile else [])]
-    ts_renew_at, renew_reason = _renewal(row, bad_cert, renew)
+    ts_renew_at, renew_reason = _renewal(row, bad_cert, renew, validity)
     return {
         "name": row.name, "enabled": row.enable, "method": row.method, "names": names or [],
         "expires": _date(row.ts_expire) if has_cert else None,
         "ts_expire": row.ts_expire,
         "days_left": ((row.ts_expire or 0) - now) // DAY if has_cert else None,
         **profile, **_issuing_ca(row, issuing_cas or {}),
-        "lifetime_days": _lifetime_days(row) if has_cert else None,
+        "lifetime_days": _lifetime_days(validity) if has_cert else None,
         "renew_at": _date(ts_renew_at), "ts_renew_at": ts_renew_at, "renew_reason": renew_reason,
         "count_fail_update": row.count_fail_update or 0,
         "last_attempt": _date(row.ts_last_update), "ts_last_update": row.ts_last_update,
@@ -444,7 +460,8 @@ def list_(app: App, as_json: bool) -> None:
     now = now_ts()
     store = app.store()
     profiles, default, cas = store.profiles(), app.config.acme.profile, store.issuing_cas()
-    items = [_summary(r, now, app.config.renew, profiles, default, cas) for r in store.list()]
+    items = [_summary(r, now, app.config.renew, profiles, default, cas, checked)
+             for r, checked in store.checked_rows()]
     items.sort(key=lambda i: (i["days_left"] is not None, i["days_left"] or 0, i["name"]))
     if as_json:
         print_json(items)

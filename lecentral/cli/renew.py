@@ -46,10 +46,16 @@ def _leftover_dict(leftover: Any) -> dict[str, Any]:
             "by_hand": leftover.manual_fix()}
 
 
-def _summary_line(final: list[Any]) -> str:
-    counts: dict[str, int] = {}
+def _counts(final: list[Any], unchanged: int = 0) -> dict[str, int]:
+    """Outcomes per status; the rows a sweep left unread (unchanged, not due) are not-due."""
+    counts: dict[str, int] = {"not-due": unchanged} if unchanged else {}
     for outcome in final:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    return counts
+
+
+def _summary_line(final: list[Any], unchanged: int = 0) -> str:
+    counts = _counts(final, unchanged)
     order = sorted(counts, key=lambda s: _STATUS_ORDER.get(s, 9))
     return ", ".join(f"{counts[s]} {s}" for s in order) or "no certificates"
 
@@ -118,7 +124,7 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
         print_json(_report_dict(report, dry_run))
     elif not (report.locked_out and report.locked_out_round == 1) and \
             not (app.quiet and _uneventful(report)):
-        _print_table(report.start + final, dry_run, named=bool(names))
+        _print_table(report.start + final, dry_run, named=bool(names), unchanged=report.unchanged)
         _print_leftovers(report)
     if report.locked_out:
         message = _locked_message(report, app.store().location)
@@ -149,12 +155,10 @@ def _record_run(app: App, report: Any, started: int) -> bool:
     from lecentral.fleet.watch import load_view, notify_changes
     from lecentral.host import this_host
 
-    counts: dict[str, int] = {}
-    for outcome in report.final:
-        counts[outcome.status] = counts.get(outcome.status, 0) + 1
     run = Run(kind="renew", host=this_host(), ts_start=started, ts_end=now_ts(),
-              exit_code=0 if report.ok else EXIT_FAILURES, counts=counts,
-              message=_summary_line(report.final))
+              exit_code=0 if report.ok else EXIT_FAILURES,
+              counts=_counts(report.final, report.unchanged),
+              message=_summary_line(report.final, report.unchanged))
     try:
         FleetStore(app.store()).record_run(run, __version__, keep=app.config.fleet.keep_runs)
         fleet, view = load_view(app.store(), app.config, now_ts())  # the timer is alive now
@@ -175,6 +179,8 @@ def _report_dict(report: Any, dry_run: bool) -> dict[str, Any]:
             "ok": report.ok,
             "phases": {name: round(seconds, 4) for name, seconds in report.phases.items()},
             "certificates": [_as_dict(o) for o in report.final],
+            # enabled rows not read: unchanged since checked, not in their renewal window
+            "unchanged_not_due": report.unchanged,
             "attempts": [_as_dict(o) for o in report.outcomes
                          if o.status not in ("not-due", "skipped")],
             "spooled": [_as_dict(o) for o in report.start],
@@ -192,7 +198,8 @@ def _locked_message(report: Any, database: str) -> str:
             f"lock of {database} ({holder}); not retried: {', '.join(retried) or 'none'}")
 
 
-def _print_table(final: list[Any], dry_run: bool, named: bool = False) -> None:
+def _print_table(final: list[Any], dry_run: bool, named: bool = False,
+                 unchanged: int = 0) -> None:
     # NAMEs the operator typed are all shown, not-due ones with why nothing was done
     shown = final if named else [o for o in final if o.status != "not-due"]
     shown.sort(key=lambda o: (_STATUS_ORDER.get(o.status, 9), o.name))
@@ -203,7 +210,7 @@ def _print_table(final: list[Any], dry_run: bool, named: bool = False) -> None:
                  o.message] for o in shown]
         click.echo(table(rows, ["NAME", "RESULT", "ISSUER", "TIME", "FAILS", "DETAIL"]))
     prefix = "dry run: " if dry_run else ""
-    click.echo(f"{prefix}{_summary_line(final)}")
+    click.echo(f"{prefix}{_summary_line(final, unchanged)}")
     if named and any(o.status == "not-due" for o in final):
         click.echo("not due: nothing ordered for those; --force orders them anyway")
 

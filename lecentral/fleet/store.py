@@ -16,12 +16,25 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    String,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 
 from lecentral.errors import StoreError
 from lecentral.fleet.model import Run, RunInfo
+from lecentral.store import facts
 from lecentral.store.schema import (
     agents,
+    cert_facts,
     certs,
     deployments,
     endpoints,
@@ -291,7 +304,22 @@ class FleetStore:
         10,000 certificates on 3 hosts must be judged in well under a second.
         """
         wanted = [n.lower().rstrip(".") for n in names]
-        cols = (certs.c.name, certs.c.enable, certs.c.crt, certs.c.md5_modulus, certs.c.ts_expire,
+        # on a database server: the crt's fingerprint as the last renew sweep recorded it, while
+        # the server's checksum of the stored crt (with csr and ca) is still the recorded one
+        # (lecentral/store/facts.py); otherwise the crt itself, fingerprinted here: only changed
+        # certificates cross the wire. SQLite reads the crt in-process for less than the check.
+        f = cert_facts.c
+        if self.store.dialect == "sqlite":
+            crt: Any = certs.c.crt
+            cached: Any = literal(None, String).label("cached_fp")
+            joined: Any = certs
+        else:
+            fresh = and_(f.name.is_not(None), f.fingerprint.is_not(None),
+                         facts.sum_sql(self.store.dialect) == f.blobs_sum)
+            crt = case((fresh, None), else_=certs.c.crt).label("crt")
+            cached = case((fresh, f.fingerprint), else_=None).label("cached_fp")
+            joined = certs.outerjoin(cert_facts, f.name == certs.c.name)
+        cols = (certs.c.name, certs.c.enable, crt, cached, certs.c.md5_modulus, certs.c.ts_expire,
                 certs.c.ts_last_update, certs.c.count_fail_update, certs.c.certbot,
                 func.length(certs.c.csr).label("csr_length"))  # for check's row problems
         d = deployments.c
@@ -301,7 +329,7 @@ class FleetStore:
         p = probes.c
         probe_cols = (p.name, p.url, p.source, p.ts, p.fingerprint, p.not_after, p.names, p.key_md5,
                       p.error, p.db_user)
-        cert_q = select(*cols).order_by(certs.c.name)
+        cert_q = select(*cols).select_from(joined).order_by(certs.c.name)
         dep_q = select(*dep_cols).order_by(d.name, d.host, d.entry)
         probe_q = select(*probe_cols).order_by(p.name, p.url)
         if wanted:
@@ -312,7 +340,9 @@ class FleetStore:
         with self.store.transaction("reading the fleet") as conn:
             for row in conn.execute(cert_q).mappings():
                 item = dict(row)
-                item["fingerprint"] = pem_fingerprint(item.pop("crt"))
+                cached = item.pop("cached_fp")
+                item["fingerprint"] = cached or pem_fingerprint(item.pop("crt"))
+                item.pop("crt", None)
                 snap.certs.append(item)
             # rows, not dicts: attribute access (dep.host), and no copy of 30,000 rows
             snap.deployments = list(conn.execute(dep_q).all())

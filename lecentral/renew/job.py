@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from lecentral.config import AcmeConfig, CentralConfig
     from lecentral.interfaces import IssuedCertificate, Issuer, Store
     from lecentral.registry import Registry
-    from lecentral.store.rows import CertRow
+    from lecentral.store.rows import CertRow, Swept
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,10 @@ class RenewJob:
         self._profiles: dict[str, str] | LecentralError = {}
         #: per-certificate issuing CA (lecentral_cert_settings.issuer_ca), read once per pass
         self._issuing_cas: dict[str, tuple[str, str]] = {}
+        #: enabled rows the last selection left unread: unchanged since checked, not due
+        self.unchanged = 0
+        #: renewal-information readers made to decide whether a sweep may skip rows, by CA name
+        self._ari_probed: dict[str, RenewalInfoReader] = {}
 
     @property
     def write_lock(self) -> threading.Lock:
@@ -88,6 +92,7 @@ class RenewJob:
         names = [check_name(n) for n in request.names]
         if request.dry_run:
             report.outcomes = self._select(names, request, 1, retry=False)[1]
+            report.unchanged = self.unchanged
             report.rounds = 1
             return report
         try:
@@ -129,9 +134,12 @@ class RenewJob:
                failed_counts: dict[str, int]) -> list[str]:
         """One pass under the lock; the names to retry."""
         retry = number > 1
+        self.unchanged = 0
         with phase("select"):
             due, others = self._select(names, request, number, retry)
         report.outcomes.extend(others)
+        if number == 1:
+            report.unchanged = self.unchanged
         if retry:
             due = self._still_failing(due, failed_counts, number, report)
         if not due:
@@ -180,15 +188,20 @@ class RenewJob:
     def _select(self, names: list[str], request: RenewRequest, number: int,
                 retry: bool) -> tuple[list[tuple[CertRow, Csr, str]], list[Outcome]]:
         """(due rows with their CSR and issuer name, outcomes of the rows not issued)."""
-        rows = self.store.list()
-        by_name = {r.name: r for r in rows}
-        unknown = [n for n in names if n not in by_name]
-        if unknown:
-            raise UnknownNameError(f"no certificate named {', '.join(unknown)} in the database "
-                                 "(see lecentral list)")
-        if names:
-            rows = [by_name[n] for n in names]
         now = now_ts()
+        swept = self._sweep(names, request, retry, now)
+        if swept is not None:
+            rows = [s.row for s in swept.rows]
+            self.unchanged = swept.unchanged
+        else:
+            rows = self.store.list()
+            by_name = {r.name: r for r in rows}
+            unknown = [n for n in names if n not in by_name]
+            if unknown:
+                raise UnknownNameError(f"no certificate named {', '.join(unknown)} in the "
+                                       "database (see lecentral list)")
+            if names:
+                rows = [by_name[n] for n in names]
         ari = self._ari_readers(rows, request, retry)
         due: list[tuple[CertRow, Csr, str]] = []
         others: list[Outcome] = []
@@ -202,7 +215,40 @@ class RenewJob:
         finally:
             if ari is not None:
                 ari.close()
+            for reader in self._ari_probed.values():  # made, then not needed
+                reader.close()
+            self._ari_probed = {}
+        if swept is not None:
+            try:
+                self.store.record_facts(swept.rows)
+            except LecentralError as exc:  # a cache: the next sweep reads these rows again
+                log.warning("%s; the next renew reads these certificates again", exc)
         return due, others
+
+    def _sweep(self, names: list[str], request: RenewRequest, retry: bool,
+               now: int) -> Swept | None:
+        """The rows of a whole sweep as SQL selects them (lecentral/store/facts.py), or None when
+        every row must be read: NAMEs, --force, a retry, or SQL left rows unread while a CA
+        offers renewal information (ARI), whose window, asked per certificate, may make any of
+        them due."""
+        if names or retry or request.force:
+            return None
+        swept = self.store.sweep(self.config.renew, now)
+        if swept is None or not swept.unchanged or request.dry_run or not self.config.renew.ari:
+            return swept
+        return None if self._ari_offered() else swept
+
+    def _ari_offered(self) -> bool:
+        """True if any configured CA offers renewal information (its directory read once: the
+        readers are kept for this selection's ARI questions)."""
+        from lecentral.acme.client import RenewalInfoReader
+
+        for name, acme in self._authorities:
+            if name not in self._ari_probed:
+                self._ari_probed[name] = RenewalInfoReader(acme)
+            if self._ari_probed[name].offered:
+                return True
+        return False
 
     def _consider(self, row: CertRow, now: int, request: RenewRequest, retry: bool,
                   ari: RenewalInfoReader | None, number: int,
@@ -255,7 +301,8 @@ class RenewJob:
         except LecentralError as exc:  # then each certificate's window is asked of the first CA
             log.warning("%s; asking the first CA for renewal information", exc)
             issuing = {}
-        return AriReaders(self._authorities, issuing)
+        readers, self._ari_probed = self._ari_probed, {}
+        return AriReaders(self._authorities, issuing, readers)
 
     def _pass(self, due: list[tuple[CertRow, Csr, str]], number: int) -> list[Outcome]:
         try:
@@ -574,11 +621,12 @@ class AriReaders:
     CA for a certificate issued before lecentral recorded it."""
 
     def __init__(self, authorities: list[tuple[str, AcmeConfig]],
-                 issuing: dict[str, tuple[str, str]]) -> None:
+                 issuing: dict[str, tuple[str, str]],
+                 readers: dict[str, RenewalInfoReader] | None = None) -> None:
         self.authorities = dict(authorities)
         self.first = authorities[0][0]
         self.issuing = issuing
-        self.readers: dict[str, RenewalInfoReader] = {}
+        self.readers: dict[str, RenewalInfoReader] = dict(readers or {})
 
     def for_row(self, row: CertRow) -> RenewalInfoReader | None:
         """The reader of the CA that issued ``row``'s certificate; None if that CA offers no ARI

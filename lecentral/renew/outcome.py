@@ -65,6 +65,9 @@ class RenewReport:
     #: the run's own time, added up over its rounds: start_of_run, select, issue (the passes'
     #: workers; each certificate's phases are in its outcome)
     phases: dict[str, float] = field(default_factory=dict)
+    #: enabled rows a sweep did not read: unchanged since checked and not in their renewal
+    #: window (decided in SQL, lecentral/store/facts.py); not in ``outcomes``, all not due
+    unchanged: int = 0
 
     @property
     def leftovers(self) -> list[Leftover]:

@@ -229,6 +229,36 @@ def _ca_problems(row: CertRow, cert: Certificate) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Checked:
+    """What the last renew sweep derived from a row whose stored values have not changed since
+    (lecentral/store/facts.py): a valid row with a good certificate, its CSR's names and the
+    certificate's validity. A row that comes with it was read without its blobs."""
+
+    names: list[str]
+    not_before: int
+    not_after: int
+
+
+@dataclass(frozen=True)
+class SweptRow:
+    """A row a renew sweep reads in full: its name as stored, the values its facts would be
+    derived from (``lecentral.store.facts.signature``) and the validated row."""
+
+    stored_name: str
+    signature: dict[str, Any]
+    row: CertRow
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What a renew sweep reads: the rows Python decides, and how many enabled rows SQL found
+    unchanged since they were checked and not in their renewal window (not read at all)."""
+
+    rows: list[SweptRow]
+    unchanged: int
+
+
+@dataclass(frozen=True)
 class EventRow:
     """One entry of the event log (``lecentral_events``)."""
 

@@ -100,6 +100,33 @@ cert_settings = Table(
     mysql_charset="utf8mb4",
 )
 
+#: What lecentral last derived from each row's stored certificate, CSR and chain, so that a renew
+#: sweep parses only the rows that changed or may be due (lecentral/store/facts.py). One row per
+#: ``certs`` row (its name exactly as stored), with the values it was derived from: the small
+#: columns as read and a checksum of each blob. A row whose ``certs`` values differ from these
+#: (any writer: download_cert.pl, populate.pl, a hand edit) is parsed again; ``certs`` is not
+#: touched. ``state``: ``ok`` (valid row, good certificate), ``bad`` (the stored certificate is
+#: bad), ``invalid`` (the row or its CSR is), ``none`` (no certificate yet), ``odd-name`` (a name
+#: not as DNS compares it).
+cert_facts = Table(
+    "lecentral_cert_facts", metadata,
+    Column("name", String(250), primary_key=True),  # certs.name exactly as stored
+    Column("blobs_sum", BigInteger, nullable=False),  # of certs.crt, csr, ca (facts.blobs_sum)
+    Column("certbot", String(1)),
+    Column("md5_modulus", String(64)),
+    Column("md5_ca", String(64)),
+    Column("ts_expire", BigInteger),
+    Column("webroot_path", Text),
+    Column("state", String(16), nullable=False),
+    Column("not_before", BigInteger),  # of the stored certificate (state ok/bad when it parses)
+    Column("not_after", BigInteger),
+    Column("fingerprint", String(64)),  # SHA-256 hex of the stored leaf
+    Column("names", Text),  # JSON list of the CSR's names (state ok, bad, none)
+    Column("ts_checked", BigInteger, nullable=False),
+    # ascii_bin as certs.name, so that the join compares like with like (and uses the keys)
+    mysql_charset="ascii", mysql_collate="ascii_bin",
+)
+
 # --- fleet truth: what every server really serves ------------------------------------------------
 # Written by the agents (deployments, runs) and the central host (runs, probes, endpoints, states).
 # On MariaDB/MySQL and PostgreSQL, ``db_user`` is set by a trigger from the database server's own
@@ -209,7 +236,7 @@ fleet_states = Table(
 
 FLEET_TABLES = (agents, deployments, runs, endpoints, probes, fleet_states)
 
-OWN_TABLES = (events, renew_lock, leftovers, *FLEET_TABLES, cert_settings)
+OWN_TABLES = (events, renew_lock, leftovers, *FLEET_TABLES, cert_settings, cert_facts)
 
 #: SQLAlchemy dialect name -> folder of ``ddl/``
 DDL_DIALECTS = {"mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite", "postgresql": "postgresql"}

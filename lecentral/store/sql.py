@@ -17,8 +17,11 @@ from urllib.parse import quote
 
 from sqlalchemy import (
     Connection,
+    case,
     create_engine,
     delete,
+    event,
+    false,
     func,
     insert,
     inspect,
@@ -30,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lecentral.certificates import (
     Certificate,
+    check_name,
     load_chain,
     md5_ca,
     normalise_digest,
@@ -41,11 +45,18 @@ from lecentral.files_io import file_access_hint, give_to_owner
 from lecentral.host import this_host
 from lecentral.interfaces import Store
 from lecentral.leftovers import Leftover
-from lecentral.store import migrations, renewlock
+from lecentral.store import facts, migrations, renewlock
 from lecentral.store.direct import database_hint, dns_key
 from lecentral.store.retry import GaveUp, RetryPolicy, gave_up_error, retrying
-from lecentral.store.rows import CertRow, EventRow, LockHolder
-from lecentral.store.schema import OWN_TABLES, cert_settings, certs, certs_ddl, events
+from lecentral.store.rows import CertRow, Checked, EventRow, LockHolder, Swept, SweptRow
+from lecentral.store.schema import (
+    OWN_TABLES,
+    cert_facts,
+    cert_settings,
+    certs,
+    certs_ddl,
+    events,
+)
 from lecentral.store.schema import leftovers as leftover_table
 
 if TYPE_CHECKING:
@@ -109,6 +120,8 @@ class SqlStore(Store):
             raise StoreError(f"cannot use database {self.shown_url}: {exc}") from None
         #: the renew lease while this store holds it (Galera only; see renew_lock)
         self._lease: renewlock.Lease | None = None
+        if self.dialect == "sqlite":  # the blob checksum of lecentral/store/facts.py
+            event.listen(self.engine, "connect", _register_sqlite_functions)
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -311,13 +324,111 @@ class SqlStore(Store):
     def list(self) -> builtins.list[CertRow]:
         rows = self.read("listing certificates",
                          lambda conn: conn.execute(select(certs).order_by(certs.c.name)).mappings().all())
-        found = [CertRow.from_db(r) for r in rows]
+        return sorted(self._marked([CertRow.from_db(r) for r in rows], rows),
+                      key=lambda r: r.name)
+
+    def _marked(self, found: builtins.list[CertRow],
+                raws: Any) -> builtins.list[CertRow]:
+        """``found`` (validated from ``raws``, in that order), each row sharing its DNS name with
+        another marked with that problem."""
         stored: dict[str, builtins.list[str]] = {}
-        for raw, row in zip(rows, found, strict=True):
+        for raw, row in zip(raws, found, strict=True):
             stored.setdefault(row.name, []).append(str(raw["name"]))
-        found = [row.with_problem(self._same_name(row.name, sorted(stored[row.name])))
-                 if len(stored[row.name]) > 1 else row for row in found]
-        return sorted(found, key=lambda r: r.name)
+        return [row.with_problem(self._same_name(row.name, sorted(stored[row.name])))
+                if len(stored[row.name]) > 1 else row for row in found]
+
+    # -- the renew sweep (lecentral/store/facts.py) ------------------------------------------------
+
+    def sweep(self, renew: Any, now: int) -> Swept:
+        """The enabled rows to read, decided in one statement, plus the rows that could be
+        duplicates of each other (names not written as DNS compares them, and the rows they
+        may duplicate), each marked as :meth:`list` marks them."""
+        with self.transaction("selecting the certificates to renew") as conn:
+            wanted = {str(name) for name, _ in
+                      conn.execute(facts.sweep_query(self.dialect, renew, now)).all()}
+            enabled = int(conn.execute(facts.enabled_query()).scalar_one())
+            # a name not as DNS compares it may duplicate a row SQL skipped: read that one too
+            keys = set()
+            for name in wanted:
+                try:
+                    keys.add(check_name(name))
+                except CsrError:
+                    keys.add(name.rstrip())
+            names = sorted(wanted | keys)
+            raws: builtins.list[Any] = []
+            for start in range(0, len(names), 500):
+                raws += conn.execute(select(certs).where(certs.c.name.in_(names[start:start + 500]))
+                                     ).mappings().all()
+        unchanged = enabled - len([raw for raw in raws if raw["enable"] == "Y"])
+        rows = self._marked([CertRow.from_db(r) for r in raws], raws)
+        return Swept([SweptRow(str(raw["name"]), facts.signature(self.dialect, raw), row)
+                      for raw, row in zip(raws, rows, strict=True)], unchanged)
+
+    def checked_rows(self) -> Iterator[tuple[CertRow, Checked | None]]:
+        """Every row: first those whose facts are ``ok`` and unchanged, without their blobs (with
+        the facts), then the others read in full (500 at a time), each marked with a duplicate
+        name as :meth:`list` marks it. Memory: one batch of blobs at a time."""
+        key_sql = facts.recorded(self.dialect)
+        fresh = case((func.coalesce(key_sql, false()), 1), else_=0).label("fresh")
+        f = cert_facts.c
+        small = [c for c in certs.c if c.name not in ("csr", "ca", "crt", "old_ca", "old_crt")]
+        query = (select(*small, fresh, f.names.label("facts_names"), f.not_before.label("nb"),
+                        f.not_after.label("na"))
+                 .select_from(certs.outerjoin(cert_facts, f.name == certs.c.name))
+                 .order_by(certs.c.name))
+        with self.transaction("listing certificates") as conn:
+            # rows that may share a DNS name (one of them not written as DNS compares it)
+            odd = [str(n) for n in conn.execute(select(certs.c.name)
+                                                .where(facts.odd_names(self.dialect))).scalars()]
+            keys = {n: _key(n) for n in odd}
+            partners = [str(n) for n in conn.execute(select(certs.c.name).where(
+                certs.c.name.in_(sorted(set(keys.values()))))).scalars()] if keys else []
+            for name in partners:
+                keys[name] = _key(name)
+            sharing: dict[str, builtins.list[str]] = {}
+            for name, key in keys.items():
+                sharing.setdefault(key, []).append(name)
+            later: builtins.list[str] = []
+            for raw in conn.execute(query).mappings():
+                name = str(raw["name"])
+                checked = None
+                if raw["fresh"] and name not in keys:
+                    try:
+                        checked = Checked(json.loads(raw["facts_names"]), int(raw["nb"]),
+                                          int(raw["na"]))
+                    except (TypeError, ValueError):
+                        checked = None
+                if checked is None:
+                    later.append(name)
+                    continue
+                row = CertRow.from_db({**raw, "csr": b"-", "ca": None, "crt": None,
+                                       "old_ca": None, "old_crt": None})
+                if row.problems:  # what only the non-blob columns say: read it in full
+                    later.append(name)
+                    continue
+                yield dataclasses.replace(row, csr=b""), checked
+            for start in range(0, len(later), 500):
+                chunk = later[start:start + 500]
+                for full in conn.execute(select(certs).where(certs.c.name.in_(chunk))
+                                         .order_by(certs.c.name)).mappings():
+                    row = CertRow.from_db(full)
+                    stored = sorted(set(sharing.get(row.name, [])))
+                    yield (row.with_problem(self._same_name(row.name, stored))
+                           if len(stored) > 1 else row), None
+
+    def record_facts(self, swept: builtins.list[SweptRow]) -> None:
+        """Derive and store the facts of the swept rows (replacing what was there)."""
+        if not swept:
+            return
+        now = now_ts()
+        values = [{"name": s.stored_name, **s.signature, **facts.derive(s.stored_name, s.row),
+                   "ts_checked": now} for s in swept]
+        with self.transaction("remembering the checked certificates") as conn:
+            for start in range(0, len(values), 500):
+                chunk = values[start:start + 500]
+                conn.execute(delete(cert_facts).where(
+                    cert_facts.c.name.in_([v["name"] for v in chunk])))
+                conn.execute(insert(cert_facts), chunk)
 
     def events(self, name: str | None = None, limit: int = 50) -> builtins.list[EventRow]:
         query = select(events).order_by(events.c.id.desc()).limit(limit)
@@ -368,6 +479,7 @@ class SqlStore(Store):
         with self.transaction(f"removing {name}") as conn:
             key = self._need(conn, name, exact=True)
             conn.execute(delete(certs).where(certs.c.name == key))
+            conn.execute(delete(cert_facts).where(cert_facts.c.name == key))
             if len(self._matching(conn, name)) == 0:  # a name re-added later starts afresh
                 conn.execute(delete(cert_settings).where(cert_settings.c.name == _dns(name)))
             self._event(conn, name, "removed", "row removed", now)
@@ -651,6 +763,19 @@ class SqlStore(Store):
                     renewlock.file_clear_holder(fd)
         finally:
             os.close(fd)  # closing releases the flock
+
+
+def _key(name: str) -> str:
+    """A stored name as rows compare it (what CertRow.from_db makes of it)."""
+    try:
+        return check_name(name.rstrip())
+    except CsrError:
+        return name.rstrip()
+
+
+def _register_sqlite_functions(dbapi_connection: Any, _record: Any) -> None:
+    """The blob checksum SQL compares in a sweep (lecentral/store/facts.py), on a new connection."""
+    dbapi_connection.create_function(facts.SQLITE_SUM, 3, facts.sqlite_sum, deterministic=True)
 
 
 def _leftover(row: Any) -> Leftover:

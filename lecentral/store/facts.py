@@ -1,0 +1,237 @@
+"""What lecentral derived from each stored certificate, kept so that a renew sweep over a large
+table parses only what changed or may be due (``lecentral_cert_facts``, migration 0006).
+
+A sweep where nothing is due used to parse every row's CSR, certificate and chain on every run.
+Now one SQL statement decides, per enabled row of ``certs``, whether Python must look at it:
+
+- it is skipped ("unchanged, not due") only if its facts row says ``ok`` (a valid row with a good
+  certificate: :func:`derive`), every value the facts were derived from is still the same in
+  ``certs`` (``certbot``, ``md5_modulus``, ``md5_ca``, ``ts_expire``, ``webroot_path`` compared
+  as stored, and one checksum of ``crt``, ``csr`` and ``ca`` computed by the database server
+  over the stored bytes: :func:`sum_sql`, :func:`blobs_sum`), and the renewal window computed in
+  SQL from the cached notBefore/notAfter has not opened (:func:`window_closed`, with a margin:
+  SQL may only send more rows to Python, never fewer);
+- everything else (no facts yet, any value changed by anyone, a bad or invalid row, a row that
+  may be due) is read in full and decided by the renew job's Python rules, as before, and its
+  facts are derived again.
+
+The checksum is computed from the bytes the server stores, every run: a certificate written by
+download_cert.pl, a CSR by populate.pl or a hand edit is seen at the next sweep, whatever
+``ts_last_update`` says. Nothing is trusted from a trigger or a timestamp. The checksum is CRC-32
+on SQLite and MariaDB/MySQL (the server's ``CRC32()``; on SQLite a function registered on each
+connection), 64 bits of MD5 on PostgreSQL: it detects any accidental change (a different
+certificate of the same length included) except with probability 2^-32 resp. 2^-64; it is no
+defence against someone who can write ``certs`` and forges a collision on purpose (such a person
+can store any certificate anyway).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    LargeBinary,
+    String,
+    and_,
+    case,
+    cast,
+    false,
+    func,
+    literal,
+    literal_column,
+    not_,
+    or_,
+    select,
+)
+from sqlalchemy.sql.expression import Select
+
+from lecentral.certificates import Certificate, check_name
+from lecentral.config import AUTO, before_fraction, parse_duration
+from lecentral.errors import LecentralError
+from lecentral.store.schema import cert_facts, certs
+from lecentral.window import SHORT_LIFETIME
+
+if TYPE_CHECKING:
+    from lecentral.config import RenewConfig
+    from lecentral.store.rows import CertRow
+
+#: the name of the checksum function registered on SQLite connections
+SQLITE_SUM = "lecentral_sum"
+#: the columns of ``certs`` compared as stored (a change of any means: derive again)
+PLAIN = ("certbot", "md5_modulus", "md5_ca", "ts_expire", "webroot_path")
+#: seconds SQL adds before deciding "window not open", so that float rounding in SQL can only
+#: send a row to Python, never keep a due one away
+MARGIN = 2
+#: what :func:`derive` records in ``state``; only ``ok`` lets a sweep (and ``list``) skip parsing
+STATES = ("ok", "bad", "invalid", "none", "odd-name")
+
+
+def _raw(value: Any) -> bytes:
+    """The bytes a stored value is checksummed as (the same in Python and in SQLite's function)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    return repr(value).encode()  # SQLite lets any column hold a number: never equal to a blob's
+
+
+def blobs_sum(dialect: str, crt: Any, csr: Any, ca: Any) -> int:
+    """The checksum the database server computes (:func:`sum_sql`) of a row's ``crt``, ``csr``
+    and ``ca``, in Python: over their lengths (-1 for NULL: a NULL and an empty value, or a
+    value moved from one column to another, differ), then their bytes."""
+    blobs = [None if v is None else _raw(v) for v in (crt, csr, ca)]
+    head = ",".join(str(-1 if b is None else len(b)) for b in blobs) + ":"
+    data = head.encode() + b"".join(b or b"" for b in blobs)
+    if dialect == "postgresql":
+        return int.from_bytes(hashlib.md5(data).digest()[:8], "big", signed=True)
+    return zlib.crc32(data)
+
+
+def sqlite_sum(crt: Any, csr: Any, ca: Any) -> int:
+    """The function registered on SQLite connections as ``lecentral_sum`` (one call per row)."""
+    return blobs_sum("sqlite", crt, csr, ca)
+
+
+def sum_sql(dialect: str) -> ColumnElement[Any]:
+    """The server-side checksum of a ``certs`` row's ``crt``, ``csr`` and ``ca``."""
+    cols = (certs.c.crt, certs.c.csr, certs.c.ca)
+    if dialect == "sqlite":
+        checksum: ColumnElement[Any] = getattr(func, SQLITE_SUM)(*cols)
+        return checksum
+    lengths: list[Any] = []
+    for col in cols:
+        if lengths:
+            lengths.append(",")
+        lengths.append(func.coalesce(cast(func.length(col), String), "-1"))
+    if dialect == "postgresql":  # the first 64 bits of MD5 as a signed bigint
+        from sqlalchemy.dialects.postgresql import BIT
+
+        data: Any = func.convert_to(func.concat(*lengths, ":"), "UTF8")
+        for col in cols:
+            data = data.op("||")(func.coalesce(col, literal(b"", LargeBinary)))
+        hex16 = literal("x", String).concat(func.substr(func.md5(data), 1, 16))
+        return cast(cast(hex16, BIT(64)), BigInteger)
+    empty = literal(b"", LargeBinary)
+    return func.crc32(func.concat(*lengths, ":", *(func.coalesce(c, empty) for c in cols)))
+
+
+def signature(dialect: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a facts row is derived from, from a ``certs`` row as the driver returned it."""
+    found = {col: raw[col] for col in PLAIN}
+    found["blobs_sum"] = blobs_sum(dialect, raw["crt"], raw["csr"], raw["ca"])
+    return found
+
+
+def derive(raw_name: str, row: CertRow) -> dict[str, Any]:
+    """What a row's stored values say (state, notBefore, notAfter, fingerprint), parsed once.
+
+    ``row`` is the validated row (with any problem found outside it, such as a duplicate name).
+    Only ``ok`` lets a later sweep skip the row."""
+    from lecentral.store.rows import certificate_problems, load_row_csr
+
+    facts: dict[str, Any] = {"not_before": None, "not_after": None, "fingerprint": None,
+                             "names": None}
+    if row.crt:
+        from lecentral.fleet.store import pem_fingerprint
+
+        # whatever the row's state: the fingerprint as the fleet computes it from the crt
+        # (SHA-256 of the first PEM block), which fleet/check/metrics read instead of the crt
+        facts["fingerprint"] = pem_fingerprint(row.crt)
+        try:
+            cert = Certificate.load(row.crt)
+            facts.update(not_before=cert.not_before, not_after=cert.not_after)
+        except LecentralError:
+            pass
+    try:
+        normalised = check_name(raw_name.rstrip()) == raw_name
+    except LecentralError:
+        normalised = False
+    if row.problems:
+        return {**facts, "state": "invalid"}
+    try:
+        csr = load_row_csr(row)
+    except LecentralError:
+        return {**facts, "state": "invalid"}
+    facts["names"] = json.dumps(csr.names)
+    if certificate_problems(row, csr.names):
+        return {**facts, "state": "bad"}
+    if not row.crt:
+        return {**facts, "state": "none"}
+    return {**facts, "state": "ok" if normalised else "odd-name"}
+
+
+def window_closed(renew: RenewConfig, now: int) -> ColumnElement[bool]:
+    """True in SQL when the renewal window (:func:`lecentral.window.renew_at`) of the cached
+    certificate has surely not opened at ``now``; never true for a row that may be due."""
+    f = cert_facts.c
+    later = now + MARGIN
+    if renew.before_days > 0:
+        return f.not_after - renew.before_days * 86400 > later
+    before = renew.before.strip().lower()
+    lifetime = f.not_after - f.not_before + 1
+    if before == AUTO:
+        share: Any = case((lifetime < SHORT_LIFETIME, literal_column("0.5")),
+                          else_=literal_column(repr(1 / 3)))
+    elif "/" in before or before.endswith("%"):
+        share = literal_column(repr(before_fraction(before)))
+    else:
+        seconds = parse_duration(before, "renew.before", "configuration")
+        return f.not_after - seconds > later
+    closed: ColumnElement[bool] = f.not_after - lifetime * share > later
+    return closed
+
+
+def recorded(dialect: str) -> ColumnElement[bool]:
+    """True in SQL when a ``certs`` row's facts are ``ok`` and still describe its stored values
+    (NULL or false otherwise)."""
+    c, f = certs.c, cert_facts.c
+    same = [c[col].is_not_distinct_from(f[col]) for col in PLAIN]
+    if dialect == "sqlite":  # dynamic types: a text in an integer column makes the row invalid
+        same += [func.typeof(c[col]).in_(["integer", "null"])
+                 for col in ("ts_last_update", "count_fail_update")]
+    found: ColumnElement[bool] = and_(
+        f.name.is_not(None), f.state == "ok", f.not_before.is_not(None), f.not_after.is_not(None),
+        f.not_after >= f.not_before, f.names.is_not(None), *same,
+        sum_sql(dialect) == f.blobs_sum)
+    return found
+
+
+def unchanged(dialect: str, renew: RenewConfig, now: int) -> ColumnElement[bool]:
+    """True in SQL when an enabled ``certs`` row's facts are ``ok``, still describe its stored
+    values, and its renewal window is closed: the one case a sweep does not read the row."""
+    found: ColumnElement[bool] = and_(window_closed(renew, now), recorded(dialect))
+    return found
+
+
+def sweep_query(dialect: str, renew: RenewConfig, now: int) -> Select[Any]:
+    """(name, enable) of the rows to read: every enabled one :func:`unchanged` is not true for,
+    and every one whose name may not be written as DNS compares it (:func:`odd_names`)."""
+    skip = func.coalesce(unchanged(dialect, renew, now), false())
+    return (select(certs.c.name, certs.c.enable)
+            .select_from(certs.outerjoin(cert_facts, cert_facts.c.name == certs.c.name))
+            .where(or_(and_(certs.c.enable == "Y", not_(skip)), odd_names(dialect))))
+
+
+def enabled_query() -> Select[Any]:
+    """How many rows are enabled (those not read by a sweep are the rest)."""
+    return select(func.count()).select_from(certs).where(certs.c.enable == "Y")
+
+
+def odd_names(dialect: str) -> ColumnElement[bool]:
+    """True in SQL for every stored name that may not be written as DNS compares it (capitals,
+    blanks, a final dot, an IPv6 address...): a superset; such rows are checked for duplicates."""
+    name = certs.c.name
+    if dialect == "sqlite":
+        odd = name.op("GLOB")("*[^a-z0-9.*_-]*")
+    elif dialect == "postgresql":
+        odd = name.op("~")("[^a-z0-9.*_-]")
+    else:
+        odd = func.binary(name).op("REGEXP")("[^a-z0-9.*_-]")
+    found: ColumnElement[bool] = or_(odd, name.like("%."))
+    return found
