@@ -107,3 +107,15 @@ def unlink_quietly(path: str) -> None:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def this_user() -> str:
+    """``user NAME (uid N)``: who this process runs as, for errors about files it cannot read or
+    write (the fix is usually the file's ownership for the service user)."""
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:  # a uid without a passwd entry (a container's)
+        return f"uid {uid}"

@@ -15,8 +15,8 @@ from lecentral.cli.common import EXIT_FAILURES, guarded, known_name, print_json,
 
 pass_app = click.make_pass_decorator(App)
 
-_STATUS_ORDER = {"failed": 0, "refused": 1, "invalid": 2, "issued": 3, "would-issue": 4,
-                 "skipped": 5, "not-due": 6}
+_STATUS_ORDER = {"failed": 0, "refused": 1, "invalid": 2, "blocked": 3, "issued": 4,
+                 "would-issue": 5, "skipped": 6, "not-due": 7}
 
 
 class TerminalProgress:
@@ -96,7 +96,10 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
     Exit status: 0 if nothing failed, 1 if any certificate failed or a challenge record (TXT,
     webroot file) was left behind or a NAME is not in the database, 8 if another renew holds
     the renew lock (its host, pid and start are printed; nothing done), 2-6 for configuration,
-    plugin, database or CSR errors.
+    plugin, database or CSR errors. A problem of the configuration met while issuing (an
+    account key or TSIG key file that cannot be made or read, an issuer that cannot be built)
+    is said once, alerted once, and exits 2 (3 for a plugin); the certificates it stopped are
+    BLOCKED, their failure counts unchanged.
     """
     from lecentral.errors import RenewLockedError
     from lecentral.renew import RenewJob, RenewRequest
@@ -127,16 +130,33 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
                 raise click.exceptions.Exit(RenewLockedError.exit_code)
             raise RenewLockedError(message)
         click.echo(f"lecentral: error: {message}", err=True)
-    if not report.ok or not recorded:
-        raise click.exceptions.Exit(EXIT_FAILURES)
+    for problem in report.problems:
+        click.echo(f"lecentral: error: {problem.message} ({len(problem.names)} certificate(s) "
+                   f"not tried, their failure counts unchanged: {_some(problem.names)})", err=True)
+    code = _exit_code(report)
+    if code or not recorded:
+        raise click.exceptions.Exit(code or EXIT_FAILURES)
+
+
+def _exit_code(report: Any) -> int:
+    """0 if the run is ok; the first run-level problem's code (2 configuration, 3 plugin: the
+    operator's to fix first); else 1."""
+    if report.problems:
+        return int(report.problems[0].exit_code)
+    return 0 if report.ok else EXIT_FAILURES
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def _uneventful(report: Any) -> bool:
     """Nothing failed, nothing was issued or saved, no challenge record left or removed: what
     ``lecentral -q renew`` (cron, which mails any output) keeps quiet about."""
-    changed = {"failed", "refused", "invalid", "issued"}
+    changed = {"failed", "refused", "invalid", "blocked", "issued"}
     return not (any(o.status in changed for o in [*report.start, *report.final])
-                or report.leftovers or report.cleaned)
+                or report.leftovers or report.cleaned or report.problems)
 
 
 def _record_run(app: App, report: Any, started: int) -> bool:
@@ -152,7 +172,7 @@ def _record_run(app: App, report: Any, started: int) -> bool:
     for outcome in report.final:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     run = Run(kind="renew", host=this_host(), ts_start=started, ts_end=now_ts(),
-              exit_code=0 if report.ok else EXIT_FAILURES, counts=counts,
+              exit_code=_exit_code(report), counts=counts,
               message=_summary_line(report.final))
     try:
         FleetStore(app.store()).record_run(run, __version__, keep=app.config.fleet.keep_runs)
@@ -177,7 +197,9 @@ def _report_dict(report: Any, dry_run: bool) -> dict[str, Any]:
                          if o.status not in ("not-due", "skipped")],
             "spooled": [_as_dict(o) for o in report.start],
             "leftovers": [_leftover_dict(left) for left in report.leftovers],
-            "cleaned": [_leftover_dict(left) for left in report.cleaned]}
+            "cleaned": [_leftover_dict(left) for left in report.cleaned],
+            "problems": [{"message": p.message, "exit_code": p.exit_code, "names": p.names}
+                         for p in report.problems]}
 
 
 def _locked_message(report: Any, database: str) -> str:
@@ -198,7 +220,9 @@ def _print_table(final: list[Any], dry_run: bool, named: bool = False) -> None:
         rows = [[o.name, o.status.upper(), o.issuer or "-",
                  f"{o.seconds:.2f}s" if o.seconds else "-",
                  str(o.count_fail_update if o.count_fail_update is not None else "-"),
-                 o.message] for o in shown]
+                 # the problem itself is said once, after the table
+                 "not tried: the run's error below" if o.status == "blocked" else o.message]
+                for o in shown]
         click.echo(table(rows, ["NAME", "RESULT", "ISSUER", "TIME", "FAILS", "DETAIL"]))
     prefix = "dry run: " if dry_run else ""
     click.echo(f"{prefix}{_summary_line(final)}")

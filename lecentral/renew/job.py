@@ -18,13 +18,27 @@ from lecentral.certificates import (
     when,
 )
 from lecentral.config import DEFAULT_CA_NAME, PROFILE_RE, PROFILE_RULE
-from lecentral.errors import CsrError, IssueError, LecentralError, UnknownNameError
+from lecentral.errors import (
+    ConfigError,
+    CsrError,
+    IssueError,
+    LecentralError,
+    PluginError,
+    UnknownNameError,
+)
 from lecentral.leftovers import collecting
 from lecentral.records import Notification
 from lecentral.renew import recovery
 from lecentral.renew.checks import check_issued, check_row, due_reason
 from lecentral.renew.context import Redactor
-from lecentral.renew.outcome import Outcome, Progress, RenewReport, RenewRequest
+from lecentral.renew.outcome import (
+    BLOCKED,
+    Outcome,
+    Progress,
+    RenewReport,
+    RenewRequest,
+    RunProblem,
+)
 from lecentral.renew.spool import CertSpool, Spooled
 from lecentral.types import IssuerContext
 
@@ -60,8 +74,12 @@ class RenewJob:
         self._issuers: dict[str, Issuer | LecentralError] = {}
         self._acme_lock = threading.Lock()
         #: the run's ACME clients by CA name; a CA's failure to make one (unreachable...) is kept,
-        #: so the certificates after the first do not wait for the same timeout again
-        self._acme_clients: dict[str, AcmeClient | IssueError] = {}
+        #: so the certificates after the first do not wait for the same timeout again, and so is
+        #: a configuration error (an account key that cannot be made or read)
+        self._acme_clients: dict[str, AcmeClient | LecentralError] = {}
+        #: the run's own problems (configuration, plugins), by message: reported once, never
+        #: charged to the rows they stopped (see RunProblem)
+        self._problems: dict[str, RunProblem] = {}
         self._authorities = config.acme.authorities()
         self.spool = CertSpool(config.renew.state_dir)
         #: per-certificate ACME profiles (lecentral set --profile), read once per pass
@@ -91,6 +109,9 @@ class RenewJob:
             self._rounds(names, request, report)
         finally:
             self._close_issuers()
+            report.problems = list(self._problems.values())
+        if report.problems:
+            self._notify_problems(report.problems)
         return report
 
     # -- rounds and passes -------------------------------------------------------------------
@@ -313,6 +334,8 @@ class RenewJob:
         self.progress(row.name, f"issuing with {issuer_name}")
         try:
             issued, issuer_ca, tried = self._issue_with_fallback(row, csr, issuer_name)
+        except (ConfigError, PluginError) as exc:  # the operator's problem, not this row's
+            return self._blocked(row, issuer_name, exc, started, number)
         except LecentralError as exc:
             return self._failed(row, issuer_name, str(exc), "failed", started, number)
         except Exception as exc:  # a plugin's bug fails this certificate, never the run
@@ -459,6 +482,39 @@ class RenewJob:
         return Outcome(row.name, status, error, issuer, time.monotonic() - started,
                        row.ts_expire, count, number)
 
+    def _blocked(self, row: CertRow, issuer: str, exc: LecentralError, started: float,
+                 number: int) -> Outcome:
+        """``row`` was stopped by a problem of the run (its configuration, its plugins), not of
+        the row: kept once for the run (one message, one alert, the error's exit status), and
+        the row's count_fail_update, event log and alerts left alone, so that one mistake in
+        lecentral.toml is not N failing certificates. A TSIG key file of one zone
+        (``[dns.zones."ZONE"]``) that cannot be read stops only that zone's rows, the same way."""
+        message = self.redact(str(exc))
+        log.info("%s: not tried: %s", row.name, message)  # said once, by the run
+        with self._write_lock:
+            problem = self._problems.get(message)
+            if problem is None:
+                problem = self._problems[message] = RunProblem(message, exc.exit_code)
+            problem.names.append(row.name)
+        self.progress(row.name, f"{BLOCKED}: {message}")
+        return Outcome(row.name, BLOCKED, f"not tried: {message}", issuer,
+                       time.monotonic() - started, row.ts_expire, row.count_fail_update, number)
+
+    def _notify_problems(self, problems: list[RunProblem]) -> None:
+        """One alert for the run's problems, however many rows they stopped."""
+        stopped = sorted({name for p in problems for name in p.names})
+        parts = [f"{p.message}\n(stops {len(p.names)} certificate(s): {_some(p.names)})"
+                 for p in problems]
+        body = ("lecentral renew did not try some certificates because of a problem of its own "
+                "configuration or plugins, not of the certificates (their failure counts are "
+                "unchanged):\n\n" + "\n\n".join(parts) + "\n\nFix it, then run lecentral "
+                "renew again.\n")
+        subject = f"renew: configuration problem, {len(stopped)} certificate(s) not tried"
+        errors = self.registry.notify(Notification("error", subject, body),
+                                      dataclasses.asdict(self.config.notify))
+        for err in errors:
+            log.error("notification about the run's problem not sent: %s", self.redact(err))
+
     def _notify(self, name: str, error: str, count: int, status: str) -> None:
         if count > 2:
             severity = "error"
@@ -497,7 +553,7 @@ class RenewJob:
                     log.warning("closing an issuer failed: %s", exc)
         self._issuers.clear()
         for client in self._acme_clients.values():
-            if not isinstance(client, IssueError):
+            if not isinstance(client, LecentralError):
                 client.close()
         self._acme_clients.clear()
 
@@ -519,14 +575,23 @@ class RenewJob:
 
                 try:
                     client = AcmeClient(acme, workers=self.config.renew.workers)
+                except ConfigError as exc:  # the account key: the same for every certificate
+                    self._acme_clients[name] = exc
+                    raise
                 except IssueError as exc:
                     if is_ca_fault(exc):
                         self._acme_clients[name] = exc
                     raise
                 self._acme_clients[name] = client
-        if isinstance(client, IssueError):
+        if isinstance(client, LecentralError):
             raise client
         return client
+
+
+def _some(names: list[str], shown: int = 10) -> str:
+    """The first ``shown`` names, and how many more."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def _with_earlier(exc: LecentralError, tried: list[str], why: str) -> LecentralError:

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 #: outcomes that make ``lecentral renew`` exit non-zero
 FAILED = ("failed", "refused", "invalid")
 
+#: the outcome of a row not tried because of a run-level problem (:class:`RunProblem`): not the
+#: row's failure, so not counted in ``count_fail_update`` nor alerted per row
+BLOCKED = "blocked"
+
 Progress = Callable[[str, str], None]
 
 
@@ -36,7 +40,7 @@ class Outcome:
     """What happened to one certificate in one pass."""
 
     name: str
-    status: str  # issued | failed | refused | invalid | skipped | not-due | would-issue
+    status: str  # issued | failed | refused | invalid | blocked | skipped | not-due | would-issue
     message: str
     issuer: str | None = None
     seconds: float = 0.0
@@ -45,6 +49,19 @@ class Outcome:
     round: int = 1
     leftovers: list[Leftover] = field(default_factory=list)  # challenge records left behind
     issuer_ca: str | None = None  # the [[acme.ca]] name of the CA that issued ("default": [acme])
+
+
+@dataclass
+class RunProblem:
+    """A configuration or plugin problem of the run, not of any row: an account key that cannot be
+    created or read, a TSIG key file that cannot be read or parsed, an issuer that cannot be
+    built. Reported once for the run (one message, one alert, the exit status of its error:
+    2 configuration, 3 plugin); the rows it stopped are ``blocked``, their failure counts left
+    as they were."""
+
+    message: str
+    exit_code: int
+    names: list[str] = field(default_factory=list)  # the rows it stopped, in the order met
 
 
 @dataclass
@@ -60,6 +77,7 @@ class RenewReport:
     start: list[Outcome] = field(default_factory=list)  # spooled certificates, before round 1
     cleaned: list[Leftover] = field(default_factory=list)  # earlier leftovers removed now
     kept: list[Leftover] = field(default_factory=list)  # earlier leftovers still there
+    problems: list[RunProblem] = field(default_factory=list)  # the run's own, once each
 
     @property
     def leftovers(self) -> list[Leftover]:
@@ -68,8 +86,9 @@ class RenewReport:
 
     @property
     def ok(self) -> bool:
-        """Nothing failed, nothing is left behind, no pass locked out: ``lecentral renew`` exits 0."""
-        return not (self.failed or self.leftovers or self.locked_out
+        """Nothing failed, nothing is left behind, no pass locked out, no run-level problem:
+        ``lecentral renew`` exits 0."""
+        return not (self.failed or self.leftovers or self.locked_out or self.problems
                     or any(o.status in FAILED for o in self.start))
 
     @property
