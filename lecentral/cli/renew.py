@@ -45,12 +45,18 @@ def _leftover_dict(leftover: Any) -> dict[str, Any]:
             "by_hand": leftover.manual_fix()}
 
 
-def _summary_line(final: list[Any]) -> str:
+def _summary_line(final: list[Any], disabled: list[str]) -> str:
+    """``2 issued, 5 not-due``; disabled rows (never renewed) said with the command enabling one."""
     counts: dict[str, int] = {}
     for outcome in final:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     order = sorted(counts, key=lambda s: _STATUS_ORDER.get(s, 9))
-    return ", ".join(f"{counts[s]} {s}" for s in order) or "no certificates"
+    text = ", ".join(f"{counts[s]} {s}" for s in order)
+    if disabled:
+        example = disabled[0] if len(disabled) == 1 else "NAME"
+        hint = f"{len(disabled)} disabled, not renewed: lecentral enable {example}"
+        return f"{text}; {hint}" if text else f"0 enabled ({hint})"
+    return text or "no certificates: lecentral add NAME"
 
 
 @click.command()
@@ -94,7 +100,7 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
 
     \b
     Exit status: 0 if nothing failed, 1 if any certificate failed or a challenge record (TXT,
-    webroot file) was left behind or a NAME is not in the database, 8 if another renew holds
+    webroot file) was left behind or a NAME is not in the database or is disabled, 8 if another renew holds
     the renew lock (its host, pid and start are printed; nothing done), 2-6 for configuration,
     plugin, database or CSR errors. A problem of the configuration met while issuing (an
     account key or TSIG key file that cannot be made or read, an issuer that cannot be built)
@@ -120,7 +126,7 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
         print_json(_report_dict(report, dry_run))
     elif not (report.locked_out and report.locked_out_round == 1) and \
             not (app.quiet and _uneventful(report)):
-        _print_table(report.start + final, dry_run, named=bool(names))
+        _print_table(report.start + final, report.disabled, dry_run, named=bool(names))
         _print_leftovers(report)
     if report.locked_out:
         message = _locked_message(report, app.store().location)
@@ -130,6 +136,9 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
                 raise click.exceptions.Exit(RenewLockedError.exit_code)
             raise RenewLockedError(message)
         click.echo(f"lecentral: error: {message}", err=True)
+    for outcome in report.final:
+        if outcome.status == "skipped":  # asked for by name
+            click.echo(f"lecentral: error: {outcome.name}: {outcome.message}", err=True)
     for problem in report.problems:
         click.echo(f"lecentral: error: {problem.message} ({len(problem.names)} certificate(s) "
                    f"not tried, their failure counts unchanged: {_some(problem.names)})", err=True)
@@ -154,9 +163,11 @@ def _some(names: list[str], shown: int = 5) -> str:
 def _uneventful(report: Any) -> bool:
     """Nothing failed, nothing was issued or saved, no challenge record left or removed: what
     ``lecentral -q renew`` (cron, which mails any output) keeps quiet about."""
-    changed = {"failed", "refused", "invalid", "blocked", "issued"}
+    changed = {"failed", "refused", "invalid", "blocked", "skipped", "issued"}
     return not (any(o.status in changed for o in [*report.start, *report.final])
-                or report.leftovers or report.cleaned or report.problems)
+                or report.leftovers or report.cleaned or report.problems
+                # rows, all disabled: the timer renews nothing at all, worth a mail
+                or (report.disabled and not report.final))
 
 
 def _record_run(app: App, report: Any, started: int) -> bool:
@@ -173,7 +184,7 @@ def _record_run(app: App, report: Any, started: int) -> bool:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     run = Run(kind="renew", host=this_host(), ts_start=started, ts_end=now_ts(),
               exit_code=_exit_code(report), counts=counts,
-              message=_summary_line(report.final))
+              message=_summary_line(report.final, report.disabled))
     try:
         FleetStore(app.store()).record_run(run, __version__, keep=app.config.fleet.keep_runs)
         fleet, view = load_view(app.store(), app.config, now_ts())  # the timer is alive now
@@ -199,7 +210,8 @@ def _report_dict(report: Any, dry_run: bool) -> dict[str, Any]:
             "leftovers": [_leftover_dict(left) for left in report.leftovers],
             "cleaned": [_leftover_dict(left) for left in report.cleaned],
             "problems": [{"message": p.message, "exit_code": p.exit_code, "names": p.names}
-                         for p in report.problems]}
+                         for p in report.problems],
+            "disabled": report.disabled}
 
 
 def _locked_message(report: Any, database: str) -> str:
@@ -212,7 +224,7 @@ def _locked_message(report: Any, database: str) -> str:
             f"lock of {database} ({holder}); not retried: {', '.join(retried) or 'none'}")
 
 
-def _print_table(final: list[Any], dry_run: bool, named: bool = False) -> None:
+def _print_table(final: list[Any], disabled: list[str], dry_run: bool, named: bool = False) -> None:
     # NAMEs the operator typed are all shown, not-due ones with why nothing was done
     shown = final if named else [o for o in final if o.status != "not-due"]
     shown.sort(key=lambda o: (_STATUS_ORDER.get(o.status, 9), o.name))
@@ -225,7 +237,7 @@ def _print_table(final: list[Any], dry_run: bool, named: bool = False) -> None:
                 for o in shown]
         click.echo(table(rows, ["NAME", "RESULT", "ISSUER", "TIME", "FAILS", "DETAIL"]))
     prefix = "dry run: " if dry_run else ""
-    click.echo(f"{prefix}{_summary_line(final)}")
+    click.echo(f"{prefix}{_summary_line(final, disabled)}")
     if named and any(o.status == "not-due" for o in final):
         click.echo("not due: nothing ordered for those; --force orders them anyway")
 

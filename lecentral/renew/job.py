@@ -80,6 +80,8 @@ class RenewJob:
         #: the run's own problems (configuration, plugins), by message: reported once, never
         #: charged to the rows they stopped (see RunProblem)
         self._problems: dict[str, RunProblem] = {}
+        #: the disabled rows of the first selection that were not asked for by name
+        self._disabled: list[str] = []
         self._authorities = config.acme.authorities()
         self.spool = CertSpool(config.renew.state_dir)
         #: per-certificate ACME profiles (lecentral set --profile), read once per pass
@@ -104,12 +106,14 @@ class RenewJob:
         if request.dry_run:
             report.outcomes = self._select(names, request, 1, retry=False)[1]
             report.rounds = 1
+            report.disabled = self._disabled
             return report
         try:
             self._rounds(names, request, report)
         finally:
             self._close_issuers()
             report.problems = list(self._problems.values())
+            report.disabled = self._disabled
         if report.problems:
             self._notify_problems(report.problems)
         return report
@@ -200,6 +204,8 @@ class RenewJob:
                                  "(see lecentral list)")
         if names:
             rows = [by_name[n] for n in names]
+        elif number == 1:
+            self._disabled = [r.name for r in rows if not r.enable]
         now = now_ts()
         ari = self._ari_readers(rows, request, retry)
         due: list[tuple[CertRow, Csr, str]] = []
@@ -227,7 +233,10 @@ class RenewJob:
             flag = "enable is NULL" if row.enable_null else "enable = 'N'"
             # asked for by name (in any case, as DNS compares names): say why nothing is done
             asked = {check_name(n) for n in request.names}
-            return outcome("skipped", f"disabled ({flag})") if row.name in asked else None
+            if row.name not in asked:
+                return None
+            return outcome("skipped", f"disabled ({flag}): not renewed; enable it with lecentral "
+                                      f"enable {row.name}")
         try:
             csr = check_row(row)
         except LecentralError as exc:

@@ -40,7 +40,9 @@ class Outcome:
     """What happened to one certificate in one pass."""
 
     name: str
-    status: str  # issued | failed | refused | invalid | blocked | skipped | not-due | would-issue
+    #: issued | failed | refused | invalid | blocked | not-due | would-issue, or skipped: a row
+    #: asked for by name that is disabled (a refusal: the command exits 1)
+    status: str
     message: str
     issuer: str | None = None
     seconds: float = 0.0
@@ -78,6 +80,7 @@ class RenewReport:
     cleaned: list[Leftover] = field(default_factory=list)  # earlier leftovers removed now
     kept: list[Leftover] = field(default_factory=list)  # earlier leftovers still there
     problems: list[RunProblem] = field(default_factory=list)  # the run's own, once each
+    disabled: list[str] = field(default_factory=list)  # rows not renewed: enable is not 'Y'
 
     @property
     def leftovers(self) -> list[Leftover]:
@@ -86,10 +89,11 @@ class RenewReport:
 
     @property
     def ok(self) -> bool:
-        """Nothing failed, nothing is left behind, no pass locked out, no run-level problem:
-        ``lecentral renew`` exits 0."""
+        """Nothing failed, nothing is left behind, no pass locked out, no run-level problem, no
+        row asked for by name was disabled (``skipped``): ``lecentral renew`` exits 0."""
         return not (self.failed or self.leftovers or self.locked_out or self.problems
-                    or any(o.status in FAILED for o in self.start))
+                    or any(o.status in FAILED for o in self.start)
+                    or any(o.status == "skipped" for o in self.final))
 
     @property
     def final(self) -> list[Outcome]:

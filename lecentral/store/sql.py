@@ -353,9 +353,16 @@ class SqlStore(Store):
         self._update(name, f"replacing the CSR of {name}", "csr", f"new CSR, md5_modulus {md5_modulus}",
                      now, csr=csr, md5_modulus=md5_modulus)
 
-    def set_enable(self, name: str, enable: bool, now: int = 0) -> None:
+    def set_enable(self, name: str, enable: bool, now: int = 0) -> bool:
         flag = "Y" if enable else "N"
-        self._update(name, f"setting enable of {name}", "enable", f"enable={flag}", now, enable=flag)
+        with self.transaction(f"setting enable of {name}") as conn:
+            key = self._need(conn, name)
+            current = conn.execute(select(certs.c.enable).where(certs.c.name == key)).scalar()
+            if current == flag:  # already so: no write, no event (NULL is made 'N' by disable)
+                return False
+            conn.execute(update(certs).where(certs.c.name == key).values(enable=flag))
+            self._event(conn, name, "enable", f"enable={flag}", now)
+        return True
 
     def remove(self, name: str, now: int = 0) -> None:
         with self.transaction(f"removing {name}") as conn:
