@@ -140,3 +140,29 @@ def test_an_unreadable_key_file_of_one_zone_blocks_only_its_rows(
         store.close()
     subjects = [subject(m) for m in smtp[0].messages]
     assert subjects == ["[lecentral] ERROR: renew: configuration problem, 1 certificate(s) not tried"]
+
+
+def test_check_shows_the_run_problem_once_not_per_certificate(dns_world: World, tmp_path: Path) -> None:
+    """The timer's run (no NAME) with the account key in a missing directory: `lecentral check`
+    says CRITICAL once, for the renew run, naming the problem; no certificate is failing."""
+    config = with_account_key(make_config(dns_world, tmp_path), "/proc/nonexistent/account.key")
+    store = open_store(config)
+    names = sorted(new_zone(dns_world, f"acctcheck{i}") for i in range(2))
+    for name in names:
+        add_row(store, [name])
+    toml = write_toml(config, tmp_path / "lecentral.toml")
+    try:
+        result = CliRunner().invoke(main, ["--config", str(toml), "renew"])
+        assert result.exit_code == 2, result.output
+        check = CliRunner().invoke(main, ["--config", str(toml), "check", "--json"])
+        data = json.loads(check.stdout)
+        assert (data["status"], check.exit_code) == ("CRITICAL", 2)
+        critical = [p for p in data["problems"] if p["severity"] == "CRITICAL"]
+        assert [(p["kind"], p["name"]) for p in critical] == [("run-error", None)]
+        assert "exited 2 on a configuration problem" in critical[0]["text"]
+        assert "cannot create the ACME account key /proc/nonexistent/account.key" in \
+            critical[0]["text"]
+        assert not [p for p in data["problems"] if p["kind"] in ("failing", "given-up")]
+        assert_untouched(store, names)
+    finally:
+        store.close()

@@ -184,7 +184,8 @@ def _record_run(app: App, report: Any, started: int) -> bool:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     run = Run(kind="renew", host=this_host(), ts_start=started, ts_end=now_ts(),
               exit_code=_exit_code(report), counts=counts,
-              message=_summary_line(report.final, report.disabled))
+              message="; ".join([_summary_line(report.final, report.disabled),
+                                 *(p.message for p in report.problems)]))
     try:
         FleetStore(app.store()).record_run(run, __version__, keep=app.config.fleet.keep_runs)
         fleet, view = load_view(app.store(), app.config, now_ts())  # the timer is alive now
