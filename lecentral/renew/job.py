@@ -113,6 +113,8 @@ class RenewJob:
         finally:
             self._close_issuers()
             report.problems = list(self._problems.values())
+            for problem in report.problems:  # met by parallel workers: in name order
+                problem.names.sort()
             report.disabled = self._disabled
         if report.problems:
             self._notify_problems(report.problems)

@@ -63,7 +63,7 @@ class RunProblem:
 
     message: str
     exit_code: int
-    names: list[str] = field(default_factory=list)  # the rows it stopped, in the order met
+    names: list[str] = field(default_factory=list)  # the rows it stopped, in name order
 
 
 @dataclass
