@@ -109,13 +109,17 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def user_name() -> str:
+    """The name of the user this process runs as (its uid where it has none: a container's)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 def this_user() -> str:
     """``user NAME (uid N)``: who this process runs as, for errors about files it cannot read or
     write (the fix is usually the file's ownership for the service user)."""
-    import pwd
-
-    uid = os.geteuid()
-    try:
-        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:  # a uid without a passwd entry (a container's)
-        return f"uid {uid}"
+    return f"user {user_name()} (uid {os.geteuid()})"

@@ -97,7 +97,7 @@ def test_the_cli_says_it_once_and_exits_2(dns_world: World, tmp_path: Path) -> N
         assert errors == [(
             "lecentral: error: cannot create the ACME account key /proc/nonexistent/account.key "
             "([acme] account_key): No such file or directory; lecentral runs as user root (uid 0): "
-            "create /proc/nonexistent writable by that user (install -d -o USER -m 700 "
+            "create /proc/nonexistent writable by that user (install -d -o root -m 700 "
             "/proc/nonexistent), or set [acme] account_key to a path in its state directory "
             f"(2 certificate(s) not tried, their failure counts unchanged: {', '.join(names)})")]
         assert result.stdout.count("not tried: the run's error below") == 2
@@ -163,6 +163,67 @@ def test_check_shows_the_run_problem_once_not_per_certificate(dns_world: World, 
         assert "cannot create the ACME account key /proc/nonexistent/account.key" in \
             critical[0]["text"]
         assert not [p for p in data["problems"] if p["kind"] in ("failing", "given-up")]
+        assert_untouched(store, names)
+    finally:
+        store.close()
+
+
+#: run a command as root held to file modes like any service user: without CAP_DAC_OVERRIDE and
+#: CAP_DAC_READ_SEARCH (util-linux's setpriv), a file another user owns with mode 0600 is unreadable
+AS_SERVICE_USER = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps",
+                   "-all", "--"]
+
+
+@pytest.mark.parametrize("which", ["account key", "TSIG key file"])
+def test_a_key_the_service_user_cannot_read(dns_world: World, tmp_path: Path, which: str) -> None:
+    """The account key, or [dns] tsig_key_file, owned by another user with mode 0600: one error
+    naming the file, the user lecentral runs as and the chown that fixes it; exit 2; the rows
+    untouched. (`lecentral renew` runs in a process without the capabilities that let root read
+    any file: the real kernel check a service user meets.)"""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    config = make_config(dns_world, tmp_path)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    if which == "account key":
+        from lecentral.acme.account import load_or_create
+
+        locked = keys / "account.key"
+        load_or_create(str(locked))
+        config = with_account_key(config, str(locked))
+    else:
+        locked = keys / "tsig.key"
+        shutil.copy(config.dns.tsig_key_file, locked)
+        config = dataclasses.replace(config, dns=dataclasses.replace(
+            config.dns, tsig_key_file=str(locked), zones={}))
+    os.chown(locked, 65534, 65534)  # nobody
+    locked.chmod(0o600)
+    store = open_store(config)
+    names = sorted(new_zone(dns_world, f"locked{i}") for i in range(2))
+    for name in names:
+        add_row(store, [name])
+    toml = write_toml(config, tmp_path / "lecentral.toml")
+    try:
+        result = subprocess.run([*AS_SERVICE_USER, sys.executable, "-m", "lecentral.cli",
+                                 "--config", str(toml), "renew", "--force", *names],
+                                capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 2, result.stdout + result.stderr
+        (error,) = [line for line in result.stderr.splitlines() if "error" in line]
+        if which == "account key":
+            assert error.startswith(f"lecentral: error: cannot read the ACME account key {locked} "
+                                    "([acme] account_key): Permission denied; lecentral runs as "
+                                    "user root (uid 0): the key must be a file that user owns "
+                                    f"(chown root {locked} && chmod 600 {locked})")
+        else:
+            assert error.startswith(f"lecentral: error: TSIG key file {locked} ([dns] "
+                                    "tsig_key_file) is not readable by user root (uid 0), whom "
+                                    f"lecentral runs as: give it to that user (chown root {locked} "
+                                    f"&& chmod 600 {locked})")
+        assert error.endswith(f"(2 certificate(s) not tried, their failure counts unchanged: "
+                              f"{', '.join(names)})")
         assert_untouched(store, names)
     finally:
         store.close()

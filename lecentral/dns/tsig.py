@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lecentral.errors import ConfigError
-from lecentral.files_io import this_user
+from lecentral.files_io import this_user, user_name
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +332,7 @@ def read_key_file(path: Path | str, setting: str = "") -> dict[str, TsigKey]:
                           f"writes ({MAKE_KEY_STEP})") from None
     except PermissionError:
         raise ConfigError(f"TSIG key file {path}{_named(setting)} is not readable by {this_user()}, "
-                          f"whom lecentral runs as: give it to that user (chown USER {path} && chmod 600 "
+                          f"whom lecentral runs as: give it to that user (chown {user_name()} {path} && chmod 600 "
                           f"{path}) or to a group of that user (chmod 640)") from None
     except UnicodeDecodeError:
         raise ConfigError(f"TSIG key file {path}{_named(setting)} is not a text file: point the setting "
