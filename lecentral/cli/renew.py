@@ -96,7 +96,8 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
 
     \b
     With `lecentral -q renew` (cron, which mails any output) nothing is printed on stdout unless
-    a certificate failed or was issued, or a challenge record was left behind or removed.
+    a certificate failed, was blocked or was issued, a challenge record was left behind or
+    removed, or rows exist but none is enabled.
 
     \b
     Exit status: 0 if nothing failed, 1 if any certificate failed or a challenge record (TXT,
