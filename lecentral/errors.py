@@ -17,15 +17,20 @@ EXIT_CODES: tuple[tuple[int, str, str], ...] = (
      ("a certificate not renewed or not installed, a service that does not serve it or refuses "
      "connections; a NAME not in the database or not configured (in every command, whatever "
      "it does), remove aborted")),
-    (2, "configuration or usage error", "missing file, unknown key, wrong type or value, bad option"),
+    (2, "configuration or usage error",
+     ("missing file, unknown key, wrong type or value, bad option; in lecentral renew also an "
+      "account key or TSIG key file that cannot be made or read (said once; the certificates it "
+      "stopped are BLOCKED, their failure counts unchanged)")),
     (3, "plugin error", "unknown plugin, one that failed to load, a name registered twice"),
     (4, "database error",
      ("unreachable, tables missing (lecentral init) or older than this lecentral (lecentral "
      "upgrade), a write refused, a duplicate row")),
     (5, "CSR or certificate error", "unparsable, bad signature, weak key, wrong names"),
     (6, "issuance error", "outside the renew job's per-certificate accounting"),
-    (7, "install error",
-     "outside the agent's per-certificate accounting; another lecentral-install run holds the lock"),
+    (7, "install lock held, or install error",
+     ("another lecentral-install run holds the agent's lock, or its state directory ([agent] "
+      "state_dir) cannot be used: nothing done; any other install error outside the agent's "
+      "per-certificate accounting (one certificate's is 1)")),
     (8, "renew lock held", "another lecentral renew holds the database's renew lock; nothing done"),
 )
 

@@ -87,13 +87,6 @@ def file_access_hint(path: str) -> str:
     owns the file (or the directory) and who runs lecentral — the usual cause is a first step
     run as root, leaving files that the service user of the units cannot open."""
     import grp
-    import pwd
-
-    def who(uid: int) -> str:
-        try:
-            return pwd.getpwuid(uid).pw_name
-        except KeyError:
-            return str(uid)
 
     def group(gid: int) -> str:
         try:
@@ -101,18 +94,17 @@ def file_access_hint(path: str) -> str:
         except KeyError:
             return str(gid)
 
-    me = who(os.geteuid())
     for target in (path, os.path.dirname(os.path.abspath(path))):
         try:
             st = os.stat(target)
         except OSError:
             continue
-        owner = f"{who(st.st_uid)}:{group(st.st_gid)} mode {stat.S_IMODE(st.st_mode):04o}"
+        owner = f"{user_name(st.st_uid)}:{group(st.st_gid)} mode {stat.S_IMODE(st.st_mode):04o}"
         what = "it" if target == path else "its directory"
-        return (f"{what} {target} belongs to {owner} and lecentral runs as {me}: give it to "
-                f"the user the units run as (chown lecentral: {target}), or run lecentral as "
+        return (f"{what} {target} belongs to {owner} and lecentral runs as {user_name()}: give it "
+                f"to the user the units run as (chown lecentral: {target}), or run lecentral as "
                 "that user")
-    return f"check that {path} and its directory exist and are writable by {me}"
+    return f"check that {path} and its directory exist and are writable by {user_name()}"
 
 
 def write_new(path: str, data: bytes, uid: int, gid: int, mode: int) -> None:
@@ -164,3 +156,21 @@ def unlink_quietly(path: str) -> None:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def user_name(uid: int | None = None) -> str:
+    """The name of user ``uid`` (default: the one this process runs as); its number where it has
+    none (a container's)."""
+    import pwd
+
+    uid = os.geteuid() if uid is None else uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def this_user() -> str:
+    """``user NAME (uid N)``: who this process runs as, for errors about files it cannot read or
+    write (the fix is usually the file's ownership for the service user)."""
+    return f"user {user_name()} (uid {os.geteuid()})"

@@ -92,8 +92,9 @@ class Store(ABC):
         """Replace the CSR and its md5_modulus, with a ``csr`` event at ``now`` (0: the clock)."""
 
     @abstractmethod
-    def set_enable(self, name: str, enable: bool, now: int = 0) -> None:
-        """Flip the ``enable`` column, with an ``enable`` event."""
+    def set_enable(self, name: str, enable: bool, now: int = 0) -> bool:
+        """Flip the ``enable`` column, with an ``enable`` event; False (nothing written, no
+        event) if it already was so."""
 
     @abstractmethod
     def remove(self, name: str, now: int = 0) -> None:

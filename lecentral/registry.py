@@ -1,13 +1,17 @@
 """The typed registry: the only code that calls ``pm.hook.*``.
 
 It asks every plugin for its records once, remembers which plugin gave which record, and answers
-look-ups by name with clear errors ("no service plugin named 'postfix' is installed: pip install
-lecentral-postfix"). A name claimed by two plugins is an error naming both distributions, raised when
+look-ups by name with clear errors ("no service plugin named 'postfix' is installed ...; install it
+with: pip install lecentral-postfix", "no service plugin named 'ngnix' ...; did you mean 'nginx'?").
+A package to install is suggested only for the plugins this project ships (:data:`SERVICE_PACKAGES`),
+never made from the name typed: a typo must not send anyone to install a package someone else may
+have registered under that name. A name claimed by two plugins is an error naming both distributions, raised when
 that name is used and shown by ``lecentral plugins``; the other names keep working.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +42,12 @@ R = TypeVar("R")
 
 #: verify URL schemes that a plugin of this project provides, and its distribution
 VERIFIER_PACKAGES = {"ldap+starttls": "lecentral-openldap", "ldaps": "lecentral-openldap"}
+
+#: the services the plugins of this project (plugins/ in its source tree) register, and their
+#: distributions: the only packages an unknown service name makes lecentral suggest installing
+#: (tests/test_plugins.py checks it against plugins/)
+SERVICE_PACKAGES = {name: f"lecentral-{name}" for name in (
+    "apache", "dovecot", "esxi", "freeradius", "haproxy", "nginx", "openldap", "postfix")}
 
 @dataclass
 class Kind(Generic[R]):
@@ -151,8 +161,10 @@ class Registry:
                 disabled = ", ".join(sorted(self.loaded.blocked))
                 hint = (f"; disabled plugins ([plugins] disable, ${DISABLE_ENV}): {disabled}"
                         f"{hint}")
+            close = difflib.get_close_matches(key, kind.names(), n=1)
+            guess = f"; did you mean {close[0]!r}?" if close else ""
             raise PluginError(
-                f"no {kind.word} plugin named {key!r} is installed (installed: {known}){hint}"
+                f"no {kind.word} plugin named {key!r} is installed (installed: {known}){guess}{hint}"
             ) from None
 
     def issuer(self, name: str) -> IssuerType:
@@ -160,8 +172,9 @@ class Registry:
         return self._get(self.issuers, name)
 
     def service(self, name: str) -> ServiceType:
-        """The service record called ``name``; the error suggests the package to install."""
-        return self._get(self.services, name, f"; install it with: pip install lecentral-{name}")
+        """The service record called ``name``; the error suggests the installed service the name
+        may be a typo of, or the package to install for a service this project ships."""
+        return self._get(self.services, name, _service_hint(name, self.services.names()))
 
     def verifier(self, scheme: str) -> VerifierType:
         """The verifier for a URL scheme such as ``tls`` or ``smtp+starttls``; for a scheme a known
@@ -244,3 +257,21 @@ class Registry:
             "module": info.module, "registers": registers,
             "status": "error" if error else "ok", "error": error,
         }
+
+
+def _service_hint(name: str, installed: list[str]) -> str:
+    """What the error about the unknown service ``name`` adds: the package of a service this
+    project ships (:data:`SERVICE_PACKAGES`), or of the one ``name`` is a typo of when no
+    installed service is a close match (that one is suggested by :meth:`Registry._get`); for
+    any other name, no package at all."""
+    if name in SERVICE_PACKAGES:
+        return f"; install it with: pip install {SERVICE_PACKAGES[name]}"
+    if difflib.get_close_matches(name, installed, n=1):
+        return ""
+    close = difflib.get_close_matches(name, list(SERVICE_PACKAGES), n=1)
+    if close:
+        return (f"; did you mean {close[0]!r}? (not installed: pip install "
+                f"{SERVICE_PACKAGES[close[0]]})")
+    return ("; check the service name (the service plugins of lecentral: "
+            f"{', '.join(SERVICE_PACKAGES)}; a third-party plugin's own documentation names "
+            "its package)")

@@ -316,6 +316,49 @@ def test_enable_disable_remove(env: Env) -> None:
     assert kinds == ["removed", "enable", "enable", "added"]
 
 
+def test_enable_twice_says_so_and_writes_nothing(env: Env) -> None:
+    env.csr([NAME])
+    env.run("add", NAME)
+    first = env.run("enable", NAME)
+    assert (first.exit_code, first.stdout) == (0, f"{NAME}: enabled\n")
+    again = env.run("enable", NAME.upper())
+    assert (again.exit_code, again.stdout) == (0, f"{NAME}: already enabled\n")
+    assert env.run("disable", NAME).stdout == f"{NAME}: disabled\n"
+    assert env.run("disable", NAME).stdout == f"{NAME}: already disabled\n"
+    events = env.store().events(NAME)  # one per real change, the newest first
+    assert [(e.kind, e.message) for e in events[:2]] == [("enable", "enable=N"), ("enable", "enable=Y")]
+    assert [e.kind for e in events] == ["enable", "enable", "added"]
+
+
+def test_renew_names_disabled_rows_and_how_to_enable_them(env: Env) -> None:
+    """`lecentral add` makes a disabled row: renew says so (not "no certificates"), and a row
+    asked for by name that is disabled is refused (exit 1) with the command enabling it. No CA
+    is contacted: nothing is due."""
+    empty = env.run("renew")
+    assert (empty.exit_code, empty.stdout) == (0, "no certificates: lecentral add NAME\n")
+    assert env.run("-q", "renew").stdout == ""  # truly nothing to say
+    env.csr([NAME])
+    env.run("add", NAME)
+    result = env.run("renew")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"0 enabled (1 disabled, not renewed: lecentral enable {NAME})\n"
+    quiet = env.run("-q", "renew")  # the timer renews nothing at all: worth the cron mail
+    assert quiet.stdout == result.stdout
+    data = json.loads(env.run("renew", "--json").stdout)
+    assert data["disabled"] == [NAME] and data["certificates"] == [] and data["ok"] is True
+    for args in (["--force"], ["--dry-run"], []):
+        named = env.run("-q", "renew", *args, NAME)
+        assert named.exit_code == 1, (args, named.output)
+        assert named.stderr == (f"lecentral: error: {NAME}: disabled (enable = 'N'): not renewed; "
+                                f"enable it with lecentral enable {NAME}\n"), args
+        assert "SKIPPED" in named.stdout
+    as_json = env.run("renew", "--force", "--json", NAME)
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout)["ok"] is False
+    row = env.store().get(NAME)
+    assert row is not None and not row.enable and row.count_fail_update == 0
+    assert row.ts_last_update == 1 and [e.kind for e in env.store().events(NAME)] == ["added"]
+
+
 def issue(env: Env, name: str, days: int) -> Certificate:
     """Store a self-signed certificate for ``name`` with the key of its CSR."""
     key = make_key()
@@ -583,7 +626,9 @@ def test_seed_rows_with_capitals_and_null_enable_on_the_cli(backend: str, tmp_pa
     assert "column enable is NULL" in e.run("list").output
     assert "NOTE" in e.run("show", "mail.example.test").output
     outcome = _renew_dry(e, "MAIL.example.test")
-    assert (outcome["status"], outcome["message"]) == ("skipped", "disabled (enable is NULL)")
+    assert (outcome["status"], outcome["message"]) == (
+        "skipped", ("disabled (enable is NULL): not renewed; enable it with lecentral enable "
+        "mail.example.test"))
     assert [ev.kind for ev in e.store().events(NAME)] == ["enable", "enable"]
     # a second row differing only in case: both refused until the admin removes one
     _sql(e.url, "INSERT INTO certs (name, enable, csr, md5_modulus) VALUES ('www.example.test', "

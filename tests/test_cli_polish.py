@@ -185,6 +185,17 @@ def test_one_exit_status_table_in_both_helps_and_the_reference() -> None:
     assert rows == exit_code_rows()
 
 
+def test_the_agent_guide_says_what_exit_7_is_as_the_table_does() -> None:
+    """Exit 7 is the agent's lock held or its state directory unusable (tests/test_agent_install.py
+    runs both): the table, docs/reference.md and docs/agent.md say the same."""
+    (meaning,) = [m for code, m in exit_code_rows() if code == 7]
+    guide = " ".join((DOCS / "agent.md").read_text().split("**Exit status**", 1)[1]
+                     .split("\n\n", 1)[0].split())
+    for words in ("another lecentral-install run holds", "state directory", "[agent] state_dir"):
+        assert words in meaning and words in guide.replace("`", ""), words
+    assert "7 another lecentral-install run holds the lock" in guide
+
+
 # --- lecentral show: dates, not epochs ---------------------------------------------------------
 
 

@@ -177,11 +177,51 @@ def test_cname_delegated_challenge(config: Path) -> None:
     assert f"via CNAME _acme-challenge.{CNAMED}." in findings(report, "OK")["zone"]
 
 
-def test_name_without_a_zone_and_several_names(config: Path) -> None:
+def test_name_without_a_zone_and_several_names(config: Path, bind: BindServer) -> None:
     result, reports = dns_check(config, GOOD, "www.elsewhere.test")
     assert result.exit_code == 2
     assert [r["status"] for r in reports] == ["OK", "FAIL"]
-    assert "lecentral dns zone" in findings(reports[1], "FAIL")["zone"]
+    assert findings(reports[1], "FAIL")["zone"] == (
+        f"DNS server 127.0.0.1:{bind.port} refused to answer for _acme-challenge.www.elsewhere.test: "
+        "it serves no zone enclosing it; point [dns] server (or a "
+        '[dns.zones."ZONE"] server) at the primary that serves it || point [dns] server at the '
+        "primary of the zone above www.elsewhere.test; if that zone is on no server lecentral may "
+        "update, create a sub-zone for it on one with `lecentral dns zone www.elsewhere.test --ns "
+        "HOST` and delegate it")
+
+
+def test_dns_zone_whose_parent_the_server_does_not_serve(config: Path, bind: BindServer,
+                                                         tmp_path: Path) -> None:
+    """`lecentral dns zone` asks [dns] server for the parent's primary: when it serves no such
+    zone, the error says how to give it (--ns) and never to run `lecentral dns zone` again."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["--config", str(config), "dns", "zone", "www.elsewhere.test",
+                                       "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert error.startswith("Error: cannot find the parent zone's primary of www.elsewhere.test ")
+    assert (f"(DNS server 127.0.0.1:{bind.port} refused to answer for elsewhere.test: it serves no "
+            "zone enclosing it; point [dns] server (or a [dns.zones.\"ZONE\"] server) "
+            "at the primary that serves it); pass --ns HOST") in " ".join(result.stderr.split())
+    assert "lecentral dns zone" not in error and ".." not in error
+    assert not out.exists()
+
+
+def test_a_keygen_file_with_the_wrong_algorithm_is_a_key_problem(config: Path, bind: BindServer,
+                                                                 tmp_path: Path) -> None:
+    """K*.+157+*.private holding algorithm 165: the fix is the key file, not a sub-zone."""
+    key = tmp_path / "Kacme-update.+157+00042.private"
+    key.write_text("Private-key-format: v1.3\nAlgorithm: 165 (HMAC_SHA512)\n"
+                   f"Key: {new_tsig_secret()}\n")
+    key.chmod(0o600)
+    toml = tmp_path / "lecentral.toml"
+    toml.write_text(config.read_text().replace(f'"{bind.key_file("acme-update")}"', f'"{key}"', 1))
+    result, (report,) = dns_check(toml, GOOD)
+    assert result.exit_code == 2, result.output
+    message, fix = findings(report, "FAIL")["zone"].split(" || ")
+    assert "the file name says algorithm 157, its 'Algorithm:' line 165" in message
+    assert fix == ('fix the key file or the setting the error names (TSIG keys: docs/dns.md, "The '
+                   'TSIG key"), then check again')
 
 
 def test_resolver_view(config: Path, bind: BindServer, tmp_path: Path) -> None:

@@ -203,8 +203,10 @@ def test_dns_check_without_the_key_says_which_step_makes_it(
     assert dns_world.bind.serial(zone) == serial  # no update was sent
 
 
-def test_renew_without_the_key_fails_the_row_and_changes_nothing_else(
+def test_renew_without_the_key_blocks_the_row_and_changes_nothing(
         dns_world: World, keyless: tuple[CentralConfig, Path, Path]) -> None:
+    """The missing key is the run's configuration problem (exit 2, said once), not the row's:
+    the row is blocked, its failure count and event log untouched."""
     config, _, missing = keyless
     zone = new_zone(dns_world, "nokeyrenew")
     serial = dns_world.bind.serial(zone)
@@ -214,11 +216,14 @@ def test_renew_without_the_key_fails_the_row_and_changes_nothing_else(
         before = store.get(zone)
         report = run(config, store)
         outcome = report.final[0]
-        assert outcome.status == "failed"
-        assert_says_which_step(outcome.message, missing)
+        assert outcome.status == "blocked"
+        (problem,) = report.problems
+        assert problem.names == [zone] and problem.exit_code == 2
+        assert_says_which_step(problem.message, missing)
         after = store.get(zone)
         assert before is not None and after is not None and not after.crt
-        assert dataclasses.replace(after, count_fail_update=0, ts_last_update=1) == before
+        assert after == before
+        assert [e.kind for e in store.events(zone)] == ["added"]
     finally:
         store.close()
     assert dns_world.bind.serial(zone) == serial

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lecentral.errors import PluginError
-from lecentral.registry import Registry
+from lecentral.registry import SERVICE_PACKAGES, Registry
 
 GOOD = '''
 from lecentral.hookspecs import hookimpl
@@ -131,6 +131,45 @@ def test_same_record_name_from_two_distributions_is_an_error_naming_both(
                                           "plugin .lecentral-one 1.0 and lecentral-two 1.0."):
         registry.issuer("same-issuer")
     assert registry.service("one-service").defaults == {"reload": "true"}  # the rest still works
+
+
+def test_a_typo_suggests_the_installed_service_never_a_package_of_that_name() -> None:
+    """`service = "ngnix"` is a typo of an installed plugin, not a package to install: pip would
+    install whatever someone registered as lecentral-ngnix."""
+    registry = Registry.load()  # the plugins of plugins/, installed in the test environment
+    assert "nginx" in registry.services.names()
+    with pytest.raises(PluginError) as typo:
+        registry.service("ngnix")
+    assert str(typo.value).startswith("no service plugin named 'ngnix' is installed (installed: ")
+    assert str(typo.value).endswith("; did you mean 'nginx'?")
+    assert "pip" not in str(typo.value)
+    core = Registry.load(entrypoints=False)  # lecentral alone: nginx is not installed
+    with pytest.raises(PluginError) as missing:
+        core.service("ngnix")
+    assert str(missing.value).endswith(
+        "; did you mean 'nginx'? (not installed: pip install lecentral-nginx)")
+    for name in ("nosuchd", "ngnix-ssl-helper"):
+        with pytest.raises(PluginError) as unknown:
+            core.service(name)
+        assert "pip install" not in str(unknown.value) and f"lecentral-{name}" not in str(unknown.value)
+        assert "check the service name (the service plugins of lecentral: apache, " in \
+            str(unknown.value)
+    with pytest.raises(PluginError, match="no issuer plugin named 'dns-subzon' is installed .*; "
+                                          "did you mean 'dns-subzone'.$"):
+        core.issuer("dns-subzon")
+
+
+def test_the_packages_suggested_are_the_plugins_of_this_project() -> None:
+    """SERVICE_PACKAGES (what an unknown service name may suggest installing) is exactly what
+    the distributions in plugins/ register."""
+    import importlib
+
+    shipped: dict[str, str] = {}
+    for directory in sorted((Path(__file__).parent.parent / "plugins").iterdir()):
+        module = importlib.import_module(f"{directory.name.replace('-', '_')}.plugin")
+        for record in module.lecentral_register_services():
+            shipped[record.name] = directory.name
+    assert shipped == SERVICE_PACKAGES
 
 
 def test_unknown_names_are_clear(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -188,15 +188,18 @@ def test_invalid_row_is_refused_untouched(dns_world: World, config: CentralConfi
 def test_certbot_rows_with_an_unknown_http01_issuer_fail_clearly(dns_world: World, config: CentralConfig,
                                                                  store: SqlStore,
                                                                  tmp_path: Path) -> None:
+    """A misnamed issuer is the run's plugin problem (exit 3, said once), not the row's failure."""
     # the HTTP-01 issuers themselves are tested in test_webroot*.py
     add_row(store, [SPARE[5]], certbot=True, webroot_path=str(tmp_path))
     config = dataclasses.replace(config, renew=dataclasses.replace(config.renew,
                                                                    http01_issuer="certbot-webrot"))
     report = run(config, store)
     outcome = report.final[0]
-    assert outcome.status == "failed" and "no issuer plugin named 'certbot-webrot'" in outcome.message
+    assert outcome.status == "blocked" and "no issuer plugin named 'certbot-webrot'" in outcome.message
+    (problem,) = report.problems
+    assert problem.exit_code == 3 and problem.names == [SPARE[5]] and not report.ok
     row = store.get(SPARE[5])
-    assert row is not None and row.crt is None and row.count_fail_update == 1
+    assert row is not None and row.crt is None and row.count_fail_update == 0
 
 
 def test_a_corrupt_stored_certificate_is_reissued_without_force(dns_world: World,

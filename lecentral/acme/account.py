@@ -28,7 +28,7 @@ from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from lecentral.errors import ConfigError
-from lecentral.files_io import owner_for
+from lecentral.files_io import owner_for, this_user, user_name
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,11 @@ def load_or_create(path_text: str) -> AccountKey:
         try:
             created = _create(path)
         except OSError as exc:
-            raise ConfigError(f"cannot create the ACME account key {path}: {exc.strerror}; "
-                              "check that the directory is writable by this user") from None
+            raise ConfigError(
+                f"cannot create the ACME account key {path} ([acme] account_key): "
+                f"{exc.strerror}; lecentral runs as {this_user()}: create {path.parent} "
+                f"writable by that user (install -d -o {user_name()} -m 700 {path.parent}), or set "
+                "[acme] account_key to a path in its state directory") from None
         if created:
             log.info("created a new ACME account key at %s (mode 0600)", path)
     return _load(path, created)
@@ -121,7 +124,9 @@ def _load(path: Path, created: bool) -> AccountKey:
         data = path.read_bytes()
         mode = path.stat().st_mode
     except OSError as exc:
-        raise ConfigError(f"cannot read the ACME account key {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read the ACME account key {path} ([acme] account_key): "
+                          f"{exc.strerror}; lecentral runs as {this_user()}: the key must be a "
+                          f"file that user owns (chown {user_name()} {path} && chmod 600 {path})") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO) and mode & stat.S_IROTH:
         log.warning("ACME account key %s is readable by other users; chmod 600 %s", path, path)
     try:

@@ -252,8 +252,11 @@ def set_(app: App, name: str, profile: str | None, as_json: bool) -> None:
 
 def _set_enable(app: App, name: str, flag: bool) -> None:
     name = known_name(name)
-    app.store().set_enable(name, flag, now_ts())
-    click.echo(f"{name}: {'enabled' if flag else 'disabled'}")
+    done = "enabled" if flag else "disabled"
+    if app.store().set_enable(name, flag, now_ts()):
+        click.echo(f"{name}: {done}")
+    else:  # nothing written: the history keeps one event per real change
+        click.echo(f"{name}: already {done}")
 
 
 @click.command()

@@ -15,8 +15,8 @@ from lecentral.cli.common import EXIT_FAILURES, guarded, known_name, print_json,
 
 pass_app = click.make_pass_decorator(App)
 
-_STATUS_ORDER = {"failed": 0, "refused": 1, "invalid": 2, "issued": 3, "would-issue": 4,
-                 "skipped": 5, "not-due": 6}
+_STATUS_ORDER = {"failed": 0, "refused": 1, "invalid": 2, "blocked": 3, "issued": 4,
+                 "would-issue": 5, "skipped": 6, "not-due": 7}
 
 
 class TerminalProgress:
@@ -54,10 +54,16 @@ def _counts(final: list[Any], unchanged: int = 0) -> dict[str, int]:
     return counts
 
 
-def _summary_line(final: list[Any], unchanged: int = 0) -> str:
+def _summary_line(final: list[Any], disabled: list[str], unchanged: int = 0) -> str:
+    """``2 issued, 5 not-due``; disabled rows (never renewed) said with the command enabling one."""
     counts = _counts(final, unchanged)
     order = sorted(counts, key=lambda s: _STATUS_ORDER.get(s, 9))
-    return ", ".join(f"{counts[s]} {s}" for s in order) or "no certificates"
+    text = ", ".join(f"{counts[s]} {s}" for s in order)
+    if disabled:
+        example = disabled[0] if len(disabled) == 1 else "NAME"
+        hint = f"{len(disabled)} disabled, not renewed: lecentral enable {example}"
+        return f"{text}; {hint}" if text else f"0 enabled ({hint})"
+    return text or "no certificates: lecentral add NAME"
 
 
 @click.command()
@@ -97,13 +103,17 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
 
     \b
     With `lecentral -q renew` (cron, which mails any output) nothing is printed on stdout unless
-    a certificate failed or was issued, or a challenge record was left behind or removed.
+    a certificate failed, was blocked or was issued, a challenge record was left behind or
+    removed, or rows exist but none is enabled.
 
     \b
     Exit status: 0 if nothing failed, 1 if any certificate failed or a challenge record (TXT,
-    webroot file) was left behind or a NAME is not in the database, 8 if another renew holds
+    webroot file) was left behind or a NAME is not in the database or is disabled, 8 if another renew holds
     the renew lock (its host, pid and start are printed; nothing done), 2-6 for configuration,
-    plugin, database or CSR errors.
+    plugin, database or CSR errors. A problem of the configuration met while issuing (an
+    account key or TSIG key file that cannot be made or read, an issuer that cannot be built)
+    is said once, alerted once, and exits 2 (3 for a plugin); the certificates it stopped are
+    BLOCKED, their failure counts unchanged.
     """
     from lecentral.errors import RenewLockedError
     from lecentral.renew import RenewJob, RenewRequest
@@ -124,7 +134,8 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
         print_json(_report_dict(report, dry_run))
     elif not (report.locked_out and report.locked_out_round == 1) and \
             not (app.quiet and _uneventful(report)):
-        _print_table(report.start + final, dry_run, named=bool(names), unchanged=report.unchanged)
+        _print_table(report.start + final, report.disabled, dry_run, named=bool(names),
+                     unchanged=report.unchanged)
         _print_leftovers(report)
     if report.locked_out:
         message = _locked_message(report, app.store().location)
@@ -134,16 +145,38 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
                 raise click.exceptions.Exit(RenewLockedError.exit_code)
             raise RenewLockedError(message)
         click.echo(f"lecentral: error: {message}", err=True)
-    if not report.ok or not recorded:
-        raise click.exceptions.Exit(EXIT_FAILURES)
+    for outcome in report.final:
+        if outcome.status == "skipped":  # asked for by name
+            click.echo(f"lecentral: error: {outcome.name}: {outcome.message}", err=True)
+    for problem in report.problems:
+        click.echo(f"lecentral: error: {problem.message} ({len(problem.names)} certificate(s) "
+                   f"not tried, their failure counts unchanged: {_some(problem.names)})", err=True)
+    code = _exit_code(report)
+    if code or not recorded:
+        raise click.exceptions.Exit(code or EXIT_FAILURES)
+
+
+def _exit_code(report: Any) -> int:
+    """0 if the run is ok; the first run-level problem's code (2 configuration, 3 plugin: the
+    operator's to fix first); else 1."""
+    if report.problems:
+        return int(report.problems[0].exit_code)
+    return 0 if report.ok else EXIT_FAILURES
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def _uneventful(report: Any) -> bool:
     """Nothing failed, nothing was issued or saved, no challenge record left or removed: what
     ``lecentral -q renew`` (cron, which mails any output) keeps quiet about."""
-    changed = {"failed", "refused", "invalid", "issued"}
+    changed = {"failed", "refused", "invalid", "blocked", "skipped", "issued"}
     return not (any(o.status in changed for o in [*report.start, *report.final])
-                or report.leftovers or report.cleaned)
+                or report.leftovers or report.cleaned or report.problems
+                # rows, all disabled: the timer renews nothing at all, worth a mail
+                or (report.disabled and not report.final))
 
 
 def _record_run(app: App, report: Any, started: int) -> bool:
@@ -156,9 +189,9 @@ def _record_run(app: App, report: Any, started: int) -> bool:
     from lecentral.host import this_host
 
     run = Run(kind="renew", host=this_host(), ts_start=started, ts_end=now_ts(),
-              exit_code=0 if report.ok else EXIT_FAILURES,
-              counts=_counts(report.final, report.unchanged),
-              message=_summary_line(report.final, report.unchanged))
+              exit_code=_exit_code(report), counts=_counts(report.final, report.unchanged),
+              message="; ".join([_summary_line(report.final, report.disabled, report.unchanged),
+                                 *(p.message for p in report.problems)]))
     try:
         FleetStore(app.store()).record_run(run, __version__, keep=app.config.fleet.keep_runs)
         fleet, view = load_view(app.store(), app.config, now_ts())  # the timer is alive now
@@ -185,7 +218,10 @@ def _report_dict(report: Any, dry_run: bool) -> dict[str, Any]:
                          if o.status not in ("not-due", "skipped")],
             "spooled": [_as_dict(o) for o in report.start],
             "leftovers": [_leftover_dict(left) for left in report.leftovers],
-            "cleaned": [_leftover_dict(left) for left in report.cleaned]}
+            "cleaned": [_leftover_dict(left) for left in report.cleaned],
+            "problems": [{"message": p.message, "exit_code": p.exit_code, "names": p.names}
+                         for p in report.problems],
+            "disabled": report.disabled}
 
 
 def _locked_message(report: Any, database: str) -> str:
@@ -198,7 +234,7 @@ def _locked_message(report: Any, database: str) -> str:
             f"lock of {database} ({holder}); not retried: {', '.join(retried) or 'none'}")
 
 
-def _print_table(final: list[Any], dry_run: bool, named: bool = False,
+def _print_table(final: list[Any], disabled: list[str], dry_run: bool, named: bool = False,
                  unchanged: int = 0) -> None:
     # NAMEs the operator typed are all shown, not-due ones with why nothing was done
     shown = final if named else [o for o in final if o.status != "not-due"]
@@ -207,10 +243,12 @@ def _print_table(final: list[Any], dry_run: bool, named: bool = False,
         rows = [[o.name, o.status.upper(), o.issuer or "-",
                  f"{o.seconds:.2f}s" if o.seconds else "-",
                  str(o.count_fail_update if o.count_fail_update is not None else "-"),
-                 o.message] for o in shown]
+                 # the problem itself is said once, after the table
+                 "not tried: the run's error below" if o.status == "blocked" else o.message]
+                for o in shown]
         click.echo(table(rows, ["NAME", "RESULT", "ISSUER", "TIME", "FAILS", "DETAIL"]))
     prefix = "dry run: " if dry_run else ""
-    click.echo(f"{prefix}{_summary_line(final, unchanged)}")
+    click.echo(f"{prefix}{_summary_line(final, disabled, unchanged)}")
     if named and any(o.status == "not-due" for o in final):
         click.echo("not due: nothing ordered for those; --force orders them anyway")
 

@@ -20,7 +20,7 @@ from lecentral.dns.challenge import DnsChallenges, published_txt
 from lecentral.dns.propagation import Nameserver, resolve_host, zone_nameservers
 from lecentral.dns.wire import Server, ask, parse_server, rrset_at
 from lecentral.dns.zones import ChallengeTarget, zone_text
-from lecentral.errors import DnsError, LecentralError
+from lecentral.errors import ConfigError, DnsError, LecentralError
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class SubZoneChecker:
         try:
             target = self.locator.locate(name)
         except LecentralError as exc:
-            report.add("zone", FAIL, str(exc), _locate_fix(str(exc)))
+            report.add("zone", FAIL, str(exc), _locate_fix(exc, name))
             return report
         report.zone = target.zone
         via = f" (via CNAME {' -> '.join(target.cname_chain)})" if target.cname_chain else ""
@@ -246,14 +246,22 @@ class SubZoneChecker:
 # ----------------------------------------------------------------------- helpers
 
 
-def _locate_fix(error: str) -> str:
-    """What to do when the zone of a name could not be found, by what went wrong."""
-    if "TSIG" in error or "tsig_key" in error:
-        return "make or name the TSIG key ([dns] tsig_key_file; docs/dns.md, \"The TSIG key\")"
+def _locate_fix(exc: LecentralError, name: str) -> str:
+    """What to do when the zone of ``name`` could not be found, by what went wrong: a key file
+    or setting is fixed where the error points, never by making a sub-zone."""
+    error = str(exc)
+    if isinstance(exc, ConfigError):  # a key file or a [dns] setting, not a missing zone
+        return ("fix the key file or the setting the error names (TSIG keys: docs/dns.md, \"The "
+                "TSIG key\"), then check again")
     if any(word in error for word in ("unreachable", "timed out", "Connection refused",
                                       "cannot resolve")):
         return "check that the DNS server of [dns] server is up and reachable from this host"
-    return "create the sub-zone with `lecentral dns zone NAME` and load it"
+    bare = name.removeprefix("*.")
+    if "serves no zone enclosing" in error:
+        return ("point [dns] server at the primary of the zone above " + bare + "; if that zone "
+                "is on no server lecentral may update, create a sub-zone for it on one with "
+                f"`lecentral dns zone {bare} --ns HOST` and delegate it")
+    return f"create the sub-zone with `lecentral dns zone {bare}` and load it"
 
 
 def _abs(zone: str) -> Any:

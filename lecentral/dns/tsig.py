@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lecentral.errors import ConfigError
+from lecentral.files_io import this_user, user_name
 
 log = logging.getLogger(__name__)
 
@@ -325,18 +326,27 @@ def read_key_file(path: Path | str, setting: str = "") -> dict[str, TsigKey]:
         text = path.read_text()
         mode = path.stat().st_mode
     except FileNotFoundError:
-        named = f" ({setting})" if setting else ""
-        raise ConfigError(f"TSIG key file {path}{named} does not exist yet: make it with "
+        raise ConfigError(f"TSIG key file {path}{_named(setting)} does not exist yet: make it with "
                           f"`tsig-keygen -a hmac-sha512 KEYNAME > {path}` (then chmod 600, and define the "
                           f"same key in named.conf), or use the key file `lecentral dns zone NAME --out DIR` "
                           f"writes ({MAKE_KEY_STEP})") from None
     except PermissionError:
-        raise ConfigError(f"TSIG key file {path} is not readable by this user (uid {os.geteuid()})") from None
+        raise ConfigError(f"TSIG key file {path}{_named(setting)} is not readable by {this_user()}, "
+                          f"whom lecentral runs as: give it to that user (chown {user_name()} {path} && chmod 600 "
+                          f"{path}) or to a group of that user (chmod 640)") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"TSIG key file {path} is not a text file") from None
+        raise ConfigError(f"TSIG key file {path}{_named(setting)} is not a text file: point the setting "
+                          f"at the key file tsig-keygen or dnssec-keygen wrote") from None
+    except OSError as exc:  # a directory, an I/O error: not a key file either
+        raise ConfigError(f"cannot read the TSIG key file {path}{_named(setting)}: {exc.strerror}; point "
+                          f"the setting at the key file tsig-keygen or dnssec-keygen wrote") from None
     if mode & stat.S_IROTH:
         log.warning("TSIG key file %s is readable by every user; chmod 600 %s", path, path)
     return parse_file_text(text, str(path), path.name)
+
+
+def _named(setting: str) -> str:
+    return f" ({setting})" if setting else ""
 
 
 class KeyFiles:

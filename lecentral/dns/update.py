@@ -117,7 +117,7 @@ def _explain(target: ChallengeTarget, rcode: int, action: str) -> str:
             return (f"{head}: the zone takes no dynamic updates right now. It is frozen (run `rndc thaw "
                     f"{target.zone}` on the server) or named.conf gives it no update-policy for this key")
         return (f"{head}: the zone's update-policy does not grant key {target.key.name} TXT at "
-                f"{target.fqdn}. Add to zone \"{target.zone}\" in named.conf: update-policy {{ grant "
+                f"{target.fqdn.rstrip('.')}. Add to zone \"{target.zone}\" in named.conf: update-policy {{ grant "
                 f"{target.key.name} name {target.fqdn} TXT; }}; (or use the key that zone grants)")
     if rcode == dns.rcode.NOTAUTH:
         return (f"{head}: the server is not authoritative for {target.zone} (a secondary, or the zone is not "

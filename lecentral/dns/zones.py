@@ -156,9 +156,12 @@ class ZoneLocator:
             response = ask(server, candidate, "SOA")
             rcode = response.rcode()
             if rcode == dns.rcode.REFUSED:
-                raise DnsError(f"DNS server {server} refused to answer for {candidate}: it serves no zone "
-                               f"enclosing {fqdn}. Create the sub-zone (`lecentral dns zone`) or point "
-                               f"[dns] server (or a [dns.zones.\"ZONE\"] server) at the primary that serves it")
+                # no advice to create a sub-zone here: `lecentral dns zone` itself asks this (for
+                # the parent), and its callers say what fits them
+                asked = "" if candidate == fqdn else f" (asked about {zone_text(candidate)})"
+                raise DnsError(f"DNS server {server} refused to answer for {zone_text(fqdn)}{asked}: it "
+                               f"serves no zone enclosing it; point [dns] server (or a "
+                               f"[dns.zones.\"ZONE\"] server) at the primary that serves it")
             if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
                 raise DnsError(f"DNS server {server} answered {dns.rcode.to_text(rcode)} for {candidate} SOA; "
                                f"see its log (zone not loaded?)")

@@ -20,10 +20,10 @@ from prometheus_client.registry import Collector
 
 from lecentral.fleet.model import (
     CURRENT,
+    DEAD_TIMER,
     DISABLED,
     NEVER_RUN,
     SEVERITY,
-    TIMER_OK,
     FleetView,
 )
 
@@ -157,7 +157,7 @@ class FleetCollector(Collector):
                       "lecentral check says WARNING), else 0.", [])
         never.add_metric([], 1 if view.renew_state == NEVER_RUN else 0)
         if view.renew_state != NEVER_RUN:
-            timer.add_metric([], 1 if view.renew_state == TIMER_OK else 0)
+            timer.add_metric([], 0 if view.renew_state == DEAD_TIMER else 1)  # alive
         yield from (timer, never)
         left = gauge("lecentral_challenge_leftovers",
                      "Challenge records (TXT, webroot files) left behind by failed cleanups.", [])

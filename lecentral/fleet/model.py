@@ -29,6 +29,11 @@ SEVERITY = (SILENT, MISMATCH, STALE, UNREACHABLE, NEVER_REPORTED, NOT_ISSUED, PE
 TIMER_OK = "current"
 DEAD_TIMER = "dead-timer"  # no completed renew run within renew_max_age
 NEVER_RUN = "never-run"  # no renew run recorded at all
+#: the latest renew run stopped on a problem of its configuration or plugins (exit 2 or 3): its
+#: certificates were not tried (BLOCKED, uncounted), so no certificate's state shows it
+RUN_ERROR = "run-error"
+#: the exit statuses of lecentral renew that are the run's own problem (lecentral.errors)
+RUN_ERROR_EXITS = (2, 3)
 
 
 def worst(states: list[str]) -> str:

@@ -33,6 +33,8 @@ from lecentral.fleet.model import (
     NEVER_RUN,
     NOT_ISSUED,
     PENDING,
+    RUN_ERROR,
+    RUN_ERROR_EXITS,
     SILENT,
     STALE,
     TIMER_OK,
@@ -289,11 +291,15 @@ def _timer(snapshot: Snapshot, settings: FleetSettings, now: int) -> tuple[str, 
     renews = [r for r in snapshot.runs if r.kind == "renew"]
     if not renews:
         return NEVER_RUN, "no lecentral renew run was ever recorded"
-    last = max(r.ts_end for r in renews)
-    age = now - last
+    latest = max(renews, key=lambda r: r.ts_end)
+    age = now - latest.ts_end
     if age > settings.renew_max_age:
         return DEAD_TIMER, (f"the last lecentral renew run ended {ago(age)} ago ([fleet] "
                             f"renew_max_age {ago(settings.renew_max_age)}): is its timer running?")
+    if latest.exit_code in RUN_ERROR_EXITS:
+        return RUN_ERROR, (f"the last renew run ({latest.host}, {ago(age)} ago) exited "
+                           f"{latest.exit_code} on a configuration problem and did not try the "
+                           f"certificates it stopped: {latest.message}")
     return TIMER_OK, f"the last renew run ended {ago(age)} ago"
 
 
@@ -334,7 +340,7 @@ def notification_for(old: StateRow | None, new: StateRow) -> Notification | None
     """The alert for one change, or None when nothing worth telling happened."""
     from lecentral.records import Notification
 
-    bad = (*ALERTING, DEAD_TIMER)
+    bad = (*ALERTING, DEAD_TIMER)  # not RUN_ERROR: the renew run alerted about its problem itself
     was_bad = old is not None and old.state in bad
     if new.state not in bad and not was_bad:
         return None

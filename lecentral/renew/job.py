@@ -18,14 +18,28 @@ from lecentral.certificates import (
     when,
 )
 from lecentral.config import DEFAULT_CA_NAME, PROFILE_RE, PROFILE_RULE
-from lecentral.errors import CsrError, IssueError, LecentralError, UnknownNameError
+from lecentral.errors import (
+    ConfigError,
+    CsrError,
+    IssueError,
+    LecentralError,
+    PluginError,
+    UnknownNameError,
+)
 from lecentral.leftovers import collecting
 from lecentral.phases import describe, phase, recording
 from lecentral.records import Notification
 from lecentral.renew import recovery
 from lecentral.renew.checks import check_issued, check_row, due_reason
 from lecentral.renew.context import Redactor
-from lecentral.renew.outcome import Outcome, Progress, RenewReport, RenewRequest
+from lecentral.renew.outcome import (
+    BLOCKED,
+    Outcome,
+    Progress,
+    RenewReport,
+    RenewRequest,
+    RunProblem,
+)
 from lecentral.renew.spool import CertSpool, Spooled
 from lecentral.types import IssuerContext
 
@@ -63,8 +77,14 @@ class RenewJob:
         self._issuers_lock = threading.Lock()
         self._acme_lock = threading.Lock()
         #: the run's ACME clients by CA name; a CA's failure to make one (unreachable...) is kept,
-        #: so the certificates after the first do not wait for the same timeout again
-        self._acme_clients: dict[str, AcmeClient | IssueError] = {}
+        #: so the certificates after the first do not wait for the same timeout again, and so is
+        #: a configuration error (an account key that cannot be made or read)
+        self._acme_clients: dict[str, AcmeClient | LecentralError] = {}
+        #: the run's own problems (configuration, plugins), by message: reported once, never
+        #: charged to the rows they stopped (see RunProblem)
+        self._problems: dict[str, RunProblem] = {}
+        #: the disabled rows of the first selection that were not asked for by name
+        self._disabled: list[str] = []
         self._authorities = config.acme.authorities()
         self.spool = CertSpool(config.renew.state_dir)
         #: per-certificate ACME profiles (lecentral set --profile), read once per pass
@@ -94,11 +114,18 @@ class RenewJob:
             report.outcomes = self._select(names, request, 1, retry=False)[1]
             report.unchanged = self.unchanged
             report.rounds = 1
+            report.disabled = self._disabled
             return report
         try:
             self._rounds(names, request, report)
         finally:
             self._close_issuers()
+            report.problems = list(self._problems.values())
+            for problem in report.problems:  # met by parallel workers: in name order
+                problem.names.sort()
+            report.disabled = self._disabled
+        if report.problems:
+            self._notify_problems(report.problems)
         return report
 
     # -- rounds and passes -------------------------------------------------------------------
@@ -193,6 +220,8 @@ class RenewJob:
         if swept is not None:
             rows = [s.row for s in swept.rows]
             self.unchanged = swept.unchanged
+            if number == 1:
+                self._disabled = swept.disabled
         else:
             rows = self.store.list()
             by_name = {r.name: r for r in rows}
@@ -202,6 +231,8 @@ class RenewJob:
                                        "database (see lecentral list)")
             if names:
                 rows = [by_name[n] for n in names]
+            elif number == 1:
+                self._disabled = [r.name for r in rows if not r.enable]
         ari = self._ari_readers(rows, request, retry)
         due: list[tuple[CertRow, Csr, str]] = []
         others: list[Outcome] = []
@@ -261,7 +292,10 @@ class RenewJob:
             flag = "enable is NULL" if row.enable_null else "enable = 'N'"
             # asked for by name (in any case, as DNS compares names): say why nothing is done
             asked = {check_name(n) for n in request.names}
-            return outcome("skipped", f"disabled ({flag})") if row.name in asked else None
+            if row.name not in asked:
+                return None
+            return outcome("skipped", f"disabled ({flag}): not renewed; enable it with lecentral "
+                                      f"enable {row.name}")
         try:
             csr = check_row(row)
         except LecentralError as exc:
@@ -373,6 +407,8 @@ class RenewJob:
         self.progress(row.name, f"issuing with {issuer_name}")
         try:
             issued, issuer_ca, tried = self._issue_with_fallback(row, csr, issuer_name)
+        except (ConfigError, PluginError) as exc:  # the operator's problem, not this row's
+            return self._blocked(row, issuer_name, exc, started, number)
         except LecentralError as exc:
             return self._failed(row, issuer_name, str(exc), "failed", started, number)
         except Exception as exc:  # a plugin's bug fails this certificate, never the run
@@ -528,6 +564,39 @@ class RenewJob:
         return Outcome(row.name, status, error, issuer, time.monotonic() - started,
                        row.ts_expire, count, number)
 
+    def _blocked(self, row: CertRow, issuer: str, exc: LecentralError, started: float,
+                 number: int) -> Outcome:
+        """``row`` was stopped by a problem of the run (its configuration, its plugins), not of
+        the row: kept once for the run (one message, one alert, the error's exit status), and
+        the row's count_fail_update, event log and alerts left alone, so that one mistake in
+        lecentral.toml is not N failing certificates. A TSIG key file of one zone
+        (``[dns.zones."ZONE"]``) that cannot be read stops only that zone's rows, the same way."""
+        message = self.redact(str(exc))
+        log.info("%s: not tried: %s", row.name, message)  # said once, by the run
+        with self._write_lock:
+            problem = self._problems.get(message)
+            if problem is None:
+                problem = self._problems[message] = RunProblem(message, exc.exit_code)
+            problem.names.append(row.name)
+        self.progress(row.name, f"{BLOCKED}: {message}")
+        return Outcome(row.name, BLOCKED, f"not tried: {message}", issuer,
+                       time.monotonic() - started, row.ts_expire, row.count_fail_update, number)
+
+    def _notify_problems(self, problems: list[RunProblem]) -> None:
+        """One alert for the run's problems, however many rows they stopped."""
+        stopped = sorted({name for p in problems for name in p.names})
+        parts = [f"{p.message}\n(stops {len(p.names)} certificate(s): {_some(p.names)})"
+                 for p in problems]
+        body = ("lecentral renew did not try some certificates because of a problem of its own "
+                "configuration or plugins, not of the certificates (their failure counts are "
+                "unchanged):\n\n" + "\n\n".join(parts) + "\n\nFix it, then run lecentral "
+                "renew again.\n")
+        subject = f"renew: configuration problem, {len(stopped)} certificate(s) not tried"
+        errors = self.registry.notify(Notification("error", subject, body),
+                                      dataclasses.asdict(self.config.notify))
+        for err in errors:
+            log.error("notification about the run's problem not sent: %s", self.redact(err))
+
     def _notify(self, name: str, error: str, count: int, status: str) -> None:
         if count > 2:
             severity = "error"
@@ -567,7 +636,7 @@ class RenewJob:
                     log.warning("closing an issuer failed: %s", exc)
         self._issuers.clear()
         for client in self._acme_clients.values():
-            if not isinstance(client, IssueError):
+            if not isinstance(client, LecentralError):
                 client.close()
         self._acme_clients.clear()
 
@@ -591,14 +660,23 @@ class RenewJob:
 
                 try:
                     client = AcmeClient(acme, workers=self.config.renew.workers)
+                except ConfigError as exc:  # the account key: the same for every certificate
+                    self._acme_clients[name] = exc
+                    raise
                 except IssueError as exc:
                     if is_ca_fault(exc):
                         self._acme_clients[name] = exc
                     raise
                 self._acme_clients[name] = client
-        if isinstance(client, IssueError):
+        if isinstance(client, LecentralError):
             raise client
         return client
+
+
+def _some(names: list[str], shown: int = 10) -> str:
+    """The first ``shown`` names, and how many more."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def _with_earlier(exc: LecentralError, tried: list[str], why: str) -> LecentralError:

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 #: outcomes that make ``lecentral renew`` exit non-zero
 FAILED = ("failed", "refused", "invalid")
 
+#: the outcome of a row not tried because of a run-level problem (:class:`RunProblem`): not the
+#: row's failure, so not counted in ``count_fail_update`` nor alerted per row
+BLOCKED = "blocked"
+
 Progress = Callable[[str, str], None]
 
 
@@ -36,7 +40,9 @@ class Outcome:
     """What happened to one certificate in one pass."""
 
     name: str
-    status: str  # issued | failed | refused | invalid | skipped | not-due | would-issue
+    #: issued | failed | refused | invalid | blocked | not-due | would-issue, or skipped: a row
+    #: asked for by name that is disabled (a refusal: the command exits 1)
+    status: str
     message: str
     issuer: str | None = None
     seconds: float = 0.0
@@ -47,6 +53,19 @@ class Outcome:
     issuer_ca: str | None = None  # the [[acme.ca]] name of the CA that issued ("default": [acme])
     #: where the attempt's time went: phase name -> seconds (see lecentral.phases)
     phases: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RunProblem:
+    """A configuration or plugin problem of the run, not of any row: an account key that cannot be
+    created or read, a TSIG key file that cannot be read or parsed, an issuer that cannot be
+    built. Reported once for the run (one message, one alert, the exit status of its error:
+    2 configuration, 3 plugin); the rows it stopped are ``blocked``, their failure counts left
+    as they were."""
+
+    message: str
+    exit_code: int
+    names: list[str] = field(default_factory=list)  # the rows it stopped, in name order
 
 
 @dataclass
@@ -68,6 +87,8 @@ class RenewReport:
     #: enabled rows a sweep did not read: unchanged since checked and not in their renewal
     #: window (decided in SQL, lecentral/store/facts.py); not in ``outcomes``, all not due
     unchanged: int = 0
+    problems: list[RunProblem] = field(default_factory=list)  # the run's own, once each
+    disabled: list[str] = field(default_factory=list)  # rows not renewed: enable is not 'Y'
 
     @property
     def leftovers(self) -> list[Leftover]:
@@ -76,9 +97,11 @@ class RenewReport:
 
     @property
     def ok(self) -> bool:
-        """Nothing failed, nothing is left behind, no pass locked out: ``lecentral renew`` exits 0."""
-        return not (self.failed or self.leftovers or self.locked_out
-                    or any(o.status in FAILED for o in self.start))
+        """Nothing failed, nothing is left behind, no pass locked out, no run-level problem, no
+        row asked for by name was disabled (``skipped``): ``lecentral renew`` exits 0."""
+        return not (self.failed or self.leftovers or self.locked_out or self.problems
+                    or any(o.status in FAILED for o in self.start)
+                    or any(o.status == "skipped" for o in self.final))
 
     @property
     def final(self) -> list[Outcome]:

@@ -218,6 +218,11 @@ def sweep_query(dialect: str, renew: RenewConfig, now: int) -> Select[Any]:
             .where(or_(and_(certs.c.enable == "Y", not_(skip)), odd_names(dialect))))
 
 
+def disabled_query() -> Select[Any]:
+    """The names of the rows not enabled (``enable`` NULL or not 'Y'): said by renew, never read."""
+    return select(certs.c.name).where(or_(certs.c.enable.is_(None), certs.c.enable != "Y"))
+
+
 def enabled_query() -> Select[Any]:
     """How many rows are enabled (those not read by a sweep are the rest)."""
     return select(func.count()).select_from(certs).where(certs.c.enable == "Y")

@@ -256,6 +256,8 @@ class Swept:
 
     rows: list[SweptRow]
     unchanged: int
+    #: the names of the rows not enabled (enable not 'Y'), which a sweep never renews
+    disabled: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -347,6 +347,7 @@ class SqlStore(Store):
             wanted = {str(name) for name, _ in
                       conn.execute(facts.sweep_query(self.dialect, renew, now)).all()}
             enabled = int(conn.execute(facts.enabled_query()).scalar_one())
+            disabled = sorted(str(n) for n in conn.execute(facts.disabled_query()).scalars())
             # a name not as DNS compares it may duplicate a row SQL skipped: read that one too
             keys = set()
             for name in wanted:
@@ -362,7 +363,7 @@ class SqlStore(Store):
         unchanged = enabled - len([raw for raw in raws if raw["enable"] == "Y"])
         rows = self._marked([CertRow.from_db(r) for r in raws], raws)
         return Swept([SweptRow(str(raw["name"]), facts.signature(self.dialect, raw), row)
-                      for raw, row in zip(raws, rows, strict=True)], unchanged)
+                      for raw, row in zip(raws, rows, strict=True)], unchanged, disabled)
 
     def checked_rows(self) -> Iterator[tuple[CertRow, Checked | None]]:
         """Every row: first those whose facts are ``ok`` and unchanged, without their blobs (with
@@ -471,9 +472,16 @@ class SqlStore(Store):
         self._update(name, f"replacing the CSR of {name}", "csr", f"new CSR, md5_modulus {md5_modulus}",
                      now, csr=csr, md5_modulus=md5_modulus)
 
-    def set_enable(self, name: str, enable: bool, now: int = 0) -> None:
+    def set_enable(self, name: str, enable: bool, now: int = 0) -> bool:
         flag = "Y" if enable else "N"
-        self._update(name, f"setting enable of {name}", "enable", f"enable={flag}", now, enable=flag)
+        with self.transaction(f"setting enable of {name}") as conn:
+            key = self._need(conn, name)
+            current = conn.execute(select(certs.c.enable).where(certs.c.name == key)).scalar()
+            if current == flag:  # already so: no write, no event (NULL is made 'N' by disable)
+                return False
+            conn.execute(update(certs).where(certs.c.name == key).values(enable=flag))
+            self._event(conn, name, "enable", f"enable={flag}", now)
+        return True
 
     def remove(self, name: str, now: int = 0) -> None:
         with self.transaction(f"removing {name}") as conn:
