@@ -371,10 +371,8 @@ class RenewJob:
             return saved
         try:  # a run that lost its lease (Galera) orders nothing more: another run has the lock
             self.store.renew_lock_check()
-        except LecentralError as exc:
-            log.error("%s: not ordered: %s", row.name, exc)
-            return self._failed(row, issuer_name, f"not ordered: {exc}", "failed",
-                                time.monotonic(), number, record=False)
+        except LecentralError as exc:  # the run's problem, said and alerted once, not per row
+            return self._blocked(row, issuer_name, exc, time.monotonic(), number)
         with collecting(row.name) as found, recording() as timed:
             outcome = self._issue_and_save(row, csr, issuer_name, number)
         outcome.phases = timed
