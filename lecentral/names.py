@@ -6,6 +6,7 @@ rows does not import ``cryptography``: a no-op agent run that parses no certific
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import ipaddress
 import re
@@ -90,3 +91,24 @@ def now_ts() -> int:
 def when(ts: int) -> str:
     """A Unix time as ``2025-01-31 12:00 UTC``: the one format of times in messages."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+_BEGIN = b"-----BEGIN CERTIFICATE-----"
+_END = b"-----END CERTIFICATE-----"
+
+
+def pem_fingerprint(pem: bytes | None) -> str | None:
+    """SHA-256 hex of the first certificate in ``pem``, without parsing it (a few microseconds:
+    100,000 rows are read per run); ``None`` when there is none."""
+    if not pem:
+        return None
+    data = bytes(pem)
+    start = data.find(_BEGIN)
+    end = data.find(_END, start)
+    if start < 0 or end < 0:
+        return None
+    try:
+        der = binascii.a2b_base64(data[start + len(_BEGIN):end])  # line breaks are skipped
+    except binascii.Error:
+        return None
+    return hashlib.sha256(der).hexdigest() if der else None

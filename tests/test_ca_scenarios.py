@@ -290,13 +290,17 @@ def test_two_hour_certificates(dns_world: World, short_pebble: PebbleServer, tmp
     assert abs(cert.not_after - (now_ts() + 7200)) < 120
     assert first.outcome(name)["ts_expire"] == cert.not_after
 
-    hourly = renew_cli(toml, "--once")
+    # a whole sweep decides it in SQL (unchanged, window not open: not even read) ...
+    swept = renew_cli(toml, "--once")
+    assert swept.exit_code == 0 and swept.data["unchanged_not_due"] == 1, swept.data
+    # ... and asked by name, the row is read and the reason said
+    hourly = renew_cli(toml, "--once", name)
     assert hourly.exit_code == 0
     assert hourly.outcome(name)["status"] == "not-due"
     assert "renew.min_interval 3600" in hourly.outcome(name)["message"]
 
     eager_toml = write_toml(config, tmp_path / "eager.toml", min_interval=0)
-    eager = renew_cli(eager_toml, "--once")
+    eager = renew_cli(eager_toml, "--once", name)
     assert eager.exit_code == 0 and eager.outcome(name)["status"] == "not-due"
     assert "half of its 2-hour lifetime left" in eager.outcome(name)["message"]
     unchanged = store.get(name)

@@ -60,7 +60,7 @@ def run(app: AgentApp, names: tuple[str, ...], dry_run: bool, keep: int | None, 
     from lecentral.errors import ConfigError
     from lecentral.install.engine import Agent
 
-    if not app.config.certs:  # a timer running an agent that installs nothing is no success
+    if not app.config.certs and not app.config.broken:  # a timer installing nothing: no success
         raise ConfigError(f"{app.config.path or 'install.toml'}: no [[cert]] entry, so nothing to "
                           "install; add one per certificate this host uses (docs/agent.md)")
 

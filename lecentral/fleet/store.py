@@ -9,7 +9,6 @@ PostgreSQL the database fills ``db_user`` itself and refuses a report for a host
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
@@ -31,6 +30,7 @@ from sqlalchemy import (
 
 from lecentral.errors import StoreError
 from lecentral.fleet.model import Run, RunInfo
+from lecentral.names import pem_fingerprint
 from lecentral.store import facts
 from lecentral.store.schema import (
     agents,
@@ -47,25 +47,6 @@ from lecentral.store.sql import SqlStore
 __all__ = ["Deployment", "FleetStore", "ProbeResult", "ProbeTarget", "Run", "Snapshot",
            "StateRow", "json_list", "pem_fingerprint", "subject_key"]
 
-_BEGIN = b"-----BEGIN CERTIFICATE-----"
-_END = b"-----END CERTIFICATE-----"
-
-
-def pem_fingerprint(pem: bytes | None) -> str | None:
-    """SHA-256 hex of the first certificate in ``pem``, without parsing it (a few microseconds:
-    100,000 rows are read per run); ``None`` when there is none."""
-    if not pem:
-        return None
-    data = bytes(pem)
-    start = data.find(_BEGIN)
-    end = data.find(_END, start)
-    if start < 0 or end < 0:
-        return None
-    try:
-        der = binascii.a2b_base64(data[start + len(_BEGIN):end])  # line breaks are skipped
-    except binascii.Error:
-        return None
-    return hashlib.sha256(der).hexdigest() if der else None
 
 
 @dataclass(frozen=True)

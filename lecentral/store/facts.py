@@ -138,7 +138,7 @@ def derive(raw_name: str, row: CertRow) -> dict[str, Any]:
     facts: dict[str, Any] = {"not_before": None, "not_after": None, "fingerprint": None,
                              "names": None}
     if row.crt:
-        from lecentral.fleet.store import pem_fingerprint
+        from lecentral.names import pem_fingerprint
 
         # whatever the row's state: the fingerprint as the fleet computes it from the crt
         # (SHA-256 of the first PEM block), which fleet/check/metrics read instead of the crt
