@@ -66,12 +66,16 @@ WORLD = "/srv/lecentral-guide"  # where the test's files appear on the machine
 PEBBLE_URL = "https://127.0.0.1:14000/dir"
 LE_URL = "https://acme-v02.api.letsencrypt.org/directory"
 SITE = sysconfig.get_paths()["purelib"]
+#: the checkout and this virtualenv's packages as the machine's units see them: a path below
+#: /tmp (a CI clone) would be hidden from them by the units' PrivateTmp=
+SRC = "/srv/lecentral-src"
+DEPS = "/srv/lecentral-deps"
 #: the guide's ``pip install lecentral lecentral-nginx``, from this checkout and offline
-INSTALL = (f"echo \"import site; site.addsitedir('{SITE}')\" > "
+INSTALL = (f"echo \"import site; site.addsitedir('{DEPS}')\" > "
            f"$(/opt/lecentral/bin/python3 -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])')"
            "/lecentral-dependencies.pth\n"
            "/opt/lecentral/bin/pip install -q --no-index --no-deps --no-build-isolation "
-           f"-e {CHECKOUT} -e {CHECKOUT}/plugins/lecentral-nginx")
+           f"-e {SRC} -e {SRC}/plugins/lecentral-nginx")
 MIGRATION = "## Moving from the seed's Perl scripts"
 NAME = "www.example.com"
 SECRET_KEYFILE = "Kwww.example.com.+165+40781"
@@ -307,14 +311,19 @@ def world(tmp_path: Path) -> Iterator[Path]:
 
 
 def boot(tmp_path: Path, world: Path) -> Machine:
-    return Machine(tmp_path / "machine", binds={world: WORLD})
+    """The machine, with the world, the checkout and this virtualenv bound in: its root is this
+    host's ``/`` under nspawn's own /tmp, so a checkout below /tmp (as CI's may be) would be
+    missing; the checkout and the packages also at /srv paths, which the units (PrivateTmp=)
+    see wherever the checkout is."""
+    binds = {world: WORLD, CHECKOUT: SRC, Path(SITE): DEPS, VENV: str(VENV)}
+    return Machine(tmp_path / "machine", binds=binds)
 
 
 def run_blocks(machine: Machine, blocks: list[Block]) -> dict[int, str]:
     """Run each block as root in its role's directory; returns its output by guide line."""
     outputs = {}
     for block in blocks:
-        cwd = str(CHECKOUT) if block.role == "central" else "/root"
+        cwd = SRC if block.role == "central" else "/root"
         done = machine.run(substitute(block.text), cwd=cwd, check=False, timeout=300)
         journal = ""
         if done.returncode != block.exit:
@@ -426,7 +435,7 @@ def test_a_seed_installation_is_taken_over_by_the_guide(tmp_path: Path, world: P
             state = machine.run(f"systemctl is-active {timer}", check=False).stdout.strip()
             assert state == "inactive"
         # the Perl agent sees lecentral's install as current, and would install the row as it is
-        reader = CHECKOUT / "tests" / "data" / "perl" / "install_cert_reader.pl"
+        reader = f"{SRC}/tests/data/perl/install_cert_reader.pl"  # the checkout, on the machine
         machine.run("mkdir -p /root/perl-out")
         perl = (f"DBI_PASS=CHANGE-ME-TOO perl {reader} 127.0.0.1 3306 certs reader www.example.com")
         line = machine.run(f"{perl} {issued.not_after} x /root/perl-out").stdout.strip()
