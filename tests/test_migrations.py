@@ -13,7 +13,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
-from sqlalchemy import Engine, create_engine, insert, inspect, text
+from sqlalchemy import Engine, MetaData, create_engine, insert, inspect, text
 
 from lecentral.cli.central import main
 from lecentral.errors import StoreError
@@ -121,7 +121,10 @@ def previous_version(url: str) -> Engine:
     ``alembic_version`` of the user's own, which must stay theirs."""
     engine = engine_for(url)
     make_certs(engine)
-    metadata.create_all(engine, tables=[events, renew_lock, leftovers])
+    for table in (events, renew_lock, leftovers):  # with the charset that init gave them
+        made = table.to_metadata(MetaData())
+        made.dialect_kwargs["mysql_charset"] = "utf8mb4"
+        made.create(engine)
     with engine.begin() as conn:
         conn.execute(insert(events).values(ts=5, name="www.example.test", kind="issued",
                                            host="central", message="issued"))

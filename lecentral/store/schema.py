@@ -4,6 +4,8 @@
 seed's own DDL on MySQL/MariaDB), never altered. lecentral's own data lives in its own tables,
 which the migrations in :mod:`lecentral.store.migrations` create and evolve: these definitions are
 what the head revision makes (tests/test_migrations.py compares them), used to query the tables.
+Table options (MySQL's charset and collation) belong to the migrations only: naming one here
+would import SQLAlchemy's MySQL dialect into every process, SQLite's included.
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ events = Table(
     Column("kind", String(32), nullable=False),
     Column("host", String(255), nullable=False),
     Column("message", Text, nullable=False),
-    mysql_charset="utf8mb4",
 )
 
 #: Who holds the renew lock (one row while a renew works), so that a run finding the lock taken
@@ -67,7 +68,6 @@ renew_lock = Table(
     Column("since", BigInteger, nullable=False),
     Column("expires", BigInteger),
     Column("token", String(64)),
-    mysql_charset="utf8mb4",
 )
 
 #: Challenge records an issuer published and could not remove (a TXT record, a webroot file):
@@ -84,7 +84,6 @@ leftovers = Table(
     Column("error", Text, nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("ts_last_try", BigInteger, nullable=False),
-    mysql_charset="utf8mb4",
 )
 
 #: Per-certificate settings of lecentral's own (``certs`` stays the seed's table): the ACME
@@ -97,7 +96,6 @@ cert_settings = Table(
     Column("issuer_ca", String(64)),  # NULL: not recorded (issued before 0004, or not by renew)
     Column("issuer_ca_directory", String(500)),  # its directory URL when it issued
     Column("ts_changed", BigInteger, nullable=False),
-    mysql_charset="utf8mb4",
 )
 
 #: What lecentral last derived from each row's stored certificate, CSR and chain, so that a renew
@@ -123,8 +121,6 @@ cert_facts = Table(
     Column("fingerprint", String(64)),  # SHA-256 hex of the stored leaf
     Column("names", Text),  # JSON list of the CSR's names (state ok, bad, none)
     Column("ts_checked", BigInteger, nullable=False),
-    # ascii_bin as certs.name, so that the join compares like with like (and uses the keys)
-    mysql_charset="ascii", mysql_collate="ascii_bin",
 )
 
 # --- fleet truth: what every server really serves ------------------------------------------------
@@ -140,7 +136,6 @@ agents = Table(
     Column("host", String(255), primary_key=True),
     Column("db_user", String(128), nullable=False),
     Column("ts_added", BigInteger, nullable=False),
-    mysql_charset="utf8mb4",
 )
 
 #: One current row per (name, host, entry): what an agent installed, and what the service
@@ -170,7 +165,6 @@ deployments = Table(
     Column("db_user", String(128)),  # set by the database server (trigger), not by the client
     UniqueConstraint("name", "host", "entry", name="uq_lecentral_deployments"),
     Index("ix_lecentral_deployments_host", "host"),
-    mysql_charset="utf8mb4",
 )
 
 #: Every central ``renew`` and ``probe`` run and every reporting agent run (append-only history).
@@ -187,7 +181,6 @@ runs = Table(
     Column("version", String(32), nullable=False),
     Column("db_user", String(128)),  # set by the database server (trigger)
     Index("ix_lecentral_runs_kind_host_ts_end", "kind", "host", "ts_end"),  # the latest runs
-    mysql_charset="utf8mb4",
 )
 
 #: Endpoints an operator added by hand (``lecentral endpoint add NAME URL``), probed besides the
@@ -200,7 +193,6 @@ endpoints = Table(
     Column("ts_added", BigInteger, nullable=False),
     Column("added_by", String(255), nullable=False),
     UniqueConstraint("name", "url", name="uq_lecentral_endpoints"),
-    mysql_charset="utf8mb4",
 )
 
 #: The latest central probe of each (name, url): who probed, when, what was served.
@@ -219,7 +211,6 @@ probes = Table(
     Column("error", Text),  # unreachable, handshake failed... (fingerprint None)
     Column("db_user", String(128)),
     UniqueConstraint("name", "url", name="uq_lecentral_probes"),
-    mysql_charset="utf8mb4",
 )
 
 #: The last state seen per fleet subject, so that a change (not every run) is notified.
@@ -231,7 +222,6 @@ fleet_states = Table(
     Column("state", String(32), nullable=False),
     Column("ts_since", BigInteger, nullable=False),
     Column("detail", Text, nullable=False),
-    mysql_charset="utf8mb4",
 )
 
 FLEET_TABLES = (agents, deployments, runs, endpoints, probes, fleet_states)

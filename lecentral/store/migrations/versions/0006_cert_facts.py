@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("fingerprint", sa.String(64)),
         sa.Column("names", sa.Text()),
         sa.Column("ts_checked", sa.BigInteger(), nullable=False),
+        # ascii_bin as certs.name, so that the join compares like with like (and uses the keys)
         mysql_charset="ascii", mysql_collate="ascii_bin",
     )
 
