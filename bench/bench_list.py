@@ -50,7 +50,6 @@ from typing import Any
 from bench_sweep import material  # type: ignore[import-not-found]
 from sqlalchemy import insert, update
 
-from lecentral.certificates import Certificate
 from lecentral.names import pem_fingerprint
 from lecentral.store import facts
 from lecentral.store.rows import CertRow
@@ -62,7 +61,8 @@ COMMANDS = {"list --json": ["list", "--json"], "list": ["list"]}
 
 
 def load() -> str:
-    return "load %.1f %.1f %.1f" % os.getloadavg()
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.1f} {five:.1f} {fifteen:.1f}"
 
 
 def known_facts(dialect: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -181,8 +181,8 @@ def bench(label: str, url: str, small_url: str, rows: list[dict[str, Any]], tmp:
               f"{'output right' if not wrong else 'WRONG: ' + wrong}; {load()}")
         if args.old_tree:
             env = {**os.environ, "PYTHONPATH": args.old_tree}
-            old = median_of([sys.executable, "-c", "from lecentral.cli.central import main; "
-                             "main()", "--config", str(toml), *cmd], 1, env)
+            code = "from lecentral.cli.central import main; main()"
+            old = median_of([sys.executable, "-c", code, "--config", str(toml), *cmd], 1, env)
             print(f"  peer: the same from {args.old_tree}: {old[0]:6.2f} s (CPU {old[1]:5.2f} s),"
                   f" peak RSS {old[2]:4.0f} MiB: {old[0] / wall:.1f}x; {load()}")
     return ok
