@@ -62,20 +62,24 @@ class Dates:
         self._days: dict[int, str] = {}
         self._minutes = [f"{m // 60:02d}:{m % 60:02d}" for m in range(1440)]
 
-    def __call__(self, ts: int | None) -> str | None:
-        from lecentral.cli.admin import _date
-
+    def format(self, ts: int | None) -> str | None:
         if not ts or ts <= 1:
             return None
+        try:
+            return self._days[ts // DAY] + self._minutes[ts % DAY // 60]
+        except KeyError:
+            return self._first(ts)
+
+    def _first(self, ts: int) -> str | None:
+        """The first date of a day (a time before 1970-01-02: as _date writes it)."""
+        from lecentral.cli.admin import _date
+
         if ts < DAY:
             return _date(ts)
-        day, seconds = divmod(ts, DAY)
-        text = self._days.get(day)
-        if text is None:
-            if len(self._days) > 10_000:
-                self._days.clear()
-            text = self._days[day] = str(_date(day * DAY))[:10]
-        return f"{text} {self._minutes[seconds // 60]}"
+        if len(self._days) > 10_000:
+            self._days.clear()
+        self._days[ts // DAY] = str(_date(ts // DAY * DAY))[:11]
+        return self.format(ts)
 
 
 def _json(value: Any) -> str:
@@ -102,7 +106,7 @@ class FreshSummary:
 
     def __init__(self, now: int, renew: RenewConfig, default_profile: str) -> None:
         self.now, self.renew, self.default_profile = now, renew, default_profile
-        self.date = Dates()
+        self.date = Dates().format
         self._windows: dict[int, tuple[Window, str]] = {}
         self._profiles: dict[str | None, tuple[dict[str, Any], str]] = {}
         self._issuers: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}

@@ -238,9 +238,11 @@ def list_order(dialect: str, now: int) -> list[ColumnElement[Any]]:
     floor division: the dividend is made positive, so that truncating is flooring), then by
     name as Python compares strings (code points: bytes in UTF-8)."""
     c = certs.c
-    shift = (now // 86400 + 2) * 86400  # ts_expire >= 2 there: the dividend is positive
-    dividend = c.ts_expire - now + shift
-    whole = dividend.op("DIV")(86400) if dialect in ("mysql", "mariadb") else dividend // 86400
+    # ts_expire >= 2 there: the dividend is positive; never an intermediate value below 0 (the
+    # seed's ts_expire is UNSIGNED on MariaDB: a negative difference is an error there)
+    dividend = c.ts_expire + ((now // 86400 + 2) * 86400 - now)
+    whole = (dividend.op("DIV", precedence=8)(86400) if dialect in ("mysql", "mariadb")
+             else dividend // 86400)
     has = case((c.ts_expire > 1, 1), else_=0)
     days = case((c.ts_expire > 1, whole), else_=0)
     if dialect in ("mysql", "mariadb"):
