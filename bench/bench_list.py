@@ -3,7 +3,9 @@
 two seconds each with flat memory (issue 16), on SQLite and on MariaDB.
 
 The table is filled in bulk with bench_sweep.py's realistic rows (per name a real CSR naming it,
-a certificate for it from a test CA, 90 days, issued 1 to 50 days ago, its chain and md5_ca).
+a certificate for it from a test CA, 90 days, issued 1 to 50 days ago, its chain and md5_ca),
+each with its issuing CA recorded in lecentral_cert_settings as renew records it (one in a
+hundred with an ACME profile set).
 The facts a renew sweep records (lecentral/store/facts.py) are then written for every row from
 what the bench knows of it (checked against ``facts.derive`` on a sample), as a sweep after the
 upgrade would have left them: a first sweep parses every row, minutes at this size, and
@@ -53,7 +55,7 @@ from sqlalchemy import insert, update
 from lecentral.names import pem_fingerprint
 from lecentral.store import facts
 from lecentral.store.rows import CertRow
-from lecentral.store.schema import cert_facts, certs
+from lecentral.store.schema import cert_facts, cert_settings, certs
 from lecentral.store.sql import SqlStore
 
 DAY = 86400
@@ -90,6 +92,13 @@ def fill(url: str, rows: list[dict[str, Any]], bad: int) -> list[str]:
             chunk = rows[start:start + 1000]
             conn.execute(insert(certs), chunk)
             conn.execute(insert(cert_facts), [known_facts(dialect, r) for r in chunk])
+            # as renew leaves them (lecentral >= 0004): the issuing CA of every certificate;
+            # an ACME profile set for one row in a hundred
+            conn.execute(insert(cert_settings), [
+                {"name": r["name"], "issuer_ca": "default", "ts_changed": r["ts_last_update"],
+                 "issuer_ca_directory": "https://acme.example.test/directory",
+                 "profile": "shortlived" if (start + i) % 100 == 0 else None}
+                for i, r in enumerate(chunk)])
         changed = [rows[i]["name"] for i in range(7, len(rows), max(1, len(rows) // bad))][:bad] \
             if bad else []
         for name in changed:
