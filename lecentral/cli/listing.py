@@ -42,7 +42,7 @@ HEADERS = ["NAME", "ON", "METHOD", "NAMES", "EXPIRES (UTC)", "DAYS", "LIFE", "PR
 #: memory instead of spilled)
 UNIT = "\x1f"
 #: bytes of spilled lines kept in memory before they go to a temporary file
-SPILL_IN_MEMORY = 8 << 20
+SPILL_IN_MEMORY = 2 << 20
 #: lines written to stdout at once
 CHUNK = 2000
 
@@ -334,11 +334,14 @@ def print_listing(store: Store, now: int, renew: RenewConfig, default_profile: s
         if not listing.count:
             click.echo("[]" if as_json else "no certificates yet: lecentral add NAME")
             return
+        # JSON holds no raw control character (json escapes them): click need not look for
+        # ANSI sequences to strip in 60 MB of it
+        color = True if as_json else None
         out: list[str] = []
         for line in listing.lines():
             out.append(line)
             if len(out) >= CHUNK:
-                click.echo("\n".join(out))
+                click.echo("\n".join(out), color=color)
                 out.clear()
         if out:
-            click.echo("\n".join(out))
+            click.echo("\n".join(out), color=color)

@@ -401,8 +401,9 @@ class SqlStore(Store):
             streamed = conn.execution_options(stream_results=True, yield_per=1000)
             for raw in (raw for part in streamed.execute(query).partitions() for raw in part):
                 name = raw[0]
+                # what the facts do not vouch for, checked as CertRow.from_db checks it
                 if raw[14] and name not in involved and raw[1] in ("Y", "N", None) \
-                        and _int_or_none(raw[4]) and _int_or_none(raw[5]):
+                        and type(raw[4]) in INT_OR_NONE and type(raw[5]) in INT_OR_NONE:
                     try:
                         names = json.loads(raw[8])
                     except (TypeError, ValueError):
@@ -807,9 +808,8 @@ class SqlStore(Store):
             os.close(fd)  # closing releases the flock
 
 
-def _int_or_none(value: Any) -> bool:
-    """True for what CertRow.from_db accepts in an integer column (an int, not a bool; None)."""
-    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+#: the types CertRow.from_db accepts in an integer column (a bool is not an int there)
+INT_OR_NONE = (int, type(None))
 
 
 def _key(name: str) -> str:
