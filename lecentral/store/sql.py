@@ -399,20 +399,17 @@ class SqlStore(Store):
             involved = {name for names in sharing.values() for name in names}
             later: builtins.list[str] = []
             streamed = conn.execution_options(stream_results=True, yield_per=1000)
-            for raw in (raw for part in streamed.execute(query).partitions() for raw in part):
-                name = raw[0]
-                # what the facts do not vouch for, checked as CertRow.from_db checks it
-                if raw[14] and name not in involved and raw[1] in ("Y", "N", None) \
-                        and type(raw[4]) in INT_OR_NONE and type(raw[5]) in INT_OR_NONE:
-                    try:
-                        names = json.loads(raw[8])
-                    except (TypeError, ValueError):
-                        names = None
-                    if isinstance(names, builtins.list) and \
-                            all(isinstance(n, str) for n in names):
-                        yield FreshRow(*raw[:8], names, *raw[9:14])
-                        continue
-                later.append(str(name))
+            for part in streamed.execute(query).partitions():
+                for raw in part:
+                    name = raw[0]
+                    # what the facts do not vouch for, checked as CertRow.from_db checks it
+                    if raw[14] and name not in involved and raw[1] in ("Y", "N", None) \
+                            and type(raw[4]) in INT_OR_NONE and type(raw[5]) in INT_OR_NONE:
+                        names = facts.names_of(raw[8])
+                        if names is not None:
+                            yield FreshRow(*raw[:8], names, *raw[9:14])
+                            continue
+                    later.append(str(name))
             yield from self._listed(conn, list(dict.fromkeys(later)), sharing)
 
     def _sharing(self, conn: Connection) -> dict[str, builtins.list[str]]:
