@@ -248,7 +248,7 @@ class Listing:
         self.count = 0
         self._last: Key | None = None
         self._spill = spill
-        self._lines: list[str] = []
+        self._pending: list[tuple[Key, str | list[str]]] = []
 
     def item(self, item: dict[str, Any], in_order: bool) -> None:
         """Add a summary (:func:`lecentral.cli.admin._summary`)."""
@@ -261,24 +261,39 @@ class Listing:
         """Spill a line (JSON or cells) if it is in order after the last spilled one, else hold
         it."""
         self.count += 1
+        if in_order and (self._last is None or key >= self._last):
+            self._last = key
+            self._pending.append((key, payload))
+            if len(self._pending) >= CHUNK:
+                self._flush()
+        else:
+            self._hold(key, payload)
+
+    def _hold(self, key: Key, payload: str | list[str]) -> None:
         if not isinstance(payload, str):
             self.widths = list(map(max, self.widths, map(len, payload)))
-        if in_order and (self._last is None or key >= self._last):
-            line = payload if isinstance(payload, str) else UNIT.join(payload)
-            if "\n" not in line and (isinstance(payload, str) or
-                                     line.count(UNIT) == len(HEADERS) - 1):
-                self._last = key
-                self._lines.append(f"{int(key[0])}\t{key[1]}\t{key[2]}\t{line}\n")
-                if len(self._lines) >= CHUNK:
-                    self._spill.writelines(self._lines)
-                    self._lines.clear()
-                return
         self.held.append((key, payload))
+
+    def _flush(self) -> None:
+        """Write the pending lines to the spill file (table: their column widths counted, a
+        line that cannot be spilled held)."""
+        pending, lines = self._pending, []
+        if self.as_json:
+            lines = [f"{int(k[0])}\t{k[1]}\t{k[2]}\t{p}\n" for k, p in pending]
+        elif pending:
+            columns = zip(*(p for _, p in pending), strict=True)
+            self.widths = [max(w, *map(len, c)) for w, c in zip(self.widths, columns, strict=True)]
+            for k, p in pending:
+                line = UNIT.join(p)
+                if "\n" in line or line.count(UNIT) != len(HEADERS) - 1:
+                    self.held.append((k, p))
+                else:
+                    lines.append(f"{int(k[0])}\t{k[1]}\t{k[2]}\t{line}\n")
+        self._spill.writelines(lines)
+        pending.clear()
 
     def spilled(self) -> Iterator[str]:
         """The spilled lines, in order (``has\tdays\tname\tpayload\n``)."""
-        self._spill.writelines(self._lines)
-        self._lines.clear()
         self._spill.seek(0)
         yield from self._spill
 
@@ -300,6 +315,7 @@ class Listing:
 
     def lines(self) -> Iterator[str]:
         """The output's lines, in order."""
+        self._flush()  # first: it counts widths and may hold a line
         if self.as_json:
             last = self.count - 1
             yield "["
