@@ -228,17 +228,6 @@ def _ca_problems(row: CertRow, cert: Certificate) -> list[str]:
     return found
 
 
-@dataclass(frozen=True)
-class Checked:
-    """What the last renew sweep derived from a row whose stored values have not changed since
-    (lecentral/store/facts.py): a valid row with a good certificate, its CSR's names and the
-    certificate's validity. A row that comes with it was read without its blobs."""
-
-    names: list[str]
-    not_before: int
-    not_after: int
-
-
 class FreshRow(NamedTuple):
     """A row ``lecentral list`` shows without reading its blobs: its facts are ``ok`` and every
     value they were derived from is unchanged (lecentral/store/facts.py), so its name is valid
