@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # cryptography is imported by the functions that parse (not b
 #: timestamps less than an hour apart are deemed equivalent)
 TS_EXPIRE_SLACK = 3600
 ENABLE_NULL = ("column enable is NULL: not enabled, as the seed's scripts read it (set it with "
-                "lecentral enable/disable)")
+               "lecentral enable/disable)")
 
 
 @dataclass(frozen=True)
