@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from lecentral.records import CertEntry, Notification
     from lecentral.store.rows import (
         CertRow,
-        Checked,
         EventRow,
+        FreshRow,
+        ListedRow,
         LockHolder,
         Swept,
         SweptRow,
@@ -167,12 +168,17 @@ class Store(ABC):
         for certificates issued before lecentral recorded it, or by a store without settings."""
         return {}
 
-    def checked_rows(self) -> Iterator[tuple[CertRow, Checked | None]]:
-        """Every row as :meth:`list` gives it, with what the last sweep derived from it when its
-        stored values are unchanged since (the row then comes without its blobs: ``csr`` empty,
-        ``crt``/``ca``/``old_*`` None); a store without such a record gives None for each."""
+    def listing(self, now: int) -> Iterator[FreshRow | ListedRow]:
+        """Every row for ``lecentral list``: rows known good and unchanged since the last sweep
+        as :class:`FreshRow` (no blobs), ideally in list's order at ``now`` (the caller checks
+        the order and copes with any), then the others as :class:`ListedRow`; a store without
+        such a record gives every row of :meth:`list` as a ListedRow."""
+        from lecentral.store.rows import ListedRow
+
+        profiles, cas = self.profiles(), self.issuing_cas()
         for row in self.list():
-            yield row, None
+            key = row.name.strip().lower().rstrip(".")
+            yield ListedRow(row, profiles.get(key), cas.get(key))
 
     def sweep(self, renew: RenewConfig, now: int) -> Swept | None:
         """The rows a renew sweep (no names, not forced) must read, and how many enabled rows

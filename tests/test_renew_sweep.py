@@ -382,3 +382,57 @@ def test_list_from_the_facts_is_list_from_the_rows(db: SqlStore, key: Any,
     assert by_name["www.dup.example.test"]["invalid"]
     assert "BAD CERTIFICATE" in reference[1]
     assert (cli_list(db, tmp_path, "--json"), cli_list(db, tmp_path)) == reference
+
+
+def listed_without_facts(db: SqlStore, tmp_path: Path) -> tuple[str, str]:
+    """``list --json`` and ``list`` with every facts row removed (every row read and parsed:
+    the reference), the facts put back afterwards."""
+    with db.engine.begin() as conn:
+        saved = [dict(r) for r in conn.execute(select(cert_facts)).mappings()]
+        conn.execute(cert_facts.delete())
+    plain = cli_list(db, tmp_path, "--json"), cli_list(db, tmp_path)
+    if saved:
+        with db.engine.begin() as conn:
+            conn.execute(insert(cert_facts), saved)
+    return plain
+
+
+def test_list_streams_the_good_rows_in_its_order(db: SqlStore, key: Any,
+                                                 tmp_path: Path) -> None:
+    """``list`` takes the rows known good and unchanged from one ordered statement, streamed
+    and not parsed (FreshRow), in list's order as Python sorts (never issued first, then days
+    left, then the name by code points, whatever the database's collation says about hyphens
+    and stars); the rows read in full are merged in. The output is that of reading every row,
+    before and after a foreign writer breaks a row in the middle of the order."""
+    from lecentral.store.rows import FreshRow
+
+    now = now_ts() - 5000  # days_left and dates stay the same during the test
+    labels = ["a-b", "ab", "a", "a0", "*.w", "w", "z9", "b--c", "0a", "a--b", "b"]
+    rows = [row_values(f"{label}.order.example.test", key, now - 10 * DAY,
+                       now + (30 + i % 3) * DAY + i) for i, label in enumerate(labels)]
+    rows += [{**row_values("never.order.example.test", key, now, now + DAY), "crt": None,
+              "ca": None, "md5_ca": None, "ts_expire": 1},
+             {**row_values("nots.order.example.test", key, now - DAY, now + 20 * DAY),
+              "ts_expire": None},
+             row_values("expired.order.example.test", key, now - 100 * DAY, now - 3 * DAY - 7),
+             row_values("expired2.order.example.test", key, now - 100 * DAY, now - 3 * DAY)]
+    insert_rows(db, rows)
+    reference = listed_without_facts(db, tmp_path)
+    same_as_every_row(config_for(tmp_path), db)  # the facts recorded
+    at = now_ts()
+    fresh = [e for e in db.listing(at) if isinstance(e, FreshRow)]
+    assert len(fresh) == len(labels) + 3, fresh  # all but the never-issued row
+    order = [((e.ts_expire or 0) > 1, ((e.ts_expire or 0) - at) // DAY
+              if (e.ts_expire or 0) > 1 else 0, e.name) for e in fresh]
+    assert order == sorted(order)  # SQL's order is Python's: nothing held in memory
+    assert (cli_list(db, tmp_path, "--json"), cli_list(db, tmp_path)) == reference
+    items = json.loads(reference[0])
+    keys = [(i["days_left"] is not None, i["days_left"] or 0, i["name"]) for i in items]
+    assert keys == sorted(keys) and len(items) == len(rows)
+    assert reference[1].splitlines()[1].startswith("never.order.example.test ")
+
+    foreign_update(db, "ab.order.example.test", crt=b"garbage")
+    broken = listed_without_facts(db, tmp_path)
+    assert (cli_list(db, tmp_path, "--json"), cli_list(db, tmp_path)) == broken
+    assert "BAD CERTIFICATE" in broken[1]
+    assert [i["name"] for i in json.loads(broken[0])] == [i["name"] for i in items]

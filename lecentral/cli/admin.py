@@ -28,11 +28,10 @@ from lecentral.cli.common import (
     guarded,
     known_name,
     print_json,
-    table,
     wrapped_table,
 )
 from lecentral.errors import ConfigError, CsrError, LecentralError, UnknownNameError
-from lecentral.store.rows import CertRow, Checked, certificate_problems, load_row_csr
+from lecentral.store.rows import CertRow, certificate_problems, load_row_csr
 from lecentral.window import renew_at
 
 if TYPE_CHECKING:
@@ -325,16 +324,16 @@ def _lifetime_days(validity: tuple[int, int] | None) -> float | None:
     return round((validity[1] - validity[0]) / DAY, 1)
 
 
-def _profile(row: CertRow, profiles: dict[str, str], default: str) -> dict[str, Any]:
+def _profile(name: str, stored: str | None, default: str) -> dict[str, Any]:
     """``profile``: what the next order asks for (None: the CA's default), and where it comes
-    from; a stored value that is not a valid profile name is a problem of the row."""
+    from; a stored value (``lecentral set``) that is not a valid profile name is a problem of
+    the row ``name``."""
     from lecentral.config import PROFILE_RE, PROFILE_RULE
 
-    stored = profiles.get(row.name.strip().lower().rstrip("."))
     if stored is not None and not PROFILE_RE.match(stored):
         return {"profile": None, "profile_source": "lecentral set",
                 "profile_problem": f"lecentral_cert_settings holds an invalid ACME profile "
-                                   f"({PROFILE_RULE}): lecentral set {row.name} --profile NAME"}
+                                   f"({PROFILE_RULE}): lecentral set {name} --profile NAME"}
     if stored is not None:
         return {"profile": stored, "profile_source": "lecentral set"}
     return {"profile": default or None, "profile_source": "[acme] profile" if default else None}
@@ -389,50 +388,44 @@ def _with_ari(info: dict[str, Any], crt: bytes, config: CentralConfig,
         info["renew_reason"] = f"the CA's ARI window {_date(start)} to {_date(end)} UTC"
 
 
-def _issuing_ca(row: CertRow, issuing_cas: dict[str, tuple[str, str]]) -> dict[str, Any]:
+def _issuing_ca(found: tuple[str, str] | None) -> dict[str, Any]:
     """``issuer_ca``: the ``[[acme.ca]]`` name of the CA that issued the stored certificate and
-    ``issuer_ca_directory`` its directory then (None: not recorded, or not a valid name)."""
+    ``issuer_ca_directory`` its directory then, from ``found`` as stored (None: not recorded,
+    or not a valid name)."""
     from lecentral.config import CA_NAME_RE
 
-    found = issuing_cas.get(row.name.strip().lower().rstrip("."))
     if found is None or not CA_NAME_RE.match(found[0]):
         return {"issuer_ca": None, "issuer_ca_directory": None}
     directory = "".join(c for c in found[1] if c.isprintable())[:500]
     return {"issuer_ca": found[0], "issuer_ca_directory": directory or None}
 
 
-def _summary(row: CertRow, now: int, renew: RenewConfig, profiles: dict[str, str] | None = None,
-             default_profile: str = "",
-             issuing_cas: dict[str, tuple[str, str]] | None = None,
-             checked: Checked | None = None) -> dict[str, Any]:
+def _summary(row: CertRow, now: int, renew: RenewConfig, default_profile: str = "",
+             profile: str | None = None, issuer: tuple[str, str] | None = None) -> dict[str, Any]:
     """One row for list/show: ``problems`` is everything wrong with it; ``invalid`` says whether
     it is refused until fixed (row problems), ``certificate_problems`` the subset that only makes
     it due (the renew job replaces the bad stored certificate); ``renew_at`` when it becomes due
-    and ``renew_reason`` why then (or why none). ``checked``: what the last renew sweep derived
-    from the row's unchanged stored values (a valid row, a good certificate), used instead of
-    parsing them (the row then has no blobs)."""
+    and ``renew_reason`` why then (or why none). ``profile`` and ``issuer``: the row's settings
+    as stored (lecentral_cert_settings). lecentral/cli/listing.py makes the same from the facts
+    of a row known good and unchanged."""
     names: list[str] | None = None
-    if checked is not None:
-        names, bad_cert, has_crt = checked.names, [], True
-        validity: tuple[int, int] | None = (checked.not_before, checked.not_after)
-    else:
-        try:
-            names = load_row_csr(row).names
-        except LecentralError as exc:
-            row = row.with_problem(str(exc))
-        bad_cert = certificate_problems(row, names)
-        has_crt, validity = bool(row.crt), _validity(row)
-    has_cert = has_crt and (row.ts_expire or 0) > 1
-    profile = _profile(row, profiles or {}, default_profile)
+    try:
+        names = load_row_csr(row).names
+    except LecentralError as exc:
+        row = row.with_problem(str(exc))
+    bad_cert = certificate_problems(row, names)
+    validity = _validity(row)
+    has_cert = bool(row.crt) and (row.ts_expire or 0) > 1
+    fields = _profile(row.name, profile, default_profile)
     # a note, not INVALID: the renew job does not refuse the row, its order fails saying this
-    notes = [*row.notes, *([profile.pop("profile_problem")] if "profile_problem" in profile else [])]
+    notes = [*row.notes, *([fields.pop("profile_problem")] if "profile_problem" in fields else [])]
     ts_renew_at, renew_reason = _renewal(row, bad_cert, renew, validity)
     return {
         "name": row.name, "enabled": row.enable, "method": row.method, "names": names or [],
         "expires": _date(row.ts_expire) if has_cert else None,
         "ts_expire": row.ts_expire,
         "days_left": ((row.ts_expire or 0) - now) // DAY if has_cert else None,
-        **profile, **_issuing_ca(row, issuing_cas or {}),
+        **fields, **_issuing_ca(issuer),
         "lifetime_days": _lifetime_days(validity) if has_cert else None,
         "renew_at": _date(ts_renew_at), "ts_renew_at": ts_renew_at, "renew_reason": renew_reason,
         "count_fail_update": row.count_fail_update or 0,
@@ -460,25 +453,9 @@ def _state(item: dict[str, Any]) -> str:
 @guarded
 def list_(app: App, as_json: bool) -> None:
     """Every certificate, soonest expiry first (never-issued ones on top)."""
-    now = now_ts()
-    store = app.store()
-    profiles, default, cas = store.profiles(), app.config.acme.profile, store.issuing_cas()
-    items = [_summary(r, now, app.config.renew, profiles, default, cas, checked)
-             for r, checked in store.checked_rows()]
-    items.sort(key=lambda i: (i["days_left"] is not None, i["days_left"] or 0, i["name"]))
-    if as_json:
-        print_json(items)
-        return
-    if not items:
-        click.echo("no certificates yet: lecentral add NAME")
-        return
-    rows = [[i["name"], "Y" if i["enabled"] else "N", i["method"], ",".join(i["names"]),
-             i["expires"] or "-", "-" if i["days_left"] is None else str(i["days_left"]),
-             "-" if i["lifetime_days"] is None else f"{i['lifetime_days']:g}",
-             i["profile"] or "-", i["issuer_ca"] or "-", _renews(i, now), str(i["count_fail_update"]),
-             i["last_attempt"] or "-", _state(i)] for i in items]
-    click.echo(table(rows, ["NAME", "ON", "METHOD", "NAMES", "EXPIRES (UTC)", "DAYS", "LIFE",
-                            "PROFILE", "CA", "RENEWS (UTC)", "FAILS", "LAST ATTEMPT", ""]))
+    from lecentral.cli.listing import print_listing
+
+    print_listing(app.store(), now_ts(), app.config.renew, app.config.acme.profile, as_json)
 
 
 def _renews(item: dict[str, Any], now: int) -> str:
@@ -516,8 +493,9 @@ def show(app: App, name: str, as_json: bool, history: int) -> None:
     if row is None:
         raise UnknownNameError(f"no certificate named {name!r} in the database (see lecentral list)")
     now = now_ts()
-    info = _summary(row, now, app.config.renew, store.profiles(), app.config.acme.profile,
-                    store.issuing_cas())
+    key = row.name.strip().lower().rstrip(".")
+    info = _summary(row, now, app.config.renew, app.config.acme.profile,
+                    store.profiles().get(key), store.issuing_cas().get(key))
     try:
         csr = Csr.load(row.csr, "CSR")
         info["csr"] = {"names": csr.names, "key": csr.key_type, "md5_modulus": csr.md5_modulus}

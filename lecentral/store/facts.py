@@ -94,7 +94,11 @@ def blobs_sum(dialect: str, crt: Any, csr: Any, ca: Any) -> int:
 
 
 def sqlite_sum(crt: Any, csr: Any, ca: Any) -> int:
-    """The function registered on SQLite connections as ``lecentral_sum`` (one call per row)."""
+    """The function registered on SQLite connections as ``lecentral_sum`` (one call per row,
+    100,000 per sweep or listing): :func:`blobs_sum`, three blobs checksummed in place."""
+    if type(crt) is bytes and type(csr) is bytes and type(ca) is bytes:
+        head = zlib.crc32(b"%d,%d,%d:" % (len(crt), len(csr), len(ca)))
+        return zlib.crc32(ca, zlib.crc32(csr, zlib.crc32(crt, head)))
     return blobs_sum("sqlite", crt, csr, ca)
 
 
@@ -166,6 +170,25 @@ def derive(raw_name: str, row: CertRow) -> dict[str, Any]:
     return {**facts, "state": "ok" if normalised else "odd-name"}
 
 
+def names_of(stored: Any) -> list[str] | None:
+    """The CSR names a facts row holds (``names``: what :func:`derive` wrote, a JSON list of
+    strings), None if it holds anything else. 100,000 per listing: the text json.dumps writes
+    for plain names is split without the JSON parser."""
+    if type(stored) is not str:
+        return None
+    if stored.startswith('["') and stored.endswith('"]') and "\\" not in stored:
+        names = stored[2:-2].split('", "')
+        if stored.count('"') == 2 * len(names):  # no other quote: exactly what dumps wrote
+            return names
+    try:
+        found = json.loads(stored)
+    except ValueError:
+        return None
+    if isinstance(found, list) and all(isinstance(n, str) for n in found):
+        return found
+    return None
+
+
 def window_closed(renew: RenewConfig, now: int) -> ColumnElement[bool]:
     """True in SQL when the renewal window (:func:`lecentral.window.renew_at`) of the cached
     certificate has surely not opened at ``now``; never true for a row that may be due."""
@@ -226,6 +249,28 @@ def disabled_query() -> Select[Any]:
 def enabled_query() -> Select[Any]:
     """How many rows are enabled (those not read by a sweep are the rest)."""
     return select(func.count()).select_from(certs).where(certs.c.enable == "Y")
+
+
+def list_order(dialect: str, now: int) -> list[ColumnElement[Any]]:
+    """``lecentral list``'s order in SQL, for rows with a certificate (those it reads from the
+    facts): those without ``ts_expire`` > 1 first, then by whole days left at ``now`` (Python's
+    floor division: the dividend is made positive, so that truncating is flooring), then by
+    name as Python compares strings (code points: bytes in UTF-8)."""
+    c = certs.c
+    # ts_expire >= 2 there: the dividend is positive; never an intermediate value below 0 (the
+    # seed's ts_expire is UNSIGNED on MariaDB: a negative difference is an error there)
+    dividend = c.ts_expire + ((now // 86400 + 2) * 86400 - now)
+    whole = (dividend.op("DIV", precedence=8)(86400) if dialect in ("mysql", "mariadb")
+             else dividend // 86400)
+    has = case((c.ts_expire > 1, 1), else_=0)
+    days = case((c.ts_expire > 1, whole), else_=0)
+    if dialect in ("mysql", "mariadb"):
+        name: ColumnElement[Any] = func.binary(c.name)
+    elif dialect == "postgresql":
+        name = c.name.collate("C")
+    else:
+        name = c.name
+    return [has, days, name]
 
 
 def odd_names(dialect: str) -> ColumnElement[bool]:

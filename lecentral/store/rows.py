@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lecentral.errors import CsrError
 from lecentral.names import check_name, md5_ca, normalise_digest, when
@@ -21,8 +21,8 @@ if TYPE_CHECKING:  # cryptography is imported by the functions that parse (not b
 #: ts_expire and the certificate's notAfter this close are the same (the seed: clocks differ, two
 #: timestamps less than an hour apart are deemed equivalent)
 TS_EXPIRE_SLACK = 3600
-_ENABLE_NULL = ("column enable is NULL: not enabled, as the seed's scripts read it (set it with "
-                "lecentral enable/disable)")
+ENABLE_NULL = ("column enable is NULL: not enabled, as the seed's scripts read it (set it with "
+               "lecentral enable/disable)")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class CertRow:
     def notes(self) -> tuple[str, ...]:
         """Things worth pointing out that do not make the row invalid."""
         if self.enable_null:
-            return (_ENABLE_NULL,)
+            return (ENABLE_NULL,)
         return ()
 
     @property
@@ -228,15 +228,37 @@ def _ca_problems(row: CertRow, cert: Certificate) -> list[str]:
     return found
 
 
-@dataclass(frozen=True)
-class Checked:
-    """What the last renew sweep derived from a row whose stored values have not changed since
-    (lecentral/store/facts.py): a valid row with a good certificate, its CSR's names and the
-    certificate's validity. A row that comes with it was read without its blobs."""
+class FreshRow(NamedTuple):
+    """A row ``lecentral list`` shows without reading its blobs: its facts are ``ok`` and every
+    value they were derived from is unchanged (lecentral/store/facts.py), so its name is valid
+    and as DNS compares it, ``certbot``/``ts_expire``/``webroot_path`` are as validated then,
+    and ``enable``, ``ts_last_update``, ``count_fail_update`` were checked as read (``enable``
+    'Y', 'N' or None, the others int or None). A tuple, not a CertRow: 100,000 of them are
+    made per listing. Settings (``profile``, ``issuer_*``) as stored: the caller validates."""
 
+    name: str
+    enable: str | None
+    certbot: str | None
+    ts_expire: int | None
+    ts_last_update: int | None
+    count_fail_update: int | None
+    webroot_path: str | None
+    comment: Any
     names: list[str]
     not_before: int
     not_after: int
+    profile: str | None
+    issuer_ca: str | None
+    issuer_ca_directory: str | None
+
+
+class ListedRow(NamedTuple):
+    """A row ``lecentral list`` read in full (not known good and unchanged), validated, with
+    its settings as stored (``profile``, ``issuer``: (CA name, directory)), or None."""
+
+    row: CertRow
+    profile: str | None
+    issuer: tuple[str, str] | None
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,15 @@ from lecentral.leftovers import Leftover
 from lecentral.store import facts, migrations, renewlock
 from lecentral.store.direct import database_hint, dns_key
 from lecentral.store.retry import GaveUp, RetryPolicy, gave_up_error, retrying
-from lecentral.store.rows import CertRow, Checked, EventRow, LockHolder, Swept, SweptRow
+from lecentral.store.rows import (
+    CertRow,
+    EventRow,
+    FreshRow,
+    ListedRow,
+    LockHolder,
+    Swept,
+    SweptRow,
+)
 from lecentral.store.schema import (
     OWN_TABLES,
     cert_facts,
@@ -365,57 +373,81 @@ class SqlStore(Store):
         return Swept([SweptRow(str(raw["name"]), facts.signature(self.dialect, raw), row)
                       for raw, row in zip(raws, rows, strict=True)], unchanged, disabled)
 
-    def checked_rows(self) -> Iterator[tuple[CertRow, Checked | None]]:
-        """Every row: first those whose facts are ``ok`` and unchanged, without their blobs (with
-        the facts), then the others read in full (500 at a time), each marked with a duplicate
-        name as :meth:`list` marks it. Memory: one batch of blobs at a time."""
-        key_sql = facts.recorded(self.dialect)
-        fresh = case((func.coalesce(key_sql, false()), 1), else_=0).label("fresh")
-        f = cert_facts.c
-        small = [c for c in certs.c if c.name not in ("csr", "ca", "crt", "old_ca", "old_crt")]
-        query = (select(*small, fresh, f.names.label("facts_names"), f.not_before.label("nb"),
-                        f.not_after.label("na"))
-                 .select_from(certs.outerjoin(cert_facts, f.name == certs.c.name))
-                 .order_by(certs.c.name))
+    def listing(self, now: int) -> Iterator[FreshRow | ListedRow]:
+        """Every row for ``lecentral list``, streamed (one pass of the database server over
+        ``certs``, the blobs only checksummed: lecentral/store/facts.py):
+
+        - rows whose facts are ``ok`` and unchanged as :class:`FreshRow`, without their blobs,
+          in list's order at ``now`` (:func:`facts.list_order`; the caller checks it);
+        - then every other row (changed by any writer, bad, invalid, never swept, a column the
+          facts do not vouch for not as expected, or possibly sharing its DNS name with another
+          row) read in full, 500 at a time, as :class:`ListedRow`, each sharing a DNS name
+          marked as :meth:`list` marks it.
+
+        Memory: the names of the rows of the second kind, and one batch of their blobs."""
+        f, s = cert_facts.c, cert_settings.c
+        fresh = case((func.coalesce(facts.recorded(self.dialect), false()), 1), else_=0)
+        query = (select(certs.c.name, certs.c.enable, certs.c.certbot, certs.c.ts_expire,
+                        certs.c.ts_last_update, certs.c.count_fail_update, certs.c.webroot_path,
+                        certs.c.comment, f.names, f.not_before, f.not_after, s.profile,
+                        s.issuer_ca, s.issuer_ca_directory, fresh.label("fresh"))
+                 .select_from(certs.outerjoin(cert_facts, f.name == certs.c.name)
+                              .outerjoin(cert_settings, s.name == certs.c.name))
+                 .order_by(*facts.list_order(self.dialect, now)))
         with self.transaction("listing certificates") as conn:
-            # rows that may share a DNS name (one of them not written as DNS compares it)
-            odd = [str(n) for n in conn.execute(select(certs.c.name)
-                                                .where(facts.odd_names(self.dialect))).scalars()]
-            keys = {n: _key(n) for n in odd}
-            partners = [str(n) for n in conn.execute(select(certs.c.name).where(
-                certs.c.name.in_(sorted(set(keys.values()))))).scalars()] if keys else []
-            for name in partners:
-                keys[name] = _key(name)
-            sharing: dict[str, builtins.list[str]] = {}
-            for name, key in keys.items():
-                sharing.setdefault(key, []).append(name)
+            sharing = self._sharing(conn)
+            involved = {name for names in sharing.values() for name in names}
             later: builtins.list[str] = []
-            for raw in conn.execute(query).mappings():
-                name = str(raw["name"])
-                checked = None
-                if raw["fresh"] and name not in keys:
-                    try:
-                        checked = Checked(json.loads(raw["facts_names"]), int(raw["nb"]),
-                                          int(raw["na"]))
-                    except (TypeError, ValueError):
-                        checked = None
-                if checked is None:
-                    later.append(name)
-                    continue
-                row = CertRow.from_db({**raw, "csr": b"-", "ca": None, "crt": None,
-                                       "old_ca": None, "old_crt": None})
-                if row.problems:  # what only the non-blob columns say: read it in full
-                    later.append(name)
-                    continue
-                yield dataclasses.replace(row, csr=b""), checked
-            for start in range(0, len(later), 500):
-                chunk = later[start:start + 500]
-                for full in conn.execute(select(certs).where(certs.c.name.in_(chunk))
-                                         .order_by(certs.c.name)).mappings():
-                    row = CertRow.from_db(full)
-                    stored = sorted(set(sharing.get(row.name, [])))
-                    yield (row.with_problem(self._same_name(row.name, stored))
-                           if len(stored) > 1 else row), None
+            streamed = conn.execution_options(stream_results=True, yield_per=1000)
+            for part in streamed.execute(query).partitions():
+                for raw in part:
+                    name = raw[0]
+                    # what the facts do not vouch for, checked as CertRow.from_db checks it
+                    if raw[14] and name not in involved and raw[1] in ("Y", "N", None) \
+                            and type(raw[4]) in INT_OR_NONE and type(raw[5]) in INT_OR_NONE:
+                        names = facts.names_of(raw[8])
+                        if names is not None:
+                            yield FreshRow(*raw[:8], names, *raw[9:14])
+                            continue
+                    later.append(str(name))
+            yield from self._listed(conn, list(dict.fromkeys(later)), sharing)
+
+    def _sharing(self, conn: Connection) -> dict[str, builtins.list[str]]:
+        """DNS name -> the stored names of the rows with that DNS name, for every row whose name
+        may not be written as DNS compares it and the rows it may duplicate (usually none)."""
+        odd = [str(n) for n in conn.execute(select(certs.c.name)
+                                            .where(facts.odd_names(self.dialect))).scalars()]
+        keys = {n: _key(n) for n in odd}
+        partners = [str(n) for n in conn.execute(select(certs.c.name).where(
+            certs.c.name.in_(sorted(set(keys.values()))))).scalars()] if keys else []
+        for name in partners:
+            keys[name] = _key(name)
+        by_key: dict[str, builtins.list[str]] = {}
+        for name, key in keys.items():
+            by_key.setdefault(key, []).append(name)
+        return {key: sorted(set(names)) for key, names in by_key.items()}
+
+    def _listed(self, conn: Connection, names: builtins.list[str],
+                sharing: dict[str, builtins.list[str]]) -> Iterator[ListedRow]:
+        """``names`` read in full and validated, 500 at a time, with their settings."""
+        s = cert_settings.c
+        for start in range(0, len(names), 500):
+            chunk = names[start:start + 500]
+            rows = [CertRow.from_db(full) for full in conn.execute(
+                select(certs).where(certs.c.name.in_(chunk)).order_by(certs.c.name)).mappings()]
+            keys = sorted({_dns(row.name) for row in rows})
+            settings = {str(r[0]): r for r in conn.execute(
+                select(s.name, s.profile, s.issuer_ca, s.issuer_ca_directory)
+                .where(s.name.in_(keys)))}
+            for row in rows:
+                stored = sharing.get(row.name, [])
+                if len(stored) > 1:
+                    row = row.with_problem(self._same_name(row.name, stored))
+                found = settings.get(_dns(row.name))
+                profile = None if found is None or found[1] is None else str(found[1])
+                issuer = None if found is None or found[2] is None else \
+                    (str(found[2]), str(found[3] or ""))
+                yield ListedRow(row, profile, issuer)
 
     def record_facts(self, swept: builtins.list[SweptRow]) -> None:
         """Derive and store the facts of the swept rows (replacing what was there)."""
@@ -771,6 +803,10 @@ class SqlStore(Store):
                     renewlock.file_clear_holder(fd)
         finally:
             os.close(fd)  # closing releases the flock
+
+
+#: the types CertRow.from_db accepts in an integer column (a bool is not an int there)
+INT_OR_NONE = (int, type(None))
 
 
 def _key(name: str) -> str:
