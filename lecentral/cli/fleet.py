@@ -10,7 +10,7 @@ import click
 
 from lecentral.certificates import now_ts
 from lecentral.cli.central import App
-from lecentral.cli.common import guarded, known_name, print_json, table
+from lecentral.cli.common import guarded, known_name, table
 from lecentral.errors import UnknownNameError
 
 if TYPE_CHECKING:
@@ -68,7 +68,12 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
     from lecentral.fleet.watch import load_view, notify_changes
 
     store = app.store()
-    fleet_store, view = load_view(store, app.config, now_ts(), wanted)
+    # --problems alone: the split view finds the certificates that are not current (SQL counts
+    # the current targets), then only those are judged in full (issue 16: 100,000 × 3)
+    split = problems and not notify
+    fleet_store, view = load_view(store, app.config, now_ts(), wanted, split=split)
+    if split:
+        view = _problems_in_full(app, view, wanted)
     found = {c.name.lower() for c in view.certs}
     unknown = [n for n in wanted if n.lower() not in found]
     if unknown:
@@ -80,7 +85,7 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
         click.echo(f"lecentral: warning: alert not sent: {error}", err=True)
     certs = [c for c in view.certs if not problems or c.state not in ("current", "disabled")]
     if as_json:
-        print_json(view_json(view, certs), compact=True)
+        _print_view_json(view, certs)
         if unsent:
             raise click.exceptions.Exit(1)
         return
@@ -109,6 +114,42 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
         raise click.exceptions.Exit(1)
 
 
+def _problems_in_full(app: App, view: FleetView, wanted: list[str]) -> FleetView:
+    """``view`` (a split one) with its certificates that are not current judged in full: every
+    target listed, as the full view lists them. Names that a names filter would not find as
+    stored (upper case, a final dot) make it judge the whole fleet in full instead."""
+    from lecentral.fleet.watch import load_view
+
+    bad = [c.name for c in view.certs if c.state not in ("current", "disabled")]
+    if any(n != n.lower().rstrip(".") for n in bad):
+        return load_view(app.store(), app.config, view.now, wanted)[1]
+    if not bad:
+        return view
+    detail = load_view(app.store(), app.config, view.now, bad)[1]
+    judged = {c.name: c for c in detail.certs}
+    certs = [judged.get(c.name, c) for c in view.certs]
+    return dataclasses.replace(view, certs=certs, split=False)
+
+
+def _print_view_json(view: FleetView, certs: list[CertFleet]) -> None:
+    """The ``--json`` document, one certificate at a time (not one string of 100 MB): the same
+    bytes as ``print_json(view_json(view, certs), compact=True)``."""
+    import json
+    import sys
+
+    def dumps(data: Any) -> str:
+        return json.dumps(data, separators=(",", ":"), default=str)
+
+    head = dumps(view_json(view, []))
+    assert head.endswith('"certs":[]}')
+    out = sys.stdout
+    out.write(head[:-2])
+    for i, cert in enumerate(certs):
+        out.write(("," if i else "") + dumps(cert_json(cert)))
+    out.write("]}\n")
+    out.flush()
+
+
 def _seen(seen: Seen | None) -> dict[str, Any] | None:
     if seen is None:
         return None
@@ -122,15 +163,20 @@ def view_json(view: FleetView, certs: list[CertFleet]) -> dict[str, Any]:
         "now": view.now, "settings": dataclasses.asdict(view.settings),
         "renew_state": view.renew_state, "renew_detail": view.renew_detail,
         "runs": [dataclasses.asdict(r) for r in view.runs],
-        "certs": [{
-            "name": c.name, "enabled": c.enabled, "fingerprint": c.fingerprint,
-            "ts_expire": c.ts_expire, "ts_last_update": c.ts_last_update,
-            "count_fail_update": c.count_fail_update, "state": c.state,
-            "targets": [{"kind": t.kind, "target": t.target, "host": t.host,
-                         "installed": _seen(t.installed), "served": _seen(t.served), "ts": t.ts,
-                         "state": t.state, "detail": t.detail, "result": t.result,
-                         "db_user": t.db_user} for t in c.targets],
-        } for c in certs],
+        "certs": [cert_json(c) for c in certs],
+    }
+
+
+def cert_json(c: CertFleet) -> dict[str, Any]:
+    """One certificate of the ``--json`` document."""
+    return {
+        "name": c.name, "enabled": c.enabled, "fingerprint": c.fingerprint,
+        "ts_expire": c.ts_expire, "ts_last_update": c.ts_last_update,
+        "count_fail_update": c.count_fail_update, "state": c.state,
+        "targets": [{"kind": t.kind, "target": t.target, "host": t.host,
+                     "installed": _seen(t.installed), "served": _seen(t.served), "ts": t.ts,
+                     "state": t.state, "detail": t.detail, "result": t.result,
+                     "db_user": t.db_user} for t in c.targets],
     }
 
 
