@@ -20,7 +20,7 @@ from lecentral.fleet.model import CURRENT, FleetSettings, FleetView
 from lecentral.fleet.nagios import CheckInput, Thresholds, evaluate, lifetimes, row_problems
 from lecentral.fleet.states import compute
 
-A, B, C, D, E, F = (f"{x}.split.example.test" for x in "abcdef")
+A, B, C, D, E, F, G = (f"{x}.split.example.test" for x in "abcdefg")
 
 
 def world(fleet: Fleet) -> None:
@@ -43,6 +43,10 @@ def world(fleet: Fleet) -> None:
     f = fleet.issue(F, age=1)
     fleet.report("web1", F, f, f)
     fleet.probe(F, "https://lb.split.example.test/", f)
+    g = fleet.issue(G, age=3)  # current everywhere: only counted
+    fleet.report("web2", G, g, g, entry="z-last")
+    fleet.report("web1", G, g, None)
+    fleet.report("web1", G, g, g, entry="a-first")
     fleet.renew_run()
     # the facts of every row, as a renew sweep records them
     fleet.store.record_facts(fleet.store.sweep(RenewConfig(), now_ts()).rows)
@@ -99,6 +103,7 @@ def test_split_view_judges_as_the_full_view(fleet: Fleet) -> None:
     by_name = {c.name: c for c in split.certs}
     # SQL counted the plainly current ones ...
     assert by_name[A].current_targets == 3 and by_name[F].current_targets == 1
+    assert by_name[G].current_targets == 3 and not by_name[G].targets
     # ... and none whose facts are out of date, disabled, or whose report is old
     assert by_name[C].current_targets == 0 and by_name[C].state == "pending"
     assert by_name[D].current_targets == 0 and by_name[D].state == "disabled"
@@ -124,3 +129,24 @@ def test_check_and_metrics_say_what_the_full_view_says(fleet: Fleet) -> None:
     got.pop("lecentral_metrics_generated_timestamp_seconds")
     want.pop("lecentral_metrics_generated_timestamp_seconds")
     assert got == want
+
+
+def test_fleet_json_lists_what_the_full_view_lists(fleet: Fleet) -> None:
+    """``fleet --json`` and ``--problems --json`` read the split view, judge the certificates
+    with both kinds of targets again in full and read the counted ones as rows: the document
+    is the full view's."""
+    import json
+
+    from lecentral.cli.fleet import view_json
+
+    world(fleet)
+    full, _, _ = views(fleet)
+    for args, certs in ((["--json"], full.certs),
+                        (["--problems", "--json"],
+                         [c for c in full.certs if c.state not in ("current", "disabled")])):
+        result = fleet.run("fleet", *args)
+        assert result.exit_code == 0, result.output
+        got = json.loads(result.stdout)
+        want = json.loads(json.dumps(view_json(full, certs), default=str))
+        got.pop("now"), want.pop("now")
+        assert got == want

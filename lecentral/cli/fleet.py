@@ -15,6 +15,7 @@ from lecentral.errors import UnknownNameError
 
 if TYPE_CHECKING:
     from lecentral.fleet.model import CertFleet, FleetView, Seen
+    from lecentral.fleet.store import FleetStore
 
 pass_app = click.make_pass_decorator(App)
 
@@ -68,12 +69,13 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
     from lecentral.fleet.watch import load_view, notify_changes
 
     store = app.store()
-    # --problems alone: the split view finds the certificates that are not current (SQL counts
-    # the current targets), then only those are judged in full (issue 16: 100,000 × 3)
-    split = problems and not notify
+    # without --notify, --json and --problems read the split view: SQL counts the targets it
+    # finds current (issue 16: 100,000 × 3), the others are judged in Python; a certificate
+    # with both is judged again in full, the current targets of the others are read as rows
+    split = (problems or as_json) and not notify
     fleet_store, view = load_view(store, app.config, now_ts(), wanted, split=split)
-    if split:
-        view = _problems_in_full(app, view, wanted)
+    if split and as_json:
+        view = _mixed_in_full(app, view, wanted, problems)
     found = {c.name.lower() for c in view.certs}
     unknown = [n for n in wanted if n.lower() not in found]
     if unknown:
@@ -85,7 +87,7 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
         click.echo(f"lecentral: warning: alert not sent: {error}", err=True)
     certs = [c for c in view.certs if not problems or c.state not in ("current", "disabled")]
     if as_json:
-        _print_view_json(view, certs)
+        _print_view_json(view, certs, fleet_store)
         if unsent:
             raise click.exceptions.Exit(1)
         return
@@ -114,28 +116,47 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
         raise click.exceptions.Exit(1)
 
 
-def _problems_in_full(app: App, view: FleetView, wanted: list[str]) -> FleetView:
-    """``view`` (a split one) with its certificates that are not current judged in full: every
-    target listed, as the full view lists them. Names that a names filter would not find as
-    stored (upper case, a final dot) make it judge the whole fleet in full instead."""
+def _mixed_in_full(app: App, view: FleetView, wanted: list[str], problems: bool) -> FleetView:
+    """``view`` (a split one) with each certificate that has both counted and judged targets
+    (``--problems``: only those not current) judged again in full, so that its targets come in
+    the full view's order. Names that a names filter would not find as stored (upper case, a
+    final dot) make it judge the whole fleet in full instead."""
     from lecentral.fleet.watch import load_view
 
-    bad = [c.name for c in view.certs if c.state not in ("current", "disabled")]
-    if any(n != n.lower().rstrip(".") for n in bad):
+    mixed = [c.name for c in view.certs if c.current_targets and c.targets
+             and (not problems or c.state not in ("current", "disabled"))]
+    if any(n != n.lower().rstrip(".") for n in mixed):
         return load_view(app.store(), app.config, view.now, wanted)[1]
-    if not bad:
+    if not mixed:
         return view
-    detail = load_view(app.store(), app.config, view.now, bad)[1]
+    detail = load_view(app.store(), app.config, view.now, mixed)[1]
     judged = {c.name: c for c in detail.certs}
-    certs = [judged.get(c.name, c) for c in view.certs]
-    return dataclasses.replace(view, certs=certs, split=False)
+    return dataclasses.replace(view, certs=[judged.get(c.name, c) for c in view.certs])
 
 
-def _print_view_json(view: FleetView, certs: list[CertFleet]) -> None:
+def _current_json(row: Any) -> dict[str, Any]:
+    """A target SQL counted as current, as :func:`cert_json` writes the full view's."""
+    (_, host, entry, installed_fp, installed_not_after, served_fp, served_not_after, served_url,
+     served_error, ts_served, ts, result, db_user) = row
+    served = None
+    if served_fp or served_error:
+        served = {"fingerprint": served_fp, "not_after": served_not_after, "url": served_url,
+                  "error": served_error, "ts": ts_served}
+    return {"kind": "agent", "target": f"{host} ({entry})", "host": host,
+            "installed": {"fingerprint": installed_fp, "not_after": installed_not_after,
+                          "url": None, "error": None, "ts": ts},
+            "served": served, "ts": ts, "state": "current",
+            "detail": "the database's certificate", "result": result, "db_user": db_user}
+
+
+def _print_view_json(view: FleetView, certs: list[CertFleet], store: FleetStore) -> None:
     """The ``--json`` document, one certificate at a time (not one string of 100 MB): the same
-    bytes as ``print_json(view_json(view, certs), compact=True)``."""
+    bytes as ``print_json(view_json(view, certs), compact=True)`` of the full view. The targets
+    a split view only counted are read as rows, 1,000 certificates at a time."""
     import json
     import sys
+
+    from lecentral.errors import StoreError
 
     def dumps(data: Any) -> str:
         return json.dumps(data, separators=(",", ":"), default=str)
@@ -144,8 +165,23 @@ def _print_view_json(view: FleetView, certs: list[CertFleet]) -> None:
     assert head.endswith('"certs":[]}')
     out = sys.stdout
     out.write(head[:-2])
-    for i, cert in enumerate(certs):
-        out.write(("," if i else "") + dumps(cert_json(cert)))
+    for start in range(0, len(certs), 1000):
+        chunk = certs[start:start + 1000]
+        counted: dict[str, list[dict[str, Any]]] = {}
+        for row in store.current_rows([c.name for c in chunk if c.current_targets]):
+            counted.setdefault(str(row[0]), []).append(_current_json(row))
+        parts = []
+        for cert in chunk:
+            data = cert_json(cert)
+            if cert.current_targets:
+                listed = counted.get(cert.name, [])
+                if cert.targets or len(listed) != cert.current_targets:
+                    # not judged in full, or changed between the two reads: never a wrong list
+                    raise StoreError(f"the deployments of {cert.name} changed while they were "
+                                     "read; run lecentral fleet again")
+                data["targets"] = listed
+            parts.append(dumps(data))
+        out.write(("," if start else "") + ",".join(parts))
     out.write("]}\n")
     out.flush()
 

@@ -146,3 +146,18 @@ class Split:
                 found += conn.execute(query).all()
         found.sort(key=lambda r: (r[0], r[1], r[2]))
         return found
+
+    def current_rows(self, conn: Connection, cols: Sequence[Any],
+                     names: Sequence[str]) -> list[Any]:
+        """The current rows of the verified certificates ``names`` (exact names), in the
+        judge's order (name, host, entry): what the full view would list as current for them."""
+        d = deployments.c
+        chosen = [n for n in names if n in self.verified]
+        found: list[Any] = []
+        for start in range(0, len(chosen), CHUNK):
+            found += conn.execute(
+                select(*cols).select_from(self.joined())
+                .where(self.same(d.name).in_(chosen[start:start + CHUNK]),
+                       self.is_current() == 1)
+                .order_by(d.name, d.host, d.entry)).all()
+        return found

@@ -375,6 +375,20 @@ class FleetStore:
             for target in targets:
                 yield name, target
 
+    def current_rows(self, names: Sequence[str]) -> list[Any]:
+        """(name, host, entry, installed_fp, installed_not_after, served_fp, served_not_after,
+        served_url, served_error, ts_served, ts_reported, result, db_user) of the deployments the
+        last split snapshot counted as current for the certificates ``names``."""
+        split = self.last_snapshot.split
+        if split is None:
+            return []
+        d = deployments.c
+        cols = (d.name, d.host, d.entry, d.installed_fp, d.installed_not_after, d.served_fp,
+                d.served_not_after, d.served_url, d.served_error, d.ts_served, d.ts_reported,
+                d.result, d.db_user)
+        with self.store.transaction("reading the current deployments") as conn:
+            return split.current_rows(conn, cols, names)
+
     @staticmethod
     def _latest_runs(conn: Connection) -> list[RunInfo]:
         latest = select(func.max(runs.c.id).label("id")).group_by(runs.c.kind, runs.c.host).subquery()
