@@ -151,8 +151,9 @@ def _current_json(row: Any) -> dict[str, Any]:
 
 def _print_view_json(view: FleetView, certs: list[CertFleet], store: FleetStore) -> None:
     """The ``--json`` document, one certificate at a time (not one string of 100 MB): the same
-    bytes as ``print_json(view_json(view, certs), compact=True)`` of the full view. The targets
-    a split view only counted are read as rows, 1,000 certificates at a time."""
+    bytes as ``print_json(view_json(view, certs), compact=True)`` of the full view (on SQLite,
+    values outside ASCII as UTF-8 in the targets it only counted, not as \\u escapes). The
+    targets a split view only counted are read 1,000 certificates at a time."""
     import json
     import sys
 
@@ -167,20 +168,36 @@ def _print_view_json(view: FleetView, certs: list[CertFleet], store: FleetStore)
     out.write(head[:-2])
     for start in range(0, len(certs), 1000):
         chunk = certs[start:start + 1000]
+        wanted = [c.name for c in chunk if c.current_targets]
+        # SQLite writes the JSON of the counted targets itself (a third of the time); a
+        # database server sends them as rows
+        texts: dict[str, list[str]] = {}
         counted: dict[str, list[dict[str, Any]]] = {}
-        for row in store.current_rows([c.name for c in chunk if c.current_targets]):
-            counted.setdefault(str(row[0]), []).append(_current_json(row))
+        made = store.current_json(wanted) if wanted else None
+        if made is not None:
+            for name, text in made:
+                texts.setdefault(str(name), []).append(str(text))
+        elif wanted:
+            for row in store.current_rows(wanted):
+                counted.setdefault(str(row[0]), []).append(_current_json(row))
         parts = []
         for cert in chunk:
             data = cert_json(cert)
-            if cert.current_targets:
-                listed = counted.get(cert.name, [])
-                if cert.targets or len(listed) != cert.current_targets:
-                    # not judged in full, or changed between the two reads: never a wrong list
-                    raise StoreError(f"the deployments of {cert.name} changed while they were "
-                                     "read; run lecentral fleet again")
-                data["targets"] = listed
-            parts.append(dumps(data))
+            if not cert.current_targets:
+                parts.append(dumps(data))
+                continue
+            found = len(texts.get(cert.name, ())) or len(counted.get(cert.name, ()))
+            if cert.targets or found != cert.current_targets:
+                # not judged in full, or changed between the two reads: never a wrong list
+                raise StoreError(f"the deployments of {cert.name} changed while they were "
+                                 "read; run lecentral fleet again")
+            if cert.name in texts:
+                text = dumps(data)
+                assert text.endswith('"targets":[]}')
+                parts.append(f"{text[:-2]}{','.join(texts[cert.name])}]}}")
+            else:
+                data["targets"] = counted[cert.name]
+                parts.append(dumps(data))
         out.write(("," if start else "") + ",".join(parts))
     out.write("]}\n")
     out.flush()

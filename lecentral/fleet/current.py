@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, String, and_, case, cast, func, or_, select
+from sqlalchemy import Connection, String, and_, case, cast, func, null, or_, select
 
 from lecentral.store.schema import cert_facts, certs, deployments
 
@@ -157,6 +157,36 @@ class Split:
         for start in range(0, len(chosen), CHUNK):
             found += conn.execute(
                 select(*cols).select_from(self.joined())
+                .where(self.same(d.name).in_(chosen[start:start + CHUNK]),
+                       self.is_current() == 1)
+                .order_by(d.name, d.host, d.entry)).all()
+        return found
+
+    def current_json(self, conn: Connection, names: Sequence[str]) -> list[Any]:
+        """SQLite only: (name, the target's JSON) of the current rows of the verified
+        certificates ``names``, in the judge's order; the JSON is what ``lecentral fleet
+        --json`` writes for a current target (json_object: compact, as Python's separators)."""
+        d = deployments.c
+
+        def seen(fp: Any, not_after: Any, url: Any, error: Any, ts: Any) -> Any:
+            return func.json_object("fingerprint", fp, "not_after", not_after, "url", url,
+                                    "error", error, "ts", ts)
+
+        served = case((or_(func.coalesce(d.served_fp, "") != "",
+                           func.coalesce(d.served_error, "") != ""),
+                       seen(d.served_fp, d.served_not_after, d.served_url, d.served_error,
+                            d.ts_served)), else_=null())
+        target = func.json_object(
+            "kind", "agent", "target", d.host + " (" + d.entry + ")", "host", d.host,
+            "installed", seen(d.installed_fp, d.installed_not_after, null(), null(),
+                              d.ts_reported),
+            "served", served, "ts", d.ts_reported, "state", "current",
+            "detail", "the database's certificate", "result", d.result, "db_user", d.db_user)
+        chosen = [n for n in names if n in self.verified]
+        found: list[Any] = []
+        for start in range(0, len(chosen), CHUNK):
+            found += conn.execute(
+                select(d.name, target).select_from(self.joined())
                 .where(self.same(d.name).in_(chosen[start:start + CHUNK]),
                        self.is_current() == 1)
                 .order_by(d.name, d.host, d.entry)).all()

@@ -389,6 +389,15 @@ class FleetStore:
         with self.store.transaction("reading the current deployments") as conn:
             return split.current_rows(conn, cols, names)
 
+    def current_json(self, names: Sequence[str]) -> list[Any] | None:
+        """On SQLite, (name, JSON) of the same targets as :meth:`current_rows`, the JSON written
+        by SQLite (json_object) as ``lecentral fleet --json`` writes it; None elsewhere."""
+        split = self.last_snapshot.split
+        if split is None or self.store.dialect != "sqlite":
+            return None
+        with self.store.transaction("reading the current deployments") as conn:
+            return split.current_json(conn, names)
+
     @staticmethod
     def _latest_runs(conn: Connection) -> list[RunInfo]:
         latest = select(func.max(runs.c.id).label("id")).group_by(runs.c.kind, runs.c.host).subquery()
