@@ -73,14 +73,28 @@ class Split:
 
     def joined(self) -> Any:
         """``lecentral_deployments`` with its certificate row (the exact name) and its facts."""
-        d, f = deployments.c, cert_facts.c
-        return (deployments.outerjoin(certs, certs.c.name == self.same(d.name))
+        f = cert_facts.c
+        return (deployments.outerjoin(certs, self._exact(certs.c.name))
                 .outerjoin(cert_facts, f.name == certs.c.name))
 
     def _mine(self) -> Any:
         """A deployment of the outer ``certs`` row: its exact name (the key's index is used)."""
+        return self._exact(certs.c.name)
+
+    def _exact(self, name: Any) -> Any:
+        """``lecentral_deployments.name`` is ``name``, byte for byte: on MariaDB the plain
+        comparison (which uses the key; its collation ignores case) and the binary one."""
         d = deployments.c
-        return and_(d.name == certs.c.name, self.same(d.name) == certs.c.name)
+        if self.same(d.name) is d.name:
+            return d.name == name
+        return and_(d.name == name, self.same(d.name) == name)
+
+    def _among(self, names: Sequence[str]) -> Any:
+        """``lecentral_deployments.name`` is one of ``names``, byte for byte (the key is used)."""
+        d = deployments.c
+        if self.same(d.name) is d.name:
+            return d.name.in_(names)
+        return and_(d.name.in_(names), self.same(d.name).in_(names))
 
     def counts_column(self) -> Any:
         """Per row of ``certs`` (joined to its facts), in one pass over its deployments through
@@ -95,7 +109,7 @@ class Split:
             value = value + ":" + func.coalesce(
                 func.aggregate_strings(case((self.current(), target)), SEP), "")
         return (select(value).select_from(deployments)
-                .where(d.name == certs.c.name, self.same(d.name) == certs.c.name)
+                .where(self._exact(certs.c.name))
                 .scalar_subquery().label("fleet_counts"))
 
     def account(self, row: Mapping[str, Any], hint: str | None, counts: str,
@@ -138,7 +152,7 @@ class Split:
         for names, current in ((partial, 0), (again, None)):
             for start in range(0, len(names), CHUNK):
                 query = select(*cols).select_from(self.joined()).where(
-                    self.same(d.name).in_(list(names[start:start + CHUNK])))
+                    self._among(list(names[start:start + CHUNK])))
                 if current is not None:
                     query = query.where(self.is_current() == current)
                 if wanted:
@@ -157,37 +171,43 @@ class Split:
         for start in range(0, len(chosen), CHUNK):
             found += conn.execute(
                 select(*cols).select_from(self.joined())
-                .where(self.same(d.name).in_(chosen[start:start + CHUNK]),
+                .where(self._among(chosen[start:start + CHUNK]),
                        self.is_current() == 1)
                 .order_by(d.name, d.host, d.entry)).all()
         return found
 
     def current_json(self, conn: Connection, names: Sequence[str]) -> list[Any]:
-        """SQLite only: (name, the target's JSON) of the current rows of the verified
-        certificates ``names``, in the judge's order; the JSON is what ``lecentral fleet
-        --json`` writes for a current target (json_object: compact, as Python's separators)."""
+        """(name, the target's JSON) of the current rows of the verified certificates
+        ``names``, in the judge's order; the JSON is what ``lecentral fleet --json`` writes for
+        a current target, written by the database (SQLite: compact, as Python's separators;
+        MariaDB and PostgreSQL put spaces in; values outside ASCII stay UTF-8): one string per
+        target crosses the wire, not 13 values that PyMySQL decodes one by one in Python."""
         d = deployments.c
+        json_object = (func.json_build_object if self.dialect == "postgresql"
+                       else func.json_object)
 
         def seen(fp: Any, not_after: Any, url: Any, error: Any, ts: Any) -> Any:
-            return func.json_object("fingerprint", fp, "not_after", not_after, "url", url,
-                                    "error", error, "ts", ts)
+            return json_object("fingerprint", fp, "not_after", not_after, "url", url,
+                               "error", error, "ts", ts)
 
         served = case((or_(func.coalesce(d.served_fp, "") != "",
                            func.coalesce(d.served_error, "") != ""),
                        seen(d.served_fp, d.served_not_after, d.served_url, d.served_error,
                             d.ts_served)), else_=null())
-        target = func.json_object(
+        target: Any = json_object(
             "kind", "agent", "target", d.host + " (" + d.entry + ")", "host", d.host,
             "installed", seen(d.installed_fp, d.installed_not_after, null(), null(),
                               d.ts_reported),
             "served", served, "ts", d.ts_reported, "state", "current",
             "detail", "the database's certificate", "result", d.result, "db_user", d.db_user)
+        if self.dialect == "postgresql":  # as text: psycopg would parse a json value
+            target = cast(target, String)
         chosen = [n for n in names if n in self.verified]
         found: list[Any] = []
         for start in range(0, len(chosen), CHUNK):
             found += conn.execute(
                 select(d.name, target).select_from(self.joined())
-                .where(self.same(d.name).in_(chosen[start:start + CHUNK]),
+                .where(self._among(chosen[start:start + CHUNK]),
                        self.is_current() == 1)
                 .order_by(d.name, d.host, d.entry)).all()
         return found

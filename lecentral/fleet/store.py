@@ -390,10 +390,10 @@ class FleetStore:
             return split.current_rows(conn, cols, names)
 
     def current_json(self, names: Sequence[str]) -> list[Any] | None:
-        """On SQLite, (name, JSON) of the same targets as :meth:`current_rows`, the JSON written
-        by SQLite (json_object) as ``lecentral fleet --json`` writes it; None elsewhere."""
+        """(name, JSON) of the same targets as :meth:`current_rows`, the JSON written by the
+        database as ``lecentral fleet --json`` writes it; None after a full snapshot."""
         split = self.last_snapshot.split
-        if split is None or self.store.dialect != "sqlite":
+        if split is None:
             return None
         with self.store.transaction("reading the current deployments") as conn:
             return split.current_json(conn, names)
