@@ -17,7 +17,13 @@ from lecentral.certificates import now_ts
 from lecentral.config import RenewConfig
 from lecentral.fleet.metrics import exposition
 from lecentral.fleet.model import CURRENT, FleetSettings, FleetView
-from lecentral.fleet.nagios import CheckInput, Thresholds, evaluate, lifetimes, row_problems
+from lecentral.fleet.nagios import (
+    CheckInput,
+    Thresholds,
+    evaluate,
+    lifetimes,
+    row_problems,
+)
 from lecentral.fleet.states import compute
 
 A, B, C, D, E, F, G = (f"{x}.split.example.test" for x in "abcdefg")
@@ -87,7 +93,12 @@ def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleet]:
     f.close()
 
 
-def test_split_view_judges_as_the_full_view(fleet: Fleet) -> None:
+@pytest.mark.parametrize("scan_above", [10_000, 0], ids=["name-lists", "one-scan"])
+def test_split_view_judges_as_the_full_view(fleet: Fleet, scan_above: int,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from lecentral.fleet import current
+
+    monkeypatch.setattr(current, "SCAN_ABOVE", scan_above)
     world(fleet)
     full, split, listed = views(fleet)
     assert [c.name for c in full.certs] == [c.name for c in split.certs]

@@ -34,6 +34,9 @@ CHUNK = 500
 #: between the targets SQL lists per certificate (a target holding it is counted, not listed:
 #: the list then does not add up to the count, and those rows are read in full)
 SEP = "\x1f"
+#: above this many names with rows SQL does not call current (no facts recorded yet: the first
+#: run after the upgrade), one scan of the deployments instead of lists of names
+SCAN_ABOVE = 10_000
 
 
 @dataclass
@@ -145,11 +148,16 @@ class Split:
         does not call current, and every row of ``again`` (names whose count was not
         trusted); in the judge's order (name, host, entry)."""
         d = deployments.c
-        query = select(*cols).where(self.same(d.name).not_in(select(certs.c.name)))
+        if len(partial) > SCAN_ABOVE:  # the rows not current, those without a certs row too
+            query = select(*cols).select_from(self.joined()).where(self.is_current() == 0)
+            lists: tuple[tuple[Sequence[str], int | None], ...] = ((again, None),)
+        else:
+            query = select(*cols).where(self.same(d.name).not_in(select(certs.c.name)))
+            lists = ((partial, 0), (again, None))
         if wanted:
             query = query.where(d.name.in_(wanted))
         found = list(conn.execute(query).all())
-        for names, current in ((partial, 0), (again, None)):
+        for names, current in lists:
             for start in range(0, len(names), CHUNK):
                 query = select(*cols).select_from(self.joined()).where(
                     self._among(list(names[start:start + CHUNK])))
