@@ -38,6 +38,11 @@ def is_ip(name: str) -> bool:
     return ip_name(name) is not None
 
 
+def is_plain_name(name: str) -> bool:
+    """True if :func:`check_name` surely returns ``name`` unchanged (the fast path for rows)."""
+    return len(name) <= MAX_NAME_LENGTH and _PLAIN_NAME.fullmatch(name) is not None
+
+
 def check_name(name: str) -> str:
     """Return ``name`` lower-cased if it is a valid DNS name (optionally ``*.``-prefixed), or in
     canonical form if it is an IP address (RFC 8738: an IP certificate's row is named by its IP).
@@ -46,7 +51,7 @@ def check_name(name: str) -> str:
     """
     if not isinstance(name, str):
         raise CsrError(f"certificate name {name!r} is not text")
-    if len(name) <= MAX_NAME_LENGTH and _PLAIN_NAME.fullmatch(name):
+    if is_plain_name(name):
         return name
     lowered = name.strip().lower().rstrip(".")
     if "%" in lowered:

@@ -219,10 +219,12 @@ def compute(snapshot: Snapshot, settings: FleetSettings, now: int,
             state = CURRENT
         else:
             state = worst([t.state for t in targets] + ([CURRENT] if current else []))
+        expire, update, fails = row["ts_expire"], row["ts_last_update"], row["count_fail_update"]
         result.append(CertFleet(
             name=str(row["name"]), enabled=enabled, fingerprint=row["fingerprint"],
-            ts_expire=_int(row["ts_expire"]), ts_last_update=_int(row["ts_last_update"]),
-            count_fail_update=int(row["count_fail_update"] or 0), targets=targets, state=state,
+            ts_expire=expire if type(expire) is int and expire else _int(expire),
+            ts_last_update=update if type(update) is int and update else _int(update),
+            count_fail_update=int(fails or 0), targets=targets, state=state,
             current_targets=current))
     renew_state, renew_detail = _timer(snapshot, settings, now)
     return FleetView(now=now, settings=settings, certs=result, renew_state=renew_state,
