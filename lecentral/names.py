@@ -16,6 +16,11 @@ from lecentral.errors import CsrError
 
 MAX_NAME_LENGTH = 250  # certs.name is char(250)
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+#: a name check_name surely returns unchanged: lower case, no final dot, two labels or more,
+#: the last one starting with a letter (so neither all digits nor an IP address); the fast path
+#: for 100,000 rows (check reads every name), everything else is checked in full
+_PLAIN_NAME = re.compile(r"(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"
+                         r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def ip_name(value: str) -> str | None:
@@ -33,6 +38,11 @@ def is_ip(name: str) -> bool:
     return ip_name(name) is not None
 
 
+def is_plain_name(name: str) -> bool:
+    """True if :func:`check_name` surely returns ``name`` unchanged (the fast path for rows)."""
+    return len(name) <= MAX_NAME_LENGTH and _PLAIN_NAME.fullmatch(name) is not None
+
+
 def check_name(name: str) -> str:
     """Return ``name`` lower-cased if it is a valid DNS name (optionally ``*.``-prefixed), or in
     canonical form if it is an IP address (RFC 8738: an IP certificate's row is named by its IP).
@@ -41,6 +51,8 @@ def check_name(name: str) -> str:
     """
     if not isinstance(name, str):
         raise CsrError(f"certificate name {name!r} is not text")
+    if is_plain_name(name):
+        return name
     lowered = name.strip().lower().rstrip(".")
     if "%" in lowered:
         raise CsrError(f"{name!r} is an IPv6 address with a zone (%...), which no certificate "

@@ -10,11 +10,12 @@ import click
 
 from lecentral.certificates import now_ts
 from lecentral.cli.central import App
-from lecentral.cli.common import guarded, known_name, print_json, table
+from lecentral.cli.common import guarded, known_name, table
 from lecentral.errors import UnknownNameError
 
 if TYPE_CHECKING:
     from lecentral.fleet.model import CertFleet, FleetView, Seen
+    from lecentral.fleet.store import FleetStore
 
 pass_app = click.make_pass_decorator(App)
 
@@ -68,7 +69,13 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
     from lecentral.fleet.watch import load_view, notify_changes
 
     store = app.store()
-    fleet_store, view = load_view(store, app.config, now_ts(), wanted)
+    # without --notify, --json and --problems read the split view: SQL counts the targets it
+    # finds current (issue 16: 100,000 × 3), the others are judged in Python; a certificate
+    # with both is judged again in full, the current targets of the others are read as rows
+    split = (problems or as_json) and not notify
+    fleet_store, view = load_view(store, app.config, now_ts(), wanted, split=split)
+    if split and as_json:
+        view = _mixed_in_full(app, view, wanted, problems)
     found = {c.name.lower() for c in view.certs}
     unknown = [n for n in wanted if n.lower() not in found]
     if unknown:
@@ -80,7 +87,7 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
         click.echo(f"lecentral: warning: alert not sent: {error}", err=True)
     certs = [c for c in view.certs if not problems or c.state not in ("current", "disabled")]
     if as_json:
-        print_json(view_json(view, certs), compact=True)
+        _print_view_json(view, certs, fleet_store)
         if unsent:
             raise click.exceptions.Exit(1)
         return
@@ -109,6 +116,94 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
         raise click.exceptions.Exit(1)
 
 
+def _mixed_in_full(app: App, view: FleetView, wanted: list[str], problems: bool) -> FleetView:
+    """``view`` (a split one) with each certificate that has both counted and judged targets
+    (``--problems``: only those not current) judged again in full, so that its targets come in
+    the full view's order. Names that a names filter would not find as stored (upper case, a
+    final dot) make it judge the whole fleet in full instead."""
+    from lecentral.fleet.watch import load_view
+
+    mixed = [c.name for c in view.certs if c.current_targets and c.targets
+             and (not problems or c.state not in ("current", "disabled"))]
+    if any(n != n.lower().rstrip(".") for n in mixed):
+        return load_view(app.store(), app.config, view.now, wanted)[1]
+    if not mixed:
+        return view
+    detail = load_view(app.store(), app.config, view.now, mixed)[1]
+    judged = {c.name: c for c in detail.certs}
+    return dataclasses.replace(view, certs=[judged.get(c.name, c) for c in view.certs])
+
+
+def _current_json(row: Any) -> dict[str, Any]:
+    """A target SQL counted as current, as :func:`cert_json` writes the full view's."""
+    (_, host, entry, installed_fp, installed_not_after, served_fp, served_not_after, served_url,
+     served_error, ts_served, ts, result, db_user) = row
+    served = None
+    if served_fp or served_error:
+        served = {"fingerprint": served_fp, "not_after": served_not_after, "url": served_url,
+                  "error": served_error, "ts": ts_served}
+    return {"kind": "agent", "target": f"{host} ({entry})", "host": host,
+            "installed": {"fingerprint": installed_fp, "not_after": installed_not_after,
+                          "url": None, "error": None, "ts": ts},
+            "served": served, "ts": ts, "state": "current",
+            "detail": "the database's certificate", "result": result, "db_user": db_user}
+
+
+def _print_view_json(view: FleetView, certs: list[CertFleet], store: FleetStore) -> None:
+    """The ``--json`` document, one certificate at a time (not one string of 100 MB): the same
+    document as ``print_json(view_json(view, certs), compact=True)`` of the full view: the
+    targets a split view only counted are written by the database, 1,000 certificates at a
+    time (on MariaDB and PostgreSQL with spaces after ``:`` and ``,``; values outside ASCII as
+    UTF-8, not as \\u escapes)."""
+    import json
+    import sys
+
+    from lecentral.errors import StoreError
+
+    def dumps(data: Any) -> str:
+        return json.dumps(data, separators=(",", ":"), default=str)
+
+    head = dumps(view_json(view, []))
+    assert head.endswith('"certs":[]}')
+    out = sys.stdout
+    out.write(head[:-2])
+    for start in range(0, len(certs), 1000):
+        chunk = certs[start:start + 1000]
+        wanted = [c.name for c in chunk if c.current_targets]
+        # the database writes the JSON of the counted targets itself: one string per target,
+        # not 13 values decoded in Python (after a full snapshot: none, the rows are read)
+        texts: dict[str, list[str]] = {}
+        counted: dict[str, list[dict[str, Any]]] = {}
+        made = store.current_json(wanted) if wanted else None
+        if made is not None:
+            for name, text in made:
+                texts.setdefault(str(name), []).append(str(text))
+        elif wanted:
+            for row in store.current_rows(wanted):
+                counted.setdefault(str(row[0]), []).append(_current_json(row))
+        parts = []
+        for cert in chunk:
+            data = cert_json(cert)
+            if not cert.current_targets:
+                parts.append(dumps(data))
+                continue
+            found = len(texts.get(cert.name, ())) or len(counted.get(cert.name, ()))
+            if cert.targets or found != cert.current_targets:
+                # not judged in full, or changed between the two reads: never a wrong list
+                raise StoreError(f"the deployments of {cert.name} changed while they were "
+                                 "read; run lecentral fleet again")
+            if cert.name in texts:
+                text = dumps(data)
+                assert text.endswith('"targets":[]}')
+                parts.append(f"{text[:-2]}{','.join(texts[cert.name])}]}}")
+            else:
+                data["targets"] = counted[cert.name]
+                parts.append(dumps(data))
+        out.write(("," if start else "") + ",".join(parts))
+    out.write("]}\n")
+    out.flush()
+
+
 def _seen(seen: Seen | None) -> dict[str, Any] | None:
     if seen is None:
         return None
@@ -122,15 +217,20 @@ def view_json(view: FleetView, certs: list[CertFleet]) -> dict[str, Any]:
         "now": view.now, "settings": dataclasses.asdict(view.settings),
         "renew_state": view.renew_state, "renew_detail": view.renew_detail,
         "runs": [dataclasses.asdict(r) for r in view.runs],
-        "certs": [{
-            "name": c.name, "enabled": c.enabled, "fingerprint": c.fingerprint,
-            "ts_expire": c.ts_expire, "ts_last_update": c.ts_last_update,
-            "count_fail_update": c.count_fail_update, "state": c.state,
-            "targets": [{"kind": t.kind, "target": t.target, "host": t.host,
-                         "installed": _seen(t.installed), "served": _seen(t.served), "ts": t.ts,
-                         "state": t.state, "detail": t.detail, "result": t.result,
-                         "db_user": t.db_user} for t in c.targets],
-        } for c in certs],
+        "certs": [cert_json(c) for c in certs],
+    }
+
+
+def cert_json(c: CertFleet) -> dict[str, Any]:
+    """One certificate of the ``--json`` document."""
+    return {
+        "name": c.name, "enabled": c.enabled, "fingerprint": c.fingerprint,
+        "ts_expire": c.ts_expire, "ts_last_update": c.ts_last_update,
+        "count_fail_update": c.count_fail_update, "state": c.state,
+        "targets": [{"kind": t.kind, "target": t.target, "host": t.host,
+                     "installed": _seen(t.installed), "served": _seen(t.served), "ts": t.ts,
+                     "state": t.state, "detail": t.detail, "result": t.result,
+                     "db_user": t.db_user} for t in c.targets],
     }
 
 

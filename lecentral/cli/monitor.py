@@ -6,7 +6,9 @@ query on ``certs`` and the leftovers. docs/monitoring.md describes their output.
 
 from __future__ import annotations
 
+import io
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -65,7 +67,7 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
 
         now = now_ts()
         with bulk():
-            fleet, view = load_view(app.store(), app.config, now, names)
+            fleet, view = load_view(app.store(), app.config, now, names, split=True)
             data = CheckInput(view=view, rows=row_problems(fleet.last_snapshot.certs),
                               lifetimes=lifetimes(fleet, view.certs),
                               leftovers=app.store().leftovers(), names=names,
@@ -94,16 +96,24 @@ def metrics(app: App, textfile: str | None) -> None:
     textfile collector's node_textfile_mtime_seconds then shows its age), 2 configuration error.
     """
     from lecentral.certificates import now_ts
-    from lecentral.fleet.metrics import exposition, write_textfile
+    from lecentral.fleet.metrics import write_exposition, write_textfile
     from lecentral.fleet.nagios import lifetimes
     from lecentral.fleet.watch import bulk, load_view
 
     now = now_ts()
     with bulk():
-        fleet, view = load_view(app.store(), app.config, now)
-        data = exposition(view, app.store().leftovers(), lifetimes(fleet, view.certs))
-    if textfile is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-        return
-    write_textfile(textfile, data)
+        fleet, view = load_view(app.store(), app.config, now, split=True, listing=True)
+        leftovers = app.store().leftovers()
+        lives = lifetimes(fleet, view.certs)
+
+        def fill(write: Callable[[str], object]) -> None:
+            write_exposition(write, view, leftovers, lives, fleet.current_targets())
+
+        if textfile is None:
+            out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n",
+                                   write_through=False)
+            fill(out.write)
+            out.flush()
+            out.detach()
+            return
+        write_textfile(textfile, fill)

@@ -41,7 +41,7 @@ def worst(states: list[str]) -> str:
     return min(states, key=SEVERITY.index) if states else CURRENT
 
 
-# Seen and Target are the records made 100,000 times a run: slots, not frozen (a frozen
+# Seen, Target and CertFleet are the records made 100,000 times a run: slots, not frozen (a frozen
 # dataclass's __init__ costs twice as much); treat them as read-only all the same.
 @dataclass(slots=True)
 class Seen:
@@ -74,7 +74,7 @@ class Target:
         return self.state in ALERTING
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CertFleet:
     """One row of ``certs`` and every place it is installed or served."""
 
@@ -86,6 +86,8 @@ class CertFleet:
     count_fail_update: int
     targets: list[Target] = field(default_factory=list)
     state: str = CURRENT  # the worst target's state (or never-reported / disabled)
+    #: current targets SQL counted and left out of ``targets`` (a split view: check, metrics)
+    current_targets: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,9 @@ class FleetView:
     renew_state: str  # current, dead-timer, never-run
     renew_detail: str
     runs: list[RunInfo]  # the latest run per (kind, host)
+    #: a split view: the targets SQL found current are counted in ``CertFleet.current_targets``
+    #: and not listed (lecentral.fleet.current); state changes need the full view
+    split: bool = False
 
     def alerts(self) -> list[tuple[CertFleet, Target]]:
         """Every alerting target, certificate by certificate."""

@@ -186,35 +186,50 @@ def compute(snapshot: Snapshot, settings: FleetSettings, now: int,
         probes_by_name[str(probe.name).lower()].append(probe)
     # names whose previous certificate may be needed: anything seen that is not current
     # (rows in FleetStore.snapshot's column order: 3 installed_fp, 5 served_fp)
-    for name, row in judge.rows.items():
+    # (only names with rows: 100,000 certificates, most of them without any in a split view)
+    for name in {*by_name, *probes_by_name}:
+        row = judge.rows.get(name)
+        if row is None:
+            continue
         current = row["fingerprint"]
-        if (any((d[3] and d[3] != current) or (d[5] and d[5] != current) for d in by_name[name])
-                or any(p.fingerprint and p.fingerprint != current for p in probes_by_name[name])):
+        if (any((d[3] and d[3] != current) or (d[5] and d[5] != current)
+                for d in by_name.get(name, ()))
+                or any(p.fingerprint and p.fingerprint != current
+                       for p in probes_by_name.get(name, ()))):
             judge._need_previous.add(name)
 
+    counts = snapshot.split.counts if snapshot.split is not None else {}
     result = []
+    no_rows: list[Any] = []
     for name, row in judge.rows.items():
         enabled = str(row["enable"] or "").upper() == "Y"
-        targets = []
-        for dep in by_name[name]:
-            targets.append(_deployment(judge, name, dep, agent_runs, enabled))
-        for probe in probes_by_name[name]:
-            targets.append(_probe(judge, name, probe, enabled))
+        targets = [_deployment(judge, name, dep, agent_runs, enabled)
+                   for dep in by_name.get(name, no_rows)]
+        if probes_by_name:
+            targets += [_probe(judge, name, probe, enabled)
+                        for probe in probes_by_name.get(name, no_rows)]
+        current = counts.get(name, 0)  # verified: an enabled row with this fingerprint
         if not enabled:
             state = DISABLED
         elif not row["fingerprint"]:
             state = NOT_ISSUED
-        elif not targets:
+        elif not targets and not current:
             state = NEVER_REPORTED
+        elif not targets:
+            state = CURRENT
         else:
-            state = worst([t.state for t in targets])
+            state = worst([t.state for t in targets] + ([CURRENT] if current else []))
+        expire, update, fails = row["ts_expire"], row["ts_last_update"], row["count_fail_update"]
         result.append(CertFleet(
             name=str(row["name"]), enabled=enabled, fingerprint=row["fingerprint"],
-            ts_expire=_int(row["ts_expire"]), ts_last_update=_int(row["ts_last_update"]),
-            count_fail_update=int(row["count_fail_update"] or 0), targets=targets, state=state))
+            ts_expire=expire if type(expire) is int and expire else _int(expire),
+            ts_last_update=update if type(update) is int and update else _int(update),
+            count_fail_update=int(fails or 0), targets=targets, state=state,
+            current_targets=current))
     renew_state, renew_detail = _timer(snapshot, settings, now)
     return FleetView(now=now, settings=settings, certs=result, renew_state=renew_state,
-                     renew_detail=renew_detail, runs=snapshot.runs)
+                     renew_detail=renew_detail, runs=snapshot.runs,
+                     split=snapshot.split is not None)
 
 
 def _int(value: Any) -> int | None:
@@ -312,6 +327,8 @@ def changes(view: FleetView, before: Mapping[str, StateRow]) -> tuple[list[tuple
     A subject seen for the first time is a change from nothing: :func:`notification_for` tells
     only those that are alerts.
     """
+    if view.split:  # its current targets are not listed: they would look gone
+        raise ValueError("state changes need the full fleet view (load_view(split=False))")
     now_states: dict[str, StateRow] = {}
     for cert in view.certs:
         for t in cert.targets:

@@ -42,11 +42,19 @@ def settings_of(config: CentralConfig) -> FleetSettings:
                          renew_max_age=fleet.renew_max_age)
 
 
-def load_view(store: Store, config: CentralConfig, now: int,
-              names: Iterable[str] = ()) -> tuple[FleetStore, FleetView]:
-    """The fleet as it stands at ``now`` (all certificates, or ``names``)."""
+def load_view(store: Store, config: CentralConfig, now: int, names: Iterable[str] = (),
+              split: bool = False, listing: bool = False) -> tuple[FleetStore, FleetView]:
+    """The fleet as it stands at ``now`` (all certificates, or ``names``).
+
+    ``split``: the targets SQL finds current are only counted, not judged in Python
+    (:mod:`lecentral.fleet.current`); what check and metrics need, not what notify needs;
+    ``listing``: and named (:meth:`FleetStore.current_targets`), for metrics.
+    """
     fleet = FleetStore(store)
-    return fleet, compute(fleet.snapshot(names), settings_of(config), now, fleet)
+    settings = settings_of(config)
+    after = now - settings.agent_max_age if split else None
+    snap = fleet.snapshot(names, current_after=after, listing=listing)
+    return fleet, compute(snap, settings, now, fleet)
 
 
 def notify_changes(fleet: FleetStore, view: FleetView, registry: Registry,

@@ -1,0 +1,221 @@
+"""The deployments SQL can call current, so that only the others reach Python as rows.
+
+At 100,000 certificates on 3 hosts, reading and judging 300,000 deployment rows one by one in
+Python is what ``check``, ``metrics`` and ``fleet`` cost. Almost all of them are current: the
+agent installed and serves the database's certificate and reported recently. SQL decides that
+split here, conservatively: a row counts as current only if
+
+- its certificate row is enabled and has a recorded fingerprint (``lecentral_cert_facts``), the
+  installed fingerprint equals it, byte for byte, the served one is that one or none, and no
+  serving error was recorded;
+- the agent reported the row within ``[fleet] agent_max_age`` (a row older than that may still
+  be saved by the host's latest agent run: Python decides, as before).
+
+Everything else (no facts, any difference, a silent-looking row) reaches Python in full and is
+judged by :mod:`lecentral.fleet.states` as before. The recorded fingerprint is only a hint: SQL
+counts the rows it called current per certificate row, next to the hint it compared against,
+and Python trusts a count only if the hint is the fingerprint the judge itself holds for that
+certificate (:meth:`Split.verify`); the rows of a count not trusted are read again in full. So SQL can only
+send more rows to Python, never hide one that is not current.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, String, and_, case, cast, func, null, or_, select
+
+from lecentral.store.schema import cert_facts, certs, deployments
+
+#: names per IN list (well below every database's limit on bound parameters)
+CHUNK = 500
+#: between the targets SQL lists per certificate (a target holding it is counted, not listed:
+#: the list then does not add up to the count, and those rows are read in full)
+SEP = "\x1f"
+#: above this many names with rows SQL does not call current (no facts recorded yet: the first
+#: run after the upgrade), one scan of the deployments instead of lists of names
+SCAN_ABOVE = 10_000
+
+
+@dataclass
+class Split:
+    """What SQL said about the deployments: counts of current rows, per deployment name."""
+
+    dialect: str
+    cutoff: int  # reports older than this are not called current by SQL
+    #: deployment names (exactly as stored) whose current rows Python verified
+    verified: set[str] = field(default_factory=set)
+    #: verified current rows per lower-case deployment name (how the judge groups deployments)
+    counts: dict[str, int] = field(default_factory=dict)
+    #: with ``listing``: the verified current targets ("host (entry)") per certificate name
+    listing: bool = False
+    listed: dict[str, list[str]] = field(default_factory=dict)
+
+    def same(self, col: Any) -> Any:
+        """``col`` compared byte for byte (MariaDB's default collations ignore case)."""
+        return func.binary(col) if self.dialect in ("mysql", "mariadb") else col
+
+    def current(self) -> Any:
+        """True for a deployment row SQL calls current (with its ``certs`` row and facts)."""
+        d, f = deployments.c, cert_facts.c
+        same = self.same
+        return and_(
+            func.upper(certs.c.enable) == "Y",
+            f.fingerprint.is_not(None),
+            same(d.installed_fp) == same(f.fingerprint),
+            or_(d.served_error.is_(None), d.served_error == ""),
+            or_(d.served_fp.is_(None), same(d.served_fp) == same(f.fingerprint)),
+            d.ts_reported >= self.cutoff,
+        )
+
+    def is_current(self) -> Any:
+        """1 for a deployment row SQL calls current, else 0."""
+        return case((self.current(), 1), else_=0)
+
+    def joined(self) -> Any:
+        """``lecentral_deployments`` with its certificate row (the exact name) and its facts."""
+        f = cert_facts.c
+        return (deployments.outerjoin(certs, self._exact(certs.c.name))
+                .outerjoin(cert_facts, f.name == certs.c.name))
+
+    def _mine(self) -> Any:
+        """A deployment of the outer ``certs`` row: its exact name (the key's index is used)."""
+        return self._exact(certs.c.name)
+
+    def _exact(self, name: Any) -> Any:
+        """``lecentral_deployments.name`` is ``name``, byte for byte: on MariaDB the plain
+        comparison (which uses the key; its collation ignores case) and the binary one."""
+        d = deployments.c
+        if self.same(d.name) is d.name:
+            return d.name == name
+        return and_(d.name == name, self.same(d.name) == name)
+
+    def _among(self, names: Sequence[str]) -> Any:
+        """``lecentral_deployments.name`` is one of ``names``, byte for byte (the key is used)."""
+        d = deployments.c
+        if self.same(d.name) is d.name:
+            return d.name.in_(names)
+        return and_(d.name.in_(names), self.same(d.name).in_(names))
+
+    def counts_column(self) -> Any:
+        """Per row of ``certs`` (joined to its facts), in one pass over its deployments through
+        their (name, host, entry) key: ``total:current``, the number of its deployments and how
+        many SQL calls current; with ``listing``, ``total:current:targets`` (the current
+        targets joined by :data:`SEP`). NULL for a row without deployments."""
+        d = deployments.c
+        value: Any = (cast(func.count(), String) + ":"
+                      + cast(func.sum(self.is_current()), String))
+        if self.listing:
+            target = d.host + " (" + d.entry + ")"
+            value = value + ":" + func.coalesce(
+                func.aggregate_strings(case((self.current(), target)), SEP), "")
+        return (select(value).select_from(deployments)
+                .where(self._exact(certs.c.name))
+                .scalar_subquery().label("fleet_counts"))
+
+    def account(self, row: Mapping[str, Any], hint: str | None, counts: str,
+                rows: Mapping[str, Mapping[str, Any]]) -> str | None:
+        """Take what :meth:`counts_column` said of ``row``: ``"again"`` if its current count is
+        not trusted (``hint``, the fingerprint SQL compared against, is not the judge's
+        fingerprint of that row, which is not the judge's row for its name or not enabled; or
+        the list does not add up), ``"partial"`` if some of its rows are not current, else
+        None (every row current and counted)."""
+        name = str(row["name"])
+        total_text, _, rest = counts.partition(":")
+        current_text, _, listed = rest.partition(":")
+        total, current = int(total_text), int(current_text)
+        if (hint is None or row["fingerprint"] != hint
+                or rows.get(name.lower().rstrip(".")) is not row
+                or str(row["enable"] or "").upper() != "Y"):
+            return "again" if current else "partial"
+        if self.listing and current:
+            targets = listed.split(SEP)
+            if len(targets) != current:  # a separator in a target, or a truncated list
+                return "again"
+            self.listed[name] = targets
+        self.verified.add(name)
+        # the judge groups deployments by their lower-case name (no final-dot strip)
+        key = name.lower()
+        self.counts[key] = self.counts.get(key, 0) + current
+        return "partial" if current < total else None
+
+    def others(self, conn: Connection, cols: Sequence[Any], wanted: Sequence[str],
+               partial: Sequence[str], again: Sequence[str]) -> list[Any]:
+        """The rows Python judges: every deployment without a ``certs`` row of its exact name,
+        those of ``partial`` (verified names with rows SQL does not call current) that SQL
+        does not call current, and every row of ``again`` (names whose count was not
+        trusted); in the judge's order (name, host, entry)."""
+        d = deployments.c
+        if len(partial) > SCAN_ABOVE:  # the rows not current, those without a certs row too
+            query = select(*cols).select_from(self.joined()).where(self.is_current() == 0)
+            lists: tuple[tuple[Sequence[str], int | None], ...] = ((again, None),)
+        else:
+            query = select(*cols).where(self.same(d.name).not_in(select(certs.c.name)))
+            lists = ((partial, 0), (again, None))
+        if wanted:
+            query = query.where(d.name.in_(wanted))
+        found = list(conn.execute(query).all())
+        for names, current in lists:
+            for start in range(0, len(names), CHUNK):
+                query = select(*cols).select_from(self.joined()).where(
+                    self._among(list(names[start:start + CHUNK])))
+                if current is not None:
+                    query = query.where(self.is_current() == current)
+                if wanted:
+                    query = query.where(d.name.in_(wanted))
+                found += conn.execute(query).all()
+        found.sort(key=lambda r: (r[0], r[1], r[2]))
+        return found
+
+    def current_rows(self, conn: Connection, cols: Sequence[Any],
+                     names: Sequence[str]) -> list[Any]:
+        """The current rows of the verified certificates ``names`` (exact names), in the
+        judge's order (name, host, entry): what the full view would list as current for them."""
+        d = deployments.c
+        chosen = [n for n in names if n in self.verified]
+        found: list[Any] = []
+        for start in range(0, len(chosen), CHUNK):
+            found += conn.execute(
+                select(*cols).select_from(self.joined())
+                .where(self._among(chosen[start:start + CHUNK]),
+                       self.is_current() == 1)
+                .order_by(d.name, d.host, d.entry)).all()
+        return found
+
+    def current_json(self, conn: Connection, names: Sequence[str]) -> list[Any]:
+        """(name, the target's JSON) of the current rows of the verified certificates
+        ``names``, in the judge's order; the JSON is what ``lecentral fleet --json`` writes for
+        a current target, written by the database (SQLite: compact, as Python's separators;
+        MariaDB and PostgreSQL put spaces in; values outside ASCII stay UTF-8): one string per
+        target crosses the wire, not 13 values that PyMySQL decodes one by one in Python."""
+        d = deployments.c
+        json_object = (func.json_build_object if self.dialect == "postgresql"
+                       else func.json_object)
+
+        def seen(fp: Any, not_after: Any, url: Any, error: Any, ts: Any) -> Any:
+            return json_object("fingerprint", fp, "not_after", not_after, "url", url,
+                               "error", error, "ts", ts)
+
+        served = case((or_(func.coalesce(d.served_fp, "") != "",
+                           func.coalesce(d.served_error, "") != ""),
+                       seen(d.served_fp, d.served_not_after, d.served_url, d.served_error,
+                            d.ts_served)), else_=null())
+        target: Any = json_object(
+            "kind", "agent", "target", d.host + " (" + d.entry + ")", "host", d.host,
+            "installed", seen(d.installed_fp, d.installed_not_after, null(), null(),
+                              d.ts_reported),
+            "served", served, "ts", d.ts_reported, "state", "current",
+            "detail", "the database's certificate", "result", d.result, "db_user", d.db_user)
+        if self.dialect == "postgresql":  # as text: psycopg would parse a json value
+            target = cast(target, String)
+        chosen = [n for n in names if n in self.verified]
+        found: list[Any] = []
+        for start in range(0, len(chosen), CHUNK):
+            found += conn.execute(
+                select(d.name, target).select_from(self.joined())
+                .where(self._among(chosen[start:start + CHUNK]),
+                       self.is_current() == 1)
+                .order_by(d.name, d.host, d.entry)).all()
+        return found

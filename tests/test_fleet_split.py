@@ -1,0 +1,163 @@
+"""The split view of ``check`` and ``metrics`` (issue 16): SQL counts the deployments it can
+call current and only the others reach Python. Its verdicts must be the full view's, whatever
+the recorded facts say: a certificate re-issued after the last sweep (the facts' fingerprint is
+then the old one), a disabled row, a report older than agent_max_age that the host's latest
+run still covers, an unreachable service, all on SQLite, MariaDB and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from monitor_world import Fleet
+from test_metrics import promtool_check, samples
+
+from lecentral.certificates import now_ts
+from lecentral.config import RenewConfig
+from lecentral.fleet.metrics import exposition
+from lecentral.fleet.model import CURRENT, FleetSettings, FleetView
+from lecentral.fleet.nagios import (
+    CheckInput,
+    Thresholds,
+    evaluate,
+    lifetimes,
+    row_problems,
+)
+from lecentral.fleet.states import compute
+
+A, B, C, D, E, F, G = (f"{x}.split.example.test" for x in "abcdefg")
+
+
+def world(fleet: Fleet) -> None:
+    a = fleet.issue(A, age=10)
+    a_old = fleet.cert(A, days=90, age=70)
+    fleet.report("web1", A, a, a)
+    fleet.report("web2", A, a, a)
+    fleet.report("web3", A, a_old, a_old)  # stale
+    b = fleet.issue(B, age=2)
+    fleet.report("web1", B, b, b)
+    fleet.report("web2", B, b, None, served_error="connection refused")  # unreachable
+    fleet.report("web4", B, b, b, ago=3)  # an old report ...
+    c = fleet.issue(C, age=30)
+    fleet.report("web1", C, c, c)
+    fleet.report("web2", C, c, c, entry="second")
+    fleet.issue(D, age=5)
+    d = fleet.issue(D, age=4)
+    fleet.report("web1", D, d, d)
+    fleet.issue(E)  # never reported
+    f = fleet.issue(F, age=1)
+    fleet.report("web1", F, f, f)
+    fleet.probe(F, "https://lb.split.example.test/", f)
+    g = fleet.issue(G, age=3)  # current everywhere: only counted
+    fleet.report("web2", G, g, g, entry="z-last")
+    fleet.report("web1", G, g, None)
+    fleet.report("web1", G, g, g, entry="a-first")
+    fleet.renew_run()
+    # the facts of every row, as a renew sweep records them
+    fleet.store.record_facts(fleet.store.sweep(RenewConfig(), now_ts()).rows)
+    # after the sweep: C re-issued (its facts still name the old certificate, which every
+    # host still has: pending, not current), D disabled, web4's agent runs again (B's old
+    # report there is then not silent)
+    fleet.issue(C, age=0.5)
+    _disable(fleet, D)
+    fleet.report("web4", A, a, a)
+
+
+def _disable(fleet: Fleet, name: str) -> None:
+    from sqlalchemy import update
+
+    from lecentral.store.schema import certs
+
+    with fleet.store.transaction("disabling") as conn:
+        conn.execute(update(certs).where(certs.c.name == name).values(enable="N"))
+
+
+def views(fleet: Fleet) -> tuple[FleetView, FleetView, dict[str, list[str]]]:
+    settings, now = FleetSettings(), now_ts()
+    full = compute(fleet.fleet.snapshot(), settings, now, fleet.fleet)
+    snap = fleet.fleet.snapshot(current_after=now - settings.agent_max_age, listing=True)
+    split = compute(snap, settings, now, fleet.fleet)
+    assert snap.split is not None
+    return full, split, snap.split.listed
+
+
+@pytest.fixture(params=["sqlite", "mariadb", "postgresql"])
+def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleet]:
+    url = None
+    if request.param != "sqlite":
+        url = request.getfixturevalue("mariadb_url" if request.param == "mariadb"
+                                      else "postgres_url")
+    f = Fleet(tmp_path, url)
+    yield f
+    f.close()
+
+
+@pytest.mark.parametrize("scan_above", [10_000, 0], ids=["name-lists", "one-scan"])
+def test_split_view_judges_as_the_full_view(fleet: Fleet, scan_above: int,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from lecentral.fleet import current
+
+    monkeypatch.setattr(current, "SCAN_ABOVE", scan_above)
+    world(fleet)
+    full, split, listed = views(fleet)
+    assert [c.name for c in full.certs] == [c.name for c in split.certs]
+    for whole, part in zip(full.certs, split.certs, strict=True):
+        assert part.state == whole.state, whole.name
+        shown = [(t.target, t.state, t.detail) for t in whole.targets if t.state != CURRENT]
+        assert [(t.target, t.state, t.detail) for t in part.targets
+                if t.state != CURRENT] == shown
+        current = sorted(t.target for t in whole.targets if t.state == CURRENT)
+        assert sorted([t.target for t in part.targets if t.state == CURRENT]
+                      + listed.get(whole.name, [])) == current, whole.name
+        assert part.current_targets == len(listed.get(whole.name, []))
+    by_name = {c.name: c for c in split.certs}
+    # SQL counted the plainly current ones ...
+    assert by_name[A].current_targets == 3 and by_name[F].current_targets == 1
+    assert by_name[G].current_targets == 3 and not by_name[G].targets
+    # ... and none whose facts are out of date, disabled, or whose report is old
+    assert by_name[C].current_targets == 0 and by_name[C].state == "pending"
+    assert by_name[D].current_targets == 0 and by_name[D].state == "disabled"
+    assert {t.target: t.state for t in by_name[B].targets} == {
+        "web2 (b.split.example.test)": "unreachable", "web4 (b.split.example.test)": CURRENT}
+
+
+def test_check_and_metrics_say_what_the_full_view_says(fleet: Fleet) -> None:
+    world(fleet)
+    full, _, _ = views(fleet)
+    code, lines = fleet.check("--max-lines", "0")
+    leftovers = fleet.store.leftovers()
+    expected = evaluate(CheckInput(view=full, rows=row_problems(fleet.fleet.last_snapshot.certs),
+                                   lifetimes=lifetimes(fleet.fleet, full.certs),
+                                   leftovers=leftovers), Thresholds())
+    assert code == expected.status
+    assert lines[1:] == expected.lines(0)[1:]
+    result = fleet.run("metrics")
+    assert result.exit_code == 0, result.output
+    promtool_check(result.stdout_bytes)
+    got = samples(result.stdout_bytes)
+    want = samples(exposition(full, leftovers, lifetimes(fleet.fleet, full.certs)))
+    got.pop("lecentral_metrics_generated_timestamp_seconds")
+    want.pop("lecentral_metrics_generated_timestamp_seconds")
+    assert got == want
+
+
+def test_fleet_json_lists_what_the_full_view_lists(fleet: Fleet) -> None:
+    """``fleet --json`` and ``--problems --json`` read the split view, judge the certificates
+    with both kinds of targets again in full and read the counted ones as rows: the document
+    is the full view's."""
+    import json
+
+    from lecentral.cli.fleet import view_json
+
+    world(fleet)
+    full, _, _ = views(fleet)
+    for args, certs in ((["--json"], full.certs),
+                        (["--problems", "--json"],
+                         [c for c in full.certs if c.state not in ("current", "disabled")])):
+        result = fleet.run("fleet", *args)
+        assert result.exit_code == 0, result.output
+        got = json.loads(result.stdout)
+        want = json.loads(json.dumps(view_json(full, certs), default=str))
+        got.pop("now"), want.pop("now")
+        assert got == want
