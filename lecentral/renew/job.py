@@ -26,6 +26,7 @@ from lecentral.errors import (
     PluginError,
     UnknownNameError,
 )
+from lecentral.interfaces import IssuedSave
 from lecentral.leftovers import collecting
 from lecentral.phases import describe, phase, recording
 from lecentral.records import Notification
@@ -40,6 +41,7 @@ from lecentral.renew.outcome import (
     RenewRequest,
     RunProblem,
 )
+from lecentral.renew.saving import GroupSaver
 from lecentral.renew.spool import CertSpool, Spooled
 from lecentral.types import IssuerContext
 
@@ -73,6 +75,8 @@ class RenewJob:
         self.progress = progress or (lambda name, step: None)
         self.redact = Redactor(config)
         self._write_lock = threading.Lock()  # SQLite allows one writer: workers take turns
+        #: the workers' saves, committed together (lecentral/renew/saving.py)
+        self._saver = GroupSaver(store, self._write_lock)
         self._issuers: dict[str, Issuer | LecentralError] = {}
         self._issuers_lock = threading.Lock()
         self._acme_lock = threading.Lock()
@@ -429,22 +433,21 @@ class RenewJob:
         """Spool, save in one transaction, unspool; the outcome of an issued certificate."""
         spooled = self._spool(row, csr, issued.crt, issued.ca, cert.not_after, issuer_name, now,
                               issuer_ca)
-        with self._write_lock:
-            try:
-                self.store.save_issued(row.name, issued.crt, issued.ca, cert.not_after, now,
-                                       issuer_ca=issuer_ca)
-            except CsrError as exc:  # the row changed under us: this certificate is of no use
-                if spooled is not None:
-                    self.spool.remove(spooled)
-                return self._failed(row, issuer_name, f"refused: {exc}", "refused", started,
-                                    number, record=False)
-            except LecentralError as exc:
-                kept = (f"it is kept in {spooled.path} and the next run saves it without a new "
-                        "order"
-                        if spooled else "it could not be spooled either: it is lost, the next "
-                        "run orders it again")
-                return self._failed(row, issuer_name, f"issued but not saved: {exc}; {kept}",
-                                    "failed", started, number, record=False)
+        # with the certificates other workers spooled meanwhile, in one transaction
+        error = self._saver.save(IssuedSave(row.name, issued.crt, issued.ca, cert.not_after, now,
+                                            issuer_ca))
+        if isinstance(error, CsrError):  # the row changed under us: this certificate is of no use
+            if spooled is not None:
+                self.spool.remove(spooled)
+            return self._failed(row, issuer_name, f"refused: {error}", "refused", started,
+                                number, record=False)
+        if error is not None:
+            kept = (f"it is kept in {spooled.path} and the next run saves it without a new "
+                    "order"
+                    if spooled else "it could not be spooled either: it is lost, the next "
+                    "run orders it again")
+            return self._failed(row, issuer_name, f"issued but not saved: {error}; {kept}",
+                                "failed", started, number, record=False)
         if spooled is not None:
             self.spool.remove(spooled)
         self.registry.emit("lecentral_cert_issued", name=row.name, crt=issued.crt, ca=issued.ca,
