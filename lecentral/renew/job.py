@@ -377,9 +377,12 @@ class RenewJob:
             self.store.renew_lock_check()
         except LecentralError as exc:  # the run's problem, said and alerted once, not per row
             return self._blocked(row, issuer_name, exc, time.monotonic(), number)
-        with collecting(row.name) as found, recording() as timed:
+        cpu: dict[str, float] = {}
+        cpu_started = time.thread_time()
+        with collecting(row.name) as found, recording(cpu) as timed:
             outcome = self._issue_and_save(row, csr, issuer_name, number)
-        outcome.phases = timed
+        outcome.phases, outcome.phases_cpu = timed, cpu
+        outcome.cpu_seconds = time.thread_time() - cpu_started
         if timed:  # lecentral -v renew: where this certificate's time went
             log.info("%s: %s in %.3f s: %s", row.name, outcome.status, outcome.seconds,
                      describe(timed))
