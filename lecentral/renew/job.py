@@ -30,7 +30,7 @@ from lecentral.interfaces import IssuedSave
 from lecentral.leftovers import collecting
 from lecentral.phases import describe, phase, recording
 from lecentral.records import Notification
-from lecentral.renew import recovery
+from lecentral.renew import forked, recovery
 from lecentral.renew.checks import check_issued, check_row, due_reason
 from lecentral.renew.context import Redactor
 from lecentral.renew.outcome import (
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from lecentral.certificates import Certificate
     from lecentral.config import AcmeConfig, CentralConfig
     from lecentral.interfaces import IssuedCertificate, Issuer, Store
+    from lecentral.leftovers import Leftover
     from lecentral.registry import Registry
     from lecentral.store.rows import CertRow, Swept
 
@@ -357,6 +358,8 @@ class RenewJob:
         for built in self._issuers.values():
             if not isinstance(built, LecentralError):
                 built.begin_pass()
+        if forked.possible(self, len(due)):  # [renew] processes: more than one core
+            return forked.run_pass(self, due, number)
         workers = max(1, min(self.config.renew.workers, len(due)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool:
             futures = [pool.submit(self._renew_one, row, csr, issuer, number)
@@ -381,8 +384,12 @@ class RenewJob:
         cpu_started = time.thread_time()
         with collecting(row.name) as found, recording(cpu) as timed:
             outcome = self._issue_and_save(row, csr, issuer_name, number)
-        outcome.phases, outcome.phases_cpu = timed, cpu
-        outcome.cpu_seconds = time.thread_time() - cpu_started
+        return self._finish(row, outcome, timed, cpu, time.thread_time() - cpu_started, found)
+
+    def _finish(self, row: CertRow, outcome: Outcome, timed: dict[str, float],
+                cpu: dict[str, float], cpu_seconds: float, found: list[Leftover]) -> Outcome:
+        """The attempt's phases, its log line, and what it left behind."""
+        outcome.phases, outcome.phases_cpu, outcome.cpu_seconds = timed, cpu, cpu_seconds
         if timed:  # lecentral -v renew: where this certificate's time went
             log.info("%s: %s in %.3f s: %s", row.name, outcome.status, outcome.seconds,
                      describe(timed))
@@ -391,6 +398,48 @@ class RenewJob:
             outcome.message += (f"; {len(found)} challenge record(s) left behind, removed at the "
                                 "start of the next run")
         return outcome
+
+    def finish_issued(self, row: CertRow, csr: Csr, issuer_name: str, number: int,
+                      result: forked.Issued) -> Outcome:
+        """The end of an attempt a worker process made (lecentral/renew/forked.py): saved and
+        recorded here, as this process's own."""
+        from lecentral.certificates import Certificate
+
+        with recording() as timed:
+            if result.status == "blocked":
+                outcome = self._blocked(row, issuer_name,
+                                        forked.Relayed(result.message, result.exit_code),
+                                        result.started, number)
+            elif result.status != "issued" or result.issued is None:
+                outcome = self._failed(row, issuer_name, result.message, result.status,
+                                       result.started, number)
+            else:
+                with phase("save"):
+                    cert = Certificate.load(result.issued.crt,
+                                            f"the certificate issued for {row.name}")
+                    outcome = self._store(row, csr, result.issued, result.issuer_ca,
+                                          result.tried, cert, issuer_name, result.now,
+                                          result.started, number, result.spooled)
+        phases = dict(result.phases)
+        for name, seconds in timed.items():
+            phases[name] = phases.get(name, 0.0) + seconds
+        return self._finish(row, outcome, phases, result.phases_cpu, result.cpu_seconds,
+                            result.leftovers)
+
+    def prepare_acme(self) -> None:
+        """Make the first CA's ACME client now (account key, registration): before worker
+        processes are forked, so that they find the key made and the account registered."""
+        try:
+            self._acme()
+        except LecentralError as exc:  # each certificate meets it again, and says it
+            log.debug("the ACME client could not be made before the pass: %s", exc)
+
+    def forget_acme_clients(self) -> None:
+        """In a worker process: drop the clients made before the fork (their connections are
+        the parent's), keeping what failed; each makes its own when first needed."""
+        self._acme_lock = threading.Lock()
+        self._acme_clients = {name: client for name, client in self._acme_clients.items()
+                              if isinstance(client, LecentralError)}
 
     def _save_spooled(self, name: str, number: int) -> Outcome | None:
         """A certificate issued in an earlier round but not saved is saved now, never reordered.
@@ -436,6 +485,14 @@ class RenewJob:
         """Spool, save in one transaction, unspool; the outcome of an issued certificate."""
         spooled = self._spool(row, csr, issued.crt, issued.ca, cert.not_after, issuer_name, now,
                               issuer_ca)
+        return self._store(row, csr, issued, issuer_ca, tried, cert, issuer_name, now, started,
+                           number, spooled)
+
+    def _store(self, row: CertRow, csr: Csr, issued: IssuedCertificate,
+               issuer_ca: tuple[str, str], tried: list[str], cert: Certificate,
+               issuer_name: str, now: int, started: float, number: int,
+               spooled: Spooled | None) -> Outcome:
+        """Save a spooled certificate (group commit), unspool it; its outcome."""
         # with the certificates other workers spooled meanwhile, in one transaction
         error = self._saver.save(IssuedSave(row.name, issued.crt, issued.ca, cert.not_after, now,
                                             issuer_ca))

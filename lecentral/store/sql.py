@@ -766,6 +766,11 @@ class SqlStore(Store):
             self._lease = None
             lease.release()
 
+    @property
+    def leased(self) -> bool:
+        """Whether the renew lock is a lease (Galera) checked per certificate."""
+        return self._lease is not None
+
     def renew_lock_check(self) -> None:
         if self._lease is not None:
             self._lease.check()

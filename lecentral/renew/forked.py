@@ -1,0 +1,285 @@
+"""A pass of many certificates on more than one CPU core: ``[renew] processes``.
+
+The renew workers are threads of one Python process, which runs Python code on one core at a
+time: a pass of many certificates is bound by that one core (about 15-20 ms of CPU per
+certificate: the ACME requests, the DNS messages, the save) while the other cores idle. With
+``processes = N`` (N > 1) a pass of more certificates than ``workers`` forks N - 1 processes
+after everything is imported and set up, each issuing its share of the certificates on its
+share of the ``workers`` threads (``workers`` stays what the CA sees at once), with its own
+HTTPS connections and its own ACME client (the same account).
+
+What a child does and does not do:
+
+* it orders, publishes and removes the TXT records, and checks and *spools* each certificate
+  (:mod:`lecentral.renew.spool`) exactly as a worker thread does, then sends the result to the
+  parent over a pipe; it never touches the database;
+* the parent saves the children's certificates (with its own: one writer, group commits),
+  records failures, leftovers, events and alerts, and the run's problems, as for its own rows;
+* a child that dies (killed, crashed) fails each of its certificates it did not report, loudly:
+  what it issued is in the spool, and the next run saves it without a new order.
+
+Not used under a Galera lease (the lease is checked per certificate against the database) nor
+where ``os.fork`` does not exist: then the pass runs in one process, as with ``processes = 1``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import struct
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from lecentral.certificates import now_ts
+from lecentral.errors import ConfigError, LecentralError, PluginError
+from lecentral.leftovers import collecting
+from lecentral.phases import phase, recording
+from lecentral.renew.checks import check_issued
+
+if TYPE_CHECKING:
+    from lecentral.certificates import Csr
+    from lecentral.interfaces import IssuedCertificate
+    from lecentral.leftovers import Leftover
+    from lecentral.renew.job import RenewJob
+    from lecentral.renew.outcome import Outcome
+    from lecentral.renew.spool import Spooled
+    from lecentral.store.rows import CertRow
+
+log = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct("!I")
+
+
+@dataclass
+class Issued:
+    """What a child hands back for one certificate: how its issuance ended, and where the time
+    went. ``status``: issued (``issued``, ``issuer_ca``, ``tried``, ``now``, ``spooled``),
+    failed, refused or blocked (``message``, ``exit_code``)."""
+
+    name: str
+    status: str
+    started: float  # time.monotonic(), which is the system's: the same clock in every process
+    message: str = ""
+    exit_code: int = 1
+    issued: IssuedCertificate | None = None
+    issuer_ca: tuple[str, str] = ("", "")
+    tried: list[str] = field(default_factory=list)
+    now: int = 0
+    spooled: Spooled | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    phases_cpu: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: float = 0.0
+    leftovers: list[Leftover] = field(default_factory=list)
+
+
+class Relayed(LecentralError):
+    """A run problem (configuration, plugin) a child met, with the exit status of its class."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def possible(job: RenewJob, due: int) -> bool:
+    """Whether this pass of ``due`` certificates runs in several processes."""
+    renew = job.config.renew
+    return (renew.processes > 1 and due > renew.workers and hasattr(os, "fork")
+            and not getattr(job.store, "leased", False))
+
+
+def threads(job: RenewJob) -> int:
+    """Worker threads per process: ``workers`` shared out, so the CA sees no more at once."""
+    renew = job.config.renew
+    return -(-renew.workers // renew.processes)
+
+
+def run_pass(job: RenewJob, due: list[tuple[CertRow, Csr, str]], number: int) -> list[Outcome]:
+    """The pass on ``[renew] processes`` processes: this one and the children it forks; the
+    outcomes in the order of ``due``."""
+    results: dict[str, Outcome] = {}
+    todo = []
+    for row, csr, issuer in due:  # saved at once here, as a worker would first thing
+        saved = job._save_spooled(row.name, number)
+        if saved is not None:
+            results[row.name] = saved
+        else:
+            todo.append((row, csr, issuer))
+    job.prepare_acme()  # the account key made and registered once, before the children read it
+    shares = [todo[i::job.config.renew.processes] for i in range(job.config.renew.processes)]
+    children = [_fork(job, share, number) for share in shares[1:] if share]
+    workers = max(1, min(threads(job), len(shares[0])))
+    futures: dict[str, Future[Outcome]] = {}
+    futures_lock = threading.Lock()
+    # this process's own share on its workers; the children's certificates saved by two more
+    # threads as they come (each already spooled by its child)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool, \
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="renew-save") as savers:
+        for row, csr, issuer in shares[0]:
+            futures[row.name] = pool.submit(job._renew_one, row, csr, issuer, number)
+        readers = []
+        for pid, read_fd, share in children:
+            reader = threading.Thread(target=_read_child, name=f"renew-child-{pid}", args=(
+                job, savers, pid, read_fd, share, number, futures, futures_lock))
+            reader.start()
+            readers.append(reader)
+        for reader in readers:
+            reader.join()
+        with futures_lock:
+            pending = dict(futures)
+        results.update({name: future.result() for name, future in pending.items()})
+    for row, _, issuer in todo:  # a bug of this module, not a silent success
+        if row.name not in results:
+            results[row.name] = job._failed(
+                row, issuer, "no result came back from its renew worker process (a bug in "
+                "lecentral/renew/forked.py); if the CA issued it, it is in the spool and the "
+                "next run saves it", "failed", time.monotonic(), number)
+    return [results[row.name] for row, _, _ in due]
+
+
+def _fork(job: RenewJob, share: list[tuple[CertRow, Csr, str]],
+          number: int) -> tuple[int, int, list[tuple[CertRow, Csr, str]]]:
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_fd)
+        code = 1
+        try:
+            _child(job, share, number, write_fd)
+            code = 0
+        except BaseException:  # said on stderr; the parent fails what is missing
+            log.exception("renew worker process %d failed", os.getpid())
+        finally:
+            os._exit(code)  # no atexit, no finalizers: the parent's connections stay its own
+    os.close(write_fd)
+    return pid, read_fd, share
+
+
+def _child(job: RenewJob, share: list[tuple[CertRow, Csr, str]], number: int,
+           write_fd: int) -> None:
+    """Issue ``share`` on ``workers`` threads and send each result to the parent."""
+    job.forget_acme_clients()  # the parent's HTTPS connections are not this process's
+    job.store = _NoStore()  # type: ignore[assignment]  # the parent saves
+    send_lock = threading.Lock()
+
+    def one(row: CertRow, csr: Csr, issuer: str) -> None:
+        try:
+            result = _issue(job, row, csr, issuer, number)
+        except BaseException as exc:  # reported as this certificate's failure
+            log.exception("issuing %s in worker process %d crashed", row.name, os.getpid())
+            result = Issued(row.name, "failed", time.monotonic(),
+                            message=f"issuer {issuer} crashed: {type(exc).__name__}: {exc}")
+        data = pickle.dumps(result)
+        with send_lock:
+            _write_all(write_fd, _LENGTH.pack(len(data)) + data)
+
+    workers = max(1, min(threads(job), len(share)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool:
+        for future in [pool.submit(one, row, csr, issuer) for row, csr, issuer in share]:
+            future.result()
+    os.close(write_fd)
+
+
+def _issue(job: RenewJob, row: CertRow, csr: Csr, issuer_name: str, number: int) -> Issued:
+    """A worker thread's work up to the database: issue, check, spool."""
+    started = time.monotonic()
+    cpu: dict[str, float] = {}
+    cpu_started = time.thread_time()
+    with collecting(row.name) as found, recording(cpu) as timed:
+        result = _issued(job, row, csr, issuer_name, started)
+    result.phases, result.phases_cpu = timed, cpu
+    result.cpu_seconds = time.thread_time() - cpu_started
+    result.leftovers = list(found)
+    return result
+
+
+def _issued(job: RenewJob, row: CertRow, csr: Csr, issuer_name: str, started: float) -> Issued:
+    job.progress(row.name, f"issuing with {issuer_name}")
+    try:
+        issued, issuer_ca, tried = job._issue_with_fallback(row, csr, issuer_name)
+    except (ConfigError, PluginError) as exc:  # the run's problem: the parent says it once
+        return Issued(row.name, "blocked", started, message=job.redact(str(exc)),
+                      exit_code=exc.exit_code)
+    except LecentralError as exc:
+        return Issued(row.name, "failed", started, message=job.redact(str(exc)))
+    except Exception as exc:  # a plugin's bug fails this certificate, never the run
+        log.exception("issuer %s crashed on %s", issuer_name, row.name)
+        return Issued(row.name, "failed", started, message=job.redact(
+            f"issuer {issuer_name} crashed: {type(exc).__name__}: {exc}"))
+    now = now_ts()
+    try:
+        with phase("save"):
+            cert = check_issued(row, csr, issued.crt, issued.ca, now)
+    except LecentralError as exc:
+        return Issued(row.name, "refused", started, message=job.redact(str(exc)))
+    with phase("save"):
+        spooled = job._spool(row, csr, issued.crt, issued.ca, cert.not_after, issuer_name, now,
+                             issuer_ca)
+    return Issued(row.name, "issued", started, issued=issued, issuer_ca=issuer_ca,
+                  tried=tried, now=now, spooled=spooled)
+
+
+def _read_child(job: RenewJob, pool: ThreadPoolExecutor, pid: int, read_fd: int,
+                share: list[tuple[CertRow, Csr, str]], number: int,
+                futures: dict[str, Future[Outcome]], futures_lock: threading.Lock) -> None:
+    """Hand each result of child ``pid`` to the pool, to be saved; then fail what it did not
+    report."""
+    try:
+        _read_results(job, pool, pid, read_fd, share, number, futures, futures_lock)
+    except Exception:  # the rows without a result fail in run_pass, loudly
+        log.exception("reading the results of renew worker process %d failed", pid)
+
+
+def _read_results(job: RenewJob, pool: ThreadPoolExecutor, pid: int, read_fd: int,
+                  share: list[tuple[CertRow, Csr, str]], number: int,
+                  futures: dict[str, Future[Outcome]], futures_lock: threading.Lock) -> None:
+    rows = {row.name: (row, csr, issuer) for row, csr, issuer in share}
+    with os.fdopen(read_fd, "rb") as pipe:
+        while True:
+            head = pipe.read(_LENGTH.size)
+            if len(head) < _LENGTH.size:
+                break
+            data = pipe.read(_LENGTH.unpack(head)[0])
+            try:
+                result: Issued = pickle.loads(data)
+                row, csr, issuer = rows.pop(result.name)
+            except Exception:  # a truncated message: the child died mid-write
+                log.exception("renew worker process %d sent an unreadable result", pid)
+                break
+            future = pool.submit(job.finish_issued, row, csr, issuer, number, result)
+            with futures_lock:
+                futures[row.name] = future
+    _, status = os.waitpid(pid, 0)
+    if not rows:
+        return
+    how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+           else f"exited with status {os.waitstatus_to_exitcode(status)}")
+    message = (f"the renew worker process {pid} {how} before it reported this certificate; "
+               "if the CA issued it, it is in the spool ([renew] state_dir) and the next run "
+               "saves it without a new order")
+    log.error("%s: %s", ", ".join(sorted(rows)), message)
+    for name, (row, csr, issuer) in rows.items():
+        lost = Issued(name, "failed", time.monotonic(), message=message)
+        future = pool.submit(job.finish_issued, row, csr, issuer, number, lost)
+        with futures_lock:
+            futures[name] = future
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class _NoStore:
+    """The database in a child: every use is a bug, said loudly (the parent saves)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"a renew worker process used the database ({name}); only the "
+                           "parent process may")
