@@ -48,13 +48,15 @@ TARGET = 100.0
 
 
 def lecentral_config(workdir: Path, bind: BindServer, pebble: PebbleServer,
-                     workers: int) -> Path:
-    """lecentral.toml for the world: SQLite in workdir, ``workers`` orders at a time."""
+                     workers: int, processes: int = 1) -> Path:
+    """lecentral.toml for the world: SQLite in workdir, ``workers`` orders at a time in each of
+    ``processes`` processes."""
     from lecentral_testing.central import central_tables
     from lecentral_testing.tomlfile import write_toml
 
     tables = central_tables(workdir, pebble, bind, email=f"hostmaster@{PARENT}")
-    tables["renew"] = {"workers": workers, "state_dir": str(workdir / "state")}
+    tables["renew"] = {"workers": workers, "processes": processes,
+                       "state_dir": str(workdir / "state")}
     return write_toml(workdir / "lecentral.toml", tables)
 
 
@@ -277,6 +279,8 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=50, help="number of certificates [50]")
     parser.add_argument("--workers", type=int, default=None,
                         help="renew.workers [lecentral's default]")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="renew.processes [lecentral's default]")
     parser.add_argument("--repeat", type=int, default=3, metavar="R",
                         help="run (a) R times (then with --force) and take the median [3]")
     parser.add_argument("--certbot-sample", type=int, default=None, metavar="K",
@@ -301,6 +305,7 @@ def main() -> None:
     from lecentral.config import RenewConfig
 
     workers = args.workers or RenewConfig().workers
+    processes = args.processes or RenewConfig().processes
     compile_lecentral()
     workdir = Path(tempfile.mkdtemp(prefix="lecentral-bench-"))
     names = [f"h{i}.{PARENT}" for i in range(1, args.n + 1)]
@@ -313,7 +318,7 @@ def main() -> None:
     b = None
     try:
         with bind, resolving_pebble(workdir, bind, probe_name=PARENT) as (resolver, pebble):
-            toml = lecentral_config(workdir, bind, pebble, workers)
+            toml = lecentral_config(workdir, bind, pebble, workers, processes)
             add_rows(toml, [*names, cold], workdir / "csr")
             meter = CpuMeter({"Pebble": pebble.pid, "BIND": bind.pid,
                               "resolver": resolver.pid})
@@ -346,7 +351,7 @@ def main() -> None:
     print(f"N = {n} certificates, DNS-01 into {n} sub-zones, Pebble + BIND on 127.0.0.1, "
           f"{os.cpu_count()} cores, load {load_before:.2f} at the start, "
           f"{os.getloadavg()[0]:.2f} at the end")
-    print(f"(a) lecentral renew --once, workers={workers}: {a:8.2f} s  ({a / n:.4f} s/cert), "
+    print(f"(a) lecentral renew --once, workers={workers}, processes={processes}: {a:8.2f} s  ({a / n:.4f} s/cert), "
           f"median of {len(runs)}: " + ", ".join(f"{w:.2f}" for w in walls) + " s")
     for line in phase_table(report, a, workers):
         print(line)
