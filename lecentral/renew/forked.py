@@ -32,57 +32,19 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lecentral.certificates import now_ts
-from lecentral.errors import ConfigError, LecentralError, PluginError
-from lecentral.leftovers import collecting
-from lecentral.phases import phase, recording
-from lecentral.renew.checks import check_issued
+from lecentral.renew.attempt import SAVERS, Issued, issue_and_spool
 
 if TYPE_CHECKING:
     from lecentral.certificates import Csr
-    from lecentral.interfaces import IssuedCertificate
-    from lecentral.leftovers import Leftover
     from lecentral.renew.job import RenewJob
     from lecentral.renew.outcome import Outcome
-    from lecentral.renew.spool import Spooled
     from lecentral.store.rows import CertRow
 
 log = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct("!I")
-
-
-@dataclass
-class Issued:
-    """What a child hands back for one certificate: how its issuance ended, and where the time
-    went. ``status``: issued (``issued``, ``issuer_ca``, ``tried``, ``now``, ``spooled``),
-    failed, refused or blocked (``message``, ``exit_code``)."""
-
-    name: str
-    status: str
-    started: float  # time.monotonic(), which is the system's: the same clock in every process
-    message: str = ""
-    exit_code: int = 1
-    issued: IssuedCertificate | None = None
-    issuer_ca: tuple[str, str] = ("", "")
-    tried: list[str] = field(default_factory=list)
-    now: int = 0
-    spooled: Spooled | None = None
-    phases: dict[str, float] = field(default_factory=dict)
-    phases_cpu: dict[str, float] = field(default_factory=dict)
-    cpu_seconds: float = 0.0
-    leftovers: list[Leftover] = field(default_factory=list)
-
-
-class Relayed(LecentralError):
-    """A run problem (configuration, plugin) a child met, with the exit status of its class."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def possible(job: RenewJob, due: int) -> bool:
@@ -115,12 +77,12 @@ def run_pass(job: RenewJob, due: list[tuple[CertRow, Csr, str]], number: int) ->
     workers = max(1, min(threads(job), len(shares[0])))
     futures: dict[str, Future[Outcome]] = {}
     futures_lock = threading.Lock()
-    # this process's own share on its workers; the children's certificates saved by two more
-    # threads as they come (each already spooled by its child)
+    # this process's own share on its workers; its savers save those and the children's
+    # certificates as they come (each already spooled by its child)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool, \
-            ThreadPoolExecutor(max_workers=2, thread_name_prefix="renew-save") as savers:
-        for row, csr, issuer in shares[0]:
-            futures[row.name] = pool.submit(job._renew_one, row, csr, issuer, number)
+            ThreadPoolExecutor(max_workers=SAVERS, thread_name_prefix="renew-save") as savers:
+        own = {row.name: pool.submit(job.renew_one, row, csr, issuer, number, savers)
+               for row, csr, issuer in shares[0]}
         readers = []
         for pid, read_fd, share in children:
             reader = threading.Thread(target=_read_child, name=f"renew-child-{pid}", args=(
@@ -129,6 +91,9 @@ def run_pass(job: RenewJob, due: list[tuple[CertRow, Csr, str]], number: int) ->
             readers.append(reader)
         for reader in readers:
             reader.join()
+        for name, started in own.items():
+            outcome = started.result()
+            results[name] = outcome.result() if isinstance(outcome, Future) else outcome
         with futures_lock:
             pending = dict(futures)
         results.update({name: future.result() for name, future in pending.items()})
@@ -170,7 +135,7 @@ def _child(job: RenewJob, share: list[tuple[CertRow, Csr, str]], number: int,
 
     def one(row: CertRow, csr: Csr, issuer: str) -> None:
         try:
-            result = _issue(job, row, csr, issuer, number)
+            result = issue_and_spool(job, row, csr, issuer)
         except BaseException as exc:  # reported as this certificate's failure
             log.exception("issuing %s in worker process %d crashed", row.name, os.getpid())
             result = Issued(row.name, "failed", time.monotonic(),
@@ -184,45 +149,6 @@ def _child(job: RenewJob, share: list[tuple[CertRow, Csr, str]], number: int,
         for future in [pool.submit(one, row, csr, issuer) for row, csr, issuer in share]:
             future.result()
     os.close(write_fd)
-
-
-def _issue(job: RenewJob, row: CertRow, csr: Csr, issuer_name: str, number: int) -> Issued:
-    """A worker thread's work up to the database: issue, check, spool."""
-    started = time.monotonic()
-    cpu: dict[str, float] = {}
-    cpu_started = time.thread_time()
-    with collecting(row.name) as found, recording(cpu) as timed:
-        result = _issued(job, row, csr, issuer_name, started)
-    result.phases, result.phases_cpu = timed, cpu
-    result.cpu_seconds = time.thread_time() - cpu_started
-    result.leftovers = list(found)
-    return result
-
-
-def _issued(job: RenewJob, row: CertRow, csr: Csr, issuer_name: str, started: float) -> Issued:
-    job.progress(row.name, f"issuing with {issuer_name}")
-    try:
-        issued, issuer_ca, tried = job._issue_with_fallback(row, csr, issuer_name)
-    except (ConfigError, PluginError) as exc:  # the run's problem: the parent says it once
-        return Issued(row.name, "blocked", started, message=job.redact(str(exc)),
-                      exit_code=exc.exit_code)
-    except LecentralError as exc:
-        return Issued(row.name, "failed", started, message=job.redact(str(exc)))
-    except Exception as exc:  # a plugin's bug fails this certificate, never the run
-        log.exception("issuer %s crashed on %s", issuer_name, row.name)
-        return Issued(row.name, "failed", started, message=job.redact(
-            f"issuer {issuer_name} crashed: {type(exc).__name__}: {exc}"))
-    now = now_ts()
-    try:
-        with phase("save"):
-            cert = check_issued(row, csr, issued.crt, issued.ca, now)
-    except LecentralError as exc:
-        return Issued(row.name, "refused", started, message=job.redact(str(exc)))
-    with phase("save"):
-        spooled = job._spool(row, csr, issued.crt, issued.ca, cert.not_after, issuer_name, now,
-                             issuer_ca)
-    return Issued(row.name, "issued", started, issued=issued, issuer_ca=issuer_ca,
-                  tried=tried, now=now, spooled=spooled)
 
 
 def _read_child(job: RenewJob, pool: ThreadPoolExecutor, pid: int, read_fd: int,

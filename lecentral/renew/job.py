@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from lecentral.certificates import (
@@ -23,15 +23,14 @@ from lecentral.errors import (
     CsrError,
     IssueError,
     LecentralError,
-    PluginError,
     UnknownNameError,
 )
 from lecentral.interfaces import IssuedSave
-from lecentral.leftovers import collecting
 from lecentral.phases import describe, phase, recording
 from lecentral.records import Notification
 from lecentral.renew import forked, recovery
-from lecentral.renew.checks import check_issued, check_row, due_reason
+from lecentral.renew.attempt import SAVERS, Issued, Relayed, issue_and_spool
+from lecentral.renew.checks import check_row, due_reason
 from lecentral.renew.context import Redactor
 from lecentral.renew.outcome import (
     BLOCKED,
@@ -361,10 +360,14 @@ class RenewJob:
         if forked.possible(self, len(due)):  # [renew] processes: more than one core
             return forked.run_pass(self, due, number)
         workers = max(1, min(self.config.renew.workers, len(due)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool:
-            futures = [pool.submit(self._renew_one, row, csr, issuer, number)
+        # the workers talk to the CA and the nameservers; the savers save what they issued (a
+        # worker takes its next certificate once this one is spooled)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool, \
+                ThreadPoolExecutor(max_workers=SAVERS, thread_name_prefix="renew-save") as savers:
+            futures = [pool.submit(self.renew_one, row, csr, issuer, number, savers)
                        for row, csr, issuer in due]
-            return [f.result() for f in futures]
+            started = [f.result() for f in futures]
+            return [o.result() if isinstance(o, Future) else o for o in started]
 
     # -- one certificate -------------------------------------------------------------------
 
@@ -372,7 +375,10 @@ class RenewJob:
         """What earlier runs left: spooled certificates saved, leftovers removed."""
         recovery.start_of_run(self, report)
 
-    def _renew_one(self, row: CertRow, csr: Csr, issuer_name: str, number: int) -> Outcome:
+    def renew_one(self, row: CertRow, csr: Csr, issuer_name: str, number: int,
+                  savers: ThreadPoolExecutor) -> Outcome | Future[Outcome]:
+        """One certificate's attempt in a worker: issued and spooled here, then handed to
+        ``savers`` (:meth:`finish_issued`), whose future is returned."""
         saved = self._save_spooled(row.name, number)
         if saved is not None:
             return saved
@@ -380,11 +386,8 @@ class RenewJob:
             self.store.renew_lock_check()
         except LecentralError as exc:  # the run's problem, said and alerted once, not per row
             return self._blocked(row, issuer_name, exc, time.monotonic(), number)
-        cpu: dict[str, float] = {}
-        cpu_started = time.thread_time()
-        with collecting(row.name) as found, recording(cpu) as timed:
-            outcome = self._issue_and_save(row, csr, issuer_name, number)
-        return self._finish(row, outcome, timed, cpu, time.thread_time() - cpu_started, found)
+        result = issue_and_spool(self, row, csr, issuer_name)
+        return savers.submit(self.finish_issued, row, csr, issuer_name, number, result)
 
     def _finish(self, row: CertRow, outcome: Outcome, timed: dict[str, float],
                 cpu: dict[str, float], cpu_seconds: float, found: list[Leftover]) -> Outcome:
@@ -400,15 +403,17 @@ class RenewJob:
         return outcome
 
     def finish_issued(self, row: CertRow, csr: Csr, issuer_name: str, number: int,
-                      result: forked.Issued) -> Outcome:
-        """The end of an attempt a worker process made (lecentral/renew/forked.py): saved and
-        recorded here, as this process's own."""
+                      result: Issued) -> Outcome:
+        """The saver's part of an attempt (lecentral/renew/attempt.py), made by a worker thread
+        or a worker process: saved, or its failure recorded, with the events and alerts."""
         from lecentral.certificates import Certificate
 
-        with recording() as timed:
+        cpu: dict[str, float] = {}
+        cpu_started = time.thread_time()
+        with recording(cpu) as timed:
             if result.status == "blocked":
                 outcome = self._blocked(row, issuer_name,
-                                        forked.Relayed(result.message, result.exit_code),
+                                        Relayed(result.message, result.exit_code),
                                         result.started, number)
             elif result.status != "issued" or result.issued is None:
                 outcome = self._failed(row, issuer_name, result.message, result.status,
@@ -420,10 +425,9 @@ class RenewJob:
                     outcome = self._store(row, csr, result.issued, result.issuer_ca,
                                           result.tried, cert, issuer_name, result.now,
                                           result.started, number, result.spooled)
-        phases = dict(result.phases)
-        for name, seconds in timed.items():
-            phases[name] = phases.get(name, 0.0) + seconds
-        return self._finish(row, outcome, phases, result.phases_cpu, result.cpu_seconds,
+        return self._finish(row, outcome, _added(result.phases, timed),
+                            _added(result.phases_cpu, cpu),
+                            result.cpu_seconds + time.thread_time() - cpu_started,
                             result.leftovers)
 
     def prepare_acme(self) -> None:
@@ -455,38 +459,6 @@ class RenewJob:
             return None
         outcome = recovery.save_spooled(self, spooled, number)
         return outcome if outcome is not None and outcome.status != "refused" else None
-
-    def _issue_and_save(self, row: CertRow, csr: Csr, issuer_name: str, number: int) -> Outcome:
-        started = time.monotonic()
-        self.progress(row.name, f"issuing with {issuer_name}")
-        try:
-            issued, issuer_ca, tried = self._issue_with_fallback(row, csr, issuer_name)
-        except (ConfigError, PluginError) as exc:  # the operator's problem, not this row's
-            return self._blocked(row, issuer_name, exc, started, number)
-        except LecentralError as exc:
-            return self._failed(row, issuer_name, str(exc), "failed", started, number)
-        except Exception as exc:  # a plugin's bug fails this certificate, never the run
-            log.exception("issuer %s crashed on %s", issuer_name, row.name)
-            return self._failed(row, issuer_name, f"issuer {issuer_name} crashed: "
-                                f"{type(exc).__name__}: {exc}", "failed", started, number)
-        now = now_ts()
-        try:
-            with phase("save"):
-                cert = check_issued(row, csr, issued.crt, issued.ca, now)
-        except LecentralError as exc:
-            return self._failed(row, issuer_name, str(exc), "refused", started, number)
-        with phase("save"):
-            return self._save(row, csr, issued, issuer_ca, tried, cert, issuer_name, now,
-                              started, number)
-
-    def _save(self, row: CertRow, csr: Csr, issued: IssuedCertificate,
-              issuer_ca: tuple[str, str], tried: list[str], cert: Certificate,
-              issuer_name: str, now: int, started: float, number: int) -> Outcome:
-        """Spool, save in one transaction, unspool; the outcome of an issued certificate."""
-        spooled = self._spool(row, csr, issued.crt, issued.ca, cert.not_after, issuer_name, now,
-                              issuer_ca)
-        return self._store(row, csr, issued, issuer_ca, tried, cert, issuer_name, now, started,
-                           number, spooled)
 
     def _store(self, row: CertRow, csr: Csr, issued: IssuedCertificate,
                issuer_ca: tuple[str, str], tried: list[str], cert: Certificate,
@@ -732,6 +704,14 @@ class RenewJob:
         if isinstance(client, LecentralError):
             raise client
         return client
+
+
+def _added(first: dict[str, float], second: dict[str, float]) -> dict[str, float]:
+    """Phase times of two parts of one attempt, added up by name."""
+    total = dict(first)
+    for name, seconds in second.items():
+        total[name] = total.get(name, 0.0) + seconds
+    return total
 
 
 def _some(names: list[str], shown: int = 10) -> str:
