@@ -79,8 +79,8 @@ def run_pass(job: RenewJob, due: list[tuple[CertRow, Csr, str]], number: int) ->
     futures_lock = threading.Lock()
     # this process's own share on its workers; its savers save those and the children's
     # certificates as they come (each already spooled by its child)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool, \
-            ThreadPoolExecutor(max_workers=SAVERS, thread_name_prefix="renew-save") as savers:
+    with ThreadPoolExecutor(max_workers=SAVERS, thread_name_prefix="renew-save") as savers, \
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool:
         own = {row.name: pool.submit(job.renew_one, row, csr, issuer, number, savers)
                for row, csr, issuer in shares[0]}
         readers = []

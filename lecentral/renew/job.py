@@ -362,8 +362,9 @@ class RenewJob:
         workers = max(1, min(self.config.renew.workers, len(due)))
         # the workers talk to the CA and the nameservers; the savers save what they issued (a
         # worker takes its next certificate once this one is spooled)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool, \
-                ThreadPoolExecutor(max_workers=SAVERS, thread_name_prefix="renew-save") as savers:
+        # (the savers outlive the workers: a worker's last certificate always finds them)
+        with ThreadPoolExecutor(max_workers=SAVERS, thread_name_prefix="renew-save") as savers, \
+                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool:
             futures = [pool.submit(self.renew_one, row, csr, issuer, number, savers)
                        for row, csr, issuer in due]
             started = [f.result() for f in futures]
