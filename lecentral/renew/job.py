@@ -388,6 +388,10 @@ class RenewJob:
         except LecentralError as exc:  # the run's problem, said and alerted once, not per row
             return self._blocked(row, issuer_name, exc, time.monotonic(), number)
         result = issue_and_spool(self, row, csr, issuer_name)
+        if getattr(self.store, "leased", False):
+            # Galera: a save may find the lease lost, and then nothing more may be ordered: this
+            # worker waits for its save before its next certificate, as without savers
+            return self.finish_issued(row, csr, issuer_name, number, result)
         return savers.submit(self.finish_issued, row, csr, issuer_name, number, result)
 
     def _finish(self, row: CertRow, outcome: Outcome, timed: dict[str, float],
