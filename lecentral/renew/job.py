@@ -3,8 +3,10 @@ save (see the package's docstring for the whole story)."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
+import gc
 import logging
 import threading
 import time
@@ -45,6 +47,8 @@ from lecentral.renew.spool import CertSpool, Spooled
 from lecentral.types import IssuerContext
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from lecentral.acme.client import AcmeClient, RenewalInfoReader
     from lecentral.acme.orders import OrderOptions
     from lecentral.certificates import Certificate
@@ -357,8 +361,13 @@ class RenewJob:
         for built in self._issuers.values():
             if not isinstance(built, LecentralError):
                 built.begin_pass()
-        if forked.possible(self, len(due)):  # [renew] processes: more than one core
-            return forked.run_pass(self, due, number)
+        with _gc_frozen():
+            if forked.possible(self, len(due)):  # [renew] processes: more than one core
+                return forked.run_pass(self, due, number)
+            return self._threads_pass(due, number)
+
+    def _threads_pass(self, due: list[tuple[CertRow, Csr, str]], number: int) -> list[Outcome]:
+        """The pass in this process: ``workers`` threads issue, two savers save."""
         workers = max(1, min(self.config.renew.workers, len(due)))
         # the workers talk to the CA and the nameservers; the savers save what they issued (a
         # worker takes its next certificate once this one is spooled)
@@ -709,6 +718,21 @@ class RenewJob:
         if isinstance(client, LecentralError):
             raise client
         return client
+
+
+@contextlib.contextmanager
+def _gc_frozen() -> Iterator[None]:
+    """The objects of the start (modules, configuration, plugins, the store: a few hundred
+    thousand) left out of the cyclic garbage collector's scans for the pass: each certificate
+    makes enough short-lived objects to trigger collections, and every full one walked the whole
+    heap (about 0.1 s of a 50-certificate pass, 7 % of its CPU). Nothing is lost: those objects
+    are scanned again after the pass (gc.unfreeze), and what the pass makes is collected as
+    usual; forked worker processes also copy fewer pages."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _added(first: dict[str, float], second: dict[str, float]) -> dict[str, float]:
