@@ -48,13 +48,16 @@ TARGET = 100.0
 
 
 def lecentral_config(workdir: Path, bind: BindServer, pebble: PebbleServer,
-                     workers: int) -> Path:
-    """lecentral.toml for the world: SQLite in workdir, ``workers`` orders at a time."""
+                     workers: int, processes: int = 1) -> Path:
+    """lecentral.toml for the world: SQLite in workdir, ``workers`` orders at a time in each of
+    ``processes`` processes."""
     from lecentral_testing.central import central_tables
     from lecentral_testing.tomlfile import write_toml
 
     tables = central_tables(workdir, pebble, bind, email=f"hostmaster@{PARENT}")
     tables["renew"] = {"workers": workers, "state_dir": str(workdir / "state")}
+    if processes != 1:  # an older tree (--compare) does not know the key
+        tables["renew"]["processes"] = processes
     return write_toml(workdir / "lecentral.toml", tables)
 
 
@@ -74,6 +77,28 @@ def add_rows(toml: Path, names: list[str], csr_dir: Path) -> None:
         (csr_dir / f"{name}.csr").write_bytes(pem)
         store.add(new_row(pem))
     store.close()
+
+
+def compiled_env() -> dict[str, str]:
+    """Our environment without PYTHONDONTWRITEBYTECODE, for the measured lecentral processes:
+    installed packages are byte-compiled (certbot's are), and a checkout's modules are compiled
+    once by :func:`compile_lecentral` (bench_cold.py and bench_agent_noop.py do the same)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def compile_lecentral() -> None:
+    """Byte-compile lecentral and its plugins where they are imported from (an editable install
+    or a PYTHONPATH tree), as pip does when it installs a package."""
+    import compileall
+    import importlib.util
+    from importlib.metadata import entry_points
+
+    plugins = {ep.module.split(".")[0] for ep in entry_points(group="lecentral.plugins")}
+    for package in sorted({"lecentral", *plugins}):
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.submodule_search_locations:
+            for where in spec.submodule_search_locations:
+                compileall.compile_dir(where, quiet=1)
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -129,14 +154,24 @@ def phase_table(report: dict[str, Any], wall: float, workers: int) -> list[str]:
     total = sum(c["seconds"] for c in issued)
     sums = {name: sum(c["phases"].get(name, 0.0) for c in issued) for name, _ in PHASES}
     other = total - sum(sums.values())
+    # the worker thread's CPU in each phase (older trees: none): what a phase costs, while its
+    # wall time is mostly its turn for the interpreter, the CA, the nameservers, the disk
+    cpu = {name: sum(c.get("phases_cpu", {}).get(name, 0.0) for c in issued) for name, _ in PHASES}
+    cpu_total = sum(c.get("cpu_seconds", 0.0) for c in issued)
+    cpu_other = cpu_total - sum(cpu.values())
+
+    def ms(seconds: float) -> str:
+        return f"{seconds / n * 1000:7.1f} ms"
+
     lines = [(f"    per certificate (mean of {n}; {workers} workers overlap them, so the sum is "
-              "not the wall time):")]
+              "not the wall time):"),
+             f"      {'phase':<55} {'wall':>10}  {'share':>7}  {'CPU':>10}"]
     for name, what in PHASES:
-        lines.append(f"      {what:<55} {sums[name] / n * 1000:7.1f} ms  "
-                     f"{100 * sums[name] / total:5.1f} %")
-    lines.append(f"      {'(between the phases)':<55} {other / n * 1000:7.1f} ms  "
-                 f"{100 * other / total:5.1f} %")
-    lines.append(f"      {'one certificate, end to end':<55} {total / n * 1000:7.1f} ms")
+        lines.append(f"      {what:<55} {ms(sums[name])}  {100 * sums[name] / total:5.1f} %  "
+                     f"{ms(cpu[name])}")
+    lines.append(f"      {'(between the phases)':<55} {ms(other)}  {100 * other / total:5.1f} %  "
+                 f"{ms(cpu_other)}")
+    lines.append(f"      {'one certificate, end to end':<55} {ms(total)}  {'':7}  {ms(cpu_total)}")
     run_phases = report.get("phases", {})
     inside = sum(run_phases.values())
     lines.append("    the run (wall):")
@@ -148,6 +183,47 @@ def phase_table(report: dict[str, Any], wall: float, workers: int) -> list[str]:
     rest = wall - inside
     lines.append(f"      {'process start-up, imports, recording the run':<55} {rest * 1000:7.1f} ms  "
                  f"{100 * rest / wall:5.1f} %")
+    return lines
+
+
+def compare(tree: str, pairs: int, lecentral: str, toml: Path, names: list[str],
+            meter: CpuMeter) -> list[str]:
+    """Run (a) alternately with this tree and with ``tree`` (an older lecentral, e.g. a ``git
+    archive`` of main, first on PYTHONPATH), ``pairs`` times each, who goes first alternating;
+    the medians of the wall time and of each process's CPU, side by side."""
+    import compileall
+    import statistics
+
+    compileall.compile_dir(str(Path(tree) / "lecentral"), quiet=1)
+    envs = {"this tree": compiled_env(),
+            tree: {**compiled_env(), "PYTHONPATH": os.pathsep.join(
+                p for p in (tree, os.environ.get("PYTHONPATH")) if p)}}
+    # the older tree reads the same configuration without the keys it does not know
+    old_toml = toml.with_name("lecentral-compared.toml")
+    old_toml.write_text("".join(line for line in toml.read_text().splitlines(keepends=True)
+                                if not line.startswith("processes")))
+    tomls = {"this tree": toml, tree: old_toml}
+
+    def argv(who: str, *force: str) -> list[str]:
+        return [lecentral, "--config", str(tomls[who]), "renew", "--once", "--json", *force,
+                *names]
+
+    run(argv("this tree"), envs["this tree"])  # the first issuance of every name: not measured
+    results: dict[str, list[tuple[float, dict[str, float]]]] = {who: [] for who in envs}
+    for number in range(pairs):
+        order = list(envs) if number % 2 == 0 else list(envs)[::-1]
+        for who in order:
+            before = meter.now()
+            wall, _ = run(argv(who, "--force"), envs[who])
+            results[who].append((wall, meter.since(before)))
+    lines = []
+    for who, got in results.items():
+        wall = statistics.median(w for w, _ in got)
+        cpu = {what: statistics.median(c[what] for _, c in got) for what in got[0][1]}
+        parts = ", ".join(f"{what} {seconds:.2f} s" for what, seconds in cpu.items())
+        lines.append(f"    {who:<30} wall {wall:.2f} s (" + ", ".join(f"{w:.2f}" for w, _ in got)
+                     + f"); CPU {parts}")
+    lines.append(f"    load {os.getloadavg()[0]:.2f} after the pairs")
     return lines
 
 
@@ -212,6 +288,8 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=50, help="number of certificates [50]")
     parser.add_argument("--workers", type=int, default=None,
                         help="renew.workers [lecentral's default]")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="renew.processes [lecentral's default]")
     parser.add_argument("--repeat", type=int, default=3, metavar="R",
                         help="run (a) R times (then with --force) and take the median [3]")
     parser.add_argument("--certbot-sample", type=int, default=None, metavar="K",
@@ -222,6 +300,10 @@ def main() -> None:
     parser.add_argument("--profile", metavar="FILE",
                         help="sample (a) with py-spy (pip install py-spy) into FILE (collapsed "
                              "stacks, threads holding the GIL) to see where lecentral's CPU goes")
+    parser.add_argument("--compare", metavar="TREE",
+                        help="also run (a) with the lecentral of TREE (e.g. a git archive of "
+                             "main) on PYTHONPATH, interleaved with this tree's runs, and print "
+                             "both medians")
     parser.add_argument("--no-certbot", action="store_true",
                         help="skip the certbot loop (no ratio: exits 0)")
     args = parser.parse_args()
@@ -232,6 +314,8 @@ def main() -> None:
     from lecentral.config import RenewConfig
 
     workers = args.workers or RenewConfig().workers
+    processes = args.processes or RenewConfig().processes
+    compile_lecentral()
     workdir = Path(tempfile.mkdtemp(prefix="lecentral-bench-"))
     names = [f"h{i}.{PARENT}" for i in range(1, args.n + 1)]
     sample = names[:args.certbot_sample] if args.certbot_sample else names
@@ -243,20 +327,22 @@ def main() -> None:
     b = None
     try:
         with bind, resolving_pebble(workdir, bind, probe_name=PARENT) as (resolver, pebble):
-            toml = lecentral_config(workdir, bind, pebble, workers)
+            toml = lecentral_config(workdir, bind, pebble, workers, processes)
             add_rows(toml, [*names, cold], workdir / "csr")
             meter = CpuMeter({"Pebble": pebble.pid, "BIND": bind.pid,
                               "resolver": resolver.pid})
+            if args.compare:
+                compared = compare(args.compare, args.repeat, lecentral, toml, names, meter)
             for number in range(max(1, args.repeat)):
                 argv = [lecentral, "--config", str(toml), "renew", "--once", "--json", *names]
-                if number:
+                if number or args.compare:
                     argv.insert(-len(names), "--force")  # the same names again, new orders
                 if args.profile and number == 0:
                     spy = shutil.which("py-spy") or sys.exit("py-spy not found: pip install py-spy")
                     argv = [spy, "record", "-r", "200", "--gil", "-f", "raw", "-o", args.profile,
                             "--", *argv]
                 before = meter.now()
-                wall, out = run(argv)
+                wall, out = run(argv, compiled_env())
                 # py-spy may print too: the report is the JSON document
                 report = json.JSONDecoder().raw_decode(out[out.index("{"):])[0]
                 runs.append((wall, report, meter.since(before)))
@@ -264,7 +350,7 @@ def main() -> None:
                 before = meter.now()
                 b = certbot_loop(workdir, sample, workdir / "csr", bind, pebble)
                 certbot_cpu = meter.since(before)
-            c = timed([lecentral, "--config", str(toml), "renew", "--once", cold])
+            c = timed([lecentral, "--config", str(toml), "renew", "--once", cold], compiled_env())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -274,11 +360,16 @@ def main() -> None:
     print(f"N = {n} certificates, DNS-01 into {n} sub-zones, Pebble + BIND on 127.0.0.1, "
           f"{os.cpu_count()} cores, load {load_before:.2f} at the start, "
           f"{os.getloadavg()[0]:.2f} at the end")
-    print(f"(a) lecentral renew --once, workers={workers}: {a:8.2f} s  ({a / n:.4f} s/cert), "
+    print(f"(a) lecentral renew --once, workers={workers}, processes={processes}: {a:8.2f} s  ({a / n:.4f} s/cert), "
           f"median of {len(runs)}: " + ", ".join(f"{w:.2f}" for w in walls) + " s")
     for line in phase_table(report, a, workers):
         print(line)
     print(cpu_line("(a)", cpu, a, n))
+    if args.compare:
+        print(f"(a') interleaved with {args.compare} (PYTHONPATH), {args.repeat} pair(s), "
+              "each a renew --once --force of the N names:")
+        for line in compared:
+            print(line)
     print(f"(c) one certificate, cold lecentral renew --once NAME: {c:.2f} s")
     if b is None:
         return

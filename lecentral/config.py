@@ -272,6 +272,9 @@ class RenewConfig:
     retry_pause: int = duration(3600)  # seconds or "1h" between --rounds
     max_failures: int = 10
     workers: int = 8
+    #: processes for a pass of more than ``workers`` certificates, each with ``workers`` threads
+    #: (lecentral/renew/forked.py): 1 keeps every pass in one process, one core
+    processes: int = at_least(1, 1)
     http01_issuer: str = "certbot-webroot"
     dns01_issuer: str = "dns-subzone"
     ari: bool = True  # ask the CA's renewal information (RFC 9773) when its directory offers it

@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lecentral.errors import StoreError
+from lecentral.errors import LecentralError, StoreError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -35,6 +35,19 @@ class IssuedCertificate:
 
     crt: bytes
     ca: bytes
+
+
+@dataclass(frozen=True)
+class IssuedSave:
+    """One issued certificate to store (:meth:`Store.save_issued_many`): the arguments of
+    :meth:`Store.save_issued`."""
+
+    name: str
+    crt: bytes
+    ca: bytes
+    ts_expire: int
+    now: int
+    issuer_ca: tuple[str, str] | None = None
 
 
 class Issuer(ABC):
@@ -110,6 +123,22 @@ class Store(ABC):
         matches the certificate's key (its CSR was replaced meanwhile). ``issuer_ca``: (the
         ``[[acme.ca]]`` name, its directory URL) of the CA that issued it, recorded with it and
         named in the event."""
+
+    def save_issued_many(self, saves: builtins.list[IssuedSave]
+                         ) -> builtins.list[LecentralError | None]:
+        """Store several new certificates, each as :meth:`save_issued` does; per certificate
+        None when saved, else the error that stopped it (the others still saved). A store that
+        can should commit them together (the renew workers' saves, one commit instead of one
+        each); this default saves them one by one."""
+        results: builtins.list[LecentralError | None] = []
+        for save in saves:
+            try:
+                self.save_issued(save.name, save.crt, save.ca, save.ts_expire, save.now,
+                                 issuer_ca=save.issuer_ca)
+                results.append(None)
+            except LecentralError as exc:
+                results.append(exc)
+        return results
 
     @abstractmethod
     def record_failure(self, name: str, error: str, now: int) -> int:

@@ -321,6 +321,10 @@ def test_json_says_where_each_certificates_time_went(dns_world: World, config: C
     assert outcome["status"] == "issued"
     assert sorted(outcome["phases"]) == sorted(DNS01_PHASES)
     assert all(isinstance(s, float) and s >= 0 for s in outcome["phases"].values())
+    # and what each cost in CPU (the worker thread's), for a run of many workers
+    assert sorted(outcome["phases_cpu"]) == sorted(DNS01_PHASES)
+    assert all(isinstance(s, float) and s >= 0 for s in outcome["phases_cpu"].values())
+    assert outcome["cpu_seconds"] > 0
     assert [a["phases"] for a in result.data["attempts"]] == [outcome["phases"]]
     assert sorted(result.data["phases"]) == ["issue", "select", "start_of_run"]
 

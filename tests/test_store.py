@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 from lecentral_testing.pki import make_csr, make_self_signed
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, insert, inspect, text
 
 from lecentral.certificates import Csr, md5_ca
 from lecentral.errors import StoreError
+from lecentral.interfaces import IssuedSave
 from lecentral.store.rows import CertRow
-from lecentral.store.schema import certs_ddl
+from lecentral.store.schema import certs, certs_ddl
 from lecentral.store.sql import SqlStore
 
 BACKENDS = ["sqlite", "mariadb", "postgres"]
@@ -116,6 +117,65 @@ def test_save_is_one_transaction(store: SqlStore, url: str) -> None:
     with pytest.raises(StoreError, match="saving the new certificate of www.example.test failed"):
         store.save_issued("www.example.test", crt, crt, 1000, 500)
     assert store.get("www.example.test") == before
+
+
+def test_save_issued_many_commits_together_and_keeps_each_rows_problem(store: SqlStore,
+                                                                       url: str) -> None:
+    """Several certificates in one transaction (the renew workers' group commit): each saved as
+    save_issued saves it; a row whose CSR was replaced, a name not in the table and two rows of
+    one DNS name each get their own error, nothing written for them, and the others are saved."""
+    names = ["a.example.test", "b.example.test", "c.example.test", "d.example.test"]
+    for name in names:
+        store.add(new_row(name))
+    store.add(new_row("Twice.example.test"))
+    engine = create_engine(url)
+    with engine.begin() as conn:  # as populate.pl could: the same DNS name, another spelling
+        conn.execute(insert(certs).values(**new_row("twice.example.test.").to_db()))
+    engine.dispose()
+    ca, _ = make_self_signed(["CA one"])
+    crts = {name: leaf(name) for name in names}
+    replaced = new_row("c.example.test")  # set-csr while the CA was issuing: another key
+    store.set_csr("c.example.test", replaced.csr, replaced.md5_modulus, 400)
+    before_c = store.get("c.example.test")
+    twice, _ = make_self_signed(["twice.example.test"])
+    saves = [IssuedSave(name, crts[name], ca, 1000 + i, 500, ("first", "https://ca.test/dir"))
+             for i, name in enumerate(names)]
+    saves.insert(1, IssuedSave("gone.example.test", crts["a.example.test"], ca, 1000, 500))
+    saves.append(IssuedSave("twice.example.test", twice, ca, 1000, 500))
+    results = store.save_issued_many(saves)
+    assert [type(r).__name__ for r in results] == ["NoneType", "UnknownNameError", "NoneType",
+                                                   "CsrError", "NoneType", "StoreError"]
+    assert "all name twice.example.test" in str(results[-1])
+    for i, name in enumerate(names):
+        row = store.get(name)
+        assert row is not None
+        if name == "c.example.test":
+            assert row == before_c
+            continue
+        assert (row.crt, row.ca, row.ts_expire, row.count_fail_update) == \
+            (crts[name], ca, 1000 + i, 0)
+        assert [e.kind for e in store.events(name)][:1] == ["issued"]
+    assert store.issuing_cas()["b.example.test"] == ("first", "https://ca.test/dir")
+
+
+def test_save_issued_many_after_a_database_error_saves_each_on_its_own(store: SqlStore,
+                                                                        url: str) -> None:
+    """A database error fails the shared transaction: each certificate is then tried on its
+    own, and each one's error says which certificate it is (here the event log is gone, so
+    every one fails, and none is half-saved)."""
+    names = ["a.example.test", "b.example.test"]
+    for name in names:
+        store.add(new_row(name))
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE lecentral_events"))
+    engine.dispose()
+    saves = [IssuedSave(name, leaf(name), leaf(name), 1000, 500) for name in names]
+    results = store.save_issued_many(saves)
+    assert all(isinstance(r, StoreError) for r in results)
+    assert "saving the new certificate of a.example.test failed" in str(results[0])
+    assert "saving the new certificate of b.example.test failed" in str(results[1])
+    assert all(store.get(name).crt is None for name in names)  # type: ignore[union-attr]
 
 
 def test_record_failure_counts_from_null(store: SqlStore) -> None:

@@ -36,7 +36,9 @@ def _as_dict(outcome: Any) -> dict[str, Any]:
             "issuer": outcome.issuer, "seconds": round(outcome.seconds, 3),
             "ts_expire": outcome.ts_expire, "count_fail_update": outcome.count_fail_update,
             "round": outcome.round, "issuer_ca": outcome.issuer_ca,
-            "phases": {name: round(seconds, 4) for name, seconds in outcome.phases.items()}}
+            "phases": {name: round(seconds, 4) for name, seconds in outcome.phases.items()},
+            "phases_cpu": {name: round(seconds, 4) for name, seconds in outcome.phases_cpu.items()},
+            "cpu_seconds": round(outcome.cpu_seconds, 4)}
 
 
 def _leftover_dict(leftover: Any) -> dict[str, Any]:

@@ -53,6 +53,9 @@ class Outcome:
     issuer_ca: str | None = None  # the [[acme.ca]] name of the CA that issued ("default": [acme])
     #: where the attempt's time went: phase name -> seconds (see lecentral.phases)
     phases: dict[str, float] = field(default_factory=dict)
+    #: the CPU seconds of this worker thread in each phase, and for the whole attempt
+    phases_cpu: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: float = 0.0
 
 
 @dataclass

@@ -40,10 +40,10 @@ from lecentral.certificates import (
     now_ts,
 )
 from lecentral.config import PERCENT_ENCODING, mask_url, url_password_problem
-from lecentral.errors import CsrError, StoreError, UnknownNameError
+from lecentral.errors import CsrError, LecentralError, StoreError, UnknownNameError
 from lecentral.files_io import file_access_hint, give_to_owner
 from lecentral.host import this_host
-from lecentral.interfaces import Store
+from lecentral.interfaces import IssuedSave, Store
 from lecentral.leftovers import Leftover
 from lecentral.store import facts, migrations, renewlock
 from lecentral.store.direct import database_hint, dns_key
@@ -580,40 +580,105 @@ class SqlStore(Store):
         with self.transaction(f"saving the new certificate of {name}") as conn:
             if lease is not None:  # Galera: saved only while the lease is ours
                 lease.fence(conn)
-            key = self._need(conn, name)
-            previous, modulus, stored_md5_ca = conn.execute(
-                select(certs.c.ca, certs.c.md5_modulus, certs.c.md5_ca)
-                .where(certs.c.name == key).with_for_update()).one()
-            leaf = Certificate.load(crt, f"the certificate issued for {name}").md5_modulus
-            if normalise_digest(str(modulus)) != leaf:
-                # lecentral set-csr ran while the CA was issuing: this certificate goes with the
-                # old key, which the server no longer has
-                raise CsrError(f"{name}: its CSR was replaced while this certificate was being "
-                                 f"issued (md5_modulus is now {modulus}, the certificate's key "
-                                 f"{leaf}); not saved: the next renew orders one for the new CSR")
-            # old_crt is assigned before crt: MySQL evaluates SET left to right, the others use
-            # the old values throughout; either way old_crt receives the previous certificate.
-            values: dict[Any, Any] = {certs.c.old_crt: certs.c.crt}
-            if _ca_changed(previous, ca):  # the seed: old_ca is the old CA once a new CA came
-                values[certs.c.old_ca] = previous
-            new_md5_ca = md5_ca(ca)
-            if previous is not None and bytes(previous) == ca and stored_md5_ca and \
-                    normalise_digest(str(stored_md5_ca)) == new_md5_ca:
-                # the same CA: md5_ca stays as written (a seed's "(stdin)= hex" included), or a
-                # Perl agent comparing it with what it installed would see a new CA
-                new_md5_ca = str(stored_md5_ca)
-            values.update({
-                certs.c.crt: crt, certs.c.ca: ca, certs.c.md5_ca: new_md5_ca,
-                certs.c.ts_expire: ts_expire, certs.c.ts_last_update: now,
-                certs.c.count_fail_update: 0,
-            })
-            conn.execute(update(certs).where(certs.c.name == key).ordered_values(*values.items()))
-            by = ""
-            if issuer_ca is not None:
-                self._settings(conn, _dns(name), now, issuer_ca=issuer_ca[0],
-                               issuer_ca_directory=issuer_ca[1][:500])
-                by = f" by CA {issuer_ca[0]} ({issuer_ca[1]})"
-            self._event(conn, name, "issued", f"issued{by}, expires at {ts_expire}", now)
+            self._write_issued(conn, self._need(conn, name),
+                               IssuedSave(name, crt, ca, ts_expire, now, issuer_ca))
+
+    def save_issued_many(self, saves: builtins.list[IssuedSave]
+                         ) -> builtins.list[LecentralError | None]:
+        """One transaction for all (one commit: on SQLite one set of fsyncs instead of one per
+        certificate), and one look-up of their rows instead of one scan each. A row's own
+        problem (unknown, its CSR replaced, two rows of one DNS name) is found before anything
+        is written for it: that certificate gets its error, the others are saved. A database
+        error fails the transaction; then each is saved on its own, as :meth:`save_issued`
+        would (one row's failure never costs the others), except under a Galera lease, which
+        is then lost: every one gets the error (their spool copies keep them)."""
+        if len(saves) < 2:
+            return super().save_issued_many(saves)
+        lease = self._lease
+        names = ", ".join(save.name for save in saves)
+        results: builtins.list[LecentralError | None] = []
+        try:
+            with self.transaction(f"saving the new certificates of {names}") as conn:
+                if lease is not None:  # Galera: saved only while the lease is ours
+                    lease.fence(conn)
+                stored = self._matching_many(conn, [save.name for save in saves])
+                for save in saves:
+                    try:
+                        key = self._one_stored(save.name, stored.get(_dns(save.name), []))
+                        self._write_issued(conn, key, save)
+                    except LecentralError as exc:  # raised before this row's first write
+                        results.append(exc)
+                    else:
+                        results.append(None)
+        except StoreError as exc:
+            if lease is not None:
+                lease.lose(f"saving {names} failed ({exc})")
+                return [exc for _ in saves]
+            log.warning("%s; saving each of them on its own", exc)
+            return super().save_issued_many(saves)
+        return results
+
+    @staticmethod
+    def _matching_many(conn: Connection, names: builtins.list[str]
+                       ) -> dict[str, builtins.list[str]]:
+        """:meth:`_matching` of several names with one statement: the stored names by the DNS
+        name (``_dns``) of the names asked for."""
+        keys = {_dns(name) for name in names}
+        folded = func.lower(func.trim(certs.c.name))
+        query = select(certs.c.name, folded).where(
+            folded.in_(sorted(keys | {f"{key}." for key in keys})))
+        found: dict[str, builtins.list[str]] = {}
+        for stored, key in conn.execute(query).all():
+            found.setdefault(str(key).removesuffix("."), []).append(str(stored))
+        return {key: sorted(stored) for key, stored in found.items()}
+
+    def _one_stored(self, name: str, stored: builtins.list[str]) -> str:
+        """:meth:`_need`'s answer from the names :meth:`_matching` found."""
+        if not stored:
+            raise UnknownNameError(f"no certificate named {name!r} in the database (see lecentral "
+                                   "list)")
+        if len(stored) > 1:
+            raise StoreError(self._same_name(name, stored))
+        return stored[0]
+
+    def _write_issued(self, conn: Connection, key: str, save: IssuedSave) -> None:
+        """The writes of :meth:`save_issued` to the row stored as ``key``; CsrError, nothing
+        written, if its CSR was replaced meanwhile."""
+        name, crt, ca, ts_expire, now, issuer_ca = (save.name, save.crt, save.ca, save.ts_expire,
+                                                    save.now, save.issuer_ca)
+        previous, modulus, stored_md5_ca = conn.execute(
+            select(certs.c.ca, certs.c.md5_modulus, certs.c.md5_ca)
+            .where(certs.c.name == key).with_for_update()).one()
+        leaf = Certificate.load(crt, f"the certificate issued for {name}").md5_modulus
+        if normalise_digest(str(modulus)) != leaf:
+            # lecentral set-csr ran while the CA was issuing: this certificate goes with the
+            # old key, which the server no longer has
+            raise CsrError(f"{name}: its CSR was replaced while this certificate was being "
+                             f"issued (md5_modulus is now {modulus}, the certificate's key "
+                             f"{leaf}); not saved: the next renew orders one for the new CSR")
+        # old_crt is assigned before crt: MySQL evaluates SET left to right, the others use
+        # the old values throughout; either way old_crt receives the previous certificate.
+        values: dict[Any, Any] = {certs.c.old_crt: certs.c.crt}
+        if _ca_changed(previous, ca):  # the seed: old_ca is the old CA once a new CA came
+            values[certs.c.old_ca] = previous
+        new_md5_ca = md5_ca(ca)
+        if previous is not None and bytes(previous) == ca and stored_md5_ca and \
+                normalise_digest(str(stored_md5_ca)) == new_md5_ca:
+            # the same CA: md5_ca stays as written (a seed's "(stdin)= hex" included), or a
+            # Perl agent comparing it with what it installed would see a new CA
+            new_md5_ca = str(stored_md5_ca)
+        values.update({
+            certs.c.crt: crt, certs.c.ca: ca, certs.c.md5_ca: new_md5_ca,
+            certs.c.ts_expire: ts_expire, certs.c.ts_last_update: now,
+            certs.c.count_fail_update: 0,
+        })
+        conn.execute(update(certs).where(certs.c.name == key).ordered_values(*values.items()))
+        by = ""
+        if issuer_ca is not None:
+            self._settings(conn, _dns(name), now, issuer_ca=issuer_ca[0],
+                           issuer_ca_directory=issuer_ca[1][:500])
+            by = f" by CA {issuer_ca[0]} ({issuer_ca[1]})"
+        self._event(conn, name, "issued", f"issued{by}, expires at {ts_expire}", now)
 
     def record_failure(self, name: str, error: str, now: int) -> int:
         with self.transaction(f"recording a failure of {name}") as conn:
@@ -732,6 +797,11 @@ class SqlStore(Store):
         finally:
             self._lease = None
             lease.release()
+
+    @property
+    def leased(self) -> bool:
+        """Whether the renew lock is a lease (Galera) checked per certificate."""
+        return self._lease is not None
 
     def renew_lock_check(self) -> None:
         if self._lease is not None:

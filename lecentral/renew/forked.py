@@ -1,0 +1,211 @@
+"""A pass of many certificates on more than one CPU core: ``[renew] processes``.
+
+The renew workers are threads of one Python process, which runs Python code on one core at a
+time: a pass of many certificates is bound by that one core (about 15-20 ms of CPU per
+certificate: the ACME requests, the DNS messages, the save) while the other cores idle. With
+``processes = N`` (N > 1) a pass of more certificates than ``workers`` forks N - 1 processes
+after everything is imported and set up, each issuing its share of the certificates on its
+share of the ``workers`` threads (``workers`` stays what the CA sees at once), with its own
+HTTPS connections and its own ACME client (the same account).
+
+What a child does and does not do:
+
+* it orders, publishes and removes the TXT records, and checks and *spools* each certificate
+  (:mod:`lecentral.renew.spool`) exactly as a worker thread does, then sends the result to the
+  parent over a pipe; it never touches the database;
+* the parent saves the children's certificates (with its own: one writer, group commits),
+  records failures, leftovers, events and alerts, and the run's problems, as for its own rows;
+* a child that dies (killed, crashed) fails each of its certificates it did not report, loudly:
+  what it issued is in the spool, and the next run saves it without a new order.
+
+Not used under a Galera lease (the lease is checked per certificate against the database) nor
+where ``os.fork`` does not exist: then the pass runs in one process, as with ``processes = 1``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import struct
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from lecentral.renew.attempt import SAVERS, Issued, issue_and_spool
+
+if TYPE_CHECKING:
+    from lecentral.certificates import Csr
+    from lecentral.renew.job import RenewJob
+    from lecentral.renew.outcome import Outcome
+    from lecentral.store.rows import CertRow
+
+log = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct("!I")
+
+
+def possible(job: RenewJob, due: int) -> bool:
+    """Whether this pass of ``due`` certificates runs in several processes."""
+    renew = job.config.renew
+    return (renew.processes > 1 and due > renew.workers and hasattr(os, "fork")
+            and not getattr(job.store, "leased", False))
+
+
+def threads(job: RenewJob) -> int:
+    """Worker threads per process: ``workers`` shared out, so the CA sees no more at once."""
+    renew = job.config.renew
+    return -(-renew.workers // renew.processes)
+
+
+def run_pass(job: RenewJob, due: list[tuple[CertRow, Csr, str]], number: int) -> list[Outcome]:
+    """The pass on ``[renew] processes`` processes: this one and the children it forks; the
+    outcomes in the order of ``due``."""
+    results: dict[str, Outcome] = {}
+    todo = []
+    for row, csr, issuer in due:  # saved at once here, as a worker would first thing
+        saved = job._save_spooled(row.name, number)
+        if saved is not None:
+            results[row.name] = saved
+        else:
+            todo.append((row, csr, issuer))
+    job.prepare_acme()  # the account key made and registered once, before the children read it
+    shares = [todo[i::job.config.renew.processes] for i in range(job.config.renew.processes)]
+    children = [_fork(job, share, number) for share in shares[1:] if share]
+    workers = max(1, min(threads(job), len(shares[0])))
+    futures: dict[str, Future[Outcome]] = {}
+    futures_lock = threading.Lock()
+    # this process's own share on its workers; its savers save those and the children's
+    # certificates as they come (each already spooled by its child)
+    with ThreadPoolExecutor(max_workers=SAVERS, thread_name_prefix="renew-save") as savers, \
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool:
+        own = {row.name: pool.submit(job.renew_one, row, csr, issuer, number, savers)
+               for row, csr, issuer in shares[0]}
+        readers = []
+        for pid, read_fd, share in children:
+            reader = threading.Thread(target=_read_child, name=f"renew-child-{pid}", args=(
+                job, savers, pid, read_fd, share, number, futures, futures_lock))
+            reader.start()
+            readers.append(reader)
+        for reader in readers:
+            reader.join()
+        for name, started in own.items():
+            outcome = started.result()
+            results[name] = outcome.result() if isinstance(outcome, Future) else outcome
+        with futures_lock:
+            pending = dict(futures)
+        results.update({name: future.result() for name, future in pending.items()})
+    for row, _, issuer in todo:  # a bug of this module, not a silent success
+        if row.name not in results:
+            results[row.name] = job._failed(
+                row, issuer, "no result came back from its renew worker process (a bug in "
+                "lecentral/renew/forked.py); if the CA issued it, it is in the spool and the "
+                "next run saves it", "failed", time.monotonic(), number)
+    return [results[row.name] for row, _, _ in due]
+
+
+def _fork(job: RenewJob, share: list[tuple[CertRow, Csr, str]],
+          number: int) -> tuple[int, int, list[tuple[CertRow, Csr, str]]]:
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_fd)
+        code = 1
+        try:
+            _child(job, share, number, write_fd)
+            code = 0
+        except BaseException:  # said on stderr; the parent fails what is missing
+            log.exception("renew worker process %d failed", os.getpid())
+        finally:
+            os._exit(code)  # no atexit, no finalizers: the parent's connections stay its own
+    os.close(write_fd)
+    return pid, read_fd, share
+
+
+def _child(job: RenewJob, share: list[tuple[CertRow, Csr, str]], number: int,
+           write_fd: int) -> None:
+    """Issue ``share`` on ``workers`` threads and send each result to the parent."""
+    job.forget_acme_clients()  # the parent's HTTPS connections are not this process's
+    job.store = _NoStore()  # type: ignore[assignment]  # the parent saves
+    send_lock = threading.Lock()
+
+    def one(row: CertRow, csr: Csr, issuer: str) -> None:
+        try:
+            result = issue_and_spool(job, row, csr, issuer)
+        except BaseException as exc:  # reported as this certificate's failure
+            log.exception("issuing %s in worker process %d crashed", row.name, os.getpid())
+            result = Issued(row.name, "failed", time.monotonic(),
+                            message=f"issuer {issuer} crashed: {type(exc).__name__}: {exc}")
+        data = pickle.dumps(result)
+        with send_lock:
+            _write_all(write_fd, _LENGTH.pack(len(data)) + data)
+
+    workers = max(1, min(threads(job), len(share)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool:
+        for future in [pool.submit(one, row, csr, issuer) for row, csr, issuer in share]:
+            future.result()
+    os.close(write_fd)
+
+
+def _read_child(job: RenewJob, pool: ThreadPoolExecutor, pid: int, read_fd: int,
+                share: list[tuple[CertRow, Csr, str]], number: int,
+                futures: dict[str, Future[Outcome]], futures_lock: threading.Lock) -> None:
+    """Hand each result of child ``pid`` to the pool, to be saved; then fail what it did not
+    report."""
+    try:
+        _read_results(job, pool, pid, read_fd, share, number, futures, futures_lock)
+    except Exception:  # the rows without a result fail in run_pass, loudly
+        log.exception("reading the results of renew worker process %d failed", pid)
+
+
+def _read_results(job: RenewJob, pool: ThreadPoolExecutor, pid: int, read_fd: int,
+                  share: list[tuple[CertRow, Csr, str]], number: int,
+                  futures: dict[str, Future[Outcome]], futures_lock: threading.Lock) -> None:
+    rows = {row.name: (row, csr, issuer) for row, csr, issuer in share}
+    with os.fdopen(read_fd, "rb") as pipe:
+        while True:
+            head = pipe.read(_LENGTH.size)
+            if len(head) < _LENGTH.size:
+                break
+            data = pipe.read(_LENGTH.unpack(head)[0])
+            try:
+                result: Issued = pickle.loads(data)
+                row, csr, issuer = rows.pop(result.name)
+            except Exception:  # a truncated message: the child died mid-write
+                log.exception("renew worker process %d sent an unreadable result", pid)
+                break
+            future = pool.submit(job.finish_issued, row, csr, issuer, number, result)
+            with futures_lock:
+                futures[row.name] = future
+    _, status = os.waitpid(pid, 0)
+    if not rows:
+        return
+    how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+           else f"exited with status {os.waitstatus_to_exitcode(status)}")
+    message = (f"the renew worker process {pid} {how} before it reported this certificate; "
+               "if the CA issued it, it is in the spool ([renew] state_dir) and the next run "
+               "saves it without a new order")
+    log.error("%s: %s", ", ".join(sorted(rows)), message)
+    for name, (row, csr, issuer) in rows.items():
+        lost = Issued(name, "failed", time.monotonic(), message=message)
+        future = pool.submit(job.finish_issued, row, csr, issuer, number, lost)
+        with futures_lock:
+            futures[name] = future
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class _NoStore:
+    """The database in a child: every use is a bug, said loudly (the parent saves)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"a renew worker process used the database ({name}); only the "
+                           "parent process may")

@@ -1,0 +1,115 @@
+"""``[renew] processes``: a pass of many certificates forked over several processes
+(lecentral/renew/forked.py), against the real world (BIND, Pebble) of tests/renew_world.py."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from renew_world import (
+    BADSECRET,
+    World,
+    add_row,
+    assert_issued,
+    make_config,
+    new_zone,
+    open_store,
+)
+from test_renew_errors import FailureHook, registry_with, with_issuer
+
+from lecentral.errors import IssueError
+from lecentral.hookspecs import hookimpl
+from lecentral.interfaces import IssuedCertificate, Issuer
+from lecentral.renew import RenewJob, RenewRequest
+from lecentral.types import IssuerContext, IssuerType
+
+
+class IssuedHook:
+    """Hears ``lecentral_cert_issued``: the parent emits it for every certificate it saves."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    @hookimpl
+    def lecentral_cert_issued(self, name: str, crt: bytes, ca: bytes, ts_expire: int,
+                              issuer_ca: str) -> None:
+        self.names.append(name)
+
+
+def test_a_pass_on_two_processes_issues_saves_and_fails_as_one(dns_world: World,
+                                                                tmp_path: Path) -> None:
+    """Each certificate is issued (by this process or the forked one), saved by this process
+    with its events, its TXT removed, nothing left in the spool; a zone whose key is refused
+    fails in whichever process had it, counted and alerted here, as in one process."""
+    config = make_config(dns_world, tmp_path, workers=2, processes=2, max_failures=0)
+    store = open_store(config)
+    names = [new_zone(dns_world, "fork") for _ in range(5)]
+    keys = {name: add_row(store, [name])[1] for name in names}
+    add_row(store, [BADSECRET])
+    failures, issued = FailureHook(), IssuedHook()
+    report = RenewJob(config, store, registry_with(failures, issued)).run(
+        RenewRequest(once=True))
+    by_name = {o.name: o for o in report.final}
+    assert sorted(by_name) == sorted([*names, BADSECRET])
+    for name in names:
+        assert by_name[name].status == "issued", by_name[name].message
+        assert_issued(store, name, [name], keys[name])
+        assert dns_world.bind.txt_values(f"_acme-challenge.{name}") == []
+        assert "save" in by_name[name].phases and by_name[name].cpu_seconds > 0
+    assert sorted(issued.names) == sorted(names)
+    bad = by_name[BADSECRET]
+    assert bad.status == "failed" and "BADSIG" in bad.message
+    assert [(n, c) for n, _, c in failures.failures] == [(BADSECRET, 1)]
+    row = store.get(BADSECRET)
+    assert row is not None and row.count_fail_update == 1
+    assert list((Path(config.renew.state_dir) / "spool").glob("*.json")) == []
+    store.close()
+
+
+PARENT = os.getpid()
+
+
+class DyingIssuer(Issuer):
+    """Kills the worker process it runs in (as the OOM killer would); fails in the parent."""
+
+    def __init__(self, context: IssuerContext) -> None:
+        self.config = context.config
+
+    def issue(self, row: Any, csr: Any) -> IssuedCertificate:
+        if os.getpid() != PARENT:
+            os._exit(3)
+        raise IssueError("the parent's own failure")
+
+
+class DyingPlugin:
+    @hookimpl
+    def lecentral_register_issuers(self) -> list[IssuerType]:
+        return [IssuerType("dying", DyingIssuer, "test: kills its worker process")]
+
+
+def test_a_worker_process_that_dies_fails_each_of_its_certificates_loudly(
+        dns_world: World, tmp_path: Path) -> None:
+    """The certificates a dead worker process did not report are failures (counted, alerted)
+    that say so and where an issued certificate would be; the others are unaffected."""
+    config = with_issuer(make_config(dns_world, tmp_path, workers=1, processes=2,
+                                     max_failures=0), "dying")
+    store = open_store(config)
+    names = [new_zone(dns_world, "dies") for _ in range(4)]
+    for name in names:
+        add_row(store, [name])
+    failures = FailureHook()
+    report = RenewJob(config, store, registry_with(DyingPlugin(), failures)).run(
+        RenewRequest(once=True))
+    by_name = {o.name: o for o in report.final}
+    assert all(o.status == "failed" for o in report.final)
+    due = sorted(names)  # the selection's order: by name
+    parents, childs = due[0::2], due[1::2]
+    assert all(by_name[n].message == "the parent's own failure" for n in parents)
+    for name in childs:
+        assert "exited with status 3 before it reported this certificate" in \
+            by_name[name].message
+        assert "spool" in by_name[name].message
+    assert sorted(n for n, _, _ in failures.failures) == due
+    assert all(store.get(n).count_fail_update == 1 for n in names)  # type: ignore[union-attr]
+    store.close()
