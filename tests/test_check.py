@@ -312,3 +312,26 @@ def test_database_without_the_fleet_tables_is_unknown(fleet: Fleet) -> None:
     assert code == 3
     assert lines[0].startswith("LECENTRAL UNKNOWN - cannot check: ")
     assert "run lecentral upgrade" in lines[0], lines
+
+def test_a_crt_stored_as_text_is_judged_not_a_crash(fleet: Fleet) -> None:
+    """SQLite keeps a hand-edited ``crt`` (``crt || char(10)``, ``cast(crt as text)``) as text:
+    check, metrics and fleet judge that row like the others (its UTF-8 bytes are what renew and
+    the agents read) instead of failing for the whole fleet with a TypeError."""
+    a = fleet.issue(A, days=90, age=10)
+    b = fleet.issue(B, days=90, age=10)
+    fleet.renew_run()
+    fleet.report("web1", A, a, a)
+    fleet.report("web1", B, b, b)
+    with fleet.store.engine.begin() as conn:
+        conn.execute(text("UPDATE certs SET crt = CAST(crt AS TEXT) || char(10) WHERE name = :n"),
+                     {"n": A})
+        assert conn.execute(text("SELECT typeof(crt) FROM certs WHERE name = :n"),
+                            {"n": A}).scalar() == "text"
+    code, lines = fleet.check()
+    assert code == 0, lines
+    assert "2 certificates OK" in lines[0]
+    metrics = fleet.run("metrics")
+    assert metrics.exit_code == 0, metrics.output
+    assert f'lecentral_deployment_current{{name="{A}",target="web1 ({A})"}} 1.0' in metrics.stdout
+    view = fleet.run("fleet", "--json")
+    assert view.exit_code == 0, view.output
