@@ -53,6 +53,7 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
     counts, and days left per certificate when NAMEs are given or there are at most 20.
     """
     from lecentral.fleet.nagios import CheckInput, evaluate, lifetimes, row_problems
+    from lecentral.fleet.refused import refused_rows
     from lecentral.fleet.watch import bulk, load_view
 
     thresholds = Thresholds(warning_days, critical_days)
@@ -68,7 +69,10 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
         now = now_ts()
         with bulk():
             fleet, view = load_view(app.store(), app.config, now, names, split=True)
-            data = CheckInput(view=view, rows=row_problems(fleet.last_snapshot.certs),
+            rows = row_problems(fleet.last_snapshot.certs)
+            for key, problems in refused_rows(fleet.store, names).items():
+                rows.setdefault(key, problems)
+            data = CheckInput(view=view, rows=rows,
                               lifetimes=lifetimes(fleet, view.certs),
                               leftovers=app.store().leftovers(), names=names,
                               max_failures=app.config.renew.max_failures)
