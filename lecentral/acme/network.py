@@ -34,6 +34,8 @@ import http.cookiejar
 import json
 import logging
 import threading
+from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -74,7 +76,8 @@ class SettledSession(requests.Session):
     def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
         """What :meth:`requests.Session.prepare_request` does (requests 2.x), with the ``.netrc``
         credentials for a host looked for once: requests stats ``~/.netrc`` and ``~/_netrc`` (and
-        reads the file, when there is one) at every request."""
+        reads the file, when there is one) at every request; headers and parameters merged as
+        :func:`_merge` says."""
         url, method = cast(str, request.url), cast(str, request.method)
         cookies = request.cookies or {}
         if not isinstance(cookies, http.cookiejar.CookieJar):
@@ -88,12 +91,15 @@ class SettledSession(requests.Session):
                 auth = self._netrc[key]
             except KeyError:
                 auth = self._netrc[key] = get_netrc_auth(url)
+        # no parameters (an ACME request has none): requests encodes an empty mapping as "", after
+        # two more of those Protocol checks; "" is that answer at once
+        params = _merge(request.params, self.params, OrderedDict) or ""
         prepared = requests.PreparedRequest()
         prepared.prepare(
             method=method.upper(), url=url, files=request.files, data=request.data,
             json=request.json,
-            headers=merge_setting(request.headers, self.headers, dict_class=CaseInsensitiveDict),
-            params=merge_setting(request.params, self.params),
+            headers=_merge(request.headers, self.headers, CaseInsensitiveDict),
+            params=params,
             auth=merge_setting(auth, self.auth), cookies=merged_cookies,
             hooks=merge_hooks(request.hooks, self.hooks))
         return prepared
@@ -218,7 +224,7 @@ class SafeNetwork(ClientNetwork):
                    content_type: str = ClientNetwork.JOSE_CONTENT_TYPE,
                    **kwargs: Any) -> requests.Response:
         new_nonce_url = kwargs.pop("new_nonce_url", None)
-        data = self._wrap_in_jws(obj, self._get_nonce(url, new_nonce_url), url)
+        data = self._wrap_in_jws(obj, self._get_nonce(url, new_nonce_url), url).encode()
         kwargs.setdefault("headers", {"Content-Type": content_type})
         response = self._send_request("POST", url, data=data, **kwargs)
         if self.REPLAY_NONCE_HEADER in response.headers:
@@ -233,3 +239,18 @@ class SafeNetwork(ClientNetwork):
 def _b64(data: bytes) -> bytes:
     """base64url without padding (RFC 7515 §2), as josepy's ``b64encode``."""
     return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _merge(request_setting: Any, session_setting: Any, dict_class: type) -> Any:
+    """:func:`requests.sessions.merge_setting` for two mappings (the headers, the parameters):
+    the same merge, the request's values over the session's and the ``None`` ones dropped, with
+    their ``items()`` read directly. requests reads them through ``to_key_val_list``, which asks
+    a runtime-checkable Protocol whether a mapping has ``items()``: about 5 us each time on
+    Python 3.11, four times a request. Anything else goes to requests' own."""
+    if isinstance(session_setting, Mapping) and isinstance(request_setting, Mapping):
+        merged = dict_class(session_setting.items())
+        merged.update(request_setting.items())
+        for key in [k for k, v in merged.items() if v is None]:
+            del merged[key]
+        return merged
+    return merge_setting(request_setting, session_setting, dict_class=dict_class)
