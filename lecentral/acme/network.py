@@ -24,7 +24,9 @@ comes with every error response. Here:
   put together here, signed by the library's algorithm: the library builds three josepy objects
   per request, serialises its header twice and parses it back, about half of a signed POST's
   client-side CPU; the bytes signed and the fields sent are the same;
-* the ``.netrc`` requests would read for a host at every request is looked for once per host.
+* the ``.netrc`` requests would read for a host at every request is looked for once per host, and
+  the session's and the request's headers are merged without requests' Protocol checks;
+* the library's debug lines of every request and answer are formatted only when logged.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import get_netrc_auth
 
 log = logging.getLogger(__name__)
+#: the acme library's own logger (its requests and answers, at DEBUG)
+_acme_log = logging.getLogger("acme.client")
 
 #: how many times one POST is tried when the CA keeps answering badNonce
 BAD_NONCE_ATTEMPTS = 25
@@ -159,6 +163,21 @@ class SafeNetwork(ClientNetwork):
         signature = self.alg.sign(self.key.key, protected + b"." + encoded_payload)
         return json.dumps({"protected": protected.decode(), "payload": encoded_payload.decode(),
                            "signature": _b64(signature).decode()}, separators=(",", ":"))
+
+    def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        """The library's request (the CA bundle, the user agent, the timeout, UTF-8 answers but
+        for an ``Accept``), without its debug lines when they are not logged: it formats every
+        response's headers and decodes (or base64-encodes) its body for them either way."""
+        if _acme_log.isEnabledFor(logging.DEBUG):
+            return super()._send_request(method, url, *args, **kwargs)
+        kwargs["verify"] = self.verify_ssl
+        kwargs.setdefault("headers", {})
+        kwargs["headers"].setdefault("User-Agent", self.user_agent)
+        kwargs.setdefault("timeout", self._default_timeout)
+        response: requests.Response = self.session.request(method, url, *args, **kwargs)
+        if "Accept" not in kwargs["headers"]:
+            response.encoding = "utf-8"  # as the library sets it: .text is not guessed
+        return response
 
     @staticmethod
     def _decode_nonce(response: requests.Response) -> str | None:
