@@ -118,3 +118,45 @@ def test_ari_certificate_id_matches_rfc_9773_example() -> None:
             .add_extension(x509.AuthorityKeyIdentifier(aki, None, None), critical=False)
             .sign(key, hashes.SHA256()))
     assert ari_cert_id(cert.public_bytes(serialization.Encoding.PEM)) == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+
+
+@pytest.mark.parametrize("kind", ["ec", "rsa"])
+def test_account_jws_is_the_librarys_jws(kind: str) -> None:
+    """The JWS SafeNetwork puts together for an account's request verifies with the account's
+    key and carries the same protected header and payload as the acme library's own."""
+    import json
+
+    import josepy
+    from acme import jws
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from lecentral.acme.account import key_type
+    from lecentral.acme.network import SafeNetwork
+
+    if kind == "ec":
+        jwk: josepy.JWK = josepy.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+        alg: josepy.JWASignature = josepy.ES256
+    else:
+        jwk = josepy.JWKRSA(key=rsa.generate_private_key(65537, 2048))
+        alg = josepy.RS256
+    assert key_type(jwk)
+    network = SafeNetwork(jwk, alg=alg, verify=True, user_agent="test")
+    nonce = jws.Header._fields["nonce"].decode("3W2-X9iLDCnXZ4GZbdbB6C8V5XdEwP2jYw0Nl8ux12o")
+    url, kid = "https://ca.test/acme/order/1", "https://ca.test/acme/acct/7"
+    network.account = messages.RegistrationResource(body=messages.Registration(), uri=kid)
+    body = messages.NewOrder(identifiers=(messages.Identifier(typ=messages.IDENTIFIER_FQDN,
+                                                              value="a.test"),))
+    for obj in (body, None):  # a POST and a POST-as-GET (empty payload)
+        ours = jws.JWS.json_loads(network._wrap_in_jws(obj, nonce, url))  # type: ignore[arg-type]
+        theirs = jws.JWS.sign(obj.json_dumps().encode() if obj else b"", key=jwk, alg=alg,
+                              nonce=nonce, url=url, kid=kid)
+        assert ours.verify(jwk.public_key())
+        assert ours.payload == theirs.payload
+        assert json.loads(ours.signature.protected) == json.loads(theirs.signature.protected)
+        assert not ours.signature.header.not_omitted()  # nothing outside the protected header
+    # before the account is known (its registration), the library's JWS with the key itself
+    network.account = None
+    registration = jws.JWS.json_loads(network._wrap_in_jws(body, nonce, url))
+    assert registration.signature.combined.jwk == jwk.public_key()
+    assert registration.signature.combined.kid is None
+    network.session.close()

@@ -73,12 +73,18 @@ class TsigKey:
         return f"TSIG key {self.name} ({self.algorithm}, from {self.source or 'memory'})"
 
     def dnspython_key(self) -> Any:
-        """The ``dns.tsig.Key`` to pass as ``keyring`` to ``dns.update.UpdateMessage``."""
-        import dns.tsig
+        """The ``dns.tsig.Key`` to pass as ``keyring`` to ``dns.update.UpdateMessage``; made once
+        per key (it parses the name and decodes the secret; a batch signs hundreds of messages
+        with it, and dnspython only reads it)."""
+        made = self.__dict__.get("_dnspython_key")
+        if made is None:
+            import dns.tsig
 
-        # BIND's hmac-md5 is HMAC-MD5.SIG-ALG.REG.INT on the wire (RFC 2845); dnspython only
-        # knows it by that name
-        return dns.tsig.Key(self.name, self.secret, _WIRE_NAMES.get(self.algorithm, self.algorithm))
+            # BIND's hmac-md5 is HMAC-MD5.SIG-ALG.REG.INT on the wire (RFC 2845); dnspython only
+            # knows it by that name
+            made = dns.tsig.Key(self.name, self.secret, _WIRE_NAMES.get(self.algorithm, self.algorithm))
+            object.__setattr__(self, "_dnspython_key", made)  # not a field: equality, repr stay
+        return made
 
 
 def _tokens(text: str, source: str) -> list[tuple[str, int]]:
