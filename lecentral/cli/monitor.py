@@ -52,7 +52,13 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
     90-, 45- and 6-day certificates. The renew timer is checked only without NAME. Perfdata:
     counts, and days left per certificate when NAMEs are given or there are at most 20.
     """
-    from lecentral.fleet.nagios import CheckInput, evaluate, lifetimes, row_problems
+    from lecentral.fleet.nagios import (
+        PERFDATA_PER_NAME_MAX,
+        CheckInput,
+        evaluate,
+        lifetimes,
+        row_problems,
+    )
     from lecentral.fleet.watch import bulk, load_view
 
     thresholds = Thresholds(warning_days, critical_days)
@@ -67,7 +73,10 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
 
         now = now_ts()
         with bulk():
-            fleet, view = load_view(app.store(), app.config, now, names, split=True)
+            # the whole fleet: the plainly OK certificates judged and counted by the database
+            fleet, view = load_view(app.store(), app.config, now, names, split=True,
+                                    ok_limits=thresholds.limits(),
+                                    count_above=PERFDATA_PER_NAME_MAX)
             data = CheckInput(view=view, rows=row_problems(fleet.last_snapshot.certs),
                               lifetimes=lifetimes(fleet, view.certs),
                               leftovers=app.store().leftovers(), names=names,

@@ -219,3 +219,87 @@ class Split:
                        self.is_current() == 1)
                 .order_by(d.name, d.host, d.entry)).all()
         return found
+
+
+#: seconds SQL adds to every expiry threshold, so that rounding can only send a certificate to
+#: Python, never keep one that is near a threshold away from it
+MARGIN = 2
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One expiry threshold as :class:`lecentral.fleet.nagios.Thresholds` applies it: ``days``
+    left, or (``days`` None) ``fraction`` of the certificate's lifetime."""
+
+    days: float | None
+    fraction: float
+
+
+def plainly_ok(split: Split, now: int, limits: Sequence[Limit]) -> Any:
+    """True in SQL for a ``certs`` row (joined to its facts) that ``lecentral check`` would find
+    nothing to say about, judged completely by the database; NULL or false for anything else
+    (Python then judges the row as before). A superset of the doubts is sent to Python:
+
+    - the facts are ``ok`` and still describe the stored row (:func:`facts.recorded`: the
+      server's checksum of ``crt``, ``csr``, ``ca``; the name was valid when they were derived),
+      the name needs no normalising (:func:`facts.odd_names`), ``enable`` is exactly ``Y``,
+      ``certbot`` ``Y``/``N``/NULL, ``md5_modulus`` a hex digest, ``csr`` not empty;
+    - no failed renewal (``count_fail_update`` 0), so its lifetime is ``ts_expire -
+      ts_last_update`` as :func:`lecentral.fleet.nagios.lifetimes` reads it, and the days left
+      are above every threshold by :data:`MARGIN` seconds (integer arithmetic);
+    - every deployment of its exact name is one SQL calls current (:meth:`Split.current`) and
+      no probe result of its exact name exists.
+
+    Rows of other names that the judge would attach to it (other cases, a final dot) are not
+    seen here: :meth:`lecentral.fleet.store.FleetStore.snapshot` looks them up and falls back
+    to the plain split view when there are any."""
+    from fractions import Fraction
+
+    from sqlalchemy import not_
+
+    from lecentral.store import facts
+    from lecentral.store.schema import probes
+
+    c, same = certs.c, split.same
+    left = c.ts_expire - now
+    lifetime = c.ts_expire - c.ts_last_update
+    conditions: list[Any] = [
+        facts.recorded(split.dialect), not_(facts.odd_names(split.dialect)),
+        same(c.enable) == "Y",
+        or_(c.certbot.is_(None), same(c.certbot).in_(["Y", "N"])),
+        func.length(c.md5_modulus).in_([32, 64]), func.length(c.csr) > 0,
+        cert_facts.c.fingerprint.is_not(None),
+        c.count_fail_update == 0, c.ts_last_update > 1, c.ts_expire > c.ts_last_update,
+    ]
+    if split.dialect == "sqlite":
+        conditions += [c.md5_modulus.op("NOT GLOB")("*[^0-9a-f]*"),
+                       func.typeof(c.ts_expire) == "integer"]
+    elif split.dialect == "postgresql":
+        conditions.append(c.md5_modulus.op("~")("^[0-9a-f]+$"))
+    else:
+        conditions.append(func.binary(c.md5_modulus).op("REGEXP")("^[0-9a-f]+$"))
+    for limit in limits:
+        if limit.days is not None:
+            seconds = int(limit.days * 86400) + 1 + MARGIN
+            conditions.append(left >= seconds)
+        else:
+            share = Fraction(limit.fraction).limit_denominator(1000)
+            if abs(float(share) - limit.fraction) > 1e-12:
+                conditions.append(false_())
+                continue
+            # left >= lifetime * share + MARGIN, in integers
+            conditions.append((left - MARGIN) * share.denominator
+                              >= lifetime * share.numerator)
+    d, p = deployments.c, probes.c
+    not_current = (select(d.name).select_from(deployments)
+                   .where(split._exact(c.name), split.is_current() == 0))
+    probed = select(p.name).where(split.same(p.name) == c.name)
+    conditions += [not_(not_current.exists()), not_(probed.exists())]
+    return and_(*conditions)
+
+
+def false_() -> Any:
+    """SQL's false (a threshold SQL cannot compute exactly: every row goes to Python)."""
+    from sqlalchemy import false
+
+    return false()

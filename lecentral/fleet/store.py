@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 
 from lecentral.errors import StoreError
-from lecentral.fleet.current import Split
+from lecentral.fleet.current import Limit, Split, plainly_ok
 from lecentral.fleet.model import Run, RunInfo
 from lecentral.names import pem_fingerprint
 from lecentral.store import facts
@@ -116,6 +116,9 @@ class Snapshot:
     #: with a split, ``deployments`` holds only the rows SQL did not call current; the others
     #: are counted there (and read again, streamed, by the views that list them)
     split: Split | None = None
+    #: certificates the database judged plainly OK for ``check`` and only counted
+    #: (:func:`lecentral.fleet.current.plainly_ok`): in neither ``certs`` nor ``deployments``
+    plain_ok: int = 0
 
 
 def json_list(value: str | None) -> list[str]:
@@ -282,7 +285,8 @@ class FleetStore:
     # -- the snapshot the views are computed from --------------------------------------------------
 
     def snapshot(self, names: Iterable[str] = (), current_after: int | None = None,
-                 listing: bool = False) -> Snapshot:
+                 listing: bool = False, ok_limits: Sequence[Limit] | None = None,
+                 now: int | None = None, count_above: int = 0) -> Snapshot:
         """``certs`` (the columns the fleet needs), deployments, probes and the latest runs.
 
         Only what the judge reads is selected, and JSON columns stay text until a target needs
@@ -293,6 +297,11 @@ class FleetStore:
         ``[fleet] agent_max_age``), the deployments SQL finds current are only counted
         (:mod:`lecentral.fleet.current`): 100,000 certificates on 3 hosts in about a second;
         with ``listing`` too, their targets are listed per certificate (``split.listed``).
+
+        With ``ok_limits`` and ``now`` too (``check`` of the whole fleet), the certificates the
+        database finds plainly OK at ``now`` (:func:`~lecentral.fleet.current.plainly_ok`) are
+        only counted (``plain_ok``), if more than ``count_above`` of them, except those expiring
+        first (the soonest expiry is named): only the others reach Python.
         """
         wanted = [n.lower().rstrip(".") for n in names]
         # on a database server: the crt's fingerprint as the last renew sweep recorded it, while
@@ -333,8 +342,18 @@ class FleetStore:
             dep_q = dep_q.where(d.name.in_(wanted))
             probe_q = probe_q.where(p.name.in_(wanted))
         snap = Snapshot(split=split)
-        extra = ("cached_fp", "crt", "hint_fp", "fleet_counts")
+        extra = ("cached_fp", "crt", "hint_fp", "fleet_counts", "plain_ok")
         with self.store.transaction("reading the fleet") as conn:
+            if split is not None and ok_limits is not None and now is not None and not wanted:
+                ok = plainly_ok(split, now, ok_limits)
+                count, soonest = conn.execute(
+                    select(func.count(), func.min(certs.c.ts_expire))
+                    .select_from(certs.outerjoin(cert_facts, f.name == certs.c.name))
+                    .where(ok)).one()
+                if count > count_above:  # else every row is read, as before
+                    snap.plain_ok = int(count)
+                    cert_q = cert_q.add_columns(case((ok, 1), else_=0).label("plain_ok")).where(
+                        case((and_(ok, certs.c.ts_expire > soonest), 1), else_=0) == 0)
             # in batches (fetchmany): 100,000 rows one fetchone at a time cost a third more
             result = conn.execute(cert_q.execution_options(yield_per=2000))
             keys = list(map(str, result.keys()))
@@ -342,7 +361,10 @@ class FleetStore:
             kept = [(k, i) for i, k in enumerate(keys) if k not in extra]
             counted: list[tuple[dict[str, Any], Any, str]] = []
             at_hint = keys.index("hint_fp") if split is not None else 0
+            at_ok = keys.index("plain_ok") if "plain_ok" in keys else -1
             for row in result:
+                if at_ok >= 0 and row[at_ok]:  # plainly OK and expiring first: judged here
+                    snap.plain_ok -= 1
                 item = {k: row[i] for k, i in kept}
                 item["fingerprint"] = row[at_cached] or pem_fingerprint(row[at_crt])
                 snap.certs.append(item)
@@ -362,8 +384,28 @@ class FleetStore:
                                                 read["again"])
             snap.probes = list(conn.execute(probe_q).all())
             snap.runs = self._latest_runs(conn)
+            if snap.plain_ok and self._attached_elsewhere(conn, snap):
+                return self.snapshot(names, current_after, listing)
         self.last_snapshot = snap
         return snap
+
+    @staticmethod
+    def _attached_elsewhere(conn: Connection, snap: Snapshot) -> bool:
+        """True if a row read (a certificate, deployment or probe whose name is not exactly
+        its own lower-case key) may belong to a certificate the database only counted: the
+        judge groups by lower-case name, so such a certificate must be judged in Python (the
+        caller reads everything again without counting; a rare table)."""
+        read = {str(c["name"]) for c in snap.certs}
+        keys = {str(c["name"]).lower().rstrip(".") for c in snap.certs
+                if str(c["name"]) != str(c["name"]).lower().rstrip(".")}
+        keys |= {str(r[0]).lower() for r in snap.deployments if str(r[0]) not in read}
+        keys |= {str(r[0]).lower() for r in snap.probes if str(r[0]) not in read}
+        found = sorted(keys - read)
+        for start in range(0, len(found), 500):  # a name not read was counted
+            if any(str(name) not in read for (name,) in conn.execute(
+                    select(certs.c.name).where(certs.c.name.in_(found[start:start + 500])))):
+                return True
+        return False
 
     def current_targets(self) -> Iterator[tuple[str, str]]:
         """(name, target) of every deployment the last split snapshot with ``listing`` only
