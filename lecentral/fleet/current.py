@@ -303,3 +303,31 @@ def false_() -> Any:
     from sqlalchemy import false
 
     return false()
+
+
+def plainly_no_problem(split: Split) -> Any:
+    """True in SQL for a ``certs`` row (joined to its facts) that ``lecentral fleet --problems``
+    would not list, judged completely by the database: its name needs no normalising
+    (:func:`facts.odd_names`) and either it is not enabled (``disabled``, whatever its
+    targets), or it is enabled, the server's checksum of its stored ``crt`` is the one its facts
+    were derived from (so their fingerprint is the crt's), it has a deployment of its exact
+    name, every such one SQL calls current (:meth:`Split.current`), and no probe result of its
+    exact name exists (``current``). Everything else is judged in Python, as before; rows of
+    other names the judge would attach to it are looked up by
+    :meth:`lecentral.fleet.store.FleetStore.snapshot`."""
+    from sqlalchemy import not_
+
+    from lecentral.store import facts
+    from lecentral.store.schema import probes
+
+    c, f, d, p = certs.c, cert_facts.c, deployments.c, probes.c
+    enabled = func.upper(func.coalesce(c.enable, "")) == "Y"
+    mine = select(d.name).select_from(deployments).where(split._exact(c.name))
+    not_current = mine.where(split.is_current() == 0)
+    probed = select(p.name).where(split.same(p.name) == c.name)
+    current = and_(
+        enabled, f.fingerprint.is_not(None),
+        facts.sum_sql(split.dialect) == f.blobs_sum,
+        mine.exists(), not_(not_current.exists()), not_(probed.exists()))
+    return and_(not_(facts.odd_names(split.dialect)),
+                or_(not_(enabled), current))

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 
 from lecentral.errors import StoreError
-from lecentral.fleet.current import Limit, Split, plainly_ok
+from lecentral.fleet.current import Limit, Split, plainly_no_problem, plainly_ok
 from lecentral.fleet.model import Run, RunInfo
 from lecentral.names import pem_fingerprint
 from lecentral.store import facts
@@ -286,7 +286,8 @@ class FleetStore:
 
     def snapshot(self, names: Iterable[str] = (), current_after: int | None = None,
                  listing: bool = False, ok_limits: Sequence[Limit] | None = None,
-                 now: int | None = None, count_above: int = 0) -> Snapshot:
+                 now: int | None = None, count_above: int = 0,
+                 problems_only: bool = False) -> Snapshot:
         """``certs`` (the columns the fleet needs), deployments, probes and the latest runs.
 
         Only what the judge reads is selected, and JSON columns stay text until a target needs
@@ -301,7 +302,9 @@ class FleetStore:
         With ``ok_limits`` and ``now`` too (``check`` of the whole fleet), the certificates the
         database finds plainly OK at ``now`` (:func:`~lecentral.fleet.current.plainly_ok`) are
         only counted (``plain_ok``), if more than ``count_above`` of them, except those expiring
-        first (the soonest expiry is named): only the others reach Python.
+        first (the soonest expiry is named): only the others reach Python. With
+        ``problems_only`` instead (``fleet --problems``), those it finds disabled or plainly
+        current (:func:`~lecentral.fleet.current.plainly_no_problem`).
         """
         wanted = [n.lower().rstrip(".") for n in names]
         # on a database server: the crt's fingerprint as the last renew sweep recorded it, while
@@ -354,6 +357,11 @@ class FleetStore:
                     snap.plain_ok = int(count)
                     cert_q = cert_q.add_columns(case((ok, 1), else_=0).label("plain_ok")).where(
                         case((and_(ok, certs.c.ts_expire > soonest), 1), else_=0) == 0)
+            elif split is not None and problems_only and not wanted:
+                # counted as all the rows but those read (no second pass over certs)
+                snap.plain_ok = int(conn.execute(select(func.count()).select_from(certs))
+                                    .scalar_one())
+                cert_q = cert_q.where(case((plainly_no_problem(split), 1), else_=0) == 0)
             # in batches (fetchmany): 100,000 rows one fetchone at a time cost a third more
             result = conn.execute(cert_q.execution_options(yield_per=2000))
             keys = list(map(str, result.keys()))
@@ -370,6 +378,8 @@ class FleetStore:
                 snap.certs.append(item)
                 if split is not None and row[at_hint + 1]:  # it has deployments
                     counted.append((item, row[at_hint], str(row[at_hint + 1])))
+            if problems_only and snap.plain_ok:
+                snap.plain_ok -= len(snap.certs)
             if split is None:
                 # rows, not dicts: attribute access (dep.host), and no copy of 30,000 rows
                 snap.deployments = list(conn.execute(dep_q).all())
@@ -385,7 +395,7 @@ class FleetStore:
             snap.probes = list(conn.execute(probe_q).all())
             snap.runs = self._latest_runs(conn)
             if snap.plain_ok and self._attached_elsewhere(conn, snap):
-                return self.snapshot(names, current_after, listing)
+                return self.snapshot(names, current_after, listing)  # judged in full
         self.last_snapshot = snap
         return snap
 
