@@ -188,12 +188,18 @@ def _judged(fleet: Fleet, thresholds: Thresholds) -> tuple[list[str], list[str],
     return full, lines(compute(snap, settings, now, fleet.fleet)), snap.plain_ok
 
 
+@pytest.mark.parametrize("list_at_most", [10_000, 0], ids=["listed", "second-pass"])
 @pytest.mark.parametrize("thresholds", [Thresholds(), Thresholds(30, 7), Thresholds(0, 0)],
                          ids=["fractions", "days", "zero"])
-def test_check_counts_the_plainly_ok_in_sql(fleet: Fleet, thresholds: Thresholds) -> None:
+def test_check_counts_the_plainly_ok_in_sql(fleet: Fleet, thresholds: Thresholds,
+                                            list_at_most: int,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The certificates SQL judges completely give check the full view's lines, summary and
     perfdata; the soonest expiry, the one at the threshold, the failed one, the targets not
-    current are Python's."""
+    current are Python's (read by name, or above ``LIST_AT_MOST`` by a second pass)."""
+    from lecentral.fleet import current
+
+    monkeypatch.setattr(current, "LIST_AT_MOST", list_at_most)
     plain_world(fleet)
     full, counted, plain_ok = _judged(fleet, thresholds)
     assert counted == full

@@ -92,6 +92,13 @@ class Split:
             return d.name == name
         return and_(d.name == name, self.same(d.name) == name)
 
+    def among(self, names: Sequence[str]) -> Any:
+        """``certs.name`` is one of ``names``, byte for byte (the key is used)."""
+        name = certs.c.name
+        if self.same(name) is name:
+            return name.in_(names)
+        return and_(name.in_(names), self.same(name).in_(names))
+
     def _among(self, names: Sequence[str]) -> Any:
         """``lecentral_deployments.name`` is one of ``names``, byte for byte (the key is used)."""
         d = deployments.c
@@ -221,6 +228,9 @@ class Split:
         return found
 
 
+#: at most this many names of rows not plainly OK are listed (and read by name) after the pass
+#: that counts the others; above, a second pass over ``certs`` reads them
+LIST_AT_MOST = 10_000
 #: seconds SQL adds to every expiry threshold, so that rounding can only send a certificate to
 #: Python, never keep one that is near a threshold away from it
 MARGIN = 2

@@ -24,6 +24,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -347,16 +348,21 @@ class FleetStore:
         snap = Snapshot(split=split)
         extra = ("cached_fp", "crt", "hint_fp", "fleet_counts", "plain_ok")
         with self.store.transaction("reading the fleet") as conn:
+            others: set[str] | None = None  # the names SQL did not find plainly OK
             if split is not None and ok_limits is not None and now is not None and not wanted:
                 ok = plainly_ok(split, now, ok_limits)
-                count, soonest = conn.execute(
-                    select(func.count(), func.min(certs.c.ts_expire))
-                    .select_from(certs.outerjoin(cert_facts, f.name == certs.c.name))
-                    .where(ok)).one()
+                count, soonest, others = self._judged_ok(conn, split, ok)
                 if count > count_above:  # else every row is read, as before
-                    snap.plain_ok = int(count)
-                    cert_q = cert_q.add_columns(case((ok, 1), else_=0).label("plain_ok")).where(
-                        case((and_(ok, certs.c.ts_expire > soonest), 1), else_=0) == 0)
+                    snap.plain_ok = count
+                    cert_q = cert_q.add_columns(case((ok, 1), else_=0).label("plain_ok"))
+                    if others is None:  # too many to list: a second pass over certs
+                        cert_q = cert_q.where(
+                            case((and_(ok, certs.c.ts_expire > soonest), 1), else_=0) == 0)
+                    elif others:  # by name (the key), and those expiring first
+                        cert_q = cert_q.where(or_(split.among(sorted(others)),
+                                                  certs.c.ts_expire == soonest))
+                    else:
+                        cert_q = cert_q.where(certs.c.ts_expire == soonest)
             elif split is not None and problems_only and not wanted:
                 # counted as all the rows but those read (no second pass over certs)
                 snap.plain_ok = int(conn.execute(select(func.count()).select_from(certs))
@@ -371,8 +377,8 @@ class FleetStore:
             at_hint = keys.index("hint_fp") if split is not None else 0
             at_ok = keys.index("plain_ok") if "plain_ok" in keys else -1
             for row in result:
-                if at_ok >= 0 and row[at_ok]:  # plainly OK and expiring first: judged here
-                    snap.plain_ok -= 1
+                if at_ok >= 0 and row[at_ok] and (others is None or row[0] not in others):
+                    snap.plain_ok -= 1  # plainly OK and expiring first: judged here
                 item = {k: row[i] for k, i in kept}
                 item["fingerprint"] = row[at_cached] or pem_fingerprint(row[at_crt])
                 snap.certs.append(item)
@@ -398,6 +404,30 @@ class FleetStore:
                 return self.snapshot(names, current_after, listing)  # judged in full
         self.last_snapshot = snap
         return snap
+
+    @staticmethod
+    def _judged_ok(conn: Connection, split: Split, ok: Any) -> tuple[int, Any, set[str] | None]:
+        """In one pass over ``certs``: how many rows are plainly OK, their soonest
+        ``ts_expire``, and the names of the others (None if more than
+        :data:`~lecentral.fleet.current.LIST_AT_MOST` or not listed exactly: a separator in a
+        name, a truncated list). The derived table's LIMIT keeps the database from merging it
+        into the outer query, which would evaluate ``ok`` once per use."""
+        from lecentral.fleet.current import LIST_AT_MOST, SEP
+
+        flag = case((ok, 1), else_=0).label("flag")
+        inner = (select(flag, certs.c.name, certs.c.ts_expire)
+                 .select_from(certs.outerjoin(cert_facts, cert_facts.c.name == certs.c.name))
+                 .limit(2 ** 62).subquery())
+        is_ok = inner.c.flag == 1
+        total, count, soonest, listed = conn.execute(select(
+            func.count(), func.sum(inner.c.flag), func.min(case((is_ok, inner.c.ts_expire))),
+            func.aggregate_strings(case((is_ok, None), else_=inner.c.name), SEP))).one()
+        count = int(count or 0)
+        missing = int(total) - count
+        if missing > LIST_AT_MOST:
+            return count, soonest, None
+        names = set(str(listed).split(SEP)) if missing else set()
+        return count, soonest, names if len(names) == missing else None
 
     @staticmethod
     def _attached_elsewhere(conn: Connection, snap: Snapshot) -> bool:
