@@ -231,6 +231,17 @@ class Split:
 #: at most this many names of rows not plainly OK are listed (and read by name) after the pass
 #: that counts the others; above, a second pass over ``certs`` reads them
 LIST_AT_MOST = 10_000
+def expiry_key(dialect: str, ts_expire: Any, name: Any) -> Any:
+    """``ts_expire`` as 20 digits, then ``name``: their minimum is the row expiring first,
+    and among those the first by name as the database orders names (for a positive
+    ``ts_expire``; the caller checks the digits against ``min(ts_expire)``)."""
+    if dialect == "sqlite":
+        digits: Any = func.printf("%020d", ts_expire)
+    else:
+        digits = func.lpad(cast(ts_expire, String), 20, "0")
+    return func.concat(digits, name) if dialect != "sqlite" else digits.concat(name)
+
+
 #: seconds SQL adds to every expiry threshold, so that rounding can only send a certificate to
 #: Python, never keep one that is near a threshold away from it
 MARGIN = 2

@@ -24,7 +24,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    or_,
     select,
     update,
 )
@@ -351,18 +350,15 @@ class FleetStore:
             others: set[str] | None = None  # the names SQL did not find plainly OK
             if split is not None and ok_limits is not None and now is not None and not wanted:
                 ok = plainly_ok(split, now, ok_limits)
-                count, soonest, others = self._judged_ok(conn, split, ok)
+                count, soonest, first, others = self._judged_ok(conn, split, ok)
                 if count > count_above:  # else every row is read, as before
                     snap.plain_ok = count
                     cert_q = cert_q.add_columns(case((ok, 1), else_=0).label("plain_ok"))
                     if others is None:  # too many to list: a second pass over certs
                         cert_q = cert_q.where(
                             case((and_(ok, certs.c.ts_expire > soonest), 1), else_=0) == 0)
-                    elif others:  # by name (the key), and those expiring first
-                        cert_q = cert_q.where(or_(split.among(sorted(others)),
-                                                  certs.c.ts_expire == soonest))
-                    else:
-                        cert_q = cert_q.where(certs.c.ts_expire == soonest)
+                    else:  # by name (the key): the others, and the first to expire
+                        cert_q = cert_q.where(split.among(sorted({*others, first})))
             elif split is not None and problems_only and not wanted:
                 # counted as all the rows but those read (no second pass over certs)
                 snap.plain_ok = int(conn.execute(select(func.count()).select_from(certs))
@@ -406,28 +402,34 @@ class FleetStore:
         return snap
 
     @staticmethod
-    def _judged_ok(conn: Connection, split: Split, ok: Any) -> tuple[int, Any, set[str] | None]:
+    def _judged_ok(conn: Connection, split: Split, ok: Any
+                   ) -> tuple[int, Any, str, set[str] | None]:
         """In one pass over ``certs``: how many rows are plainly OK, their soonest
-        ``ts_expire``, and the names of the others (None if more than
-        :data:`~lecentral.fleet.current.LIST_AT_MOST` or not listed exactly: a separator in a
-        name, a truncated list). The derived table's LIMIT keeps the database from merging it
-        into the outer query, which would evaluate ``ok`` once per use."""
-        from lecentral.fleet.current import LIST_AT_MOST, SEP
+        ``ts_expire``, the name of the first of them in the order the rows are read (by name:
+        the soonest expiry check names, ties included), and the names of the others (None if
+        more than :data:`~lecentral.fleet.current.LIST_AT_MOST` or not listed exactly: a
+        separator in a name, a truncated list). The derived table's LIMIT keeps the database
+        from merging it into the outer query, which would evaluate ``ok`` once per use."""
+        from lecentral.fleet.current import LIST_AT_MOST, SEP, expiry_key
 
         flag = case((ok, 1), else_=0).label("flag")
         inner = (select(flag, certs.c.name, certs.c.ts_expire)
                  .select_from(certs.outerjoin(cert_facts, cert_facts.c.name == certs.c.name))
                  .limit(2 ** 62).subquery())
         is_ok = inner.c.flag == 1
-        total, count, soonest, listed = conn.execute(select(
+        total, count, soonest, first, listed = conn.execute(select(
             func.count(), func.sum(inner.c.flag), func.min(case((is_ok, inner.c.ts_expire))),
+            func.min(case((is_ok, expiry_key(split.dialect, inner.c.ts_expire,
+                                             inner.c.name)))),
             func.aggregate_strings(case((is_ok, None), else_=inner.c.name), SEP))).one()
         count = int(count or 0)
         missing = int(total) - count
-        if missing > LIST_AT_MOST:
-            return count, soonest, None
+        first_name = str(first or "")[20:]
+        if (missing > LIST_AT_MOST or
+                (count and (first is None or int(str(first)[:20]) != soonest))):
+            return count, soonest, first_name, None
         names = set(str(listed).split(SEP)) if missing else set()
-        return count, soonest, names if len(names) == missing else None
+        return count, soonest, first_name, names if len(names) == missing else None
 
     @staticmethod
     def _attached_elsewhere(conn: Connection, snap: Snapshot) -> bool:
