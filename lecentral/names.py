@@ -109,12 +109,14 @@ _BEGIN = b"-----BEGIN CERTIFICATE-----"
 _END = b"-----END CERTIFICATE-----"
 
 
-def pem_fingerprint(pem: bytes | None) -> str | None:
+def pem_fingerprint(pem: bytes | str | None) -> str | None:
     """SHA-256 hex of the first certificate in ``pem``, without parsing it (a few microseconds:
-    100,000 rows are read per run); ``None`` when there is none."""
+    100,000 rows are read per run); ``None`` when there is none. SQLite may hand back a ``crt``
+    stored as text (a hand edit such as ``crt || char(10)``): its UTF-8 bytes, as the renew job
+    reads it, not a crash of every fleet command."""
     if not pem:
         return None
-    data = bytes(pem)
+    data = pem.encode("utf-8", "surrogateescape") if isinstance(pem, str) else bytes(pem)
     start = data.find(_BEGIN)
     end = data.find(_END, start)
     if start < 0 or end < 0:

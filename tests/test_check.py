@@ -312,3 +312,61 @@ def test_database_without_the_fleet_tables_is_unknown(fleet: Fleet) -> None:
     assert code == 3
     assert lines[0].startswith("LECENTRAL UNKNOWN - cannot check: ")
     assert "run lecentral upgrade" in lines[0], lines
+
+def test_a_crt_stored_as_text_is_judged_not_a_crash(fleet: Fleet) -> None:
+    """SQLite keeps a hand-edited ``crt`` (``crt || char(10)``, ``cast(crt as text)``) as text:
+    check, metrics and fleet judge that row like the others (its UTF-8 bytes are what renew and
+    the agents read) instead of failing for the whole fleet with a TypeError."""
+    a = fleet.issue(A, days=90, age=10)
+    b = fleet.issue(B, days=90, age=10)
+    fleet.renew_run()
+    fleet.report("web1", A, a, a)
+    fleet.report("web1", B, b, b)
+    with fleet.store.engine.begin() as conn:
+        conn.execute(text("UPDATE certs SET crt = CAST(crt AS TEXT) || char(10) WHERE name = :n"),
+                     {"n": A})
+        assert conn.execute(text("SELECT typeof(crt) FROM certs WHERE name = :n"),
+                            {"n": A}).scalar() == "text"
+    code, lines = fleet.check()
+    assert code == 0, lines
+    assert "2 certificates OK" in lines[0]
+    metrics = fleet.run("metrics")
+    assert metrics.exit_code == 0, metrics.output
+    assert f'lecentral_deployment_current{{name="{A}",target="web1 ({A})"}} 1.0' in metrics.stdout
+    view = fleet.run("fleet", "--json")
+    assert view.exit_code == 0, view.output
+
+
+def _sweep(fleet: Fleet) -> None:
+    """The facts of every row, as the renew timer's sweep records them."""
+    from lecentral.certificates import now_ts
+    from lecentral.config import RenewConfig
+
+    fleet.store.record_facts(fleet.store.sweep(RenewConfig(), now_ts()).rows)
+
+
+def test_rows_the_renew_job_refuses_are_not_ok(fleet: Fleet) -> None:
+    """Found by a new-user trial: a CSR that does not name its row, or a ts_expire that is not
+    the certificate's notAfter, made the renew job refuse or replace the row while check said
+    OK (its own row checks parse nothing). Once a sweep has seen them, check says what is
+    wrong, as list does."""
+    a = fleet.issue(A, days=90, age=10)
+    b = fleet.issue(B, days=90, age=10)
+    c = fleet.issue(C, days=90, age=10)
+    fleet.renew_run()
+    for name, cert in ((A, a), (B, b), (C, c)):
+        fleet.report("web1", name, cert, cert)
+    with fleet.store.engine.begin() as conn:
+        conn.execute(update(certs).where(certs.c.name == A).values(
+            csr=text("(SELECT csr FROM certs WHERE name = :b)").bindparams(b=B)))
+        conn.execute(update(certs).where(certs.c.name == C).values(
+            ts_expire=c.not_after + 1000 * 86400))
+    _sweep(fleet)
+    data = fleet.check_json()
+    assert data["status"] == "WARNING", data
+    texts = sorted(p["text"] for p in data["problems"])
+    assert len(texts) == 2, texts
+    assert texts[0].startswith(f"{A}: ") and B in texts[0]  # the CSR names b, not a
+    assert texts[1].startswith(f"{C}: bad certificate: ") and "ts_expire" in texts[1]
+    code, lines = fleet.check(B)
+    assert code == 0, lines

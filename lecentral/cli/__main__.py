@@ -1,5 +1,5 @@
 """``python -m lecentral.cli``: the central CLI (``lecentral``)."""
 
-from lecentral.cli.central import main
+from lecentral.cli.start import central
 
-main()
+central()

@@ -447,17 +447,6 @@ def _state(item: dict[str, Any]) -> str:
     return "; ".join(item["notes"])
 
 
-@click.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@pass_app
-@guarded
-def list_(app: App, as_json: bool) -> None:
-    """Every certificate, soonest expiry first (never-issued ones on top)."""
-    from lecentral.cli.listing import print_listing
-
-    print_listing(app.store(), now_ts(), app.config.renew, app.config.acme.profile, as_json)
-
-
 def _renews(item: dict[str, Any], now: int) -> str:
     """The RENEWS column: the date and the rule (``2027-03-01 10:00 (1/3 of its 64-day lifetime
     left)``), ``due`` once it has passed, ``now``/``never`` and why without a date."""

@@ -9,6 +9,7 @@ import click
 
 from lecentral import __version__
 from lecentral.cli.common import LazyGroup, exit_status_epilog, setup_logging
+from lecentral.cli.startup import started
 
 if TYPE_CHECKING:
     from lecentral.install.config import InstallConfig
@@ -55,6 +56,7 @@ class AgentApp:
             from lecentral.install.config import load_install
 
             self._config = load_install(self.config_path, self.registry)
+            started()
         return self._config
 
 

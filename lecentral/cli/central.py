@@ -9,6 +9,7 @@ import click
 
 from lecentral import __version__
 from lecentral.cli.common import LazyGroup, exit_status_epilog, setup_logging
+from lecentral.cli.startup import started
 
 if TYPE_CHECKING:
     from lecentral.config import CentralConfig
@@ -31,7 +32,7 @@ COMMANDS = {
     "enable": ("lecentral.cli.admin:enable", "Let the renew job and the agents manage a name."),
     "disable": ("lecentral.cli.admin:disable", "Stop renewing and installing a name."),
     "remove": ("lecentral.cli.admin:remove", "Delete a name and its certificate."),
-    "list": ("lecentral.cli.admin:list_", "Every certificate, soonest expiry first."),
+    "list": ("lecentral.cli.listing:list_", "Every certificate, soonest expiry first."),
     "show": ("lecentral.cli.admin:show", "One certificate in full, with its history."),
     "plugins": ("lecentral.cli.admin:plugins", "Installed plugins and what they register."),
     "plugin": ("lecentral.cli.plugin:plugin", "Write a plugin: 'plugin new NAME' makes a package."),
@@ -87,6 +88,7 @@ class App:
             self._store = open_store(self.config.database.url, self.registry, settings)
             if check:
                 self._store.check_schema()
+            started()
         return self._store
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
+from lecentral.certificates import now_ts
 from lecentral.cli.admin import (
     DAY,
     _issuing_ca,
@@ -28,7 +29,10 @@ from lecentral.cli.admin import (
     _renews,
     _state,
     _summary,
+    pass_app,
 )
+from lecentral.cli.central import App
+from lecentral.cli.common import guarded
 from lecentral.store.rows import ENABLE_NULL, FreshRow, ListedRow
 from lecentral.window import Window, renew_at
 
@@ -361,3 +365,12 @@ def print_listing(store: Store, now: int, renew: RenewConfig, default_profile: s
                 out.clear()
         if out:
             click.echo("\n".join(out), color=color)
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+@guarded
+def list_(app: App, as_json: bool) -> None:
+    """Every certificate, soonest expiry first (never-issued ones on top)."""
+    print_listing(app.store(), now_ts(), app.config.renew, app.config.acme.profile, as_json)

@@ -59,6 +59,7 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
         lifetimes,
         row_problems,
     )
+    from lecentral.fleet.refused import refused_rows
     from lecentral.fleet.watch import bulk, load_view
 
     thresholds = Thresholds(warning_days, critical_days)
@@ -74,10 +75,14 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
         now = now_ts()
         with bulk():
             # the whole fleet: the plainly OK certificates judged and counted by the database
+            # (their facts are ok: never among the refused rows)
             fleet, view = load_view(app.store(), app.config, now, names, split=True,
                                     ok_limits=thresholds.limits(),
                                     count_above=PERFDATA_PER_NAME_MAX)
-            data = CheckInput(view=view, rows=row_problems(fleet.last_snapshot.certs),
+            rows = row_problems(fleet.last_snapshot.certs)
+            for key, problems in refused_rows(fleet.store, names).items():
+                rows.setdefault(key, problems)
+            data = CheckInput(view=view, rows=rows,
                               lifetimes=lifetimes(fleet, view.certs),
                               leftovers=app.store().leftovers(), names=names,
                               max_failures=app.config.renew.max_failures)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from lecentral.certificates import now_ts
 from lecentral.errors import ConfigError, LecentralError, PluginError
@@ -25,11 +25,26 @@ if TYPE_CHECKING:
     from lecentral.certificates import Csr
     from lecentral.interfaces import IssuedCertificate
     from lecentral.leftovers import Leftover
-    from lecentral.renew.job import RenewJob
+    from lecentral.renew.context import Redactor
+    from lecentral.renew.outcome import Progress
     from lecentral.renew.spool import Spooled
     from lecentral.store.rows import CertRow
 
 log = logging.getLogger(__name__)
+
+class Issuing(Protocol):
+    """What a worker's part of an attempt needs of its run (a
+    :class:`~lecentral.renew.job.RenewJob`; named here, not imported: the job imports this)."""
+
+    redact: Redactor
+    progress: Progress
+
+    def _issue_with_fallback(self, row: CertRow, csr: Csr, issuer_name: str
+                             ) -> tuple[IssuedCertificate, tuple[str, str], list[str]]: ...
+
+    def _spool(self, row: CertRow, csr: Csr, crt: bytes, ca: bytes, ts_expire: int,
+               issuer: str, now: int, issuer_ca: tuple[str, str]) -> Spooled | None: ...
+
 
 #: threads saving what the workers issued (their transactions are grouped: lecentral/renew/saving.py)
 SAVERS = 2
@@ -65,7 +80,7 @@ class Relayed(LecentralError):
         self.exit_code = exit_code
 
 
-def issue_and_spool(job: RenewJob, row: CertRow, csr: Csr, issuer_name: str) -> Issued:
+def issue_and_spool(job: Issuing, row: CertRow, csr: Csr, issuer_name: str) -> Issued:
     """A worker's part of one attempt, up to the database: issue, check, spool; with where its
     time went and what it left behind."""
     started = time.monotonic()
@@ -79,7 +94,7 @@ def issue_and_spool(job: RenewJob, row: CertRow, csr: Csr, issuer_name: str) -> 
     return result
 
 
-def _issued(job: RenewJob, row: CertRow, csr: Csr, issuer_name: str, started: float) -> Issued:
+def _issued(job: Issuing, row: CertRow, csr: Csr, issuer_name: str, started: float) -> Issued:
     job.progress(row.name, f"issuing with {issuer_name}")
     try:
         issued, issuer_ca, tried = job._issue_with_fallback(row, csr, issuer_name)

@@ -32,13 +32,14 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from lecentral.renew.attempt import SAVERS, Issued, issue_and_spool
+from lecentral.renew.attempt import SAVERS, Issued, Issuing, issue_and_spool
 
 if TYPE_CHECKING:
     from lecentral.certificates import Csr
-    from lecentral.renew.job import RenewJob
+    from lecentral.config import CentralConfig
+    from lecentral.interfaces import Store
     from lecentral.renew.outcome import Outcome
     from lecentral.store.rows import CertRow
 
@@ -47,20 +48,43 @@ log = logging.getLogger(__name__)
 _LENGTH = struct.Struct("!I")
 
 
-def possible(job: RenewJob, due: int) -> bool:
+class Pass(Issuing, Protocol):
+    """What a pass over several processes needs of its run (a
+    :class:`~lecentral.renew.job.RenewJob`; named here, not imported: the job imports this)."""
+
+    config: CentralConfig
+    store: Store
+
+    def renew_one(self, row: CertRow, csr: Csr, issuer_name: str, number: int,
+                  savers: ThreadPoolExecutor) -> Outcome | Future[Outcome]: ...
+
+    def finish_issued(self, row: CertRow, csr: Csr, issuer_name: str, number: int,
+                      result: Issued) -> Outcome: ...
+
+    def prepare_acme(self) -> None: ...
+
+    def forget_acme_clients(self) -> None: ...
+
+    def _save_spooled(self, name: str, number: int) -> Outcome | None: ...
+
+    def _failed(self, row: CertRow, issuer: str, error: str, status: str, started: float,
+                number: int, *, record: bool = True) -> Outcome: ...
+
+
+def possible(job: Pass, due: int) -> bool:
     """Whether this pass of ``due`` certificates runs in several processes."""
     renew = job.config.renew
     return (renew.processes > 1 and due > renew.workers and hasattr(os, "fork")
             and not getattr(job.store, "leased", False))
 
 
-def threads(job: RenewJob) -> int:
+def threads(job: Pass) -> int:
     """Worker threads per process: ``workers`` shared out, so the CA sees no more at once."""
     renew = job.config.renew
     return -(-renew.workers // renew.processes)
 
 
-def run_pass(job: RenewJob, due: list[tuple[CertRow, Csr, str]], number: int) -> list[Outcome]:
+def run_pass(job: Pass, due: list[tuple[CertRow, Csr, str]], number: int) -> list[Outcome]:
     """The pass on ``[renew] processes`` processes: this one and the children it forks; the
     outcomes in the order of ``due``."""
     results: dict[str, Outcome] = {}
@@ -106,7 +130,7 @@ def run_pass(job: RenewJob, due: list[tuple[CertRow, Csr, str]], number: int) ->
     return [results[row.name] for row, _, _ in due]
 
 
-def _fork(job: RenewJob, share: list[tuple[CertRow, Csr, str]],
+def _fork(job: Pass, share: list[tuple[CertRow, Csr, str]],
           number: int) -> tuple[int, int, list[tuple[CertRow, Csr, str]]]:
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
@@ -126,7 +150,7 @@ def _fork(job: RenewJob, share: list[tuple[CertRow, Csr, str]],
     return pid, read_fd, share
 
 
-def _child(job: RenewJob, share: list[tuple[CertRow, Csr, str]], number: int,
+def _child(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
            write_fd: int) -> None:
     """Issue ``share`` on ``workers`` threads and send each result to the parent."""
     job.forget_acme_clients()  # the parent's HTTPS connections are not this process's
@@ -151,7 +175,7 @@ def _child(job: RenewJob, share: list[tuple[CertRow, Csr, str]], number: int,
     os.close(write_fd)
 
 
-def _read_child(job: RenewJob, pool: ThreadPoolExecutor, pid: int, read_fd: int,
+def _read_child(job: Pass, pool: ThreadPoolExecutor, pid: int, read_fd: int,
                 share: list[tuple[CertRow, Csr, str]], number: int,
                 futures: dict[str, Future[Outcome]], futures_lock: threading.Lock) -> None:
     """Hand each result of child ``pid`` to the pool, to be saved; then fail what it did not
@@ -162,7 +186,7 @@ def _read_child(job: RenewJob, pool: ThreadPoolExecutor, pid: int, read_fd: int,
         log.exception("reading the results of renew worker process %d failed", pid)
 
 
-def _read_results(job: RenewJob, pool: ThreadPoolExecutor, pid: int, read_fd: int,
+def _read_results(job: Pass, pool: ThreadPoolExecutor, pid: int, read_fd: int,
                   share: list[tuple[CertRow, Csr, str]], number: int,
                   futures: dict[str, Future[Outcome]], futures_lock: threading.Lock) -> None:
     rows = {row.name: (row, csr, issuer) for row, csr, issuer in share}
