@@ -236,9 +236,7 @@ def main() -> int:
             # them has its pool sized to its data)
             server.execute(f"SET GLOBAL innodb_buffer_pool_size = {args.buffer_pool_mb << 20}")
             url = server.url
-            server.execute("CREATE DATABASE lecentral_base")
-            server.execute(f"GRANT ALL ON lecentral_base.* TO '{server.user}'@'%'")
-            base_url = server.url_for("lecentral_base")
+            base_url = server.create_database("lecentral_base")
         else:
             url = f"sqlite:///{tmp}/lecentral.db"
             base_url = f"sqlite:///{tmp}/base.db"
