@@ -302,7 +302,8 @@ def plainly_ok(split: Split, now: int, limits: Sequence[Limit]) -> Any:
     for limit in limits:
         if limit.days is not None:
             seconds = int(limit.days * 86400) + 1 + MARGIN
-            conditions.append(left >= seconds)
+            # beyond any certificate's days left (and a 64-bit integer): Python judges them all
+            conditions.append(left >= seconds if seconds < 2 ** 62 else false_())
         else:
             share = Fraction(limit.fraction).limit_denominator(1000)
             if abs(float(share) - limit.fraction) > 1e-12:
