@@ -99,6 +99,16 @@ class Split:
             return name.in_(names)
         return and_(name.in_(names), self.same(name).in_(names))
 
+    def probed(self) -> Any:
+        """The probe results of the outer ``certs`` row's exact name (the index on their
+        name is used: on MariaDB the plain comparison, then the binary one)."""
+        from lecentral.store.schema import probes
+
+        p = probes.c
+        if self.same(p.name) is p.name:
+            return select(p.name).where(p.name == certs.c.name)
+        return select(p.name).where(p.name == certs.c.name, self.same(p.name) == certs.c.name)
+
     def _among(self, names: Sequence[str]) -> Any:
         """``lecentral_deployments.name`` is one of ``names``, byte for byte (the key is used)."""
         d = deployments.c
@@ -279,7 +289,6 @@ def plainly_ok(split: Split, now: int, limits: Sequence[Limit]) -> Any:
     from sqlalchemy import not_
 
     from lecentral.store import facts
-    from lecentral.store.schema import probes
 
     c, same = certs.c, split.same
     left = c.ts_expire - now
@@ -312,11 +321,10 @@ def plainly_ok(split: Split, now: int, limits: Sequence[Limit]) -> Any:
             # left >= lifetime * share + MARGIN, in integers
             conditions.append((left - MARGIN) * share.denominator
                               >= lifetime * share.numerator)
-    d, p = deployments.c, probes.c
+    d = deployments.c
     not_current = (select(d.name).select_from(deployments)
                    .where(split._exact(c.name), split.is_current() == 0))
-    probed = select(p.name).where(split.same(p.name) == c.name)
-    conditions += [not_(not_current.exists()), not_(probed.exists())]
+    conditions += [not_(not_current.exists()), not_(split.probed().exists())]
     return and_(*conditions)
 
 
@@ -340,13 +348,12 @@ def plainly_no_problem(split: Split) -> Any:
     from sqlalchemy import not_
 
     from lecentral.store import facts
-    from lecentral.store.schema import probes
 
-    c, f, d, p = certs.c, cert_facts.c, deployments.c, probes.c
+    c, f, d = certs.c, cert_facts.c, deployments.c
     enabled = func.upper(func.coalesce(c.enable, "")) == "Y"
     mine = select(d.name).select_from(deployments).where(split._exact(c.name))
     not_current = mine.where(split.is_current() == 0)
-    probed = select(p.name).where(split.same(p.name) == c.name)
+    probed = split.probed()
     current = and_(
         enabled, f.fingerprint.is_not(None),
         facts.sum_sql(split.dialect) == f.blobs_sum,
