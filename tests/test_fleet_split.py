@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from monitor_world import Fleet
@@ -142,15 +143,103 @@ def test_check_and_metrics_say_what_the_full_view_says(fleet: Fleet) -> None:
     assert got == want
 
 
-def test_fleet_json_lists_what_the_full_view_lists(fleet: Fleet) -> None:
+OK = [f"ok{i:02d}.split.example.test" for i in range(24)]
+
+
+def plain_world(fleet: Fleet) -> None:
+    """:func:`world` and 24 plainly OK certificates (more than check's per-name perfdata
+    limit), two of them expiring at the same second (the soonest is named), plus the rows
+    near the lines SQL draws: 22.49 days left of 90 (just below the warning threshold), one
+    failed renewal, a certificate without any target."""
+    for i, name in enumerate(OK):
+        cert = fleet.issue(name, age=5 + min(i, 22))  # ok22 and ok23 expire together
+        fleet.report("web1", name, cert, cert)
+        fleet.report("web2", name, cert, None)
+    for name, age in (("edge.split.example.test", 67.51), ("edge2.split.example.test", 70)):
+        edge = fleet.issue(name, age=age)  # the soonest expiry is Python's anyway: two
+        fleet.report("web1", name, edge, edge)
+    fleet.issue("alone.split.example.test", age=3)
+    failed = fleet.issue("failed.split.example.test", age=4)
+    fleet.report("web1", "failed.split.example.test", failed, failed)
+    with fleet.store.transaction("one failure") as conn:
+        from sqlalchemy import update
+
+        from lecentral.store.schema import certs
+
+        conn.execute(update(certs).where(certs.c.name == "failed.split.example.test")
+                     .values(count_fail_update=1))
+    world(fleet)
+
+
+def _judged(fleet: Fleet, thresholds: Thresholds) -> tuple[list[str], list[str], int]:
+    """check's lines from the full view and from the view with the plainly OK counted in SQL,
+    at the same second, and how many SQL counted."""
+    settings, now = FleetSettings(), now_ts()
+    leftovers = fleet.store.leftovers()
+
+    def lines(view: FleetView) -> list[str]:
+        data = CheckInput(view=view, rows=row_problems(fleet.fleet.last_snapshot.certs),
+                          lifetimes=lifetimes(fleet.fleet, view.certs), leftovers=leftovers)
+        return evaluate(data, thresholds).lines(0)
+
+    full = lines(compute(fleet.fleet.snapshot(), settings, now, fleet.fleet))
+    snap = fleet.fleet.snapshot(current_after=now - settings.agent_max_age,
+                                ok_limits=thresholds.limits(), now=now, count_above=20)
+    return full, lines(compute(snap, settings, now, fleet.fleet)), snap.plain_ok
+
+
+@pytest.mark.parametrize("list_at_most", [10_000, 0], ids=["listed", "second-pass"])
+@pytest.mark.parametrize("thresholds", [Thresholds(), Thresholds(30, 7), Thresholds(0, 0),
+                                        Thresholds(1e20, 1e19)],
+                         ids=["fractions", "days", "zero", "huge"])
+def test_check_counts_the_plainly_ok_in_sql(fleet: Fleet, thresholds: Thresholds,
+                                            list_at_most: int,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The certificates SQL judges completely give check the full view's lines, summary and
+    perfdata; the soonest expiry, the one at the threshold, the failed one, the targets not
+    current are Python's (read by name, or above ``LIST_AT_MOST`` by a second pass)."""
+    from lecentral.fleet import current
+
+    monkeypatch.setattr(current, "LIST_AT_MOST", list_at_most)
+    plain_world(fleet)
+    full, counted, plain_ok = _judged(fleet, thresholds)
+    assert counted == full
+    # the 24 OK ones but the two expiring first, and G and E (all targets current, none)
+    assert plain_ok >= (0 if thresholds.warning_days == 1e20 else 22)
+    _, got = fleet.check("--max-lines", "0", *(
+        [] if thresholds.warning_days is None else
+        ["-w", str(thresholds.warning_days), "-c", str(thresholds.critical_days)]))
+    assert got[1:] == full[1:]
+
+
+def test_check_reads_everything_when_a_row_may_belong_to_a_counted_one(fleet: Fleet) -> None:
+    """A deployment, probe or certificate row the judge would file under a counted name (its
+    upper-case spelling) makes the snapshot read every row, as without SQL's counting."""
+    upper_world(fleet)
+    full, counted, plain_ok = _judged(fleet, Thresholds())
+    assert plain_ok == 0
+    assert counted == full
+    assert any(OK[3] in line for line in full)
+
+
+def upper_world(fleet: Fleet) -> None:
+    """:func:`plain_world` and a deployment the judge files under a plainly OK name."""
+    plain_world(fleet)
+    cert = fleet.cert(OK[3], days=90, age=80)
+    fleet.report("web3", OK[3].upper(), cert, cert)
+
+
+@pytest.mark.parametrize("made", [world, plain_world, upper_world],
+                         ids=["world", "plainly-ok", "upper-case"])
+def test_fleet_json_lists_what_the_full_view_lists(fleet: Fleet, made: Any) -> None:
     """``fleet --json`` and ``--problems --json`` read the split view, judge the certificates
-    with both kinds of targets again in full and read the counted ones as rows: the document
-    is the full view's."""
+    with both kinds of targets again in full and read the counted ones as rows (``--problems``:
+    SQL leaves out the disabled and plainly current ones): the document is the full view's."""
     import json
 
     from lecentral.cli.fleet import view_json
 
-    world(fleet)
+    made(fleet)
     full, _, _ = views(fleet)
     for args, certs in ((["--json"], full.certs),
                         (["--problems", "--json"],

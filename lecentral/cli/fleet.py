@@ -73,9 +73,10 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
     # finds current (issue 16: 100,000 × 3), the others are judged in Python; a certificate
     # with both is judged again in full, the current targets of the others are read as rows
     split = (problems or as_json) and not notify
-    fleet_store, view = load_view(store, app.config, now_ts(), wanted, split=split)
+    fleet_store, view = load_view(store, app.config, now_ts(), wanted, split=split,
+                                  problems_only=problems)
     if split and as_json:
-        view = _mixed_in_full(app, view, wanted, problems)
+        view = _mixed_in_full(app, view, wanted, problems, fleet_store)
     found = {c.name.lower() for c in view.certs}
     unknown = [n for n in wanted if n.lower() not in found]
     if unknown:
@@ -107,7 +108,7 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
     if rows:
         click.echo(table(rows, ["NAME / TARGET", "SEEN (installed/served)", "LAST", "AGE", "STATE",
                                 "WHY"]))
-    elif not view.certs:
+    elif not view.certs and not view.plain_ok:
         click.echo("no certificates yet: lecentral add NAME")
     else:
         click.echo("every certificate is current everywhere it is reported or probed")
@@ -116,16 +117,22 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
         raise click.exceptions.Exit(1)
 
 
-def _mixed_in_full(app: App, view: FleetView, wanted: list[str], problems: bool) -> FleetView:
+def _mixed_in_full(app: App, view: FleetView, wanted: list[str], problems: bool,
+                   fleet_store: FleetStore) -> FleetView:
     """``view`` (a split one) with each certificate that has both counted and judged targets
     (``--problems``: only those not current) judged again in full, so that its targets come in
     the full view's order. Names that a names filter would not find as stored (upper case, a
-    final dot) make it judge the whole fleet in full instead."""
+    final dot), of the certificate or of a deployment or probe filed under it, make it judge
+    the whole fleet in full instead."""
     from lecentral.fleet.watch import load_view
 
     mixed = [c.name for c in view.certs if c.current_targets and c.targets
              and (not problems or c.state not in ("current", "disabled"))]
-    if any(n != n.lower().rstrip(".") for n in mixed):
+    snap = fleet_store.last_snapshot
+    stored = {str(c["name"]) for c in snap.certs}
+    elsewhere = {str(r[0]).lower() for rows in (snap.deployments, snap.probes) for r in rows
+                 if str(r[0]) not in stored}
+    if any(n != n.lower().rstrip(".") or n in elsewhere for n in mixed):
         return load_view(app.store(), app.config, view.now, wanted)[1]
     if not mixed:
         return view

@@ -52,7 +52,13 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
     90-, 45- and 6-day certificates. The renew timer is checked only without NAME. Perfdata:
     counts, and days left per certificate when NAMEs are given or there are at most 20.
     """
-    from lecentral.fleet.nagios import CheckInput, evaluate, lifetimes, row_problems
+    from lecentral.fleet.nagios import (
+        PERFDATA_PER_NAME_MAX,
+        CheckInput,
+        evaluate,
+        lifetimes,
+        row_problems,
+    )
     from lecentral.fleet.refused import refused_rows
     from lecentral.fleet.watch import bulk, load_view
 
@@ -68,7 +74,11 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
 
         now = now_ts()
         with bulk():
-            fleet, view = load_view(app.store(), app.config, now, names, split=True)
+            # the whole fleet: the plainly OK certificates judged and counted by the database
+            # (their facts are ok: never among the refused rows)
+            fleet, view = load_view(app.store(), app.config, now, names, split=True,
+                                    ok_limits=thresholds.limits(),
+                                    count_above=PERFDATA_PER_NAME_MAX)
             rows = row_problems(fleet.last_snapshot.certs)
             for key, problems in refused_rows(fleet.store, names).items():
                 rows.setdefault(key, problems)

@@ -92,6 +92,23 @@ class Split:
             return d.name == name
         return and_(d.name == name, self.same(d.name) == name)
 
+    def among(self, names: Sequence[str]) -> Any:
+        """``certs.name`` is one of ``names``, byte for byte (the key is used)."""
+        name = certs.c.name
+        if self.same(name) is name:
+            return name.in_(names)
+        return and_(name.in_(names), self.same(name).in_(names))
+
+    def probed(self) -> Any:
+        """The probe results of the outer ``certs`` row's exact name (the index on their
+        name is used: on MariaDB the plain comparison, then the binary one)."""
+        from lecentral.store.schema import probes
+
+        p = probes.c
+        if self.same(p.name) is p.name:
+            return select(p.name).where(p.name == certs.c.name)
+        return select(p.name).where(p.name == certs.c.name, self.same(p.name) == certs.c.name)
+
     def _among(self, names: Sequence[str]) -> Any:
         """``lecentral_deployments.name`` is one of ``names``, byte for byte (the key is used)."""
         d = deployments.c
@@ -219,3 +236,127 @@ class Split:
                        self.is_current() == 1)
                 .order_by(d.name, d.host, d.entry)).all()
         return found
+
+
+#: at most this many names of rows not plainly OK are listed (and read by name) after the pass
+#: that counts the others; above, a second pass over ``certs`` reads them
+LIST_AT_MOST = 10_000
+def expiry_key(dialect: str, ts_expire: Any, name: Any) -> Any:
+    """``ts_expire`` as 20 digits, then ``name``: their minimum is the row expiring first,
+    and among those the first by name as the database orders names (for a positive
+    ``ts_expire``; the caller checks the digits against ``min(ts_expire)``)."""
+    if dialect == "sqlite":
+        digits: Any = func.printf("%020d", ts_expire)
+    else:
+        digits = func.lpad(cast(ts_expire, String), 20, "0")
+    return func.concat(digits, name) if dialect != "sqlite" else digits.concat(name)
+
+
+#: seconds SQL adds to every expiry threshold, so that rounding can only send a certificate to
+#: Python, never keep one that is near a threshold away from it
+MARGIN = 2
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One expiry threshold as :class:`lecentral.fleet.nagios.Thresholds` applies it: ``days``
+    left, or (``days`` None) ``fraction`` of the certificate's lifetime."""
+
+    days: float | None
+    fraction: float
+
+
+def plainly_ok(split: Split, now: int, limits: Sequence[Limit]) -> Any:
+    """True in SQL for a ``certs`` row (joined to its facts) that ``lecentral check`` would find
+    nothing to say about, judged completely by the database; NULL or false for anything else
+    (Python then judges the row as before). A superset of the doubts is sent to Python:
+
+    - the facts are ``ok`` and still describe the stored row (:func:`facts.recorded`: the
+      server's checksum of ``crt``, ``csr``, ``ca``; the name was valid when they were derived),
+      the name needs no normalising (:func:`facts.odd_names`), ``enable`` is exactly ``Y``,
+      ``certbot`` ``Y``/``N``/NULL, ``md5_modulus`` a hex digest, ``csr`` not empty;
+    - no failed renewal (``count_fail_update`` 0), so its lifetime is ``ts_expire -
+      ts_last_update`` as :func:`lecentral.fleet.nagios.lifetimes` reads it, and the days left
+      are above every threshold by :data:`MARGIN` seconds (integer arithmetic);
+    - every deployment of its exact name is one SQL calls current (:meth:`Split.current`) and
+      no probe result of its exact name exists.
+
+    Rows of other names that the judge would attach to it (other cases, a final dot) are not
+    seen here: :meth:`lecentral.fleet.store.FleetStore.snapshot` looks them up and falls back
+    to the plain split view when there are any."""
+    from fractions import Fraction
+
+    from sqlalchemy import not_
+
+    from lecentral.store import facts
+
+    c, same = certs.c, split.same
+    left = c.ts_expire - now
+    lifetime = c.ts_expire - c.ts_last_update
+    conditions: list[Any] = [
+        facts.recorded(split.dialect), not_(facts.odd_names(split.dialect)),
+        same(c.enable) == "Y",
+        or_(c.certbot.is_(None), same(c.certbot).in_(["Y", "N"])),
+        func.length(c.md5_modulus).in_([32, 64]), func.length(c.csr) > 0,
+        cert_facts.c.fingerprint.is_not(None),
+        c.count_fail_update == 0, c.ts_last_update > 1, c.ts_expire > c.ts_last_update,
+    ]
+    if split.dialect == "sqlite":
+        conditions += [c.md5_modulus.op("NOT GLOB")("*[^0-9a-f]*"),
+                       func.typeof(c.ts_expire) == "integer"]
+    elif split.dialect == "postgresql":
+        conditions.append(c.md5_modulus.op("~")("^[0-9a-f]+$"))
+    else:
+        conditions.append(func.binary(c.md5_modulus).op("REGEXP")("^[0-9a-f]+$"))
+    for limit in limits:
+        if limit.days is not None:
+            seconds = int(limit.days * 86400) + 1 + MARGIN
+            # beyond any certificate's days left (and a 64-bit integer): Python judges them all
+            conditions.append(left >= seconds if seconds < 2 ** 62 else false_())
+        else:
+            share = Fraction(limit.fraction).limit_denominator(1000)
+            if abs(float(share) - limit.fraction) > 1e-12:
+                conditions.append(false_())
+                continue
+            # left >= lifetime * share + MARGIN, in integers
+            conditions.append((left - MARGIN) * share.denominator
+                              >= lifetime * share.numerator)
+    d = deployments.c
+    not_current = (select(d.name).select_from(deployments)
+                   .where(split._exact(c.name), split.is_current() == 0))
+    conditions += [not_(not_current.exists()), not_(split.probed().exists())]
+    return and_(*conditions)
+
+
+def false_() -> Any:
+    """SQL's false (a threshold SQL cannot compute exactly: every row goes to Python)."""
+    from sqlalchemy import false
+
+    return false()
+
+
+def plainly_no_problem(split: Split) -> Any:
+    """True in SQL for a ``certs`` row (joined to its facts) that ``lecentral fleet --problems``
+    would not list, judged completely by the database: its name needs no normalising
+    (:func:`facts.odd_names`) and either it is not enabled (``disabled``, whatever its
+    targets), or it is enabled, the server's checksum of its stored ``crt`` is the one its facts
+    were derived from (so their fingerprint is the crt's), it has a deployment of its exact
+    name, every such one SQL calls current (:meth:`Split.current`), and no probe result of its
+    exact name exists (``current``). Everything else is judged in Python, as before; rows of
+    other names the judge would attach to it are looked up by
+    :meth:`lecentral.fleet.store.FleetStore.snapshot`."""
+    from sqlalchemy import not_
+
+    from lecentral.store import facts
+
+    c, f, d = certs.c, cert_facts.c, deployments.c
+    enabled = func.upper(func.coalesce(c.enable, "")) == "Y"
+    mine = select(d.name).select_from(deployments).where(split._exact(c.name))
+    not_current = mine.where(split.is_current() == 0)
+    probed = split.probed()
+    current = and_(
+        enabled, f.fingerprint.is_not(None),
+        facts.sum_sql(split.dialect) == f.blobs_sum,
+        mine.exists(), not_(not_current.exists()), not_(probed.exists()))
+    return and_(not_(facts.odd_names(split.dialect)),
+                or_(not_(enabled), current))

@@ -132,6 +132,10 @@ class FleetView:
     #: a split view: the targets SQL found current are counted in ``CertFleet.current_targets``
     #: and not listed (lecentral.fleet.current); state changes need the full view
     split: bool = False
+    #: certificates the database found plainly OK and only counted, not in ``certs``: for
+    #: check enabled ones with nothing to say (not the soonest expiry), for ``fleet
+    #: --problems`` disabled or current ones
+    plain_ok: int = 0
 
     def alerts(self) -> list[tuple[CertFleet, Target]]:
         """Every alerting target, certificate by certificate."""

@@ -38,6 +38,7 @@ from lecentral.fleet.model import (
 )
 
 if TYPE_CHECKING:
+    from lecentral.fleet.current import Limit
     from lecentral.fleet.store import FleetStore
     from lecentral.leftovers import Leftover
 
@@ -104,6 +105,13 @@ class Thresholds:
         critical = (self.critical_days * DAY if self.critical_days is not None
                     else lifetime * CRITICAL_FRACTION)
         return warning, critical
+
+    def limits(self) -> list[Limit]:
+        """The thresholds as SQL applies them (:func:`lecentral.fleet.current.plainly_ok`)."""
+        from lecentral.fleet.current import Limit
+
+        return [Limit(self.warning_days, WARNING_FRACTION),
+                Limit(self.critical_days, CRITICAL_FRACTION)]
 
     def problem(self) -> str | None:
         """Why these thresholds make no sense, or None."""
@@ -296,10 +304,13 @@ def evaluate(data: CheckInput, thresholds: Thresholds) -> CheckResult:
     found = {c.name.lower().rstrip("."): c for c in view.certs}
     missing = [n for n in data.names if n.lower().rstrip(".") not in found]
     perfdata: list[str] = []
-    per_name = bool(data.names) or len(view.certs) <= PERFDATA_PER_NAME_MAX
+    total = len(view.certs) + view.plain_ok  # plainly OK: enabled, no problem, not the soonest
+    per_name = bool(data.names) or total <= PERFDATA_PER_NAME_MAX
+    if per_name and view.plain_ok:
+        raise ValueError("per-name perfdata needs every certificate (load_view(count_above=...))")
     counts = {EXPIRED: 0, EXPIRING_CRITICAL: 0, EXPIRING_WARNING: 0}
     soonest: tuple[int, str] | None = None
-    enabled = 0
+    enabled = view.plain_ok
     for cert in view.certs:
         key = cert.name.lower().rstrip(".")
         for problem in data.rows.get(key, []):
@@ -354,7 +365,7 @@ def evaluate(data: CheckInput, thresholds: Thresholds) -> CheckResult:
     leftovers = sum(1 for p in problems if p.kind == LEFTOVER)
     failing = sum(1 for c in view.certs if c.enabled and c.count_fail_update >= FAILURES_WARNING)
     aggregate = [
-        perf("certificates", len(view.certs), "", None, None, 0),
+        perf("certificates", total, "", None, None, 0),
         perf("enabled", enabled, "", None, None, 0),
         perf("expired", counts[EXPIRED], "", None, None, 0),
         perf("expiring_critical", counts[EXPIRING_CRITICAL], "", None, None, 0),
@@ -375,7 +386,7 @@ def evaluate(data: CheckInput, thresholds: Thresholds) -> CheckResult:
         result.summary = (f"no certificate named {', '.join(missing)} in the database "
                           "(see lecentral list)")
         return result
-    result.summary = _summary(result, len(data.names or view.certs), soonest, view)
+    result.summary = _summary(result, len(data.names) or total, soonest, view)
     return result
 
 

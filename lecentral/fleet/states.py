@@ -229,7 +229,7 @@ def compute(snapshot: Snapshot, settings: FleetSettings, now: int,
     renew_state, renew_detail = _timer(snapshot, settings, now)
     return FleetView(now=now, settings=settings, certs=result, renew_state=renew_state,
                      renew_detail=renew_detail, runs=snapshot.runs,
-                     split=snapshot.split is not None)
+                     split=snapshot.split is not None, plain_ok=snapshot.plain_ok)
 
 
 def _int(value: Any) -> int | None:

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 
 from lecentral.errors import StoreError
-from lecentral.fleet.current import Split
+from lecentral.fleet.current import Limit, Split, plainly_no_problem, plainly_ok
 from lecentral.fleet.model import Run, RunInfo
 from lecentral.names import pem_fingerprint
 from lecentral.store import facts
@@ -116,6 +116,9 @@ class Snapshot:
     #: with a split, ``deployments`` holds only the rows SQL did not call current; the others
     #: are counted there (and read again, streamed, by the views that list them)
     split: Split | None = None
+    #: certificates the database judged plainly OK for ``check`` and only counted
+    #: (:func:`lecentral.fleet.current.plainly_ok`): in neither ``certs`` nor ``deployments``
+    plain_ok: int = 0
 
 
 def json_list(value: str | None) -> list[str]:
@@ -282,7 +285,9 @@ class FleetStore:
     # -- the snapshot the views are computed from --------------------------------------------------
 
     def snapshot(self, names: Iterable[str] = (), current_after: int | None = None,
-                 listing: bool = False) -> Snapshot:
+                 listing: bool = False, ok_limits: Sequence[Limit] | None = None,
+                 now: int | None = None, count_above: int = 0,
+                 problems_only: bool = False) -> Snapshot:
         """``certs`` (the columns the fleet needs), deployments, probes and the latest runs.
 
         Only what the judge reads is selected, and JSON columns stay text until a target needs
@@ -293,6 +298,13 @@ class FleetStore:
         ``[fleet] agent_max_age``), the deployments SQL finds current are only counted
         (:mod:`lecentral.fleet.current`): 100,000 certificates on 3 hosts in about a second;
         with ``listing`` too, their targets are listed per certificate (``split.listed``).
+
+        With ``ok_limits`` and ``now`` too (``check`` of the whole fleet), the certificates the
+        database finds plainly OK at ``now`` (:func:`~lecentral.fleet.current.plainly_ok`) are
+        only counted (``plain_ok``), if more than ``count_above`` of them, except those expiring
+        first (the soonest expiry is named): only the others reach Python. With
+        ``problems_only`` instead (``fleet --problems``), those it finds disabled or plainly
+        current (:func:`~lecentral.fleet.current.plainly_no_problem`).
         """
         wanted = [n.lower().rstrip(".") for n in names]
         # on a database server: the crt's fingerprint as the last renew sweep recorded it, while
@@ -333,8 +345,25 @@ class FleetStore:
             dep_q = dep_q.where(d.name.in_(wanted))
             probe_q = probe_q.where(p.name.in_(wanted))
         snap = Snapshot(split=split)
-        extra = ("cached_fp", "crt", "hint_fp", "fleet_counts")
+        extra = ("cached_fp", "crt", "hint_fp", "fleet_counts", "plain_ok")
         with self.store.transaction("reading the fleet") as conn:
+            others: set[str] | None = None  # the names SQL did not find plainly OK
+            if split is not None and ok_limits is not None and now is not None and not wanted:
+                ok = plainly_ok(split, now, ok_limits)
+                count, soonest, first, others = self._judged_ok(conn, split, ok)
+                if count > count_above:  # else every row is read, as before
+                    snap.plain_ok = count
+                    cert_q = cert_q.add_columns(case((ok, 1), else_=0).label("plain_ok"))
+                    if others is None:  # too many to list: a second pass over certs
+                        cert_q = cert_q.where(
+                            case((and_(ok, certs.c.ts_expire > soonest), 1), else_=0) == 0)
+                    else:  # by name (the key): the others, and the first to expire
+                        cert_q = cert_q.where(split.among(sorted({*others, first})))
+            elif split is not None and problems_only and not wanted:
+                # counted as all the rows but those read (no second pass over certs)
+                snap.plain_ok = int(conn.execute(select(func.count()).select_from(certs))
+                                    .scalar_one())
+                cert_q = cert_q.where(case((plainly_no_problem(split), 1), else_=0) == 0)
             # in batches (fetchmany): 100,000 rows one fetchone at a time cost a third more
             result = conn.execute(cert_q.execution_options(yield_per=2000))
             keys = list(map(str, result.keys()))
@@ -342,12 +371,17 @@ class FleetStore:
             kept = [(k, i) for i, k in enumerate(keys) if k not in extra]
             counted: list[tuple[dict[str, Any], Any, str]] = []
             at_hint = keys.index("hint_fp") if split is not None else 0
+            at_ok = keys.index("plain_ok") if "plain_ok" in keys else -1
             for row in result:
+                if at_ok >= 0 and row[at_ok] and (others is None or row[0] not in others):
+                    snap.plain_ok -= 1  # plainly OK and expiring first: judged here
                 item = {k: row[i] for k, i in kept}
                 item["fingerprint"] = row[at_cached] or pem_fingerprint(row[at_crt])
                 snap.certs.append(item)
                 if split is not None and row[at_hint + 1]:  # it has deployments
                     counted.append((item, row[at_hint], str(row[at_hint + 1])))
+            if problems_only and snap.plain_ok:
+                snap.plain_ok -= len(snap.certs)
             if split is None:
                 # rows, not dicts: attribute access (dep.host), and no copy of 30,000 rows
                 snap.deployments = list(conn.execute(dep_q).all())
@@ -362,8 +396,58 @@ class FleetStore:
                                                 read["again"])
             snap.probes = list(conn.execute(probe_q).all())
             snap.runs = self._latest_runs(conn)
+            if snap.plain_ok and self._attached_elsewhere(conn, snap):
+                return self.snapshot(names, current_after, listing)  # judged in full
         self.last_snapshot = snap
         return snap
+
+    @staticmethod
+    def _judged_ok(conn: Connection, split: Split, ok: Any
+                   ) -> tuple[int, Any, str, set[str] | None]:
+        """In one pass over ``certs``: how many rows are plainly OK, their soonest
+        ``ts_expire``, the name of the first of them in the order the rows are read (by name:
+        the soonest expiry check names, ties included), and the names of the others (None if
+        more than :data:`~lecentral.fleet.current.LIST_AT_MOST` or not listed exactly: a
+        separator in a name, a truncated list). The derived table's LIMIT keeps the database
+        from merging it into the outer query, which would evaluate ``ok`` once per use."""
+        from lecentral.fleet.current import LIST_AT_MOST, SEP, expiry_key
+
+        flag = case((ok, 1), else_=0).label("flag")
+        inner = (select(flag, certs.c.name, certs.c.ts_expire)
+                 .select_from(certs.outerjoin(cert_facts, cert_facts.c.name == certs.c.name))
+                 .limit(2 ** 62).subquery())
+        is_ok = inner.c.flag == 1
+        total, count, soonest, first, listed = conn.execute(select(
+            func.count(), func.sum(inner.c.flag), func.min(case((is_ok, inner.c.ts_expire))),
+            func.min(case((is_ok, expiry_key(split.dialect, inner.c.ts_expire,
+                                             inner.c.name)))),
+            func.aggregate_strings(case((is_ok, None), else_=inner.c.name), SEP))).one()
+        count = int(count or 0)
+        missing = int(total) - count
+        first_name = str(first or "")[20:]
+        if (missing > LIST_AT_MOST or
+                (count and (first is None or int(str(first)[:20]) != soonest))):
+            return count, soonest, first_name, None
+        names = set(str(listed).split(SEP)) if missing else set()
+        return count, soonest, first_name, names if len(names) == missing else None
+
+    @staticmethod
+    def _attached_elsewhere(conn: Connection, snap: Snapshot) -> bool:
+        """True if a row read (a certificate, deployment or probe whose name is not exactly
+        its own lower-case key) may belong to a certificate the database only counted: the
+        judge groups by lower-case name, so such a certificate must be judged in Python (the
+        caller reads everything again without counting; a rare table)."""
+        read = {str(c["name"]) for c in snap.certs}
+        keys = {str(c["name"]).lower().rstrip(".") for c in snap.certs
+                if str(c["name"]) != str(c["name"]).lower().rstrip(".")}
+        keys |= {str(r[0]).lower() for r in snap.deployments if str(r[0]) not in read}
+        keys |= {str(r[0]).lower() for r in snap.probes if str(r[0]) not in read}
+        found = sorted(keys - read)
+        for start in range(0, len(found), 500):  # a name not read was counted
+            if any(str(name) not in read for (name,) in conn.execute(
+                    select(certs.c.name).where(certs.c.name.in_(found[start:start + 500])))):
+                return True
+        return False
 
     def current_targets(self) -> Iterator[tuple[str, str]]:
         """(name, target) of every deployment the last split snapshot with ``listing`` only

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from lecentral.fleet.current import Limit
 from lecentral.fleet.model import FleetSettings, FleetView
 from lecentral.fleet.states import changes, compute, notification_for
 from lecentral.fleet.store import FleetStore
@@ -43,17 +44,26 @@ def settings_of(config: CentralConfig) -> FleetSettings:
 
 
 def load_view(store: Store, config: CentralConfig, now: int, names: Iterable[str] = (),
-              split: bool = False, listing: bool = False) -> tuple[FleetStore, FleetView]:
+              split: bool = False, listing: bool = False,
+              ok_limits: Sequence[Limit] | None = None,
+              count_above: int = 0,
+              problems_only: bool = False) -> tuple[FleetStore, FleetView]:
     """The fleet as it stands at ``now`` (all certificates, or ``names``).
 
     ``split``: the targets SQL finds current are only counted, not judged in Python
     (:mod:`lecentral.fleet.current`); what check and metrics need, not what notify needs;
-    ``listing``: and named (:meth:`FleetStore.current_targets`), for metrics.
+    ``listing``: and named (:meth:`FleetStore.current_targets`), for metrics;
+    ``ok_limits`` (with ``split``, check of the whole fleet): the certificates the database
+    finds plainly OK are only counted (``FleetView.plain_ok``), if more than ``count_above``;
+    ``problems_only`` (with ``split``, ``fleet --problems``): likewise those disabled or plainly
+    current.
     """
     fleet = FleetStore(store)
     settings = settings_of(config)
     after = now - settings.agent_max_age if split else None
-    snap = fleet.snapshot(names, current_after=after, listing=listing)
+    snap = fleet.snapshot(names, current_after=after, listing=listing,
+                          ok_limits=ok_limits if split else None, now=now,
+                          count_above=count_above, problems_only=split and problems_only)
     return fleet, compute(snap, settings, now, fleet)
 
 
