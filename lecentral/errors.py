@@ -79,6 +79,12 @@ class StoreError(LecentralError):
     exit_code = 4
 
 
+class DatabaseUnavailable(StoreError):
+    """The database server stayed unavailable through the whole ``[database] retry_for``: the
+    next write of the same run would wait as long again, so a renew pass stops saving (what it
+    issued stays in the spool for the next run)."""
+
+
 class UnknownNameError(StoreError):
     """No row of ``certs`` (or no ``[[cert]]`` of install.toml, for the agent) has that name, or
     the NAME typed is not even a DNS name: the same refusal, exit 1, whichever command of either

@@ -105,9 +105,13 @@ def test_two_thousand_agents_in_the_same_minute(crowd: Crowd, mariadb: MariaDBSe
     result: list[Any] = []
     runner = threading.Thread(target=lambda: result.append(crowd.run(window=0, workers=50)))
     runner.start()
+    # the server stays full until it refused 51 connections, or for 5 s: MariaDB 10.11 does not
+    # count every "Too many connections" in that counter (seen: 99 counted for ~600 refusals),
+    # and waiting for the count alone outlasted the first agents' retry time (60 s)
+    deadline = time.monotonic() + 5
     try:
         while status("Connection_errors_max_connections") < refused_before + 51 \
-                and runner.is_alive():
+                and runner.is_alive() and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         hog.release()
@@ -189,7 +193,7 @@ def test_full_past_the_retry_time_fails_loudly(crowd: Crowd, mariadb: MariaDBSer
     assert [agent(crowd, i).exit_code for i in range(3)] == [0, 0, 0]
     assert all(crowd.installed(i) for i in range(3))
     if read == "direct":  # the driver alone gave up three times, then read three times
-        assert [type(a).__name__ for a in answers[:3]] == ["StoreError"] * 3
+        assert [type(a).__name__ for a in answers[:3]] == ["DatabaseUnavailable"] * 3
         assert all(isinstance(a, dict) for a in answers[3:]) and len(answers) == 6
 
 

@@ -109,3 +109,33 @@ def test_an_unexpected_error_of_the_store_reaches_every_waiting_worker(store: Sq
         thread.join(10)
     broken.close()
     assert raised == dict.fromkeys(NAMES, "the store's bug")
+
+
+def test_a_database_down_through_its_retry_time_stops_the_passs_saves_at_once() -> None:
+    """A new-user trial stopped MariaDB mid-pass: every group waited ``retry_for``, then each of
+    its certificates alone waited as long again, and the pass hung for (certificates + groups) x
+    retry_for. Now the first save that stays unavailable through its retry time fails its group
+    at once and every later save of the pass without asking the database again (the spool keeps
+    them for the next run). The server here is really down: nothing listens on the port."""
+    import socket
+    import time as clock
+
+    from lecentral.errors import DatabaseUnavailable
+    from lecentral.store.retry import RetryPolicy
+
+    with socket.socket() as probe:  # a free port, then closed: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = SqlStore(f"mysql+pymysql://lecentral:secret@127.0.0.1:{port}/lecentral")
+    down.retry = RetryPolicy(total=1.0, first_delay=0.2, max_delay=0.3)
+    saver = GroupSaver(down, threading.Lock())
+    saves = [IssuedSave(name, b"crt", b"ca", 2_000_000_000, 1_700_000_000) for name in NAMES]
+    started = clock.monotonic()
+    first = down.save_issued_many(saves[:2])
+    assert all(isinstance(e, DatabaseUnavailable) for e in first)  # not retried one by one
+    assert clock.monotonic() - started < 5
+    errors = [saver.save(save) for save in saves]
+    assert all(isinstance(e, DatabaseUnavailable) for e in errors)
+    assert saver.transactions == 1  # the first save asked (and waited); the others did not
+    assert "secret" not in str(errors[0]) and "stayed unavailable" in str(errors[0])
+    down.close()

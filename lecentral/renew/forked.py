@@ -34,6 +34,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
+from lecentral.errors import LecentralError
 from lecentral.renew.attempt import SAVERS, Issued, Issuing, issue_and_spool
 
 if TYPE_CHECKING:
@@ -69,6 +70,9 @@ class Pass(Issuing, Protocol):
 
     def _failed(self, row: CertRow, issuer: str, error: str, status: str, started: float,
                 number: int, *, record: bool = True) -> Outcome: ...
+
+    def _blocked(self, row: CertRow, issuer: str, exc: LecentralError, started: float,
+                 number: int) -> Outcome: ...
 
 
 def possible(job: Pass, due: int) -> bool:
@@ -210,15 +214,19 @@ def _read_results(job: Pass, pool: ThreadPoolExecutor, pid: int, read_fd: int,
         return
     how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
            else f"exited with status {os.waitstatus_to_exitcode(status)}")
-    message = (f"the renew worker process {pid} {how} before it reported this certificate; "
-               "if the CA issued it, it is in the spool ([renew] state_dir) and the next run "
-               "saves it without a new order")
+    message = (f"the renew worker process {pid} {how} before it reported these certificates; "
+               "any the CA issued are in the spool ([renew] state_dir): the next run saves them "
+               "without a new order and tries the others")
     log.error("%s: %s", ", ".join(sorted(rows)), message)
-    for name, (row, csr, issuer) in rows.items():
-        lost = Issued(name, "failed", time.monotonic(), message=message)
-        future = pool.submit(job.finish_issued, row, csr, issuer, number, lost)
+    # the run's problem, not the rows': their failure counts and last attempt stay as they were,
+    # so the next run tries them at once (a failure recorded here would hold them back for
+    # renew.min_interval while that run says all is well)
+    problem = LecentralError(message)
+    for name, (row, _, issuer) in rows.items():
+        blocked: Future[Outcome] = Future()
+        blocked.set_result(job._blocked(row, issuer, problem, time.monotonic(), number))
         with futures_lock:
-            futures[name] = future
+            futures[name] = blocked
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -482,7 +482,9 @@ class RenewJob:
         # with the certificates other workers spooled meanwhile, in one transaction
         error = self._saver.save(IssuedSave(row.name, issued.crt, issued.ca, cert.not_after, now,
                                             issuer_ca))
-        if isinstance(error, CsrError):  # the row changed under us: this certificate is of no use
+        # the row changed under us (its CSR replaced, the row removed): this certificate is of no
+        # use, and the spool would only hand it to the next run to discard
+        if isinstance(error, (CsrError, UnknownNameError)):
             if spooled is not None:
                 self.spool.remove(spooled)
             return self._failed(row, issuer_name, f"refused: {error}", "refused", started,
@@ -635,7 +637,8 @@ class RenewJob:
         parts = [f"{p.message}\n(stops {len(p.names)} certificate(s): {_some(p.names)})"
                  for p in problems]
         body = ("lecentral renew did not try some certificates because of a problem of its own "
-                "configuration or plugins, not of the certificates (their failure counts are "
+                "(its configuration, its plugins, a worker process that died), not of the "
+                "certificates (their failure counts are "
                 "unchanged):\n\n" + "\n\n".join(parts) + "\n\nFix it, then run lecentral "
                 "renew again.\n")
         subject = f"renew: configuration problem, {len(stopped)} certificate(s) not tried"

@@ -11,7 +11,11 @@ answer. A worker that finds its certificate saved by another one's transaction r
 
 Nothing is weaker than one transaction each: a row's own problem (its CSR replaced, the row gone)
 fails that certificate alone, a database error is retried certificate by certificate by the
-store, and a certificate not saved stays in the spool for the next run, as before.
+store, and a certificate not saved stays in the spool for the next run, as before. Once the
+database stayed unavailable through a whole ``[database] retry_for``, the pass saves nothing
+more: every later save would wait as long again (a new-user trial saw a pass hang for
+(certificates + groups) x retry_for with MariaDB stopped); their spool copies wait for the next
+run.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from lecentral.errors import LecentralError
+from lecentral.errors import DatabaseUnavailable, LecentralError
 
 if TYPE_CHECKING:
     from lecentral.interfaces import IssuedSave, Store
@@ -44,6 +48,9 @@ class GroupSaver:
         self._queue_lock = threading.Lock()
         #: transactions made and certificates saved through them (for the curious: -v, tests)
         self.transactions = 0
+        #: the database stayed unavailable through a whole retry time: the pass saves nothing
+        #: more (each save would wait as long again; the spool keeps what was issued)
+        self.unavailable: DatabaseUnavailable | None = None
 
     @property
     def queued(self) -> int:
@@ -69,6 +76,10 @@ class GroupSaver:
 
     def _commit(self, batch: list[_Queued]) -> None:
         results: list[BaseException | None]
+        if self.unavailable is not None:
+            for queued in batch:
+                queued.error, queued.done = self.unavailable, True
+            return
         try:
             results = list(self.store.save_issued_many([queued.save for queued in batch]))
             if len(results) != len(batch):
@@ -77,6 +88,7 @@ class GroupSaver:
         except BaseException as exc:  # noqa: BLE001 - raised again in each worker that waited
             results = [exc for _ in batch]
         self.transactions += 1
+        self.unavailable = next((r for r in results if isinstance(r, DatabaseUnavailable)), None)
         for queued, result in zip(batch, results, strict=True):
             queued.error = result
             queued.done = True

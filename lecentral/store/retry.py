@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from lecentral.errors import StoreError
+from lecentral.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +156,10 @@ def crowded_hint(reason: str) -> str:
 
 
 def gave_up_error(shown_url: str, what: str, server: str, gave: GaveUp,
-                  policy: RetryPolicy) -> StoreError:
+                  policy: RetryPolicy) -> DatabaseUnavailable:
     """The error once :func:`retrying` gave up (``shown_url``: the URL with its password masked)."""
     reason = _first_line(gave.last)
-    return StoreError(
+    return DatabaseUnavailable(
         f"database {shown_url}: {what} failed: the server {server} stayed unavailable "
         f"({reason}) through {gave.attempts} attempt{'s' if gave.attempts != 1 else ''} over "
         f"{gave.elapsed:.0f} s (retried with jittered backoff for [database] retry_for = "

@@ -40,7 +40,13 @@ from lecentral.certificates import (
     now_ts,
 )
 from lecentral.config import PERCENT_ENCODING, mask_url, url_password_problem
-from lecentral.errors import CsrError, LecentralError, StoreError, UnknownNameError
+from lecentral.errors import (
+    CsrError,
+    DatabaseUnavailable,
+    LecentralError,
+    StoreError,
+    UnknownNameError,
+)
 from lecentral.files_io import file_access_hint, give_to_owner
 from lecentral.host import this_host
 from lecentral.interfaces import IssuedSave, Store
@@ -613,6 +619,8 @@ class SqlStore(Store):
         except StoreError as exc:
             if lease is not None:
                 lease.lose(f"saving {names} failed ({exc})")
+                return [exc for _ in saves]
+            if isinstance(exc, DatabaseUnavailable):  # each alone would wait as long again
                 return [exc for _ in saves]
             log.warning("%s; saving each of them on its own", exc)
             return super().save_issued_many(saves)
