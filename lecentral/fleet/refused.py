@@ -36,16 +36,20 @@ def refused_rows(store: SqlStore, names: Iterable[str] = ()) -> dict[str, list[s
     query = select(f.name).where(f.state != "ok").order_by(f.name)
     listed = store.read("reading the rows the last sweep did not vouch for",
                         lambda conn: [str(n) for n in conn.execute(query).scalars()])
-    found: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    chosen: list[str] = []
     for name in listed:
         key = name.lower().rstrip(".")
-        if (wanted and key not in wanted) or key in found:
+        if (wanted and key not in wanted) or key in seen:
             continue
-        if len(found) >= LIMIT:
+        if len(chosen) >= LIMIT:
             break
-        row = store.get(name)
-        if row is None:  # removed since the sweep
-            continue
+        seen.add(key)
+        chosen.append(name)
+    found: dict[str, list[str]] = {}
+    for entry in store.read_named(chosen):  # a row removed since the sweep is left out
+        row = entry.row
+        key = row.name.lower().rstrip(".")
         problems = list(row.problems)
         if not problems:
             try:

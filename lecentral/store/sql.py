@@ -418,6 +418,13 @@ class SqlStore(Store):
                     later.append(str(name))
             yield from self._listed(conn, list(dict.fromkeys(later)), sharing)
 
+    def read_named(self, names: builtins.list[str]) -> builtins.list[ListedRow]:
+        """The rows stored as ``names``, read in full and validated as :meth:`listing` reads the
+        rows it cannot vouch for (a row sharing its DNS name with another marked), in one
+        transaction; a name no longer stored is left out."""
+        with self.transaction("reading certificates") as conn:
+            return builtins.list(self._listed(conn, names, self._sharing(conn)))
+
     def _sharing(self, conn: Connection) -> dict[str, builtins.list[str]]:
         """DNS name -> the stored names of the rows with that DNS name, for every row whose name
         may not be written as DNS compares it and the rows it may duplicate (usually none)."""
