@@ -167,6 +167,8 @@ def test_issued_but_not_saved_is_a_failure(dns_world: World, tmp_path: Path) -> 
     assert outcome.status == "failed"
     assert outcome.message.startswith("issued but not saved: ")
     assert f"no certificate named '{SPARE[5]}' in the database" in outcome.message
+    assert "the certificate is discarded" in outcome.message  # not promised to the next run
+    assert not list((Path(config.renew.state_dir) / "spool").glob("*"))  # nothing left to it
     assert report.failed == [outcome]
     assert store.get(SPARE[5]) is None  # nothing half-written, nothing re-created
     assert [e.kind for e in store.events(SPARE[5])] == ["removed", "added"]

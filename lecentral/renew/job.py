@@ -482,13 +482,17 @@ class RenewJob:
         # with the certificates other workers spooled meanwhile, in one transaction
         error = self._saver.save(IssuedSave(row.name, issued.crt, issued.ca, cert.not_after, now,
                                             issuer_ca))
-        # the row changed under us (its CSR replaced, the row removed): this certificate is of no
-        # use, and the spool would only hand it to the next run to discard
-        if isinstance(error, (CsrError, UnknownNameError)):
+        if isinstance(error, CsrError):  # the row changed under us: this certificate is of no use
             if spooled is not None:
                 self.spool.remove(spooled)
             return self._failed(row, issuer_name, f"refused: {error}", "refused", started,
                                 number, record=False)
+        if isinstance(error, UnknownNameError):  # the row was removed during the run
+            if spooled is not None:  # the next run could only discard it
+                self.spool.remove(spooled)
+            return self._failed(row, issuer_name, f"issued but not saved: {error}; the row was "
+                                "removed during the run: the certificate is discarded",
+                                "failed", started, number, record=False)
         if error is not None:
             kept = (f"it is kept in {spooled.path} and the next run saves it without a new "
                     "order"
