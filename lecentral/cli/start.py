@@ -22,8 +22,9 @@ def central() -> None:
     """``lecentral``."""
     pause()
     from lecentral.cli.central import main
+    from lecentral.cli.quickexit import run
 
-    main()
+    run(main)
 
 
 def agent() -> None:

@@ -1,0 +1,106 @@
+"""Leaving a finished command without the interpreter's teardown.
+
+When a command is done, Python's normal exit still tears the interpreter down: it clears every
+module, frees the few hundred thousand objects the imports made (SQLAlchemy, cryptography,
+acme, dnspython, click) one by one, and runs a last garbage collection over them: 50-100 ms of
+CPU after the command's work is over, which a batch of certificates pays on every run. None of
+it reaches a file, a socket or the database that the command had not already finished with.
+
+So the console scripts end with :func:`exit_now` instead: it does what a normal exit does that
+anyone can see — the ``atexit`` functions (logging's shutdown, which flushes and closes the
+handlers; ``weakref.finalize`` clean-ups such as a ``TemporaryDirectory``'s), then the flush of
+stdout and stderr — and then ``os._exit`` with the same status. Only when that is the same as
+a normal exit:
+
+* no other thread that Python would wait for (a live non-daemon thread): it must finish first;
+* no file object still open for writing (its buffer would be lost; a normal exit flushes it when
+  it is freed) and no ``NamedTemporaryFile`` still open (a normal exit deletes it when it is
+  freed); the product closes its files with ``with``, so this is a backstop;
+* a status that is an ``int`` or ``None`` (``sys.exit("text")`` prints the text: left to Python);
+* stdout and stderr flushed without an error (a broken pipe is left to Python, which says so
+  and exits 120 as before).
+
+Otherwise, and for any exception other than :class:`SystemExit`, the normal exit runs. The
+database is closed by the command itself (``App.close``: the pool's connections, each with its
+goodbye to the server), its transactions committed or rolled back before; child processes
+(``[renew] processes``) are waited for by the pass.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import io
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+
+#: the file objects whose buffers a normal exit flushes when it frees them
+_WRITERS = (io.BufferedWriter, io.BufferedRandom, io.TextIOWrapper)
+
+
+def run(command: Callable[[], object]) -> None:
+    """Run a click command in its standalone mode (which ends with ``sys.exit``), then leave
+    through :func:`exit_now` when that is safe, or the normal way."""
+    try:
+        command()
+    except SystemExit as exc:
+        exit_now(exc)
+        raise
+    exit_now(SystemExit(0))
+    sys.exit(0)
+
+
+def exit_now(exc: SystemExit) -> None:
+    """``os._exit`` with ``exc``'s status after what a normal exit does that is visible (see
+    the module); returns, doing nothing that a normal exit would not do, if it is not safe."""
+    code = exc.code
+    if code is not None and not isinstance(code, int):
+        return
+    if _threads_left():
+        return
+    # as the normal exit does once the threads are done: logging's shutdown closes its file
+    # handlers, finalizers remove temporary directories; then cleared, so that the normal exit,
+    # should it still be needed below, does not run them twice
+    atexit._run_exitfuncs()
+    atexit._clear()
+    if not _files_left() and _flushed():
+        os._exit(0 if code is None else code)
+
+
+def _flushed() -> bool:
+    """stdout and stderr flushed; False if one failed (a broken pipe, a full disk), which the
+    normal exit then meets again and says as before (exit status 120)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and not stream.closed:
+                stream.flush()
+        except (OSError, ValueError):
+            return False
+    return True
+
+
+def _threads_left() -> bool:
+    """Whether a thread is running that the normal exit would wait for."""
+    return any(t.is_alive() and not t.daemon for t in threading.enumerate()
+               if t is not threading.main_thread())
+
+
+def _files_left() -> bool:
+    """Whether a file object is open for writing (a normal exit flushes it when it frees it) or a
+    NamedTemporaryFile is open (a normal exit deletes it), besides stdout and stderr."""
+    std = {id(s) for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)}
+    gc.unfreeze()  # what the start froze is searched too (the process ends: no cost later)
+    for obj in gc.get_objects():
+        kind = type(obj)  # the exact types open() returns: isinstance on each object is slower
+        try:
+            if kind in _WRITERS:
+                if id(obj) not in std and not obj.closed and obj.writable():
+                    return True
+            elif kind is tempfile._TemporaryFileWrapper and not obj.closed:
+                return True
+        except ValueError:  # a detached wrapper: unsure, so the normal exit
+            return True
+    return False
