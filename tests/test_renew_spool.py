@@ -12,8 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import signal
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,11 +32,13 @@ from renew_world import (
     add_row,
     assert_issued,
     make_config,
+    new_zone,
     open_store,
+    write_toml,
 )
 
 from lecentral.builtin.dns_subzone import DnsSubzoneIssuer
-from lecentral.certificates import Certificate, Csr
+from lecentral.certificates import Certificate, Csr, when
 from lecentral.config import CentralConfig, NotifyConfig
 from lecentral.hookspecs import hookimpl
 from lecentral.interfaces import IssuedCertificate
@@ -123,6 +128,7 @@ def test_sqlite_locked_between_finalize_and_save(dns_world: World, tmp_path: Pat
     spooled = json.loads(path.read_text())
     serial = Certificate.load(spooled["crt"].encode()).cert.serial_number
     assert spooled["csr_sha256"] and spooled["name"] == name
+    assert "database is locked" in spooled["unsaved"]  # noted for the run that saves it
     row = store.get(name)
     assert row is not None and row.crt is None and row.count_fail_update == 0
     assert len(orders(caplog)) == 1
@@ -133,6 +139,8 @@ def test_sqlite_locked_between_finalize_and_save(dns_world: World, tmp_path: Pat
     assert orders(caplog) == []  # no new order: the spooled certificate was saved
     (saved,) = second.start
     assert saved.status == "issued" and "saved from the spool" in saved.message and second.ok
+    assert "in a run whose database write failed (" in saved.message
+    assert "database is locked" in saved.message and "ended before" not in saved.message
     cert = assert_issued(store, name, [name], key)
     assert cert.cert.serial_number == serial
     assert not path.exists()
@@ -199,11 +207,59 @@ def test_spooled_certificate_for_a_replaced_csr_is_discarded(dns_world: World, t
     (discarded,) = second.start
     assert discarded.status == "refused" and not second.ok
     assert "replaced since" in discarded.message and "discarded, not saved" in discarded.message
+    issued_at = json.loads(next((Path(config.renew.state_dir) / "spool" / "discarded")
+                                .iterdir()).read_text())["issued_at"]
+    # a date as every message says it, not the raw Unix time
+    assert f"(issued at {when(issued_at)})" in discarded.message
+    assert str(issued_at) not in discarded.message
     assert not spool_file(config, name).exists()
     assert len(list((Path(config.renew.state_dir) / "spool" / "discarded").iterdir())) == 1
     assert "discarded" in [e.kind for e in store.events(name)]
     assert [o.status for o in second.final] == ["issued"]
     assert_issued(store, name, [name], key)  # the new key's certificate, freshly ordered
+    store.close()
+
+
+KILLED_BEFORE_SAVE = """
+import os, signal, sys
+from lecentral.renew import saving
+# the moment a kill -9 (the OOM killer, a power cut) can come: spooled, not yet saved
+saving.GroupSaver.save = lambda self, save: os.kill(os.getpid(), signal.SIGKILL)
+sys.argv = ["lecentral", "--config", sys.argv[1], "renew", "--once"]
+from lecentral.cli.start import central
+central()
+"""
+
+
+def test_a_run_killed_between_spool_and_save_is_said_so_by_the_next(
+        dns_world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``kill -9`` between the spool and the database: the next run saves the certificate
+    without a new order and says the run that issued it was stopped before its save, not that
+    a database write failed (no database write was tried)."""
+    name = new_zone(dns_world, "killed")
+    config = make_config(dns_world, tmp_path)
+    store = open_store(config)
+    _, key = add_row(store, [name])
+    toml = write_toml(config, tmp_path / "lecentral.toml")
+    killed = subprocess.run([sys.executable, "-c", KILLED_BEFORE_SAVE, str(toml)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    spooled = json.loads(spool_file(config, name).read_text())
+    assert "unsaved" not in spooled
+    row = store.get(name)
+    assert row is not None and row.crt is None
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        second = run(config, store)
+    assert orders(caplog) == [] and second.ok
+    (saved,) = second.start
+    assert saved.status == "issued"
+    assert (f"saved from the spool: issued by dns-subzone at {when(spooled['issued_at'])} in a "
+            "run that ended before saving it (it was killed, crashed or the machine stopped "
+            "between the CA's answer and the database write); no new order") in saved.message
+    assert "database write failed" not in saved.message
+    assert_issued(store, name, [name], key)
+    assert not spool_file(config, name).exists()
     store.close()
 
 

@@ -498,6 +498,8 @@ class RenewJob:
                     "order"
                     if spooled else "it could not be spooled either: it is lost, the next "
                     "run orders it again")
+            if spooled is not None:  # for the run that saves it: what happened here
+                recovery.note_unsaved(self, spooled, str(error))
             return self._failed(row, issuer_name, f"issued but not saved: {error}; {kept}",
                                 "failed", started, number, record=False)
         if spooled is not None:

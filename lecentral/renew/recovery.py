@@ -2,9 +2,10 @@
 
 At the start of every run, under the renew lock and before any certificate is selected:
 
-1. every certificate in the spool (issued, but the database write failed) is checked against its
-   row and saved, without a new order; one whose CSR was replaced since, or whose row is gone, or
-   that no longer passes the checks, is discarded loudly (moved to spool/discarded/);
+1. every certificate in the spool (issued, but not saved: the database write failed, or the run
+   ended before it) is checked against its row and saved, without a new order; one whose CSR
+   was replaced since, or whose row is gone, or that no longer passes the checks, is discarded
+   loudly (moved to spool/discarded/);
 2. every challenge record left behind (``lecentral_leftovers``) is removed, or counted as still
    there, with a ``leftover`` event and an alert.
 
@@ -105,16 +106,34 @@ def save_spooled(job: RunContext, spooled: Spooled, number: int) -> Outcome | No
                       ts_expire=cert.not_after,
                       issuer_ca=spooled.issuer_ca[0] if spooled.issuer_ca else None)
     message = (f"saved from the spool: issued by {spooled.issuer} at "
-               f"{when(spooled.issued_at)} in a run "
-               f"whose database write failed; no new order; valid until "
-               f"{when(cert.not_after)}")
+               f"{when(spooled.issued_at)} in a run {_why_unsaved(spooled)}; no new order; "
+               f"valid until {when(cert.not_after)}")
     log.warning("%s: %s", name, message)
     return Outcome(name, "issued", message, spooled.issuer, time.monotonic() - started,
                    cert.not_after, 0, number,
                    issuer_ca=spooled.issuer_ca[0] if spooled.issuer_ca else None)
 
 
+def _why_unsaved(spooled: Spooled) -> str:
+    """What became of the run that spooled it: its save failed (noted in the file), or it
+    ended before any save (nothing noted: killed with SIGKILL, crashed, the machine stopped)."""
+    if spooled.unsaved is not None:
+        return f"whose database write failed ({spooled.unsaved})"
+    return ("that ended before saving it (it was killed, crashed or the machine stopped "
+            "between the CA's answer and the database write)")
+
+
+def note_unsaved(job: RunContext, spooled: Spooled, error: str) -> None:
+    """Note in ``spooled``'s file why its save failed (:meth:`CertSpool.note_unsaved`); a note
+    that cannot be written is logged (the certificate stays spooled)."""
+    try:
+        job.spool.note_unsaved(spooled, job.redact(error))
+    except LecentralError as exc:
+        log.error("%s: the failed save could not be noted in the spool: %s", spooled.name, exc)
+
+
 def _still_spooled(job: RunContext, spooled: Spooled, error: str, number: int) -> Outcome:
+    note_unsaved(job, spooled, error)
     message = job.redact(f"issued earlier but still not saved: {error}; it stays in "
                          f"{spooled.path} and the next run saves it (no new order)")
     log.error("%s: %s", spooled.name, message)
@@ -126,7 +145,7 @@ def _discard(job: RunContext, spooled: Spooled, why: str, number: int) -> Outcom
         where = f"moved to {job.spool.discard(spooled)}"
     except LecentralError as exc:
         where = str(exc)
-    message = job.redact(f"spooled certificate (issued at {spooled.issued_at}) discarded, not "
+    message = job.redact(f"spooled certificate (issued at {when(spooled.issued_at)}) discarded, not "
                          f"saved: {why}; {where}")
     log.error("%s: %s", spooled.name, message)
     try:

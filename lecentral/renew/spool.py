@@ -10,10 +10,15 @@ start of its next run, without a new order.
 The record holds the certificate, its chain, and the SHA-256 of the DER of the CSR it was
 issued for: a CSR replaced since (``lecentral set-csr``) makes the certificate useless (another
 key), so it is discarded loudly (moved to spool/discarded/) instead of being saved.
+
+A save that fails is noted in the file (``unsaved``: the error), so that the run that saves it
+later says what happened: that database error, or, with no note, that the run which issued it
+ended before its save (killed, crashed, the machine stopped).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -51,6 +56,9 @@ class Spooled:
     path: Path
     #: (the [[acme.ca]] name, its directory) that issued it; None in files of older releases
     issuer_ca: tuple[str, str] | None = None
+    #: why its save failed (the database's error), noted by the run that issued it; None if
+    #: that run never got an answer from the database (it ended before: killed, crashed)
+    unsaved: str | None = None
 
 
 class CertSpool:
@@ -66,20 +74,35 @@ class CertSpool:
     def put(self, name: str, crt: bytes, ca: bytes, csr_der: bytes, ts_expire: int,
             issuer: str, now: int, issuer_ca: tuple[str, str] | None = None) -> Spooled:
         """Spool a certificate; LecentralError naming the file if it cannot be written."""
-        fingerprint = csr_fingerprint(csr_der)
-        record = {"name": name, "crt": crt.decode("ascii"), "ca": ca.decode("ascii"),
-                  "csr_sha256": fingerprint, "ts_expire": ts_expire,
-                  "issued_at": now, "issuer": issuer,
-                  "issuer_ca": list(issuer_ca) if issuer_ca else None}
-        path = self.path(name)
+        spooled = Spooled(name, crt, ca, csr_fingerprint(csr_der), ts_expire, now, issuer,
+                          self.path(name), issuer_ca)
+        self._write(spooled)
+        return spooled
+
+    def note_unsaved(self, spooled: Spooled, error: str) -> Spooled:
+        """Note in its file why ``spooled`` was not saved (``error``: the database's answer, its
+        secrets removed), for the run that saves it; LecentralError naming the file if it
+        cannot be written (the certificate stays spooled as it was)."""
+        noted = dataclasses.replace(spooled, unsaved=error)
+        self._write(noted)
+        return noted
+
+    def _write(self, spooled: Spooled) -> None:
+        record = {"name": spooled.name, "crt": spooled.crt.decode("ascii"),
+                  "ca": spooled.ca.decode("ascii"), "csr_sha256": spooled.csr_sha256,
+                  "ts_expire": spooled.ts_expire, "issued_at": spooled.issued_at,
+                  "issuer": spooled.issuer,
+                  "issuer_ca": list(spooled.issuer_ca) if spooled.issuer_ca else None}
+        if spooled.unsaved is not None:
+            record["unsaved"] = spooled.unsaved
+        path = spooled.path
         try:
             self.dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             replace_atomically(str(path), json.dumps(record, indent=1).encode("ascii"),
                                os.geteuid(), os.getegid(), FILE_MODE)
         except OSError as exc:
-            raise LecentralError(f"cannot spool the certificate of {name} to {path} "
+            raise LecentralError(f"cannot spool the certificate of {spooled.name} to {path} "
                                  f"({exc.strerror or exc}); check [renew] state_dir") from None
-        return Spooled(name, crt, ca, fingerprint, ts_expire, now, issuer, path, issuer_ca)
 
     def get(self, name: str) -> Spooled | None:
         """The spooled certificate of ``name``, or None; LecentralError if its file is unreadable."""
@@ -102,7 +125,8 @@ class CertSpool:
                               ca=data["ca"].encode("ascii"), csr_sha256=str(data["csr_sha256"]),
                               ts_expire=int(data["ts_expire"]), issued_at=int(data["issued_at"]),
                               issuer=str(data["issuer"]), path=path,
-                              issuer_ca=_issuer_ca(data.get("issuer_ca")))
+                              issuer_ca=_issuer_ca(data.get("issuer_ca")),
+                              unsaved=_unsaved(data.get("unsaved")))
         except (OSError, ValueError, KeyError, TypeError, AttributeError, LecentralError) as exc:
             raise LecentralError(f"spool file {path} is unreadable ({type(exc).__name__}: {exc}); "
                                  "look at it, and remove it once its certificate is saved or "
@@ -131,6 +155,13 @@ class CertSpool:
             raise LecentralError(f"cannot move the spool file {spooled.path} to {target} "
                                  f"({exc.strerror}); remove it by hand") from None
         return target
+
+
+def _unsaved(value: object) -> str | None:
+    """The spool file's ``unsaved``: the error of the failed save, or None (none was noted)."""
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"unsaved must be a text, not {value!r}")
 
 
 def _issuer_ca(value: object) -> tuple[str, str] | None:
