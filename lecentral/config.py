@@ -272,8 +272,8 @@ class RenewConfig:
     retry_pause: int = duration(3600)  # seconds or "1h" between --rounds
     max_failures: int = 10
     workers: int = 8
-    #: processes for a pass of more than ``workers`` certificates, each with ``workers`` threads
-    #: (lecentral/renew/forked.py): 1 keeps every pass in one process, one core
+    #: processes for a pass of more than ``workers`` certificates, the ``workers`` threads shared
+    #: out among them (lecentral/renew/forked.py): 1 keeps every pass in one process, one core
     processes: int = at_least(1, 1)
     http01_issuer: str = "certbot-webroot"
     dns01_issuer: str = "dns-subzone"

@@ -14,7 +14,9 @@ The built-in issuers use these names (a plugin's issuer may add its own)::
 
     dns_check     the once-per-zone update-permission test (add and delete a random TXT)
     account       getting the run's ACME client: the first certificates wait while the CA's
-                  directory is read and the account registered (once per CA and run)
+                  directory is read and the account registered (once per CA and run; with
+                  [renew] processes, before the pass in the first process, and the directory
+                  and account read again by each worker process)
     order         newOrder and reading its authorizations
     dns_publish   the RFC 2136 updates adding the challenge TXT records
     propagation   until every authoritative nameserver serves them

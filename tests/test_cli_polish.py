@@ -185,6 +185,20 @@ def test_one_exit_status_table_in_both_helps_and_the_reference() -> None:
     assert rows == exit_code_rows()
 
 
+def test_renew_help_says_how_many_at_once_workers_and_processes() -> None:
+    """``renew.workers`` and ``renew.processes`` decide how a pass runs: the help says both,
+    with the default the configuration has."""
+    from lecentral.config import RenewConfig
+
+    helped = CliRunner().invoke(main, ["renew", "--help"])
+    assert helped.exit_code == 0
+    flat = " ".join(helped.stdout.split())
+    assert (f"Certificates are issued renew.workers at a time (default {RenewConfig().workers}: "
+            "what the CA sees at once)") in flat
+    assert ("With renew.processes above 1, a pass of more than renew.workers certificates is "
+            "shared with that many processes") in flat
+
+
 def test_the_agent_guide_says_what_exit_7_is_as_the_table_does() -> None:
     """Exit 7 is the agent's lock held or its state directory unusable (tests/test_agent_install.py
     runs both): the table, docs/reference.md and docs/agent.md say the same."""

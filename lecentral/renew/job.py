@@ -708,7 +708,8 @@ class RenewJob:
         name = _current_ca.get() or self._authorities[0][0]
         acme = dict(self._authorities)[name]
         # the first certificates of a run wait here while the directory is read and the account
-        # registered (once per CA and run)
+        # registered (once per CA and run; in the first process before a forked pass, and
+        # again in each worker process, which reads the directory and finds the account)
         with phase("account"), self._acme_lock:
             client = self._acme_clients.get(name)
             if client is None:
