@@ -13,6 +13,8 @@ stdout and stderr — and then ``os._exit`` with the same status. Only when that
 a normal exit:
 
 * no other thread that Python would wait for (a live non-daemon thread): it must finish first;
+* no tracer or profiler (``python -m cProfile``, ``pdb``, ``trace``): they write when the
+  program returns to them;
 * no file object still open for writing (its buffer would be lost; a normal exit flushes it when
   it is freed) and no ``NamedTemporaryFile`` still open (a normal exit deletes it when it is
   freed); the product closes its files with ``with``, so this is a backstop;
@@ -59,8 +61,8 @@ def exit_now(exc: SystemExit) -> None:
     code = exc.code
     if code is not None and not isinstance(code, int):
         return
-    if _threads_left():
-        return
+    if _threads_left() or sys.gettrace() is not None or sys.getprofile() is not None:
+        return  # a tracer or profiler (pdb, cProfile, trace) may still write at the end
     # as the normal exit does once the threads are done: logging's shutdown closes its file
     # handlers, finalizers remove temporary directories; then cleared, so that the normal exit,
     # should it still be needed below, does not run them twice
