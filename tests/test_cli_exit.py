@@ -125,11 +125,13 @@ def test_atexit_functions_log_files_and_temporary_directories_as_a_normal_exit(
             (tmp_path / name).unlink()
 
 
-@pytest.mark.parametrize("left", ["thread", "open file", "temporary file", "text status"])
+@pytest.mark.parametrize("left", ["thread", "open file", "temporary file", "text status",
+                                  "profiler"])
 def test_what_a_quick_exit_would_lose_gets_the_normal_exit(tmp_path: Path, left: str) -> None:
     """A running non-daemon thread (Python waits for it), a file still open for writing (its
     buffer is flushed when freed), an open NamedTemporaryFile (deleted when freed), a status
-    that is a text (printed): the normal exit, with what it does."""
+    that is a text (printed), a profiler or tracer (python -m cProfile writes its file after the
+    program returns): the normal exit, with what it does."""
     setups = {
         "thread": """
             import threading, time, pathlib
@@ -152,6 +154,10 @@ def test_what_a_quick_exit_would_lose_gets_the_normal_exit(tmp_path: Path, left:
         "text status": """
             import sys
             sys.exit('said on stderr')
+        """,
+        "profiler": """
+            import sys
+            sys.setprofile(lambda *args: None)
         """,
     }
     body = "import click\n@click.command()\ndef cmd():\n" + textwrap.indent(
