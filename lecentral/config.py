@@ -251,6 +251,28 @@ def parse_before(value: Any, where: str, source: str) -> str:
     return text
 
 
+def parse_processes(value: Any, where: str, source: str) -> int | str:
+    """``renew.processes``: "auto" or a whole number, at least 1."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ConfigError(f"{source}: {where} must be \"auto\" or a whole number of processes, at "
+                      f"least 1 (not {value!r})")
+
+
+def processes_for(setting: int | str) -> int:
+    """The processes ``renew.processes`` asks for here: "auto" is 2 where this process may run
+    on 2 cores or more (its CPU affinity, not only the machine's cores), else 1."""
+    if setting != AUTO:
+        return int(setting)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    return 2 if cores >= 2 else 1
+
+
 def before_fraction(text: str) -> float:
     """The fraction of ``"1/3"`` or ``"50%"`` (ValueError for anything else)."""
     if text.endswith("%"):
@@ -273,8 +295,9 @@ class RenewConfig:
     max_failures: int = 10
     workers: int = 8
     #: processes for a pass of more than ``workers`` certificates, the ``workers`` threads shared
-    #: out among them (lecentral/renew/forked.py): 1 keeps every pass in one process, one core
-    processes: int = at_least(1, 1)
+    #: out among them (lecentral/renew/forked.py): 1 keeps every pass in one process, one core;
+    #: "auto" is 2 where this process may run on 2 cores or more, else 1
+    processes: int | str = field(default=AUTO, metadata={"parser": "renew_processes"})
     http01_issuer: str = "certbot-webroot"
     dns01_issuer: str = "dns-subzone"
     ari: bool = True  # ask the CA's renewal information (RFC 9773) when its directory offers it
@@ -455,7 +478,7 @@ def build(cls: type[T], table: Mapping[str, Any], where: str, source: str) -> T:
 
 
 #: field parsers named by ``metadata={"parser": ...}`` (the functions are defined above the tables)
-_PARSERS = {"renew_before": parse_before}
+_PARSERS = {"renew_before": parse_before, "renew_processes": parse_processes}
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -179,3 +179,43 @@ def test_renew_intervals_are_durations(tmp_path: Path) -> None:
 def test_before_days_out_of_range_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"renew.before_days = 100000 is out of range: at most 3650"):
         load_central(write(tmp_path, "[renew]\nbefore_days = 100000\n"))
+
+
+@pytest.mark.parametrize(("value", "loaded"), [('"auto"', "auto"), ('"AUTO"', "auto"), ("1", 1),
+                                               ("3", 3)])
+def test_renew_processes_is_auto_or_a_number(tmp_path: Path, value: str, loaded: object) -> None:
+    assert CentralConfig().renew.processes == "auto"
+    config = load_central(write(tmp_path, f"[renew]\nprocesses = {value}\n"))
+    assert config.renew.processes == loaded
+
+
+@pytest.mark.parametrize("value", ["0", "-1", '"2"', "true", "1.5", '"all"'])
+def test_renew_processes_mistakes_are_named(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r'renew.processes must be "auto" or a whole number of '
+                                          r"processes, at least 1 \(not "):
+        load_central(write(tmp_path, f"[renew]\nprocesses = {value}\n"))
+
+
+AFFINITY = """
+import os, sys
+from lecentral.config import processes_for
+os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(",")})
+print(processes_for("auto"), processes_for(1), processes_for(3))
+"""
+
+
+def test_auto_processes_are_two_where_two_cores_may_run_them() -> None:
+    """"auto" follows the CPUs this process may run on (its affinity, as taskset or a cgroup's
+    cpuset sets it), in a real process pinned to one core and then to all."""
+    import os
+    import subprocess
+    import sys
+
+    cores = sorted(os.sched_getaffinity(0))
+
+    def auto(cpus: list[int]) -> str:
+        return subprocess.run([sys.executable, "-c", AFFINITY, ",".join(map(str, cpus))],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    assert auto(cores[:1]) == "1 1 3"
+    assert auto(cores) == ("2 1 3" if len(cores) >= 2 else "1 1 3")

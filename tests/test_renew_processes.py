@@ -18,6 +18,7 @@ from renew_world import (
 )
 from test_renew_errors import FailureHook, registry_with, with_issuer
 
+from lecentral.builtin.dns_subzone import DnsSubzoneIssuer
 from lecentral.errors import IssueError
 from lecentral.hookspecs import hookimpl
 from lecentral.interfaces import IssuedCertificate, Issuer
@@ -123,4 +124,50 @@ def test_a_worker_process_that_dies_is_the_runs_problem_not_its_certificates(
         row = store.get(name)
         assert row is not None and row.count_fail_update in (0, None)
         assert row.ts_last_update == before[name]  # not an attempt: due again at once
+    store.close()
+
+
+class PidIssuer(DnsSubzoneIssuer):
+    """The built-in DNS-01 issuer, noting in which process each certificate was issued."""
+
+    def __init__(self, context: IssuerContext, notes: Path) -> None:
+        super().__init__(context)
+        self.notes = notes
+
+    def issue(self, row: Any, csr: Any) -> IssuedCertificate:
+        issued = super().issue(row, csr)
+        with self.notes.open("a") as notes:
+            notes.write(f"{os.getpid()}\n")
+        return issued
+
+
+class PidPlugin:
+    def __init__(self, notes: Path) -> None:
+        self.notes = notes
+
+    @hookimpl
+    def lecentral_register_issuers(self) -> list[IssuerType]:
+        return [IssuerType("pids", lambda c: PidIssuer(c, self.notes),
+                           "test: dns-subzone noting its process")]
+
+
+def test_by_default_a_large_pass_uses_two_processes_where_two_cores_may_run_them(
+        dns_world: World, tmp_path: Path) -> None:
+    """``processes = "auto"`` (the default): a pass of more certificates than ``workers`` is
+    shared by two processes on a machine (an affinity) of 2 cores or more, one process
+    otherwise; every certificate is issued and saved either way."""
+    config = with_issuer(make_config(dns_world, tmp_path, workers=2), "pids")
+    assert config.renew.processes == "auto"
+    store = open_store(config)
+    names = [new_zone(dns_world, "auto") for _ in range(4)]
+    keys = {name: add_row(store, [name])[1] for name in names}
+    notes = tmp_path / "pids"
+    report = RenewJob(config, store, registry_with(PidPlugin(notes))).run(
+        RenewRequest(once=True))
+    assert report.ok and {o.status for o in report.final} == {"issued"}
+    for name in names:
+        assert_issued(store, name, [name], keys[name])
+    pids = set(notes.read_text().split())
+    assert len(pids) == (2 if len(os.sched_getaffinity(0)) >= 2 else 1)
+    assert str(os.getpid()) in pids
     store.close()

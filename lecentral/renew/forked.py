@@ -3,7 +3,8 @@
 The renew workers are threads of one Python process, which runs Python code on one core at a
 time: a pass of many certificates is bound by that one core (about 15-20 ms of CPU per
 certificate: the ACME requests, the DNS messages, the save) while the other cores idle. With
-``processes = N`` (N > 1) a pass of more certificates than ``workers`` forks N - 1 processes
+``processes = N`` (N > 1; the default "auto" is 2 where this process may run on 2 cores or
+more) a pass of more certificates than ``workers`` forks N - 1 processes
 after everything is imported and set up, each issuing its share of the certificates on its
 share of the ``workers`` threads (``workers`` stays what the CA sees at once), with its own
 HTTPS connections and its own ACME client (the same account).
@@ -34,6 +35,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
+from lecentral.config import processes_for
 from lecentral.errors import LecentralError
 from lecentral.renew.attempt import SAVERS, Issued, Issuing, issue_and_spool
 
@@ -75,17 +77,21 @@ class Pass(Issuing, Protocol):
                  number: int) -> Outcome: ...
 
 
+def processes(job: Pass) -> int:
+    """How many processes ``[renew] processes`` asks for on this machine ("auto": 2 on 2 cores
+    or more)."""
+    return processes_for(job.config.renew.processes)
+
+
 def possible(job: Pass, due: int) -> bool:
     """Whether this pass of ``due`` certificates runs in several processes."""
-    renew = job.config.renew
-    return (renew.processes > 1 and due > renew.workers and hasattr(os, "fork")
+    return (processes(job) > 1 and due > job.config.renew.workers and hasattr(os, "fork")
             and not getattr(job.store, "leased", False))
 
 
 def threads(job: Pass) -> int:
     """Worker threads per process: ``workers`` shared out, so the CA sees no more at once."""
-    renew = job.config.renew
-    return -(-renew.workers // renew.processes)
+    return -(-job.config.renew.workers // processes(job))
 
 
 def run_pass(job: Pass, due: list[tuple[CertRow, Csr, str]], number: int) -> list[Outcome]:
@@ -100,7 +106,8 @@ def run_pass(job: Pass, due: list[tuple[CertRow, Csr, str]], number: int) -> lis
         else:
             todo.append((row, csr, issuer))
     job.prepare_acme()  # the account key made and registered once, before the children read it
-    shares = [todo[i::job.config.renew.processes] for i in range(job.config.renew.processes)]
+    count = processes(job)
+    shares = [todo[i::count] for i in range(count)]
     children = [_fork(job, share, number) for share in shares[1:] if share]
     workers = max(1, min(threads(job), len(shares[0])))
     futures: dict[str, Future[Outcome]] = {}
