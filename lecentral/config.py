@@ -296,7 +296,8 @@ class RenewConfig:
     workers: int = 8
     #: processes for a pass of more than ``workers`` certificates, the ``workers`` threads shared
     #: out among them (lecentral/renew/forked.py): 1 keeps every pass in one process, one core;
-    #: "auto" is 2 where this process may run on 2 cores or more, else 1
+    #: "auto" is 2 where this process may run on 2 cores or more (and, for the console script,
+    #: one sat idle while it started: lecentral/renew/forked.py), else 1
     processes: int | str = field(default=AUTO, metadata={"parser": "renew_processes"})
     http01_issuer: str = "certbot-webroot"
     dns01_issuer: str = "dns-subzone"

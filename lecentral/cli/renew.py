@@ -106,9 +106,10 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
     \b
     Certificates are issued renew.workers at a time (default 8: what the CA sees at once),
     threads of one process. With renew.processes above 1 (the default, "auto", is 2 on 2 cores
-    or more), a pass of more than renew.workers certificates is shared with that many
-    processes forked after start-up (the workers shared out among them); the first process
-    saves and records everything. docs/renew.md, "Concurrency and the lock".
+    or more when one was idle during the start), a pass of more than renew.workers
+    certificates is shared with that many processes forked after start-up (the workers shared
+    out among them); the first process saves and records everything. docs/renew.md,
+    "Concurrency and the lock".
 
     \b
     With `lecentral -q renew` (cron, which mails any output) nothing is printed on stdout unless

@@ -20,6 +20,9 @@ from lecentral.cli.startup import pause
 
 def central() -> None:
     """``lecentral``."""
+    from lecentral import idle
+
+    idle.mark()  # is a core free for a second renew process? (lecentral/idle.py)
     pause()
     from lecentral.cli.central import main
     from lecentral.cli.quickexit import run

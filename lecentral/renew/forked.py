@@ -4,8 +4,9 @@ The renew workers are threads of one Python process, which runs Python code on o
 time: a pass of many certificates is bound by that one core (about 15-20 ms of CPU per
 certificate: the ACME requests, the DNS messages, the save) while the other cores idle. With
 ``processes = N`` (N > 1; the default "auto" is 2 where this process may run on 2 cores or
-more) a pass of more certificates than ``workers`` forks N - 1 processes
-after everything is imported and set up, each issuing its share of the certificates on its
+more and a core sat idle while the command started, see :func:`processes`) a pass of more
+certificates than ``workers`` forks N - 1 processes after everything is imported and set up,
+each issuing its share of the certificates on its
 share of the ``workers`` threads (``workers`` stays what the CA sees at once), with its own
 HTTPS connections and its own ACME client (the same account).
 
@@ -16,8 +17,9 @@ What a child does and does not do:
   parent over a pipe; it never touches the database;
 * the parent saves the children's certificates (with its own: one writer, group commits),
   records failures, leftovers, events and alerts, and the run's problems, as for its own rows;
-* a child that dies (killed, crashed) fails each of its certificates it did not report, loudly:
-  what it issued is in the spool, and the next run saves it without a new order.
+* a child that dies (killed, crashed) is the run's problem, said once: the certificates it did
+  not report are blocked (not tried by this run, their failure counts unchanged); what it
+  issued is in the spool, and the next run saves it without a new order.
 
 Not used under a Galera lease (the lease is checked per certificate against the database) nor
 where ``os.fork`` does not exist: then the pass runs in one process, as with ``processes = 1``.
@@ -35,8 +37,9 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lecentral.config import processes_for
+from lecentral.config import AUTO, processes_for
 from lecentral.errors import LecentralError
+from lecentral.idle import idle_cores
 from lecentral.renew.attempt import SAVERS, Issued, Issuing, issue_and_spool
 
 if TYPE_CHECKING:
@@ -77,26 +80,42 @@ class Pass(Issuing, Protocol):
                  number: int) -> Outcome: ...
 
 
-def processes(job: Pass) -> int:
-    """How many processes ``[renew] processes`` asks for on this machine ("auto": 2 on 2 cores
-    or more)."""
-    return processes_for(job.config.renew.processes)
+#: "auto" forks a second process only if at least this many cores sat idle, on average, while
+#: the command started (lecentral/idle.py): a second process where no core is free only costs CPU
+IDLE_FOR_A_SECOND = 0.5
 
 
-def possible(job: Pass, due: int) -> bool:
-    """Whether this pass of ``due`` certificates runs in several processes."""
-    return (processes(job) > 1 and due > job.config.renew.workers and hasattr(os, "fork")
-            and not getattr(job.store, "leased", False))
+def processes(job: Pass, due: int) -> int:
+    """How many processes this pass of ``due`` certificates runs on: 1 unless it has more than
+    ``workers`` certificates, ``os.fork`` exists and no Galera lease is held; then ``[renew]
+    processes``, where "auto" is 2 on 2 cores or more (:func:`~lecentral.config.processes_for`)
+    when a core sat idle while the command started (:mod:`lecentral.idle`; not measured: a
+    library's use, 2), else 1."""
+    if (due <= job.config.renew.workers or not hasattr(os, "fork")
+            or getattr(job.store, "leased", False)):
+        return 1
+    setting = job.config.renew.processes
+    count = processes_for(setting)
+    if setting == AUTO and count > 1:
+        idle = idle_cores()
+        if idle is not None and idle < IDLE_FOR_A_SECOND:
+            log.debug("renew.processes auto: 1 process, %.2f cores idle during the start", idle)
+            return 1
+        log.debug("renew.processes auto: %d processes, %s cores idle during the start", count,
+                  "(not measured)" if idle is None else f"{idle:.2f}")
+    return count
 
 
-def threads(job: Pass) -> int:
-    """Worker threads per process: ``workers`` shared out, so the CA sees no more at once."""
-    return -(-job.config.renew.workers // processes(job))
+def threads(job: Pass, count: int) -> int:
+    """Worker threads per process (of ``count``): ``workers`` shared out, so the CA sees no
+    more at once."""
+    return -(-job.config.renew.workers // count)
 
 
-def run_pass(job: Pass, due: list[tuple[CertRow, Csr, str]], number: int) -> list[Outcome]:
-    """The pass on ``[renew] processes`` processes: this one and the children it forks; the
-    outcomes in the order of ``due``."""
+def run_pass(job: Pass, due: list[tuple[CertRow, Csr, str]], number: int,
+             count: int) -> list[Outcome]:
+    """The pass on ``count`` processes (:func:`processes`): this one and the children it forks;
+    the outcomes in the order of ``due``."""
     results: dict[str, Outcome] = {}
     todo = []
     for row, csr, issuer in due:  # saved at once here, as a worker would first thing
@@ -106,10 +125,10 @@ def run_pass(job: Pass, due: list[tuple[CertRow, Csr, str]], number: int) -> lis
         else:
             todo.append((row, csr, issuer))
     job.prepare_acme()  # the account key made and registered once, before the children read it
-    count = processes(job)
     shares = [todo[i::count] for i in range(count)]
-    children = [_fork(job, share, number) for share in shares[1:] if share]
-    workers = max(1, min(threads(job), len(shares[0])))
+    workers_each = threads(job, count)
+    children = [_fork(job, share, number, workers_each) for share in shares[1:] if share]
+    workers = max(1, min(workers_each, len(shares[0])))
     futures: dict[str, Future[Outcome]] = {}
     futures_lock = threading.Lock()
     # this process's own share on its workers; its savers save those and the children's
@@ -141,8 +160,8 @@ def run_pass(job: Pass, due: list[tuple[CertRow, Csr, str]], number: int) -> lis
     return [results[row.name] for row, _, _ in due]
 
 
-def _fork(job: Pass, share: list[tuple[CertRow, Csr, str]],
-          number: int) -> tuple[int, int, list[tuple[CertRow, Csr, str]]]:
+def _fork(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
+          workers: int) -> tuple[int, int, list[tuple[CertRow, Csr, str]]]:
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -151,7 +170,7 @@ def _fork(job: Pass, share: list[tuple[CertRow, Csr, str]],
         os.close(read_fd)
         code = 1
         try:
-            _child(job, share, number, write_fd)
+            _child(job, share, number, write_fd, workers)
             code = 0
         except BaseException:  # said on stderr; the parent fails what is missing
             log.exception("renew worker process %d failed", os.getpid())
@@ -162,8 +181,8 @@ def _fork(job: Pass, share: list[tuple[CertRow, Csr, str]],
 
 
 def _child(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
-           write_fd: int) -> None:
-    """Issue ``share`` on ``workers`` threads and send each result to the parent."""
+           write_fd: int, workers: int) -> None:
+    """Issue ``share`` on (at most) ``workers`` threads and send each result to the parent."""
     job.forget_acme_clients()  # the parent's HTTPS connections are not this process's
     job.store = _NoStore()  # type: ignore[assignment]  # the parent saves
     send_lock = threading.Lock()
@@ -179,8 +198,8 @@ def _child(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
         with send_lock:
             _write_all(write_fd, _LENGTH.pack(len(data)) + data)
 
-    workers = max(1, min(threads(job), len(share)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(share))),
+                            thread_name_prefix="renew") as pool:
         for future in [pool.submit(one, row, csr, issuer) for row, csr, issuer in share]:
             future.result()
     os.close(write_fd)

@@ -362,8 +362,9 @@ class RenewJob:
             if not isinstance(built, LecentralError):
                 built.begin_pass()
         with _gc_frozen():
-            if forked.possible(self, len(due)):  # [renew] processes: more than one core
-                return forked.run_pass(self, due, number)
+            count = forked.processes(self, len(due))
+            if count > 1:  # [renew] processes: more than one core
+                return forked.run_pass(self, due, number, count)
             return self._threads_pass(due, number)
 
     def _threads_pass(self, due: list[tuple[CertRow, Csr, str]], number: int) -> list[Outcome]:
