@@ -238,6 +238,24 @@ def test_lecentral_commands_print_and_exit_as_with_a_normal_exit(tmp_path: Path)
     assert files[0] == files[1] and files[0].endswith("\n")
 
 
+def test_mariadb_sees_each_connection_closed_as_before(tmp_path: Path, mariadb_url: str,
+                                                        mariadb_server: Any) -> None:
+    """The database is closed by the command (App.close) before the quick exit: MariaDB counts
+    no aborted connection (a connection dropped without its goodbye is one, and is logged)."""
+    config = tmp_path / "lecentral.toml"
+    config.write_text(f'[database]\nurl = "{mariadb_url}"\n')
+
+    def aborted() -> int:
+        [(_, value)] = mariadb_server.execute("SHOW GLOBAL STATUS LIKE 'Aborted_clients'")
+        return int(value)
+
+    before = aborted()
+    for argv in (["init"], ["list"], ["list", "--json"], ["show", "nobody.example.test"]):
+        result = _lecentral(True, "--config", str(config), *argv)
+        assert _quick(result), result.stderr
+    assert aborted() == before
+
+
 def test_renew_json_through_the_console_script_saves_and_reports_everything(
         dns_world: World, tmp_path: Path) -> None:
     """A real renew pass (2 processes: a forked child and its pipe) through the console script:

@@ -1,10 +1,12 @@
 """Leaving a finished command without the interpreter's teardown.
 
 When a command is done, Python's normal exit still tears the interpreter down: it clears every
-module, frees the few hundred thousand objects the imports made (SQLAlchemy, cryptography,
-acme, dnspython, click) one by one, and runs a last garbage collection over them: 50-100 ms of
-CPU after the command's work is over, which a batch of certificates pays on every run. None of
-it reaches a file, a socket or the database that the command had not already finished with.
+module, frees the objects the imports and the command made (SQLAlchemy, cryptography, acme,
+dnspython, click; a 50-certificate renew ends with about 100,000 the collector tracks and many
+more it does not) one by one, and runs a last garbage collection over them: about 0.1 s of CPU
+after the command's work is over (a 50-certificate renew: 1.10 s -> 1.00 s of CPU, a cold
+one-certificate renew 0.46 s -> 0.37 s). None of it reaches a file, a socket or the database
+that the command had not already finished with.
 
 So the console scripts end with :func:`exit_now` instead: it does what a normal exit does that
 anyone can see — the ``atexit`` functions (logging's shutdown, which flushes and closes the
