@@ -144,8 +144,10 @@ def check_pending(loaded: LoadedPlugins) -> None:
 
 def _load_entrypoints(loaded: LoadedPlugins) -> None:
     for ep in entry_points(group=ENTRYPOINT_GROUP):
-        dist = ep.dist.name if ep.dist is not None else "?"
-        version = ep.dist.version if ep.dist is not None else "?"
+        # the distribution's METADATA parsed once (its .name and .version parse it each)
+        metadata = ep.dist.metadata if ep.dist is not None else None
+        dist = metadata["Name"] if metadata is not None else "?"
+        version = metadata["Version"] if metadata is not None else "?"
         if loaded.pm.is_blocked(ep.name):
             loaded.blocked[ep.name] = (dist, version)
             continue
