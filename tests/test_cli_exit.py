@@ -178,6 +178,15 @@ def test_what_a_quick_exit_would_lose_gets_the_normal_exit(tmp_path: Path, left:
         assert quick.returncode == 0 and quick.stderr == ""
 
 
+def test_a_crash_is_a_normal_exit_with_its_traceback(tmp_path: Path) -> None:
+    """An exception click does not handle (a bug) leaves the normal way: traceback, status 1."""
+    body = "import click\n@click.command()\ndef cmd():\n    raise RuntimeError('boom')\n"
+    quick, normal = _both(body, tmp_path)
+    assert not _quick(quick) and quick.returncode == normal.returncode == 1
+    assert quick.stderr.startswith("Traceback") and quick.stderr.endswith("RuntimeError: boom\n")
+    assert normal.stderr.endswith("RuntimeError: boom\n")
+
+
 def test_a_broken_pipe_is_said_as_by_a_normal_exit(tmp_path: Path) -> None:
     """The reader of stdout goes away: the same status and the same stderr."""
     results = []
