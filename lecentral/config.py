@@ -263,14 +263,18 @@ def parse_processes(value: Any, where: str, source: str) -> int | str:
 
 def processes_for(setting: int | str) -> int:
     """The processes ``renew.processes`` asks for here: "auto" is 2 where this process may run
-    on 2 cores or more (its CPU affinity, not only the machine's cores), else 1."""
+    on 2 cores or more (its CPU affinity, not only the machine's cores) and its cgroups' CPU
+    quota, if any, allows at least 1.5 cores, else 1."""
     if setting != AUTO:
         return int(setting)
+    from lecentral.idle import quota_cores
+
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         cores = os.cpu_count() or 1
-    return 2 if cores >= 2 else 1
+    quota = quota_cores()
+    return 2 if cores >= 2 and (quota is None or quota >= 1.5) else 1
 
 
 def before_fraction(text: str) -> float:
@@ -296,8 +300,8 @@ class RenewConfig:
     workers: int = 8
     #: processes for a pass of more than ``workers`` certificates, the ``workers`` threads shared
     #: out among them (lecentral/renew/forked.py): 1 keeps every pass in one process, one core;
-    #: "auto" is 2 where this process may run on 2 cores or more (and, for the console script,
-    #: one sat idle while it started: lecentral/renew/forked.py), else 1
+    #: "auto" is 2 where this process may run on 2 cores or more (affinity and CPU quota; for
+    #: the console script, one sat idle while it started: lecentral/renew/forked.py), else 1
     processes: int | str = field(default=AUTO, metadata={"parser": "renew_processes"})
     http01_issuer: str = "certbot-webroot"
     dns01_issuer: str = "dns-subzone"

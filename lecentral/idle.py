@@ -8,12 +8,16 @@ nothing. Whether a core is free is measured, not guessed: the console script not
 idle CPU time (``/proc/stat``: idle and iowait, every CPU) when it starts (:func:`mark`), and the
 renew job asks, at the start of its pass, how many cores sat idle on average since
 (:func:`idle_cores`): the 0.2-0.3 s of the command's start, during which it uses one core itself.
+A CPU quota of its cgroups (a container's or a systemd unit's ``CPUQuota=``), which neither the
+affinity nor ``/proc/stat`` shows, is read too (:func:`quota_cores`).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 #: (time.monotonic(), idle ticks) when the command started; None: not marked (a library use)
 _mark: tuple[float, int] | None = None
@@ -48,4 +52,57 @@ def _idle_ticks() -> int | None:
             fields = stat.readline().split()
         return int(fields[4]) + int(fields[5])
     except (OSError, IndexError, ValueError):
+        return None
+
+
+#: where the cgroup file systems are mounted, and this process's membership
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")
+
+
+def quota_cores(root: Path = CGROUP_ROOT, membership: Path = SELF_CGROUP) -> float | None:
+    """The CPU quota of this process in cores: the smallest along its cgroups' paths (cgroup v2
+    ``cpu.max``, v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``); None without one, or where
+    none can be read."""
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        return None
+    limits: list[float] = []
+    for line in lines:
+        number, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        read: Callable[[Path], float | None]
+        if number == "0" and not controllers:  # v2 (at the root, or "unified" beside v1)
+            base = root if (root / "cgroup.controllers").exists() else root / "unified"
+            read = _v2_quota
+        elif "cpu" in controllers.split(","):
+            base, read = root / controllers, _v1_quota
+        else:
+            continue
+        where = base / path.lstrip("/")
+        while True:
+            limit = read(where)
+            if limit is not None:
+                limits.append(limit)
+            if where == base or base not in where.parents:
+                break
+            where = where.parent
+    return min(limits) if limits else None
+
+
+def _v2_quota(directory: Path) -> float | None:
+    try:
+        quota, period = (directory / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _v1_quota(directory: Path) -> float | None:
+    try:
+        quota = int((directory / "cpu.cfs_quota_us").read_text())
+        if quota <= 0:  # -1: no quota
+            return None
+        return quota / int((directory / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError, ZeroDivisionError):
         return None

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -85,3 +86,44 @@ def test_the_console_script_marks_its_start() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=False)
     assert result.returncode == 0 and "marked True" in result.stderr
+
+
+def cgroup_tree(tmp_path: Path, membership: str, files: dict[str, str]) -> tuple[Path, Path]:
+    """A cgroup file system as the kernel shows it (the files written here: no kernel needed to
+    read them), and a /proc/self/cgroup."""
+    root = tmp_path / "cgroup"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (tmp_path / "self").write_text(membership)
+    return root, tmp_path / "self"
+
+
+def test_a_v2_quota_is_the_smallest_along_the_path(tmp_path: Path) -> None:
+    """systemd's CPUQuota=150% on the unit, a container's 4 cores above it: 1.5 cores."""
+    root, self_ = cgroup_tree(tmp_path, "0::/system.slice/lecentral-renew.service\n", {
+        "cgroup.controllers": "cpu io memory\n",
+        "system.slice/cpu.max": "400000 100000\n",
+        "system.slice/lecentral-renew.service/cpu.max": "150000 100000\n"})
+    assert idle.quota_cores(root, self_) == 1.5
+
+
+def test_no_quota_is_none(tmp_path: Path) -> None:
+    root, self_ = cgroup_tree(tmp_path, "0::/user.slice\n", {
+        "cgroup.controllers": "cpu\n", "user.slice/cpu.max": "max 100000\n"})
+    assert idle.quota_cores(root, self_) is None
+    assert idle.quota_cores(root, tmp_path / "missing") is None
+
+
+def test_a_v1_quota_is_read_from_the_cpu_controller(tmp_path: Path) -> None:
+    root, self_ = cgroup_tree(tmp_path, "4:memory:/x\n2:cpu,cpuacct:/docker/abc\n0::/\n", {
+        "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "100000\n",
+        "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+        "cpu,cpuacct/docker/cpu.cfs_quota_us": "-1\n",
+        "cpu,cpuacct/docker/cpu.cfs_period_us": "100000\n"})
+    assert idle.quota_cores(root, self_) == 1.0
+
+
+def test_this_machines_quota_is_read_without_error() -> None:
+    quota = idle.quota_cores()
+    assert quota is None or quota > 0
