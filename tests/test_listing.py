@@ -82,8 +82,7 @@ def test_held_rows_are_merged_in_order_and_the_table_is_aligned() -> None:
             for i, n in enumerate(names)]
     arrival = rows[:5] + rows[7:12] + [rows[6]] + rows[12:] + [rows[5]]  # two out of order
     for as_json in (True, False):
-        with tempfile.SpooledTemporaryFile(64, mode="w+", encoding="utf-8",
-                                           newline="\n") as spill:
+        with tempfile.SpooledTemporaryFile(64, mode="w+b") as spill:
             listing = Listing(NOW, as_json, spill)
             for r in arrival:
                 key = (True, ((r.ts_expire or 0) - NOW) // DAY, r.name)
