@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from array import array
 from collections.abc import Iterator
 from json.encoder import encode_basestring_ascii
 from typing import IO, TYPE_CHECKING, Any
@@ -259,7 +260,9 @@ class Listing:
         self.held: list[tuple[Key, str | list[str]]] = []
         self.count = 0
         self._last: dict[tuple[bool, int], str] = {}  # per bucket: the last name spilled
-        self._segments: dict[tuple[bool, int], list[tuple[int, int]]] = {}  # (offset, size)
+        # per bucket: its segments of the spill file, (offset, size) pairs in one array (16
+        # bytes each: rows spread over many days make many small segments)
+        self._segments: dict[tuple[bool, int], array[int]] = {}
         self._size = 0
         self._spill = spill
         self._pending: list[tuple[Key, str | list[str]]] = []
@@ -311,7 +314,7 @@ class Listing:
         for bucket, chunk in lines.items():
             data = "".join(chunk).encode("utf-8", "surrogatepass")
             self._spill.write(data)
-            self._segments.setdefault(bucket, []).append((self._size, len(data)))
+            self._segments.setdefault(bucket, array("q")).extend((self._size, len(data)))
             self._size += len(data)
         pending.clear()
 
@@ -319,7 +322,9 @@ class Listing:
         """The spilled lines, in order, a segment at a time: (bucket, ``name\tpayload``
         lines)."""
         for bucket in sorted(self._segments):
-            for offset, size in self._segments[bucket]:
+            segments = self._segments[bucket]
+            for i in range(0, len(segments), 2):
+                offset, size = segments[i], segments[i + 1]
                 self._spill.seek(offset)
                 text = self._spill.read(size).decode("utf-8", "surrogatepass")
                 yield bucket, text.split("\n")[:-1]
