@@ -229,8 +229,27 @@ def upper_world(fleet: Fleet) -> None:
     fleet.report("web3", OK[3].upper(), cert, cert)
 
 
-@pytest.mark.parametrize("made", [world, plain_world, upper_world],
-                         ids=["world", "plainly-ok", "upper-case"])
+def orphan_world(fleet: Fleet) -> None:
+    """:func:`plain_world` and deployments of a certificate no longer in ``certs`` (found by
+    the pass over the deployments' names, not by a look-up per deployment row)."""
+    plain_world(fleet)
+    gone = "gone.split.example.test"
+    cert = fleet.cert(gone, days=90, age=10, key=fleet.keys[OK[0]])
+    fleet.report("web1", gone, cert, cert)
+    fleet.report("web2", gone, cert, cert)
+
+
+def test_check_judges_the_deployments_of_a_removed_certificate(fleet: Fleet) -> None:
+    """Deployments whose certificate row is gone are judged as in the full view while SQL
+    counts the plainly OK certificates."""
+    orphan_world(fleet)
+    full, counted, plain_ok = _judged(fleet, Thresholds())
+    assert counted == full
+    assert plain_ok > 0
+
+
+@pytest.mark.parametrize("made", [world, plain_world, upper_world, orphan_world],
+                         ids=["world", "plainly-ok", "upper-case", "orphans"])
 def test_fleet_json_lists_what_the_full_view_lists(fleet: Fleet, made: Any) -> None:
     """``fleet --json`` and ``--problems --json`` read the split view, judge the certificates
     with both kinds of targets again in full and read the counted ones as rows (``--problems``:

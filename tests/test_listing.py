@@ -82,8 +82,7 @@ def test_held_rows_are_merged_in_order_and_the_table_is_aligned() -> None:
             for i, n in enumerate(names)]
     arrival = rows[:5] + rows[7:12] + [rows[6]] + rows[12:] + [rows[5]]  # two out of order
     for as_json in (True, False):
-        with tempfile.SpooledTemporaryFile(64, mode="w+", encoding="utf-8",
-                                           newline="\n") as spill:
+        with tempfile.SpooledTemporaryFile(64, mode="w+b") as spill:
             listing = Listing(NOW, as_json, spill)
             for r in arrival:
                 key = (True, ((r.ts_expire or 0) - NOW) // DAY, r.name)
@@ -102,3 +101,32 @@ def test_held_rows_are_merged_in_order_and_the_table_is_aligned() -> None:
             widths = [len(h) for h in out[0].split("  ") if h]
             assert len(widths) == len(HEADERS) - 1
             assert all(line.index(" Y ") == out[0].index(" ON ") for line in out[1:-1])
+
+
+def test_rows_in_name_order_are_written_in_their_day() -> None:
+    """Rows arriving by name alone (MariaDB/MySQL's order) are each spilled into the part of
+    their day, none held in memory, and come out in list's order: never issued first, then by
+    days left (expired ones first), then by name."""
+    summary = FreshSummary(NOW, renew(), "")
+    rows = [fresh(name=f"n{i:03d}.example.test", names=[f"n{i:03d}.example.test"],
+                  ts_expire=None if i % 11 == 0 else NOW + (i * 7 % 5 - 2) * DAY + 5)
+            for i in range(60)]
+
+    def key(r: FreshRow) -> tuple[bool, int, str]:
+        expire = r.ts_expire
+        return ((True, (expire - NOW) // DAY, r.name) if expire is not None and expire > 1
+                else (False, 0, r.name))
+
+    want = [r.name for r in sorted(rows, key=key)]
+    assert want != [r.name for r in rows]
+    for as_json in (True, False):
+        with tempfile.SpooledTemporaryFile(64, mode="w+b") as spill:
+            listing = Listing(NOW, as_json, spill)
+            for r in rows:
+                listing.add(key(r), summary.json(r) if as_json else summary.cells(r), True)
+            out = list(listing.lines())
+        assert listing.held == []
+        if as_json:
+            assert [i["name"] for i in json.loads("\n".join(out))] == want
+        else:
+            assert [line.split()[0] for line in out[1:]] == want

@@ -1,20 +1,23 @@
 """``lecentral list`` over 100,000 rows in about 2 s of CPU, in flat memory (issue 16).
 
 The store streams the rows known good and unchanged since the last renew sweep (their facts,
-no blobs, no parsing) in list's order, computed in SQL; each becomes its line (a JSON object,
-or the table's cells) at once and goes to a spill file (memory while small, then a temporary
-file) with its sort key: a row arriving out of order (SQL and Python disagreeing) is held in
-memory instead, like every row the store reads in full (changed by anyone, bad, invalid, never
-swept), which :func:`lecentral.cli.admin._summary` summarises as ``show`` does. The two sorted
-sequences are merged into the output, so memory grows with the rows read in full, not with
-the table. The text table needs its column widths before its first line: they are counted
-while spilling.
+no blobs, no parsing) in list's order computed in SQL, or on MariaDB/MySQL by name alone (the
+server then sends rows as it reads them instead of sorting them first); each becomes its line (a
+JSON object, or the table's cells) at once and goes to a spill file (memory while small, then a
+temporary file), in the bucket of its sort key's first two parts (never issued, days left): a
+row whose name does not come after the last one of its bucket (SQL and Python disagreeing) is
+held in memory instead, like every row the store reads in full (changed by anyone, bad,
+invalid, never swept), which :func:`lecentral.cli.admin._summary` summarises as ``show`` does.
+The buckets, each in name order, are written in order with the held rows merged in, so memory
+grows with the rows read in full, not with the table. The text table needs its column widths
+before its first line: they are counted while spilling.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from array import array
 from collections.abc import Iterator
 from json.encoder import encode_basestring_ascii
 from typing import IO, TYPE_CHECKING, Any
@@ -243,14 +246,24 @@ def cells(item: dict[str, Any], now: int) -> list[str]:
 
 
 class Listing:
-    """The rows summarised in list's order: the in-order ones spilled, the rest held."""
+    """The rows summarised in list's order: the in-order ones spilled, the rest held.
 
-    def __init__(self, now: int, as_json: bool, spill: IO[str]) -> None:
+    A line is in order when its name comes after the last spilled name of its bucket (never
+    issued, or its days left): the buckets are written in list's order at the end, each in
+    name order. So the store may send its rows sorted by name alone (MariaDB/MySQL: in the
+    order of ``certs``' key, without a sort on the server) or in list's order. Each flush
+    writes every bucket's pending lines as one segment of the spill file."""
+
+    def __init__(self, now: int, as_json: bool, spill: IO[bytes]) -> None:
         self.now, self.as_json = now, as_json
         self.widths = [len(h) for h in HEADERS]
         self.held: list[tuple[Key, str | list[str]]] = []
         self.count = 0
-        self._last: Key | None = None
+        self._last: dict[tuple[bool, int], str] = {}  # per bucket: the last name spilled
+        # per bucket: its segments of the spill file, (offset, size) pairs in one array (16
+        # bytes each: rows spread over many days make many small segments)
+        self._segments: dict[tuple[bool, int], array[int]] = {}
+        self._size = 0
         self._spill = spill
         self._pending: list[tuple[Key, str | list[str]]] = []
 
@@ -262,16 +275,19 @@ class Listing:
             self.add(key_of(item), cells(item, self.now), in_order)
 
     def add(self, key: Key, payload: str | list[str], in_order: bool) -> None:
-        """Spill a line (JSON or cells) if it is in order after the last spilled one, else hold
-        it."""
+        """Spill a line (JSON or cells) if its name comes after the last spilled one of its
+        bucket, else hold it."""
         self.count += 1
-        if in_order and (self._last is None or key >= self._last):
-            self._last = key
-            self._pending.append((key, payload))
-            if len(self._pending) >= CHUNK:
-                self._flush()
-        else:
-            self._hold(key, payload)
+        if in_order:
+            bucket, name = (key[0], key[1]), key[2]
+            last = self._last.get(bucket)
+            if (last is None or name >= last) and "\t" not in name and "\n" not in name:
+                self._last[bucket] = name
+                self._pending.append((key, payload))
+                if len(self._pending) >= CHUNK:
+                    self._flush()
+                return
+        self._hold(key, payload)
 
     def _hold(self, key: Key, payload: str | list[str]) -> None:
         if not isinstance(payload, str):
@@ -279,11 +295,13 @@ class Listing:
         self.held.append((key, payload))
 
     def _flush(self) -> None:
-        """Write the pending lines to the spill file (table: their column widths counted, a
-        line that cannot be spilled held)."""
-        pending, lines = self._pending, []
+        """Write the pending lines to the spill file, a segment per bucket (table: their column
+        widths counted, a line that cannot be spilled held)."""
+        pending = self._pending
+        lines: dict[tuple[bool, int], list[str]] = {}
         if self.as_json:
-            lines = [f"{int(k[0])}\t{k[1]}\t{k[2]}\t{p}\n" for k, p in pending]
+            for k, p in pending:
+                lines.setdefault((k[0], k[1]), []).append(f"{k[2]}\t{p}\n")
         elif pending:
             columns = zip(*(p for _, p in pending), strict=True)
             self.widths = [max(w, *map(len, c)) for w, c in zip(self.widths, columns, strict=True)]
@@ -292,28 +310,39 @@ class Listing:
                 if "\n" in line or line.count(UNIT) != len(HEADERS) - 1:
                     self.held.append((k, p))
                 else:
-                    lines.append(f"{int(k[0])}\t{k[1]}\t{k[2]}\t{line}\n")
-        self._spill.writelines(lines)
+                    lines.setdefault((k[0], k[1]), []).append(f"{k[2]}\t{line}\n")
+        for bucket, chunk in lines.items():
+            data = "".join(chunk).encode("utf-8", "surrogatepass")
+            self._spill.write(data)
+            self._segments.setdefault(bucket, array("q")).extend((self._size, len(data)))
+            self._size += len(data)
         pending.clear()
 
-    def spilled(self) -> Iterator[str]:
-        """The spilled lines, in order (``has\tdays\tname\tpayload\n``)."""
-        self._spill.seek(0)
-        yield from self._spill
+    def spilled(self) -> Iterator[tuple[tuple[bool, int], list[str]]]:
+        """The spilled lines, in order, a segment at a time: (bucket, ``name\tpayload``
+        lines)."""
+        for bucket in sorted(self._segments):
+            segments = self._segments[bucket]
+            for i in range(0, len(segments), 2):
+                offset, size = segments[i], segments[i + 1]
+                self._spill.seek(offset)
+                text = self._spill.read(size).decode("utf-8", "surrogatepass")
+                yield bucket, text.split("\n")[:-1]
 
     def payloads(self) -> Iterator[str | list[str]]:
         """Every line's payload in list's order: the spilled lines with the held ones merged in
         (a held line after the spilled lines of the same key, as a stable sort puts it)."""
         held = sorted(self.held, key=lambda entry: entry[0])  # stable: the store's order
         h = 0
-        for line in self.spilled():
-            has, days, name, text = line[:-1].split("\t", 3)
-            if h < len(held):
-                key = (has == "1", int(days), name)
-                while h < len(held) and held[h][0] < key:
-                    yield held[h][1]
-                    h += 1
-            yield text if self.as_json else text.split(UNIT)
+        for bucket, lines in self.spilled():
+            for line in lines:
+                name, _, text = line.partition("\t")
+                if h < len(held):
+                    key = (bucket[0], bucket[1], name)
+                    while h < len(held) and held[h][0] < key:
+                        yield held[h][1]
+                        h += 1
+                yield text if self.as_json else text.split(UNIT)
         for _, payload in held[h:]:
             yield payload
 
@@ -338,8 +367,7 @@ def print_listing(store: Store, now: int, renew: RenewConfig, default_profile: s
     """``lecentral list [--json]``: every row, never-issued ones first, then by days left and
     name; ``--json``: one object per row, one per line."""
     fresh = FreshSummary(now, renew, default_profile)
-    with tempfile.SpooledTemporaryFile(SPILL_IN_MEMORY, mode="w+", encoding="utf-8",
-                                       newline="\n") as spill:
+    with tempfile.SpooledTemporaryFile(SPILL_IN_MEMORY, mode="w+b") as spill:
         listing = Listing(now, as_json, spill)
         for entry in store.listing(now):
             if isinstance(entry, FreshRow):

@@ -165,15 +165,19 @@ class Split:
         does not call current, and every row of ``again`` (names whose count was not
         trusted); in the judge's order (name, host, entry)."""
         d = deployments.c
+        found: list[Any] = []
         if len(partial) > SCAN_ABOVE:  # the rows not current, those without a certs row too
             query = select(*cols).select_from(self.joined()).where(self.is_current() == 0)
             lists: tuple[tuple[Sequence[str], int | None], ...] = ((again, None),)
         else:
             query = select(*cols).where(self.same(d.name).not_in(select(certs.c.name)))
             lists = ((partial, 0), (again, None))
+            if not wanted:
+                found, query = self._without_certs(conn, query)
         if wanted:
             query = query.where(d.name.in_(wanted))
-        found = list(conn.execute(query).all())
+        if query is not None:
+            found += conn.execute(query).all()
         for names, current in lists:
             for start in range(0, len(names), CHUNK):
                 query = select(*cols).select_from(self.joined()).where(
@@ -185,6 +189,29 @@ class Split:
                 found += conn.execute(query).all()
         found.sort(key=lambda r: (r[0], r[1], r[2]))
         return found
+
+    def _without_certs(self, conn: Connection, query: Any) -> tuple[list[Any], Any]:
+        """The deployments without a ``certs`` row of their exact name (``query``'s rows),
+        found by name: one pass over the deployments' key groups their names as the database
+        compares them (on MariaDB ignoring case), and only groups whose first and last exact
+        name differ, or whose name has no ``certs`` row, are read (usually none). On MariaDB a
+        look-up per deployment name instead of per deployment row: about half the time.
+        Returns (the rows found, None), or ([], ``query``) to read them with it (many names)."""
+        d = deployments.c
+        groups = (select(func.min(self.same(d.name)).label("lo"),
+                         func.max(self.same(d.name)).label("hi"))
+                  .group_by(d.name).subquery())
+        names: set[str] = set()
+        for lo, hi in conn.execute(select(groups.c.lo, groups.c.hi).where(or_(
+                groups.c.lo != groups.c.hi, groups.c.lo.not_in(select(certs.c.name))))):
+            names.update(v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in (lo, hi))
+            if len(names) > SCAN_ABOVE:
+                return [], query
+        found: list[Any] = []
+        ordered = sorted(names)
+        for start in range(0, len(ordered), CHUNK):
+            found += conn.execute(query.where(d.name.in_(ordered[start:start + CHUNK]))).all()
+        return found, None
 
     def current_rows(self, conn: Connection, cols: Sequence[Any],
                      names: Sequence[str]) -> list[Any]:
@@ -349,14 +376,16 @@ def plainly_no_problem(split: Split) -> Any:
 
     from lecentral.store import facts
 
-    c, f, d = certs.c, cert_facts.c, deployments.c
+    c, f = certs.c, cert_facts.c
     enabled = func.upper(func.coalesce(c.enable, "")) == "Y"
-    mine = select(d.name).select_from(deployments).where(split._exact(c.name))
-    not_current = mine.where(split.is_current() == 0)
+    # 1 when it has deployments and every one is current (NULL without any): one look-up
+    # of its deployments, not one for "has any" and one for "has one not current"
+    all_current = (select(func.min(split.is_current())).select_from(deployments)
+                   .where(split._exact(c.name)).scalar_subquery())
     probed = split.probed()
     current = and_(
         enabled, f.fingerprint.is_not(None),
         facts.sum_sql(split.dialect) == f.blobs_sum,
-        mine.exists(), not_(not_current.exists()), not_(probed.exists()))
+        all_current == 1, not_(probed.exists()))
     return and_(not_(facts.odd_names(split.dialect)),
                 or_(not_(enabled), current))
