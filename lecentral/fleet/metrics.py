@@ -31,6 +31,7 @@ from lecentral.fleet.model import (
 )
 
 if TYPE_CHECKING:
+    from lecentral.fleet.spool import MetricsPass
     from lecentral.leftovers import Leftover
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,22 @@ def _target_labels(name: str, kind: str, host: str, target: str) -> list[tuple[s
     return [("name", name), ("kind", kind), ("host", host), ("target", target)]
 
 
+def _shown(view: FleetView) -> tuple[list[CertFleet], list[CertFleet]]:
+    """The certificates shown (one per name: two rows whose names differ only in case), and
+    the managed ones among them (a disabled one: its state only, no series)."""
+    shown: list[CertFleet] = []
+    seen: set[str] = set()
+    for cert in view.certs:
+        key = cert.name.lower()
+        if key in seen:
+            log.warning("certs has two rows named %s (case differs): the metrics show the "
+                        "first", cert.name)
+            continue
+        seen.add(key)
+        shown.append(cert)
+    return shown, [c for c in shown if c.enabled]
+
+
 def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover],
                      lifetimes: Mapping[str, int] | None = None,
                      current: Iterable[tuple[str, str]] = ()) -> None:
@@ -86,39 +103,92 @@ def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover
     """
     lifetimes = lifetimes or {}
     go = _go
-    shown: list[CertFleet] = []  # one per name: two rows whose names differ only in case
-    seen: set[str] = set()
-    for cert in view.certs:
-        key = cert.name.lower()
-        if key in seen:
-            log.warning("certs has two rows named %s (case differs): the metrics show the "
-                        "first", cert.name)
-            continue
-        seen.add(key)
-        shown.append(cert)
-    managed = [c for c in shown if c.enabled]  # a disabled one: its state only, no series
+    shown, managed = _shown(view)
 
     def per_cert(name: str, doc: str, values: Iterable[tuple[str, Any]]) -> None:
         _family(write, name, doc)
         prefix = name + '{name="'
         write("".join(f'{prefix}{_esc(n)}"}} {go(v)}\n' for n, v in values))
 
-    per_cert("lecentral_certificate_expiry_timestamp_seconds",
-             "notAfter of the database's certificate (ts_expire), Unix time.",
-             ((c.name, c.ts_expire) for c in managed
-              if c.ts_expire and c.ts_expire > 1 and c.fingerprint))
-    per_cert("lecentral_certificate_lifetime_seconds",
-             "notAfter - notBefore of the database's certificate (for alerts on a fraction of "
-             "it).",
-             ((c.name, lifetimes[c.name]) for c in managed
-              if c.ts_expire and c.ts_expire > 1 and c.fingerprint and c.name in lifetimes))
-    per_cert("lecentral_certificate_failures",
-             "Failed renewals in a row (count_fail_update; 0 after a success).",
-             ((c.name, c.count_fail_update) for c in managed))
-    per_cert("lecentral_certificate_last_attempt_timestamp_seconds",
-             "Last issuance or failed attempt (ts_last_update), Unix time.",
-             ((c.name, c.ts_last_update) for c in managed
-              if c.ts_last_update and c.ts_last_update > 1))
+    docs = iter(PER_CERT_DOCS)
+    per_cert(*next(docs), ((c.name, c.ts_expire) for c in managed
+                           if c.ts_expire and c.ts_expire > 1 and c.fingerprint))
+    per_cert(*next(docs), ((c.name, lifetimes[c.name]) for c in managed
+                           if c.ts_expire and c.ts_expire > 1 and c.fingerprint
+                           and c.name in lifetimes))
+    per_cert(*next(docs), ((c.name, c.count_fail_update) for c in managed))
+    per_cert(*next(docs), ((c.name, c.ts_last_update) for c in managed
+                           if c.ts_last_update and c.ts_last_update > 1))
+
+    def listed(shown_agents: set[tuple[str, str]]) -> None:
+        chunk: list[str] = []
+        for name, target in current:
+            if (name, target) in shown_agents:
+                continue
+            chunk.append(f'lecentral_deployment_current{{name="{_esc(name)}",'
+                         f'target="{_esc(target)}"}} 1.0\n')
+            if len(chunk) >= 5000:
+                write("".join(chunk))
+                chunk.clear()
+        write("".join(chunk))
+
+    _write_the_rest(write, view, shown, managed, leftovers, listed)
+
+
+#: the per-certificate families (name, HELP), in the document's order
+PER_CERT_DOCS = (
+    ("lecentral_certificate_expiry_timestamp_seconds",
+     "notAfter of the database's certificate (ts_expire), Unix time."),
+    ("lecentral_certificate_lifetime_seconds",
+     "notAfter - notBefore of the database's certificate (for alerts on a fraction of it)."),
+    ("lecentral_certificate_failures",
+     "Failed renewals in a row (count_fail_update; 0 after a success)."),
+    ("lecentral_certificate_last_attempt_timestamp_seconds",
+     "Last issuance or failed attempt (ts_last_update), Unix time."),
+)
+
+
+#: the spool's file of the current targets SQL listed (after the per-certificate families')
+SPOOLED_CURRENT = len(PER_CERT_DOCS)
+
+
+def spool_fits(view: FleetView, spooled: MetricsPass,
+               listed_held: Mapping[str, Sequence[str]]) -> bool:
+    """True if :func:`write_spooled` writes for ``view`` (a split view of the rows ``spooled``
+    held; ``listed_held``: the current targets it listed for them) the document
+    :func:`write_exposition` writes for the whole split view: the spool was not abandoned,
+    the held rows' listed targets are the ones it spooled, and no row or target is shown twice
+    (otherwise the caller computes the document as before)."""
+    shown, managed = _shown(view)
+    shown_agents = {(c.name, t.target) for c in managed for t in c.targets if t.kind == "agent"}
+    return not (spooled.abandoned or not view.split or len(shown) != len(view.certs)
+                or set(listed_held) != spooled.listed_held
+                or any(t in listed_held.get(n, ()) for n, t in shown_agents))
+
+
+def write_spooled(write: Write, view: FleetView, leftovers: Sequence[Leftover],
+                  spooled: MetricsPass) -> None:
+    """The document :func:`write_exposition` writes for the whole split view (with listing),
+    from ``view`` (the rows ``spooled`` held, judged) and the samples it spooled for every row
+    (:mod:`lecentral.fleet.spool`); only where :func:`spool_fits`."""
+    shown, managed = _shown(view)
+    for family, (name, doc) in enumerate(PER_CERT_DOCS):
+        _family(write, name, doc)
+        spooled.copy(family, write)
+
+    def listed(_: set[tuple[str, str]]) -> None:
+        spooled.copy(SPOOLED_CURRENT, write)
+
+    _write_the_rest(write, view, shown, managed, leftovers, listed, spooled.taken)
+
+
+def _write_the_rest(write: Write, view: FleetView, shown: Sequence[CertFleet],
+                    managed: Sequence[CertFleet], leftovers: Sequence[Leftover],
+                    listed: Callable[[set[tuple[str, str]]], None], taken: int = 0) -> None:
+    """The families after the per-certificate ones; ``listed`` writes the current targets a
+    split view counted (given the agent targets already written); ``taken``: current
+    certificates not in ``view`` (:mod:`lecentral.fleet.spool`)."""
+    go = _go
     # Sparse families: a target that is current serves the database's certificate, whose
     # values are above already; only the others get a series (100,000 names × 3 hosts would
     # otherwise mean 1,500,000 mostly redundant samples, a slow scrape and a big textfile).
@@ -150,17 +220,7 @@ def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover
                   f"{_labels([('name', cert.name), ('target', t.target)])} {value}\n")
             if t.state != CURRENT:
                 others.append((pairs, t))
-    chunk: list[str] = []
-    shown_agents = {(k[0], k[3]) for k in seen_targets if k[1] == "agent"}
-    for name, target in current:
-        if (name, target) in shown_agents:
-            continue
-        chunk.append(f'lecentral_deployment_current{{name="{_esc(name)}",'
-                     f'target="{_esc(target)}"}} 1.0\n')
-        if len(chunk) >= 5000:
-            write("".join(chunk))
-            chunk.clear()
-    write("".join(chunk))
+    listed({(k[0], k[3]) for k in seen_targets if k[1] == "agent"})
     _family(write, "lecentral_deployment_state",
             "1 for the state of a target that is not current (pending, stale, mismatch, "
             "unreachable, silent); absent when current.")
@@ -190,6 +250,7 @@ def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover
 
     _family(write, "lecentral_certificates", "Certificates per fleet state.")
     tally = dict.fromkeys(SEVERITY, 0)
+    tally[CURRENT] += taken
     for cert in view.certs:
         tally[cert.state] = tally.get(cert.state, 0) + 1
     for s in SEVERITY:

@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Connection,
@@ -135,6 +135,23 @@ def json_list(value: str | None) -> list[str]:
 def subject_key(*parts: str) -> str:
     """The primary key of a fleet state: a hash, so that long URLs fit any database's index."""
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+class RowTaker(Protocol):
+    """Sees every ``certs`` row of a split snapshot's pass first (``lecentral metrics``:
+    :class:`lecentral.fleet.spool.MetricsPass`)."""
+
+    #: rows kept out of the snapshot
+    taken: int
+
+    def start(self, keys: Sequence[str]) -> None:
+        """The pass's column names, before the first row."""
+
+    def take(self, row: Any, fp: str | None) -> bool:
+        """True to keep ``row`` (its fingerprint ``fp``) out of the snapshot."""
+
+    def abandon(self, why: str) -> None:
+        """What was taken cannot stand for the judge's view: the caller computes it anew."""
 
 
 class FleetStore:
@@ -287,7 +304,7 @@ class FleetStore:
     def snapshot(self, names: Iterable[str] = (), current_after: int | None = None,
                  listing: bool = False, ok_limits: Sequence[Limit] | None = None,
                  now: int | None = None, count_above: int = 0,
-                 problems_only: bool = False) -> Snapshot:
+                 problems_only: bool = False, taker: RowTaker | None = None) -> Snapshot:
         """``certs`` (the columns the fleet needs), deployments, probes and the latest runs.
 
         Only what the judge reads is selected, and JSON columns stay text until a target needs
@@ -305,6 +322,12 @@ class FleetStore:
         first (the soonest expiry is named): only the others reach Python. With
         ``problems_only`` instead (``fleet --problems``), those it finds disabled or plainly
         current (:func:`~lecentral.fleet.current.plainly_no_problem`).
+
+        With ``taker`` (and ``current_after`` and ``listing``: ``lecentral metrics``), every
+        ``certs`` row is handed to it first, with a column ``probed`` (a probe result of its
+        exact name exists); the rows it takes are left out of the snapshot. If a row read may
+        belong to one it took (the judge files rows under their lower-case name), it is told to
+        abandon them and the snapshot is read again without it.
         """
         wanted = [n.lower().rstrip(".") for n in names]
         # on a database server: the crt's fingerprint as the last renew sweep recorded it, while
@@ -322,7 +345,12 @@ class FleetStore:
         else:
             fresh = and_(f.name.is_not(None), f.fingerprint.is_not(None),
                          facts.sum_sql(self.store.dialect) == f.blobs_sum)
-            crt = case((fresh, None), else_=certs.c.crt).label("crt")
+            sent = fresh
+            if taker is not None:  # and where the lifetime is the crt's (lifetimes())
+                c = certs.c
+                sent = and_(fresh, func.coalesce(c.count_fail_update, 0) == 0,
+                            c.ts_last_update > 1, c.ts_last_update < c.ts_expire)
+            crt = case((sent, None), else_=certs.c.crt).label("crt")
             cached = case((fresh, f.fingerprint), else_=None).label("cached_fp")
             joined = certs.outerjoin(cert_facts, f.name == certs.c.name)
         cols = [certs.c.name, certs.c.enable, crt, cached, certs.c.md5_modulus, certs.c.ts_expire,
@@ -330,6 +358,8 @@ class FleetStore:
                 func.length(certs.c.csr).label("csr_length")]  # for check's row problems
         if split is not None:  # the hint SQL compared the deployments against, and their count
             cols += [f.fingerprint.label("hint_fp"), split.counts_column()]
+            if taker is not None:
+                cols.append(case((split.probed().exists(), 1), else_=0).label("probed"))
         d = deployments.c
         dep_cols = (d.name, d.host, d.entry, d.installed_fp, d.installed_not_after, d.served_fp,
                     d.served_not_after, d.served_names, d.served_key_md5, d.served_url,
@@ -345,7 +375,7 @@ class FleetStore:
             dep_q = dep_q.where(d.name.in_(wanted))
             probe_q = probe_q.where(p.name.in_(wanted))
         snap = Snapshot(split=split)
-        extra = ("cached_fp", "crt", "hint_fp", "fleet_counts", "plain_ok")
+        extra = ("cached_fp", "crt", "hint_fp", "fleet_counts", "plain_ok", "probed")
         with self.store.transaction("reading the fleet") as conn:
             others: set[str] | None = None  # the names SQL did not find plainly OK
             if split is not None and ok_limits is not None and now is not None and not wanted:
@@ -372,11 +402,16 @@ class FleetStore:
             counted: list[tuple[dict[str, Any], Any, str]] = []
             at_hint = keys.index("hint_fp") if split is not None else 0
             at_ok = keys.index("plain_ok") if "plain_ok" in keys else -1
+            if taker is not None:
+                taker.start(keys)
             for row in result:
                 if at_ok >= 0 and row[at_ok] and (others is None or row[0] not in others):
                     snap.plain_ok -= 1  # plainly OK and expiring first: judged here
+                fingerprint = row[at_cached] or pem_fingerprint(row[at_crt])
+                if taker is not None and taker.take(row, fingerprint):
+                    continue
                 item = {k: row[i] for k, i in kept}
-                item["fingerprint"] = row[at_cached] or pem_fingerprint(row[at_crt])
+                item["fingerprint"] = fingerprint
                 snap.certs.append(item)
                 if split is not None and row[at_hint + 1]:  # it has deployments
                     counted.append((item, row[at_hint], str(row[at_hint + 1])))
@@ -396,7 +431,10 @@ class FleetStore:
                                                 read["again"])
             snap.probes = list(conn.execute(probe_q).all())
             snap.runs = self._latest_runs(conn)
-            if snap.plain_ok and self._attached_elsewhere(conn, snap):
+            if ((snap.plain_ok or (taker is not None and taker.taken))
+                    and self._attached_elsewhere(conn, snap)):
+                if taker is not None:
+                    taker.abandon("a row read may belong to a certificate taken")
                 return self.snapshot(names, current_after, listing)  # judged in full
         self.last_snapshot = snap
         return snap

@@ -1,0 +1,183 @@
+"""``lecentral metrics`` in one pass over ``certs``: nothing held per certificate.
+
+At 100,000 certificates × 3 hosts the view of every certificate (a row, a ``CertFleet``, its
+listed targets: ~1.4 KB each) was what made ``metrics`` grow with the fleet (280 MiB). Here the
+snapshot's own pass (:meth:`lecentral.fleet.store.FleetStore.snapshot`, ``taker``) hands every
+``certs`` row to :class:`MetricsPass` first, which writes that row's samples of the
+per-certificate families and its counted current targets into temporary files (one per family:
+the text format groups a family's samples under its HELP and TYPE lines), and keeps the row out
+of the snapshot when it is *plainly current*: every sample it contributes is then written, and
+the judge would say ``current`` with no target of its own to list. The other rows (failing,
+stale, silent, probed, odd names, no facts: ~2 % here) are held and judged by
+:mod:`lecentral.fleet.states` as before. :func:`lecentral.fleet.metrics.write_spooled` then
+writes the document in the order :func:`lecentral.fleet.metrics.write_exposition` writes it for
+the same view, copying the files at their places.
+
+Plainly current, decided here in Python from the pass's columns (SQL's part is
+:meth:`lecentral.fleet.current.Split.counts_column`): the row is enabled, its fingerprint is the
+one SQL compared its deployments against, it has deployments and SQL calls every one of them
+current (and listed exactly that many), no probe result has its exact name, and its name is its
+own lower-case key. What a single row cannot tell (another row, deployment or probe the judge
+files under the same key) is checked after the pass; if anything could differ from the judge's
+view, the pass is *abandoned*: the files are dropped and ``metrics`` is computed as before
+(the split view with listing), never written half one way and half the other.
+
+The files are anonymous temporary files in ``$TMPDIR`` (``tempfile.TemporaryFile``: unlinked as
+soon as they are made, so they go on every path, an error, Ctrl-C or a kill included).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import IO, Any
+
+from lecentral.fleet.current import SEP
+from lecentral.fleet.metrics import PER_CERT_DOCS, SPOOLED_CURRENT, Write, _esc, _go
+from lecentral.fleet.states import _int
+
+#: the spooled families, in the document's order (the per-certificate ones, then the current
+#: deployments SQL listed)
+EXPIRY, LIFETIME, FAILURES, LAST_ATTEMPT = range(len(PER_CERT_DOCS))
+CURRENT_LISTED = SPOOLED_CURRENT
+_PREFIXES = tuple(name for name, _ in PER_CERT_DOCS)
+#: the snapshot's columns this pass reads, in the order it unpacks them
+COLUMNS = ("name", "enable", "crt", "cached_fp", "md5_modulus", "ts_expire", "ts_last_update",
+           "count_fail_update", "certbot", "csr_length", "hint_fp", "fleet_counts", "probed")
+#: rows between two writes of the collected lines into the files
+FLUSH_EVERY = 4096
+
+
+class MetricsPass:
+    """The ``taker`` of a metrics snapshot: see the module's docstring."""
+
+    def __init__(self) -> None:
+        self._files: list[IO[str]] = []
+        self._parts: list[list[str]] = [[] for _ in range(5)]
+        self._pending = 0
+        #: certificates kept out of the snapshot (plainly current)
+        self.taken = 0
+        #: held rows whose counted targets this pass wrote (account() must list the same)
+        self.listed_held: set[str] = set()
+        #: lower-case keys of the held rows (two rows of one key: the judge shows one)
+        self._held_keys: set[str] = set()
+        #: why the pass cannot stand for the judge's view (then: computed as before)
+        self.abandoned: str | None = None
+        #: lifetimes of the held certificates that parse their crt (check's rule)
+        self._parse: Callable[[bytes, str], int | None] = _lifetime_of_pem
+        try:
+            for _ in range(5):
+                self._files.append(tempfile.TemporaryFile(
+                    "w+", encoding="utf-8", newline="\n", prefix="lecentral-metrics-"))
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> MetricsPass:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close (and so remove) the files."""
+        for f in self._files:
+            f.close()
+        self._files = []
+
+    def start(self, keys: Sequence[str]) -> None:
+        """The pass's columns, checked once (the snapshot adds ``probed`` for this pass)."""
+        if tuple(keys) != COLUMNS:
+            raise AssertionError(f"the metrics pass expects the columns {COLUMNS}, not {keys}")
+
+    def abandon(self, why: str) -> None:
+        self.abandoned = self.abandoned or why
+
+    def take(self, row: Any, fp: str | None) -> bool:
+        """Write ``row``'s samples; True if it is plainly current (the snapshot then drops
+        it), False to hold it for the judge. ``fp``: its fingerprint, as the snapshot found it."""
+        (name, enable, crt, _, _, expire, update, fails, _, _, hint, counts, probed) = row
+        name = str(name)
+        enabled = enable == "Y" or str(enable or "").upper() == "Y"
+        # CertFleet's values (lecentral.fleet.states.compute)
+        expire = expire if type(expire) is int and expire else _int(expire)
+        update = update if type(update) is int and update else _int(update)
+        fails = int(fails or 0)
+        parts = self._parts
+        if enabled:
+            esc = _esc(name)
+            if expire and expire > 1 and fp:
+                parts[EXPIRY].append(f'{esc}"}} {_go(expire)}\n')
+                issued = update or 0
+                if fails == 0 and 1 < issued < expire:
+                    parts[LIFETIME].append(f'{esc}"}} {_go(expire - issued)}\n')
+                elif crt:
+                    lifetime = self._parse(bytes(crt), name)
+                    if lifetime is not None:
+                        parts[LIFETIME].append(f'{esc}"}} {_go(lifetime)}\n')
+                else:  # the crt was not sent (fingerprint from the facts): read by name
+                    self.abandon(f"the crt of {name} was not read")
+            parts[FAILURES].append(f'{esc}"}} {_go(fails)}\n')
+            if update and update > 1:
+                parts[LAST_ATTEMPT].append(f'{esc}"}} {_go(update)}\n')
+        plain = False
+        if counts:
+            # what Split.account decides for a row that is the judge's row for its name
+            total, _, rest = str(counts).partition(":")
+            current_text, _, listed = rest.partition(":")
+            current = int(current_text)
+            if current and hint is not None and fp == hint and enabled:
+                targets = listed.split(SEP)
+                if len(targets) == current:
+                    prefix = f'lecentral_deployment_current{{name="{_esc(name)}",target="'
+                    parts[CURRENT_LISTED].append("".join(
+                        [f'{prefix}{_esc(t)}"}} 1.0\n' for t in targets]))
+                    plain = (current == int(total) and not probed
+                             and name == name.lower().rstrip("."))
+                    if not plain:
+                        self.listed_held.add(name)
+        if plain:
+            self.taken += 1
+        else:
+            key = name.lower().rstrip(".")
+            if key in self._held_keys:
+                self.abandon(f"two rows named {name} (case or a final dot differs)")
+            self._held_keys.add(key)
+        self._pending += 1
+        if self._pending >= FLUSH_EVERY:
+            self.flush()
+        return plain
+
+    def flush(self) -> None:
+        """Write the collected lines into the files."""
+        for f, part in zip(self._files, self._parts, strict=True):
+            if part:
+                f.write("".join(part))
+                part.clear()
+        self._pending = 0
+
+    def copy(self, family: int, write: Write) -> None:
+        """Write one family's spooled samples through ``write`` (after the pass)."""
+        self.flush()
+        f = self._files[family]
+        f.seek(0)
+        prefix = _PREFIXES[family] + '{name="' if family < CURRENT_LISTED else ""
+        if not prefix:
+            while chunk := f.read(1 << 20):
+                write(chunk)
+            return
+        # the per-certificate lines were spooled without their family name (a third of them)
+        for lines in iter(lambda: f.readlines(1 << 20), []):
+            write(prefix + prefix.join(lines))
+
+
+def _lifetime_of_pem(pem: bytes, name: str) -> int | None:
+    """notAfter - notBefore of ``pem`` as :func:`lecentral.fleet.nagios.lifetimes` reads it."""
+    from lecentral.certificates import Certificate
+    from lecentral.errors import CsrError
+
+    try:
+        leaf = Certificate.load(pem, f"the crt column of {name}")
+    except CsrError:
+        return None
+    return leaf.not_after - leaf.not_before if leaf.not_after > leaf.not_before else None
