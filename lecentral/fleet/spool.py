@@ -95,31 +95,36 @@ class MetricsPass:
 
     def take(self, row: Any, fp: str | None) -> bool:
         """Write ``row``'s samples; True if it is plainly current (the snapshot then drops
-        it), False to hold it for the judge. ``fp``: its fingerprint, as the snapshot found it."""
+        it), False to hold it for the judge. ``fp``: its fingerprint, as the snapshot found it.
+        (100,000 calls a run: kept flat, with the number formatting inline.)"""
         (name, enable, crt, _, _, expire, update, fails, _, _, hint, counts, probed) = row
-        name = str(name)
+        if type(name) is not str:
+            name = str(name)
         enabled = enable == "Y" or str(enable or "").upper() == "Y"
         # CertFleet's values (lecentral.fleet.states.compute)
-        expire = expire if type(expire) is int and expire else _int(expire)
-        update = update if type(update) is int and update else _int(update)
+        if not (type(expire) is int and expire):
+            expire = _int(expire)
+        if not (type(update) is int and update):
+            update = _int(update)
         fails = int(fails or 0)
         parts = self._parts
         if enabled:
-            esc = _esc(name)
+            esc = name if _plain_label(name) else _esc(name)
             if expire and expire > 1 and fp:
-                parts[EXPIRY].append(f'{esc}"}} {_go(expire)}\n')
+                parts[EXPIRY].append(f'{esc}"}} {_number(expire)}\n')
                 issued = update or 0
                 if fails == 0 and 1 < issued < expire:
-                    parts[LIFETIME].append(f'{esc}"}} {_go(expire - issued)}\n')
+                    lifetime: int | None = expire - issued
                 elif crt:
                     lifetime = self._parse(bytes(crt), name)
-                    if lifetime is not None:
-                        parts[LIFETIME].append(f'{esc}"}} {_go(lifetime)}\n')
                 else:  # the crt was not sent (fingerprint from the facts): read by name
+                    lifetime = None
                     self.abandon(f"the crt of {name} was not read")
-            parts[FAILURES].append(f'{esc}"}} {_go(fails)}\n')
+                if lifetime is not None:
+                    parts[LIFETIME].append(f'{esc}"}} {_number(lifetime)}\n')
+            parts[FAILURES].append(f'{esc}"}} {_number(fails)}\n')
             if update and update > 1:
-                parts[LAST_ATTEMPT].append(f'{esc}"}} {_go(update)}\n')
+                parts[LAST_ATTEMPT].append(f'{esc}"}} {_number(update)}\n')
         plain = False
         if counts:
             # what Split.account decides for a row that is the judge's row for its name
@@ -127,11 +132,13 @@ class MetricsPass:
             current_text, _, listed = rest.partition(":")
             current = int(current_text)
             if current and hint is not None and fp == hint and enabled:
-                targets = listed.split(SEP)
-                if len(targets) == current:
-                    prefix = f'lecentral_deployment_current{{name="{_esc(name)}",target="'
-                    parts[CURRENT_LISTED].append("".join(
-                        [f'{prefix}{_esc(t)}"}} 1.0\n' for t in targets]))
+                if listed.count(SEP) + 1 == current:  # (the escaping leaves SEP alone)
+                    prefix = ('lecentral_deployment_current{name="'
+                              f'{name if _plain_label(name) else _esc(name)}",target="')
+                    if not _plain_label(listed):
+                        listed = _esc(listed)
+                    parts[CURRENT_LISTED].append(
+                        prefix + ('"} 1.0\n' + prefix).join(listed.split(SEP)) + '"} 1.0\n')
                     plain = (current == int(total) and not probed
                              and name == name.lower().rstrip("."))
                     if not plain:
@@ -169,6 +176,25 @@ class MetricsPass:
         # the per-certificate lines were spooled without their family name (a third of them)
         for lines in iter(lambda: f.readlines(1 << 20), []):
             write(prefix + prefix.join(lines))
+
+
+def _plain_label(value: str) -> bool:
+    """True if ``value`` needs no escaping as a label value (no backslash, newline or quote)."""
+    return "\\" not in value and "\n" not in value and '"' not in value
+
+
+def _number(value: int) -> str:
+    """``_go(value)`` of an integer (a timestamp, a count), in fewer steps."""
+    if -10**15 < value < 10**6:
+        return f"{value}.0"
+    if 10**6 <= value < 10**15:
+        digits = str(value)
+        mantissa = digits.rstrip("0")
+        exponent = len(digits) - 1
+        if len(mantissa) == 1:
+            return f"{mantissa}e+{exponent:02d}"
+        return f"{mantissa[0]}.{mantissa[1:]}e+{exponent:02d}"
+    return _go(value)
 
 
 def _lifetime_of_pem(pem: bytes, name: str) -> int | None:
