@@ -143,6 +143,8 @@ class RowTaker(Protocol):
 
     #: rows kept out of the snapshot
     taken: int
+    #: the current targets' JSON in the pass (``fleet --json``), instead of their names
+    wants_json: bool
 
     def start(self, keys: Sequence[str]) -> None:
         """The pass's column names, before the first row."""
@@ -323,9 +325,10 @@ class FleetStore:
         ``problems_only`` instead (``fleet --problems``), those it finds disabled or plainly
         current (:func:`~lecentral.fleet.current.plainly_no_problem`).
 
-        With ``taker`` (and ``current_after`` and ``listing``: ``lecentral metrics``), every
-        ``certs`` row is handed to it first, with a column ``probed`` (a probe result of its
-        exact name exists); the rows it takes are left out of the snapshot. If a row read may
+        With ``taker`` (and ``current_after``: ``lecentral metrics`` with ``listing``,
+        ``lecentral fleet --json`` with the targets' JSON), every ``certs`` row is handed to it
+        first, with a column ``probed`` (a probe result of its exact name exists); the rows it
+        takes are left out of the snapshot. If a row read may
         belong to one it took (the judge files rows under their lower-case name), it is told to
         abandon them and the snapshot is read again without it.
         """
@@ -335,7 +338,8 @@ class FleetStore:
         # (lecentral/store/facts.py); otherwise the crt itself, fingerprinted here: only changed
         # certificates cross the wire. SQLite reads the crt in-process for less than the check.
         f = cert_facts.c
-        split = (Split(self.store.dialect, current_after, listing=listing)
+        split = (Split(self.store.dialect, current_after, listing=listing,
+                       json=taker is not None and taker.wants_json)
                  if current_after is not None else None)
         if self.store.dialect == "sqlite":
             crt: Any = certs.c.crt

@@ -57,8 +57,8 @@ def load_view(store: Store, config: CentralConfig, now: int, names: Iterable[str
     ``ok_limits`` (with ``split``, check of the whole fleet): the certificates the database
     finds plainly OK are only counted (``FleetView.plain_ok``), if more than ``count_above``;
     ``problems_only`` (with ``split``, ``fleet --problems``): likewise those disabled or plainly
-    current; ``taker`` (with ``split`` and ``listing``): sees every ``certs`` row first and
-    keeps the ones it takes out of the view (:class:`lecentral.fleet.spool.MetricsPass`).
+    current; ``taker`` (with ``split``): sees every ``certs`` row first and keeps the ones it
+    takes out of the view (:mod:`lecentral.fleet.spool`).
     """
     fleet = FleetStore(store)
     settings = settings_of(config)
@@ -66,7 +66,7 @@ def load_view(store: Store, config: CentralConfig, now: int, names: Iterable[str
     snap = fleet.snapshot(names, current_after=after, listing=listing,
                           ok_limits=ok_limits if split else None, now=now,
                           count_above=count_above, problems_only=split and problems_only,
-                          taker=taker if split and listing else None)
+                          taker=taker if split else None)
     return fleet, compute(snap, settings, now, fleet)
 
 
