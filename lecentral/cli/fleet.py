@@ -261,6 +261,7 @@ def _print_json_in_one_pass(app: App) -> bool:
                 or _needs_full(view, False, fleet_store)):
             return False
         view = _mixed_in_full(app, view, [], False, fleet_store)
+        spooled.flush()  # (its error before the document's first byte)
         out = sys.stdout
         out.write(_head(view))
         spooled.write(out.write, _cert_texts(view.certs, fleet_store))

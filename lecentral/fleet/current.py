@@ -224,7 +224,8 @@ class Split:
         current = self.current()
         if self.ordered_aggregates():
             return func.coalesce(func.aggregate_strings(
-                case((current, self.target_json())), SEP, order_by=(d.host, d.entry)), "")
+                case((current, self.target_json())), SEP).aggregate_order_by(d.host, d.entry),
+                "")
         keys = func.aggregate_strings(case((current, d.host + "\x01" + d.entry)), SEP)
         return (func.coalesce(func.aggregate_strings(case((current, self.target_json())), SEP),
                               "") + "\x1d" + func.coalesce(keys, ""))

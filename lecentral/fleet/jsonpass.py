@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any
 
 from lecentral.fleet.current import SEP
-from lecentral.fleet.spool import COLUMNS
+from lecentral.fleet.spool import COLUMNS, temp_error
 from lecentral.fleet.states import _int
 
 #: rows between two writes of the collected text into the file
@@ -54,7 +54,10 @@ class JsonPass:
         self.offsets: list[int] = []
         self._held_keys: set[str] = set()
         self._parts: list[str] = []
-        self._file: IO[bytes] | None = tempfile.TemporaryFile(prefix="lecentral-fleet-")
+        try:
+            self._file: IO[bytes] | None = tempfile.TemporaryFile(prefix="lecentral-fleet-")
+        except OSError as exc:
+            raise temp_error(exc) from None
 
     def __enter__(self) -> JsonPass:
         return self
@@ -91,7 +94,7 @@ class JsonPass:
             self._held_keys.add(key)
             self.flush()
             assert self._file is not None
-            self.offsets.append(self._file.tell())
+            self.offsets.append(self._file.tell())  # (flushed: the buffer's end, no I/O)
             return False
         self._parts.append(text)
         self.taken += 1
@@ -128,7 +131,10 @@ class JsonPass:
     def flush(self) -> None:
         if self._parts:
             assert self._file is not None
-            self._file.write("".join(self._parts).encode("utf-8"))
+            try:
+                self._file.write("".join(self._parts).encode("utf-8"))
+            except OSError as exc:
+                raise temp_error(exc) from None
             self._parts.clear()
 
     def write(self, write: Callable[[str], object], held: Iterable[str]) -> None:
@@ -138,14 +144,21 @@ class JsonPass:
         self.flush()
         assert self._file is not None
         f = self._file
-        f.seek(0)
+        try:
+            f.flush()
+            f.seek(0)
+        except OSError as exc:
+            raise temp_error(exc) from None
         position, first = 0, True
 
         def copy(end: int | None) -> None:
             nonlocal position, first
             decoder = codecs.getincrementaldecoder("utf-8")()
             while end is None or position < end:
-                chunk = f.read(1 << 20 if end is None else min(1 << 20, end - position))
+                try:  # (an error of ``write`` is the caller's: not caught here)
+                    chunk = f.read(1 << 20 if end is None else min(1 << 20, end - position))
+                except OSError as exc:
+                    raise temp_error(exc) from None
                 if not chunk:
                     break
                 position += len(chunk)

@@ -32,6 +32,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
+from lecentral.errors import LecentralError
 from lecentral.fleet.current import SEP
 from lecentral.fleet.metrics import PER_CERT_DOCS, SPOOLED_CURRENT, Write, _esc, _go
 from lecentral.fleet.states import _int
@@ -70,6 +71,9 @@ class MetricsPass:
             for _ in range(5):
                 self._files.append(tempfile.TemporaryFile(
                     "w+", encoding="utf-8", newline="\n", prefix="lecentral-metrics-"))
+        except OSError as exc:
+            self.close()
+            raise temp_error(exc) from None
         except BaseException:
             self.close()
             raise
@@ -160,7 +164,10 @@ class MetricsPass:
         """Write the collected lines into the files."""
         for f, part in zip(self._files, self._parts, strict=True):
             if part:
-                f.write("".join(part))
+                try:
+                    f.write("".join(part))
+                except OSError as exc:
+                    raise temp_error(exc) from None
                 part.clear()
         self._pending = 0
 
@@ -168,15 +175,29 @@ class MetricsPass:
         """Write one family's spooled samples through ``write`` (after the pass)."""
         self.flush()
         f = self._files[family]
-        f.seek(0)
         prefix = _PREFIXES[family] + '{name="' if family < CURRENT_LISTED else ""
-        if not prefix:
-            while chunk := f.read(1 << 20):
-                write(chunk)
-            return
-        # the per-certificate lines were spooled without their family name (a third of them)
-        for lines in iter(lambda: f.readlines(1 << 20), []):
-            write(prefix + prefix.join(lines))
+        try:
+            f.flush()
+            f.seek(0)
+        except OSError as exc:
+            raise temp_error(exc) from None
+        while True:
+            try:  # (an error of ``write`` is the caller's: not caught here)
+                lines = f.readlines(1 << 20)
+            except OSError as exc:
+                raise temp_error(exc) from None
+            if not lines:
+                return
+            # the per-certificate lines were spooled without their family name
+            write(prefix + prefix.join(lines) if prefix else "".join(lines))
+
+
+def temp_error(exc: OSError) -> LecentralError:
+    """An error of a temporary file, as the error of the command (exit 1), naming where."""
+    return LecentralError(
+        f"cannot use a temporary file in {tempfile.gettempdir()}: {exc.strerror or exc}; "
+        "nothing was written (a --textfile is left as it was): free space there, or set "
+        "TMPDIR to a directory with room")
 
 
 def _plain_label(value: str) -> bool:
