@@ -24,7 +24,8 @@ import codecs
 import json
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from typing import IO, Any
+from itertools import pairwise
+from typing import IO, Any, Self
 
 from lecentral.fleet.current import SEP
 from lecentral.fleet.spool import COLUMNS, temp_error
@@ -55,11 +56,12 @@ class JsonPass:
         self._held_keys: set[str] = set()
         self._parts: list[str] = []
         try:
-            self._file: IO[bytes] | None = tempfile.TemporaryFile(prefix="lecentral-fleet-")
+            self._file: IO[bytes] | None = tempfile.TemporaryFile(  # noqa: SIM115 - close()
+                prefix="lecentral-fleet-")
         except OSError as exc:
             raise temp_error(exc) from None
 
-    def __enter__(self) -> JsonPass:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -84,7 +86,7 @@ class JsonPass:
         where it goes and hold it (False)."""
         (name, enable, _, _, _, expire, update, fails, _, _, hint, counts, probed) = row
         text = None
-        if counts and not probed and hint is not None and fp == hint and (
+        if counts and not probed and fp is not None and fp == hint and (
                 enable == "Y" or str(enable or "").upper() == "Y"):
             text = self._text(str(name), fp, expire, update, fails, str(counts))
         if text is None:
@@ -185,7 +187,7 @@ def _in_order(keys: str, count: int) -> bool:
     if len(found) != count or keys.count(_SOH) != count or "\x00" in keys:
         return False
     # with one SOH in each and none below it, comparing the joined strings compares the pairs
-    return all(a < b for a, b in zip(found, found[1:]))
+    return all(a < b for a, b in pairwise(found))
 
 
 def _string(value: str) -> str:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from lecentral.errors import LecentralError
 from lecentral.fleet.current import SEP
@@ -69,7 +69,7 @@ class MetricsPass:
         self._parse: Callable[[bytes, str], int | None] = _lifetime_of_pem
         try:
             for _ in range(5):
-                self._files.append(tempfile.TemporaryFile(
+                self._files.append(tempfile.TemporaryFile(  # noqa: SIM115 - closed by close()
                     "w+", encoding="utf-8", newline="\n", prefix="lecentral-metrics-"))
         except OSError as exc:
             self.close()
@@ -78,7 +78,7 @@ class MetricsPass:
             self.close()
             raise
 
-    def __enter__(self) -> MetricsPass:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -136,18 +136,19 @@ class MetricsPass:
             total, _, rest = str(counts).partition(":")
             current_text, _, listed = rest.partition(":")
             current = int(current_text)
-            if current and hint is not None and fp == hint and enabled:
-                if listed.count(SEP) + 1 == current:  # (the escaping leaves SEP alone)
-                    prefix = ('lecentral_deployment_current{name="'
-                              f'{name if _plain_label(name) else _esc(name)}",target="')
-                    if not _plain_label(listed):
-                        listed = _esc(listed)
-                    parts[CURRENT_LISTED].append(
-                        prefix + ('"} 1.0\n' + prefix).join(listed.split(SEP)) + '"} 1.0\n')
-                    plain = (current == int(total) and not probed
-                             and name == name.lower().rstrip("."))
-                    if not plain:
-                        self.listed_held.add(name)
+            # (the escaping leaves SEP alone)
+            if (current and hint is not None and fp == hint and enabled
+                    and listed.count(SEP) + 1 == current):
+                prefix = ('lecentral_deployment_current{name="'
+                          f'{name if _plain_label(name) else _esc(name)}",target="')
+                if not _plain_label(listed):
+                    listed = _esc(listed)
+                parts[CURRENT_LISTED].append(
+                    prefix + ('"} 1.0\n' + prefix).join(listed.split(SEP)) + '"} 1.0\n')
+                plain = (current == int(total) and not probed
+                         and name == name.lower().rstrip("."))
+                if not plain:
+                    self.listed_held.add(name)
         if plain:
             self.taken += 1
         else:
