@@ -110,14 +110,9 @@ def metrics(app: App, textfile: str | None) -> None:
     textfile collector's node_textfile_mtime_seconds then shows its age), 2 configuration error.
     """
     from lecentral.certificates import now_ts
-    from lecentral.fleet.metrics import (
-        spool_fits,
-        write_exposition,
-        write_spooled,
-        write_textfile,
-    )
+    from lecentral.fleet.metrics import write_exposition, write_textfile
     from lecentral.fleet.nagios import lifetimes
-    from lecentral.fleet.spool import MetricsPass
+    from lecentral.fleet.spool import MetricsPass, spool_fits, write_spooled
     from lecentral.fleet.watch import bulk, load_view
 
     now = now_ts()

@@ -31,7 +31,6 @@ from lecentral.fleet.model import (
 )
 
 if TYPE_CHECKING:
-    from lecentral.fleet.spool import MetricsPass
     from lecentral.leftovers import Leftover
 
 log = logging.getLogger(__name__)
@@ -150,36 +149,6 @@ PER_CERT_DOCS = (
 
 #: the spool's file of the current targets SQL listed (after the per-certificate families')
 SPOOLED_CURRENT = len(PER_CERT_DOCS)
-
-
-def spool_fits(view: FleetView, spooled: MetricsPass,
-               listed_held: Mapping[str, Sequence[str]]) -> bool:
-    """True if :func:`write_spooled` writes for ``view`` (a split view of the rows ``spooled``
-    held; ``listed_held``: the current targets it listed for them) the document
-    :func:`write_exposition` writes for the whole split view: the spool was not abandoned,
-    the held rows' listed targets are the ones it spooled, and no row or target is shown twice
-    (otherwise the caller computes the document as before)."""
-    shown, managed = _shown(view)
-    shown_agents = {(c.name, t.target) for c in managed for t in c.targets if t.kind == "agent"}
-    return not (spooled.abandoned or not view.split or len(shown) != len(view.certs)
-                or set(listed_held) != spooled.listed_held
-                or any(t in listed_held.get(n, ()) for n, t in shown_agents))
-
-
-def write_spooled(write: Write, view: FleetView, leftovers: Sequence[Leftover],
-                  spooled: MetricsPass) -> None:
-    """The document :func:`write_exposition` writes for the whole split view (with listing),
-    from ``view`` (the rows ``spooled`` held, judged) and the samples it spooled for every row
-    (:mod:`lecentral.fleet.spool`); only where :func:`spool_fits`."""
-    shown, managed = _shown(view)
-    for family, (name, doc) in enumerate(PER_CERT_DOCS):
-        _family(write, name, doc)
-        spooled.copy(family, write)
-
-    def listed(_: set[tuple[str, str]]) -> None:
-        spooled.copy(SPOOLED_CURRENT, write)
-
-    _write_the_rest(write, view, shown, managed, leftovers, listed, spooled.taken)
 
 
 def _write_the_rest(write: Write, view: FleetView, shown: Sequence[CertFleet],

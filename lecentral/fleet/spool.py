@@ -29,13 +29,26 @@ soon as they are made, so they go on every path, an error, Ctrl-C or a kill incl
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
-from typing import IO, Any, Self
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, Self
 
 from lecentral.errors import LecentralError
 from lecentral.fleet.current import SEP
-from lecentral.fleet.metrics import PER_CERT_DOCS, SPOOLED_CURRENT, Write, _esc, _go
+from lecentral.fleet.metrics import (
+    PER_CERT_DOCS,
+    SPOOLED_CURRENT,
+    Write,
+    _esc,
+    _family,
+    _go,
+    _shown,
+    _write_the_rest,
+)
 from lecentral.fleet.states import _int
+
+if TYPE_CHECKING:
+    from lecentral.fleet.model import FleetView
+    from lecentral.leftovers import Leftover
 
 #: the spooled families, in the document's order (the per-certificate ones, then the current
 #: deployments SQL listed)
@@ -191,6 +204,36 @@ class MetricsPass:
                 return
             # the per-certificate lines were spooled without their family name
             write(prefix + prefix.join(lines) if prefix else "".join(lines))
+
+
+def spool_fits(view: FleetView, spooled: MetricsPass,
+               listed_held: Mapping[str, Sequence[str]]) -> bool:
+    """True if :func:`write_spooled` writes for ``view`` (a split view of the rows ``spooled``
+    held; ``listed_held``: the current targets it listed for them) the document
+    :func:`write_exposition` writes for the whole split view: the spool was not abandoned,
+    the held rows' listed targets are the ones it spooled, and no row or target is shown twice
+    (otherwise the caller computes the document as before)."""
+    shown, managed = _shown(view)
+    shown_agents = {(c.name, t.target) for c in managed for t in c.targets if t.kind == "agent"}
+    return not (spooled.abandoned or not view.split or len(shown) != len(view.certs)
+                or set(listed_held) != spooled.listed_held
+                or any(t in listed_held.get(n, ()) for n, t in shown_agents))
+
+
+def write_spooled(write: Write, view: FleetView, leftovers: Sequence[Leftover],
+                  spooled: MetricsPass) -> None:
+    """The document :func:`write_exposition` writes for the whole split view (with listing),
+    from ``view`` (the rows ``spooled`` held, judged) and the samples it spooled for every row
+    (:mod:`lecentral.fleet.spool`); only where :func:`spool_fits`."""
+    shown, managed = _shown(view)
+    for family, (name, doc) in enumerate(PER_CERT_DOCS):
+        _family(write, name, doc)
+        spooled.copy(family, write)
+
+    def listed(_: set[tuple[str, str]]) -> None:
+        spooled.copy(SPOOLED_CURRENT, write)
+
+    _write_the_rest(write, view, shown, managed, leftovers, listed, spooled.taken)
 
 
 def temp_error(exc: OSError) -> LecentralError:
