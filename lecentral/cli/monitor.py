@@ -107,7 +107,8 @@ def metrics(app: App, textfile: str | None) -> None:
     the lecentral-metrics timer (contrib/systemd) a few times an hour.
 
     Exit status: 0 written, 4 database unreachable (the file is left as it was: the
-    textfile collector's node_textfile_mtime_seconds then shows its age), 2 configuration error.
+    textfile collector's node_textfile_mtime_seconds then shows its age), 2 configuration error,
+    1 PATH cannot be written or $TMPDIR has no room (the file is left as it was).
     """
     from lecentral.certificates import now_ts
     from lecentral.fleet.metrics import write_exposition, write_textfile
