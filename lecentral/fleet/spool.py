@@ -9,9 +9,9 @@ the text format groups a family's samples under its HELP and TYPE lines), and ke
 of the snapshot when it is *plainly current*: every sample it contributes is then written, and
 the judge would say ``current`` with no target of its own to list. The other rows (failing,
 stale, silent, probed, odd names, no facts: ~2 % here) are held and judged by
-:mod:`lecentral.fleet.states` as before. :func:`lecentral.fleet.metrics.write_spooled` then
-writes the document in the order :func:`lecentral.fleet.metrics.write_exposition` writes it for
-the same view, copying the files at their places.
+:mod:`lecentral.fleet.states` as before. :func:`write_spooled` then writes the document in the
+order :func:`lecentral.fleet.metrics.write_exposition` writes it for the whole view, copying the
+files at their places.
 
 Plainly current, decided here in Python from the pass's columns (SQL's part is
 :meth:`lecentral.fleet.current.Split.counts_column`): the row is enabled, its fingerprint is the
@@ -78,7 +78,7 @@ class MetricsPass:
         self._held_keys: set[str] = set()
         #: why the pass cannot stand for the judge's view (then: computed as before)
         self.abandoned: str | None = None
-        #: lifetimes of the held certificates that parse their crt (check's rule)
+        #: the lifetime of a certificate whose row does not tell it (check's rule: its crt)
         self._parse: Callable[[bytes, str], int | None] = _lifetime_of_pem
         try:
             for _ in range(5):
