@@ -24,7 +24,6 @@ import codecs
 import json
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from itertools import pairwise
 from typing import IO, Any, Self
 
 from lecentral.fleet.current import SEP
@@ -181,13 +180,14 @@ class JsonPass:
 def _in_order(keys: str, count: int) -> bool:
     """True if ``keys`` (``host<SOH>entry`` joined by SEP) are ``count`` keys in (host, entry)
     order, as ORDER BY host, entry sorts them on SQLite (bytes: Python's order of strings)."""
-    if count == 1:
-        return keys.count(_SOH) == 1 and SEP not in keys
-    found = keys.split(SEP)
-    if len(found) != count or keys.count(_SOH) != count or "\x00" in keys:
+    if keys.count(_SOH) != count or "\x00" in keys:
         return False
+    if count == 1:
+        return SEP not in keys
+    found = keys.split(SEP)
     # with one SOH in each and none below it, comparing the joined strings compares the pairs
-    return all(a < b for a, b in pairwise(found))
+    # (no two are equal: (name, host, entry) is the key)
+    return len(found) == count and found == sorted(found)
 
 
 def _string(value: str) -> str:
