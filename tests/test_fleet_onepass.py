@@ -197,3 +197,43 @@ def test_temporary_files_go_on_every_path(fleet: Fleet, tmp_path: Path, error: t
 
 def _failing_flush() -> None:
     raise spool.temp_error(OSError(28, "No space left on device"))
+
+
+def test_a_listing_the_database_cut_is_not_trusted(mariadb_server: Any, mariadb_url: str,
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """MariaDB and MySQL cut an aggregated string at group_concat_max_len bytes (MySQL's
+    default is 1,024); a cut that falls in the last target still adds up to the count. Such a
+    certificate is judged in full: every target's label whole, the bytes of the held view."""
+    fleet = Fleet(tmp_path, mariadb_url)
+    (previous,), = mariadb_server.execute("SELECT @@GLOBAL.group_concat_max_len")
+    try:
+        import lecentral.certificates
+        import lecentral.cli.fleet
+        import lecentral.names
+
+        for module in (lecentral.names, lecentral.certificates, lecentral.cli.fleet):
+            monkeypatch.setattr(module, "now_ts", lambda: fleet.now)
+        plain_world(fleet)
+        name = "many.split.example.test"
+        cert = fleet.issue(name, age=2)
+        targets = [f"h{i:02d}.example.test (entry-{i:02d}-xxxxxxxx)" for i in range(9)]
+        for i in range(9):
+            fleet.report(f"h{i:02d}.example.test", name, cert, cert, entry=f"entry-{i:02d}-xxxxxxxx")
+        from lecentral.config import RenewConfig
+
+        fleet.store.record_facts(fleet.store.sweep(RenewConfig(), fleet.now).rows)
+        listed = len("\x1f".join(targets).encode())
+        # the cut falls in the last target: 8 separators are left, the count adds up
+        limit = listed - len(targets[-1]) // 2
+        mariadb_server.execute(f"SET GLOBAL group_concat_max_len = {limit}")
+        passed, held = _run_both(fleet, monkeypatch, "metrics")
+        assert passed == held
+        for target in targets:
+            assert f'lecentral_deployment_current{{name="{name}",target="{target}"}} 1.0\n'.encode() \
+                in passed
+        passed, held = _run_both(fleet, monkeypatch, "fleet", "--json")
+        assert passed == held
+    finally:
+        mariadb_server.execute(f"SET GLOBAL group_concat_max_len = {previous}")
+        fleet.close()

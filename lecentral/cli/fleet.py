@@ -248,13 +248,11 @@ def _print_json_in_one_pass(app: App) -> bool:
     writes the document as before)."""
     import sys
 
-    from lecentral.fleet.current import Split
     from lecentral.fleet.jsonpass import JsonPass
     from lecentral.fleet.watch import load_view
 
     store = app.store()
-    dialect = str(getattr(store, "dialect", ""))
-    with JsonPass(Split(dialect, 0).ordered_aggregates(), _max_chars(store)) as spooled:
+    with JsonPass() as spooled:
         fleet_store, view = load_view(store, app.config, now_ts(), (), split=True,
                                       taker=spooled)
         if (spooled.abandoned or len(view.certs) != len(spooled.offsets)
@@ -268,16 +266,6 @@ def _print_json_in_one_pass(app: App) -> bool:
         out.write("]}\n")
         out.flush()
     return True
-
-
-def _max_chars(store: Any) -> int | None:
-    """A quarter of MariaDB's group_concat_max_len (a longer aggregate may have been cut)."""
-    if str(getattr(store, "dialect", "")) not in ("mysql", "mariadb"):
-        return None
-    from sqlalchemy import text
-
-    with store.transaction("reading group_concat_max_len") as conn:
-        return int(conn.execute(text("SELECT @@group_concat_max_len")).scalar_one()) // 4
 
 
 def _seen(seen: Seen | None) -> dict[str, Any] | None:

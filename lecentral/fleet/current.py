@@ -55,6 +55,14 @@ class Split:
     #: with ``json`` (``fleet --json``'s pass): the JSON of the current targets per certificate,
     #: as :meth:`current_json` writes them, in :meth:`counts_column`
     json: bool = False
+    #: MariaDB and MySQL cut an aggregated string at ``group_concat_max_len`` bytes (MySQL's
+    #: default: 1,024): a listing of at least this many characters may have been cut, and is
+    #: not trusted (:meth:`cut`); None where nothing is cut
+    max_chars: int | None = None
+
+    def cut(self, listed: str) -> bool:
+        """True if ``listed`` (an aggregated string) may have been cut by the database."""
+        return self.max_chars is not None and len(listed) >= self.max_chars
 
     def same(self, col: Any) -> Any:
         """``col`` compared byte for byte (MariaDB's default collations ignore case)."""
@@ -158,7 +166,9 @@ class Split:
             return "again" if current else "partial"
         if self.listing and current:
             targets = listed.split(SEP)
-            if len(targets) != current:  # a separator in a target, or a truncated list
+            # a separator in a target, or a list the database cut (the count can still add up
+            # when the cut falls in the last target)
+            if len(targets) != current or self.cut(listed):
                 return "again"
             self.listed[name] = targets
         self.verified.add(name)

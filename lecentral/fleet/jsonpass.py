@@ -26,14 +26,13 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any, Self
 
-from lecentral.fleet.current import SEP
+from lecentral.fleet.current import SEP, Split
 from lecentral.fleet.spool import COLUMNS, temp_error
 from lecentral.fleet.states import _int
 
 #: rows between two writes of the collected text into the file
 FLUSH_EVERY = 2048
-#: characters of one row's aggregated JSON above which it is held: MariaDB cuts a
-#: GROUP_CONCAT at group_concat_max_len bytes (1 MB by default; read at the start)
+#: between the targets' JSON and their keys; between a key's host and entry
 _GS, _SOH = "\x1d", "\x01"
 
 
@@ -42,12 +41,11 @@ class JsonPass:
 
     wants_json = True
 
-    def __init__(self, ordered: bool, max_chars: int | None = None) -> None:
-        """``ordered``: the database orders the aggregated targets itself (else their keys
-        come along and are checked); ``max_chars``: a row's aggregate at or above this many
-        characters may have been cut (MariaDB's group_concat_max_len / 4): held."""
-        self.ordered = ordered
-        self.max_chars = max_chars
+    def __init__(self) -> None:
+        #: the database orders the aggregated targets itself (else their keys come along and
+        #: are checked); from the split (start)
+        self.ordered = True
+        self._split = Split("", 0)
         self.taken = 0
         self.abandoned: str | None = None
         #: the file's size where each held row came, in the pass's order
@@ -72,7 +70,10 @@ class JsonPass:
             self._file.close()
             self._file = None
 
-    def start(self, keys: Sequence[str]) -> None:
+    def start(self, keys: Sequence[str], split: Split) -> None:
+        """The pass's columns, checked once, and its split (how the database aggregates)."""
+        self._split = split
+        self.ordered = split.ordered_aggregates()
         if tuple(keys) != COLUMNS:
             raise AssertionError(f"the fleet --json pass expects the columns {COLUMNS}, "
                                  f"not {keys}")
@@ -115,8 +116,7 @@ class JsonPass:
             jsons, _, keys = jsons.partition(_GS)
             if not _in_order(keys, current):
                 return None
-        if jsons.count(SEP) + 1 != current or (
-                self.max_chars is not None and len(jsons) >= self.max_chars):
+        if jsons.count(SEP) + 1 != current or self._split.cut(jsons):
             return None
         # CertFleet's values (lecentral.fleet.states.compute), as cert_json writes them
         if not (type(expire) is int and expire):

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, Self
 
 from lecentral.errors import LecentralError
-from lecentral.fleet.current import SEP
+from lecentral.fleet.current import SEP, Split
 from lecentral.fleet.metrics import (
     PER_CERT_DOCS,
     SPOOLED_CURRENT,
@@ -78,6 +78,7 @@ class MetricsPass:
         self._held_keys: set[str] = set()
         #: why the pass cannot stand for the judge's view (then: computed as before)
         self.abandoned: str | None = None
+        self._split = Split("", 0)
         #: the lifetime of a certificate whose row does not tell it (check's rule: its crt)
         self._parse: Callable[[bytes, str], int | None] = _lifetime_of_pem
         try:
@@ -103,8 +104,10 @@ class MetricsPass:
             f.close()
         self._files = []
 
-    def start(self, keys: Sequence[str]) -> None:
-        """The pass's columns, checked once (the snapshot adds ``probed`` for this pass)."""
+    def start(self, keys: Sequence[str], split: Split) -> None:
+        """The pass's columns, checked once (the snapshot adds ``probed`` for this pass), and
+        its split (an aggregate the database may have cut is not trusted)."""
+        self._split = split
         if tuple(keys) != COLUMNS:
             raise AssertionError(f"the metrics pass expects the columns {COLUMNS}, not {keys}")
 
@@ -151,7 +154,7 @@ class MetricsPass:
             current = int(current_text)
             # (the escaping leaves SEP alone)
             if (current and hint is not None and fp == hint and enabled
-                    and listed.count(SEP) + 1 == current):
+                    and listed.count(SEP) + 1 == current and not self._split.cut(listed)):
                 prefix = ('lecentral_deployment_current{name="'
                           f'{name if _plain_label(name) else _esc(name)}",target="')
                 if not _plain_label(listed):

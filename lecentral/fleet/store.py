@@ -146,8 +146,8 @@ class RowTaker(Protocol):
     #: the current targets' JSON in the pass (``fleet --json``), instead of their names
     wants_json: bool
 
-    def start(self, keys: Sequence[str]) -> None:
-        """The pass's column names, before the first row."""
+    def start(self, keys: Sequence[str], split: Split) -> None:
+        """The pass's column names and its split (:meth:`Split.cut`), before the first row."""
 
     def take(self, row: Any, fp: str | None) -> bool:
         """True to keep ``row`` (its fingerprint ``fp``) out of the snapshot."""
@@ -332,6 +332,8 @@ class FleetStore:
         belong to one it took (the judge files rows under their lower-case name), it is told to
         abandon them and the snapshot is read again without it.
         """
+        if taker is not None and current_after is None:
+            raise ValueError("a taker reads a split snapshot (current_after)")
         wanted = [n.lower().rstrip(".") for n in names]
         # on a database server: the crt's fingerprint as the last renew sweep recorded it, while
         # the server's checksum of the stored crt (with csr and ca) is still the recorded one
@@ -379,6 +381,8 @@ class FleetStore:
             dep_q = dep_q.where(d.name.in_(wanted))
             probe_q = probe_q.where(p.name.in_(wanted))
         snap = Snapshot(split=split)
+        if split is not None and (listing or split.json):
+            split.max_chars = self._aggregate_chars()
         extra = ("cached_fp", "crt", "hint_fp", "fleet_counts", "plain_ok", "probed")
         with self.store.transaction("reading the fleet") as conn:
             others: set[str] | None = None  # the names SQL did not find plainly OK
@@ -406,8 +410,8 @@ class FleetStore:
             counted: list[tuple[dict[str, Any], Any, str]] = []
             at_hint = keys.index("hint_fp") if split is not None else 0
             at_ok = keys.index("plain_ok") if "plain_ok" in keys else -1
-            if taker is not None:
-                taker.start(keys)
+            if taker is not None and split is not None:
+                taker.start(keys, split)
             for row in result:
                 if at_ok >= 0 and row[at_ok] and (others is None or row[0] not in others):
                     snap.plain_ok -= 1  # plainly OK and expiring first: judged here
@@ -442,6 +446,17 @@ class FleetStore:
                 return self.snapshot(names, current_after, listing)  # judged in full
         self.last_snapshot = snap
         return snap
+
+    def _aggregate_chars(self) -> int | None:
+        """On MariaDB and MySQL: a length in characters from which an aggregated string may
+        have been cut at ``group_concat_max_len`` bytes (up to 4 bytes a character)."""
+        if self.store.dialect not in ("mysql", "mariadb"):
+            return None
+        from sqlalchemy import text
+
+        with self.store.transaction("reading group_concat_max_len") as conn:
+            limit = int(conn.execute(text("SELECT @@group_concat_max_len")).scalar_one())
+        return max(0, (limit - 4) // 4)
 
     @staticmethod
     def _judged_ok(conn: Connection, split: Split, ok: Any
