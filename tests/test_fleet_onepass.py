@@ -237,3 +237,25 @@ def test_a_listing_the_database_cut_is_not_trusted(mariadb_server: Any, mariadb_
     finally:
         mariadb_server.execute(f"SET GLOBAL group_concat_max_len = {previous}")
         fleet.close()
+
+
+def test_check_does_not_trust_a_list_of_names_the_database_cut(mariadb_server: Any,
+                                                                mariadb_url: str,
+                                                                tmp_path: Path) -> None:
+    """check lists the names of the rows that are not plainly OK in one aggregated string;
+    wherever MariaDB cuts it (group_concat_max_len), check's lines are those of the whole list
+    (a cut in the last name used to add up and lose that row)."""
+    fleet = Fleet(tmp_path, mariadb_url)
+    (previous,), = mariadb_server.execute("SELECT @@GLOBAL.group_concat_max_len")
+    try:
+        plain_world(fleet)
+        _, want = fleet.check("--max-lines", "0")
+        # the list of the rows not plainly OK is a few hundred bytes: cut it everywhere
+        for limit in range(4, 400, 3):
+            mariadb_server.execute(f"SET GLOBAL group_concat_max_len = {limit}")
+            _, got = fleet.check("--max-lines", "0")
+            assert got[1:] == want[1:], limit
+            assert got[0].split(" | ")[0] == want[0].split(" | ")[0], limit
+    finally:
+        mariadb_server.execute(f"SET GLOBAL group_concat_max_len = {previous}")
+        fleet.close()

@@ -381,7 +381,7 @@ class FleetStore:
             dep_q = dep_q.where(d.name.in_(wanted))
             probe_q = probe_q.where(p.name.in_(wanted))
         snap = Snapshot(split=split)
-        if split is not None and (listing or split.json):
+        if split is not None:  # its aggregated strings may be cut (Split.cut)
             split.max_chars = self._aggregate_chars()
         extra = ("cached_fp", "crt", "hint_fp", "fleet_counts", "plain_ok", "probed")
         with self.store.transaction("reading the fleet") as conn:
@@ -465,8 +465,9 @@ class FleetStore:
         ``ts_expire``, the name of the first of them in the order the rows are read (by name:
         the soonest expiry check names, ties included), and the names of the others (None if
         more than :data:`~lecentral.fleet.current.LIST_AT_MOST` or not listed exactly: a
-        separator in a name, a truncated list). The derived table's LIMIT keeps the database
-        from merging it into the outer query, which would evaluate ``ok`` once per use."""
+        separator in a name, a list the database cut or may have cut: a cut in the last name
+        adds up too). The derived table's LIMIT keeps the database from merging it into the
+        outer query, which would evaluate ``ok`` once per use."""
         from lecentral.fleet.current import LIST_AT_MOST, SEP, expiry_key
 
         flag = case((ok, 1), else_=0).label("flag")
@@ -482,7 +483,7 @@ class FleetStore:
         count = int(count or 0)
         missing = int(total) - count
         first_name = str(first or "")[20:]
-        if (missing > LIST_AT_MOST or
+        if (missing > LIST_AT_MOST or split.cut(str(listed or "")) or
                 (count and (first is None or int(str(first)[:20]) != soonest))):
             return count, soonest, first_name, None
         names = set(str(listed).split(SEP)) if missing else set()
