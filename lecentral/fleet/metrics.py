@@ -18,8 +18,6 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import utils as _prometheus_utils
-
 from lecentral.fleet.model import (
     CURRENT,
     DEAD_TIMER,
@@ -38,8 +36,6 @@ log = logging.getLogger(__name__)
 TARGET_LABELS = ["name", "kind", "host", "target"]
 
 Write = Callable[[str], Any]
-#: prometheus_client's value formatting (untyped there)
-_FLOAT_TO_GO: Callable[[Any], Any] = _prometheus_utils.floatToGoString
 
 
 def _go(value: Any) -> str:
@@ -51,7 +47,12 @@ def _go(value: Any) -> str:
             return digits + ".0"
         mantissa = (digits[0] + "." + digits[1:]).rstrip("0").rstrip(".")
         return f"{mantissa}e+{len(digits) - 1:02d}"
-    return str(_FLOAT_TO_GO(value))
+    # anything else (a float, a negative count): prometheus_client's own formatting, imported
+    # here only (its package imports its whole client: ~50 ms of every run)
+    from prometheus_client import utils
+
+    go: Callable[[Any], Any] = utils.floatToGoString  # (untyped there)
+    return str(go(value))
 
 
 def _esc(value: str) -> str:

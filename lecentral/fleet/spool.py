@@ -200,13 +200,16 @@ class MetricsPass:
             raise temp_error(exc) from None
         while True:
             try:  # (an error of ``write`` is the caller's: not caught here)
-                lines = f.readlines(1 << 20)
+                if prefix:  # the per-certificate lines were spooled without their family name
+                    lines = f.readlines(1 << 20)
+                    text = prefix + prefix.join(lines) if lines else ""
+                else:
+                    text = f.read(1 << 20)
             except OSError as exc:
                 raise temp_error(exc) from None
-            if not lines:
+            if not text:
                 return
-            # the per-certificate lines were spooled without their family name
-            write(prefix + prefix.join(lines) if prefix else "".join(lines))
+            write(text)
 
 
 def spool_fits(view: FleetView, spooled: MetricsPass,
