@@ -139,7 +139,8 @@ def subject_key(*parts: str) -> str:
 
 class RowTaker(Protocol):
     """Sees every ``certs`` row of a split snapshot's pass first (``lecentral metrics``:
-    :class:`lecentral.fleet.spool.MetricsPass`)."""
+    :class:`lecentral.fleet.spool.MetricsPass`; ``fleet --json``:
+    :class:`lecentral.fleet.jsonpass.JsonPass`)."""
 
     #: rows kept out of the snapshot
     taken: int
@@ -328,9 +329,9 @@ class FleetStore:
         With ``taker`` (and ``current_after``: ``lecentral metrics`` with ``listing``,
         ``lecentral fleet --json`` with the targets' JSON), every ``certs`` row is handed to it
         first, with a column ``probed`` (a probe result of its exact name exists); the rows it
-        takes are left out of the snapshot. If a row read may
-        belong to one it took (the judge files rows under their lower-case name), it is told to
-        abandon them and the snapshot is read again without it.
+        takes are left out of the snapshot. If a row read may belong to one it took (the judge
+        files rows under their lower-case name), it is told to abandon them and the snapshot is
+        read again without it.
         """
         if taker is not None and current_after is None:
             raise ValueError("a taker reads a split snapshot (current_after)")
