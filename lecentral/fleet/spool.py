@@ -129,8 +129,8 @@ class MetricsPass:
             update = _int(update)
         fails = int(fails or 0)
         parts = self._parts
+        esc = name if _plain_label(name) else _esc(name)
         if enabled:
-            esc = name if _plain_label(name) else _esc(name)
             if expire and expire > 1 and fp:
                 parts[EXPIRY].append(f'{esc}"}} {_number(expire)}\n')
                 issued = update or 0
@@ -155,8 +155,7 @@ class MetricsPass:
             # (the escaping leaves SEP alone)
             if (current and hint is not None and fp == hint and enabled
                     and listed.count(SEP) + 1 == current and not self._split.cut(listed)):
-                prefix = ('lecentral_deployment_current{name="'
-                          f'{name if _plain_label(name) else _esc(name)}",target="')
+                prefix = f'lecentral_deployment_current{{name="{esc}",target="'
                 if not _plain_label(listed):
                     listed = _esc(listed)
                 parts[CURRENT_LISTED].append(
