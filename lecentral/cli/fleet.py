@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,8 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
     # without --notify, --json and --problems read the split view: SQL counts the targets it
     # finds current (issue 16: 100,000 × 3), the others are judged in Python; a certificate
     # with both is judged again in full, the current targets of the others are read as rows
+    if as_json and not (problems or notify or wanted) and _print_json_in_one_pass(app):
+        return
     split = (problems or as_json) and not notify
     fleet_store, view = load_view(store, app.config, now_ts(), wanted, split=split,
                                   problems_only=problems)
@@ -126,19 +129,30 @@ def _mixed_in_full(app: App, view: FleetView, wanted: list[str], problems: bool,
     the whole fleet in full instead."""
     from lecentral.fleet.watch import load_view
 
-    mixed = [c.name for c in view.certs if c.current_targets and c.targets
-             and (not problems or c.state not in ("current", "disabled"))]
-    snap = fleet_store.last_snapshot
-    stored = {str(c["name"]) for c in snap.certs}
-    elsewhere = {str(r[0]).lower() for rows in (snap.deployments, snap.probes) for r in rows
-                 if str(r[0]) not in stored}
-    if any(n != n.lower().rstrip(".") or n in elsewhere for n in mixed):
+    mixed = _mixed(view, problems)
+    if _needs_full(view, problems, fleet_store):
         return load_view(app.store(), app.config, view.now, wanted)[1]
     if not mixed:
         return view
     detail = load_view(app.store(), app.config, view.now, mixed)[1]
     judged = {c.name: c for c in detail.certs}
     return dataclasses.replace(view, certs=[judged.get(c.name, c) for c in view.certs])
+
+
+def _mixed(view: FleetView, problems: bool) -> list[str]:
+    """The certificates of a split view with both counted and judged targets."""
+    return [c.name for c in view.certs if c.current_targets and c.targets
+            and (not problems or c.state not in ("current", "disabled"))]
+
+
+def _needs_full(view: FleetView, problems: bool, fleet_store: FleetStore) -> bool:
+    """True if a mixed certificate (:func:`_mixed`) cannot be read again by its name alone."""
+    mixed = _mixed(view, problems)
+    snap = fleet_store.last_snapshot
+    stored = {str(c["name"]) for c in snap.certs}
+    elsewhere = {str(r[0]).lower() for rows in (snap.deployments, snap.probes) for r in rows
+                 if str(r[0]) not in stored}
+    return any(n != n.lower().rstrip(".") or n in elsewhere for n in mixed)
 
 
 def _current_json(row: Any) -> dict[str, Any]:
@@ -156,24 +170,43 @@ def _current_json(row: Any) -> dict[str, Any]:
             "detail": "the database's certificate", "result": result, "db_user": db_user}
 
 
+def _dumps(data: Any) -> str:
+    import json
+
+    return json.dumps(data, separators=(",", ":"), default=str)
+
+
+def _head(view: FleetView) -> str:
+    """The ``--json`` document up to its first certificate (``..."certs":[``)."""
+    head = _dumps(view_json(view, []))
+    assert head.endswith('"certs":[]}')
+    return head[:-2]
+
+
 def _print_view_json(view: FleetView, certs: list[CertFleet], store: FleetStore) -> None:
     """The ``--json`` document, one certificate at a time (not one string of 100 MB): the same
     document as ``print_json(view_json(view, certs), compact=True)`` of the full view: the
     targets a split view only counted are written by the database, 1,000 certificates at a
     time (on MariaDB and PostgreSQL with spaces after ``:`` and ``,``; values outside ASCII as
     UTF-8, not as \\u escapes)."""
-    import json
     import sys
 
+    out = sys.stdout
+    out.write(_head(view))
+    first = True
+    for text in _cert_texts(certs, store):
+        out.write(text if first else "," + text)
+        first = False
+    out.write("]}\n")
+    out.flush()
+
+
+def _cert_texts(certs: list[CertFleet], store: FleetStore) -> Iterator[str]:
+    """The JSON of each of ``certs``, in order; the targets a split view only counted are
+    read 1,000 certificates at a time, their JSON written by the database."""
     from lecentral.errors import StoreError
 
-    def dumps(data: Any) -> str:
-        return json.dumps(data, separators=(",", ":"), default=str)
-
-    head = dumps(view_json(view, []))
-    assert head.endswith('"certs":[]}')
-    out = sys.stdout
-    out.write(head[:-2])
+    dumps = _dumps
     for start in range(0, len(certs), 1000):
         chunk = certs[start:start + 1000]
         wanted = [c.name for c in chunk if c.current_targets]
@@ -188,11 +221,10 @@ def _print_view_json(view: FleetView, certs: list[CertFleet], store: FleetStore)
         elif wanted:
             for row in store.current_rows(wanted):
                 counted.setdefault(str(row[0]), []).append(_current_json(row))
-        parts = []
         for cert in chunk:
             data = cert_json(cert)
             if not cert.current_targets:
-                parts.append(dumps(data))
+                yield dumps(data)
                 continue
             found = len(texts.get(cert.name, ())) or len(counted.get(cert.name, ()))
             if cert.targets or found != cert.current_targets:
@@ -202,13 +234,38 @@ def _print_view_json(view: FleetView, certs: list[CertFleet], store: FleetStore)
             if cert.name in texts:
                 text = dumps(data)
                 assert text.endswith('"targets":[]}')
-                parts.append(f"{text[:-2]}{','.join(texts[cert.name])}]}}")
+                yield f"{text[:-2]}{','.join(texts[cert.name])}]}}"
             else:
                 data["targets"] = counted[cert.name]
-                parts.append(dumps(data))
-        out.write(("," if start else "") + ",".join(parts))
-    out.write("]}\n")
-    out.flush()
+                yield dumps(data)
+
+
+def _print_json_in_one_pass(app: App) -> bool:
+    """``fleet --json`` of the whole fleet (no NAME, --problems, --notify) in one pass over
+    ``certs`` (:mod:`lecentral.fleet.jsonpass`): the plainly current certificates written to a
+    temporary file as they are read, the others judged and written at their places. False,
+    with nothing written, where the pass cannot stand for the judge's view (the caller then
+    writes the document as before)."""
+    import sys
+
+    from lecentral.fleet.jsonpass import JsonPass
+    from lecentral.fleet.watch import load_view
+
+    store = app.store()
+    with JsonPass() as spooled:
+        fleet_store, view = load_view(store, app.config, now_ts(), (), split=True,
+                                      taker=spooled)
+        if (spooled.abandoned or len(view.certs) != len(spooled.offsets)
+                or _needs_full(view, False, fleet_store)):
+            return False
+        view = _mixed_in_full(app, view, [], False, fleet_store)
+        spooled.flush()  # (its error before the document's first byte)
+        out = sys.stdout
+        out.write(_head(view))
+        spooled.write(out.write, _cert_texts(view.certs, fleet_store))
+        out.write("]}\n")
+        out.flush()
+    return True
 
 
 def _seen(seen: Seen | None) -> dict[str, Any] | None:

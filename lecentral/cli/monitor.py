@@ -107,21 +107,34 @@ def metrics(app: App, textfile: str | None) -> None:
     the lecentral-metrics timer (contrib/systemd) a few times an hour.
 
     Exit status: 0 written, 4 database unreachable (the file is left as it was: the
-    textfile collector's node_textfile_mtime_seconds then shows its age), 2 configuration error.
+    textfile collector's node_textfile_mtime_seconds then shows its age), 2 configuration error,
+    1 PATH cannot be written or $TMPDIR has no room (the file is left as it was).
     """
     from lecentral.certificates import now_ts
     from lecentral.fleet.metrics import write_exposition, write_textfile
     from lecentral.fleet.nagios import lifetimes
+    from lecentral.fleet.spool import MetricsPass, spool_fits, write_spooled
     from lecentral.fleet.watch import bulk, load_view
 
     now = now_ts()
-    with bulk():
-        fleet, view = load_view(app.store(), app.config, now, split=True, listing=True)
+    with bulk(), MetricsPass() as spooled:
+        # one pass over certs: the samples of every certificate go to temporary files, only
+        # the rows not plainly current are held and judged (lecentral/fleet/spool.py)
+        fleet, view = load_view(app.store(), app.config, now, split=True, listing=True,
+                                taker=spooled)
         leftovers = app.store().leftovers()
-        lives = lifetimes(fleet, view.certs)
+        split = fleet.last_snapshot.split
+        fill: Callable[[Callable[[str], object]], None]
+        if split is not None and spool_fits(view, spooled, split.listed):
+            def fill(write: Callable[[str], object]) -> None:
+                write_spooled(write, view, leftovers, spooled)
+        else:  # as before: the whole split view, held
+            spooled.close()
+            fleet, view = load_view(app.store(), app.config, now, split=True, listing=True)
+            lives = lifetimes(fleet, view.certs)
 
-        def fill(write: Callable[[str], object]) -> None:
-            write_exposition(write, view, leftovers, lives, fleet.current_targets())
+            def fill(write: Callable[[str], object]) -> None:
+                write_exposition(write, view, leftovers, lives, fleet.current_targets())
 
         if textfile is None:
             out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n",

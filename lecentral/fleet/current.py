@@ -52,6 +52,17 @@ class Split:
     #: with ``listing``: the verified current targets ("host (entry)") per certificate name
     listing: bool = False
     listed: dict[str, list[str]] = field(default_factory=dict)
+    #: with ``json`` (``fleet --json``'s pass): the JSON of the current targets per certificate,
+    #: as :meth:`current_json` writes them, in :meth:`counts_column`
+    json: bool = False
+    #: MariaDB and MySQL cut an aggregated string at ``group_concat_max_len`` bytes (MySQL's
+    #: default: 1,024): a listing of at least this many characters may have been cut, and is
+    #: not trusted (:meth:`cut`); None where nothing is cut
+    max_chars: int | None = None
+
+    def cut(self, listed: str) -> bool:
+        """True if ``listed`` (an aggregated string) may have been cut by the database."""
+        return self.max_chars is not None and len(listed) >= self.max_chars
 
     def same(self, col: Any) -> Any:
         """``col`` compared byte for byte (MariaDB's default collations ignore case)."""
@@ -120,11 +131,17 @@ class Split:
         """Per row of ``certs`` (joined to its facts), in one pass over its deployments through
         their (name, host, entry) key: ``total:current``, the number of its deployments and how
         many SQL calls current; with ``listing``, ``total:current:targets`` (the current
-        targets joined by :data:`SEP`). NULL for a row without deployments."""
+        targets joined by :data:`SEP`); with ``json``, ``total:current:json``, the JSON of the
+        current targets joined by :data:`SEP` in the order :meth:`current_json` reads them (by
+        host and entry; SQLite before 3.44 cannot order an aggregate: there
+        ``total:current:json<GS>keys``, each target's ``host<SOH>entry`` in the same order, for
+        Python to check it). NULL for a row without deployments."""
         d = deployments.c
         value: Any = (cast(func.count(), String) + ":"
                       + cast(func.sum(self.is_current()), String))
-        if self.listing:
+        if self.json:
+            value = value + ":" + self._json_targets()
+        elif self.listing:
             target = d.host + " (" + d.entry + ")"
             value = value + ":" + func.coalesce(
                 func.aggregate_strings(case((self.current(), target)), SEP), "")
@@ -149,7 +166,9 @@ class Split:
             return "again" if current else "partial"
         if self.listing and current:
             targets = listed.split(SEP)
-            if len(targets) != current:  # a separator in a target, or a truncated list
+            # a separator in a target, or a list the database cut (the count can still add up
+            # when the cut falls in the last target)
+            if len(targets) != current or self.cut(listed):
                 return "again"
             self.listed[name] = targets
         self.verified.add(name)
@@ -228,12 +247,30 @@ class Split:
                 .order_by(d.name, d.host, d.entry)).all()
         return found
 
-    def current_json(self, conn: Connection, names: Sequence[str]) -> list[Any]:
-        """(name, the target's JSON) of the current rows of the verified certificates
-        ``names``, in the judge's order; the JSON is what ``lecentral fleet --json`` writes for
-        a current target, written by the database (SQLite: compact, as Python's separators;
-        MariaDB and PostgreSQL put spaces in; values outside ASCII stay UTF-8): one string per
-        target crosses the wire, not 13 values that PyMySQL decodes one by one in Python."""
+    def ordered_aggregates(self) -> bool:
+        """True if the database orders an aggregate's values as asked (SQLite from 3.44)."""
+        if self.dialect != "sqlite":
+            return True
+        import sqlite3
+
+        return sqlite3.sqlite_version_info >= (3, 44)
+
+    def _json_targets(self) -> Any:
+        """The current targets' JSON joined by :data:`SEP` (for :meth:`counts_column`)."""
+        d = deployments.c
+        current = self.current()
+        if self.ordered_aggregates():
+            return func.coalesce(func.aggregate_strings(
+                case((current, self.target_json())), SEP).aggregate_order_by(d.host, d.entry),
+                "")
+        keys = func.aggregate_strings(case((current, d.host + "\x01" + d.entry)), SEP)
+        return (func.coalesce(func.aggregate_strings(case((current, self.target_json())), SEP),
+                              "") + "\x1d" + func.coalesce(keys, ""))
+
+    def target_json(self) -> Any:
+        """The JSON of a deployment row that ``lecentral fleet --json`` writes for a current
+        target, written by the database (SQLite: compact, as Python's separators; MariaDB and
+        PostgreSQL put spaces in; values outside ASCII stay UTF-8; on PostgreSQL as text)."""
         d = deployments.c
         json_object = (func.json_build_object if self.dialect == "postgresql"
                        else func.json_object)
@@ -254,6 +291,16 @@ class Split:
             "detail", "the database's certificate", "result", d.result, "db_user", d.db_user)
         if self.dialect == "postgresql":  # as text: psycopg would parse a json value
             target = cast(target, String)
+        return target
+
+    def current_json(self, conn: Connection, names: Sequence[str]) -> list[Any]:
+        """(name, the target's JSON) of the current rows of the verified certificates
+        ``names``, in the judge's order; the JSON is what ``lecentral fleet --json`` writes for
+        a current target, written by the database (SQLite: compact, as Python's separators;
+        MariaDB and PostgreSQL put spaces in; values outside ASCII stay UTF-8): one string per
+        target crosses the wire, not 13 values that PyMySQL decodes one by one in Python."""
+        d = deployments.c
+        target = self.target_json()
         chosen = [n for n in names if n in self.verified]
         found: list[Any] = []
         for start in range(0, len(chosen), CHUNK):

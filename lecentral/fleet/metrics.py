@@ -18,8 +18,6 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import utils as _prometheus_utils
-
 from lecentral.fleet.model import (
     CURRENT,
     DEAD_TIMER,
@@ -38,8 +36,6 @@ log = logging.getLogger(__name__)
 TARGET_LABELS = ["name", "kind", "host", "target"]
 
 Write = Callable[[str], Any]
-#: prometheus_client's value formatting (untyped there)
-_FLOAT_TO_GO: Callable[[Any], Any] = _prometheus_utils.floatToGoString
 
 
 def _go(value: Any) -> str:
@@ -51,7 +47,12 @@ def _go(value: Any) -> str:
             return digits + ".0"
         mantissa = (digits[0] + "." + digits[1:]).rstrip("0").rstrip(".")
         return f"{mantissa}e+{len(digits) - 1:02d}"
-    return str(_FLOAT_TO_GO(value))
+    # anything else (a float, a negative count): prometheus_client's own formatting, imported
+    # here only (its package imports its whole client: ~50 ms of every run)
+    from prometheus_client import utils
+
+    go: Callable[[Any], Any] = utils.floatToGoString  # (untyped there)
+    return str(go(value))
 
 
 def _esc(value: str) -> str:
@@ -75,6 +76,22 @@ def _target_labels(name: str, kind: str, host: str, target: str) -> list[tuple[s
     return [("name", name), ("kind", kind), ("host", host), ("target", target)]
 
 
+def _shown(view: FleetView) -> tuple[list[CertFleet], list[CertFleet]]:
+    """The certificates shown (one per name: two rows whose names differ only in case), and
+    the managed ones among them (a disabled one: its state only, no series)."""
+    shown: list[CertFleet] = []
+    seen: set[str] = set()
+    for cert in view.certs:
+        key = cert.name.lower()
+        if key in seen:
+            log.warning("certs has two rows named %s (case differs): the metrics show the "
+                        "first", cert.name)
+            continue
+        seen.add(key)
+        shown.append(cert)
+    return shown, [c for c in shown if c.enabled]
+
+
 def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover],
                      lifetimes: Mapping[str, int] | None = None,
                      current: Iterable[tuple[str, str]] = ()) -> None:
@@ -86,39 +103,62 @@ def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover
     """
     lifetimes = lifetimes or {}
     go = _go
-    shown: list[CertFleet] = []  # one per name: two rows whose names differ only in case
-    seen: set[str] = set()
-    for cert in view.certs:
-        key = cert.name.lower()
-        if key in seen:
-            log.warning("certs has two rows named %s (case differs): the metrics show the "
-                        "first", cert.name)
-            continue
-        seen.add(key)
-        shown.append(cert)
-    managed = [c for c in shown if c.enabled]  # a disabled one: its state only, no series
+    shown, managed = _shown(view)
 
     def per_cert(name: str, doc: str, values: Iterable[tuple[str, Any]]) -> None:
         _family(write, name, doc)
         prefix = name + '{name="'
         write("".join(f'{prefix}{_esc(n)}"}} {go(v)}\n' for n, v in values))
 
-    per_cert("lecentral_certificate_expiry_timestamp_seconds",
-             "notAfter of the database's certificate (ts_expire), Unix time.",
-             ((c.name, c.ts_expire) for c in managed
-              if c.ts_expire and c.ts_expire > 1 and c.fingerprint))
-    per_cert("lecentral_certificate_lifetime_seconds",
-             "notAfter - notBefore of the database's certificate (for alerts on a fraction of "
-             "it).",
-             ((c.name, lifetimes[c.name]) for c in managed
-              if c.ts_expire and c.ts_expire > 1 and c.fingerprint and c.name in lifetimes))
-    per_cert("lecentral_certificate_failures",
-             "Failed renewals in a row (count_fail_update; 0 after a success).",
-             ((c.name, c.count_fail_update) for c in managed))
-    per_cert("lecentral_certificate_last_attempt_timestamp_seconds",
-             "Last issuance or failed attempt (ts_last_update), Unix time.",
-             ((c.name, c.ts_last_update) for c in managed
-              if c.ts_last_update and c.ts_last_update > 1))
+    docs = iter(PER_CERT_DOCS)
+    per_cert(*next(docs), ((c.name, c.ts_expire) for c in managed
+                           if c.ts_expire and c.ts_expire > 1 and c.fingerprint))
+    per_cert(*next(docs), ((c.name, lifetimes[c.name]) for c in managed
+                           if c.ts_expire and c.ts_expire > 1 and c.fingerprint
+                           and c.name in lifetimes))
+    per_cert(*next(docs), ((c.name, c.count_fail_update) for c in managed))
+    per_cert(*next(docs), ((c.name, c.ts_last_update) for c in managed
+                           if c.ts_last_update and c.ts_last_update > 1))
+
+    def listed(shown_agents: set[tuple[str, str]]) -> None:
+        chunk: list[str] = []
+        for name, target in current:
+            if (name, target) in shown_agents:
+                continue
+            chunk.append(f'lecentral_deployment_current{{name="{_esc(name)}",'
+                         f'target="{_esc(target)}"}} 1.0\n')
+            if len(chunk) >= 5000:
+                write("".join(chunk))
+                chunk.clear()
+        write("".join(chunk))
+
+    _write_the_rest(write, view, shown, managed, leftovers, listed)
+
+
+#: the per-certificate families (name, HELP), in the document's order
+PER_CERT_DOCS = (
+    ("lecentral_certificate_expiry_timestamp_seconds",
+     "notAfter of the database's certificate (ts_expire), Unix time."),
+    ("lecentral_certificate_lifetime_seconds",
+     "notAfter - notBefore of the database's certificate (for alerts on a fraction of it)."),
+    ("lecentral_certificate_failures",
+     "Failed renewals in a row (count_fail_update; 0 after a success)."),
+    ("lecentral_certificate_last_attempt_timestamp_seconds",
+     "Last issuance or failed attempt (ts_last_update), Unix time."),
+)
+
+
+#: the spool's file of the current targets SQL listed (after the per-certificate families')
+SPOOLED_CURRENT = len(PER_CERT_DOCS)
+
+
+def _write_the_rest(write: Write, view: FleetView, shown: Sequence[CertFleet],
+                    managed: Sequence[CertFleet], leftovers: Sequence[Leftover],
+                    listed: Callable[[set[tuple[str, str]]], None], taken: int = 0) -> None:
+    """The families after the per-certificate ones; ``listed`` writes the current targets a
+    split view counted (given the agent targets already written); ``taken``: current
+    certificates not in ``view`` (:mod:`lecentral.fleet.spool`)."""
+    go = _go
     # Sparse families: a target that is current serves the database's certificate, whose
     # values are above already; only the others get a series (100,000 names × 3 hosts would
     # otherwise mean 1,500,000 mostly redundant samples, a slow scrape and a big textfile).
@@ -150,17 +190,7 @@ def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover
                   f"{_labels([('name', cert.name), ('target', t.target)])} {value}\n")
             if t.state != CURRENT:
                 others.append((pairs, t))
-    chunk: list[str] = []
-    shown_agents = {(k[0], k[3]) for k in seen_targets if k[1] == "agent"}
-    for name, target in current:
-        if (name, target) in shown_agents:
-            continue
-        chunk.append(f'lecentral_deployment_current{{name="{_esc(name)}",'
-                     f'target="{_esc(target)}"}} 1.0\n')
-        if len(chunk) >= 5000:
-            write("".join(chunk))
-            chunk.clear()
-    write("".join(chunk))
+    listed({(k[0], k[3]) for k in seen_targets if k[1] == "agent"})
     _family(write, "lecentral_deployment_state",
             "1 for the state of a target that is not current (pending, stale, mismatch, "
             "unreachable, silent); absent when current.")
@@ -190,6 +220,7 @@ def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover
 
     _family(write, "lecentral_certificates", "Certificates per fleet state.")
     tally = dict.fromkeys(SEVERITY, 0)
+    tally[CURRENT] += taken
     for cert in view.certs:
         tally[cert.state] = tally.get(cert.state, 0) + 1
     for s in SEVERITY:

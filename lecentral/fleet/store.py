@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Connection,
@@ -135,6 +135,26 @@ def json_list(value: str | None) -> list[str]:
 def subject_key(*parts: str) -> str:
     """The primary key of a fleet state: a hash, so that long URLs fit any database's index."""
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+class RowTaker(Protocol):
+    """Sees every ``certs`` row of a split snapshot's pass first (``lecentral metrics``:
+    :class:`lecentral.fleet.spool.MetricsPass`; ``fleet --json``:
+    :class:`lecentral.fleet.jsonpass.JsonPass`)."""
+
+    #: rows kept out of the snapshot
+    taken: int
+    #: the current targets' JSON in the pass (``fleet --json``), instead of their names
+    wants_json: bool
+
+    def start(self, keys: Sequence[str], split: Split) -> None:
+        """The pass's column names and its split (:meth:`Split.cut`), before the first row."""
+
+    def take(self, row: Any, fp: str | None) -> bool:
+        """True to keep ``row`` (its fingerprint ``fp``) out of the snapshot."""
+
+    def abandon(self, why: str) -> None:
+        """What was taken cannot stand for the judge's view: the caller computes it anew."""
 
 
 class FleetStore:
@@ -287,7 +307,7 @@ class FleetStore:
     def snapshot(self, names: Iterable[str] = (), current_after: int | None = None,
                  listing: bool = False, ok_limits: Sequence[Limit] | None = None,
                  now: int | None = None, count_above: int = 0,
-                 problems_only: bool = False) -> Snapshot:
+                 problems_only: bool = False, taker: RowTaker | None = None) -> Snapshot:
         """``certs`` (the columns the fleet needs), deployments, probes and the latest runs.
 
         Only what the judge reads is selected, and JSON columns stay text until a target needs
@@ -305,14 +325,24 @@ class FleetStore:
         first (the soonest expiry is named): only the others reach Python. With
         ``problems_only`` instead (``fleet --problems``), those it finds disabled or plainly
         current (:func:`~lecentral.fleet.current.plainly_no_problem`).
+
+        With ``taker`` (and ``current_after``: ``lecentral metrics`` with ``listing``,
+        ``lecentral fleet --json`` with the targets' JSON), every ``certs`` row is handed to it
+        first, with a column ``probed`` (a probe result of its exact name exists); the rows it
+        takes are left out of the snapshot. If a row read may belong to one it took (the judge
+        files rows under their lower-case name), it is told to abandon them and the snapshot is
+        read again without it.
         """
+        if taker is not None and current_after is None:
+            raise ValueError("a taker reads a split snapshot (current_after)")
         wanted = [n.lower().rstrip(".") for n in names]
         # on a database server: the crt's fingerprint as the last renew sweep recorded it, while
         # the server's checksum of the stored crt (with csr and ca) is still the recorded one
         # (lecentral/store/facts.py); otherwise the crt itself, fingerprinted here: only changed
         # certificates cross the wire. SQLite reads the crt in-process for less than the check.
         f = cert_facts.c
-        split = (Split(self.store.dialect, current_after, listing=listing)
+        split = (Split(self.store.dialect, current_after, listing=listing,
+                       json=taker is not None and taker.wants_json)
                  if current_after is not None else None)
         if self.store.dialect == "sqlite":
             crt: Any = certs.c.crt
@@ -322,7 +352,12 @@ class FleetStore:
         else:
             fresh = and_(f.name.is_not(None), f.fingerprint.is_not(None),
                          facts.sum_sql(self.store.dialect) == f.blobs_sum)
-            crt = case((fresh, None), else_=certs.c.crt).label("crt")
+            sent = fresh
+            if taker is not None:  # and where the lifetime is the crt's (lifetimes())
+                c = certs.c
+                sent = and_(fresh, func.coalesce(c.count_fail_update, 0) == 0,
+                            c.ts_last_update > 1, c.ts_last_update < c.ts_expire)
+            crt = case((sent, None), else_=certs.c.crt).label("crt")
             cached = case((fresh, f.fingerprint), else_=None).label("cached_fp")
             joined = certs.outerjoin(cert_facts, f.name == certs.c.name)
         cols = [certs.c.name, certs.c.enable, crt, cached, certs.c.md5_modulus, certs.c.ts_expire,
@@ -330,6 +365,8 @@ class FleetStore:
                 func.length(certs.c.csr).label("csr_length")]  # for check's row problems
         if split is not None:  # the hint SQL compared the deployments against, and their count
             cols += [f.fingerprint.label("hint_fp"), split.counts_column()]
+            if taker is not None:
+                cols.append(case((split.probed().exists(), 1), else_=0).label("probed"))
         d = deployments.c
         dep_cols = (d.name, d.host, d.entry, d.installed_fp, d.installed_not_after, d.served_fp,
                     d.served_not_after, d.served_names, d.served_key_md5, d.served_url,
@@ -345,7 +382,9 @@ class FleetStore:
             dep_q = dep_q.where(d.name.in_(wanted))
             probe_q = probe_q.where(p.name.in_(wanted))
         snap = Snapshot(split=split)
-        extra = ("cached_fp", "crt", "hint_fp", "fleet_counts", "plain_ok")
+        if split is not None:  # its aggregated strings may be cut (Split.cut)
+            split.max_chars = self._aggregate_chars()
+        extra = ("cached_fp", "crt", "hint_fp", "fleet_counts", "plain_ok", "probed")
         with self.store.transaction("reading the fleet") as conn:
             others: set[str] | None = None  # the names SQL did not find plainly OK
             if split is not None and ok_limits is not None and now is not None and not wanted:
@@ -372,11 +411,16 @@ class FleetStore:
             counted: list[tuple[dict[str, Any], Any, str]] = []
             at_hint = keys.index("hint_fp") if split is not None else 0
             at_ok = keys.index("plain_ok") if "plain_ok" in keys else -1
+            if taker is not None and split is not None:
+                taker.start(keys, split)
             for row in result:
                 if at_ok >= 0 and row[at_ok] and (others is None or row[0] not in others):
                     snap.plain_ok -= 1  # plainly OK and expiring first: judged here
+                fingerprint = row[at_cached] or pem_fingerprint(row[at_crt])
+                if taker is not None and taker.take(row, fingerprint):
+                    continue
                 item = {k: row[i] for k, i in kept}
-                item["fingerprint"] = row[at_cached] or pem_fingerprint(row[at_crt])
+                item["fingerprint"] = fingerprint
                 snap.certs.append(item)
                 if split is not None and row[at_hint + 1]:  # it has deployments
                     counted.append((item, row[at_hint], str(row[at_hint + 1])))
@@ -396,10 +440,24 @@ class FleetStore:
                                                 read["again"])
             snap.probes = list(conn.execute(probe_q).all())
             snap.runs = self._latest_runs(conn)
-            if snap.plain_ok and self._attached_elsewhere(conn, snap):
+            if ((snap.plain_ok or (taker is not None and taker.taken))
+                    and self._attached_elsewhere(conn, snap)):
+                if taker is not None:
+                    taker.abandon("a row read may belong to a certificate taken")
                 return self.snapshot(names, current_after, listing)  # judged in full
         self.last_snapshot = snap
         return snap
+
+    def _aggregate_chars(self) -> int | None:
+        """On MariaDB and MySQL: a length in characters from which an aggregated string may
+        have been cut at ``group_concat_max_len`` bytes (up to 4 bytes a character)."""
+        if self.store.dialect not in ("mysql", "mariadb"):
+            return None
+        from sqlalchemy import text
+
+        with self.store.transaction("reading group_concat_max_len") as conn:
+            limit = int(conn.execute(text("SELECT @@group_concat_max_len")).scalar_one())
+        return max(0, (limit - 4) // 4)
 
     @staticmethod
     def _judged_ok(conn: Connection, split: Split, ok: Any
@@ -408,8 +466,9 @@ class FleetStore:
         ``ts_expire``, the name of the first of them in the order the rows are read (by name:
         the soonest expiry check names, ties included), and the names of the others (None if
         more than :data:`~lecentral.fleet.current.LIST_AT_MOST` or not listed exactly: a
-        separator in a name, a truncated list). The derived table's LIMIT keeps the database
-        from merging it into the outer query, which would evaluate ``ok`` once per use."""
+        separator in a name, a list the database cut or may have cut: a cut in the last name
+        adds up too). The derived table's LIMIT keeps the database from merging it into the
+        outer query, which would evaluate ``ok`` once per use."""
         from lecentral.fleet.current import LIST_AT_MOST, SEP, expiry_key
 
         flag = case((ok, 1), else_=0).label("flag")
@@ -425,7 +484,7 @@ class FleetStore:
         count = int(count or 0)
         missing = int(total) - count
         first_name = str(first or "")[20:]
-        if (missing > LIST_AT_MOST or
+        if (missing > LIST_AT_MOST or split.cut(str(listed or "")) or
                 (count and (first is None or int(str(first)[:20]) != soonest))):
             return count, soonest, first_name, None
         names = set(str(listed).split(SEP)) if missing else set()

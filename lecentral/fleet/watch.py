@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from lecentral.fleet.current import Limit
 from lecentral.fleet.model import FleetSettings, FleetView
 from lecentral.fleet.states import changes, compute, notification_for
-from lecentral.fleet.store import FleetStore
+from lecentral.fleet.store import FleetStore, RowTaker
 
 if TYPE_CHECKING:
     from lecentral.config import CentralConfig
@@ -47,7 +47,8 @@ def load_view(store: Store, config: CentralConfig, now: int, names: Iterable[str
               split: bool = False, listing: bool = False,
               ok_limits: Sequence[Limit] | None = None,
               count_above: int = 0,
-              problems_only: bool = False) -> tuple[FleetStore, FleetView]:
+              problems_only: bool = False,
+              taker: RowTaker | None = None) -> tuple[FleetStore, FleetView]:
     """The fleet as it stands at ``now`` (all certificates, or ``names``).
 
     ``split``: the targets SQL finds current are only counted, not judged in Python
@@ -56,14 +57,16 @@ def load_view(store: Store, config: CentralConfig, now: int, names: Iterable[str
     ``ok_limits`` (with ``split``, check of the whole fleet): the certificates the database
     finds plainly OK are only counted (``FleetView.plain_ok``), if more than ``count_above``;
     ``problems_only`` (with ``split``, ``fleet --problems``): likewise those disabled or plainly
-    current.
+    current; ``taker`` (with ``split``): sees every ``certs`` row first and keeps the ones it
+    takes out of the view (:mod:`lecentral.fleet.spool`).
     """
     fleet = FleetStore(store)
     settings = settings_of(config)
     after = now - settings.agent_max_age if split else None
     snap = fleet.snapshot(names, current_after=after, listing=listing,
                           ok_limits=ok_limits if split else None, now=now,
-                          count_above=count_above, problems_only=split and problems_only)
+                          count_above=count_above, problems_only=split and problems_only,
+                          taker=taker if split else None)
     return fleet, compute(snap, settings, now, fleet)
 
 

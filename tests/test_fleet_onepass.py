@@ -1,0 +1,261 @@
+"""``lecentral metrics`` and ``lecentral fleet --json`` in one pass over ``certs`` (issue 16:
+lecentral/fleet/spool.py, lecentral/fleet/jsonpass.py): the plainly current certificates are
+written to temporary files as they are read, the others judged and written at their places.
+The output must be the bytes the held view writes (the path taken when the pass cannot stand
+for the judge's view), on SQLite, MariaDB and PostgreSQL, for plain fleets and for the rows
+that make the pass give up; its temporary files go on every path."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from monitor_world import Fleet
+from test_fleet_split import OK, plain_world, upper_world, world
+from test_metrics import promtool_check
+
+from lecentral.fleet import jsonpass, spool
+from lecentral.fleet.jsonpass import _in_order
+
+
+@pytest.fixture(params=["sqlite", "mariadb", "postgresql"])
+def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleet]:
+    url = None
+    if request.param != "sqlite":
+        url = request.getfixturevalue("mariadb_url" if request.param == "mariadb"
+                                      else "postgres_url")
+    f = Fleet(tmp_path, url)
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def frozen(monkeypatch: pytest.MonkeyPatch, fleet: Fleet) -> Fleet:
+    """Every ``now`` of the commands is the same second (the two outputs are compared)."""
+    import lecentral.certificates
+    import lecentral.cli.fleet
+    import lecentral.names
+
+    for module in (lecentral.names, lecentral.certificates, lecentral.cli.fleet):
+        monkeypatch.setattr(module, "now_ts", lambda: fleet.now)
+    return fleet
+
+
+def odd_world(fleet: Fleet) -> None:
+    """:func:`plain_world` (with a failed row: its lifetime from its crt), and the rows at the
+    edges of "plainly current": targets whose (host, entry) order differs from their
+    "host (entry)" order, quotes and backslashes in targets, a row without facts."""
+    from lecentral.config import RenewConfig
+
+    plain_world(fleet)
+    name = "order.split.example.test"
+    cert = fleet.issue(name, age=2)
+    for host, entry in (("a", "z"), ("a b", "c"), ("a", "b"), ("b", "a"), ("web10", "x"),
+                        ("web9", "x"), ('q"uote', "e\\n")):
+        fleet.report(host, name, cert, cert, entry=entry)
+    fleet.store.record_facts(fleet.store.sweep(RenewConfig(), fleet.now).rows)
+    later = fleet.issue("nofacts.split.example.test", age=1)
+    fleet.report("web1", "nofacts.split.example.test", later, later)
+
+
+def _run_both(fleet: Fleet, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[bytes, bytes]:
+    """The command's output in one pass, and with the pass giving up at once (the view held,
+    as before)."""
+    result = fleet.run(*args)
+    assert result.exit_code == 0, result.output
+    with monkeypatch.context() as m:
+        m.setattr(spool.MetricsPass, "take",
+                  lambda self, row, fp: bool(self.abandon("test")))
+        m.setattr(jsonpass.JsonPass, "take",
+                  lambda self, row, fp: bool(self.abandon("test")))
+        held = fleet.run(*args)
+    assert held.exit_code == 0, held.output
+    return result.stdout_bytes, held.stdout_bytes
+
+
+class _Taken:
+    """How many rows a pass took, and whether it wrote (spied on)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.taken = 0
+        self.written = 0
+        real_metrics, real_json = spool.MetricsPass.close, jsonpass.JsonPass.close
+
+        def metrics_close(this: spool.MetricsPass) -> None:
+            self.taken = max(self.taken, this.taken if not this.abandoned else 0)
+            real_metrics(this)
+
+        def json_close(this: jsonpass.JsonPass) -> None:
+            self.taken = max(self.taken, this.taken if not this.abandoned else 0)
+            real_json(this)
+
+        monkeypatch.setattr(spool.MetricsPass, "close", metrics_close)
+        monkeypatch.setattr(jsonpass.JsonPass, "close", json_close)
+
+
+@pytest.mark.parametrize("made", [world, plain_world, upper_world, odd_world],
+                         ids=["world", "plainly-ok", "upper-case", "odd"])
+def test_one_pass_writes_the_bytes_of_the_held_view(frozen: Fleet, made: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    fleet = frozen
+    made(fleet)
+    spied = _Taken(monkeypatch)
+    for args in (("metrics",), ("fleet", "--json")):
+        spied.taken = 0
+        passed, held = _run_both(fleet, monkeypatch, *args)
+        assert passed == held, args
+        if made in (plain_world, odd_world):  # the plainly current ones were not held
+            assert spied.taken >= len(OK) - 2, args
+        elif made is upper_world:  # a row filed under a taken name: given up
+            assert spied.taken == 0, args
+        if args == ("metrics",):
+            promtool_check(passed)
+
+
+def test_targets_out_of_order_are_held() -> None:
+    """Where SQLite cannot order an aggregate, a row's targets are taken only in (host,
+    entry) order, as ORDER BY host, entry gives them."""
+    sep, soh = "\x1f", "\x01"
+
+    def keys(*pairs: tuple[str, str]) -> str:
+        return sep.join(f"{h}{soh}{e}" for h, e in pairs)
+
+    assert _in_order(keys(("a", "b"), ("a", "z"), ("a b", "c"), ("b", "a")), 4)
+    assert not _in_order(keys(("a", "z"), ("a", "b")), 2)
+    assert not _in_order(keys(("a b", "c"), ("a", "z")), 2)  # "a (z)" < "a b (c)", not the key
+    assert not _in_order(keys(("a", "b")), 2)  # a count that does not add up
+    assert not _in_order(keys(("a\x01x", "b"), ("a", "c")), 2)  # a separator in a host
+    assert not _in_order(keys(("a", "b\x00"), ("a", "c")), 2)
+    assert _in_order(keys(("web1", "x")), 1) and not _in_order("web1", 1)
+
+
+@pytest.mark.parametrize("args", [("metrics",), ("fleet", "--json")])
+def test_no_room_for_temporary_files_is_a_clear_error(fleet: Fleet, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      args: tuple[str, ...]) -> None:
+    """$TMPDIR missing (or full): exit 1 naming it, nothing written, a textfile untouched."""
+    plain_world(fleet)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-dir"))
+    textfile = tmp_path / "lecentral.prom"
+    textfile.write_bytes(b"# previous\n")
+    extra = ("--textfile", str(textfile)) if args == ("metrics",) else ()
+    result = fleet.run(*args, *extra)
+    assert result.exit_code == 1, result.output
+    assert f"cannot use a temporary file in {tmp_path / 'no-such-dir'}" in result.stderr
+    assert result.stdout == ""
+    assert textfile.read_bytes() == b"# previous\n"
+
+
+@pytest.mark.parametrize("args", [("metrics",), ("fleet", "--json")])
+@pytest.mark.parametrize("error", [KeyboardInterrupt, OSError])
+def test_temporary_files_go_on_every_path(fleet: Fleet, tmp_path: Path, error: type,
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          args: tuple[str, ...]) -> None:
+    """Ctrl-C in the middle of the pass, or the disk filling up under the spool: the files
+    are closed (they have no name: nothing stays in $TMPDIR), the textfile untouched, the
+    error said."""
+    plain_world(fleet)
+    made: list[Any] = []
+    real = tempfile.TemporaryFile
+
+    def recorded(*a: Any, **kw: Any) -> Any:
+        made.append(real(*a, **kw))
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", recorded)
+    cls: Any = spool.MetricsPass if args == ("metrics",) else jsonpass.JsonPass
+    real_take = cls.take
+    seen = []
+
+    def take(self: Any, row: Any, fp: Any) -> bool:
+        seen.append(row)
+        if len(seen) == 5:
+            if error is OSError:  # the spool's next write fails
+                self.flush = _failing_flush
+            else:
+                raise KeyboardInterrupt
+        return bool(real_take(self, row, fp))
+
+    monkeypatch.setattr(cls, "take", take)
+    textfile = tmp_path / "lecentral.prom"
+    textfile.write_bytes(b"# previous\n")
+    extra = ("--textfile", str(textfile)) if args == ("metrics",) else ()
+    result = fleet.run(*args, *extra)
+    assert made and all(f.closed for f in made)
+    assert textfile.read_bytes() == b"# previous\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".lecentral.prom")] == []
+    if error is OSError:
+        assert result.exit_code == 1, result.output
+        assert "No space left on device" in result.stderr
+        assert result.stdout == ""
+    else:
+        assert result.exit_code != 0
+
+
+def _failing_flush() -> None:
+    raise spool.temp_error(OSError(28, "No space left on device"))
+
+
+def test_a_listing_the_database_cut_is_not_trusted(mariadb_server: Any, mariadb_url: str,
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """MariaDB and MySQL cut an aggregated string at group_concat_max_len bytes (MySQL's
+    default is 1,024); a cut that falls in the last target still adds up to the count. Such a
+    certificate is judged in full: every target's label whole, the bytes of the held view."""
+    fleet = Fleet(tmp_path, mariadb_url)
+    (previous,), = mariadb_server.execute("SELECT @@GLOBAL.group_concat_max_len")
+    try:
+        import lecentral.certificates
+        import lecentral.cli.fleet
+        import lecentral.names
+
+        for module in (lecentral.names, lecentral.certificates, lecentral.cli.fleet):
+            monkeypatch.setattr(module, "now_ts", lambda: fleet.now)
+        plain_world(fleet)
+        name = "many.split.example.test"
+        cert = fleet.issue(name, age=2)
+        targets = [f"h{i:02d}.example.test (entry-{i:02d}-xxxxxxxx)" for i in range(9)]
+        for i in range(9):
+            fleet.report(f"h{i:02d}.example.test", name, cert, cert, entry=f"entry-{i:02d}-xxxxxxxx")
+        from lecentral.config import RenewConfig
+
+        fleet.store.record_facts(fleet.store.sweep(RenewConfig(), fleet.now).rows)
+        listed = len("\x1f".join(targets).encode())
+        # the cut falls in the last target: 8 separators are left, the count adds up
+        limit = listed - len(targets[-1]) // 2
+        mariadb_server.execute(f"SET GLOBAL group_concat_max_len = {limit}")
+        passed, held = _run_both(fleet, monkeypatch, "metrics")
+        assert passed == held
+        for target in targets:
+            assert f'lecentral_deployment_current{{name="{name}",target="{target}"}} 1.0\n'.encode() \
+                in passed
+        passed, held = _run_both(fleet, monkeypatch, "fleet", "--json")
+        assert passed == held
+    finally:
+        mariadb_server.execute(f"SET GLOBAL group_concat_max_len = {previous}")
+        fleet.close()
+
+
+def test_check_does_not_trust_a_list_of_names_the_database_cut(mariadb_server: Any,
+                                                                mariadb_url: str,
+                                                                tmp_path: Path) -> None:
+    """check lists the names of the rows that are not plainly OK in one aggregated string;
+    wherever MariaDB cuts it (group_concat_max_len), check's lines are those of the whole list
+    (a cut in the last name used to add up and lose that row)."""
+    fleet = Fleet(tmp_path, mariadb_url)
+    (previous,), = mariadb_server.execute("SELECT @@GLOBAL.group_concat_max_len")
+    try:
+        plain_world(fleet)
+        _, want = fleet.check("--max-lines", "0")
+        # the list of the rows not plainly OK is a few hundred bytes: cut it everywhere
+        for limit in range(4, 400, 3):
+            mariadb_server.execute(f"SET GLOBAL group_concat_max_len = {limit}")
+            _, got = fleet.check("--max-lines", "0")
+            assert got[1:] == want[1:], limit
+            assert got[0].split(" | ")[0] == want[0].split(" | ")[0], limit
+    finally:
+        mariadb_server.execute(f"SET GLOBAL group_concat_max_len = {previous}")
+        fleet.close()
