@@ -53,6 +53,13 @@ class IssuedSave:
 class Issuer(ABC):
     """Gets a CSR signed by an ACME CA, proving control of every name in it."""
 
+    #: True if this issuer's certificates may be shared out to the worker processes that
+    #: ``[renew] processes`` forks (each with its own copy of the issuer): nothing it does for
+    #: one certificate has to be coordinated with another one's beyond its own object (turns
+    #: on a webroot, state directories, counters on disk). False (the default): all its
+    #: certificates are issued in the first process, whose threads share one issuer.
+    processes_safe: bool = False
+
     @abstractmethod
     def issue(self, row: CertRow, csr: Csr) -> IssuedCertificate:
         """Order a certificate for ``csr`` (already validated) and return it.

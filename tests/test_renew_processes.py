@@ -74,6 +74,8 @@ PARENT = os.getpid()
 class DyingIssuer(Issuer):
     """Kills the worker process it runs in (as the OOM killer would); fails in the parent."""
 
+    processes_safe = True
+
     def __init__(self, context: IssuerContext) -> None:
         self.config = context.config
 
@@ -141,6 +143,14 @@ class PidIssuer(DnsSubzoneIssuer):
         return issued
 
 
+class TurnsIssuer(PidIssuer):
+    """An issuer that does not say its certificates may go to other processes (the default,
+    as certbot's, whose state directories and webroots are taken in turns by one process's
+    threads)."""
+
+    processes_safe = False
+
+
 class PidPlugin:
     def __init__(self, notes: Path) -> None:
         self.notes = notes
@@ -148,7 +158,29 @@ class PidPlugin:
     @hookimpl
     def lecentral_register_issuers(self) -> list[IssuerType]:
         return [IssuerType("pids", lambda c: PidIssuer(c, self.notes),
-                           "test: dns-subzone noting its process")]
+                           "test: dns-subzone noting its process"),
+                IssuerType("turns", lambda c: TurnsIssuer(c, self.notes),
+                           "test: dns-subzone noting its process, not processes_safe")]
+
+
+def test_an_issuer_not_processes_safe_keeps_its_certificates_in_the_first_process(
+        dns_world: World, tmp_path: Path) -> None:
+    """With ``processes = 2``, the certificates of an issuer that does not set
+    ``Issuer.processes_safe`` are all issued by the first process (a new-user trial found
+    certbot-webroot rows failing "Another instance of Certbot is already running" when two
+    processes ran certbot on one state directory)."""
+    config = with_issuer(make_config(dns_world, tmp_path, workers=1, processes=2), "turns")
+    store = open_store(config)
+    names = [new_zone(dns_world, "turns") for _ in range(4)]
+    keys = {name: add_row(store, [name])[1] for name in names}
+    notes = tmp_path / "pids"
+    report = RenewJob(config, store, registry_with(PidPlugin(notes))).run(
+        RenewRequest(once=True))
+    assert report.ok and {o.status for o in report.final} == {"issued"}
+    for name in names:
+        assert_issued(store, name, [name], keys[name])
+    assert notes.read_text().split() == [str(os.getpid())] * 4
+    store.close()
 
 
 def test_by_default_a_large_pass_uses_two_processes_where_two_cores_may_run_them(

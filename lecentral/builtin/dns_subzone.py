@@ -72,6 +72,10 @@ class ZoneChecks:
 class DnsSubzoneIssuer(Issuer):
     """Issues certificates by DNS-01, publishing TXT records through RFC 2136 + TSIG."""
 
+    #: each certificate's TXT records are in its own sub-zone, the zone checks and the ACME
+    #: client are per process: a worker process may issue its share with its own copy
+    processes_safe = True
+
     def __init__(self, context: IssuerContext) -> None:
         self.config = context.config
         self.context = context

@@ -17,6 +17,10 @@ What a child does and does not do:
   parent over a pipe; it never touches the database;
 * the parent saves the children's certificates (with its own: one writer, group commits),
   records failures, leftovers, events and alerts, and the run's problems, as for its own rows;
+* it issues only the certificates of issuers that say it may (``Issuer.processes_safe``: the
+  built-in DNS-01 sub-zone issuer); the others (certbot's and the native webroot's HTTP-01, a
+  plugin's by default) stay in the first process, whose threads take turns where those issuers
+  need it (certbot's state directories, a webroot's challenge directory);
 * a child that dies (killed, crashed) is the run's problem, said once: the certificates it did
   not report are blocked (not tried by this run, their failure counts unchanged); what it
   issued is in the spool, and the next run saves it without a new order.
@@ -45,7 +49,7 @@ from lecentral.renew.attempt import SAVERS, Issued, Issuing, issue_and_spool
 if TYPE_CHECKING:
     from lecentral.certificates import Csr
     from lecentral.config import CentralConfig
-    from lecentral.interfaces import Store
+    from lecentral.interfaces import Issuer, Store
     from lecentral.renew.outcome import Outcome
     from lecentral.store.rows import CertRow
 
@@ -68,6 +72,8 @@ class Pass(Issuing, Protocol):
                       result: Issued) -> Outcome: ...
 
     def prepare_acme(self) -> None: ...
+
+    def _issuer(self, name: str) -> Issuer | LecentralError: ...
 
     def forget_acme_clients(self) -> None: ...
 
@@ -125,7 +131,13 @@ def run_pass(job: Pass, due: list[tuple[CertRow, Csr, str]], number: int,
         else:
             todo.append((row, csr, issuer))
     job.prepare_acme()  # the account key made and registered once, before the children read it
-    shares = [todo[i::count] for i in range(count)]
+    # only the certificates of an issuer that says so (Issuer.processes_safe) are shared out:
+    # the others take turns between the threads of one process (certbot's state directories
+    # and webroots, the native webroot's challenge directories), so they stay in this one
+    spread = [item for item in todo if getattr(job._issuer(item[2]), "processes_safe", False)]
+    kept = [item for item in todo if item not in spread]
+    shares = [spread[i::count] for i in range(count)]
+    shares[0] = kept + shares[0]
     workers_each = threads(job, count)
     children = [_fork(job, share, number, workers_each) for share in shares[1:] if share]
     workers = max(1, min(workers_each, len(shares[0])))
