@@ -37,6 +37,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
+from lecentral import journal
 from lecentral.config import AUTO, processes_for
 from lecentral.errors import LecentralError
 from lecentral.idle import idle_cores
@@ -184,6 +185,7 @@ def _child(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
            write_fd: int, workers: int) -> None:
     """Issue ``share`` on (at most) ``workers`` threads and send each result to the parent."""
     job.forget_acme_clients()  # the parent's HTTPS connections are not this process's
+    journal.in_child(job.config.renew.state_dir)  # its own journal: it may be killed alone
     job.store = _NoStore()  # type: ignore[assignment]  # the parent saves
     send_lock = threading.Lock()
 
@@ -202,6 +204,7 @@ def _child(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
                             thread_name_prefix="renew") as pool:
         for future in [pool.submit(one, row, csr, issuer) for row, csr, issuer in share]:
             future.result()
+    journal.end_pass()
     os.close(write_fd)
 
 

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from lecentral import journal
 from lecentral.certificates import (
     Csr,
     check_name,
@@ -361,11 +362,16 @@ class RenewJob:
         for built in self._issuers.values():
             if not isinstance(built, LecentralError):
                 built.begin_pass()
-        with _gc_frozen():
-            count = forked.processes(self, len(due))
-            if count > 1:  # [renew] processes: more than one core
-                return forked.run_pass(self, due, number, count)
-            return self._threads_pass(due, number)
+        # every challenge record is noted before it is added (lecentral/journal.py)
+        journal.begin_pass(self.config.renew.state_dir)
+        try:
+            with _gc_frozen():
+                count = forked.processes(self, len(due))
+                if count > 1:  # [renew] processes: more than one core
+                    return forked.run_pass(self, due, number, count)
+                return self._threads_pass(due, number)
+        finally:
+            journal.end_pass()
 
     def _threads_pass(self, due: list[tuple[CertRow, Csr, str]], number: int) -> list[Outcome]:
         """The pass in this process: ``workers`` threads issue, two savers save."""
