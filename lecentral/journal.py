@@ -80,6 +80,9 @@ class Journal:
         self._fd: int | None = None
         self._lock = threading.Lock()
         self._open: set[tuple[str, str, str]] = set()
+        #: True during a pass: outside one (``lecentral dns check``, a library's own use) nothing
+        #: is noted, and the file is not reopened
+        self.active = False
 
     def added(self, kind: str, data: dict[str, Any]) -> None:
         """Note a record about to be added; ConfigError (nothing added then) if impossible."""
@@ -121,6 +124,7 @@ class Journal:
         """The pass is over: delete the journal if every record noted was removed (else it stays
         for the next run: its records were also reported as leftovers)."""
         with self._lock:
+            self.active = False
             if self._fd is None:
                 return
             os.close(self._fd)
@@ -136,8 +140,8 @@ class Journal:
                             exc.strerror)
 
     def forget(self) -> None:
-        """In a forked worker process: the parent's journal is the parent's (not closed here:
-        the descriptor is the parent's too, and closing our copy is harmless but not needed)."""
+        """In a forked worker process: the parent's journal is the parent's (our copy of its
+        descriptor is closed; the parent's stays open)."""
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)
@@ -160,7 +164,8 @@ def begin_pass(state_dir: str) -> Journal:
     with _active_lock:
         wanted = Journal(journal_dir(state_dir))
         if _active is None or _active.path != wanted.path:
-            _active = wanted
+            _active = wanted  # else the same file: what an earlier pass left noted stays known
+        _active.active = True
         return _active
 
 
@@ -179,19 +184,20 @@ def in_child(state_dir: str) -> None:
         if _active is not None:
             _active.forget()
         _active = Journal(journal_dir(state_dir))
+        _active.active = True
 
 
 def note_added(kind: str, data: dict[str, Any]) -> None:
     """Before adding a challenge record: note it, if a renew pass is running in this process."""
     journal = _active
-    if journal is not None:
+    if journal is not None and journal.active:
         journal.added(kind, data)
 
 
 def note_removed(kind: str, data: dict[str, Any]) -> None:
     """After removing a challenge record: note it, if a renew pass is running in this process."""
     journal = _active
-    if journal is not None:
+    if journal is not None and journal.active:
         journal.removed(kind, data)
 
 
