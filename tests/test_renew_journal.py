@@ -20,7 +20,15 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from renew_world import World, add_row, make_config, new_zone, open_store, run, write_toml
+from renew_world import (
+    World,
+    add_row,
+    make_config,
+    new_zone,
+    open_store,
+    run,
+    write_toml,
+)
 
 from lecentral import journal
 from lecentral.config import CentralConfig
@@ -30,9 +38,10 @@ import os, signal, sys
 from lecentral.dns.challenge import DnsChallenges
 parent = os.getpid()
 only_child = sys.argv[2] == "child"
+how = int(sys.argv[3])
 def killed(self, records):
     if records and (not only_child or os.getpid() != parent):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), how)
     return original(self, records)
 original = DnsChallenges.wait_propagated
 DnsChallenges.wait_propagated = killed
@@ -42,8 +51,10 @@ central()
 """
 
 
-def killed_run(toml: Path, which: str = "all") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", KILLED_AFTER_PUBLISH, str(toml), which],
+def killed_run(toml: Path, which: str = "all",
+               how: int = signal.SIGKILL) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", KILLED_AFTER_PUBLISH, str(toml), which,
+                           str(int(how))],
                           capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -62,17 +73,19 @@ def main() -> Any:
     return cli
 
 
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
 def test_a_renew_killed_after_publishing_leaves_no_txt_after_the_next_run(
-        dns_world: World, tmp_path: Path) -> None:
-    """``kill -9`` of ``lecentral renew`` with its TXT record added: the record is in BIND and
-    noted in a 0600 journal; the next run removes it from BIND, says so, deletes the journal."""
+        dns_world: World, tmp_path: Path, how: signal.Signals) -> None:
+    """``kill -9`` (or ``kill -TERM``, ``systemctl stop``) of ``lecentral renew`` with its TXT
+    record added: the record is in BIND and noted in a 0600 journal; the next run removes it
+    from BIND, says so, deletes the journal."""
     name = new_zone(dns_world, "killed")
     config = make_config(dns_world, tmp_path)
     store = open_store(config)
     add_row(store, [name])
     toml = write_toml(config, tmp_path / "lecentral.toml", processes=1)
-    killed = killed_run(toml)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    killed = killed_run(toml, how=how)
+    assert killed.returncode == -how, killed.stderr
     (value,) = txt(dns_world, name)  # left in the sub-zone by the killed run
     (path,) = journals(config)
     assert path.stat().st_mode & 0o777 == 0o600
