@@ -96,7 +96,9 @@ class Journal:
                     self.dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
                     self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND
                                        | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-                os.write(self._fd, line)
+                    os.fchmod(self._fd, FILE_MODE)  # whatever the umask: the reader wants 600
+                if os.write(self._fd, line) != len(line):  # a full disk, mid-line
+                    raise OSError(28, "short write: the file system is full")
             except OSError as exc:
                 raise ConfigError(f"cannot note the challenge record about to be added in the "
                                   f"journal {self.path} ({exc.strerror or exc}); nothing was "
