@@ -1,4 +1,4 @@
-"""The challenge journal: every TXT record a renew process adds is noted *before* it is added.
+"""The challenge journal: every challenge record a renew process adds is noted *before* it is added.
 
 An issuer removes what it published in a ``finally`` block, and a removal that fails becomes a
 leftover (:mod:`lecentral.leftovers`). Neither runs when the process is killed (``kill -9``, the
@@ -10,7 +10,9 @@ is not taken for it; mode 0600 in a 0700 directory):
 
 * ``{"op": "add", "kind": "dns-txt", ...the PublishedTxt fields...}`` before the TXT is added
   (the TSIG key's *name*, never its secret);
-* ``{"op": "del", "kind": "dns-txt", "fqdn": ..., "value": ...}`` once it is removed.
+* ``{"op": "del", "kind": "dns-txt", "fqdn": ..., "value": ...}`` once it is removed;
+* the same for an HTTP-01 file the ``webroot`` issuer writes (``"kind": "http01-file"``,
+  ``path`` and the ``dirs`` lecentral made for it), before it is created and once it is removed.
 
 One ``os.write`` per line on a file opened once per pass with ``O_APPEND``: a killed process
 loses nothing it wrote (the kernel has it); no fsync, so a *machine* crash may lose the last
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from lecentral.errors import ConfigError, LecentralError
-from lecentral.leftovers import current_name
+from lecentral.leftovers import DNS_TXT, HTTP01_FILE, current_name
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,12 @@ SUFFIX = ".jsonl"
 _NAME = re.compile(r"^challenges-([1-9][0-9]{0,9})-([0-9]{1,20})\.jsonl$")
 #: the PublishedTxt fields a dns-txt line holds (checked again by the cleanup before any removal)
 TXT_FIELDS = ("name", "fqdn", "zone", "server", "key_name", "value")
+#: what an http01-file line holds: the file, and the challenge directories lecentral made for it
+FILE_FIELDS = ("path", "dirs")
+#: what an "add" line holds besides op, kind and cert, by kind
+ADD_FIELDS = {DNS_TXT: TXT_FIELDS, HTTP01_FILE: FILE_FIELDS}
+#: what a "del" line holds besides op and kind, by kind
+DEL_FIELDS = {DNS_TXT: ("fqdn", "value"), HTTP01_FILE: ("path",)}
 _MAX_BYTES = 16 * 1024 * 1024  # a journal this big is not one lecentral wrote
 
 
@@ -109,8 +117,7 @@ class Journal:
         """Note a record removed (a failure to note it is logged: the next run removes the
         record again, which finds it gone)."""
         key = _key(kind, data)
-        line = (json.dumps({"op": "del", "kind": kind, "fqdn": key[1], "value": key[2]},
-                           separators=(",", ":")) + "\n").encode("ascii")
+        line = (json.dumps(_del_line(key), separators=(",", ":")) + "\n").encode("ascii")
         with self._lock:
             if key not in self._open or self._fd is None:
                 return
@@ -152,7 +159,16 @@ class Journal:
 
 
 def _key(kind: str, data: dict[str, Any]) -> tuple[str, str, str]:
+    """What names one record: a TXT by owner and value, a file by its path."""
+    if kind == HTTP01_FILE:
+        return (kind, str(data.get("path", "")), "")
     return (kind, str(data.get("fqdn", "")), str(data.get("value", "")))
+
+
+def _del_line(key: tuple[str, str, str]) -> dict[str, str]:
+    if key[0] == HTTP01_FILE:
+        return {"op": "del", "kind": key[0], "path": key[1]}
+    return {"op": "del", "kind": key[0], "fqdn": key[1], "value": key[2]}
 
 
 _active: Journal | None = None
@@ -212,7 +228,8 @@ class LeftJournal:
 
     path: Path
     pid: int
-    records: list[dict[str, str]]  # each: kind, cert (certs.name) and the PublishedTxt fields
+    #: each: kind, cert (certs.name) and its fields (ADD_FIELDS), in the order noted
+    records: list[dict[str, Any]]
 
 
 def journal_paths(state_dir: str) -> list[Path]:
@@ -285,8 +302,8 @@ def read_left(path: Path) -> LeftJournal:
     return LeftJournal(path, int(match.group(1)), _records(path, text))
 
 
-def _records(path: Path, text: bytes) -> list[dict[str, str]]:
-    noted: dict[tuple[str, str, str], dict[str, str]] = {}
+def _records(path: Path, text: bytes) -> list[dict[str, Any]]:
+    noted: dict[tuple[str, str, str], dict[str, Any]] = {}
     lines = text.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -294,29 +311,43 @@ def _records(path: Path, text: bytes) -> list[dict[str, str]]:
         lines[-1] = b"\xff"  # made unparsable, so the file is refused below
     for number, raw in enumerate(lines, 1):
         try:
-            entry = json.loads(raw.decode("ascii"))
-            if not isinstance(entry, dict) or entry.get("kind") != "dns-txt":
-                raise ValueError("not a dns-txt record")
-            values = {k: entry[k] for k in ("fqdn", "value")}
-            if entry.get("op") == "add":
-                values.update({k: entry[k] for k in ("cert", *TXT_FIELDS)})
-            elif entry.get("op") != "del" or len(entry) != 4:
-                raise ValueError("op is neither add nor del")
-            if not all(isinstance(v, str) and v for v in values.values()):
-                raise ValueError("a field is not a text")
-            if entry["op"] == "add" and len(entry) != len(TXT_FIELDS) + 3:
-                raise ValueError("unknown fields")
-        except (ValueError, KeyError, UnicodeDecodeError) as exc:
+            entry = _entry(json.loads(raw.decode("ascii")))
+        except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
             raise LecentralError(f"the journal {path} is corrupt at line {number} ({exc}): not "
                                  "trusted, nothing removed; look at it (the challenge records "
-                                 "it names may still be in their zones: lecentral dns check "
-                                 "--all), then remove it") from None
-        key = ("dns-txt", values["fqdn"], values["value"])
-        if entry["op"] == "add":
-            noted[key] = {"kind": "dns-txt", **values}
+                                 "it names may still be there: lecentral dns check --all), "
+                                 "then remove it") from None
+        key = _key(entry["kind"], entry)
+        if entry.pop("op") == "add":
+            noted[key] = entry
         else:
             noted.pop(key, None)
     return list(noted.values())
+
+
+def _entry(entry: object) -> dict[str, Any]:
+    """One line, checked: exactly the fields of its op and kind, each a non-empty text (``dirs``:
+    a list of texts)."""
+    if not isinstance(entry, dict):
+        raise TypeError("not an object")
+    kind, op = entry.get("kind"), entry.get("op")
+    if kind not in ADD_FIELDS:
+        raise ValueError(f"unknown kind {kind!r}")
+    if op == "add":
+        fields = {"op", "kind", "cert", *ADD_FIELDS[kind]}
+    elif op == "del":
+        fields = {"op", "kind", *DEL_FIELDS[kind]}
+    else:
+        raise ValueError(f"op {op!r} is neither add nor del")
+    if set(entry) != fields:
+        raise ValueError(f"fields {sorted(entry)}, not {sorted(fields)}")
+    for name, value in entry.items():
+        if name == "dirs":
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise ValueError("dirs is not a list of texts")
+        elif not isinstance(value, str) or not value:
+            raise ValueError(f"{name} is not a text")
+    return dict(entry)
 
 
 def remove_left(path: Path) -> None:

@@ -29,6 +29,10 @@ from renew_world import (
     run,
     write_toml,
 )
+from webroot_world import SITES, WebWorld
+from webroot_world import add_row as add_web_row
+from webroot_world import leftovers as web_leftovers
+from webroot_world import make_config as make_web_config
 
 from lecentral import journal
 from lecentral.config import CentralConfig
@@ -284,4 +288,50 @@ def test_a_journal_that_cannot_be_written_stops_before_the_txt_is_added(
     assert refused.name == "(journal)" and "not lecentral's" in refused.message
     row = store.get(name)
     assert row is not None and not row.crt and not row.count_fail_update
+    store.close()
+
+
+KILLED_AFTER_TOKEN = """
+import os, pickle, signal, sys
+from lecentral.http01.webroot import ChallengeFiles
+from lecentral.registry import Registry
+from lecentral.renew import RenewJob, RenewRequest
+from lecentral.store.sql import SqlStore
+def write(self, token, content):
+    path = original(self, token, content)
+    if not token.startswith("lecentral-probe-"):  # the CA's token, not the self-check's probe
+        os.kill(os.getpid(), signal.SIGKILL)
+    return path
+original = ChallengeFiles.write
+ChallengeFiles.write = write
+with open(sys.argv[1], "rb") as f:
+    config = pickle.load(f)
+RenewJob(config, SqlStore(config.database.url), Registry.load(entrypoints=False)).run(
+    RenewRequest(once=True))
+"""
+
+
+def test_a_renew_killed_with_its_webroot_file_written_leaves_none_after_the_next_run(
+        web_world: WebWorld, tmp_path: Path) -> None:
+    """HTTP-01: ``kill -9`` once the CA's token file is in the webroot: the next run removes it,
+    and the ``.well-known/acme-challenge`` directories lecentral made for it."""
+    import pickle
+
+    webroot = web_world.webroot("one")
+    assert web_leftovers(webroot) == []
+    config = make_web_config(web_world, tmp_path)
+    store = open_store(config)
+    add_web_row(store, SITES["one"], webroot=webroot)
+    pickled = tmp_path / "config.pickle"
+    pickled.write_bytes(pickle.dumps(config))
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_TOKEN, str(pickled)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (token,) = [p for p in web_leftovers(webroot) if p.count("/") == 2]
+    (path,) = journals(config)
+    assert '"kind":"http01-file"' in path.read_text()
+    store.set_enable(SITES["one"][0], False)
+    report = run(config, store)
+    assert report.ok and [c.target for c in report.cleaned] == [str(webroot / token)]
+    assert web_leftovers(webroot) == [] and journals(config) == []
     store.close()

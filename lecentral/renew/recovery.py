@@ -248,15 +248,18 @@ def alert(job: RunContext, notification: Notification) -> None:
 # --- the journals of renew processes that are gone ----------------------------------------------
 
 
-def _txt_key(leftover: Leftover) -> tuple[str, str]:
-    return (leftover.target.lower().rstrip("."), str(leftover.data.get("value")))
+def _record_key(leftover: Leftover) -> tuple[str, str, str]:
+    if leftover.kind == DNS_TXT:
+        return (DNS_TXT, leftover.target.lower().rstrip("."), str(leftover.data.get("value")))
+    return (leftover.kind, leftover.target, "")
 
 
 def clean_journals(job: RunContext, stored: list[Leftover]
                    ) -> tuple[list[Leftover], list[Leftover], list[Outcome]]:
     """Remove what the journals of gone processes still note (see the module doc): (removed
     now, stored as leftovers, one failed outcome per journal refused)."""
-    covered = {_txt_key(left) for left in stored if left.kind == DNS_TXT}
+    covered = {_record_key(left) for left in stored if left.host == this_host()
+               or left.kind == DNS_TXT}
     cleaned: list[Leftover] = []
     kept: list[Leftover] = []
     refused: list[Outcome] = []
@@ -277,9 +280,11 @@ def clean_journals(job: RunContext, stored: list[Leftover]
         for record in left.records:
             why = (f"noted in {path} by renew process {left.pid}, which ended (killed?) before "
                    "removing it")
-            leftover = Leftover(DNS_TXT, record["cert"], record["fqdn"],
-                                {k: record[k] for k in journal.TXT_FIELDS}, why)
-            if _txt_key(leftover) in covered:
+            kind = record["kind"]
+            leftover = Leftover(kind, record["cert"],
+                                record["fqdn"] if kind == DNS_TXT else record["path"],
+                                {k: record[k] for k in journal.ADD_FIELDS[kind]}, why)
+            if _record_key(leftover) in covered:
                 continue  # its removal failed in that run, which stored it: retried above
             try:
                 clean(leftover, job.config, job.redact.add)
