@@ -19,7 +19,9 @@ What a child does and does not do:
   records failures, leftovers, events and alerts, and the run's problems, as for its own rows;
 * a child that dies (killed, crashed) is the run's problem, said once: the certificates it did
   not report are blocked (not tried by this run, their failure counts unchanged); what it
-  issued is in the spool, and the next run saves it without a new order.
+  issued is in the spool, and the next run saves it without a new order; the challenge
+  records its journal still notes (:mod:`lecentral.journal`) are removed by the parent once
+  the pass is over, still under the renew lock.
 
 Not used under a Galera lease (the lease is checked per certificate against the database) nor
 where ``os.fork`` does not exist: then the pass runs in one process, as with ``processes = 1``.
@@ -61,6 +63,8 @@ class Pass(Issuing, Protocol):
 
     config: CentralConfig
     store: Store
+    #: set when a worker process ended otherwise than by exiting 0 (killed, crashed)
+    children_died: bool
 
     def renew_one(self, row: CertRow, csr: Csr, issuer_name: str, number: int,
                   savers: ThreadPoolExecutor) -> Outcome | Future[Outcome]: ...
@@ -239,6 +243,8 @@ def _read_results(job: Pass, pool: ThreadPoolExecutor, pid: int, read_fd: int,
             with futures_lock:
                 futures[row.name] = future
     _, status = os.waitpid(pid, 0)
+    if status != 0:  # its challenge journal may still note records: the parent removes them
+        job.children_died = True
     if not rows:
         return
     how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
