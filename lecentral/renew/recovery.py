@@ -179,11 +179,10 @@ def keep_leftovers(job: RunContext, found: list[Leftover]) -> list[Leftover]:
             with job.write_lock:
                 leftover = job.store.add_leftover(leftover, now_ts())
         except LecentralError as exc:
-            # a TXT stays noted in the challenge journal, whose next reading removes it
-            later = ("the next run removes it from its challenge journal; or remove it"
-                     if leftover.kind == DNS_TXT else "the next run will not remove it; remove it")
-            log.error("%s: %s could not be recorded (%s): %s by hand: %s", leftover.name,
-                      leftover.describe(), exc, later, leftover.manual_fix())
+            # the challenge journal that noted it is kept: the next run reads it again
+            log.error("%s: %s could not be recorded (%s): the next run tries again from the "
+                      "challenge journal that noted it; or remove it by hand: %s",
+                      leftover.name, leftover.describe(), exc, leftover.manual_fix())
         kept.append(leftover)
         alert(job, Notification(
             "warning", f"{leftover.name}: challenge record left behind",
