@@ -35,7 +35,14 @@ from webroot_world import leftovers as web_leftovers
 from webroot_world import make_config as make_web_config
 
 from lecentral import journal
+from lecentral.builtin.dns_subzone import DnsSubzoneIssuer
 from lecentral.config import CentralConfig
+from lecentral.dns.challenge import DnsChallenges, PublishedTxt
+from lecentral.hookspecs import hookimpl
+from lecentral.plugins import get_plugin_manager
+from lecentral.registry import Registry
+from lecentral.renew import RenewJob, RenewRequest
+from lecentral.types import IssuerContext, IssuerType
 
 KILLED_AFTER_PUBLISH = """
 import os, signal, sys
@@ -334,4 +341,68 @@ def test_a_renew_killed_with_its_webroot_file_written_leaves_none_after_the_next
     report = run(config, store)
     assert report.ok and [c.target for c in report.cleaned] == [str(webroot / token)]
     assert web_leftovers(webroot) == [] and journals(config) == []
+    store.close()
+
+
+def test_a_reused_pid_is_not_taken_for_the_journals_process() -> None:
+    """A journal names its process by pid and start time: the same pid started at another time
+    (reused after a reboot or a wrap) is not it, so its journal is read."""
+    me = os.getpid()
+    started = journal.process_start(me)
+    assert started is not None
+    assert journal.is_live(Path(f"challenges-{me}-{started}.jsonl"))
+    assert not journal.is_live(Path(f"challenges-{me}-{int(started) + 1}.jsonl"))
+    assert not journal.is_live(Path(DEAD))
+
+
+class StopBeforeRemoval:
+    """A plugin registering the issuer ``stopping``: the built-in DNS-01 issuer, named stopped
+    just before it removes its TXT (the removal fails: a leftover, and the journal keeps it)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    @hookimpl
+    def lecentral_register_issuers(self) -> list[IssuerType]:
+        world = self.world
+
+        class Stopping(DnsChallenges):
+            def remove(self, record: PublishedTxt) -> bool:
+                world.bind.stop()
+                return super().remove(record)
+
+        def make(context: IssuerContext) -> DnsSubzoneIssuer:
+            issuer = DnsSubzoneIssuer(context)
+            issuer._dns = Stopping(context.config.dns)
+            return issuer
+
+        return [IssuerType("stopping", make, "test: named stopped before the removal")]
+
+
+def test_a_record_both_journaled_and_stored_as_a_leftover_is_handled_once(
+        dns_world: World, tmp_path: Path) -> None:
+    """The removal failed (named stopped): the record is a stored leftover *and* still noted in
+    the journal, which stays. When its process is gone, the next run retries the stored
+    leftover only (one row, one more attempt), and deletes the journal."""
+    name = new_zone(dns_world, "both")
+    config = make_config(dns_world, tmp_path, dns01_issuer="stopping")
+    store = open_store(config)
+    add_row(store, [name])
+    loaded = get_plugin_manager(entrypoints=False)
+    loaded.pm.register(StopBeforeRemoval(dns_world), name="stopping")
+    try:
+        first = RenewJob(config, store, Registry(loaded)).run(RenewRequest(once=True))
+        (left,) = first.leftovers
+        (path,) = journals(config)  # kept: its record was not removed
+        assert left.data["value"] in path.read_text()
+        path.rename(path.with_name(DEAD))  # as if its process had ended
+        store.set_enable(name, False)
+        second = run(config, store)
+        assert [lo.attempts for lo in store.leftovers()] == [2]
+        assert [k.id for k in second.kept] == [left.id]
+        assert journals(config) == []
+    finally:
+        dns_world.bind.start()
+    assert run(config, store).ok and store.leftovers() == []
+    assert left.data["value"] not in txt(dns_world, name)
     store.close()
