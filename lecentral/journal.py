@@ -230,6 +230,7 @@ class LeftJournal:
     pid: int
     #: each: kind, cert (certs.name) and its fields (ADD_FIELDS), in the order noted
     records: list[dict[str, Any]]
+    written: int = 0  # when it was last written to (its mtime): the records are that old or older
 
 
 def journal_paths(state_dir: str) -> list[Path]:
@@ -299,7 +300,7 @@ def read_left(path: Path) -> LeftJournal:
             text = f.read()
     finally:
         os.close(fd)
-    return LeftJournal(path, int(match.group(1)), _records(path, text))
+    return LeftJournal(path, int(match.group(1)), _records(path, text), int(st.st_mtime))
 
 
 def _records(path: Path, text: bytes) -> list[dict[str, Any]]:

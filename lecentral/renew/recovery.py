@@ -282,7 +282,8 @@ def clean_journals(job: RunContext, stored: list[Leftover]
             kind = record["kind"]
             leftover = Leftover(kind, record["cert"],
                                 record["fqdn"] if kind == DNS_TXT else record["path"],
-                                {k: record[k] for k in journal.ADD_FIELDS[kind]}, why)
+                                {k: record[k] for k in journal.ADD_FIELDS[kind]}, why,
+                                ts=left.written)
             if _record_key(leftover) in covered:
                 continue  # its removal failed in that run, which stored it: retried above
             try:
