@@ -96,6 +96,12 @@ def collecting(name: str) -> Iterator[list[Leftover]]:
         _current.reset(token)
 
 
+def current_name() -> str:
+    """The certificate being issued in this thread (``-`` outside a renew run's issuance)."""
+    collector = _current.get()
+    return collector.name if collector is not None else "-"
+
+
 def report(kind: str, target: str, data: dict[str, Any], error: str) -> Leftover:
     """A removal failed: log it with the manual fix and hand it to the renew job, if one runs."""
     collector = _current.get()

@@ -13,8 +13,9 @@ a failure that the world's resolvers cache, the seed's "lost day"):
 5. only then are the challenges answered, the authorizations polled, the order finalized and the
    chain downloaded, and split into leaf (``crt``) and CA chain (``ca``).
 
-Whatever happens, every TXT added is removed. Any failure before step 5 means no challenge was
-answered, so the CA has nothing to cache. The private key is never needed: the CSR is all we send.
+Whatever happens, every TXT added is removed (if this process is killed, by the next run, from
+the journal that noted it before it was added: lecentral/journal.py). Any failure before step 5
+means no challenge was answered, so the CA has nothing to cache. The private key is never needed: the CSR is all we send.
 """
 
 from __future__ import annotations

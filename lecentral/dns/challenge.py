@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lecentral import leftovers
+from lecentral import journal, leftovers
 from lecentral.config import DnsConfig
 from lecentral.dns import update
 from lecentral.dns.propagation import Expected, PropagationWaiter
@@ -88,10 +88,13 @@ class DnsChallenges:
     def publish(self, name: str, value: str) -> PublishedTxt:
         """Add TXT ``value`` at ``_acme-challenge`` of ``name`` (added beside any other value)."""
         target = self.locate(name)
+        record = published_txt(target, value)
+        # noted first: a process killed between the add and the removal leaves it noted
+        journal.note_added(leftovers.DNS_TXT, dataclasses.asdict(record))
         update.add_txt(target, value)
         log.info("added TXT %s %r in zone %s on %s (key %s)", target.fqdn, value, target.zone,
                  target.server, target.key.name)
-        return published_txt(target, value)
+        return record
 
     def wait_propagated(self, records: list[PublishedTxt]) -> None:
         """Return once every authoritative NS of each record's zone serves its value; else DnsError."""
@@ -122,6 +125,7 @@ class DnsChallenges:
             error = str(exc) if isinstance(exc, LecentralError) else f"unexpected {type(exc).__name__}: {exc}"
             leftovers.report(leftovers.DNS_TXT, record.fqdn, dataclasses.asdict(record), error)
             return False
+        journal.note_removed(leftovers.DNS_TXT, {"fqdn": record.fqdn, "value": record.value})
         log.info("removed TXT %s %r from zone %s", record.fqdn, record.value, record.zone)
         return True
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lecentral import leftovers
+from lecentral import journal, leftovers
 from lecentral.errors import IssueError
 
 log = logging.getLogger(__name__)
@@ -170,9 +170,14 @@ class ChallengeFiles:
             raise IssueError(f"the CA sent an unusable HTTP-01 token {token[:60]!r}; try again")
         path = self.directory / token
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        # noted first: a process killed before its removal leaves it noted (lecentral/journal.py)
+        noted = {"path": str(path), "dirs": [str(d) for d in self.created]}
+        journal.note_added(leftovers.HTTP01_FILE, noted)
         try:
             fd = os.open(path, flags, FILE_MODE)
         except OSError as exc:
+            # not ours (O_EXCL: one already there is another's): never to be removed for us
+            journal.note_removed(leftovers.HTTP01_FILE, noted)
             raise _not_writable(self.webroot, path, exc) from None
         self.written.append(path)
         with os.fdopen(fd, "w", encoding="ascii") as handle:
@@ -204,9 +209,11 @@ class ChallengeFiles:
         try:
             path.unlink()
         except FileNotFoundError:
-            pass
+            journal.note_removed(leftovers.HTTP01_FILE, {"path": str(path)})
         except OSError as exc:
             # the renew job stores it and removes it at its next run (lecentral.leftovers)
             leftovers.report(leftovers.HTTP01_FILE, str(path),
                              {"path": str(path), "dirs": [str(d) for d in self.created]},
                              f"cannot remove it: {exc.strerror}")
+        else:
+            journal.note_removed(leftovers.HTTP01_FILE, {"path": str(path)})

@@ -23,7 +23,9 @@ What a child does and does not do:
   need it (certbot's state directories, a webroot's challenge directory);
 * a child that dies (killed, crashed) is the run's problem, said once: the certificates it did
   not report are blocked (not tried by this run, their failure counts unchanged); what it
-  issued is in the spool, and the next run saves it without a new order.
+  issued is in the spool, and the next run saves it without a new order; the challenge
+  records its journal still notes (:mod:`lecentral.journal`) are removed by the parent once
+  the pass is over, still under the renew lock.
 
 Not used under a Galera lease (the lease is checked per certificate against the database) nor
 where ``os.fork`` does not exist: then the pass runs in one process, as with ``processes = 1``.
@@ -41,6 +43,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
+from lecentral import journal
 from lecentral.config import AUTO, processes_for
 from lecentral.errors import LecentralError
 from lecentral.idle import idle_cores
@@ -64,6 +67,8 @@ class Pass(Issuing, Protocol):
 
     config: CentralConfig
     store: Store
+    #: set when a worker process ended otherwise than by exiting 0 (killed, crashed)
+    children_died: bool
 
     def renew_one(self, row: CertRow, csr: Csr, issuer_name: str, number: int,
                   savers: ThreadPoolExecutor) -> Outcome | Future[Outcome]: ...
@@ -196,6 +201,7 @@ def _child(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
            write_fd: int, workers: int) -> None:
     """Issue ``share`` on (at most) ``workers`` threads and send each result to the parent."""
     job.forget_acme_clients()  # the parent's HTTPS connections are not this process's
+    journal.in_child(job.config.renew.state_dir)  # its own journal: it may be killed alone
     job.store = _NoStore()  # type: ignore[assignment]  # the parent saves
     send_lock = threading.Lock()
 
@@ -214,6 +220,7 @@ def _child(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
                             thread_name_prefix="renew") as pool:
         for future in [pool.submit(one, row, csr, issuer) for row, csr, issuer in share]:
             future.result()
+    journal.end_pass()
     os.close(write_fd)
 
 
@@ -248,6 +255,8 @@ def _read_results(job: Pass, pool: ThreadPoolExecutor, pid: int, read_fd: int,
             with futures_lock:
                 futures[row.name] = future
     _, status = os.waitpid(pid, 0)
+    if status != 0:  # its challenge journal may still note records: the parent removes them
+        job.children_died = True
     if not rows:
         return
     how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)

@@ -13,6 +13,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from lecentral import journal
 from lecentral.certificates import (
     Csr,
     check_name,
@@ -103,6 +104,8 @@ class RenewJob:
         self.unchanged = 0
         #: renewal-information readers made to decide whether a sweep may skip rows, by CA name
         self._ari_probed: dict[str, RenewalInfoReader] = {}
+        #: a worker process of this pass ended otherwise than by exiting 0 (lecentral/renew/forked.py)
+        self.children_died = False
 
     @property
     def write_lock(self) -> threading.Lock:
@@ -182,12 +185,29 @@ class RenewJob:
         report.rounds = number
         with phase("issue"):
             results = self._pass(due, number)
+        if self.children_died:
+            self.children_died = False
+            self._clean_after_dead_children(report)
         report.outcomes.extend(results)
         again = [o.name for o in results if o.status in ("failed", "refused")
                  and (o.count_fail_update or 0) <= self.config.renew.max_failures]
         failed_counts.clear()
         failed_counts.update({o.name: o.count_fail_update or 0 for o in results})
         return again
+
+    def _clean_after_dead_children(self, report: RenewReport) -> None:
+        """A worker process died during the pass (killed alone, crashed): the challenge records
+        its journal still notes are removed now, under the lock, as the next run would."""
+        try:
+            stored = self.store.leftovers()
+        except LecentralError as exc:  # the next run's start does it
+            log.error("the challenge journals of dead worker processes are left for the next "
+                      "run: %s", exc)
+            return
+        cleaned, kept, refused = recovery.clean_journals(self, stored)
+        report.cleaned.extend(cleaned)
+        report.kept.extend(kept)
+        report.start.extend(refused)
 
     def _still_failing(self, due: list[tuple[CertRow, Csr, str]], failed_counts: dict[str, int],
                        number: int, report: RenewReport) -> list[tuple[CertRow, Csr, str]]:
@@ -361,11 +381,16 @@ class RenewJob:
         for built in self._issuers.values():
             if not isinstance(built, LecentralError):
                 built.begin_pass()
-        with _gc_frozen():
-            count = forked.processes(self, len(due))
-            if count > 1:  # [renew] processes: more than one core
-                return forked.run_pass(self, due, number, count)
-            return self._threads_pass(due, number)
+        # every challenge record is noted before it is added (lecentral/journal.py)
+        journal.begin_pass(self.config.renew.state_dir)
+        try:
+            with _gc_frozen():
+                count = forked.processes(self, len(due))
+                if count > 1:  # [renew] processes: more than one core
+                    return forked.run_pass(self, due, number, count)
+                return self._threads_pass(due, number)
+        finally:
+            journal.end_pass()
 
     def _threads_pass(self, due: list[tuple[CertRow, Csr, str]], number: int) -> list[Outcome]:
         """The pass in this process: ``workers`` threads issue, two savers save."""

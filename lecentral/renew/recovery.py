@@ -7,7 +7,12 @@ At the start of every run, under the renew lock and before any certificate is se
    was replaced since, or whose row is gone, or that no longer passes the checks, is discarded
    loudly (moved to spool/discarded/);
 2. every challenge record left behind (``lecentral_leftovers``) is removed, or counted as still
-   there, with a ``leftover`` event and an alert.
+   there, with a ``leftover`` event and an alert;
+3. every challenge record noted in the journal of a renew process that is gone
+   (:mod:`lecentral.journal`: killed between adding and removing it) and not already a stored
+   leftover is removed, or stored as a leftover (shown, alerted, retried); the journal is then
+   deleted. A journal that is not lecentral's or does not parse is refused loudly: nothing it
+   names is removed, the run fails saying so, and it stays for the admin to look at.
 
 During the run, :func:`keep_leftovers` stores what a certificate's issuance left behind.
 """
@@ -19,10 +24,11 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from lecentral import journal
 from lecentral.certificates import now_ts, when
 from lecentral.errors import LecentralError
 from lecentral.host import this_host
-from lecentral.leftovers import HTTP01_FILE, Leftover
+from lecentral.leftovers import DNS_TXT, HTTP01_FILE, Leftover
 from lecentral.records import Notification
 from lecentral.renew.checks import check_issued, check_row
 from lecentral.renew.cleanup import clean
@@ -41,6 +47,10 @@ def start_of_run(job: RunContext, report: RenewReport) -> None:
     """Save the spooled certificates, then retry removing every leftover (see the module doc)."""
     report.start.extend(save_all_spooled(job))
     report.cleaned, report.kept = clean_leftovers(job)
+    cleaned, kept, refused = clean_journals(job, [*report.cleaned, *report.kept])
+    report.cleaned.extend(cleaned)
+    report.kept.extend(kept)
+    report.start.extend(refused)
 
 
 # --- the spool ----------------------------------------------------------------------------------
@@ -169,9 +179,10 @@ def keep_leftovers(job: RunContext, found: list[Leftover]) -> list[Leftover]:
             with job.write_lock:
                 leftover = job.store.add_leftover(leftover, now_ts())
         except LecentralError as exc:
-            log.error("%s: %s could not be recorded (%s): the next run will not remove it; "
-                      "remove it by hand: %s", leftover.name, leftover.describe(), exc,
-                      leftover.manual_fix())
+            # the challenge journal that noted it is kept: the next run reads it again
+            log.error("%s: %s could not be recorded (%s): the next run tries again from the "
+                      "challenge journal that noted it; or remove it by hand: %s",
+                      leftover.name, leftover.describe(), exc, leftover.manual_fix())
         kept.append(leftover)
         alert(job, Notification(
             "warning", f"{leftover.name}: challenge record left behind",
@@ -231,3 +242,71 @@ def alert(job: RunContext, notification: Notification) -> None:
 
     for err in job.registry.notify(notification, asdict(job.config.notify)):
         log.error("alert %r not sent: %s", notification.subject, job.redact(err))
+
+
+# --- the journals of renew processes that are gone ----------------------------------------------
+
+
+def _record_key(leftover: Leftover) -> tuple[str, str, str]:
+    if leftover.kind == DNS_TXT:
+        return (DNS_TXT, leftover.target.lower().rstrip("."), str(leftover.data.get("value")))
+    return (leftover.kind, leftover.target, "")
+
+
+def clean_journals(job: RunContext, stored: list[Leftover]
+                   ) -> tuple[list[Leftover], list[Leftover], list[Outcome]]:
+    """Remove what the journals of gone processes still note (see the module doc): (removed
+    now, stored as leftovers, one failed outcome per journal refused)."""
+    covered = {_record_key(left) for left in stored if left.host == this_host()
+               or left.kind == DNS_TXT}
+    cleaned: list[Leftover] = []
+    kept: list[Leftover] = []
+    refused: list[Outcome] = []
+    try:
+        paths = journal.journal_paths(job.config.renew.state_dir)
+    except LecentralError as exc:
+        return [], [], [_refused(job, str(exc))]
+    for path in paths:
+        if journal.is_live(path):
+            log.info("%s belongs to a renew process that still runs: left to it", path)
+            continue
+        try:
+            left = journal.read_left(path)
+        except LecentralError as exc:
+            refused.append(_refused(job, str(exc)))
+            continue
+        dealt = True
+        for record in left.records:
+            why = (f"noted in {path} by renew process {left.pid}, which ended (killed?) before "
+                   "removing it")
+            kind = record["kind"]
+            leftover = Leftover(kind, record["cert"],
+                                record["fqdn"] if kind == DNS_TXT else record["path"],
+                                {k: record[k] for k in journal.ADD_FIELDS[kind]}, why,
+                                ts=left.written)
+            if _record_key(leftover) in covered:
+                continue  # its removal failed in that run, which stored it: retried above
+            try:
+                clean(leftover, job.config, job.redact.add)
+            except LecentralError as exc:
+                leftover = dataclasses.replace(
+                    leftover, error=job.redact(f"{why}; removing it now failed: {exc}"))
+                stored_now = keep_leftovers(job, [leftover])[0]
+                dealt = dealt and stored_now.id is not None
+                kept.append(stored_now)
+                continue
+            log.warning("%s: removed %s, %s", leftover.name, leftover.describe(), why)
+            cleaned.append(leftover)
+        if dealt:
+            try:
+                journal.remove_left(path)
+            except LecentralError as exc:
+                log.error("%s", exc)
+    return cleaned, kept, refused
+
+
+def _refused(job: RunContext, message: str) -> Outcome:
+    log.error("%s", message)
+    alert(job, Notification("error", "renew: a challenge journal is not trusted",
+                            f"{message}\n"))
+    return Outcome("(journal)", "failed", message, round=0)
