@@ -333,3 +333,30 @@ def test_rounds_flag_retries(dns_world: World, tmp_path: Path) -> None:
     data = json.loads(out.stdout)
     assert data["rounds"] == 2 and [a["round"] for a in data["attempts"]] == [1, 2]
     store.close()
+
+
+@pytest.mark.parametrize("case", ["server-down", "sqlite-file-missing"])
+def test_renew_json_says_what_failed_when_the_database_cannot_be_reached(tmp_path: Path,
+                                                                         case: str) -> None:
+    """No database: as with the lock held, ``renew --json`` prints a JSON document (ok false, the
+    error in problems, the password masked) and exits 4; stderr says the same, once."""
+    from lecentral_testing.ports import free_port
+
+    port = free_port()  # nothing listens there: the server is down
+    url = (f"mysql+pymysql://lecentral:hunter2@127.0.0.1:{port}/certs" if case == "server-down"
+           else f"sqlite:///{tmp_path}/missing.db")
+    toml = tmp_path / "lecentral.toml"
+    toml.write_text(f'[database]\nurl = "{url}"\nretry_for = 0\n'
+                    f'[renew]\nstate_dir = "{tmp_path / "renew"}"\n')
+    result = CliRunner().invoke(main, ["--config", str(toml), "renew", "--json"])
+    assert result.exit_code == 4, result.output
+    data = json.loads(result.stdout)
+    assert data["ok"] is False and data["locked_out"] is False and data["certificates"] == []
+    [problem] = data["problems"]
+    assert problem["exit_code"] == 4 and problem["names"] == []
+    expected = (f"127.0.0.1:{port}" if case == "server-down" else
+                f"database file {tmp_path}/missing.db does not exist")
+    assert expected in problem["message"], problem
+    assert result.stderr.count(problem["message"]) == 1, result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    assert not (tmp_path / "missing.db").exists()
