@@ -93,7 +93,7 @@ def test_locked_database_names_the_holder_and_the_wait(tmp_path: Path) -> None:
         assert time.monotonic() - started >= BUSY_TIMEOUT - 0.5  # it did wait
         message = str(info.value)
         assert "database is locked" in message, message
-        assert f"another process holds a write lock on {path} (lecentral waited " \
+        assert f"another process holds a write lock on {path} (lecentral waits up to " \
                f"{BUSY_TIMEOUT:g} s for it): processes with it open: {holder.pid} (sqlite3)" \
                in message, message
         assert "server is up" not in message, message

@@ -133,13 +133,14 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
     names = tuple(known_name(n) for n in names)
     progress = TerminalProgress() if sys.stderr.isatty() and not as_json else None
     started = now_ts()
+    job = None
     try:
         job = RenewJob(app.config, app.store(), app.registry, progress)
         report = job.run(RenewRequest(names=names, force=force, dry_run=dry_run, once=not rounds,
                                       lock_timeout=lock_wait))
     except LecentralError as exc:  # the run did not start (or stopped): a script still gets JSON
         if as_json:
-            print_json(_stopped_dict(exc, dry_run))
+            print_json(_stopped_dict(exc, dry_run, job.report if job is not None else None))
         raise  # said on stderr, with its exit code, by @guarded
     final = report.final
     recorded = True
@@ -239,15 +240,19 @@ def _report_dict(report: Any, dry_run: bool) -> dict[str, Any]:
             "disabled": report.disabled}
 
 
-def _stopped_dict(exc: Exception, dry_run: bool) -> dict[str, Any]:
+def _stopped_dict(exc: Exception, dry_run: bool, report: Any) -> dict[str, Any]:
     """``--json`` of a run stopped by an error of its own (database unreachable, configuration):
-    the report's keys, empty, and the error in ``problems`` (its message as said on stderr:
-    the database URL's password masked)."""
+    what ``report`` (None: the run did not start) says was done before, ``ok`` false, and the
+    error last in ``problems`` (its message as said on stderr: the database password masked)."""
     code = int(getattr(exc, "exit_code", EXIT_FAILURES))
-    return {"dry_run": dry_run, "locked_out": False, "rounds": 0, "lock_holder": None,
-            "ok": False, "phases": {}, "certificates": [], "unchanged_not_due": 0,
-            "attempts": [], "spooled": [], "leftovers": [], "cleaned": [],
-            "problems": [{"message": str(exc), "exit_code": code, "names": []}], "disabled": []}
+    if report is None:
+        from lecentral.renew import RenewReport
+
+        report = RenewReport()
+    data = _report_dict(report, dry_run)
+    data["ok"] = False
+    data["problems"].append({"message": str(exc), "exit_code": code, "names": []})
+    return data
 
 
 def _locked_message(report: Any, database: str) -> str:

@@ -43,7 +43,7 @@ def locked_hint(path: str) -> str:
     holders = _holders(path)
     who = (f"processes with it open: {', '.join(holders)}" if holders else
            f"fuser -v {path} shows which process has it open")
-    return (f"another process holds a write lock on {path} (lecentral waited {BUSY_TIMEOUT:g} s "
+    return (f"another process holds a write lock on {path} (lecentral waits up to {BUSY_TIMEOUT:g} s "
             f"for it): {who}; run again once it is done (a long sqlite3 session or a stuck "
             "lecentral run keeps the lock until it ends)")
 
