@@ -578,8 +578,8 @@ def test_a_bad_certificate_waits_for_min_interval_and_says_so(env: Env) -> None:
     assert item["renew_reason"] == ("the stored certificate is bad; renew.min_interval 3600 s "
                                     "after the last attempt")
     assert f"BAD CERTIFICATE (replaced by the first renew after {at}): " in env.run("list").output
-    assert f"the first renew after {at} UTC replaces the certificate" in \
-        env.run("show", NAME).output
+    shown = env.run("show", NAME).output
+    assert f"the first renew after {at} UTC replaces the certificate" in shown
 
 
 def test_the_next_renew_issues_a_replaced_csr(env: Env) -> None:
@@ -605,6 +605,9 @@ def test_the_next_renew_issues_a_replaced_csr(env: Env) -> None:
     [item] = env.rows()
     assert f"BAD CERTIFICATE (replaced by the first renew after {item['renew_at']})" in \
         env.run("list").output
+    shown = env.run("show", NAME).output
+    assert f"at {item['renew_at']} UTC (the stored certificate is bad; renew.min_interval 3600 " \
+           "s after the last attempt)\n" in shown, shown  # no ARI window asked for a bad one
 
 
 def test_a_row_whose_csr_does_not_name_it_is_invalid(env: Env) -> None:

@@ -540,9 +540,11 @@ def _print_show(info: dict[str, Any], now: int) -> None:
         if info["lifetime_days"] is not None:
             line("lifetime", f"{info['lifetime_days']:g} days")
         due = info["ts_renew_at"] is not None and info["ts_renew_at"] <= now
+        # a bad certificate is replaced, not renewed: its ARI window is not asked for
+        no_ari = ("" if info.get("ari_window") or info["certificate_problems"] else
+                  "; the CA offers no ARI window")
         line("renews", f"{'due since' if due else 'at'} {info['renew_at']} UTC "
-             f"({info['renew_reason']}"
-             f"{'' if info.get('ari_window') else '; the CA offers no ARI window'})"
+             f"({info['renew_reason']}{no_ari})"
              if info["ts_renew_at"] is not None else info["renew_reason"])
         line("issuer", cert["issuer"])
         line("issuing CA", f"{info['issuer_ca']} ({info['issuer_ca_directory']})"
