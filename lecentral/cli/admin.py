@@ -350,8 +350,7 @@ def _renewal(row: CertRow, bad_cert: list[str], renew: RenewConfig,
         return None, "never while the row is invalid"
     if bad_cert:
         if held is not None:
-            return held, (f"the stored certificate is bad; renew.min_interval {renew.min_interval}"
-                          " s after the last attempt")
+            return held, "renew.min_interval after the last attempt"  # why: the problems
         return None, "now: the stored certificate is bad"
     if validity is None or (row.ts_expire or 0) <= 1:
         return None, "now: no certificate yet"
