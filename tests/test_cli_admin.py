@@ -500,7 +500,8 @@ def _sql(url: str, statement: str, **params: object) -> list[tuple[object, ...]]
 
 def _renew_dry(env: Env, *names: str) -> dict[str, object]:
     """``lecentral renew --dry-run --json``: the due decision, contacting no CA ([renew] ari off)."""
-    env.config.write_text(env.config.read_text().replace("[renew]\n", "[renew]\nari = false\n"))
+    if "ari = false" not in env.config.read_text():
+        env.config.write_text(env.config.read_text().replace("[renew]\n", "[renew]\nari = false\n"))
     result = env.run("renew", "--dry-run", "--json", *names)
     assert result.exit_code in (0, 1), result.output
     [outcome] = json.loads(result.stdout)["certificates"]
@@ -570,6 +571,42 @@ def test_a_bad_certificate_waits_for_min_interval_and_says_so(env: Env) -> None:
     assert outcome["status"] == "not-due"
     assert "renew.min_interval" in outcome["message"]  # type: ignore[operator]
     assert "the stored certificate is bad (the crt column" in outcome["message"]  # type: ignore[operator]
+    # list and show say the same as renew: not the next renew, the first after min_interval
+    [item] = env.rows()
+    at = item["renew_at"]
+    assert at is not None and item["ts_renew_at"] > now_ts()  # type: ignore[operator]
+    assert item["renew_reason"] == "renew.min_interval after the last attempt"
+    assert f"BAD CERTIFICATE (replaced by the first renew after {at}): " in env.run("list").output
+    shown = env.run("show", NAME).output
+    assert f"the first renew after {at} UTC replaces the certificate" in shown
+
+
+def test_the_next_renew_issues_a_replaced_csr(env: Env) -> None:
+    """lecentral set-csr right after an issue: the stored certificate is for the old key, and the
+    first attempt with the new CSR is not held back by renew.min_interval (the last attempt was
+    a success, with the old CSR): list says the next renew replaces it, and renew would issue.
+    Once an attempt with the new CSR failed, min_interval holds again, and list says until when."""
+    issue(env, NAME, 80)  # ts_last_update is now
+    env.csr([NAME], key=make_key())
+    assert env.run("set-csr", NAME, str(env.csr_dir / f"{NAME}.csr")).exit_code == 0
+    [item] = env.rows()
+    assert item["ts_renew_at"] is None and item["renew_reason"] == "now: the stored certificate is bad"
+    assert "BAD CERTIFICATE (the next renew replaces it): the certificate in crt is for another " \
+        "key" in env.run("list").output
+    assert "the next renew replaces the certificate" in env.run("show", NAME).output
+    outcome = _renew_dry(env, NAME)
+    assert outcome["status"] == "would-issue", outcome
+    assert "the stored certificate is bad: the certificate in crt is for another key" in \
+        outcome["message"]  # type: ignore[operator]
+    env.store().record_failure(NAME, "the CA refused the new CSR", now_ts())
+    outcome = _renew_dry(env, NAME)
+    assert outcome["status"] == "not-due" and "renew.min_interval" in outcome["message"], outcome  # type: ignore[operator]
+    [item] = env.rows()
+    assert f"BAD CERTIFICATE (replaced by the first renew after {item['renew_at']})" in \
+        env.run("list").output
+    shown = env.run("show", NAME).output
+    assert f"at {item['renew_at']} UTC (renew.min_interval after the last attempt)\n" in shown, \
+        shown  # no ARI window asked for a bad one
 
 
 def test_a_row_whose_csr_does_not_name_it_is_invalid(env: Env) -> None:

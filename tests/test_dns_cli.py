@@ -146,10 +146,34 @@ def test_key_without_the_update_grant(config: Path) -> None:
 def test_wrong_secret(config: Path, bind: BindServer) -> None:
     result, (report,) = dns_check(config, BADSECRET)
     assert result.exit_code == 2
-    assert f"TSIG key acme-update rejected by server 127.0.0.1:{bind.port} for zone {BADSECRET} (BADSIG" \
-        in findings(report, "FAIL")["update"]
+    message, fix = findings(report, "FAIL")["update"].split(" || ")
+    assert message.startswith(f"TSIG key acme-update rejected by server 127.0.0.1:{bind.port} for "
+                              f"zone {BADSECRET} (BADSIG: the secret in ")
+    assert message.endswith(" differs from the server's)"), message  # the fix is not said twice
+    assert fix == "copy the key clause from the server's named.conf into the key file"
+    text = CliRunner().invoke(main, ["--config", str(config), "dns", "check", BADSECRET])
+    assert text.exit_code == 2
+    lines = text.stdout.splitlines()
+    failed = next(i for i, line in enumerate(lines) if line.lstrip().startswith("FAIL  update"))
+    assert lines[failed + 1].strip() == f"fix: {fix}", text.stdout  # docs/dns.md's promise
     for secret in [WRONG_SECRET, *bind.tsig_keys.values()]:
-        assert secret not in result.output
+        assert secret not in result.output + text.output
+
+
+def test_every_fail_and_warn_has_a_fix_line(config: Path, bind: BindServer) -> None:
+    """docs/dns.md promises a `fix:` line for each problem: every FAIL and WARN of the broken
+    sub-zones of this module has one."""
+    names = [BADSECRET, NOGRANT, LAME, SLOW, FROZEN]
+    bind.freeze(FROZEN)
+    try:
+        result, reports = dns_check(config, *names)
+    finally:
+        bind.thaw(FROZEN)
+    assert result.exit_code == 2
+    problems = [(r["name"], f) for r in reports for f in r["findings"] if f["status"] != "OK"]
+    assert {name for name, _ in problems} == set(names)
+    for name, finding in problems:
+        assert finding["fix"], (name, finding)
 
 
 def test_frozen_zone(config: Path, bind: BindServer) -> None:

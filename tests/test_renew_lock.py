@@ -33,6 +33,7 @@ from renew_world import (
 )
 
 from lecentral.cli.central import main
+from lecentral.errors import LecentralError
 from lecentral.hookspecs import hookimpl
 from lecentral.host import this_host
 from lecentral.plugins import get_plugin_manager
@@ -332,4 +333,72 @@ def test_rounds_flag_retries(dns_world: World, tmp_path: Path) -> None:
     assert out.exit_code == 1
     data = json.loads(out.stdout)
     assert data["rounds"] == 2 and [a["round"] for a in data["attempts"]] == [1, 2]
+    store.close()
+
+
+@pytest.mark.parametrize("case", ["server-down", "sqlite-file-missing"])
+def test_renew_json_says_what_failed_when_the_database_cannot_be_reached(tmp_path: Path,
+                                                                         case: str) -> None:
+    """No database: as with the lock held, ``renew --json`` prints a JSON document (ok false, the
+    error in problems, the password masked) and exits 4; stderr says the same, once."""
+    from lecentral_testing.ports import free_port
+
+    port = free_port()  # nothing listens there: the server is down
+    url = (f"mysql+pymysql://lecentral:hunter2@127.0.0.1:{port}/certs" if case == "server-down"
+           else f"sqlite:///{tmp_path}/missing.db")
+    toml = tmp_path / "lecentral.toml"
+    toml.write_text(f'[database]\nurl = "{url}"\nretry_for = 0\n'
+                    f'[renew]\nstate_dir = "{tmp_path / "renew"}"\n')
+    result = CliRunner().invoke(main, ["--config", str(toml), "renew", "--json"])
+    assert result.exit_code == 4, result.output
+    data = json.loads(result.stdout)
+    assert data["ok"] is False and data["locked_out"] is False and data["certificates"] == []
+    [problem] = data["problems"]
+    assert problem["exit_code"] == 4 and problem["names"] == []
+    expected = (f"127.0.0.1:{port}" if case == "server-down" else
+                f"database file {tmp_path}/missing.db does not exist")
+    assert expected in problem["message"], problem
+    assert result.stderr.count(problem["message"]) == 1, result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_renew_json_of_a_run_stopped_between_rounds_keeps_what_was_done(
+        dns_world: World, tmp_path: Path, mariadb_server: MariaDBServer, mariadb_url: str) -> None:
+    """Round 1 issues one certificate and fails another; MariaDB stops during retry_pause, so
+    round 2 cannot take the renew lock and the run stops with the database error. The JSON that
+    ``renew --json`` prints then still lists round 1's outcomes, with the error last in
+    problems, ok false."""
+    from lecentral.cli.renew import _stopped_dict
+
+    config = make_config(dns_world, tmp_path, db_url=mariadb_url, retry_pause=3, max_failures=3)
+    store = open_store(config)
+    add_row(store, [BADSECRET])
+    add_row(store, [SPARE[2]])
+    job = RenewJob(config, store, Registry.load(entrypoints=False))
+
+    def stop_after_round_one() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            report = job.report
+            if report is not None and len(report.outcomes) == 2:
+                mariadb_server.stop()
+                return
+            time.sleep(0.02)
+
+    stopper = threading.Thread(target=stop_after_round_one)
+    stopper.start()
+    try:
+        with pytest.raises(LecentralError) as info:
+            job.run(RenewRequest())
+    finally:
+        stopper.join()
+        mariadb_server.start()
+    assert info.value.exit_code == 4
+    data = _stopped_dict(info.value, False, job.report)
+    assert data["ok"] is False
+    assert {c["name"]: c["status"] for c in data["certificates"]} == {BADSECRET: "failed",
+                                                                      SPARE[2]: "issued"}
+    assert data["problems"][-1] == {"message": str(info.value), "exit_code": 4, "names": []}
+    assert mariadb_server.password not in json.dumps(data)
     store.close()

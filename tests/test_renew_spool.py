@@ -12,11 +12,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sqlite3
 import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -220,6 +223,68 @@ def test_spooled_certificate_for_a_replaced_csr_is_discarded(dns_world: World, t
     store.close()
 
 
+#: what the next run says of a spooled certificate whose run noted nothing
+UNNOTED = ("run that noted no database error: it ended before the database write (killed, "
+           "crashed, the machine stopped), or could not note the error in the spool (see its log)")
+
+
+def test_a_save_failure_that_cannot_be_noted_is_not_called_a_crash(
+        dns_world: World, tmp_path: Path, sqlite_locker: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The database write fails (another process holds SQLite's lock) and the spool's file
+    system (a real tmpfs, filled up once the certificate is spooled, while the save waits for
+    the lock) has no room for the note: that run logs that the note could not be written; the
+    next run saves the certificate without a new order and does not claim the run was killed."""
+    lock, unlock = sqlite_locker
+    name = SPARE[7]
+    config = make_config(dns_world, tmp_path, dns01_issuer="hooked")
+    store = open_store(config)
+    _, key = add_row(store, [name])
+    spool = Path(config.renew.state_dir) / "spool"
+    spool.mkdir(parents=True, mode=0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(spool)],
+                   check=True)
+    try:
+        def fill_once_spooled() -> None:
+            deadline = time.monotonic() + 120
+            while not spool_file(config, name).exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            fd = os.open(spool / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                while os.write(fd, b"\0" * 4096):
+                    pass
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
+        filler = threading.Thread(target=fill_once_spooled)
+        filler.start()
+        with caplog.at_level(logging.INFO):
+            first = run(config, store, lock)
+        filler.join()
+        unlock()
+        outcome = first.final[0]
+        assert outcome.status == "failed" and "database is locked" in outcome.message
+        assert f"kept in {spool_file(config, name)}" in outcome.message
+        assert "unsaved" not in json.loads(spool_file(config, name).read_text())
+        assert any(f"{name}: the failed save could not be noted in the spool: " in r.getMessage()
+                   and "No space left on device" in r.getMessage() for r in caplog.records)
+        (spool / "filler").unlink()
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            second = run(config, store)
+        assert orders(caplog) == [] and second.ok
+        (saved,) = second.start
+        assert saved.status == "issued" and UNNOTED in saved.message, saved.message
+        assert "killed" in saved.message and "could not note the error" in saved.message
+        assert_issued(store, name, [name], key)
+        assert not spool_file(config, name).exists()
+    finally:
+        subprocess.run(["umount", str(spool)], check=True)
+        store.close()
+
+
 KILLED_BEFORE_SAVE = """
 import os, signal, sys
 from lecentral.renew import saving
@@ -255,8 +320,7 @@ def test_a_run_killed_between_spool_and_save_is_said_so_by_the_next(
     (saved,) = second.start
     assert saved.status == "issued"
     assert (f"saved from the spool: issued by dns-subzone at {when(spooled['issued_at'])} in a "
-            "run that ended before saving it (it was killed, crashed or the machine stopped "
-            "between the CA's answer and the database write); no new order") in saved.message
+            f"{UNNOTED}; no new order") in saved.message
     assert "database write failed" not in saved.message
     assert_issued(store, name, [name], key)
     assert not spool_file(config, name).exists()

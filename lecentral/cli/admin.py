@@ -340,13 +340,17 @@ def _profile(name: str, stored: str | None, default: str) -> dict[str, Any]:
 
 
 def _renewal(row: CertRow, bad_cert: list[str], renew: RenewConfig,
-             validity: tuple[int, int] | None) -> tuple[int | None, str]:
+             validity: tuple[int, int] | None, held: int | None) -> tuple[int | None, str]:
     """(when NAME becomes due, why) for list/show: the renew job's rule without ARI (which can
     only make it earlier, and needs the CA: ``renew --dry-run`` does not ask it either).
-    ``validity``: the stored certificate's (notBefore, notAfter), None without one."""
+    ``validity``: the stored certificate's (notBefore, notAfter), None without one; ``held``:
+    when renew.min_interval lets the next attempt go, if it holds now
+    (:func:`lecentral.renew.checks.held_until`)."""
     if row.problems:
         return None, "never while the row is invalid"
     if bad_cert:
+        if held is not None:
+            return held, "renew.min_interval after the last attempt"  # why: the problems
         return None, "now: the stored certificate is bad"
     if validity is None or (row.ts_expire or 0) <= 1:
         return None, "now: no certificate yet"
@@ -408,9 +412,13 @@ def _summary(row: CertRow, now: int, renew: RenewConfig, default_profile: str = 
     and ``renew_reason`` why then (or why none). ``profile`` and ``issuer``: the row's settings
     as stored (lecentral_cert_settings). lecentral/cli/listing.py makes the same from the facts
     of a row known good and unchanged."""
+    from lecentral.renew.checks import held_until
+
     names: list[str] | None = None
+    csr: Csr | None = None
     try:
-        names = load_row_csr(row).names
+        csr = load_row_csr(row)
+        names = csr.names
     except LecentralError as exc:
         row = row.with_problem(str(exc))
     bad_cert = certificate_problems(row, names)
@@ -419,7 +427,8 @@ def _summary(row: CertRow, now: int, renew: RenewConfig, default_profile: str = 
     fields = _profile(row.name, profile, default_profile)
     # a note, not INVALID: the renew job does not refuse the row, its order fails saying this
     notes = [*row.notes, *([fields.pop("profile_problem")] if "profile_problem" in fields else [])]
-    ts_renew_at, renew_reason = _renewal(row, bad_cert, renew, validity)
+    ts_renew_at, renew_reason = _renewal(row, bad_cert, renew, validity,
+                                         held_until(row, now, renew.min_interval, csr))
     return {
         "name": row.name, "enabled": row.enable, "method": row.method, "names": names or [],
         "expires": _date(row.ts_expire) if has_cert else None,
@@ -442,7 +451,9 @@ def _state(item: dict[str, Any]) -> str:
         return "INVALID: " + "; ".join(p for p in item["problems"]
                                        if p not in item["certificate_problems"])
     if item["certificate_problems"]:
-        fate = "the next renew replaces it" if item["enabled"] else "disabled: not replaced"
+        fate = ("disabled: not replaced" if not item["enabled"] else
+                "the next renew replaces it" if item["ts_renew_at"] is None else
+                f"replaced by the first renew after {item['renew_at']}")
         return f"BAD CERTIFICATE ({fate}): " + "; ".join(item["certificate_problems"])
     return "; ".join(item["notes"])
 
@@ -490,7 +501,8 @@ def show(app: App, name: str, as_json: bool, history: int) -> None:
         info["csr"] = {"names": csr.names, "key": csr.key_type, "md5_modulus": csr.md5_modulus}
     except LecentralError as exc:
         info["csr"] = {"error": str(exc)}
-    if info["ts_renew_at"] is not None and row.crt and app.config.renew.ari:
+    if info["ts_renew_at"] is not None and row.crt and app.config.renew.ari and \
+            not info["certificate_problems"]:  # a bad one waits for min_interval, not for ARI
         _with_ari(info, row.crt, app.config, store.issuing_cas().get(row.name.strip().lower()))
     info["md5_modulus"] = row.md5_modulus
     info["md5_ca"] = row.md5_ca
@@ -527,9 +539,11 @@ def _print_show(info: dict[str, Any], now: int) -> None:
         if info["lifetime_days"] is not None:
             line("lifetime", f"{info['lifetime_days']:g} days")
         due = info["ts_renew_at"] is not None and info["ts_renew_at"] <= now
+        # a bad certificate is replaced, not renewed: its ARI window is not asked for
+        no_ari = ("" if info.get("ari_window") or info["certificate_problems"] else
+                  "; the CA offers no ARI window")
         line("renews", f"{'due since' if due else 'at'} {info['renew_at']} UTC "
-             f"({info['renew_reason']}"
-             f"{'' if info.get('ari_window') else '; the CA offers no ARI window'})"
+             f"({info['renew_reason']}{no_ari})"
              if info["ts_renew_at"] is not None else info["renew_reason"])
         line("issuer", cert["issuer"])
         line("issuing CA", f"{info['issuer_ca']} ({info['issuer_ca_directory']})"
@@ -550,8 +564,10 @@ def _print_show(info: dict[str, Any], now: int) -> None:
         bad_cert = problem in info["certificate_problems"]
         line("BAD CERTIFICATE" if bad_cert else "PROBLEM", problem)
     if info["certificate_problems"]:
-        line("", "the next renew replaces the certificate" if info["enabled"] and not
-             info["invalid"] else "not replaced while the row is disabled or invalid")
+        line("", "not replaced while the row is disabled or invalid" if not info["enabled"] or
+             info["invalid"] else "the next renew replaces the certificate"
+             if info["ts_renew_at"] is None else
+             f"the first renew after {info['renew_at']} UTC replaces the certificate")
     if info["history"]:
         click.echo("history:")
         for e in info["history"]:

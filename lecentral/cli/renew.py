@@ -125,17 +125,23 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
     is said once, alerted once, and exits 2 (3 for a plugin); the certificates it stopped are
     BLOCKED, their failure counts unchanged.
     """
-    from lecentral.errors import RenewLockedError
+    from lecentral.errors import LecentralError, RenewLockedError
     from lecentral.renew import RenewJob, RenewRequest
 
     if rounds and once:
         raise click.UsageError("--rounds and --once contradict each other; give one")
     names = tuple(known_name(n) for n in names)
     progress = TerminalProgress() if sys.stderr.isatty() and not as_json else None
-    job = RenewJob(app.config, app.store(), app.registry, progress)
     started = now_ts()
-    report = job.run(RenewRequest(names=names, force=force, dry_run=dry_run, once=not rounds,
-                                  lock_timeout=lock_wait))
+    job = None
+    try:
+        job = RenewJob(app.config, app.store(), app.registry, progress)
+        report = job.run(RenewRequest(names=names, force=force, dry_run=dry_run, once=not rounds,
+                                      lock_timeout=lock_wait))
+    except LecentralError as exc:  # the run did not start (or stopped): a script still gets JSON
+        if as_json:
+            print_json(_stopped_dict(exc, dry_run, job.report if job is not None else None))
+        raise  # said on stderr, with its exit code, by @guarded
     final = report.final
     recorded = True
     if not (dry_run or names or (report.locked_out and report.locked_out_round == 1)):
@@ -232,6 +238,21 @@ def _report_dict(report: Any, dry_run: bool) -> dict[str, Any]:
             "problems": [{"message": p.message, "exit_code": p.exit_code, "names": p.names}
                          for p in report.problems],
             "disabled": report.disabled}
+
+
+def _stopped_dict(exc: Exception, dry_run: bool, report: Any) -> dict[str, Any]:
+    """``--json`` of a run stopped by an error of its own (database unreachable, configuration):
+    what ``report`` (None: the run did not start) says was done before, ``ok`` false, and the
+    error last in ``problems`` (its message as said on stderr: the database password masked)."""
+    code = int(getattr(exc, "exit_code", EXIT_FAILURES))
+    if report is None:
+        from lecentral.renew import RenewReport
+
+        report = RenewReport()
+    data = _report_dict(report, dry_run)
+    data["ok"] = False
+    data["problems"].append({"message": str(exc), "exit_code": code, "names": []})
+    return data
 
 
 def _locked_message(report: Any, database: str) -> str:

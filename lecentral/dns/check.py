@@ -10,6 +10,7 @@ negative-caching TTL; and, when asked, what given resolvers see of the delegatio
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -198,7 +199,7 @@ class SubZoneChecker:
         try:
             update.add_txt(target, value)
         except DnsError as exc:
-            report.add("update", FAIL, str(exc))
+            report.add("update", FAIL, *_with_fix(str(exc)))
             return
         record = published_txt(target, value)
         try:
@@ -207,7 +208,7 @@ class SubZoneChecker:
             self.challenges.wait_removed([record])
         except DnsError as exc:
             self.challenges.remove(record)
-            report.add("update", FAIL, f"test TXT {value!r} at {target.fqdn}: {exc}")
+            report.add("update", FAIL, *_with_fix(f"test TXT {value!r} at {target.fqdn}: {exc}"))
             return
         report.add("update", OK, f"key {target.key.name} added a test TXT at {target.fqdn}, every nameserver "
                                  f"served it, and it was deleted everywhere")
@@ -244,6 +245,24 @@ class SubZoneChecker:
 
 
 # ----------------------------------------------------------------------- helpers
+
+
+#: where an update error's explanation ends and its remedy begins: "... (BADSIG: ...). Copy ..."
+_REMEDY = re.compile(r"\. (?=[A-Z])")
+#: the ``fix:`` of an update error that names no remedy of its own
+UPDATE_FIX = ("fix what the message names (named's log on the server says why it refused), then "
+              "check again")
+
+
+def _with_fix(error: str) -> tuple[str, str]:
+    """(message, fix) of an update error: the update errors (lecentral/dns/update.py) say their
+    remedy as their last sentences, after what went wrong; ``dns check`` prints it on its
+    ``fix:`` line, as for every other problem, not twice."""
+    found = _REMEDY.search(error)
+    if found is None:
+        return error, UPDATE_FIX
+    remedy = error[found.end():]
+    return error[:found.start()], remedy[0].lower() + remedy[1:]
 
 
 def _locate_fix(exc: LecentralError, name: str) -> str:

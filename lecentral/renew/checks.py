@@ -39,7 +39,12 @@ def due_reason(row: CertRow, now: int, config: CentralConfig, force: bool,
     if force:
         return True, "forced"
     bad = certificate_problems(row, csr.names if csr is not None else None)
-    if row.ts_last_update and row.ts_last_update > 1 and now - row.ts_last_update < renew.min_interval:
+    if bad and csr is None:
+        try:
+            csr = Csr.load(row.csr)
+        except LecentralError:
+            pass
+    if row.ts_last_update and held_until(row, now, renew.min_interval, csr) is not None:
         waiting = (f"; the stored certificate is bad ({'; '.join(bad)}) and is reissued once "
                    "renew.min_interval has passed" if bad else "")
         return False, (f"last attempt {(now - row.ts_last_update) // 60} min ago "
@@ -61,6 +66,36 @@ def due_reason(row: CertRow, now: int, config: CentralConfig, force: bool,
             if now >= at:
                 return True, "the CA's renewal window (ARI) is open"
     return False, f"expires in {span(left)}; renews at {when(window.at)} ({window.reason})"
+
+
+def held_until(row: CertRow, now: int, min_interval: int, csr: Csr | None) -> int | None:
+    """When the ``renew.min_interval`` rate guard lets the next attempt for ``row`` go, while it
+    holds at ``now``; None when it does not hold (``csr``: the row's, parsed; None if it does
+    not parse).
+
+    It holds for ``min_interval`` after the last attempt (``ts_last_update``), except for the
+    first attempt with a replaced CSR (:func:`csr_replaced`): a sysadmin who ran ``lecentral
+    set-csr`` expects the next run to issue it, and the guard is against repeating attempts, not
+    against a new request. If that attempt fails, its failure holds the next one as any other.
+    """
+    last = row.ts_last_update
+    if not last or last <= 1 or now - last >= min_interval or csr_replaced(row, csr):
+        return None
+    return last + min_interval
+
+
+def csr_replaced(row: CertRow, csr: Csr | None) -> bool:
+    """True when the last attempt succeeded (``count_fail_update`` 0) and the stored certificate
+    is nevertheless not for the row's CSR (another key, or a name missing): the CSR was
+    replaced after that success, and no attempt was made with the new one yet (a saved
+    certificate always fits the CSR it was ordered with: :func:`check_issued`)."""
+    if (row.count_fail_update or 0) > 0 or not row.crt or csr is None:
+        return False
+    try:
+        cert = Certificate.load(row.crt, f"crt of {row.name}")
+    except LecentralError:
+        return False
+    return cert.md5_modulus != row.md5_modulus or any(not cert.covers(n) for n in csr.names)
 
 
 def check_row(row: CertRow) -> Csr:

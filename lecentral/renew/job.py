@@ -102,6 +102,9 @@ class RenewJob:
         self._issuing_cas: dict[str, tuple[str, str]] = {}
         #: enabled rows the last selection left unread: unchanged since checked, not due
         self.unchanged = 0
+        #: the report of the latest run, as far as it got: also when it stopped on an error
+        #: (``renew --json`` still says what was done before)
+        self.report: RenewReport | None = None
         #: renewal-information readers made to decide whether a sweep may skip rows, by CA name
         self._ari_probed: dict[str, RenewalInfoReader] = {}
         #: a worker process of this pass ended otherwise than by exiting 0 (lecentral/renew/forked.py)
@@ -119,7 +122,7 @@ class RenewJob:
 
         The renew lock is held for each pass only, never while sleeping between rounds, so an
         operator's ``lecentral renew NAME`` or another host's run can go ahead meanwhile."""
-        report = RenewReport()
+        report = self.report = RenewReport()
         names = [check_name(n) for n in request.names]
         if request.dry_run:
             report.outcomes = self._select(names, request, 1, retry=False)[1]

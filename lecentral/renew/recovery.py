@@ -125,12 +125,15 @@ def save_spooled(job: RunContext, spooled: Spooled, number: int) -> Outcome | No
 
 
 def _why_unsaved(spooled: Spooled) -> str:
-    """What became of the run that spooled it: its save failed (noted in the file), or it
-    ended before any save (nothing noted: killed with SIGKILL, crashed, the machine stopped)."""
+    """What became of the run that spooled it: its save failed (noted in the file), or nothing
+    was noted: it ended before any save (killed with SIGKILL, crashed, the machine stopped), or
+    its save failed and the note could not be written either (the spool's file system full:
+    that run logged it). From here the two cannot be told apart: the message says both."""
     if spooled.unsaved is not None:
         return f"whose database write failed ({spooled.unsaved})"
-    return ("that ended before saving it (it was killed, crashed or the machine stopped "
-            "between the CA's answer and the database write)")
+    return ("that noted no database error: it ended before the database write (killed, "
+            "crashed, the machine stopped), or could not note the error in the spool (see its "
+            "log)")
 
 
 def note_unsaved(job: RunContext, spooled: Spooled, error: str) -> None:

@@ -13,7 +13,8 @@ key), so it is discarded loudly (moved to spool/discarded/) instead of being sav
 
 A save that fails is noted in the file (``unsaved``: the error), so that the run that saves it
 later says what happened: that database error, or, with no note, that the run which issued it
-ended before its save (killed, crashed, the machine stopped).
+ended before its save (killed, crashed, the machine stopped) or could not write the note (the
+spool's file system full): no note cannot tell those apart.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class Spooled:
     #: (the [[acme.ca]] name, its directory) that issued it; None in files of older releases
     issuer_ca: tuple[str, str] | None = None
     #: why its save failed (the database's error), noted by the run that issued it; None if
-    #: that run never got an answer from the database (it ended before: killed, crashed)
+    #: that run never got an answer from the database (it ended before: killed, crashed) or
+    #: could not write the note
     unsaved: str | None = None
 
 

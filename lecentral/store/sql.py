@@ -72,6 +72,7 @@ from lecentral.store.schema import (
     events,
 )
 from lecentral.store.schema import leftovers as leftover_table
+from lecentral.store.sqlitehint import BUSY_TIMEOUT, sqlite_hint
 
 if TYPE_CHECKING:
     from lecentral.config import DatabaseConfig
@@ -145,7 +146,8 @@ class SqlStore(Store):
         :meth:`init_schema` creates the file."""
         path = str(self.sqlite_path)
         try:
-            return sqlite3.connect(f"file:{quote(path)}?mode=rw", uri=True, check_same_thread=False)
+            return sqlite3.connect(f"file:{quote(path)}?mode=rw", uri=True, check_same_thread=False,
+                                   timeout=BUSY_TIMEOUT)
         except sqlite3.OperationalError:
             if not os.path.exists(path):
                 raise StoreError(f"database file {path} does not exist; check [database] url, or "
@@ -160,6 +162,8 @@ class SqlStore(Store):
         hint = _hint(reason)
         if self.sqlite_path and ("unable to open database file" in reason or "readonly" in reason):
             hint = file_access_hint(self.sqlite_path)
+        elif self.sqlite_path:
+            hint = sqlite_hint(reason, self.sqlite_path) or hint
         return StoreError(f"database {self.shown_url}: {what} failed: {reason}; {hint}")
 
     def _gave_up(self, what: str, gave: GaveUp) -> StoreError:
