@@ -19,6 +19,7 @@ from renew_world import (
 from test_renew_errors import FailureHook, registry_with, with_issuer
 
 from lecentral.builtin.dns_subzone import DnsSubzoneIssuer
+from lecentral.config import CentralConfig
 from lecentral.errors import IssueError
 from lecentral.hookspecs import hookimpl
 from lecentral.interfaces import IssuedCertificate, Issuer
@@ -170,17 +171,22 @@ def test_an_issuer_not_processes_safe_keeps_its_certificates_in_the_first_proces
     certbot-webroot rows failing "Another instance of Certbot is already running" when two
     processes ran certbot on one state directory)."""
     config = with_issuer(make_config(dns_world, tmp_path, workers=1, processes=2), "turns")
+    assert issued_by(dns_world, config, tmp_path / "pids") == [str(os.getpid())] * 4
+
+
+def issued_by(dns_world: World, config: CentralConfig, notes: Path) -> list[str]:
+    """Four due certificates renewed by one run with ``config`` (its issuer a PidPlugin one),
+    each checked issued and saved: the pid of the process that issued each."""
     store = open_store(config)
-    names = [new_zone(dns_world, "turns") for _ in range(4)]
+    names = [new_zone(dns_world, "pids") for _ in range(4)]
     keys = {name: add_row(store, [name])[1] for name in names}
-    notes = tmp_path / "pids"
     report = RenewJob(config, store, registry_with(PidPlugin(notes))).run(
         RenewRequest(once=True))
     assert report.ok and {o.status for o in report.final} == {"issued"}
     for name in names:
         assert_issued(store, name, [name], keys[name])
-    assert notes.read_text().split() == [str(os.getpid())] * 4
     store.close()
+    return notes.read_text().split()
 
 
 def test_by_default_a_large_pass_uses_two_processes_where_two_cores_may_run_them(
@@ -190,16 +196,6 @@ def test_by_default_a_large_pass_uses_two_processes_where_two_cores_may_run_them
     otherwise; every certificate is issued and saved either way."""
     config = with_issuer(make_config(dns_world, tmp_path, workers=2), "pids")
     assert config.renew.processes == "auto"
-    store = open_store(config)
-    names = [new_zone(dns_world, "auto") for _ in range(4)]
-    keys = {name: add_row(store, [name])[1] for name in names}
-    notes = tmp_path / "pids"
-    report = RenewJob(config, store, registry_with(PidPlugin(notes))).run(
-        RenewRequest(once=True))
-    assert report.ok and {o.status for o in report.final} == {"issued"}
-    for name in names:
-        assert_issued(store, name, [name], keys[name])
-    pids = set(notes.read_text().split())
+    pids = set(issued_by(dns_world, config, tmp_path / "pids"))
     assert len(pids) == (2 if len(os.sched_getaffinity(0)) >= 2 else 1)
     assert str(os.getpid()) in pids
-    store.close()

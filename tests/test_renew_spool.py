@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import signal
 import sqlite3
 import stat
@@ -39,6 +38,7 @@ from renew_world import (
     open_store,
     write_toml,
 )
+from test_store_sqlite_errors import fill
 
 from lecentral.builtin.dns_subzone import DnsSubzoneIssuer
 from lecentral.certificates import Certificate, Csr, when
@@ -249,14 +249,7 @@ def test_a_save_failure_that_cannot_be_noted_is_not_called_a_crash(
             deadline = time.monotonic() + 120
             while not spool_file(config, name).exists() and time.monotonic() < deadline:
                 time.sleep(0.01)
-            fd = os.open(spool / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-            try:
-                while os.write(fd, b"\0" * 4096):
-                    pass
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            fill(spool)
 
         filler = threading.Thread(target=fill_once_spooled)
         filler.start()
