@@ -7,6 +7,7 @@ that make the pass give up; its temporary files go on every path."""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from monitor_world import Fleet
 from test_fleet_split import OK, plain_world, upper_world, world
 from test_metrics import promtool_check
+from test_store_sqlite_errors import fill, tmpfs
 
 from lecentral.fleet import jsonpass, spool
 from lecentral.fleet.jsonpass import _in_order
@@ -133,18 +135,31 @@ def test_targets_out_of_order_are_held() -> None:
 
 
 @pytest.mark.parametrize("args", [("metrics",), ("fleet", "--json")])
+@pytest.mark.parametrize("how", ["tempdir", "missing", "full"])
 def test_no_room_for_temporary_files_is_a_clear_error(fleet: Fleet, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch,
-                                                      args: tuple[str, ...]) -> None:
-    """$TMPDIR missing (or full): exit 1 naming it, nothing written, a textfile untouched."""
+                                                      args: tuple[str, ...], how: str) -> None:
+    """$TMPDIR missing or full (a real full tmpfs): exit 1 naming it, nothing written, a
+    textfile untouched; never Python's silent fallback to /tmp (a new-user trial found
+    metrics rewriting its textfile with its spool in /tmp while TMPDIR named a missing
+    directory). ``tempdir``: tempfile's own setting, when TMPDIR is not set."""
     plain_world(fleet)
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-dir"))
+    where = tmp_path / ("no-such-dir" if how != "full" else "full")
     textfile = tmp_path / "lecentral.prom"
     textfile.write_bytes(b"# previous\n")
     extra = ("--textfile", str(textfile)) if args == ("metrics",) else ()
-    result = fleet.run(*args, *extra)
+    with contextlib.ExitStack() as stack:
+        if how == "tempdir":
+            monkeypatch.delenv("TMPDIR", raising=False)
+            monkeypatch.setattr(tempfile, "tempdir", str(where))
+        else:
+            monkeypatch.setenv("TMPDIR", str(where))
+        if how == "full":
+            stack.enter_context(tmpfs(where, "64k"))
+            fill(where)
+        result = fleet.run(*args, *extra)
     assert result.exit_code == 1, result.output
-    assert f"cannot use a temporary file in {tmp_path / 'no-such-dir'}" in result.stderr
+    assert f"cannot use a temporary file in {where}" in result.stderr
     assert result.stdout == ""
     assert textfile.read_bytes() == b"# previous\n"
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any, Self
 
 from lecentral.fleet.current import SEP, Split
-from lecentral.fleet.spool import COLUMNS, temp_error
+from lecentral.fleet.spool import COLUMNS, discard, temp_dir, temp_error
 from lecentral.fleet.states import _int
 
 #: rows between two writes of the collected text into the file
@@ -54,7 +54,7 @@ class JsonPass:
         self._parts: list[str] = []
         try:
             self._file: IO[bytes] | None = tempfile.TemporaryFile(  # noqa: SIM115 - close()
-                prefix="lecentral-fleet-")
+                prefix="lecentral-fleet-", dir=temp_dir())
         except OSError as exc:
             raise temp_error(exc) from None
 
@@ -67,7 +67,7 @@ class JsonPass:
     def close(self) -> None:
         """Close (and so remove) the file."""
         if self._file is not None:
-            self._file.close()
+            discard(self._file)
             self._file = None
 
     def start(self, keys: Sequence[str], split: Split) -> None:

@@ -23,11 +23,15 @@ view, the pass is *abandoned*: the files are dropped and ``metrics`` is computed
 (the split view with listing), never written half one way and half the other.
 
 The files are anonymous temporary files in ``$TMPDIR`` (``tempfile.TemporaryFile``: unlinked as
-soon as they are made, so they go on every path, an error, Ctrl-C or a kill included).
+soon as they are made, so they go on every path, an error, Ctrl-C or a kill included). A
+``$TMPDIR`` that is set is used as it is (:func:`temp_dir`): missing, unwritable or full, it is
+the command's error, never silently replaced by ``/tmp``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, Self
@@ -84,7 +88,8 @@ class MetricsPass:
         try:
             for _ in range(5):
                 self._files.append(tempfile.TemporaryFile(  # noqa: SIM115 - closed by close()
-                    "w+", encoding="utf-8", newline="\n", prefix="lecentral-metrics-"))
+                    "w+", encoding="utf-8", newline="\n", prefix="lecentral-metrics-",
+                    dir=temp_dir()))
         except OSError as exc:
             self.close()
             raise temp_error(exc) from None
@@ -99,9 +104,10 @@ class MetricsPass:
         self.close()
 
     def close(self) -> None:
-        """Close (and so remove) the files."""
+        """Close (and so remove) the files. What their buffers still held is dropped: a full
+        disk failing that last write must not hide the error the command is already raising."""
         for f in self._files:
-            f.close()
+            discard(f)
         self._files = []
 
     def start(self, keys: Sequence[str], split: Split) -> None:
@@ -241,10 +247,35 @@ def write_spooled(write: Write, view: FleetView, leftovers: Sequence[Leftover],
     _write_the_rest(write, view, shown, managed, leftovers, listed, spooled.taken)
 
 
+def discard(f: IO[Any]) -> None:
+    """Close an anonymous temporary file whose contents are no longer wanted; its buffer's
+    failed write (a full disk) is not an error then."""
+    try:
+        f.close()
+    except OSError:
+        with contextlib.suppress(OSError):
+            f.close()  # the first close failed in its flush: this one closes the descriptor
+
+
+def temp_dir() -> str | None:
+    """``$TMPDIR`` when it is set, else None (``tempfile``'s choice). Given to ``tempfile`` as
+    its ``dir``: left to itself, ``tempfile`` skips a ``$TMPDIR`` it cannot write to and falls
+    back to ``/tmp``, ``/var/tmp`` or the working directory, silently; an admin who set it to
+    a file system with room (``/tmp`` a small tmpfs) must get an error instead (a new-user
+    trial found the fallback)."""
+    return os.environ.get("TMPDIR") or None
+
+
 def temp_error(exc: OSError) -> LecentralError:
     """An error of a temporary file, as the error of the command (exit 1), naming where."""
+    where = temp_dir()
+    if where is None:
+        try:
+            where = tempfile.gettempdir()
+        except OSError:  # none usable: tempfile tried /tmp, /var/tmp, /usr/tmp and the cwd
+            where = "any temporary directory (TMPDIR is not set; /tmp, /var/tmp, /usr/tmp tried)"
     return LecentralError(
-        f"cannot use a temporary file in {tempfile.gettempdir()}: {exc.strerror or exc}; "
+        f"cannot use a temporary file in {where}: {exc.strerror or exc}; "
         "nothing was written (a --textfile is left as it was): free space there, or set "
         "TMPDIR to a directory with room")
 
