@@ -131,7 +131,8 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
     if rounds and once:
         raise click.UsageError("--rounds and --once contradict each other; give one")
     names = tuple(known_name(n) for n in names)
-    progress = TerminalProgress() if sys.stderr.isatty() and not as_json else None
+    progress = (TerminalProgress() if sys.stderr is not None and sys.stderr.isatty() and not as_json
+                else None)
     job = RenewJob(app.config, app.store(), app.registry, progress)
     started = now_ts()
     report = job.run(RenewRequest(names=names, force=force, dry_run=dry_run, once=not rounds,

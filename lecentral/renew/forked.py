@@ -163,8 +163,9 @@ def run_pass(job: Pass, due: list[tuple[CertRow, Csr, str]], number: int,
 def _fork(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
           workers: int) -> tuple[int, int, list[tuple[CertRow, Csr, str]]]:
     read_fd, write_fd = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # None where the caller closed it (cron's >&-)
+        if stream is not None:
+            stream.flush()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(read_fd)
