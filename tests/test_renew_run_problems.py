@@ -100,7 +100,7 @@ def test_the_cli_says_it_once_and_exits_2(dns_world: World, tmp_path: Path) -> N
             "create /proc/nonexistent writable by that user (install -d -o root -m 700 "
             "/proc/nonexistent), or set [acme] account_key to a path in its state directory "
             f"(2 certificate(s) not tried, their failure counts unchanged: {', '.join(names)})")]
-        assert result.stdout.count("not tried: the run's error below") == 2
+        assert result.stdout.count("not tried: the run's error on stderr") == 2
         assert "2 blocked" in result.stdout
         as_json = CliRunner().invoke(main, ["--config", str(toml), "renew", "--force", "--json",
                                             *names])

@@ -6,15 +6,24 @@ the real world (BIND, Pebble) of tests/renew_world.py; the real CLI in a subproc
 from __future__ import annotations
 
 import json
-import os
 import shutil
+import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from renew_world import World, add_row, make_config, new_zone, open_store, write_toml
+from renew_world import (
+    BADSECRET,
+    World,
+    add_row,
+    make_config,
+    new_zone,
+    open_store,
+    write_toml,
+)
 
 LECENTRAL = shutil.which("lecentral") or "lecentral"
 
@@ -52,7 +61,7 @@ def test_a_run_on_two_processes_with_stdout_or_stderr_closed_issues_and_is_recor
     certificate is issued, the run recorded, exit 0."""
     toml, names = _world(dns_world, tmp_path, 3)
     command = [LECENTRAL, "--config", str(toml), "renew", *(["--json"] if as_json else [])]
-    done = subprocess.run(["sh", "-c", f'exec "$@" {closed}', "sh", *command],
+    done = subprocess.run(["sh", "-c", f'exec "$@" {closed}', "sh", *command], check=False,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert _issued(tmp_path) == sorted(names)
@@ -60,3 +69,120 @@ def test_a_run_on_two_processes_with_stdout_or_stderr_closed_issues_and_is_recor
     assert not list((tmp_path / "state" / "spool").glob("*.json"))
     if "2>&-" not in closed:
         assert "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr
+
+
+def _start(toml: Path, tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([LECENTRAL, "--config", str(toml), "renew", *args],
+                            stdin=subprocess.DEVNULL, stdout=(tmp_path / "out").open("wb"),
+                            stderr=(tmp_path / "err").open("wb"))
+
+
+def _wait_for(what: Any, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert process.poll() is None, (process.returncode, (process.stdout, _text(process)))
+        assert time.monotonic() < deadline, f"timed out: {_text(process)}"
+        time.sleep(0.02)
+
+
+def _text(process: subprocess.Popen[bytes]) -> str:
+    err = Path(str(process.args[2])).parent / "err"
+    return err.read_text() if err.exists() else ""
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def test_sigterm_during_a_pass_finishes_what_is_in_flight_says_it_and_is_recorded(
+        dns_world: World, tmp_path: Path) -> None:
+    """``systemctl stop`` during a pass on two processes: no certificate is started any more,
+    those in flight are issued and saved, the summary is printed (the others BLOCKED, "not
+    tried: the run was stopped by SIGTERM"), the run recorded with exit status 143; nothing is
+    left in the spool, no failure counted, the worker process gone with its parent, and the
+    next run issues the rest."""
+    toml, names = _world(dns_world, tmp_path, 16)
+    process = _start(toml, tmp_path)
+    _wait_for(lambda: len(_issued(tmp_path)) >= 1, process)
+    children = _children(process.pid)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 143, _text(process)
+    out, err = (tmp_path / "out").read_text(), _text(process)
+    issued = _issued(tmp_path)
+    assert 1 <= len(issued) < len(names), out
+    assert f"{len(issued)} issued" in out and f"{len(names) - len(issued)} blocked" in out, out
+    assert out.count("not tried: the run's error on stderr") == len(names) - len(issued)
+    assert "lecentral: WARNING: SIGTERM: stopping" in err
+    assert (f"lecentral: error: the run was stopped by SIGTERM: {len(names) - len(issued)} "
+            "certificate(s) not tried, their failure counts unchanged") in err
+    assert "Traceback" not in err, err
+    [(code, counts)] = _runs(tmp_path)
+    assert code == 143 and json.loads(counts) == {"issued": len(issued),
+                                                  "blocked": len(names) - len(issued)}
+    with sqlite3.connect(tmp_path / "lecentral.db") as db:
+        assert db.execute("SELECT SUM(count_fail_update) FROM certs").fetchone() == (0,)
+    assert not list((tmp_path / "state" / "spool").glob("*.json"))
+    assert children and all(_gone(pid) for pid in children)
+    again = subprocess.run([LECENTRAL, "--config", str(toml), "renew"], check=False,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert _issued(tmp_path) == sorted(names)
+
+
+def test_a_worker_process_whose_parent_is_killed_stops_and_frees_the_lock(
+        dns_world: World, tmp_path: Path) -> None:
+    """The first process killed outright (SIGKILL, the OOM killer): its worker process finishes
+    what it has in flight (spooled) and orders nothing more alone; it ends, the renew lock
+    with it, and the next run saves the spooled ones and issues the rest."""
+    toml, names = _world(dns_world, tmp_path, 16)
+    process = _start(toml, tmp_path)
+    _wait_for(lambda: len(_issued(tmp_path)) >= 1, process)
+    [child] = _children(process.pid)
+    process.kill()
+    process.wait(timeout=60)
+    deadline = time.monotonic() + 120
+    while not _gone(child):
+        assert time.monotonic() < deadline, "the worker process orders on alone"
+        time.sleep(0.05)
+    spooled = len(list((tmp_path / "state" / "spool").glob("*.json")))
+    assert len(_issued(tmp_path)) + spooled < len(names)  # it stopped early
+    again = subprocess.run([LECENTRAL, "--config", str(toml), "renew"], check=False,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert _issued(tmp_path) == sorted(names)
+
+
+def test_sigterm_while_rounds_sleep_ends_the_run_with_round_one_shown(
+        dns_world: World, tmp_path: Path) -> None:
+    """``--rounds`` sleeping renew.retry_pause after a failure: SIGTERM ends the sleep, the run
+    prints round 1's failure and its summary, is recorded, and exits 143."""
+    config = make_config(dns_world, tmp_path)
+    store = open_store(config)
+    add_row(store, [BADSECRET])
+    store.close()
+    toml = write_toml(config, tmp_path / "lecentral.toml", retry_pause=3600, max_failures=5)
+    process = _start(toml, tmp_path, "--rounds")
+    _wait_for(lambda: "retrying in 3600 s" in _text(process), process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143, _text(process)
+    out, err = (tmp_path / "out").read_text(), _text(process)
+    assert "FAILED" in out and BADSECRET in out and "1 failed" in out, out
+    assert "lecentral: error: the run was stopped by SIGTERM: no retry round is made" in err
+    [(code, counts)] = _runs(tmp_path)
+    assert code == 143 and json.loads(counts) == {"failed": 1}

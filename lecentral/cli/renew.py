@@ -127,6 +127,7 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
     """
     from lecentral.errors import RenewLockedError
     from lecentral.renew import RenewJob, RenewRequest
+    from lecentral.renew.stopping import stop_on_signals
 
     if rounds and once:
         raise click.UsageError("--rounds and --once contradict each other; give one")
@@ -135,8 +136,9 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
                 else None)
     job = RenewJob(app.config, app.store(), app.registry, progress)
     started = now_ts()
-    report = job.run(RenewRequest(names=names, force=force, dry_run=dry_run, once=not rounds,
-                                  lock_timeout=lock_wait))
+    with stop_on_signals(job.stop):  # SIGTERM, Ctrl-C: what is in flight finished, then said
+        report = job.run(RenewRequest(names=names, force=force, dry_run=dry_run,
+                                      once=not rounds, lock_timeout=lock_wait))
     final = report.final
     recorded = True
     if not (dry_run or names or (report.locked_out and report.locked_out_round == 1)):
@@ -162,6 +164,13 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
     for problem in report.problems:
         click.echo(f"lecentral: error: {problem.message} ({len(problem.names)} certificate(s) "
                    f"not tried, their failure counts unchanged: {_some(problem.names)})", err=True)
+    if report.stopped:
+        stopped = sorted(o.name for o in report.final
+                         if o.status == "blocked" and o.message.endswith(report.stopped))
+        click.echo(f"lecentral: error: {report.stopped}: " + (
+            f"{len(stopped)} certificate(s) not tried, their failure counts unchanged (the "
+            f"next run tries them): {_some(stopped)}" if stopped else
+            "no retry round is made"), err=True)
     code = _exit_code(report)
     if code or not recorded:
         raise click.exceptions.Exit(code or EXIT_FAILURES)
@@ -172,6 +181,8 @@ def _exit_code(report: Any) -> int:
     operator's to fix first); else 1."""
     if report.problems:
         return int(report.problems[0].exit_code)
+    if report.stopped:  # 143 for SIGTERM, 130 for SIGINT, as a shell says it
+        return int(report.stopped_exit)
     return 0 if report.ok else EXIT_FAILURES
 
 
@@ -255,7 +266,7 @@ def _print_table(final: list[Any], disabled: list[str], dry_run: bool, named: bo
                  f"{o.seconds:.2f}s" if o.seconds else "-",
                  str(o.count_fail_update if o.count_fail_update is not None else "-"),
                  # the problem itself is said once, after the table
-                 "not tried: the run's error below" if o.status == "blocked" else o.message]
+                 "not tried: the run's error on stderr" if o.status == "blocked" else o.message]
                 for o in shown]
         click.echo(table(rows, ["NAME", "RESULT", "ISSUER", "TIME", "FAILS", "DETAIL"]))
     prefix = "dry run: " if dry_run else ""

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import struct
 import sys
 import threading
@@ -41,6 +42,7 @@ from lecentral.config import AUTO, processes_for
 from lecentral.errors import LecentralError
 from lecentral.idle import idle_cores
 from lecentral.renew.attempt import SAVERS, Issued, Issuing, issue_and_spool
+from lecentral.renew.stopping import StopFlag, parent_gone, watch_parent
 
 if TYPE_CHECKING:
     from lecentral.certificates import Csr
@@ -60,6 +62,7 @@ class Pass(Issuing, Protocol):
 
     config: CentralConfig
     store: Store
+    stop: StopFlag
 
     def renew_one(self, row: CertRow, csr: Csr, issuer_name: str, number: int,
                   savers: ThreadPoolExecutor) -> Outcome | Future[Outcome]: ...
@@ -78,6 +81,8 @@ class Pass(Issuing, Protocol):
 
     def _blocked(self, row: CertRow, issuer: str, exc: LecentralError, started: float,
                  number: int) -> Outcome: ...
+
+    def not_started(self, row: CertRow, issuer: str, started: float, number: int) -> Outcome: ...
 
 
 #: "auto" forks a second process only if at least this many cores sat idle, on average, while
@@ -166,12 +171,14 @@ def _fork(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
     for stream in (sys.stdout, sys.stderr):  # None where the caller closed it (cron's >&-)
         if stream is not None:
             stream.flush()
+    parent, from_main = os.getpid(), threading.current_thread() is threading.main_thread()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(read_fd)
         code = 1
         try:
-            _child(job, share, number, write_fd, workers)
+            watch_parent(job.stop, parent, from_main)  # never ordering on alone
+            _child(job, share, number, write_fd, workers, parent)
             code = 0
         except BaseException:  # said on stderr; the parent fails what is missing
             log.exception("renew worker process %d failed", os.getpid())
@@ -182,13 +189,17 @@ def _fork(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
 
 
 def _child(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
-           write_fd: int, workers: int) -> None:
-    """Issue ``share`` on (at most) ``workers`` threads and send each result to the parent."""
+           write_fd: int, workers: int, parent: int) -> None:
+    """Issue ``share`` on (at most) ``workers`` threads and send each result to the parent;
+    asked to stop (:mod:`lecentral.renew.stopping`), start no more: the parent says which
+    were not tried."""
     job.forget_acme_clients()  # the parent's HTTPS connections are not this process's
     job.store = _NoStore()  # type: ignore[assignment]  # the parent saves
     send_lock = threading.Lock()
 
     def one(row: CertRow, csr: Csr, issuer: str) -> None:
+        if parent_gone(job.stop, parent):
+            return
         try:
             result = issue_and_spool(job, row, csr, issuer)
         except BaseException as exc:  # reported as this certificate's failure
@@ -197,7 +208,14 @@ def _child(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
                             message=f"issuer {issuer} crashed: {type(exc).__name__}: {exc}")
         data = pickle.dumps(result)
         with send_lock:
-            _write_all(write_fd, _LENGTH.pack(len(data)) + data)
+            try:
+                _write_all(write_fd, _LENGTH.pack(len(data)) + data)
+            except BrokenPipeError:  # the parent is gone: what was issued is in the spool
+                if not job.stop.is_set():
+                    log.error("renew worker process %d: its first process is gone; stopping "
+                              "(%s is in the spool: the next run saves it)", os.getpid(),
+                              row.name)
+                job.stop.set(signal.SIGTERM, "stopped: its first process ended")
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(share))),
                             thread_name_prefix="renew") as pool:
@@ -239,12 +257,20 @@ def _read_results(job: Pass, pool: ThreadPoolExecutor, pid: int, read_fd: int,
     _, status = os.waitpid(pid, 0)
     if not rows:
         return
+    if job.stop.is_set() and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        for name, (row, _, issuer) in rows.items():  # not started: the run was stopped
+            stopped: Future[Outcome] = Future()
+            stopped.set_result(job.not_started(row, issuer, time.monotonic(), number))
+            with futures_lock:
+                futures[name] = stopped
+        return
     how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
            else f"exited with status {os.waitstatus_to_exitcode(status)}")
     message = (f"the renew worker process {pid} {how} before it reported these certificates; "
                "any the CA issued are in the spool ([renew] state_dir): the next run saves them "
                "without a new order and tries the others")
-    log.error("%s: %s", ", ".join(sorted(rows)), message)
+    # said once, as the run's problem (the CLI's error line, the alert): here for -v only
+    log.info("%s: %s", ", ".join(sorted(rows)), message)
     # the run's problem, not the rows': their failure counts and last attempt stay as they were,
     # so the next run tries them at once (a failure recorded here would hold them back for
     # renew.min_interval while that run says all is well)
