@@ -123,7 +123,9 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
     plugin, database or CSR errors. A problem of the configuration met while issuing (an
     account key or TSIG key file that cannot be made or read, an issuer that cannot be built)
     is said once, alerted once, and exits 2 (3 for a plugin); the certificates it stopped are
-    BLOCKED, their failure counts unchanged.
+    BLOCKED, their failure counts unchanged. SIGTERM (systemctl stop) or Ctrl-C starts no more
+    certificates, finishes those in flight, prints the summary and exits 143 (130 for Ctrl-C);
+    the ones not started are BLOCKED, their failure counts unchanged.
     """
     from lecentral.errors import RenewLockedError
     from lecentral.renew import RenewJob, RenewRequest
