@@ -186,3 +186,26 @@ def test_sigterm_while_rounds_sleep_ends_the_run_with_round_one_shown(
     assert "lecentral: error: the run was stopped by SIGTERM: no retry round is made" in err
     [(code, counts)] = _runs(tmp_path)
     assert code == 143 and json.loads(counts) == {"failed": 1}
+
+
+def test_a_world_readable_tsig_key_file_is_warned_about_once_per_run(dns_world: World,
+                                                                      tmp_path: Path) -> None:
+    """A run reads the key file several times (its checks, each zone's update test, each
+    process): the operator hears of its mode once."""
+    import dataclasses
+
+    config = make_config(dns_world, tmp_path)
+    shared = tmp_path / "acme-update.key"
+    shared.write_bytes(Path(config.dns.tsig_key_file).read_bytes())
+    shared.chmod(0o644)
+    config = dataclasses.replace(config, dns=dataclasses.replace(config.dns,
+                                                                 tsig_key_file=str(shared)))
+    store = open_store(config)
+    for _ in range(4):
+        add_row(store, [new_zone(dns_world, "mode")])
+    store.close()
+    toml = write_toml(config, tmp_path / "lecentral.toml", processes=2, workers=2)
+    done = subprocess.run([LECENTRAL, "--config", str(toml), "renew"], check=False,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count(f"TSIG key file {shared} is readable by every user") == 1, done.stderr

@@ -39,6 +39,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lecentral.config import AUTO, processes_for
+from lecentral.dns.tsig import warn_readable
 from lecentral.errors import LecentralError
 from lecentral.idle import idle_cores
 from lecentral.renew.attempt import SAVERS, Issued, Issuing, issue_and_spool
@@ -130,6 +131,9 @@ def run_pass(job: Pass, due: list[tuple[CertRow, Csr, str]], number: int,
         else:
             todo.append((row, csr, issuer))
     job.prepare_acme()  # the account key made and registered once, before the children read it
+    dns = job.config.dns  # said here once, not again by each process reading them
+    warn_readable([p for p in [dns.tsig_key_file, *(z.tsig_key_file for z in dns.zones.values())]
+                   if p])
     shares = [todo[i::count] for i in range(count)]
     workers_each = threads(job, count)
     children = [_fork(job, share, number, workers_each) for share in shares[1:] if share]
