@@ -105,8 +105,9 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
 
     \b
     Certificates are issued renew.workers at a time (default 8: what the CA sees at once),
-    threads of one process. With renew.processes above 1 (the default, "auto", is 2 on 2 cores
-    or more when one was idle during the start), a pass of more than renew.workers
+    threads of one process. With renew.processes above 1 (the default, "auto", is 2 where this
+    process may use 2 cores or more, by its CPU affinity and its cgroups' CPU quota, and one was
+    idle during the start; -vv logs the choice), a pass of more than renew.workers
     certificates is shared with that many processes forked after start-up (the workers shared
     out among them); the first process saves and records everything. docs/renew.md,
     "Concurrency and the lock".

@@ -38,7 +38,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lecentral.config import AUTO, processes_for
+from lecentral.config import AUTO, auto_processes, processes_for
 from lecentral.dns.tsig import warn_readable
 from lecentral.errors import LecentralError
 from lecentral.idle import idle_cores
@@ -101,14 +101,19 @@ def processes(job: Pass, due: int) -> int:
             or getattr(job.store, "leased", False)):
         return 1
     setting = job.config.renew.processes
-    count = processes_for(setting)
-    if setting == AUTO and count > 1:
-        idle = idle_cores()
-        if idle is not None and idle < IDLE_FOR_A_SECOND:
-            log.debug("renew.processes auto: 1 process, %.2f cores idle during the start", idle)
-            return 1
-        log.debug("renew.processes auto: %d processes, %s cores idle during the start", count,
-                  "(not measured)" if idle is None else f"{idle:.2f}")
+    if setting != AUTO:
+        return processes_for(setting)
+    count, why = auto_processes()
+    if count == 1:
+        log.debug("renew.processes auto: 1 process: %s", why)
+        return 1
+    idle = idle_cores()
+    if idle is not None and idle < IDLE_FOR_A_SECOND:
+        log.debug("renew.processes auto: 1 process: %s, but %.2f cores idle during the start",
+                  why, idle)
+        return 1
+    log.debug("renew.processes auto: %d processes: %s, %s cores idle during the start", count,
+              why, "(not measured)" if idle is None else f"{idle:.2f}")
     return count
 
 

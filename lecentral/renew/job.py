@@ -13,6 +13,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from lecentral import idle
 from lecentral.certificates import (
     Csr,
     check_name,
@@ -164,7 +165,12 @@ class RenewJob:
                 return
             log.warning("%d certificate(s) failed: retrying in %d s (renew.retry_pause), the renew "
                         "lock released meanwhile: %s", len(again), pause, ", ".join(again))
-            if self.stop.wait(pause):  # SIGTERM while sleeping: the rounds end here
+            # SIGTERM while sleeping: the rounds end here; the end of the sleep is measured
+            # for renew.processes auto, as the command's start is for round 1
+            if self.stop.wait(max(0.0, pause - idle.SAMPLE)):
+                return
+            idle.mark(asleep=True)
+            if self.stop.wait(min(float(pause), idle.SAMPLE)):
                 return
             # the run is already waiting in the background: waiting for another run's pass to
             # end is better than giving up the retries
