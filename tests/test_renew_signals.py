@@ -6,6 +6,7 @@ the real world (BIND, Pebble) of tests/renew_world.py; the real CLI in a subproc
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -209,3 +210,17 @@ def test_a_world_readable_tsig_key_file_is_warned_about_once_per_run(dns_world: 
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count(f"TSIG key file {shared} is readable by every user") == 1, done.stderr
+
+
+def test_a_worker_process_killed_is_said_once_on_stderr(dns_world: World, tmp_path: Path) -> None:
+    """The OOM killer takes the worker process: its death is the run's problem, one error line
+    on stderr (docs/renew.md), not a log line as well."""
+    toml, names = _world(dns_world, tmp_path, 16)
+    process = _start(toml, tmp_path)
+    _wait_for(lambda: len(_issued(tmp_path)) >= 1, process)
+    [child] = _children(process.pid)
+    os.kill(child, signal.SIGKILL)
+    code = process.wait(timeout=120)
+    err = _text(process)
+    assert code != 0 and err.count(f"renew worker process {child} was killed by signal 9") == 1, err
+    assert "Traceback" not in err
