@@ -215,7 +215,7 @@ def test_a_world_readable_tsig_key_file_is_warned_about_once_per_run(dns_world: 
 def test_a_worker_process_killed_is_said_once_on_stderr(dns_world: World, tmp_path: Path) -> None:
     """The OOM killer takes the worker process: its death is the run's problem, one error line
     on stderr (docs/renew.md), not a log line as well."""
-    toml, names = _world(dns_world, tmp_path, 16)
+    toml, _ = _world(dns_world, tmp_path, 16)
     process = _start(toml, tmp_path)
     _wait_for(lambda: len(_issued(tmp_path)) >= 1, process)
     [child] = _children(process.pid)
