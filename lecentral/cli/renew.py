@@ -56,6 +56,16 @@ def _counts(final: list[Any], unchanged: int = 0) -> dict[str, int]:
     return counts
 
 
+def _counted(report: Any) -> list[Any]:
+    """One outcome per certificate for the count line and lecentral_runs: the final one, but a
+    certificate saved from the spool at the start (then not due any more) counts as what the
+    start did with it (issued), not as not-due as well (it was counted twice)."""
+    start = {o.name: o for o in report.start}
+    counted = [start.pop(o.name) if o.status == "not-due" and o.name in start else o
+               for o in report.final]
+    return counted + list(start.values())  # saved, but no longer enabled or selected
+
+
 def _summary_line(final: list[Any], disabled: list[str], unchanged: int = 0) -> str:
     """``2 issued, 5 not-due``; disabled rows (never renewed) said with the command enabling one."""
     counts = _counts(final, unchanged)
@@ -151,7 +161,7 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
     elif not (report.locked_out and report.locked_out_round == 1) and \
             not (app.quiet and _uneventful(report)):
         _print_table(report.start + final, report.disabled, dry_run, named=bool(names),
-                     unchanged=report.unchanged)
+                     unchanged=report.unchanged, counted=_counted(report))
         _print_leftovers(report)
     if report.locked_out:
         message = _locked_message(report, app.store().location)
@@ -214,8 +224,9 @@ def _record_run(app: App, report: Any, started: int) -> bool:
     from lecentral.host import this_host
 
     run = Run(kind="renew", host=this_host(), ts_start=started, ts_end=now_ts(),
-              exit_code=_exit_code(report), counts=_counts(report.final, report.unchanged),
-              message="; ".join([_summary_line(report.final, report.disabled, report.unchanged),
+              exit_code=_exit_code(report), counts=_counts(_counted(report), report.unchanged),
+              message="; ".join([_summary_line(_counted(report), report.disabled,
+                                               report.unchanged),
                                  *(p.message for p in report.problems)]))
     try:
         FleetStore(app.store()).record_run(run, __version__, keep=app.config.fleet.keep_runs)
@@ -260,7 +271,7 @@ def _locked_message(report: Any, database: str) -> str:
 
 
 def _print_table(final: list[Any], disabled: list[str], dry_run: bool, named: bool = False,
-                 unchanged: int = 0) -> None:
+                 unchanged: int = 0, counted: list[Any] | None = None) -> None:
     # NAMEs the operator typed are all shown, not-due ones with why nothing was done
     shown = final if named else [o for o in final if o.status != "not-due"]
     shown.sort(key=lambda o: (_STATUS_ORDER.get(o.status, 9), o.name))
@@ -273,7 +284,7 @@ def _print_table(final: list[Any], disabled: list[str], dry_run: bool, named: bo
                 for o in shown]
         click.echo(table(rows, ["NAME", "RESULT", "ISSUER", "TIME", "FAILS", "DETAIL"]))
     prefix = "dry run: " if dry_run else ""
-    click.echo(f"{prefix}{_summary_line(final, disabled, unchanged)}")
+    click.echo(f"{prefix}{_summary_line(final if counted is None else counted, disabled, unchanged)}")
     if named and any(o.status == "not-due" for o in final):
         click.echo("not due: nothing ordered for those; --force orders them anyway")
 
