@@ -140,6 +140,11 @@ def test_sigterm_during_a_pass_finishes_what_is_in_flight_says_it_and_is_recorde
         assert db.execute("SELECT SUM(count_fail_update) FROM certs").fetchone() == (0,)
     assert not list((tmp_path / "state" / "spool").glob("*.json"))
     assert children and all(_gone(pid) for pid in children)
+    # the signal went to the first process only (kill PID): it passed it on to the worker
+    # process, which stopped taking its share too (the shares: every other name, by name)
+    blocked = set(names) - set(issued)
+    due = sorted(names)
+    assert blocked & set(due[0::2]) and blocked & set(due[1::2]), (sorted(blocked), due)
     again = subprocess.run([LECENTRAL, "--config", str(toml), "renew"], check=False,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr

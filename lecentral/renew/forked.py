@@ -142,29 +142,34 @@ def run_pass(job: Pass, due: list[tuple[CertRow, Csr, str]], number: int,
     shares = [todo[i::count] for i in range(count)]
     workers_each = threads(job, count)
     children = [_fork(job, share, number, workers_each) for share in shares[1:] if share]
+    alive = _Alive({pid for pid, _, _ in children}, job.stop)
+    job.stop.listeners.append(alive.stop)  # `kill PID` reaches the first process only
     workers = max(1, min(workers_each, len(shares[0])))
     futures: dict[str, Future[Outcome]] = {}
     futures_lock = threading.Lock()
     # this process's own share on its workers; its savers save those and the children's
     # certificates as they come (each already spooled by its child)
-    with ThreadPoolExecutor(max_workers=SAVERS, thread_name_prefix="renew-save") as savers, \
-            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool:
-        own = {row.name: pool.submit(job.renew_one, row, csr, issuer, number, savers)
-               for row, csr, issuer in shares[0]}
-        readers = []
-        for pid, read_fd, share in children:
-            reader = threading.Thread(target=_read_child, name=f"renew-child-{pid}", args=(
-                job, savers, pid, read_fd, share, number, futures, futures_lock))
-            reader.start()
-            readers.append(reader)
-        for reader in readers:
-            reader.join()
-        for name, started in own.items():
-            outcome = started.result()
-            results[name] = outcome.result() if isinstance(outcome, Future) else outcome
-        with futures_lock:
-            pending = dict(futures)
-        results.update({name: future.result() for name, future in pending.items()})
+    try:
+        with ThreadPoolExecutor(max_workers=SAVERS, thread_name_prefix="renew-save") as savers, \
+                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool:
+            own = {row.name: pool.submit(job.renew_one, row, csr, issuer, number, savers)
+                   for row, csr, issuer in shares[0]}
+            readers = []
+            for pid, read_fd, share in children:
+                reader = threading.Thread(target=_read_child, name=f"renew-child-{pid}", args=(
+                    job, savers, pid, read_fd, share, number, futures, futures_lock, alive))
+                reader.start()
+                readers.append(reader)
+            for reader in readers:
+                reader.join()
+            for name, started in own.items():
+                outcome = started.result()
+                results[name] = outcome.result() if isinstance(outcome, Future) else outcome
+            with futures_lock:
+                pending = dict(futures)
+            results.update({name: future.result() for name, future in pending.items()})
+    finally:
+        job.stop.listeners.remove(alive.stop)
     for row, _, issuer in todo:  # a bug of this module, not a silent success
         if row.name not in results:
             results[row.name] = job._failed(
@@ -233,20 +238,44 @@ def _child(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
     os.close(write_fd)
 
 
+class _Alive:
+    """The worker processes not yet waited for (their pids cannot be reused meanwhile): those a
+    stop of the run is passed on to."""
+
+    def __init__(self, pids: set[int], flag: StopFlag) -> None:
+        self.pids, self.flag, self.lock = pids, flag, threading.Lock()
+
+    def stop(self) -> None:
+        """Pass the run's stop on (called from its signal handler)."""
+        with self.lock:
+            for pid in self.pids:
+                try:
+                    os.kill(pid, self.flag.signum or signal.SIGTERM)
+                except OSError:  # already ended
+                    pass
+
+    def reaped(self, pid: int) -> None:
+        """``pid`` is about to be waited for: never signalled after."""
+        with self.lock:
+            self.pids.discard(pid)
+
+
 def _read_child(job: Pass, pool: ThreadPoolExecutor, pid: int, read_fd: int,
                 share: list[tuple[CertRow, Csr, str]], number: int,
-                futures: dict[str, Future[Outcome]], futures_lock: threading.Lock) -> None:
+                futures: dict[str, Future[Outcome]], futures_lock: threading.Lock,
+                alive: _Alive) -> None:
     """Hand each result of child ``pid`` to the pool, to be saved; then fail what it did not
     report."""
     try:
-        _read_results(job, pool, pid, read_fd, share, number, futures, futures_lock)
+        _read_results(job, pool, pid, read_fd, share, number, futures, futures_lock, alive)
     except Exception:  # the rows without a result fail in run_pass, loudly
         log.exception("reading the results of renew worker process %d failed", pid)
 
 
 def _read_results(job: Pass, pool: ThreadPoolExecutor, pid: int, read_fd: int,
                   share: list[tuple[CertRow, Csr, str]], number: int,
-                  futures: dict[str, Future[Outcome]], futures_lock: threading.Lock) -> None:
+                  futures: dict[str, Future[Outcome]], futures_lock: threading.Lock,
+                  alive: _Alive) -> None:
     rows = {row.name: (row, csr, issuer) for row, csr, issuer in share}
     with os.fdopen(read_fd, "rb") as pipe:
         while True:
@@ -263,6 +292,7 @@ def _read_results(job: Pass, pool: ThreadPoolExecutor, pid: int, read_fd: int,
             future = pool.submit(job.finish_issued, row, csr, issuer, number, result)
             with futures_lock:
                 futures[row.name] = future
+    alive.reaped(pid)
     _, status = os.waitpid(pid, 0)
     if not rows:
         return

@@ -25,7 +25,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -45,12 +45,20 @@ class StopFlag:
         self._event = threading.Event()
         self.signum = 0
         self.reason = ""
+        #: called once when the flag is set (from a signal handler: quick, no waiting)
+        self.listeners: list[Callable[[], None]] = []
 
     def set(self, signum: int, reason: str) -> None:
-        """Ask the run to stop (the first reason given is kept)."""
-        if not self._event.is_set():
-            self.signum, self.reason = signum, reason
-            self._event.set()
+        """Ask the run to stop (the first reason given is kept); tell the listeners."""
+        if self._event.is_set():
+            return
+        self.signum, self.reason = signum, reason
+        self._event.set()
+        for listener in list(self.listeners):
+            try:
+                listener()
+            except Exception:  # a listener's bug must not stop the stopping
+                log.exception("telling of the stop failed")
 
     def is_set(self) -> bool:
         """Whether the run was asked to stop."""
