@@ -29,16 +29,18 @@ from renew_world import (
 LECENTRAL = shutil.which("lecentral") or "lecentral"
 
 
-def _world(dns_world: World, tmp_path: Path, count: int, **renew: Any) -> tuple[Path, list[str]]:
-    """A database of ``count`` new certificates, its lecentral.toml on two processes of one
-    worker each (so that the pass forks)."""
+def _world(dns_world: World, tmp_path: Path, count: int, processes: int = 2,
+           **renew: Any) -> tuple[Path, list[str]]:
+    """A database of ``count`` new certificates, its lecentral.toml on ``processes`` processes,
+    two workers in all (so that a pass of more than two forks)."""
     config = make_config(dns_world, tmp_path)
     store = open_store(config)
     names = [new_zone(dns_world, "sig") for _ in range(count)]
     for name in names:
         add_row(store, [name])
     store.close()
-    toml = write_toml(config, tmp_path / "lecentral.toml", processes=2, workers=2, **renew)
+    toml = write_toml(config, tmp_path / "lecentral.toml", processes=processes, workers=2,
+                      **renew)
     return toml, names
 
 
@@ -229,3 +231,23 @@ def test_a_worker_process_killed_is_said_once_on_stderr(dns_world: World, tmp_pa
     err = _text(process)
     assert code != 0 and err.count(f"renew worker process {child} was killed by signal 9") == 1, err
     assert "Traceback" not in err
+
+
+def test_sigterm_in_one_process_json_says_it(dns_world: World, tmp_path: Path) -> None:
+    """``processes = 1`` and ``--json``: the same stop; the document says it (``stopped``,
+    ``ok`` false, the others BLOCKED) and the run's record too."""
+    toml, names = _world(dns_world, tmp_path, 12, processes=1)
+    process = _start(toml, tmp_path, "--json")
+    _wait_for(lambda: len(_issued(tmp_path)) >= 1, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 143, _text(process)
+    data = json.loads((tmp_path / "out").read_text())
+    issued = _issued(tmp_path)
+    assert data["stopped"] == "the run was stopped by SIGTERM" and data["ok"] is False
+    statuses = {c["name"]: c["status"] for c in data["certificates"]}
+    assert sorted(n for n, s in statuses.items() if s == "issued") == issued
+    assert {s for n, s in statuses.items() if n not in issued} == {"blocked"}
+    assert len(issued) < len(names)
+    with sqlite3.connect(tmp_path / "lecentral.db") as db:
+        [(code, message)] = db.execute("SELECT exit_code, message FROM lecentral_runs").fetchall()
+    assert code == 143 and message.endswith("; the run was stopped by SIGTERM")

@@ -227,7 +227,8 @@ def _record_run(app: App, report: Any, started: int) -> bool:
               exit_code=_exit_code(report), counts=_counts(_counted(report), report.unchanged),
               message="; ".join([_summary_line(_counted(report), report.disabled,
                                                report.unchanged),
-                                 *(p.message for p in report.problems)]))
+                                 *(p.message for p in report.problems),
+                                 *([report.stopped] if report.stopped else [])]))
     try:
         FleetStore(app.store()).record_run(run, __version__, keep=app.config.fleet.keep_runs)
         fleet, view = load_view(app.store(), app.config, now_ts())  # the timer is alive now
@@ -257,6 +258,8 @@ def _report_dict(report: Any, dry_run: bool) -> dict[str, Any]:
             "cleaned": [_leftover_dict(left) for left in report.cleaned],
             "problems": [{"message": p.message, "exit_code": p.exit_code, "names": p.names}
                          for p in report.problems],
+            # SIGTERM, SIGINT: "the run was stopped by SIGTERM" (its BLOCKED ones not tried)
+            "stopped": report.stopped or None,
             "disabled": report.disabled}
 
 
