@@ -149,44 +149,46 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
                 else None)
     job = RenewJob(app.config, app.store(), app.registry, progress)
     started = now_ts()
-    with stop_on_signals(job.stop):  # SIGTERM, Ctrl-C: what is in flight finished, then said
+    # SIGTERM, Ctrl-C: what is in flight finished, then said, recorded (not cut short by it)
+    with stop_on_signals(job.stop):
         report = job.run(RenewRequest(names=names, force=force, dry_run=dry_run,
                                       once=not rounds, lock_timeout=lock_wait))
-    final = report.final
-    recorded = True
-    if not (dry_run or names or (report.locked_out and report.locked_out_round == 1)):
-        recorded = _record_run(app, report, started)
-    if as_json:
-        print_json(_report_dict(report, dry_run))
-    elif not (report.locked_out and report.locked_out_round == 1) and \
-            not (app.quiet and _uneventful(report)):
-        _print_table(report.start + final, report.disabled, dry_run, named=bool(names),
-                     unchanged=report.unchanged, counted=_counted(report))
-        _print_leftovers(report)
-    if report.locked_out:
-        message = _locked_message(report, app.store().location)
-        if report.locked_out_round == 1:
-            if as_json:
-                click.echo(f"lecentral: error: {message}", err=True)
-                raise click.exceptions.Exit(RenewLockedError.exit_code)
-            raise RenewLockedError(message)
-        click.echo(f"lecentral: error: {message}", err=True)
-    for outcome in report.final:
-        if outcome.status == "skipped":  # asked for by name
-            click.echo(f"lecentral: error: {outcome.name}: {outcome.message}", err=True)
-    for problem in report.problems:
-        click.echo(f"lecentral: error: {problem.message} ({len(problem.names)} certificate(s) "
-                   f"not tried, their failure counts unchanged: {_some(problem.names)})", err=True)
-    if report.stopped:
-        stopped = sorted(o.name for o in report.final
-                         if o.status == "blocked" and o.message.endswith(report.stopped))
-        click.echo(f"lecentral: error: {report.stopped}: " + (
-            f"{len(stopped)} certificate(s) not tried, their failure counts unchanged (the "
-            f"next run tries them): {_some(stopped)}" if stopped else
-            "no retry round is made"), err=True)
-    code = _exit_code(report)
-    if code or not recorded:
-        raise click.exceptions.Exit(code or EXIT_FAILURES)
+        final = report.final
+        recorded = True
+        if not (dry_run or names or (report.locked_out and report.locked_out_round == 1)):
+            recorded = _record_run(app, report, started)
+        if as_json:
+            print_json(_report_dict(report, dry_run))
+        elif not (report.locked_out and report.locked_out_round == 1) and \
+                not (app.quiet and _uneventful(report)):
+            _print_table(report.start + final, report.disabled, dry_run, named=bool(names),
+                         unchanged=report.unchanged, counted=_counted(report))
+            _print_leftovers(report)
+        if report.locked_out:
+            message = _locked_message(report, app.store().location)
+            if report.locked_out_round == 1:
+                if as_json:
+                    click.echo(f"lecentral: error: {message}", err=True)
+                    raise click.exceptions.Exit(RenewLockedError.exit_code)
+                raise RenewLockedError(message)
+            click.echo(f"lecentral: error: {message}", err=True)
+        for outcome in report.final:
+            if outcome.status == "skipped":  # asked for by name
+                click.echo(f"lecentral: error: {outcome.name}: {outcome.message}", err=True)
+        for problem in report.problems:
+            click.echo(f"lecentral: error: {problem.message} ({len(problem.names)} "
+                       "certificate(s) not tried, their failure counts unchanged: "
+                       f"{_some(problem.names)})", err=True)
+        if report.stopped:
+            stopped = sorted(o.name for o in report.final
+                             if o.status == "blocked" and o.message.endswith(report.stopped))
+            click.echo(f"lecentral: error: {report.stopped}: " + (
+                f"{len(stopped)} certificate(s) not tried, their failure counts unchanged (the "
+                f"next run tries them): {_some(stopped)}" if stopped else
+                "no retry round is made"), err=True)
+        code = _exit_code(report)
+        if code or not recorded:
+            raise click.exceptions.Exit(code or EXIT_FAILURES)
 
 
 def _exit_code(report: Any) -> int:
