@@ -95,7 +95,9 @@ def stop_on_signals(flag: StopFlag) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before: dict[int, Any] = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    # a handler set outside Python (None) could not be put back: that signal is left alone
+    before: dict[int, Any] = {signum: old for signum in SIGNALS
+                              if (old := signal.getsignal(signum)) is not None}
 
     def handler(signum: int, frame: FrameType | None) -> None:
         for number, old in before.items():  # the next one is not asked twice
@@ -105,7 +107,7 @@ def stop_on_signals(flag: StopFlag) -> Iterator[None]:
                     "finished and saved (a second %s ends the process at once)",
                     signal_name(signum), signal_name(signum))
 
-    for wanted in SIGNALS:
+    for wanted in before:
         signal.signal(wanted, handler)
     try:
         yield
