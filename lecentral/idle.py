@@ -41,6 +41,11 @@ def mark(asleep: bool = False) -> None:
     _mark = None if ticks is None else (time.monotonic(), ticks, 1.0 if asleep else 0.0)
 
 
+def marked() -> bool:
+    """Whether :func:`mark` was called (the console scripts do; a library's use does not)."""
+    return _mark is not None
+
+
 def idle_cores() -> float | None:
     """Cores that sat idle on average since :func:`mark`; None if not marked, too soon after
     it, or without ``/proc/stat`` (not Linux)."""

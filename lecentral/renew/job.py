@@ -167,15 +167,23 @@ class RenewJob:
                         "lock released meanwhile: %s", len(again), pause, ", ".join(again))
             # SIGTERM while sleeping: the rounds end here; the end of the sleep is measured
             # for renew.processes auto, as the command's start is for round 1
-            if self.stop.wait(max(0.0, pause - idle.SAMPLE)):
-                return
-            idle.mark(asleep=True)
-            if self.stop.wait(min(float(pause), idle.SAMPLE)):
+            if self._sleep(pause):
                 return
             # the run is already waiting in the background: waiting for another run's pass to
             # end is better than giving up the retries
             names, number = again, number + 1
             wait = max(request.lock_timeout, float(pause))
+
+    def _sleep(self, pause: int) -> bool:
+        """Sleep ``pause`` seconds before a retry round; True if asked to stop meanwhile. Its
+        last :data:`idle.SAMPLE` seconds are measured for renew.processes auto, as the command's
+        start is for round 1 (a library's use, never marked, measures nothing)."""
+        if not idle.marked():
+            return self.stop.wait(pause)
+        if self.stop.wait(max(0.0, pause - idle.SAMPLE)):
+            return True
+        idle.mark(asleep=True)
+        return self.stop.wait(min(float(pause), idle.SAMPLE))
 
     def _round(self, names: list[str], request: RenewRequest, report: RenewReport, number: int,
                failed_counts: dict[str, int]) -> list[str]:
