@@ -98,7 +98,11 @@ def finish(code: int | None) -> int | None:
     if failed is None:
         return code
     reason = failed.strerror or str(failed)
-    print(f"lecentral: error: the output could not be written to stdout: {reason}; the rest of "
-          f"it was dropped (the command itself ran to its end, exit status {code or 0})",
-          file=sys.stderr)
+    if sys.stderr is not None:  # closed too (2>&-): the exit status says it alone
+        try:
+            print(f"lecentral: error: the output could not be written to stdout: {reason}; the "
+                  f"rest of it was dropped (the command itself ran to its end, exit status "
+                  f"{code or 0})", file=sys.stderr)
+        except (OSError, ValueError):
+            pass
     return failure_status
