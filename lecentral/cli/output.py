@@ -5,6 +5,9 @@
   end and its own exit status, said by nobody: ``check``'s state stays its state (click alone
   would exit 1, "WARNING", part of the time: whenever the reader had gone before the last
   write), and a renew run is recorded as usual. Nothing is printed on stderr (as ``head`` wants).
+  Other CLIs exit 0 there (b2, comfy-cli) or 141, as a producer SIGPIPE killed (the C tools);
+  lecentral's exit status is part of its answer (a monitoring state, a renew's outcome), so it
+  is kept, and for a command that succeeded it is 0 as theirs.
 * **Any other write error** (``lecentral list > /dev/full``: ENOSPC, EIO): the output is lost,
   which its reader must know. The rest is dropped as well (so no traceback from the middle of a
   command), the command carries on to its end, and then one line says it on stderr (``lecentral:
