@@ -267,6 +267,11 @@ def processes_for(setting: int | str) -> int:
     quota, if any, allows at least 1.5 cores, else 1."""
     if setting != AUTO:
         return int(setting)
+    return auto_processes()[0]
+
+
+def auto_processes() -> tuple[int, str]:
+    """``renew.processes = "auto"`` here (:func:`processes_for`), and why, for ``-vv``."""
     from lecentral.idle import quota_cores
 
     try:
@@ -274,7 +279,9 @@ def processes_for(setting: int | str) -> int:
     except (AttributeError, OSError):  # not Linux
         cores = os.cpu_count() or 1
     quota = quota_cores()
-    return 2 if cores >= 2 and (quota is None or quota >= 1.5) else 1
+    why = (f"{cores} core(s) in this process's CPU affinity, "
+           + ("no cgroup CPU quota" if quota is None else f"a cgroup CPU quota of {quota:.2f} cores"))
+    return (2 if cores >= 2 and (quota is None or quota >= 1.5) else 1), why
 
 
 def before_fraction(text: str) -> float:

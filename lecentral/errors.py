@@ -32,6 +32,10 @@ EXIT_CODES: tuple[tuple[int, str, str], ...] = (
       "state_dir) cannot be used: nothing done; any other install error outside the agent's "
       "per-certificate accounting (one certificate's is 1)")),
     (8, "renew lock held", "another lecentral renew holds the database's renew lock; nothing done"),
+    (9, "output error",
+     ("lecentral's stdout could not be written (a full disk, an I/O error): said once on stderr; "
+      "the command itself ran to its end (lecentral check says 3, UNKNOWN). A broken pipe (the "
+      "reader gone early, as head does) is not an error: the command keeps its own exit status")),
 )
 
 

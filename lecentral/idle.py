@@ -8,7 +8,9 @@ nothing. Whether a core is free is measured, not guessed: the console script not
 idle CPU time (``/proc/stat``: idle and iowait, every CPU) when it starts (:func:`mark`), and the
 renew job asks, at the start of its pass, how many cores sat idle on average since
 (:func:`idle_cores`): the 0.2-0.3 s of the command's start, during which it uses one core itself.
-A CPU quota of its cgroups (a container's or a systemd unit's ``CPUQuota=``), which neither the
+A later round of ``renew --rounds`` (an hour later, say) measures its own start instead: the last
+:data:`SAMPLE` seconds of the sleep before it (:func:`mark` with ``asleep``), not the average
+since the command started. A CPU quota of its cgroups (a container's or a systemd unit's ``CPUQuota=``), which neither the
 affinity nor ``/proc/stat`` shows, is read too (:func:`quota_cores`).
 """
 
@@ -19,18 +21,29 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-#: (time.monotonic(), idle ticks) when the command started; None: not marked (a library use)
-_mark: tuple[float, int] | None = None
+#: (time.monotonic(), idle ticks, cores of that idle time that are this process's own) when the
+#: command (or a retry round's end of sleep) started; None: not marked (a library use)
+_mark: tuple[float, int, float] | None = None
+
+#: how long before a retry round its sleep is measured
+SAMPLE = 0.25
 
 #: shorter than this since the mark (a few clock ticks), the average says nothing
 MIN_SECONDS = 0.05
 
 
-def mark() -> None:
-    """Note the machine's idle CPU time now (the console scripts, first thing)."""
+def mark(asleep: bool = False) -> None:
+    """Note the machine's idle CPU time now (the console scripts, first thing). ``asleep``: this
+    process sleeps from now on (a retry round's last :data:`SAMPLE` seconds), so the core it
+    will use is idle too and is not counted as free (as at the start, when it is busy)."""
     global _mark
     ticks = _idle_ticks()
-    _mark = None if ticks is None else (time.monotonic(), ticks)
+    _mark = None if ticks is None else (time.monotonic(), ticks, 1.0 if asleep else 0.0)
+
+
+def marked() -> bool:
+    """Whether :func:`mark` was called (the console scripts do; a library's use does not)."""
+    return _mark is not None
 
 
 def idle_cores() -> float | None:
@@ -42,7 +55,7 @@ def idle_cores() -> float | None:
     ticks = _idle_ticks()
     if ticks is None or elapsed < MIN_SECONDS:
         return None
-    return (ticks - _mark[1]) / os.sysconf("SC_CLK_TCK") / elapsed
+    return max(0.0, (ticks - _mark[1]) / os.sysconf("SC_CLK_TCK") / elapsed - _mark[2])
 
 
 def _idle_ticks() -> int | None:

@@ -99,6 +99,7 @@ def make_config(world: World, tmp: Path, *, db_url: str | None = None, pebble: P
     }
     settings: dict[str, Any] = {"retry_pause": 0, "min_interval": 3600, "workers": 4,
                                 "state_dir": str(tmp / "state"), **renew}
+    (tmp / "acme").mkdir(mode=0o700, exist_ok=True)  # the state directory the package makes
     return CentralConfig(
         database=DatabaseConfig(url=db_url or f"sqlite:///{tmp}/lecentral.db"),
         acme=AcmeConfig(directory=pebble.directory_url, email="hostmaster@example.test",

@@ -24,6 +24,7 @@ from lecentral.errors import ConfigError
 
 def test_account_key_created_0600_once_even_when_raced(tmp_path: Path) -> None:
     path = tmp_path / "acme" / "account.key"
+    path.parent.mkdir()
     results = []
 
     def create() -> None:

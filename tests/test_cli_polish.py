@@ -195,9 +195,10 @@ def test_renew_help_says_how_many_at_once_workers_and_processes() -> None:
     flat = " ".join(helped.stdout.split())
     assert (f"Certificates are issued renew.workers at a time (default {RenewConfig().workers}: "
             "what the CA sees at once)") in flat
-    assert ("With renew.processes above 1 (the default, \"auto\", is 2 on 2 cores or more when "
-            "one was idle during the start), a pass of more than renew.workers certificates is "
-            "shared with that many processes") in flat
+    assert ("With renew.processes above 1 (the default, \"auto\", is 2 where this process may "
+            "use 2 cores or more, by its CPU affinity and its cgroups' CPU quota, and one was idle "
+            "during the start; -vv logs the choice), a pass of more than renew.workers "
+            "certificates is shared with that many processes") in flat
     assert RenewConfig().processes == "auto"
 
 

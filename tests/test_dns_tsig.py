@@ -83,6 +83,10 @@ def test_missing_unreadable_and_world_readable_files(tmp_path: Path, caplog: pyt
     with caplog.at_level(logging.DEBUG):
         assert read_key_file(path)["k"].secret == SECRET
     assert "readable by every user" in caplog.text and SECRET not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):  # a run reads it several times: said once
+        assert read_key_file(path)["k"].secret == SECRET
+    assert "readable by every user" not in caplog.text
     if os.geteuid() != 0:  # root reads anything; the message is then unreachable
         path.chmod(0)
         with pytest.raises(ConfigError, match="not readable"):

@@ -73,6 +73,25 @@ def test_with_every_core_busy_auto_stays_in_one_process(unmarked: None) -> None:
             hog.wait()
 
 
+def test_a_retry_round_counts_its_own_sleeping_core_as_not_free(unmarked: None) -> None:
+    """A ``--rounds`` retry measures the end of its sleep (``mark(asleep=True)``): the core this
+    process leaves idle while it sleeps is the one it will use, not a free one. Busy processes
+    on every other core: the only idle core is its own, so "auto" stays in one process."""
+    others = (os.cpu_count() or 1) - 1
+    hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(others)]
+    try:
+        time.sleep(0.3)  # the hogs running
+        idle.mark(asleep=True)
+        time.sleep(0.5)
+        measured = idle.idle_cores()
+        assert measured is not None and measured < forked.IDLE_FOR_A_SECOND
+        assert forked.processes(a_pass(), 100) == 1  # type: ignore[arg-type]
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
 @pytest.mark.parametrize("due", [1, 8])
 def test_a_pass_of_at_most_workers_certificates_is_one_process(unmarked: None, due: int) -> None:
     assert forked.processes(a_pass(2), due) == 1  # type: ignore[arg-type]

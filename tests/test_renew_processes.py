@@ -199,3 +199,51 @@ def test_by_default_a_large_pass_uses_two_processes_where_two_cores_may_run_them
     pids = set(issued_by(dns_world, config, tmp_path / "pids"))
     assert len(pids) == (2 if len(os.sched_getaffinity(0)) >= 2 else 1)
     assert str(os.getpid()) in pids
+
+
+def test_lecentral_vv_renew_says_the_auto_choice_also_on_one_core(dns_world: World,
+                                                                   tmp_path: Path) -> None:
+    """``lecentral -vv renew`` under ``taskset -c 0`` (one core in its affinity): the debug log
+    says why "auto" chose one process, as docs/renew.md says it does for every choice."""
+    import shutil
+    import subprocess
+
+    from renew_world import write_toml
+
+    config = make_config(dns_world, tmp_path)
+    store = open_store(config)
+    for _ in range(3):
+        add_row(store, [new_zone(dns_world, "one-core")])
+    store.close()
+    toml = write_toml(config, tmp_path / "lecentral.toml", workers=2)
+    done = subprocess.run(["taskset", "-c", "0", shutil.which("lecentral") or "lecentral", "-vv",
+                           "--config", str(toml), "renew"], check=False, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert ("renew.processes auto: 1 process: 1 core(s) in this process's CPU affinity, "
+            in done.stderr), done.stderr
+
+
+def test_a_retry_round_measures_its_own_start(dns_world: World, tmp_path: Path) -> None:
+    """``lecentral -vv renew --rounds``: round 2's "auto" choice is measured (at the end of its
+    sleep, with the console script's mark: tests/test_idle.py checks what that mark counts) and
+    said again, as round 1's."""
+    import shutil
+    import subprocess
+
+    from renew_world import UNKNOWNKEY, write_toml
+
+    config = make_config(dns_world, tmp_path)
+    store = open_store(config)
+    add_row(store, [BADSECRET])
+    add_row(store, [UNKNOWNKEY])
+    store.close()
+    toml = write_toml(config, tmp_path / "lecentral.toml", workers=1, retry_pause=1,
+                      max_failures=1)
+    done = subprocess.run([shutil.which("lecentral") or "lecentral", "-vv", "--config",
+                           str(toml), "renew", "--rounds"], check=False, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    choices = [line for line in done.stderr.splitlines() if "renew.processes auto:" in line]
+    assert len(choices) == 2, done.stderr
+    assert all("(not measured)" not in line for line in choices), choices

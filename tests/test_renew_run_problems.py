@@ -100,7 +100,7 @@ def test_the_cli_says_it_once_and_exits_2(dns_world: World, tmp_path: Path) -> N
             "create /proc/nonexistent writable by that user (install -d -o root -m 700 "
             "/proc/nonexistent), or set [acme] account_key to a path in its state directory "
             f"(2 certificate(s) not tried, their failure counts unchanged: {', '.join(names)})")]
-        assert result.stdout.count("not tried: the run's error below") == 2
+        assert result.stdout.count("not tried: the run's error on stderr") == 2
         assert "2 blocked" in result.stdout
         as_json = CliRunner().invoke(main, ["--config", str(toml), "renew", "--force", "--json",
                                             *names])
@@ -110,6 +110,40 @@ def test_the_cli_says_it_once_and_exits_2(dns_world: World, tmp_path: Path) -> N
         assert sorted(data["problems"][0]["names"]) == names
         assert [c["status"] for c in data["certificates"]] == ["blocked", "blocked"]
         assert_untouched(store, names)
+    finally:
+        store.close()
+
+
+def test_an_account_key_in_a_mistyped_directory_is_never_made(dns_world: World,
+                                                               tmp_path: Path) -> None:
+    """``account_key = "/var/lib/lecentrl/account.key"`` (a typo, or a state directory not
+    mounted): exit 2 naming the directory, which is not made, and no new account registered
+    (which would silently abandon the account in use, e.g. an imported one). Then, in the right
+    directory, the first run makes the key and says so once on stderr, as a warning."""
+    typo = tmp_path / "lecentrl" / "account.key"
+    config = with_account_key(make_config(dns_world, tmp_path), str(typo))
+    store = open_store(config)
+    name = new_zone(dns_world, "typo")
+    add_row(store, [name])
+    toml = write_toml(config, tmp_path / "lecentral.toml")
+    try:
+        result = CliRunner().invoke(main, ["--config", str(toml), "renew", "--force", name])
+        assert result.exit_code == 2, result.output
+        assert (f"lecentral: error: cannot create the ACME account key {typo} ([acme] "
+                f"account_key): No such file or directory") in result.stderr
+        assert f"create {typo.parent} writable by that user" in result.stderr
+        assert not typo.parent.exists()
+        assert_untouched(store, [name])
+        assert "created a new ACME account key" not in result.stderr
+
+        right = tmp_path / "acme" / "account.key"
+        toml = write_toml(with_account_key(config, str(right)), tmp_path / "lecentral.toml")
+        first = CliRunner().invoke(main, ["--config", str(toml), "renew", "--force", name])
+        assert first.exit_code == 0, first.output
+        assert first.stderr.count(f"lecentral: WARNING: created a new ACME account key at {right} "
+                                  "(mode 0600): a new account is registered with it") == 1
+        again = CliRunner().invoke(main, ["--config", str(toml), "renew", "--force", name])
+        assert again.exit_code == 0 and "created a new ACME account key" not in again.stderr
     finally:
         store.close()
 

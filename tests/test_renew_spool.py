@@ -320,6 +320,34 @@ def test_a_run_killed_between_spool_and_save_is_said_so_by_the_next(
     store.close()
 
 
+def test_a_certificate_saved_from_the_spool_is_counted_once(dns_world: World,
+                                                             tmp_path: Path) -> None:
+    """The next run's count line and its lecentral_runs record say the certificate it saved
+    from the spool once, as issued (they said "1 issued, 1 not-due" for one row, and the record
+    "1 not-due" only)."""
+    from click.testing import CliRunner
+
+    from lecentral.cli.central import main
+
+    name = new_zone(dns_world, "twice")
+    config = make_config(dns_world, tmp_path)
+    store = open_store(config)
+    add_row(store, [name])
+    store.close()
+    toml = write_toml(config, tmp_path / "lecentral.toml")
+    killed = subprocess.run([sys.executable, "-c", KILLED_BEFORE_SAVE, str(toml)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert spool_file(config, name).exists()
+    result = CliRunner().invoke(main, ["--config", str(toml), "renew"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("ISSUED") == 1 and result.stdout.splitlines()[-1] == "1 issued"
+    with sqlite3.connect(tmp_path / "lecentral.db") as db:
+        [(counts, message)] = db.execute("SELECT counts, message FROM lecentral_runs WHERE kind "
+                                         "= 'renew'").fetchall()
+    assert (json.loads(counts), message) == ({"issued": 1}, "1 issued")
+
+
 def test_mariadb_stopped_between_finalize_and_save(dns_world: World, tmp_path: Path,
                                                    mariadb_url: str, mariadb_server: Any,
                                                    caplog: pytest.LogCaptureFixture) -> None:

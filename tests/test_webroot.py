@@ -80,7 +80,7 @@ def test_bad_webroot_path(web_world: WebWorld, store: SqlStore, tmp_path: Path, 
     assert_failed_untouched(store, report, name, name, *words)
     if webroot == "missing":
         assert not (tmp_path / "no").exists()
-    assert not (tmp_path / "acme").exists()  # no account key made: the CA was never contacted
+    assert not (tmp_path / "acme" / "account.key").exists()  # no account key made: the CA was never contacted
     assert not (tmp_path / "certbot").exists()
 
 
@@ -96,7 +96,7 @@ def test_certbot_row_without_webroot_path_is_invalid(web_world: WebWorld, store:
     report = run(make_config(web_world, tmp_path, http01_issuer=issuer), store)
     (outcome,) = [o for o in report.final if o.name == name]
     assert outcome.status == "invalid" and "webroot_path is empty" in outcome.message
-    assert not (tmp_path / "acme").exists()
+    assert not (tmp_path / "acme" / "account.key").exists()
     assert not (tmp_path / "certbot").exists()
 
 

@@ -83,7 +83,7 @@ def test_an_ip_whose_web_server_does_not_serve_the_webroot(web_world: WebWorld, 
         "acme-challenge/", "404", "the CA was not asked")
     assert "A or AAAA" not in message
     assert leftovers(elsewhere) == [] and leftovers(web_world.webroot("ip")) == []
-    assert not (tmp_path / "acme").exists()  # no account key made: the CA was never contacted
+    assert not (tmp_path / "acme" / "account.key").exists()  # no account key made: the CA was never contacted
 
 
 def test_certbot_that_cannot_order_ip_identifiers(web_world: WebWorld, store: SqlStore,
@@ -128,7 +128,7 @@ def test_a_dns01_row_with_an_ip_in_the_database_is_invalid(web_world: WebWorld, 
             "only (RFC 8738), never by DNS-01: add it with --certbot --webroot PATH") \
         in outcome.message
     assert store.get(MIX) == before
-    assert not (tmp_path / "acme").exists()
+    assert not (tmp_path / "acme" / "account.key").exists()
 
 
 def test_add_renew_and_the_agent_installs_an_ip_certificate(web_world: WebWorld,

@@ -71,6 +71,7 @@ def make_config(world: WebWorld, tmp: Path, *, pebble: PebbleServer | None = Non
                 certbot_command: str = "certbot", **acme: Any) -> CentralConfig:
     """The lecentral.toml an operator would write for this world."""
     pebble = pebble or world.pebble
+    (tmp / "acme").mkdir(mode=0o700, exist_ok=True)  # the state directory the package makes
     return CentralConfig(
         database=DatabaseConfig(url=f"sqlite:///{tmp}/lecentral.db"),
         acme=AcmeConfig(directory=pebble.directory_url, email="hostmaster@web.test",

@@ -1,4 +1,5 @@
-"""The ACME account key: created on first use, mode 0600, atomically, never logged.
+"""The ACME account key: created on first use (in an existing directory, said once as a warning),
+mode 0600, atomically, never logged.
 
 The key is an ECDSA P-256 key (ES256: small, fast to sign, accepted by every ACME CA); an existing
 RSA or P-384 key (from an earlier tool) is used as it is. Creation is atomic and race-free: the key
@@ -57,8 +58,12 @@ def jwk_for(key: object, path: Path) -> tuple[JWK, JWASignature]:
 
 
 def _create(path: Path) -> bool:
-    """Write a new key at ``path`` unless one appears first; True if ours was installed."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Write a new key at ``path`` unless one appears first; True if ours was installed.
+
+    Its directory is never made: a missing one is a typo or a missing mount in lecentral.toml
+    (OSError, said as a configuration error), not a reason to register a new account that
+    silently abandons the one in use (an imported one, say). The default's directory,
+    /var/lib/lecentral, is made by the package and the units (StateDirectory=)."""
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
@@ -96,8 +101,10 @@ def load_or_create(path_text: str) -> AccountKey:
                 f"{exc.strerror}; lecentral runs as {this_user()}: create {path.parent} "
                 f"writable by that user (install -d -o {user_name()} -m 700 {path.parent}), or set "
                 "[acme] account_key to a path in its state directory") from None
-        if created:
-            log.info("created a new ACME account key at %s (mode 0600)", path)
+        if created:  # a new account at the CA: the operator should see it, once
+            log.warning("created a new ACME account key at %s (mode 0600): a new account is "
+                        "registered with it; if this host should use an existing account, "
+                        "check [acme] account_key (lecentral account import)", path)
     return _load(path, created)
 
 

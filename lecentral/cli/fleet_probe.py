@@ -42,7 +42,7 @@ def _stored_names(store: Store, names: tuple[str, ...]) -> list[str]:
 
 def _progress(total: int) -> Any:
     """A ``progress(done, total)`` that rewrites one line on stderr, or None off a terminal."""
-    if total <= PROGRESS_FROM or not sys.stderr.isatty():
+    if total <= PROGRESS_FROM or sys.stderr is None or not sys.stderr.isatty():
         return None
 
     def show(done: int, total: int) -> None:

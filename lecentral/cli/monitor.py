@@ -38,7 +38,8 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
     \b
     Prints `LECENTRAL <STATE> - <summary> | <perfdata>`, then one line per problem, worst first.
     Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (database unreachable, bad
-    configuration, an unknown NAME, a usage error).
+    configuration, an unknown NAME, a usage error, stdout not writable; a reader that stops
+    early, as head does, leaves the state as it is).
 
     \b
     CRITICAL: a certificate expired or below --critical; count_fail_update above
@@ -52,6 +53,7 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
     90-, 45- and 6-day certificates. The renew timer is checked only without NAME. Perfdata:
     counts, and days left per certificate when NAMEs are given or there are at most 20.
     """
+    from lecentral.cli.output import fail_as
     from lecentral.fleet.nagios import (
         PERFDATA_PER_NAME_MAX,
         CheckInput,
@@ -62,6 +64,7 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
     from lecentral.fleet.refused import refused_rows
     from lecentral.fleet.watch import bulk, load_view
 
+    fail_as(3)  # an output that could not be written: UNKNOWN, as the plugin conventions want
     thresholds = Thresholds(warning_days, critical_days)
     bad = thresholds.problem()
     if bad:

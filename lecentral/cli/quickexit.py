@@ -21,8 +21,11 @@ a normal exit:
   it is freed) and no ``NamedTemporaryFile`` still open (a normal exit deletes it when it is
   freed); the product closes its files with ``with``, so this is a backstop;
 * a status that is an ``int`` or ``None`` (``sys.exit("text")`` prints the text: left to Python);
-* stdout and stderr flushed without an error (a broken pipe is left to Python, which says so
-  and exits 120 as before).
+* stdout and stderr flushed without an error (else the normal exit meets the error again: for
+  stderr Python says ``Exception ignored ... BrokenPipeError`` and exits 120; stdout's errors
+  are met before, by lecentral/cli/output.py, whose stdout never raises: a broken pipe drops
+  the rest quietly, keeping the command's exit status; another write error is said once and
+  exits 9, 3 for ``lecentral check``).
 
 Otherwise, and for any exception other than :class:`SystemExit`, the normal exit runs. The
 database is closed by the command itself (``App.close``: the pool's connections, each with its
@@ -50,14 +53,21 @@ _KINDS = frozenset({io.BufferedWriter, io.BufferedRandom, io.TextIOWrapper,
 
 def run(command: Callable[[], object]) -> None:
     """Run a click command in its standalone mode (which ends with ``sys.exit``), then leave
-    through :func:`exit_now` when that is safe, or the normal way."""
+    through :func:`exit_now` when that is safe, or the normal way; a stdout that could not be
+    written changes the exit status (:func:`lecentral.cli.output.finish`)."""
+    from lecentral.cli import output
+
     try:
         command()
     except SystemExit as exc:
+        code = exc.code
+        if code is None or isinstance(code, int):
+            exc = SystemExit(output.finish(code))
         exit_now(exc)
-        raise
-    exit_now(SystemExit(0))
-    sys.exit(0)
+        raise exc from None
+    done = SystemExit(output.finish(0))
+    exit_now(done)
+    raise done
 
 
 def exit_now(exc: SystemExit) -> None:
@@ -78,8 +88,9 @@ def exit_now(exc: SystemExit) -> None:
 
 
 def _flushed() -> bool:
-    """stdout and stderr flushed; False if one failed (a broken pipe, a full disk), which the
-    normal exit then meets again and says as before (exit status 120)."""
+    """stdout and stderr flushed; False if one failed (a broken pipe, a full disk on stderr:
+    stdout's own are handled by lecentral/cli/output.py), which the normal exit then meets
+    again and says (Python's "Exception ignored", exit status 120)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None and not stream.closed:
@@ -98,7 +109,10 @@ def _threads_left() -> bool:
 def _files_left() -> bool:
     """Whether a file object is open for writing (a normal exit flushes it when it frees it) or a
     NamedTemporaryFile is open (a normal exit deletes it), besides stdout and stderr."""
-    std = {id(s) for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)}
+    streams = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    std = {id(s) for s in streams}
+    # the buffer under a guarded stdout (lecentral/cli/output.py): flushed with it
+    std |= {id(getattr(s, "buffer", None)) for s in streams if s is not None}
     gc.unfreeze()  # what the start froze is searched too (the process ends: no cost later)
     objects = gc.get_objects()
     # the exact types open() returns, picked out in C (a Python loop over the ~100,000 objects

@@ -56,6 +56,16 @@ def _counts(final: list[Any], unchanged: int = 0) -> dict[str, int]:
     return counts
 
 
+def _counted(report: Any) -> list[Any]:
+    """One outcome per certificate for the count line and lecentral_runs: the final one, but a
+    certificate saved from the spool at the start (then not due any more) counts as what the
+    start did with it (issued), not as not-due as well (it was counted twice)."""
+    start = {o.name: o for o in report.start}
+    counted = [start.pop(o.name) if o.status == "not-due" and o.name in start else o
+               for o in report.final]
+    return counted + list(start.values())  # saved, but no longer enabled or selected
+
+
 def _summary_line(final: list[Any], disabled: list[str], unchanged: int = 0) -> str:
     """``2 issued, 5 not-due``; disabled rows (never renewed) said with the command enabling one."""
     counts = _counts(final, unchanged)
@@ -105,8 +115,9 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
 
     \b
     Certificates are issued renew.workers at a time (default 8: what the CA sees at once),
-    threads of one process. With renew.processes above 1 (the default, "auto", is 2 on 2 cores
-    or more when one was idle during the start), a pass of more than renew.workers
+    threads of one process. With renew.processes above 1 (the default, "auto", is 2 where this
+    process may use 2 cores or more, by its CPU affinity and its cgroups' CPU quota, and one was
+    idle during the start; -vv logs the choice), a pass of more than renew.workers
     certificates is shared with that many processes forked after start-up (the workers shared
     out among them); the first process saves and records everything. docs/renew.md,
     "Concurrency and the lock".
@@ -123,53 +134,72 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
     plugin, database or CSR errors. A problem of the configuration met while issuing (an
     account key or TSIG key file that cannot be made or read, an issuer that cannot be built)
     is said once, alerted once, and exits 2 (3 for a plugin); the certificates it stopped are
-    BLOCKED, their failure counts unchanged.
+    BLOCKED, their failure counts unchanged. SIGTERM (systemctl stop) or Ctrl-C starts no more
+    certificates, finishes those in flight, prints the summary and exits 143 (130 for Ctrl-C);
+    the ones not started are BLOCKED, their failure counts unchanged.
     """
     from lecentral.errors import LecentralError, RenewLockedError
     from lecentral.renew import RenewJob, RenewRequest
+    from lecentral.renew.stopping import stop_on_signals
 
     if rounds and once:
         raise click.UsageError("--rounds and --once contradict each other; give one")
     names = tuple(known_name(n) for n in names)
-    progress = TerminalProgress() if sys.stderr.isatty() and not as_json else None
+    progress = (TerminalProgress() if sys.stderr is not None and sys.stderr.isatty() and not as_json
+                else None)
     started = now_ts()
     job = None
     try:
         job = RenewJob(app.config, app.store(), app.registry, progress)
-        report = job.run(RenewRequest(names=names, force=force, dry_run=dry_run, once=not rounds,
-                                      lock_timeout=lock_wait))
-    except LecentralError as exc:  # the run did not start (or stopped): a script still gets JSON
+    except LecentralError as exc:  # the run did not start: a script still gets JSON
         if as_json:
-            print_json(_stopped_dict(exc, dry_run, job.report if job is not None else None))
+            print_json(_stopped_dict(exc, dry_run, None))
         raise  # said on stderr, with its exit code, by @guarded
-    final = report.final
-    recorded = True
-    if not (dry_run or names or (report.locked_out and report.locked_out_round == 1)):
-        recorded = _record_run(app, report, started)
-    if as_json:
-        print_json(_report_dict(report, dry_run))
-    elif not (report.locked_out and report.locked_out_round == 1) and \
-            not (app.quiet and _uneventful(report)):
-        _print_table(report.start + final, report.disabled, dry_run, named=bool(names),
-                     unchanged=report.unchanged)
-        _print_leftovers(report)
-    if report.locked_out:
-        message = _locked_message(report, app.store().location)
-        if report.locked_out_round == 1:
+    # SIGTERM, Ctrl-C: what is in flight finished, then said, recorded (not cut short by it)
+    with stop_on_signals(job.stop):
+        try:
+            report = job.run(RenewRequest(names=names, force=force, dry_run=dry_run,
+                                          once=not rounds, lock_timeout=lock_wait))
+        except LecentralError as exc:  # the run stopped on its own error: JSON all the same
             if as_json:
-                click.echo(f"lecentral: error: {message}", err=True)
-                raise click.exceptions.Exit(RenewLockedError.exit_code)
-            raise RenewLockedError(message)
-        click.echo(f"lecentral: error: {message}", err=True)
-    for outcome in report.final:
-        if outcome.status == "skipped":  # asked for by name
-            click.echo(f"lecentral: error: {outcome.name}: {outcome.message}", err=True)
-    for problem in report.problems:
-        click.echo(f"lecentral: error: {problem.message} ({len(problem.names)} certificate(s) "
-                   f"not tried, their failure counts unchanged: {_some(problem.names)})", err=True)
-    code = _exit_code(report)
-    if code or not recorded:
-        raise click.exceptions.Exit(code or EXIT_FAILURES)
+                print_json(_stopped_dict(exc, dry_run, job.report))
+            raise
+        final = report.final
+        recorded = True
+        if not (dry_run or names or (report.locked_out and report.locked_out_round == 1)):
+            recorded = _record_run(app, report, started)
+        if as_json:
+            print_json(_report_dict(report, dry_run))
+        elif not (report.locked_out and report.locked_out_round == 1) and \
+                not (app.quiet and _uneventful(report)):
+            _print_table(report.start + final, report.disabled, dry_run, named=bool(names),
+                         unchanged=report.unchanged, counted=_counted(report))
+            _print_leftovers(report)
+        if report.locked_out:
+            message = _locked_message(report, app.store().location)
+            if report.locked_out_round == 1:
+                if as_json:
+                    click.echo(f"lecentral: error: {message}", err=True)
+                    raise click.exceptions.Exit(RenewLockedError.exit_code)
+                raise RenewLockedError(message)
+            click.echo(f"lecentral: error: {message}", err=True)
+        for outcome in report.final:
+            if outcome.status == "skipped":  # asked for by name
+                click.echo(f"lecentral: error: {outcome.name}: {outcome.message}", err=True)
+        for problem in report.problems:
+            click.echo(f"lecentral: error: {problem.message} ({len(problem.names)} "
+                       "certificate(s) not tried, their failure counts unchanged: "
+                       f"{_some(problem.names)})", err=True)
+        if report.stopped:
+            stopped = sorted(o.name for o in report.final
+                             if o.status == "blocked" and o.message.endswith(report.stopped))
+            click.echo(f"lecentral: error: {report.stopped}: " + (
+                f"{len(stopped)} certificate(s) not tried, their failure counts unchanged (the "
+                f"next run tries them): {_some(stopped)}" if stopped else
+                "no retry round is made"), err=True)
+        code = _exit_code(report)
+        if code or not recorded:
+            raise click.exceptions.Exit(code or EXIT_FAILURES)
 
 
 def _exit_code(report: Any) -> int:
@@ -177,6 +207,8 @@ def _exit_code(report: Any) -> int:
     operator's to fix first); else 1."""
     if report.problems:
         return int(report.problems[0].exit_code)
+    if report.stopped:  # 143 for SIGTERM, 130 for SIGINT, as a shell says it
+        return int(report.stopped_exit)
     return 0 if report.ok else EXIT_FAILURES
 
 
@@ -205,9 +237,11 @@ def _record_run(app: App, report: Any, started: int) -> bool:
     from lecentral.host import this_host
 
     run = Run(kind="renew", host=this_host(), ts_start=started, ts_end=now_ts(),
-              exit_code=_exit_code(report), counts=_counts(report.final, report.unchanged),
-              message="; ".join([_summary_line(report.final, report.disabled, report.unchanged),
-                                 *(p.message for p in report.problems)]))
+              exit_code=_exit_code(report), counts=_counts(_counted(report), report.unchanged),
+              message="; ".join([_summary_line(_counted(report), report.disabled,
+                                               report.unchanged),
+                                 *(p.message for p in report.problems),
+                                 *([report.stopped] if report.stopped else [])]))
     try:
         FleetStore(app.store()).record_run(run, __version__, keep=app.config.fleet.keep_runs)
         fleet, view = load_view(app.store(), app.config, now_ts())  # the timer is alive now
@@ -237,6 +271,8 @@ def _report_dict(report: Any, dry_run: bool) -> dict[str, Any]:
             "cleaned": [_leftover_dict(left) for left in report.cleaned],
             "problems": [{"message": p.message, "exit_code": p.exit_code, "names": p.names}
                          for p in report.problems],
+            # SIGTERM, SIGINT: "the run was stopped by SIGTERM" (its BLOCKED ones not tried)
+            "stopped": report.stopped or None,
             "disabled": report.disabled}
 
 
@@ -266,7 +302,7 @@ def _locked_message(report: Any, database: str) -> str:
 
 
 def _print_table(final: list[Any], disabled: list[str], dry_run: bool, named: bool = False,
-                 unchanged: int = 0) -> None:
+                 unchanged: int = 0, counted: list[Any] | None = None) -> None:
     # NAMEs the operator typed are all shown, not-due ones with why nothing was done
     shown = final if named else [o for o in final if o.status != "not-due"]
     shown.sort(key=lambda o: (_STATUS_ORDER.get(o.status, 9), o.name))
@@ -275,11 +311,11 @@ def _print_table(final: list[Any], disabled: list[str], dry_run: bool, named: bo
                  f"{o.seconds:.2f}s" if o.seconds else "-",
                  str(o.count_fail_update if o.count_fail_update is not None else "-"),
                  # the problem itself is said once, after the table
-                 "not tried: the run's error below" if o.status == "blocked" else o.message]
+                 "not tried: the run's error on stderr" if o.status == "blocked" else o.message]
                 for o in shown]
         click.echo(table(rows, ["NAME", "RESULT", "ISSUER", "TIME", "FAILS", "DETAIL"]))
     prefix = "dry run: " if dry_run else ""
-    click.echo(f"{prefix}{_summary_line(final, disabled, unchanged)}")
+    click.echo(f"{prefix}{_summary_line(final if counted is None else counted, disabled, unchanged)}")
     if named and any(o.status == "not-due" for o in final):
         click.echo("not due: nothing ordered for those; --force orders them anyway")
 

@@ -25,8 +25,10 @@ def central() -> None:
     idle.mark()  # is a core free for a second renew process? (lecentral/idle.py)
     pause()
     from lecentral.cli.central import main
+    from lecentral.cli.output import guard_stdout
     from lecentral.cli.quickexit import run
 
+    guard_stdout()  # a broken pipe or a full disk: lecentral/cli/output.py
     run(main)
 
 

@@ -346,9 +346,34 @@ def read_key_file(path: Path | str, setting: str = "") -> dict[str, TsigKey]:
     except OSError as exc:  # a directory, an I/O error: not a key file either
         raise ConfigError(f"cannot read the TSIG key file {path}{_named(setting)}: {exc.strerror}; point "
                           f"the setting at the key file tsig-keygen or dnssec-keygen wrote") from None
-    if mode & stat.S_IROTH:
+    if mode & stat.S_IROTH and _first_warning(str(path)):
         log.warning("TSIG key file %s is readable by every user; chmod 600 %s", path, path)
     return parse_file_text(text, str(path), path.name)
+
+
+#: key files already warned about in this process: a run reads one several times (the
+#: configuration's checks, each zone's update test, each pass), the operator hears it once
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_readable(paths: list[str]) -> None:
+    """Warn (once, as :func:`read_key_file` does) of each key file of ``paths`` that every user
+    may read: before worker processes are forked, which would each warn again."""
+    for path in paths:
+        try:
+            readable = bool(os.stat(path).st_mode & stat.S_IROTH)
+        except OSError:  # said when it is read
+            continue
+        if readable and _first_warning(str(Path(path))):
+            log.warning("TSIG key file %s is readable by every user; chmod 600 %s", path, path)
+
+
+def _first_warning(path: str) -> bool:
+    with _warned_lock:
+        first = path not in _warned
+        _warned.add(path)
+    return first
 
 
 def _named(setting: str) -> str:

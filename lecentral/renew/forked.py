@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import struct
 import sys
 import threading
@@ -44,10 +45,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lecentral import journal
-from lecentral.config import AUTO, processes_for
+from lecentral.config import AUTO, auto_processes, processes_for
+from lecentral.dns.tsig import warn_readable
 from lecentral.errors import LecentralError
 from lecentral.idle import idle_cores
 from lecentral.renew.attempt import SAVERS, Issued, Issuing, issue_and_spool
+from lecentral.renew.stopping import StopFlag, parent_gone, watch_parent
 
 if TYPE_CHECKING:
     from lecentral.certificates import Csr
@@ -69,6 +72,7 @@ class Pass(Issuing, Protocol):
     store: Store
     #: set when a worker process ended otherwise than by exiting 0 (killed, crashed)
     children_died: bool
+    stop: StopFlag
 
     def renew_one(self, row: CertRow, csr: Csr, issuer_name: str, number: int,
                   savers: ThreadPoolExecutor) -> Outcome | Future[Outcome]: ...
@@ -90,6 +94,8 @@ class Pass(Issuing, Protocol):
     def _blocked(self, row: CertRow, issuer: str, exc: LecentralError, started: float,
                  number: int) -> Outcome: ...
 
+    def not_started(self, row: CertRow, issuer: str, started: float, number: int) -> Outcome: ...
+
 
 #: "auto" forks a second process only if at least this many cores sat idle, on average, while
 #: the command started (lecentral/idle.py): a second process where no core is free only costs CPU
@@ -106,14 +112,19 @@ def processes(job: Pass, due: int) -> int:
             or getattr(job.store, "leased", False)):
         return 1
     setting = job.config.renew.processes
-    count = processes_for(setting)
-    if setting == AUTO and count > 1:
-        idle = idle_cores()
-        if idle is not None and idle < IDLE_FOR_A_SECOND:
-            log.debug("renew.processes auto: 1 process, %.2f cores idle during the start", idle)
-            return 1
-        log.debug("renew.processes auto: %d processes, %s cores idle during the start", count,
-                  "(not measured)" if idle is None else f"{idle:.2f}")
+    if setting != AUTO:
+        return processes_for(setting)
+    count, why = auto_processes()
+    if count == 1:
+        log.debug("renew.processes auto: 1 process: %s", why)
+        return 1
+    idle = idle_cores()
+    if idle is not None and idle < IDLE_FOR_A_SECOND:
+        log.debug("renew.processes auto: 1 process: %s, but %.2f cores idle during the start",
+                  why, idle)
+        return 1
+    log.debug("renew.processes auto: %d processes: %s, %s cores idle during the start", count,
+              why, "(not measured)" if idle is None else f"{idle:.2f}")
     return count
 
 
@@ -136,6 +147,9 @@ def run_pass(job: Pass, due: list[tuple[CertRow, Csr, str]], number: int,
         else:
             todo.append((row, csr, issuer))
     job.prepare_acme()  # the account key made and registered once, before the children read it
+    dns = job.config.dns  # said here once, not again by each process reading them
+    warn_readable([p for p in [dns.tsig_key_file, *(z.tsig_key_file for z in dns.zones.values())]
+                   if p])
     # only the certificates of an issuer that says so (Issuer.processes_safe) are shared out:
     # the others take turns between the threads of one process (certbot's state directories
     # and webroots, the native webroot's challenge directories), so they stay in this one
@@ -145,29 +159,34 @@ def run_pass(job: Pass, due: list[tuple[CertRow, Csr, str]], number: int,
     shares[0] = kept + shares[0]
     workers_each = threads(job, count)
     children = [_fork(job, share, number, workers_each) for share in shares[1:] if share]
+    alive = _Alive({pid for pid, _, _ in children}, job.stop)
+    job.stop.listeners.append(alive.stop)  # `kill PID` reaches the first process only
     workers = max(1, min(workers_each, len(shares[0])))
     futures: dict[str, Future[Outcome]] = {}
     futures_lock = threading.Lock()
     # this process's own share on its workers; its savers save those and the children's
     # certificates as they come (each already spooled by its child)
-    with ThreadPoolExecutor(max_workers=SAVERS, thread_name_prefix="renew-save") as savers, \
-            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool:
-        own = {row.name: pool.submit(job.renew_one, row, csr, issuer, number, savers)
-               for row, csr, issuer in shares[0]}
-        readers = []
-        for pid, read_fd, share in children:
-            reader = threading.Thread(target=_read_child, name=f"renew-child-{pid}", args=(
-                job, savers, pid, read_fd, share, number, futures, futures_lock))
-            reader.start()
-            readers.append(reader)
-        for reader in readers:
-            reader.join()
-        for name, started in own.items():
-            outcome = started.result()
-            results[name] = outcome.result() if isinstance(outcome, Future) else outcome
-        with futures_lock:
-            pending = dict(futures)
-        results.update({name: future.result() for name, future in pending.items()})
+    try:
+        with ThreadPoolExecutor(max_workers=SAVERS, thread_name_prefix="renew-save") as savers, \
+                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renew") as pool:
+            own = {row.name: pool.submit(job.renew_one, row, csr, issuer, number, savers)
+                   for row, csr, issuer in shares[0]}
+            readers = []
+            for pid, read_fd, share in children:
+                reader = threading.Thread(target=_read_child, name=f"renew-child-{pid}", args=(
+                    job, savers, pid, read_fd, share, number, futures, futures_lock, alive))
+                reader.start()
+                readers.append(reader)
+            for reader in readers:
+                reader.join()
+            for name, started in own.items():
+                outcome = started.result()
+                results[name] = outcome.result() if isinstance(outcome, Future) else outcome
+            with futures_lock:
+                pending = dict(futures)
+            results.update({name: future.result() for name, future in pending.items()})
+    finally:
+        job.stop.listeners.remove(alive.stop)
     for row, _, issuer in todo:  # a bug of this module, not a silent success
         if row.name not in results:
             results[row.name] = job._failed(
@@ -180,14 +199,17 @@ def run_pass(job: Pass, due: list[tuple[CertRow, Csr, str]], number: int,
 def _fork(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
           workers: int) -> tuple[int, int, list[tuple[CertRow, Csr, str]]]:
     read_fd, write_fd = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # None where the caller closed it (cron's >&-)
+        if stream is not None:
+            stream.flush()
+    parent, from_main = os.getpid(), threading.current_thread() is threading.main_thread()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(read_fd)
         code = 1
         try:
-            _child(job, share, number, write_fd, workers)
+            watch_parent(job.stop, parent, from_main)  # never ordering on alone
+            _child(job, share, number, write_fd, workers, parent)
             code = 0
         except BaseException:  # said on stderr; the parent fails what is missing
             log.exception("renew worker process %d failed", os.getpid())
@@ -198,14 +220,18 @@ def _fork(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
 
 
 def _child(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
-           write_fd: int, workers: int) -> None:
-    """Issue ``share`` on (at most) ``workers`` threads and send each result to the parent."""
+           write_fd: int, workers: int, parent: int) -> None:
+    """Issue ``share`` on (at most) ``workers`` threads and send each result to the parent;
+    asked to stop (:mod:`lecentral.renew.stopping`), start no more: the parent says which
+    were not tried."""
     job.forget_acme_clients()  # the parent's HTTPS connections are not this process's
     journal.in_child(job.config.renew.state_dir)  # its own journal: it may be killed alone
     job.store = _NoStore()  # type: ignore[assignment]  # the parent saves
     send_lock = threading.Lock()
 
     def one(row: CertRow, csr: Csr, issuer: str) -> None:
+        if parent_gone(job.stop, parent):
+            return
         try:
             result = issue_and_spool(job, row, csr, issuer)
         except BaseException as exc:  # reported as this certificate's failure
@@ -214,7 +240,14 @@ def _child(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
                             message=f"issuer {issuer} crashed: {type(exc).__name__}: {exc}")
         data = pickle.dumps(result)
         with send_lock:
-            _write_all(write_fd, _LENGTH.pack(len(data)) + data)
+            try:
+                _write_all(write_fd, _LENGTH.pack(len(data)) + data)
+            except BrokenPipeError:  # the parent is gone: what was issued is in the spool
+                if not job.stop.is_set():
+                    log.error("renew worker process %d: its first process is gone; stopping "
+                              "(%s is in the spool: the next run saves it)", os.getpid(),
+                              row.name)
+                job.stop.set(signal.SIGTERM, "stopped: its first process ended")
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(share))),
                             thread_name_prefix="renew") as pool:
@@ -224,20 +257,44 @@ def _child(job: Pass, share: list[tuple[CertRow, Csr, str]], number: int,
     os.close(write_fd)
 
 
+class _Alive:
+    """The worker processes not yet waited for (their pids cannot be reused meanwhile): those a
+    stop of the run is passed on to."""
+
+    def __init__(self, pids: set[int], flag: StopFlag) -> None:
+        self.pids, self.flag, self.lock = pids, flag, threading.Lock()
+
+    def stop(self) -> None:
+        """Pass the run's stop on (called from its signal handler)."""
+        with self.lock:
+            for pid in self.pids:
+                try:
+                    os.kill(pid, self.flag.signum or signal.SIGTERM)
+                except OSError:  # already ended
+                    pass
+
+    def reaped(self, pid: int) -> None:
+        """``pid`` is about to be waited for: never signalled after."""
+        with self.lock:
+            self.pids.discard(pid)
+
+
 def _read_child(job: Pass, pool: ThreadPoolExecutor, pid: int, read_fd: int,
                 share: list[tuple[CertRow, Csr, str]], number: int,
-                futures: dict[str, Future[Outcome]], futures_lock: threading.Lock) -> None:
+                futures: dict[str, Future[Outcome]], futures_lock: threading.Lock,
+                alive: _Alive) -> None:
     """Hand each result of child ``pid`` to the pool, to be saved; then fail what it did not
     report."""
     try:
-        _read_results(job, pool, pid, read_fd, share, number, futures, futures_lock)
+        _read_results(job, pool, pid, read_fd, share, number, futures, futures_lock, alive)
     except Exception:  # the rows without a result fail in run_pass, loudly
         log.exception("reading the results of renew worker process %d failed", pid)
 
 
 def _read_results(job: Pass, pool: ThreadPoolExecutor, pid: int, read_fd: int,
                   share: list[tuple[CertRow, Csr, str]], number: int,
-                  futures: dict[str, Future[Outcome]], futures_lock: threading.Lock) -> None:
+                  futures: dict[str, Future[Outcome]], futures_lock: threading.Lock,
+                  alive: _Alive) -> None:
     rows = {row.name: (row, csr, issuer) for row, csr, issuer in share}
     with os.fdopen(read_fd, "rb") as pipe:
         while True:
@@ -254,17 +311,26 @@ def _read_results(job: Pass, pool: ThreadPoolExecutor, pid: int, read_fd: int,
             future = pool.submit(job.finish_issued, row, csr, issuer, number, result)
             with futures_lock:
                 futures[row.name] = future
+    alive.reaped(pid)
     _, status = os.waitpid(pid, 0)
     if status != 0:  # its challenge journal may still note records: the parent removes them
         job.children_died = True
     if not rows:
+        return
+    if job.stop.is_set() and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        for name, (row, _, issuer) in rows.items():  # not started: the run was stopped
+            stopped: Future[Outcome] = Future()
+            stopped.set_result(job.not_started(row, issuer, time.monotonic(), number))
+            with futures_lock:
+                futures[name] = stopped
         return
     how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
            else f"exited with status {os.waitstatus_to_exitcode(status)}")
     message = (f"the renew worker process {pid} {how} before it reported these certificates; "
                "any the CA issued are in the spool ([renew] state_dir): the next run saves them "
                "without a new order and tries the others")
-    log.error("%s: %s", ", ".join(sorted(rows)), message)
+    # said once, as the run's problem (the CLI's error line, the alert): here for -v only
+    log.info("%s: %s", ", ".join(sorted(rows)), message)
     # the run's problem, not the rows': their failure counts and last attempt stay as they were,
     # so the next run tries them at once (a failure recorded here would hold them back for
     # renew.min_interval while that run says all is well)

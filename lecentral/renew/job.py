@@ -13,7 +13,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from lecentral import journal
+from lecentral import idle, journal
 from lecentral.certificates import (
     Csr,
     check_name,
@@ -45,6 +45,7 @@ from lecentral.renew.outcome import (
 )
 from lecentral.renew.saving import GroupSaver
 from lecentral.renew.spool import CertSpool, Spooled
+from lecentral.renew.stopping import StopFlag
 from lecentral.types import IssuerContext
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ class RenewJob:
         self._disabled: list[str] = []
         self._authorities = config.acme.authorities()
         self.spool = CertSpool(config.renew.state_dir)
+        #: set when the run is asked to stop (SIGTERM, SIGINT: lecentral/renew/stopping.py)
+        self.stop = StopFlag()
         #: per-certificate ACME profiles (lecentral set --profile), read once per pass
         self._profiles: dict[str, str] | LecentralError = {}
         #: per-certificate issuing CA (lecentral_cert_settings.issuer_ca), read once per pass
@@ -138,6 +141,8 @@ class RenewJob:
             for problem in report.problems:  # met by parallel workers: in name order
                 problem.names.sort()
             report.disabled = self._disabled
+            if self.stop.is_set():
+                report.stopped, report.stopped_exit = self.stop.message, self.stop.exit_code
         if report.problems:
             self._notify_problems(report.problems)
         return report
@@ -161,15 +166,29 @@ class RenewJob:
                     again = self._round(names, request, report, number, failed_counts)
                 for key, seconds in timed.items():
                     report.phases[key] = report.phases.get(key, 0.0) + seconds
-            if request.once or not again:
+            if request.once or not again or self.stop.is_set():
                 return
             log.warning("%d certificate(s) failed: retrying in %d s (renew.retry_pause), the renew "
                         "lock released meanwhile: %s", len(again), pause, ", ".join(again))
-            time.sleep(pause)
+            # SIGTERM while sleeping: the rounds end here; the end of the sleep is measured
+            # for renew.processes auto, as the command's start is for round 1
+            if self._sleep(pause):
+                return
             # the run is already waiting in the background: waiting for another run's pass to
             # end is better than giving up the retries
             names, number = again, number + 1
             wait = max(request.lock_timeout, float(pause))
+
+    def _sleep(self, pause: int) -> bool:
+        """Sleep ``pause`` seconds before a retry round; True if asked to stop meanwhile. Its
+        last :data:`idle.SAMPLE` seconds are measured for renew.processes auto, as the command's
+        start is for round 1 (a library's use, never marked, measures nothing)."""
+        if not idle.marked():
+            return self.stop.wait(pause)
+        if self.stop.wait(max(0.0, pause - idle.SAMPLE)):
+            return True
+        idle.mark(asleep=True)
+        return self.stop.wait(min(float(pause), idle.SAMPLE))
 
     def _round(self, names: list[str], request: RenewRequest, report: RenewReport, number: int,
                failed_counts: dict[str, int]) -> list[str]:
@@ -421,6 +440,8 @@ class RenewJob:
         saved = self._save_spooled(row.name, number)
         if saved is not None:
             return saved
+        if self.stop.is_set():
+            return self.not_started(row, issuer_name, time.monotonic(), number)
         try:  # a run that lost its lease (Galera) orders nothing more: another run has the lock
             self.store.renew_lock_check()
         except LecentralError as exc:  # the run's problem, said and alerted once, not per row
@@ -665,6 +686,16 @@ class RenewJob:
         self.progress(row.name, f"{BLOCKED}: {message}")
         return Outcome(row.name, BLOCKED, f"not tried: {message}", issuer,
                        time.monotonic() - started, row.ts_expire, row.count_fail_update, number)
+
+    def not_started(self, row: CertRow, issuer: str, started: float, number: int) -> Outcome:
+        """``row`` was not started because the run was asked to stop (SIGTERM, SIGINT): blocked,
+        its failure count and event log unchanged, so that the next run tries it; no alert (the
+        operator stopped it), the CLI says it once."""
+        message = f"not tried: {self.stop.message}"
+        log.debug("%s: %s", row.name, message)
+        self.progress(row.name, f"{BLOCKED}: {message}")
+        return Outcome(row.name, BLOCKED, message, issuer, time.monotonic() - started,
+                       row.ts_expire, row.count_fail_update, number)
 
     def _notify_problems(self, problems: list[RunProblem]) -> None:
         """One alert for the run's problems, however many rows they stopped."""

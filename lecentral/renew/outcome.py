@@ -92,6 +92,9 @@ class RenewReport:
     unchanged: int = 0
     problems: list[RunProblem] = field(default_factory=list)  # the run's own, once each
     disabled: list[str] = field(default_factory=list)  # rows not renewed: enable is not 'Y'
+    #: the run was asked to stop (SIGTERM, SIGINT): why, and its exit status (128 + signal)
+    stopped: str = ""
+    stopped_exit: int = 0
 
     @property
     def leftovers(self) -> list[Leftover]:
@@ -103,6 +106,7 @@ class RenewReport:
         """Nothing failed, nothing is left behind, no pass locked out, no run-level problem, no
         row asked for by name was disabled (``skipped``): ``lecentral renew`` exits 0."""
         return not (self.failed or self.leftovers or self.locked_out or self.problems
+                    or self.stopped
                     or any(o.status in FAILED for o in self.start)
                     or any(o.status == "skipped" for o in self.final))
 
