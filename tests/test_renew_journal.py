@@ -84,19 +84,37 @@ def main() -> Any:
     return cli
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_a_renew_stopped_by_sigterm_after_publishing_finishes_its_certificate(
+        dns_world: World, tmp_path: Path) -> None:
+    """``kill -TERM`` (``systemctl stop``) of ``lecentral renew`` with its TXT record added:
+    the certificate in flight is finished (docs/renew.md, "Stopping a run"), so its record is
+    removed and no journal is left; exit 143."""
+    name = new_zone(dns_world, "termed")
+    config = make_config(dns_world, tmp_path)
+    store = open_store(config)
+    add_row(store, [name])
+    toml = write_toml(config, tmp_path / "lecentral.toml", processes=1)
+    stopped = killed_run(toml, how=signal.SIGTERM)
+    assert stopped.returncode == 143, stopped.stderr
+    assert "the run was stopped by SIGTERM" in stopped.stderr
+    assert txt(dns_world, name) == []
+    assert journals(config) == []
+    assert store.get(name).crt  # type: ignore[union-attr]
+    store.close()
+
+
 def test_a_renew_killed_after_publishing_leaves_no_txt_after_the_next_run(
-        dns_world: World, tmp_path: Path, how: signal.Signals) -> None:
-    """``kill -9`` (or ``kill -TERM``, ``systemctl stop``) of ``lecentral renew`` with its TXT
-    record added: the record is in BIND and noted in a 0600 journal; the next run removes it
-    from BIND, says so, deletes the journal."""
+        dns_world: World, tmp_path: Path) -> None:
+    """``kill -9`` of ``lecentral renew`` with its TXT record added (the OOM killer, a
+    ``systemctl stop`` that ran out of time): the record is in BIND and noted in a 0600
+    journal; the next run removes it from BIND, says so, deletes the journal."""
     name = new_zone(dns_world, "killed")
     config = make_config(dns_world, tmp_path)
     store = open_store(config)
     add_row(store, [name])
     toml = write_toml(config, tmp_path / "lecentral.toml", processes=1)
-    killed = killed_run(toml, how=how)
-    assert killed.returncode == -how, killed.stderr
+    killed = killed_run(toml)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     (value,) = txt(dns_world, name)  # left in the sub-zone by the killed run
     (path,) = journals(config)
     assert path.stat().st_mode & 0o777 == 0o600
