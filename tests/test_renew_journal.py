@@ -134,6 +134,47 @@ def test_a_renew_killed_after_publishing_leaves_no_txt_after_the_next_run(
     store.close()
 
 
+@pytest.mark.parametrize("case", ["edited", "by-hand"])
+def test_a_journal_record_the_zone_does_not_hold_is_not_claimed_removed(
+        dns_world: World, tmp_path: Path, case: str) -> None:
+    """The record a journal notes is not in the zone: an RFC 2136 delete of it would succeed
+    all the same, so the run must not say it removed it (a new-user trial edited a journal's
+    value and got "removed, left behind by an earlier run" while the real TXT stayed).
+    ``edited``: the zone holds another value there: the journal is refused loudly (exit 1,
+    nothing deleted, the journal kept); ``by-hand``: nothing there any more: no claim, the
+    journal deleted."""
+    name = new_zone(dns_world, f"absent{case[0]}")
+    config = make_config(dns_world, tmp_path)
+    store = open_store(config)
+    add_row(store, [name])
+    toml = write_toml(config, tmp_path / "lecentral.toml", processes=1)
+    assert killed_run(toml).returncode == -signal.SIGKILL
+    (value,) = txt(dns_world, name)
+    (path,) = journals(config)
+    noted = json.loads(path.read_text())
+    if case == "edited":
+        path.write_text(path.read_text().replace(value, "X" + value[1:]))  # mode kept: 0600
+    else:
+        fields = {k: noted[k] for k in ("name", "fqdn", "zone", "server", "key_name", "value")}
+        DnsChallenges(config.dns).delete(PublishedTxt(**fields))
+        assert txt(dns_world, name) == []
+
+    again = CliRunner().invoke(main(), ["--config", str(toml), "renew", "--once"])
+    assert "removed, left behind by an earlier run" not in again.output
+    if case == "edited":
+        assert again.exit_code == 1, again.output
+        assert "which the server does not serve; the server serves other TXT values there: " \
+            f"'{value}'" in again.output
+        assert "the journal does not match what was published" in again.output
+        assert txt(dns_world, name) == [value]  # nothing deleted
+        assert path in journals(config)
+    else:
+        assert again.exit_code == 0, again.output
+        assert journals(config) == []
+    assert store.get(name).crt  # type: ignore[union-attr]  # the run went on with its pass
+    store.close()
+
+
 def test_with_bind_down_at_the_next_run_the_txt_becomes_a_stored_leftover(
         dns_world: World, tmp_path: Path) -> None:
     """The next run cannot reach BIND: the record is stored in lecentral_leftovers (check is
@@ -210,8 +251,8 @@ def test_the_journal_of_a_live_process_is_not_touched(dns_world: World, tmp_path
     finally:
         sleeper.kill()
         sleeper.wait()
-    report = run(config, store)  # now gone: its record is removed (absent: a success too)
-    assert [c.data["value"] for c in report.cleaned] == ["live-value-1"]
+    report = run(config, store)  # now gone: its record, never published, is not claimed
+    assert report.ok and report.cleaned == []
     assert not path.exists()
     store.close()
 

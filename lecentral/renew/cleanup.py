@@ -14,12 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lecentral.errors import LecentralError
+from lecentral.errors import DnsError, LecentralError
 from lecentral.host import this_host
 from lecentral.leftovers import DNS_TXT, HTTP01_FILE, Leftover
 
 if TYPE_CHECKING:
     from lecentral.config import CentralConfig
+    from lecentral.dns.wire import Server
 
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
@@ -27,21 +28,25 @@ _TXT_VALUE = re.compile(r"^[!#-~]{1,255}$")  # printable ASCII without space or 
 
 
 def clean(leftover: Leftover, config: CentralConfig,
-          on_secret: Callable[[str], None] | None = None) -> None:
+          on_secret: Callable[[str], None] | None = None) -> list[str] | None:
     """Remove ``leftover`` now; LecentralError naming it (and what to do) if it is still there.
 
     ``data`` comes from the database: it is validated before anything is deleted, and only the
     exact record (one TXT value, one file named like a token in an ``acme-challenge`` directory)
     is ever removed.
+
+    Returns None when it was removed, or, for a TXT record its server did not serve (an
+    RFC 2136 delete of a value that is not there succeeds all the same: a removal must not be
+    claimed then), the other TXT values the server serves at that name (sorted, maybe none).
     """
     if leftover.kind == DNS_TXT:
-        _clean_txt(leftover, config, on_secret)
-    elif leftover.kind == HTTP01_FILE:
+        return _clean_txt(leftover, config, on_secret)
+    if leftover.kind == HTTP01_FILE:
         _clean_file(leftover)
-    else:
-        raise LecentralError(f"leftover {leftover.id} of {leftover.name} has kind "
-                             f"{leftover.kind!r}, which this lecentral cannot remove; remove "
-                             f"{leftover.target} by hand, then its row from lecentral_leftovers")
+        return None
+    raise LecentralError(f"leftover {leftover.id} of {leftover.name} has kind "
+                         f"{leftover.kind!r}, which this lecentral cannot remove; remove "
+                         f"{leftover.target} by hand, then its row from lecentral_leftovers")
 
 
 def _text(data: dict[str, Any], key: str, leftover: Leftover) -> str:
@@ -59,7 +64,7 @@ def _dns_name(text: str) -> bool:
 
 
 def _clean_txt(leftover: Leftover, config: CentralConfig,
-               on_secret: Callable[[str], None] | None) -> None:
+               on_secret: Callable[[str], None] | None) -> list[str] | None:
     from lecentral.dns.challenge import DnsChallenges, PublishedTxt
     from lecentral.dns.wire import parse_server
 
@@ -72,8 +77,31 @@ def _clean_txt(leftover: Leftover, config: CentralConfig,
         raise LecentralError(f"leftover {leftover.id} of {leftover.name}: {leftover.describe()} "
                              "is not a TXT record lecentral could have written (database edited?); "
                              "check and remove it by hand, then its row from lecentral_leftovers")
-    parse_server(record.server, f"leftover {leftover.id} server")
+    served = _served_txt(parse_server(record.server, f"leftover {leftover.id} server"), fqdn)
+    if served is not None and record.value not in served:
+        return sorted(served)
     DnsChallenges(config.dns, on_secret).delete(record)
+    return None
+
+
+def _served_txt(server: Server, fqdn: str) -> set[str] | None:
+    """The TXT values ``server`` serves with authority at ``fqdn``; None if it cannot tell (no
+    answer, not authoritative: the delete is then sent all the same, as before)."""
+    import dns.flags
+    import dns.name
+    import dns.rcode
+
+    from lecentral.dns.wire import ask, rrset_at, txt_strings
+
+    qname = dns.name.from_text(fqdn)
+    try:
+        response = ask(server, qname, "TXT")
+    except DnsError:
+        return None
+    if not response.flags & dns.flags.AA or response.rcode() not in (dns.rcode.NOERROR,
+                                                                      dns.rcode.NXDOMAIN):
+        return None
+    return txt_strings(rrset_at(response.answer, qname, "TXT"))
 
 
 def _clean_file(leftover: Leftover) -> None:

@@ -206,20 +206,30 @@ def clean_leftovers(job: RunContext) -> tuple[list[Leftover], list[Leftover]]:
     kept: list[Leftover] = []
     for leftover in pending:
         try:
-            clean(leftover, job.config, job.redact.add)
+            absent = clean(leftover, job.config, job.redact.add)
         except LecentralError as exc:
             kept.append(_still_there(job, leftover, job.redact(str(exc))))
             continue
-        log.info("%s: removed %s (left behind by an earlier run)", leftover.name,
-                 leftover.describe())
+        if absent is not None:  # gone already (by hand?): not claimed as removed
+            log.warning("%s: %s was not there any more%s", leftover.name, leftover.describe(),
+                        _others(absent))
+        else:
+            log.info("%s: removed %s (left behind by an earlier run)", leftover.name,
+                     leftover.describe())
         try:
             with job.write_lock:
                 job.store.leftover_removed(leftover, now_ts())
         except LecentralError as exc:
             log.error("%s: removed %s, but the database still lists it (%s); the next run finds "
                       "it gone", leftover.name, leftover.describe(), exc)
-        cleaned.append(leftover)
+        if absent is None:
+            cleaned.append(leftover)
     return cleaned, kept
+
+
+def _others(values: list[str]) -> str:
+    return (f"; the server serves other TXT values there: {', '.join(map(repr, values))} "
+            "(check them; remove any stale one by hand)" if values else "")
 
 
 def _still_there(job: RunContext, leftover: Leftover, error: str) -> Leftover:
@@ -290,7 +300,7 @@ def clean_journals(job: RunContext, stored: list[Leftover]
             if _record_key(leftover) in covered:
                 continue  # its removal failed in that run, which stored it: retried above
             try:
-                clean(leftover, job.config, job.redact.add)
+                absent = clean(leftover, job.config, job.redact.add)
             except LecentralError as exc:
                 leftover = dataclasses.replace(
                     leftover, error=job.redact(f"{why}; removing it now failed: {exc}"))
@@ -298,8 +308,19 @@ def clean_journals(job: RunContext, stored: list[Leftover]
                 dealt = dealt and stored_now.id is not None
                 kept.append(stored_now)
                 continue
-            log.warning("%s: removed %s, %s", leftover.name, leftover.describe(), why)
-            cleaned.append(leftover)
+            if absent is None:
+                log.warning("%s: removed %s, %s", leftover.name, leftover.describe(), why)
+                cleaned.append(leftover)
+            elif absent:  # the journal does not match what the zone holds: edited? loud, kept
+                dealt = False
+                refused.append(_refused(job, (
+                    f"{path} (renew process {left.pid}) notes {leftover.describe()}, which the "
+                    f"server does not serve{_others(absent)}: the journal does not match what "
+                    "was published (edited?); nothing was removed, the journal is kept: "
+                    "check the zone, then delete the journal")))
+            else:
+                log.info("%s: %s, %s, was not there any more (removed by hand?)", leftover.name,
+                         leftover.describe(), why)
         if dealt:
             try:
                 journal.remove_left(path)
