@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -148,22 +149,18 @@ def renew(app: App, names: tuple[str, ...], rounds: bool, once: bool, force: boo
     progress = (TerminalProgress() if sys.stderr is not None and sys.stderr.isatty() and not as_json
                 else None)
     started = now_ts()
-    job = None
-    try:
-        job = RenewJob(app.config, app.store(), app.registry, progress)
-    except LecentralError as exc:  # the run did not start: a script still gets JSON
-        if as_json:
-            print_json(_stopped_dict(exc, dry_run, None))
-        raise  # said on stderr, with its exit code, by @guarded
     # SIGTERM, Ctrl-C: what is in flight finished, then said, recorded (not cut short by it)
-    with stop_on_signals(job.stop):
+    with contextlib.ExitStack() as stopping:
+        job = None
         try:
+            job = RenewJob(app.config, app.store(), app.registry, progress)
+            stopping.enter_context(stop_on_signals(job.stop))
             report = job.run(RenewRequest(names=names, force=force, dry_run=dry_run,
                                           once=not rounds, lock_timeout=lock_wait))
-        except LecentralError as exc:  # the run stopped on its own error: JSON all the same
+        except LecentralError as exc:  # not started, or stopped on its own error: JSON still
             if as_json:
-                print_json(_stopped_dict(exc, dry_run, job.report))
-            raise
+                print_json(_stopped_dict(exc, dry_run, job.report if job is not None else None))
+            raise  # said on stderr, with its exit code, by @guarded
         final = report.final
         recorded = True
         if not (dry_run or names or (report.locked_out and report.locked_out_round == 1)):

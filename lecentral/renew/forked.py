@@ -153,8 +153,11 @@ def run_pass(job: Pass, due: list[tuple[CertRow, Csr, str]], number: int,
     # only the certificates of an issuer that says so (Issuer.processes_safe) are shared out:
     # the others take turns between the threads of one process (certbot's state directories
     # and webroots, the native webroot's challenge directories), so they stay in this one
-    spread = [item for item in todo if getattr(job._issuer(item[2]), "processes_safe", False)]
-    kept = [item for item in todo if item not in spread]
+    spread: list[tuple[CertRow, Csr, str]] = []
+    kept: list[tuple[CertRow, Csr, str]] = []
+    for item in todo:
+        safe = getattr(job._issuer(item[2]), "processes_safe", False)
+        (spread if safe else kept).append(item)
     shares = [spread[i::count] for i in range(count)]
     shares[0] = kept + shares[0]
     workers_each = threads(job, count)
