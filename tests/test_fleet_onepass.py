@@ -1,6 +1,7 @@
-"""``lecentral metrics`` and ``lecentral fleet --json`` in one pass over ``certs`` (issue 16:
-lecentral/fleet/spool.py, lecentral/fleet/jsonpass.py): the plainly current certificates are
-written to temporary files as they are read, the others judged and written at their places.
+"""``lecentral metrics``, ``lecentral fleet --json`` and ``lecentral fleet`` in one pass over
+``certs`` (issue 16: lecentral/fleet/spool.py, onepass.py, jsonpass.py, textpass.py): the
+plainly current certificates are written to temporary files as they are read, the others
+judged and written at their places.
 The output must be the bytes the held view writes (the path taken when the pass cannot stand
 for the judge's view), on SQLite, MariaDB and PostgreSQL, for plain fleets and for the rows
 that make the pass give up; its temporary files go on every path."""
@@ -19,8 +20,8 @@ from test_fleet_split import OK, plain_world, upper_world, world
 from test_metrics import promtool_check
 from test_store_sqlite_errors import fill, tmpfs
 
-from lecentral.fleet import jsonpass, spool
-from lecentral.fleet.jsonpass import _in_order
+from lecentral.fleet import jsonpass, onepass, spool, textpass
+from lecentral.fleet.onepass import _in_order
 
 
 @pytest.fixture(params=["sqlite", "mariadb", "postgresql"])
@@ -71,7 +72,7 @@ def _run_both(fleet: Fleet, monkeypatch: pytest.MonkeyPatch, *args: str) -> tupl
     with monkeypatch.context() as m:
         m.setattr(spool.MetricsPass, "take",
                   lambda self, row, fp: bool(self.abandon("test")))
-        m.setattr(jsonpass.JsonPass, "take",
+        m.setattr(onepass.OnePass, "take",
                   lambda self, row, fp: bool(self.abandon("test")))
         held = fleet.run(*args)
     assert held.exit_code == 0, held.output
@@ -84,18 +85,18 @@ class _Taken:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.taken = 0
         self.written = 0
-        real_metrics, real_json = spool.MetricsPass.close, jsonpass.JsonPass.close
+        real_metrics, real_one = spool.MetricsPass.close, onepass.OnePass.close
 
         def metrics_close(this: spool.MetricsPass) -> None:
             self.taken = max(self.taken, this.taken if not this.abandoned else 0)
             real_metrics(this)
 
-        def json_close(this: jsonpass.JsonPass) -> None:
+        def one_close(this: onepass.OnePass) -> None:
             self.taken = max(self.taken, this.taken if not this.abandoned else 0)
-            real_json(this)
+            real_one(this)
 
         monkeypatch.setattr(spool.MetricsPass, "close", metrics_close)
-        monkeypatch.setattr(jsonpass.JsonPass, "close", json_close)
+        monkeypatch.setattr(onepass.OnePass, "close", one_close)
 
 
 @pytest.mark.parametrize("made", [world, plain_world, upper_world, odd_world],
@@ -105,7 +106,7 @@ def test_one_pass_writes_the_bytes_of_the_held_view(frozen: Fleet, made: Any,
     fleet = frozen
     made(fleet)
     spied = _Taken(monkeypatch)
-    for args in (("metrics",), ("fleet", "--json")):
+    for args in (("metrics",), ("fleet", "--json"), ("fleet",)):
         spied.taken = 0
         passed, held = _run_both(fleet, monkeypatch, *args)
         assert passed == held, args
@@ -115,6 +116,64 @@ def test_one_pass_writes_the_bytes_of_the_held_view(frozen: Fleet, made: Any,
             assert spied.taken == 0, args
         if args == ("metrics",):
             promtool_check(passed)
+
+
+@pytest.mark.parametrize("planned", [True, False], ids=["key-order-plan", "keys-listed"])
+def test_sqlite_targets_in_the_order_of_the_full_view(tmp_path: Path, planned: bool,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite before 3.44 cannot order an aggregate: the pass trusts the order of the targets
+    only where the plan reads them through the (name, host, entry) key (else their keys come
+    along and are checked). Either way, targets whose "host (entry)" order differs from their
+    key order come out as the held view writes them."""
+    import lecentral.certificates
+    import lecentral.cli.fleet
+    import lecentral.fleet.store
+    import lecentral.names
+
+    fleet = Fleet(tmp_path, None)
+    try:
+        for module in (lecentral.names, lecentral.certificates, lecentral.cli.fleet):
+            monkeypatch.setattr(module, "now_ts", lambda: fleet.now)
+        odd_world(fleet)
+        seen: list[bool] = []
+        real = lecentral.fleet.store.reads_in_key_order
+
+        def plan(conn: Any, query: Any) -> bool:
+            seen.append(real(conn, query))
+            return seen[-1] and planned
+
+        monkeypatch.setattr(lecentral.fleet.store, "reads_in_key_order", plan)
+        for args in (("fleet", "--json"), ("fleet",)):
+            passed, held = _run_both(fleet, monkeypatch, *args)
+            assert passed == held, args
+        import sqlite3
+
+        if sqlite3.sqlite_version_info < (3, 44):  # the plan was asked, and is the key's
+            assert seen and all(seen)
+        else:
+            assert seen == []
+    finally:
+        fleet.close()
+
+
+def test_a_plan_through_another_index_is_not_trusted(tmp_path: Path) -> None:
+    """:func:`reads_in_key_order` says True only for a search of the deployments by name
+    through their (name, host, entry) key, in a real SQLite."""
+    from sqlalchemy import select
+
+    from lecentral.fleet.current import reads_in_key_order
+    from lecentral.store.schema import deployments
+    from lecentral.store.sql import SqlStore
+
+    store = SqlStore(f"sqlite:///{tmp_path}/plan.db")
+    store.init_schema()
+    d = deployments.c
+    with store.transaction("test") as conn:
+        assert reads_in_key_order(conn, select(d.host, d.entry).where(d.name == "x"))
+        assert not reads_in_key_order(conn, select(d.name).where(d.host == "web1"))  # by host
+        assert not reads_in_key_order(conn, select(d.name))  # a scan
+        assert not reads_in_key_order(conn, select(d.host).where(d.name > "x"))  # a range
+    store.close()
 
 
 def test_targets_out_of_order_are_held() -> None:
@@ -134,7 +193,7 @@ def test_targets_out_of_order_are_held() -> None:
     assert _in_order(keys(("web1", "x")), 1) and not _in_order("web1", 1)
 
 
-@pytest.mark.parametrize("args", [("metrics",), ("fleet", "--json")])
+@pytest.mark.parametrize("args", [("metrics",), ("fleet", "--json"), ("fleet",)])
 @pytest.mark.parametrize("how", ["tempdir", "missing", "full"])
 def test_no_room_for_temporary_files_is_a_clear_error(fleet: Fleet, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch,
@@ -164,7 +223,7 @@ def test_no_room_for_temporary_files_is_a_clear_error(fleet: Fleet, tmp_path: Pa
     assert textfile.read_bytes() == b"# previous\n"
 
 
-@pytest.mark.parametrize("args", [("metrics",), ("fleet", "--json")])
+@pytest.mark.parametrize("args", [("metrics",), ("fleet", "--json"), ("fleet",)])
 @pytest.mark.parametrize("error", [KeyboardInterrupt, OSError])
 def test_temporary_files_go_on_every_path(fleet: Fleet, tmp_path: Path, error: type,
                                           monkeypatch: pytest.MonkeyPatch,
@@ -181,7 +240,8 @@ def test_temporary_files_go_on_every_path(fleet: Fleet, tmp_path: Path, error: t
         return made[-1]
 
     monkeypatch.setattr(tempfile, "TemporaryFile", recorded)
-    cls: Any = spool.MetricsPass if args == ("metrics",) else jsonpass.JsonPass
+    cls: Any = {("metrics",): spool.MetricsPass, ("fleet",): textpass.TextPass}.get(
+        args, jsonpass.JsonPass)
     real_take = cls.take
     seen = []
 

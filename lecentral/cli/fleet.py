@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -19,14 +18,6 @@ if TYPE_CHECKING:
     from lecentral.fleet.store import FleetStore
 
 pass_app = click.make_pass_decorator(App)
-
-
-def _date(ts: int | None) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d") if ts and ts > 1 else "-"
-
-
-def _fp(fp: str | None) -> str:
-    return fp[:12] if fp else "-"
 
 
 @click.command()
@@ -73,7 +64,8 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
     # without --notify, --json and --problems read the split view: SQL counts the targets it
     # finds current (issue 16: 100,000 × 3), the others are judged in Python; a certificate
     # with both is judged again in full, the current targets of the others are read as rows
-    if as_json and not (problems or notify or wanted) and _print_json_in_one_pass(app):
+    if not (problems or notify or wanted) and (
+            _print_json_in_one_pass(app) if as_json else _print_text_in_one_pass(app)):
         return
     split = (problems or as_json) and not notify
     fleet_store, view = load_view(store, app.config, now_ts(), wanted, split=split,
@@ -95,42 +87,38 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
         if unsent:
             raise click.exceptions.Exit(1)
         return
-    rows: list[list[str]] = []
-    for cert in certs:
-        rows.append([cert.name, f"db {_fp(cert.fingerprint)}", _date(cert.ts_expire), "",
-                     cert.state.upper() if cert.state not in ("current", "disabled") else cert.state,
-                     ""])
-        for t in cert.targets:
-            if problems and t.state == "current":
-                continue
-            installed = _fp(t.installed.fingerprint) if t.installed else ""
-            served = _fp(t.served.fingerprint) if t.served else ""
-            seen = f"{installed}/{served}" if t.kind == "agent" else served
-            rows.append([f"  {t.target}", f"{t.kind} {seen}", _date(t.ts),
-                         _ago(view.now, t.ts), t.state, t.detail if t.state != "current" else ""])
+    from lecentral.fleet.textpass import HEADERS, cert_rows
+
+    rows = [row for cert in certs for row in cert_rows(cert, view.now, problems)]
     if rows:
-        click.echo(table(rows, ["NAME / TARGET", "SEEN (installed/served)", "LAST", "AGE", "STATE",
-                                "WHY"]))
+        click.echo(table(rows, list(HEADERS)))
     elif not view.certs and not view.plain_ok:
-        click.echo("no certificates yet: lecentral add NAME")
+        click.echo(NO_CERTS)
     else:
         click.echo("every certificate is current everywhere it is reported or probed")
-    click.echo(f"renew timer: {view.renew_state} ({view.renew_detail})")
+    click.echo(_renew_line(view))
     if unsent:
         raise click.exceptions.Exit(1)
 
 
+NO_CERTS = "no certificates yet: lecentral add NAME"
+
+
+def _renew_line(view: FleetView) -> str:
+    return f"renew timer: {view.renew_state} ({view.renew_detail})"
+
+
 def _mixed_in_full(app: App, view: FleetView, wanted: list[str], problems: bool,
-                   fleet_store: FleetStore) -> FleetView:
+                   fleet_store: FleetStore, counted: bool = False) -> FleetView:
     """``view`` (a split one) with each certificate that has both counted and judged targets
-    (``--problems``: only those not current) judged again in full, so that its targets come in
-    the full view's order. Names that a names filter would not find as stored (upper case, a
-    final dot), of the certificate or of a deployment or probe filed under it, make it judge
-    the whole fleet in full instead."""
+    (``--problems``: only those not current; ``counted``: every one with counted targets)
+    judged again in full, so that its targets come in the full view's order. Names that a
+    names filter would not find as stored (upper case, a final dot), of the certificate or of
+    a deployment or probe filed under it, make it judge the whole fleet in full instead."""
     from lecentral.fleet.watch import load_view
 
-    mixed = _mixed(view, problems)
-    if _needs_full(view, problems, fleet_store):
+    mixed = _mixed(view, problems, counted)
+    if _needs_full(view, problems, fleet_store, counted):
         return load_view(app.store(), app.config, view.now, wanted)[1]
     if not mixed:
         return view
@@ -139,15 +127,17 @@ def _mixed_in_full(app: App, view: FleetView, wanted: list[str], problems: bool,
     return dataclasses.replace(view, certs=[judged.get(c.name, c) for c in view.certs])
 
 
-def _mixed(view: FleetView, problems: bool) -> list[str]:
-    """The certificates of a split view with both counted and judged targets."""
-    return [c.name for c in view.certs if c.current_targets and c.targets
+def _mixed(view: FleetView, problems: bool, counted: bool = False) -> list[str]:
+    """The certificates of a split view with both counted and judged targets (``counted``:
+    with counted targets)."""
+    return [c.name for c in view.certs if c.current_targets and (counted or c.targets)
             and (not problems or c.state not in ("current", "disabled"))]
 
 
-def _needs_full(view: FleetView, problems: bool, fleet_store: FleetStore) -> bool:
+def _needs_full(view: FleetView, problems: bool, fleet_store: FleetStore,
+                counted: bool = False) -> bool:
     """True if a mixed certificate (:func:`_mixed`) cannot be read again by its name alone."""
-    mixed = _mixed(view, problems)
+    mixed = _mixed(view, problems, counted)
     snap = fleet_store.last_snapshot
     stored = {str(c["name"]) for c in snap.certs}
     elsewhere = {str(r[0]).lower() for rows in (snap.deployments, snap.probes) for r in rows
@@ -268,6 +258,39 @@ def _print_json_in_one_pass(app: App) -> bool:
     return True
 
 
+def _print_text_in_one_pass(app: App) -> bool:
+    """``fleet`` of the whole fleet (no NAME, --problems, --notify) in one pass over ``certs``
+    (:mod:`lecentral.fleet.textpass`): the plainly current certificates' lines spooled to a
+    temporary file as they are read, the others judged (each with counted targets judged
+    again in full: every target is a line) and written at their places. False, with nothing
+    written, where the pass cannot stand for the judge's view."""
+    import sys
+
+    from lecentral.fleet.textpass import TextPass, cert_rows
+    from lecentral.fleet.watch import load_view
+
+    now = now_ts()
+    with TextPass(now) as spooled:
+        fleet_store, view = load_view(app.store(), app.config, now, (), split=True,
+                                      taker=spooled)
+        if (spooled.abandoned or len(view.certs) != len(spooled.offsets)
+                or _needs_full(view, False, fleet_store, counted=True)):
+            return False
+        view = _mixed_in_full(app, view, [], False, fleet_store, counted=True)
+        if any(c.current_targets for c in view.certs):  # changed between the two reads
+            return False
+        held = [cert_rows(cert, view.now, False) for cert in view.certs]
+        spooled.flush()  # (its error before the table's first byte)
+        out = sys.stdout
+        if spooled.taken or held:
+            spooled.write(out.write, held)
+        else:
+            out.write(NO_CERTS + "\n")
+        out.write(_renew_line(view) + "\n")
+        out.flush()
+    return True
+
+
 def _seen(seen: Seen | None) -> dict[str, Any] | None:
     if seen is None:
         return None
@@ -296,10 +319,3 @@ def cert_json(c: CertFleet) -> dict[str, Any]:
                      "state": t.state, "detail": t.detail, "result": t.result,
                      "db_user": t.db_user} for t in c.targets],
     }
-
-
-def _ago(now: int, ts: int | None) -> str:
-    from lecentral.fleet.states import ago
-
-    return ago(now - ts) if ts else "-"
-

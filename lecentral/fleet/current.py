@@ -55,10 +55,17 @@ class Split:
     #: with ``json`` (``fleet --json``'s pass): the JSON of the current targets per certificate,
     #: as :meth:`current_json` writes them, in :meth:`counts_column`
     json: bool = False
+    #: with ``text`` (``fleet``'s pass): per current target ``host (entry)``, SOH, ``1`` if
+    #: it is served (else ``0``) and when it was reported, in :meth:`counts_column`
+    text: bool = False
     #: MariaDB and MySQL cut an aggregated string at ``group_concat_max_len`` bytes (MySQL's
     #: default: 1,024): a listing of at least this many characters may have been cut, and is
     #: not trusted (:meth:`cut`); None where nothing is cut
     max_chars: int | None = None
+    #: SQLite before 3.44: the plan reads each certificate's deployments through their
+    #: (name, host, entry) key, so an aggregate sees them in (host, entry) order
+    #: (:func:`reads_in_key_order`) and their keys need not be listed
+    in_key_order: bool = False
 
     def cut(self, listed: str) -> bool:
         """True if ``listed`` (an aggregated string) may have been cut by the database."""
@@ -135,12 +142,18 @@ class Split:
         current targets joined by :data:`SEP` in the order :meth:`current_json` reads them (by
         host and entry; SQLite before 3.44 cannot order an aggregate: there
         ``total:current:json<GS>keys``, each target's ``host<SOH>entry`` in the same order, for
-        Python to check it). NULL for a row without deployments."""
+        Python to check it); with ``text``, likewise ``total:current:targets``, each current
+        target as ``host (entry)<SOH>`` and ``1`` if served (else ``0``) and ``ts_reported``.
+        NULL for a row without deployments."""
         d = deployments.c
         value: Any = (cast(func.count(), String) + ":"
                       + cast(func.sum(self.is_current()), String))
         if self.json:
-            value = value + ":" + self._json_targets()
+            value = value + ":" + self._ordered_targets(self.target_json())
+        elif self.text:
+            served = case((func.coalesce(d.served_fp, "") != "", "1"), else_="0")
+            value = value + ":" + self._ordered_targets(
+                d.host + " (" + d.entry + ")\x01" + served + cast(d.ts_reported, String))
         elif self.listing:
             target = d.host + " (" + d.entry + ")"
             value = value + ":" + func.coalesce(
@@ -255,17 +268,26 @@ class Split:
 
         return sqlite3.sqlite_version_info >= (3, 44)
 
-    def _json_targets(self) -> Any:
-        """The current targets' JSON joined by :data:`SEP` (for :meth:`counts_column`)."""
+    def keys_listed(self) -> bool:
+        """True if an aggregate of targets comes with their keys, for Python to check their
+        order (:meth:`_ordered_targets`)."""
+        return not (self.ordered_aggregates() or self.in_key_order)
+
+    def _ordered_targets(self, each: Any) -> Any:
+        """``each`` of the current targets joined by :data:`SEP` in (host, entry) order (for
+        :meth:`counts_column`); where the database cannot order an aggregate, in the order
+        the plan reads them (:attr:`in_key_order`), or followed by GS and their keys
+        (``host<SOH>entry``) in the same order."""
         d = deployments.c
         current = self.current()
         if self.ordered_aggregates():
             return func.coalesce(func.aggregate_strings(
-                case((current, self.target_json())), SEP).aggregate_order_by(d.host, d.entry),
-                "")
+                case((current, each)), SEP).aggregate_order_by(d.host, d.entry), "")
+        if self.in_key_order:
+            return func.coalesce(func.aggregate_strings(case((current, each)), SEP), "")
         keys = func.aggregate_strings(case((current, d.host + "\x01" + d.entry)), SEP)
-        return (func.coalesce(func.aggregate_strings(case((current, self.target_json())), SEP),
-                              "") + "\x1d" + func.coalesce(keys, ""))
+        return (func.coalesce(func.aggregate_strings(case((current, each)), SEP), "")
+                + "\x1d" + func.coalesce(keys, ""))
 
     def target_json(self) -> Any:
         """The JSON of a deployment row that ``lecentral fleet --json`` writes for a current
@@ -436,3 +458,28 @@ def plainly_no_problem(split: Split) -> Any:
         all_current == 1, not_(probed.exists()))
     return and_(not_(facts.odd_names(split.dialect)),
                 or_(not_(enabled), current))
+
+
+def reads_in_key_order(conn: Connection, query: Any) -> bool:
+    """True if SQLite's plan for ``query`` reads ``lecentral_deployments`` only by equality on
+    the name of their (name, host, entry) key, in its order: the rows of one name then come in
+    (host, entry) order, byte for byte (the key's collations are BINARY), and an aggregate
+    over them sees them so (SQLite before 3.44 cannot be told the order of an aggregate; its
+    loop over an index is the index's order). Any other plan (an index an admin added, a
+    collation) is False: the keys are then listed and checked."""
+    table = deployments.name
+    key = None
+    for _, index, unique, _, _ in conn.exec_driver_sql(f"PRAGMA index_list({table})"):
+        columns = [(row[2], row[4], row[3]) for row in
+                   conn.exec_driver_sql(f"PRAGMA index_xinfo('{index}')") if row[5]]
+        if unique and columns == [("name", "BINARY", 0), ("host", "BINARY", 0),
+                                  ("entry", "BINARY", 0)]:
+            key = index
+    if key is None:
+        return False
+    compiled = query.compile(conn, compile_kwargs={"literal_binds": True})
+    details = [str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")]
+    searches = [d for d in details if table in d]
+    return bool(searches) and all(
+        d in (f"SEARCH {table} USING INDEX {key} (name=?)",
+              f"SEARCH {table} USING COVERING INDEX {key} (name=?)") for d in searches)

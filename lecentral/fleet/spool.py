@@ -75,7 +75,7 @@ class MetricsPass:
         self._pending = 0
         #: certificates kept out of the snapshot (plainly current)
         self.taken = 0
-        self.wants_json = False
+        self.wants = ""
         #: held rows whose counted targets this pass wrote (account() must list the same)
         self.listed_held: set[str] = set()
         #: lower-case keys of the held rows (two rows of one key: the judge shows one)

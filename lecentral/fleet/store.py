@@ -29,7 +29,13 @@ from sqlalchemy import (
 )
 
 from lecentral.errors import StoreError
-from lecentral.fleet.current import Limit, Split, plainly_no_problem, plainly_ok
+from lecentral.fleet.current import (
+    Limit,
+    Split,
+    plainly_no_problem,
+    plainly_ok,
+    reads_in_key_order,
+)
 from lecentral.fleet.model import Run, RunInfo
 from lecentral.names import pem_fingerprint
 from lecentral.store import facts
@@ -140,12 +146,14 @@ def subject_key(*parts: str) -> str:
 class RowTaker(Protocol):
     """Sees every ``certs`` row of a split snapshot's pass first (``lecentral metrics``:
     :class:`lecentral.fleet.spool.MetricsPass`; ``fleet --json``:
-    :class:`lecentral.fleet.jsonpass.JsonPass`)."""
+    :class:`lecentral.fleet.jsonpass.JsonPass`; ``fleet``:
+    :class:`lecentral.fleet.textpass.TextPass`)."""
 
     #: rows kept out of the snapshot
     taken: int
-    #: the current targets' JSON in the pass (``fleet --json``), instead of their names
-    wants_json: bool
+    #: what the pass aggregates per current target (:class:`~lecentral.fleet.current.Split`):
+    #: ``"json"`` (``fleet --json``), ``"text"`` (``fleet``), or ``""`` (as ``listing`` says)
+    wants: str
 
     def start(self, keys: Sequence[str], split: Split) -> None:
         """The pass's column names and its split (:meth:`Split.cut`), before the first row."""
@@ -342,7 +350,8 @@ class FleetStore:
         # certificates cross the wire. SQLite reads the crt in-process for less than the check.
         f = cert_facts.c
         split = (Split(self.store.dialect, current_after, listing=listing,
-                       json=taker is not None and taker.wants_json)
+                       json=taker is not None and taker.wants == "json",
+                       text=taker is not None and taker.wants == "text")
                  if current_after is not None else None)
         if self.store.dialect == "sqlite":
             crt: Any = certs.c.crt
@@ -360,13 +369,25 @@ class FleetStore:
             crt = case((sent, None), else_=certs.c.crt).label("crt")
             cached = case((fresh, f.fingerprint), else_=None).label("cached_fp")
             joined = certs.outerjoin(cert_facts, f.name == certs.c.name)
-        cols = [certs.c.name, certs.c.enable, crt, cached, certs.c.md5_modulus, certs.c.ts_expire,
-                certs.c.ts_last_update, certs.c.count_fail_update, certs.c.certbot,
-                func.length(certs.c.csr).label("csr_length")]  # for check's row problems
-        if split is not None:  # the hint SQL compared the deployments against, and their count
-            cols += [f.fingerprint.label("hint_fp"), split.counts_column()]
-            if taker is not None:
-                cols.append(case((split.probed().exists(), 1), else_=0).label("probed"))
+        def columns() -> list[Any]:
+            cols = [certs.c.name, certs.c.enable, crt, cached, certs.c.md5_modulus,
+                    certs.c.ts_expire, certs.c.ts_last_update, certs.c.count_fail_update,
+                    certs.c.certbot,
+                    func.length(certs.c.csr).label("csr_length")]  # for check's row problems
+            if split is not None:  # the hint SQL compared the deployments against, their count
+                cols += [f.fingerprint.label("hint_fp"), split.counts_column()]
+                if taker is not None:
+                    cols.append(case((split.probed().exists(), 1), else_=0).label("probed"))
+            return cols
+
+        cols = columns()
+        if split is not None and (split.json or split.text) and split.keys_listed():
+            # SQLite before 3.44: no keys to list if the plan reads the targets in key order
+            split.in_key_order = True
+            query = select(*columns()).select_from(joined).order_by(certs.c.name)
+            with self.store.transaction("planning the fleet pass") as conn:
+                split.in_key_order = reads_in_key_order(conn, query)
+            cols = columns()
         d = deployments.c
         dep_cols = (d.name, d.host, d.entry, d.installed_fp, d.installed_not_after, d.served_fp,
                     d.served_not_after, d.served_names, d.served_key_md5, d.served_url,
