@@ -266,11 +266,12 @@ def _print_text_in_one_pass(app: App) -> bool:
     written, where the pass cannot stand for the judge's view."""
     import sys
 
+    from lecentral.fleet.store import FleetStore
     from lecentral.fleet.textpass import TextPass, cert_rows
     from lecentral.fleet.watch import load_view
 
     now = now_ts()
-    with TextPass(now) as spooled:
+    with TextPass(now, *FleetStore(app.store()).label_widths()) as spooled:
         fleet_store, view = load_view(app.store(), app.config, now, (), split=True,
                                       taker=spooled)
         if (spooled.abandoned or len(view.certs) != len(spooled.offsets)

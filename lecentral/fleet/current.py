@@ -77,11 +77,18 @@ class Split:
 
     def current(self) -> Any:
         """True for a deployment row SQL calls current (with its ``certs`` row and facts)."""
+        return and_(self._checked(), self._deployment_current())
+
+    @staticmethod
+    def _checked() -> Any:
+        """What :meth:`current` asks of the ``certs`` row and its facts."""
+        return and_(func.upper(certs.c.enable) == "Y", cert_facts.c.fingerprint.is_not(None))
+
+    def _deployment_current(self) -> Any:
+        """What :meth:`current` asks of the deployment row."""
         d, f = deployments.c, cert_facts.c
         same = self.same
         return and_(
-            func.upper(certs.c.enable) == "Y",
-            f.fingerprint.is_not(None),
             same(d.installed_fp) == same(f.fingerprint),
             or_(d.served_error.is_(None), d.served_error == ""),
             or_(d.served_fp.is_(None), same(d.served_fp) == same(f.fingerprint)),
@@ -144,23 +151,29 @@ class Split:
         ``total:current:json<GS>keys``, each target's ``host<SOH>entry`` in the same order, for
         Python to check it); with ``text``, likewise ``total:current:targets``, each current
         target as ``host (entry)<SOH>`` and ``1`` if served (else ``0``) and ``ts_reported``.
-        NULL for a row without deployments."""
+        NULL for a row without deployments. What the ``certs`` row must be for any of its
+        deployments to be current is asked once per row, not once per deployment."""
+        return case((self._checked(), self._counts(self._deployment_current())),
+                    else_=self._counts(false_())).label("fleet_counts")
+
+    def _counts(self, current: Any) -> Any:
+        """:meth:`counts_column`'s look-up, ``current`` saying which deployments are."""
         d = deployments.c
         value: Any = (cast(func.count(), String) + ":"
-                      + cast(func.sum(self.is_current()), String))
+                      + cast(func.sum(case((current, 1), else_=0)), String))
         if self.json:
-            value = value + ":" + self._ordered_targets(self.target_json())
+            value = value + ":" + self._ordered_targets(self.target_json(), current)
         elif self.text:
             served = case((func.coalesce(d.served_fp, "") != "", "1"), else_="0")
             value = value + ":" + self._ordered_targets(
-                d.host + " (" + d.entry + ")\x01" + served + cast(d.ts_reported, String))
+                d.host + " (" + d.entry + ")\x01" + served + cast(d.ts_reported, String),
+                current)
         elif self.listing:
             target = d.host + " (" + d.entry + ")"
             value = value + ":" + func.coalesce(
-                func.aggregate_strings(case((self.current(), target)), SEP), "")
+                func.aggregate_strings(case((current, target)), SEP), "")
         return (select(value).select_from(deployments)
-                .where(self._exact(certs.c.name))
-                .scalar_subquery().label("fleet_counts"))
+                .where(self._exact(certs.c.name)).scalar_subquery())
 
     def account(self, row: Mapping[str, Any], hint: str | None, counts: str,
                 rows: Mapping[str, Mapping[str, Any]]) -> str | None:
@@ -230,12 +243,17 @@ class Split:
         look-up per deployment name instead of per deployment row: about half the time.
         Returns (the rows found, None), or ([], ``query``) to read them with it (many names)."""
         d = deployments.c
-        groups = (select(func.min(self.same(d.name)).label("lo"),
-                         func.max(self.same(d.name)).label("hi"))
-                  .group_by(d.name).subquery())
+        if self.same(d.name) is d.name:  # a group is one exact name (SQLite, PostgreSQL)
+            found_names: Any = (select(d.name, d.name).group_by(d.name)
+                                .having(d.name.not_in(select(certs.c.name))))
+        else:
+            groups = (select(func.min(self.same(d.name)).label("lo"),
+                             func.max(self.same(d.name)).label("hi"))
+                      .group_by(d.name).subquery())
+            found_names = select(groups.c.lo, groups.c.hi).where(or_(
+                groups.c.lo != groups.c.hi, groups.c.lo.not_in(select(certs.c.name))))
         names: set[str] = set()
-        for lo, hi in conn.execute(select(groups.c.lo, groups.c.hi).where(or_(
-                groups.c.lo != groups.c.hi, groups.c.lo.not_in(select(certs.c.name))))):
+        for lo, hi in conn.execute(found_names):
             names.update(v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in (lo, hi))
             if len(names) > SCAN_ABOVE:
                 return [], query
@@ -273,13 +291,12 @@ class Split:
         order (:meth:`_ordered_targets`)."""
         return not (self.ordered_aggregates() or self.in_key_order)
 
-    def _ordered_targets(self, each: Any) -> Any:
+    def _ordered_targets(self, each: Any, current: Any) -> Any:
         """``each`` of the current targets joined by :data:`SEP` in (host, entry) order (for
         :meth:`counts_column`); where the database cannot order an aggregate, in the order
         the plan reads them (:attr:`in_key_order`), or followed by GS and their keys
-        (``host<SOH>entry``) in the same order."""
+        (``host<SOH>entry``) in the same order. ``current``: which deployments are."""
         d = deployments.c
-        current = self.current()
         if self.ordered_aggregates():
             return func.coalesce(func.aggregate_strings(
                 case((current, each)), SEP).aggregate_order_by(d.host, d.entry), "")

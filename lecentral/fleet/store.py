@@ -562,6 +562,25 @@ class FleetStore:
         with self.store.transaction("reading the current deployments") as conn:
             return split.current_json(conn, names)
 
+    def label_widths(self) -> tuple[int, bool]:
+        """The longest label ``lecentral fleet`` may show in its first column (a certificate's
+        name, ``host (entry)`` of a deployment, the URL of a probe, in characters where the
+        database counts them so), and whether any deployment has a served fingerprint: what
+        :class:`lecentral.fleet.textpass.TextPass` pads to before the table's widths are known.
+        Read through the names' keys; the pass holds a row whose label is longer."""
+        from sqlalchemy import exists
+
+        d, p = deployments.c, probes.c
+        with self.store.transaction("measuring the fleet table") as conn:
+            widths = [conn.execute(select(func.max(func.length(certs.c.name)))).scalar(),
+                      conn.execute(select(func.max(func.length(d.host)
+                                                   + func.length(d.entry)))).scalar(),
+                      conn.execute(select(func.max(func.length(p.url)))).scalar()]
+            served = conn.execute(select(exists().where(
+                func.coalesce(d.served_fp, "") != ""))).scalar()
+        name, target, url = (int(w or 0) for w in widths)
+        return max(name, target + 5, url + 2), bool(served)
+
     @staticmethod
     def _latest_runs(conn: Connection) -> list[RunInfo]:
         latest = select(func.max(runs.c.id).label("id")).group_by(runs.c.kind, runs.c.host).subquery()
