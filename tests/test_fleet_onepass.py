@@ -156,6 +156,32 @@ def test_sqlite_targets_in_the_order_of_the_full_view(tmp_path: Path, planned: b
         fleet.close()
 
 
+@pytest.mark.parametrize("widths", [(+12, True), (-8, True), (0, False), (0, True)],
+                         ids=["wider", "narrower", "unserved", "as-measured"])
+def test_fleet_table_whatever_the_provisional_widths(frozen: Fleet, widths: tuple[int, bool],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``lecentral fleet`` pads its spooled lines to provisional widths (the longest label the
+    database holds, a served target): where the table comes out narrower (a longer label not
+    shown), each line is padded again; a label longer than the provisional width is held. The
+    table is always the held view's, byte for byte."""
+    from lecentral.fleet.store import FleetStore
+
+    fleet = frozen
+    odd_world(fleet)
+    real = FleetStore.label_widths
+    extra, served = widths
+
+    def provisional(self: FleetStore) -> tuple[int, bool]:
+        width, was_served = real(self)
+        return width + extra, served or was_served and extra == 0
+
+    monkeypatch.setattr(FleetStore, "label_widths", provisional)
+    spied = _Taken(monkeypatch)
+    passed, held = _run_both(fleet, monkeypatch, "fleet")
+    assert passed == held
+    assert spied.taken if extra >= 0 else True
+
+
 def test_a_plan_through_another_index_is_not_trusted(tmp_path: Path) -> None:
     """:func:`reads_in_key_order` says True only for a search of the deployments by name
     through their (name, host, entry) key, in a real SQLite."""

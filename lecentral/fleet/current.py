@@ -34,6 +34,9 @@ CHUNK = 500
 #: between the targets SQL lists per certificate (a target holding it is counted, not listed:
 #: the list then does not add up to the count, and those rows are read in full)
 SEP = "\x1f"
+#: a target not current in the list of ``json`` and ``text`` (a list item no target can be:
+#: JSON escapes it, a ``text`` item holds SOH)
+NOT_CURRENT = "\x02"
 #: above this many names with rows SQL does not call current (no facts recorded yet: the first
 #: run after the upgrade), one scan of the deployments instead of lists of names
 SCAN_ABOVE = 10_000
@@ -66,6 +69,8 @@ class Split:
     #: (name, host, entry) key, so an aggregate sees them in (host, entry) order
     #: (:func:`reads_in_key_order`) and their keys need not be listed
     in_key_order: bool = False
+    #: names whose list did not add up to their count (``json``, ``text``: :meth:`parse`)
+    uncounted: set[str] = field(default_factory=set)
 
     def cut(self, listed: str) -> bool:
         """True if ``listed`` (an aggregated string) may have been cut by the database."""
@@ -145,12 +150,14 @@ class Split:
         """Per row of ``certs`` (joined to its facts), in one pass over its deployments through
         their (name, host, entry) key: ``total:current``, the number of its deployments and how
         many SQL calls current; with ``listing``, ``total:current:targets`` (the current
-        targets joined by :data:`SEP`); with ``json``, ``total:current:json``, the JSON of the
-        current targets joined by :data:`SEP` in the order :meth:`current_json` reads them (by
-        host and entry; SQLite before 3.44 cannot order an aggregate: there
-        ``total:current:json<GS>keys``, each target's ``host<SOH>entry`` in the same order, for
-        Python to check it); with ``text``, likewise ``total:current:targets``, each current
-        target as ``host (entry)<SOH>`` and ``1`` if served (else ``0``) and ``ts_reported``.
+        targets joined by :data:`SEP`); with ``json``, ``total::json``, every target joined
+        by :data:`SEP` in the order :meth:`current_json` reads them (by host and entry), the
+        JSON of a current one, :data:`NOT_CURRENT` for another (Python counts them:
+        :meth:`parse`; SQLite before 3.44 cannot order an aggregate: unless the plan reads them
+        in key order, ``total::json<GS>keys``, each current target's ``host<SOH>entry`` in the
+        same order, for Python to check it); with ``text``, likewise ``total::targets``, each
+        current target as ``host (entry)<SOH>`` and ``1`` if served (else ``0``) and
+        ``ts_reported``.
         NULL for a row without deployments. What the ``certs`` row must be for any of its
         deployments to be current is asked once per row, not once per deployment."""
         return case((self._checked(), self._counts(self._deployment_current())),
@@ -159,16 +166,20 @@ class Split:
     def _counts(self, current: Any) -> Any:
         """:meth:`counts_column`'s look-up, ``current`` saying which deployments are."""
         d = deployments.c
-        value: Any = (cast(func.count(), String) + ":"
-                      + cast(func.sum(case((current, 1), else_=0)), String))
-        if self.json:
-            value = value + ":" + self._ordered_targets(self.target_json(), current)
-        elif self.text:
-            served = case((func.coalesce(d.served_fp, "") != "", "1"), else_="0")
-            value = value + ":" + self._ordered_targets(
-                d.host + " (" + d.entry + ")\x01" + served + cast(d.ts_reported, String),
-                current)
-        elif self.listing:
+        value: Any = cast(func.count(), String) + ":"
+        if self.json or self.text:  # each target listed: the current ones counted in Python
+            # (NULL without deployments, as the sum below makes it)
+            value = cast(func.nullif(func.count(), 0), String) + ":"
+            if self.json:
+                each = self.target_json()
+            else:
+                served = case((func.coalesce(d.served_fp, "") != "", "1"), else_="0")
+                each = d.host + " (" + d.entry + ")\x01" + served + cast(d.ts_reported, String)
+            return (select(value + ":" + self._ordered_targets(
+                case((current, each), else_=NOT_CURRENT), current))
+                .select_from(deployments).where(self._exact(certs.c.name)).scalar_subquery())
+        value = value + cast(func.sum(case((current, 1), else_=0)), String)
+        if self.listing:
             target = d.host + " (" + d.entry + ")"
             value = value + ":" + func.coalesce(
                 func.aggregate_strings(case((current, target)), SEP), "")
@@ -183,9 +194,10 @@ class Split:
         the list does not add up), ``"partial"`` if some of its rows are not current, else
         None (every row current and counted)."""
         name = str(row["name"])
-        total_text, _, rest = counts.partition(":")
-        current_text, _, listed = rest.partition(":")
-        total, current = int(total_text), int(current_text)
+        total, current, listed = self.parse(counts)
+        if current is None:  # not counted exactly: every row read (a pass gives up)
+            self.uncounted.add(name)
+            return "again"
         if (hint is None or row["fingerprint"] != hint
                 or rows.get(name.lower().rstrip(".")) is not row
                 or str(row["enable"] or "").upper() != "Y"):
@@ -292,19 +304,38 @@ class Split:
         return not (self.ordered_aggregates() or self.in_key_order)
 
     def _ordered_targets(self, each: Any, current: Any) -> Any:
-        """``each`` of the current targets joined by :data:`SEP` in (host, entry) order (for
+        """``each`` of the targets joined by :data:`SEP` in (host, entry) order (for
         :meth:`counts_column`); where the database cannot order an aggregate, in the order
-        the plan reads them (:attr:`in_key_order`), or followed by GS and their keys
-        (``host<SOH>entry``) in the same order. ``current``: which deployments are."""
+        the plan reads them (:attr:`in_key_order`), or followed by GS and the keys
+        (``host<SOH>entry``) of the ``current`` ones in the same order."""
         d = deployments.c
         if self.ordered_aggregates():
-            return func.coalesce(func.aggregate_strings(
-                case((current, each)), SEP).aggregate_order_by(d.host, d.entry), "")
+            return func.coalesce(func.aggregate_strings(each, SEP)
+                                 .aggregate_order_by(d.host, d.entry), "")
         if self.in_key_order:
-            return func.coalesce(func.aggregate_strings(case((current, each)), SEP), "")
+            return func.coalesce(func.aggregate_strings(each, SEP), "")
         keys = func.aggregate_strings(case((current, d.host + "\x01" + d.entry)), SEP)
-        return (func.coalesce(func.aggregate_strings(case((current, each)), SEP), "")
+        return (func.coalesce(func.aggregate_strings(each, SEP), "")
                 + "\x1d" + func.coalesce(keys, ""))
+
+    def parse(self, counts: str) -> tuple[int, int | None, str]:
+        """(total, current, listed) of what :meth:`counts_column` said of a row; with ``json``
+        or ``text`` the current ones are counted in the list (None where the list does not add
+        up to the total: a separator in a target, a list the database cut)."""
+        total_text, _, rest = counts.partition(":")
+        current_text, _, listed = rest.partition(":")
+        total = int(total_text)
+        if not (self.json or self.text):
+            return total, int(current_text), listed
+        items = listed
+        if self.keys_listed():
+            if listed.count("\x1d") != 1:
+                return total, None, listed
+            items = listed.partition("\x1d")[0]
+        found = items.split(SEP)
+        if len(found) != total or self.cut(listed):
+            return total, None, listed
+        return total, total - found.count(NOT_CURRENT), listed
 
     def target_json(self) -> Any:
         """The JSON of a deployment row that ``lecentral fleet --json`` writes for a current

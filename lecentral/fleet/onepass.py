@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO, Any, Self
 
-from lecentral.fleet.current import SEP, Split
+from lecentral.fleet.current import NOT_CURRENT, SEP, Split
 from lecentral.fleet.spool import COLUMNS, discard, temp_dir, temp_error
 
 #: between the targets' aggregate and their keys; between a key's host and entry
@@ -108,19 +108,19 @@ class OnePass:
         return True
 
     def _listed(self, name: str, counts: str) -> str | None:
-        """The aggregated current targets of a row (``total:current:aggregate``: joined by
-        :data:`SEP`), if every one of its targets is current and they came whole and in order;
-        else None (the row is not plainly current)."""
-        total, _, rest = counts.partition(":")
-        current_text, _, listed = rest.partition(":")
-        current = int(current_text)
-        if not current or current != int(total) or name != name.lower().rstrip("."):
+        """The aggregated targets of a row (``total::aggregate``: joined by :data:`SEP`), if
+        every one of them is current and they came whole and in order; else None (the row is
+        not plainly current)."""
+        total_text, _, rest = counts.partition(":")
+        listed = rest.partition(":")[2]  # each target, NOT_CURRENT for one not current
+        total = int(total_text)
+        if not total or NOT_CURRENT in listed or name != name.lower().rstrip("."):
             return None
         if not self.ordered:
             listed, _, keys = listed.partition(GS)
-            if not _in_order(keys, current):
+            if not _in_order(keys, total):
                 return None
-        if listed.count(SEP) + 1 != current or self._split.cut(listed):
+        if listed.count(SEP) + 1 != total or self._split.cut(listed):
             return None
         return listed
 

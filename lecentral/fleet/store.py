@@ -457,6 +457,8 @@ class FleetStore:
                     how = split.account(item, hint, counts, by_key)
                     if how is not None:
                         read[how].append(str(item["name"]))
+                if split.uncounted and taker is not None:  # read in full: not as counted
+                    taker.abandon(f"the targets of {min(split.uncounted)} could not be counted")
                 snap.deployments = split.others(conn, dep_cols, wanted, read["partial"],
                                                 read["again"])
             snap.probes = list(conn.execute(probe_q).all())
