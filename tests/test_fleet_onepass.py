@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from monitor_world import Fleet
-from test_fleet_split import OK, plain_world, upper_world, world
+from test_fleet_split import OK, orphan_world, plain_world, upper_world, world
 from test_metrics import promtool_check
 from test_store_sqlite_errors import fill, tmpfs
 
@@ -99,8 +99,8 @@ class _Taken:
         monkeypatch.setattr(onepass.OnePass, "close", one_close)
 
 
-@pytest.mark.parametrize("made", [world, plain_world, upper_world, odd_world],
-                         ids=["world", "plainly-ok", "upper-case", "odd"])
+@pytest.mark.parametrize("made", [world, plain_world, upper_world, odd_world, orphan_world],
+                         ids=["world", "plainly-ok", "upper-case", "odd", "orphans"])
 def test_one_pass_writes_the_bytes_of_the_held_view(frozen: Fleet, made: Any,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     fleet = frozen

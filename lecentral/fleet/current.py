@@ -216,20 +216,27 @@ class Split:
         return "partial" if current < total else None
 
     def others(self, conn: Connection, cols: Sequence[Any], wanted: Sequence[str],
-               partial: Sequence[str], again: Sequence[str]) -> list[Any]:
+               partial: Sequence[str], again: Sequence[str],
+               attached: int | None = None) -> list[Any]:
         """The rows Python judges: every deployment without a ``certs`` row of its exact name,
         those of ``partial`` (verified names with rows SQL does not call current) that SQL
         does not call current, and every row of ``again`` (names whose count was not
-        trusted); in the judge's order (name, host, entry)."""
+        trusted); in the judge's order (name, host, entry). ``attached``: the deployments of
+        an exact ``certs`` name, counted over every ``certs`` row (a pass): if that is all of
+        them, none is without one and they are not looked for."""
         d = deployments.c
         found: list[Any] = []
+        query: Any
         if len(partial) > SCAN_ABOVE:  # the rows not current, those without a certs row too
             query = select(*cols).select_from(self.joined()).where(self.is_current() == 0)
             lists: tuple[tuple[Sequence[str], int | None], ...] = ((again, None),)
         else:
             query = select(*cols).where(self.same(d.name).not_in(select(certs.c.name)))
             lists = ((partial, 0), (again, None))
-            if not wanted:
+            if not wanted and attached is not None and attached == conn.execute(
+                    select(func.count()).select_from(deployments)).scalar_one():
+                query = None
+            elif not wanted:
                 found, query = self._without_certs(conn, query)
         if wanted:
             query = query.where(d.name.in_(wanted))

@@ -432,12 +432,16 @@ class FleetStore:
             counted: list[tuple[dict[str, Any], Any, str]] = []
             at_hint = keys.index("hint_fp") if split is not None else 0
             at_ok = keys.index("plain_ok") if "plain_ok" in keys else -1
+            attached: int | None = None  # a pass: the deployments of every row's exact name
             if taker is not None and split is not None:
                 taker.start(keys, split)
+                attached = 0
             for row in result:
                 if at_ok >= 0 and row[at_ok] and (others is None or row[0] not in others):
                     snap.plain_ok -= 1  # plainly OK and expiring first: judged here
                 fingerprint = row[at_cached] or pem_fingerprint(row[at_crt])
+                if attached is not None and row[at_hint + 1]:
+                    attached += int(str(row[at_hint + 1]).partition(":")[0])
                 if taker is not None and taker.take(row, fingerprint):
                     continue
                 item = {k: row[i] for k, i in kept}
@@ -460,7 +464,7 @@ class FleetStore:
                 if split.uncounted and taker is not None:  # read in full: not as counted
                     taker.abandon(f"the targets of {min(split.uncounted)} could not be counted")
                 snap.deployments = split.others(conn, dep_cols, wanted, read["partial"],
-                                                read["again"])
+                                                read["again"], attached)
             snap.probes = list(conn.execute(probe_q).all())
             snap.runs = self._latest_runs(conn)
             if ((snap.plain_ok or (taker is not None and taker.taken))
