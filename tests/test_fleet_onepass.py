@@ -182,6 +182,30 @@ def test_fleet_table_whatever_the_provisional_widths(frozen: Fleet, widths: tupl
     assert spied.taken if extra >= 0 else True
 
 
+def test_fleet_table_columns_fit_the_spooled_and_the_held_lines(
+        frozen: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The STATE column is as wide as ``current`` of the spooled lines even where every held
+    line's state is shorter (a certificate stale on its only host, with its WHY after it)."""
+    from lecentral.config import RenewConfig
+
+    fleet = frozen
+    for name in OK[:3]:
+        cert = fleet.issue(name, age=5)
+        fleet.report("web1", name, cert, cert)
+    stale = "stale.split.example.test"
+    current = fleet.issue(stale, age=10)
+    old = fleet.cert(stale, days=90, age=70)
+    fleet.report("web1", stale, old, old)
+    assert current
+    fleet.renew_run()
+    fleet.store.record_facts(fleet.store.sweep(RenewConfig(), fleet.now).rows)
+    spied = _Taken(monkeypatch)
+    passed, held = _run_both(fleet, monkeypatch, "fleet")
+    assert passed == held
+    assert spied.taken == 3
+    assert b"  stale    installed: the previous certificate" in passed
+
+
 def test_a_plan_through_another_index_is_not_trusted(tmp_path: Path) -> None:
     """:func:`reads_in_key_order` says True only for a search of the deployments by name
     through their (name, host, entry) key, in a real SQLite."""

@@ -126,6 +126,7 @@ class TextPass(OnePass):
         if longest > label_width:
             return None
         widths = self.widths  # what the spooled cells need (without the padding)
+        widths[4] = max(widths[4], len("current"))
         widths[0] = max(widths[0], len(name), longest + 2)
         widths[1] = max(widths[1], seen_width, 3 + len(fp12))
         widths[2] = max(widths[2], len(day.rstrip(" ")))
