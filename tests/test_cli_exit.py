@@ -291,3 +291,18 @@ def test_renew_json_through_the_console_script_saves_and_reports_everything(
     listed = json.loads(_lecentral(True, "--config", str(toml), "list", "--json").stdout)
     assert all(entry.get("ts_expire", 0) > 1 for entry in listed), listed
     assert list((tmp_path / "state" / "spool").glob("*.json")) == []
+
+
+def test_ctrl_c_after_the_command_is_one_status_not_a_traceback(tmp_path: Path) -> None:
+    """A Ctrl-C that lands once the command is done, while the quick exit looks for files
+    still open (a new-user trial: two chained tracebacks on stderr): the output stays whole,
+    the status is 130, stderr has no traceback."""
+    body = ECHO + ("import lecentral.cli.quickexit as q\n"
+                   "def _interrupted():\n"
+                   "    raise KeyboardInterrupt\n"
+                   "q._files_left = _interrupted\n")
+    result = _python(body, True, tmp_path)
+    assert result.returncode == 130, result.stderr
+    assert result.stdout.count("\n") == 20000 and result.stdout.endswith("x" * 40 + "\n")
+    assert "Traceback" not in result.stderr
+    assert _without_spy(result.stderr) == "log: a warning on stderr\nto stderr\n"

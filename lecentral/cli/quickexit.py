@@ -63,11 +63,22 @@ def run(command: Callable[[], object]) -> None:
         code = exc.code
         if code is None or isinstance(code, int):
             exc = SystemExit(output.finish(code))
-        exit_now(exc)
+        _leave(exc)
         raise exc from None
     done = SystemExit(output.finish(0))
-    exit_now(done)
+    _leave(done)
     raise done
+
+
+def _leave(exc: SystemExit) -> None:
+    """:func:`exit_now`; a Ctrl-C that lands in it (the command is done, its output written)
+    ends the process with 130, as an interrupted command, without a traceback (a new-user
+    trial saw two chained tracebacks on stderr)."""
+    try:
+        exit_now(exc)
+    except KeyboardInterrupt:
+        _flushed()
+        os._exit(130)
 
 
 def exit_now(exc: SystemExit) -> None:

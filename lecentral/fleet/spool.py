@@ -276,8 +276,8 @@ def temp_error(exc: OSError) -> LecentralError:
             where = "any temporary directory (TMPDIR is not set; /tmp, /var/tmp, /usr/tmp tried)"
     return LecentralError(
         f"cannot use a temporary file in {where}: {exc.strerror or exc}; "
-        "nothing was written (a --textfile is left as it was): free space there, or set "
-        "TMPDIR to a directory with room")
+        "nothing was written (a --textfile is left as it was): make it a writable directory "
+        "with room, or set TMPDIR to one")
 
 
 def _plain_label(value: str) -> bool:
