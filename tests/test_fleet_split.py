@@ -248,6 +248,28 @@ def test_check_judges_the_deployments_of_a_removed_certificate(fleet: Fleet) -> 
     assert plain_ok > 0
 
 
+def test_reports_of_a_removed_certificate_are_loud(fleet: Fleet) -> None:
+    """A host still reporting a certificate whose row is gone (``lecentral remove`` leaves the
+    reports) is not silently dropped (a new-user trial found it in no output): check warns,
+    fleet lists it after the table and in --json, --problems too."""
+    import json
+
+    orphan_world(fleet)
+    gone = "gone.split.example.test"
+    check = fleet.run("check")
+    assert check.exit_code == 1, check.output
+    assert f"{gone} on web1 ({gone}): reported, but no row of certs is named {gone}" \
+        in check.stdout
+    for args in ((), ("--problems",)):
+        table = fleet.run("fleet", *args)
+        assert table.exit_code == 0, table.output
+        assert f"unclaimed: {gone} on web2 ({gone}) (last seen " in table.stdout
+    document = json.loads(fleet.run("fleet", "--json").stdout)
+    assert [(u["name"], u["target"]) for u in document["unclaimed"]] == [
+        (gone, f"web1 ({gone})"), (gone, f"web2 ({gone})")]
+    assert list(document)[-1] == "certs"
+
+
 @pytest.mark.parametrize("made", [world, plain_world, upper_world, orphan_world],
                          ids=["world", "plainly-ok", "upper-case", "orphans"])
 def test_fleet_json_lists_what_the_full_view_lists(fleet: Fleet, made: Any) -> None:

@@ -87,15 +87,17 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
         if unsent:
             raise click.exceptions.Exit(1)
         return
-    from lecentral.fleet.textpass import HEADERS, cert_rows
+    from lecentral.fleet.textpass import HEADERS, cert_rows, unclaimed_lines
 
     rows = [row for cert in certs for row in cert_rows(cert, view.now, problems)]
     if rows:
         click.echo(table(rows, list(HEADERS)))
-    elif not view.certs and not view.plain_ok:
+    elif not view.certs and not view.plain_ok and not view.unclaimed:
         click.echo(NO_CERTS)
-    else:
+    elif not view.unclaimed:
         click.echo("every certificate is current everywhere it is reported or probed")
+    for line in unclaimed_lines(view):
+        click.echo(line)
     click.echo(_renew_line(view))
     if unsent:
         raise click.exceptions.Exit(1)
@@ -267,7 +269,7 @@ def _print_text_in_one_pass(app: App) -> bool:
     import sys
 
     from lecentral.fleet.store import FleetStore
-    from lecentral.fleet.textpass import TextPass, cert_rows
+    from lecentral.fleet.textpass import TextPass, cert_rows, unclaimed_lines
     from lecentral.fleet.watch import load_view
 
     now = now_ts()
@@ -285,8 +287,10 @@ def _print_text_in_one_pass(app: App) -> bool:
         out = sys.stdout
         if spooled.taken or held:
             spooled.write(out.write, held)
-        else:
+        elif not view.unclaimed:
             out.write(NO_CERTS + "\n")
+        for line in unclaimed_lines(view):
+            out.write(line + "\n")
         out.write(_renew_line(view) + "\n")
         out.flush()
     return True
@@ -305,6 +309,8 @@ def view_json(view: FleetView, certs: list[CertFleet]) -> dict[str, Any]:
         "now": view.now, "settings": dataclasses.asdict(view.settings),
         "renew_state": view.renew_state, "renew_detail": view.renew_detail,
         "runs": [dataclasses.asdict(r) for r in view.runs],
+        "unclaimed": [{"name": name, "target": target, "ts": ts}
+                      for name, target, ts in view.unclaimed],
         "certs": [cert_json(c) for c in certs],
     }
 

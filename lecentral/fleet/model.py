@@ -136,6 +136,9 @@ class FleetView:
     #: check enabled ones with nothing to say (not the soonest expiry), for ``fleet
     #: --problems`` disabled or current ones
     plain_ok: int = 0
+    #: (name, target, ts) of each report (an agent's entry, a probe) filed under a name no row
+    #: of ``certs`` has: a certificate removed (or never added) that a host still holds
+    unclaimed: list[tuple[str, str, int | None]] = field(default_factory=list)
 
     def alerts(self) -> list[tuple[CertFleet, Target]]:
         """Every alerting target, certificate by certificate."""

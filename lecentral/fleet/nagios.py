@@ -68,6 +68,8 @@ GIVEN_UP = "given-up"  # count_fail_update beyond [renew] max_failures: no more 
 NO_CERTIFICATE = "no-certificate"  # enabled, tried, still no certificate
 ROW_PROBLEM = "row-problem"  # a column the renew job or the agents will refuse or misread
 LEFTOVER = "leftover"
+#: a host reports (or a probe sees) a certificate under a name no row of certs has
+UNCLAIMED = "unclaimed"
 ENTRY_ERROR = "entry-error"  # lecentral-install check: an entry the agent cannot handle
 NOT_INSTALLED = "not-installed"  # lecentral-install check: nothing installed yet
 SEVERITY: dict[str, int] = {
@@ -86,6 +88,7 @@ SEVERITY: dict[str, int] = {
     UNREACHABLE: WARNING,
     NEVER_RUN: WARNING,
     LEFTOVER: WARNING,
+    UNCLAIMED: WARNING,
     ENTRY_ERROR: WARNING,
     NOT_INSTALLED: WARNING,
 }
@@ -297,6 +300,13 @@ class CheckInput:
     max_failures: int = 10
 
 
+def unclaimed_detail(name: str) -> str:
+    """Why a report under a name without a ``certs`` row is a problem, and what to do."""
+    return (f"reported, but no row of certs is named {name}: removed? nothing renews it "
+            "(remove the entry on the host, then lecentral agent forget HOST: its next run "
+            "reports its other entries again)")
+
+
 def evaluate(data: CheckInput, thresholds: Thresholds) -> CheckResult:
     """The plugin result for ``data``."""
     view, now = data.view, data.view.now
@@ -359,6 +369,10 @@ def evaluate(data: CheckInput, thresholds: Thresholds) -> CheckResult:
                                 f"{left_behind.name}: left behind since {days(now - left_behind.ts)} "
                                 f"({left_behind.attempts} removal(s) tried): "
                                 f"{left_behind.describe()}: {left_behind.error}"))
+    for name, where, _ in view.unclaimed:
+        if wanted and name.lower().rstrip(".") not in wanted:
+            continue
+        problems.append(Problem(UNCLAIMED, name, f"{name} on {where}: {unclaimed_detail(name)}"))
     if not data.names and view.renew_state in SEVERITY:
         problems.append(Problem(view.renew_state, None, f"renew timer: {view.renew_detail}"))
     alerting = sum(1 for c in view.certs for t in c.targets if t.state in SEVERITY)

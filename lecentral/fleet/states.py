@@ -227,9 +227,15 @@ def compute(snapshot: Snapshot, settings: FleetSettings, now: int,
             count_fail_update=int(fails or 0), targets=targets, state=state,
             current_targets=current))
     renew_state, renew_detail = _timer(snapshot, settings, now)
+    unclaimed = sorted(
+        [(str(d[0]), f"{d[1]} ({d[2]})", d[14]) for name, deps in by_name.items()
+         if name not in judge.rows for d in deps]
+        + [(str(p.name), str(p.url), int(p.ts)) for name, probes in probes_by_name.items()
+           if name not in judge.rows for p in probes])
     return FleetView(now=now, settings=settings, certs=result, renew_state=renew_state,
                      renew_detail=renew_detail, runs=snapshot.runs,
-                     split=snapshot.split is not None, plain_ok=snapshot.plain_ok)
+                     split=snapshot.split is not None, plain_ok=snapshot.plain_ok,
+                     unclaimed=unclaimed)
 
 
 def _int(value: Any) -> int | None:

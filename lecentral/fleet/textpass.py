@@ -21,7 +21,7 @@ from lecentral.fleet.onepass import SOH, OnePass
 from lecentral.fleet.states import _int, ago
 
 if TYPE_CHECKING:
-    from lecentral.fleet.model import CertFleet
+    from lecentral.fleet.model import CertFleet, FleetView
 
 HEADERS = ("NAME / TARGET", "SEEN (installed/served)", "LAST", "AGE", "STATE", "WHY")
 DAY = 86400
@@ -57,6 +57,13 @@ def cert_rows(cert: CertFleet, now: int, problems: bool) -> list[list[str]]:
         rows.append([f"  {t.target}", f"{t.kind} {seen}", date(t.ts), age(now, t.ts), t.state,
                      t.detail if t.state != "current" else ""])
     return rows
+
+
+def unclaimed_lines(view: FleetView) -> list[str]:
+    """The reports filed under a name no row of ``certs`` has, one line each (after the
+    table)."""
+    return [f"unclaimed: {name} on {target} (last seen {date(ts)}): no row of certs is named "
+            f"{name}: removed? nothing renews it" for name, target, ts in view.unclaimed]
 
 
 def table_lines(rows: Sequence[Sequence[str]], widths: Sequence[int]) -> Iterator[str]:
