@@ -37,6 +37,9 @@ SEP = "\x1f"
 #: a target not current in the list of ``json`` and ``text`` (a list item no target can be:
 #: JSON escapes it, a ``text`` item holds SOH)
 NOT_CURRENT = "\x02"
+#: between a list of targets and their keys; between a key's host and entry (and a ``text``
+#: target's label and the rest)
+GS, SOH = "\x1d", "\x01"
 #: above this many names with rows SQL does not call current (no facts recorded yet: the first
 #: run after the upgrade), one scan of the deployments instead of lists of names
 SCAN_ABOVE = 10_000
@@ -166,19 +169,19 @@ class Split:
     def _counts(self, current: Any) -> Any:
         """:meth:`counts_column`'s look-up, ``current`` saying which deployments are."""
         d = deployments.c
-        value: Any = cast(func.count(), String) + ":"
         if self.json or self.text:  # each target listed: the current ones counted in Python
             # (NULL without deployments, as the sum below makes it)
-            value = cast(func.nullif(func.count(), 0), String) + ":"
+            value: Any = cast(func.nullif(func.count(), 0), String) + ":"
             if self.json:
                 each = self.target_json()
             else:
                 served = case((func.coalesce(d.served_fp, "") != "", "1"), else_="0")
-                each = d.host + " (" + d.entry + ")\x01" + served + cast(d.ts_reported, String)
+                each = d.host + " (" + d.entry + ")" + SOH + served + cast(d.ts_reported, String)
             return (select(value + ":" + self._ordered_targets(
                 case((current, each), else_=NOT_CURRENT), current))
                 .select_from(deployments).where(self._exact(certs.c.name)).scalar_subquery())
-        value = value + cast(func.sum(case((current, 1), else_=0)), String)
+        value = (cast(func.count(), String) + ":"
+                 + cast(func.sum(case((current, 1), else_=0)), String))
         if self.listing:
             target = d.host + " (" + d.entry + ")"
             value = value + ":" + func.coalesce(
@@ -321,9 +324,9 @@ class Split:
                                  .aggregate_order_by(d.host, d.entry), "")
         if self.in_key_order:
             return func.coalesce(func.aggregate_strings(each, SEP), "")
-        keys = func.aggregate_strings(case((current, d.host + "\x01" + d.entry)), SEP)
+        keys = func.aggregate_strings(case((current, d.host + SOH + d.entry)), SEP)
         return (func.coalesce(func.aggregate_strings(each, SEP), "")
-                + "\x1d" + func.coalesce(keys, ""))
+                + GS + func.coalesce(keys, ""))
 
     def parse(self, counts: str) -> tuple[int, int | None, str]:
         """(total, current, listed) of what :meth:`counts_column` said of a row; with ``json``
@@ -336,9 +339,9 @@ class Split:
             return total, int(current_text), listed
         items = listed
         if self.keys_listed():
-            if listed.count("\x1d") != 1:
+            if listed.count(GS) != 1:
                 return total, None, listed
-            items = listed.partition("\x1d")[0]
+            items = listed.partition(GS)[0]
         found = items.split(SEP)
         if len(found) != total or self.cut(listed):
             return total, None, listed

@@ -23,11 +23,8 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO, Any, Self
 
-from lecentral.fleet.current import NOT_CURRENT, SEP, Split
+from lecentral.fleet.current import GS, NOT_CURRENT, SEP, SOH, Split
 from lecentral.fleet.spool import COLUMNS, discard, temp_dir, temp_error
-
-#: between the targets' aggregate and their keys; between a key's host and entry
-GS, SOH = "\x1d", "\x01"
 
 
 class OnePass:

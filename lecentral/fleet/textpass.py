@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from lecentral.fleet.current import SEP
-from lecentral.fleet.onepass import SOH, OnePass
+from lecentral.fleet.current import SEP, SOH
+from lecentral.fleet.onepass import OnePass
 from lecentral.fleet.states import _int, ago
 
 if TYPE_CHECKING:
