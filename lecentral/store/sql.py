@@ -796,7 +796,11 @@ class SqlStore(Store):
             finally:
                 self._db_release(conn, holder)
         finally:
-            conn.close()
+            try:
+                conn.close()
+            except SQLAlchemyError as exc:  # a server gone: its rollback cannot be read back
+                # (the lock dies with the connection; the run's own error, if any, goes on)
+                log.warning("closing the renew lock's connection failed: %s", _reason(exc))
 
     @contextmanager
     def _lease_lock(self, timeout: float, seconds: float) -> Iterator[bool]:
