@@ -21,6 +21,7 @@ from test_metrics import promtool_check
 from test_store_sqlite_errors import fill, tmpfs
 
 from lecentral.fleet import jsonpass, onepass, spool, textpass
+from lecentral.fleet import store as fleet_store
 from lecentral.fleet.onepass import _in_order
 
 
@@ -329,9 +330,11 @@ def test_a_listing_the_database_cut_is_not_trusted(mariadb_server: Any, mariadb_
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """MariaDB and MySQL cut an aggregated string at group_concat_max_len bytes (MySQL's
     default is 1,024); a cut that falls in the last target still adds up to the count. Such a
-    certificate is judged in full: every target's label whole, the bytes of the held view."""
+    certificate is judged in full: every target's label whole, the bytes of the held view.
+    (The fleet commands raise the session's limit: not here, to cut.)"""
     fleet = Fleet(tmp_path, mariadb_url)
     (previous,), = mariadb_server.execute("SELECT @@GLOBAL.group_concat_max_len")
+    monkeypatch.setattr(fleet_store, "AGGREGATE_BYTES", 0)
     try:
         import lecentral.certificates
         import lecentral.cli.fleet
@@ -364,13 +367,15 @@ def test_a_listing_the_database_cut_is_not_trusted(mariadb_server: Any, mariadb_
         fleet.close()
 
 
-def test_check_does_not_trust_a_list_of_names_the_database_cut(mariadb_server: Any,
-                                                                mariadb_url: str,
-                                                                tmp_path: Path) -> None:
+def test_check_does_not_trust_a_list_of_names_the_database_cut(
+        mariadb_server: Any, mariadb_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """check lists the names of the rows that are not plainly OK in one aggregated string;
     wherever MariaDB cuts it (group_concat_max_len), check's lines are those of the whole list
-    (a cut in the last name used to add up and lose that row)."""
+    (a cut in the last name used to add up and lose that row). (The session's limit is not
+    raised here, to cut.)"""
     fleet = Fleet(tmp_path, mariadb_url)
+    monkeypatch.setattr(fleet_store, "AGGREGATE_BYTES", 0)
     (previous,), = mariadb_server.execute("SELECT @@GLOBAL.group_concat_max_len")
     try:
         plain_world(fleet)
@@ -381,6 +386,37 @@ def test_check_does_not_trust_a_list_of_names_the_database_cut(mariadb_server: A
             _, got = fleet.check("--max-lines", "0")
             assert got[1:] == want[1:], limit
             assert got[0].split(" | ")[0] == want[0].split(" | ")[0], limit
+    finally:
+        mariadb_server.execute(f"SET GLOBAL group_concat_max_len = {previous}")
+        fleet.close()
+
+
+def test_mysql_default_aggregate_limit_does_not_make_the_pass_give_up(
+        mariadb_server: Any, mariadb_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """MySQL's default group_concat_max_len (1,024 bytes) is shorter than the targets' JSON of
+    one certificate on 3 hosts: the pass would give up and judge every row in Python (at
+    100,000 certificates: seconds and hundreds of MiB). The fleet commands raise the session's
+    limit: the pass takes the plainly current rows, and writes the bytes of the held view."""
+    fleet = Fleet(tmp_path, mariadb_url)
+    (previous,), = mariadb_server.execute("SELECT @@GLOBAL.group_concat_max_len")
+    import lecentral.certificates
+    import lecentral.cli.fleet
+    import lecentral.names
+
+    for module in (lecentral.names, lecentral.certificates, lecentral.cli.fleet):
+        monkeypatch.setattr(module, "now_ts", lambda: fleet.now)
+    spied = _Taken(monkeypatch)
+    try:
+        plain_world(fleet)
+        mariadb_server.execute("SET GLOBAL group_concat_max_len = 1024")
+        for args in (("metrics",), ("fleet", "--json"), ("fleet",)):
+            spied.taken = 0
+            passed, held = _run_both(fleet, monkeypatch, *args)
+            assert passed == held, args
+            assert spied.taken >= len(OK) - 2, args
+        (session,), = mariadb_server.execute("SELECT @@SESSION.group_concat_max_len")
+        assert session == 1024  # another session (the server's own) keeps its limit
     finally:
         mariadb_server.execute(f"SET GLOBAL group_concat_max_len = {previous}")
         fleet.close()

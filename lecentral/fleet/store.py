@@ -55,6 +55,9 @@ from lecentral.store.sql import SqlStore
 __all__ = ["Deployment", "FleetStore", "ProbeResult", "ProbeTarget", "Run", "Snapshot",
            "StateRow", "json_list", "pem_fingerprint", "subject_key"]
 
+#: bytes an aggregated string may take on MariaDB and MySQL (:meth:`FleetStore._aggregate_chars`)
+AGGREGATE_BYTES = 64 << 20
+
 
 
 @dataclass(frozen=True)
@@ -404,10 +407,10 @@ class FleetStore:
             dep_q = dep_q.where(d.name.in_(wanted))
             probe_q = probe_q.where(p.name.in_(wanted))
         snap = Snapshot(split=split)
-        if split is not None:  # its aggregated strings may be cut (Split.cut)
-            split.max_chars = self._aggregate_chars()
         extra = ("cached_fp", "crt", "hint_fp", "fleet_counts", "plain_ok", "probed")
         with self.store.transaction("reading the fleet") as conn:
+            if split is not None:  # its aggregated strings may be cut (Split.cut)
+                split.max_chars = self._aggregate_chars(conn)
             others: set[str] | None = None  # the names SQL did not find plainly OK
             if split is not None and ok_limits is not None and now is not None and not wanted:
                 ok = plainly_ok(split, now, ok_limits)
@@ -476,15 +479,23 @@ class FleetStore:
         self.last_snapshot = snap
         return snap
 
-    def _aggregate_chars(self) -> int | None:
+    def _aggregate_chars(self, conn: Connection) -> int | None:
         """On MariaDB and MySQL: a length in characters from which an aggregated string may
-        have been cut at ``group_concat_max_len`` bytes (up to 4 bytes a character)."""
+        have been cut at ``group_concat_max_len`` bytes (up to 4 bytes a character), after
+        raising the session's limit to :data:`AGGREGATE_BYTES` (at most the server's
+        ``max_allowed_packet``): MySQL's default of 1,024 bytes cuts the targets of almost
+        every certificate, and MariaDB's 1 MiB those of one deployed on a few thousand
+        targets; a pass over such a list gives up and judges every row in Python."""
         if self.store.dialect not in ("mysql", "mariadb"):
             return None
         from sqlalchemy import text
 
-        with self.store.transaction("reading group_concat_max_len") as conn:
-            limit = int(conn.execute(text("SELECT @@group_concat_max_len")).scalar_one())
+        if AGGREGATE_BYTES:
+            conn.execute(text("SET SESSION group_concat_max_len = GREATEST("
+                              "@@SESSION.group_concat_max_len, "
+                              "LEAST(:bytes, @@GLOBAL.max_allowed_packet))"),
+                         {"bytes": AGGREGATE_BYTES})
+        limit = int(conn.execute(text("SELECT @@SESSION.group_concat_max_len")).scalar_one())
         return max(0, (limit - 4) // 4)
 
     @staticmethod
