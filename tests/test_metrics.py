@@ -195,3 +195,67 @@ def test_metrics_on_mariadb_pass_promtool(mariadb_url: str, tmp_path: Path) -> N
         assert samples(result.stdout_bytes)[key("lecentral_certificate_failures", name=D)] == 2
     finally:
         fleet.close()
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def any_fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleet]:
+    """A fleet on SQLite and on MariaDB (the split view finds the reports without a ``certs``
+    row per dialect: lecentral.fleet.current.Split.others)."""
+    url = request.getfixturevalue("mariadb_url") if request.param == "mariadb" else None
+    f = Fleet(tmp_path, url)
+    yield f
+    f.close()
+
+
+def _both_paths(fleet: Fleet, monkeypatch: pytest.MonkeyPatch, *args: str) -> bytes:
+    """``lecentral metrics`` in one pass and with the pass given up (the view held): the same
+    bytes, promtool clean."""
+    from lecentral.fleet import spool
+
+    passed = fleet.run("metrics", *args)
+    assert passed.exit_code == 0, passed.output
+    with monkeypatch.context() as m:
+        m.setattr(spool.MetricsPass, "take", lambda self, row, fp: bool(self.abandon("test")))
+        held = fleet.run("metrics", *args)
+    assert held.exit_code == 0, held.output
+    assert passed.stdout_bytes == held.stdout_bytes
+    promtool_check(passed.stdout_bytes)
+    return passed.stdout_bytes
+
+
+def test_reports_of_a_removed_certificate_are_metrics(any_fleet: Fleet,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host (or a probe) still reporting a certificate ``lecentral remove`` deleted: nothing
+    renews it, check warns (unclaimed), and a site that monitors by Prometheus alone sees it
+    too (it was in no sample): a series per target and their count, in both metrics paths."""
+    import lecentral.certificates
+
+    fleet = any_fleet
+    monkeypatch.setattr(lecentral.certificates, "now_ts", lambda: fleet.now)
+    a = fleet.issue(A)
+    fleet.report("web1", A, a, a)
+    fleet.renew_run()
+    got = samples(_both_paths(fleet, monkeypatch))
+    assert got["lecentral_unclaimed_deployments"] == 0
+    assert not [k for k in got if k.startswith("lecentral_unclaimed_deployment{")]
+
+    gone = fleet.issue(B)
+    fleet.report("web1", B, gone, gone, ago=0.5)
+    fleet.report("web2", B, gone, gone, entry='q"uote')
+    url = 'https://lb.example.test:8443/p"\\'
+    fleet.probe(B, url, gone)
+    removed = fleet.run("remove", B, "--yes")
+    assert removed.exit_code == 0, removed.output
+    got = samples(_both_paths(fleet, monkeypatch))
+    web1 = {"name": B, "kind": "agent", "host": "web1", "target": f"web1 ({B})"}
+    web2 = {"name": B, "kind": "agent", "host": "web2", "target": r'web2 (q\"uote)'}
+    lb = {"name": B, "kind": "probe", "host": "lb.example.test", "target": r'https://lb.example.test:8443/p\"\\'}
+    for labels in (web1, web2, lb):
+        assert got[key("lecentral_unclaimed_deployment", **labels)] == 1
+    assert got[key("lecentral_unclaimed_last_report_timestamp_seconds", **web1)] == \
+        int(fleet.now - 0.5 * 86400)
+    assert got[key("lecentral_unclaimed_last_report_timestamp_seconds", **lb)] == fleet.now
+    assert got["lecentral_unclaimed_deployments"] == 3
+    # nothing of it among the certificates' families (no row: no state, no expiry)
+    assert not [k for k in got if f'name="{B}"' in k and "unclaimed" not in k]
+    assert got[key("lecentral_deployment_current", name=A, target=f"web1 ({A})")] == 1

@@ -217,6 +217,7 @@ def _write_the_rest(write: Write, view: FleetView, shown: Sequence[CertFleet],
         if t.ts:
             write(f"lecentral_deployment_last_report_timestamp_seconds{_labels(pairs)} "
                   f"{go(t.ts)}\n")
+    _write_unclaimed(write, view)
 
     _family(write, "lecentral_certificates", "Certificates per fleet state.")
     tally = dict.fromkeys(SEVERITY, 0)
@@ -260,6 +261,35 @@ def _write_the_rest(write: Write, view: FleetView, shown: Sequence[CertFleet],
     _family(write, "lecentral_metrics_generated_timestamp_seconds",
             "When lecentral metrics computed these values.")
     write(f"lecentral_metrics_generated_timestamp_seconds {go(view.now)}\n")
+
+
+def _write_unclaimed(write: Write, view: FleetView) -> None:
+    """The reports filed under a name no row of ``certs`` has (``lecentral check`` warns
+    ``unclaimed``): a removed certificate a host still holds, which nothing renews. A series
+    per report, with the labels of the deployment families, and their count (always written:
+    0 is "none", not "unknown")."""
+    go = _go
+    reports = []
+    seen: set[tuple[str, str, str, str]] = set()
+    for u in view.unclaimed_reports:
+        ident = (u.name, u.kind, u.host, u.target)
+        if ident not in seen:  # (one series per label set, whatever the rows hold)
+            seen.add(ident)
+            reports.append((_labels(_target_labels(*ident)), u.ts))
+    _family(write, "lecentral_unclaimed_deployment",
+            "1 for each target (a host's entry, a probed endpoint) reporting a certificate under "
+            "a name no row of certs has: removed while still installed, nothing renews it.")
+    for labels, _ in reports:
+        write(f"lecentral_unclaimed_deployment{labels} 1.0\n")
+    _family(write, "lecentral_unclaimed_last_report_timestamp_seconds",
+            "When the agent last reported (or the probe last looked at) an unclaimed target.")
+    for labels, ts in reports:
+        if ts:
+            write(f"lecentral_unclaimed_last_report_timestamp_seconds{labels} {go(ts)}\n")
+    _family(write, "lecentral_unclaimed_deployments",
+            "Targets reporting a certificate under a name no row of certs has (the series of "
+            "lecentral_unclaimed_deployment).")
+    write(f"lecentral_unclaimed_deployments {go(len(reports))}\n")
 
 
 def exposition(view: FleetView, leftovers: Sequence[Leftover],
