@@ -100,6 +100,7 @@ class Unclaimed:
     host: str  # the agent's host; for a probe, the URL's host ("" if it has none)
     target: str  # "host (entry)" or the probed URL, as Target.target
     ts: int | None  # when the agent last reported it (or the probe last looked)
+    entry: str | None = None  # the agent's [[cert]] entry (None for a probe)
 
 
 @dataclass(frozen=True)

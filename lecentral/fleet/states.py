@@ -229,7 +229,7 @@ def compute(snapshot: Snapshot, settings: FleetSettings, now: int,
             current_targets=current))
     renew_state, renew_detail = _timer(snapshot, settings, now)
     reports = sorted(
-        [Unclaimed(str(d[0]), "agent", str(d[1]), f"{d[1]} ({d[2]})", d[14])
+        [Unclaimed(str(d[0]), "agent", str(d[1]), f"{d[1]} ({d[2]})", d[14], str(d[2]))
          for name, deps in by_name.items() if name not in judge.rows for d in deps]
         + [Unclaimed(str(p.name), "probe", urlsplit(str(p.url)).hostname or "", str(p.url),
                      int(p.ts))
