@@ -197,11 +197,12 @@ def test_metrics_on_mariadb_pass_promtool(mariadb_url: str, tmp_path: Path) -> N
         fleet.close()
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
+@pytest.fixture(params=["sqlite", "mariadb", "postgresql"])
 def any_fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleet]:
-    """A fleet on SQLite and on MariaDB (the split view finds the reports without a ``certs``
-    row per dialect: lecentral.fleet.current.Split.others)."""
-    url = request.getfixturevalue("mariadb_url") if request.param == "mariadb" else None
+    """A fleet on SQLite, MariaDB and PostgreSQL (the split view finds the reports without a
+    ``certs`` row, and compares ts_expire with the facts, per dialect)."""
+    url = (None if request.param == "sqlite" else
+           request.getfixturevalue(f"{'mariadb' if request.param == 'mariadb' else 'postgres'}_url"))
     f = Fleet(tmp_path, url)
     yield f
     f.close()
@@ -259,3 +260,72 @@ def test_reports_of_a_removed_certificate_are_metrics(any_fleet: Fleet,
     # nothing of it among the certificates' families (no row: no state, no expiry)
     assert not [k for k in got if f'name="{B}"' in k and "unclaimed" not in k]
     assert got[key("lecentral_deployment_current", name=A, target=f"web1 ({A})")] == 1
+
+
+def _set_ts_expire(fleet: Fleet, name: str, value: int) -> None:
+    """A foreign write of ``ts_expire`` alone (a hand edit, an old tool's bug)."""
+    from sqlalchemy import update
+
+    from lecentral.store.schema import certs
+
+    with fleet.store.transaction("a hand edit") as conn:
+        conn.execute(update(certs).where(certs.c.name == name).values(ts_expire=value))
+
+
+def _sweep(fleet: Fleet) -> None:
+    """What a renew sweep records: the facts of every row (lecentral/store/facts.py)."""
+    from lecentral.config import RenewConfig
+
+    fleet.store.record_facts(fleet.store.sweep(RenewConfig(), fleet.now).rows)
+
+
+def test_a_ts_expire_that_is_not_the_crts_notafter_is_loud(any_fleet: Fleet,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ts_expire`` hand-edited 80 days ahead of a crt that expires in 5 days: metrics used to
+    export the 80 days (and a 165-day lifetime), so no expiry alert could fire. Now the expiry
+    and lifetime are the crt's (its facts, recorded by the last sweep: nothing parsed), and the
+    wrong ts_expire is a family of its own (LecentralCertificateTsExpireWrong); right rows are
+    unchanged, in both metrics paths."""
+    import lecentral.certificates
+
+    fleet = any_fleet
+    monkeypatch.setattr(lecentral.certificates, "now_ts", lambda: fleet.now)
+    day = 86400
+    crts = {name: fleet.issue(name, days=90, age=age) for name, age in ((A, 85), (B, 10),
+                                                                        (C, 10))}
+    for name, crt in crts.items():
+        fleet.report("web1", name, crt, crt)
+    fleet.renew_run()
+    _sweep(fleet)
+    _set_ts_expire(fleet, A, fleet.now + 80 * day)
+    _set_ts_expire(fleet, B, crts[B].not_after + 1800)  # within the renew job's hour: right
+    got = samples(_both_paths(fleet, monkeypatch))
+    expiry, lifetime, wrong = ("lecentral_certificate_expiry_timestamp_seconds",
+                               "lecentral_certificate_lifetime_seconds",
+                               "lecentral_certificate_ts_expire_timestamp_seconds")
+    assert got[key(expiry, name=A)] == crts[A].not_after  # 5 days left: the alerts fire
+    assert got[key(lifetime, name=A)] == 90 * day
+    assert got[key(wrong, name=A)] == fleet.now + 80 * day
+    assert got[key(expiry, name=B)] == crts[B].not_after + 1800 and key(wrong, name=B) not in got
+    assert got[key(expiry, name=C)] == crts[C].not_after and key(wrong, name=C) not in got
+
+    # a crt stored after the last sweep with a wrong ts_expire: the facts describe the old
+    # crt, so ts_expire stands (nothing parsed) until the next sweep, which reads the new crt
+    # (and, finding ts_expire wrong, makes the row due: lecentral.store.rows)
+    newer = fleet.issue(C, days=90, age=86)
+    _set_ts_expire(fleet, C, fleet.now + 60 * day)
+    got = samples(_both_paths(fleet, monkeypatch))
+    assert got[key(expiry, name=C)] == fleet.now + 60 * day and key(wrong, name=C) not in got
+    _sweep(fleet)
+    got = samples(_both_paths(fleet, monkeypatch))
+    assert got[key(expiry, name=C)] == newer.not_after
+    assert got[key(wrong, name=C)] == fleet.now + 60 * day
+    assert got[key(expiry, name=A)] == crts[A].not_after  # (A swept again: the same crt)
+
+    # put right (the renew job's save_issued): the family is empty again
+    for name in (A, C):
+        fleet.issue(name, days=90, age=1)
+    _sweep(fleet)
+    out = _both_paths(fleet, monkeypatch)
+    assert not [k for k in samples(out) if k.startswith(wrong)]
+    assert f"# TYPE {wrong} gauge\n".encode() in out

@@ -114,7 +114,7 @@ def metrics(app: App, textfile: str | None) -> None:
     1 PATH cannot be written or $TMPDIR has no room (the file is left as it was).
     """
     from lecentral.certificates import now_ts
-    from lecentral.fleet.metrics import write_exposition, write_textfile
+    from lecentral.fleet.metrics import crt_expiries, write_exposition, write_textfile
     from lecentral.fleet.nagios import lifetimes
     from lecentral.fleet.spool import MetricsPass, spool_fits, write_spooled
     from lecentral.fleet.watch import bulk, load_view
@@ -135,9 +135,11 @@ def metrics(app: App, textfile: str | None) -> None:
             spooled.close()
             fleet, view = load_view(app.store(), app.config, now, split=True, listing=True)
             lives = lifetimes(fleet, view.certs)
+            truths = crt_expiries(fleet.last_snapshot.certs)
 
             def fill(write: Callable[[str], object]) -> None:
-                write_exposition(write, view, leftovers, lives, fleet.current_targets())
+                write_exposition(write, view, leftovers, lives, fleet.current_targets(),
+                                 truths)
 
         if textfile is None:
             out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n",

@@ -27,6 +27,7 @@ from lecentral.fleet.model import (
     CertFleet,
     FleetView,
 )
+from lecentral.fleet.states import _int
 
 if TYPE_CHECKING:
     from lecentral.leftovers import Leftover
@@ -94,31 +95,38 @@ def _shown(view: FleetView) -> tuple[list[CertFleet], list[CertFleet]]:
 
 def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover],
                      lifetimes: Mapping[str, int] | None = None,
-                     current: Iterable[tuple[str, str]] = ()) -> None:
+                     current: Iterable[tuple[str, str]] = (),
+                     expiries: Mapping[str, tuple[int, int | None]] | None = None) -> None:
     """The Prometheus text format of ``view``, written piece by piece through ``write``.
 
     ``current``: (name, target) of the agent targets a split view only counted
     (:mod:`lecentral.fleet.current`), streamed from the database into
-    ``lecentral_deployment_current``.
+    ``lecentral_deployment_current``; ``expiries``: the crt's (notAfter, lifetime) of the
+    certificates whose ``ts_expire`` is not their crt's notAfter (:func:`crt_expiries`).
     """
     lifetimes = lifetimes or {}
+    truths = expiries or {}
     go = _go
     shown, managed = _shown(view)
+    issued = [c for c in managed if c.ts_expire and c.ts_expire > 1 and c.fingerprint]
 
     def per_cert(name: str, doc: str, values: Iterable[tuple[str, Any]]) -> None:
         _family(write, name, doc)
         prefix = name + '{name="'
         write("".join(f'{prefix}{_esc(n)}"}} {go(v)}\n' for n, v in values))
 
+    def lifetime(c: CertFleet) -> int | None:
+        return truths[c.name][1] if c.name in truths else lifetimes.get(c.name)
+
     docs = iter(PER_CERT_DOCS)
-    per_cert(*next(docs), ((c.name, c.ts_expire) for c in managed
-                           if c.ts_expire and c.ts_expire > 1 and c.fingerprint))
-    per_cert(*next(docs), ((c.name, lifetimes[c.name]) for c in managed
-                           if c.ts_expire and c.ts_expire > 1 and c.fingerprint
-                           and c.name in lifetimes))
+    per_cert(*next(docs), ((c.name, truths[c.name][0] if c.name in truths else c.ts_expire)
+                           for c in issued))
+    per_cert(*next(docs), ((c.name, life) for c in issued
+                           if (life := lifetime(c)) is not None))
     per_cert(*next(docs), ((c.name, c.count_fail_update) for c in managed))
     per_cert(*next(docs), ((c.name, c.ts_last_update) for c in managed
                            if c.ts_last_update and c.ts_last_update > 1))
+    per_cert(*next(docs), ((c.name, c.ts_expire) for c in issued if c.name in truths))
 
     def listed(shown_agents: set[tuple[str, str]]) -> None:
         chunk: list[str] = []
@@ -138,14 +146,50 @@ def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover
 #: the per-certificate families (name, HELP), in the document's order
 PER_CERT_DOCS = (
     ("lecentral_certificate_expiry_timestamp_seconds",
-     "notAfter of the database's certificate (ts_expire), Unix time."),
+     ("notAfter of the database's certificate (ts_expire; its crt's own where ts_expire "
+      "disagrees with it: lecentral_certificate_ts_expire_timestamp_seconds), Unix time.")),
     ("lecentral_certificate_lifetime_seconds",
      "notAfter - notBefore of the database's certificate (for alerts on a fraction of it)."),
     ("lecentral_certificate_failures",
      "Failed renewals in a row (count_fail_update; 0 after a success)."),
     ("lecentral_certificate_last_attempt_timestamp_seconds",
      "Last issuance or failed attempt (ts_last_update), Unix time."),
+    ("lecentral_certificate_ts_expire_timestamp_seconds",
+     ("ts_expire of a certificate where it disagrees with its crt's notAfter by an hour or "
+      "more (a hand edit, an old bug; the Perl agents read it): the next lecentral renew "
+      "replaces the certificate. Unix time.")),
 )
+
+
+def crt_expiry(ts_expire: int, not_after: Any, not_before: Any
+               ) -> tuple[int, int | None] | None:
+    """The crt's (notAfter, lifetime) where ``ts_expire`` disagrees with its notAfter as the
+    last renew sweep read it (``not_after``, ``not_before``: the facts of this very crt) by
+    :data:`~lecentral.store.rows.TS_EXPIRE_SLACK` or more (the renew job's rule), else None:
+    ``ts_expire`` stands."""
+    from lecentral.store.rows import TS_EXPIRE_SLACK
+
+    after = _int(not_after)
+    if after is None or abs(ts_expire - after) < TS_EXPIRE_SLACK:
+        return None
+    before = _int(not_before)
+    return after, (after - before if before is not None and after > before else None)
+
+
+def crt_expiries(rows: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, int | None]]:
+    """:func:`crt_expiry` of each row of a split snapshot (its ``facts_not_*`` columns: only
+    those of its own crt are kept, lecentral.fleet.store.expiry_facts_columns), by name."""
+    found: dict[str, tuple[int, int | None]] = {}
+    for row in rows:
+        if row.get("facts_not_after") is None:
+            continue
+        expire = _int(row["ts_expire"])
+        truth = (crt_expiry(expire, row["facts_not_after"], row["facts_not_before"])
+                 if expire and expire > 1 else None)
+        if truth is not None:
+            found[str(row["name"])] = truth
+    return found
+
 
 
 #: the spool's file of the current targets SQL listed (after the per-certificate families')
