@@ -262,7 +262,7 @@ def test_reports_of_a_removed_certificate_are_metrics(any_fleet: Fleet,
     assert got[key("lecentral_deployment_current", name=A, target=f"web1 ({A})")] == 1
 
 
-def _set_ts_expire(fleet: Fleet, name: str, value: int) -> None:
+def _set_ts_expire(fleet: Fleet, name: str, value: int | None) -> None:
     """A foreign write of ``ts_expire`` alone (a hand edit, an old tool's bug)."""
     from sqlalchemy import update
 
@@ -284,8 +284,9 @@ def test_a_ts_expire_that_is_not_the_crts_notafter_is_loud(any_fleet: Fleet,
     """``ts_expire`` hand-edited 80 days ahead of a crt that expires in 5 days: metrics used to
     export the 80 days (and a 165-day lifetime), so no expiry alert could fire. Now the expiry
     and lifetime are the crt's (its facts, recorded by the last sweep: nothing parsed), and the
-    wrong ts_expire is a family of its own (LecentralCertificateTsExpireWrong); right rows are
-    unchanged, in both metrics paths."""
+    wrong ts_expire is a family of its own (LecentralCertificateTsExpireWrong); a ts_expire that
+    does not tell (NULL, 1) no longer means no expiry sample; right rows are unchanged, in both
+    metrics paths."""
     import lecentral.certificates
 
     fleet = any_fleet
@@ -322,8 +323,17 @@ def test_a_ts_expire_that_is_not_the_crts_notafter_is_loud(any_fleet: Fleet,
     assert got[key(wrong, name=C)] == fleet.now + 60 * day
     assert got[key(expiry, name=A)] == crts[A].not_after  # (A swept again: the same crt)
 
+    # ts_expire NULL or populate.pl's 1 beside a crt ("unknown, not wrong": the row is valid)
+    # used to give no expiry sample at all, so no expiry alert could fire: now the crt's
+    for value in (None, 1):
+        _set_ts_expire(fleet, B, value)
+        _sweep(fleet)
+        got = samples(_both_paths(fleet, monkeypatch))
+        assert got[key(expiry, name=B)] == crts[B].not_after, value
+        assert got[key(lifetime, name=B)] == 90 * day and key(wrong, name=B) not in got
+
     # put right (the renew job's save_issued): the family is empty again
-    for name in (A, C):
+    for name in (A, B, C):
         fleet.issue(name, days=90, age=1)
     _sweep(fleet)
     out = _both_paths(fleet, monkeypatch)

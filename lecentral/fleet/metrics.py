@@ -108,7 +108,8 @@ def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover
     truths = expiries or {}
     go = _go
     shown, managed = _shown(view)
-    issued = [c for c in managed if c.ts_expire and c.ts_expire > 1 and c.fingerprint]
+    issued = [c for c in managed if c.fingerprint
+              and ((c.ts_expire and c.ts_expire > 1) or c.name in truths)]
 
     def per_cert(name: str, doc: str, values: Iterable[tuple[str, Any]]) -> None:
         _family(write, name, doc)
@@ -126,7 +127,8 @@ def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover
     per_cert(*next(docs), ((c.name, c.count_fail_update) for c in managed))
     per_cert(*next(docs), ((c.name, c.ts_last_update) for c in managed
                            if c.ts_last_update and c.ts_last_update > 1))
-    per_cert(*next(docs), ((c.name, c.ts_expire) for c in issued if c.name in truths))
+    per_cert(*next(docs), ((c.name, c.ts_expire) for c in issued
+                           if c.name in truths and c.ts_expire and c.ts_expire > 1))
 
     def listed(shown_agents: set[tuple[str, str]]) -> None:
         chunk: list[str] = []
@@ -147,7 +149,8 @@ def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover
 PER_CERT_DOCS = (
     ("lecentral_certificate_expiry_timestamp_seconds",
      ("notAfter of the database's certificate (ts_expire; its crt's own where ts_expire "
-      "disagrees with it: lecentral_certificate_ts_expire_timestamp_seconds), Unix time.")),
+      "disagrees with it, see lecentral_certificate_ts_expire_timestamp_seconds, or is not "
+      "set), Unix time.")),
     ("lecentral_certificate_lifetime_seconds",
      "notAfter - notBefore of the database's certificate (for alerts on a fraction of it)."),
     ("lecentral_certificate_failures",
@@ -161,16 +164,18 @@ PER_CERT_DOCS = (
 )
 
 
-def crt_expiry(ts_expire: int, not_after: Any, not_before: Any
+def crt_expiry(ts_expire: int | None, not_after: Any, not_before: Any
                ) -> tuple[int, int | None] | None:
     """The crt's (notAfter, lifetime) where ``ts_expire`` disagrees with its notAfter as the
     last renew sweep read it (``not_after``, ``not_before``: the facts of this very crt) by
-    :data:`~lecentral.store.rows.TS_EXPIRE_SLACK` or more (the renew job's rule), else None:
-    ``ts_expire`` stands."""
+    :data:`~lecentral.store.rows.TS_EXPIRE_SLACK` or more (the renew job's rule), or does not
+    tell it (None, 0, populate.pl's 1: no expiry sample otherwise); else None: ``ts_expire``
+    stands."""
     from lecentral.store.rows import TS_EXPIRE_SLACK
 
     after = _int(not_after)
-    if after is None or abs(ts_expire - after) < TS_EXPIRE_SLACK:
+    if after is None or (ts_expire is not None and ts_expire > 1
+                         and abs(ts_expire - after) < TS_EXPIRE_SLACK):
         return None
     before = _int(not_before)
     return after, (after - before if before is not None and after > before else None)
@@ -183,9 +188,8 @@ def crt_expiries(rows: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, int 
     for row in rows:
         if row.get("facts_not_after") is None:
             continue
-        expire = _int(row["ts_expire"])
-        truth = (crt_expiry(expire, row["facts_not_after"], row["facts_not_before"])
-                 if expire and expire > 1 else None)
+        truth = crt_expiry(_int(row["ts_expire"]), row["facts_not_after"],
+                           row["facts_not_before"])
         if truth is not None:
             found[str(row["name"])] = truth
     return found

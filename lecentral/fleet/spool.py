@@ -142,28 +142,27 @@ class MetricsPass:
         parts = self._parts
         esc = name if _plain_label(name) else _esc(name)
         if enabled:
-            if expire and expire > 1 and fp:
-                # a ts_expire that is not the crt's notAfter (the facts tell it where they
-                # describe this crt): the crt's values, and ts_expire in a family of its own
-                truth = (crt_expiry(expire, crt_not_after, crt_not_before)
-                         if crt_not_after is not None and fp == hint else None)
-                issued = update or 0
-                lifetime: int | None
-                if truth is not None:
+            # a ts_expire that is not (or does not tell) the crt's notAfter, where the facts
+            # describe this crt: the crt's values (a wrong ts_expire in a family of its own)
+            truth = (crt_expiry(expire, crt_not_after, crt_not_before)
+                     if crt_not_after is not None and fp and fp == hint else None)
+            lifetime: int | None = None
+            if truth is not None:
+                if expire and expire > 1:
                     parts[TS_EXPIRE].append(f'{esc}"}} {_number(expire)}\n')
-                    parts[EXPIRY].append(f'{esc}"}} {_number(truth[0])}\n')
-                    lifetime = truth[1]
-                else:
-                    parts[EXPIRY].append(f'{esc}"}} {_number(expire)}\n')
-                    if fails == 0 and 1 < issued < expire:
-                        lifetime = expire - issued
-                    elif crt:
-                        lifetime = self._parse(bytes(crt), name)
-                    else:  # the crt was not sent (fingerprint from the facts): read by name
-                        lifetime = None
-                        self.abandon(f"the crt of {name} was not read")
-                if lifetime is not None:
-                    parts[LIFETIME].append(f'{esc}"}} {_number(lifetime)}\n')
+                parts[EXPIRY].append(f'{esc}"}} {_number(truth[0])}\n')
+                lifetime = truth[1]
+            elif expire and expire > 1 and fp:
+                parts[EXPIRY].append(f'{esc}"}} {_number(expire)}\n')
+                issued = update or 0
+                if fails == 0 and 1 < issued < expire:
+                    lifetime = expire - issued
+                elif crt:
+                    lifetime = self._parse(bytes(crt), name)
+                else:  # the crt was not sent (fingerprint from the facts): read by name
+                    self.abandon(f"the crt of {name} was not read")
+            if lifetime is not None:
+                parts[LIFETIME].append(f'{esc}"}} {_number(lifetime)}\n')
             parts[FAILURES].append(f'{esc}"}} {_number(fails)}\n')
             if update and update > 1:
                 parts[LAST_ATTEMPT].append(f'{esc}"}} {_number(update)}\n')

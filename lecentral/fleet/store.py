@@ -170,15 +170,17 @@ def expiry_facts_columns() -> list[Any]:
     """``facts_not_after`` and ``facts_not_before`` of a split snapshot (joined to the facts):
     the notAfter and notBefore the last renew sweep read in the row's crt, only where
     ``ts_expire`` disagrees with that notAfter by :data:`~lecentral.store.rows.TS_EXPIRE_SLACK`
-    or more (a hand edit, an old bug: the renew job calls that a bad certificate), else NULL;
-    ``lecentral metrics`` then tells the crt's notAfter, not ``ts_expire``. They describe the
+    or more (a hand edit, an old bug: the renew job calls that a bad certificate) or does not
+    tell it (NULL, 0, populate.pl's 1), else NULL; ``lecentral metrics`` then tells the crt's
+    notAfter, not ``ts_expire``. They describe the
     crt only where its fingerprint is the facts' (``hint_fp``): the caller checks that. No
     subtraction: ``ts_expire`` is UNSIGNED on MariaDB."""
     from lecentral.store.rows import TS_EXPIRE_SLACK
 
     c, f = certs.c, cert_facts.c
-    off = and_(f.not_after.is_not(None), c.ts_expire > 1,
-               or_(c.ts_expire >= f.not_after + TS_EXPIRE_SLACK,
+    off = and_(f.not_after.is_not(None),
+               or_(c.ts_expire.is_(None), c.ts_expire <= 1,
+                   c.ts_expire >= f.not_after + TS_EXPIRE_SLACK,
                    f.not_after >= c.ts_expire + TS_EXPIRE_SLACK))
     return [case((off, f.not_after), else_=None).label("facts_not_after"),
             case((off, f.not_before), else_=None).label("facts_not_before")]
@@ -467,7 +469,8 @@ class FleetStore:
                     continue
                 item = {k: row[i] for k, i in kept}
                 item["fingerprint"] = fingerprint
-                if at_facts >= 0 and row[at_facts] is not None and fingerprint != row[at_hint]:
+                if (at_facts >= 0 and row[at_facts] is not None
+                        and (not fingerprint or fingerprint != row[at_hint])):
                     # facts of an older crt: they say nothing of this one's notAfter
                     item["facts_not_after"] = item["facts_not_before"] = None
                 snap.certs.append(item)
