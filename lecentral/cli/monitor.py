@@ -105,9 +105,10 @@ def metrics(app: App, textfile: str | None) -> None:
     """The fleet as Prometheus metrics (text exposition format).
 
     Per certificate: expiry, failures, last attempt, state; per target (host entry or probed
-    endpoint): current or not, state, installed and served expiry, last report; per run: last
-    success, duration, exit code; the renew timer; challenge records left behind. Run it from
-    the lecentral-metrics timer (contrib/systemd) a few times an hour.
+    endpoint): current or not, state, installed and served expiry, last report; targets still
+    reporting a name no row has (unclaimed); per run: last success, duration, exit code; the
+    renew timer; challenge records left behind. Run it from the lecentral-metrics timer
+    (contrib/systemd) a few times an hour.
 
     Exit status: 0 written, 4 database unreachable (the file is left as it was: the
     textfile collector's node_textfile_mtime_seconds then shows its age), 2 configuration error,
