@@ -195,7 +195,6 @@ def crt_expiries(rows: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, int 
     return found
 
 
-
 #: the spool's file of the current targets SQL listed (after the per-certificate families')
 SPOOLED_CURRENT = len(PER_CERT_DOCS)
 
