@@ -195,3 +195,147 @@ def test_metrics_on_mariadb_pass_promtool(mariadb_url: str, tmp_path: Path) -> N
         assert samples(result.stdout_bytes)[key("lecentral_certificate_failures", name=D)] == 2
     finally:
         fleet.close()
+
+
+@pytest.fixture(params=["sqlite", "mariadb", "postgresql"])
+def any_fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleet]:
+    """A fleet on SQLite, MariaDB and PostgreSQL (the split view finds the reports without a
+    ``certs`` row, and compares ts_expire with the facts, per dialect)."""
+    url = (None if request.param == "sqlite" else
+           request.getfixturevalue(f"{'mariadb' if request.param == 'mariadb' else 'postgres'}_url"))
+    f = Fleet(tmp_path, url)
+    yield f
+    f.close()
+
+
+def _both_paths(fleet: Fleet, monkeypatch: pytest.MonkeyPatch, *args: str) -> bytes:
+    """``lecentral metrics`` in one pass and with the pass given up (the view held): the same
+    bytes, promtool clean."""
+    from lecentral.fleet import spool
+
+    passed = fleet.run("metrics", *args)
+    assert passed.exit_code == 0, passed.output
+    with monkeypatch.context() as m:
+        m.setattr(spool.MetricsPass, "take", lambda self, row, fp: bool(self.abandon("test")))
+        held = fleet.run("metrics", *args)
+    assert held.exit_code == 0, held.output
+    assert passed.stdout_bytes == held.stdout_bytes
+    promtool_check(passed.stdout_bytes)
+    return passed.stdout_bytes
+
+
+def test_reports_of_a_removed_certificate_are_metrics(any_fleet: Fleet,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host (or a probe) still reporting a certificate ``lecentral remove`` deleted: nothing
+    renews it, check warns (unclaimed), and a site that monitors by Prometheus alone sees it
+    too (it was in no sample): a series per target and their count, in both metrics paths."""
+    import lecentral.certificates
+
+    fleet = any_fleet
+    monkeypatch.setattr(lecentral.certificates, "now_ts", lambda: fleet.now)
+    a = fleet.issue(A)
+    fleet.report("web1", A, a, a)
+    fleet.renew_run()
+    got = samples(_both_paths(fleet, monkeypatch))
+    assert got["lecentral_unclaimed_deployments"] == 0
+    assert not [k for k in got if k.startswith("lecentral_unclaimed_deployment{")]
+
+    gone = fleet.issue(B)
+    fleet.report("web1", B, gone, gone, ago=0.5)
+    fleet.report("web2", B, gone, gone, entry='q"uote')
+    url = 'https://lb.example.test:8443/p"\\'
+    fleet.probe(B, url, gone)
+    removed = fleet.run("remove", B, "--yes")
+    assert removed.exit_code == 0, removed.output
+    got = samples(_both_paths(fleet, monkeypatch))
+    web1 = {"name": B, "kind": "agent", "host": "web1", "target": f"web1 ({B})"}
+    web2 = {"name": B, "kind": "agent", "host": "web2", "target": r'web2 (q\"uote)'}
+    lb = {"name": B, "kind": "probe", "host": "lb.example.test", "target": r'https://lb.example.test:8443/p\"\\'}
+    for labels in (web1, web2, lb):
+        assert got[key("lecentral_unclaimed_deployment", **labels)] == 1
+    assert got[key("lecentral_unclaimed_last_report_timestamp_seconds", **web1)] == \
+        int(fleet.now - 0.5 * 86400)
+    assert got[key("lecentral_unclaimed_last_report_timestamp_seconds", **lb)] == fleet.now
+    assert got["lecentral_unclaimed_deployments"] == 3
+    # nothing of it among the certificates' families (no row: no state, no expiry)
+    assert not [k for k in got if f'name="{B}"' in k and "unclaimed" not in k]
+    assert got[key("lecentral_deployment_current", name=A, target=f"web1 ({A})")] == 1
+
+
+def _set_ts_expire(fleet: Fleet, name: str, value: int | None) -> None:
+    """A foreign write of ``ts_expire`` alone (a hand edit, an old tool's bug)."""
+    from sqlalchemy import update
+
+    from lecentral.store.schema import certs
+
+    with fleet.store.transaction("a hand edit") as conn:
+        conn.execute(update(certs).where(certs.c.name == name).values(ts_expire=value))
+
+
+def _sweep(fleet: Fleet) -> None:
+    """What a renew sweep records: the facts of every row (lecentral/store/facts.py)."""
+    from lecentral.config import RenewConfig
+
+    fleet.store.record_facts(fleet.store.sweep(RenewConfig(), fleet.now).rows)
+
+
+def test_a_ts_expire_that_is_not_the_crts_notafter_is_loud(any_fleet: Fleet,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ts_expire`` hand-edited 80 days ahead of a crt that expires in 5 days: metrics used to
+    export the 80 days (and a 165-day lifetime), so no expiry alert could fire. Now the expiry
+    and lifetime are the crt's (its facts, recorded by the last sweep: nothing parsed), and the
+    wrong ts_expire is a family of its own (LecentralCertificateTsExpireWrong); a ts_expire that
+    does not tell (NULL, 1) no longer means no expiry sample; right rows are unchanged, in both
+    metrics paths."""
+    import lecentral.certificates
+
+    fleet = any_fleet
+    monkeypatch.setattr(lecentral.certificates, "now_ts", lambda: fleet.now)
+    day = 86400
+    crts = {name: fleet.issue(name, days=90, age=age) for name, age in ((A, 85), (B, 10),
+                                                                        (C, 10))}
+    for name, crt in crts.items():
+        fleet.report("web1", name, crt, crt)
+    fleet.renew_run()
+    _sweep(fleet)
+    _set_ts_expire(fleet, A, fleet.now + 80 * day)
+    _set_ts_expire(fleet, B, crts[B].not_after + 1800)  # within the renew job's hour: right
+    got = samples(_both_paths(fleet, monkeypatch))
+    expiry, lifetime, wrong = ("lecentral_certificate_expiry_timestamp_seconds",
+                               "lecentral_certificate_lifetime_seconds",
+                               "lecentral_certificate_ts_expire_timestamp_seconds")
+    assert got[key(expiry, name=A)] == crts[A].not_after  # 5 days left: the alerts fire
+    assert got[key(lifetime, name=A)] == 90 * day
+    assert got[key(wrong, name=A)] == fleet.now + 80 * day
+    assert got[key(expiry, name=B)] == crts[B].not_after + 1800 and key(wrong, name=B) not in got
+    assert got[key(expiry, name=C)] == crts[C].not_after and key(wrong, name=C) not in got
+
+    # a crt stored after the last sweep with a wrong ts_expire: the facts describe the old
+    # crt, so ts_expire stands (nothing parsed) until the next sweep, which reads the new crt
+    # (and, finding ts_expire wrong, makes the row due: lecentral.store.rows)
+    newer = fleet.issue(C, days=90, age=86)
+    _set_ts_expire(fleet, C, fleet.now + 60 * day)
+    got = samples(_both_paths(fleet, monkeypatch))
+    assert got[key(expiry, name=C)] == fleet.now + 60 * day and key(wrong, name=C) not in got
+    _sweep(fleet)
+    got = samples(_both_paths(fleet, monkeypatch))
+    assert got[key(expiry, name=C)] == newer.not_after
+    assert got[key(wrong, name=C)] == fleet.now + 60 * day
+    assert got[key(expiry, name=A)] == crts[A].not_after  # (A swept again: the same crt)
+
+    # ts_expire NULL or populate.pl's 1 beside a crt ("unknown, not wrong": the row is valid)
+    # used to give no expiry sample at all, so no expiry alert could fire: now the crt's
+    for value in (None, 1):
+        _set_ts_expire(fleet, B, value)
+        _sweep(fleet)
+        got = samples(_both_paths(fleet, monkeypatch))
+        assert got[key(expiry, name=B)] == crts[B].not_after, value
+        assert got[key(lifetime, name=B)] == 90 * day and key(wrong, name=B) not in got
+
+    # put right (the renew job's save_issued): the family is empty again
+    for name in (A, B, C):
+        fleet.issue(name, days=90, age=1)
+    _sweep(fleet)
+    out = _both_paths(fleet, monkeypatch)
+    assert not [k for k in samples(out) if k.startswith(wrong)]
+    assert f"# TYPE {wrong} gauge\n".encode() in out

@@ -47,7 +47,8 @@ def fleet(app: App, names: tuple[str, ...], as_json: bool, problems: bool, notif
       not-issued      enabled, but the database holds no certificate yet
     The renew timer is dead-timer when no renew run ended within [fleet] renew_max_age.
 
-    Exit status 0 whatever the states (use lecentral check for monitoring); 1 unknown NAME, or
+    Exit status 0 whatever the states (use lecentral check for monitoring); 1 unknown NAME, a
+    NAME no row of certs has that hosts still report (unclaimed: shown, with what to do), or
     with --notify an alert that could not be sent (the next look sends it again); 4 database
     unreachable.
     """
@@ -73,10 +74,14 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
     if split and as_json:
         view = _mixed_in_full(app, view, wanted, problems, fleet_store)
     found = {c.name.lower() for c in view.certs}
-    unknown = [n for n in wanted if n.lower() not in found]
+    reported = {u.name.lower() for u in view.unclaimed_reports}
+    unknown = [n for n in wanted if n.lower() not in found and n.lower() not in reported]
     if unknown:
         raise UnknownNameError(f"no certificate named {', '.join(unknown)} in the database "
                                "(see lecentral list)")
+    # names without a row that hosts still report (the list says "unclaimed"): shown, and
+    # a problem (exit 1) once shown
+    unclaimed = [n for n in wanted if n.lower() not in found]
     unsent = notify_changes(fleet_store, view, app.registry, app.config,
                             complete=not wanted) if notify else []
     for error in unsent:
@@ -84,7 +89,8 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
     certs = [c for c in view.certs if not problems or c.state not in ("current", "disabled")]
     if as_json:
         _print_view_json(view, certs, fleet_store)
-        if unsent:
+        if unsent or unclaimed:
+            _unclaimed_error(view, unclaimed)
             raise click.exceptions.Exit(1)
         return
     from lecentral.fleet.textpass import HEADERS, cert_rows, unclaimed_lines
@@ -98,12 +104,43 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
         click.echo("every certificate is current everywhere it is reported or probed")
     for line in unclaimed_lines(view):
         click.echo(line)
+    if wanted:
+        for line in unclaimed_advice(view):
+            click.echo(line)
     click.echo(_renew_line(view))
-    if unsent:
+    if unsent or unclaimed:
+        _unclaimed_error(view, unclaimed)
         raise click.exceptions.Exit(1)
 
 
 NO_CERTS = "no certificates yet: lecentral add NAME"
+
+
+def unclaimed_advice(view: FleetView) -> list[str]:
+    """What to do about the unclaimed reports of ``view``, one line per host (its entries),
+    then one per probed endpoint (``fleet NAME``: the list's lines say what, these how)."""
+    entries: dict[str, list[str]] = {}
+    urls: list[tuple[str, str]] = []
+    for u in view.unclaimed_reports:
+        if u.kind == "agent":
+            entries.setdefault(u.host, []).append(f"{u.entry} (name = {u.name})")
+        else:
+            urls.append((u.name, u.target))
+    lines = [f"what to do: remove the [[cert]] entry {', '.join(found)} from the agent's "
+             f"configuration on {host}, then lecentral agent forget {host} (its next run "
+             "reports its other entries again)" for host, found in entries.items()]
+    lines += [f"what to do: lecentral endpoint remove {name} {url} if it was added by hand; "
+              "a verify URL an agent reported goes with its reports (the next lecentral probe)"
+              for name, url in urls]
+    return lines
+
+
+def _unclaimed_error(view: FleetView, names: list[str]) -> None:
+    """The error line of ``fleet NAME`` for NAMEs only hosts report (exit 1 follows)."""
+    for name in names:
+        count = sum(1 for u in view.unclaimed_reports if u.name.lower() == name.lower())
+        click.echo(f"lecentral: no row of certs is named {name}, but {count} target(s) still "
+                   "report it (unclaimed, shown): nothing renews it", err=True)
 
 
 def _renew_line(view: FleetView) -> str:

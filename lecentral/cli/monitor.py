@@ -105,16 +105,17 @@ def metrics(app: App, textfile: str | None) -> None:
     """The fleet as Prometheus metrics (text exposition format).
 
     Per certificate: expiry, failures, last attempt, state; per target (host entry or probed
-    endpoint): current or not, state, installed and served expiry, last report; per run: last
-    success, duration, exit code; the renew timer; challenge records left behind. Run it from
-    the lecentral-metrics timer (contrib/systemd) a few times an hour.
+    endpoint): current or not, state, installed and served expiry, last report; targets still
+    reporting a name no row has (unclaimed); per run: last success, duration, exit code; the
+    renew timer; challenge records left behind. Run it from the lecentral-metrics timer
+    (contrib/systemd) a few times an hour.
 
     Exit status: 0 written, 4 database unreachable (the file is left as it was: the
     textfile collector's node_textfile_mtime_seconds then shows its age), 2 configuration error,
     1 PATH cannot be written or $TMPDIR has no room (the file is left as it was).
     """
     from lecentral.certificates import now_ts
-    from lecentral.fleet.metrics import write_exposition, write_textfile
+    from lecentral.fleet.metrics import crt_expiries, write_exposition, write_textfile
     from lecentral.fleet.nagios import lifetimes
     from lecentral.fleet.spool import MetricsPass, spool_fits, write_spooled
     from lecentral.fleet.watch import bulk, load_view
@@ -135,9 +136,11 @@ def metrics(app: App, textfile: str | None) -> None:
             spooled.close()
             fleet, view = load_view(app.store(), app.config, now, split=True, listing=True)
             lives = lifetimes(fleet, view.certs)
+            truths = crt_expiries(fleet.last_snapshot.certs)
 
             def fill(write: Callable[[str], object]) -> None:
-                write_exposition(write, view, leftovers, lives, fleet.current_targets())
+                write_exposition(write, view, leftovers, lives, fleet.current_targets(),
+                                 truths)
 
         if textfile is None:
             out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n",

@@ -27,6 +27,7 @@ from lecentral.fleet.model import (
     CertFleet,
     FleetView,
 )
+from lecentral.fleet.states import _int
 
 if TYPE_CHECKING:
     from lecentral.leftovers import Leftover
@@ -94,31 +95,40 @@ def _shown(view: FleetView) -> tuple[list[CertFleet], list[CertFleet]]:
 
 def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover],
                      lifetimes: Mapping[str, int] | None = None,
-                     current: Iterable[tuple[str, str]] = ()) -> None:
+                     current: Iterable[tuple[str, str]] = (),
+                     expiries: Mapping[str, tuple[int, int | None]] | None = None) -> None:
     """The Prometheus text format of ``view``, written piece by piece through ``write``.
 
     ``current``: (name, target) of the agent targets a split view only counted
     (:mod:`lecentral.fleet.current`), streamed from the database into
-    ``lecentral_deployment_current``.
+    ``lecentral_deployment_current``; ``expiries``: the crt's (notAfter, lifetime) of the
+    certificates whose ``ts_expire`` is not their crt's notAfter (:func:`crt_expiries`).
     """
     lifetimes = lifetimes or {}
+    truths = expiries or {}
     go = _go
     shown, managed = _shown(view)
+    issued = [c for c in managed if c.fingerprint
+              and ((c.ts_expire and c.ts_expire > 1) or c.name in truths)]
 
     def per_cert(name: str, doc: str, values: Iterable[tuple[str, Any]]) -> None:
         _family(write, name, doc)
         prefix = name + '{name="'
         write("".join(f'{prefix}{_esc(n)}"}} {go(v)}\n' for n, v in values))
 
+    def lifetime(c: CertFleet) -> int | None:
+        return truths[c.name][1] if c.name in truths else lifetimes.get(c.name)
+
     docs = iter(PER_CERT_DOCS)
-    per_cert(*next(docs), ((c.name, c.ts_expire) for c in managed
-                           if c.ts_expire and c.ts_expire > 1 and c.fingerprint))
-    per_cert(*next(docs), ((c.name, lifetimes[c.name]) for c in managed
-                           if c.ts_expire and c.ts_expire > 1 and c.fingerprint
-                           and c.name in lifetimes))
+    per_cert(*next(docs), ((c.name, truths[c.name][0] if c.name in truths else c.ts_expire)
+                           for c in issued))
+    per_cert(*next(docs), ((c.name, life) for c in issued
+                           if (life := lifetime(c)) is not None))
     per_cert(*next(docs), ((c.name, c.count_fail_update) for c in managed))
     per_cert(*next(docs), ((c.name, c.ts_last_update) for c in managed
                            if c.ts_last_update and c.ts_last_update > 1))
+    per_cert(*next(docs), ((c.name, c.ts_expire) for c in issued
+                           if c.name in truths and c.ts_expire and c.ts_expire > 1))
 
     def listed(shown_agents: set[tuple[str, str]]) -> None:
         chunk: list[str] = []
@@ -138,14 +148,51 @@ def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover
 #: the per-certificate families (name, HELP), in the document's order
 PER_CERT_DOCS = (
     ("lecentral_certificate_expiry_timestamp_seconds",
-     "notAfter of the database's certificate (ts_expire), Unix time."),
+     ("notAfter of the database's certificate (ts_expire; its crt's own where ts_expire "
+      "disagrees with it, see lecentral_certificate_ts_expire_timestamp_seconds, or is not "
+      "set), Unix time.")),
     ("lecentral_certificate_lifetime_seconds",
      "notAfter - notBefore of the database's certificate (for alerts on a fraction of it)."),
     ("lecentral_certificate_failures",
      "Failed renewals in a row (count_fail_update; 0 after a success)."),
     ("lecentral_certificate_last_attempt_timestamp_seconds",
      "Last issuance or failed attempt (ts_last_update), Unix time."),
+    ("lecentral_certificate_ts_expire_timestamp_seconds",
+     ("ts_expire of a certificate where it disagrees with its crt's notAfter by an hour or "
+      "more (a hand edit, an old bug; the Perl agents read it): the next lecentral renew "
+      "replaces the certificate. Unix time.")),
 )
+
+
+def crt_expiry(ts_expire: int | None, not_after: Any, not_before: Any
+               ) -> tuple[int, int | None] | None:
+    """The crt's (notAfter, lifetime) where ``ts_expire`` disagrees with its notAfter as the
+    last renew sweep read it (``not_after``, ``not_before``: the facts of this very crt) by
+    :data:`~lecentral.store.rows.TS_EXPIRE_SLACK` or more (the renew job's rule), or does not
+    tell it (None, 0, populate.pl's 1: no expiry sample otherwise); else None: ``ts_expire``
+    stands."""
+    from lecentral.store.rows import TS_EXPIRE_SLACK
+
+    after = _int(not_after)
+    if after is None or (ts_expire is not None and ts_expire > 1
+                         and abs(ts_expire - after) < TS_EXPIRE_SLACK):
+        return None
+    before = _int(not_before)
+    return after, (after - before if before is not None and after > before else None)
+
+
+def crt_expiries(rows: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, int | None]]:
+    """:func:`crt_expiry` of each row of a split snapshot (its ``facts_not_*`` columns: only
+    those of its own crt are kept, lecentral.fleet.store.expiry_facts_columns), by name."""
+    found: dict[str, tuple[int, int | None]] = {}
+    for row in rows:
+        if row.get("facts_not_after") is None:
+            continue
+        truth = crt_expiry(_int(row["ts_expire"]), row["facts_not_after"],
+                           row["facts_not_before"])
+        if truth is not None:
+            found[str(row["name"])] = truth
+    return found
 
 
 #: the spool's file of the current targets SQL listed (after the per-certificate families')
@@ -217,6 +264,7 @@ def _write_the_rest(write: Write, view: FleetView, shown: Sequence[CertFleet],
         if t.ts:
             write(f"lecentral_deployment_last_report_timestamp_seconds{_labels(pairs)} "
                   f"{go(t.ts)}\n")
+    _write_unclaimed(write, view)
 
     _family(write, "lecentral_certificates", "Certificates per fleet state.")
     tally = dict.fromkeys(SEVERITY, 0)
@@ -260,6 +308,35 @@ def _write_the_rest(write: Write, view: FleetView, shown: Sequence[CertFleet],
     _family(write, "lecentral_metrics_generated_timestamp_seconds",
             "When lecentral metrics computed these values.")
     write(f"lecentral_metrics_generated_timestamp_seconds {go(view.now)}\n")
+
+
+def _write_unclaimed(write: Write, view: FleetView) -> None:
+    """The reports filed under a name no row of ``certs`` has (``lecentral check`` warns
+    ``unclaimed``): a removed certificate a host still holds, which nothing renews. A series
+    per report, with the labels of the deployment families, and their count (always written:
+    0 is "none", not "unknown")."""
+    go = _go
+    reports = []
+    seen: set[tuple[str, str, str, str]] = set()
+    for u in view.unclaimed_reports:
+        ident = (u.name, u.kind, u.host, u.target)
+        if ident not in seen:  # (one series per label set, whatever the rows hold)
+            seen.add(ident)
+            reports.append((_labels(_target_labels(*ident)), u.ts))
+    _family(write, "lecentral_unclaimed_deployment",
+            "1 for each target (a host's entry, a probed endpoint) reporting a certificate under "
+            "a name no row of certs has: removed while still installed, nothing renews it.")
+    for labels, _ in reports:
+        write(f"lecentral_unclaimed_deployment{labels} 1.0\n")
+    _family(write, "lecentral_unclaimed_last_report_timestamp_seconds",
+            "When the agent last reported (or the probe last looked at) an unclaimed target.")
+    for labels, ts in reports:
+        if ts:
+            write(f"lecentral_unclaimed_last_report_timestamp_seconds{labels} {go(ts)}\n")
+    _family(write, "lecentral_unclaimed_deployments",
+            "Targets reporting a certificate under a name no row of certs has (the series of "
+            "lecentral_unclaimed_deployment).")
+    write(f"lecentral_unclaimed_deployments {go(len(reports))}\n")
 
 
 def exposition(view: FleetView, leftovers: Sequence[Leftover],

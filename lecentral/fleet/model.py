@@ -90,6 +90,19 @@ class CertFleet:
     current_targets: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Unclaimed:
+    """A report (an agent's entry, a probe result) filed under a name no row of ``certs`` has:
+    a certificate removed (or never added) that a host still holds, and nothing renews."""
+
+    name: str  # as the report files it
+    kind: str  # "agent" or "probe", as Target.kind
+    host: str  # the agent's host; for a probe, the URL's host ("" if it has none)
+    target: str  # "host (entry)" or the probed URL, as Target.target
+    ts: int | None  # when the agent last reported it (or the probe last looked)
+    entry: str | None = None  # the agent's [[cert]] entry (None for a probe)
+
+
 @dataclass(frozen=True)
 class Run:
     """One run of ``lecentral renew``, ``lecentral probe`` or ``lecentral-install run``."""
@@ -139,6 +152,8 @@ class FleetView:
     #: (name, target, ts) of each report (an agent's entry, a probe) filed under a name no row
     #: of ``certs`` has: a certificate removed (or never added) that a host still holds
     unclaimed: list[tuple[str, str, int | None]] = field(default_factory=list)
+    #: the same reports, one :class:`Unclaimed` each, in the same order (with kind and host)
+    unclaimed_reports: list[Unclaimed] = field(default_factory=list)
 
     def alerts(self) -> list[tuple[CertFleet, Target]]:
         """Every alerting target, certificate by certificate."""

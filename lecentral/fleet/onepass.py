@@ -82,7 +82,7 @@ class OnePass:
     def take(self, row: Any, fp: str | None) -> bool:
         """Spool ``row``'s text if it is plainly current (True: the snapshot drops it); else
         note where it goes and hold it (False)."""
-        (name, enable, _, _, _, expire, update, fails, _, _, hint, counts, probed) = row
+        (name, enable, _, _, _, expire, update, fails, _, _, hint, counts, probed, _, _) = row
         text = None
         if counts and not probed and fp is not None and fp == hint and (
                 enable == "Y" or str(enable or "").upper() == "Y"):

@@ -47,6 +47,7 @@ from lecentral.fleet.metrics import (
     _go,
     _shown,
     _write_the_rest,
+    crt_expiry,
 )
 from lecentral.fleet.states import _int
 
@@ -56,12 +57,15 @@ if TYPE_CHECKING:
 
 #: the spooled families, in the document's order (the per-certificate ones, then the current
 #: deployments SQL listed)
-EXPIRY, LIFETIME, FAILURES, LAST_ATTEMPT = range(len(PER_CERT_DOCS))
+EXPIRY, LIFETIME, FAILURES, LAST_ATTEMPT, TS_EXPIRE = range(len(PER_CERT_DOCS))
 CURRENT_LISTED = SPOOLED_CURRENT
+#: one temporary file per spooled family
+SPOOLED = SPOOLED_CURRENT + 1
 _PREFIXES = tuple(name for name, _ in PER_CERT_DOCS)
 #: the snapshot's columns this pass reads, in the order it unpacks them
 COLUMNS = ("name", "enable", "crt", "cached_fp", "md5_modulus", "ts_expire", "ts_last_update",
-           "count_fail_update", "certbot", "csr_length", "hint_fp", "fleet_counts", "probed")
+           "count_fail_update", "certbot", "csr_length", "hint_fp", "fleet_counts", "probed",
+           "facts_not_after", "facts_not_before")
 #: rows between two writes of the collected lines into the files
 FLUSH_EVERY = 4096
 
@@ -71,7 +75,7 @@ class MetricsPass:
 
     def __init__(self) -> None:
         self._files: list[IO[str]] = []
-        self._parts: list[list[str]] = [[] for _ in range(5)]
+        self._parts: list[list[str]] = [[] for _ in range(SPOOLED)]
         self._pending = 0
         #: certificates kept out of the snapshot (plainly current)
         self.taken = 0
@@ -86,7 +90,7 @@ class MetricsPass:
         #: the lifetime of a certificate whose row does not tell it (check's rule: its crt)
         self._parse: Callable[[bytes, str], int | None] = _lifetime_of_pem
         try:
-            for _ in range(5):
+            for _ in range(SPOOLED):
                 self._files.append(tempfile.TemporaryFile(  # noqa: SIM115 - closed by close()
                     "w+", encoding="utf-8", newline="\n", prefix="lecentral-metrics-",
                     dir=temp_dir()))
@@ -124,7 +128,8 @@ class MetricsPass:
         """Write ``row``'s samples; True if it is plainly current (the snapshot then drops
         it), False to hold it for the judge. ``fp``: its fingerprint, as the snapshot found it.
         (100,000 calls a run: kept flat, with the number formatting inline.)"""
-        (name, enable, crt, _, _, expire, update, fails, _, _, hint, counts, probed) = row
+        (name, enable, crt, _, _, expire, update, fails, _, _, hint, counts, probed,
+         crt_not_after, crt_not_before) = row
         if type(name) is not str:
             name = str(name)
         enabled = enable == "Y" or str(enable or "").upper() == "Y"
@@ -137,18 +142,27 @@ class MetricsPass:
         parts = self._parts
         esc = name if _plain_label(name) else _esc(name)
         if enabled:
-            if expire and expire > 1 and fp:
+            # a ts_expire that is not (or does not tell) the crt's notAfter, where the facts
+            # describe this crt: the crt's values (a wrong ts_expire in a family of its own)
+            truth = (crt_expiry(expire, crt_not_after, crt_not_before)
+                     if crt_not_after is not None and fp and fp == hint else None)
+            lifetime: int | None = None
+            if truth is not None:
+                if expire and expire > 1:
+                    parts[TS_EXPIRE].append(f'{esc}"}} {_number(expire)}\n')
+                parts[EXPIRY].append(f'{esc}"}} {_number(truth[0])}\n')
+                lifetime = truth[1]
+            elif expire and expire > 1 and fp:
                 parts[EXPIRY].append(f'{esc}"}} {_number(expire)}\n')
                 issued = update or 0
                 if fails == 0 and 1 < issued < expire:
-                    lifetime: int | None = expire - issued
+                    lifetime = expire - issued
                 elif crt:
                     lifetime = self._parse(bytes(crt), name)
                 else:  # the crt was not sent (fingerprint from the facts): read by name
-                    lifetime = None
                     self.abandon(f"the crt of {name} was not read")
-                if lifetime is not None:
-                    parts[LIFETIME].append(f'{esc}"}} {_number(lifetime)}\n')
+            if lifetime is not None:
+                parts[LIFETIME].append(f'{esc}"}} {_number(lifetime)}\n')
             parts[FAILURES].append(f'{esc}"}} {_number(fails)}\n')
             if update and update > 1:
                 parts[LAST_ATTEMPT].append(f'{esc}"}} {_number(update)}\n')

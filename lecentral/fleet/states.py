@@ -44,6 +44,7 @@ from lecentral.fleet.model import (
     FleetView,
     Seen,
     Target,
+    Unclaimed,
     worst,
 )
 from lecentral.fleet.store import FleetStore, Snapshot, StateRow, json_list, subject_key
@@ -227,15 +228,18 @@ def compute(snapshot: Snapshot, settings: FleetSettings, now: int,
             count_fail_update=int(fails or 0), targets=targets, state=state,
             current_targets=current))
     renew_state, renew_detail = _timer(snapshot, settings, now)
-    unclaimed = sorted(
-        [(str(d[0]), f"{d[1]} ({d[2]})", d[14]) for name, deps in by_name.items()
-         if name not in judge.rows for d in deps]
-        + [(str(p.name), str(p.url), int(p.ts)) for name, probes in probes_by_name.items()
-           if name not in judge.rows for p in probes])
+    reports = sorted(
+        [Unclaimed(str(d[0]), "agent", str(d[1]), f"{d[1]} ({d[2]})", d[14], str(d[2]))
+         for name, deps in by_name.items() if name not in judge.rows for d in deps]
+        + [Unclaimed(str(p.name), "probe", urlsplit(str(p.url)).hostname or "", str(p.url),
+                     int(p.ts))
+           for name, probes in probes_by_name.items() if name not in judge.rows for p in probes],
+        key=lambda u: (u.name, u.target, -1 if u.ts is None else u.ts, u.kind, u.host))
+    unclaimed = [(u.name, u.target, u.ts) for u in reports]
     return FleetView(now=now, settings=settings, certs=result, renew_state=renew_state,
                      renew_detail=renew_detail, runs=snapshot.runs,
                      split=snapshot.split is not None, plain_ok=snapshot.plain_ok,
-                     unclaimed=unclaimed)
+                     unclaimed=unclaimed, unclaimed_reports=reports)
 
 
 def _int(value: Any) -> int | None:

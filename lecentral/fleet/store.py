@@ -25,6 +25,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -167,6 +168,26 @@ class RowTaker(Protocol):
 
     def abandon(self, why: str) -> None:
         """What was taken cannot stand for the judge's view: the caller computes it anew."""
+
+
+def expiry_facts_columns() -> list[Any]:
+    """``facts_not_after`` and ``facts_not_before`` of a split snapshot (joined to the facts):
+    the notAfter and notBefore the last renew sweep read in the row's crt, only where
+    ``ts_expire`` disagrees with that notAfter by :data:`~lecentral.store.rows.TS_EXPIRE_SLACK`
+    or more (a hand edit, an old bug: the renew job calls that a bad certificate) or does not
+    tell it (NULL, 0, populate.pl's 1), else NULL; ``lecentral metrics`` then tells the crt's
+    notAfter, not ``ts_expire``. They describe the
+    crt only where its fingerprint is the facts' (``hint_fp``): the caller checks that. No
+    subtraction: ``ts_expire`` is UNSIGNED on MariaDB."""
+    from lecentral.store.rows import TS_EXPIRE_SLACK
+
+    c, f = certs.c, cert_facts.c
+    off = and_(f.not_after.is_not(None),
+               or_(c.ts_expire.is_(None), c.ts_expire <= 1,
+                   c.ts_expire >= f.not_after + TS_EXPIRE_SLACK,
+                   f.not_after >= c.ts_expire + TS_EXPIRE_SLACK))
+    return [case((off, f.not_after), else_=None).label("facts_not_after"),
+            case((off, f.not_before), else_=None).label("facts_not_before")]
 
 
 class FleetStore:
@@ -382,6 +403,7 @@ class FleetStore:
                 cols += [f.fingerprint.label("hint_fp"), split.counts_column()]
                 if taker is not None:
                     cols.append(case((split.probed().exists(), 1), else_=0).label("probed"))
+                cols += expiry_facts_columns()
             return cols
 
         cols = columns()
@@ -436,6 +458,7 @@ class FleetStore:
             counted: list[tuple[dict[str, Any], Any, str]] = []
             at_hint = keys.index("hint_fp") if split is not None else 0
             at_ok = keys.index("plain_ok") if "plain_ok" in keys else -1
+            at_facts = keys.index("facts_not_after") if "facts_not_after" in keys else -1
             attached: int | None = None  # a pass: the deployments of every row's exact name
             if taker is not None and split is not None:
                 taker.start(keys, split)
@@ -450,6 +473,10 @@ class FleetStore:
                     continue
                 item = {k: row[i] for k, i in kept}
                 item["fingerprint"] = fingerprint
+                if (at_facts >= 0 and row[at_facts] is not None
+                        and (not fingerprint or fingerprint != row[at_hint])):
+                    # facts of an older crt: they say nothing of this one's notAfter
+                    item["facts_not_after"] = item["facts_not_before"] = None
                 snap.certs.append(item)
                 if split is not None and row[at_hint + 1]:  # it has deployments
                     counted.append((item, row[at_hint], str(row[at_hint + 1])))
