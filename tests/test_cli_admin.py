@@ -677,3 +677,68 @@ def test_seed_rows_with_capitals_and_null_enable_on_the_cli(backend: str, tmp_pa
     assert _sql(e.url, "SELECT name FROM certs ORDER BY name") == [("Mail.Example.TEST",),
                                                                    ("WWW.Example.TEST",)]
     assert e.run("enable", NAME).exit_code == 0
+
+
+def _issue_due(env: Env, name: str) -> Certificate:
+    """Store a 30-day certificate for ``name`` with 5 days left (due: a third of its lifetime
+    is 10 days), saved two days ago (renew.min_interval does not hold it)."""
+    import datetime as dt
+
+    key = make_key()
+    env.csr([name], key=key)
+    assert env.run("add", name, "--enable").exit_code == 0
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=25)
+    leaf, _ = make_self_signed([name], key, days=30, not_before=start)
+    cert = Certificate.load(leaf)  # its own CA: a good certificate, chain included
+    env.store().save_issued(name, leaf, leaf, cert.not_after, now_ts() - 2 * 86400)
+    return cert
+
+
+@pytest.mark.parametrize("swept", [False, True], ids=["read-in-full", "from-facts"])
+@pytest.mark.parametrize("kind", ["due", "never-issued"])
+def test_a_row_held_by_min_interval_is_listed_held_not_due(env: Env, kind: str,
+                                                          swept: bool) -> None:
+    """A row whose last attempt failed less than renew.min_interval ago: renew says not-due
+    (held by min_interval); list, list --json and show used to say 'due (...)' / 'now' for it.
+    They now give the time min_interval ends, as the renew job decides it (held_until), both
+    for a row read in full and for one list takes from the facts of the last sweep."""
+    from lecentral.config import RenewConfig
+    from lecentral.store.rows import FreshRow
+
+    if kind == "due":
+        _issue_due(env, NAME)
+        due = env.rows()[0]
+        assert due["ts_renew_at"] <= now_ts(), due  # type: ignore[operator]
+        assert "due (" in env.run("list").output  # type: ignore[operator]
+    else:
+        env.csr([NAME])
+        assert env.run("add", NAME, "--enable").exit_code == 0
+        assert env.rows()[0]["renew_reason"] == "now: no certificate yet"
+    failed_at = now_ts()
+    env.store().record_failure(NAME, "the CA said no", failed_at)
+    store = env.store()
+    if swept:
+        store.record_facts(store.sweep(RenewConfig(), now_ts()).rows)
+    fresh = [isinstance(e, FreshRow) for e in store.listing(now_ts())]
+    assert fresh == [swept and kind == "due"]  # a never-issued row has no facts to vouch
+    outcome = _renew_dry(env)
+    assert outcome["status"] == "not-due" and "renew.min_interval" in outcome["message"], outcome  # type: ignore[operator]
+    [item] = env.rows()
+    assert item["ts_renew_at"] == failed_at + 3600
+    assert item["renew_reason"] == "renew.min_interval after the last attempt"
+    listed = env.run("list").output
+    assert f"{item['renew_at']} (renew.min_interval after the last attempt)" in listed, listed
+    assert "due (" not in listed and "  now" not in listed
+    shown = env.run("show", NAME).output
+    if kind == "due":
+        assert f"renews            at {item['renew_at']} UTC (renew.min_interval after the " \
+            "last attempt)\n" in shown, shown
+    shown_json = json.loads(env.run("show", NAME, "--json").stdout)
+    assert (shown_json["ts_renew_at"], shown_json["renew_reason"]) == \
+        (item["ts_renew_at"], item["renew_reason"])
+    # once min_interval has passed, the row is due again, and listed so
+    _sql(env.url, "UPDATE certs SET ts_last_update = :t WHERE name = :n", t=failed_at - 3600,
+         n=NAME)
+    [item] = env.rows()
+    assert item["renew_reason"] != "renew.min_interval after the last attempt"
+    assert _renew_dry(env)["status"] == "would-issue"

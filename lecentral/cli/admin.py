@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 pass_app = click.make_pass_decorator(App)
 DAY = 86400
+#: ``renew_reason`` of a row the renew job holds back now: ``renew_at`` is when
+#: ``renew.min_interval`` after its last attempt ends (:func:`lecentral.renew.checks.held_until`)
+HELD = "renew.min_interval after the last attempt"
 
 
 def _read_csr(path: Path) -> Csr:
@@ -345,16 +348,20 @@ def _renewal(row: CertRow, bad_cert: list[str], renew: RenewConfig,
     only make it earlier, and needs the CA: ``renew --dry-run`` does not ask it either).
     ``validity``: the stored certificate's (notBefore, notAfter), None without one; ``held``:
     when renew.min_interval lets the next attempt go, if it holds now
-    (:func:`lecentral.renew.checks.held_until`)."""
+    (:func:`lecentral.renew.checks.held_until`): the renew job does not try the row before
+    then, whatever else makes it due."""
     if row.problems:
         return None, "never while the row is invalid"
     if bad_cert:
         if held is not None:
-            return held, "renew.min_interval after the last attempt"  # why: the problems
+            return held, HELD  # why: the problems
         return None, "now: the stored certificate is bad"
     if validity is None or (row.ts_expire or 0) <= 1:
-        return None, "now: no certificate yet"
+        return (held, HELD) if held is not None else (None, "now: no certificate yet")
     window = renew_at(validity[0], validity[1], renew)
+    # the renew job tests min_interval first: a row due, or due before it ends, waits for it
+    if held is not None and held > window.at:
+        return held, HELD
     return window.at, window.reason
 
 
@@ -501,8 +508,10 @@ def show(app: App, name: str, as_json: bool, history: int) -> None:
         info["csr"] = {"names": csr.names, "key": csr.key_type, "md5_modulus": csr.md5_modulus}
     except LecentralError as exc:
         info["csr"] = {"error": str(exc)}
+    # a bad one is replaced, and a held one waits for min_interval: ARI cannot make either
+    # earlier, and is not asked ("ari_window" then stays out of info)
     if info["ts_renew_at"] is not None and row.crt and app.config.renew.ari and \
-            not info["certificate_problems"]:  # a bad one waits for min_interval, not for ARI
+            not info["certificate_problems"] and info["renew_reason"] != HELD:
         _with_ari(info, row.crt, app.config, store.issuing_cas().get(row.name.strip().lower()))
     info["md5_modulus"] = row.md5_modulus
     info["md5_ca"] = row.md5_ca
@@ -539,9 +548,10 @@ def _print_show(info: dict[str, Any], now: int) -> None:
         if info["lifetime_days"] is not None:
             line("lifetime", f"{info['lifetime_days']:g} days")
         due = info["ts_renew_at"] is not None and info["ts_renew_at"] <= now
-        # a bad certificate is replaced, not renewed: its ARI window is not asked for
-        no_ari = ("" if info.get("ari_window") or info["certificate_problems"] else
-                  "; the CA offers no ARI window")
+        # only when its ARI window was asked for (not with [renew] ari off, nor for a bad or
+        # held certificate) and the CA had none
+        no_ari = "; the CA offers no ARI window" if "ari_window" in info and \
+            info["ari_window"] is None else ""
         line("renews", f"{'due since' if due else 'at'} {info['renew_at']} UTC "
              f"({info['renew_reason']}{no_ari})"
              if info["ts_renew_at"] is not None else info["renew_reason"])

@@ -27,6 +27,7 @@ import click
 from lecentral.certificates import now_ts
 from lecentral.cli.admin import (
     DAY,
+    HELD,
     _issuing_ca,
     _profile,
     _renews,
@@ -36,7 +37,8 @@ from lecentral.cli.admin import (
 )
 from lecentral.cli.central import App
 from lecentral.cli.common import guarded
-from lecentral.store.rows import ENABLE_NULL, FreshRow, ListedRow
+from lecentral.renew.checks import held_until
+from lecentral.store.rows import ENABLE_NULL, CertRow, FreshRow, ListedRow
 from lecentral.window import Window, renew_at
 
 if TYPE_CHECKING:
@@ -118,6 +120,20 @@ class FreshSummary:
         self._profiles: dict[str | None, tuple[dict[str, Any], str]] = {}
         self._issuers: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
         self._no_issuer = _issuing_ca(None)
+        #: a last attempt at or before this is not held by renew.min_interval (a shortcut for
+        #: the most rows, renewed long ago; held_until decides the others)
+        self._held_before = now - renew.min_interval
+
+    def held(self, r: FreshRow) -> int | None:
+        """:func:`lecentral.renew.checks.held_until` of the row: when ``renew.min_interval``
+        lets the renew job try it again, while it holds now. Its CSR is not replaced: the
+        facts say the stored certificate fits it."""
+        last = r.ts_last_update
+        if last is None or last <= self._held_before:
+            return None
+        row = CertRow(name=r.name, csr=b"", md5_modulus="", ts_last_update=last,
+                      count_fail_update=r.count_fail_update)
+        return held_until(row, self.now, self.renew.min_interval, None)
 
     def window(self, not_before: int, not_after: int) -> tuple[int, str, str]:
         """(``renew_at``, its reason, the reason in JSON): ``renew_at`` depends on notAfter -
@@ -158,10 +174,14 @@ class FreshSummary:
 
     def __call__(self, r: FreshRow) -> dict[str, Any]:
         has_cert = r.ts_expire is not None and r.ts_expire > 1
+        ts_renew_at: int | None
         if has_cert:
             ts_renew_at, reason, _ = self.window(r.not_before, r.not_after)
         else:  # ts_expire NULL, 0 or 1 beside a good certificate: unknown, not wrong
             ts_renew_at, reason = None, "now: no certificate yet"
+        held = self.held(r)  # as lecentral.cli.admin._renewal: the renew job waits for it
+        if held is not None and (ts_renew_at is None or held > ts_renew_at):
+            ts_renew_at, reason = held, HELD
         notes = [ENABLE_NULL] if r.enable is None else []
         fields = dict(self.profile(r.name, r.profile)[0])
         if "profile_problem" in fields:
@@ -184,7 +204,8 @@ class FreshSummary:
     def json(self, r: FreshRow) -> str:
         """``json.dumps(self(r), sort_keys=True, default=str)``, without the dictionary."""
         profile = self.profile(r.name, r.profile)[1]
-        if not profile or type(r.comment) not in TEXT or type(r.webroot_path) not in TEXT:
+        if not profile or type(r.comment) not in TEXT or type(r.webroot_path) not in TEXT or \
+                self.held(r) is not None:
             return json.dumps(self(r), sort_keys=True, default=str)
         date, expire = self.date, r.ts_expire
         if expire is not None and expire > 1:
@@ -213,7 +234,7 @@ class FreshSummary:
     def cells(self, r: FreshRow) -> list[str]:
         """``cells(self(r), now)``, without the dictionary."""
         fields, profile = self.profile(r.name, r.profile)
-        if not profile:
+        if not profile or self.held(r) is not None:
             return cells(self(r), self.now)
         date, expire = self.date, r.ts_expire
         if expire is not None and expire > 1:
