@@ -280,6 +280,10 @@ def test_add_an_ip_certificate_for_http01(env: Env, tmp_path: Path, typed: str, 
     assert shown.exit_code == 0 and f"name              {name}" in shown.output
     refused = env.run("add", typed)  # the same name again, without --certbot
     assert refused.exit_code == 5 and "IP addresses are proved by HTTP-01 only" in refused.stderr
+    # removed as typed too (remove looked an IPv6 address up as typed: 'no certificate named')
+    removed = env.run("remove", typed, "--yes")
+    assert removed.exit_code == 0 and removed.output == f"{name}: removed\n", removed.output
+    assert env.rows() == []
 
 
 def test_an_ip_dns01_row_written_past_add_is_invalid_in_list(env: Env) -> None:
@@ -742,3 +746,54 @@ def test_a_row_held_by_min_interval_is_listed_held_not_due(env: Env, kind: str,
     [item] = env.rows()
     assert item["renew_reason"] != "renew.min_interval after the last attempt"
     assert _renew_dry(env)["status"] == "would-issue"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mariadb"])
+def test_rows_differing_only_in_case_are_listed_and_shown_as_stored(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Two rows whose names differ only in case, two only in a final dot (a seed table can
+    hold them): both INVALID (renew refuses them) and each listed, in text and --json, by its
+    name as stored, not both under the one lower-case name (the sysadmin could not tell them
+    apart nor see which to remove); show NAME exactly as stored shows that row, not the
+    other one's key; renew refuses the name (one outcome); once one is removed the other is valid again."""
+    e = Env(tmp_path)
+    if backend == "mariadb":
+        e.url = request.getfixturevalue("mariadb_url")
+        e.config.write_text(f'[database]\nurl = "{e.url}"\n[renew]\ncsr_dir = "{e.csr_dir}"\n'
+                            'ari = false\n')
+    assert e.run("init").exit_code == 0
+    digests = {}
+    for stored, name in [("WWW.Example.TEST", NAME), ("www.example.test", NAME),
+                         ("mail.example.test.", "mail.example.test"),
+                         ("mail.example.test", "mail.example.test")]:
+        pem, _ = make_csr([name])
+        digests[stored] = Csr.load(pem).md5_modulus
+        _sql(e.url, "INSERT INTO certs (name, enable, csr, md5_modulus, ts_expire, "
+             "ts_last_update) VALUES (:n, 'Y', :c, :m, 1, 1)", n=stored, c=pem,
+             m=digests[stored])
+    rows = e.rows()
+    assert sorted(r["name"] for r in rows) == sorted(digests)  # type: ignore[type-var]
+    assert all(r["invalid"] and "all name" in r["problems"][0] for r in rows)  # type: ignore[index]
+    listed = e.run("list").output.splitlines()[1:]
+    assert sorted(line.split()[0] for line in listed) == sorted(digests)
+    assert all("INVALID: rows " in line for line in listed)
+    for stored, digest in digests.items():
+        shown = e.run("show", stored, "--json")
+        assert shown.exit_code == 0, shown.output
+        info = json.loads(shown.stdout)
+        assert (info["name"], info["md5_modulus"]) == (stored, digest)
+        assert info["invalid"] is True
+        assert f"name              {stored}\n" in e.run("show", stored).output
+    result = e.run("renew", "--dry-run", "--json")
+    assert result.exit_code == 1, result.output
+    outcomes = json.loads(result.stdout)["certificates"]
+    # one outcome per name, the problem naming both rows
+    assert sorted(o["name"] for o in outcomes) == ["mail.example.test", NAME], outcomes
+    assert all(o["status"] == "invalid" and "all name" in o["message"] for o in outcomes)
+    for stored in ("WWW.Example.TEST", "mail.example.test."):
+        assert e.run("remove", stored, "--yes").exit_code == 0
+    rows = e.rows()
+    assert sorted(r["name"] for r in rows) == ["mail.example.test", NAME]  # type: ignore[type-var]
+    assert all(not r["invalid"] for r in rows)
+    assert [json.loads(e.run("show", NAME, "--json").stdout)["md5_modulus"]] == \
+        [digests["www.example.test"]]

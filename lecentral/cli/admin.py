@@ -289,8 +289,7 @@ def remove(app: App, name: str, yes: bool) -> None:
 
     Of two rows whose names differ only in case, NAME exactly as stored picks the one to delete.
     """
-    known_name(name)
-    name = name.strip()  # as typed: the exact stored name, when rows differ only in case
+    name = _lookup_name(name)
     store = app.store()
     if store.get(name) is None:
         raise UnknownNameError(f"no certificate named {name!r} in the database (see lecentral list)")
@@ -298,6 +297,16 @@ def remove(app: App, name: str, yes: bool) -> None:
         click.confirm(f"Delete {name} and its certificate from the database?", abort=True)
     store.remove(name, now_ts())
     click.echo(f"{name}: removed")
+
+
+def _lookup_name(name: str) -> str:
+    """NAME to look a row up by: as typed, so that of rows whose names differ only in case the
+    one stored exactly as NAME is picked; an IP address written otherwise than stored
+    (``2001:DB8:0::1``) in its canonical form (UnknownNameError for what names no row)."""
+    from lecentral.store.direct import dns_key
+
+    known, typed = known_name(name), name.strip()
+    return typed if dns_key(typed) == known else known
 
 
 # --- list and show ----------------------------------------------------------------------------
@@ -437,7 +446,8 @@ def _summary(row: CertRow, now: int, renew: RenewConfig, default_profile: str = 
     ts_renew_at, renew_reason = _renewal(row, bad_cert, renew, validity,
                                          held_until(row, now, renew.min_interval, csr))
     return {
-        "name": row.name, "enabled": row.enable, "method": row.method, "names": names or [],
+        # rows whose names differ only in case: each as stored, to tell them apart
+        "name": row.stored_name or row.name, "enabled": row.enable, "method": row.method, "names": names or [],
         "expires": _date(row.ts_expire) if has_cert else None,
         "ts_expire": row.ts_expire,
         "days_left": ((row.ts_expire or 0) - now) // DAY if has_cert else None,
@@ -494,11 +504,11 @@ def _cert_info(data: bytes | None, what: str) -> dict[str, Any] | None:
 @guarded
 def show(app: App, name: str, as_json: bool, history: int) -> None:
     """One certificate in full: names, key type, fingerprints, chain and history."""
-    name = known_name(name)
     store = app.store()
-    row = store.get(name)
+    row = store.get(_lookup_name(name))
     if row is None:
         raise UnknownNameError(f"no certificate named {name!r} in the database (see lecentral list)")
+    name = row.name
     now = now_ts()
     key = row.name.strip().lower().rstrip(".")
     info = _summary(row, now, app.config.renew, app.config.acme.profile,
