@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from ipaddress import ip_network
 from pathlib import Path
@@ -797,3 +799,52 @@ def test_rows_differing_only_in_case_are_listed_and_shown_as_stored(
     assert all(not r["invalid"] for r in rows)
     assert [json.loads(e.run("show", NAME, "--json").stdout)["md5_modulus"]] == \
         [digests["www.example.test"]]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+@pytest.mark.parametrize("how", ["missing", "not-a-directory", "tempdir", "full"])
+def test_list_with_no_room_for_its_temporary_file_is_a_clear_error(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str,
+        as_json: bool) -> None:
+    """list spills the rows of a large table to a temporary file: a $TMPDIR that is missing,
+    not a directory or full (a real full tmpfs), or tempfile's own setting missing when TMPDIR
+    is not set, is an error naming it (exit 1, as fleet's), no line printed; never tempfile's
+    silent fallback to /tmp. SPILL_IN_MEMORY (the bytes kept in memory before the file is
+    made) is set to 1 byte so that two rows need the file; with a usable TMPDIR the output is
+    the same as without the file."""
+    from test_store_sqlite_errors import fill, tmpfs
+
+    from lecentral.cli import listing
+    from lecentral.config import RenewConfig
+
+    for name in ("a.example.test", "b.example.test"):
+        _issue_due(env, name)
+    store = env.store()
+    store.record_facts(store.sweep(RenewConfig(), now_ts()).rows)
+    args = ("list", "--json") if as_json else ("list",)
+    in_memory = env.run(*args)
+    assert in_memory.exit_code == 0 and "b.example.test" in in_memory.stdout
+    monkeypatch.setattr(listing, "SPILL_IN_MEMORY", 1)
+    usable = tmp_path / "tmp"
+    usable.mkdir()
+    monkeypatch.setenv("TMPDIR", str(usable))
+    spilled = env.run(*args)
+    assert (spilled.exit_code, spilled.stdout) == (0, in_memory.stdout)
+    assert list(usable.iterdir()) == []  # the file has no name, and is gone
+    where = tmp_path / {"missing": "no-such-dir", "not-a-directory": "a-file", "tempdir":
+                        "no-such-dir", "full": "full"}[how]
+    with contextlib.ExitStack() as stack:
+        if how == "tempdir":
+            monkeypatch.delenv("TMPDIR")
+            monkeypatch.setattr(tempfile, "tempdir", str(where))
+        else:
+            monkeypatch.setenv("TMPDIR", str(where))
+        if how == "not-a-directory":
+            where.write_text("")
+        if how == "full":
+            stack.enter_context(tmpfs(where, "64k"))
+            fill(where)
+        result = env.run(*args)
+    assert result.exit_code == 1, result.output
+    assert f"cannot use a temporary file in {where}: " in result.stderr, result.stderr
+    assert result.stdout == ""

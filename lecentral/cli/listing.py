@@ -37,6 +37,7 @@ from lecentral.cli.admin import (
 )
 from lecentral.cli.central import App
 from lecentral.cli.common import guarded
+from lecentral.fleet.spool import discard, temp_dir, temp_error
 from lecentral.renew.checks import held_until
 from lecentral.store.rows import ENABLE_NULL, CertRow, FreshRow, ListedRow
 from lecentral.window import Window, renew_at
@@ -334,7 +335,10 @@ class Listing:
                     lines.setdefault((k[0], k[1]), []).append(f"{k[2]}\t{line}\n")
         for bucket, chunk in lines.items():
             data = "".join(chunk).encode("utf-8", "surrogatepass")
-            self._spill.write(data)
+            try:  # past SPILL_IN_MEMORY: the temporary file is made, then written
+                self._spill.write(data)
+            except OSError as exc:
+                raise temp_error(exc) from None
             self._segments.setdefault(bucket, array("q")).extend((self._size, len(data)))
             self._size += len(data)
         pending.clear()
@@ -346,8 +350,11 @@ class Listing:
             segments = self._segments[bucket]
             for i in range(0, len(segments), 2):
                 offset, size = segments[i], segments[i + 1]
-                self._spill.seek(offset)
-                text = self._spill.read(size).decode("utf-8", "surrogatepass")
+                try:
+                    self._spill.seek(offset)
+                    text = self._spill.read(size).decode("utf-8", "surrogatepass")
+                except OSError as exc:
+                    raise temp_error(exc) from None
                 yield bucket, text.split("\n")[:-1]
 
     def payloads(self) -> Iterator[str | list[str]]:
@@ -367,9 +374,14 @@ class Listing:
         for _, payload in held[h:]:
             yield payload
 
+    def finish(self) -> None:
+        """Spill the pending lines (it counts widths and may hold a line): before :meth:`lines`;
+        LecentralError if the temporary file cannot take them."""
+        self._flush()
+
     def lines(self) -> Iterator[str]:
         """The output's lines, in order."""
-        self._flush()  # first: it counts widths and may hold a line
+        self._flush()  # first, if finish was not called: nothing pending then
         if self.as_json:
             last = self.count - 1
             yield "["
@@ -388,7 +400,11 @@ def print_listing(store: Store, now: int, renew: RenewConfig, default_profile: s
     """``lecentral list [--json]``: every row, never-issued ones first, then by days left and
     name; ``--json``: one object per row, one per line."""
     fresh = FreshSummary(now, renew, default_profile)
-    with tempfile.SpooledTemporaryFile(SPILL_IN_MEMORY, mode="w+b") as spill:
+    # in $TMPDIR or a clear error (exit 1), never tempfile's silent fallback to /tmp; closed by
+    # discard: the close of a full file's buffer must not replace that error
+    spill = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - discard() in finally
+        SPILL_IN_MEMORY, mode="w+b", dir=temp_dir())
+    try:
         listing = Listing(now, as_json, spill)
         for entry in store.listing(now):
             if isinstance(entry, FreshRow):
@@ -403,6 +419,7 @@ def print_listing(store: Store, now: int, renew: RenewConfig, default_profile: s
         if not listing.count:
             click.echo("[]" if as_json else "no certificates yet: lecentral add NAME")
             return
+        listing.finish()  # before the first line: a temporary file's error leaves no output
         # JSON holds no raw control character (json escapes them): click need not look for
         # ANSI sequences to strip in 60 MB of it
         color = True if as_json else None
@@ -414,6 +431,8 @@ def print_listing(store: Store, now: int, renew: RenewConfig, default_profile: s
                 out.clear()
         if out:
             click.echo("\n".join(out), color=color)
+    finally:
+        discard(spill)
 
 
 @click.command("list")
