@@ -571,6 +571,9 @@ def _print_show(info: dict[str, Any], now: int) -> None:
         line("sha256", cert["sha256"])
     else:
         line("certificate", (cert or {}).get("error", "none yet"))
+        if info["ts_renew_at"] is not None and not info["certificate_problems"]:
+            # none yet, and renew.min_interval holds it after a failed attempt: said when
+            line("renews", f"at {info['renew_at']} UTC ({info['renew_reason']})")
     line("profile", info["profile"] + f" ({info['profile_source']})" if info["profile"]
          else "none (the CA's default)")
     line("md5_ca", info["md5_ca"] or "-")
