@@ -848,3 +848,26 @@ def test_list_with_no_room_for_its_temporary_file_is_a_clear_error(
     assert result.exit_code == 1, result.output
     assert f"cannot use a temporary file in {where}: " in result.stderr, result.stderr
     assert result.stdout == ""
+
+
+def test_rows_differing_in_a_trailing_space_are_told_apart(env: Env) -> None:
+    """SQLite keeps 'www.example.test ' and 'www.example.test' as two rows, one name: list
+    quotes the stored one with the space (the table would show both alike), and remove and
+    show take the name as the problem prints it, space included: remove used to strip it
+    and delete the other row."""
+    digests = {}
+    for stored in ("www.example.test ", NAME):
+        pem, _ = make_csr([NAME])
+        digests[stored] = Csr.load(pem).md5_modulus
+        _sql(env.url, "INSERT INTO certs (name, enable, csr, md5_modulus, ts_expire, "
+             "ts_last_update) VALUES (:n, 'Y', :c, :m, 1, 1)", n=stored, c=pem,
+             m=digests[stored])
+    assert sorted(r["name"] for r in env.rows()) == sorted(digests)  # type: ignore[type-var]
+    listed = env.run("list").output
+    assert "\n'www.example.test '  " in listed and f"\n{NAME}  " in listed, listed
+    assert "INVALID: rows 'www.example.test', 'www.example.test ' all name" in listed
+    for stored, digest in digests.items():
+        assert json.loads(env.run("show", stored, "--json").stdout)["md5_modulus"] == digest
+    assert env.run("remove", "www.example.test ", "--yes").exit_code == 0
+    assert _sql(env.url, "SELECT name, md5_modulus FROM certs") == [(NAME, digests[NAME])]
+    assert env.rows()[0]["invalid"] is False

@@ -300,13 +300,14 @@ def remove(app: App, name: str, yes: bool) -> None:
 
 
 def _lookup_name(name: str) -> str:
-    """NAME to look a row up by: as typed, so that of rows whose names differ only in case the
-    one stored exactly as NAME is picked; an IP address written otherwise than stored
+    """NAME to look a row up by: as typed, spaces included, so that of rows whose names differ
+    only in case, a final dot or a trailing space (``'www.x '``, as list and the problem show
+    it) the one stored exactly as NAME is picked; an IP address written otherwise than stored
     (``2001:DB8:0::1``) in its canonical form (UnknownNameError for what names no row)."""
     from lecentral.store.direct import dns_key
 
-    known, typed = known_name(name), name.strip()
-    return typed if dns_key(typed) == known else known
+    known = known_name(name)
+    return name if dns_key(name) == known else known
 
 
 # --- list and show ----------------------------------------------------------------------------
@@ -447,7 +448,8 @@ def _summary(row: CertRow, now: int, renew: RenewConfig, default_profile: str = 
                                          held_until(row, now, renew.min_interval, csr))
     return {
         # rows whose names differ only in case: each as stored, to tell them apart
-        "name": row.stored_name or row.name, "enabled": row.enable, "method": row.method, "names": names or [],
+        "name": row.stored_name or row.name, "enabled": row.enable, "method": row.method,
+        "names": names or [],
         "expires": _date(row.ts_expire) if has_cert else None,
         "ts_expire": row.ts_expire,
         "days_left": ((row.ts_expire or 0) - now) // DAY if has_cert else None,

@@ -260,7 +260,10 @@ def key_of(item: dict[str, Any]) -> Key:
 
 def cells(item: dict[str, Any], now: int) -> list[str]:
     """One line of the text table."""
-    return [item["name"], "Y" if item["enabled"] else "N", item["method"], ",".join(item["names"]),
+    name = item["name"]
+    if not name.isprintable() or name != name.strip():  # a row's twin stored as 'www.x '
+        name = repr(name)
+    return [name, "Y" if item["enabled"] else "N", item["method"], ",".join(item["names"]),
             item["expires"] or "-", "-" if item["days_left"] is None else str(item["days_left"]),
             "-" if item["lifetime_days"] is None else f"{item['lifetime_days']:g}",
             item["profile"] or "-", item["issuer_ca"] or "-", _renews(item, now),
