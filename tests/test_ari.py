@@ -222,3 +222,36 @@ def test_show_says_when_the_ari_window_renews_it(ari_ca: AriCa, tmp_path: Path) 
     ari_ca.fail = True
     text = CliRunner().invoke(main, ["--config", str(config), "show", row.name])
     assert "1/3 of its" in text.stdout and "the CA offers no ARI window" in text.stdout
+
+
+def test_show_says_nothing_of_ari_when_it_is_off(ari_ca: AriCa, tmp_path: Path) -> None:
+    """With ``[renew] ari = false`` the renew job never asks the CA's ARI, and neither does
+    ``show``: its renews line used to end '; the CA offers no ARI window' (a CA that offers
+    one); now it says nothing of ARI, and --json has no ari_window."""
+    from click.testing import CliRunner
+
+    from lecentral.cli.central import main
+    from lecentral.store.sql import SqlStore
+
+    row, crt = issued_row(days_left=60)
+    store = SqlStore(f"sqlite:///{tmp_path}/l.db")
+    store.init_schema()
+    store.add(row)
+    store.close()
+    config = tmp_path / "lecentral.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/l.db"\n'
+                      f'[acme]\ndirectory = "http://127.0.0.1:{ari_ca.port}/dir"\n'
+                      '[renew]\nari = false\n')
+    ari_ca.windows[ari_cert_id(crt)] = window(2, 3)
+    asked = len(ari_ca.requests)
+
+    text = CliRunner().invoke(main, ["--config", str(config), "show", row.name])
+    info = json.loads(CliRunner().invoke(main, ["--config", str(config), "show", row.name,
+                                                "--json"]).stdout)
+
+    assert text.exit_code == 0, text.output
+    [renews] = [line for line in text.stdout.splitlines() if line.startswith("renews ")]
+    assert renews.endswith("(1/3 of its 90-day lifetime left)"), renews
+    assert "ARI" not in text.stdout
+    assert "ari_window" not in info and info["renew_reason"] == "1/3 of its 90-day lifetime left"
+    assert len(ari_ca.requests) == asked  # the CA was not asked

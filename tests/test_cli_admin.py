@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from ipaddress import ip_network
 from pathlib import Path
@@ -280,6 +282,10 @@ def test_add_an_ip_certificate_for_http01(env: Env, tmp_path: Path, typed: str, 
     assert shown.exit_code == 0 and f"name              {name}" in shown.output
     refused = env.run("add", typed)  # the same name again, without --certbot
     assert refused.exit_code == 5 and "IP addresses are proved by HTTP-01 only" in refused.stderr
+    # removed as typed too (remove looked an IPv6 address up as typed: 'no certificate named')
+    removed = env.run("remove", typed, "--yes")
+    assert removed.exit_code == 0 and removed.output == f"{name}: removed\n", removed.output
+    assert env.rows() == []
 
 
 def test_an_ip_dns01_row_written_past_add_is_invalid_in_list(env: Env) -> None:
@@ -677,3 +683,191 @@ def test_seed_rows_with_capitals_and_null_enable_on_the_cli(backend: str, tmp_pa
     assert _sql(e.url, "SELECT name FROM certs ORDER BY name") == [("Mail.Example.TEST",),
                                                                    ("WWW.Example.TEST",)]
     assert e.run("enable", NAME).exit_code == 0
+
+
+def _issue_due(env: Env, name: str) -> Certificate:
+    """Store a 30-day certificate for ``name`` with 5 days left (due: a third of its lifetime
+    is 10 days), saved two days ago (renew.min_interval does not hold it)."""
+    import datetime as dt
+
+    key = make_key()
+    env.csr([name], key=key)
+    assert env.run("add", name, "--enable").exit_code == 0
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(days=25)
+    leaf, _ = make_self_signed([name], key, days=30, not_before=start)
+    cert = Certificate.load(leaf)  # its own CA: a good certificate, chain included
+    env.store().save_issued(name, leaf, leaf, cert.not_after, now_ts() - 2 * 86400)
+    return cert
+
+
+@pytest.mark.parametrize("swept", [False, True], ids=["read-in-full", "from-facts"])
+@pytest.mark.parametrize("kind", ["due", "never-issued"])
+def test_a_row_held_by_min_interval_is_listed_held_not_due(env: Env, kind: str,
+                                                          swept: bool) -> None:
+    """A row whose last attempt failed less than renew.min_interval ago: renew says not-due
+    (held by min_interval); list, list --json and show used to say 'due (...)' / 'now' for it.
+    They now give the time min_interval ends, as the renew job decides it (held_until), both
+    for a row read in full and for one list takes from the facts of the last sweep."""
+    from lecentral.config import RenewConfig
+    from lecentral.store.rows import FreshRow
+
+    if kind == "due":
+        _issue_due(env, NAME)
+        due = env.rows()[0]
+        assert due["ts_renew_at"] <= now_ts(), due  # type: ignore[operator]
+        assert "due (" in env.run("list").output  # type: ignore[operator]
+    else:
+        env.csr([NAME])
+        assert env.run("add", NAME, "--enable").exit_code == 0
+        assert env.rows()[0]["renew_reason"] == "now: no certificate yet"
+    failed_at = now_ts()
+    env.store().record_failure(NAME, "the CA said no", failed_at)
+    store = env.store()
+    if swept:
+        store.record_facts(store.sweep(RenewConfig(), now_ts()).rows)
+    fresh = [isinstance(e, FreshRow) for e in store.listing(now_ts())]
+    assert fresh == [swept and kind == "due"]  # a never-issued row has no facts to vouch
+    outcome = _renew_dry(env)
+    assert outcome["status"] == "not-due" and "renew.min_interval" in outcome["message"], outcome  # type: ignore[operator]
+    [item] = env.rows()
+    assert item["ts_renew_at"] == failed_at + 3600
+    assert item["renew_reason"] == "renew.min_interval after the last attempt"
+    listed = env.run("list").output
+    assert f"{item['renew_at']} (renew.min_interval after the last attempt)" in listed, listed
+    assert "due (" not in listed and "  now" not in listed
+    shown = env.run("show", NAME).output
+    assert f"renews            at {item['renew_at']} UTC (renew.min_interval after the " \
+        "last attempt)\n" in shown, shown
+    shown_json = json.loads(env.run("show", NAME, "--json").stdout)
+    assert (shown_json["ts_renew_at"], shown_json["renew_reason"]) == \
+        (item["ts_renew_at"], item["renew_reason"])
+    # once min_interval has passed, the row is due again, and listed so
+    _sql(env.url, "UPDATE certs SET ts_last_update = :t WHERE name = :n", t=failed_at - 3600,
+         n=NAME)
+    [item] = env.rows()
+    assert item["renew_reason"] != "renew.min_interval after the last attempt"
+    assert _renew_dry(env)["status"] == "would-issue"
+    assert ("renews " in env.run("show", NAME).output) is (kind == "due")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mariadb"])
+def test_rows_differing_only_in_case_are_listed_and_shown_as_stored(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Two rows whose names differ only in case, two only in a final dot (a seed table can
+    hold them): both INVALID (renew refuses them) and each listed, in text and --json, by its
+    name as stored, not both under the one lower-case name (the sysadmin could not tell them
+    apart nor see which to remove); show NAME exactly as stored shows that row, not the
+    other one's key; renew refuses the name (one outcome); once one is removed the other is valid again."""
+    e = Env(tmp_path)
+    if backend == "mariadb":
+        e.url = request.getfixturevalue("mariadb_url")
+        e.config.write_text(f'[database]\nurl = "{e.url}"\n[renew]\ncsr_dir = "{e.csr_dir}"\n'
+                            'ari = false\n')
+    assert e.run("init").exit_code == 0
+    digests = {}
+    for stored, name in [("WWW.Example.TEST", NAME), ("www.example.test", NAME),
+                         ("mail.example.test.", "mail.example.test"),
+                         ("mail.example.test", "mail.example.test")]:
+        pem, _ = make_csr([name])
+        digests[stored] = Csr.load(pem).md5_modulus
+        _sql(e.url, "INSERT INTO certs (name, enable, csr, md5_modulus, ts_expire, "
+             "ts_last_update) VALUES (:n, 'Y', :c, :m, 1, 1)", n=stored, c=pem,
+             m=digests[stored])
+    rows = e.rows()
+    assert sorted(r["name"] for r in rows) == sorted(digests)  # type: ignore[type-var]
+    assert all(r["invalid"] and "all name" in r["problems"][0] for r in rows)  # type: ignore[index]
+    listed = e.run("list").output.splitlines()[1:]
+    assert sorted(line.split()[0] for line in listed) == sorted(digests)
+    assert all("INVALID: rows " in line for line in listed)
+    for stored, digest in digests.items():
+        shown = e.run("show", stored, "--json")
+        assert shown.exit_code == 0, shown.output
+        info = json.loads(shown.stdout)
+        assert (info["name"], info["md5_modulus"]) == (stored, digest)
+        assert info["invalid"] is True
+        assert f"name              {stored}\n" in e.run("show", stored).output
+    result = e.run("renew", "--dry-run", "--json")
+    assert result.exit_code == 1, result.output
+    outcomes = json.loads(result.stdout)["certificates"]
+    # one outcome per name, the problem naming both rows
+    assert sorted(o["name"] for o in outcomes) == ["mail.example.test", NAME], outcomes
+    assert all(o["status"] == "invalid" and "all name" in o["message"] for o in outcomes)
+    for stored in ("WWW.Example.TEST", "mail.example.test."):
+        assert e.run("remove", stored, "--yes").exit_code == 0
+    rows = e.rows()
+    assert sorted(r["name"] for r in rows) == ["mail.example.test", NAME]  # type: ignore[type-var]
+    assert all(not r["invalid"] for r in rows)
+    assert [json.loads(e.run("show", NAME, "--json").stdout)["md5_modulus"]] == \
+        [digests["www.example.test"]]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+@pytest.mark.parametrize("how", ["missing", "not-a-directory", "tempdir", "full"])
+def test_list_with_no_room_for_its_temporary_file_is_a_clear_error(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str,
+        as_json: bool) -> None:
+    """list spills the rows of a large table to a temporary file: a $TMPDIR that is missing,
+    not a directory or full (a real full tmpfs), or tempfile's own setting missing when TMPDIR
+    is not set, is an error naming it (exit 1, as fleet's), no line printed; never tempfile's
+    silent fallback to /tmp. SPILL_IN_MEMORY (the bytes kept in memory before the file is
+    made) is set to 1 byte so that two rows need the file; with a usable TMPDIR the output is
+    the same as without the file."""
+    from test_store_sqlite_errors import fill, tmpfs
+
+    from lecentral.cli import listing
+    from lecentral.config import RenewConfig
+
+    for name in ("a.example.test", "b.example.test"):
+        _issue_due(env, name)
+    store = env.store()
+    store.record_facts(store.sweep(RenewConfig(), now_ts()).rows)
+    args = ("list", "--json") if as_json else ("list",)
+    in_memory = env.run(*args)
+    assert in_memory.exit_code == 0 and "b.example.test" in in_memory.stdout
+    monkeypatch.setattr(listing, "SPILL_IN_MEMORY", 1)
+    usable = tmp_path / "tmp"
+    usable.mkdir()
+    monkeypatch.setenv("TMPDIR", str(usable))
+    spilled = env.run(*args)
+    assert (spilled.exit_code, spilled.stdout) == (0, in_memory.stdout)
+    assert list(usable.iterdir()) == []  # the file has no name, and is gone
+    where = tmp_path / {"missing": "no-such-dir", "not-a-directory": "a-file", "tempdir":
+                        "no-such-dir", "full": "full"}[how]
+    with contextlib.ExitStack() as stack:
+        if how == "tempdir":
+            monkeypatch.delenv("TMPDIR")
+            monkeypatch.setattr(tempfile, "tempdir", str(where))
+        else:
+            monkeypatch.setenv("TMPDIR", str(where))
+        if how == "not-a-directory":
+            where.write_text("")
+        if how == "full":
+            stack.enter_context(tmpfs(where, "64k"))
+            fill(where)
+        result = env.run(*args)
+    assert result.exit_code == 1, result.output
+    assert f"cannot use a temporary file in {where}: " in result.stderr, result.stderr
+    assert result.stdout == ""
+
+
+def test_rows_differing_in_a_trailing_space_are_told_apart(env: Env) -> None:
+    """SQLite keeps 'www.example.test ' and 'www.example.test' as two rows, one name: list
+    quotes the stored one with the space (the table would show both alike), and remove and
+    show take the name as the problem prints it, space included: remove used to strip it
+    and delete the other row."""
+    digests = {}
+    for stored in ("www.example.test ", NAME):
+        pem, _ = make_csr([NAME])
+        digests[stored] = Csr.load(pem).md5_modulus
+        _sql(env.url, "INSERT INTO certs (name, enable, csr, md5_modulus, ts_expire, "
+             "ts_last_update) VALUES (:n, 'Y', :c, :m, 1, 1)", n=stored, c=pem,
+             m=digests[stored])
+    assert sorted(r["name"] for r in env.rows()) == sorted(digests)  # type: ignore[type-var]
+    listed = env.run("list").output
+    assert "\n'www.example.test '  " in listed and f"\n{NAME}  " in listed, listed
+    assert "INVALID: rows 'www.example.test', 'www.example.test ' all name" in listed
+    for stored, digest in digests.items():
+        assert json.loads(env.run("show", stored, "--json").stdout)["md5_modulus"] == digest
+    assert env.run("remove", "www.example.test ", "--yes").exit_code == 0
+    assert _sql(env.url, "SELECT name, md5_modulus FROM certs") == [(NAME, digests[NAME])]
+    assert env.rows()[0]["invalid"] is False

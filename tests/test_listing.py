@@ -54,6 +54,13 @@ VARIANTS: list[dict[str, Any]] = [
     {"issuer_ca": "backup", "issuer_ca_directory": "https://x/\x07dir"},
     {"issuer_ca": "not a name!", "issuer_ca_directory": "https://x/"},
     {"not_before": NOW - 6 * DAY - 3600, "not_after": NOW + 3600 * 7},  # 160 hours
+    # renew.min_interval (3600 s) after the last attempt: held, whether due or not
+    {"ts_last_update": NOW - 600},
+    {"ts_last_update": NOW - 600, "count_fail_update": 2, "ts_expire": NOW + 1000,
+     "not_before": NOW - 6 * DAY, "not_after": NOW + 1000},
+    {"ts_last_update": NOW - 600, "ts_expire": 1},
+    {"ts_last_update": NOW - 3600, "ts_expire": NOW + 1000, "not_before": NOW - 6 * DAY,
+     "not_after": NOW + 1000},  # min_interval has just passed: due
 ]
 CONFIGS = [renew(), renew(before_days=30), renew(before="1/2"), renew(before="20%"),
            renew(before="10d")]
@@ -71,6 +78,25 @@ def test_a_fresh_row_is_written_as_its_dictionary_says(variant: dict[str, Any],
     assert summary.cells(row) == cells(item, NOW)
     again = FreshSummary(NOW, config, default_profile)  # the caches give the same
     assert [again.json(row), again.json(row)] == [summary.json(row)] * 2
+
+
+def test_a_row_held_by_min_interval_renews_when_it_ends() -> None:
+    """A due row (or one without a certificate) whose last attempt is less than
+    renew.min_interval old renews when that ends, as the renew job decides (held_until)."""
+    summary = FreshSummary(NOW, renew(), "")
+    due = {"ts_expire": NOW + 1000, "not_before": NOW - 6 * DAY, "not_after": NOW + 1000}
+    for values in ({**due, "ts_last_update": NOW - 600, "count_fail_update": 1},
+                   {"ts_expire": 1, "ts_last_update": NOW - 600}):
+        item = summary(fresh(**values))
+        assert (item["ts_renew_at"], item["renew_reason"]) == \
+            (NOW + 3000, "renew.min_interval after the last attempt")
+        assert cells(item, NOW)[9] == f"{item['renew_at']} (renew.min_interval after the last " \
+            "attempt)"
+    item = summary(fresh(**due, ts_last_update=NOW - 3600))
+    assert item["ts_renew_at"] < NOW and cells(item, NOW)[9].startswith("due (")
+    not_due = summary(fresh(ts_last_update=NOW - 600))  # renews later than min_interval ends
+    assert not_due == {**summary(fresh()), "ts_last_update": NOW - 600,
+                       "last_attempt": not_due["last_attempt"]}
 
 
 def test_held_rows_are_merged_in_order_and_the_table_is_aligned() -> None:

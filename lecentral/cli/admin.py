@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 pass_app = click.make_pass_decorator(App)
 DAY = 86400
+#: ``renew_reason`` of a row the renew job holds back now: ``renew_at`` is when
+#: ``renew.min_interval`` after its last attempt ends (:func:`lecentral.renew.checks.held_until`)
+HELD = "renew.min_interval after the last attempt"
 
 
 def _read_csr(path: Path) -> Csr:
@@ -286,8 +289,7 @@ def remove(app: App, name: str, yes: bool) -> None:
 
     Of two rows whose names differ only in case, NAME exactly as stored picks the one to delete.
     """
-    known_name(name)
-    name = name.strip()  # as typed: the exact stored name, when rows differ only in case
+    name = _lookup_name(name)
     store = app.store()
     if store.get(name) is None:
         raise UnknownNameError(f"no certificate named {name!r} in the database (see lecentral list)")
@@ -295,6 +297,17 @@ def remove(app: App, name: str, yes: bool) -> None:
         click.confirm(f"Delete {name} and its certificate from the database?", abort=True)
     store.remove(name, now_ts())
     click.echo(f"{name}: removed")
+
+
+def _lookup_name(name: str) -> str:
+    """NAME to look a row up by: as typed, spaces included, so that of rows whose names differ
+    only in case, a final dot or a trailing space (``'www.x '``, as list and the problem show
+    it) the one stored exactly as NAME is picked; an IP address written otherwise than stored
+    (``2001:DB8:0::1``) in its canonical form (UnknownNameError for what names no row)."""
+    from lecentral.store.direct import dns_key
+
+    known = known_name(name)
+    return name if dns_key(name) == known else known
 
 
 # --- list and show ----------------------------------------------------------------------------
@@ -345,16 +358,20 @@ def _renewal(row: CertRow, bad_cert: list[str], renew: RenewConfig,
     only make it earlier, and needs the CA: ``renew --dry-run`` does not ask it either).
     ``validity``: the stored certificate's (notBefore, notAfter), None without one; ``held``:
     when renew.min_interval lets the next attempt go, if it holds now
-    (:func:`lecentral.renew.checks.held_until`)."""
+    (:func:`lecentral.renew.checks.held_until`): the renew job does not try the row before
+    then, whatever else makes it due."""
     if row.problems:
         return None, "never while the row is invalid"
     if bad_cert:
         if held is not None:
-            return held, "renew.min_interval after the last attempt"  # why: the problems
+            return held, HELD  # why: the problems
         return None, "now: the stored certificate is bad"
     if validity is None or (row.ts_expire or 0) <= 1:
-        return None, "now: no certificate yet"
+        return (held, HELD) if held is not None else (None, "now: no certificate yet")
     window = renew_at(validity[0], validity[1], renew)
+    # the renew job tests min_interval first: a row due, or due before it ends, waits for it
+    if held is not None and held > window.at:
+        return held, HELD
     return window.at, window.reason
 
 
@@ -430,7 +447,9 @@ def _summary(row: CertRow, now: int, renew: RenewConfig, default_profile: str = 
     ts_renew_at, renew_reason = _renewal(row, bad_cert, renew, validity,
                                          held_until(row, now, renew.min_interval, csr))
     return {
-        "name": row.name, "enabled": row.enable, "method": row.method, "names": names or [],
+        # rows whose names differ only in case: each as stored, to tell them apart
+        "name": row.stored_name or row.name, "enabled": row.enable, "method": row.method,
+        "names": names or [],
         "expires": _date(row.ts_expire) if has_cert else None,
         "ts_expire": row.ts_expire,
         "days_left": ((row.ts_expire or 0) - now) // DAY if has_cert else None,
@@ -487,11 +506,11 @@ def _cert_info(data: bytes | None, what: str) -> dict[str, Any] | None:
 @guarded
 def show(app: App, name: str, as_json: bool, history: int) -> None:
     """One certificate in full: names, key type, fingerprints, chain and history."""
-    name = known_name(name)
     store = app.store()
-    row = store.get(name)
+    row = store.get(_lookup_name(name))
     if row is None:
         raise UnknownNameError(f"no certificate named {name!r} in the database (see lecentral list)")
+    name = row.name
     now = now_ts()
     key = row.name.strip().lower().rstrip(".")
     info = _summary(row, now, app.config.renew, app.config.acme.profile,
@@ -501,8 +520,10 @@ def show(app: App, name: str, as_json: bool, history: int) -> None:
         info["csr"] = {"names": csr.names, "key": csr.key_type, "md5_modulus": csr.md5_modulus}
     except LecentralError as exc:
         info["csr"] = {"error": str(exc)}
+    # a bad one is replaced, and a held one waits for min_interval: ARI cannot make either
+    # earlier, and is not asked ("ari_window" then stays out of info)
     if info["ts_renew_at"] is not None and row.crt and app.config.renew.ari and \
-            not info["certificate_problems"]:  # a bad one waits for min_interval, not for ARI
+            not info["certificate_problems"] and info["renew_reason"] != HELD:
         _with_ari(info, row.crt, app.config, store.issuing_cas().get(row.name.strip().lower()))
     info["md5_modulus"] = row.md5_modulus
     info["md5_ca"] = row.md5_ca
@@ -539,9 +560,10 @@ def _print_show(info: dict[str, Any], now: int) -> None:
         if info["lifetime_days"] is not None:
             line("lifetime", f"{info['lifetime_days']:g} days")
         due = info["ts_renew_at"] is not None and info["ts_renew_at"] <= now
-        # a bad certificate is replaced, not renewed: its ARI window is not asked for
-        no_ari = ("" if info.get("ari_window") or info["certificate_problems"] else
-                  "; the CA offers no ARI window")
+        # only when its ARI window was asked for (not with [renew] ari off, nor for a bad or
+        # held certificate) and the CA had none
+        no_ari = "; the CA offers no ARI window" if "ari_window" in info and \
+            info["ari_window"] is None else ""
         line("renews", f"{'due since' if due else 'at'} {info['renew_at']} UTC "
              f"({info['renew_reason']}{no_ari})"
              if info["ts_renew_at"] is not None else info["renew_reason"])
@@ -551,6 +573,9 @@ def _print_show(info: dict[str, Any], now: int) -> None:
         line("sha256", cert["sha256"])
     else:
         line("certificate", (cert or {}).get("error", "none yet"))
+        if info["ts_renew_at"] is not None and not info["certificate_problems"]:
+            # none yet, and renew.min_interval holds it after a failed attempt: said when
+            line("renews", f"at {info['renew_at']} UTC ({info['renew_reason']})")
     line("profile", info["profile"] + f" ({info['profile_source']})" if info["profile"]
          else "none (the CA's default)")
     line("md5_ca", info["md5_ca"] or "-")

@@ -27,6 +27,7 @@ import click
 from lecentral.certificates import now_ts
 from lecentral.cli.admin import (
     DAY,
+    HELD,
     _issuing_ca,
     _profile,
     _renews,
@@ -36,7 +37,9 @@ from lecentral.cli.admin import (
 )
 from lecentral.cli.central import App
 from lecentral.cli.common import guarded
-from lecentral.store.rows import ENABLE_NULL, FreshRow, ListedRow
+from lecentral.fleet.spool import discard, temp_dir, temp_error
+from lecentral.renew.checks import held_until
+from lecentral.store.rows import ENABLE_NULL, CertRow, FreshRow, ListedRow
 from lecentral.window import Window, renew_at
 
 if TYPE_CHECKING:
@@ -118,6 +121,20 @@ class FreshSummary:
         self._profiles: dict[str | None, tuple[dict[str, Any], str]] = {}
         self._issuers: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
         self._no_issuer = _issuing_ca(None)
+        #: a last attempt at or before this is not held by renew.min_interval (a shortcut for
+        #: the most rows, renewed long ago; held_until decides the others)
+        self._held_before = now - renew.min_interval
+
+    def held(self, r: FreshRow) -> int | None:
+        """:func:`lecentral.renew.checks.held_until` of the row: when ``renew.min_interval``
+        lets the renew job try it again, while it holds now. Its CSR is not replaced: the
+        facts say the stored certificate fits it."""
+        last = r.ts_last_update
+        if last is None or last <= self._held_before:
+            return None
+        row = CertRow(name=r.name, csr=b"", md5_modulus="", ts_last_update=last,
+                      count_fail_update=r.count_fail_update)
+        return held_until(row, self.now, self.renew.min_interval, None)
 
     def window(self, not_before: int, not_after: int) -> tuple[int, str, str]:
         """(``renew_at``, its reason, the reason in JSON): ``renew_at`` depends on notAfter -
@@ -158,10 +175,14 @@ class FreshSummary:
 
     def __call__(self, r: FreshRow) -> dict[str, Any]:
         has_cert = r.ts_expire is not None and r.ts_expire > 1
+        ts_renew_at: int | None
         if has_cert:
             ts_renew_at, reason, _ = self.window(r.not_before, r.not_after)
         else:  # ts_expire NULL, 0 or 1 beside a good certificate: unknown, not wrong
             ts_renew_at, reason = None, "now: no certificate yet"
+        held = self.held(r)  # as lecentral.cli.admin._renewal: the renew job waits for it
+        if held is not None and (ts_renew_at is None or held > ts_renew_at):
+            ts_renew_at, reason = held, HELD
         notes = [ENABLE_NULL] if r.enable is None else []
         fields = dict(self.profile(r.name, r.profile)[0])
         if "profile_problem" in fields:
@@ -184,7 +205,8 @@ class FreshSummary:
     def json(self, r: FreshRow) -> str:
         """``json.dumps(self(r), sort_keys=True, default=str)``, without the dictionary."""
         profile = self.profile(r.name, r.profile)[1]
-        if not profile or type(r.comment) not in TEXT or type(r.webroot_path) not in TEXT:
+        if not profile or type(r.comment) not in TEXT or type(r.webroot_path) not in TEXT or \
+                self.held(r) is not None:
             return json.dumps(self(r), sort_keys=True, default=str)
         date, expire = self.date, r.ts_expire
         if expire is not None and expire > 1:
@@ -213,7 +235,7 @@ class FreshSummary:
     def cells(self, r: FreshRow) -> list[str]:
         """``cells(self(r), now)``, without the dictionary."""
         fields, profile = self.profile(r.name, r.profile)
-        if not profile:
+        if not profile or self.held(r) is not None:
             return cells(self(r), self.now)
         date, expire = self.date, r.ts_expire
         if expire is not None and expire > 1:
@@ -238,7 +260,10 @@ def key_of(item: dict[str, Any]) -> Key:
 
 def cells(item: dict[str, Any], now: int) -> list[str]:
     """One line of the text table."""
-    return [item["name"], "Y" if item["enabled"] else "N", item["method"], ",".join(item["names"]),
+    name = item["name"]
+    if not name.isprintable() or name != name.strip():  # a row's twin stored as 'www.x '
+        name = repr(name)
+    return [name, "Y" if item["enabled"] else "N", item["method"], ",".join(item["names"]),
             item["expires"] or "-", "-" if item["days_left"] is None else str(item["days_left"]),
             "-" if item["lifetime_days"] is None else f"{item['lifetime_days']:g}",
             item["profile"] or "-", item["issuer_ca"] or "-", _renews(item, now),
@@ -313,7 +338,10 @@ class Listing:
                     lines.setdefault((k[0], k[1]), []).append(f"{k[2]}\t{line}\n")
         for bucket, chunk in lines.items():
             data = "".join(chunk).encode("utf-8", "surrogatepass")
-            self._spill.write(data)
+            try:  # past SPILL_IN_MEMORY: the temporary file is made, then written
+                self._spill.write(data)
+            except OSError as exc:
+                raise temp_error(exc) from None
             self._segments.setdefault(bucket, array("q")).extend((self._size, len(data)))
             self._size += len(data)
         pending.clear()
@@ -325,8 +353,11 @@ class Listing:
             segments = self._segments[bucket]
             for i in range(0, len(segments), 2):
                 offset, size = segments[i], segments[i + 1]
-                self._spill.seek(offset)
-                text = self._spill.read(size).decode("utf-8", "surrogatepass")
+                try:
+                    self._spill.seek(offset)
+                    text = self._spill.read(size).decode("utf-8", "surrogatepass")
+                except OSError as exc:
+                    raise temp_error(exc) from None
                 yield bucket, text.split("\n")[:-1]
 
     def payloads(self) -> Iterator[str | list[str]]:
@@ -346,9 +377,14 @@ class Listing:
         for _, payload in held[h:]:
             yield payload
 
+    def finish(self) -> None:
+        """Spill the pending lines (it counts widths and may hold a line): before :meth:`lines`;
+        LecentralError if the temporary file cannot take them."""
+        self._flush()
+
     def lines(self) -> Iterator[str]:
         """The output's lines, in order."""
-        self._flush()  # first: it counts widths and may hold a line
+        self._flush()  # first, if finish was not called: nothing pending then
         if self.as_json:
             last = self.count - 1
             yield "["
@@ -367,7 +403,11 @@ def print_listing(store: Store, now: int, renew: RenewConfig, default_profile: s
     """``lecentral list [--json]``: every row, never-issued ones first, then by days left and
     name; ``--json``: one object per row, one per line."""
     fresh = FreshSummary(now, renew, default_profile)
-    with tempfile.SpooledTemporaryFile(SPILL_IN_MEMORY, mode="w+b") as spill:
+    # in $TMPDIR or a clear error (exit 1), never tempfile's silent fallback to /tmp; closed by
+    # discard: the close of a full file's buffer must not replace that error
+    spill = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - discard() in finally
+        SPILL_IN_MEMORY, mode="w+b", dir=temp_dir())
+    try:
         listing = Listing(now, as_json, spill)
         for entry in store.listing(now):
             if isinstance(entry, FreshRow):
@@ -382,6 +422,7 @@ def print_listing(store: Store, now: int, renew: RenewConfig, default_profile: s
         if not listing.count:
             click.echo("[]" if as_json else "no certificates yet: lecentral add NAME")
             return
+        listing.finish()  # before the first line: a temporary file's error leaves no output
         # JSON holds no raw control character (json escapes them): click need not look for
         # ANSI sequences to strip in 60 MB of it
         color = True if as_json else None
@@ -393,6 +434,8 @@ def print_listing(store: Store, now: int, renew: RenewConfig, default_profile: s
                 out.clear()
         if out:
             click.echo("\n".join(out), color=color)
+    finally:
+        discard(spill)
 
 
 @click.command("list")

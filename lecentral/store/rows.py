@@ -47,6 +47,10 @@ class CertRow:
     problems: tuple[str, ...] = field(default=(), compare=False)
     #: the column enable is NULL: not enabled (the seed's scripts test enable = 'Y'), pointed out
     enable_null: bool = field(default=False, compare=False)
+    #: the name exactly as stored, when another row's differs from it only in case or a final
+    #: dot (both invalid: :meth:`with_twins`): what tells the two apart (``name`` is the same
+    #: for both) and what ``lecentral remove`` takes; None otherwise
+    stored_name: str | None = field(default=None, compare=False)
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -143,6 +147,11 @@ class CertRow:
     def with_problem(self, problem: str) -> CertRow:
         """This row with one more problem (found outside the row itself, e.g. a duplicate name)."""
         return replace(self, problems=(*self.problems, problem))
+
+    def with_twins(self, stored_name: str, problem: str) -> CertRow:
+        """This row, stored as ``stored_name``, sharing its name with other rows: ``problem``
+        says so (the row is refused until all but one are removed)."""
+        return replace(self, problems=(*self.problems, problem), stored_name=stored_name)
 
 
 def load_row_csr(row: CertRow) -> Csr:

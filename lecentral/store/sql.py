@@ -330,14 +330,17 @@ class SqlStore(Store):
             stored = self._matching(conn, name)
             if not stored:
                 return stored, None
-            return stored, conn.execute(select(certs).where(certs.c.name == stored[0])).mappings().one()
+            # of several, the one stored exactly as ``name`` (as remove picks it), else the first
+            pick = name if name in stored else stored[0]
+            return stored, conn.execute(select(certs).where(certs.c.name == pick)).mappings().one()
 
         stored, row = self.read(f"reading {name}", query)
         if row is None:
             return None
         found = CertRow.from_db(row)
         # several rows for one name: shown and refused (a problem), never one picked silently
-        return found.with_problem(self._same_name(name, stored)) if len(stored) > 1 else found
+        return found.with_twins(str(row["name"]), self._same_name(name, stored)) \
+            if len(stored) > 1 else found
 
     def list(self) -> builtins.list[CertRow]:
         rows = self.read("listing certificates",
@@ -352,8 +355,9 @@ class SqlStore(Store):
         stored: dict[str, builtins.list[str]] = {}
         for raw, row in zip(raws, found, strict=True):
             stored.setdefault(row.name, []).append(str(raw["name"]))
-        return [row.with_problem(self._same_name(row.name, sorted(stored[row.name])))
-                if len(stored[row.name]) > 1 else row for row in found]
+        return [row.with_twins(str(raw["name"]), self._same_name(row.name,
+                                                                 sorted(stored[row.name])))
+                if len(stored[row.name]) > 1 else row for raw, row in zip(raws, found, strict=True)]
 
     # -- the renew sweep (lecentral/store/facts.py) ------------------------------------------------
 
@@ -454,16 +458,17 @@ class SqlStore(Store):
         s = cert_settings.c
         for start in range(0, len(names), 500):
             chunk = names[start:start + 500]
-            rows = [CertRow.from_db(full) for full in conn.execute(
-                select(certs).where(certs.c.name.in_(chunk)).order_by(certs.c.name)).mappings()]
+            fulls = conn.execute(select(certs).where(certs.c.name.in_(chunk))
+                                 .order_by(certs.c.name)).mappings().all()
+            rows = [CertRow.from_db(full) for full in fulls]
             keys = sorted({_dns(row.name) for row in rows})
             settings = {str(r[0]): r for r in conn.execute(
                 select(s.name, s.profile, s.issuer_ca, s.issuer_ca_directory)
                 .where(s.name.in_(keys)))}
-            for row in rows:
+            for full, row in zip(fulls, rows, strict=True):
                 stored = sharing.get(row.name, [])
                 if len(stored) > 1:
-                    row = row.with_problem(self._same_name(row.name, stored))
+                    row = row.with_twins(str(full["name"]), self._same_name(row.name, stored))
                 found = settings.get(_dns(row.name))
                 profile = None if found is None or found[1] is None else str(found[1])
                 issuer = None if found is None or found[2] is None else \
