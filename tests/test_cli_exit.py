@@ -404,3 +404,47 @@ def test_agent_ctrl_c_after_the_command_is_one_status_not_a_traceback(agent_toml
     assert result.returncode == 130, result.stderr
     assert len(json.loads(result.stdout)["certs"]) == 200
     assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_during_the_command_is_130_not_1(tmp_path: Path) -> None:
+    """A Ctrl-C while the command runs: click says "Aborted!" and exits 1, which a monitoring
+    check reads as WARNING and a script as a failure of the command; the console scripts exit
+    130, as a shell says an interrupted command. No traceback either way."""
+    body = ("import click, os, signal\n"
+            "@click.command()\n"
+            "def cmd():\n"
+            "    click.echo('started')\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "    click.echo('never')\n")
+    quick, normal = _both(body, tmp_path)
+    assert (quick.returncode, normal.returncode) == (130, 1)
+    assert quick.stdout == normal.stdout == "started\n"
+    assert _without_spy(quick.stderr) == normal.stderr == "\nAborted!\n"
+
+
+def test_agent_ctrl_c_while_verifying_is_130_without_a_traceback(agent_toml: Path) -> None:
+    """``lecentral-install status`` stuck on a verify URL that never answers (a listening socket
+    that says nothing): Ctrl-C once it is connected ends it with 130 and "Aborted!", no
+    traceback."""
+    import signal
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+        text = agent_toml.read_text().replace(
+            'service = "files"\n', f'service = "files"\nverify = "tls://127.0.0.1:{port}"\n', 1)
+        agent_toml.write_text(text)
+        code = "from lecentral.cli.start import agent\nagent()\n"
+        argv = ["lecentral-install", "--config", str(agent_toml), "status"]
+        with subprocess.Popen([sys.executable, "-c", f"import sys\nsys.argv = {argv!r}\n" + code],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as process:
+            server.settimeout(60)
+            conn, _ = server.accept()  # it is verifying now, waiting for the TLS handshake
+            with conn:
+                process.send_signal(signal.SIGINT)
+                out, err = process.communicate(timeout=60)
+    assert (process.returncode, err) == (130, "\nAborted!\n"), err
+    assert out == ""
