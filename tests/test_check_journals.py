@@ -260,6 +260,15 @@ def test_a_monitoring_user_that_cannot_read_the_journals_gets_a_warning(fleet: F
             "the renew job's user, or root (docs/monitoring.md)")
         assert not [p for p in data["perfdata"] if p.startswith("journal_records=")]
         assert "certificates=2;;;0" in data["perfdata"]
+        doctor = subprocess.run([SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                                 "--clear-groups", LECENTRAL, "--config", str(config), "doctor",
+                                 "--no-dns", "--json"], cwd=shared, capture_output=True,
+                                text=True, timeout=120, check=False)
+        assert doctor.returncode == 1 and "Traceback" not in doctor.stderr, doctor.stderr
+        (found,) = [f for f in json.loads(doctor.stdout)["findings"] if f["check"] == "journal"]
+        assert found["level"] == "warning" and found["message"] == (
+            f"challenge journals not looked at: cannot read {state}/journal (Permission denied); "
+            "run lecentral doctor as the renew job's user, or root")
     finally:
         shutil.rmtree(shared)
         fleet.store = type(fleet.store)(fleet.url)
