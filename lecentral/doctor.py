@@ -27,6 +27,7 @@ from lecentral.store.rows import CertRow, certificate_problems, load_row_csr
 
 if TYPE_CHECKING:
     from lecentral.config import RenewConfig
+    from lecentral.journal import JournalSurvey
 
 ERROR, WARNING, NOTE = "error", "warning", "note"
 #: how ``--fix`` left a finding
@@ -146,6 +147,28 @@ def renew_findings(renew: RenewConfig, raws: Iterable[Mapping[str, Any]]) -> lis
         lifetimes.append(lifetime_of(cert.not_before, cert.not_after))
     return [Finding("[renew]", WARNING, "renew-window", message, MANUAL)
             for message in window_warnings(renew, min(lifetimes, default=None))]
+
+
+def journal_findings(journals: JournalSurvey) -> list[Finding]:
+    """The challenge journals of ``[renew] state_dir`` (:func:`lecentral.journal.survey`, which
+    changes nothing), as findings named ``[renew]``: a journal of a gone renew process with
+    records still noted (a warning: the next lecentral renew removes them), a journal the renew
+    job does not trust (an error: nothing it names is removed until the admin looks), a journal
+    directory this user cannot read (a warning: not looked at)."""
+    found = [Finding("[renew]", ERROR, "journal", f"challenge journal: {why}", MANUAL)
+             for why in journals.refused]
+    if journals.unreadable is not None:
+        found.append(Finding("[renew]", WARNING, "journal", (
+            f"challenge journals not looked at: {journals.unreadable}; run lecentral doctor as "
+            "the renew job's user, or root"), MANUAL))
+    for left in journals.left:
+        certs = sorted({str(r["cert"]) for r in left.records})
+        found.append(Finding("[renew]", WARNING, "journal", (
+            f"renew process {left.pid} ended mid-pass (killed?) and did not remove "
+            f"{len(left.records)} challenge record(s) it had added, for {', '.join(certs[:5])}"
+            f"{' and more' if len(certs) > 5 else ''} (noted in {left.path}): the next "
+            "lecentral renew removes them")))
+    return found
 
 
 def dns_findings(name: str, report: Any) -> list[Finding]:

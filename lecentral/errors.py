@@ -33,9 +33,10 @@ EXIT_CODES: tuple[tuple[int, str, str], ...] = (
       "per-certificate accounting (one certificate's is 1)")),
     (8, "renew lock held", "another lecentral renew holds the database's renew lock; nothing done"),
     (9, "output error",
-     ("lecentral's stdout could not be written (a full disk, an I/O error): said once on stderr; "
-      "the command itself ran to its end (lecentral check says 3, UNKNOWN). A broken pipe (the "
-      "reader gone early, as head does) is not an error: the command keeps its own exit status")),
+     ("stdout could not be written (a full disk, an I/O error): said once on stderr; the "
+      "command itself ran to its end (lecentral check and lecentral-install check say 3, "
+      "UNKNOWN). A broken pipe (the reader gone early, as head does) is not an error: the "
+      "command keeps its own exit status")),
 )
 
 

@@ -37,12 +37,14 @@ import os
 import re
 import stat
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lecentral.errors import ConfigError, LecentralError
-from lecentral.leftovers import DNS_TXT, HTTP01_FILE, current_name
+from lecentral.host import this_host
+from lecentral.leftovers import DNS_TXT, HTTP01_FILE, Leftover, current_name
 
 log = logging.getLogger(__name__)
 
@@ -233,9 +235,10 @@ class LeftJournal:
     written: int = 0  # when it was last written to (its mtime): the records are that old or older
 
 
-def journal_paths(state_dir: str) -> list[Path]:
+def journal_paths(state_dir: str, owner: int | None = None) -> list[Path]:
     """Every entry of the journal directory (none if it does not exist); LecentralError if the
-    directory is not lecentral's (a symbolic link, another owner, open to others)."""
+    directory is not lecentral's (a symbolic link, not owned by ``owner``, by default this
+    process's user, open to others) or cannot be read."""
     directory = journal_dir(state_dir)
     try:
         st = os.lstat(directory)
@@ -244,13 +247,17 @@ def journal_paths(state_dir: str) -> list[Path]:
     except OSError as exc:
         raise LecentralError(f"cannot read the journal directory {directory} ({exc.strerror}); "
                              "check [renew] state_dir") from None
-    if (not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid()
+    if (not stat.S_ISDIR(st.st_mode) or st.st_uid != (os.geteuid() if owner is None else owner)
             or st.st_mode & 0o077):
         raise LecentralError(f"the journal directory {directory} is not lecentral's (a symbolic "
                              f"link, owned by uid {st.st_uid}, or mode {stat.S_IMODE(st.st_mode):o} "
                              f"instead of 700): its journals are not trusted; look at it, then "
                              "fix or remove it")
-    return sorted(directory.iterdir())
+    try:
+        return sorted(directory.iterdir())
+    except OSError as exc:
+        raise LecentralError(f"cannot read the journal directory {directory} ({exc.strerror}); "
+                             "check [renew] state_dir") from None
 
 
 def is_live(path: Path) -> bool:
@@ -271,10 +278,12 @@ def is_live(path: Path) -> bool:
     return True
 
 
-def read_left(path: Path) -> LeftJournal:
+def read_left(path: Path, owner: int | None = None) -> LeftJournal:
     """The records a dead process's journal still notes; LecentralError (nothing trusted) if the
-    file is not one lecentral wrote: a foreign name, a symbolic link, another owner, a mode
-    other than 0600, a line that does not parse (a machine crash may tear the last line)."""
+    file is not one lecentral wrote: a foreign name, a symbolic link, another owner than
+    ``owner`` (by default this process's user), a mode other than 0600, a line that does not
+    parse (a machine crash may tear the last line). Only reads."""
+    uid = os.geteuid() if owner is None else owner
     match = _NAME.match(path.name)
     if match is None:
         raise LecentralError(f"{path} is not a journal lecentral writes (its name); not "
@@ -286,12 +295,12 @@ def read_left(path: Path) -> LeftJournal:
                              "link?); not trusted: look at it and remove it") from None
     try:
         st = os.fstat(fd)
-        if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid()
+        if (not stat.S_ISREG(st.st_mode) or st.st_uid != uid
                 or stat.S_IMODE(st.st_mode) != FILE_MODE or st.st_nlink != 1):
             raise LecentralError(
                 f"the journal {path} is not lecentral's (owned by uid {st.st_uid}, mode "
                 f"{stat.S_IMODE(st.st_mode):o}, {st.st_nlink} link(s); expected a file of uid "
-                f"{os.geteuid()}, mode 600): not trusted, nothing removed; look at it and "
+                f"{uid}, mode 600): not trusted, nothing removed; look at it and "
                 "remove it")
         if st.st_size > _MAX_BYTES:
             raise LecentralError(f"the journal {path} is {st.st_size} bytes, more than lecentral "
@@ -360,3 +369,89 @@ def remove_left(path: Path) -> None:
     except OSError as exc:
         raise LecentralError(f"cannot delete the journal {path} ({exc.strerror}); its records "
                              "are dealt with: remove it by hand") from None
+
+
+def leftover_key(leftover: Leftover) -> tuple[str, str, str]:
+    """What names a stored leftover's record, as :func:`record_key` names a journal's."""
+    if leftover.kind == DNS_TXT:
+        return (DNS_TXT, leftover.target.lower().rstrip("."), str(leftover.data.get("value")))
+    return (leftover.kind, leftover.target, "")
+
+
+def record_key(record: dict[str, Any]) -> tuple[str, str, str]:
+    """What names a record a journal still notes (:attr:`LeftJournal.records`)."""
+    if record["kind"] == DNS_TXT:
+        return (DNS_TXT, str(record["fqdn"]).lower().rstrip("."), str(record["value"]))
+    return (record["kind"], str(record["path"]), "")
+
+
+def covered_by(stored: Iterable[Leftover]) -> set[tuple[str, str, str]]:
+    """The records that stored leftovers already stand for (the run that could not remove them
+    stored them; they are retried as leftovers): a TXT wherever it was stored, a file only if
+    stored by this host (another host's journal is not here)."""
+    host = this_host()
+    return {leftover_key(left) for left in stored if left.kind == DNS_TXT or left.host == host}
+
+
+# --- looking at the journals without touching them (lecentral check, lecentral doctor) ----------
+
+
+@dataclass
+class JournalSurvey:
+    """What the journal directory holds, as a reader that must not change it sees it."""
+
+    directory: Path
+    #: journals of gone processes, each with the records it still notes that no stored leftover
+    #: stands for (the next lecentral renew removes them); journals with none are left out
+    left: list[LeftJournal] = field(default_factory=list)
+    #: why a journal (or the directory) is not trusted: the renew job removes nothing it names,
+    #: alerts at every run and keeps it for the admin
+    refused: list[str] = field(default_factory=list)
+    #: why this user cannot look (the directory is the renew user's, mode 700): None if it could
+    unreadable: str | None = None
+
+    @property
+    def records(self) -> int:
+        """How many records the gone processes' journals still note."""
+        return sum(len(j.records) for j in self.left)
+
+
+def survey(state_dir: str, stored: Iterable[Leftover]) -> JournalSurvey:
+    """Read every journal of ``state_dir`` as the next renew run would, changing nothing (no
+    journal is removed, none is opened for writing): the ones of gone processes that still note
+    records (less those ``stored`` leftovers stand for), the ones that run would refuse, or why
+    they cannot be read by this user. Root reads them as their owner's (the directory's); any
+    other user than the owner cannot read a directory of mode 700."""
+    directory = journal_dir(state_dir)
+    found = JournalSurvey(directory)
+    euid = os.geteuid()
+    try:
+        st = os.lstat(directory)
+    except FileNotFoundError:
+        return found
+    except OSError as exc:
+        found.unreadable = f"cannot read {directory} ({exc.strerror})"
+        return found
+    owner = st.st_uid if euid == 0 else euid
+    if stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o077 and st.st_uid != owner:
+        found.unreadable = (f"cannot read {directory}: it belongs to uid {st.st_uid} (mode 700), "
+                            f"this command runs as uid {euid}")
+        return found
+    try:
+        paths = journal_paths(state_dir, owner)
+    except LecentralError as exc:
+        found.refused.append(str(exc))
+        return found
+    covered = covered_by(stored)
+    for path in paths:
+        if is_live(path):
+            continue  # a run sleeping between rounds, a worker still removing its records
+        try:
+            left = read_left(path, owner)
+        except LecentralError as exc:
+            found.refused.append(str(exc))
+            continue
+        records = [r for r in left.records if record_key(r) not in covered]
+        if records:
+            found.left.append(LeftJournal(left.path, left.pid, records, left.written))
+    return found

@@ -306,3 +306,145 @@ def test_ctrl_c_after_the_command_is_one_status_not_a_traceback(tmp_path: Path) 
     assert result.stdout.count("\n") == 20000 and result.stdout.endswith("x" * 40 + "\n")
     assert "Traceback" not in result.stderr
     assert _without_spy(result.stderr) == "log: a warning on stderr\nto stderr\n"
+
+
+# -- lecentral-install: the same stdout guard and quick exit ----------------------------------------
+
+def _agent(quick: bool, *argv: str, stdout: int | IO[Any] = subprocess.PIPE,
+           extra: str = "") -> subprocess.CompletedProcess[str]:
+    """``lecentral-install ARGV`` as its console script runs it (``quick``), or through the click
+    group itself with a normal exit; ``extra``: code run first (after the spy)."""
+    end = ("from lecentral.cli.start import agent\nagent()\n" if quick else
+           "from lecentral.cli.agent import main\nmain()\n")
+    code = SPY + extra + f"import sys\nsys.argv = {['lecentral-install', *argv]!r}\n" + end
+    return subprocess.run([sys.executable, "-c", code], stdout=stdout, stderr=subprocess.PIPE,
+                          text=True, timeout=300, check=False)
+
+
+@pytest.fixture
+def agent_toml(tmp_path: Path) -> Path:
+    """install.toml with 200 entries (status --json: more than a pipe holds) on a central SQLite
+    database that has none of them."""
+    central = tmp_path / "lecentral.toml"
+    central.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/lecentral.db"\n')
+    assert _lecentral(True, "--config", str(central), "init").returncode == 0
+    lines = [(f'[database]\nurl = "sqlite:///{tmp_path}/lecentral.db"\n'
+              f'[agent]\nstate_dir = "{tmp_path}/agent"\n')]
+    for i in range(200):
+        lines.append(f'[[cert]]\nname = "h{i}.example.test"\nservice = "files"\n'
+                     f'key = "{tmp_path}/h{i}.key"\ncert = "{tmp_path}/h{i}.crt"\n')
+    path = tmp_path / "install.toml"
+    path.write_text("".join(lines))
+    return path
+
+
+def test_agent_commands_print_and_exit_as_with_a_normal_exit(agent_toml: Path,
+                                                             tmp_path: Path) -> None:
+    """status (table, --json), check, plugins, a missing configuration: the same output and status
+    both ways, to a pipe and to a file; the console script leaves quickly."""
+    for argv in (["status"], ["status", "--json"], ["check"], ["plugins"],
+                 ["--config", "/nonexistent", "status"]):
+        full = ["--config", str(agent_toml), *argv]
+        quick, normal = _agent(True, *full), _agent(False, *full)
+        assert _quick(quick) and not _quick(normal), quick.stderr
+        assert (quick.returncode, quick.stdout, _without_spy(quick.stderr)) == \
+            (normal.returncode, normal.stdout, normal.stderr), argv
+    files = []
+    for quick_exit in (True, False):
+        path = tmp_path / f"status-{quick_exit}.json"
+        with path.open("w") as out:
+            result = _agent(quick_exit, "--config", str(agent_toml), "status", "--json",
+                            stdout=out)
+        assert result.returncode == 0 and _quick(result) == quick_exit
+        files.append(path.read_text())
+    assert files[0] == files[1] and len(json.loads(files[0])["certs"]) == 200
+
+
+@pytest.mark.parametrize("args", [["status", "--json"], ["status"], ["check"]])
+def test_agent_output_with_its_reader_gone_keeps_its_status_quietly(agent_toml: Path,
+                                                                    args: list[str]) -> None:
+    """``lecentral-install status --json | head -c 10`` with the reader gone before the first
+    write: no BrokenPipeError traceback, nothing on stderr, the command's own status (check's:
+    WARNING, the names are not in the database)."""
+    own = _agent(True, "--config", str(agent_toml), *args).returncode
+    code = "from lecentral.cli.start import agent\nagent()\n"
+    argv = ["lecentral-install", "--config", str(agent_toml), "--quiet", *args]
+    with subprocess.Popen([sys.executable, "-c", f"import sys\nsys.argv = {argv!r}\n" + code],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()
+        err = process.stderr.read().decode()
+        assert (process.wait(timeout=120), err) == (own, "")
+
+
+@pytest.mark.parametrize(("args", "status"), [(["status", "--json"], 9), (["check"], 3)])
+def test_agent_output_to_a_full_disk_is_said_once(agent_toml: Path, args: list[str],
+                                                  status: int) -> None:
+    """``lecentral-install status --json > /dev/full``: one line on stderr (no traceback), exit 9;
+    3 (UNKNOWN) for check, a monitoring plugin."""
+    own = _agent(True, "--config", str(agent_toml), *args).returncode
+    with open("/dev/full", "w") as full:
+        result = _agent(True, "--config", str(agent_toml), "--quiet", *args, stdout=full)
+    assert result.returncode == status, result.stderr
+    assert _without_spy(result.stderr) == (
+        "lecentral-install: error: the output could not be written to stdout: No space left on "
+        f"device; the rest of it was dropped (the command itself ran to its end, exit status "
+        f"{own})\n")
+
+
+def test_agent_ctrl_c_after_the_command_is_one_status_not_a_traceback(agent_toml: Path) -> None:
+    """A Ctrl-C that lands once ``lecentral-install status --json`` is done, while the quick exit
+    looks for files still open: the output stays whole, the status is 130, no traceback."""
+    extra = ("import lecentral.cli.quickexit as q\n"
+             "def _interrupted():\n"
+             "    raise KeyboardInterrupt\n"
+             "q._files_left = _interrupted\n")
+    result = _agent(True, "--config", str(agent_toml), "status", "--json", extra=extra)
+    assert result.returncode == 130, result.stderr
+    assert len(json.loads(result.stdout)["certs"]) == 200
+    assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_during_the_command_is_130_not_1(tmp_path: Path) -> None:
+    """A Ctrl-C while the command runs: click says "Aborted!" and exits 1, which a monitoring
+    check reads as WARNING and a script as a failure of the command; the console scripts exit
+    130, as a shell says an interrupted command. No traceback either way."""
+    body = ("import click, os, signal\n"
+            "@click.command()\n"
+            "def cmd():\n"
+            "    click.echo('started')\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "    click.echo('never')\n")
+    quick, normal = _both(body, tmp_path)
+    assert (quick.returncode, normal.returncode) == (130, 1)
+    assert quick.stdout == normal.stdout == "started\n"
+    assert _without_spy(quick.stderr) == normal.stderr == "\nAborted!\n"
+
+
+def test_agent_ctrl_c_while_verifying_is_130_without_a_traceback(agent_toml: Path) -> None:
+    """``lecentral-install status`` stuck on a verify URL that never answers (a listening socket
+    that says nothing): Ctrl-C once it is connected ends it with 130 and "Aborted!", no
+    traceback."""
+    import signal
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+        text = agent_toml.read_text().replace(
+            'service = "files"\n', f'service = "files"\nverify = "tls://127.0.0.1:{port}"\n', 1)
+        agent_toml.write_text(text)
+        code = "from lecentral.cli.start import agent\nagent()\n"
+        argv = ["lecentral-install", "--config", str(agent_toml), "status"]
+        with subprocess.Popen([sys.executable, "-c", f"import sys\nsys.argv = {argv!r}\n" + code],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) as process:
+            server.settimeout(60)
+            conn, _ = server.accept()  # it is verifying now, waiting for the TLS handshake
+            with conn:
+                process.send_signal(signal.SIGINT)
+                out, err = process.communicate(timeout=60)
+    assert (process.returncode, err) == (130, "\nAborted!\n"), err
+    assert out == ""

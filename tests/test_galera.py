@@ -43,6 +43,7 @@ from lecentral.errors import StoreError
 from lecentral.host import this_host
 from lecentral.registry import Registry
 from lecentral.renew import RenewJob, RenewRequest
+from lecentral.renew.outcome import LEASE_LOST
 from lecentral.store.migrations import HEAD
 from lecentral.store.renewlock import mysql_lock_name
 from lecentral.store.sql import SqlStore
@@ -293,6 +294,8 @@ def run_until_its_node_dies(galera: GaleraCluster, dns_world: World, tmp_path: P
     [problem] = report.problems  # one problem of the run, one alert, not three
     assert "lost the renew lease" in problem.message and sorted(problem.names) == \
         sorted(o.name for o in rest)
+    # its alert says so: "renew: the renew lease was lost, 3 certificate(s) not tried"
+    assert problem.cause == LEASE_LOST
     assert not report.ok
     assert len([r for r in caplog.records if ": order https://" in r.getMessage()]) == 1
     return first.name

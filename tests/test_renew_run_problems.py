@@ -261,3 +261,91 @@ def test_a_key_the_service_user_cannot_read(dns_world: World, tmp_path: Path, wh
         assert_untouched(store, names)
     finally:
         store.close()
+
+
+def test_a_dead_worker_process_is_alerted_as_such_not_as_a_configuration_problem(
+        dns_world: World, tmp_path: Path, smtp: tuple[Mailbox, int]) -> None:
+    """[renew] processes = 2 and a worker process that dies (as the OOM killer kills it): the
+    run's alert says a worker process died (a new-user trial read "configuration problem" there,
+    and looked for a mistake in lecentral.toml that was not there), what became of the
+    certificates and what to look at; not "fix it"."""
+    from test_renew_errors import registry_with, with_issuer
+    from test_renew_processes import DyingPlugin
+
+    from lecentral.renew import RenewJob, RenewRequest
+
+    config = mailed(with_issuer(make_config(dns_world, tmp_path, workers=1, processes=2,
+                                            max_failures=0), "dying"), smtp)
+    store = open_store(config)
+    names = sorted(new_zone(dns_world, "diesmail") for _ in range(4))
+    for name in names:
+        add_row(store, [name])
+    try:
+        report = RenewJob(config, store, registry_with(DyingPlugin())).run(RenewRequest(once=True))
+        (problem,) = report.problems
+        assert problem.names == names[1::2] and problem.exit_code == 1
+    finally:
+        store.close()
+    alerts = [m for m in smtp[0].messages if "not tried" in subject(m)]
+    assert [subject(m) for m in alerts] == [
+        "[lecentral] ERROR: renew: a worker process died, 2 certificate(s) not tried"]
+    body = " ".join(str(alerts[0].get_payload(decode=True).decode()).split())
+    assert problem.message in body and "exited with status 3" in body
+    assert "The next lecentral renew tries them" in body and "lower [renew] processes" in body
+    assert "Fix it" not in body
+    # the parent's own certificates failed as certificates do: their own alerts
+    assert sorted(s for s in map(subject, smtp[0].messages) if "renewal" in s) == sorted(
+        f"[lecentral] WARNING: {name}: renewal failed" for name in names[0::2])
+
+
+def test_plugin_and_configuration_problems_are_each_named_in_one_alert(
+        dns_world: World, tmp_path: Path, smtp: tuple[Mailbox, int]) -> None:
+    """A misnamed HTTP-01 issuer (a plugin problem, exit 3) and a zone's key file that is a
+    directory (a configuration problem, exit 2) in one run: one alert whose subject names both,
+    each problem in its body under its cause."""
+    broken = new_zone(dns_world, "mixkey")
+    base = make_config(dns_world, tmp_path)
+    keydir = tmp_path / "keys"
+    keydir.mkdir()
+    zones = {**base.dns.zones, broken: ZoneConfig(tsig_key_file=str(keydir))}
+    config = mailed(dataclasses.replace(
+        base, dns=dataclasses.replace(base.dns, zones=zones),
+        renew=dataclasses.replace(base.renew, http01_issuer="certbot-webrot")), smtp)
+    store = open_store(config)
+    add_row(store, [broken])
+    add_row(store, ["web.mix.example.test"], certbot=True, webroot_path=str(tmp_path))
+    try:
+        report = run(config, store)
+        assert sorted(p.exit_code for p in report.problems) == [2, 3]
+    finally:
+        store.close()
+    (mail,) = smtp[0].messages
+    assert subject(mail) == ("[lecentral] ERROR: renew: configuration problem and plugin problem, "
+                             "2 certificate(s) not tried")
+    body = str(mail.get_payload(decode=True).decode())
+    assert "\nconfiguration problem: cannot read the TSIG key file" in body
+    assert "\nplugin problem: no issuer plugin named 'certbot-webrot'" in body
+    assert "Fix it, then run lecentral renew again." in body
+
+
+def test_a_misnamed_issuer_is_alerted_as_a_plugin_problem(
+        dns_world: World, tmp_path: Path, smtp: tuple[Mailbox, int]) -> None:
+    """[renew] dns01_issuer names no installed plugin: exit 3, one alert "plugin problem"."""
+    from test_renew_errors import with_issuer
+
+    config = mailed(with_issuer(make_config(dns_world, tmp_path), "dns-subzon"), smtp)
+    store = open_store(config)
+    names = [new_zone(dns_world, f"plugmail{i}") for i in range(2)]
+    for name in names:
+        add_row(store, [name])
+    try:
+        (problem,) = run(config, store).problems
+        assert problem.exit_code == 3
+        assert_untouched(store, names)
+    finally:
+        store.close()
+    (mail,) = smtp[0].messages
+    assert subject(mail) == "[lecentral] ERROR: renew: plugin problem, 2 certificate(s) not tried"
+    body = str(mail.get_payload(decode=True).decode())
+    assert problem.message in " ".join(body.split())
+    assert "Fix it, then run lecentral renew again." in body

@@ -158,10 +158,12 @@ def check(app: AgentApp, names: tuple[str, ...], warning_days: float | None,
               installed after --stale-after days; a name the database does not have.
     """
     from lecentral.certificates import now_ts
+    from lecentral.cli.output import fail_as
     from lecentral.fleet.nagios import Thresholds, describe_error, unknown
     from lecentral.install.check import PREFIX, evaluate
     from lecentral.install.status import status as get_status
 
+    fail_as(3)  # an output that could not be written: UNKNOWN, as the plugin conventions want
     thresholds = Thresholds(warning_days, critical_days)
     bad = thresholds.problem()
     if bad:

@@ -35,7 +35,9 @@ def doctor(app: App, apply_fix: bool, skip_dns: bool, as_json: bool) -> None:
     a CSR that does not name its row or match md5_modulus, a crt that does not match the key
     or the CSR, certbot rows without webroot_path; [renew] settings that do not fit the
     shortest certificate lifetime stored (min_interval above a day or a quarter of it, a
-    before/before_days that makes it always due); then, for every enabled DNS-01 name, the
+    before/before_days that makes it always due); the challenge journals of [renew]
+    state_dir (read, never changed: records a killed renew process left, which the next
+    renew removes; a journal it does not trust); then, for every enabled DNS-01 name, the
     checks of `lecentral dns check` (sub-zone and TSIG key, nameservers, delegation, a live
     update, a negative TTL above 300 s, as the seed's 12-hour SOA minimum is).
 
@@ -55,10 +57,12 @@ def doctor(app: App, apply_fix: bool, skip_dns: bool, as_json: bool) -> None:
         NOTE,
         WARNING,
         fix,
+        journal_findings,
         renew_findings,
         row_findings,
     )
     from lecentral.errors import StoreError
+    from lecentral.journal import survey
     from lecentral.store.schema import certs
     from lecentral.store.sql import SqlStore
 
@@ -69,6 +73,7 @@ def doctor(app: App, apply_fix: bool, skip_dns: bool, as_json: bool) -> None:
         raws = [dict(r) for r in conn.execute(select(certs).order_by(certs.c.name)).mappings()]
     findings = [f for raw in raws for f in row_findings(raw)]
     findings += renew_findings(app.config.renew, raws)
+    findings += journal_findings(survey(app.config.renew.state_dir, store.leftovers()))
     if not skip_dns:
         findings += _dns(app, raws)
     changed = fix(store.engine, findings, now_ts()) if apply_fix else []

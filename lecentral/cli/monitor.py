@@ -44,10 +44,13 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
     \b
     CRITICAL: a certificate expired or below --critical; count_fail_update above
               [renew] max_failures; a host or probe serving a mismatching certificate;
-              no renew run within [fleet] renew_max_age (dead timer).
+              no renew run within [fleet] renew_max_age (dead timer); a challenge
+              journal the renew job does not trust.
     WARNING:  below --warning; count_fail_update >= 2; a row the renew job or the agents
               refuse; an enabled name still without a certificate; stale, silent or
-              unreachable targets; no renew run ever recorded; challenge records left behind.
+              unreachable targets; no renew run ever recorded; challenge records left behind,
+              or noted in the journal of a renew process killed mid-pass; journals this
+              user cannot read (run check as the renew job's user, or root).
 
     Thresholds default to a fraction of each certificate's own lifetime, so one command suits
     90-, 45- and 6-day certificates. The renew timer is checked only without NAME. Perfdata:
@@ -63,6 +66,7 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
     )
     from lecentral.fleet.refused import refused_rows
     from lecentral.fleet.watch import bulk, load_view
+    from lecentral.journal import survey
 
     fail_as(3)  # an output that could not be written: UNKNOWN, as the plugin conventions want
     thresholds = Thresholds(warning_days, critical_days)
@@ -85,10 +89,12 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
             rows = row_problems(fleet.last_snapshot.certs)
             for key, problems in refused_rows(fleet.store, names).items():
                 rows.setdefault(key, problems)
+            leftovers = app.store().leftovers()
             data = CheckInput(view=view, rows=rows,
                               lifetimes=lifetimes(fleet, view.certs),
-                              leftovers=app.store().leftovers(), names=names,
-                              max_failures=app.config.renew.max_failures)
+                              leftovers=leftovers, names=names,
+                              max_failures=app.config.renew.max_failures,
+                              journals=survey(app.config.renew.state_dir, leftovers))
             result = evaluate(data, thresholds)
     except Exception as exc:  # noqa: BLE001 - a plugin answers UNKNOWN, never a traceback
         result = unknown("LECENTRAL", f"cannot check: {describe_error(exc, secrets)}")

@@ -15,8 +15,9 @@
   exit status is :data:`EXIT_OUTPUT` (9), or 3 (UNKNOWN) for ``lecentral check``, a monitoring
   plugin (:func:`fail_as`).
 
-Only the console script does this (:func:`guard_stdout`, from lecentral/cli/start.py); a test or
-a program calling ``lecentral.cli.central.main`` keeps its own stdout.
+Only the console scripts do this, ``lecentral`` and ``lecentral-install`` alike
+(:func:`guard_stdout`, from lecentral/cli/start.py); a test or a program calling
+``lecentral.cli.central.main`` or ``lecentral.cli.agent.main`` keeps its own stdout.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ failed: OSError | None = None
 
 #: the exit status :data:`failed` makes (``lecentral check``: 3, UNKNOWN)
 failure_status = EXIT_OUTPUT
+
+#: the program that says it on stderr (``lecentral``, ``lecentral-install``)
+program = "lecentral"
 
 
 class _Guarded(io.RawIOBase):
@@ -68,8 +72,11 @@ class _Guarded(io.RawIOBase):
         return len(data)
 
 
-def guard_stdout() -> None:
-    """Put :class:`_Guarded` under ``sys.stdout`` (its encoding and line buffering kept)."""
+def guard_stdout(prog: str = "lecentral") -> None:
+    """Put :class:`_Guarded` under ``sys.stdout`` (its encoding and line buffering kept);
+    ``prog`` names the program in the line that says a write error."""
+    global program
+    program = prog
     old = sys.stdout
     if old is None or not isinstance(old, io.TextIOWrapper):
         return  # closed (>&-), or replaced by whoever runs us: theirs
@@ -103,7 +110,7 @@ def finish(code: int | None) -> int | None:
     reason = failed.strerror or str(failed)
     if sys.stderr is not None:  # closed too (2>&-): the exit status says it alone
         try:
-            print(f"lecentral: error: the output could not be written to stdout: {reason}; the "
+            print(f"{program}: error: the output could not be written to stdout: {reason}; the "
                   f"rest of it was dropped (the command itself ran to its end, exit status "
                   f"{code or 0})", file=sys.stderr)
         except (OSError, ValueError):

@@ -27,6 +27,9 @@ a normal exit:
   the rest quietly, keeping the command's exit status; another write error is said once and
   exits 9, 3 for ``lecentral check``).
 
+A Ctrl-C during the command, which click turns into ``Aborted!`` and exit status 1, leaves with
+130 instead, as a shell says an interrupted command (and not 1, a monitoring check's WARNING).
+
 Otherwise, and for any exception other than :class:`SystemExit`, the normal exit runs. The
 database is closed by the command itself (``App.close``: the pool's connections, each with its
 goodbye to the server), its transactions committed or rolled back before; child processes
@@ -40,6 +43,7 @@ import gc
 import io
 import itertools
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -57,10 +61,13 @@ def run(command: Callable[[], object]) -> None:
     written changes the exit status (:func:`lecentral.cli.output.finish`)."""
     from lecentral.cli import output
 
+    _watch_ctrl_c()
     try:
         command()
     except SystemExit as exc:
         code = exc.code
+        if code == 1 and _ctrl_c:
+            code = 130  # as a shell says an interrupted command, not 1 (a check's WARNING)
         if code is None or isinstance(code, int):
             exc = SystemExit(output.finish(code))
         _leave(exc)
@@ -68,6 +75,25 @@ def run(command: Callable[[], object]) -> None:
     done = SystemExit(output.finish(0))
     _leave(done)
     raise done
+
+
+#: a Ctrl-C (SIGINT) came while Python's own handler was in place (click then says "Aborted!"
+#: and exits 1, whatever the command was doing)
+_ctrl_c = False
+
+
+def _watch_ctrl_c() -> None:
+    """Python's SIGINT handler, noting that it ran; left alone when something else handles
+    SIGINT (``lecentral renew`` installs its own, and says 130 itself)."""
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        signal.signal(signal.SIGINT, _noted_ctrl_c)
+
+
+def _noted_ctrl_c(signum: int, frame: object) -> None:
+    global _ctrl_c
+    _ctrl_c = True
+    raise KeyboardInterrupt
 
 
 def _leave(exc: SystemExit) -> None:

@@ -33,8 +33,11 @@ def central() -> None:
 
 
 def agent() -> None:
-    """``lecentral-install``."""
+    """``lecentral-install``: the same stdout guard and exit as ``lecentral``."""
     pause()
     from lecentral.cli.agent import main
+    from lecentral.cli.output import guard_stdout
+    from lecentral.cli.quickexit import run
 
-    main()
+    guard_stdout("lecentral-install")  # a broken pipe or a full disk: lecentral/cli/output.py
+    run(main)

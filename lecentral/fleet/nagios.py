@@ -13,7 +13,8 @@ was saved (``save_issued`` sets both), so ``ts_expire - ts_last_update`` is its 
 other rows' ``crt`` is parsed.
 
 Everything here only reads: the :class:`~lecentral.fleet.model.FleetView`, a small query on
-``certs`` for row problems, and ``lecentral_leftovers``.
+``certs`` for row problems, ``lecentral_leftovers``, and the challenge journals renew processes
+left in ``[renew] state_dir`` (:func:`lecentral.journal.survey`: never modified).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from lecentral.fleet.model import (
 if TYPE_CHECKING:
     from lecentral.fleet.current import Limit
     from lecentral.fleet.store import FleetStore
+    from lecentral.journal import JournalSurvey
     from lecentral.leftovers import Leftover
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -70,6 +72,12 @@ ROW_PROBLEM = "row-problem"  # a column the renew job or the agents will refuse 
 LEFTOVER = "leftover"
 #: a host reports (or a probe sees) a certificate under a name no row of certs has
 UNCLAIMED = "unclaimed"
+#: a renew process that is gone (killed mid-pass) left challenge records noted in its journal
+JOURNAL_LEFT = "journal-left"
+#: a journal (or the journal directory) the renew job does not trust: nothing it names is removed
+JOURNAL_REFUSED = "journal-refused"
+#: this user cannot read the journals (the directory is the renew job's user's, mode 700)
+JOURNAL_UNREADABLE = "journal-unreadable"
 ENTRY_ERROR = "entry-error"  # lecentral-install check: an entry the agent cannot handle
 NOT_INSTALLED = "not-installed"  # lecentral-install check: nothing installed yet
 SEVERITY: dict[str, int] = {
@@ -79,6 +87,7 @@ SEVERITY: dict[str, int] = {
     MISMATCH: CRITICAL,
     DEAD_TIMER: CRITICAL,
     RUN_ERROR: CRITICAL,
+    JOURNAL_REFUSED: CRITICAL,
     EXPIRING_WARNING: WARNING,
     FAILING: WARNING,
     NO_CERTIFICATE: WARNING,
@@ -89,6 +98,8 @@ SEVERITY: dict[str, int] = {
     NEVER_RUN: WARNING,
     LEFTOVER: WARNING,
     UNCLAIMED: WARNING,
+    JOURNAL_LEFT: WARNING,
+    JOURNAL_UNREADABLE: WARNING,
     ENTRY_ERROR: WARNING,
     NOT_INSTALLED: WARNING,
 }
@@ -298,6 +309,8 @@ class CheckInput:
     leftovers: Sequence[Leftover]
     names: Sequence[str] = ()  # the NAMEs asked for (empty: the whole fleet)
     max_failures: int = 10
+    #: the challenge journals of [renew] state_dir (None: not looked at)
+    journals: JournalSurvey | None = None
 
 
 def unclaimed_detail(name: str) -> str:
@@ -375,6 +388,7 @@ def evaluate(data: CheckInput, thresholds: Thresholds) -> CheckResult:
         problems.append(Problem(UNCLAIMED, name, f"{name} on {where}: {unclaimed_detail(name)}"))
     if not data.names and view.renew_state in SEVERITY:
         problems.append(Problem(view.renew_state, None, f"renew timer: {view.renew_detail}"))
+    journal_records = _journal_problems(data.journals, wanted, now, problems)
     alerting = sum(1 for c in view.certs for t in c.targets if t.state in SEVERITY)
     leftovers = sum(1 for p in problems if p.kind == LEFTOVER)
     failing = sum(1 for c in view.certs if c.enabled and c.count_fail_update >= FAILURES_WARNING)
@@ -388,6 +402,8 @@ def evaluate(data: CheckInput, thresholds: Thresholds) -> CheckResult:
         perf("targets_alerting", alerting, "", None, None, 0),
         perf("leftovers", leftovers, "", None, None, 0),
     ]
+    if journal_records is not None:
+        aggregate.append(perf("journal_records", journal_records, "", None, None, 0))
     if soonest is not None:
         fixed = thresholds.warning_days is not None and thresholds.critical_days is not None
         aggregate.append(perf("min_days_left", round(soonest[0] / DAY, 2), "",
@@ -402,6 +418,48 @@ def evaluate(data: CheckInput, thresholds: Thresholds) -> CheckResult:
         return result
     result.summary = _summary(result, len(data.names) or total, soonest, view)
     return result
+
+
+def _journal_problems(journals: JournalSurvey | None, wanted: set[str], now: int,
+                      problems: list[Problem]) -> int | None:
+    """The journals' problems (with NAMEs, only their records; a journal refused or unreadable
+    only fleet-wide), added to ``problems``; the number of records still noted, or None when
+    they could not be read."""
+    if journals is None:
+        return None
+    if not wanted:
+        problems += [Problem(JOURNAL_REFUSED, None, f"challenge journal: {why}")
+                     for why in journals.refused]
+        if journals.unreadable is not None:
+            problems.append(Problem(JOURNAL_UNREADABLE, None, (
+                f"challenge journals: {journals.unreadable}: challenge records a killed renew "
+                "process left would not be seen here; run lecentral check as the renew job's "
+                "user, or root (docs/monitoring.md)")))
+    if journals.unreadable is not None:
+        return None
+    count = 0
+    for left in journals.left:
+        records = [r for r in left.records
+                   if not wanted or str(r["cert"]).lower().rstrip(".") in wanted]
+        if not records:
+            continue
+        count += len(records)
+        shown = ", ".join(_noted(r) for r in records[:3])
+        more = f" and {len(records) - 3} more" if len(records) > 3 else ""
+        certs = sorted({str(r["cert"]) for r in records})
+        problems.append(Problem(JOURNAL_LEFT, certs[0] if len(certs) == 1 else None, (
+            f"renew process {left.pid} ended mid-pass (killed?) {days(now - left.written)} ago "
+            f"and did not remove {len(records)} challenge record(s) it had added: "
+            f"{shown}{more} (noted in {left.path}): the next lecentral renew removes them")))
+    return count
+
+
+def _noted(record: Mapping[str, Any]) -> str:
+    from lecentral.leftovers import DNS_TXT
+
+    if record["kind"] == DNS_TXT:
+        return f'TXT {record["fqdn"]} "{record["value"]}" ({record["cert"]})'
+    return f'challenge file {record["path"]} ({record["cert"]})'
 
 
 def _failures(cert: CertFleet, max_failures: int) -> list[Problem]:

@@ -50,6 +50,7 @@ from lecentral.dns.tsig import warn_readable
 from lecentral.errors import LecentralError
 from lecentral.idle import idle_cores
 from lecentral.renew.attempt import SAVERS, Issued, Issuing, issue_and_spool
+from lecentral.renew.outcome import WORKER_DIED
 from lecentral.renew.stopping import StopFlag, parent_gone, watch_parent
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ class Pass(Issuing, Protocol):
                 number: int, *, record: bool = True) -> Outcome: ...
 
     def _blocked(self, row: CertRow, issuer: str, exc: LecentralError, started: float,
-                 number: int) -> Outcome: ...
+                 number: int, *, cause: str | None = None) -> Outcome: ...
 
     def not_started(self, row: CertRow, issuer: str, started: float, number: int) -> Outcome: ...
 
@@ -340,7 +341,8 @@ def _read_results(job: Pass, pool: ThreadPoolExecutor, pid: int, read_fd: int,
     problem = LecentralError(message)
     for name, (row, _, issuer) in rows.items():
         blocked: Future[Outcome] = Future()
-        blocked.set_result(job._blocked(row, issuer, problem, time.monotonic(), number))
+        blocked.set_result(job._blocked(row, issuer, problem, time.monotonic(), number,
+                                        cause=WORKER_DIED))
         with futures_lock:
             futures[name] = blocked
 

@@ -37,6 +37,11 @@ from lecentral.renew.checks import check_row, due_reason
 from lecentral.renew.context import Redactor
 from lecentral.renew.outcome import (
     BLOCKED,
+    CAUSES,
+    CONFIGURATION_PROBLEM,
+    LEASE_LOST,
+    PLUGIN_PROBLEM,
+    WORKER_DIED,
     Outcome,
     Progress,
     RenewReport,
@@ -445,7 +450,8 @@ class RenewJob:
         try:  # a run that lost its lease (Galera) orders nothing more: another run has the lock
             self.store.renew_lock_check()
         except LecentralError as exc:  # the run's problem, said and alerted once, not per row
-            return self._blocked(row, issuer_name, exc, time.monotonic(), number)
+            return self._blocked(row, issuer_name, exc, time.monotonic(), number,
+                                 cause=LEASE_LOST)
         result = issue_and_spool(self, row, csr, issuer_name)
         if getattr(self.store, "leased", False):
             # Galera: a save may find the lease lost, and then nothing more may be ordered: this
@@ -670,18 +676,22 @@ class RenewJob:
                        row.ts_expire, count, number)
 
     def _blocked(self, row: CertRow, issuer: str, exc: LecentralError, started: float,
-                 number: int) -> Outcome:
-        """``row`` was stopped by a problem of the run (its configuration, its plugins), not of
-        the row: kept once for the run (one message, one alert, the error's exit status), and
+                 number: int, *, cause: str | None = None) -> Outcome:
+        """``row`` was stopped by a problem of the run (its configuration, its plugins, a worker
+        process that died, a lost lease: ``cause``, else told by the error's exit status), not
+        of the row: kept once for the run (one message, one alert, the error's exit status), and
         the row's count_fail_update, event log and alerts left alone, so that one mistake in
         lecentral.toml is not N failing certificates. A TSIG key file of one zone
         (``[dns.zones."ZONE"]``) that cannot be read stops only that zone's rows, the same way."""
         message = self.redact(str(exc))
         log.info("%s: not tried: %s", row.name, message)  # said once, by the run
+        if cause is None:  # raised, or relayed by a worker, as a ConfigError or a PluginError
+            cause = PLUGIN_PROBLEM if exc.exit_code == 3 else CONFIGURATION_PROBLEM
         with self._write_lock:
             problem = self._problems.get(message)
             if problem is None:
-                problem = self._problems[message] = RunProblem(message, exc.exit_code)
+                problem = self._problems[message] = RunProblem(message, exc.exit_code,
+                                                               cause=cause)
             problem.names.append(row.name)
         self.progress(row.name, f"{BLOCKED}: {message}")
         return Outcome(row.name, BLOCKED, f"not tried: {message}", issuer,
@@ -698,16 +708,18 @@ class RenewJob:
                        row.ts_expire, row.count_fail_update, number)
 
     def _notify_problems(self, problems: list[RunProblem]) -> None:
-        """One alert for the run's problems, however many rows they stopped."""
+        """One alert for the run's problems, however many rows they stopped; its subject says
+        what they are (a dead worker process is not a configuration problem)."""
         stopped = sorted({name for p in problems for name in p.names})
-        parts = [f"{p.message}\n(stops {len(p.names)} certificate(s): {_some(p.names)})"
-                 for p in problems]
+        causes = [c for c in CAUSES if any(p.cause == c for p in problems)]
+        named = len(causes) > 1  # else the subject says it
+        parts = [f"{p.cause + ': ' if named else ''}{p.message}\n(stops {len(p.names)} "
+                 f"certificate(s): {_some(p.names)})" for p in problems]
         body = ("lecentral renew did not try some certificates because of a problem of its own "
                 "(its configuration, its plugins, a worker process that died), not of the "
                 "certificates (their failure counts are "
-                "unchanged):\n\n" + "\n\n".join(parts) + "\n\nFix it, then run lecentral "
-                "renew again.\n")
-        subject = f"renew: configuration problem, {len(stopped)} certificate(s) not tried"
+                "unchanged):\n\n" + "\n\n".join(parts) + "\n\n" + _next_steps(causes))
+        subject = f"renew: {' and '.join(causes)}, {len(stopped)} certificate(s) not tried"
         errors = self.registry.notify(Notification("error", subject, body),
                                       dataclasses.asdict(self.config.notify))
         for err in errors:
@@ -811,6 +823,21 @@ def _added(first: dict[str, float], second: dict[str, float]) -> dict[str, float
     for name, seconds in second.items():
         total[name] = total.get(name, 0.0) + seconds
     return total
+
+
+def _next_steps(causes: list[str]) -> str:
+    """The end of the run-problem alert: what to do about each cause."""
+    steps = []
+    if CONFIGURATION_PROBLEM in causes or PLUGIN_PROBLEM in causes:
+        steps.append("Fix it, then run lecentral renew again.\n")
+    if WORKER_DIED in causes:
+        steps.append("The next lecentral renew tries them (any the CA issued are saved from the "
+                     "spool, without a new order). If worker processes keep dying, look for why "
+                     "(the kernel log: the OOM killer?) or lower [renew] processes.\n")
+    if LEASE_LOST in causes:
+        steps.append("The next lecentral renew tries them, once the database is reachable "
+                     "again.\n")
+    return "".join(steps)
 
 
 def _some(names: list[str], shown: int = 10) -> str:

@@ -58,17 +58,29 @@ class Outcome:
     cpu_seconds: float = 0.0
 
 
+#: what a :class:`RunProblem` is, as its alert's subject says it
+CONFIGURATION_PROBLEM = "configuration problem"
+PLUGIN_PROBLEM = "plugin problem"
+WORKER_DIED = "a worker process died"
+LEASE_LOST = "the renew lease was lost"
+#: ... in the order an alert names them
+CAUSES = (CONFIGURATION_PROBLEM, PLUGIN_PROBLEM, WORKER_DIED, LEASE_LOST)
+
+
 @dataclass
 class RunProblem:
-    """A configuration or plugin problem of the run, not of any row: an account key that cannot be
-    created or read, a TSIG key file that cannot be read or parsed, an issuer that cannot be
-    built. Reported once for the run (one message, one alert, the exit status of its error:
-    2 configuration, 3 plugin); the rows it stopped are ``blocked``, their failure counts left
-    as they were."""
+    """A problem of the run, not of any row: of its configuration (an account key that cannot be
+    created or read, a TSIG key file that cannot be read or parsed), of a plugin (an issuer that
+    cannot be built), a worker process (``[renew] processes``) that died before it reported its
+    certificates, a Galera renew lease lost. Reported once for the run (one message, one alert
+    whose subject says its ``cause``, the exit status of its error: 2 configuration, 3 plugin,
+    1 a dead worker, 4 a lost lease); the rows it stopped are ``blocked``, their failure counts
+    left as they were."""
 
     message: str
     exit_code: int
     names: list[str] = field(default_factory=list)  # the rows it stopped, in name order
+    cause: str = CONFIGURATION_PROBLEM
 
 
 @dataclass

@@ -260,18 +260,11 @@ def alert(job: RunContext, notification: Notification) -> None:
 # --- the journals of renew processes that are gone ----------------------------------------------
 
 
-def _record_key(leftover: Leftover) -> tuple[str, str, str]:
-    if leftover.kind == DNS_TXT:
-        return (DNS_TXT, leftover.target.lower().rstrip("."), str(leftover.data.get("value")))
-    return (leftover.kind, leftover.target, "")
-
-
 def clean_journals(job: RunContext, stored: list[Leftover]
                    ) -> tuple[list[Leftover], list[Leftover], list[Outcome]]:
     """Remove what the journals of gone processes still note (see the module doc): (removed
     now, stored as leftovers, one failed outcome per journal refused)."""
-    covered = {_record_key(left) for left in stored if left.host == this_host()
-               or left.kind == DNS_TXT}
+    covered = journal.covered_by(stored)
     cleaned: list[Leftover] = []
     kept: list[Leftover] = []
     refused: list[Outcome] = []
@@ -297,7 +290,7 @@ def clean_journals(job: RunContext, stored: list[Leftover]
                                 record["fqdn"] if kind == DNS_TXT else record["path"],
                                 {k: record[k] for k in journal.ADD_FIELDS[kind]}, why,
                                 ts=left.written)
-            if _record_key(leftover) in covered:
+            if journal.leftover_key(leftover) in covered:
                 continue  # its removal failed in that run, which stored it: retried above
             try:
                 absent = clean(leftover, job.config, job.redact.add)
