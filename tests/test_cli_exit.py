@@ -229,22 +229,32 @@ def test_lecentral_commands_print_and_exit_as_with_a_normal_exit(tmp_path: Path)
         (tmp_path / "csr" / f"{name}.csr").write_bytes(make_csr([name])[0])
         added = _lecentral(i % 2 == 0, "--config", str(config), "add", name, "--enable")
         assert added.returncode == 0, added.stderr
-    for argv in (["list"], ["list", "--json"], ["show", "h3.example.test"],
-                 ["show", "nobody.example.test"], ["--config", "/nonexistent", "list"]):
+    files = _both_ways(_lecentral, config, tmp_path,
+                       (["list"], ["list", "--json"], ["show", "h3.example.test"],
+                        ["show", "nobody.example.test"], ["--config", "/nonexistent", "list"]),
+                       ["list", "--json"])
+    assert files[0] == files[1] and files[0].endswith("\n")
+
+
+def _both_ways(run: Any, config: Path, tmp_path: Path, argvs: tuple[list[str], ...],
+               to_file: list[str]) -> list[str]:
+    """``run`` (:func:`_lecentral` or :func:`_agent`) of each of ``argvs`` with ``config``: the
+    same status, stdout and stderr with the quick exit as with a normal one (to a pipe), and
+    the quick exit taken; then ``to_file`` written to a file both ways: the two files' text."""
+    for argv in argvs:
         full = ["--config", str(config), *argv]
-        quick, normal = _lecentral(True, *full), _lecentral(False, *full)
-        assert _quick(quick) and not _quick(normal)
+        quick, normal = run(True, *full), run(False, *full)
+        assert _quick(quick) and not _quick(normal), quick.stderr
         assert (quick.returncode, quick.stdout, _without_spy(quick.stderr)) == \
             (normal.returncode, normal.stdout, normal.stderr), argv
     files = []
     for quick_exit in (True, False):
-        path = tmp_path / f"list-{quick_exit}.json"
+        path = tmp_path / f"{to_file[0]}-{quick_exit}.out"
         with path.open("w") as out:
-            result = _lecentral(quick_exit, "--config", str(config), "list", "--json",
-                                stdout=out)
+            result = run(quick_exit, "--config", str(config), *to_file, stdout=out)
         assert result.returncode == 0 and _quick(result) == quick_exit
         files.append(path.read_text())
-    assert files[0] == files[1] and files[0].endswith("\n")
+    return files
 
 
 def test_mariadb_sees_each_connection_closed_as_before(tmp_path: Path, mariadb_url: str,
@@ -342,21 +352,10 @@ def test_agent_commands_print_and_exit_as_with_a_normal_exit(agent_toml: Path,
                                                              tmp_path: Path) -> None:
     """status (table, --json), check, plugins, a missing configuration: the same output and status
     both ways, to a pipe and to a file; the console script leaves quickly."""
-    for argv in (["status"], ["status", "--json"], ["check"], ["plugins"],
-                 ["--config", "/nonexistent", "status"]):
-        full = ["--config", str(agent_toml), *argv]
-        quick, normal = _agent(True, *full), _agent(False, *full)
-        assert _quick(quick) and not _quick(normal), quick.stderr
-        assert (quick.returncode, quick.stdout, _without_spy(quick.stderr)) == \
-            (normal.returncode, normal.stdout, normal.stderr), argv
-    files = []
-    for quick_exit in (True, False):
-        path = tmp_path / f"status-{quick_exit}.json"
-        with path.open("w") as out:
-            result = _agent(quick_exit, "--config", str(agent_toml), "status", "--json",
-                            stdout=out)
-        assert result.returncode == 0 and _quick(result) == quick_exit
-        files.append(path.read_text())
+    files = _both_ways(_agent, agent_toml, tmp_path,
+                       (["status"], ["status", "--json"], ["check"], ["plugins"],
+                        ["--config", "/nonexistent", "status"]),
+                       ["status", "--json"])
     assert files[0] == files[1] and len(json.loads(files[0])["certs"]) == 200
 
 
