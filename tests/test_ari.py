@@ -192,9 +192,10 @@ def test_a_dry_run_asks_the_ca_nothing(ari_ca: AriCa, tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_sweep_skips_no_row_while_the_ca_offers_ari(ari_ca: AriCa, tmp_path: Path) -> None:
+def test_a_sweep_reads_a_row_whose_window_is_not_kept(ari_ca: AriCa, tmp_path: Path) -> None:
     """A dry run records the row's facts (good, not due by its dates); a real run then may not
-    skip it in SQL, since the CA offers ARI: it asks the certificate's window (open: due)."""
+    skip it in SQL, since the CA offers ARI and no window is kept for it: it asks the
+    certificate's window (open: due)."""
     from lecentral.registry import Registry
     from lecentral.renew import RenewJob, RenewRequest
     from lecentral.store.sql import SqlStore

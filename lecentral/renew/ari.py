@@ -146,6 +146,8 @@ class AriReaders:
                 self.known[row.name] = answer.window
                 save.append(_stored(row.name, cert_id, cert.fingerprint, answer.window,
                                     fetched, fetched + answer.retry_after))
+        log.debug("renewal windows: %d kept in the database, %d asked of the CAs", self.cached,
+                  self.asked)
         for message, count in problems.items():
             log.warning("%s%s", message, f" ({count} certificates)" if count > 1 else "")
         if save and self.store is not None:

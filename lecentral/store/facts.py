@@ -11,6 +11,9 @@ Now one SQL statement decides, per enabled row of ``certs``, whether Python must
   over the stored bytes: :func:`sum_sql`, :func:`blobs_sum`), and the renewal window computed in
   SQL from the cached notBefore/notAfter has not opened (:func:`window_closed`, with a margin:
   SQL may only send more rows to Python, never fewer);
+- while a CA offers renewal information (ARI), a row of that CA is skipped only if, besides,
+  the window kept for its certificate is fresh and its due time ahead (:func:`ari_settled`,
+  lecentral/renew/ari.py);
 - everything else (no facts yet, any value changed by anyone, a bad or invalid row, a row that
   may be due) is read in full and decided by the renew job's Python rules, as before, and its
   facts are derived again.
@@ -261,7 +264,8 @@ def sweep_query(dialect: str, renew: RenewConfig, now: int,
     skip = unchanged(dialect, renew, now)
     joined = certs.outerjoin(cert_facts, cert_facts.c.name == certs.c.name)
     if ari is not None and ari.offering:
-        skip = and_(skip, ari_settled(now, ari))
+        # before the checksum of the blobs: a row whose window must be asked is read anyway
+        skip = and_(window_closed(renew, now), ari_settled(now, ari), recorded(dialect))
         joined = (joined.outerjoin(ari_windows, ari_windows.c.name == certs.c.name)
                   .outerjoin(cert_settings, cert_settings.c.name == certs.c.name))
     return (select(certs.c.name, certs.c.enable)
