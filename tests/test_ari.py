@@ -48,6 +48,8 @@ class AriCa:
         self.requests: list[str] = []
         #: the client port of each renewalInfo request (one per HTTP connection)
         self.ports: set[int] = set()
+        #: called on each renewalInfo request, before it is answered
+        self.on_request: Any = None
         ca = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -57,6 +59,8 @@ class AriCa:
                 ca.requests.append(self.path)
                 if self.path.startswith("/ari/"):
                     ca.ports.add(self.client_address[1])
+                    if ca.on_request is not None:
+                        ca.on_request()
                     if ca.barrier is not None:
                         try:
                             ca.barrier.wait()
@@ -302,12 +306,16 @@ class World:
         self.config = replace(config_for(ca), renew=replace(CentralConfig().renew,
                                                             state_dir=str(tmp_path / "state")))
 
-    def run(self, *names: str) -> Any:
+    def job(self) -> Any:
         from lecentral.registry import Registry
-        from lecentral.renew import RenewJob, RenewRequest
+        from lecentral.renew import RenewJob
 
-        return RenewJob(self.config, self.store, Registry.load(entrypoints=False)).run(
-            RenewRequest(names=list(names), once=True))
+        return RenewJob(self.config, self.store, Registry.load(entrypoints=False))
+
+    def run(self, *names: str) -> Any:
+        from lecentral.renew import RenewRequest
+
+        return self.job().run(RenewRequest(names=list(names), once=True))
 
 
 @pytest.fixture
@@ -528,3 +536,24 @@ def test_remove_forgets_the_window(world: World) -> None:
     assert "ari0.example.test" in stored_windows(world.store)
     world.store.remove("ari0.example.test")
     assert stored_windows(world.store) == {}
+
+
+def test_a_stopped_run_asks_no_more_windows(ari_ca: AriCa, tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """SIGTERM (the stop flag) while the windows are asked: the ones not yet asked are not
+    asked (at most the 8 in flight are answered, and kept), the renewal window decides for the
+    others, said once; the run reports it was stopped."""
+    from lecentral.renew import RenewRequest
+
+    found = World(ari_ca, f"sqlite:///{tmp_path}/db.sqlite", tmp_path, count=12)
+    job = found.job()
+    ari_ca.on_request = lambda: job.stop.set(15, "stopped by SIGTERM")
+    report = job.run(RenewRequest(once=True))
+    asked = ari_asked(ari_ca)
+    assert 1 <= asked <= 8
+    assert len(stored_windows(found.store)) == asked
+    assert report.stopped == "the run was stopped by SIGTERM"
+    assert {o.status for o in report.final} == {"not-due"}
+    assert f"not asked: the run is stopping; the renewal window (renew.before) decides " \
+           f"({12 - asked} certificates)" in caplog.text
+    found.store.close()

@@ -509,17 +509,24 @@ class RenewalInfoReader:
                                        explanation=explanation if isinstance(explanation, str)
                                        else None), retry)
 
-    def ask_many(self, items: list[tuple[bytes, str]],
-                 workers: int = ARI_WORKERS) -> list[AriAnswer | str | None]:
+    def ask_many(self, items: list[tuple[bytes, str]], workers: int = ARI_WORKERS,
+                 stop: Callable[[], bool] | None = None) -> list[AriAnswer | str | None]:
         """:meth:`ask` for each (certificate PEM, ARI certID) of ``items``, ``workers`` at a
-        time; the answers in the order of ``items``."""
+        time; the answers in the order of ``items``. Once ``stop()`` is true (the run was asked
+        to stop), the items not yet asked are answered with a warning, not asked."""
+        def one(item: tuple[bytes, str], session: requests.Session | None) -> AriAnswer | str | None:
+            if stop is not None and stop():
+                return (f"renewal information from {self._base} not asked: the run is "
+                        "stopping; the renewal window (renew.before) decides")
+            return self.ask(item[0], session, item[1])
+
         if len(items) <= 1 or workers <= 1:
-            return [self.ask(crt, self.session, cert_id) for crt, cert_id in items]
+            return [one(item, self.session) for item in items]
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=min(workers, len(items)),
                                 thread_name_prefix="lecentral-ari") as pool:
-            return list(pool.map(lambda item: self.ask(item[0], None, item[1]), items))
+            return list(pool.map(lambda item: one(item, None), items))
 
     def _session(self) -> requests.Session:
         """This thread's HTTP session, made on first use."""

@@ -29,6 +29,8 @@ from lecentral.certificates import now_ts
 from lecentral.errors import LecentralError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from lecentral.acme.client import RenewalInfoReader, RenewalWindow
     from lecentral.certificates import Certificate
     from lecentral.config import AcmeConfig
@@ -64,12 +66,14 @@ class AriReaders:
     def __init__(self, authorities: list[tuple[str, AcmeConfig]],
                  issuing: dict[str, tuple[str, str]],
                  readers: dict[str, RenewalInfoReader] | None = None,
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, stop: Callable[[], bool] | None = None) -> None:
         self.authorities = dict(authorities)
         self.first = authorities[0][0]
         self.issuing = issuing
         self.readers: dict[str, RenewalInfoReader] = dict(readers or {})
         self.store = store
+        #: true once the run is asked to stop: the windows not yet asked are not asked
+        self.stop = stop
         #: row name -> the window settled for it (None: none to go by)
         self.known: dict[str, RenewalWindow | None] = {}
         #: how many windows were asked of a CA, and how many came from the cache (for tests
@@ -134,7 +138,8 @@ class AriReaders:
                     self.cached += 1
                 else:
                     ask.append((row, cert, cert_id))
-            answers = reader.ask_many([(row.crt or b"", cert_id) for row, _, cert_id in ask])
+            answers = reader.ask_many([(row.crt or b"", cert_id) for row, _, cert_id in ask],
+                                      stop=self.stop)
             self.asked += len(ask)
             fetched = now_ts()
             for (row, cert, cert_id), answer in zip(ask, answers, strict=True):

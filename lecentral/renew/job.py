@@ -406,7 +406,7 @@ class RenewJob:
             log.warning("%s; asking the first CA for renewal information", exc)
             issuing = {}
         readers, self._ari_probed = self._ari_probed, {}
-        return AriReaders(self._authorities, issuing, readers, self.store)
+        return AriReaders(self._authorities, issuing, readers, self.store, self.stop.is_set)
 
     def _pass(self, due: list[tuple[CertRow, Csr, str]], number: int) -> list[Outcome]:
         try:
