@@ -28,9 +28,10 @@ lock, the start-of-run checks, the selection and the decisions; the same code ``
 MariaDB runs with ``innodb_buffer_pool_size`` 512 MB (``--buffer-pool-mb``; the test world's
 32 MB cannot hold the table), the same for the peer.
 
-``[renew] ari = false`` in the bench's configuration: with a CA that offers renewal information
-(ARI) each certificate's window is asked of the CA on every run, one HTTPS request per
-certificate, and a sweep reads every row (see docs/renew.md).
+``[renew] ari = false`` in the bench's configuration: the sweep on dates alone. With a CA that
+offers renewal information (ARI), the windows are kept in the database until the CA's
+Retry-After and the sweep also skips the rows whose kept window is fresh and not yet due; the
+rows whose window must be asked again are read (see docs/renew.md).
 
 Peak memory is each process's maximum RSS (VmHWM; GNU time's %M for the commands).
 

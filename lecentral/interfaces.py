@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from lecentral.leftovers import Leftover
     from lecentral.records import CertEntry, Notification
     from lecentral.store.rows import (
+        AriSweep,
+        AriWindowRow,
         CertRow,
         EventRow,
         FreshRow,
@@ -216,11 +218,21 @@ class Store(ABC):
             key = row.name.strip().lower().rstrip(".")
             yield ListedRow(row, profiles.get(key), cas.get(key))
 
-    def sweep(self, renew: RenewConfig, now: int) -> Swept | None:
+    def sweep(self, renew: RenewConfig, now: int, ari: AriSweep | None = None) -> Swept | None:
         """The rows a renew sweep (no names, not forced) must read, and how many enabled rows
         are unchanged since checked and not in their renewal window (see
-        lecentral/store/facts.py); None: this store cannot tell, the sweep reads :meth:`list`."""
+        lecentral/store/facts.py); with ``ari``, a row of a CA offering renewal information
+        also needs a fresh cached window whose due time has not come. None: this store cannot
+        tell, the sweep reads :meth:`list`."""
         return None
+
+    def ari_windows(self, names: builtins.list[str]) -> dict[str, AriWindowRow]:
+        """The cached ARI windows of ``names`` (a certificate's name -> its row as stored); a
+        store that keeps none has none (every window is asked of the CA)."""
+        return {}
+
+    def save_ari_windows(self, windows: builtins.list[AriWindowRow]) -> None:
+        """Replace the cached ARI windows of these names (a cache: a store may keep none)."""
 
     def record_facts(self, swept: builtins.list[SweptRow]) -> None:
         """Remember what the swept rows' stored values say, for the next sweep (a cache: a store

@@ -1,8 +1,12 @@
-"""ACME Renewal Information (RFC 9773) in the renew job's due decision.
+"""ACME Renewal Information (RFC 9773) in the renew job's due decision, and the windows kept in
+the database until the CA's Retry-After (lecentral/renew/ari.py, ``lecentral_ari_windows``).
 
 Debian's Pebble (2.4) offers no ``renewalInfo``, and no other ACME server can run here, so these
 tests stand in a minimal HTTP server for the CA's directory and renewalInfo endpoint (the one
-part that is not real). Everything else is the real RenewalInfoReader and due_reason.
+part that is not real): it answers the windows and the ``Retry-After`` a test sets, and counts
+the requests. Everything else is real: RenewalInfoReader, due_reason, the renew job and the
+database (SQLite; the sweep on MariaDB and PostgreSQL too). Time passing (a retry time reached)
+is the stored retry time moved into the past, in the database.
 """
 
 from __future__ import annotations
@@ -35,12 +39,34 @@ class AriCa:
     def __init__(self) -> None:
         self.windows: dict[str, Any] = {}
         self.fail = False
+        #: answer 200 with a body that is not JSON
+        self.garbage = False
+        #: the Retry-After header of renewalInfo answers (None: none sent)
+        self.retry_after: str | None = "21600"
+        #: when set, each renewalInfo request waits there (proves requests run at once)
+        self.barrier: threading.Barrier | None = None
         self.requests: list[str] = []
+        #: the client port of each renewalInfo request (one per HTTP connection)
+        self.ports: set[int] = set()
+        #: called on each renewalInfo request, before it is answered
+        self.on_request: Any = None
         ca = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def do_GET(self) -> None:
                 ca.requests.append(self.path)
+                if self.path.startswith("/ari/"):
+                    ca.ports.add(self.client_address[1])
+                    if ca.on_request is not None:
+                        ca.on_request()
+                    if ca.barrier is not None:
+                        try:
+                            ca.barrier.wait()
+                        except threading.BrokenBarrierError:
+                            self.send_error(500)
+                            return
                 if self.path == "/dir":
                     body: Any = {"renewalInfo": f"http://127.0.0.1:{ca.port}/ari"}
                 elif self.path.startswith("/ari/") and not ca.fail and \
@@ -49,10 +75,13 @@ class AriCa:
                 else:
                     self.send_error(500)
                     return
-                data = json.dumps(body).encode()
+                data = (b"<html>busy</html>" if ca.garbage and self.path.startswith("/ari/")
+                        else json.dumps(body).encode())
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                if ca.retry_after is not None and self.path.startswith("/ari/"):
+                    self.send_header("Retry-After", ca.retry_after)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -76,10 +105,11 @@ def ari_ca() -> Iterator[AriCa]:
     ca.close()
 
 
-def issued_row(days_left: int) -> tuple[Any, bytes]:
+def issued_row(days_left: int, name: str = "ari.example.test",
+               ca: TestCA | None = None) -> tuple[Any, bytes]:
     """A row whose certificate (signed by a test CA, with an AKI) expires in ``days_left``."""
-    csr, _ = make_csr(["ari.example.test"])
-    ca = TestCA()
+    csr, _ = make_csr([name])
+    ca = ca or TestCA()
     start = dt.datetime.now(UTC) - dt.timedelta(days=90 - days_left)
     crt = ca.sign(csr, days=90, start=start)
     row = replace(new_row(csr), crt=crt, ca=ca.pem, ts_expire=Certificate.load(crt).not_after,
@@ -166,9 +196,10 @@ def test_a_dry_run_asks_the_ca_nothing(ari_ca: AriCa, tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_sweep_skips_no_row_while_the_ca_offers_ari(ari_ca: AriCa, tmp_path: Path) -> None:
+def test_a_sweep_reads_a_row_whose_window_is_not_kept(ari_ca: AriCa, tmp_path: Path) -> None:
     """A dry run records the row's facts (good, not due by its dates); a real run then may not
-    skip it in SQL, since the CA offers ARI: it asks the certificate's window (open: due)."""
+    skip it in SQL, since the CA offers ARI and no window is kept for it: it asks the
+    certificate's window (open: due)."""
     from lecentral.registry import Registry
     from lecentral.renew import RenewJob, RenewRequest
     from lecentral.store.sql import SqlStore
@@ -255,3 +286,307 @@ def test_show_says_nothing_of_ari_when_it_is_off(ari_ca: AriCa, tmp_path: Path) 
     assert "ARI" not in text.stdout
     assert "ari_window" not in info and info["renew_reason"] == "1/3 of its 90-day lifetime left"
     assert len(ari_ca.requests) == asked  # the CA was not asked
+
+
+# -- the windows kept until Retry-After (lecentral/renew/ari.py) -----------------------------------
+
+
+def ari_asked(ca: AriCa) -> int:
+    return len([p for p in ca.requests if p.startswith("/ari/")])
+
+
+def stored_windows(store: Any) -> dict[str, dict[str, Any]]:
+    from sqlalchemy import select
+
+    from lecentral.store.schema import ari_windows
+
+    with store.engine.begin() as conn:
+        return {r["name"]: dict(r) for r in conn.execute(select(ari_windows)).mappings()}
+
+
+def age_windows(store: Any, **values: Any) -> None:
+    """Time passing for the cached windows: their retry time (and fetch time) moved back."""
+    from sqlalchemy import update
+
+    from lecentral.store.schema import ari_windows
+
+    now = now_ts()
+    values = values or {"ts_fetched": now - 7 * 3600, "ts_retry": now - 3600}
+    with store.engine.begin() as conn:
+        conn.execute(update(ari_windows).values(**values))
+
+
+class World:
+    """A store holding rows whose certificates are 60 days from expiry, a renew job's config
+    for the stand-in CA, and a run."""
+
+    def __init__(self, ca: AriCa, url: str, tmp_path: Path, count: int = 1) -> None:
+        from lecentral.store.sql import SqlStore
+
+        self.ca = ca
+        self.store = SqlStore(url)
+        self.store.init_schema()
+        self.crts: dict[str, bytes] = {}
+        test_ca = TestCA()
+        for number in range(count):
+            name = f"ari{number}.example.test"
+            row, crt = issued_row(60, name, test_ca)
+            self.store.add(row)
+            self.store.save_issued(name, crt, test_ca.pem, Certificate.load(crt).not_after,
+                                   now_ts() - 86400)
+            self.crts[name] = crt
+            ca.windows[ari_cert_id(crt)] = window(20, 25)
+        self.config = replace(config_for(ca), renew=replace(CentralConfig().renew,
+                                                            state_dir=str(tmp_path / "state")))
+
+    def job(self) -> Any:
+        from lecentral.registry import Registry
+        from lecentral.renew import RenewJob
+
+        return RenewJob(self.config, self.store, Registry.load(entrypoints=False))
+
+    def run(self, *names: str) -> Any:
+        from lecentral.renew import RenewRequest
+
+        return self.job().run(RenewRequest(names=list(names), once=True))
+
+
+@pytest.fixture
+def world(ari_ca: AriCa, tmp_path: Path) -> Iterator[World]:
+    found = World(ari_ca, f"sqlite:///{tmp_path}/db.sqlite", tmp_path)
+    yield found
+    found.store.close()
+
+
+def test_a_window_is_kept_until_the_retry_after(world: World) -> None:
+    """The first run asks the CA and stores the window with its retry time (the CA's
+    Retry-After); the next runs, a whole sweep and ``renew NAME``, ask nothing: the sweep skips
+    the row in SQL, NAME reads it and decides with the cached window."""
+    world.ca.retry_after = "3600"
+    before = now_ts()
+    first = world.run()
+    assert [(o.name, o.status) for o in first.final] == [("ari0.example.test", "not-due")]
+    assert ari_asked(world.ca) == 1
+    stored = stored_windows(world.store)["ari0.example.test"]
+    crt = world.crts["ari0.example.test"]
+    assert stored["ari_cert_id"] == ari_cert_id(crt)
+    assert stored["fingerprint"] == Certificate.load(crt).fingerprint
+    assert before <= stored["ts_fetched"] <= now_ts()
+    assert stored["ts_retry"] == stored["ts_fetched"] + 3600
+    assert stored["window_start"] < stored["due_at"] < stored["window_end"]
+
+    second = world.run()
+    assert second.unchanged == 1 and second.final == []
+    assert ari_asked(world.ca) == 1
+    named = world.run("ari0.example.test")
+    assert [(o.name, o.status) for o in named.final] == [("ari0.example.test", "not-due")]
+    assert ari_asked(world.ca) == 1
+    assert stored_windows(world.store)["ari0.example.test"] == stored
+
+
+def test_an_open_cached_window_makes_it_due_without_asking(world: World) -> None:
+    """A cached window that has opened (the CA moved it into the past) makes the row due: the
+    sweep reads it (its due time has come) and the cache says so, no request."""
+    from sqlalchemy import update
+
+    from lecentral.store.schema import ari_windows
+
+    world.run()
+    assert ari_asked(world.ca) == 1
+    now = now_ts()
+    with world.store.engine.begin() as conn:
+        conn.execute(update(ari_windows).values(window_start=now - 2 * 86400,
+                                                window_end=now - 86400))
+        # due_at is the certificate's point in the window, as stored by lecentral
+        from lecentral.renew.checks import ari_due_at
+
+        fingerprint = Certificate.load(world.crts["ari0.example.test"]).fingerprint
+        conn.execute(update(ari_windows).values(
+            due_at=ari_due_at(now - 2 * 86400, now - 86400, fingerprint)))
+    report = world.run()
+    assert report.unchanged == 0
+    assert ari_asked(world.ca) == 1
+    assert [o.status for o in report.final] != ["not-due"]
+
+
+def test_a_window_is_asked_again_after_its_retry_time(world: World) -> None:
+    world.run()
+    age_windows(world.store)
+    world.ca.windows[ari_cert_id(world.crts["ari0.example.test"])] = window(30, 31)
+    world.ca.retry_after = "7200"
+    report = world.run()
+    assert report.unchanged == 0  # read: its cached window is stale
+    assert ari_asked(world.ca) == 2
+    stored = stored_windows(world.store)["ari0.example.test"]
+    assert stored["ts_retry"] == stored["ts_fetched"] + 7200 and stored["ts_fetched"] >= now_ts() - 60
+    assert stored["window_start"] >= now_ts() + 29 * 86400
+    world.run()
+    assert ari_asked(world.ca) == 2
+
+
+def test_a_new_certificate_needs_a_new_answer(world: World) -> None:
+    """download_cert.pl (or any writer) stores another certificate: the cached window is for the
+    old one (another ARI certID): the next run asks for the new one, whatever the retry time."""
+    from sqlalchemy import update
+
+    from lecentral.certificates import md5_ca
+    from lecentral.store.schema import certs
+
+    world.run()
+    row, crt = issued_row(59, "ari0.example.test")
+    world.ca.windows[ari_cert_id(crt)] = window(20, 25)
+    with world.store.engine.begin() as conn:
+        conn.execute(update(certs).values(crt=crt, ca=row.ca, md5_ca=md5_ca(row.ca),
+                                          ts_expire=row.ts_expire, md5_modulus=row.md5_modulus,
+                                          csr=row.csr))
+    report = world.run()
+    assert [(o.name, o.status) for o in report.final] == [("ari0.example.test", "not-due")]
+    assert world.ca.requests[-1] == f"/ari/{ari_cert_id(crt)}"
+    assert ari_asked(world.ca) == 2
+    assert stored_windows(world.store)["ari0.example.test"]["ari_cert_id"] == ari_cert_id(crt)
+
+
+@pytest.mark.parametrize("failure", ["500", "garbage", "backwards"])
+def test_a_failed_request_leaves_the_cache_and_the_renewal_window_decides(
+        world: World, failure: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The cached window's retry time passed; the CA answers 500, a body that is not JSON, or a
+    window ending before it starts: a warning, the renewal window decides (not due), the cached
+    row is left as it was (asked again next run)."""
+    world.run()
+    age_windows(world.store)
+    before = stored_windows(world.store)
+    if failure == "500":
+        world.ca.fail = True
+    elif failure == "garbage":
+        world.ca.garbage = True
+    else:
+        world.ca.windows[ari_cert_id(world.crts["ari0.example.test"])] = window(3, 2)
+    report = world.run()
+    assert [(o.name, o.status) for o in report.final] == [("ari0.example.test", "not-due")]
+    assert report.final[0].message.startswith("expires in")
+    assert "the renewal window (renew.before) decides" in caplog.text or \
+        "ends before it starts; ignored" in caplog.text
+    assert stored_windows(world.store) == before
+    world.run()
+    assert ari_asked(world.ca) == 3  # still stale: asked again
+
+
+@pytest.mark.parametrize("bad", [
+    {"ts_retry": now_ts() + 400 * 86400},  # years ahead: more than any Retry-After allows
+    {"ari_cert_id": "not.it"},
+    {"due_at": 12},  # not the certificate's point in the window
+    {"window_end": 0},  # ends before it starts
+])
+def test_a_cached_row_that_does_not_validate_is_asked_again(world: World,
+                                                            bad: dict[str, Any]) -> None:
+    """What is read back comes from the database: a row that cannot be what lecentral wrote
+    is not used by the decision: the window is asked again (and the row replaced)."""
+    world.run()
+    age_windows(world.store, **bad)
+    world.run("ari0.example.test")
+    assert ari_asked(world.ca) == 2
+    assert stored_windows(world.store)["ari0.example.test"]["ari_cert_id"] == \
+        ari_cert_id(world.crts["ari0.example.test"])
+
+
+def test_a_text_in_a_cached_number_is_asked_again(world: World) -> None:
+    """SQLite lets any column hold text: such a row is not used either."""
+    from sqlalchemy import text
+
+    world.run()
+    with world.store.engine.begin() as conn:
+        conn.execute(text("UPDATE lecentral_ari_windows SET ts_retry = 'soon'"))
+    world.run("ari0.example.test")
+    assert ari_asked(world.ca) == 2
+
+
+def test_windows_are_asked_concurrently_in_order(ari_ca: AriCa, tmp_path: Path) -> None:
+    """12 certificates to ask: the requests run at once (a barrier of 4 in the stand-in CA
+    would break, answering 500, if they came one after the other), over several HTTP
+    connections (one session per worker), and the outcomes come in the order of the names."""
+    found = World(ari_ca, f"sqlite:///{tmp_path}/db.sqlite", tmp_path, count=12)
+    ari_ca.barrier = threading.Barrier(4, timeout=20)
+    first = found.run(*sorted(found.crts))
+    ari_ca.barrier = None
+    assert ari_asked(ari_ca) == 12
+    assert len(ari_ca.ports) > 1
+    assert [o.name for o in first.final] == sorted(found.crts)
+    assert {o.status for o in first.final} == {"not-due"}
+    assert len(stored_windows(found.store)) == 12
+    found.store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mariadb", "postgres"])
+def test_the_sweep_skips_rows_with_a_fresh_window(ari_ca: AriCa, tmp_path: Path, backend: str,
+                                                  request: pytest.FixtureRequest) -> None:
+    """At scale: a run every few hours asks only the certificates whose retry time passed. Five
+    rows: the first run reads and asks all; the second reads none and asks nothing; with one
+    row's window stale, the third reads and asks that one only."""
+    from sqlalchemy import update
+
+    from lecentral.store.schema import ari_windows
+
+    url = str(request.getfixturevalue(f"{backend}_url"))
+    found = World(ari_ca, url, tmp_path, count=5)
+    first = found.run()
+    assert first.unchanged == 0 and len(first.final) == 5 and ari_asked(ari_ca) == 5
+    second = found.run()
+    assert second.unchanged == 5 and second.final == [] and ari_asked(ari_ca) == 5
+    with found.store.engine.begin() as conn:
+        conn.execute(update(ari_windows).where(ari_windows.c.name == "ari3.example.test")
+                     .values(ts_fetched=now_ts() - 7 * 3600, ts_retry=now_ts() - 1))
+    third = found.run()
+    assert third.unchanged == 4
+    assert [(o.name, o.status) for o in third.final] == [("ari3.example.test", "not-due")]
+    assert ari_asked(ari_ca) == 6
+    found.store.close()
+
+
+def test_retry_after_is_bounded() -> None:
+    """RFC 9773 §4.3: under a minute counts as a minute, over a day as a day; none, or one not
+    understood, is six hours."""
+    import email.utils
+
+    from lecentral.acme.client import retry_after_seconds
+
+    now = 1_800_000_000.0
+    assert retry_after_seconds(None, now) == 21600
+    assert retry_after_seconds("", now) == 21600
+    assert retry_after_seconds("soon", now) == 21600
+    assert retry_after_seconds("3600", now) == 3600
+    assert retry_after_seconds("5", now) == 60
+    assert retry_after_seconds("0", now) == 60
+    assert retry_after_seconds("99999999999999999999", now) == 86400
+    assert retry_after_seconds("-5", now) == 21600
+    assert retry_after_seconds(email.utils.formatdate(now + 7200, usegmt=True), now) == 7200
+    assert retry_after_seconds(email.utils.formatdate(now - 7200, usegmt=True), now) == 60
+    assert retry_after_seconds(email.utils.formatdate(now + 3 * 365 * 86400, usegmt=True),
+                               now) == 86400
+
+
+def test_remove_forgets_the_window(world: World) -> None:
+    world.run()
+    assert "ari0.example.test" in stored_windows(world.store)
+    world.store.remove("ari0.example.test")
+    assert stored_windows(world.store) == {}
+
+
+def test_a_stopped_run_asks_no_more_windows(ari_ca: AriCa, tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """SIGTERM (the stop flag) while the windows are asked: the ones not yet asked are not
+    asked (at most the 8 in flight are answered, and kept), the renewal window decides for the
+    others, said once; the run reports it was stopped."""
+    from lecentral.renew import RenewRequest
+
+    found = World(ari_ca, f"sqlite:///{tmp_path}/db.sqlite", tmp_path, count=12)
+    job = found.job()
+    ari_ca.on_request = lambda: job.stop.set(15, "stopped by SIGTERM")
+    report = job.run(RenewRequest(once=True))
+    asked = ari_asked(ari_ca)
+    assert 1 <= asked <= 8
+    assert len(stored_windows(found.store)) == asked
+    assert report.stopped == "the run was stopped by SIGTERM"
+    assert {o.status for o in report.final} == {"not-due"}
+    assert f"not asked: the run is stopping; the renewal window (renew.before) decides " \
+           f"({12 - asked} certificates)" in caplog.text
+    found.store.close()

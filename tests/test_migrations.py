@@ -32,8 +32,8 @@ SEED_DDL = (Path(__file__).parents[1] / "sql" / "mysql" / "certs.sql").read_text
 OLD_TABLES = ["lecentral_events", "lecentral_renew_lock", "lecentral_leftovers"]
 FLEET = ["lecentral_agents", "lecentral_deployments", "lecentral_runs", "lecentral_endpoints",
          "lecentral_probes", "lecentral_fleet_states"]
-SETTINGS = ["lecentral_cert_settings", "lecentral_cert_facts"]
-HEAD = "0006_cert_facts"
+SETTINGS = ["lecentral_cert_settings", "lecentral_cert_facts", "lecentral_ari_windows"]
+HEAD = "0007_ari_windows"
 
 
 @pytest.fixture(params=["sqlite", "mariadb", "postgres"])
@@ -236,7 +236,7 @@ def test_revision_4_adds_the_issuing_ca_keeping_every_setting(url: str, tmp_path
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"from": "0003_cert_settings", "to": HEAD, "head": HEAD,
                                          "changed": True}
-    assert table_names(engine) == names | {"lecentral_cert_facts"}
+    assert table_names(engine) == names | {"lecentral_cert_facts", "lecentral_ari_windows"}
     assert rows(engine) == before and certs_definition(engine) == definition
     columns = {c["name"] for c in inspect(engine).get_columns("lecentral_cert_settings")}
     assert columns == {"name", "profile", "ts_changed", "issuer_ca", "issuer_ca_directory"}
@@ -281,7 +281,7 @@ def test_revision_5_adds_the_facts_cache_and_the_next_sweep_fills_it(url: str,
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"from": "0004_issuer_ca", "to": HEAD, "head": HEAD,
                                          "changed": True}
-    assert table_names(engine) == names | {"lecentral_cert_facts"}
+    assert table_names(engine) == names | {"lecentral_cert_facts", "lecentral_ari_windows"}
     assert rows(engine) == before and certs_definition(engine) == definition
     store = SqlStore(url)
     store.check_schema()
@@ -292,6 +292,49 @@ def test_revision_5_adds_the_facts_cache_and_the_next_sweep_fills_it(url: str,
         assert conn.execute(text("SELECT name, state FROM lecentral_cert_facts")).all() == [
             ("www.example.test", "none")]
     assert rows(engine)["certs"] == before["certs"]
+    store.close()
+    engine.dispose()
+
+
+def test_revision_7_adds_the_ari_window_cache(url: str, tmp_path: Path) -> None:
+    """A database at 0006_cert_facts (with facts recorded): lecentral upgrade adds
+    lecentral_ari_windows (empty) and nothing else; the other tables' rows and certs'
+    definition stay as they were; the store then keeps and reads back a window, and remove
+    removes it."""
+    from lecentral_testing.pki import make_csr
+
+    from lecentral.certificates import Csr
+    from lecentral.config import RenewConfig
+    from lecentral.store.rows import AriWindowRow
+
+    engine = engine_for(url)
+    make_certs(engine)
+    csr, _ = make_csr(["www.example.test"])
+    with engine.begin() as conn:
+        assert migrations.upgrade(conn, "0006_cert_facts") == (None, "0006_cert_facts")
+        conn.execute(text("UPDATE certs SET csr = :csr, md5_modulus = :md5"),
+                     {"csr": csr, "md5": Csr.load(csr).md5_modulus})
+    store = SqlStore(url)
+    store.record_facts(store.sweep(RenewConfig(), 100).rows)
+    store.close()
+    before, definition, names = rows(engine), certs_definition(engine), table_names(engine)
+    result = cli(tmp_path, url, "upgrade", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"from": "0006_cert_facts", "to": HEAD, "head": HEAD,
+                                         "changed": True}
+    assert table_names(engine) == names | {"lecentral_ari_windows"}
+    assert rows(engine) == before and certs_definition(engine) == definition
+    store = SqlStore(url)
+    store.check_schema()
+    window = AriWindowRow(name="www.example.test", ari_cert_id="a.b", fingerprint="f" * 64,
+                          window_start=10, window_end=20, due_at=15, explanation=None,
+                          ts_fetched=5, ts_retry=6)
+    store.save_ari_windows([window])
+    store.save_ari_windows([window])  # replaced, not a duplicate key
+    assert store.ari_windows(["www.example.test", "other.example.test"]) == {
+        "www.example.test": window}
+    store.remove("www.example.test")
+    assert store.ari_windows(["www.example.test"]) == {}
     store.close()
     engine.dispose()
 

@@ -95,7 +95,7 @@ class EveryRow:
     def __init__(self, store: SqlStore) -> None:
         self._store = store
 
-    def sweep(self, renew: Any, now: int) -> None:
+    def sweep(self, renew: Any, now: int, ari: Any = None) -> None:
         return None
 
     def __getattr__(self, name: str) -> Any:

@@ -22,7 +22,8 @@ SEED_DDL = (Path(__file__).parents[1] / "sql" / "mysql" / "certs.sql").read_text
 #: lecentral's own tables, as init creates them (tests/test_migrations.py: through migrations)
 OWN = ["lecentral_events", "lecentral_renew_lock", "lecentral_leftovers", "lecentral_agents",
        "lecentral_deployments", "lecentral_runs", "lecentral_endpoints", "lecentral_probes",
-       "lecentral_fleet_states", "lecentral_cert_settings", "lecentral_cert_facts"]
+       "lecentral_fleet_states", "lecentral_cert_settings", "lecentral_cert_facts",
+       "lecentral_ari_windows"]
 
 
 @pytest.fixture(params=BACKENDS)

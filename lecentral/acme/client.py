@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import datetime
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -398,8 +399,52 @@ def ari_cert_id(crt_pem: bytes) -> str:
     return f"{_b64url(aki.key_identifier)}.{_b64url(serial_bytes)}"
 
 
+#: RFC 9773 §4.3: a Retry-After outside these bounds is taken as the nearest bound (a CA asking
+#: again within a second, or not for years, is not followed); seconds
+RETRY_AFTER_MIN = 60
+RETRY_AFTER_MAX = 86400
+#: when the CA sends no Retry-After, or one that is neither a number of seconds nor a date
+RETRY_AFTER_DEFAULT = 6 * 3600
+#: renewal-information requests in flight at once per CA (one HTTP session each)
+ARI_WORKERS = 8
+
+
+def retry_after_seconds(value: str | None, now: float) -> int:
+    """The seconds to wait before asking for a certificate's renewal information again, from a
+    ``Retry-After`` header (delta-seconds or an HTTP date), bounded as RFC 9773 §4.3 advises;
+    :data:`RETRY_AFTER_DEFAULT` when it is missing or not understood."""
+    from email.utils import parsedate_to_datetime
+
+    text = (value or "").strip()
+    if not text:
+        return RETRY_AFTER_DEFAULT
+    if text.isdigit():
+        seconds = int(text) if len(text) < 12 else RETRY_AFTER_MAX
+    else:
+        try:
+            date = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return RETRY_AFTER_DEFAULT
+        if date.tzinfo is None:
+            date = date.replace(tzinfo=UTC)
+        seconds = int(date.timestamp() - now)
+    return max(RETRY_AFTER_MIN, min(RETRY_AFTER_MAX, seconds))
+
+
+@dataclass(frozen=True)
+class AriAnswer:
+    """What the CA answered for one certificate: its window and how long that answer holds."""
+
+    window: RenewalWindow
+    retry_after: int  # seconds, bounded (retry_after_seconds)
+
+
 class RenewalInfoReader:
-    """Reads ARI windows with plain GETs: no account, no key, so a dry run may use it too."""
+    """Reads ARI windows with plain GETs: no account, no key, so a dry run may use it too.
+
+    :meth:`ask_many` asks for many certificates at once, :data:`ARI_WORKERS` at a time, each
+    worker thread with its own HTTP session (a requests session is not meant to be shared
+    between threads)."""
 
     def __init__(self, config: AcmeConfig) -> None:
         import requests
@@ -410,6 +455,9 @@ class RenewalInfoReader:
         self.verify: bool | str = config.ca_bundle or True
         self.session.headers["User-Agent"] = f"lecentral/{__version__}"
         self._base: str | None = None
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
         try:
             directory = self.session.get(self.directory_url, timeout=30, verify=self.verify).json()
             self._base = str(directory.get("renewalInfo") or "") or None
@@ -423,29 +471,83 @@ class RenewalInfoReader:
         """True if the directory has a ``renewalInfo`` URL."""
         return self._base is not None
 
+    @property
+    def base(self) -> str:
+        """The ``renewalInfo`` URL (empty when not offered)."""
+        return self._base or ""
+
     def window(self, crt_pem: bytes) -> RenewalWindow | None:
         """The suggested window for ``crt_pem``; None if not offered or unreadable (logged)."""
+        answer = self.ask(crt_pem, self.session)
+        if isinstance(answer, str):
+            log.warning("%s", answer)
+            return None
+        return answer.window if answer is not None else None
+
+    def ask(self, crt_pem: bytes, session: requests.Session | None = None,
+            cert_id: str | None = None) -> AriAnswer | str | None:
+        """The CA's answer for ``crt_pem`` (``cert_id``: its ARI certID, if known); None if not
+        offered; a warning to log (not logged here) when the answer cannot be had."""
         if self._base is None:
             return None
         try:
-            url = f"{self._base.rstrip('/')}/{ari_cert_id(crt_pem)}"
-            response = self.session.get(url, timeout=30, verify=self.verify)
+            url = f"{self._base.rstrip('/')}/{cert_id or ari_cert_id(crt_pem)}"
+            response = (session or self._session()).get(url, timeout=30, verify=self.verify)
             response.raise_for_status()
             data = response.json()
             start = _parse_time(data["suggestedWindow"]["start"])
             end = _parse_time(data["suggestedWindow"]["end"])
+            explanation = data.get("explanationURL")
         except Exception as exc:  # noqa: BLE001 - any failure: the renewal window decides
-            log.warning("renewal information from %s unreadable (%s); the renewal window "
-                        "(renew.before) decides", self._base, " ".join(str(exc).split())[:200])
-            return None
-        if end < start:
-            log.warning("renewal window from %s ends before it starts; ignored", self._base)
-            return None
-        return RenewalWindow(start=start, end=end, explanation=data.get("explanationURL"))
+            return (f"renewal information from {self._base} unreadable "
+                    f"({' '.join(str(exc).split())[:200]}); the renewal window (renew.before) "
+                    "decides")
+        if end <= start:  # RFC 9773 §4.2: invalid, as if no answer came
+            return f"renewal window from {self._base} ends before it starts; ignored"
+        retry = retry_after_seconds(response.headers.get("Retry-After"), time.time())
+        return AriAnswer(RenewalWindow(start=start, end=end,
+                                       explanation=explanation if isinstance(explanation, str)
+                                       else None), retry)
+
+    def ask_many(self, items: list[tuple[bytes, str]], workers: int = ARI_WORKERS,
+                 stop: Callable[[], bool] | None = None) -> list[AriAnswer | str | None]:
+        """:meth:`ask` for each (certificate PEM, ARI certID) of ``items``, ``workers`` at a
+        time; the answers in the order of ``items``. Once ``stop()`` is true (the run was asked
+        to stop), the items not yet asked are answered with a warning, not asked."""
+        def one(item: tuple[bytes, str], session: requests.Session | None) -> AriAnswer | str | None:
+            if stop is not None and stop():
+                return (f"renewal information from {self._base} not asked: the run is "
+                        "stopping; the renewal window (renew.before) decides")
+            return self.ask(item[0], session, item[1])
+
+        if len(items) <= 1 or workers <= 1:
+            return [one(item, self.session) for item in items]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(workers, len(items)),
+                                thread_name_prefix="lecentral-ari") as pool:
+            return list(pool.map(lambda item: one(item, None), items))
+
+    def _session(self) -> requests.Session:
+        """This thread's HTTP session, made on first use."""
+        import requests
+
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = f"lecentral/{__version__}"
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
 
     def close(self) -> None:
-        """Close the HTTP session."""
+        """Close the HTTP sessions."""
         self.session.close()
+        with self._sessions_lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions = []
 
 
 def _finalize_refused(problem: object, what: str, csr_pem: bytes) -> IssueError:

@@ -10,7 +10,8 @@ certificate):
    ``renew.min_interval``. ``--force`` skips both tests. ARI can only make a renewal earlier (a
    CA announcing a mass revocation), never later than the renewal time. A whole sweep reads only
    the rows SQL cannot rule out (:mod:`lecentral.store.facts`: changed since last checked, bad,
-   invalid, or near their renewal time); the others are counted not due, unread.
+   invalid, near their renewal time, or whose ARI window kept in the database is stale or due:
+   :mod:`lecentral.renew.ari`); the others are counted not due, unread.
 2. **Issue**: each due row goes to its issuer (``renew.dns01_issuer``, or ``renew.http01_issuer``
    for certbot='Y' rows), ``renew.workers`` at a time, all sharing one ACME account.
 3. **Check, then save**: the certificate's key must match ``md5_modulus``, its names the CSR's, its

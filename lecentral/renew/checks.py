@@ -4,14 +4,14 @@ fit it. They read a row and the configuration and write nothing."""
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from lecentral.certificates import Certificate, Csr, load_chain, verify_chain, when
 from lecentral.errors import LecentralError
 from lecentral.window import renew_at, span
 
 if TYPE_CHECKING:
-    from lecentral.acme.client import RenewalInfoReader
+    from lecentral.acme.client import RenewalWindow
     from lecentral.config import CentralConfig
     from lecentral.store.rows import CertRow
 
@@ -24,8 +24,17 @@ def ari_due_at(window_start: int, window_end: int, seed: str) -> int:
     return window_start + int((window_end - window_start) * fraction)
 
 
+class WindowSource(Protocol):
+    """What :func:`due_reason` asks for a certificate's ARI window: a
+    :class:`~lecentral.acme.client.RenewalInfoReader`, or the renew job's windows known in
+    advance (lecentral/renew/ari.py)."""
+
+    def window(self, crt_pem: bytes) -> RenewalWindow | None:
+        """The CA's suggested window for ``crt_pem``; None when there is none to go by."""
+
+
 def due_reason(row: CertRow, now: int, config: CentralConfig, force: bool,
-               ari: RenewalInfoReader | None, csr: Csr | None = None) -> tuple[bool, str]:
+               ari: WindowSource | None, csr: Csr | None = None) -> tuple[bool, str]:
     """(due?, why) for an enabled, valid row (``csr``: its parsed CSR, parsed here if None).
 
     A stored certificate with problems (:func:`certificate_problems`) is due: a new one replaces
@@ -33,11 +42,36 @@ def due_reason(row: CertRow, now: int, config: CentralConfig, force: bool,
     Otherwise it is due from :func:`lecentral.window.renew_at` (a share of its own lifetime, or
     ``renew.before_days``), or earlier when the CA's ARI window opens: ARI never delays.
     """
+    is_due, why, cert = _by_dates(row, now, config, force, csr)
+    if cert is not None and ari is not None:
+        suggested = ari.window(row.crt or b"")
+        if suggested is not None:
+            at = ari_due_at(int(suggested.start.timestamp()), int(suggested.end.timestamp()),
+                            cert.fingerprint)
+            if now >= at:
+                return True, "the CA's renewal window (ARI) is open"
+    return is_due, why
+
+
+def asks_ari(row: CertRow, now: int, config: CentralConfig,
+             csr: Csr | None) -> Certificate | None:
+    """The stored certificate, parsed, when :func:`due_reason` (not forced) would ask for
+    ``row``'s ARI window: a good certificate whose renewal window has not opened, the rate
+    guard not holding; None otherwise."""
+    try:
+        return _by_dates(row, now, config, False, csr)[2]
+    except LecentralError:  # due_reason says it is due (unreadable): no window asked
+        return None
+
+
+def _by_dates(row: CertRow, now: int, config: CentralConfig, force: bool,
+              csr: Csr | None) -> tuple[bool, str, Certificate | None]:
+    """(due?, why, the stored certificate when only its ARI window could still make it due)."""
     from lecentral.store.rows import certificate_problems
 
     renew = config.renew
     if force:
-        return True, "forced"
+        return True, "forced", None
     bad = certificate_problems(row, csr.names if csr is not None else None)
     if bad and csr is None:
         try:
@@ -48,24 +82,17 @@ def due_reason(row: CertRow, now: int, config: CentralConfig, force: bool,
         waiting = (f"; the stored certificate is bad ({'; '.join(bad)}) and is reissued once "
                    "renew.min_interval has passed" if bad else "")
         return False, (f"last attempt {(now - row.ts_last_update) // 60} min ago "
-                       f"(renew.min_interval {renew.min_interval} s){waiting}")
+                       f"(renew.min_interval {renew.min_interval} s){waiting}"), None
     if bad:
-        return True, f"the stored certificate is bad: {'; '.join(bad)}"
+        return True, f"the stored certificate is bad: {'; '.join(bad)}", None
     if not row.crt:  # a certificate beside a NULL/0/1 ts_expire: the certificate says when
-        return True, "no certificate yet"
+        return True, "no certificate yet", None
     cert = Certificate.load(row.crt, f"crt of {row.name}")  # parses: certificate_problems said so
     left = cert.not_after - now
     window = renew_at(cert.not_before, cert.not_after, renew)
     if now >= window.at:
-        return True, f"expires in {span(left)}: due since {when(window.at)} ({window.reason})"
-    if ari is not None:
-        suggested = ari.window(row.crt)
-        if suggested is not None:
-            at = ari_due_at(int(suggested.start.timestamp()), int(suggested.end.timestamp()),
-                            cert.fingerprint)
-            if now >= at:
-                return True, "the CA's renewal window (ARI) is open"
-    return False, f"expires in {span(left)}; renews at {when(window.at)} ({window.reason})"
+        return True, f"expires in {span(left)}: due since {when(window.at)} ({window.reason})", None
+    return False, f"expires in {span(left)}; renews at {when(window.at)} ({window.reason})", cert
 
 
 def held_until(row: CertRow, now: int, min_interval: int, csr: Csr | None) -> int | None:

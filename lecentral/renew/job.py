@@ -32,8 +32,9 @@ from lecentral.interfaces import IssuedSave
 from lecentral.phases import describe, phase, recording
 from lecentral.records import Notification
 from lecentral.renew import forked, recovery
+from lecentral.renew.ari import AriReaders
 from lecentral.renew.attempt import SAVERS, Issued, Relayed, issue_and_spool
-from lecentral.renew.checks import check_row, due_reason
+from lecentral.renew.checks import WindowSource, asks_ari, check_row, due_reason
 from lecentral.renew.context import Redactor
 from lecentral.renew.outcome import (
     BLOCKED,
@@ -292,6 +293,8 @@ class RenewJob:
         due: list[tuple[CertRow, Csr, str]] = []
         others: list[Outcome] = []
         try:
+            if ari is not None:
+                self._settle_ari(ari, rows, now)
             for row in rows:
                 outcome = self._consider(row, now, request, retry,
                                          ari.for_row(row) if ari is not None else None,
@@ -314,30 +317,47 @@ class RenewJob:
     def _sweep(self, names: list[str], request: RenewRequest, retry: bool,
                now: int) -> Swept | None:
         """The rows of a whole sweep as SQL selects them (lecentral/store/facts.py), or None when
-        every row must be read: NAMEs, --force, a retry, or SQL left rows unread while a CA
-        offers renewal information (ARI), whose window, asked per certificate, may make any of
-        them due."""
+        every row must be read: NAMEs, --force, a retry. While a configured CA offers renewal
+        information (ARI), SQL skips a row of that CA only while the window cached for its
+        certificate is fresh and its ARI due time has not come (lecentral/renew/ari.py)."""
         if names or retry or request.force:
             return None
-        swept = self.store.sweep(self.config.renew, now)
-        if swept is None or not swept.unchanged or request.dry_run or not self.config.renew.ari:
-            return swept
-        return None if self._ari_offered() else swept
+        from lecentral.store.rows import AriSweep
 
-    def _ari_offered(self) -> bool:
-        """True if any configured CA offers renewal information (its directory read once: the
-        readers are kept for this selection's ARI questions)."""
+        offering = (self._ari_offering() if not request.dry_run and self.config.renew.ari
+                    else ())
+        if not offering:  # no window to ask: the dates decide
+            return self.store.sweep(self.config.renew, now)
+        return self.store.sweep(self.config.renew, now, AriSweep(offering, self._authorities[0][0]))
+
+    def _ari_offering(self) -> tuple[str, ...]:
+        """The names of the configured CAs that offer renewal information (each directory read
+        once: the readers are kept for this selection's ARI questions)."""
         from lecentral.acme.client import RenewalInfoReader
 
         for name, acme in self._authorities:
             if name not in self._ari_probed:
                 self._ari_probed[name] = RenewalInfoReader(acme)
-            if self._ari_probed[name].offered:
-                return True
-        return False
+        return tuple(name for name, _ in self._authorities if self._ari_probed[name].offered)
+
+    def _settle_ari(self, ari: AriReaders, rows: list[CertRow], now: int) -> None:
+        """Find, before the decisions, the ARI windows they will ask for: cached or asked of
+        the CAs concurrently (lecentral/renew/ari.py)."""
+        wanted = []
+        for row in rows:
+            if not (row.enable and row.crt):
+                continue
+            try:
+                csr = check_row(row)
+            except LecentralError:
+                continue
+            cert = asks_ari(row, now, self.config, csr)
+            if cert is not None:
+                wanted.append((row, cert))
+        ari.settle(wanted, now)
 
     def _consider(self, row: CertRow, now: int, request: RenewRequest, retry: bool,
-                  ari: RenewalInfoReader | None, number: int,
+                  ari: WindowSource | None, number: int,
                   due: list[tuple[CertRow, Csr, str]]) -> Outcome | None:
         def outcome(status: str, message: str, issuer: str | None = None) -> Outcome:
             return Outcome(row.name, status, self.redact(message), issuer, round=number,
@@ -391,7 +411,7 @@ class RenewJob:
             log.warning("%s; asking the first CA for renewal information", exc)
             issuing = {}
         readers, self._ari_probed = self._ari_probed, {}
-        return AriReaders(self._authorities, issuing, readers)
+        return AriReaders(self._authorities, issuing, readers, self.store, self.stop.is_set)
 
     def _pass(self, due: list[tuple[CertRow, Csr, str]], number: int) -> list[Outcome]:
         try:
@@ -857,39 +877,3 @@ def _with_earlier(exc: LecentralError, tried: list[str], why: str) -> LecentralE
         return type(exc)(text)
     except TypeError:
         return IssueError(text)
-
-
-class AriReaders:
-    """The renewal-information readers of one selection, one per CA, made when a certificate of
-    that CA is first considered: a certificate's window is asked of the CA that issued it (RFC
-    9773: only the issuing CA knows it), as recorded in ``lecentral_cert_settings``; the first
-    CA for a certificate issued before lecentral recorded it."""
-
-    def __init__(self, authorities: list[tuple[str, AcmeConfig]],
-                 issuing: dict[str, tuple[str, str]],
-                 readers: dict[str, RenewalInfoReader] | None = None) -> None:
-        self.authorities = dict(authorities)
-        self.first = authorities[0][0]
-        self.issuing = issuing
-        self.readers: dict[str, RenewalInfoReader] = dict(readers or {})
-
-    def for_row(self, row: CertRow) -> RenewalInfoReader | None:
-        """The reader of the CA that issued ``row``'s certificate; None if that CA offers no ARI
-        (or is no longer configured: its window cannot be asked anywhere else)."""
-        from lecentral.acme.client import RenewalInfoReader
-
-        if not (row.enable and row.crt):  # nothing to ask about: not a reason to reach a CA
-            return None
-        recorded = self.issuing.get(row.name.strip().lower().rstrip("."))
-        name = recorded[0] if recorded is not None else self.first
-        if name not in self.authorities:
-            return None
-        if name not in self.readers:
-            self.readers[name] = RenewalInfoReader(self.authorities[name])
-        reader = self.readers[name]
-        return reader if reader.offered else None
-
-    def close(self) -> None:
-        """Close every reader made."""
-        for reader in self.readers.values():
-            reader.close()

@@ -11,6 +11,9 @@ Now one SQL statement decides, per enabled row of ``certs``, whether Python must
   over the stored bytes: :func:`sum_sql`, :func:`blobs_sum`), and the renewal window computed in
   SQL from the cached notBefore/notAfter has not opened (:func:`window_closed`, with a margin:
   SQL may only send more rows to Python, never fewer);
+- while a CA offers renewal information (ARI), a row of that CA is skipped only if, besides,
+  the window kept for its certificate is fresh and its due time ahead (:func:`ari_settled`,
+  lecentral/renew/ari.py);
 - everything else (no facts yet, any value changed by anyone, a bad or invalid row, a row that
   may be due) is read in full and decided by the renew job's Python rules, as before, and its
   facts are derived again.
@@ -48,18 +51,19 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    true,
 )
 from sqlalchemy.sql.expression import Select
 
 from lecentral.certificates import Certificate, check_name
 from lecentral.config import AUTO, before_fraction, parse_duration
 from lecentral.errors import LecentralError
-from lecentral.store.schema import cert_facts, certs
+from lecentral.store.schema import ari_windows, cert_facts, cert_settings, certs
 from lecentral.window import SHORT_LIFETIME
 
 if TYPE_CHECKING:
     from lecentral.config import RenewConfig
-    from lecentral.store.rows import CertRow
+    from lecentral.store.rows import AriSweep, CertRow
 
 #: the name of the checksum function registered on SQLite connections
 SQLITE_SUM = "lecentral_sum"
@@ -68,6 +72,9 @@ PLAIN = ("certbot", "md5_modulus", "md5_ca", "ts_expire", "webroot_path")
 #: seconds SQL adds before deciding "window not open", so that float rounding in SQL can only
 #: send a row to Python, never keep a due one away
 MARGIN = 2
+#: the longest a cached ARI window is trusted after it was asked (RFC 9773 §4.3: a day; the
+#: same bound as lecentral.acme.client.RETRY_AFTER_MAX, which bounds what is written)
+RETRY_MAX = 86400
 #: what :func:`derive` records in ``state``; only ``ok`` lets a sweep (and ``list``) skip parsing
 STATES = ("ok", "bad", "invalid", "none", "odd-name")
 
@@ -232,13 +239,39 @@ def unchanged(dialect: str, renew: RenewConfig, now: int) -> ColumnElement[bool]
     return found
 
 
-def sweep_query(dialect: str, renew: RenewConfig, now: int) -> Select[Any]:
-    """(name, enable) of the rows to read: every enabled one :func:`unchanged` is not true for,
-    and every one whose name may not be written as DNS compares it (:func:`odd_names`)."""
-    skip = func.coalesce(unchanged(dialect, renew, now), false())
+def ari_settled(now: int, ari: AriSweep) -> ColumnElement[bool]:
+    """True in SQL when a row's ARI window cannot make it due at ``now`` without asking the CA:
+    its CA (the recorded issuing CA, else the first) offers no renewal information, or the
+    window cached for its certificate (``lecentral_ari_windows``) is fresh (before its retry
+    time, the certificate's fingerprint the facts' one) and its due time has not come. Only
+    with :func:`recorded` true: then the facts' fingerprint is the stored ``crt``'s."""
+    a, f = ari_windows.c, cert_facts.c
+    ca = func.coalesce(cert_settings.c.issuer_ca, ari.first)
+    later = now + MARGIN
+    fresh = and_(a.name.is_not(None), a.fingerprint == f.fingerprint, a.ts_retry > now,
+                 a.ts_retry <= now + RETRY_MAX, a.window_start < a.window_end,
+                 a.window_start <= a.due_at, a.due_at <= a.window_end, a.due_at > later)
+    settled: ColumnElement[bool] = (or_(ca.not_in(ari.offering), fresh) if ari.offering
+                                    else true())
+    return settled
+
+
+def sweep_query(dialect: str, renew: RenewConfig, now: int,
+                ari: AriSweep | None = None) -> Select[Any]:
+    """(name, enable) of the rows to read: every enabled one :func:`unchanged` (and, with
+    ``ari``, :func:`ari_settled`) is not true for, and every one whose name may not be written
+    as DNS compares it (:func:`odd_names`)."""
+    skip = unchanged(dialect, renew, now)
+    joined = certs.outerjoin(cert_facts, cert_facts.c.name == certs.c.name)
+    if ari is not None and ari.offering:
+        # before the checksum of the blobs: a row whose window must be asked is read anyway
+        skip = and_(window_closed(renew, now), ari_settled(now, ari), recorded(dialect))
+        joined = (joined.outerjoin(ari_windows, ari_windows.c.name == certs.c.name)
+                  .outerjoin(cert_settings, cert_settings.c.name == certs.c.name))
     return (select(certs.c.name, certs.c.enable)
-            .select_from(certs.outerjoin(cert_facts, cert_facts.c.name == certs.c.name))
-            .where(or_(and_(certs.c.enable == "Y", not_(skip)), odd_names(dialect))))
+            .select_from(joined)
+            .where(or_(and_(certs.c.enable == "Y", not_(func.coalesce(skip, false()))),
+                       odd_names(dialect))))
 
 
 def disabled_query() -> Select[Any]:

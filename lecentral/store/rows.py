@@ -292,6 +292,33 @@ class Swept:
 
 
 @dataclass(frozen=True)
+class AriSweep:
+    """What a renew sweep needs to skip rows while CAs offer renewal information (ARI): the
+    names of the configured CAs that offer it, and the first CA's (asked for a certificate
+    whose issuing CA is not recorded). A row of such a CA is skipped only while its cached
+    window (``lecentral_ari_windows``) is fresh and its ARI due time has not come."""
+
+    offering: tuple[str, ...]
+    first: str
+
+
+@dataclass(frozen=True)
+class AriWindowRow:
+    """One cached renewal window (``lecentral_ari_windows``), as stored: validate before use
+    (lecentral/renew/ari.py)."""
+
+    name: str
+    ari_cert_id: Any
+    fingerprint: Any
+    window_start: Any
+    window_end: Any
+    due_at: Any
+    explanation: Any
+    ts_fetched: Any
+    ts_retry: Any
+
+
+@dataclass(frozen=True)
 class EventRow:
     """One entry of the event log (``lecentral_events``)."""
 

@@ -123,6 +123,23 @@ cert_facts = Table(
     Column("ts_checked", BigInteger, nullable=False),
 )
 
+#: The renewal window each certificate's CA gave (ACME Renewal Information, RFC 9773), kept until
+#: the CA's ``Retry-After`` (lecentral/renew/ariwindows.py). One row per ``certs`` row (its name
+#: exactly as stored). Used only while ``ari_cert_id`` and ``fingerprint`` are still those of the
+#: row's ``crt`` and before ``ts_retry``; a cache, safe to empty.
+ari_windows = Table(
+    "lecentral_ari_windows", metadata,
+    Column("name", String(250), primary_key=True),  # certs.name exactly as stored
+    Column("ari_cert_id", String(250), nullable=False),  # of the certificate asked about
+    Column("fingerprint", String(64), nullable=False),  # its SHA-256 (as cert_facts.fingerprint)
+    Column("window_start", BigInteger, nullable=False),  # the suggested window, epoch seconds
+    Column("window_end", BigInteger, nullable=False),
+    Column("due_at", BigInteger, nullable=False),  # the point in it this certificate renews at
+    Column("explanation", String(500)),  # explanationURL, if any
+    Column("ts_fetched", BigInteger, nullable=False),
+    Column("ts_retry", BigInteger, nullable=False),  # not asked again before (Retry-After)
+)
+
 # --- fleet truth: what every server really serves ------------------------------------------------
 # Written by the agents (deployments, runs) and the central host (runs, probes, endpoints, states).
 # On MariaDB/MySQL and PostgreSQL, ``db_user`` is set by a trigger from the database server's own
@@ -226,7 +243,8 @@ fleet_states = Table(
 
 FLEET_TABLES = (agents, deployments, runs, endpoints, probes, fleet_states)
 
-OWN_TABLES = (events, renew_lock, leftovers, *FLEET_TABLES, cert_settings, cert_facts)
+OWN_TABLES = (events, renew_lock, leftovers, *FLEET_TABLES, cert_settings, cert_facts,
+              ari_windows)
 
 #: SQLAlchemy dialect name -> folder of ``ddl/``
 DDL_DIALECTS = {"mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite", "postgresql": "postgresql"}

@@ -55,6 +55,8 @@ from lecentral.store import facts, migrations, renewlock
 from lecentral.store.direct import database_hint, dns_key
 from lecentral.store.retry import GaveUp, RetryPolicy, gave_up_error, retrying
 from lecentral.store.rows import (
+    AriSweep,
+    AriWindowRow,
     CertRow,
     EventRow,
     FreshRow,
@@ -65,6 +67,7 @@ from lecentral.store.rows import (
 )
 from lecentral.store.schema import (
     OWN_TABLES,
+    ari_windows,
     cert_facts,
     cert_settings,
     certs,
@@ -361,13 +364,13 @@ class SqlStore(Store):
 
     # -- the renew sweep (lecentral/store/facts.py) ------------------------------------------------
 
-    def sweep(self, renew: Any, now: int) -> Swept:
+    def sweep(self, renew: Any, now: int, ari: AriSweep | None = None) -> Swept:
         """The enabled rows to read, decided in one statement, plus the rows that could be
         duplicates of each other (names not written as DNS compares them, and the rows they
         may duplicate), each marked as :meth:`list` marks them."""
         with self.transaction("selecting the certificates to renew") as conn:
             wanted = {str(name) for name, _ in
-                      conn.execute(facts.sweep_query(self.dialect, renew, now)).all()}
+                      conn.execute(facts.sweep_query(self.dialect, renew, now, ari)).all()}
             enabled = int(conn.execute(facts.enabled_query()).scalar_one())
             disabled = sorted(str(n) for n in conn.execute(facts.disabled_query()).scalars())
             # a name not as DNS compares it may duplicate a row SQL skipped: read that one too
@@ -489,6 +492,26 @@ class SqlStore(Store):
                     cert_facts.c.name.in_([v["name"] for v in chunk])))
                 conn.execute(insert(cert_facts), chunk)
 
+    def ari_windows(self, names: builtins.list[str]) -> dict[str, AriWindowRow]:
+        found: dict[str, AriWindowRow] = {}
+        with self.transaction("reading the cached renewal windows") as conn:
+            for start in range(0, len(names), 500):
+                for raw in conn.execute(select(ari_windows).where(
+                        ari_windows.c.name.in_(names[start:start + 500]))).mappings():
+                    found[str(raw["name"])] = AriWindowRow(**dict(raw))
+        return found
+
+    def save_ari_windows(self, windows: builtins.list[AriWindowRow]) -> None:
+        if not windows:
+            return
+        values = [dataclasses.asdict(w) for w in windows]
+        with self.transaction("remembering the renewal windows") as conn:
+            for start in range(0, len(values), 500):
+                chunk = values[start:start + 500]
+                conn.execute(delete(ari_windows).where(
+                    ari_windows.c.name.in_([v["name"] for v in chunk])))
+                conn.execute(insert(ari_windows), chunk)
+
     def events(self, name: str | None = None, limit: int = 50) -> builtins.list[EventRow]:
         query = select(events).order_by(events.c.id.desc()).limit(limit)
         if name is not None:
@@ -546,8 +569,10 @@ class SqlStore(Store):
             key = self._need(conn, name, exact=True)
             conn.execute(delete(certs).where(certs.c.name == key))
             conn.execute(delete(cert_facts).where(cert_facts.c.name == key))
+            conn.execute(delete(ari_windows).where(ari_windows.c.name == key))
             if len(self._matching(conn, name)) == 0:  # a name re-added later starts afresh
                 conn.execute(delete(cert_settings).where(cert_settings.c.name == _dns(name)))
+                conn.execute(delete(ari_windows).where(ari_windows.c.name == _dns(name)))
             self._event(conn, name, "removed", "row removed", now)
 
     # -- per-certificate settings (lecentral_cert_settings) --------------------------------------
