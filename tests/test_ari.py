@@ -590,3 +590,27 @@ def test_a_stopped_run_asks_no_more_windows(ari_ca: AriCa, tmp_path: Path,
     assert f"not asked: the run is stopping; the renewal window (renew.before) decides " \
            f"({12 - asked} certificates)" in caplog.text
     found.store.close()
+
+
+def test_a_store_whose_sweep_predates_ari_reads_every_row(world: World) -> None:
+    """A third party's store written before ``Store.sweep`` took ``ari`` (lecentral.api): the
+    job does not call it with an argument it does not take (a TypeError), nor let its SQL
+    skip rows whose window may have opened: every row is read and its window asked."""
+    from lecentral.store.sql import SqlStore
+
+    calls: list[int] = []
+
+    class OldSweep(SqlStore):
+        def sweep(self, renew: Any, now: int) -> Any:  # type: ignore[override]
+            calls.append(now)
+            return super().sweep(renew, now)
+
+    old = OldSweep(world.store.url)
+    world.store.close()
+    world.store = old
+    first = world.run()
+    second = world.run()
+    assert [(o.name, o.status) for o in first.final] == [("ari0.example.test", "not-due")]
+    assert [(o.name, o.status) for o in second.final] == [("ari0.example.test", "not-due")]
+    assert calls == []  # never called: every row read, as before the cache
+    assert ari_asked(world.ca) == 1  # the window cached by the first run answered the second

@@ -55,7 +55,7 @@ from lecentral.renew.stopping import StopFlag
 from lecentral.types import IssuerContext
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from lecentral.acme.client import AcmeClient, RenewalInfoReader
     from lecentral.acme.orders import OrderOptions
@@ -328,6 +328,10 @@ class RenewJob:
                     else ())
         if not offering:  # no window to ask: the dates decide
             return self.store.sweep(self.config.renew, now)
+        if not _takes_ari(self.store.sweep):
+            # a store written before Store.sweep took ``ari``: its SQL would skip rows whose
+            # window may have opened (ARI makes a renewal earlier), so every row is read
+            return None
         return self.store.sweep(self.config.renew, now, AriSweep(offering, self._authorities[0][0]))
 
     def _ari_offering(self) -> tuple[str, ...]:
@@ -877,3 +881,14 @@ def _with_earlier(exc: LecentralError, tried: list[str], why: str) -> LecentralE
         return type(exc)(text)
     except TypeError:
         return IssueError(text)
+
+
+def _takes_ari(sweep: Callable[..., object]) -> bool:
+    """True if a store's ``sweep`` takes the ``ari`` argument (lecentral.api.Store's since the
+    windows are cached: a third party's store may predate it)."""
+    import inspect
+
+    try:
+        return "ari" in inspect.signature(sweep).parameters
+    except (TypeError, ValueError):
+        return False
