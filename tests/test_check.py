@@ -370,3 +370,33 @@ def test_rows_the_renew_job_refuses_are_not_ok(fleet: Fleet) -> None:
     assert texts[1].startswith(f"{C}: bad certificate: ") and "ts_expire" in texts[1]
     code, lines = fleet.check(B)
     assert code == 0, lines
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mariadb"])
+def test_a_wrong_ts_expire_does_not_hide_the_crts_expiry(backend: str, tmp_path: Path,
+                                                         request: pytest.FixtureRequest) -> None:
+    """``ts_expire`` hand-edited 80 days ahead of a crt that expires in 5 days: check judged the
+    expiry from ts_expire (OK before the next sweep, then only the row problem's WARNING: never
+    CRITICAL, with 5 days left). The crt's notAfter counts now, as the last sweep's facts hold
+    it (nothing parsed); a crt stored after that sweep is judged by ts_expire until the next."""
+    from test_metrics import _set_ts_expire, _sweep
+
+    url = None if backend == "sqlite" else request.getfixturevalue("mariadb_url")
+    fleet = Fleet(tmp_path, url)
+    try:
+        for name, age in ((A, 85), (B, 10)):
+            crt = fleet.issue(name, days=90, age=age)
+            fleet.report("web1", name, crt, crt)
+        fleet.renew_run()
+        _sweep(fleet)
+        _set_ts_expire(fleet, A, fleet.now + 80 * 86400)
+        for swept in (False, True):
+            if swept:
+                _sweep(fleet)
+            code, lines = fleet.check()
+            assert code == 2, lines
+            assert any(f"{A}: expires in 5" in line for line in lines), lines
+            data = fleet.check_json()
+            assert data["exit_code"] == 2
+    finally:
+        fleet.close()

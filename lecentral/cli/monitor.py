@@ -57,6 +57,7 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
     counts, and days left per certificate when NAMEs are given or there are at most 20.
     """
     from lecentral.cli.output import fail_as
+    from lecentral.fleet.metrics import crt_expiries
     from lecentral.fleet.nagios import (
         PERFDATA_PER_NAME_MAX,
         CheckInput,
@@ -92,6 +93,7 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
             leftovers = app.store().leftovers()
             data = CheckInput(view=view, rows=rows,
                               lifetimes=lifetimes(fleet, view.certs),
+                              expiries=crt_expiries(fleet.last_snapshot.certs),
                               leftovers=leftovers, names=names,
                               max_failures=app.config.renew.max_failures,
                               journals=survey(app.config.renew.state_dir, leftovers))

@@ -311,6 +311,9 @@ class CheckInput:
     max_failures: int = 10
     #: the challenge journals of [renew] state_dir (None: not looked at)
     journals: JournalSurvey | None = None
+    #: (notAfter, lifetime) of the crt where ``ts_expire`` is not (or does not tell) its
+    #: notAfter, by name (:func:`lecentral.fleet.metrics.crt_expiries`): the crt's expiry counts
+    expiries: Mapping[str, tuple[int, int | None]] = field(default_factory=dict)
 
 
 def unclaimed_detail(name: str) -> str:
@@ -351,8 +354,11 @@ def evaluate(data: CheckInput, thresholds: Thresholds) -> CheckResult:
                                         "tried, but no certificate issued yet"))
             continue
         expire = cert.ts_expire or 0
-        left = expire - now
         lifetime = data.lifetimes.get(cert.name, DEFAULT_LIFETIME)
+        truth = data.expiries.get(cert.name)
+        if truth is not None:  # the crt's notAfter, not a wrong ts_expire (a row problem too)
+            expire, lifetime = truth[0], truth[1] or lifetime
+        left = expire - now
         warn, crit = thresholds.seconds(lifetime)
         if soonest is None or left < soonest[0]:
             soonest = (left, cert.name)
