@@ -224,13 +224,9 @@ def test_a_sweep_reads_a_row_whose_window_is_not_kept(ari_ca: AriCa, tmp_path: P
     store.close()
 
 
-def test_show_says_when_the_ari_window_renews_it(ari_ca: AriCa, tmp_path: Path) -> None:
-    """``lecentral show`` asks the CA's ARI for that one certificate: a window earlier than the
-    lifetime rule is the renewal time shown, with the window as the reason; without a window
-    (a CA without ARI, here one answering 500) the lifetime rule stays, said so."""
-    from click.testing import CliRunner
-
-    from lecentral.cli.central import main
+def _show_world(ari_ca: AriCa, tmp_path: Path, extra: str = "") -> tuple[Any, Path]:
+    """A SQLite store holding one issued row (60 days left) whose certificate the stand-in CA
+    gives a window 2 to 3 days from now, and a configuration for that CA (with ``extra``)."""
     from lecentral.store.sql import SqlStore
 
     row, crt = issued_row(days_left=60)
@@ -240,8 +236,20 @@ def test_show_says_when_the_ari_window_renews_it(ari_ca: AriCa, tmp_path: Path) 
     store.close()
     config = tmp_path / "lecentral.toml"
     config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/l.db"\n'
-                      f'[acme]\ndirectory = "http://127.0.0.1:{ari_ca.port}/dir"\n')
+                      f'[acme]\ndirectory = "http://127.0.0.1:{ari_ca.port}/dir"\n{extra}')
     ari_ca.windows[ari_cert_id(crt)] = window(2, 3)
+    return row, config
+
+
+def test_show_says_when_the_ari_window_renews_it(ari_ca: AriCa, tmp_path: Path) -> None:
+    """``lecentral show`` asks the CA's ARI for that one certificate: a window earlier than the
+    lifetime rule is the renewal time shown, with the window as the reason; without a window
+    (a CA without ARI, here one answering 500) the lifetime rule stays, said so."""
+    from click.testing import CliRunner
+
+    from lecentral.cli.central import main
+
+    row, config = _show_world(ari_ca, tmp_path)
 
     result = CliRunner().invoke(main, ["--config", str(config), "show", row.name, "--json"])
 
@@ -262,18 +270,8 @@ def test_show_says_nothing_of_ari_when_it_is_off(ari_ca: AriCa, tmp_path: Path) 
     from click.testing import CliRunner
 
     from lecentral.cli.central import main
-    from lecentral.store.sql import SqlStore
 
-    row, crt = issued_row(days_left=60)
-    store = SqlStore(f"sqlite:///{tmp_path}/l.db")
-    store.init_schema()
-    store.add(row)
-    store.close()
-    config = tmp_path / "lecentral.toml"
-    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/l.db"\n'
-                      f'[acme]\ndirectory = "http://127.0.0.1:{ari_ca.port}/dir"\n'
-                      '[renew]\nari = false\n')
-    ari_ca.windows[ari_cert_id(crt)] = window(2, 3)
+    row, config = _show_world(ari_ca, tmp_path, "[renew]\nari = false\n")
     asked = len(ari_ca.requests)
 
     text = CliRunner().invoke(main, ["--config", str(config), "show", row.name])

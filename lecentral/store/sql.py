@@ -485,12 +485,7 @@ class SqlStore(Store):
         now = now_ts()
         values = [{"name": s.stored_name, **s.signature, **facts.derive(s.stored_name, s.row),
                    "ts_checked": now} for s in swept]
-        with self.transaction("remembering the checked certificates") as conn:
-            for start in range(0, len(values), 500):
-                chunk = values[start:start + 500]
-                conn.execute(delete(cert_facts).where(
-                    cert_facts.c.name.in_([v["name"] for v in chunk])))
-                conn.execute(insert(cert_facts), chunk)
+        self._replace_rows(cert_facts, values, "remembering the checked certificates")
 
     def ari_windows(self, names: builtins.list[str]) -> dict[str, AriWindowRow]:
         found: dict[str, AriWindowRow] = {}
@@ -504,13 +499,17 @@ class SqlStore(Store):
     def save_ari_windows(self, windows: builtins.list[AriWindowRow]) -> None:
         if not windows:
             return
-        values = [dataclasses.asdict(w) for w in windows]
-        with self.transaction("remembering the renewal windows") as conn:
+        self._replace_rows(ari_windows, [dataclasses.asdict(w) for w in windows],
+                           "remembering the renewal windows")
+
+    def _replace_rows(self, table: Any, values: builtins.list[dict[str, Any]], what: str) -> None:
+        """``values`` written into ``table`` (keyed by ``name``), replacing the rows of their
+        names, 500 at a time in one transaction."""
+        with self.transaction(what) as conn:
             for start in range(0, len(values), 500):
                 chunk = values[start:start + 500]
-                conn.execute(delete(ari_windows).where(
-                    ari_windows.c.name.in_([v["name"] for v in chunk])))
-                conn.execute(insert(ari_windows), chunk)
+                conn.execute(delete(table).where(table.c.name.in_([v["name"] for v in chunk])))
+                conn.execute(insert(table), chunk)
 
     def events(self, name: str | None = None, limit: int = 50) -> builtins.list[EventRow]:
         query = select(events).order_by(events.c.id.desc()).limit(limit)
