@@ -33,7 +33,7 @@ OLD_TABLES = ["lecentral_events", "lecentral_renew_lock", "lecentral_leftovers"]
 FLEET = ["lecentral_agents", "lecentral_deployments", "lecentral_runs", "lecentral_endpoints",
          "lecentral_probes", "lecentral_fleet_states"]
 SETTINGS = ["lecentral_cert_settings", "lecentral_cert_facts", "lecentral_ari_windows"]
-HEAD = "0007_ari_windows"
+HEAD = "0008_deployments_key"
 
 
 @pytest.fixture(params=["sqlite", "mariadb", "postgres"])
@@ -105,6 +105,8 @@ def test_head_is_what_schema_py_describes(url: str) -> None:
     own = {t.name for t in OWN_TABLES}
 
     def ours(obj: Any, name: str | None, type_: str, *_: Any) -> bool:
+        if name == "uq_lecentral_deployments_id":  # MariaDB: id's own key (below)
+            return False
         table = obj if type_ == "table" else getattr(obj, "table", None)
         return (name if type_ == "table" else getattr(table, "name", None)) in own
 
@@ -112,6 +114,16 @@ def test_head_is_what_schema_py_describes(url: str) -> None:
         context = MigrationContext.configure(conn, opts={"include_object": ours,
                                                          "compare_type": True})
         assert compare_metadata(context, metadata) == []
+        # (Alembic does not compare primary keys.) On MariaDB/MySQL the deployments are kept in
+        # the order of their (name, host, entry) key (0008), id unique through a key of its own
+        pk = inspect(conn).get_pk_constraint("lecentral_deployments")["constrained_columns"]
+        if conn.dialect.name in ("mysql", "mariadb"):
+            assert pk == ["name", "host", "entry"]
+            [id_key] = [i for i in inspect(conn).get_indexes("lecentral_deployments")
+                        if i["name"] == "uq_lecentral_deployments_id"]
+            assert id_key["column_names"] == ["id"] and id_key["unique"]
+        else:
+            assert pk == ["id"]
     store.close()
 
 
@@ -464,3 +476,55 @@ def test_head_constant_is_alembics_head() -> None:
     """``migrations.HEAD`` (what every command compares with, without importing Alembic) is the
     newest revision of versions/: a new revision must move it."""
     assert migrations.scripts().get_current_head() == migrations.HEAD
+
+
+def test_revision_8_keeps_mariadb_deployments_in_key_order(mariadb_url: str,
+                                                           tmp_path: Path) -> None:
+    """A MariaDB database at 0007 with deployments: lecentral upgrade makes (name, host, entry)
+    the PRIMARY KEY of lecentral_deployments (the rows kept, ids too, AUTO_INCREMENT going on
+    from them), a second upgrade does nothing, and an agent's report still upserts; the
+    certificate's deployments are then read through the primary key."""
+    from lecentral.fleet.store import Deployment, FleetStore, Run
+
+    engine = engine_for(mariadb_url)
+    make_certs(engine)
+    with engine.begin() as conn:
+        assert migrations.upgrade(conn, "0007_ari_windows") == (None, "0007_ari_windows")
+    store = SqlStore(mariadb_url)
+    fleet = FleetStore(store)
+
+    def report(host: str, entry: str, fp: str) -> None:
+        item = Deployment(name="www.example.test", entry=entry, service="files",
+                          installed_fp=fp, installed_not_after=10, served_fp=None,
+                          served_not_after=None, served_names=None, served_key_md5=None,
+                          served_url=None, served_error=None, ts_served=None, verify_urls=[],
+                          paths=[], result="installed", message="")
+        fleet.report(host, [item], Run("agent", host, 1, 2, 0, {}), "test", 3)
+
+    def listed() -> list[tuple[Any, ...]]:
+        with engine.begin() as conn:
+            return [tuple(r) for r in conn.execute(text(
+                "SELECT id, host, entry, installed_fp FROM lecentral_deployments ORDER BY id"))]
+
+    report("web2", "b", "1" * 64)
+    report("web1", "a", "2" * 64)
+    before = listed()
+    result = cli(tmp_path, mariadb_url, "upgrade", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["to"] == HEAD
+    again = cli(tmp_path, mariadb_url, "upgrade", "--json")
+    assert json.loads(again.stdout)["changed"] is False
+    assert listed() == before
+    with engine.begin() as conn:
+        pk = inspect(conn).get_pk_constraint("lecentral_deployments")["constrained_columns"]
+        assert pk == ["name", "host", "entry"]
+        plan = conn.execute(text("EXPLAIN SELECT installed_fp FROM lecentral_deployments "
+                                 "WHERE name = 'www.example.test'")).mappings().all()
+        assert [p["key"] for p in plan] == ["PRIMARY"], plan
+    report("web1", "a", "3" * 64)  # an upsert of a row there
+    report("web3", "c", "4" * 64)  # a new row: a new id after the others
+    found = listed()
+    assert [(h, fp[0]) for _, h, _, fp in found] == [("web2", "1"), ("web1", "3"), ("web3", "4")]
+    assert found[2][0] > max(r[0] for r in before)
+    store.close()
+    engine.dispose()

@@ -41,7 +41,7 @@ VERSION_TABLE = "lecentral_alembic_version"
 
 #: the newest revision of ``versions/`` (tests/test_migrations.py checks it is Alembic's head):
 #: every command checks the schema, and a database at HEAD needs no Alembic import (0.1 s)
-HEAD = "0007_ari_windows"
+HEAD = "0008_deployments_key"
 
 _HERE = Path(__file__).resolve().parent
 
