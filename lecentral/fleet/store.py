@@ -18,11 +18,13 @@ from typing import Any, Protocol
 from sqlalchemy import (
     Connection,
     Integer,
+    LargeBinary,
     and_,
     case,
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -371,7 +373,9 @@ class FleetStore:
         # checksum of the stored crt (with csr and ca) is still the recorded one
         # (lecentral/store/facts.py; on SQLite a function registered on the connection);
         # otherwise the crt itself, fingerprinted here: only changed certificates cross the
-        # wire (on SQLite, 100,000 fingerprints in Python cost three times the checksums)
+        # wire (on SQLite, 100,000 fingerprints in Python cost three times the checksums).
+        # The checksum is computed once per row: a NULL ``crt`` column says the facts'
+        # fingerprint (``cached_fp``) is the crt's; a NULL crt not so described comes as empty
         f, c = cert_facts.c, certs.c
         split = (Split(self.store.dialect, current_after, listing=listing,
                        json=taker is not None and taker.wants == "json",
@@ -387,8 +391,9 @@ class FleetStore:
                 sent = and_(sent, func.typeof(c.ts_last_update) == "integer",
                             func.typeof(c.ts_expire) == "integer",
                             func.typeof(c.count_fail_update).in_(["integer", "null"]))
-        crt = case((sent, None), else_=c.crt).label("crt")
-        cached = case((fresh, f.fingerprint), else_=None).label("cached_fp")
+        crt = case((sent, None), else_=func.coalesce(c.crt, literal(b"", LargeBinary))
+                   ).label("crt")
+        cached = f.fingerprint.label("cached_fp")
         joined = certs.outerjoin(cert_facts, f.name == c.name)
 
         def columns() -> list[Any]:
@@ -463,7 +468,8 @@ class FleetStore:
             for row in result:
                 if at_ok >= 0 and row[at_ok] and (others is None or row[0] not in others):
                     snap.plain_ok -= 1  # plainly OK and expiring first: judged here
-                fingerprint = row[at_cached] or pem_fingerprint(row[at_crt])
+                pem = row[at_crt]
+                fingerprint = row[at_cached] if pem is None else pem_fingerprint(pem)
                 if attached is not None and row[at_hint + 1]:
                     attached += int(str(row[at_hint + 1]).partition(":")[0])
                 if taker is not None and taker.take(row, fingerprint):
