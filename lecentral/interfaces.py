@@ -232,7 +232,8 @@ class Store(ABC):
         return {}
 
     def save_ari_windows(self, windows: builtins.list[AriWindowRow]) -> None:
-        """Replace the cached ARI windows of these names (a cache: a store may keep none)."""
+        """Replace the cached ARI windows of these names (a cache: a store may keep none). A
+        row whose window is 0 to 0 is a failed request's back-off (lecentral/renew/ari.py)."""
 
     def record_facts(self, swept: builtins.list[SweptRow]) -> None:
         """Remember what the swept rows' stored values say, for the next sweep (a cache: a store

@@ -445,28 +445,94 @@ def test_a_new_certificate_needs_a_new_answer(world: World) -> None:
 
 
 @pytest.mark.parametrize("failure", ["500", "garbage", "backwards"])
-def test_a_failed_request_leaves_the_cache_and_the_renewal_window_decides(
+def test_a_failed_request_backs_off_and_the_renewal_window_decides(
         world: World, failure: str, caplog: pytest.LogCaptureFixture) -> None:
     """The cached window's retry time passed; the CA answers 500, a body that is not JSON, or a
-    window ending before it starts: a warning, the renewal window decides (not due), the cached
-    row is left as it was (asked again next run)."""
+    window ending before it starts: a warning, the renewal window decides (not due), and the
+    failure is stored (a window of 0 to 0) with a back-off of an hour: the next runs ask
+    nothing (the sweep skips the row, NAME reads it and the renewal window decides), without
+    another warning (RFC 9773 §4.3.3: retry with a back-off)."""
+    from lecentral.renew.ari import BACKOFF_MIN
+
     world.run()
     age_windows(world.store)
-    before = stored_windows(world.store)
     if failure == "500":
         world.ca.fail = True
     elif failure == "garbage":
         world.ca.garbage = True
     else:
         world.ca.windows[ari_cert_id(world.crts["ari0.example.test"])] = window(3, 2)
+    before = now_ts()
     report = world.run()
     assert [(o.name, o.status) for o in report.final] == [("ari0.example.test", "not-due")]
     assert report.final[0].message.startswith("expires in")
     assert "the renewal window (renew.before) decides" in caplog.text or \
         "ends before it starts; ignored" in caplog.text
-    assert stored_windows(world.store) == before
+    assert ari_asked(world.ca) == 2
+    stored = stored_windows(world.store)["ari0.example.test"]
+    assert (stored["window_start"], stored["window_end"], stored["due_at"]) == (0, 0, 0)
+    assert stored["ari_cert_id"] == ari_cert_id(world.crts["ari0.example.test"])
+    assert before <= stored["ts_fetched"] <= now_ts()
+    assert stored["ts_retry"] == stored["ts_fetched"] + BACKOFF_MIN
+    caplog.clear()
+    second = world.run()
+    assert second.unchanged == 1 and second.final == []
+    named = world.run("ari0.example.test")
+    assert [(o.name, o.status) for o in named.final] == [("ari0.example.test", "not-due")]
+    assert ari_asked(world.ca) == 2
+    assert "renewal information" not in caplog.text
+    assert stored_windows(world.store)["ari0.example.test"] == stored
+
+
+def test_failures_back_off_as_long_as_they_lasted_until_an_answer_replaces_them(
+        world: World) -> None:
+    """The back-off grows with the failures: asked again after it, a certificate whose
+    requests have failed for three hours waits three hours more, one failing for days a day
+    (at most); the first answer replaces the failure row with the window and its
+    Retry-After."""
+    world.ca.fail = True
     world.run()
-    assert ari_asked(world.ca) == 3  # still stale: asked again
+    assert ari_asked(world.ca) == 1
+    began = stored_windows(world.store)["ari0.example.test"]["ts_fetched"]
+    for lasted, wait in ((3 * 3600, 3 * 3600), (5 * 86400, 86400)):
+        age_windows(world.store, ts_fetched=began - lasted, ts_retry=now_ts() - 1)
+        before = now_ts()
+        world.run()
+        stored = stored_windows(world.store)["ari0.example.test"]
+        assert stored["ts_fetched"] == began - lasted  # when the failures began
+        assert before + wait <= stored["ts_retry"] <= now_ts() + wait + 1
+    assert ari_asked(world.ca) == 3
+    world.ca.fail = False
+    age_windows(world.store, ts_retry=now_ts() - 1)
+    world.run()
+    assert ari_asked(world.ca) == 4
+    stored = stored_windows(world.store)["ari0.example.test"]
+    assert stored["window_start"] < stored["due_at"] < stored["window_end"]
+    assert stored["ts_retry"] == stored["ts_fetched"] + 21600 and stored["ts_fetched"] >= began
+    world.run()
+    assert ari_asked(world.ca) == 4
+
+
+def test_a_failure_of_the_previous_certificate_does_not_hold_the_new_one(world: World) -> None:
+    """The failure row is for the certificate that was asked about: once another one is
+    stored, it is asked at the next run, back-off or not."""
+    from sqlalchemy import update
+
+    from lecentral.certificates import md5_ca
+    from lecentral.store.schema import certs
+
+    world.ca.fail = True
+    world.run()
+    world.ca.fail = False
+    row, crt = issued_row(59, "ari0.example.test")
+    world.ca.windows[ari_cert_id(crt)] = window(20, 25)
+    with world.store.engine.begin() as conn:
+        conn.execute(update(certs).values(crt=crt, ca=row.ca, md5_ca=md5_ca(row.ca),
+                                          ts_expire=row.ts_expire, md5_modulus=row.md5_modulus,
+                                          csr=row.csr))
+    world.run()
+    assert world.ca.requests[-1] == f"/ari/{ari_cert_id(crt)}"
+    assert stored_windows(world.store)["ari0.example.test"]["window_end"] > now_ts()
 
 
 @pytest.mark.parametrize("bad", [
@@ -474,6 +540,8 @@ def test_a_failed_request_leaves_the_cache_and_the_renewal_window_decides(
     {"ari_cert_id": "not.it"},
     {"due_at": 12},  # not the certificate's point in the window
     {"window_end": 0},  # ends before it starts
+    # a failure row whose back-off is more than a day ahead
+    {"window_start": 0, "window_end": 0, "due_at": 0, "ts_retry": now_ts() + 3 * 86400},
 ])
 def test_a_cached_row_that_does_not_validate_is_asked_again(world: World,
                                                             bad: dict[str, Any]) -> None:
@@ -537,6 +605,15 @@ def test_the_sweep_skips_rows_with_a_fresh_window(ari_ca: AriCa, tmp_path: Path,
     assert third.unchanged == 4
     assert [(o.name, o.status) for o in third.final] == [("ari3.example.test", "not-due")]
     assert ari_asked(ari_ca) == 6
+    # the CA fails for one stale row: it backs off, and the sweep skips it like the others
+    with found.store.engine.begin() as conn:
+        conn.execute(update(ari_windows).where(ari_windows.c.name == "ari1.example.test")
+                     .values(ts_fetched=now_ts() - 7 * 3600, ts_retry=now_ts() - 1))
+    ari_ca.fail = True
+    fourth = found.run()
+    assert fourth.unchanged == 4 and ari_asked(ari_ca) == 7
+    fifth = found.run()
+    assert fifth.unchanged == 5 and fifth.final == [] and ari_asked(ari_ca) == 7
     found.store.close()
 
 

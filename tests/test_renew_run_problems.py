@@ -328,6 +328,28 @@ def test_plugin_and_configuration_problems_are_each_named_in_one_alert(
     assert "Fix it, then run lecentral renew again." in body
 
 
+def test_check_names_a_plugin_problem_as_such(dns_world: World, tmp_path: Path) -> None:
+    """The timer's run stopped by a misnamed issuer (exit 3): `lecentral check` says CRITICAL
+    for the run, calling it a plugin problem, not a configuration problem."""
+    config = make_config(dns_world, tmp_path)
+    store = open_store(config)
+    name = new_zone(dns_world, "plugcheck")
+    add_row(store, [name])
+    toml = write_toml(config, tmp_path / "lecentral.toml", dns01_issuer="dns-subzon")
+    try:
+        result = CliRunner().invoke(main, ["--config", str(toml), "renew"])
+        assert result.exit_code == 3, result.output
+        check = CliRunner().invoke(main, ["--config", str(toml), "check", "--json"])
+        data = json.loads(check.stdout)
+        (critical,) = [p for p in data["problems"] if p["severity"] == "CRITICAL"]
+        assert critical["kind"] == "run-error"
+        assert "exited 3 on a plugin problem" in critical["text"]
+        assert "configuration" not in critical["text"]
+        assert_untouched(store, [name])
+    finally:
+        store.close()
+
+
 def test_a_misnamed_issuer_is_alerted_as_a_plugin_problem(
         dns_world: World, tmp_path: Path, smtp: tuple[Mailbox, int]) -> None:
     """[renew] dns01_issuer names no installed plugin: exit 3, one alert "plugin problem"."""

@@ -403,6 +403,13 @@ def ari_cert_id(crt_pem: bytes) -> str:
 #: again within a second, or not for years, is not followed); seconds
 RETRY_AFTER_MIN = 60
 RETRY_AFTER_MAX = 86400
+
+
+class NotAsked(str):
+    """The warning :meth:`RenewalInfoReader.ask_many` answers for an item it did not ask (the
+    run stopping): no failure of the CA's."""
+
+    __slots__ = ()
 #: when the CA sends no Retry-After, or one that is neither a number of seconds nor a date
 RETRY_AFTER_DEFAULT = 6 * 3600
 #: renewal-information requests in flight at once per CA (one HTTP session each)
@@ -516,8 +523,8 @@ class RenewalInfoReader:
         to stop), the items not yet asked are answered with a warning, not asked."""
         def one(item: tuple[bytes, str], session: requests.Session | None) -> AriAnswer | str | None:
             if stop is not None and stop():
-                return (f"renewal information from {self._base} not asked: the run is "
-                        "stopping; the renewal window (renew.before) decides")
+                return NotAsked(f"renewal information from {self._base} not asked: the run "
+                                "is stopping; the renewal window (renew.before) decides")
             return self.ask(item[0], session, item[1])
 
         if len(items) <= 1 or workers <= 1:

@@ -322,8 +322,9 @@ def _timer(snapshot: Snapshot, settings: FleetSettings, now: int) -> tuple[str, 
         return DEAD_TIMER, (f"the last lecentral renew run ended {ago(age)} ago ([fleet] "
                             f"renew_max_age {ago(settings.renew_max_age)}): is its timer running?")
     if latest.exit_code in RUN_ERROR_EXITS:
+        problem = "a configuration problem" if latest.exit_code == 2 else "a plugin problem"
         return RUN_ERROR, (f"the last renew run ({latest.host}, {ago(age)} ago) exited "
-                           f"{latest.exit_code} on a configuration problem and did not try the "
+                           f"{latest.exit_code} on {problem} and did not try the "
                            f"certificates it stopped: {latest.message}")
     return TIMER_OK, f"the last renew run ended {ago(age)} ago"
 

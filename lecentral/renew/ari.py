@@ -13,10 +13,15 @@ the other, every run. Now:
   does not validate is asked again;
 - the others are asked :data:`lecentral.acme.client.ARI_WORKERS` at a time per CA; each answer
   is stored with its retry time; a failed request (unreachable, an HTTP error, an answer that
-  does not parse) stores nothing, leaves the cached row as it was, and the renewal window
-  decides for that certificate this run, with a warning, as without ARI;
+  does not parse) makes the renewal window decide for that certificate this run, with a
+  warning, as without ARI, and is stored as a *failure* (a row whose window is 0 to 0): the
+  certificate is not asked again before a back-off as long as the failures have lasted (at
+  least :data:`BACKOFF_MIN`, at most :data:`~lecentral.acme.client.RETRY_AFTER_MAX`; RFC 9773
+  §4.3.3), so that a CA that does not know 100,000 certificates (or is down) is not asked
+  100,000 times every run;
 - the renew sweep (:func:`lecentral.store.facts.ari_settled`) skips in SQL the rows whose
-  cached window is fresh and whose ARI due time has not come.
+  cached window is fresh and whose ARI due time has not come, and those backing off (their
+  renewal window decides, as for a CA without ARI).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UTC = datetime.UTC
+#: the shortest wait after a failed renewalInfo request before the certificate is asked again
+BACKOFF_MIN = 3600
 
 
 class Known:
@@ -76,10 +83,11 @@ class AriReaders:
         self.stop = stop
         #: row name -> the window settled for it (None: none to go by)
         self.known: dict[str, RenewalWindow | None] = {}
-        #: how many windows were asked of a CA, and how many came from the cache (for tests
-        #: and the log)
+        #: how many windows were asked of a CA, how many came from the cache, and how many
+        #: were not asked because their last request failed recently (for tests and the log)
         self.asked = 0
         self.cached = 0
+        self.backing_off = 0
 
     def for_row(self, row: CertRow) -> RenewalInfoReader | Known | None:
         """What gives ``row``'s window: the one settled for it, else the reader of the CA that
@@ -108,7 +116,7 @@ class AriReaders:
         """Find the windows of ``wanted`` (rows whose decision asks for one, with their parsed
         certificate): fresh cached ones as they are, the others asked, ``ARI_WORKERS`` at a
         time per CA, and stored. Warnings in the order of ``wanted``, each kind once."""
-        from lecentral.acme.client import ari_cert_id
+        from lecentral.acme.client import NotAsked, ari_cert_id
 
         by_reader: dict[int, tuple[RenewalInfoReader, list[tuple[CertRow, Certificate, str]]]] = {}
         problems: dict[str, int] = {}
@@ -132,10 +140,14 @@ class AriReaders:
         for reader, items in by_reader.values():
             ask: list[tuple[CertRow, Certificate, str]] = []
             for row, cert, cert_id in items:
-                window = usable(cache.get(row.name), cert_id, cert.fingerprint, now)
+                stored = cache.get(row.name)
+                window = usable(stored, cert_id, cert.fingerprint, now)
                 if window is not None:
                     self.known[row.name] = window
                     self.cached += 1
+                elif backing_off(stored, cert_id, cert.fingerprint, now):
+                    self.known[row.name] = None  # the renewal window decides, as last time
+                    self.backing_off += 1
                 else:
                     ask.append((row, cert, cert_id))
             answers = reader.ask_many([(row.crt or b"", cert_id) for row, _, cert_id in ask],
@@ -147,12 +159,15 @@ class AriReaders:
                     self.known[row.name] = None
                     if answer is not None:
                         _count(problems, answer)
+                    if isinstance(answer, str) and not isinstance(answer, NotAsked):
+                        save.append(_failed(row.name, cert_id, cert.fingerprint,
+                                            cache.get(row.name), fetched))
                     continue
                 self.known[row.name] = answer.window
                 save.append(_stored(row.name, cert_id, cert.fingerprint, answer.window,
                                     fetched, fetched + answer.retry_after))
-        log.debug("renewal windows: %d kept in the database, %d asked of the CAs", self.cached,
-                  self.asked)
+        log.debug("renewal windows: %d kept in the database, %d asked of the CAs, %d not "
+                  "asked after a recent failure", self.cached, self.asked, self.backing_off)
         for message, count in problems.items():
             log.warning("%s%s", message, f" ({count} certificates)" if count > 1 else "")
         if save and self.store is not None:
@@ -194,6 +209,49 @@ def _stored(name: str, cert_id: str, fingerprint: str, window: RenewalWindow, fe
                         window_start=start, window_end=end,
                         due_at=ari_due_at(start, end, fingerprint), explanation=explanation,
                         ts_fetched=fetched, ts_retry=retry)
+
+
+def _failed(name: str, cert_id: str, fingerprint: str, stored: AriWindowRow | None,
+            now: int) -> AriWindowRow:
+    """The failure row stored after a failed request at ``now``: ``ts_fetched`` is when the
+    failures began (kept from ``stored`` if that was a failure of the same certificate), the
+    retry time ``now`` plus as long as they have lasted, at least :data:`BACKOFF_MIN`, at most
+    :data:`~lecentral.acme.client.RETRY_AFTER_MAX` (a failure of a day: asked once a day)."""
+    from lecentral.acme.client import RETRY_AFTER_MAX
+    from lecentral.store.rows import AriWindowRow
+
+    began = now
+    if (_is_failure(stored) and stored is not None and stored.ari_cert_id == cert_id
+            and stored.fingerprint == fingerprint and stored.ts_fetched <= now):
+        began = stored.ts_fetched
+    wait = max(BACKOFF_MIN, min(RETRY_AFTER_MAX, now - began))
+    return AriWindowRow(name=name, ari_cert_id=cert_id, fingerprint=fingerprint, window_start=0,
+                        window_end=0, due_at=0, explanation=None, ts_fetched=began,
+                        ts_retry=now + wait)
+
+
+def _is_failure(stored: AriWindowRow | None) -> bool:
+    """True for a stored failure row (:func:`_failed`) with values of the right types."""
+    if stored is None:
+        return False
+    numbers = (stored.window_start, stored.window_end, stored.due_at, stored.ts_fetched,
+               stored.ts_retry)
+    return (all(type(n) is int for n in numbers)
+            and stored.window_start == stored.window_end == stored.due_at == 0)
+
+
+def backing_off(stored: AriWindowRow | None, cert_id: str, fingerprint: str, now: int) -> bool:
+    """True if the last request for this certificate (``cert_id``, ``fingerprint``) failed and
+    its retry time has not come: it is not asked this run (the renewal window decides). A
+    row from the database that does not check out (another certificate, a retry time more
+    than :data:`~lecentral.acme.client.RETRY_AFTER_MAX` ahead) is asked again."""
+    from lecentral.acme.client import RETRY_AFTER_MAX
+
+    if not _is_failure(stored) or stored is None:
+        return False
+    return bool(stored.ari_cert_id == cert_id and stored.fingerprint == fingerprint
+                and stored.ts_fetched <= now + 60
+                and now < stored.ts_retry <= now + RETRY_AFTER_MAX)
 
 
 def usable(stored: AriWindowRow | None, cert_id: str, fingerprint: str,

@@ -243,16 +243,21 @@ def ari_settled(now: int, ari: AriSweep) -> ColumnElement[bool]:
     """True in SQL when a row's ARI window cannot make it due at ``now`` without asking the CA:
     its CA (the recorded issuing CA, else the first) offers no renewal information, or the
     window cached for its certificate (``lecentral_ari_windows``) is fresh (before its retry
-    time, the certificate's fingerprint the facts' one) and its due time has not come. Only
+    time, the certificate's fingerprint the facts' one) and its due time has not come, or its
+    last request failed and its back-off has not passed (a window of 0 to 0). Only
     with :func:`recorded` true: then the facts' fingerprint is the stored ``crt``'s."""
     a, f = ari_windows.c, cert_facts.c
     ca = func.coalesce(cert_settings.c.issuer_ca, ari.first)
     later = now + MARGIN
-    fresh = and_(a.name.is_not(None), a.fingerprint == f.fingerprint, a.ts_retry > now,
-                 a.ts_retry <= now + RETRY_MAX, a.window_start < a.window_end,
+    known = and_(a.name.is_not(None), a.fingerprint == f.fingerprint, a.ts_retry > now,
+                 a.ts_retry <= now + RETRY_MAX)
+    fresh = and_(known, a.window_start < a.window_end,
                  a.window_start <= a.due_at, a.due_at <= a.window_end, a.due_at > later)
-    settled: ColumnElement[bool] = (or_(ca.not_in(ari.offering), fresh) if ari.offering
-                                    else true())
+    # the last request failed and its back-off has not passed: the renewal window decides
+    # (lecentral/renew/ari.py: the failure row's window is 0 to 0)
+    failed = and_(known, a.window_start == 0, a.window_end == 0, a.due_at == 0)
+    settled: ColumnElement[bool] = (or_(ca.not_in(ari.offering), fresh, failed)
+                                    if ari.offering else true())
     return settled
 
 
