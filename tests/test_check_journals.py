@@ -165,6 +165,38 @@ def test_records_stored_as_leftovers_are_not_counted_twice(fleet: Fleet) -> None
     assert "journal_records=1;;;0" in data["perfdata"] and "leftovers=1;;;0" in data["perfdata"]
 
 
+def journal_samples(fleet: Fleet) -> dict[str, float]:
+    """The challenge-journal samples of ``lecentral metrics`` (checked by promtool)."""
+    from test_metrics import promtool_check, samples
+
+    result = fleet.run("metrics")
+    assert result.exit_code == 0, result.output
+    data = result.stdout.encode()
+    promtool_check(data)
+    return {k: v for k, v in samples(data).items() if k.startswith("lecentral_challenge_j")}
+
+
+def test_metrics_tell_what_check_tells_of_the_journals(fleet: Fleet) -> None:
+    """``lecentral metrics`` reads the journals as check does, changing nothing: the records a
+    killed renew left (less those stored as leftovers), the journals the renew job refuses, and
+    that it could read them (a Prometheus-only site sees what NRPE sees)."""
+    directory = journal_dir(fleet)
+    assert journal_samples(fleet) == {"lecentral_challenge_journals_readable": 1.0,
+                                      "lecentral_challenge_journal_records": 0.0,
+                                      "lecentral_challenge_journals_refused": 0.0}
+    entry = _add(A, "stored-value")
+    _write(directory / DEAD, [entry, _add(B, "only-noted"), _add(B, "also-noted")])
+    fields = {k: entry[k] for k in journal.ADD_FIELDS[DNS_TXT]}
+    fleet.store.add_leftover(Leftover(DNS_TXT, A, entry["fqdn"], fields, "SERVFAIL"),
+                             fleet.now - 60)
+    _write(directory / "challenges-999999998-1.jsonl", [_add(B, "torn")], tail="")
+    untouched = fingerprint(directory)
+    assert journal_samples(fleet) == {"lecentral_challenge_journals_readable": 1.0,
+                                      "lecentral_challenge_journal_records": 2.0,
+                                      "lecentral_challenge_journals_refused": 1.0}
+    assert fingerprint(directory) == untouched
+
+
 def test_a_named_check_counts_only_its_records(fleet: Fleet) -> None:
     """``check NAME``: the journal's records of NAME only; a refused journal is left to the
     fleet-wide check (it names no certificate one can trust)."""
@@ -264,6 +296,13 @@ def test_a_monitoring_user_that_cannot_read_the_journals_gets_a_warning(fleet: F
                                  "--clear-groups", LECENTRAL, "--config", str(config), "doctor",
                                  "--no-dns", "--json"], cwd=shared, capture_output=True,
                                 text=True, timeout=120, check=False)
+        metrics = subprocess.run([SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                                  "--clear-groups", LECENTRAL, "--config", str(config),
+                                  "metrics"], cwd=shared, capture_output=True, text=True,
+                                 timeout=120, check=False)
+        assert metrics.returncode == 0 and metrics.stderr == "", metrics.stderr
+        assert "\nlecentral_challenge_journals_readable 0.0\n" in metrics.stdout
+        assert "\nlecentral_challenge_journal_records " not in metrics.stdout  # not known: no 0
         assert doctor.returncode == 1 and "Traceback" not in doctor.stderr, doctor.stderr
         (found,) = [f for f in json.loads(doctor.stdout)["findings"] if f["check"] == "journal"]
         assert found["level"] == "warning" and found["message"] == (

@@ -115,8 +115,9 @@ def metrics(app: App, textfile: str | None) -> None:
     Per certificate: expiry, failures, last attempt, state; per target (host entry or probed
     endpoint): current or not, state, installed and served expiry, last report; targets still
     reporting a name no row has (unclaimed); per run: last success, duration, exit code; the
-    renew timer; challenge records left behind. Run it from the lecentral-metrics timer
-    (contrib/systemd) a few times an hour.
+    renew timer; challenge records left behind, and the challenge journals (records a killed
+    renew left, journals it refuses, whether they could be read). Run it from the
+    lecentral-metrics timer (contrib/systemd) a few times an hour, as the renew job's user.
 
     Exit status: 0 written, 4 database unreachable (the file is left as it was: the
     textfile collector's node_textfile_mtime_seconds then shows its age), 2 configuration error,
@@ -127,6 +128,7 @@ def metrics(app: App, textfile: str | None) -> None:
     from lecentral.fleet.nagios import lifetimes
     from lecentral.fleet.spool import MetricsPass, spool_fits, write_spooled
     from lecentral.fleet.watch import bulk, load_view
+    from lecentral.journal import survey
 
     now = now_ts()
     with bulk(), MetricsPass() as spooled:
@@ -135,11 +137,12 @@ def metrics(app: App, textfile: str | None) -> None:
         fleet, view = load_view(app.store(), app.config, now, split=True, listing=True,
                                 taker=spooled)
         leftovers = app.store().leftovers()
+        journals = survey(app.config.renew.state_dir, leftovers)
         split = fleet.last_snapshot.split
         fill: Callable[[Callable[[str], object]], None]
         if split is not None and spool_fits(view, spooled, split.listed):
             def fill(write: Callable[[str], object]) -> None:
-                write_spooled(write, view, leftovers, spooled)
+                write_spooled(write, view, leftovers, spooled, journals)
         else:  # as before: the whole split view, held
             spooled.close()
             fleet, view = load_view(app.store(), app.config, now, split=True, listing=True)
@@ -148,7 +151,7 @@ def metrics(app: App, textfile: str | None) -> None:
 
             def fill(write: Callable[[str], object]) -> None:
                 write_exposition(write, view, leftovers, lives, fleet.current_targets(),
-                                 truths)
+                                 truths, journals=journals)
 
         if textfile is None:
             out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n",

@@ -30,6 +30,7 @@ from lecentral.fleet.model import (
 from lecentral.fleet.states import _int
 
 if TYPE_CHECKING:
+    from lecentral.journal import JournalSurvey
     from lecentral.leftovers import Leftover
 
 log = logging.getLogger(__name__)
@@ -96,13 +97,16 @@ def _shown(view: FleetView) -> tuple[list[CertFleet], list[CertFleet]]:
 def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover],
                      lifetimes: Mapping[str, int] | None = None,
                      current: Iterable[tuple[str, str]] = (),
-                     expiries: Mapping[str, tuple[int, int | None]] | None = None) -> None:
+                     expiries: Mapping[str, tuple[int, int | None]] | None = None,
+                     journals: JournalSurvey | None = None) -> None:
     """The Prometheus text format of ``view``, written piece by piece through ``write``.
 
     ``current``: (name, target) of the agent targets a split view only counted
     (:mod:`lecentral.fleet.current`), streamed from the database into
     ``lecentral_deployment_current``; ``expiries``: the crt's (notAfter, lifetime) of the
-    certificates whose ``ts_expire`` is not their crt's notAfter (:func:`crt_expiries`).
+    certificates whose ``ts_expire`` is not their crt's notAfter (:func:`crt_expiries`);
+    ``journals``: what the challenge journals of ``[renew] state_dir`` hold
+    (:func:`lecentral.journal.survey`; None: not looked at, no journal family).
     """
     lifetimes = lifetimes or {}
     truths = expiries or {}
@@ -142,7 +146,7 @@ def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover
                 chunk.clear()
         write("".join(chunk))
 
-    _write_the_rest(write, view, shown, managed, leftovers, listed)
+    _write_the_rest(write, view, shown, managed, leftovers, listed, journals=journals)
 
 
 #: the per-certificate families (name, HELP), in the document's order
@@ -201,10 +205,12 @@ SPOOLED_CURRENT = len(PER_CERT_DOCS)
 
 def _write_the_rest(write: Write, view: FleetView, shown: Sequence[CertFleet],
                     managed: Sequence[CertFleet], leftovers: Sequence[Leftover],
-                    listed: Callable[[set[tuple[str, str]]], None], taken: int = 0) -> None:
+                    listed: Callable[[set[tuple[str, str]]], None], taken: int = 0,
+                    journals: JournalSurvey | None = None) -> None:
     """The families after the per-certificate ones; ``listed`` writes the current targets a
     split view counted (given the agent targets already written); ``taken``: current
-    certificates not in ``view`` (:mod:`lecentral.fleet.spool`)."""
+    certificates not in ``view`` (:mod:`lecentral.fleet.spool`); ``journals``: as
+    :func:`write_exposition` takes it."""
     go = _go
     # Sparse families: a target that is current serves the database's certificate, whose
     # values are above already; only the others get a series (100,000 names × 3 hosts would
@@ -305,9 +311,33 @@ def _write_the_rest(write: Write, view: FleetView, shown: Sequence[CertFleet],
     _family(write, "lecentral_challenge_leftovers",
             "Challenge records (TXT, webroot files) left behind by failed cleanups.")
     write(f"lecentral_challenge_leftovers {go(len(leftovers))}\n")
+    if journals is not None:
+        _write_journals(write, journals)
     _family(write, "lecentral_metrics_generated_timestamp_seconds",
             "When lecentral metrics computed these values.")
     write(f"lecentral_metrics_generated_timestamp_seconds {go(view.now)}\n")
+
+
+def _write_journals(write: Write, journals: JournalSurvey) -> None:
+    """What ``lecentral check`` says of the challenge journals (``journal-left``,
+    ``journal-refused``, ``journal-unreadable``): the records a killed renew process left
+    noted, the journals the renew job refuses, and whether they could be read at all (run as
+    another user than the renew job's, they cannot: then no record count, not a 0)."""
+    go = _go
+    _family(write, "lecentral_challenge_journals_readable",
+            "1 if lecentral metrics could read the challenge journals of [renew] state_dir, 0 if "
+            "not (run as another user than the renew job's: lecentral_challenge_journal_records "
+            "is then absent).")
+    write(f"lecentral_challenge_journals_readable {go(0 if journals.unreadable else 1)}\n")
+    if journals.unreadable is None:
+        _family(write, "lecentral_challenge_journal_records",
+                "Challenge records a renew process killed mid-pass added and did not remove, "
+                "noted in its journal (the next lecentral renew removes them).")
+        write(f"lecentral_challenge_journal_records {go(journals.records)}\n")
+    _family(write, "lecentral_challenge_journals_refused",
+            "Challenge journals the renew job does not trust: it removes nothing they name and "
+            "alerts at every run (lecentral check says why).")
+    write(f"lecentral_challenge_journals_refused {go(len(journals.refused))}\n")
 
 
 def _write_unclaimed(write: Write, view: FleetView) -> None:
@@ -341,10 +371,11 @@ def _write_unclaimed(write: Write, view: FleetView) -> None:
 
 def exposition(view: FleetView, leftovers: Sequence[Leftover],
                lifetimes: Mapping[str, int] | None = None,
-               current: Iterable[tuple[str, str]] = ()) -> bytes:
+               current: Iterable[tuple[str, str]] = (),
+               journals: JournalSurvey | None = None) -> bytes:
     """The Prometheus text format of ``view``, whole (for stdout and the tests)."""
     out = io.StringIO()
-    write_exposition(out.write, view, leftovers, lifetimes, current)
+    write_exposition(out.write, view, leftovers, lifetimes, current, journals=journals)
     return out.getvalue().encode("utf-8")
 
 

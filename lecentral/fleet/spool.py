@@ -53,6 +53,7 @@ from lecentral.fleet.states import _int
 
 if TYPE_CHECKING:
     from lecentral.fleet.model import FleetView
+    from lecentral.journal import JournalSurvey
     from lecentral.leftovers import Leftover
 
 #: the spooled families, in the document's order (the per-certificate ones, then the current
@@ -246,7 +247,7 @@ def spool_fits(view: FleetView, spooled: MetricsPass,
 
 
 def write_spooled(write: Write, view: FleetView, leftovers: Sequence[Leftover],
-                  spooled: MetricsPass) -> None:
+                  spooled: MetricsPass, journals: JournalSurvey | None = None) -> None:
     """The document :func:`write_exposition` writes for the whole split view (with listing),
     from ``view`` (the rows ``spooled`` held, judged) and the samples it spooled for every row
     (:mod:`lecentral.fleet.spool`); only where :func:`spool_fits`."""
@@ -258,7 +259,7 @@ def write_spooled(write: Write, view: FleetView, leftovers: Sequence[Leftover],
     def listed(_: set[tuple[str, str]]) -> None:
         spooled.copy(SPOOLED_CURRENT, write)
 
-    _write_the_rest(write, view, shown, managed, leftovers, listed, spooled.taken)
+    _write_the_rest(write, view, shown, managed, leftovers, listed, spooled.taken, journals)
 
 
 def discard(f: IO[Any]) -> None:
