@@ -123,6 +123,35 @@ def test_split_view_judges_as_the_full_view(fleet: Fleet, scan_above: int,
         "web2 (b.split.example.test)": "unreachable", "web4 (b.split.example.test)": CURRENT}
 
 
+def test_a_crt_changed_by_hand_after_the_sweep_is_not_taken_from_the_facts(
+        fleet: Fleet) -> None:
+    """The facts' fingerprint stands for the crt only while the database's checksum of the
+    row is the recorded one (SQLite too: its registered function): a crt emptied by hand
+    after the sweep is no certificate, and one replaced by another of the same length (a
+    fingerprint the facts do not hold) is the new one's, in the split view as in the full."""
+    from sqlalchemy import update
+
+    from lecentral.store.schema import certs
+
+    world(fleet)
+    g_old = fleet.store.get(G).crt
+    assert g_old is not None
+    for _ in range(50):  # (an ECDSA signature's length varies)
+        g_new = fleet.cert(G, days=90, age=1)
+        if len(g_new.pem) == len(g_old):
+            break
+    assert len(g_new.pem) == len(g_old)
+    with fleet.store.transaction("editing by hand") as conn:
+        conn.execute(update(certs).where(certs.c.name == F).values(crt=None))
+        conn.execute(update(certs).where(certs.c.name == G).values(crt=g_new.pem))
+    full, split, _ = views(fleet)
+    by_name = {c.name: c for c in split.certs}
+    assert by_name[F].fingerprint is None and by_name[F].current_targets == 0
+    assert by_name[G].fingerprint == g_new.fingerprint and by_name[G].current_targets == 0
+    for whole, part in zip(full.certs, split.certs, strict=True):
+        assert (part.fingerprint, part.state) == (whole.fingerprint, whole.state), whole.name
+
+
 def test_check_and_metrics_say_what_the_full_view_says(fleet: Fleet) -> None:
     world(fleet)
     full, _, _ = views(fleet)
