@@ -422,21 +422,28 @@ def test_a_window_is_asked_again_after_its_retry_time(world: World) -> None:
     assert ari_asked(world.ca) == 2
 
 
-def test_a_new_certificate_needs_a_new_answer(world: World) -> None:
-    """download_cert.pl (or any writer) stores another certificate: the cached window is for the
-    old one (another ARI certID): the next run asks for the new one, whatever the retry time."""
+def store_another_certificate(world: World) -> bytes:
+    """Another certificate for ari0 written into its row as download_cert.pl would (the stand-in
+    CA knows its window); returns it."""
     from sqlalchemy import update
 
     from lecentral.certificates import md5_ca
     from lecentral.store.schema import certs
 
-    world.run()
     row, crt = issued_row(59, "ari0.example.test")
     world.ca.windows[ari_cert_id(crt)] = window(20, 25)
     with world.store.engine.begin() as conn:
         conn.execute(update(certs).values(crt=crt, ca=row.ca, md5_ca=md5_ca(row.ca),
                                           ts_expire=row.ts_expire, md5_modulus=row.md5_modulus,
                                           csr=row.csr))
+    return crt
+
+
+def test_a_new_certificate_needs_a_new_answer(world: World) -> None:
+    """download_cert.pl (or any writer) stores another certificate: the cached window is for the
+    old one (another ARI certID): the next run asks for the new one, whatever the retry time."""
+    world.run()
+    crt = store_another_certificate(world)
     report = world.run()
     assert [(o.name, o.status) for o in report.final] == [("ari0.example.test", "not-due")]
     assert world.ca.requests[-1] == f"/ari/{ari_cert_id(crt)}"
@@ -516,20 +523,10 @@ def test_failures_back_off_as_long_as_they_lasted_until_an_answer_replaces_them(
 def test_a_failure_of_the_previous_certificate_does_not_hold_the_new_one(world: World) -> None:
     """The failure row is for the certificate that was asked about: once another one is
     stored, it is asked at the next run, back-off or not."""
-    from sqlalchemy import update
-
-    from lecentral.certificates import md5_ca
-    from lecentral.store.schema import certs
-
     world.ca.fail = True
     world.run()
     world.ca.fail = False
-    row, crt = issued_row(59, "ari0.example.test")
-    world.ca.windows[ari_cert_id(crt)] = window(20, 25)
-    with world.store.engine.begin() as conn:
-        conn.execute(update(certs).values(crt=crt, ca=row.ca, md5_ca=md5_ca(row.ca),
-                                          ts_expire=row.ts_expire, md5_modulus=row.md5_modulus,
-                                          csr=row.csr))
+    crt = store_another_certificate(world)
     world.run()
     assert world.ca.requests[-1] == f"/ari/{ari_cert_id(crt)}"
     assert stored_windows(world.store)["ari0.example.test"]["window_end"] > now_ts()
