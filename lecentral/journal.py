@@ -449,6 +449,8 @@ def survey(state_dir: str, stored: Iterable[Leftover]) -> JournalSurvey:
         try:
             left = read_left(path, owner)
         except LecentralError as exc:
+            if not os.path.lexists(path):
+                continue  # removed since it was listed (the renew that cleaned it up): gone
             found.refused.append(str(exc))
             continue
         records = [r for r in left.records if record_key(r) not in covered]

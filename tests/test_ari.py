@@ -494,30 +494,38 @@ def test_a_failed_request_backs_off_and_the_renewal_window_decides(
 def test_failures_back_off_as_long_as_they_lasted_until_an_answer_replaces_them(
         world: World) -> None:
     """The back-off grows with the failures: asked again after it, a certificate whose
-    requests have failed for three hours waits three hours more, one failing for days a day
-    (at most); the first answer replaces the failure row with the window and its
-    Retry-After."""
+    requests have failed for three hours waits three hours more, one failing for days six
+    hours (at most: as often as a CA that sends no Retry-After is asked); a failure row whose
+    back-off ended long ago (ARI off meanwhile) starts afresh (an hour); the first answer
+    replaces the failure row with the window and its Retry-After."""
+    from lecentral.renew.ari import BACKOFF_MAX, BACKOFF_MIN
+
     world.ca.fail = True
     world.run()
     assert ari_asked(world.ca) == 1
-    began = stored_windows(world.store)["ari0.example.test"]["ts_fetched"]
-    for lasted, wait in ((3 * 3600, 3 * 3600), (5 * 86400, 86400)):
-        age_windows(world.store, ts_fetched=began - lasted, ts_retry=now_ts() - 1)
-        before = now_ts()
+    for lasted, retried, wait in ((3 * 3600, 1, 3 * 3600), (5 * 86400, 1, BACKOFF_MAX),
+                                  (30 * 86400, 7 * 86400, BACKOFF_MIN)):
+        began = now_ts() - lasted
+        age_windows(world.store, ts_fetched=began, ts_retry=now_ts() - retried)
         world.run()
         stored = stored_windows(world.store)["ari0.example.test"]
-        assert stored["ts_fetched"] == began - lasted  # when the failures began
-        assert before + wait <= stored["ts_retry"] <= now_ts() + wait + 1
-    assert ari_asked(world.ca) == 3
+        assert stored["ts_retry"] - stored["ts_fetched"] >= wait
+        if retried == 1:  # the failures went on: since when is kept
+            assert stored["ts_fetched"] == began
+            assert stored["ts_retry"] - now_ts() in range(wait - 60, wait + 1)
+        else:
+            assert stored["ts_fetched"] >= now_ts() - 60
+            assert stored["ts_retry"] == stored["ts_fetched"] + wait
+    assert ari_asked(world.ca) == 4
     world.ca.fail = False
     age_windows(world.store, ts_retry=now_ts() - 1)
     world.run()
-    assert ari_asked(world.ca) == 4
+    assert ari_asked(world.ca) == 5
     stored = stored_windows(world.store)["ari0.example.test"]
     assert stored["window_start"] < stored["due_at"] < stored["window_end"]
-    assert stored["ts_retry"] == stored["ts_fetched"] + 21600 and stored["ts_fetched"] >= began
+    assert stored["ts_retry"] == stored["ts_fetched"] + 21600
     world.run()
-    assert ari_asked(world.ca) == 4
+    assert ari_asked(world.ca) == 5
 
 
 def test_a_failure_of_the_previous_certificate_does_not_hold_the_new_one(world: World) -> None:

@@ -197,6 +197,26 @@ def test_metrics_tell_what_check_tells_of_the_journals(fleet: Fleet) -> None:
     assert fingerprint(directory) == untouched
 
 
+def test_a_journal_removed_while_it_is_read_is_gone_not_refused(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A renew run removes a journal it cleaned up between check's (or metrics') listing of
+    the directory and its opening of the file: that journal is gone, not refused (no CRITICAL,
+    no refused sample for nothing). The race is made certain by removing the file just before
+    the real read (the one part staged here)."""
+    directory = journal_dir(fleet)
+    _write(directory / DEAD, [_add(A, "cleaned")])
+    real = journal.read_left
+
+    def removed_first(path: Path, owner: int | None = None) -> Any:
+        path.unlink()
+        return real(path, owner)
+
+    monkeypatch.setattr(journal, "read_left", removed_first)
+    data = fleet.check_json()
+    assert data["status"] == "OK" and data["problems"] == [], data
+    assert "journal_records=0;;;0" in data["perfdata"]
+
+
 def test_a_named_check_counts_only_its_records(fleet: Fleet) -> None:
     """``check NAME``: the journal's records of NAME only; a refused journal is left to the
     fleet-wide check (it names no certificate one can trust)."""

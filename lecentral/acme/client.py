@@ -403,6 +403,10 @@ def ari_cert_id(crt_pem: bytes) -> str:
 #: again within a second, or not for years, is not followed); seconds
 RETRY_AFTER_MIN = 60
 RETRY_AFTER_MAX = 86400
+#: when the CA sends no Retry-After, or one that is neither a number of seconds nor a date
+RETRY_AFTER_DEFAULT = 6 * 3600
+#: renewal-information requests in flight at once per CA (one HTTP session each)
+ARI_WORKERS = 8
 
 
 class NotAsked(str):
@@ -410,10 +414,7 @@ class NotAsked(str):
     run stopping): no failure of the CA's."""
 
     __slots__ = ()
-#: when the CA sends no Retry-After, or one that is neither a number of seconds nor a date
-RETRY_AFTER_DEFAULT = 6 * 3600
-#: renewal-information requests in flight at once per CA (one HTTP session each)
-ARI_WORKERS = 8
+
 
 
 def retry_after_seconds(value: str | None, now: float) -> int:

@@ -16,9 +16,10 @@ the other, every run. Now:
   does not parse) makes the renewal window decide for that certificate this run, with a
   warning, as without ARI, and is stored as a *failure* (a row whose window is 0 to 0): the
   certificate is not asked again before a back-off as long as the failures have lasted (at
-  least :data:`BACKOFF_MIN`, at most :data:`~lecentral.acme.client.RETRY_AFTER_MAX`; RFC 9773
-  §4.3.3), so that a CA that does not know 100,000 certificates (or is down) is not asked
-  100,000 times every run;
+  least :data:`BACKOFF_MIN`, at most :data:`BACKOFF_MAX`, the interval a CA that sends no
+  Retry-After gets; RFC 9773 §4.3.3), so that a CA that does not know 100,000 certificates
+  (or is down) is not asked more often than a healthy one, and a window it moved into the
+  past meanwhile is seen within six hours of its recovery;
 - the renew sweep (:func:`lecentral.store.facts.ari_settled`) skips in SQL the rows whose
   cached window is fresh and whose ARI due time has not come, and those backing off (their
   renewal window decides, as for a CA without ARI).
@@ -45,8 +46,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UTC = datetime.UTC
-#: the shortest wait after a failed renewalInfo request before the certificate is asked again
+#: the shortest and the longest wait after a failed renewalInfo request before the
+#: certificate is asked again (the longest: lecentral.acme.client.RETRY_AFTER_DEFAULT)
 BACKOFF_MIN = 3600
+BACKOFF_MAX = 6 * 3600
 
 
 class Known:
@@ -166,8 +169,12 @@ class AriReaders:
                 self.known[row.name] = answer.window
                 save.append(_stored(row.name, cert_id, cert.fingerprint, answer.window,
                                     fetched, fetched + answer.retry_after))
-        log.debug("renewal windows: %d kept in the database, %d asked of the CAs, %d not "
-                  "asked after a recent failure", self.cached, self.asked, self.backing_off)
+        log.debug("renewal windows: %d kept in the database, %d asked of the CAs",
+                  self.cached, self.asked)
+        if self.backing_off:
+            log.info("renewal windows of %d certificate(s) not asked: their last request "
+                     "failed, asked again after a back-off (at most %d h); the renewal window "
+                     "(renew.before) decides meanwhile", self.backing_off, BACKOFF_MAX // 3600)
         for message, count in problems.items():
             log.warning("%s%s", message, f" ({count} certificates)" if count > 1 else "")
         if save and self.store is not None:
@@ -214,17 +221,19 @@ def _stored(name: str, cert_id: str, fingerprint: str, window: RenewalWindow, fe
 def _failed(name: str, cert_id: str, fingerprint: str, stored: AriWindowRow | None,
             now: int) -> AriWindowRow:
     """The failure row stored after a failed request at ``now``: ``ts_fetched`` is when the
-    failures began (kept from ``stored`` if that was a failure of the same certificate), the
-    retry time ``now`` plus as long as they have lasted, at least :data:`BACKOFF_MIN`, at most
-    :data:`~lecentral.acme.client.RETRY_AFTER_MAX` (a failure of a day: asked once a day)."""
-    from lecentral.acme.client import RETRY_AFTER_MAX
+    failures began (kept from ``stored`` if that was a failure of the same certificate whose
+    back-off ended less than :data:`BACKOFF_MAX` ago: the failures went on; an older one, of
+    a time ARI was off or the certificate disabled, starts afresh), the retry time ``now``
+    plus as long as they have lasted, at least :data:`BACKOFF_MIN`, at most
+    :data:`BACKOFF_MAX`."""
     from lecentral.store.rows import AriWindowRow
 
     began = now
     if (_is_failure(stored) and stored is not None and stored.ari_cert_id == cert_id
-            and stored.fingerprint == fingerprint and stored.ts_fetched <= now):
+            and stored.fingerprint == fingerprint and stored.ts_fetched <= now
+            and stored.ts_retry > now - BACKOFF_MAX):
         began = stored.ts_fetched
-    wait = max(BACKOFF_MIN, min(RETRY_AFTER_MAX, now - began))
+    wait = max(BACKOFF_MIN, min(BACKOFF_MAX, now - began))
     return AriWindowRow(name=name, ari_cert_id=cert_id, fingerprint=fingerprint, window_start=0,
                         window_end=0, due_at=0, explanation=None, ts_fetched=began,
                         ts_retry=now + wait)
@@ -244,7 +253,9 @@ def backing_off(stored: AriWindowRow | None, cert_id: str, fingerprint: str, now
     """True if the last request for this certificate (``cert_id``, ``fingerprint``) failed and
     its retry time has not come: it is not asked this run (the renewal window decides). A
     row from the database that does not check out (another certificate, a retry time more
-    than :data:`~lecentral.acme.client.RETRY_AFTER_MAX` ahead) is asked again."""
+    than :data:`~lecentral.acme.client.RETRY_AFTER_MAX` ahead: a day, far above
+    :data:`BACKOFF_MAX`, so that another central host's clock a little ahead does not
+    matter) is asked again."""
     from lecentral.acme.client import RETRY_AFTER_MAX
 
     if not _is_failure(stored) or stored is None:
