@@ -116,7 +116,12 @@ def pem_fingerprint(pem: bytes | str | None) -> str | None:
     reads it, not a crash of every fleet command."""
     if not pem:
         return None
-    data = pem.encode("utf-8", "surrogateescape") if isinstance(pem, str) else bytes(pem)
+    if isinstance(pem, str):
+        data = pem.encode("utf-8", "surrogateescape")
+    elif isinstance(pem, (bytes, bytearray, memoryview)):
+        data = bytes(pem)
+    else:  # a number SQLite was given by hand (bytes(10**9) would be a gigabyte of zeros)
+        return None
     start = data.find(_BEGIN)
     end = data.find(_END, start)
     if start < 0 or end < 0:

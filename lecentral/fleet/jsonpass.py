@@ -16,7 +16,7 @@ from typing import Any
 
 from lecentral.fleet.current import SEP
 from lecentral.fleet.onepass import OnePass
-from lecentral.fleet.states import _int
+from lecentral.fleet.states import _count, _int
 
 
 class JsonPass(OnePass):
@@ -35,7 +35,7 @@ class JsonPass(OnePass):
         return (f',{{"name":{_string(name)},"enabled":true,"fingerprint":{_string(fp)},'
                 f'"ts_expire":{"null" if expire is None else expire},'
                 f'"ts_last_update":{"null" if update is None else update},'
-                f'"count_fail_update":{int(fails or 0)},"state":"current",'
+                f'"count_fail_update":{fails if type(fails) is int else _count(fails)},"state":"current",'
                 f'"targets":[{targets.replace(SEP, ",")}]}}')
 
     def write(self, write: Callable[[str], object], held: Iterable[str]) -> None:

@@ -49,7 +49,7 @@ from lecentral.fleet.metrics import (
     _write_the_rest,
     crt_expiry,
 )
-from lecentral.fleet.states import _int
+from lecentral.fleet.states import _count, _int
 
 if TYPE_CHECKING:
     from lecentral.fleet.model import FleetView
@@ -139,7 +139,7 @@ class MetricsPass:
             expire = _int(expire)
         if not (type(update) is int and update):
             update = _int(update)
-        fails = int(fails or 0)
+        fails = fails if type(fails) is int else _count(fails)
         parts = self._parts
         esc = name if _plain_label(name) else _esc(name)
         if enabled:

@@ -225,7 +225,7 @@ def compute(snapshot: Snapshot, settings: FleetSettings, now: int,
             name=str(row["name"]), enabled=enabled, fingerprint=row["fingerprint"],
             ts_expire=expire if type(expire) is int and expire else _int(expire),
             ts_last_update=update if type(update) is int and update else _int(update),
-            count_fail_update=int(fails or 0), targets=targets, state=state,
+            count_fail_update=_count(fails), targets=targets, state=state,
             current_targets=current))
     renew_state, renew_detail = _timer(snapshot, settings, now)
     reports = sorted(
@@ -240,6 +240,12 @@ def compute(snapshot: Snapshot, settings: FleetSettings, now: int,
                      renew_detail=renew_detail, runs=snapshot.runs,
                      split=snapshot.split is not None, plain_ok=snapshot.plain_ok,
                      unclaimed=unclaimed, unclaimed_reports=reports)
+
+
+def _count(value: Any) -> int:
+    """``count_fail_update`` as the views show it: anything not an integer (SQLite keeps what
+    it is given; check tells the row's problem) counts as 0, never a crash of every view."""
+    return _int(value) or 0
 
 
 def _int(value: Any) -> int | None:
