@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from monitor_world import Fleet
 from sqlalchemy import text
-from test_metrics import promtool_check
+from test_metrics import promtool_check, samples
 
 A, B = "a.odd.example.test", "b.odd.example.test"
 
@@ -62,3 +62,25 @@ def test_an_odd_value_in_one_row_leaves_the_fleet_shown(fleet: Fleet, value: str
     assert metrics.exit_code == 0, metrics.output
     promtool_check(metrics.stdout.encode())
     assert f'lecentral_certificate_failures{{name="{B}"}} 0.0' in metrics.stdout
+    # the pass's samples (B taken, A held) are the full view's
+    got, want = samples(metrics.stdout.encode()), full_exposition(fleet)
+    for found in (got, want):
+        found.pop("lecentral_metrics_generated_timestamp_seconds")
+    assert got == want
+
+
+def full_exposition(fleet: Fleet) -> dict[str, float]:
+    """The samples of the fleet judged whole in Python (no split, no pass)."""
+    from lecentral.certificates import now_ts
+    from lecentral.config import CentralConfig
+    from lecentral.fleet.metrics import exposition
+    from lecentral.fleet.model import FleetSettings
+    from lecentral.fleet.nagios import lifetimes
+    from lecentral.fleet.states import compute
+    from lecentral.journal import survey
+
+    full = compute(fleet.fleet.snapshot(), FleetSettings(), now_ts(), fleet.fleet)
+    leftovers = fleet.store.leftovers()
+    journals = survey(CentralConfig().renew.state_dir, leftovers)
+    return samples(exposition(full, leftovers, lifetimes(fleet.fleet, full.certs),
+                              journals=journals))

@@ -6,6 +6,7 @@ run still covers, an unreachable service, all on SQLite, MariaDB and PostgreSQL.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,16 @@ def test_a_crt_changed_by_hand_after_the_sweep_is_not_taken_from_the_facts(
     assert by_name[G].fingerprint == g_new.fingerprint and by_name[G].current_targets == 0
     for whole, part in zip(full.certs, split.certs, strict=True):
         assert (part.fingerprint, part.state) == (whole.fingerprint, whole.state), whole.name
+    # the one-pass commands (their own rule for sending the crt) say the same
+    listed = json.loads(fleet.run("fleet", "--json").stdout)["certs"]
+    shown = {c["name"]: (c["fingerprint"], c["state"]) for c in listed}
+    assert shown == {c.name: (c.fingerprint, c.state) for c in full.certs}
+    metrics = fleet.run("metrics")
+    assert metrics.exit_code == 0, metrics.output
+    current = [line for line in metrics.stdout.splitlines()
+               if line.startswith("lecentral_deployment_current{") and line.endswith(" 1.0")]
+    assert current and not [line for line in current
+                            if f'name="{F}"' in line or f'name="{G}"' in line]
 
 
 def test_check_and_metrics_say_what_the_full_view_says(fleet: Fleet) -> None:

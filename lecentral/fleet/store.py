@@ -385,12 +385,11 @@ class FleetStore:
                      facts.sum_sql(self.store.dialect) == f.blobs_sum)
         sent = fresh
         if taker is not None:  # and where the lifetime is the crt's (lifetimes())
+            # (on SQLite a text in these INTEGER columns is no number, its affinity made the
+            # numbers' texts numbers: as a text sorts above every number, a text ts_last_update
+            # sends the crt, and a text ts_expire is no expiry, whose lifetime is not asked)
             sent = and_(fresh, func.coalesce(c.count_fail_update, 0) == 0,
                         c.ts_last_update > 1, c.ts_last_update < c.ts_expire)
-            if self.store.dialect == "sqlite":  # which compares a text above every number
-                sent = and_(sent, func.typeof(c.ts_last_update) == "integer",
-                            func.typeof(c.ts_expire) == "integer",
-                            func.typeof(c.count_fail_update).in_(["integer", "null"]))
         crt = case((sent, None), else_=func.coalesce(c.crt, literal(b"", LargeBinary))
                    ).label("crt")
         cached = f.fingerprint.label("cached_fp")
