@@ -231,6 +231,13 @@ class Store(ABC):
         store that keeps none has none (every window is asked of the CA)."""
         return {}
 
+    def ari_failing(self, began_before: int, asked_after: int) -> tuple[int, int | None]:
+        """(how many, since when the first) enabled certificates whose renewal-information
+        requests have failed since before ``began_before`` and still failed at a request after
+        ``asked_after`` (``lecentral check``: ``ari-failing``); a store that keeps no ARI
+        windows knows of none."""
+        return 0, None
+
     def save_ari_windows(self, windows: builtins.list[AriWindowRow]) -> None:
         """Replace the cached ARI windows of these names (a cache: a store may keep none). A
         row whose window is 0 to 0 is a failed request's back-off (lecentral/renew/ari.py)."""

@@ -528,6 +528,66 @@ def test_failures_back_off_as_long_as_they_lasted_until_an_answer_replaces_them(
     assert ari_asked(world.ca) == 5
 
 
+def _monitor(world: World, tmp_path: Path, ari: bool = True) -> tuple[dict[str, Any], str]:
+    """``lecentral check --json`` and ``lecentral metrics`` on the world's database."""
+    from click.testing import CliRunner
+
+    from lecentral.cli.central import main
+
+    toml = tmp_path / "monitor.toml"
+    toml.write_text(f'[database]\nurl = "{world.store.url}"\n'
+                    f'[renew]\nari = {"true" if ari else "false"}\n'
+                    f'state_dir = "{tmp_path}/state"\n')
+    check = CliRunner().invoke(main, ["--config", str(toml), "check", "--json"])
+    metrics = CliRunner().invoke(main, ["--config", str(toml), "metrics"])
+    assert metrics.exit_code == 0, metrics.output
+    return json.loads(check.stdout), metrics.stdout
+
+
+def test_check_and_metrics_tell_requests_failing_for_a_day(world: World, tmp_path: Path) -> None:
+    """A failure of an hour is the back-off's business; failures lasting more than a day are
+    a WARNING of check (``ari-failing``, fleet-wide, perfdata ``ari_failing``) and
+    ``lecentral_ari_failing_certificates`` (rule LecentralAriFailing): the renewal time
+    decides meanwhile and a renewal the CA moves earlier is not seen. Not counted: a disabled
+    certificate, a failure no request has seen for a day (ARI turned off, the CA gone from the
+    config), and nothing at all with ``[renew] ari`` off."""
+    from sqlalchemy import update
+
+    from lecentral.store.schema import certs
+
+    world.ca.fail = True
+    world.run()
+    data, text = _monitor(world, tmp_path)
+    assert [p for p in data["problems"] if p["kind"] == "ari-failing"] == []
+    assert "ari_failing=0;;;0" in data["perfdata"]
+    assert "\nlecentral_ari_failing_certificates 0.0\n" in text
+
+    now = now_ts()
+    age_windows(world.store, ts_fetched=now - 2 * 86400 - 600, ts_retry=now + 3600)
+    data, text = _monitor(world, tmp_path)
+    (problem,) = [p for p in data["problems"] if p["kind"] == "ari-failing"]
+    assert problem["severity"] == "WARNING" and problem["name"] is None
+    assert problem["text"].startswith("renewal information (ARI): the requests for 1 "
+                                      "certificate(s) have failed for more than a day (the "
+                                      "first since 2.0d ago)")
+    assert "ari_failing=1;;;0" in data["perfdata"]
+    assert "\nlecentral_ari_failing_certificates 1.0\n" in text
+
+    data, text = _monitor(world, tmp_path, ari=False)
+    assert not [p for p in data["problems"] if p["kind"] == "ari-failing"]
+    assert not [p for p in data["perfdata"] if p.startswith("ari_failing=")]
+    assert "lecentral_ari_failing_certificates" not in text
+
+    age_windows(world.store, ts_fetched=now - 9 * 86400, ts_retry=now - 2 * 86400)
+    data, _ = _monitor(world, tmp_path)
+    assert "ari_failing=0;;;0" in data["perfdata"]
+    age_windows(world.store, ts_fetched=now - 2 * 86400, ts_retry=now + 3600)
+    with world.store.engine.begin() as conn:
+        conn.execute(update(certs).values(enable="N"))
+    data, _ = _monitor(world, tmp_path)
+    assert "ari_failing=0;;;0" in data["perfdata"]
+
+
 def test_a_failure_of_the_previous_certificate_does_not_hold_the_new_one(world: World) -> None:
     """The failure row is for the certificate that was asked about: once another one is
     stored, it is asked at the next run, back-off or not."""

@@ -83,4 +83,4 @@ def full_exposition(fleet: Fleet) -> dict[str, float]:
     leftovers = fleet.store.leftovers()
     journals = survey(CentralConfig().renew.state_dir, leftovers)
     return samples(exposition(full, leftovers, lifetimes(fleet.fleet, full.certs),
-                              journals=journals))
+                              journals=journals, ari_failing=(0, None)))

@@ -50,7 +50,8 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
               refuse; an enabled name still without a certificate; stale, silent or
               unreachable targets; no renew run ever recorded; challenge records left behind,
               or noted in the journal of a renew process killed mid-pass; journals this
-              user cannot read (run check as the renew job's user, or root).
+              user cannot read (run check as the renew job's user, or root); renewal
+              information (ARI) requests failing for more than a day.
 
     Thresholds default to a fraction of each certificate's own lifetime, so one command suits
     90-, 45- and 6-day certificates. The renew timer is checked only without NAME. Perfdata:
@@ -96,11 +97,22 @@ def check(app: App, names: tuple[str, ...], warning_days: float | None,
                               expiries=crt_expiries(fleet.last_snapshot.certs),
                               leftovers=leftovers, names=names,
                               max_failures=app.config.renew.max_failures,
-                              journals=survey(app.config.renew.state_dir, leftovers))
+                              journals=survey(app.config.renew.state_dir, leftovers),
+                              ari_failing=ari_failing(app, now))
             result = evaluate(data, thresholds)
     except Exception as exc:  # noqa: BLE001 - a plugin answers UNKNOWN, never a traceback
         result = unknown("LECENTRAL", f"cannot check: {describe_error(exc, secrets)}")
     emit(result, max_lines, json_out)
+
+
+def ari_failing(app: App, now: int) -> tuple[int, int | None] | None:
+    """What ``check`` and ``metrics`` tell of the failing renewal-information requests (None
+    with ``[renew] ari`` off)."""
+    from lecentral.store.facts import ari_failing_bounds
+
+    if not app.config.renew.ari:
+        return None
+    return app.store().ari_failing(*ari_failing_bounds(now))
 
 
 @click.command()
@@ -116,7 +128,8 @@ def metrics(app: App, textfile: str | None) -> None:
     endpoint): current or not, state, installed and served expiry, last report; targets still
     reporting a name no row has (unclaimed); per run: last success, duration, exit code; the
     renew timer; challenge records left behind, and the challenge journals (records a killed
-    renew left, journals it refuses, whether they could be read). Run it from the
+    renew left, journals it refuses, whether they could be read); certificates whose ARI
+    requests have failed for a day. Run it from the
     lecentral-metrics timer (contrib/systemd) a few times an hour, as the renew job's user.
 
     Exit status: 0 written, 4 database unreachable (the file is left as it was: the
@@ -138,11 +151,12 @@ def metrics(app: App, textfile: str | None) -> None:
                                 taker=spooled)
         leftovers = app.store().leftovers()
         journals = survey(app.config.renew.state_dir, leftovers)
+        failing = ari_failing(app, now)
         split = fleet.last_snapshot.split
         fill: Callable[[Callable[[str], object]], None]
         if split is not None and spool_fits(view, spooled, split.listed):
             def fill(write: Callable[[str], object]) -> None:
-                write_spooled(write, view, leftovers, spooled, journals)
+                write_spooled(write, view, leftovers, spooled, journals, failing)
         else:  # as before: the whole split view, held
             spooled.close()
             fleet, view = load_view(app.store(), app.config, now, split=True, listing=True)
@@ -151,7 +165,7 @@ def metrics(app: App, textfile: str | None) -> None:
 
             def fill(write: Callable[[str], object]) -> None:
                 write_exposition(write, view, leftovers, lives, fleet.current_targets(),
-                                 truths, journals=journals)
+                                 truths, journals=journals, ari_failing=failing)
 
         if textfile is None:
             out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n",

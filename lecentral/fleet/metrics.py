@@ -98,7 +98,8 @@ def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover
                      lifetimes: Mapping[str, int] | None = None,
                      current: Iterable[tuple[str, str]] = (),
                      expiries: Mapping[str, tuple[int, int | None]] | None = None,
-                     journals: JournalSurvey | None = None) -> None:
+                     journals: JournalSurvey | None = None,
+                     ari_failing: tuple[int, int | None] | None = None) -> None:
     """The Prometheus text format of ``view``, written piece by piece through ``write``.
 
     ``current``: (name, target) of the agent targets a split view only counted
@@ -106,7 +107,9 @@ def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover
     ``lecentral_deployment_current``; ``expiries``: the crt's (notAfter, lifetime) of the
     certificates whose ``ts_expire`` is not their crt's notAfter (:func:`crt_expiries`);
     ``journals``: what the challenge journals of ``[renew] state_dir`` hold
-    (:func:`lecentral.journal.survey`; None: not looked at, no journal family).
+    (:func:`lecentral.journal.survey`; None: not looked at, no journal family);
+    ``ari_failing``: the certificates whose renewal-information requests have failed for a
+    day (:meth:`lecentral.interfaces.Store.ari_failing`; None: ARI off, no family).
     """
     lifetimes = lifetimes or {}
     truths = expiries or {}
@@ -146,7 +149,8 @@ def write_exposition(write: Write, view: FleetView, leftovers: Sequence[Leftover
                 chunk.clear()
         write("".join(chunk))
 
-    _write_the_rest(write, view, shown, managed, leftovers, listed, journals=journals)
+    _write_the_rest(write, view, shown, managed, leftovers, listed, journals=journals,
+                    ari_failing=ari_failing)
 
 
 #: the per-certificate families (name, HELP), in the document's order
@@ -206,11 +210,12 @@ SPOOLED_CURRENT = len(PER_CERT_DOCS)
 def _write_the_rest(write: Write, view: FleetView, shown: Sequence[CertFleet],
                     managed: Sequence[CertFleet], leftovers: Sequence[Leftover],
                     listed: Callable[[set[tuple[str, str]]], None], taken: int = 0,
-                    journals: JournalSurvey | None = None) -> None:
+                    journals: JournalSurvey | None = None,
+                    ari_failing: tuple[int, int | None] | None = None) -> None:
     """The families after the per-certificate ones; ``listed`` writes the current targets a
     split view counted (given the agent targets already written); ``taken``: current
-    certificates not in ``view`` (:mod:`lecentral.fleet.spool`); ``journals``: as
-    :func:`write_exposition` takes it."""
+    certificates not in ``view`` (:mod:`lecentral.fleet.spool`); ``journals``,
+    ``ari_failing``: as :func:`write_exposition` takes them."""
     go = _go
     # Sparse families: a target that is current serves the database's certificate, whose
     # values are above already; only the others get a series (100,000 names × 3 hosts would
@@ -313,6 +318,12 @@ def _write_the_rest(write: Write, view: FleetView, shown: Sequence[CertFleet],
     write(f"lecentral_challenge_leftovers {go(len(leftovers))}\n")
     if journals is not None:
         _write_journals(write, journals)
+    if ari_failing is not None:
+        _family(write, "lecentral_ari_failing_certificates",
+                "Enabled certificates whose renewal-information (ARI) requests have failed for "
+                "more than a day: their renewal time decides, a renewal the CA moves earlier "
+                "is not seen (absent with [renew] ari off).")
+        write(f"lecentral_ari_failing_certificates {go(ari_failing[0])}\n")
     _family(write, "lecentral_metrics_generated_timestamp_seconds",
             "When lecentral metrics computed these values.")
     write(f"lecentral_metrics_generated_timestamp_seconds {go(view.now)}\n")
@@ -372,10 +383,12 @@ def _write_unclaimed(write: Write, view: FleetView) -> None:
 def exposition(view: FleetView, leftovers: Sequence[Leftover],
                lifetimes: Mapping[str, int] | None = None,
                current: Iterable[tuple[str, str]] = (),
-               journals: JournalSurvey | None = None) -> bytes:
+               journals: JournalSurvey | None = None,
+               ari_failing: tuple[int, int | None] | None = None) -> bytes:
     """The Prometheus text format of ``view``, whole (for stdout and the tests)."""
     out = io.StringIO()
-    write_exposition(out.write, view, leftovers, lifetimes, current, journals=journals)
+    write_exposition(out.write, view, leftovers, lifetimes, current, journals=journals,
+                     ari_failing=ari_failing)
     return out.getvalue().encode("utf-8")
 
 

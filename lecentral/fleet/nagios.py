@@ -78,6 +78,8 @@ JOURNAL_LEFT = "journal-left"
 JOURNAL_REFUSED = "journal-refused"
 #: this user cannot read the journals (the directory is the renew job's user's, mode 700)
 JOURNAL_UNREADABLE = "journal-unreadable"
+#: renewal-information (ARI) requests have failed for a day or more (lecentral/renew/ari.py)
+ARI_FAILING = "ari-failing"
 ENTRY_ERROR = "entry-error"  # lecentral-install check: an entry the agent cannot handle
 NOT_INSTALLED = "not-installed"  # lecentral-install check: nothing installed yet
 SEVERITY: dict[str, int] = {
@@ -100,6 +102,7 @@ SEVERITY: dict[str, int] = {
     UNCLAIMED: WARNING,
     JOURNAL_LEFT: WARNING,
     JOURNAL_UNREADABLE: WARNING,
+    ARI_FAILING: WARNING,
     ENTRY_ERROR: WARNING,
     NOT_INSTALLED: WARNING,
 }
@@ -314,6 +317,9 @@ class CheckInput:
     #: (notAfter, lifetime) of the crt where ``ts_expire`` is not (or does not tell) its
     #: notAfter, by name (:func:`lecentral.fleet.metrics.crt_expiries`): the crt's expiry counts
     expiries: Mapping[str, tuple[int, int | None]] = field(default_factory=dict)
+    #: (how many, since when the first) enabled certificates whose renewal-information
+    #: requests have failed for a day or more (None: ARI off, not looked at)
+    ari_failing: tuple[int, int | None] | None = None
 
 
 def unclaimed_detail(name: str) -> str:
@@ -395,6 +401,14 @@ def evaluate(data: CheckInput, thresholds: Thresholds) -> CheckResult:
     if not data.names and view.renew_state in SEVERITY:
         problems.append(Problem(view.renew_state, None, f"renew timer: {view.renew_detail}"))
     journal_records = _journal_problems(data.journals, wanted, now, problems)
+    if not data.names and data.ari_failing is not None and data.ari_failing[0]:
+        count, since = data.ari_failing
+        problems.append(Problem(ARI_FAILING, None, (
+            f"renewal information (ARI): the requests for {count} certificate(s) have failed "
+            f"for more than a day (the first since {days(now - (since or now))} ago): their "
+            "renewal time (renew.before) decides, and a renewal the CA moves earlier (a "
+            "revocation) is not seen; the renew job's warnings say why (docs/renew.md, ARI "
+            "windows)")))
     alerting = sum(1 for c in view.certs for t in c.targets if t.state in SEVERITY)
     leftovers = sum(1 for p in problems if p.kind == LEFTOVER)
     failing = sum(1 for c in view.certs if c.enabled and c.count_fail_update >= FAILURES_WARNING)
@@ -410,6 +424,8 @@ def evaluate(data: CheckInput, thresholds: Thresholds) -> CheckResult:
     ]
     if journal_records is not None:
         aggregate.append(perf("journal_records", journal_records, "", None, None, 0))
+    if data.ari_failing is not None and not data.names:
+        aggregate.append(perf("ari_failing", data.ari_failing[0], "", None, None, 0))
     if soonest is not None:
         fixed = thresholds.warning_days is not None and thresholds.critical_days is not None
         aggregate.append(perf("min_days_left", round(soonest[0] / DAY, 2), "",

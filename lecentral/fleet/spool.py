@@ -247,7 +247,8 @@ def spool_fits(view: FleetView, spooled: MetricsPass,
 
 
 def write_spooled(write: Write, view: FleetView, leftovers: Sequence[Leftover],
-                  spooled: MetricsPass, journals: JournalSurvey | None = None) -> None:
+                  spooled: MetricsPass, journals: JournalSurvey | None = None,
+                  ari_failing: tuple[int, int | None] | None = None) -> None:
     """The document :func:`write_exposition` writes for the whole split view (with listing),
     from ``view`` (the rows ``spooled`` held, judged) and the samples it spooled for every row
     (:mod:`lecentral.fleet.spool`); only where :func:`spool_fits`."""
@@ -259,7 +260,8 @@ def write_spooled(write: Write, view: FleetView, leftovers: Sequence[Leftover],
     def listed(_: set[tuple[str, str]]) -> None:
         spooled.copy(SPOOLED_CURRENT, write)
 
-    _write_the_rest(write, view, shown, managed, leftovers, listed, spooled.taken, journals)
+    _write_the_rest(write, view, shown, managed, leftovers, listed, spooled.taken, journals,
+                    ari_failing)
 
 
 def discard(f: IO[Any]) -> None:

@@ -75,6 +75,9 @@ MARGIN = 2
 #: the longest a cached ARI window is trusted after it was asked (RFC 9773 §4.3: a day; the
 #: same bound as lecentral.acme.client.RETRY_AFTER_MAX, which bounds what is written)
 RETRY_MAX = 86400
+#: renewal-information requests failing this long are a problem ``lecentral check`` and
+#: ``lecentral metrics`` tell (:func:`ari_failing_bounds`)
+ARI_FAILING_AFTER = 86400
 #: what :func:`derive` records in ``state``; only ``ok`` lets a sweep (and ``list``) skip parsing
 STATES = ("ok", "bad", "invalid", "none", "odd-name")
 
@@ -259,6 +262,15 @@ def ari_settled(now: int, ari: AriSweep) -> ColumnElement[bool]:
     settled: ColumnElement[bool] = (or_(ca.not_in(ari.offering), fresh, failed)
                                     if ari.offering else true())
     return settled
+
+
+def ari_failing_bounds(now: int) -> tuple[int, int]:
+    """(began before, asked after) of the certificates whose renewal-information requests are
+    failing for :data:`ARI_FAILING_AFTER` (:meth:`lecentral.interfaces.Store.ari_failing`; the
+    failure rows of lecentral/renew/ari.py): failures that began more than that ago and were
+    seen again at a request since (the row of a certificate no longer asked, ARI turned off
+    or the certificate disabled, soon stops counting)."""
+    return now - ARI_FAILING_AFTER, now - ARI_FAILING_AFTER
 
 
 def sweep_query(dialect: str, renew: RenewConfig, now: int,

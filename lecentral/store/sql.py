@@ -496,6 +496,22 @@ class SqlStore(Store):
                     found[str(raw["name"])] = AriWindowRow(**dict(raw))
         return found
 
+    def ari_failing(self, began_before: int, asked_after: int) -> tuple[int, int | None]:
+        """(how many, since when the first) enabled rows whose renewal-information requests
+        have failed since before ``began_before`` and were still failing at a request after
+        ``asked_after``: the failure rows of lecentral/renew/ari.py (a window of 0 to 0; their
+        ``ts_fetched`` is when the failures began, their ``ts_retry`` the last failure's time
+        plus its back-off)."""
+        a, c = ari_windows.c, certs.c
+        query = (select(func.count(), func.min(a.ts_fetched))
+                 .select_from(ari_windows.join(certs, c.name == a.name))
+                 .where(a.window_start == 0, a.window_end == 0, a.due_at == 0,
+                        a.ts_fetched < began_before, a.ts_retry > asked_after,
+                        func.upper(c.enable) == "Y"))
+        with self.transaction("reading the failing renewal-information requests") as conn:
+            count, first = conn.execute(query).one()
+        return int(count or 0), (int(first) if count and first is not None else None)
+
     def save_ari_windows(self, windows: builtins.list[AriWindowRow]) -> None:
         if not windows:
             return
