@@ -679,6 +679,10 @@ def test_the_sweep_skips_rows_with_a_fresh_window(ari_ca: AriCa, tmp_path: Path,
     assert fourth.unchanged == 4 and ari_asked(ari_ca) == 7
     fifth = found.run()
     assert fifth.unchanged == 5 and fifth.final == [] and ari_asked(ari_ca) == 7
+    # what check and metrics ask of the failures (here: every failure, however recent)
+    began = stored_windows(found.store)["ari1.example.test"]["ts_fetched"]
+    assert found.store.ari_failing(now_ts() + 10, now_ts() - 86400) == (1, began)
+    assert found.store.ari_failing(began, now_ts() - 86400) == (0, None)
     found.store.close()
 
 
