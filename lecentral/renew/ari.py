@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from lecentral.certificates import now_ts
 from lecentral.errors import LecentralError
@@ -229,7 +229,7 @@ def _failed(name: str, cert_id: str, fingerprint: str, stored: AriWindowRow | No
     from lecentral.store.rows import AriWindowRow
 
     began = now
-    if (_is_failure(stored) and stored is not None and stored.ari_cert_id == cert_id
+    if (_is_failure(stored) and stored.ari_cert_id == cert_id
             and stored.fingerprint == fingerprint and stored.ts_fetched <= now
             and stored.ts_retry > now - BACKOFF_MAX):
         began = stored.ts_fetched
@@ -239,7 +239,7 @@ def _failed(name: str, cert_id: str, fingerprint: str, stored: AriWindowRow | No
                         ts_retry=now + wait)
 
 
-def _is_failure(stored: AriWindowRow | None) -> bool:
+def _is_failure(stored: AriWindowRow | None) -> TypeGuard[AriWindowRow]:
     """True for a stored failure row (:func:`_failed`) with values of the right types."""
     if stored is None:
         return False
@@ -258,7 +258,7 @@ def backing_off(stored: AriWindowRow | None, cert_id: str, fingerprint: str, now
     matter) is asked again."""
     from lecentral.acme.client import RETRY_AFTER_MAX
 
-    if not _is_failure(stored) or stored is None:
+    if not _is_failure(stored):
         return False
     return bool(stored.ari_cert_id == cert_id and stored.fingerprint == fingerprint
                 and stored.ts_fetched <= now + 60
