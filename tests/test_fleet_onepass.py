@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 from monitor_world import Fleet
-from test_fleet_split import OK, orphan_world, plain_world, upper_world, world
+from test_fleet_split import (
+    OK,
+    escaped_world,
+    orphan_world,
+    plain_world,
+    separator_world,
+    upper_world,
+    world,
+)
 from test_metrics import promtool_check
 from test_store_sqlite_errors import fill, tmpfs
 
@@ -100,8 +108,10 @@ class _Taken:
         monkeypatch.setattr(onepass.OnePass, "close", one_close)
 
 
-@pytest.mark.parametrize("made", [world, plain_world, upper_world, odd_world, orphan_world],
-                         ids=["world", "plainly-ok", "upper-case", "odd", "orphans"])
+@pytest.mark.parametrize("made", [world, plain_world, upper_world, odd_world, orphan_world,
+                                  escaped_world, separator_world],
+                         ids=["world", "plainly-ok", "upper-case", "odd", "orphans", "escaped",
+                              "separators"])
 def test_one_pass_writes_the_bytes_of_the_held_view(frozen: Fleet, made: Any,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     fleet = frozen
@@ -113,6 +123,8 @@ def test_one_pass_writes_the_bytes_of_the_held_view(frozen: Fleet, made: Any,
         assert passed == held, args
         if made in (plain_world, odd_world):  # the plainly current ones were not held
             assert spied.taken >= len(OK) - 2, args
+        elif made is escaped_world:  # and those whose targets' values need escaping
+            assert spied.taken >= len(OK) - 2 + 4, args
         elif made is upper_world:  # a row filed under a taken name: given up
             assert spied.taken == 0, args
         if args == ("metrics",):
@@ -225,6 +237,69 @@ def test_a_plan_through_another_index_is_not_trusted(tmp_path: Path) -> None:
         assert not reads_in_key_order(conn, select(d.name))  # a scan
         assert not reads_in_key_order(conn, select(d.host).where(d.name > "x"))  # a range
     store.close()
+
+
+def _raw(host: str, entry: str, installed_not_after: int | None, served_fp: str | None,
+         served_not_after: int | None, url: str | None, error: str | None,
+         ts_served: int | None, ts: int, result: str, db_user: str | None) -> str:
+    """A target's values as Split.target_json has MariaDB and PostgreSQL write them."""
+    def text(v: str | None) -> str:
+        return "" if v is None else "=" + v
+
+    def number(v: int | None) -> str:
+        return "" if v is None else str(v)
+
+    return "\x1c".join((host, entry, number(installed_not_after), "1" if served_fp else "0",
+                         number(served_not_after), text(url), text(error), number(ts_served),
+                         number(ts), text(result), text(db_user)))
+
+
+@pytest.mark.parametrize("values", [
+    ("web1", "www", 1800000000, "FP", 1800000000, "tls://web1:443", None, 1790000000,
+     1790000001, "up-to-date", None),
+    ("web1", "www", None, None, None, None, None, None, 1790000001, "", ""),
+    ("web1", "www", 5, "FP", -7, "", "", 0, 0, "installed", "agent@web1"),
+    ('q"uote', "back\\slash", 1, "FP", 2, 'say "hi"', "", 3, 4, "up\u2013to-date",
+     "caf\u00e9"),
+    ("tab\there", "nul\x00", 1, None, 2, None, None, 3, 4, "bell\x07", None),
+    ("web1", "www", -1, "FP", -2, "u", None, -3, -4, "r", None),
+], ids=["served", "nulls-and-empties", "edges", "escaped", "control", "negative"])
+def test_python_writes_a_targets_json_as_the_full_view(values: tuple[Any, ...]) -> None:
+    """Where the database sends a current target's values (MariaDB, PostgreSQL), Python
+    writes the bytes the full view's document holds for it (cert_json through json.dumps,
+    compact, non-ASCII escaped), alone and in a certificate's list of targets."""
+    import json
+
+    from lecentral.cli.fleet import _current_json
+
+    fp = "ab" * 32
+    (host, entry, installed_not_after, served_fp, served_not_after, url, error, ts_served,
+     ts, result, db_user) = values
+    served_fp = fp if served_fp else served_fp
+    row = ("name", host, entry, fp, installed_not_after, served_fp, served_not_after, url,
+           error, ts_served, ts, result, db_user)
+    want = json.dumps(_current_json(row), separators=(",", ":"))
+    raw = _raw(host, entry, installed_not_after, served_fp, served_not_after, url, error,
+               ts_served, ts, result, db_user)
+    assert jsonpass.target_text(fp, raw) == want
+    plain = _raw("web9", "x", 1, fp, 1, "u", None, 1, 1, "r", None)
+    plain_json = jsonpass.target_text(fp, plain)
+    assert jsonpass.targets_text(fp, f"{plain}\x1f{raw}\x1f{plain}") == (
+        f"{plain_json},{want},{plain_json}")
+
+
+def test_target_values_not_as_the_database_writes_them_are_not_written() -> None:
+    """A separator in a value (an extra field), a number that is not one, a text without its
+    ``=``: None (the row is held, its targets read as rows), never a wrong JSON."""
+    good = _raw("web1", "www", 1, "FP", 2, "u", None, 3, 4, "r", None)
+    fp = "ab" * 32
+    assert jsonpass.target_text(fp, good) is not None
+    fields = good.split("\x1c")
+    for i, bad in ((1, "w\x1cw"), (2, "1.5"), (2, "x"), (3, "2"), (8, ""), (8, "+4"),
+                   (9, "r"), (9, ""), (5, "u"), (10, "x")):
+        changed = "\x1c".join([*fields[:i], bad, *fields[i + 1:]])
+        assert jsonpass.target_text(fp, changed) is None, (i, bad)
+        assert jsonpass.targets_text(fp, good + "\x1f" + changed) is None, (i, bad)
 
 
 def test_targets_out_of_order_are_held() -> None:

@@ -315,8 +315,33 @@ def test_reports_of_a_removed_certificate_are_loud(fleet: Fleet) -> None:
     assert list(document)[-1] == "certs"
 
 
-@pytest.mark.parametrize("made", [world, plain_world, upper_world, orphan_world],
-                         ids=["world", "plainly-ok", "upper-case", "orphans"])
+def escaped_world(fleet: Fleet, entries: tuple[tuple[str, str, dict[str, str]], ...] = (
+        ('q"uote', "e\\n", {}), ("caf\u00e9", "\u00fcber", {}),
+        ("web1", "tab\there", {"result": "up\u2013to-date"}),
+        ("web1", "gs\x1din", {"served_error": ""}))) -> None:
+    """:func:`plain_world` and plainly current certificates whose targets' values need
+    escaping in JSON (a quote, a backslash, text outside ASCII, control characters) or are
+    empty rather than NULL."""
+    plain_world(fleet)
+    for i, (host, entry, kw) in enumerate(entries):
+        name = f"esc{i}.split.example.test"
+        cert = fleet.issue(name, age=3)
+        fleet.report(host, name, cert, cert, entry=entry, **kw)
+        fleet.report("web2", name, cert, None)
+    fleet.store.record_facts(fleet.store.sweep(RenewConfig(), fleet.now).rows)
+
+
+def separator_world(fleet: Fleet) -> None:
+    """:func:`escaped_world` with the separators the database puts between a target's values
+    (on MariaDB and PostgreSQL: the row is held, its targets read as rows) and between targets
+    (the pass gives up) in a target's entry."""
+    escaped_world(fleet, (("web1", "fs\x1cin", {}), ("web1", "sep\x1fin", {})))
+
+
+@pytest.mark.parametrize("made", [world, plain_world, upper_world, orphan_world, escaped_world,
+                                  separator_world],
+                         ids=["world", "plainly-ok", "upper-case", "orphans", "escaped",
+                              "separators"])
 def test_fleet_json_lists_what_the_full_view_lists(fleet: Fleet, made: Any) -> None:
     """``fleet --json`` and ``--problems --json`` read the split view, judge the certificates
     with both kinds of targets again in full and read the counted ones as rows (``--problems``:

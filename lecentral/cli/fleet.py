@@ -215,9 +215,9 @@ def _head(view: FleetView) -> str:
 def _print_view_json(view: FleetView, certs: list[CertFleet], store: FleetStore) -> None:
     """The ``--json`` document, one certificate at a time (not one string of 100 MB): the same
     document as ``print_json(view_json(view, certs), compact=True)`` of the full view: the
-    targets a split view only counted are written by the database, 1,000 certificates at a
-    time (on MariaDB and PostgreSQL with spaces after ``:`` and ``,``; values outside ASCII as
-    UTF-8, not as \\u escapes)."""
+    targets a split view only counted are read 1,000 certificates at a time, their JSON
+    written by the database on SQLite (values outside ASCII as UTF-8, not as \\u escapes),
+    by :func:`lecentral.fleet.jsonpass.target_text` from their values elsewhere."""
     import sys
 
     out = sys.stdout
@@ -239,15 +239,19 @@ def _cert_texts(certs: list[CertFleet], store: FleetStore) -> Iterator[str]:
     for start in range(0, len(certs), 1000):
         chunk = certs[start:start + 1000]
         wanted = [c.name for c in chunk if c.current_targets]
-        # the database writes the JSON of the counted targets itself: one string per target,
-        # not 13 values decoded in Python (after a full snapshot: none, the rows are read)
+        # the database writes the counted targets itself (their JSON, or their values): one
+        # string per target, not 13 values decoded in Python (after a full snapshot: none,
+        # the rows are read)
         texts: dict[str, list[str]] = {}
         counted: dict[str, list[dict[str, Any]]] = {}
         made = store.current_json(wanted) if wanted else None
         if made is not None:
-            for name, text in made:
-                texts.setdefault(str(name), []).append(str(text))
-        elif wanted:
+            written = _made_texts(made, chunk, store)
+            if written is None:  # values Python cannot write as they came: their rows read
+                made = None
+            else:
+                texts = written
+        if made is None and wanted:
             for row in store.current_rows(wanted):
                 counted.setdefault(str(row[0]), []).append(_current_json(row))
         for cert in chunk:
@@ -267,6 +271,28 @@ def _cert_texts(certs: list[CertFleet], store: FleetStore) -> Iterator[str]:
             else:
                 data["targets"] = counted[cert.name]
                 yield dumps(data)
+
+
+def _made_texts(made: list[Any], chunk: list[CertFleet], store: FleetStore
+                ) -> dict[str, list[str]] | None:
+    """The JSON of the counted targets per certificate name, from what the database wrote
+    of them (:meth:`FleetStore.current_json`: their JSON, or their values whose JSON Python
+    writes); None if some values are not as the database writes them."""
+    from lecentral.fleet.jsonpass import target_text
+
+    texts: dict[str, list[str]] = {}
+    raw = store.last_snapshot.split is not None and store.last_snapshot.split.raw_targets
+    fingerprints = {c.name: c.fingerprint for c in chunk} if raw else {}
+    for name, made_text in made:
+        text = str(made_text)
+        if raw:
+            fp = fingerprints.get(str(name))
+            found = target_text(fp, text) if fp else None
+            if found is None:
+                return None
+            text = found
+        texts.setdefault(str(name), []).append(text)
+    return texts
 
 
 def _print_json_in_one_pass(app: App) -> bool:

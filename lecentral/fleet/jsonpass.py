@@ -1,20 +1,21 @@
 """``lecentral fleet --json`` in one pass over ``certs``: the document streamed, nothing held
 per certificate (:mod:`lecentral.fleet.onepass`).
 
-A plainly current row is written into the spool as ``cert_json`` writes it, with its targets'
-JSON written by the database in the same statement (:meth:`lecentral.fleet.current.Split.
-counts_column` with ``json``): the same text :meth:`~lecentral.fleet.current.Split.current_json`
-reads. The held rows' JSON is written at their places: the file is copied up to the point
+A plainly current row is written into the spool as ``cert_json`` writes it, with its targets
+as the database wrote them in the same statement (:meth:`lecentral.fleet.current.Split.
+counts_column` with ``json``): on SQLite their JSON, elsewhere their values, whose JSON
+:func:`target_text` writes, as ``cert_json`` would. The held rows' JSON is written at their places: the file is copied up to the point
 where a held row came in the pass, then the held row.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from lecentral.fleet.current import SEP
+from lecentral.fleet.current import FS, RAW_FIELDS, SEP
 from lecentral.fleet.onepass import OnePass
 from lecentral.fleet.states import _count, _int
 
@@ -32,11 +33,17 @@ class JsonPass(OnePass):
             expire = _int(expire)
         if not (type(update) is int and update):
             update = _int(update)
+        if self._split.raw_targets:
+            listed = targets_text(fp, targets)
+            if listed is None:
+                return None
+        else:
+            listed = targets.replace(SEP, ",")
         return (f',{{"name":{_string(name)},"enabled":true,"fingerprint":{_string(fp)},'
                 f'"ts_expire":{"null" if expire is None else expire},'
                 f'"ts_last_update":{"null" if update is None else update},'
                 f'"count_fail_update":{fails if type(fails) is int else _count(fails)},"state":"current",'
-                f'"targets":[{targets.replace(SEP, ",")}]}}')
+                f'"targets":[{listed}]}}')
 
     def write(self, write: Callable[[str], object], held: Iterable[str]) -> None:
         """The certificates of the document (after its ``"certs":[``), joined by commas:
@@ -64,3 +71,114 @@ def _string(value: str) -> str:
     if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
         return f'"{value}"'
     return json.dumps(value)
+
+
+#: what a plain value (written between quotes as it is) does not hold: JSON escapes these
+_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+#: the same in a list of targets' values (:data:`FS` and :data:`SEP` between them)
+_ESCAPED_LISTED = re.compile(r'["\\\x00-\x1b\x1d\x1e]')
+#: an integer's digits as the database writes them
+_DIGITS = re.compile("-?[0-9]+")
+#: a current target's JSON, as ``cert_json`` writes it (:func:`targets_text`)
+_TARGET = ('{"kind":"agent","target":"%s (%s)","host":"%s","installed":{"fingerprint":%s,'
+           '"not_after":%s,"url":null,"error":null,"ts":%s},"served":%s,"ts":%s,'
+           '"state":"current","detail":"the database\'s certificate","result":"%s",'
+           '"db_user":%s}')
+_SEEN = '{"fingerprint":%s,"not_after":%s,"url":%s,"error":%s,"ts":%s}'
+
+
+def targets_text(fp: str, listed: str) -> str | None:
+    """The JSON of a certificate's current targets (``listed``: each one's values as
+    :meth:`lecentral.fleet.current.Split.target_json` writes them, joined by :data:`SEP`),
+    joined by commas, as ``cert_json`` writes them for the certificate of fingerprint ``fp``;
+    None if a target's values are not that. (300,000 targets a run: the usual ones, plain
+    ASCII with non-negative numbers, are written by one template.)"""
+    plain = listed.isascii() and not _ESCAPED_LISTED.search(listed)
+    fp_json = _string(fp)
+    texts = []
+    for raw in listed.split(SEP):
+        values = raw.split(FS)
+        if plain and len(values) == len(RAW_FIELDS):
+            (host, entry, installed_not_after, served, served_not_after, url, error,
+             ts_served, ts, result, db_user) = values
+            # (each number is digits or nothing if their concatenation is digits)
+            if (ts and (installed_not_after + served_not_after + ts_served + ts).isdigit()
+                    and result[:1] == "=" and not (url[:1] + error[:1] + db_user[:1]).strip("=")
+                    and served in ("0", "1")):
+                seen = "null" if served == "0" else _SEEN % (
+                    fp_json, served_not_after or "null", f'"{url[1:]}"' if url else "null",
+                    f'"{error[1:]}"' if error else "null", ts_served or "null")
+                texts.append(_TARGET % (
+                    host, entry, host, fp_json, installed_not_after or "null", ts, seen, ts,
+                    result[1:], f'"{db_user[1:]}"' if db_user else "null"))
+                continue
+        text = target_text(fp, raw, plain)
+        if text is None:
+            return None
+        texts.append(text)
+    return ",".join(texts)
+
+
+def _number(value: str) -> bool:
+    """True if ``value`` is an integer's digits as the database writes them, or nothing."""
+    return not value or (value.isdigit() and value.isascii()) or bool(_DIGITS.fullmatch(value))
+
+
+def target_text(fp: str, raw: str, plain: bool = False) -> str | None:
+    """The JSON ``cert_json`` writes for a current target of the certificate of fingerprint
+    ``fp`` (its installed fingerprint, and the served one if any, are ``fp``: SQL compared
+    them byte for byte), from ``raw``, the target's values as
+    :meth:`lecentral.fleet.current.Split.target_json` writes them; None if ``raw`` is not
+    that (a separator in a value: the caller reads the target's row instead). ``plain``: no
+    value needs escaping (the caller checked them all at once)."""
+    values = raw.split(FS)
+    if len(values) != len(RAW_FIELDS):
+        return None
+    (host, entry, installed_not_after, served, served_not_after, url, error, ts_served, ts,
+     result, db_user) = values
+    if not (ts and _number(ts) and _number(installed_not_after) and _number(served_not_after)
+            and _number(ts_served) and served in ("0", "1") and result[:1] == "="
+            and url[:1] in ("", "=") and error[:1] in ("", "=") and db_user[:1] in ("", "=")):
+        return None
+    if not plain and not all(t.isascii() and not _ESCAPED.search(t)
+                             for t in (host, entry, url, error, result, db_user)):
+        return _escaped_text(fp, values)
+    fp = _string(fp)
+    seen = "null"
+    if served == "1":
+        seen = (f'{{"fingerprint":{fp},"not_after":{served_not_after or "null"},'
+                f'"url":{_quoted(url)},"error":{_quoted(error)},"ts":{ts_served or "null"}}}')
+    return (f'{{"kind":"agent","target":"{host} ({entry})","host":"{host}","installed":'
+            f'{{"fingerprint":{fp},"not_after":{installed_not_after or "null"},"url":null,'
+            f'"error":null,"ts":{ts}}},"served":{seen},"ts":{ts},"state":"current",'
+            f'"detail":"the database\'s certificate","result":{_quoted(result)},'
+            f'"db_user":{_quoted(db_user)}}}')
+
+
+def _quoted(value: str) -> str:
+    """A text value as :meth:`~lecentral.fleet.current.Split.target_json` wrote it (``=`` and
+    the text, nothing for NULL) in JSON, where it needs no escaping."""
+    return f'"{value[1:]}"' if value else "null"
+
+
+def _escaped_text(fp: str, values: list[str]) -> str:
+    """:func:`target_text` for values that need escaping (through ``json.dumps``, as
+    ``cert_json``'s document is written)."""
+    (host, entry, installed_not_after, served, served_not_after, url, error, ts_served, ts,
+     result, db_user) = values
+    url_text, error_text, result_text, user_text = (
+        t[1:] if t else None for t in (url, error, result, db_user))
+
+    def number(digits: str) -> int | None:
+        return int(digits) if digits else None
+
+    seen = None
+    if served == "1":
+        seen = {"fingerprint": fp, "not_after": number(served_not_after), "url": url_text,
+                "error": error_text, "ts": number(ts_served)}
+    return json.dumps({
+        "kind": "agent", "target": f"{host} ({entry})", "host": host,
+        "installed": {"fingerprint": fp, "not_after": number(installed_not_after), "url": None,
+                      "error": None, "ts": int(ts)},
+        "served": seen, "ts": int(ts), "state": "current", "detail": "the database's certificate",
+        "result": result_text, "db_user": user_text}, separators=(",", ":"))
