@@ -319,6 +319,73 @@ def test_targets_out_of_order_are_held() -> None:
     assert _in_order(keys(("web1", "x")), 1) and not _in_order("web1", 1)
 
 
+def _document(text: str) -> dict[str, Any]:
+    """A ``fleet --json`` document, its ``now`` left out (the runs compared are not at one
+    second)."""
+    import json
+
+    data: dict[str, Any] = json.loads(text)
+    data.pop("now")
+    return data
+
+
+@pytest.mark.parametrize("stdout", ["pipe", "file", "appended", "reader-gone", "full"])
+def test_the_console_script_copies_the_spooled_document_to_any_stdout(
+        tmp_path: Path, stdout: str) -> None:
+    """The real ``lecentral fleet --json`` copies the spooled certificates to its stdout in the
+    kernel (sendfile): through a pipe, into a file, appended to a file (where the kernel cannot
+    copy: written as before), the document the pass writes through Python; a reader gone keeps
+    exit 0, quietly; a full disk is said, exit 9."""
+    import subprocess
+    import sysconfig
+
+    from lecentral.config import RenewConfig
+
+    fleet = Fleet(tmp_path)
+    try:
+        plain_world(fleet)
+        first = fleet.issue("0first.split.example.test", age=3)  # spooled, the first
+        fleet.report("web1", "0first.split.example.test", first, first)
+        fleet.store.record_facts(fleet.store.sweep(RenewConfig(), fleet.now).rows)
+        written = fleet.run("fleet", "--json")  # (the test's stdout: through Python)
+        assert written.exit_code == 0, written.output
+        want = _document(written.stdout)
+        assert len(want["certs"]) > 20
+        argv = [str(Path(sysconfig.get_path("scripts")) / "lecentral"), "--config",
+                str(fleet.config), "fleet", "--json"]
+        out = tmp_path / "out.json"
+        if stdout == "pipe":
+            done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+            assert (done.returncode, done.stderr) == (0, ""), done.stderr
+            assert _document(done.stdout) == want
+        elif stdout in ("file", "appended"):
+            out.write_text("before\n" if stdout == "appended" else "")
+            with open(out, "a" if stdout == "appended" else "w") as f:
+                done = subprocess.run(argv, stdout=f, stderr=subprocess.PIPE, text=True,
+                                      check=False, timeout=120)
+            assert (done.returncode, done.stderr) == (0, ""), done.stderr
+            text = out.read_text()
+            if stdout == "appended":
+                assert text.startswith("before\n")
+                text = text[len("before\n"):]
+            assert _document(text) == want
+        elif stdout == "reader-gone":
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE)
+            assert process.stdout is not None and process.stderr is not None
+            process.stdout.close()
+            assert (process.wait(timeout=120), process.stderr.read()) == (0, b"")
+        else:
+            with open("/dev/full", "wb") as full:
+                done = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True,
+                                      check=False, timeout=120)
+            assert done.returncode == 9, done.stderr
+            assert done.stderr.startswith("lecentral: error: the output could not be written "
+                                          "to stdout: No space left on device;"), done.stderr
+    finally:
+        fleet.close()
+
+
 @pytest.mark.parametrize("args", [("metrics",), ("fleet", "--json"), ("fleet",)])
 @pytest.mark.parametrize("how", ["tempdir", "missing", "full"])
 def test_no_room_for_temporary_files_is_a_clear_error(fleet: Fleet, tmp_path: Path,

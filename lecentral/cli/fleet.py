@@ -303,6 +303,7 @@ def _print_json_in_one_pass(app: App) -> bool:
     writes the document as before)."""
     import sys
 
+    from lecentral.cli import output
     from lecentral.fleet.jsonpass import JsonPass
     from lecentral.fleet.watch import load_view
 
@@ -317,7 +318,7 @@ def _print_json_in_one_pass(app: App) -> bool:
         spooled.flush()  # (its error before the document's first byte)
         out = sys.stdout
         out.write(_head(view))
-        spooled.write(out.write, _cert_texts(view.certs, fleet_store))
+        spooled.write(out.write, _cert_texts(view.certs, fleet_store), send=output.send)
         out.write("]}\n")
         out.flush()
     return True

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from lecentral.fleet.current import FS, RAW_FIELDS, SEP
-from lecentral.fleet.onepass import OnePass
+from lecentral.fleet.onepass import OnePass, Send
 from lecentral.fleet.states import _count, _int
 
 
@@ -45,14 +45,22 @@ class JsonPass(OnePass):
                 f'"count_fail_update":{fails if type(fails) is int else _count(fails)},"state":"current",'
                 f'"targets":[{listed}]}}')
 
-    def write(self, write: Callable[[str], object], held: Iterable[str]) -> None:
+    def write(self, write: Callable[[str], object], held: Iterable[str],
+              send: Send | None = None) -> None:
         """The certificates of the document (after its ``"certs":[``), joined by commas:
         the file's text in order, each of ``held`` (the held rows' JSON, in the pass's
-        order) at its place."""
+        order) at its place; the file's bytes copied by ``send`` where it can (the kernel
+        writing them to stdout: :meth:`~lecentral.fleet.onepass.OnePass.sent`)."""
         first = True
 
         def copy(end: int | None) -> None:
             nonlocal first
+            if send is not None:
+                # (each spooled certificate starts with its comma: the first one's left out)
+                copied = self.sent(end, send, skip=1 if first else 0)
+                if copied is not None:
+                    first = first and not copied
+                    return
             for text in self.chunks(end):
                 if first and text:
                     text, first = text[1:], False  # the leading comma of the first

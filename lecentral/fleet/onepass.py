@@ -19,12 +19,16 @@ pass is abandoned and the command computes its output as before.
 from __future__ import annotations
 
 import codecs
+import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Self
 
 from lecentral.fleet.current import GS, NOT_CURRENT, SEP, SOH, Split
 from lecentral.fleet.spool import COLUMNS, discard, temp_dir, temp_error
+
+#: copies (file descriptor, offset, count) to stdout in the kernel; False if it cannot
+Send = Callable[[int, int, int], bool]
 
 
 class OnePass:
@@ -50,7 +54,7 @@ class OnePass:
         self.offsets: list[int] = []
         self._held_keys: set[str] = set()
         self._parts: list[str] = []
-        self._read_at: int | None = None  # where chunks() goes on reading the file
+        self._read_at = 0  # where chunks() and sent() go on reading the file
         try:
             self._file: IO[bytes] | None = tempfile.TemporaryFile(  # noqa: SIM115 - close()
                 prefix=self.prefix, dir=temp_dir())
@@ -139,16 +143,7 @@ class OnePass:
     def chunks(self, end: int | None) -> Iterator[str]:
         """The spooled text from where the previous call stopped up to byte ``end`` (None: to
         the end), in pieces of about a megabyte (the last one may be empty)."""
-        self.flush()
-        assert self._file is not None
-        f = self._file
-        if self._read_at is None:
-            try:
-                f.flush()
-                f.seek(0)
-            except OSError as exc:
-                raise temp_error(exc) from None
-            self._read_at = 0
+        f = self._synced()
         decoder = codecs.getincrementaldecoder("utf-8")()
         while end is None or self._read_at < end:
             try:  # (an error of the caller's ``write`` is the caller's: not caught here)
@@ -160,6 +155,35 @@ class OnePass:
             self._read_at += len(chunk)
             yield decoder.decode(chunk)
         yield decoder.decode(b"", final=True)
+
+
+    def _synced(self) -> IO[bytes]:
+        """The file, everything collected written into it, at :attr:`_read_at`."""
+        self.flush()
+        assert self._file is not None
+        f = self._file
+        try:
+            f.flush()
+            f.seek(self._read_at)
+        except OSError as exc:
+            raise temp_error(exc) from None
+        return f
+
+    def sent(self, end: int | None, send: Send, skip: int = 0) -> int | None:
+        """Copy the spooled bytes from where the previous copy stopped up to byte ``end``
+        (None: to the end) but the first ``skip`` through ``send`` (the kernel copying them
+        to stdout: :func:`lecentral.cli.output.send`); how many bytes there were (``skip``
+        included), or None where ``send`` cannot (nothing copied: :meth:`chunks` then)."""
+        f = self._synced()
+        start = self._read_at
+        try:
+            stop = os.fstat(f.fileno()).st_size if end is None else end
+        except OSError as exc:
+            raise temp_error(exc) from None
+        if stop - start > skip and not send(f.fileno(), start + skip, stop - start - skip):
+            return None
+        self._read_at = max(start, stop)
+        return max(0, stop - start)
 
 
 def _in_order(keys: str, count: int) -> bool:
