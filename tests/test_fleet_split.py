@@ -257,6 +257,84 @@ def test_check_counts_the_plainly_ok_in_sql(fleet: Fleet, thresholds: Thresholds
     assert got[1:] == full[1:]
 
 
+@pytest.mark.parametrize("list_at_most", [10_000, 0], ids=["listed", "second-pass"])
+@pytest.mark.parametrize("made", ["plain", "tie"])
+def test_check_judges_two_halves_of_certs_at_once(fleet: Fleet, list_at_most: int, made: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``PARALLEL_ABOVE`` rows (here: any), MariaDB and PostgreSQL judge the two halves
+    of ``certs`` by name on two connections at once: check's lines are the full view's; when
+    a certificate of each half expires first at the same second, the one named is the first
+    by name (as the full view names it)."""
+    from lecentral.fleet import current
+    from lecentral.fleet import store as fleet_store
+
+    monkeypatch.setattr(current, "LIST_AT_MOST", list_at_most)
+    monkeypatch.setattr(fleet_store, "PARALLEL_ABOVE", 0)
+    parts: list[Any] = []
+    real = fleet_store.FleetStore._judged_part
+
+    def judged_part(*args: Any) -> Any:
+        parts.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(fleet_store.FleetStore, "_judged_part", staticmethod(judged_part))
+    if made == "plain":
+        plain_world(fleet)
+    else:  # every certificate plainly OK; the two expiring first at one second
+        names = ["aaa-tie.split.example.test", *(f"m{i:02d}.split.example.test"
+                                                for i in range(22)), "zzz-tie.split.example.test"]
+        for name in names:
+            cert = fleet.issue(name, age=30 if "tie" in name else 5)
+            fleet.report("web1", name, cert, cert)
+        fleet.store.record_facts(fleet.store.sweep(RenewConfig(), fleet.now).rows)
+        fleet.renew_run()
+    full, counted, plain_ok = _judged(fleet, Thresholds())
+    assert counted == full
+    assert plain_ok >= 22
+    assert len(parts) == (1 if fleet.url.startswith("sqlite") else 2)  # SQLite: one
+    if made == "tie":
+        assert "soonest expiry aaa-tie.split.example.test in " in full[0], full[0]
+
+
+def test_check_judges_both_halves_on_one_connection_where_no_second_is_had(
+        mariadb_server: Any, mariadb_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database user allowed one connection (``MAX_USER_CONNECTIONS 1``): the second
+    connection is refused at once (no waiting as for a crowded server) and the first judges
+    the second half after the first: the same counts and rows as one statement."""
+    from sqlalchemy.engine import make_url
+
+    from lecentral.fleet import store as fleet_store
+    from lecentral.store.sql import SqlStore
+
+    fleet = Fleet(tmp_path, mariadb_url)
+    lone: Any = None
+    url = make_url(mariadb_url)
+    mariadb_server.execute(
+        "CREATE USER 'lone'@'%' IDENTIFIED BY 'lone-pw' WITH MAX_USER_CONNECTIONS 1; "
+        f"GRANT ALL ON `{url.database}`.* TO 'lone'@'%'")
+    try:
+        plain_world(fleet)
+        settings, now = FleetSettings(), now_ts()
+
+        def snapshot(store: Any) -> Any:
+            return store.snapshot(current_after=now - settings.agent_max_age,
+                                  ok_limits=Thresholds().limits(), now=now, count_above=20)
+
+        one = snapshot(fleet.fleet)  # (fewer rows than PARALLEL_ABOVE: one statement)
+        monkeypatch.setattr(fleet_store, "PARALLEL_ABOVE", 0)
+        lone = SqlStore(url.set(username="lone", password="lone-pw")
+                        .render_as_string(hide_password=False))
+        halves = snapshot(fleet_store.FleetStore(lone))
+        assert halves.plain_ok == one.plain_ok >= 22
+        assert [c["name"] for c in halves.certs] == [c["name"] for c in one.certs]
+    finally:
+        if lone is not None:
+            lone.close()
+        fleet.close()
+        mariadb_server.execute("DROP USER 'lone'@'%'")
+
+
 def test_check_reads_everything_when_a_row_may_belong_to_a_counted_one(fleet: Fleet) -> None:
     """A deployment, probe or certificate row the judge would file under a counted name (its
     upper-case spelling) makes the snapshot read every row, as without SQL's counting."""
