@@ -345,6 +345,25 @@ def test_check_reads_everything_when_a_row_may_belong_to_a_counted_one(fleet: Fl
     assert any(OK[3] in line for line in full)
 
 
+def test_one_name_is_judged_as_in_the_whole_fleet(fleet: Fleet) -> None:
+    """``fleet NAME``, ``fleet --json NAME`` and ``check NAME`` see a report filed under another
+    spelling of the name (upper case), as the whole fleet's view does: on SQLite and
+    PostgreSQL they said "current" and OK where the whole fleet said "stale"."""
+    upper_world(fleet)
+    full = json.loads(fleet.run("fleet", "--json").stdout)
+    want = [c for c in full["certs"] if c["name"] == OK[3]]
+    assert want and want[0]["state"] == "stale"
+    assert f"web3 ({OK[3].upper()})" in [t["target"] for t in want[0]["targets"]]
+    for name in (OK[3], OK[3].upper(), OK[3] + "."):
+        one = fleet.run("fleet", "--json", name)
+        assert one.exit_code == 0, one.output
+        assert json.loads(one.stdout)["certs"] == want, name
+    table = fleet.run("fleet", OK[3])
+    assert f"web3 ({OK[3].upper()})" in table.stdout and "STALE" in table.stdout
+    code, lines = fleet.check(OK[3])
+    assert code == 1 and "stale" in lines[0], lines
+
+
 def upper_world(fleet: Fleet) -> None:
     """:func:`plain_world` and a deployment the judge files under a plainly OK name."""
     plain_world(fleet)

@@ -259,7 +259,7 @@ class Split:
             elif not wanted:
                 found, query = self._without_certs(conn, query)
         if wanted:
-            query = query.where(d.name.in_(wanted))
+            query = query.where(func.lower(d.name).in_(wanted))
         if query is not None:
             found += conn.execute(query).all()
         for names, current in lists:
@@ -269,7 +269,7 @@ class Split:
                 if current is not None:
                     query = query.where(self.is_current() == current)
                 if wanted:
-                    query = query.where(d.name.in_(wanted))
+                    query = query.where(func.lower(d.name).in_(wanted))
                 found += conn.execute(query).all()
         found.sort(key=lambda r: (r[0], r[1], r[2]))
         return found

@@ -430,9 +430,14 @@ class FleetStore:
         dep_q = select(*dep_cols).order_by(d.name, d.host, d.entry)
         probe_q = select(*probe_cols).order_by(p.name, p.url)
         if wanted:
-            cert_q = cert_q.where(func.lower(certs.c.name).in_(wanted))
-            dep_q = dep_q.where(d.name.in_(wanted))
-            probe_q = probe_q.where(p.name.in_(wanted))
+            # as the judge files them: a certificate under its lower-case name without a final
+            # dot, a deployment or probe under its lower-case name (a report filed under
+            # another spelling was left out of `fleet NAME` and `check NAME`, which then said
+            # "current" where the whole fleet's view said "stale")
+            cert_q = cert_q.where(func.lower(certs.c.name).in_(
+                [*wanted, *(f"{n}." for n in wanted)]))
+            dep_q = dep_q.where(func.lower(d.name).in_(wanted))
+            probe_q = probe_q.where(func.lower(p.name).in_(wanted))
         snap = Snapshot(split=split)
         extra = ("cached_fp", "crt", "hint_fp", "fleet_counts", "plain_ok", "probed")
         with self.store.transaction("reading the fleet") as conn:
