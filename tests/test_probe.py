@@ -190,6 +190,12 @@ def test_targets_from_reports_and_endpoints(store: SqlStore) -> None:
         ProbeTarget(WWW, "tls://www.example.test:443?sni=alt.example.test", "agent"),
     ]
     assert [t.name for t in targets(fleet, ["mail.example.test"])] == ["mail.example.test"]
+    # a report filed under another spelling (a hand insert) is probed for its certificate,
+    # as the whole fleet's probe and view file it
+    report(store, "web3.example.test", "MAIL.example.test", ["smtp+starttls://127.0.0.1:25"])
+    assert [(t.name, t.url) for t in targets(fleet, ["mail.example.test"])] == [
+        ("mail.example.test", "smtp+starttls://mail.example.test:25?sni=mail.example.test"),
+        ("MAIL.example.test", "smtp+starttls://web3.example.test:25?sni=mail.example.test")]
 
 
 # --- probing real daemons -----------------------------------------------------------------------

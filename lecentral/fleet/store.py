@@ -297,19 +297,23 @@ class FleetStore:
         return bool(gone)
 
     def endpoints(self, names: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """The operator's endpoints (of ``names``, by lower-case name, as the judge files
+        them; all when empty)."""
         query = select(endpoints).order_by(endpoints.c.name, endpoints.c.url)
-        wanted = list(names)
+        wanted = [n.lower() for n in names]
         if wanted:
-            query = query.where(endpoints.c.name.in_(wanted))
+            query = query.where(func.lower(endpoints.c.name).in_(wanted))
         with self.store.transaction("reading lecentral_endpoints") as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def reported_urls(self, names: Iterable[str] = ()) -> Iterator[tuple[str, str, str]]:
-        """(name, host, verify URL) of every deployment that reported verify URLs."""
+        """(name, host, verify URL) of every deployment that reported verify URLs (of
+        ``names``, by lower-case name, as the judge files them: a report under another
+        spelling is probed for its certificate too; all when empty)."""
         query = select(deployments.c.name, deployments.c.host, deployments.c.verify_urls)
-        wanted = list(names)
+        wanted = [n.lower() for n in names]
         if wanted:
-            query = query.where(deployments.c.name.in_(wanted))
+            query = query.where(func.lower(deployments.c.name).in_(wanted))
         with self.store.transaction("reading lecentral_deployments") as conn:
             rows = conn.execute(query).all()
         for name, host, urls in rows:
