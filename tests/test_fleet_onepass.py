@@ -261,9 +261,10 @@ def _raw(host: str, entry: str, installed_not_after: int | None, served_fp: str 
     ("web1", "www", 5, "FP", -7, "", "", 0, 0, "installed", "agent@web1"),
     ('q"uote', "back\\slash", 1, "FP", 2, 'say "hi"', "", 3, 4, "up\u2013to-date",
      "caf\u00e9"),
-    ("tab\there", "nul\x00", 1, None, 2, None, None, 3, 4, "bell\x07", None),
+    ("tab\there", "nul\x00", 1, None, 2, None, None, 3, 4, "bell\x07", "del\x7f"),
     ("web1", "www", -1, "FP", -2, "u", None, -3, -4, "r", None),
-], ids=["served", "nulls-and-empties", "edges", "escaped", "control", "negative"])
+    ("web1", "a\x7fb", 1, "FP", 2, "u", None, 3, 4, "r", None),
+], ids=["served", "nulls-and-empties", "edges", "escaped", "control", "negative", "del"])
 def test_python_writes_a_targets_json_as_the_full_view(values: tuple[Any, ...]) -> None:
     """Where the database sends a current target's values (MariaDB, PostgreSQL), Python
     writes the bytes the full view's document holds for it (cert_json through json.dumps,
@@ -286,6 +287,43 @@ def test_python_writes_a_targets_json_as_the_full_view(values: tuple[Any, ...]) 
     plain_json = jsonpass.target_text(fp, plain)
     assert jsonpass.targets_text(fp, f"{plain}\x1f{raw}\x1f{plain}") == (
         f"{plain_json},{want},{plain_json}")
+
+
+@pytest.mark.parametrize("fleet", ["mariadb", "postgresql"], indirect=True)
+def test_targets_current_against_a_newer_certificate_are_not_written_as_the_views(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fleet --json NAME`` reads the counted targets after its snapshot: where a renew
+    recorded a new certificate meanwhile and the agents report it, the targets are not written
+    with the snapshot's fingerprint (their rows are read: what they installed is shown).
+    A concurrent writer is stood in for by a write just before that read."""
+    import json
+
+    from sqlalchemy import update
+
+    from lecentral.config import RenewConfig
+    from lecentral.store.schema import cert_facts, deployments
+
+    name, new = "race.split.example.test", "f" * 64
+    cert = fleet.issue(name, age=3)
+    fleet.report("web1", name, cert, cert)
+    fleet.report("web2", name, cert, cert)
+    fleet.store.record_facts(fleet.store.sweep(RenewConfig(), fleet.now).rows)
+    real = fleet_store.FleetStore.current_json
+
+    def current_json(self: Any, names: Any) -> Any:
+        with fleet.store.transaction("a renew and two reports meanwhile") as conn:
+            conn.execute(update(cert_facts).where(cert_facts.c.name == name)
+                         .values(fingerprint=new))
+            conn.execute(update(deployments).where(deployments.c.name == name)
+                         .values(installed_fp=new, served_fp=new))
+        return real(self, names)
+
+    monkeypatch.setattr(fleet_store.FleetStore, "current_json", current_json)
+    result = fleet.run("fleet", name, "--json")
+    assert result.exit_code == 0, result.output
+    [entry] = json.loads(result.stdout)["certs"]
+    assert entry["fingerprint"] == cert.fingerprint
+    assert [t["installed"]["fingerprint"] for t in entry["targets"]] == [new, new]
 
 
 def test_target_values_not_as_the_database_writes_them_are_not_written() -> None:

@@ -296,6 +296,35 @@ def test_check_judges_two_halves_of_certs_at_once(fleet: Fleet, list_at_most: in
         assert "soonest expiry aaa-tie.split.example.test in " in full[0], full[0]
 
 
+@pytest.mark.parametrize("fleet", ["mariadb", "postgresql"], indirect=True)
+def test_check_judges_the_second_half_again_where_its_connection_fails(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error on the second connection (stood in for by one raised there: a connection
+    dropped in the middle of its statement cannot be timed here) is not check's end: the
+    first connection judges that half after its own, with the full view's lines."""
+    import threading
+
+    from sqlalchemy.exc import OperationalError
+
+    from lecentral.fleet import store as fleet_store
+
+    monkeypatch.setattr(fleet_store, "PARALLEL_ABOVE", 0)
+    real = fleet_store.FleetStore._aggregate_chars
+    failed: list[str] = []
+
+    def aggregate_chars(self: Any, conn: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            failed.append("second")
+            raise OperationalError("SELECT 1", {}, Exception("the connection was lost"))
+        return real(self, conn)
+
+    monkeypatch.setattr(fleet_store.FleetStore, "_aggregate_chars", aggregate_chars)
+    plain_world(fleet)
+    full, counted, plain_ok = _judged(fleet, Thresholds())
+    assert failed == ["second"]
+    assert counted == full and plain_ok >= 22
+
+
 def test_check_judges_both_halves_on_one_connection_where_no_second_is_had(
         mariadb_server: Any, mariadb_url: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -333,6 +362,38 @@ def test_check_judges_both_halves_on_one_connection_where_no_second_is_had(
             lone.close()
         fleet.close()
         mariadb_server.execute("DROP USER 'lone'@'%'")
+
+
+@pytest.mark.parametrize("halves", [False, True], ids=["one-statement", "halves"])
+def test_a_blank_serving_error_is_no_current_target(fleet: Fleet, halves: bool,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A serving error of spaces is an error to the judge: SQL does not count that target
+    current either (MariaDB's PAD SPACE collations found "  " equal to "", and check lost an
+    unreachable target); check, fleet --json and fleet --problems say what the full view says.
+    """
+    from sqlalchemy import update
+
+    from lecentral.fleet import store as fleet_store
+    from lecentral.store.schema import deployments
+
+    if halves:
+        monkeypatch.setattr(fleet_store, "PARALLEL_ABOVE", 0)
+    plain_world(fleet)
+    name = "blank-error.split.example.test"
+    cert = fleet.issue(name, age=3)
+    fleet.report("web1", name, cert, None, served_error="refused")
+    fleet.store.record_facts(fleet.store.sweep(RenewConfig(), fleet.now).rows)
+    with fleet.store.transaction("a blank serving error") as conn:
+        conn.execute(update(deployments).where(deployments.c.name == name)
+                     .values(served_error="  "))
+    full, counted, _ = _judged(fleet, Thresholds())
+    assert counted == full
+    assert any(name in line and "unreachable" in line for line in full), full
+    document = json.loads(fleet.run("fleet", "--json").stdout)
+    [entry] = [c for c in document["certs"] if c["name"] == name]
+    assert [t["state"] for t in entry["targets"]] == ["unreachable"]
+    problems = fleet.run("fleet", "--problems")
+    assert name in problems.stdout
 
 
 def test_check_reads_everything_when_a_row_may_belong_to_a_counted_one(fleet: Fleet) -> None:

@@ -277,17 +277,20 @@ def _made_texts(made: list[Any], chunk: list[CertFleet], store: FleetStore
                 ) -> dict[str, list[str]] | None:
     """The JSON of the counted targets per certificate name, from what the database wrote
     of them (:meth:`FleetStore.current_json`: their JSON, or their values whose JSON Python
-    writes); None if some values are not as the database writes them."""
+    writes); None if some values are not as the database writes them, or are current against
+    another fingerprint than the view's (the caller then reads the rows)."""
     from lecentral.fleet.jsonpass import target_text
 
     texts: dict[str, list[str]] = {}
     raw = store.last_snapshot.split is not None and store.last_snapshot.split.raw_targets
     fingerprints = {c.name: c.fingerprint for c in chunk} if raw else {}
-    for name, made_text in made:
+    for name, made_text, current_fp in made:
         text = str(made_text)
         if raw:
+            # (read after the snapshot: a certificate recorded anew meanwhile, whose targets
+            # report the new one, is not written with the snapshot's fingerprint)
             fp = fingerprints.get(str(name))
-            found = target_text(fp, text) if fp else None
+            found = target_text(fp, text) if fp and fp == current_fp else None
             if found is None:
                 return None
             text = found

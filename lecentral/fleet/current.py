@@ -115,7 +115,8 @@ class Split:
         same = self.same
         return and_(
             same(d.installed_fp) == same(f.fingerprint),
-            or_(d.served_error.is_(None), d.served_error == ""),
+            # (its length: MariaDB's PAD SPACE collations find "  " equal to "")
+            or_(d.served_error.is_(None), func.length(d.served_error) == 0),
             or_(d.served_fp.is_(None), same(d.served_fp) == same(f.fingerprint)),
             d.ts_reported >= self.cutoff,
         )
@@ -412,16 +413,17 @@ class Split:
             "detail", "the database's certificate", "result", d.result, "db_user", d.db_user)
 
     def current_json(self, conn: Connection, names: Sequence[str]) -> list[Any]:
-        """(name, what :meth:`target_json` writes) of the current rows of the verified
-        certificates ``names``, in the judge's order: one string per target crosses the wire,
-        not 13 values that PyMySQL decodes one by one in Python."""
+        """(name, what :meth:`target_json` writes, the fingerprint it is current against) of
+        the current rows of the verified certificates ``names``, in the judge's order: one
+        string per target crosses the wire, not 13 values that PyMySQL decodes one by one in
+        Python."""
         d = deployments.c
         target = self.target_json()
         chosen = [n for n in names if n in self.verified]
         found: list[Any] = []
         for start in range(0, len(chosen), CHUNK):
             found += conn.execute(
-                select(d.name, target).select_from(self.joined())
+                select(d.name, target, cert_facts.c.fingerprint).select_from(self.joined())
                 .where(self._among(chosen[start:start + CHUNK]),
                        self.is_current() == 1)
                 .order_by(d.name, d.host, d.entry)).all()

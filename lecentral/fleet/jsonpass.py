@@ -81,10 +81,11 @@ def _string(value: str) -> str:
     return json.dumps(value)
 
 
-#: what a plain value (written between quotes as it is) does not hold: JSON escapes these
-_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+#: what a plain value (written between quotes as it is) does not hold: json.dumps escapes
+#: these (DEL too, as \\u007f)
+_ESCAPED = re.compile(r'["\\\x00-\x1f\x7f]')
 #: the same in a list of targets' values (:data:`FS` and :data:`SEP` between them)
-_ESCAPED_LISTED = re.compile(r'["\\\x00-\x1b\x1d\x1e]')
+_ESCAPED_LISTED = re.compile(r'["\\\x00-\x1b\x1d\x1e\x7f]')
 #: an integer's digits as the database writes them
 _DIGITS = re.compile("-?[0-9]+")
 #: a current target's JSON, as ``cert_json`` writes it (:func:`targets_text`)

@@ -583,8 +583,9 @@ class FleetStore:
         """:meth:`_judged_part` of the names below the middle one of ``certs`` on ``conn``
         while another connection judges the others (each its own transaction: a row changed
         in between is judged as one of them saw it; where no other connection is had at once,
-        a server at its ``max_connections`` or a user at its ``max_user_connections``, ``conn``
-        judges them after); None below :data:`PARALLEL_ABOVE` rows."""
+        a server at its ``max_connections`` or a user at its ``max_user_connections``, or its
+        statement fails, ``conn`` judges them after); None below :data:`PARALLEL_ABOVE`
+        rows."""
         from concurrent.futures import ThreadPoolExecutor
 
         rows = int(conn.execute(select(func.count()).select_from(certs)).scalar_one())
@@ -597,13 +598,15 @@ class FleetStore:
         below = certs.c.name < middle
 
         def above() -> tuple[int, int, Any, str | None, str, bool] | None:
-            try:  # one try, no waiting for a crowded server: this connection then judges it
-                other = self.store.engine.connect()
+            # one try, no waiting for a crowded server; any error on it (or another limit on
+            # aggregated strings): ``conn`` judges this half after its own
+            try:
+                with self.store.engine.connect() as other, other.begin():
+                    if self._aggregate_chars(other) != split.max_chars:
+                        return None
+                    return self._judged_part(other, split, ok, ~below)
             except SQLAlchemyError:
                 return None
-            with other, other.begin():
-                self._aggregate_chars(other)
-                return self._judged_part(other, split, ok, ~below)
 
         with ThreadPoolExecutor(max_workers=1) as pool:
             second = pool.submit(above)
