@@ -4,8 +4,9 @@ per certificate (:mod:`lecentral.fleet.onepass`).
 A plainly current row is written into the spool as ``cert_json`` writes it, with its targets
 as the database wrote them in the same statement (:meth:`lecentral.fleet.current.Split.
 counts_column` with ``json``): on SQLite their JSON, elsewhere their values, whose JSON
-:func:`target_text` writes, as ``cert_json`` would. The held rows' JSON is written at their places: the file is copied up to the point
-where a held row came in the pass, then the held row.
+:func:`target_text` writes, as ``cert_json`` would. The held rows' JSON is written at their
+places: the file is copied up to the point where a held row came in the pass, then the held
+row.
 """
 
 from __future__ import annotations
@@ -88,10 +89,13 @@ _ESCAPED = re.compile(r'["\\\x00-\x1f\x7f]')
 _ESCAPED_LISTED = re.compile(r'["\\\x00-\x1b\x1d\x1e\x7f]')
 #: an integer's digits as the database writes them
 _DIGITS = re.compile("-?[0-9]+")
+#: where the texts are among a target's values (:data:`RAW_FIELDS`)
+_TEXTS = frozenset(RAW_FIELDS.index(f) for f in ("host", "entry", "served_url", "served_error",
+                                                  "result", "db_user"))
 #: a current target's JSON, as ``cert_json`` writes it (:func:`targets_text`)
 _TARGET = ('{"kind":"agent","target":"%s (%s)","host":"%s","installed":{"fingerprint":%s,'
            '"not_after":%s,"url":null,"error":null,"ts":%s},"served":%s,"ts":%s,'
-           '"state":"current","detail":"the database\'s certificate","result":"%s",'
+           '"state":"current","detail":"the database\'s certificate","result":%s,'
            '"db_user":%s}')
 _SEEN = '{"fingerprint":%s,"not_after":%s,"url":%s,"error":%s,"ts":%s}'
 
@@ -101,67 +105,56 @@ def targets_text(fp: str, listed: str) -> str | None:
     :meth:`lecentral.fleet.current.Split.target_json` writes them, joined by :data:`SEP`),
     joined by commas, as ``cert_json`` writes them for the certificate of fingerprint ``fp``;
     None if a target's values are not that. (300,000 targets a run: the usual ones, plain
-    ASCII with non-negative numbers, are written by one template.)"""
+    ASCII, are checked at once.)"""
     plain = listed.isascii() and not _ESCAPED_LISTED.search(listed)
     fp_json = _string(fp)
     texts = []
     for raw in listed.split(SEP):
-        values = raw.split(FS)
-        if plain and len(values) == len(RAW_FIELDS):
-            (host, entry, installed_not_after, served, served_not_after, url, error,
-             ts_served, ts, result, db_user) = values
-            # (each number is digits or nothing if their concatenation is digits)
-            if (ts and (installed_not_after + served_not_after + ts_served + ts).isdigit()
-                    and result[:1] == "=" and not (url[:1] + error[:1] + db_user[:1]).strip("=")
-                    and served in ("0", "1")):
-                seen = "null" if served == "0" else _SEEN % (
-                    fp_json, served_not_after or "null", f'"{url[1:]}"' if url else "null",
-                    f'"{error[1:]}"' if error else "null", ts_served or "null")
-                texts.append(_TARGET % (
-                    host, entry, host, fp_json, installed_not_after or "null", ts, seen, ts,
-                    result[1:], f'"{db_user[1:]}"' if db_user else "null"))
-                continue
-        text = target_text(fp, raw, plain)
+        text = target_text(fp, raw, plain, fp_json)
         if text is None:
             return None
         texts.append(text)
     return ",".join(texts)
 
 
-def _number(value: str) -> bool:
-    """True if ``value`` is an integer's digits as the database writes them, or nothing."""
-    return not value or (value.isdigit() and value.isascii()) or bool(_DIGITS.fullmatch(value))
-
-
-def target_text(fp: str, raw: str, plain: bool = False) -> str | None:
+def target_text(fp: str, raw: str, plain: bool = False, fp_json: str | None = None
+                ) -> str | None:
     """The JSON ``cert_json`` writes for a current target of the certificate of fingerprint
     ``fp`` (its installed fingerprint, and the served one if any, are ``fp``: SQL compared
     them byte for byte), from ``raw``, the target's values as
     :meth:`lecentral.fleet.current.Split.target_json` writes them; None if ``raw`` is not
     that (a separator in a value: the caller reads the target's row instead). ``plain``: no
-    value needs escaping (the caller checked them all at once)."""
+    value needs escaping (the caller checked them all at once); ``fp_json``: ``fp`` in JSON."""
     values = raw.split(FS)
     if len(values) != len(RAW_FIELDS):
         return None
-    (host, entry, installed_not_after, served, served_not_after, url, error, ts_served, ts,
-     result, db_user) = values
-    if not (ts and _number(ts) and _number(installed_not_after) and _number(served_not_after)
-            and _number(ts_served) and served in ("0", "1") and result[:1] == "="
-            and url[:1] in ("", "=") and error[:1] in ("", "=") and db_user[:1] in ("", "=")):
+    # as the database writes them: numbers as their digits (``ts_reported`` not NULL: each is
+    # digits or nothing if together they are digits; else, a minus sign, one by one),
+    # ``served`` 0 or 1, texts ``=`` and the text or nothing (``result`` not NULL)
+    (_, _, installed_not_after, served, served_not_after, url, error, ts_served, ts, result,
+     db_user) = values
+    numbers = installed_not_after + served_not_after + ts_served + ts
+    if not (ts and ((numbers.isdigit() and numbers.isascii()) or all(
+                not n or _DIGITS.fullmatch(n)
+                for n in (installed_not_after, served_not_after, ts_served, ts)))
+            and served in ("0", "1") and result[:1] == "="
+            and not (url[:1] + error[:1] + db_user[:1]).strip("=")):
         return None
     if not plain and not all(t.isascii() and not _ESCAPED.search(t)
-                             for t in (host, entry, url, error, result, db_user)):
+                             for i, t in enumerate(values) if i in _TEXTS):
         return _escaped_text(fp, values)
-    fp = _string(fp)
-    seen = "null"
-    if served == "1":
-        seen = (f'{{"fingerprint":{fp},"not_after":{served_not_after or "null"},'
-                f'"url":{_quoted(url)},"error":{_quoted(error)},"ts":{ts_served or "null"}}}')
-    return (f'{{"kind":"agent","target":"{host} ({entry})","host":"{host}","installed":'
-            f'{{"fingerprint":{fp},"not_after":{installed_not_after or "null"},"url":null,'
-            f'"error":null,"ts":{ts}}},"served":{seen},"ts":{ts},"state":"current",'
-            f'"detail":"the database\'s certificate","result":{_quoted(result)},'
-            f'"db_user":{_quoted(db_user)}}}')
+    return _plain_text(fp_json or _string(fp), values)
+
+
+def _plain_text(fp_json: str, values: list[str]) -> str:
+    """:func:`target_text` of values checked, none needing escaping (``fp_json``: the
+    fingerprint in JSON)."""
+    (host, entry, installed_not_after, served, served_not_after, url, error, ts_served, ts,
+     result, db_user) = values
+    seen = "null" if served == "0" else _SEEN % (
+        fp_json, served_not_after or "null", _quoted(url), _quoted(error), ts_served or "null")
+    return _TARGET % (host, entry, host, fp_json, installed_not_after or "null", ts, seen, ts,
+                      _quoted(result), _quoted(db_user))
 
 
 def _quoted(value: str) -> str:
