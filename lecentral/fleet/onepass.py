@@ -156,7 +156,6 @@ class OnePass:
             yield decoder.decode(chunk)
         yield decoder.decode(b"", final=True)
 
-
     def _synced(self) -> IO[bytes]:
         """The file, everything collected written into it, at :attr:`_read_at`."""
         self.flush()

@@ -62,6 +62,8 @@ AGGREGATE_BYTES = 64 << 20
 #: above this many rows of ``certs``, ``check`` judges its two halves at once on MariaDB,
 #: MySQL and PostgreSQL (:meth:`FleetStore._judged_halves`)
 PARALLEL_ABOVE = 20_000
+#: what :meth:`FleetStore._judged_part` says of some rows of ``certs``
+_Part = tuple[int, int, Any, str | None, str, bool]
 
 
 
@@ -579,7 +581,7 @@ class FleetStore:
         return count, soonest, first_name, names if len(names) == missing else None
 
     def _judged_halves(self, conn: Connection, split: Split, ok: Any
-                       ) -> list[tuple[int, int, Any, str | None, str, bool]] | None:
+                       ) -> list[_Part] | None:
         """:meth:`_judged_part` of the names below the middle one of ``certs`` on ``conn``
         while another connection judges the others (each its own transaction: a row changed
         in between is judged as one of them saw it; where no other connection is had at once,
@@ -597,7 +599,7 @@ class FleetStore:
             return None
         below = certs.c.name < middle
 
-        def above() -> tuple[int, int, Any, str | None, str, bool] | None:
+        def above() -> _Part | None:
             # one try, no waiting for a crowded server; any error on it (or another limit on
             # aggregated strings): ``conn`` judges this half after its own
             try:
@@ -616,7 +618,7 @@ class FleetStore:
 
     @staticmethod
     def _judged_part(conn: Connection, split: Split, ok: Any, where: Any
-                     ) -> tuple[int, int, Any, str | None, str, bool]:
+                     ) -> _Part:
         """:meth:`_judged_ok`'s statement over the rows of ``certs`` that ``where`` selects
         (None: all): (rows, plainly OK, their soonest ``ts_expire``, the first of them as
         ``expiry_key`` writes it, the others' names joined by SEP, True if that list may have
