@@ -173,8 +173,8 @@ class Split:
         many SQL calls current; with ``listing``, ``total:current:targets`` (the current
         targets joined by :data:`SEP`); with ``json``, ``total::json``, every target joined
         by :data:`SEP` in the order :meth:`current_json` reads them (by host and entry), a
-        current one as :meth:`target_json` writes it, :data:`NOT_CURRENT` for another (Python counts them:
-        :meth:`parse`; SQLite before 3.44 cannot order an aggregate: unless the plan reads them
+        current one as :meth:`target_json` writes it, :data:`NOT_CURRENT` for another (Python
+        counts them: :meth:`parse`; SQLite before 3.44 cannot order an aggregate: unless the plan reads them
         in key order, ``total::json<GS>keys``, each current target's ``host<SOH>entry`` in the
         same order, for Python to check it); with ``text``, likewise ``total::targets``, each
         current target as ``host (entry)<SOH>`` and ``1`` if served (else ``0``) and
@@ -393,10 +393,8 @@ class Split:
                       number(d.served_not_after), text(d.served_url), text(d.served_error),
                       number(d.ts_served), number(d.ts_reported), text(d.result),
                       text(d.db_user))
-            raw: Any = values[0]
-            for value in values[1:]:
-                raw = raw + FS + value
-            return raw
+            return func.concat_ws(FS, *values, type_=String)  # (none is NULL)
+
         def seen(fp: Any, not_after: Any, url: Any, error: Any, ts: Any) -> Any:
             return func.json_object("fingerprint", fp, "not_after", not_after, "url", url,
                                     "error", error, "ts", ts)
