@@ -58,3 +58,32 @@ def test_a_full_disk_is_said_once_and_exits_with_an_output_error(
     assert done.stderr == ("lecentral: error: the output could not be written to stdout: No space "
                            "left on device; the rest of it was dropped (the command itself ran "
                            f"to its end, exit status {own})\n")
+
+
+def test_the_guard_keeps_the_stream_it_wraps_open(tmp_path: Path) -> None:
+    """A program that made sys.stdout its own file (its only reference) and then runs the
+    console script's code: the guard keeps that file open. Before, collecting it closed its
+    descriptor, the next file opened (the SQLite database) got that number, and the output
+    was written into the database."""
+    import gc
+    import os
+    import sys
+
+    from lecentral.cli import output
+
+    saved = sys.stdout
+    sys.stdout = open(tmp_path / "out.txt", "w", encoding="utf-8")  # noqa: SIM115 - the test
+    try:
+        output.guard_stdout()
+        gc.collect()
+        other = tmp_path / "database"
+        fd = os.open(other, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            print("the table", flush=True)
+            assert os.fstat(fd).st_size == 0
+        finally:
+            os.close(fd)
+        sys.stdout.close()
+    finally:
+        sys.stdout = saved
+    assert (tmp_path / "out.txt").read_text(encoding="utf-8") == "the table\n"

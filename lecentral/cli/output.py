@@ -45,10 +45,14 @@ program = "lecentral"
 class _Guarded(io.RawIOBase):
     """File descriptor ``fd``, written directly; once a write fails, /dev/null instead."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, owner: object = None) -> None:
         super().__init__()
         self.fd = fd
         self.widened = False
+        # the stream that owns ``fd``, kept: where it was sys.stdout's only reference (a
+        # program's own file), collecting it would close ``fd``, whose number the next open
+        # file gets (the SQLite database: this wrote the table into it)
+        self._owner = owner
 
     def writable(self) -> bool:
         return True
@@ -117,7 +121,7 @@ def guard_stdout(prog: str = "lecentral") -> None:
         old.flush()
     except (OSError, ValueError):
         return
-    buffered = io.BufferedWriter(_Guarded(fd),  # type: ignore[type-var]  # a raw writer
+    buffered = io.BufferedWriter(_Guarded(fd, old),  # type: ignore[type-var]  # a raw writer
                                  buffer_size=io.DEFAULT_BUFFER_SIZE)
     sys.stdout = io.TextIOWrapper(buffered, encoding=old.encoding, errors=old.errors,
                                   line_buffering=old.line_buffering)
