@@ -161,7 +161,8 @@ def _mixed_in_full(app: App, view: FleetView, wanted: list[str], problems: bool,
         return load_view(app.store(), app.config, view.now, wanted)[1]
     if not mixed:
         return view
-    detail = load_view(app.store(), app.config, view.now, mixed)[1]
+    # by their stored names (:func:`_needs_full`: no row of another spelling exists)
+    detail = load_view(app.store(), app.config, view.now, mixed, exact=True)[1]
     judged = {c.name: c for c in detail.certs}
     return dataclasses.replace(view, certs=[judged.get(c.name, c) for c in view.certs])
 
@@ -175,12 +176,15 @@ def _mixed(view: FleetView, problems: bool, counted: bool = False) -> list[str]:
 
 def _needs_full(view: FleetView, problems: bool, fleet_store: FleetStore,
                 counted: bool = False) -> bool:
-    """True if a mixed certificate (:func:`_mixed`) cannot be read again by its name alone."""
+    """True if a mixed certificate (:func:`_mixed`) cannot be read again by its name alone:
+    its name is not its own lower-case key, or a row of another spelling is filed under it (a
+    deployment or probe, or another ``certs`` row of the same key)."""
     mixed = _mixed(view, problems, counted)
     snap = fleet_store.last_snapshot
     stored = {str(c["name"]) for c in snap.certs}
     elsewhere = {str(r[0]).lower() for rows in (snap.deployments, snap.probes) for r in rows
                  if str(r[0]) not in stored}
+    elsewhere |= {n.lower().rstrip(".") for n in stored if n != n.lower().rstrip(".")}
     return any(n != n.lower().rstrip(".") or n in elsewhere for n in mixed)
 
 

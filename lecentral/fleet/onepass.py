@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Self
 
 from lecentral.fleet.current import GS, NOT_CURRENT, SEP, SOH, Split
-from lecentral.fleet.spool import COLUMNS, discard, temp_dir, temp_error
+from lecentral.fleet.spool import COLUMNS, append, discard, temp_dir, temp_error
 
 #: copies (file descriptor, offset, count) to stdout in the kernel; False if it cannot
 Send = Callable[[int, int, int], bool]
@@ -82,6 +82,38 @@ class OnePass:
 
     def abandon(self, why: str) -> None:
         self.abandoned = self.abandoned or why
+
+    def twin(self) -> Self:
+        """Another pass of the same kind with a file of its own, for the rows of ``certs``
+        a forked process reads (:mod:`lecentral.fleet.halves`)."""
+        return type(self)()
+
+    def handoff(self) -> dict[str, Any]:
+        """In that process, after its rows: the text written into the file, what else the
+        pass learned (for :meth:`merge`)."""
+        self.flush()
+        assert self._file is not None
+        try:
+            self._file.flush()
+        except OSError as exc:
+            raise temp_error(exc) from None
+        return {"taken": self.taken, "offsets": self.offsets, "held_keys": self._held_keys,
+                "abandoned": self.abandoned}
+
+    def merge(self, twin: Self, state: dict[str, Any]) -> None:
+        """After this pass's own rows: ``twin``'s file appended to this one's, and what it
+        learned (``state``: its :meth:`handoff`), as if this pass had taken its rows."""
+        self.flush()
+        assert self._file is not None and twin._file is not None
+        at = append(self._file, twin._file)
+        self.offsets += [at + offset for offset in state["offsets"]]
+        self.taken += state["taken"]
+        both = self._held_keys & state["held_keys"]
+        if both:
+            self.abandon(f"two rows named {min(both)} (case or a final dot differs)")
+        self._held_keys |= state["held_keys"]
+        if state["abandoned"]:
+            self.abandon(state["abandoned"])
 
     def take(self, row: Any, fp: str | None) -> bool:
         """Spool ``row``'s text if it is plainly current (True: the snapshot drops it); else

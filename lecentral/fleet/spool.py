@@ -31,6 +31,7 @@ the command's error, never silently replaced by ``/tmp``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -124,6 +125,39 @@ class MetricsPass:
 
     def abandon(self, why: str) -> None:
         self.abandoned = self.abandoned or why
+
+    def twin(self) -> Self:
+        """Another pass with files of its own, for the rows of ``certs`` a forked process
+        reads (:mod:`lecentral.fleet.halves`)."""
+        return type(self)()
+
+    def handoff(self) -> dict[str, Any]:
+        """In that process, after its rows: the samples written into the files, what else
+        the pass learned (for :meth:`merge`)."""
+        self.flush()
+        for f in self._files:
+            try:
+                f.flush()
+            except OSError as exc:
+                raise temp_error(exc) from None
+        return {"taken": self.taken, "listed_held": self.listed_held,
+                "held_keys": self._held_keys, "abandoned": self.abandoned}
+
+    def merge(self, twin: Self, state: dict[str, Any]) -> None:
+        """After this pass's own rows: each of ``twin``'s files appended to this one's of
+        the same family, and what it learned (``state``: its :meth:`handoff`), as if this
+        pass had read its rows."""
+        self.flush()
+        for mine, theirs in zip(self._files, twin._files, strict=True):
+            append(mine, theirs)
+        self.taken += state["taken"]
+        self.listed_held |= state["listed_held"]
+        both = self._held_keys & state["held_keys"]
+        if both:
+            self.abandon(f"two rows named {min(both)} (case or a final dot differs)")
+        self._held_keys |= state["held_keys"]
+        if state["abandoned"]:
+            self.abandon(state["abandoned"])
 
     def take(self, row: Any, fp: str | None) -> bool:
         """Write ``row``'s samples; True if it is plainly current (the snapshot then drops
@@ -262,6 +296,40 @@ def write_spooled(write: Write, view: FleetView, leftovers: Sequence[Leftover],
 
     _write_the_rest(write, view, shown, managed, leftovers, listed, spooled.taken, journals,
                     ari_failing)
+
+
+def append(dst: IO[Any], src: IO[Any]) -> int:
+    """Append the bytes of file ``src`` (written by another process: its size is the file's)
+    to ``dst`` (everything collected flushed first), copied by the kernel where it can;
+    ``dst``'s size before. For :meth:`MetricsPass.merge` and
+    :meth:`lecentral.fleet.onepass.OnePass.merge`."""
+    try:
+        dst.flush()
+        at = os.fstat(dst.fileno()).st_size
+        count = os.fstat(src.fileno()).st_size
+        done = 0
+        while done < count:
+            try:
+                copied = os.copy_file_range(src.fileno(), dst.fileno(), count - done,
+                                            done, at + done)
+            except (AttributeError, OSError) as exc:  # no copy_file_range here: read, write
+                if isinstance(exc, OSError) and exc.errno not in _NO_KERNEL_COPY:
+                    raise
+                copied = os.pwrite(dst.fileno(), os.pread(src.fileno(), min(count - done,
+                                                                               1 << 20), done),
+                                   at + done)
+            if not copied:
+                raise OSError(errno.EIO, f"{src} ended at {done} of {count} bytes")
+            done += copied
+        dst.seek(0, os.SEEK_END)  # (the file object's position: after what was appended)
+    except OSError as exc:
+        raise temp_error(exc) from None
+    return at
+
+
+#: copy_file_range's errors that only say the kernel cannot copy these files
+_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP,
+                             errno.EBADF})
 
 
 def discard(f: IO[Any]) -> None:

@@ -9,11 +9,12 @@ PostgreSQL the database fills ``db_user`` itself and refuses a report for a host
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from sqlalchemy import (
     Connection,
@@ -32,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from lecentral.errors import StoreError
+from lecentral.fleet import halves
 from lecentral.fleet.current import (
     Limit,
     Split,
@@ -174,6 +176,21 @@ class RowTaker(Protocol):
 
     def abandon(self, why: str) -> None:
         """What was taken cannot stand for the judge's view: the caller computes it anew."""
+
+    def twin(self) -> Self:
+        """Another taker of the same kind, with temporary files of its own, for the rows a
+        forked process reads (:mod:`lecentral.fleet.halves`)."""
+
+    def handoff(self) -> dict[str, Any]:
+        """In that process, after its rows: everything collected written into the files,
+        what else the taker learned (picklable)."""
+
+    def merge(self, twin: Self, state: dict[str, Any]) -> None:
+        """After this taker's own rows: ``twin``'s (its ``state`` from :meth:`handoff`), as
+        if this taker had taken them after its own."""
+
+    def close(self) -> None:
+        """Close (and so remove) the temporary files."""
 
 
 def expiry_facts_columns() -> list[Any]:
@@ -350,7 +367,8 @@ class FleetStore:
     def snapshot(self, names: Iterable[str] = (), current_after: int | None = None,
                  listing: bool = False, ok_limits: Sequence[Limit] | None = None,
                  now: int | None = None, count_above: int = 0,
-                 problems_only: bool = False, taker: RowTaker | None = None) -> Snapshot:
+                 problems_only: bool = False, taker: RowTaker | None = None,
+                 exact: bool = False) -> Snapshot:
         """``certs`` (the columns the fleet needs), deployments, probes and the latest runs.
 
         Only what the judge reads is selected, and JSON columns stay text until a target needs
@@ -375,6 +393,9 @@ class FleetStore:
         takes are left out of the snapshot. If a row read may belong to one it took (the judge
         files rows under their lower-case name), it is told to abandon them and the snapshot is
         read again without it.
+
+        With ``exact``, ``names`` are stored names, and only rows of exactly those names are
+        read (through the tables' keys); the caller knows no row of another spelling exists.
         """
         if taker is not None and current_after is None:
             raise ValueError("a taker reads a split snapshot (current_after)")
@@ -435,7 +456,11 @@ class FleetStore:
         cert_q = select(*cols).select_from(joined).order_by(certs.c.name)
         dep_q = select(*dep_cols).order_by(d.name, d.host, d.entry)
         probe_q = select(*probe_cols).order_by(p.name, p.url)
-        if wanted:
+        if wanted and exact:  # (a look-up by key: no scan of the tables)
+            cert_q = cert_q.where(certs.c.name.in_(list(names)))
+            dep_q = dep_q.where(d.name.in_(list(names)))
+            probe_q = probe_q.where(p.name.in_(list(names)))
+        elif wanted:
             # as the judge files them: a certificate under its lower-case name without a final
             # dot, a deployment or probe under its lower-case name (a report filed under
             # another spelling was left out of `fleet NAME` and `check NAME`, which then said
@@ -446,7 +471,10 @@ class FleetStore:
             probe_q = probe_q.where(func.lower(p.name).in_(wanted))
         snap = Snapshot(split=split)
         extra = ("cached_fp", "crt", "hint_fp", "fleet_counts", "plain_ok", "probed")
-        with self.store.transaction("reading the fleet") as conn:
+        # above FORK_ABOVE rows, a child reads the names from the middle one on (halves.py)
+        half = (self._other_half(cert_q, split, taker)
+                if taker is not None and split is not None and not wanted else None)
+        with half or contextlib.nullcontext(), self.store.transaction("reading the fleet") as conn:
             if split is not None:  # its aggregated strings may be cut (Split.cut)
                 split.max_chars = self._aggregate_chars(conn)
             others: set[str] | None = None  # the names SQL did not find plainly OK
@@ -468,26 +496,25 @@ class FleetStore:
                 cert_q = cert_q.where(case((plainly_no_problem(split), 1), else_=0) == 0)
             # in batches (fetchmany): 100,000 rows one fetchone at a time cost a third more;
             # on MariaDB each row's values as one string (PyMySQL decodes columns in Python)
-            keys, result = packed.rows(conn, cert_q, yield_per=2000)
-            at_cached, at_crt = keys.index("cached_fp"), keys.index("crt")
+            own_q = cert_q if half is None else cert_q.where(certs.c.name < half.middle)
+            keys, result = packed.rows(conn, own_q, yield_per=2000)
             kept = [(k, i) for i, k in enumerate(keys) if k not in extra]
             counted: list[tuple[dict[str, Any], Any, str]] = []
             at_hint = keys.index("hint_fp") if split is not None else 0
             at_ok = keys.index("plain_ok") if "plain_ok" in keys else -1
             at_facts = keys.index("facts_not_after") if "facts_not_after" in keys else -1
-            attached: int | None = None  # a pass: the deployments of every row's exact name
+            scan = halves.Scan(keys, taker)  # (with a taker: counts the deployments of each row)
             if taker is not None and split is not None:
                 taker.start(keys, split)
-                attached = 0
-            for row in result:
+            if half is None or split is None:
+                held = scan.held(result)
+            else:
+                above = cert_q.where(certs.c.name >= half.middle)
+                held = half.rest((keys, result), scan, split,
+                                 lambda: packed.rows(conn, above, yield_per=2000))
+            for row, fingerprint in held:
                 if at_ok >= 0 and row[at_ok] and (others is None or row[0] not in others):
                     snap.plain_ok -= 1  # plainly OK and expiring first: judged here
-                pem = row[at_crt]
-                fingerprint = row[at_cached] if pem is None else pem_fingerprint(pem)
-                if attached is not None and row[at_hint + 1]:
-                    attached += int(str(row[at_hint + 1]).partition(":")[0])
-                if taker is not None and taker.take(row, fingerprint):
-                    continue
                 item = {k: row[i] for k, i in kept}
                 item["fingerprint"] = fingerprint
                 if (at_facts >= 0 and row[at_facts] is not None
@@ -512,7 +539,8 @@ class FleetStore:
                 if split.uncounted and taker is not None:  # read in full: not as counted
                     taker.abandon(f"the targets of {min(split.uncounted)} could not be counted")
                 snap.deployments = split.others(conn, dep_cols, wanted, read["partial"],
-                                                read["again"], attached)
+                                                read["again"],
+                                                scan.attached if taker is not None else None)
             snap.probes = list(conn.execute(probe_q).all())
             snap.runs = self._latest_runs(conn)
             if ((snap.plain_ok or (taker is not None and taker.taken))
@@ -590,12 +618,8 @@ class FleetStore:
         rows."""
         from concurrent.futures import ThreadPoolExecutor
 
-        rows = int(conn.execute(select(func.count()).select_from(certs)).scalar_one())
-        if rows <= PARALLEL_ABOVE:
-            return None
-        middle = conn.execute(select(certs.c.name).order_by(certs.c.name)
-                              .offset(rows // 2).limit(1)).scalar()
-        if middle is None:  # (rows removed meanwhile)
+        middle = self._middle(conn, PARALLEL_ABOVE)
+        if middle is None:
             return None
         below = certs.c.name < middle
 
@@ -615,6 +639,29 @@ class FleetStore:
             first = self._judged_part(conn, split, ok, below)
             rest = second.result()
         return [first, rest if rest is not None else self._judged_part(conn, split, ok, ~below)]
+
+    @staticmethod
+    def _middle(conn: Connection, above: int) -> Any:
+        """The name in the middle of ``certs`` by name, or None if it has ``above`` rows or
+        fewer (or they were removed meanwhile)."""
+        rows = int(conn.execute(select(func.count()).select_from(certs)).scalar_one())
+        if rows <= above:
+            return None
+        return conn.execute(select(certs.c.name).order_by(certs.c.name)
+                            .offset(rows // 2).limit(1)).scalar()
+
+    def _other_half(self, query: Any, split: Split, taker: RowTaker) -> halves.OtherHalf | None:
+        """A forked child reading the rows of ``query`` from the middle name on into a twin
+        of ``taker`` (:mod:`lecentral.fleet.halves`); None where this process reads them all:
+        :data:`~lecentral.fleet.halves.FORK_ABOVE` rows or fewer, or no fork here."""
+        if not halves.usable(self.store):
+            return None
+        with self.store.transaction("halving the fleet pass") as conn:
+            middle = self._middle(conn, halves.FORK_ABOVE)
+        if middle is None:
+            return None
+        return halves.OtherHalf.fork(self.store, query.where(certs.c.name >= middle), middle, split,
+                              taker, self._aggregate_chars)
 
     @staticmethod
     def _judged_part(conn: Connection, split: Split, ok: Any, where: Any

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from lecentral.fleet.current import SEP, SOH
 from lecentral.fleet.onepass import OnePass
@@ -88,6 +88,7 @@ class TextPass(OnePass):
 
     def __init__(self, now: int, label_width: int, served: bool) -> None:
         super().__init__()
+        self._given = (now, label_width, served)
         self.now = now
         self.padded = [max(len(HEADERS[0]), label_width), 31 if served else len(HEADERS[1]),
                        10, len(HEADERS[3])]
@@ -138,6 +139,16 @@ class TextPass(OnePass):
         widths[1] = max(widths[1], seen_width, 3 + len(fp12))
         widths[2] = max(widths[2], len(day.rstrip(" ")))
         return "".join(lines)
+
+    def twin(self) -> Self:
+        return type(self)(*self._given)
+
+    def handoff(self) -> dict[str, Any]:
+        return {**super().handoff(), "widths": self.widths}
+
+    def merge(self, twin: Self, state: dict[str, Any]) -> None:
+        super().merge(twin, state)
+        self.widths = [max(a, b) for a, b in zip(self.widths, state["widths"], strict=True)]
 
     def _tail(self, rest: str) -> str | None:
         """What follows a target line's SEEN cell, for ``rest`` (``1`` if served, else

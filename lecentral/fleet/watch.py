@@ -48,7 +48,8 @@ def load_view(store: Store, config: CentralConfig, now: int, names: Iterable[str
               ok_limits: Sequence[Limit] | None = None,
               count_above: int = 0,
               problems_only: bool = False,
-              taker: RowTaker | None = None) -> tuple[FleetStore, FleetView]:
+              taker: RowTaker | None = None,
+              exact: bool = False) -> tuple[FleetStore, FleetView]:
     """The fleet as it stands at ``now`` (all certificates, or ``names``).
 
     ``split``: the targets SQL finds current are only counted, not judged in Python
@@ -58,7 +59,8 @@ def load_view(store: Store, config: CentralConfig, now: int, names: Iterable[str
     finds plainly OK are only counted (``FleetView.plain_ok``), if more than ``count_above``;
     ``problems_only`` (with ``split``, ``fleet --problems``): likewise those disabled or plainly
     current; ``taker`` (with ``split``): sees every ``certs`` row first and keeps the ones it
-    takes out of the view (:mod:`lecentral.fleet.spool`).
+    takes out of the view (:mod:`lecentral.fleet.spool`); ``exact``: ``names`` are stored
+    names, read exactly (:meth:`FleetStore.snapshot`).
     """
     fleet = FleetStore(store)
     settings = settings_of(config)
@@ -66,7 +68,7 @@ def load_view(store: Store, config: CentralConfig, now: int, names: Iterable[str
     snap = fleet.snapshot(names, current_after=after, listing=listing,
                           ok_limits=ok_limits if split else None, now=now,
                           count_above=count_above, problems_only=split and problems_only,
-                          taker=taker if split else None)
+                          taker=taker if split else None, exact=exact)
     return fleet, compute(snap, settings, now, fleet)
 
 

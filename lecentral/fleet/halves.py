@@ -1,0 +1,271 @@
+"""The fleet's pass over ``certs`` in two processes: ``fleet``, ``fleet --json`` and ``metrics``
+of a large fleet on two cores.
+
+The pass (:meth:`lecentral.fleet.store.FleetStore.snapshot` with a ``taker``) is one statement
+whose rows Python turns into text: at 100,000 certificates on 3 hosts about 1.5 s, one core
+busy (SQLite's steps and its checksum callbacks, or PyMySQL's decoding, then the taker), the
+other idle. Above :data:`FORK_ABOVE` rows, this process forks before it reads: the child reads
+the rows from the middle name on, on a connection of its own, and hands them to a *twin* of
+the taker (the same kind, with temporary files of its own); this process reads the rows below
+the middle name meanwhile. The child then writes what its taker learned and the rows it held
+(about 2 %, judged here) into a temporary file and exits; this process appends the twin's
+files to its taker's (:meth:`~lecentral.fleet.onepass.OnePass.merge`), as if it had read the
+rows itself after its own, and goes on.
+
+Each half is its own transaction (a row changed in between is seen as one of them saw it, as
+with ``check``'s halves). Anything that keeps the child from giving its half (no ``fork``, one
+core, a connection it cannot have, an error, another aggregate limit, a child not done by
+:func:`patience` after this process's own half) makes this process read that half itself,
+after its own: the output is the same, it only takes longer.
+
+The child is forked before this process opens its reading transaction, with none of the
+store's connections checked out (SQLite's locks are per process: a connection in use at the
+fork would be the child's too), and never touches the parent's connections: it opens its own
+store from the same URL and leaves through ``os._exit`` (no atexit, no flushing of this
+process's buffers, no closing of the inherited connections).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import select
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any, NoReturn, Self
+
+from lecentral.names import pem_fingerprint
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from lecentral.fleet.current import Split
+    from lecentral.fleet.store import RowTaker
+    from lecentral.store.sql import SqlStore
+
+log = logging.getLogger(__name__)
+
+#: above this many rows of ``certs``, the pass reads its two halves in two processes
+FORK_ABOVE = 20_000
+
+#: the pass's rows, as ``lecentral.store.packed.rows`` reads them: (their keys, the rows)
+Rows = tuple[list[str], Iterable[Any]]
+
+
+@dataclass
+class Scan:
+    """What the pass does with each row before the snapshot sees it: its fingerprint (the
+    crt's, or the facts' where no crt was sent), the deployments SQL counted of its exact
+    name (``attached``), the taker's look; yields the rows the taker did not take, with
+    their fingerprints."""
+
+    keys: list[str]
+    taker: RowTaker | None
+    #: deployments counted over every row (``attached`` of :meth:`Split.others`)
+    attached: int = 0
+    _at: tuple[int, int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        at_counts = self.keys.index("fleet_counts") if "fleet_counts" in self.keys else -1
+        self._at = (self.keys.index("crt"), self.keys.index("cached_fp"), at_counts)
+
+    def held(self, rows: Iterable[Any]) -> Iterator[tuple[Any, str | None]]:
+        """(row, fingerprint) of each of ``rows`` the taker does not take."""
+        at_crt, at_cached, at_counts = self._at
+        take = self.taker.take if self.taker is not None else None
+        for row in rows:
+            pem = row[at_crt]
+            fingerprint = row[at_cached] if pem is None else pem_fingerprint(pem)
+            if take is not None:
+                if row[at_counts]:
+                    self.attached += int(str(row[at_counts]).partition(":")[0])
+                if take(row, fingerprint):
+                    continue
+            yield row, fingerprint
+
+
+@dataclass
+class Handed:
+    """What the child hands back: its aggregate limit, its keys, the deployments it counted,
+    the rows it held (as tuples, with their fingerprints) and its taker's state."""
+
+    max_chars: int | None
+    keys: list[str]
+    attached: int
+    held: list[tuple[tuple[Any, ...], str | None]]
+    state: dict[str, Any]
+
+
+def patience(own: float) -> float:
+    """Seconds to wait for the child after this process's own half took ``own`` seconds:
+    as long again and a margin (its half is as large), then this process reads it."""
+    return 2 * own + 5
+
+
+class OtherHalf:
+    """The rows of ``certs`` from :attr:`middle` on, read by a forked child: see the module's
+    docstring. :meth:`rest` gives them (the child's held rows, its taker's work merged into
+    this process's taker), or reads them here."""
+
+    def __init__(self, pid: int, ready: int, out: IO[bytes], twin: RowTaker,
+                 middle: Any) -> None:
+        self.pid: int | None = pid
+        self._ready = ready  # the pipe's read end: EOF when the child is gone
+        self._out = out
+        self._twin = twin
+        #: the first name of the child's half
+        self.middle = middle
+        self._started = time.monotonic()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @classmethod
+    def fork(cls, store: SqlStore, query: Any, middle: Any, split: Split, taker: RowTaker,
+             chars: Callable[[Connection], int | None]) -> OtherHalf | None:
+        """Fork a child reading the rows of ``query`` (those from the name ``middle`` on) into
+        a twin of ``taker`` (``chars``: how it learns its aggregate limit on its connection);
+        None if not forked (this process reads every row)."""
+        from lecentral.fleet.spool import discard, temp_dir
+
+        other: RowTaker = taker.twin()
+        try:
+            out = tempfile.TemporaryFile(prefix="lecentral-half-", dir=temp_dir())  # noqa: SIM115
+        except OSError:
+            other.close()
+            return None
+        ready, done = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            log.debug("reading every row here: no fork (%s)", exc)
+            for fd in (ready, done):
+                os.close(fd)
+            discard(out)
+            other.close()
+            return None
+        if pid == 0:  # the child
+            os.close(ready)
+            _child(store.url, query, split, other, chars, out)
+        os.close(done)
+        return cls(pid, ready, out, other, middle)
+
+    def rest(self, own: Rows, scan: Scan, split: Split, here: Callable[[], Rows]
+             ) -> Iterator[tuple[Any, str | None]]:
+        """This process's rows (``own``) through ``scan``, then the child's held rows, its
+        taker's work merged into ``scan``'s taker and its count into ``scan``; or, where the
+        child did not give its half, the rows of ``here()``, read in this process."""
+        yield from scan.held(own[1])
+        handed = self._handed(time.monotonic() - self._started)
+        if handed is not None and (handed.keys != own[0] or handed.max_chars != split.max_chars):
+            log.debug("reading the second half here: the child read it otherwise")
+            handed = None
+        if handed is None:
+            yield from scan.held(here()[1])
+            return
+        assert scan.taker is not None
+        scan.taker.merge(self._twin, handed.state)
+        scan.attached += handed.attached
+        yield from handed.held
+
+    def _handed(self, own: float) -> Handed | None:
+        """The child's work, waited for at most :func:`patience`; None if it gave none."""
+        try:
+            readable, _, _ = select.select([self._ready], [], [], patience(own))
+        except (OSError, ValueError):
+            readable = []
+        if not readable:
+            log.debug("reading the second half here: the child is not done")
+            self.close()
+            return None
+        code = self._reap()
+        if code != 0:
+            log.debug("reading the second half here: the child ended with %s", code)
+            return None
+        try:
+            self._out.seek(0)
+            handed = pickle.load(self._out)
+        except (OSError, EOFError, pickle.UnpicklingError) as exc:
+            log.debug("reading the second half here: %s", exc)
+            return None
+        return handed if isinstance(handed, Handed) else None
+
+    def _reap(self, kill: bool = False) -> int | None:
+        """The child's exit status (waited for; ``kill``: killed first); None if gone."""
+        pid, self.pid = self.pid, None
+        if pid is None:
+            return None
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return None
+        return os.waitstatus_to_exitcode(status)
+
+    def close(self) -> None:
+        """The child stopped (killed if still running) and waited for, the files closed."""
+        from lecentral.fleet.spool import discard
+
+        self._reap(kill=True)
+        if self._ready >= 0:
+            os.close(self._ready)
+            self._ready = -1
+        discard(self._out)
+        self._twin.close()
+
+
+def _child(url: str, query: Any, split: Split, taker: RowTaker,
+           chars: Callable[[Connection], int | None], out: IO[bytes]) -> NoReturn:
+    """The child's whole life: its half read into ``taker``, what it learned pickled into
+    ``out``; exit 0, or 1 on any error (the parent then reads the half itself)."""
+    code = 1
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: gone at once, no traceback
+        from lecentral.store import packed
+        from lecentral.store.sql import SqlStore
+
+        store = SqlStore(url)
+        with store.engine.connect() as conn, conn.begin():
+            max_chars = chars(conn)
+            keys, rows = packed.rows(conn, query, yield_per=2000)
+            taker.start(keys, split)
+            scan = Scan(keys, taker)
+            held = [(tuple(row), fp) for row, fp in scan.held(rows)]
+        state = taker.handoff()
+        pickle.dump(Handed(max_chars, keys, scan.attached, held, state), out,
+                    protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
+        code = 0
+    except BaseException:  # noqa: BLE001, S110 - any: the parent reads the half itself
+        pass
+    finally:
+        os._exit(code)
+
+
+def usable(store: SqlStore) -> bool:
+    """True if the pass may fork here: ``fork``, two cores, none of the store's connections
+    checked out, and a database the child's own connection sees as this process does (not
+    SQLite's in-memory one: the child's would be empty, its half silently missing)."""
+    if store.dialect == "sqlite" and not (store.sqlite_path
+                                          and os.path.isfile(store.sqlite_path)):
+        return False
+    pool = store.engine.pool
+    return (hasattr(os, "fork") and _cores() >= 2
+            and not getattr(pool, "checkedout", lambda: 0)())
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

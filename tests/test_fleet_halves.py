@@ -1,0 +1,273 @@
+"""``lecentral metrics``, ``fleet --json`` and ``fleet`` reading ``certs`` in two processes
+(issue 16: lecentral/fleet/halves.py): above ``FORK_ABOVE`` rows (here: any) a forked child
+reads the names from the middle one on into a twin of the pass, this process the others; the
+output must be the bytes of one process's pass, on SQLite, MariaDB and PostgreSQL, whatever
+the rows; a child that does not give its half leaves it to this process; no child or
+temporary file outlives the command."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from monitor_world import Fleet
+from test_fleet_onepass import odd_world
+from test_fleet_split import (
+    escaped_world,
+    orphan_world,
+    plain_world,
+    separator_world,
+    upper_world,
+    world,
+)
+
+from lecentral.fleet import halves, jsonpass, onepass, spool, textpass
+
+COMMANDS = (("metrics",), ("fleet", "--json"), ("fleet",))
+
+
+@pytest.fixture(params=["sqlite", "mariadb", "postgresql"])
+def fleet(request: pytest.FixtureRequest, tmp_path: Path,
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[Fleet]:
+    """A fleet whose commands all see one second (their outputs are compared)."""
+    url = None
+    if request.param != "sqlite":
+        url = request.getfixturevalue("mariadb_url" if request.param == "mariadb"
+                                      else "postgres_url")
+    f = _frozen(Fleet(tmp_path, url), monkeypatch)
+    yield f
+    f.close()
+
+
+def _frozen(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> Fleet:
+    import lecentral.certificates
+    import lecentral.cli.fleet
+    import lecentral.names
+
+    for module in (lecentral.names, lecentral.certificates, lecentral.cli.fleet):
+        monkeypatch.setattr(module, "now_ts", lambda: fleet.now)
+    return fleet
+
+
+class _Children:
+    """The children forked (their pids) and the twins' work merged here (spied on)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.pids: list[int] = []
+        self.merged = 0
+        real_init = halves.OtherHalf.__init__
+
+        def init(this: halves.OtherHalf, pid: int, *args: Any) -> None:
+            self.pids.append(pid)
+            real_init(this, pid, *args)
+
+        monkeypatch.setattr(halves.OtherHalf, "__init__", init)
+        for cls in (onepass.OnePass, textpass.TextPass, spool.MetricsPass):
+            real = cls.__dict__["merge"]
+
+            def merge(this: Any, twin: Any, state: Any, real: Any = real) -> None:
+                self.merged += 1
+                real(this, twin, state)
+
+            monkeypatch.setattr(cls, "merge", merge)
+
+    def all_reaped(self) -> bool:
+        """True if no child forked is left (each was waited for: no zombie)."""
+        for pid in self.pids:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+            return False
+        return True
+
+
+def _outputs(fleet: Fleet, monkeypatch: pytest.MonkeyPatch, fork_above: int
+             ) -> list[bytes]:
+    monkeypatch.setattr(halves, "FORK_ABOVE", fork_above)
+    found = []
+    for args in COMMANDS:
+        result = fleet.run(*args)
+        assert result.exit_code == 0, (args, result.output)
+        found.append(result.stdout_bytes)
+    return found
+
+
+@pytest.mark.parametrize("made", [world, plain_world, upper_world, odd_world, orphan_world,
+                                  escaped_world, separator_world],
+                         ids=["world", "plainly-ok", "upper-case", "odd", "orphans", "escaped",
+                              "separators"])
+def test_two_processes_write_the_bytes_of_one(fleet: Fleet, made: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    made(fleet)
+    one = _outputs(fleet, monkeypatch, 10 ** 9)
+    children = _Children(monkeypatch)
+    two = _outputs(fleet, monkeypatch, 0)
+    for args, a, b in zip(COMMANDS, one, two, strict=True):
+        assert a == b, args
+    assert len(children.pids) >= len(COMMANDS)  # each forked (a pass given up: again)
+    assert children.merged >= len(COMMANDS)  # and the child's half was used
+    assert children.all_reaped()
+
+
+def test_a_name_in_each_half_that_the_judge_files_under_one_key(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ZZZ-CASE.split.example.test`` sorts before the middle name (capitals before small
+    letters), ``zzz-case.split.example.test`` after it: each half reads one, and the output
+    is one process's (the judge files both under one key)."""
+    from sqlalchemy import update
+
+    from lecentral.store.schema import certs
+
+    plain_world(fleet)
+    for name in ("yyy-case.split.example.test", "zzz-case.split.example.test"):
+        cert = fleet.issue(name, age=2)
+        fleet.report("web1", name, cert, cert)
+    with fleet.store.transaction("two spellings") as conn:
+        conn.execute(update(certs).where(certs.c.name == "yyy-case.split.example.test")
+                     .values(name="ZZZ-CASE.split.example.test"))
+    one = _outputs(fleet, monkeypatch, 10 ** 9)
+    children = _Children(monkeypatch)
+    two = _outputs(fleet, monkeypatch, 0)
+    assert one == two
+    assert children.pids and children.all_reaped()
+
+
+def _exits_at_once(*args: Any) -> None:
+    os._exit(1)
+
+
+def _never_done(*args: Any) -> None:
+    time.sleep(60)
+    os._exit(0)
+
+
+@pytest.mark.parametrize("how", ["exit", "slow"])
+def test_a_child_that_does_not_give_its_half_leaves_it_here(
+        fleet: Fleet, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child that ends without its half (stood in for by a child ending at once: an error,
+    a kill), or one not done when this process has waited for it (stood in for by one that
+    sleeps, with a short patience): this process reads that half itself, the output is one
+    process's, the child is killed and waited for."""
+    plain_world(fleet)
+    one = _outputs(fleet, monkeypatch, 10 ** 9)
+    children = _Children(monkeypatch)
+    monkeypatch.setattr(halves, "_child", _exits_at_once if how == "exit" else _never_done)
+    monkeypatch.setattr(halves, "patience", lambda own: 0.5)
+    started = time.monotonic()
+    two = _outputs(fleet, monkeypatch, 0)
+    assert one == two
+    assert children.pids and children.merged == 0
+    assert children.all_reaped()
+    assert time.monotonic() - started < 30  # (no child waited for to its end)
+
+
+def test_a_second_connection_refused_leaves_the_half_here(
+        mariadb_server: Any, mariadb_url: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database user allowed one connection (``MAX_USER_CONNECTIONS 1``): the child's is
+    refused, it ends, and this process reads its half: the output is one process's."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(mariadb_url)
+    mariadb_server.execute(
+        "CREATE USER 'lone'@'%' IDENTIFIED BY 'lone-pw' WITH MAX_USER_CONNECTIONS 1; "
+        f"GRANT ALL ON `{url.database}`.* TO 'lone'@'%'")
+    lone = url.set(username="lone", password="lone-pw").render_as_string(hide_password=False)
+    fleet = _frozen(Fleet(tmp_path, mariadb_url), monkeypatch)
+    try:
+        plain_world(fleet)
+        one = _outputs(fleet, monkeypatch, 10 ** 9)
+        fleet.config.write_text(fleet.config.read_text(encoding="utf-8").replace(
+            mariadb_url, lone), encoding="utf-8")
+        children = _Children(monkeypatch)
+        two = _outputs(fleet, monkeypatch, 0)
+        assert one == two
+        assert children.pids and children.merged == 0 and children.all_reaped()
+    finally:
+        fleet.close()
+        mariadb_server.execute("DROP USER 'lone'@'%'")
+
+
+@pytest.mark.parametrize("args", COMMANDS)
+def test_ctrl_c_leaves_no_child_and_no_file(fleet: Fleet, args: tuple[str, ...],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in the middle of this process's half: the child is killed and waited for, every
+    temporary file (the twin's and the child's hand-over included) closed."""
+    plain_world(fleet)
+    monkeypatch.setattr(halves, "FORK_ABOVE", 0)
+    children = _Children(monkeypatch)
+    made: list[Any] = []
+    real = tempfile.TemporaryFile
+
+    def recorded(*a: Any, **kw: Any) -> Any:
+        made.append(real(*a, **kw))
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", recorded)
+    cls: Any = {("metrics",): spool.MetricsPass, ("fleet",): textpass.TextPass}.get(
+        args, jsonpass.JsonPass)
+    real_take = cls.take
+    seen: list[Any] = []
+
+    def take(self: Any, row: Any, fp: Any) -> bool:
+        seen.append(row)
+        if len(seen) == 3 and os.getpid() == parent:
+            raise KeyboardInterrupt
+        return bool(real_take(self, row, fp))
+
+    parent = os.getpid()
+    monkeypatch.setattr(cls, "take", take)
+    result = fleet.run(*args)
+    assert result.exit_code != 0
+    assert children.pids and children.all_reaped()
+    assert made and all(f.closed for f in made)
+
+
+def test_no_child_where_its_connection_would_see_another_database(tmp_path: Path) -> None:
+    """SQLite in memory: a child's own connection would open an empty database (its half
+    silently missing): no fork. A SQLite file: a fork (this machine has two cores)."""
+    from lecentral.store.sql import SqlStore
+
+    memory = SqlStore("sqlite://")
+    assert not halves.usable(memory)
+    memory.close()
+    Fleet(tmp_path).close()
+    on_disk = SqlStore(f"sqlite:///{tmp_path / 'lecentral.db'}")
+    assert halves.usable(on_disk)
+    on_disk.close()
+
+
+def test_a_mixed_certificate_with_a_row_of_another_spelling_is_judged_in_full(
+        fleet: Fleet) -> None:
+    """A certificate with a current and a stale target (read again after the pass, by its
+    stored name: through the tables' keys) and another ``certs`` row the judge files under
+    the same key (upper case): the view is judged in full, as ``--notify``'s is, not from
+    the one row of the exact name."""
+    from sqlalchemy import update
+
+    from lecentral.config import RenewConfig
+    from lecentral.store.schema import certs
+
+    plain_world(fleet)
+    name = "mixed-case.split.example.test"
+    cert = fleet.issue(name, age=2)
+    old = fleet.cert(name, days=90, age=80)
+    fleet.report("web1", name, cert, cert)
+    fleet.report("web2", name, old, old, ago=5)
+    other = fleet.issue("other-case.split.example.test", age=2)
+    fleet.report("web3", "other-case.split.example.test", other, other)
+    fleet.store.record_facts(fleet.store.sweep(RenewConfig(), fleet.now).rows)
+    with fleet.store.transaction("another spelling") as conn:
+        conn.execute(update(certs).where(certs.c.name == "other-case.split.example.test")
+                     .values(name=name.upper()))
+    for args in (("fleet", "--json"), ("fleet",)):
+        split = fleet.run(*args)
+        full = fleet.run(*args, "--notify")
+        assert split.exit_code == full.exit_code == 0, split.output
+        assert split.stdout == full.stdout, args
