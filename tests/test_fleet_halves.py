@@ -8,7 +8,6 @@ temporary file outlives the command."""
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 from monitor_world import Fleet
-from test_fleet_onepass import odd_world
+from test_fleet_onepass import odd_world, pass_of, recorded_temporary_files
 from test_fleet_split import (
     escaped_world,
     orphan_world,
@@ -26,7 +25,7 @@ from test_fleet_split import (
     world,
 )
 
-from lecentral.fleet import halves, jsonpass, onepass, spool, textpass
+from lecentral.fleet import halves, onepass, spool, textpass
 
 COMMANDS = (("metrics",), ("fleet", "--json"), ("fleet",))
 
@@ -202,16 +201,8 @@ def test_ctrl_c_leaves_no_child_and_no_file(fleet: Fleet, args: tuple[str, ...],
     plain_world(fleet)
     monkeypatch.setattr(halves, "FORK_ABOVE", 0)
     children = _Children(monkeypatch)
-    made: list[Any] = []
-    real = tempfile.TemporaryFile
-
-    def recorded(*a: Any, **kw: Any) -> Any:
-        made.append(real(*a, **kw))
-        return made[-1]
-
-    monkeypatch.setattr(tempfile, "TemporaryFile", recorded)
-    cls: Any = {("metrics",): spool.MetricsPass, ("fleet",): textpass.TextPass}.get(
-        args, jsonpass.JsonPass)
+    made = recorded_temporary_files(monkeypatch)
+    cls = pass_of(args)
     real_take = cls.take
     seen: list[Any] = []
 

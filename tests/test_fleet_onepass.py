@@ -463,16 +463,8 @@ def test_temporary_files_go_on_every_path(fleet: Fleet, tmp_path: Path, error: t
     are closed (they have no name: nothing stays in $TMPDIR), the textfile untouched, the
     error said."""
     plain_world(fleet)
-    made: list[Any] = []
-    real = tempfile.TemporaryFile
-
-    def recorded(*a: Any, **kw: Any) -> Any:
-        made.append(real(*a, **kw))
-        return made[-1]
-
-    monkeypatch.setattr(tempfile, "TemporaryFile", recorded)
-    cls: Any = {("metrics",): spool.MetricsPass, ("fleet",): textpass.TextPass}.get(
-        args, jsonpass.JsonPass)
+    made = recorded_temporary_files(monkeypatch)
+    cls = pass_of(args)
     real_take = cls.take
     seen = []
 
@@ -499,6 +491,25 @@ def test_temporary_files_go_on_every_path(fleet: Fleet, tmp_path: Path, error: t
         assert result.stdout == ""
     else:
         assert result.exit_code != 0
+
+
+def recorded_temporary_files(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every temporary file made from now on (spied on)."""
+    made: list[Any] = []
+    real = tempfile.TemporaryFile
+
+    def recorded(*a: Any, **kw: Any) -> Any:
+        made.append(real(*a, **kw))
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", recorded)
+    return made
+
+
+def pass_of(args: tuple[str, ...]) -> Any:
+    """The pass (the taker's class) of the command ``args``."""
+    return {("metrics",): spool.MetricsPass, ("fleet",): textpass.TextPass}.get(
+        args, jsonpass.JsonPass)
 
 
 def _failing_flush() -> None:

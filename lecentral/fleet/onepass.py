@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Self
 
 from lecentral.fleet.current import GS, NOT_CURRENT, SEP, SOH, Split
-from lecentral.fleet.spool import COLUMNS, append, discard, temp_dir, temp_error
+from lecentral.fleet.spool import COLUMNS, append, discard, merged, temp_dir, temp_error
 
 #: copies (file descriptor, offset, count) to stdout in the kernel; False if it cannot
 Send = Callable[[int, int, int], bool]
@@ -107,13 +107,7 @@ class OnePass:
         assert self._file is not None and twin._file is not None
         at = append(self._file, twin._file)
         self.offsets += [at + offset for offset in state["offsets"]]
-        self.taken += state["taken"]
-        both = self._held_keys & state["held_keys"]
-        if both:
-            self.abandon(f"two rows named {min(both)} (case or a final dot differs)")
-        self._held_keys |= state["held_keys"]
-        if state["abandoned"]:
-            self.abandon(state["abandoned"])
+        self._held_keys = merged(self, self._held_keys, state)
 
     def take(self, row: Any, fp: str | None) -> bool:
         """Spool ``row``'s text if it is plainly current (True: the snapshot drops it); else

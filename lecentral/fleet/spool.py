@@ -150,14 +150,8 @@ class MetricsPass:
         self.flush()
         for mine, theirs in zip(self._files, twin._files, strict=True):
             append(mine, theirs)
-        self.taken += state["taken"]
         self.listed_held |= state["listed_held"]
-        both = self._held_keys & state["held_keys"]
-        if both:
-            self.abandon(f"two rows named {min(both)} (case or a final dot differs)")
-        self._held_keys |= state["held_keys"]
-        if state["abandoned"]:
-            self.abandon(state["abandoned"])
+        self._held_keys = merged(self, self._held_keys, state)
 
     def take(self, row: Any, fp: str | None) -> bool:
         """Write ``row``'s samples; True if it is plainly current (the snapshot then drops
@@ -330,6 +324,20 @@ def append(dst: IO[Any], src: IO[Any]) -> int:
 #: copy_file_range's errors that only say the kernel cannot copy these files
 _NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP,
                              errno.EBADF})
+
+
+def merged(taker: Any, held_keys: set[str], state: dict[str, Any]) -> set[str]:
+    """What every pass's :meth:`~MetricsPass.merge` does alike: ``taker``'s count of rows
+    taken and its reason to give up, from its twin's ``state``; the held rows' keys of both
+    (a key held in each half: two rows the judge files under one key, given up)."""
+    taker.taken += state["taken"]
+    both = held_keys & state["held_keys"]
+    if both:
+        taker.abandon(f"two rows named {min(both)} (case or a final dot differs)")
+    if state["abandoned"]:
+        taker.abandon(state["abandoned"])
+    theirs: set[str] = state["held_keys"]
+    return held_keys | theirs
 
 
 def discard(f: IO[Any]) -> None:
