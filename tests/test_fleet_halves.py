@@ -1,13 +1,16 @@
 """``lecentral metrics``, ``fleet --json`` and ``fleet`` reading ``certs`` in two processes
-(issue 16: lecentral/fleet/halves.py): above ``FORK_ABOVE`` rows (here: any) a forked child
-reads the names from the middle one on into a twin of the pass, this process the others; the
-output must be the bytes of one process's pass, on SQLite, MariaDB and PostgreSQL, whatever
-the rows; a child that does not give its half leaves it to this process; no child or
-temporary file outlives the command."""
+(issue 16: lecentral/fleet/halves.py): on SQLite, above ``FORK_ABOVE`` rows (here: any) a
+forked child reads the names from the middle one on into a twin of the pass, this process the
+others; the output must be the bytes of one process's pass, whatever the rows; a child that
+does not give its half leaves it to this process; no child or temporary file outlives the
+command, however it ends. MariaDB and PostgreSQL read in one transaction: no child."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +18,7 @@ from typing import Any
 
 import pytest
 from monitor_world import Fleet
-from test_fleet_onepass import odd_world, pass_of, recorded_temporary_files
+from test_fleet_onepass import _Taken, odd_world, pass_of, recorded_temporary_files
 from test_fleet_split import (
     escaped_world,
     orphan_world,
@@ -30,10 +33,18 @@ from lecentral.fleet import halves, onepass, spool, textpass
 COMMANDS = (("metrics",), ("fleet", "--json"), ("fleet",))
 
 
+@pytest.fixture
+def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fleet]:
+    """A SQLite fleet whose commands all see one second (their outputs are compared)."""
+    f = _frozen(Fleet(tmp_path), monkeypatch)
+    yield f
+    f.close()
+
+
 @pytest.fixture(params=["sqlite", "mariadb", "postgresql"])
-def fleet(request: pytest.FixtureRequest, tmp_path: Path,
-          monkeypatch: pytest.MonkeyPatch) -> Iterator[Fleet]:
-    """A fleet whose commands all see one second (their outputs are compared)."""
+def any_fleet(request: pytest.FixtureRequest, tmp_path: Path,
+              monkeypatch: pytest.MonkeyPatch) -> Iterator[Fleet]:
+    """The same on each database."""
     url = None
     if request.param != "sqlite":
         url = request.getfixturevalue("mariadb_url" if request.param == "mariadb"
@@ -63,10 +74,12 @@ class _Children:
 
         def init(this: halves.OtherHalf, pid: int, *args: Any) -> None:
             self.pids.append(pid)
+            self.middles.append(args[-1])
             real_init(this, pid, *args)
 
         monkeypatch.setattr(halves.OtherHalf, "__init__", init)
-        for cls in (onepass.OnePass, textpass.TextPass, spool.MetricsPass):
+        self.middles: list[Any] = []
+        for cls in (onepass.OnePass, spool.MetricsPass):  # (TextPass's calls OnePass's)
             real = cls.__dict__["merge"]
 
             def merge(this: Any, twin: Any, state: Any, real: Any = real) -> None:
@@ -86,11 +99,11 @@ class _Children:
         return True
 
 
-def _outputs(fleet: Fleet, monkeypatch: pytest.MonkeyPatch, fork_above: int
-             ) -> list[bytes]:
+def _outputs(fleet: Fleet, monkeypatch: pytest.MonkeyPatch, fork_above: int,
+             commands: tuple[tuple[str, ...], ...] = COMMANDS) -> list[bytes]:
     monkeypatch.setattr(halves, "FORK_ABOVE", fork_above)
     found = []
-    for args in COMMANDS:
+    for args in commands:
         result = fleet.run(*args)
         assert result.exit_code == 0, (args, result.output)
         found.append(result.stdout_bytes)
@@ -106,11 +119,15 @@ def test_two_processes_write_the_bytes_of_one(fleet: Fleet, made: Any,
     made(fleet)
     one = _outputs(fleet, monkeypatch, 10 ** 9)
     children = _Children(monkeypatch)
-    two = _outputs(fleet, monkeypatch, 0)
-    for args, a, b in zip(COMMANDS, one, two, strict=True):
-        assert a == b, args
-    assert len(children.pids) >= len(COMMANDS)  # each forked (a pass given up: again)
-    assert children.merged >= len(COMMANDS)  # and the child's half was used
+    spied = _Taken(monkeypatch)
+    for args, alone in zip(COMMANDS, one, strict=True):
+        merged, spied.taken = children.merged, 0
+        [two] = _outputs(fleet, monkeypatch, 0, (args,))
+        assert two == alone, args
+        assert children.merged == merged + 1, args  # forked, and the child's half used
+        if made in (plain_world, odd_world, escaped_world):  # and the pass stood
+            assert spied.taken >= 20, args
+    assert len(children.pids) == len(COMMANDS)
     assert children.all_reaped()
 
 
@@ -135,6 +152,8 @@ def test_a_name_in_each_half_that_the_judge_files_under_one_key(
     two = _outputs(fleet, monkeypatch, 0)
     assert one == two
     assert children.pids and children.all_reaped()
+    assert all("ZZZ-CASE.split.example.test" < str(m) <= "zzz-case.split.example.test"
+               for m in children.middles), children.middles
 
 
 def _exits_at_once(*args: Any) -> None:
@@ -166,31 +185,32 @@ def test_a_child_that_does_not_give_its_half_leaves_it_here(
     assert time.monotonic() - started < 30  # (no child waited for to its end)
 
 
-def test_a_second_connection_refused_leaves_the_half_here(
-        mariadb_server: Any, mariadb_url: str, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A database user allowed one connection (``MAX_USER_CONNECTIONS 1``): the child's is
-    refused, it ends, and this process reads its half: the output is one process's."""
-    from sqlalchemy.engine import make_url
+def test_no_child_on_a_database_server(any_fleet: Fleet,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """MariaDB and PostgreSQL read the pass in one transaction (one snapshot): no child there,
+    whatever the table's size; SQLite forks."""
+    plain_world(any_fleet)
+    children = _Children(monkeypatch)
+    _outputs(any_fleet, monkeypatch, 0)
+    assert bool(children.pids) == any_fleet.url.startswith("sqlite")
 
-    url = make_url(mariadb_url)
-    mariadb_server.execute(
-        "CREATE USER 'lone'@'%' IDENTIFIED BY 'lone-pw' WITH MAX_USER_CONNECTIONS 1; "
-        f"GRANT ALL ON `{url.database}`.* TO 'lone'@'%'")
-    lone = url.set(username="lone", password="lone-pw").render_as_string(hide_password=False)
-    fleet = _frozen(Fleet(tmp_path, mariadb_url), monkeypatch)
-    try:
-        plain_world(fleet)
-        one = _outputs(fleet, monkeypatch, 10 ** 9)
-        fleet.config.write_text(fleet.config.read_text(encoding="utf-8").replace(
-            mariadb_url, lone), encoding="utf-8")
-        children = _Children(monkeypatch)
-        two = _outputs(fleet, monkeypatch, 0)
-        assert one == two
-        assert children.pids and children.merged == 0 and children.all_reaped()
-    finally:
-        fleet.close()
-        mariadb_server.execute("DROP USER 'lone'@'%'")
+
+def test_no_room_for_the_twins_files_leaves_every_row_here(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The twin's temporary files cannot be made (stood in for by the error they raise: a
+    $TMPDIR that fills up just then cannot be timed): no child, this process reads every row,
+    the output is one process's."""
+    plain_world(fleet)
+    one = _outputs(fleet, monkeypatch, 10 ** 9)
+    children = _Children(monkeypatch)
+
+    def no_room(self: Any) -> Any:
+        raise spool.temp_error(OSError(28, "No space left on device"))
+
+    for cls in (onepass.OnePass, textpass.TextPass, spool.MetricsPass):
+        monkeypatch.setattr(cls, "twin", no_room)
+    assert _outputs(fleet, monkeypatch, 0) == one
+    assert children.pids == []
 
 
 @pytest.mark.parametrize("args", COMMANDS)
@@ -222,7 +242,7 @@ def test_ctrl_c_leaves_no_child_and_no_file(fleet: Fleet, args: tuple[str, ...],
 
 def test_no_child_where_its_connection_would_see_another_database(tmp_path: Path) -> None:
     """SQLite in memory: a child's own connection would open an empty database (its half
-    silently missing): no fork. A SQLite file: a fork (this machine has two cores)."""
+    silently missing): no fork. A SQLite file: a fork, where there are two cores."""
     from lecentral.store.sql import SqlStore
 
     memory = SqlStore("sqlite://")
@@ -230,12 +250,12 @@ def test_no_child_where_its_connection_would_see_another_database(tmp_path: Path
     memory.close()
     Fleet(tmp_path).close()
     on_disk = SqlStore(f"sqlite:///{tmp_path / 'lecentral.db'}")
-    assert halves.usable(on_disk)
+    assert halves.usable(on_disk) == (halves._cores() >= 2)
     on_disk.close()
 
 
 def test_a_mixed_certificate_with_a_row_of_another_spelling_is_judged_in_full(
-        fleet: Fleet) -> None:
+        any_fleet: Fleet) -> None:
     """A certificate with a current and a stale target (read again after the pass, by its
     stored name: through the tables' keys) and another ``certs`` row the judge files under
     the same key (upper case): the view is judged in full, as ``--notify``'s is, not from
@@ -245,6 +265,7 @@ def test_a_mixed_certificate_with_a_row_of_another_spelling_is_judged_in_full(
     from lecentral.config import RenewConfig
     from lecentral.store.schema import certs
 
+    fleet = any_fleet
     plain_world(fleet)
     name = "mixed-case.split.example.test"
     cert = fleet.issue(name, age=2)
@@ -262,3 +283,63 @@ def test_a_mixed_certificate_with_a_row_of_another_spelling_is_judged_in_full(
         full = fleet.run(*args, "--notify")
         assert split.exit_code == full.exit_code == 0, split.output
         assert split.stdout == full.stdout, args
+
+
+#: ``lecentral fleet --json`` forking on any table, each row taken slowly (the halves last
+#: seconds: time to send a signal while both processes run)
+SLOW_FLEET = """
+import sys, time
+from lecentral.fleet import halves, onepass
+halves.FORK_ABOVE = 0
+real = onepass.OnePass.take
+def take(self, row, fp):
+    time.sleep(0.5)
+    return real(self, row, fp)
+onepass.OnePass.take = take
+from lecentral.cli.start import central
+sys.argv = ["lecentral", "--config", sys.argv[1], "fleet", "--json"]
+central()
+"""
+
+
+def _gone(pid: int) -> bool:
+    """True if process ``pid`` has ended (gone, or a zombie nobody waits for here)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigkill"])
+def test_the_child_ends_with_the_command(fleet: Fleet, how: str) -> None:
+    """The console script's code in its own process, its child forked: Ctrl-C (SIGINT to the
+    process group, as a terminal sends it), SIGTERM or SIGKILL to the command alone (``kill
+    PID``, systemd's ``KillMode=mixed``, a crash): the child ends too (the parent death
+    signal), within seconds, not after its half."""
+    plain_world(fleet)
+    command = subprocess.Popen([sys.executable, "-c", SLOW_FLEET, str(fleet.config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    try:
+        children_file = Path(f"/proc/{command.pid}/task/{command.pid}/children")
+        deadline = time.monotonic() + 60
+        kids: list[int] = []
+        while not kids and time.monotonic() < deadline and command.poll() is None:
+            kids = [int(p) for p in children_file.read_text().split()]
+            time.sleep(0.05)
+        assert kids, "no child forked"
+        time.sleep(0.5)  # (the child past its start, reading)
+        if how == "ctrl-c":
+            os.killpg(command.pid, signal.SIGINT)
+        else:
+            command.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
+        code = command.wait(timeout=30)
+        assert code != 0
+        deadline = time.monotonic() + 2  # (its half: 6 s more)
+        while not all(_gone(k) for k in kids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(_gone(k) for k in kids), kids
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()

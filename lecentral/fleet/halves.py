@@ -12,17 +12,23 @@ the middle name meanwhile. The child then writes what its taker learned and the 
 files to its taker's (:meth:`~lecentral.fleet.onepass.OnePass.merge`), as if it had read the
 rows itself after its own, and goes on.
 
-Each half is its own transaction (a row changed in between is seen as one of them saw it, as
-with ``check``'s halves). Anything that keeps the child from giving its half (no ``fork``, one
-core, a connection it cannot have, an error, another aggregate limit, a child not done by
-:func:`patience` after this process's own half) makes this process read that half itself,
-after its own: the output is the same, it only takes longer.
+Only on SQLite (a file): there the one-process pass already reads with one statement after
+another, each its own read (no transaction spans them), so two halves read at the same time
+see the table as those statements do. On MariaDB, MySQL and PostgreSQL the pass is one
+transaction, one snapshot, which two connections would not share (a report landing between
+them could be judged against the other snapshot: a target shown as never reported, an
+unclaimed report left out); and with a local server its statement already runs on the second
+core while Python reads (measured: no gain). Anything that keeps the child from giving its
+half (no ``fork``, one core, an error, a child not done by :func:`patience` after this
+process's own half) makes this process read that half itself, after its own: the output is the
+same, it only takes longer.
 
-The child is forked before this process opens its reading transaction, with none of the
-store's connections checked out (SQLite's locks are per process: a connection in use at the
-fork would be the child's too), and never touches the parent's connections: it opens its own
-store from the same URL and leaves through ``os._exit`` (no atexit, no flushing of this
-process's buffers, no closing of the inherited connections).
+The child is forked before this process opens its reading transaction, after the store's
+idle connections are closed (SQLite keeps per-process records of its locks: a connection
+carried across ``fork`` would share them), with SIGINT blocked across the fork; it never
+touches the parent's objects' connections: it opens its own store from the same URL, dies
+with the parent (the parent death signal, and the parent's pid checked), and leaves through
+``os._exit`` (no atexit, no flushing of this process's buffers).
 """
 
 from __future__ import annotations
@@ -134,29 +140,43 @@ class OtherHalf:
         """Fork a child reading the rows of ``query`` (those from the name ``middle`` on) into
         a twin of ``taker`` (``chars``: how it learns its aggregate limit on its connection);
         None if not forked (this process reads every row)."""
+        from lecentral.errors import LecentralError
         from lecentral.fleet.spool import discard, temp_dir
 
-        other: RowTaker = taker.twin()
+        try:
+            other: RowTaker = taker.twin()
+        except LecentralError as exc:  # (no room for its files: one process may still fit)
+            log.debug("reading every row here: %s", exc)
+            return None
         try:
             out = tempfile.TemporaryFile(prefix="lecentral-half-", dir=temp_dir())  # noqa: SIM115
         except OSError:
             other.close()
             return None
+        store.engine.dispose()  # (no SQLite connection carried into the child)
+        parent = os.getpid()
         ready, done = os.pipe()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             pid = os.fork()
         except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             log.debug("reading every row here: no fork (%s)", exc)
             for fd in (ready, done):
                 os.close(fd)
             discard(out)
             other.close()
             return None
-        if pid == 0:  # the child
-            os.close(ready)
-            _child(store.url, query, split, other, chars, out)
+        if pid == 0:  # the child: never returns
+            _child(parent, blocked, ready, store.url, query, split, other, chars, out)
         os.close(done)
-        return cls(pid, ready, out, other, middle)
+        half = cls(pid, ready, out, other, middle)
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # (a pending Ctrl-C: here)
+        except BaseException:
+            half.close()
+            raise
+        return half
 
     def rest(self, own: Rows, scan: Scan, split: Split, here: Callable[[], Rows]
              ) -> Iterator[tuple[Any, str | None]]:
@@ -173,14 +193,17 @@ class OtherHalf:
             return
         assert scan.taker is not None
         scan.taker.merge(self._twin, handed.state)
+        self._twin.close()  # (its files' room given back at once)
         scan.attached += handed.attached
         yield from handed.held
 
     def _handed(self, own: float) -> Handed | None:
         """The child's work, waited for at most :func:`patience`; None if it gave none."""
+        poll = select.poll()  # (not select(): a descriptor above 1023 is no error to poll)
+        poll.register(self._ready, select.POLLIN | select.POLLHUP)
         try:
-            readable, _, _ = select.select([self._ready], [], [], patience(own))
-        except (OSError, ValueError):
+            readable = poll.poll(patience(own) * 1000)
+        except OSError:
             readable = []
         if not readable:
             log.debug("reading the second half here: the child is not done")
@@ -224,25 +247,34 @@ class OtherHalf:
         self._twin.close()
 
 
-def _child(url: str, query: Any, split: Split, taker: RowTaker,
-           chars: Callable[[Connection], int | None], out: IO[bytes]) -> NoReturn:
+def _child(parent: int, blocked: set[int | signal.Signals], ready: int, url: str, query: Any,
+           split: Split, taker: RowTaker, chars: Callable[[Connection], int | None],
+           out: IO[bytes]) -> NoReturn:
     """The child's whole life: its half read into ``taker``, what it learned pickled into
-    ``out``; exit 0, or 1 on any error (the parent then reads the half itself)."""
+    ``out``; exit 0, or 1 on any error (the parent then reads the half itself). SIGINT is
+    blocked until it is the default action (Ctrl-C: gone at once, no traceback, none of the
+    parent's code run)."""
     code = 1
     try:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: gone at once, no traceback
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        os.close(ready)
+        from lecentral.renew.stopping import death_signal
         from lecentral.store import packed
         from lecentral.store.sql import SqlStore
 
+        death_signal(signal.SIGKILL)
+        if os.getppid() != parent:  # gone before the prctl
+            raise SystemExit(1)
         store = SqlStore(url)
         with store.engine.connect() as conn, conn.begin():
-            max_chars = chars(conn)
+            split.max_chars = chars(conn)  # (its own session's: Split.cut trusts it)
             keys, rows = packed.rows(conn, query, yield_per=2000)
             taker.start(keys, split)
             scan = Scan(keys, taker)
             held = [(tuple(row), fp) for row, fp in scan.held(rows)]
         state = taker.handoff()
-        pickle.dump(Handed(max_chars, keys, scan.attached, held, state), out,
+        pickle.dump(Handed(split.max_chars, keys, scan.attached, held, state), out,
                     protocol=pickle.HIGHEST_PROTOCOL)
         out.flush()
         code = 0
@@ -254,11 +286,14 @@ def _child(url: str, query: Any, split: Split, taker: RowTaker,
 
 def usable(store: SqlStore) -> bool:
     """True if the pass may fork here: ``fork``, two cores, none of the store's connections
-    checked out, and a database the child's own connection sees as this process does (not
-    SQLite's in-memory one: the child's would be empty, its half silently missing)."""
-    if store.dialect == "sqlite" and not (store.sqlite_path
-                                          and os.path.isfile(store.sqlite_path)):
-        return False
+    checked out, a SQLite file (see the module's docstring; not SQLite in memory: the
+    child's database would be empty, its half silently missing) through lecentral's own
+    store."""
+    from lecentral.store.sql import SqlStore
+
+    if (type(store) is not SqlStore or store.dialect != "sqlite"
+            or not (store.sqlite_path and os.path.isfile(store.sqlite_path))):
+        return False  # (a plugin's store class: its own connect-time settings not known here)
     pool = store.engine.pool
     return (hasattr(os, "fork") and _cores() >= 2
             and not getattr(pool, "checkedout", lambda: 0)())

@@ -399,6 +399,7 @@ class FleetStore:
         """
         if taker is not None and current_after is None:
             raise ValueError("a taker reads a split snapshot (current_after)")
+        names = list(names)  # (read twice with ``exact``)
         wanted = [n.lower().rstrip(".") for n in names]
         # the crt's fingerprint as the last renew sweep recorded it, while the database's
         # checksum of the stored crt (with csr and ca) is still the recorded one
@@ -473,7 +474,8 @@ class FleetStore:
         extra = ("cached_fp", "crt", "hint_fp", "fleet_counts", "plain_ok", "probed")
         # above FORK_ABOVE rows, a child reads the names from the middle one on (halves.py)
         half = (self._other_half(cert_q, split, taker)
-                if taker is not None and split is not None and not wanted else None)
+                if taker is not None and split is not None and not wanted and ok_limits is None
+                and not problems_only else None)
         with half or contextlib.nullcontext(), self.store.transaction("reading the fleet") as conn:
             if split is not None:  # its aggregated strings may be cut (Split.cut)
                 split.max_chars = self._aggregate_chars(conn)

@@ -125,16 +125,28 @@ def watch_parent(flag: StopFlag, parent: int, from_main_thread: bool) -> None:
 
     for number in SIGNALS:
         signal.signal(number, handler)  # this process's main thread: the one that forked
-    if from_main_thread and sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-                log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
-        except (OSError, AttributeError) as exc:  # checked per certificate instead
-            log.debug("no parent death signal: %s", exc)
+    if from_main_thread:
+        death_signal(signal.SIGTERM)  # (else: checked per certificate)
     parent_gone(flag, parent)  # it may have ended before the prctl
+
+
+def death_signal(signum: int) -> bool:
+    """Ask Linux to send ``signum`` to this process when the thread that forked it ends (the
+    parent death signal); False where it cannot (not Linux, no prctl): the caller then checks
+    ``os.getppid()`` itself."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+            log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+            return False
+    except (OSError, AttributeError) as exc:
+        log.debug("no parent death signal: %s", exc)
+        return False
+    return True
 
 
 def parent_gone(flag: StopFlag, parent: int) -> bool:
