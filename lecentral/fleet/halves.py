@@ -2,9 +2,8 @@
 of a large fleet on two cores.
 
 The pass (:meth:`lecentral.fleet.store.FleetStore.snapshot` with a ``taker``) is one statement
-whose rows Python turns into text: at 100,000 certificates on 3 hosts about 1.5 s, one core
-busy (SQLite's steps and its checksum callbacks, or PyMySQL's decoding, then the taker), the
-other idle. Above :data:`FORK_ABOVE` rows, this process forks before it reads: the child reads
+whose rows Python turns into text: at 100,000 certificates on 3 hosts about 1.5 s on SQLite,
+one core busy (SQLite's steps and its checksum callbacks, then the taker), the other idle. Above :data:`FORK_ABOVE` rows, this process forks before it reads: the child reads
 the rows from the middle name on, on a connection of its own, and hands them to a *twin* of
 the taker (the same kind, with temporary files of its own); this process reads the rows below
 the middle name meanwhile. The child then writes what its taker learned and the rows it held
@@ -25,8 +24,8 @@ same, it only takes longer.
 
 The child is forked before this process opens its reading transaction, after the store's
 idle connections are closed (SQLite keeps per-process records of its locks: a connection
-carried across ``fork`` would share them), with SIGINT blocked across the fork; it never
-touches the parent's objects' connections: it opens its own store from the same URL, dies
+carried across ``fork`` would share them), with SIGINT blocked across the fork; the child
+uses none of the parent's connections: it opens its own store from the same URL, dies
 with the parent (the parent death signal, and the parent's pid checked), and leaves through
 ``os._exit`` (no atexit, no flushing of this process's buffers).
 """
