@@ -28,7 +28,7 @@ from test_fleet_split import (
     world,
 )
 
-from lecentral.fleet import halves, onepass, spool, textpass
+from lecentral.fleet import halves, onepass, spool, tempfiles, textpass
 
 COMMANDS = (("metrics",), ("fleet", "--json"), ("fleet",))
 
@@ -205,7 +205,7 @@ def test_no_room_for_the_twins_files_leaves_every_row_here(
     children = _Children(monkeypatch)
 
     def no_room(self: Any) -> Any:
-        raise spool.temp_error(OSError(28, "No space left on device"))
+        raise tempfiles.temp_error(OSError(28, "No space left on device"))
 
     for cls in (onepass.OnePass, textpass.TextPass, spool.MetricsPass):
         monkeypatch.setattr(cls, "twin", no_room)

@@ -28,7 +28,7 @@ from test_fleet_split import (
 from test_metrics import promtool_check
 from test_store_sqlite_errors import fill, tmpfs
 
-from lecentral.fleet import jsonpass, onepass, spool, textpass
+from lecentral.fleet import jsonpass, onepass, spool, tempfiles, textpass
 from lecentral.fleet import store as fleet_store
 from lecentral.fleet.onepass import _in_order
 
@@ -513,7 +513,7 @@ def pass_of(args: tuple[str, ...]) -> Any:
 
 
 def _failing_flush() -> None:
-    raise spool.temp_error(OSError(28, "No space left on device"))
+    raise tempfiles.temp_error(OSError(28, "No space left on device"))
 
 
 def test_a_listing_the_database_cut_is_not_trusted(mariadb_server: Any, mariadb_url: str,

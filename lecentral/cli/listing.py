@@ -37,7 +37,7 @@ from lecentral.cli.admin import (
 )
 from lecentral.cli.central import App
 from lecentral.cli.common import guarded
-from lecentral.fleet.spool import discard, temp_dir, temp_error
+from lecentral.fleet.tempfiles import discard, temp_dir, temp_error
 from lecentral.renew.checks import held_until
 from lecentral.store.rows import ENABLE_NULL, CertRow, FreshRow, ListedRow
 from lecentral.window import Window, renew_at

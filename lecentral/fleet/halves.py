@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from lecentral.fleet.current import Split
-    from lecentral.fleet.store import RowTaker
+    from lecentral.fleet.taker import RowTaker
     from lecentral.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class OtherHalf:
         a twin of ``taker`` (``chars``: how it learns its aggregate limit on its connection);
         None if not forked (this process reads every row)."""
         from lecentral.errors import LecentralError
-        from lecentral.fleet.spool import discard, temp_dir
+        from lecentral.fleet.tempfiles import discard, temp_dir
 
         try:
             other: RowTaker = taker.twin()
@@ -236,7 +236,7 @@ class OtherHalf:
 
     def close(self) -> None:
         """The child stopped (killed if still running) and waited for, the files closed."""
-        from lecentral.fleet.spool import discard
+        from lecentral.fleet.tempfiles import discard
 
         self._reap(kill=True)
         if self._ready >= 0:

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Self
 
 from lecentral.fleet.current import GS, NOT_CURRENT, SEP, SOH, Split
-from lecentral.fleet.spool import COLUMNS, append, discard, merged, temp_dir, temp_error
+from lecentral.fleet.spool import COLUMNS, merged
+from lecentral.fleet.tempfiles import append, discard, temp_dir, temp_error
 
 #: copies (file descriptor, offset, count) to stdout in the kernel; False if it cannot
 Send = Callable[[int, int, int], bool]

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from lecentral.fleet.current import Limit
 from lecentral.fleet.model import FleetSettings, FleetView
 from lecentral.fleet.states import changes, compute, notification_for
-from lecentral.fleet.store import FleetStore, RowTaker
+from lecentral.fleet.store import FleetStore
+from lecentral.fleet.taker import RowTaker
 
 if TYPE_CHECKING:
     from lecentral.config import CentralConfig
