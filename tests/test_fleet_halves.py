@@ -343,3 +343,64 @@ def test_the_child_ends_with_the_command(fleet: Fleet, how: str) -> None:
         if command.poll() is None:
             command.kill()
             command.wait()
+
+
+def test_ctrl_c_while_forking_leaves_no_child_and_no_blocked_signal(
+        fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C at the moment of the fork, taken by another thread (as the start-up's timer
+    thread may take it): the command ends as Ctrl-C ends it, the child stopped and waited
+    for, every temporary file closed, SIGINT neither blocked nor handled otherwise after.
+    (The signal is sent right after the fork: a terminal's Ctrl-C cannot be timed so.)"""
+    import threading
+
+    plain_world(fleet)
+    monkeypatch.setattr(halves, "FORK_ABOVE", 0)
+    children = _Children(monkeypatch)
+    made = recorded_temporary_files(monkeypatch)
+    real_fork = os.fork
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)  # a thread that takes signals
+    other.start()
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            os.kill(os.getpid(), signal.SIGINT)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    try:
+        result = fleet.run("fleet", "--json")
+    finally:
+        stop.set()
+        other.join()
+    assert result.exit_code != 0
+    assert children.pids and children.all_reaped()
+    assert made and all(f.closed for f in made)
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_no_child_where_it_could_not_be_had_or_waited_for(tmp_path: Path) -> None:
+    """SIGCHLD ignored (the kernel would reap the child: its work never had), or a thread
+    other than the main one (SIGINT's handler is the main thread's): one process."""
+    import threading
+
+    from lecentral.store.sql import SqlStore
+
+    Fleet(tmp_path).close()
+    store = SqlStore(f"sqlite:///{tmp_path / 'lecentral.db'}")
+    try:
+        assert halves.usable(store) == (halves._cores() >= 2)
+        previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        try:
+            assert not halves.usable(store)
+        finally:
+            signal.signal(signal.SIGCHLD, previous)
+        found: list[bool] = []
+        thread = threading.Thread(target=lambda: found.append(halves.usable(store)))
+        thread.start()
+        thread.join()
+        assert found == [False]
+    finally:
+        store.close()

@@ -13,14 +13,16 @@ rows itself after its own, and goes on.
 
 Only on SQLite (a file): there the one-process pass already reads with one statement after
 another, each its own read (no transaction spans them), so two halves read at the same time
-see the table as those statements do. On MariaDB, MySQL and PostgreSQL the pass is one
+see the table as those statements do (one difference: a row renamed across the middle name
+between the two reads is seen twice or not at all, that once). On MariaDB, MySQL and PostgreSQL the pass is one
 transaction, one snapshot, which two connections would not share (a report landing between
 them could be judged against the other snapshot: a target shown as never reported, an
 unclaimed report left out); and with a local server its statement already runs on the second
 core while Python reads (measured: no gain). Anything that keeps the child from giving its
-half (no ``fork``, one core, an error, a child not done by :func:`patience` after this
-process's own half) makes this process read that half itself, after its own: the output is the
-same, it only takes longer.
+half (an error, a child not done by :func:`patience` after this process's own half) makes
+this process read that half itself, after its own: the output is the
+same, it only takes longer. Where no child can be had (not Linux, no ``fork``, one core, a
+thread other than the main one, SIGCHLD ignored), there is one process.
 
 The child is forked before this process opens its reading transaction, after the store's
 idle connections are closed (SQLite keeps per-process records of its locks: a connection
@@ -38,10 +40,13 @@ import os
 import pickle
 import select
 import signal
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn, Self
 
 from lecentral.names import pem_fingerprint
@@ -153,29 +158,37 @@ class OtherHalf:
             other.close()
             return None
         store.engine.dispose()  # (no SQLite connection carried into the child)
+        with _ctrl_c_held() as held:
+            half = cls._forked(store, query, middle, split, other, chars, out)
+            if half is None:
+                discard(out)
+                other.close()
+            elif held:  # (a Ctrl-C while forking: the child stopped, then the Ctrl-C's turn)
+                half.close()
+        return half
+
+    @classmethod
+    def _forked(cls, store: SqlStore, query: Any, middle: Any, split: Split, other: RowTaker,
+                chars: Callable[[Connection], int | None], out: IO[bytes]) -> OtherHalf | None:
+        """:meth:`fork`'s fork (SIGINT held by the caller, blocked here until the child has
+        the default action); None if there is none."""
         parent = os.getpid()
         ready, done = os.pipe()
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             pid = os.fork()
         except OSError as exc:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             log.debug("reading every row here: no fork (%s)", exc)
             for fd in (ready, done):
                 os.close(fd)
-            discard(out)
-            other.close()
             return None
+        finally:
+            if os.getpid() == parent:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         if pid == 0:  # the child: never returns
             _child(parent, blocked, ready, store.url, query, split, other, chars, out)
         os.close(done)
-        half = cls(pid, ready, out, other, middle)
-        try:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # (a pending Ctrl-C: here)
-        except BaseException:
-            half.close()
-            raise
-        return half
+        return cls(pid, ready, out, other, middle)
 
     def rest(self, own: Rows, scan: Scan, split: Split, here: Callable[[], Rows]
              ) -> Iterator[tuple[Any, str | None]]:
@@ -246,6 +259,22 @@ class OtherHalf:
         self._twin.close()
 
 
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[list[int]]:
+    """While forking: a SIGINT only noted (blocking it covers this thread alone, and another
+    thread, the start-up's timer, may take it: Python would then raise KeyboardInterrupt here
+    at any point, between the fork and the child's pid kept); after, the previous handler and,
+    if one came, the signal raised again for it."""
+    noted: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if noted:
+            signal.raise_signal(signal.SIGINT)
+
+
 def _child(parent: int, blocked: set[int | signal.Signals], ready: int, url: str, query: Any,
            split: Split, taker: RowTaker, chars: Callable[[Connection], int | None],
            out: IO[bytes]) -> NoReturn:
@@ -294,12 +323,26 @@ def usable(store: SqlStore) -> bool:
             or not (store.sqlite_path and os.path.isfile(store.sqlite_path))):
         return False  # (a plugin's store class: its own connect-time settings not known here)
     pool = store.engine.pool
-    return (hasattr(os, "fork") and _cores() >= 2
+    # Linux: the child dies with this process (the parent death signal); the main thread:
+    # SIGINT's handler is set there; SIGCHLD not ignored: else the kernel reaps the child and
+    # its work is never had
+    return (sys.platform.startswith("linux") and hasattr(os, "fork") and _cores() >= 2
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGCHLD) != signal.SIG_IGN
             and not getattr(pool, "checkedout", lambda: 0)())
 
 
 def _cores() -> int:
+    """The CPUs this process may use: its affinity, and a cgroup's CPU limit (``cpu.max``,
+    a container's ``--cpus``) where one is set."""
     try:
-        return len(os.sched_getaffinity(0))
+        count = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="ascii").split()[:2]
+        if quota != "max":
+            count = min(count, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return count
