@@ -289,7 +289,6 @@ def test_python_writes_a_targets_json_as_the_full_view(values: tuple[Any, ...]) 
         f"{plain_json},{want},{plain_json}")
 
 
-@pytest.mark.parametrize("fleet", ["mariadb", "postgresql"], indirect=True)
 def test_targets_current_against_a_newer_certificate_are_not_written_as_the_views(
         fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
     """``fleet --json NAME`` reads the counted targets after its snapshot: where a renew
