@@ -87,7 +87,7 @@ def probe(app: App, names: tuple[str, ...], as_json: bool, timeout: float | None
     from lecentral.fleet.probe import probe as run_probes
     from lecentral.fleet.probe import targets
     from lecentral.fleet.store import FleetStore, Run
-    from lecentral.fleet.watch import load_view, notify_changes
+    from lecentral.fleet.watch import load_for_changes, load_view, notify_changes
     from lecentral.host import this_host
 
     fleet_config = app.config.fleet
@@ -109,7 +109,8 @@ def probe(app: App, names: tuple[str, ...], as_json: bool, timeout: float | None
     fleet.record_run(Run(kind="probe", host=prober, ts_start=started, ts_end=ended, exit_code=0,
                          counts=counts, message=", ".join(wanted)), __version__,
                      keep=fleet_config.keep_runs)
-    fleet, view = load_view(store, app.config, now_ts(), wanted)
+    fleet, view = (load_view(store, app.config, now_ts(), wanted) if wanted
+                   else load_for_changes(store, app.config, now_ts()))
     unsent = notify_changes(fleet, view, app.registry, app.config, complete=not wanted)
     for error in unsent:
         click.echo(f"lecentral: warning: alert not sent: {error}", err=True)

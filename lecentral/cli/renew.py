@@ -230,7 +230,7 @@ def _record_run(app: App, report: Any, started: int) -> bool:
     from lecentral import __version__
     from lecentral.errors import LecentralError
     from lecentral.fleet.store import FleetStore, Run
-    from lecentral.fleet.watch import load_view, notify_changes
+    from lecentral.fleet.watch import load_for_changes, notify_changes
     from lecentral.host import this_host
 
     run = Run(kind="renew", host=this_host(), ts_start=started, ts_end=now_ts(),
@@ -241,7 +241,7 @@ def _record_run(app: App, report: Any, started: int) -> bool:
                                  *([report.stopped] if report.stopped else [])]))
     try:
         FleetStore(app.store()).record_run(run, __version__, keep=app.config.fleet.keep_runs)
-        fleet, view = load_view(app.store(), app.config, now_ts())  # the timer is alive now
+        fleet, view = load_for_changes(app.store(), app.config, now_ts())  # the timer is alive now
         notify_changes(fleet, view, app.registry, app.config)
     except LecentralError as exc:
         click.echo(f"lecentral: error: this renew run could not be recorded in lecentral_runs "

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 # States of one target (a host's entry, or an endpoint the central host probes).
 CURRENT = "current"  # serves (and has installed) the database's certificate
+#: the detail of a current target (the full view's, and what a split view's counted ones have)
+CURRENT_DETAIL = "the database's certificate"
 PENDING = "pending"  # still the previous certificate, but the new one is younger than stale_after
 STALE = "stale"  # still the previous (or an older) certificate for longer than stale_after
 MISMATCH = "mismatch"  # a certificate for another key or another name

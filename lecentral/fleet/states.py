@@ -19,13 +19,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from lecentral.fleet.model import (
     ALERTING,
     CURRENT,
+    CURRENT_DETAIL,
     DEAD_TIMER,
     DISABLED,
     MISMATCH,
@@ -117,7 +118,7 @@ class _Judge:
         as stored, a JSON list; None when unknown)."""
         row = self.rows[name]
         if fp is not None and fp == row["fingerprint"]:
-            return CURRENT, "the database's certificate"
+            return CURRENT, CURRENT_DETAIL
         names = json_list(names_json) if names_json else None
         if key_md5 and row["md5_modulus"] and key_md5.lower() != str(row["md5_modulus"]).lower():
             return MISMATCH, f"a certificate for another key ({_short(fp)})"
@@ -280,7 +281,7 @@ def _deployment(judge: _Judge, name: str, dep: Any, agent_runs: Mapping[str, int
     current = judge.rows[name]["fingerprint"]
     if (current is not None and installed_fp == current and not served_error
             and served_fp in (None, current)):  # the common case, judged fast
-        return made(CURRENT, "the database's certificate")
+        return made(CURRENT, CURRENT_DETAIL)
     if current is None:
         return made(PENDING, "the database has no certificate yet")
     states: list[tuple[str, str]] = []
@@ -338,28 +339,41 @@ def _timer(snapshot: Snapshot, settings: FleetSettings, now: int) -> tuple[str, 
 # --- state changes -----------------------------------------------------------------------------------
 
 
-def changes(view: FleetView, before: Mapping[str, StateRow]) -> tuple[list[tuple[StateRow | None, StateRow]], list[str]]:
-    """(old, new) for every subject whose state changed since ``before``, and the subjects gone.
+def changes(view: FleetView, before: Mapping[str, str],
+            listed: Mapping[str, Sequence[str]] | None = None
+            ) -> tuple[list[tuple[str | None, StateRow]], list[str]]:
+    """(the old state, the new row) for every subject whose state changed since ``before``
+    (subject -> state: :meth:`FleetStore.states`), and the subjects gone.
 
-    A subject seen for the first time is a change from nothing: :func:`notification_for` tells
-    only those that are alerts.
+    A subject seen for the first time is a change from nothing (None): :func:`notification_for`
+    tells only those that are alerts. A split view (``load_view(split=True, listing=True)``)
+    comes with ``listed``, the targets SQL only counted as current per certificate name
+    (``split.listed``): each is current, as the full view judges it, with its detail.
     """
-    if view.split:  # its current targets are not listed: they would look gone
-        raise ValueError("state changes need the full fleet view (load_view(split=False))")
-    now_states: dict[str, StateRow] = {}
+    if view.split and (listed is None or sum(len(t) for t in listed.values())
+                       != sum(c.current_targets for c in view.certs)):
+        # its current targets are not all listed: they would look gone
+        raise ValueError("state changes need the full fleet view (load_view(split=False)) or "
+                         "a split view with its current targets listed")
+    # subject -> (name, target, state, detail); a row made only for a change (300,000 targets)
+    now_states: dict[str, tuple[str, str, str, str]] = {}
     for cert in view.certs:
+        lower = cert.name.lower()
         for t in cert.targets:
-            key = subject_key(cert.name.lower(), t.kind, t.target)
-            now_states[key] = StateRow(key, cert.name, t.target, t.state, view.now, t.detail)
+            now_states[subject_key(lower, t.kind, t.target)] = (cert.name, t.target, t.state,
+                                                                t.detail)
+        if cert.current_targets and listed is not None:
+            for target in listed.get(cert.name, ()):
+                now_states[subject_key(lower, "agent", target)] = (cert.name, target, CURRENT,
+                                                                   CURRENT_DETAIL)
     if view.renew_state != NEVER_RUN:
-        key = subject_key(TIMER_NAME, TIMER_TARGET)
-        now_states[key] = StateRow(key, TIMER_NAME, TIMER_TARGET, view.renew_state, view.now,
-                                   view.renew_detail)
-    changed: list[tuple[StateRow | None, StateRow]] = []
-    for key, new in now_states.items():
+        now_states[subject_key(TIMER_NAME, TIMER_TARGET)] = (TIMER_NAME, TIMER_TARGET,
+                                                             view.renew_state, view.renew_detail)
+    changed: list[tuple[str | None, StateRow]] = []
+    for key, (name, target, state, detail) in now_states.items():
         old = before.get(key)
-        if old is None or old.state != new.state:
-            changed.append((old, new))
+        if old != state:
+            changed.append((old, StateRow(key, name, target, state, view.now, detail)))
     gone = [k for k in before if k not in now_states]
     return changed, gone
 
@@ -370,22 +384,23 @@ def _word(state: str) -> str:
             "reporting)", DEAD_TIMER: "dead (no renew run)"}.get(state, state)
 
 
-def notification_for(old: StateRow | None, new: StateRow) -> Notification | None:
-    """The alert for one change, or None when nothing worth telling happened."""
+def notification_for(old: str | None, new: StateRow) -> Notification | None:
+    """The alert for one change (``old``: the state before, None for a first sighting), or None
+    when nothing worth telling happened."""
     from lecentral.records import Notification
 
     bad = (*ALERTING, DEAD_TIMER)  # not RUN_ERROR: the renew run alerted about its problem itself
-    was_bad = old is not None and old.state in bad
+    was_bad = old is not None and old in bad
     if new.state not in bad and not was_bad:
         return None
     what = "the central renew timer" if new.target == TIMER_TARGET else f"{new.name} on {new.target}"
     if new.state in bad:
         severity = "error" if new.state in (MISMATCH, DEAD_TIMER, SILENT) else "warning"
-        before = f" (was {old.state})" if old is not None else ""
+        before = f" (was {old})" if old is not None else ""
         return Notification(severity, f"fleet: {what} is {_word(new.state)}",
                             f"{what} is now {new.state}{before}:\n{new.detail}\n",
                             None if new.name == TIMER_NAME else new.name)
     assert old is not None
     return Notification("info", f"fleet: {what} is {new.state} again",
-                        f"{what} was {old.state} and is now {new.state}:\n{new.detail}\n",
+                        f"{what} was {old} and is now {new.state}:\n{new.detail}\n",
                         None if new.name == TIMER_NAME else new.name)
