@@ -642,3 +642,33 @@ def test_listed_targets_that_do_not_add_up_make_the_changes_come_from_the_full_v
     monkeypatch.setattr(fleet_store.FleetStore, "snapshot", snapshot)
     _, view = load_for_changes(fleet.store, config, now_ts())
     assert not view.split and any(t.state == CURRENT for c in view.certs for t in c.targets)
+
+
+def test_states_are_saved_in_batches_and_one_by_one_where_one_was_saved_meanwhile(
+        fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    """New subjects are inserted in batches; where one of them was remembered meanwhile (another
+    run's notification), that attempt leaves nothing and every row is updated or inserted one
+    by one: the same table, no duplicate, no error."""
+    from lecentral.fleet.store import StateRow, subject_key
+
+    def row(i: int, state: str) -> StateRow:
+        key = subject_key(f"n{i}.example.test", "agent", "web1 (x)")
+        return StateRow(key, f"n{i}.example.test", "web1 (x)", state, fleet.now, f"d{i}")
+
+    fleet.fleet.save_states([row(i, "current") for i in range(2500)], [], stored=set())
+    assert len(fleet.fleet.states()) == 2500
+    stored = fleet.fleet.states()
+    # a stored one changes, two new ones, one gone
+    fleet.fleet.save_states([row(0, "stale"), row(2500, "current"), row(2501, "mismatch")],
+                            [row(1, "current").subject], stored=stored)
+    # another run remembered 2502 meanwhile: this one did not know it
+    fleet.fleet.save_states([row(2502, "current")], [], stored=fleet.fleet.states())
+    assert "row by row" not in caplog.text
+    with caplog.at_level("INFO", logger="lecentral.fleet.store"):
+        fleet.fleet.save_states([row(2502, "silent"), row(2503, "current")], [], stored=stored)
+    assert "saving fleet states row by row" in caplog.text
+    states = fleet.fleet.states()
+    assert len(states) == 2503
+    assert states[row(0, "").subject] == "stale" and row(1, "").subject not in states
+    assert [states[row(i, "").subject] for i in range(2500, 2504)] == [
+        "current", "mismatch", "silent", "current"]

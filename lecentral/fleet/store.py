@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import logging
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,8 @@ from lecentral.store.schema import (
 )
 from lecentral.store.sql import SqlStore
 
+log = logging.getLogger(__name__)
+
 __all__ = ["Deployment", "FleetStore", "ProbeResult", "ProbeTarget", "Run", "Snapshot",
            "StateRow", "json_list", "pem_fingerprint", "subject_key"]
 
@@ -67,7 +70,6 @@ AGGREGATE_BYTES = 64 << 20
 PARALLEL_ABOVE = 20_000
 #: what :meth:`FleetStore._judged_part` says of some rows of ``certs``
 _Part = tuple[int, int, Any, str | None, str, bool]
-
 
 
 @dataclass(frozen=True)
@@ -777,22 +779,47 @@ class FleetStore:
         """The remembered state of every subject (subject -> state): all that
         :func:`lecentral.fleet.states.changes` compares (300,000 rows at 100,000 certificates
         × 3 hosts: their details are not read)."""
-        from lecentral.store import packed
-
         with self.store.transaction("reading lecentral_fleet_states") as conn:
             _, rows = packed.rows(conn, select(fleet_states.c.subject, fleet_states.c.state))
             same: dict[str, str] = {}  # (one string per state, not one per row)
             return {str(subject): same.setdefault(str(state), str(state))
                     for subject, state in rows}
 
-    def save_states(self, changed: Sequence[StateRow], gone: Sequence[str]) -> None:
+    def save_states(self, changed: Sequence[StateRow], gone: Sequence[str],
+                    stored: Container[str] | None = None) -> None:
+        """Remember ``changed`` and forget ``gone``, in one transaction. ``stored``: the
+        subjects remembered when the changes were computed (:meth:`states`): the others are
+        inserted in batches (a first look at 100,000 certificates × 3 hosts remembers 300,000
+        subjects: one update and one insert each took minutes); if one of them was remembered
+        meanwhile (another run), nothing is saved by that attempt and each row is updated, or
+        else inserted, one by one."""
+        rows = [{"subject": row.subject, "name": row.name, "target": row.target[:800],
+                 "state": row.state, "ts_since": row.ts_since, "detail": row.detail[:4000]}
+                for row in changed]
+        if stored is not None:
+            fresh = [r for r in rows if r["subject"] not in stored]
+            if fresh:
+                try:
+                    with self.store.transaction("saving fleet states") as conn:
+                        self._save_states(conn, [r for r in rows if r["subject"] in stored],
+                                          gone)
+                        for start in range(0, len(fresh), 1000):
+                            conn.execute(insert(fleet_states), fresh[start:start + 1000])
+                    return
+                except StoreError as exc:  # (rolled back) a server down fails below as well
+                    log.info("saving fleet states row by row: %s", exc)
         with self.store.transaction("saving fleet states") as conn:
-            for row in changed:
-                values = {"name": row.name, "target": row.target[:800], "state": row.state,
-                          "ts_since": row.ts_since, "detail": row.detail[:4000]}
-                if conn.execute(update(fleet_states).where(fleet_states.c.subject == row.subject)
-                                .values(**values)).rowcount == 0:
-                    conn.execute(insert(fleet_states).values(subject=row.subject, **values))
-            for start in range(0, len(gone), 500):
-                conn.execute(delete(fleet_states).where(
-                    fleet_states.c.subject.in_(list(gone)[start:start + 500])))
+            self._save_states(conn, rows, gone)
+
+    @staticmethod
+    def _save_states(conn: Connection, rows: Sequence[dict[str, Any]],
+                     gone: Sequence[str]) -> None:
+        """Each of ``rows`` updated, or else inserted; ``gone`` deleted."""
+        for row in rows:
+            values = {k: v for k, v in row.items() if k != "subject"}
+            if conn.execute(update(fleet_states).where(fleet_states.c.subject == row["subject"])
+                            .values(**values)).rowcount == 0:
+                conn.execute(insert(fleet_states).values(**row))
+        for start in range(0, len(gone), 500):
+            conn.execute(delete(fleet_states).where(
+                fleet_states.c.subject.in_(list(gone)[start:start + 500])))

@@ -123,5 +123,5 @@ def notify_changes(fleet: FleetStore, view: FleetView, registry: Registry,
                       old=old, new=new.state, detail=new.detail)
         if not unsent:
             delivered.append(new)
-    fleet.save_states(delivered, gone)
+    fleet.save_states(delivered, gone, before)
     return errors
