@@ -11,14 +11,15 @@ the middle name meanwhile. The child then writes what its taker learned and the 
 files to its taker's (:meth:`~lecentral.fleet.onepass.OnePass.merge`), as if it had read the
 rows itself after its own, and goes on.
 
-Only on SQLite (a file): there the one-process pass already reads with one statement after
-another, each its own read (no transaction spans them), so two halves read at the same time
-see the table as those statements do (one difference: a row renamed across the middle name
-between the two reads is seen twice or not at all, that once). On MariaDB, MySQL and PostgreSQL the pass is one
-transaction, one snapshot, which two connections would not share (a report landing between
-them could be judged against the other snapshot: a target shown as never reported, an
-unclaimed report left out); and with a local server its statement already runs on the second
-core while Python reads (measured: no gain). Anything that keeps the child from giving its
+Only on SQLite (a file). The two halves are two reads a moment apart (one process reads one
+snapshot: :meth:`~lecentral.fleet.store.FleetStore._one_snapshot`), as every SQLite read was
+before: a report landing between them can leave a target of the child's half out of that one
+view, and a row renamed across the middle name is seen twice or not at all, that once; the
+state changes that ``renew`` and ``probe`` notify never come from two halves (no taker). On
+MariaDB, MySQL and PostgreSQL two connections would not share the one snapshot either (a
+report landing between them could be judged against the other snapshot: a target shown as
+never reported, an unclaimed report left out), and with a local server the statement already
+runs on the second core while Python reads (measured: no gain). Anything that keeps the child from giving its
 half (an error, a child not done by :func:`patience` after this process's own half) makes
 this process read that half itself, after its own: the output is the
 same, it only takes longer. Where no child can be had (not Linux, no ``fork``, one core, a

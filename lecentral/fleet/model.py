@@ -156,6 +156,9 @@ class FleetView:
     unclaimed: list[tuple[str, str, int | None]] = field(default_factory=list)
     #: the same reports, one :class:`Unclaimed` each, in the same order (with kind and host)
     unclaimed_reports: list[Unclaimed] = field(default_factory=list)
+    #: a split view read with ``listing``: the targets SQL only counted as current
+    #: ("host (entry)"), per certificate name as stored; None otherwise
+    counted: dict[str, list[str]] | None = None
 
     def alerts(self) -> list[tuple[CertFleet, Target]]:
         """Every alerting target, certificate by certificate."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -36,6 +36,7 @@ from lecentral.fleet.model import (
     PENDING,
     RUN_ERROR,
     RUN_ERROR_EXITS,
+    SEVERITY,
     SILENT,
     STALE,
     TIMER_OK,
@@ -240,7 +241,9 @@ def compute(snapshot: Snapshot, settings: FleetSettings, now: int,
     return FleetView(now=now, settings=settings, certs=result, renew_state=renew_state,
                      renew_detail=renew_detail, runs=snapshot.runs,
                      split=snapshot.split is not None, plain_ok=snapshot.plain_ok,
-                     unclaimed=unclaimed, unclaimed_reports=reports)
+                     unclaimed=unclaimed, unclaimed_reports=reports,
+                     counted=(snapshot.split.listed if snapshot.split is not None
+                              and snapshot.split.listing else None))
 
 
 def _count(value: Any) -> int:
@@ -339,33 +342,47 @@ def _timer(snapshot: Snapshot, settings: FleetSettings, now: int) -> tuple[str, 
 # --- state changes -----------------------------------------------------------------------------------
 
 
-def changes(view: FleetView, before: Mapping[str, str],
-            listed: Mapping[str, Sequence[str]] | None = None
+def counted_in_full(view: FleetView) -> bool:
+    """True if every target of ``view`` is there to compare with its remembered state: a full
+    view, or a split view whose counted current targets are all listed (:attr:`FleetView.
+    counted`)."""
+    if not view.split:
+        return True
+    return view.counted is not None and (sum(len(t) for t in view.counted.values())
+                                         == sum(c.current_targets for c in view.certs))
+
+
+def changes(view: FleetView, before: Mapping[str, str]
             ) -> tuple[list[tuple[str | None, StateRow]], list[str]]:
     """(the old state, the new row) for every subject whose state changed since ``before``
     (subject -> state: :meth:`FleetStore.states`), and the subjects gone.
 
     A subject seen for the first time is a change from nothing (None): :func:`notification_for`
-    tells only those that are alerts. A split view (``load_view(split=True, listing=True)``)
-    comes with ``listed``, the targets SQL only counted as current per certificate name
-    (``split.listed``): each is current, as the full view judges it, with its detail.
+    tells only those that are alerts. A split view must list the targets SQL only counted
+    (``load_view(split=True, listing=True)``): each is current, as the full view judges it, with
+    its detail. Two targets of one subject (one host and entry reported under two spellings of
+    the name) are the worse of the two, in whatever order they were read.
     """
-    if view.split and (listed is None or sum(len(t) for t in listed.values())
-                       != sum(c.current_targets for c in view.certs)):
-        # its current targets are not all listed: they would look gone
+    if not counted_in_full(view):  # its counted targets would look gone
         raise ValueError("state changes need the full fleet view (load_view(split=False)) or "
                          "a split view with its current targets listed")
+    counted = view.counted or {}
     # subject -> (name, target, state, detail); a row made only for a change (300,000 targets)
     now_states: dict[str, tuple[str, str, str, str]] = {}
+
+    def seen(key: str, found: tuple[str, str, str, str]) -> None:
+        known = now_states.get(key)
+        if known is None or _rank(found[2]) < _rank(known[2]):
+            now_states[key] = found
+
     for cert in view.certs:
         lower = cert.name.lower()
         for t in cert.targets:
-            now_states[subject_key(lower, t.kind, t.target)] = (cert.name, t.target, t.state,
-                                                                t.detail)
-        if cert.current_targets and listed is not None:
-            for target in listed.get(cert.name, ()):
-                now_states[subject_key(lower, "agent", target)] = (cert.name, target, CURRENT,
-                                                                   CURRENT_DETAIL)
+            seen(subject_key(lower, t.kind, t.target), (cert.name, t.target, t.state, t.detail))
+        if cert.current_targets:
+            for target in counted.get(cert.name, ()):
+                seen(subject_key(lower, "agent", target),
+                     (cert.name, target, CURRENT, CURRENT_DETAIL))
     if view.renew_state != NEVER_RUN:
         now_states[subject_key(TIMER_NAME, TIMER_TARGET)] = (TIMER_NAME, TIMER_TARGET,
                                                              view.renew_state, view.renew_detail)
@@ -376,6 +393,12 @@ def changes(view: FleetView, before: Mapping[str, str],
             changed.append((old, StateRow(key, name, target, state, view.now, detail)))
     gone = [k for k in before if k not in now_states]
     return changed, gone
+
+
+def _rank(state: str) -> int:
+    """Where ``state`` stands in :data:`SEVERITY` (worst first); a state it does not know
+    first."""
+    return SEVERITY.index(state) if state in SEVERITY else -1
 
 
 def _word(state: str) -> str:

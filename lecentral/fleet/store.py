@@ -443,6 +443,7 @@ class FleetStore:
                 if taker is not None and split is not None and not wanted and ok_limits is None
                 and not problems_only else None)
         with half or contextlib.nullcontext(), self.store.transaction("reading the fleet") as conn:
+            self._one_snapshot(conn)
             if split is not None:  # its aggregated strings may be cut (Split.cut)
                 split.max_chars = self._aggregate_chars(conn)
             others: set[str] | None = None  # the names SQL did not find plainly OK
@@ -518,6 +519,21 @@ class FleetStore:
                 return self.snapshot(names, current_after, listing)  # judged in full
         self.last_snapshot = snap
         return snap
+
+    def _one_snapshot(self, conn: Connection) -> None:
+        """Make the reading transaction (no statement run yet) one snapshot, every statement of
+        the view seeing the tables as they were at its first read: a report landing between
+        the pass over ``certs`` and the read of the rows SQL does not call current would
+        otherwise be in neither (a target gone from the view, its remembered state forgotten:
+        :func:`lecentral.fleet.states.changes`). pysqlite begins a transaction only before a
+        write, so each read was its own; PostgreSQL's default, READ COMMITTED, takes a
+        snapshot per statement; MariaDB's default is REPEATABLE READ, which a server's
+        configuration may have changed."""
+        dialect = self.store.dialect
+        if dialect == "sqlite":
+            conn.exec_driver_sql("BEGIN")
+        elif dialect in ("postgresql", "mysql", "mariadb"):
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
     def _aggregate_chars(self, conn: Connection) -> int | None:
         """On MariaDB and MySQL: a length in characters from which an aggregated string may
