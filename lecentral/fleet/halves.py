@@ -11,9 +11,11 @@ the middle name meanwhile. The child then writes what its taker learned and the 
 files to its taker's (:meth:`~lecentral.fleet.onepass.OnePass.merge`), as if it had read the
 rows itself after its own, and goes on.
 
-Only on SQLite (a file). The two halves are two reads a moment apart (one process reads one
-snapshot: :meth:`~lecentral.fleet.store.FleetStore._one_snapshot`), as every SQLite read was
-before: a report landing between them can leave a target of the child's half out of that one
+Only on SQLite (a file). The two halves are two reads a moment apart, and this process's
+statements are each their own read then (one process alone reads one snapshot:
+:meth:`~lecentral.fleet.store.FleetStore._one_snapshot`; a read transaction kept open while
+the child reads would lock a writer out: the child waiting for the writer, the writer for this
+process, until the writer's busy timeout), as every SQLite read was before: a report landing between them can leave a target of the child's half out of that one
 view, and a row renamed across the middle name is seen twice or not at all, that once; the
 state changes that ``renew`` and ``probe`` notify never come from two halves (no taker). On
 MariaDB, MySQL and PostgreSQL two connections would not share the one snapshot either (a

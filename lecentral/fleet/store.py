@@ -443,7 +443,8 @@ class FleetStore:
                 if taker is not None and split is not None and not wanted and ok_limits is None
                 and not problems_only else None)
         with half or contextlib.nullcontext(), self.store.transaction("reading the fleet") as conn:
-            self._one_snapshot(conn)
+            if half is None:  # (two halves are two reads: no lock kept while the child reads)
+                self._one_snapshot(conn)
             if split is not None:  # its aggregated strings may be cut (Split.cut)
                 split.max_chars = self._aggregate_chars(conn)
             others: set[str] | None = None  # the names SQL did not find plainly OK
@@ -512,11 +513,12 @@ class FleetStore:
                                                 scan.attached if taker is not None else None)
             snap.probes = list(conn.execute(probe_q).all())
             snap.runs = self._latest_runs(conn)
-            if ((snap.plain_ok or (taker is not None and taker.taken))
-                    and self._attached_elsewhere(conn, snap)):
-                if taker is not None:
-                    taker.abandon("a row read may belong to a certificate taken")
-                return self.snapshot(names, current_after, listing)  # judged in full
+            again = bool((snap.plain_ok or (taker is not None and taker.taken))
+                         and self._attached_elsewhere(conn, snap))
+        if again:  # (after this transaction: no lock held while another connection reads)
+            if taker is not None:
+                taker.abandon("a row read may belong to a certificate taken")
+            return self.snapshot(names, current_after, listing)  # judged in full
         self.last_snapshot = snap
         return snap
 
@@ -528,7 +530,11 @@ class FleetStore:
         :func:`lecentral.fleet.states.changes`). pysqlite begins a transaction only before a
         write, so each read was its own; PostgreSQL's default, READ COMMITTED, takes a
         snapshot per statement; MariaDB's default is REPEATABLE READ, which a server's
-        configuration may have changed."""
+        configuration may have changed. On SQLite the transaction holds a SHARED lock until it
+        ends, so no other connection of this process reads meanwhile (a view read again in
+        full is read after it; not with the pass in two processes: :mod:`lecentral.fleet.
+        halves`): a writer at its commit would wait for this one, that connection for the
+        writer."""
         dialect = self.store.dialect
         if dialect == "sqlite":
             conn.exec_driver_sql("BEGIN")
