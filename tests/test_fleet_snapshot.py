@@ -5,7 +5,10 @@ and a writer's PENDING one wait for each other until the busy timeout)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from monitor_world import Fleet
@@ -18,13 +21,33 @@ from lecentral.fleet.model import FleetSettings
 def _world(fleet: Fleet) -> None:
     """``a.x`` plainly current (counted, not read) and a report filed under ``A.x``: a row
     the judge files under a certificate the database only counted, so the snapshot is read
-    again in full (FleetStore.snapshot calls itself inside its reading transaction)."""
+    again in full (FleetStore.snapshot reads it again)."""
     name = "a.review.example.test"
     cert = fleet.issue(name, age=3)
     fleet.report("web1", name, cert, cert)
     fleet.report("web2", name.upper(), cert, cert)
     fleet.renew_run()
     fleet.store.record_facts(fleet.store.sweep(RenewConfig(), now_ts()).rows)
+
+
+def _reporter(store: Any, done: list[tuple[str, float]]) -> threading.Thread:
+    """A thread writing an agent's report through ``store`` (its own connection): ``done``
+    then holds ("ok" or the error, the seconds it took)."""
+    from sqlalchemy import update
+
+    from lecentral.store.schema import deployments
+
+    def write() -> None:
+        start = time.monotonic()
+        try:
+            with store.transaction("an agent's report") as conn:
+                conn.execute(update(deployments).where(deployments.c.host == "web1")
+                             .values(ts_reported=now_ts()))
+            done.append(("ok", time.monotonic() - start))
+        except Exception as exc:  # noqa: BLE001 - told by the test
+            done.append((str(exc)[:200], time.monotonic() - start))
+
+    return threading.Thread(target=write)
 
 
 @pytest.mark.parametrize("url", ["file", "sqlite://"])
@@ -63,31 +86,16 @@ def test_a_write_while_the_view_is_read_again_in_full_is_not_locked_out(
     read again in full commits once the first reading transaction ends; the view is read again
     after it, on another connection (inside it, the writer's PENDING lock and the first
     transaction's SHARED one waited for each other until the writer failed at 5 s)."""
-    import threading
     import time
 
-    from sqlalchemy import update
-
     from lecentral.fleet.store import FleetStore
-    from lecentral.store.schema import deployments
     from lecentral.store.sql import SqlStore
 
     fleet = Fleet(tmp_path)
     writer_store = SqlStore(fleet.url)
     _world(fleet)
     done: list[tuple[str, float]] = []
-
-    def write() -> None:
-        start = time.monotonic()
-        try:
-            with writer_store.transaction("an agent's report") as conn:
-                conn.execute(update(deployments).where(deployments.c.host == "web1")
-                             .values(ts_reported=now_ts()))
-            done.append(("ok", time.monotonic() - start))
-        except Exception as exc:  # noqa: BLE001 - told by the test
-            done.append((str(exc), time.monotonic() - start))
-
-    writer = threading.Thread(target=write)
+    writer = _reporter(writer_store, done)
     real = FleetStore._attached_elsewhere
 
     def attached(conn: object, snap: object) -> bool:
@@ -118,15 +126,12 @@ def test_a_write_while_the_halves_are_read_is_not_locked_out(
     failed at 5 s). The child's start is slowed down here; in a real run it is the few
     milliseconds between the fork and its first read."""
     import os
-    import threading
     import time
 
-    from sqlalchemy import update
     from test_fleet_split import plain_world
 
     from lecentral.fleet import halves
     from lecentral.store import packed
-    from lecentral.store.schema import deployments
     from lecentral.store.sql import SqlStore
 
     fleet = Fleet(tmp_path)
@@ -134,18 +139,7 @@ def test_a_write_while_the_halves_are_read_is_not_locked_out(
     writer_store = SqlStore(fleet.url)
     parent = os.getpid()
     done: list[tuple[str, float]] = []
-
-    def write() -> None:
-        start = time.monotonic()
-        try:
-            with writer_store.transaction("an agent's report") as conn:
-                conn.execute(update(deployments).where(deployments.c.host == "web1")
-                             .values(ts_reported=now_ts()))
-            done.append(("ok", time.monotonic() - start))
-        except Exception as exc:  # noqa: BLE001 - told by the test
-            done.append((str(exc)[:200], time.monotonic() - start))
-
-    writer = threading.Thread(target=write)
+    writer = _reporter(writer_store, done)
     real_rows = packed.rows
 
     def rows(conn: object, query: object, yield_per: int = 2000) -> object:
