@@ -13,19 +13,20 @@ rows itself after its own, and goes on.
 
 Only on SQLite (a file). The two halves are two reads a moment apart, and this process's
 statements are each their own read then (one process alone reads one snapshot:
-:meth:`~lecentral.fleet.store.FleetStore._one_snapshot`; a read transaction kept open while
-the child reads would lock a writer out: the child waiting for the writer, the writer for this
-process, until the writer's busy timeout), as every SQLite read was before: a report landing between them can leave a target of the child's half out of that one
-view, and a row renamed across the middle name is seen twice or not at all, that once; the
-state changes that ``renew`` and ``probe`` notify never come from two halves (no taker). On
-MariaDB, MySQL and PostgreSQL two connections would not share the one snapshot either (a
-report landing between them could be judged against the other snapshot: a target shown as
-never reported, an unclaimed report left out), and with a local server the statement already
-runs on the second core while Python reads (measured: no gain). Anything that keeps the child from giving its
-half (an error, a child not done by :func:`patience` after this process's own half) makes
-this process read that half itself, after its own: the output is the
-same, it only takes longer. Where no child can be had (not Linux, no ``fork``, one core, a
-thread other than the main one, SIGCHLD ignored), there is one process.
+:meth:`~lecentral.fleet.store.FleetStore._one_snapshot`; a read transaction kept open while the
+child reads would lock a writer out: the child waiting for the writer, the writer for this
+process, until the writer's busy timeout), as every SQLite read was before: a report landing
+between them can leave a target of the child's half out of that one view, and a row renamed
+across the middle name is seen twice or not at all, that once; the state changes that ``renew``
+and ``probe`` notify never come from two halves (no taker). On MariaDB, MySQL and PostgreSQL
+two connections would not share the one snapshot either (a report landing between them could be
+judged against the other snapshot: a target shown as never reported, an unclaimed report left
+out), and with a local server the statement already runs on the second core while Python reads
+(measured: no gain). Anything that keeps the child from giving its half (an error, a child not
+done by :func:`patience` after this process's own half) makes this process read that half
+itself, after its own: the output is the same, it only takes longer. Where no child can be had
+(not Linux, no ``fork``, one core, a thread other than the main one, SIGCHLD ignored), there is
+one process.
 
 The child is forked before this process opens its reading transaction, after the store's
 idle connections are closed (SQLite keeps per-process records of its locks: a connection
