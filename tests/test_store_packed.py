@@ -98,6 +98,57 @@ def test_a_query_of_one_column_is_not_packed(table: tuple[Any, Table]) -> None:
         assert keys == ["note"] and [r[0] for r in rows][:len(ODD)] == ODD
 
 
+def test_rows_with_another_type_come_through_sqlalchemy(table: tuple[Any, Table]) -> None:
+    """Rows whose unpacked columns are all blobs come from the driver's cursor (no value needs
+    SQLAlchemy's processing); a column of another type keeps its processing (here a
+    Boolean, which PyMySQL gives as 0 or 1)."""
+    from sqlalchemy import Boolean, literal
+
+    engine, probe = table
+    c = probe.c
+    flag = literal(True, Boolean).label("flag")
+    with engine.connect() as conn:
+        keys, rows = packed.rows(conn, select(c.name, c.note, flag).order_by(c.id))
+        got = list(rows)
+    assert keys == ["name", "note", "flag"]
+    assert got[0] == ["n0.example.test", "", True] and got[0][2] is True
+
+
+def test_a_failing_packed_read_is_sqlalchemys_error(table: tuple[Any, Table]) -> None:
+    """The driver's error, at the statement or while its rows stream, is raised as
+    SQLAlchemy's (the store turns it into its clear error), its statement shown and the
+    connection usable again."""
+    from sqlalchemy import column
+    from sqlalchemy import table as sql_table
+    from sqlalchemy.exc import DBAPIError
+
+    engine, probe = table
+    missing = sql_table("packed_missing", column("a", String), column("b", Integer))
+    with engine.connect() as conn:
+        query = (select(missing.c.a, missing.c.b, probe.c.data)
+                 .select_from(missing.join(probe, probe.c.id == missing.c.b)))
+        with pytest.raises(DBAPIError, match="packed_missing"):
+            packed.rows(conn, query)
+        conn.rollback()
+        assert conn.execute(select(func.count()).select_from(probe)).scalar_one() == len(ODD) + 3
+    # the connection killed while its rows stream (more than the sockets hold): loud
+    with engine.connect() as conn:
+        own = conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one()
+        a, b, c, d = (probe.alias(x) for x in "abcd")
+        wide = func.repeat(a.c.name, 200, type_=String)  # (about 280 MB in all: never read)
+        _, rows = packed.rows(conn, select(wide, b.c.note, c.c.note, d.c.data),
+                              yield_per=1)
+        next(rows)
+        with engine.connect() as other:
+            other.exec_driver_sql(f"KILL {int(own)}")
+        with pytest.raises(DBAPIError, match="Lost connection|interrupted|gone away"):
+            for _ in rows:
+                pass
+        conn.invalidate()
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(probe)).scalar_one() == len(ODD) + 3
+
+
 def test_a_split_that_does_not_add_up_is_loud() -> None:
     """A packed string that cannot be the values it stands for is never read as some other
     values."""
