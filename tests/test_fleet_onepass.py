@@ -244,10 +244,10 @@ def _raw(host: str, entry: str, installed_not_after: int | None, served_fp: str 
          ts_served: int | None, ts: int, result: str, db_user: str | None) -> str:
     """A target's values as Split.target_json has MariaDB and PostgreSQL write them."""
     def text(v: str | None) -> str:
-        return "" if v is None else "=" + v
+        return "null" if v is None else f'"{v}"'
 
     def number(v: int | None) -> str:
-        return "" if v is None else str(v)
+        return "null" if v is None else str(v)
 
     return "\x1c".join((host, entry, number(installed_not_after), "1" if served_fp else "0",
                          number(served_not_after), text(url), text(error), number(ts_served),
@@ -289,6 +289,28 @@ def test_python_writes_a_targets_json_as_the_full_view(values: tuple[Any, ...]) 
         f"{plain_json},{want},{plain_json}")
 
 
+def test_a_certificates_targets_of_every_shape_are_written_as_one_by_one() -> None:
+    """Served and unserved targets in any order (each order its own format, cached): the
+    targets written at once are those written one at a time, and the full view's JSON."""
+    import itertools
+    import json
+
+    from lecentral.cli.fleet import _current_json
+
+    fp = "cd" * 32
+    for shape in itertools.chain.from_iterable(
+            itertools.product((True, False), repeat=n) for n in (1, 2, 5)):
+        targets = [(f"web{i}", f"/etc/e{i}", 10 + i, fp if served else None,
+                    20 + i if served else None, f"tls://web{i}:443" if served else None,
+                    None, 30 + i if served else None, 40 + i, "up-to-date",
+                    None if i % 2 else f"u{i}") for i, served in enumerate(shape)]
+        listed = "\x1f".join(_raw(*t) for t in targets)
+        want = ",".join(json.dumps(_current_json(("name", *t[:2], fp, *t[2:])),
+                                   separators=(",", ":")) for t in targets)
+        assert jsonpass.targets_text(fp, listed) == want, shape
+        assert ",".join(jsonpass.target_text(fp, _raw(*t)) or "" for t in targets) == want
+
+
 def test_targets_current_against_a_newer_certificate_are_not_written_as_the_views(
         fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
     """``fleet --json NAME`` reads the counted targets after its snapshot: where a renew
@@ -327,16 +349,22 @@ def test_targets_current_against_a_newer_certificate_are_not_written_as_the_view
 
 def test_target_values_not_as_the_database_writes_them_are_not_written() -> None:
     """A separator in a value (an extra field), a number that is not one, a text without its
-    ``=``: None (the row is held, its targets read as rows), never a wrong JSON."""
-    good = _raw("web1", "www", 1, "FP", 2, "u", None, 3, 4, "r", None)
+    quotes: None (the row is held, its targets read as rows), never a wrong JSON; where no
+    value needs escaping (checked at once) and where one does (one target at a time)."""
     fp = "ab" * 32
-    assert jsonpass.target_text(fp, good) is not None
-    fields = good.split("\x1c")
-    for i, bad in ((1, "w\x1cw"), (2, "1.5"), (2, "x"), (3, "2"), (8, ""), (8, "+4"),
-                   (9, "r"), (9, ""), (5, "u"), (10, "x")):
-        changed = "\x1c".join([*fields[:i], bad, *fields[i + 1:]])
-        assert jsonpass.target_text(fp, changed) is None, (i, bad)
-        assert jsonpass.targets_text(fp, good + "\x1f" + changed) is None, (i, bad)
+    for odd in ("", "caf\u00e9"):
+        good = _raw("web1", "www" + odd, 1, "FP", 2, "u", None, 3, 4, "r", None)
+        assert jsonpass.target_text(fp, good) is not None
+        assert jsonpass.targets_text(fp, good + "\x1f" + good) is not None
+        fields = good.split("\x1c")
+        for i, bad in ((1, "w\x1cw"), (2, "1.5"), (2, "x"), (2, ""), (3, "2"), (3, ""),
+                       (4, '"2"'), (5, "u"), (5, '"u'), (5, '"'), (5, ""), (6, "nul"),
+                       (7, "3 "), (8, ""), (8, "null"), (8, "+4"), (9, "r"), (9, ""),
+                       (10, "x"), (10, "NULL")):
+            changed = "\x1c".join([*fields[:i], bad, *fields[i + 1:]])
+            assert jsonpass.target_text(fp, changed) is None, (odd, i, bad)
+            assert jsonpass.targets_text(fp, good + "\x1f" + changed) is None, (odd, i, bad)
+            assert jsonpass.targets_text(fp, changed + "\x1f" + good) is None, (odd, i, bad)
 
 
 def test_targets_out_of_order_are_held() -> None:

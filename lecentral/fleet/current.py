@@ -380,15 +380,17 @@ class Split:
         """What the database writes of a deployment row for ``lecentral fleet --json``'s
         current target: on SQLite its JSON (compact, as Python's separators; values outside
         ASCII stay UTF-8); elsewhere (:attr:`raw_targets`) its values joined by :data:`FS`, in
-        the order of :data:`RAW_FIELDS`: a text as ``=`` and the text, an integer as its
-        digits, NULL as nothing, ``served`` ``1`` if a fingerprint was served (else ``0``)."""
+        the order of :data:`RAW_FIELDS`, each as JSON would have it if it needs no escaping:
+        a text between double quotes, an integer as its digits, NULL as ``null`` (``host``
+        and ``entry`` as they are), ``served`` ``1`` if a fingerprint was served (else
+        ``0``). Python checks them (:func:`lecentral.fleet.jsonpass.targets_text`)."""
         d = deployments.c
         if self.raw_targets:
             def text(col: Any) -> Any:
-                return func.coalesce(literal("=", String) + col, "")
+                return func.coalesce(literal('"', String) + col + '"', "null")
 
             def number(col: Any) -> Any:
-                return func.coalesce(cast(col, String), "")
+                return func.coalesce(cast(col, String), "null")
 
             served = case((func.coalesce(d.served_fp, "") != "", "1"), else_="0")
             values = (d.host, d.entry, number(d.installed_not_after), served,

@@ -12,6 +12,7 @@ row.
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -82,105 +83,108 @@ def _string(value: str) -> str:
     return json.dumps(value)
 
 
-#: what a plain value (written between quotes as it is) does not hold: json.dumps escapes
-#: these (DEL too, as \\u007f)
-_ESCAPED = re.compile(r'["\\\x00-\x1f\x7f]')
-#: the same in a list of targets' values (:data:`FS` and :data:`SEP` between them)
-_ESCAPED_LISTED = re.compile(r'["\\\x00-\x1b\x1d\x1e\x7f]')
+#: a text JSON writes between quotes as it is (json.dumps escapes ``"``, ``\``, control
+#: characters, DEL and everything outside ASCII)
+_PLAIN = r"[ !#-\[\]-~]*"
 #: an integer's digits as the database writes them
 _DIGITS = re.compile("-?[0-9]+")
-#: where the texts are among a target's values (:data:`RAW_FIELDS`)
-_TEXTS = frozenset(RAW_FIELDS.index(f) for f in ("host", "entry", "served_url", "served_error",
-                                                  "result", "db_user"))
-#: a current target's JSON, as ``cert_json`` writes it (:func:`targets_text`)
-_TARGET = ('{"kind":"agent","target":"%s (%s)","host":"%s","installed":{"fingerprint":%s,'
-           '"not_after":%s,"url":null,"error":null,"ts":%s},"served":%s,"ts":%s,'
-           '"state":"current","detail":"the database\'s certificate","result":%s,'
-           '"db_user":%s}')
-_SEEN = '{"fingerprint":%s,"not_after":%s,"url":%s,"error":%s,"ts":%s}'
+
+
+#: a current target's values as the database writes them (:data:`RAW_FIELDS`), each one
+#: needing no escaping: host and entry, numbers and texts as JSON has them (``null`` for
+#: NULL), ``served`` 0 or 1, ``ts_reported`` not NULL
+_ONE = FS.join((_PLAIN, _PLAIN, "(?:-?[0-9]+|null)", "[01]", "(?:-?[0-9]+|null)",
+                f'(?:"{_PLAIN}"|null)', f'(?:"{_PLAIN}"|null)', "(?:-?[0-9]+|null)", "-?[0-9]+",
+                f'(?:"{_PLAIN}"|null)', f'(?:"{_PLAIN}"|null)'))
+#: a certificate's current targets, each as :data:`_ONE`
+_PLAIN_TARGETS = re.compile(f"{_ONE}(?:{SEP}{_ONE})*")
+#: where :data:`_FORMATS` has the certificate's fingerprint (its JSON replaces it)
+_FP = "\x05"
+#: a current target's JSON, as ``cert_json`` writes it, from its values written as
+#: :data:`_ONE` has them, served (``1``) or not (``0``: ``served`` null), and the values it
+#: takes (their names in :data:`RAW_FIELDS`), in order
+_FORMATS = {
+    served: ('{"kind":"agent","target":"%s (%s)","host":"%s","installed":{"fingerprint":'
+             + _FP + ',"not_after":%s,"url":null,"error":null,"ts":%s},"served":'
+             + ('{"fingerprint":' + _FP + ',"not_after":%s,"url":%s,"error":%s,"ts":%s}'
+                if served == "1" else "null")
+             + ',"ts":%s,"state":"current","detail":"the database\'s certificate",'
+               '"result":%s,"db_user":%s}',
+             [RAW_FIELDS.index(f) for f in (
+                 "host", "entry", "host", "installed_not_after", "ts_reported",
+                 *(("served_not_after", "served_url", "served_error", "ts_served")
+                   if served == "1" else ()),
+                 "ts_reported", "result", "db_user")])
+    for served in "01"}
+#: per shape of a certificate's targets (each one's ``served``: the usual few), their format
+#: and what picks its values from theirs
+_SHAPES: dict[str, tuple[str, Callable[[list[str]], tuple[str, ...]]]] = {}
+_SERVED = RAW_FIELDS.index("served")
+
+
+def _shape(shape: str) -> tuple[str, Callable[[list[str]], tuple[str, ...]]]:
+    """The format of targets of ``shape`` (:data:`_SHAPES`), and the values it takes."""
+    found = _SHAPES.get(shape)
+    if found is None:
+        at: list[int] = []
+        for i, served in enumerate(shape):
+            at += [len(RAW_FIELDS) * i + k for k in _FORMATS[served][1]]
+        found = (",".join(_FORMATS[served][0] for served in shape), operator.itemgetter(*at))
+        if len(_SHAPES) < 256:
+            _SHAPES[shape] = found
+    return found
 
 
 def targets_text(fp: str, listed: str) -> str | None:
     """The JSON of a certificate's current targets (``listed``: each one's values as
     :meth:`lecentral.fleet.current.Split.target_json` writes them, joined by :data:`SEP`),
     joined by commas, as ``cert_json`` writes them for the certificate of fingerprint ``fp``;
-    None if a target's values are not that. (300,000 targets a run: the usual ones, plain
-    ASCII, are checked at once.)"""
-    plain = listed.isascii() and not _ESCAPED_LISTED.search(listed)
-    fp_json = _string(fp)
+    None if a target's values are not that. (300,000 targets a run: where no value needs
+    escaping, the usual case, they are checked in one match and written in one ``%``.)"""
+    if _PLAIN_TARGETS.fullmatch(listed) is not None:
+        values = listed.replace(SEP, FS).split(FS)
+        template, take = _shape("".join(values[_SERVED::len(RAW_FIELDS)]))
+        return (template % take(values)).replace(_FP, _string(fp))
     texts = []
     for raw in listed.split(SEP):
-        text = target_text(fp, raw, plain, fp_json)
+        text = target_text(fp, raw)
         if text is None:
             return None
         texts.append(text)
     return ",".join(texts)
 
 
-def target_text(fp: str, raw: str, plain: bool = False, fp_json: str | None = None
-                ) -> str | None:
+def target_text(fp: str, raw: str) -> str | None:
     """The JSON ``cert_json`` writes for a current target of the certificate of fingerprint
     ``fp`` (its installed fingerprint, and the served one if any, are ``fp``: SQL compared
     them byte for byte), from ``raw``, the target's values as
     :meth:`lecentral.fleet.current.Split.target_json` writes them; None if ``raw`` is not
-    that (a separator in a value: the caller reads the target's row instead). ``plain``: no
-    value needs escaping (the caller checked them all at once); ``fp_json``: ``fp`` in JSON."""
+    that (a separator in a value: the caller reads the target's row instead)."""
     values = raw.split(FS)
     if len(values) != len(RAW_FIELDS):
         return None
-    # as the database writes them: numbers as their digits (``ts_reported`` not NULL: each is
-    # digits or nothing if together they are digits; else, a minus sign, one by one),
-    # ``served`` 0 or 1, texts ``=`` and the text or nothing (``result`` not NULL)
-    (_, _, installed_not_after, served, served_not_after, url, error, ts_served, ts, result,
-     db_user) = values
-    numbers = installed_not_after + served_not_after + ts_served + ts
-    if not (ts and ((numbers.isdigit() and numbers.isascii()) or all(
-                not n or _DIGITS.fullmatch(n)
-                for n in (installed_not_after, served_not_after, ts_served, ts)))
-            and served in ("0", "1") and result[:1] == "="
-            and not (url[:1] + error[:1] + db_user[:1]).strip("=")):
+    (host, entry, installed_not_after, served, served_not_after, url, error, ts_served, ts,
+     result, db_user) = values
+    numbers = (installed_not_after, served_not_after, ts_served)
+    texts = (url, error, result, db_user)
+    if not (_DIGITS.fullmatch(ts) and served in ("0", "1")
+            and all(n == "null" or _DIGITS.fullmatch(n) for n in numbers)
+            and all(t == "null" or (len(t) >= 2 and t[0] == t[-1] == '"') for t in texts)):
         return None
-    if not plain and not all(t.isascii() and not _ESCAPED.search(t)
-                             for i, t in enumerate(values) if i in _TEXTS):
-        return _escaped_text(fp, values)
-    return _plain_text(fp_json or _string(fp), values)
-
-
-def _plain_text(fp_json: str, values: list[str]) -> str:
-    """:func:`target_text` of values checked, none needing escaping (``fp_json``: the
-    fingerprint in JSON)."""
-    (host, entry, installed_not_after, served, served_not_after, url, error, ts_served, ts,
-     result, db_user) = values
-    seen = "null" if served == "0" else _SEEN % (
-        fp_json, served_not_after or "null", _quoted(url), _quoted(error), ts_served or "null")
-    return _TARGET % (host, entry, host, fp_json, installed_not_after or "null", ts, seen, ts,
-                      _quoted(result), _quoted(db_user))
-
-
-def _quoted(value: str) -> str:
-    """A text value as :meth:`~lecentral.fleet.current.Split.target_json` wrote it (``=`` and
-    the text, nothing for NULL) in JSON, where it needs no escaping."""
-    return f'"{value[1:]}"' if value else "null"
-
-
-def _escaped_text(fp: str, values: list[str]) -> str:
-    """:func:`target_text` for values that need escaping (through ``json.dumps``, as
-    ``cert_json``'s document is written)."""
-    (host, entry, installed_not_after, served, served_not_after, url, error, ts_served, ts,
-     result, db_user) = values
-    url_text, error_text, result_text, user_text = (
-        t[1:] if t else None for t in (url, error, result, db_user))
 
     def number(digits: str) -> int | None:
-        return int(digits) if digits else None
+        return None if digits == "null" else int(digits)
+
+    def text(value: str) -> str | None:
+        return None if value == "null" else value[1:-1]
 
     seen = None
     if served == "1":
-        seen = {"fingerprint": fp, "not_after": number(served_not_after), "url": url_text,
-                "error": error_text, "ts": number(ts_served)}
+        seen = {"fingerprint": fp, "not_after": number(served_not_after), "url": text(url),
+                "error": text(error), "ts": number(ts_served)}
     return json.dumps({
         "kind": "agent", "target": f"{host} ({entry})", "host": host,
         "installed": {"fingerprint": fp, "not_after": number(installed_not_after), "url": None,
                       "error": None, "ts": int(ts)},
         "served": seen, "ts": int(ts), "state": "current", "detail": "the database's certificate",
-        "result": result_text, "db_user": user_text}, separators=(",", ":"))
+        "result": text(result), "db_user": text(db_user)}, separators=(",", ":"))
