@@ -298,8 +298,9 @@ def test_a_certificates_targets_of_every_shape_are_written_as_one_by_one() -> No
     from lecentral.cli.fleet import _current_json
 
     fp = "cd" * 32
-    for shape in itertools.chain.from_iterable(
-            itertools.product((True, False), repeat=n) for n in (1, 2, 5)):
+    shapes = itertools.chain(itertools.chain.from_iterable(
+        itertools.product((True, False), repeat=n) for n in (1, 2, 5)), [(True, False) * 6])
+    for shape in shapes:  # (the last one longer than those kept)
         targets = [(f"web{i}", f"/etc/e{i}", 10 + i, fp if served else None,
                     20 + i if served else None, f"tls://web{i}:443" if served else None,
                     None, 30 + i if served else None, 40 + i, "up-to-date",

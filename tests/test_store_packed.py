@@ -115,9 +115,8 @@ def test_rows_with_another_type_come_through_sqlalchemy(table: tuple[Any, Table]
 
 
 def test_a_failing_packed_read_is_sqlalchemys_error(table: tuple[Any, Table]) -> None:
-    """The driver's error, at the statement or while its rows stream, is raised as
-    SQLAlchemy's (the store turns it into its clear error), its statement shown and the
-    connection usable again."""
+    """The driver's error at the statement is raised as SQLAlchemy's, its statement shown,
+    and the connection is usable again."""
     from sqlalchemy import column
     from sqlalchemy import table as sql_table
     from sqlalchemy.exc import DBAPIError
@@ -125,28 +124,47 @@ def test_a_failing_packed_read_is_sqlalchemys_error(table: tuple[Any, Table]) ->
     engine, probe = table
     missing = sql_table("packed_missing", column("a", String), column("b", Integer))
     with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")  # (in a transaction, as the store's reads are)
         query = (select(missing.c.a, missing.c.b, probe.c.data)
                  .select_from(missing.join(probe, probe.c.id == missing.c.b)))
         with pytest.raises(DBAPIError, match="packed_missing"):
             packed.rows(conn, query)
         conn.rollback()
         assert conn.execute(select(func.count()).select_from(probe)).scalar_one() == len(ODD) + 3
-    # the connection killed while its rows stream (more than the sockets hold): loud
-    with engine.connect() as conn:
-        own = conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one()
-        a, b, c, d = (probe.alias(x) for x in "abcd")
-        wide = func.repeat(a.c.name, 200, type_=String)  # (about 280 MB in all: never read)
-        _, rows = packed.rows(conn, select(wide, b.c.note, c.c.note, d.c.data),
-                              yield_per=1)
-        next(rows)
-        with engine.connect() as other:
-            other.exec_driver_sql(f"KILL {int(own)}")
-        with pytest.raises(DBAPIError, match="Lost connection|interrupted|gone away"):
+
+
+@pytest.mark.parametrize("when", ["before the statement", "while its rows stream"])
+def test_a_connection_lost_is_the_stores_clear_error(table: tuple[Any, Table], mariadb_url: str,
+                                                      when: str) -> None:
+    """The connection killed before the pass's statement or while its rows stream (more than
+    the sockets hold): the store's error says the connection was lost (not the failed
+    rollback after it), and the store works again."""
+    from lecentral.errors import StoreError
+    from lecentral.store.sql import SqlStore
+
+    engine, probe = table
+    a, b, c, d = (probe.alias(x) for x in "abcd")
+    wide = func.repeat(a.c.name, 200, type_=String)  # (about 280 MB in all: never read)
+    store = SqlStore(mariadb_url)
+    try:
+        with (pytest.raises(StoreError, match="reading the fleet failed: .*Lost connection"),
+              store.transaction("reading the fleet") as conn):
+            own = int(conn.exec_driver_sql("SELECT CONNECTION_ID()").scalar_one())
+            if when == "before the statement":
+                with engine.connect() as other:
+                    other.exec_driver_sql(f"KILL {own}")
+            _, rows = packed.rows(conn, select(wide, b.c.note, c.c.note, d.c.data),
+                                  yield_per=1)
+            next(rows)
+            with engine.connect() as other:
+                other.exec_driver_sql(f"KILL {own}")
             for _ in rows:
                 pass
-        conn.invalidate()
-    with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(probe)).scalar_one() == len(ODD) + 3
+        with store.transaction("counting") as conn:
+            assert conn.execute(select(func.count()).select_from(probe)).scalar_one() == (
+                len(ODD) + 3)
+    finally:
+        store.close()
 
 
 def test_a_split_that_does_not_add_up_is_loud() -> None:

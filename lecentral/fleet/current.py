@@ -380,10 +380,11 @@ class Split:
         """What the database writes of a deployment row for ``lecentral fleet --json``'s
         current target: on SQLite its JSON (compact, as Python's separators; values outside
         ASCII stay UTF-8); elsewhere (:attr:`raw_targets`) its values joined by :data:`FS`, in
-        the order of :data:`RAW_FIELDS`, each as JSON would have it if it needs no escaping:
-        a text between double quotes, an integer as its digits, NULL as ``null`` (``host``
-        and ``entry`` as they are), ``served`` ``1`` if a fingerprint was served (else
-        ``0``). Python checks them (:func:`lecentral.fleet.jsonpass.targets_text`)."""
+        the order of :data:`RAW_FIELDS`: a text between double quotes (as it is: JSON where
+        it needs no escaping, else Python escapes it), an integer as its digits, NULL as
+        ``null`` (``host`` and ``entry`` without quotes), ``served`` ``1`` if a fingerprint
+        was served (else ``0``). Python checks them
+        (:func:`lecentral.fleet.jsonpass.targets_text`)."""
         d = deployments.c
         if self.raw_targets:
             def text(col: Any) -> Any:

@@ -4,7 +4,7 @@ per certificate (:mod:`lecentral.fleet.onepass`).
 A plainly current row is written into the spool as ``cert_json`` writes it, with its targets
 as the database wrote them in the same statement (:meth:`lecentral.fleet.current.Split.
 counts_column` with ``json``): on SQLite their JSON, elsewhere their values, whose JSON
-:func:`target_text` writes, as ``cert_json`` would. The held rows' JSON is written at their
+:func:`targets_text` writes, as ``cert_json`` would. The held rows' JSON is written at their
 places: the file is copied up to the point where a held row came in the pass, then the held
 row.
 """
@@ -116,8 +116,8 @@ _FORMATS = {
                    if served == "1" else ()),
                  "ts_reported", "result", "db_user")])
     for served in "01"}
-#: per shape of a certificate's targets (each one's ``served``: the usual few), their format
-#: and what picks its values from theirs
+#: per shape of a certificate's targets (each one's ``served``), their format and what picks
+#: its values from theirs: the shapes of up to 8 targets (at most 510 of them)
 _SHAPES: dict[str, tuple[str, Callable[[list[str]], tuple[str, ...]]]] = {}
 _SERVED = RAW_FIELDS.index("served")
 
@@ -130,7 +130,7 @@ def _shape(shape: str) -> tuple[str, Callable[[list[str]], tuple[str, ...]]]:
         for i, served in enumerate(shape):
             at += [len(RAW_FIELDS) * i + k for k in _FORMATS[served][1]]
         found = (",".join(_FORMATS[served][0] for served in shape), operator.itemgetter(*at))
-        if len(_SHAPES) < 256:
+        if len(shape) <= 8 and len(_SHAPES) < 512:  # (a long one: made for its certificate)
             _SHAPES[shape] = found
     return found
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, LargeBinary, String, func
+from sqlalchemy import Connection, Integer, LargeBinary, String, func
 from sqlalchemy.sql import sqltypes
 
 #: between the values of a packed row (ASCII's record separator)
@@ -53,8 +53,8 @@ def rows(conn: Connection, query: Any, yield_per: int = 2000
     one = func.concat_ws(FS, *fields, type_=String).label("packed")
     query = query.with_only_columns(one, *(cols[i] for i in raw), maintain_column_froms=True)
     fetched: Iterator[Sequence[Any]]
-    if all(isinstance(cols[i].type, LargeBinary) for i in raw):  # (no value needs processing)
-        fetched = _streamed(conn, query, yield_per)
+    if conn.in_transaction() and all(isinstance(cols[i].type, LargeBinary) for i in raw):
+        fetched = _streamed(conn, query, yield_per)  # (no value needs SQLAlchemy's processing)
     else:
         fetched = iter(conn.execute(query.execution_options(yield_per=yield_per)))
     keys = [str(c.key) for c in cols]
@@ -115,29 +115,41 @@ def _joined(parts: list[str], count: int) -> list[str]:
 
 def _streamed(conn: Connection, query: Any, size: int) -> Iterator[Sequence[Any]]:
     """The rows of ``query`` as the driver gives them (PyMySQL's unbuffered cursor on the
-    transaction's connection, ``size`` at a time): SQLAlchemy's row objects cost a quarter
-    of a second of the client's CPU per 100,000 rows, and the columns read here need none of
-    its processing (text from the packed column, bytes from blobs). The statement runs
-    now; the driver's errors, then or while the rows stream, are SQLAlchemy's, as they
-    would be from ``conn.execute``."""
+    connection of ``conn``'s transaction, ``size`` at a time): SQLAlchemy's row objects cost
+    a quarter of a second of the client's CPU per 100,000 rows, and the columns read here need
+    none of its processing (text from the packed column, bytes from blobs). The statement
+    runs now. Its parameters are sent as they are: those of types whose values SQLAlchemy
+    would convert first (anything but texts, integers, blobs) make it run through
+    SQLAlchemy instead. The driver's errors, then or while the rows stream, are raised as
+    SQLAlchemy's; one that lost the connection invalidates it, as SQLAlchemy does (the
+    transaction's rollback then does not replace the error with its own)."""
     from sqlalchemy import exc
+    from sqlalchemy.types import NullType
 
     compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    if not all(isinstance(b.type, String | Integer | LargeBinary | NullType)
+               for b in compiled.binds.values()):
+        return iter(conn.execute(query.execution_options(yield_per=size)))
     statement, params = compiled.string, compiled.params
     dbapi = conn.dialect.loaded_dbapi
     connection = conn.connection.dbapi_connection
     assert connection is not None  # (a connection in a transaction)
 
-    def failed(error: Exception) -> Exception:
+    def failed(error: Exception, cursor: Any) -> Exception:
+        lost = isinstance(error, dbapi.Error) and conn.dialect.is_disconnect(
+            error, connection, cursor)
+        if lost:
+            conn.invalidate(error)
         return exc.DBAPIError.instance(statement, params, error, dbapi.Error,
-                                       dialect=conn.dialect)
+                                       connection_invalidated=lost, dialect=conn.dialect)
 
     cursor = connection.cursor(dbapi.cursors.SSCursor)
     try:
         cursor.execute(statement, params)
     except dbapi.Error as error:
-        cursor.close()
-        raise failed(error) from error
+        raised = failed(error, cursor)
+        _closed(cursor, dbapi)
+        raise raised from error
 
     def fetched() -> Iterator[Sequence[Any]]:
         done = False
@@ -146,22 +158,29 @@ def _streamed(conn: Connection, query: Any, size: int) -> Iterator[Sequence[Any]
                 try:
                     batch = cursor.fetchmany(size)
                 except dbapi.Error as error:
-                    raise failed(error) from error
+                    raise failed(error, cursor) from error
                 if not batch:
                     done = True
                     return
                 yield from batch
         finally:
-            try:
-                cursor.close()  # (reads what is left of the stream)
-            except Exception as error:
-                # a connection lost mid-stream fails its close too (PyMySQL: an
-                # AttributeError): the error on its way is the one to show
-                _let_go(cursor)
-                if done:
-                    raise failed(error) from error
+            unclosed = _closed(cursor, dbapi)  # (reads what is left of the stream)
+            if unclosed is not None and done:
+                raise failed(unclosed, cursor) from unclosed
 
     return fetched()
+
+
+def _closed(cursor: Any, dbapi: Any) -> Exception | None:
+    """Close ``cursor``; its error, if that failed. A connection lost mid-stream fails the
+    close too (PyMySQL: an AttributeError): the error already on its way is the one to show,
+    and the cursor is let go."""
+    try:
+        cursor.close()
+    except (dbapi.Error, AttributeError, OSError) as error:
+        _let_go(cursor)
+        return error
+    return None
 
 
 def _let_go(cursor: Any) -> None:
