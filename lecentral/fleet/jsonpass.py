@@ -117,7 +117,7 @@ _FORMATS = {
                  "ts_reported", "result", "db_user")])
     for served in "01"}
 #: per shape of a certificate's targets (each one's ``served``), their format and what picks
-#: its values from theirs: the shapes of up to 8 targets (at most 510 of them)
+#: its values from theirs: the shapes of up to 8 targets (510 at most)
 _SHAPES: dict[str, tuple[str, Callable[[list[str]], tuple[str, ...]]]] = {}
 _SERVED = RAW_FIELDS.index("served")
 
@@ -130,7 +130,7 @@ def _shape(shape: str) -> tuple[str, Callable[[list[str]], tuple[str, ...]]]:
         for i, served in enumerate(shape):
             at += [len(RAW_FIELDS) * i + k for k in _FORMATS[served][1]]
         found = (",".join(_FORMATS[served][0] for served in shape), operator.itemgetter(*at))
-        if len(shape) <= 8 and len(_SHAPES) < 512:  # (a long one: made for its certificate)
+        if len(shape) <= 8:  # (a longer one: made for its certificate alone)
             _SHAPES[shape] = found
     return found
 

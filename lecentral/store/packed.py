@@ -16,9 +16,9 @@ server join a row's text and integer columns into one string instead, which Pyth
 
 The rows come in the query's order, with the query's keys, as sequences of the same values
 (``rows[i][j]`` is what the plain query would give) on every database; on the others the query
-is executed as it is. Where the columns not packed are all blobs (the fleet's ``crt``), the rows
-come straight from PyMySQL's unbuffered cursor: no value needs SQLAlchemy's processing, and its
-row objects cost a quarter of a second per 100,000 rows (:func:`_streamed`).
+is executed as it is. In a transaction, where the columns not packed are all blobs (the fleet's
+``crt``), the rows come straight from PyMySQL's unbuffered cursor: no value needs SQLAlchemy's
+processing, and its row objects cost a quarter of a second per 100,000 rows (:func:`_streamed`).
 """
 
 from __future__ import annotations
@@ -110,7 +110,6 @@ def _joined(parts: list[str], count: int) -> list[str]:
     if len(out) != count or any(p[:1] not in ("=", "!") for p in out):
         raise AssertionError(f"a packed row did not split into {count} values")
     return out
-
 
 
 def _streamed(conn: Connection, query: Any, size: int) -> Iterator[Sequence[Any]]:
