@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from lecentral.certificates import now_ts
 from lecentral.cli.central import App
 from lecentral.cli.common import guarded, known_name, table
 from lecentral.errors import UnknownNameError
+from lecentral.names import now_ts
 
 if TYPE_CHECKING:
     from lecentral.fleet.model import CertFleet, FleetView, Seen

@@ -208,16 +208,22 @@ class Split:
                 .where(self._exact(certs.c.name)).scalar_subquery())
 
     def account(self, row: Mapping[str, Any], hint: str | None, counts: str,
-                rows: Mapping[str, Mapping[str, Any]]) -> str | None:
+                rows: Mapping[str, Mapping[str, Any]], probed: bool = False) -> str | None:
         """Take what :meth:`counts_column` said of ``row``: ``"again"`` if its current count is
         not trusted (``hint``, the fingerprint SQL compared against, is not the judge's
         fingerprint of that row, which is not the judge's row for its name or not enabled; or
         the list does not add up), ``"partial"`` if some of its rows are not current, else
-        None (every row current and counted)."""
+        None (every row current and counted). With ``json`` or ``text`` (the passes of
+        ``fleet --json`` and ``fleet``), a row with targets the judge lists anyway (rows not
+        current; ``probed``: a probe result of its name) is ``"again"``: its targets are
+        judged together, in the judge's order, in this read (none counted), not read again
+        after it (:func:`lecentral.cli.fleet._mixed_in_full`)."""
         name = str(row["name"])
         total, current, listed = self.parse(counts)
         if current is None:  # not counted exactly: every row read (a pass gives up)
             self.uncounted.add(name)
+            return "again"
+        if (self.json or self.text) and (current < total or probed):
             return "again"
         if (hint is None or row["fingerprint"] != hint
                 or rows.get(name.lower().rstrip(".")) is not row

@@ -469,8 +469,9 @@ class FleetStore:
             own_q = cert_q if half is None else cert_q.where(certs.c.name < half.middle)
             keys, result = packed.rows(conn, own_q, yield_per=2000)
             kept = [(k, i) for i, k in enumerate(keys) if k not in extra]
-            counted: list[tuple[dict[str, Any], Any, str]] = []
+            counted: list[tuple[dict[str, Any], Any, str, bool]] = []
             at_hint = keys.index("hint_fp") if split is not None else 0
+            at_probed = keys.index("probed") if "probed" in keys else -1
             at_ok = keys.index("plain_ok") if "plain_ok" in keys else -1
             at_facts = keys.index("facts_not_after") if "facts_not_after" in keys else -1
             scan = halves.Scan(keys, taker)  # (with a taker: counts the deployments of each row)
@@ -493,7 +494,8 @@ class FleetStore:
                     item["facts_not_after"] = item["facts_not_before"] = None
                 snap.certs.append(item)
                 if split is not None and row[at_hint + 1]:  # it has deployments
-                    counted.append((item, row[at_hint], str(row[at_hint + 1])))
+                    counted.append((item, row[at_hint], str(row[at_hint + 1]),
+                                    at_probed >= 0 and bool(row[at_probed])))
             if problems_only and snap.plain_ok:
                 snap.plain_ok -= len(snap.certs)
             if split is None:
@@ -502,8 +504,8 @@ class FleetStore:
             else:
                 by_key = {str(c["name"]).lower().rstrip("."): c for c in snap.certs}
                 read: dict[str, list[str]] = {"partial": [], "again": []}
-                for item, hint, counts in counted:
-                    how = split.account(item, hint, counts, by_key)
+                for item, hint, counts, probed in counted:
+                    how = split.account(item, hint, counts, by_key, probed)
                     if how is not None:
                         read[how].append(str(item["name"]))
                 if split.uncounted and taker is not None:  # read in full: not as counted

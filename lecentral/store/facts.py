@@ -55,9 +55,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.expression import Select
 
-from lecentral.certificates import Certificate, check_name
 from lecentral.config import AUTO, before_fraction, parse_duration
 from lecentral.errors import LecentralError
+from lecentral.names import check_name
 from lecentral.store.schema import ari_windows, cert_facts, cert_settings, certs
 from lecentral.window import SHORT_LIFETIME
 
@@ -147,6 +147,7 @@ def derive(raw_name: str, row: CertRow) -> dict[str, Any]:
 
     ``row`` is the validated row (with any problem found outside it, such as a duplicate name).
     Only ``ok`` lets a later sweep skip the row."""
+    from lecentral.certificates import Certificate
     from lecentral.store.rows import certificate_problems, load_row_csr
 
     facts: dict[str, Any] = {"not_before": None, "not_after": None, "fingerprint": None,

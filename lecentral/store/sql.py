@@ -31,14 +31,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from lecentral.certificates import (
-    Certificate,
-    check_name,
-    load_chain,
-    md5_ca,
-    normalise_digest,
-    now_ts,
-)
 from lecentral.config import PERCENT_ENCODING, mask_url, url_password_problem
 from lecentral.errors import (
     CsrError,
@@ -51,6 +43,7 @@ from lecentral.files_io import file_access_hint, give_to_owner
 from lecentral.host import this_host
 from lecentral.interfaces import IssuedSave, Store
 from lecentral.leftovers import Leftover
+from lecentral.names import check_name, md5_ca, normalise_digest, now_ts
 from lecentral.store import facts, migrations, renewlock
 from lecentral.store.direct import database_hint, dns_key
 from lecentral.store.retry import GaveUp, RetryPolicy, gave_up_error, retrying
@@ -100,6 +93,8 @@ def _ca_changed(previous: Any, new: bytes) -> bool:
     bytes: line endings or a trailing newline are no new CA)."""
     if previous is None or not bytes(previous).strip():
         return False
+    from lecentral.certificates import load_chain
+
     try:
         return [c.der for c in load_chain(bytes(previous))] != [c.der for c in load_chain(new)]
     except CsrError:
@@ -717,6 +712,8 @@ class SqlStore(Store):
         previous, modulus, stored_md5_ca = conn.execute(
             select(certs.c.ca, certs.c.md5_modulus, certs.c.md5_ca)
             .where(certs.c.name == key).with_for_update()).one()
+        from lecentral.certificates import Certificate
+
         leaf = Certificate.load(crt, f"the certificate issued for {name}").md5_modulus
         if normalise_digest(str(modulus)) != leaf:
             # lecentral set-csr ran while the CA was issuing: this certificate goes with the
