@@ -20,6 +20,7 @@ twice.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -142,7 +143,7 @@ def _mysql(url: str, names: Sequence[str], retry: RetryPolicy) -> list[tuple[Any
     what = f"reading {names[0]}"
 
     def once() -> list[tuple[Any, ...]]:
-        conn = _connection_class(pymysql)(**kwargs)
+        conn = connection_class(pymysql)(**kwargs)
         try:
             with conn.cursor() as cursor:
                 cursor.execute(sql, keys)
@@ -160,22 +161,27 @@ def _mysql(url: str, names: Sequence[str], retry: RetryPolicy) -> list[tuple[Any
                          f"{database_hint(reason)}") from None
 
 
-def _connection_class(pymysql: Any) -> Any:
+def connection_class(pymysql: Any) -> Any:
     """PyMySQL's Connection, minus the system CA store it loads for nothing.
 
     Without ``ssl_*`` options PyMySQL (1.1+) prefers TLS without verifying the server
     (``CERT_NONE``, no host name check), yet builds that context with
     ``ssl.create_default_context()``, which reads the system's CA certificates first: ~40 ms
     of a no-op run. This builds the same context without reading them; with any ``ssl``
-    options (not used here) PyMySQL's own method runs.
+    options (here: never; through SQLAlchemy, those of the URL) PyMySQL's own method runs.
     """
-    import ssl
-
     base = pymysql.connections.Connection
     if not hasattr(base, "_create_ssl_ctx"):
         return base
+    return _quiet_tls(base)
 
-    class Connection(base):  # type: ignore[misc, valid-type]
+
+@functools.cache
+def _quiet_tls(base: Any) -> Any:
+    """:func:`connection_class` of PyMySQL's ``base`` (made once per process)."""
+    import ssl
+
+    class Connection(base):  # type: ignore[misc]
         def _create_ssl_ctx(self, sslp: Any) -> Any:
             if sslp != {}:
                 return super()._create_ssl_ctx(sslp)

@@ -45,7 +45,7 @@ from lecentral.interfaces import IssuedSave, Store
 from lecentral.leftovers import Leftover
 from lecentral.names import check_name, md5_ca, normalise_digest, now_ts
 from lecentral.store import facts, migrations, renewlock
-from lecentral.store.direct import database_hint, dns_key
+from lecentral.store.direct import connection_class, database_hint, dns_key
 from lecentral.store.retry import GaveUp, RetryPolicy, gave_up_error, retrying
 from lecentral.store.rows import (
     AriSweep,
@@ -135,6 +135,8 @@ class SqlStore(Store):
         self._lease: renewlock.Lease | None = None
         if self.dialect == "sqlite":  # the blob checksum of lecentral/store/facts.py
             event.listen(self.engine, "connect", _register_sqlite_functions)
+        elif self.engine.dialect.driver == "pymysql":  # (no CA store read for nothing)
+            event.listen(self.engine, "do_connect", _pymysql_connect)
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -954,6 +956,13 @@ def _key(name: str) -> str:
         return check_name(name.rstrip())
     except CsrError:
         return name.rstrip()
+
+
+def _pymysql_connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+    """PyMySQL's connection as the dialect would make it, minus the system CA store its
+    preferred-TLS context loads for nothing (:func:`lecentral.store.direct.connection_class`:
+    20-40 ms of every command on MariaDB); with ``ssl`` options in the URL, PyMySQL's own."""
+    return connection_class(dialect.loaded_dbapi)(*cargs, **cparams)
 
 
 def _register_sqlite_functions(dbapi_connection: Any, _record: Any) -> None:
