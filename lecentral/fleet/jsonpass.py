@@ -98,21 +98,21 @@ _ONE = FS.join((_PLAIN, _PLAIN, "(?:-?[0-9]+|null)", "[01]", "(?:-?[0-9]+|null)"
                 f'(?:"{_PLAIN}"|null)', f'(?:"{_PLAIN}"|null)'))
 #: a certificate's current targets, each as :data:`_ONE`
 _PLAIN_TARGETS = re.compile(f"{_ONE}(?:{SEP}{_ONE})*")
-#: where :data:`_FORMATS` has the certificate's fingerprint (its JSON replaces it)
-_FP = "\x05"
+#: where :data:`_FORMATS` takes the certificate's fingerprint (its JSON), after the values
+_FP = -1
 #: a current target's JSON, as ``cert_json`` writes it, from its values written as
 #: :data:`_ONE` has them, served (``1``) or not (``0``: ``served`` null), and the values it
 #: takes (their names in :data:`RAW_FIELDS`), in order
 _FORMATS = {
     served: ('{"kind":"agent","target":"%s (%s)","host":"%s","installed":{"fingerprint":'
-             + _FP + ',"not_after":%s,"url":null,"error":null,"ts":%s},"served":'
-             + ('{"fingerprint":' + _FP + ',"not_after":%s,"url":%s,"error":%s,"ts":%s}'
+             '%s,"not_after":%s,"url":null,"error":null,"ts":%s},"served":'
+             + ('{"fingerprint":%s,"not_after":%s,"url":%s,"error":%s,"ts":%s}'
                 if served == "1" else "null")
              + ',"ts":%s,"state":"current","detail":"the database\'s certificate",'
                '"result":%s,"db_user":%s}',
-             [RAW_FIELDS.index(f) for f in (
-                 "host", "entry", "host", "installed_not_after", "ts_reported",
-                 *(("served_not_after", "served_url", "served_error", "ts_served")
+             [_FP if f == "fp" else RAW_FIELDS.index(f) for f in (
+                 "host", "entry", "host", "fp", "installed_not_after", "ts_reported",
+                 *(("fp", "served_not_after", "served_url", "served_error", "ts_served")
                    if served == "1" else ()),
                  "ts_reported", "result", "db_user")])
     for served in "01"}
@@ -127,8 +127,9 @@ def _shape(shape: str) -> tuple[str, Callable[[list[str]], tuple[str, ...]]]:
     found = _SHAPES.get(shape)
     if found is None:
         at: list[int] = []
+        fp = len(RAW_FIELDS) * len(shape)  # (the values, then the fingerprint's JSON)
         for i, served in enumerate(shape):
-            at += [len(RAW_FIELDS) * i + k for k in _FORMATS[served][1]]
+            at += [fp if k == _FP else len(RAW_FIELDS) * i + k for k in _FORMATS[served][1]]
         found = (",".join(_FORMATS[served][0] for served in shape), operator.itemgetter(*at))
         if len(shape) <= 8:  # (a longer one: made for its certificate alone)
             _SHAPES[shape] = found
@@ -144,7 +145,8 @@ def targets_text(fp: str, listed: str) -> str | None:
     if _PLAIN_TARGETS.fullmatch(listed) is not None:
         values = listed.replace(SEP, FS).split(FS)
         template, take = _shape("".join(values[_SERVED::len(RAW_FIELDS)]))
-        return (template % take(values)).replace(_FP, _string(fp))
+        values.append(_string(fp))
+        return template % take(values)
     texts = []
     for raw in listed.split(SEP):
         text = target_text(fp, raw)
