@@ -84,8 +84,9 @@ def _string(value: str) -> str:
 
 
 #: a text JSON writes between quotes as it is (json.dumps escapes ``"``, ``\``, control
-#: characters, DEL and everything outside ASCII)
-_PLAIN = r"[ !#-\[\]-~]*"
+#: characters, DEL and everything outside ASCII); possessive (``*+``): no character of it
+#: ends a value, so nothing is given back, and nothing is kept to give back
+_PLAIN = r"[ !#-\[\]-~]*+"
 #: an integer's digits as the database writes them
 _DIGITS = re.compile("-?[0-9]+")
 
@@ -93,11 +94,11 @@ _DIGITS = re.compile("-?[0-9]+")
 #: a current target's values as the database writes them (:data:`RAW_FIELDS`), each one
 #: needing no escaping: host and entry, numbers and texts as JSON has them (``null`` for
 #: NULL), ``served`` 0 or 1, ``ts_reported`` not NULL
-_ONE = FS.join((_PLAIN, _PLAIN, "(?:-?[0-9]+|null)", "[01]", "(?:-?[0-9]+|null)",
-                f'(?:"{_PLAIN}"|null)', f'(?:"{_PLAIN}"|null)', "(?:-?[0-9]+|null)", "-?[0-9]+",
+_ONE = FS.join((_PLAIN, _PLAIN, "(?:-?[0-9]++|null)", "[01]", "(?:-?[0-9]++|null)",
+                f'(?:"{_PLAIN}"|null)', f'(?:"{_PLAIN}"|null)', "(?:-?[0-9]++|null)", "-?[0-9]++",
                 f'(?:"{_PLAIN}"|null)', f'(?:"{_PLAIN}"|null)'))
 #: a certificate's current targets, each as :data:`_ONE`
-_PLAIN_TARGETS = re.compile(f"{_ONE}(?:{SEP}{_ONE})*")
+_PLAIN_TARGETS = re.compile(f"{_ONE}(?:{SEP}{_ONE})*+")
 #: where :data:`_FORMATS` takes the certificate's fingerprint (its JSON), after the values
 _FP = -1
 #: a current target's JSON, as ``cert_json`` writes it, from its values written as
