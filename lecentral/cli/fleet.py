@@ -64,7 +64,9 @@ def _fleet(app: App, wanted: list[str], as_json: bool, problems: bool, notify: b
     store = app.store()
     # without --notify, --json and --problems read the split view: SQL counts the targets it
     # finds current (issue 16: 100,000 × 3), the others are judged in Python; a certificate
-    # with both is judged again in full, the current targets of the others are read as rows
+    # with both is judged again in full (the passes of fleet and fleet --json read such a
+    # certificate in full at once: Split.account), the current targets of the others are
+    # read as rows
     if not (problems or notify or wanted) and (
             _print_json_in_one_pass(app) if as_json else _print_text_in_one_pass(app)):
         return
