@@ -180,14 +180,20 @@ def _needs_full(view: FleetView, problems: bool, fleet_store: FleetStore,
                 counted: bool = False) -> bool:
     """True if a mixed certificate (:func:`_mixed`) cannot be read again by its name alone:
     its name is not its own lower-case key, or a row of another spelling is filed under it (a
-    deployment or probe, or another ``certs`` row of the same key)."""
+    deployment or probe, or another ``certs`` row of the same key); or if any certificate
+    with judged targets has a row of another spelling filed under it: the judge lists them
+    in the order they were read, by spelling, where the full view has the database's order
+    (MariaDB's collations ignore case)."""
     mixed = _mixed(view, problems, counted)
     snap = fleet_store.last_snapshot
     stored = {str(c["name"]) for c in snap.certs}
-    elsewhere = {str(r[0]).lower() for rows in (snap.deployments, snap.probes) for r in rows
-                 if str(r[0]) not in stored}
-    elsewhere |= {n.lower().rstrip(".") for n in stored if n != n.lower().rstrip(".")}
-    return any(n != n.lower().rstrip(".") or n in elsewhere for n in mixed)
+    other = {str(r[0]).lower() for rows in (snap.deployments, snap.probes) for r in rows
+             if str(r[0]) not in stored}
+    elsewhere = other | {n.lower().rstrip(".") for n in stored if n != n.lower().rstrip(".")}
+    judged = (c.name for c in view.certs if c.targets
+              and (not problems or c.state not in ("current", "disabled")))
+    return (any(n != n.lower().rstrip(".") or n in elsewhere for n in mixed)
+            or any(n.lower().rstrip(".") in other for n in judged))
 
 
 def _current_json(row: Any) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Integer,
     String,
     and_,
     case,
@@ -91,6 +92,11 @@ class Split:
     in_key_order: bool = False
     #: names whose list did not add up to their count (``json``, ``text``: :meth:`parse`)
     uncounted: set[str] = field(default_factory=set)
+    #: True where the pass's ``probed`` column is a constant and :attr:`probed_names` (the
+    #: names of the probe results, exactly as stored, read in the pass's transaction before
+    #: it) says which rows have one (:meth:`probed_column`)
+    probes_read: bool = False
+    probed_names: frozenset[str] | None = None
 
     def cut(self, listed: str) -> bool:
         """True if ``listed`` (an aggregated string) may have been cut by the database."""
@@ -159,6 +165,24 @@ class Split:
         if self.same(p.name) is p.name:
             return select(p.name).where(p.name == certs.c.name)
         return select(p.name).where(p.name == certs.c.name, self.same(p.name) == certs.c.name)
+
+    def probed_column(self) -> Any:
+        """The pass's ``probed`` column: 1 if a probe result of the ``certs`` row's exact
+        name exists. With :attr:`probes_read`, a constant 0 instead, and :meth:`is_probed`
+        looks the name up in :attr:`probed_names` (one EXISTS per row cost MariaDB 0.13 s of
+        its 1.7 s at 100,000 certificates; the snapshot reads the probe results anyway)."""
+        if self.probes_read:
+            return literal(0, Integer).label("probed")
+        return case((self.probed().exists(), 1), else_=0).label("probed")
+
+    def is_probed(self, name: Any, flag: Any) -> bool:
+        """True if the ``certs`` row ``name``, whose ``probed`` column is ``flag``, has a probe
+        result of its exact name."""
+        if not self.probes_read:
+            return bool(flag)
+        if self.probed_names is None:  # (never a row taken as if nothing were probed)
+            raise AssertionError("the pass's rows came before the probe results were read")
+        return (name if type(name) is str else str(name)) in self.probed_names
 
     def _among(self, names: Sequence[str]) -> Any:
         """``lecentral_deployments.name`` is one of ``names``, byte for byte (the key is used)."""
@@ -250,13 +274,17 @@ class Split:
         """The rows Python judges: every deployment without a ``certs`` row of its exact name,
         those of ``partial`` (verified names with rows SQL does not call current) that SQL
         does not call current, and every row of ``again`` (names whose count was not
-        trusted); in the judge's order (name, host, entry). ``attached``: the deployments of
-        an exact ``certs`` name, counted over every ``certs`` row (a pass): if that is all of
-        them, none is without one and they are not looked for."""
+        trusted); by exact name, each name's rows in the order the database sorts them by
+        (host, entry), as the full view reads them (MariaDB's collations ignore case, and
+        weigh ``_`` after letters), each row once. ``attached``: the deployments of an exact
+        ``certs`` name, counted over every ``certs`` row (a pass): if that is all of them,
+        none is without one and they are not looked for."""
         d = deployments.c
+        order = (d.name, d.host, d.entry)
         found: list[Any] = []
         query: Any
-        if len(partial) > SCAN_ABOVE:  # the rows not current, those without a certs row too
+        scan = len(partial) > SCAN_ABOVE
+        if scan:  # the rows not current, those without a certs row too
             query = select(*cols).select_from(self.joined()).where(self.is_current() == 0)
             lists: tuple[tuple[Sequence[str], int | None], ...] = ((again, None),)
         else:
@@ -270,7 +298,10 @@ class Split:
         if wanted:
             query = query.where(func.lower(d.name).in_(wanted))
         if query is not None:
-            found += conn.execute(query).all()
+            found += conn.execute(query.order_by(*order)).all()
+        if scan and again:  # (``again``'s rows are all read below)
+            listed = set(again)
+            found = [r for r in found if r[0] not in listed]
         for names, current in lists:
             for start in range(0, len(names), CHUNK):
                 query = select(*cols).select_from(self.joined()).where(
@@ -279,9 +310,17 @@ class Split:
                     query = query.where(self.is_current() == current)
                 if wanted:
                     query = query.where(func.lower(d.name).in_(wanted))
-                found += conn.execute(query).all()
-        found.sort(key=lambda r: (r[0], r[1], r[2]))
-        return found
+                found += conn.execute(query.order_by(*order)).all()
+        # (a row twice: two spellings of a name in two lists of names compared ignoring case)
+        seen: set[tuple[Any, Any, Any]] = set()
+        unique = []
+        for row in found:
+            key = (row[0], row[1], row[2])
+            if key not in seen:
+                seen.add(key)
+                unique.append(row)
+        unique.sort(key=lambda r: r[0])  # (stable: each name's rows came from one statement)
+        return unique
 
     def _without_certs(self, conn: Connection, query: Any) -> tuple[list[Any], Any]:
         """The deployments without a ``certs`` row of their exact name (``query``'s rows),
@@ -308,7 +347,8 @@ class Split:
         found: list[Any] = []
         ordered = sorted(names)
         for start in range(0, len(ordered), CHUNK):
-            found += conn.execute(query.where(d.name.in_(ordered[start:start + CHUNK]))).all()
+            found += conn.execute(query.where(d.name.in_(ordered[start:start + CHUNK]))
+                                  .order_by(d.name, d.host, d.entry)).all()
         return found, None
 
     def current_rows(self, conn: Connection, cols: Sequence[Any],

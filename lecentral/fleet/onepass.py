@@ -115,7 +115,7 @@ class OnePass:
         note where it goes and hold it (False)."""
         (name, enable, _, _, _, expire, update, fails, _, _, hint, counts, probed, _, _) = row
         text = None
-        if counts and not probed and fp is not None and fp == hint and (
+        if counts and fp is not None and fp == hint and not self._split.is_probed(name, probed) and (
                 enable == "Y" or str(enable or "").upper() == "Y"):
             targets = self._listed(str(name), str(counts))
             if targets is not None:

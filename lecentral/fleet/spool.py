@@ -206,7 +206,7 @@ class MetricsPass:
                     listed = _esc(listed)
                 parts[CURRENT_LISTED].append(
                     prefix + ('"} 1.0\n' + prefix).join(listed.split(SEP)) + '"} 1.0\n')
-                plain = (current == int(total) and not probed
+                plain = (current == int(total) and not self._split.is_probed(name, probed)
                          and name == name.lower().rstrip("."))
                 if not plain:
                     self.listed_held.add(name)

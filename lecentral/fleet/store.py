@@ -377,7 +377,9 @@ class FleetStore:
         f, c = cert_facts.c, certs.c
         split = (Split(self.store.dialect, current_after, listing=listing,
                        json=taker is not None and taker.wants == "json",
-                       text=taker is not None and taker.wants == "text")
+                       text=taker is not None and taker.wants == "text",
+                       # (SQLite's pass may be read in two processes: the column says it)
+                       probes_read=taker is not None and self.store.dialect != "sqlite")
                  if current_after is not None else None)
         fresh = and_(f.name.is_not(None), f.fingerprint.is_not(None),
                      facts.sum_sql(self.store.dialect) == f.blobs_sum)
@@ -401,7 +403,7 @@ class FleetStore:
             if split is not None:  # the hint SQL compared the deployments against, their count
                 cols += [f.fingerprint.label("hint_fp"), split.counts_column()]
                 if taker is not None:
-                    cols.append(case((split.probed().exists(), 1), else_=0).label("probed"))
+                    cols.append(split.probed_column())
                 cols += expiry_facts_columns()
             return cols
 
@@ -464,6 +466,9 @@ class FleetStore:
                 snap.plain_ok = int(conn.execute(select(func.count()).select_from(certs))
                                     .scalar_one())
                 cert_q = cert_q.where(case((plainly_no_problem(split), 1), else_=0) == 0)
+            if split is not None and split.probes_read:  # (before the pass: Split.is_probed)
+                snap.probes = list(conn.execute(probe_q).all())
+                split.probed_names = frozenset(str(r[0]) for r in snap.probes)
             # in batches (fetchmany): 100,000 rows one fetchone at a time cost a third more;
             # on MariaDB each row's values as one string (PyMySQL decodes columns in Python)
             own_q = cert_q if half is None else cert_q.where(certs.c.name < half.middle)
@@ -495,7 +500,7 @@ class FleetStore:
                 snap.certs.append(item)
                 if split is not None and row[at_hint + 1]:  # it has deployments
                     counted.append((item, row[at_hint], str(row[at_hint + 1]),
-                                    at_probed >= 0 and bool(row[at_probed])))
+                                    at_probed >= 0 and split.is_probed(row[0], row[at_probed])))
             if problems_only and snap.plain_ok:
                 snap.plain_ok -= len(snap.certs)
             if split is None:
@@ -513,7 +518,8 @@ class FleetStore:
                 snap.deployments = split.others(conn, dep_cols, wanted, read["partial"],
                                                 read["again"],
                                                 scan.attached if taker is not None else None)
-            snap.probes = list(conn.execute(probe_q).all())
+            if split is None or not split.probes_read:
+                snap.probes = list(conn.execute(probe_q).all())
             snap.runs = self._latest_runs(conn)
             again = bool((snap.plain_ok or (taker is not None and taker.taken))
                          and self._attached_elsewhere(conn, snap))
