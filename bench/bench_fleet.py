@@ -194,7 +194,7 @@ def timed(argv: list[str], repeat: int, ok_codes: tuple[int, ...] = (0, 1, 2)
         times.append(time.perf_counter() - started)
         if returncode not in ok_codes:
             sys.exit(f"{' '.join(argv[-3:])} failed ({returncode}):\n"
-                     f"{out.decode()[-2000:]}{err.decode()[-2000:]}")
+                     f"{out.decode(errors='replace')}{err.decode(errors='replace')[-2000:]}")
         peak, user, system = err.decode().strip().splitlines()[-1].split()
         peaks.append(int(peak) / 1024)
         cpus.append(float(user) + float(system))
