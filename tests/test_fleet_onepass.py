@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -724,38 +724,36 @@ def _settled(fleet: Fleet) -> None:
     fleet.store.record_facts(fleet.store.sweep(RenewConfig(), fleet.now).rows)
 
 
+def _reported(fleet: Fleet, name: str, current: Sequence[tuple[str, str | None]],
+              stale: Sequence[tuple[str, str | None]] = ()) -> Any:
+    """``name`` issued, installed and served by each (host, entry) of ``current``, its
+    previous certificate by each of ``stale``; the certificate issued."""
+    issued = fleet.issue(name, age=10)
+    old = fleet.cert(name, days=90, age=70)
+    for targets, cert in ((current, issued), (stale, old)):
+        for host, entry in targets:
+            fleet.report(host, name, cert, cert, entry=entry)
+    return issued
+
+
 def hosts_in_case(fleet: Fleet) -> None:
-    c = fleet.issue(N, age=10)
-    old = fleet.cert(N, days=90, age=70)
-    fleet.report("Web2", N, c, c)
-    fleet.report("web1", N, old, old)  # stale
-    fleet.report("web3", N, c, c)
+    _reported(fleet, N, [("Web2", None), ("web3", None)], [("web1", None)])
     _settled(fleet)
 
 
 def hosts_in_case_probed(fleet: Fleet) -> None:
-    c = fleet.issue(N, age=10)
-    fleet.report("Web2", N, c, c)
-    fleet.report("web1", N, c, c)
-    fleet.probe(N, "https://lb.order.example.test/", c)
+    issued = _reported(fleet, N, [("Web2", None), ("web1", None)])
+    fleet.probe(N, "https://lb.order.example.test/", issued)
     _settled(fleet)
 
 
 def entries_in_case(fleet: Fleet) -> None:
-    c = fleet.issue(N, age=10)
-    old = fleet.cert(N, days=90, age=70)
-    fleet.report("web1", N, c, c, entry="Zed")
-    fleet.report("web1", N, old, old, entry="alpha")
+    _reported(fleet, N, [("web1", "Zed")], [("web1", "alpha")])
     _settled(fleet)
 
 
 def entries_with_marks(fleet: Fleet) -> None:
-    c = fleet.issue(N, age=10)
-    old = fleet.cert(N, days=90, age=70)
-    fleet.report("web1", N, c, c, entry="a")
-    fleet.report("web1", N, old, old, entry="a ")
-    for entry in ("a-b", "a_b", "ab"):
-        fleet.report("web1", N, c, c, entry=entry)
+    _reported(fleet, N, [("web1", e) for e in ("a", "a-b", "a_b", "ab")], [("web1", "a ")])
     _settled(fleet)
 
 
@@ -775,55 +773,37 @@ def upper_case_name(fleet: Fleet) -> None:
 
 
 def final_dot(fleet: Fleet) -> None:
-    name = "dot.order.example.test."
-    c = fleet.issue(name, age=10)
-    old = fleet.cert(name, days=90, age=70)
-    fleet.report("web1", name, c, c)
-    fleet.report("web2", name, old, old)
+    _reported(fleet, "dot.order.example.test.", [("web1", None)], [("web2", None)])
     _settled(fleet)
 
 
 def another_spelling(fleet: Fleet) -> None:
-    c = fleet.issue(N, age=10)
-    old = fleet.cert(N, days=90, age=70)
-    fleet.report("web1", N, c, c)
-    fleet.report("web2", N, old, old)
-    fleet.report("web3", N.upper(), c, c)  # filed under the certificate by the judge
+    issued = _reported(fleet, N, [("web1", None)], [("web2", None)])
+    fleet.report("web3", N.upper(), issued, issued)  # filed under the certificate by the judge
     _settled(fleet)
 
 
 def another_spelling_probed(fleet: Fleet) -> None:
-    c = fleet.issue(N, age=10)
-    old = fleet.cert(N, days=90, age=70)
-    fleet.report("web1", N, c, c)
-    fleet.report("web2", N, old, old)
-    fleet.probe(N.upper(), "https://lb.order.example.test/", c)
+    issued = _reported(fleet, N, [("web1", None)], [("web2", None)])
+    fleet.probe(N.upper(), "https://lb.order.example.test/", issued)
     _settled(fleet)
 
 
 def disabled(fleet: Fleet) -> None:
-    c = fleet.issue(N, age=10)
-    old = fleet.cert(N, days=90, age=70)
-    fleet.report("web1", N, c, c)
-    fleet.report("web2", N, old, old)
+    _reported(fleet, N, [("web1", None)], [("web2", None)])
     _settled(fleet)
     _disable(fleet, N)
 
 
 def facts_of_an_older_crt(fleet: Fleet) -> None:
-    c = fleet.issue(N, age=10)
-    fleet.report("web1", N, c, c)
-    fleet.report("web2", N, c, c)
+    _reported(fleet, N, [("web1", None), ("web2", None)])
     _settled(fleet)
-    new = fleet.issue(N, age=0.5)  # after the sweep: the facts describe c
+    new = fleet.issue(N, age=0.5)  # after the sweep: the facts describe the one before
     fleet.report("web3", N, new, new)
 
 
 def none_current(fleet: Fleet) -> None:
-    fleet.issue(N, age=10)
-    old = fleet.cert(N, days=90, age=70)
-    fleet.report("Web2", N, old, old)
-    fleet.report("web1", N, old, old)
+    _reported(fleet, N, [], [("Web2", None), ("web1", None)])
     _settled(fleet)
 
 
