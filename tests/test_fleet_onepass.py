@@ -807,10 +807,28 @@ def none_current(fleet: Fleet) -> None:
     _settled(fleet)
 
 
+def two_stored_spellings(fleet: Fleet) -> None:
+    """Two ``certs`` rows of one key (the seed's populate.pl stored names as typed), each
+    spelling reported, none current: the judge files every row under one certificate."""
+    from sqlalchemy import insert, select
+
+    from lecentral.store.schema import certs
+
+    name = "two.order.example.test"
+    fleet.issue(name, age=10)
+    old = fleet.cert(name, days=90, age=70)
+    with fleet.store.transaction("a second spelling") as conn:
+        row = dict(conn.execute(select(certs).where(certs.c.name == name)).mappings().one())
+        conn.execute(insert(certs).values(**{**row, "name": name.upper()}))
+    for host, spelling in (("web1", name), ("web2", name.upper()), ("web3", name)):
+        fleet.report(host, spelling, old, old)
+    _settled(fleet)
+
+
 WORLDS: list[Callable[[Fleet], None]] = [
     hosts_in_case, hosts_in_case_probed, entries_in_case, entries_with_marks, upper_case_name,
     final_dot, another_spelling, another_spelling_probed, disabled, facts_of_an_older_crt,
-    none_current]
+    none_current, two_stored_spellings]
 
 
 def _full_json(fleet: Fleet) -> bytes:
