@@ -187,15 +187,14 @@ def _needs_full(view: FleetView, problems: bool, fleet_store: FleetStore,
     mixed = _mixed(view, problems, counted)
     snap = fleet_store.last_snapshot
     stored = {str(c["name"]) for c in snap.certs}
-    other = {str(r[0]).lower() for rows in (snap.deployments, snap.probes) for r in rows
-             if str(r[0]) not in stored}
-    elsewhere = other | {n.lower().rstrip(".") for n in stored if n != n.lower().rstrip(".")}
-    # (rows of two stored spellings of one key: certs rows of both exist)
-    spellings: dict[str, set[str]] = {}
+    spellings: dict[str, set[str]] = {}  # the exact names of the rows, per key they go under
     for rows in (snap.deployments, snap.probes):
         for r in rows:
             spellings.setdefault(str(r[0]).lower(), set()).add(str(r[0]))
-    other |= {key for key, found in spellings.items() if len(found) > 1}
+    # keys with a row of a name no certs row has, or of two names (two certs rows of one key)
+    other = {key for key, found in spellings.items() if len(found) > 1 or found - stored}
+    elsewhere = {key for key, found in spellings.items() if found - stored}
+    elsewhere |= {n.lower().rstrip(".") for n in stored if n != n.lower().rstrip(".")}
     judged = (c.name for c in view.certs if c.targets
               and (not problems or c.state not in ("current", "disabled")))
     return (any(n != n.lower().rstrip(".") or n in elsewhere for n in mixed)
