@@ -29,6 +29,7 @@ from sqlalchemy import (
     Connection,
     Integer,
     String,
+    Text,
     and_,
     case,
     cast,
@@ -37,6 +38,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    type_coerce,
 )
 
 from lecentral.store.schema import cert_facts, certs, deployments
@@ -204,9 +206,14 @@ class Split:
         current target as ``host (entry)<SOH>`` and ``1`` if served (else ``0``) and
         ``ts_reported``.
         NULL for a row without deployments. What the ``certs`` row must be for any of its
-        deployments to be current is asked once per row, not once per deployment."""
-        return case((self._checked(), self._counts(self._deployment_current())),
-                    else_=self._counts(false_())).label("fleet_counts")
+        deployments to be current is asked once per row, not once per deployment. With
+        ``json`` or ``text`` its type is ``Text``: a long text, read as a column of its own
+        (:mod:`lecentral.store.packed`)."""
+        counts = case((self._checked(), self._counts(self._deployment_current())),
+                      else_=self._counts(false_()))
+        if self.json or self.text:
+            counts = type_coerce(counts, Text)
+        return counts.label("fleet_counts")
 
     def _counts(self, current: Any) -> Any:
         """:meth:`counts_column`'s look-up, ``current`` saying which deployments are."""
