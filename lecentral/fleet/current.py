@@ -209,7 +209,7 @@ class Split:
         deployments to be current is asked once per row, not once per deployment. With
         ``json`` or ``text`` its type is ``Text``: a long text, read as a column of its own
         (:mod:`lecentral.store.packed`)."""
-        counts = case((self._checked(), self._counts(self._deployment_current())),
+        counts: Any = case((self._checked(), self._counts(self._deployment_current())),
                       else_=self._counts(false_()))
         if self.json or self.text:
             counts = type_coerce(counts, Text)
