@@ -210,7 +210,7 @@ class Split:
         ``json`` or ``text`` its type is ``Text``: a long text, read as a column of its own
         (:mod:`lecentral.store.packed`)."""
         counts: Any = case((self._checked(), self._counts(self._deployment_current())),
-                      else_=self._counts(false_()))
+                           else_=self._counts(false_()))
         if self.json or self.text:
             counts = type_coerce(counts, Text)
         return counts.label("fleet_counts")
