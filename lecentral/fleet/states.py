@@ -82,6 +82,11 @@ class _Judge:
         self._previous: dict[str, str | None] | None = None
         self._issued: dict[str, int | None] = {}
         self._need_previous: set[str] = set()
+        #: names whose age may be asked (:meth:`age_state`): seen, not current, or nothing
+        #: installed; their certificates are read in one go when the first one is needed
+        self._need_issued: set[str] = set()
+        self._pems: dict[str, bytes] | None = None
+        self._pems_of: set[str] = set()
 
     def previous(self, name: str) -> str | None:
         if self._previous is None:
@@ -99,19 +104,35 @@ class _Judge:
         if name not in self._issued:
             self._issued[name] = None
             row = self.rows.get(name)
-            stored = _int(row["ts_last_update"]) if row is not None else None
-            if row is not None and stored and not _int(row["count_fail_update"]):
+            stored = _stored_issue(row) if row is not None else None
+            if stored is not None:
                 self._issued[name] = stored
             elif self.store is not None and row is not None:
                 from lecentral.certificates import Certificate
                 from lecentral.errors import CsrError
 
-                pem = self.store.current_pems([str(row["name"])]).get(str(row["name"]))
+                pem = self._pem(name)
                 try:
                     self._issued[name] = Certificate.load(pem).not_before if pem else None
                 except CsrError:
                     self._issued[name] = None
         return self._issued[name]
+
+    def _pem(self, name: str) -> bytes | None:
+        """The stored certificate of ``name``: on the first call, those of every name in
+        :attr:`_need_issued` whose issue time is not stored, in one read (a thousand failing
+        certificates are not a thousand transactions); a name not foreseen there, alone."""
+        assert self.store is not None
+        if self._pems is None:
+            wanted = {name} | {n for n in self._need_issued
+                               if n in self.rows and _stored_issue(self.rows[n]) is None}
+            raw = self.store.current_pems(str(self.rows[n]["name"]) for n in wanted)
+            self._pems = {k.lower().rstrip("."): v for k, v in raw.items()}
+            self._pems_of = wanted
+        if name not in self._pems_of:
+            stored_name = str(self.rows[name]["name"])
+            return self.store.current_pems([stored_name]).get(stored_name)
+        return self._pems.get(name)
 
     def seen_state(self, name: str, fp: str | None, not_after: int | None,
                    names_json: str | None, key_md5: str | None) -> tuple[str, str]:
@@ -143,6 +164,13 @@ class _Judge:
             return PENDING, f"{what}; the new one is {ago(age)} old"
         since = f" for {ago(age)}" if age is not None else ""
         return STALE, f"{what}; the database has had a newer one{since}"
+
+
+def _stored_issue(row: Any) -> int | None:
+    """When the row's certificate was issued, where the row says it: ``ts_last_update`` when
+    no attempt failed since (save_issued sets it); else None (its notBefore tells)."""
+    stored = _int(row["ts_last_update"])
+    return stored if stored and not _int(row["count_fail_update"]) else None
 
 
 def _short(fp: str | None) -> str:
@@ -187,7 +215,8 @@ def compute(snapshot: Snapshot, settings: FleetSettings, now: int,
         by_name[dep[0].lower()].append(dep)
     for probe in snapshot.probes:
         probes_by_name[str(probe.name).lower()].append(probe)
-    # names whose previous certificate may be needed: anything seen that is not current
+    # names whose previous certificate may be needed: anything seen that is not current;
+    # whose issue time may be: those and any with nothing installed somewhere
     # (rows in FleetStore.snapshot's column order: 3 installed_fp, 5 served_fp)
     # (only names with rows: 100,000 certificates, most of them without any in a split view)
     for name in {*by_name, *probes_by_name}:
@@ -200,6 +229,9 @@ def compute(snapshot: Snapshot, settings: FleetSettings, now: int,
                 or any(p.fingerprint and p.fingerprint != current
                        for p in probes_by_name.get(name, ()))):
             judge._need_previous.add(name)
+            judge._need_issued.add(name)
+        elif any(not d[3] for d in by_name.get(name, ())):
+            judge._need_issued.add(name)  # (nothing installed: its age is told)
 
     counts = snapshot.split.counts if snapshot.split is not None else {}
     result = []
