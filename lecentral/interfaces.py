@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from lecentral.errors import LecentralError, StoreError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
     from pathlib import Path
 
     from lecentral.certificates import Csr
@@ -101,6 +101,11 @@ class Store(ABC):
     @abstractmethod
     def get(self, name: str) -> CertRow | None:
         """The row for ``name``, validated, or ``None``."""
+
+    def get_many(self, names: Sequence[str]) -> dict[str, CertRow | None]:
+        """:meth:`get` of each of ``names``, by name. A store that can should read them in one
+        go (an agent's entries: one transaction, not one each); this default asks one by one."""
+        return {name: self.get(name) for name in names}
 
     @abstractmethod
     def list(self) -> list[CertRow]:

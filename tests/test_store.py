@@ -419,6 +419,46 @@ def test_seed_rows_with_capitals_shell_digests_and_null_enable(store: SqlStore, 
                                                               "mail.example.test", name]
 
 
+def test_get_many_is_get_of_each_in_one_read(store: SqlStore, url: str) -> None:
+    """An agent's rows (``lecentral-install run`` with ``report``, ``status``): what ``get``
+    gives for each name, a name stored with capitals or a final dot, two rows of one DNS name
+    (refused as ``get`` refuses them), a name without a row, asked twice; in one transaction
+    of two statements, not a scan of the table's names per name."""
+    from sqlalchemy import event
+
+    store.add(new_row("www.example.test"))
+    for stored in ("WWW.Caps.example.test", "dot.example.test."):
+        pem, _ = make_csr([stored.lower().rstrip(".")])
+        _insert(url, name=stored, csr=pem, md5_modulus=Csr.load(pem).md5_modulus)
+    for dup in ("Dup.example.test", "dup.example.test"):
+        pem, _ = make_csr(["dup.example.test"])
+        _insert(url, name=dup, csr=pem, md5_modulus=Csr.load(pem).md5_modulus)
+    names = ["www.example.test", "www.caps.example.test", "DOT.example.test", "Dup.example.test",
+             "DUP.example.test", "missing.example.test", "www.example.test"]
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *_: object) -> None:
+        if "FROM certs" in statement:
+            statements.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        many = store.get_many(names)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+    assert many == {name: store.get(name) for name in names}
+    assert list(many) == list(dict.fromkeys(names))
+    assert len(statements) == 2, statements
+    caps, dot, dup = many["www.caps.example.test"], many["DOT.example.test"], many["DUP.example.test"]
+    assert caps is not None and caps.name == "www.caps.example.test" and not caps.problems
+    assert dot is not None and dot.name == "dot.example.test" and not dot.problems
+    assert dup is not None and "all name dup.example.test" in dup.problems[-1]
+    assert many["Dup.example.test"] is not None and many["Dup.example.test"].stored_name == (
+        "Dup.example.test")
+    assert many["missing.example.test"] is None
+    assert store.get_many([]) == {}
+
+
 def test_existing_database_without_the_leftovers_table(store: SqlStore, url: str) -> None:
     """A database made before lecentral_leftovers existed (and before migrations: no version
     table): every command says to run init, and init adds the tables without touching certs."""

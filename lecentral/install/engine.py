@@ -164,7 +164,7 @@ class Agent:
             if rows is not None:
                 return rows
             self._store = open_store(self.config.database.url, self.registry, self.config.database)
-            rows = {e.name: self._store.get(e.name) for e in entries}
+            rows = self._store.get_many([e.name for e in entries])  # (one read, not one each)
             # give the connection back now, not after the installs (reloads, verification: seconds):
             # a thousand agents holding idle connections fill the server's max_connections. A
             # report or an event written later connects again.

@@ -42,7 +42,7 @@ def _rows(config: InstallConfig, registry: Registry) -> tuple[dict[str, CertRow 
     try:
         store = open_store(config.database.url, registry, config.database)
         try:
-            return {e.name: store.get(e.name) for e in config.certs}, None
+            return store.get_many([e.name for e in config.certs]), None
         finally:
             store.close()
     except StoreError as exc:

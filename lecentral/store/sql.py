@@ -9,7 +9,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -330,8 +330,7 @@ class SqlStore(Store):
             stored = self._matching(conn, name)
             if not stored:
                 return stored, None
-            # of several, the one stored exactly as ``name`` (as remove picks it), else the first
-            pick = name if name in stored else stored[0]
+            pick = self._pick(name, stored)
             return stored, conn.execute(select(certs).where(certs.c.name == pick)).mappings().one()
 
         stored, row = self.read(f"reading {name}", query)
@@ -341,6 +340,45 @@ class SqlStore(Store):
         # several rows for one name: shown and refused (a problem), never one picked silently
         return found.with_twins(str(row["name"]), self._same_name(name, stored)) \
             if len(stored) > 1 else found
+
+    def get_many(self, names: Sequence[str]) -> dict[str, CertRow | None]:
+        """:meth:`get` of each of ``names`` in one read: the stored names found by one
+        statement (:meth:`_matching_many`: ``get`` scans the table's names once per name),
+        the rows by their stored names, 500 to a statement."""
+        wanted = list(dict.fromkeys(names))
+
+        def query(conn: Connection) -> tuple[dict[str, builtins.list[str]], dict[str, Any]]:
+            stored = self._matching_many(conn, wanted) if wanted else {}
+            picks = sorted({pick for pick in (self._pick(name, stored.get(_dns(name), []))
+                                              for name in wanted) if pick is not None})
+            rows: dict[str, Any] = {}
+            for start in range(0, len(picks), 500):
+                for row in conn.execute(select(certs).where(
+                        certs.c.name.in_(picks[start:start + 500]))).mappings():
+                    rows[str(row["name"])] = row
+            return stored, rows
+
+        stored, rows = self.read(f"reading {len(wanted)} certificates", query)
+        found: dict[str, CertRow | None] = {}
+        for name in wanted:
+            same = stored.get(_dns(name), [])
+            pick = self._pick(name, same)
+            row = rows.get(pick) if pick is not None else None
+            if row is None:
+                found[name] = None
+                continue
+            got = CertRow.from_db(row)
+            found[name] = got.with_twins(str(row["name"]), self._same_name(name, same)) \
+                if len(same) > 1 else got
+        return found
+
+    @staticmethod
+    def _pick(name: str, stored: builtins.list[str]) -> str | None:
+        """Of the stored names of ``name``, the one :meth:`get` reads: the one stored exactly
+        as ``name`` (as remove picks it), else the first; None if none."""
+        if not stored:
+            return None
+        return name if name in stored else stored[0]
 
     def list(self) -> builtins.list[CertRow]:
         rows = self.read("listing certificates",
