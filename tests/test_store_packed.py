@@ -42,18 +42,23 @@ def table(mariadb_url: str) -> Iterator[tuple[Any, Table]]:
     probe = Table("packed_probe", meta,
                   Column("id", Integer, primary_key=True), Column("name", String(250)),
                   Column("note", Text), Column("n", BigInteger), Column("ts", BigInteger),
-                  Column("data", LargeBinary))
+                  Column("data", LargeBinary), Column("label", String(250)))
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE IF EXISTS packed_probe")
         conn.exec_driver_sql(
             "CREATE TABLE packed_probe (id INT PRIMARY KEY, name VARCHAR(250) CHARACTER SET ascii COLLATE ascii_bin,"
-            " note TEXT CHARACTER SET utf8mb4, n BIGINT, ts VARCHAR(20), data BLOB)")
+            " note TEXT CHARACTER SET utf8mb4, n BIGINT, ts VARCHAR(20), data BLOB,"
+            " label VARCHAR(250) CHARACTER SET utf8mb4)")
         rows = [{"id": i, "name": f"n{i}.example.test", "note": value, "n": -i * 10 ** 12,
-                 "ts": str(1_700_000_000 + i), "data": value.encode() + b"\x1e\x00"}
+                 "ts": str(1_700_000_000 + i), "data": value.encode() + b"\x1e\x00",
+                 "label": value}
                 for i, value in enumerate(ODD)]
-        rows += [{"id": 100, "name": None, "note": None, "n": None, "ts": None, "data": None},
-                 {"id": 101, "name": "x", "note": "", "n": 0, "ts": "soon", "data": b""},
-                 {"id": 102, "name": "y", "note": FS, "n": 2 ** 62, "ts": "-5", "data": b"1"}]
+        rows += [{"id": 100, "name": None, "note": None, "n": None, "ts": None, "data": None,
+                  "label": None},
+                 {"id": 101, "name": "x", "note": "", "n": 0, "ts": "soon", "data": b"",
+                  "label": ""},
+                 {"id": 102, "name": "y", "note": FS, "n": 2 ** 62, "ts": "-5", "data": b"1",
+                  "label": FS}]
         conn.execute(insert(probe), rows)
     yield engine, probe
     with engine.begin() as conn:
@@ -76,22 +81,38 @@ def test_packed_rows_are_the_plain_rows(table: tuple[Any, Table]) -> None:
     engine, probe = table
     c = probe.c
     query = (select(c.name, c.data, c.note, c.n, func.length(c.note, type_=Integer).label("len"),
-                    c.ts, c.id)
+                    c.ts, c.label, c.id)
              .order_by(c.id))
     with engine.connect() as conn:
         plain = [tuple(r) for r in conn.execute(query)]
         keys, rows = packed.rows(conn, query, yield_per=3)
         got = [tuple(r) for r in rows]
-    assert keys == ["name", "data", "note", "n", "len", "ts", "id"]
-    ints = (False, False, False, True, True, True, True)
+    assert keys == ["name", "data", "note", "n", "len", "ts", "label", "id"]
+    ints = (False, False, False, True, True, True, False, True)
     assert got == [tuple(_plain(v, i) for v, i in zip(r, ints, strict=True)) for r in plain]
     by_id = {r[-1]: r for r in got}
     assert by_id[101][5] == "soon" and by_id[102][5] == -5 and by_id[0][5] == 1_700_000_000
-    assert by_id[100] == (None, None, None, None, None, None, 100)
-    assert [by_id[i][2] for i in range(len(ODD))] == ODD
+    assert by_id[100] == (None, None, None, None, None, None, None, 100)
+    assert [by_id[i][2] for i in range(len(ODD))] == ODD  # (a long text: its own column)
+    assert [by_id[i][6] for i in range(len(ODD))] == ODD  # (packed, FS escaped)
+    assert by_id[101][6] == "" and by_id[102][6] == FS
 
 
-def test_a_long_text_is_its_own_column(table: tuple[Any, Table]) -> None:
+def _spied(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The calls of ``packed._streamed`` (rows straight from the driver's cursor)."""
+    calls: list[int] = []
+    streamed = packed._streamed
+
+    def spy(conn: Any, query: Any, size: int) -> Any:
+        calls.append(size)
+        return streamed(conn, query, size)
+
+    monkeypatch.setattr(packed, "_streamed", spy)
+    return calls
+
+
+def test_a_long_text_is_its_own_column(table: tuple[Any, Table],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A ``Text`` column (the fleet's aggregated targets) is not packed: the server would copy
     and escape it into the packed string. Its values, FS and text outside ASCII among them,
     come as the plain query's, in a transaction (streamed) and outside one."""
@@ -99,6 +120,7 @@ def test_a_long_text_is_its_own_column(table: tuple[Any, Table]) -> None:
     c = probe.c
     query = select(c.name, c.note, c.n, c.data).order_by(c.id)
     assert [packed._kind(col) for col in query.selected_columns] == ["str", "", "int", ""]
+    streamed = _spied(monkeypatch)
     with engine.connect() as conn:
         plain = [list(r) for r in conn.execute(query)]
         conn.rollback()
@@ -109,30 +131,36 @@ def test_a_long_text_is_its_own_column(table: tuple[Any, Table]) -> None:
             keys, rows = packed.rows(conn, query, yield_per=4)
             assert keys == ["name", "note", "n", "data"]
             assert [list(r) for r in rows] == plain
+            assert len(streamed) == int(begin)
             conn.rollback()
 
 
 def test_a_query_of_one_column_is_not_packed(table: tuple[Any, Table]) -> None:
     engine, probe = table
-    with engine.connect() as conn:
-        keys, rows = packed.rows(conn, select(probe.c.note).order_by(probe.c.id))
-        assert keys == ["note"] and [r[0] for r in rows][:len(ODD)] == ODD
+    for col in (probe.c.label, probe.c.note):  # (one text to pack; a long text, none)
+        with engine.connect() as conn:
+            keys, rows = packed.rows(conn, select(col).order_by(probe.c.id))
+            assert keys == [col.key] and [r[0] for r in rows][:len(ODD)] == ODD
 
 
-def test_rows_with_another_type_come_through_sqlalchemy(table: tuple[Any, Table]) -> None:
+def test_rows_with_another_type_come_through_sqlalchemy(table: tuple[Any, Table],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows whose unpacked columns are all blobs or long texts come from the driver's cursor
     (no value needs SQLAlchemy's processing); a column of another type keeps its processing
-    (here a Boolean, which PyMySQL gives as 0 or 1)."""
+    (here a Boolean, which PyMySQL gives as 0 or 1): in a transaction too, the rows packed."""
     from sqlalchemy import Boolean, literal
 
     engine, probe = table
     c = probe.c
     flag = literal(True, Boolean).label("flag")
+    streamed = _spied(monkeypatch)
     with engine.connect() as conn:
-        keys, rows = packed.rows(conn, select(c.name, c.note, flag).order_by(c.id))
+        conn.exec_driver_sql("SELECT 1")  # (in a transaction, as the store's reads are)
+        keys, rows = packed.rows(conn, select(c.name, c.n, c.note, flag).order_by(c.id))
         got = list(rows)
-    assert keys == ["name", "note", "flag"]
-    assert list(got[0]) == ["n0.example.test", "", True] and got[0][2] is True
+    assert keys == ["name", "n", "note", "flag"]
+    assert got[0] == ["n0.example.test", 0, "", True] and got[0][3] is True
+    assert streamed == []
 
 
 def test_a_failing_packed_read_is_sqlalchemys_error(table: tuple[Any, Table]) -> None:

@@ -132,7 +132,7 @@ class _Judge:
         if name not in self._pems_of:
             stored_name = str(self.rows[name]["name"])
             return self.store.current_pems([stored_name]).get(stored_name)
-        return self._pems.get(name)
+        return self._pems.pop(name, None)  # (asked once: issued_at keeps the answer)
 
     def seen_state(self, name: str, fp: str | None, not_after: int | None,
                    names_json: str | None, key_md5: str | None) -> tuple[str, str]:
@@ -216,7 +216,8 @@ def compute(snapshot: Snapshot, settings: FleetSettings, now: int,
     for probe in snapshot.probes:
         probes_by_name[str(probe.name).lower()].append(probe)
     # names whose previous certificate may be needed: anything seen that is not current;
-    # whose issue time may be: those and any with nothing installed somewhere
+    # whose issue time may be (age_state): an enabled row with a certificate, whose issue time
+    # the row does not tell, judged past the fast path by a target not silent or by a probe
     # (rows in FleetStore.snapshot's column order: 3 installed_fp, 5 served_fp)
     # (only names with rows: 100,000 certificates, most of them without any in a split view)
     for name in {*by_name, *probes_by_name}:
@@ -224,14 +225,16 @@ def compute(snapshot: Snapshot, settings: FleetSettings, now: int,
         if row is None:
             continue
         current = row["fingerprint"]
-        if (any((d[3] and d[3] != current) or (d[5] and d[5] != current)
-                for d in by_name.get(name, ()))
-                or any(p.fingerprint and p.fingerprint != current
-                       for p in probes_by_name.get(name, ()))):
+        deps, probes = by_name.get(name, ()), probes_by_name.get(name, ())
+        if (any((d[3] and d[3] != current) or (d[5] and d[5] != current) for d in deps)
+                or any(p.fingerprint and p.fingerprint != current for p in probes)):
             judge._need_previous.add(name)
+        if (current and str(row["enable"] or "").upper() == "Y" and _stored_issue(row) is None
+                and (any(not _plainly_current(d, current)
+                         and not _silent(judge, d, agent_runs) for d in deps)
+                     or any(p.fingerprint is not None and p.fingerprint != current
+                            for p in probes))):
             judge._need_issued.add(name)
-        elif any(not d[3] for d in by_name.get(name, ())):
-            judge._need_issued.add(name)  # (nothing installed: its age is told)
 
     counts = snapshot.split.counts if snapshot.split is not None else {}
     result = []
@@ -310,12 +313,11 @@ def _deployment(judge: _Judge, name: str, dep: Any, agent_runs: Mapping[str, int
 
     if not enabled:
         return made(DISABLED, "the certificate is disabled")
-    if judge.now - last > judge.settings.agent_max_age:
+    if _silent(judge, dep, agent_runs):
         return made(SILENT, f"the agent on {host} last reported {ago(judge.now - last)} ago "
                     f"([fleet] agent_max_age {ago(judge.settings.agent_max_age)})")
     current = judge.rows[name]["fingerprint"]
-    if (current is not None and installed_fp == current and not served_error
-            and served_fp in (None, current)):  # the common case, judged fast
+    if current is not None and _plainly_current(dep, current):  # the common case, judged fast
         return made(CURRENT, CURRENT_DETAIL)
     if current is None:
         return made(PENDING, "the database has no certificate yet")
@@ -338,6 +340,18 @@ def _deployment(judge: _Judge, name: str, dep: Any, agent_runs: Mapping[str, int
     if state in (STALE, PENDING) and result not in ("installed", "up-to-date"):
         detail += f" (the agent's last run: {result}: {message})"  # why it did not install
     return made(state, detail)
+
+
+def _silent(judge: _Judge, dep: Any, agent_runs: Mapping[str, int]) -> bool:
+    """True if the deployment's agent has not reported for longer than ``agent_max_age``."""
+    return bool(judge.now - max(dep[14], agent_runs.get(dep[1], 0))
+                > judge.settings.agent_max_age)
+
+
+def _plainly_current(dep: Any, current: str) -> bool:
+    """True if the deployment has the database's certificate ``current`` installed, and served
+    if anything was served, with no error: current without more ado."""
+    return bool(dep[3] == current and not dep[10] and dep[5] in (None, current))
 
 
 def _probe(judge: _Judge, name: str, probe: Any, enabled: bool) -> Target:

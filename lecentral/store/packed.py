@@ -12,9 +12,9 @@ server join a row's text and integer columns into one string instead, which Pyth
 - an integer column comes back as the integer (or, if its text is not one, e.g. a seed table
   whose column holds something else, as the text, which the caller validates as it would a
   value PyMySQL returned as text); binary columns (``crt``), long texts (a column typed
-  ``Text``: the fleet's aggregated targets, about a kilobyte a row) and any other type cross
-  the wire as their own columns, as before (the server would copy a long text into the
-  packed string and escape it: a sixth of its time for the pass of ``fleet --json``).
+  ``Text``: the fleet's aggregated targets, about a kilobyte a row; the server would copy
+  each into the packed string and escape it, a sixth of its time for the pass of ``fleet
+  --json``) and any other type cross the wire as their own columns.
 
 The rows come in the query's order, with the query's keys, as sequences of the same values
 (``rows[i][j]`` is what the plain query would give) on every database; on the others the query
@@ -126,9 +126,9 @@ def _streamed(conn: Connection, query: Any, size: int) -> Iterator[Sequence[Any]
     """The rows of ``query`` as the driver gives them (PyMySQL's unbuffered cursor on the
     connection of ``conn``'s transaction, ``size`` at a time): SQLAlchemy's row objects cost
     a quarter of a second of the client's CPU per 100,000 rows, and the columns read here need
-    none of its processing (text from the packed column, bytes from blobs). The statement
-    runs now. Its parameters are sent as they are: those of types whose values SQLAlchemy
-    would convert first (anything but texts, integers, blobs) make it run through
+    none of its processing (text from the packed column and long texts, bytes from blobs).
+    The statement runs now. Its parameters are sent as they are: those of types whose values
+    SQLAlchemy would convert first (anything but texts, integers, blobs) make it run through
     SQLAlchemy instead. The driver's errors, then or while the rows stream, are raised as
     SQLAlchemy's; one that lost the connection invalidates it, as SQLAlchemy does (the
     transaction's rollback then does not replace the error with its own)."""
