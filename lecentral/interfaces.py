@@ -163,6 +163,13 @@ class Store(ABC):
         """Append to the event log without touching ``certs``; ``host``: who tells (default this
         host's name; an agent gives its ``[agent] host``)."""
 
+    def record_events(self, records: Sequence[tuple[str, str, str, int]]) -> None:
+        """:meth:`record_event` of each (name, kind, message, now), this host telling. A store
+        that can should write them together (a host gone silent: a change per certificate
+        deployed there); this default writes them one by one."""
+        for name, kind, message, now in records:
+            self.record_event(name, kind, message, now)
+
     @abstractmethod
     def events(self, name: str | None = None, limit: int = 50) -> builtins.list[EventRow]:
         """The newest events first, for one name or all."""

@@ -103,6 +103,7 @@ def notify_changes(fleet: FleetStore, view: FleetView, registry: Registry,
     delivered = []
     settings = dataclasses.asdict(config.notify)
     errors: list[str] = []
+    logged: list[tuple[str, str, str, int]] = []  # (written together: one transaction)
     for old, new in changed:
         note = notification_for(old, new)
         unsent: list[str] = []
@@ -112,15 +113,16 @@ def notify_changes(fleet: FleetStore, view: FleetView, registry: Registry,
             unsent = registry.notify(note, settings)
             errors += unsent
             if new.name != "-":
-                try:
-                    fleet.store.record_event(new.name, "fleet", f"{new.target}: {new.state}: "
-                                             f"{new.detail}", view.now)
-                except Exception as exc:  # noqa: BLE001 - the alert went out; the line is extra
-                    log.warning("could not log the fleet change of %s: %s", new.name, exc)
+                logged.append((new.name, "fleet", f"{new.target}: {new.state}: {new.detail}",
+                               view.now))
         # every change, a first sighting too: a CMDB or a dashboard follows the whole fleet
         registry.emit("lecentral_fleet_state_changed", name=new.name, target=new.target,
                       old=old, new=new.state, detail=new.detail)
         if not unsent:
             delivered.append(new)
+    try:
+        fleet.store.record_events(logged)
+    except Exception as exc:  # noqa: BLE001 - the alerts went out; the lines are extra
+        log.warning("could not log %d fleet changes in the event log: %s", len(logged), exc)
     fleet.save_states(delivered, gone, before)
     return errors
