@@ -673,6 +673,35 @@ def test_states_are_saved_in_batches_and_one_by_one_where_one_was_saved_meanwhil
         "current", "mismatch", "silent", "current"]
 
 
+def test_many_remembered_subjects_changed_at_once_are_saved_in_batches(fleet: Fleet) -> None:
+    """A host gone silent changes every subject deployed there: those remembered are replaced
+    in batches (deleted 500, inserted 1,000 to a statement), not updated one by one."""
+    from sqlalchemy import event
+
+    from lecentral.fleet.store import StateRow, subject_key
+
+    def row(i: int, state: str) -> StateRow:
+        key = subject_key(f"n{i}.example.test", "agent", "web1 (x)")
+        return StateRow(key, f"n{i}.example.test", "web1 (x)", state, fleet.now, f"d{i}")
+
+    fleet.fleet.save_states([row(i, "current") for i in range(2500)], [], stored=set())
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement.split(None, 1)[0].upper())
+
+    event.listen(fleet.store.engine, "before_cursor_execute", seen)
+    try:
+        fleet.fleet.save_states([row(i, "silent") for i in range(1, 2500)] + [row(2500, "silent")],
+                                [row(0, "").subject], stored=fleet.fleet.states())
+    finally:
+        event.remove(fleet.store.engine, "before_cursor_execute", seen)
+    states = fleet.fleet.states()
+    assert len(states) == 2500 and set(states.values()) == {"silent"}
+    assert row(0, "").subject not in states
+    assert "UPDATE" not in statements and len(statements) <= 12, statements
+
+
 def test_a_report_landing_while_the_view_is_read_is_in_it_or_not_never_gone(
         fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
     """web3's copy of A is stale (remembered). Its agent reports A's certificate while the split
