@@ -643,48 +643,57 @@ def test_listed_targets_that_do_not_add_up_make_the_changes_come_from_the_full_v
     assert not view.split and any(t.state == CURRENT for c in view.certs for t in c.targets)
 
 
-def test_states_are_saved_in_batches_and_one_by_one_where_one_was_saved_meanwhile(
-        fleet: Fleet, caplog: pytest.LogCaptureFixture) -> None:
-    """New subjects are inserted in batches; where one of them was remembered meanwhile (another
-    run's notification), that attempt leaves nothing and every row is updated or inserted one
-    by one: the same table, no duplicate, no error."""
+def _state_rows(fleet: Fleet) -> dict[str, tuple[Any, ...]]:
+    """Every remembered state's row, by subject."""
+    from sqlalchemy import select
+
+    from lecentral.store.schema import fleet_states
+
+    with fleet.store.engine.connect() as conn:
+        return {str(r[0]): tuple(r[1:]) for r in conn.execute(select(fleet_states))}
+
+
+def test_states_are_saved_in_batches_whatever_another_run_remembered_meanwhile(
+        fleet: Fleet) -> None:
+    """New subjects and remembered ones are written in batches; one remembered meanwhile by
+    another run (this one did not know it) is updated as well: the same table, no duplicate,
+    no error, nothing written one by one."""
     from lecentral.fleet.store import StateRow, subject_key
 
     def row(i: int, state: str) -> StateRow:
         key = subject_key(f"n{i}.example.test", "agent", "web1 (x)")
-        return StateRow(key, f"n{i}.example.test", "web1 (x)", state, fleet.now, f"d{i}")
+        return StateRow(key, f"n{i}.example.test", "web1 (x)", state, fleet.now + i, f"d{i}{state}")
 
-    fleet.fleet.save_states([row(i, "current") for i in range(2500)], [], stored=set())
+    fleet.fleet.save_states([row(i, "current") for i in range(2500)], [])
     assert len(fleet.fleet.states()) == 2500
-    stored = fleet.fleet.states()
     # a stored one changes, two new ones, one gone
     fleet.fleet.save_states([row(0, "stale"), row(2500, "current"), row(2501, "mismatch")],
-                            [row(1, "current").subject], stored=stored)
-    # another run remembered 2502 meanwhile: this one did not know it
-    fleet.fleet.save_states([row(2502, "current")], [], stored=fleet.fleet.states())
-    assert "row by row" not in caplog.text
-    with caplog.at_level("INFO", logger="lecentral.fleet.store"):
-        fleet.fleet.save_states([row(2502, "silent"), row(2503, "current")], [], stored=stored)
-    assert "saving fleet states row by row" in caplog.text
+                            [row(1, "current").subject])
+    fleet.fleet.save_states([row(2502, "current")], [])  # another run's
+    fleet.fleet.save_states([row(2502, "silent"), row(2503, "current")], [])
     states = fleet.fleet.states()
     assert len(states) == 2503
     assert states[row(0, "").subject] == "stale" and row(1, "").subject not in states
     assert [states[row(i, "").subject] for i in range(2500, 2504)] == [
         "current", "mismatch", "silent", "current"]
+    saved = _state_rows(fleet)
+    assert saved[row(2502, "").subject] == ("n2502.example.test", "web1 (x)", "silent",
+                                            fleet.now + 2502, "d2502silent")
 
 
 def test_many_remembered_subjects_changed_at_once_are_saved_in_batches(fleet: Fleet) -> None:
-    """A host gone silent changes every subject deployed there: those remembered are replaced
-    in batches (deleted 500, inserted 1,000 to a statement), not updated one by one."""
+    """A host gone silent changes every subject deployed there: written in batches (1,000 to
+    a statement, the database's upsert), not updated one by one; each row as it was told."""
     from sqlalchemy import event
 
     from lecentral.fleet.store import StateRow, subject_key
 
     def row(i: int, state: str) -> StateRow:
         key = subject_key(f"n{i}.example.test", "agent", "web1 (x)")
-        return StateRow(key, f"n{i}.example.test", "web1 (x)", state, fleet.now, f"d{i}")
+        return StateRow(key, f"n{i}.example.test", f"web1 (x{i})", state, fleet.now - i,
+                        f"{state} since {i}")
 
-    fleet.fleet.save_states([row(i, "current") for i in range(2500)], [], stored=set())
+    fleet.fleet.save_states([row(i, "current") for i in range(2500)], [])
     statements: list[str] = []
 
     def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
@@ -693,13 +702,13 @@ def test_many_remembered_subjects_changed_at_once_are_saved_in_batches(fleet: Fl
     event.listen(fleet.store.engine, "before_cursor_execute", seen)
     try:
         fleet.fleet.save_states([row(i, "silent") for i in range(1, 2500)] + [row(2500, "silent")],
-                                [row(0, "").subject], stored=fleet.fleet.states())
+                                [row(0, "").subject])
     finally:
         event.remove(fleet.store.engine, "before_cursor_execute", seen)
-    states = fleet.fleet.states()
-    assert len(states) == 2500 and set(states.values()) == {"silent"}
-    assert row(0, "").subject not in states
-    assert "UPDATE" not in statements and len(statements) <= 12, statements
+    assert _state_rows(fleet) == {
+        row(i, "").subject: (f"n{i}.example.test", f"web1 (x{i})", "silent", fleet.now - i,
+                             f"silent since {i}") for i in range(1, 2501)}
+    assert "UPDATE" not in statements and len(statements) <= 6, statements
 
 
 def test_a_report_landing_while_the_view_is_read_is_in_it_or_not_never_gone(

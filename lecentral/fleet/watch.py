@@ -88,6 +88,26 @@ def load_for_changes(store: Store, config: CentralConfig, now: int
     return fleet, view
 
 
+def _log_changes(fleet: FleetStore, logged: Sequence[tuple[str, str, str, int]]) -> None:
+    """The event log's lines of the changes told (the alerts went out: the lines are extra,
+    a failure is a warning): together; where that failed but the database is there, each on
+    its own, so that one line the database refuses does not take the others with it."""
+    from lecentral.errors import DatabaseUnavailable
+
+    try:
+        fleet.store.record_events(logged)
+        return
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("could not log %d fleet changes in the event log: %s", len(logged), exc)
+        if isinstance(exc, DatabaseUnavailable):  # (each would wait as long again)
+            return
+    for name, kind, message, when in logged:
+        try:
+            fleet.store.record_event(name, kind, message, when)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning("could not log the fleet change of %s: %s", name, exc)
+
+
 def notify_changes(fleet: FleetStore, view: FleetView, registry: Registry,
                    config: CentralConfig, *, complete: bool = True) -> list[str]:
     """Send every state change since the last call to the notifiers, the event log and the
@@ -120,9 +140,6 @@ def notify_changes(fleet: FleetStore, view: FleetView, registry: Registry,
                       old=old, new=new.state, detail=new.detail)
         if not unsent:
             delivered.append(new)
-    try:
-        fleet.store.record_events(logged)
-    except Exception as exc:  # noqa: BLE001 - the alerts went out; the lines are extra
-        log.warning("could not log %d fleet changes in the event log: %s", len(logged), exc)
-    fleet.save_states(delivered, gone, before)
+    _log_changes(fleet, logged)
+    fleet.save_states(delivered, gone)
     return errors
