@@ -459,6 +459,20 @@ def test_get_many_is_get_of_each_in_one_read(store: SqlStore, url: str) -> None:
     assert store.get_many([]) == {}
 
 
+def test_long_event_messages_outside_ascii_are_clipped_not_refused(store: SqlStore) -> None:
+    """An event's message is cut to 60,000 bytes of UTF-8 at a character's end (MariaDB's TEXT
+    holds 65,535 bytes: 60,000 characters outside ASCII were refused, and with them every
+    line logged together); short ones are kept whole."""
+    store.add(new_row())
+    long = "é" * 40000 + "証" * 10000
+    store.record_event("www.example.test", "fleet", long, 1_800_000_000)
+    store.record_events([("www.example.test", "fleet", "ü" * 70000, 1_800_000_001),
+                         ("www.example.test", "fleet", "short é", 1_800_000_002)])
+    got = {e.ts: e.message for e in store.events("www.example.test") if e.kind == "fleet"}
+    assert got[1_800_000_000] == "é" * 30000
+    assert got[1_800_000_001] == "ü" * 30000 and got[1_800_000_002] == "short é"
+
+
 def test_existing_database_without_the_leftovers_table(store: SqlStore, url: str) -> None:
     """A database made before lecentral_leftovers existed (and before migrations: no version
     table): every command says to run init, and init adds the tables without touching certs."""

@@ -88,6 +88,15 @@ _hint = database_hint
 _dns = dns_key
 
 
+def _clipped(message: str, size: int = 60000) -> str:
+    """``message`` cut to ``size`` bytes of UTF-8, at a character's end: MariaDB's TEXT holds
+    65,535 bytes (60,000 characters outside ASCII were up to 240,000: the event refused)."""
+    data = message.encode("utf-8", "replace")
+    if len(data) <= size:
+        return message
+    return data[:size].decode("utf-8", "ignore")
+
+
 def _ca_changed(previous: Any, new: bytes) -> bool:
     """True if a previous CA chain exists and ``new`` holds other certificates (not merely other
     bytes: line endings or a trailing newline are no new CA)."""
@@ -574,7 +583,7 @@ class SqlStore(Store):
     def _event(self, conn: Connection, name: str, kind: str, message: str, now: int,
                host: str = "") -> None:
         conn.execute(insert(events).values(ts=now or now_ts(), name=_dns(name), kind=kind,
-                                           host=host or this_host(), message=message[:60000]))
+                                           host=host or this_host(), message=_clipped(message)))
 
     def add(self, row: CertRow) -> None:
         try:
@@ -809,7 +818,7 @@ class SqlStore(Store):
             return
         host, clock = this_host(), now_ts()
         rows = [{"ts": now or clock, "name": _dns(name), "kind": kind, "host": host,
-                 "message": message[:60000]} for name, kind, message, now in records]
+                 "message": _clipped(message)} for name, kind, message, now in records]
         with self.transaction(f"logging {len(rows)} events") as conn:
             for start in range(0, len(rows), 1000):
                 conn.execute(insert(events), rows[start:start + 1000])
@@ -821,7 +830,7 @@ class SqlStore(Store):
             result = conn.execute(insert(leftover_table).values(
                 ts=now, name=leftover.name, kind=leftover.kind, host=leftover.host,
                 target=leftover.target, data=json.dumps(leftover.data, sort_keys=True),
-                error=leftover.error[:60000], attempts=1, ts_last_try=now))
+                error=_clipped(leftover.error), attempts=1, ts_last_try=now))
             self._event(conn, leftover.name, "leftover",
                         f"left behind: {leftover.describe()} ({leftover.error})", now)
             key = result.inserted_primary_key
@@ -841,7 +850,7 @@ class SqlStore(Store):
     def leftover_still_there(self, leftover: Leftover, error: str, now: int) -> Leftover:
         with self.transaction(f"updating a leftover of {leftover.name}") as conn:
             conn.execute(update(leftover_table).where(leftover_table.c.id == leftover.id).values(
-                attempts=leftover_table.c.attempts + 1, error=error[:60000], ts_last_try=now))
+                attempts=leftover_table.c.attempts + 1, error=_clipped(error), ts_last_try=now))
             self._event(conn, leftover.name, "leftover",
                         f"still left behind after {leftover.attempts + 1} removals: "
                         f"{leftover.describe()} ({error})", now)
