@@ -843,14 +843,15 @@ class FleetStore:
         if dialect in ("mysql", "mariadb"):
             from sqlalchemy.dialects import mysql
 
-            mine = mysql.insert(fleet_states)
-            return mine.on_duplicate_key_update({c: mine.inserted[c] for c in values})
+            on_key = mysql.insert(fleet_states)
+            return on_key.on_duplicate_key_update({c: on_key.inserted[c] for c in values})
         if dialect in ("postgresql", "sqlite"):
             from sqlalchemy.dialects import postgresql, sqlite
 
-            theirs = (postgresql if dialect == "postgresql" else sqlite).insert(fleet_states)
-            return theirs.on_conflict_do_update(index_elements=[fleet_states.c.subject],
-                                                set_={c: theirs.excluded[c] for c in values})
+            on_conflict = (postgresql if dialect == "postgresql" else sqlite).insert(fleet_states)
+            return on_conflict.on_conflict_do_update(
+                index_elements=[fleet_states.c.subject],
+                set_={c: on_conflict.excluded[c] for c in values})
         return None
 
     @staticmethod
