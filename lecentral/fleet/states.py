@@ -82,11 +82,10 @@ class _Judge:
         self._previous: dict[str, str | None] | None = None
         self._issued: dict[str, int | None] = {}
         self._need_previous: set[str] = set()
-        #: names whose age may be asked (:meth:`age_state`): seen, not current, or nothing
-        #: installed; their certificates are read in one go when the first one is needed
+        #: names whose age may be asked (:meth:`age_state`) and is not in their row (filled by
+        #: :func:`compute`); their certificates are read in one go when the first is needed
         self._need_issued: set[str] = set()
-        self._pems: dict[str, bytes] | None = None
-        self._pems_of: set[str] = set()
+        self._pems: dict[str, bytes | None] | None = None
 
     def previous(self, name: str) -> str | None:
         if self._previous is None:
@@ -124,15 +123,14 @@ class _Judge:
         certificates are not a thousand transactions); a name not foreseen there, alone."""
         assert self.store is not None
         if self._pems is None:
-            wanted = {name} | {n for n in self._need_issued
-                               if n in self.rows and _stored_issue(self.rows[n]) is None}
+            wanted = self._need_issued | {name}
             raw = self.store.current_pems(str(self.rows[n]["name"]) for n in wanted)
-            self._pems = {k.lower().rstrip("."): v for k, v in raw.items()}
-            self._pems_of = wanted
-        if name not in self._pems_of:
+            found = {k.lower().rstrip("."): v for k, v in raw.items()}
+            self._pems = {n: found.get(n) for n in wanted}
+        if name not in self._pems:
             stored_name = str(self.rows[name]["name"])
             return self.store.current_pems([stored_name]).get(stored_name)
-        return self._pems.pop(name, None)  # (asked once: issued_at keeps the answer)
+        return self._pems.pop(name)  # (asked once: issued_at keeps the answer)
 
     def seen_state(self, name: str, fp: str | None, not_after: int | None,
                    names_json: str | None, key_md5: str | None) -> tuple[str, str]:

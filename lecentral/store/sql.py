@@ -97,6 +97,12 @@ def _clipped(message: str, size: int = 60000) -> str:
     return data[:size].decode("utf-8", "ignore")
 
 
+def _event_row(name: str, kind: str, message: str, now: int, host: str = "") -> dict[str, Any]:
+    """An event's row: ``now`` 0 is the clock's, ``host`` "" this host's."""
+    return {"ts": now or now_ts(), "name": _dns(name), "kind": kind,
+            "host": host or this_host(), "message": _clipped(message)}
+
+
 def _ca_changed(previous: Any, new: bytes) -> bool:
     """True if a previous CA chain exists and ``new`` holds other certificates (not merely other
     bytes: line endings or a trailing newline are no new CA)."""
@@ -582,8 +588,7 @@ class SqlStore(Store):
 
     def _event(self, conn: Connection, name: str, kind: str, message: str, now: int,
                host: str = "") -> None:
-        conn.execute(insert(events).values(ts=now or now_ts(), name=_dns(name), kind=kind,
-                                           host=host or this_host(), message=_clipped(message)))
+        conn.execute(insert(events).values(**_event_row(name, kind, message, now, host)))
 
     def add(self, row: CertRow) -> None:
         try:
@@ -816,9 +821,7 @@ class SqlStore(Store):
         """The events in one transaction, 1,000 rows to a statement."""
         if not records:
             return
-        host, clock = this_host(), now_ts()
-        rows = [{"ts": now or clock, "name": _dns(name), "kind": kind, "host": host,
-                 "message": _clipped(message)} for name, kind, message, now in records]
+        rows = [_event_row(name, kind, message, now) for name, kind, message, now in records]
         with self.transaction(f"logging {len(rows)} events") as conn:
             for start in range(0, len(rows), 1000):
                 conn.execute(insert(events), rows[start:start + 1000])
