@@ -129,7 +129,9 @@ def _streamed(conn: Connection, query: Any, size: int) -> Iterator[Sequence[Any]
     none of its processing (text from the packed column and long texts, bytes from blobs).
     The statement runs now. Its parameters are sent as they are: those of types whose values
     SQLAlchemy would convert first (anything but texts, integers, blobs) make it run through
-    SQLAlchemy instead. The driver's errors, then or while the rows stream, are raised as
+    SQLAlchemy instead. PyMySQL's rows are read off the wire in one loop where
+    :func:`lecentral.store.wire.rows` can (half the client's time they took). The driver's
+    errors, then or while the rows stream, are raised as
     SQLAlchemy's; one that lost the connection invalidates it, as SQLAlchemy does (the
     transaction's rollback then does not replace the error with its own)."""
     from sqlalchemy import exc
@@ -163,6 +165,14 @@ def _streamed(conn: Connection, query: Any, size: int) -> Iterator[Sequence[Any]
     def fetched() -> Iterator[Sequence[Any]]:
         done = False
         try:
+            read = _wire_rows(cursor) if conn.dialect.driver == "pymysql" else None
+            if read is not None:  # (PyMySQL's rows read in one loop: lecentral/store/wire.py)
+                try:
+                    yield from read
+                except dbapi.Error as error:
+                    raise failed(error, cursor) from error
+                done = True
+                return
             while True:
                 try:
                     batch = cursor.fetchmany(size)
@@ -178,6 +188,12 @@ def _streamed(conn: Connection, query: Any, size: int) -> Iterator[Sequence[Any]
                 raise failed(unclosed, cursor) from unclosed
 
     return fetched()
+
+
+def _wire_rows(cursor: Any) -> Iterator[Sequence[Any]] | None:
+    from lecentral.store import wire
+
+    return wire.rows(cursor)
 
 
 def _closed(cursor: Any, dbapi: Any) -> Exception | None:
