@@ -35,13 +35,14 @@ class JsonPass(OnePass):
             expire = _int(expire)
         if not (type(update) is int and update):
             update = _int(update)
+        fp_json = _string(fp)
         if self._split.raw_targets:
-            listed = targets_text(fp, targets)
+            listed = targets_text(fp, targets, fp_json)
             if listed is None:
                 return None
         else:
             listed = targets.replace(SEP, ",")
-        return (f',{{"name":{_string(name)},"enabled":true,"fingerprint":{_string(fp)},'
+        return (f',{{"name":{_string(name)},"enabled":true,"fingerprint":{fp_json},'
                 f'"ts_expire":{"null" if expire is None else expire},'
                 f'"ts_last_update":{"null" if update is None else update},'
                 f'"count_fail_update":{fails if type(fails) is int else _count(fails)},"state":"current",'
@@ -137,16 +138,16 @@ def _shape(shape: str) -> tuple[str, Callable[[list[str]], tuple[str, ...]]]:
     return found
 
 
-def targets_text(fp: str, listed: str) -> str | None:
+def targets_text(fp: str, listed: str, fp_json: str | None = None) -> str | None:
     """The JSON of a certificate's current targets (``listed``: each one's values as
     :meth:`lecentral.fleet.current.Split.target_json` writes them, joined by :data:`SEP`),
-    joined by commas, as ``cert_json`` writes them for the certificate of fingerprint ``fp``;
-    None if a target's values are not that. (300,000 targets a run: where no value needs
+    joined by commas, as ``cert_json`` writes them for the certificate of fingerprint ``fp``
+    (``fp_json``: its JSON, where the caller wrote it already); None if a target's values are not that. (300,000 targets a run: where no value needs
     escaping, the usual case, they are checked in one match and written in one ``%``.)"""
     if _PLAIN_TARGETS.fullmatch(listed) is not None:
         values = listed.replace(SEP, FS).split(FS)
         template, take = _shape("".join(values[_SERVED::len(RAW_FIELDS)]))
-        values.append(_string(fp))
+        values.append(_string(fp) if fp_json is None else fp_json)
         return template % take(values)
     texts = []
     for raw in listed.split(SEP):
