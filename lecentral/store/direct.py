@@ -63,6 +63,10 @@ def database_hint(reason: str) -> str:
         return ("creating lecentral's triggers needs log_bin_trust_function_creators = ON on the "
                 "server (on every node of a Galera cluster: docs/ha.md), or this command run by "
                 "an account with SUPER")
+    if "certificate verify failed" in reason.lower() or "does not match host name" in reason:
+        return ("the server's TLS certificate was refused: ssl_ca in the [database] url must be "
+                "the CA that signed it, and the url's host a name it holds (docs/agent.md, "
+                "\"The central database over TLS\")")
     if "denied" in reason:
         return "this database account lacks that right (contrib/sql/ lists what each account needs)"
     return "check that the server is up and the [database] url is right"
@@ -164,7 +168,7 @@ def _mysql(url: str, names: Sequence[str], retry: RetryPolicy) -> list[tuple[Any
 def connection_class(pymysql: Any) -> Any:
     """PyMySQL's Connection, minus the system CA store it loads for nothing.
 
-    Without ``ssl_*`` options PyMySQL (1.1+) prefers TLS without verifying the server
+    Without ``ssl_*`` options PyMySQL (1.2+) prefers TLS without verifying the server
     (``CERT_NONE``, no host name check), yet builds that context with
     ``ssl.create_default_context()``, which reads the system's CA certificates first: ~40 ms
     of a no-op run. This builds the same context without reading them; with any ``ssl``

@@ -3,7 +3,8 @@
 Thousands of agents waking in the same minute can fill the server's ``max_connections``
 (MariaDB error 1040, PostgreSQL's "too many clients"), and a server restarting refuses
 connections for a few seconds. Those errors are transient: the same request succeeds a moment
-later. Anything else (a wrong password, a missing table, a grant lacking) is not, and fails at once.
+later. Anything else (a wrong password, a missing table, a grant lacking, the server's TLS
+certificate refused) is not, and fails at once.
 
 A :class:`RetryPolicy` comes from ``[database] retry_for``, ``retry_delay`` and
 ``retry_max_delay``. :func:`retrying` calls an operation until it succeeds, it fails with an error
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,12 +84,15 @@ def transient(exc: BaseException) -> str | None:
     args: tuple[Any, ...] = getattr(orig, "args", ())
     module = type(orig).__module__
     if module.startswith(("pymysql", "MySQLdb")):
+        if _refused_certificate(getattr(orig, "original_exception", None)):
+            return None  # (PyMySQL says 2003, "can't connect", for it too)
         code = args[0] if args and isinstance(args[0], int) else None
         return MYSQL_TRANSIENT.get(code) if code is not None else None
     if module.startswith("psycopg"):
         state = getattr(orig, "sqlstate", None)
         text = str(orig).lower()
-        if "password authentication failed" in text or "does not exist" in text:
+        if "password authentication failed" in text or "does not exist" in text or \
+                "certificate verify failed" in text or "does not match host name" in text:
             return None
         if state in PG_TRANSIENT_STATES:
             return f"SQLSTATE {state}"
@@ -95,6 +100,14 @@ def transient(exc: BaseException) -> str | None:
             if words in text:
                 return words
     return None
+
+
+def _refused_certificate(exc: object) -> bool:
+    """Whether ``exc`` is TLS refusing the server's certificate (another CA, another name):
+    no wait cures that. (ssl is looked up, not imported: when such an error exists, it is
+    loaded.)"""
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(exc, ssl.SSLCertVerificationError)
 
 
 class GaveUp(Exception):

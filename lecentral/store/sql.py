@@ -373,7 +373,8 @@ class SqlStore(Store):
                     rows[str(row["name"])] = row
             return stored, rows
 
-        stored, rows = self.read(f"reading {len(wanted)} certificates", query)
+        what = f"reading {wanted[0]}" if len(wanted) == 1 else f"reading {len(wanted)} certificates"
+        stored, rows = self.read(what, query)
         found: dict[str, CertRow | None] = {}
         for name in wanted:
             same = stored.get(_dns(name), [])
