@@ -304,6 +304,9 @@ class RenewConfig:
     min_interval: int = duration(3600)  # seconds or "1h": the rate guard between attempts
     retry_pause: int = duration(3600)  # seconds or "1h" between --rounds
     max_failures: int = 10
+    #: failures of a run alerted one by one; the rest of each pass in one alert at its end
+    #: (lecentral/renew/alerts.py)
+    alert_digest_after: int = field(default=10, metadata={"minimum": 0})
     workers: int = 8
     #: processes for a pass of more than ``workers`` certificates, the ``workers`` threads shared
     #: out among them (lecentral/renew/forked.py): 1 keeps every pass in one process, one core;

@@ -200,6 +200,52 @@ def test_certificate_for_another_key_is_refused(dns_world: World, tmp_path: Path
     assert "another key" in store.events(SPARE[4])[0].message
 
 
+def test_many_failures_are_alerted_in_one_digest_per_pass(
+        dns_world: World, tmp_path: Path, smtp: tuple[Mailbox, int]) -> None:
+    """Twelve certificates failing the same way (no sub-zone: the parent zone takes no
+    updates), ``alert_digest_after = 3``, two rounds: the run's first three failures are
+    mailed one by one as they happen, the other nine in one alert at the end of the first pass
+    (one error, ``NAME`` for each certificate's own name, every name listed); the second
+    round's twelve in one alert more, the run's separate alerts spent: 5 mails for 24
+    failures, each failure still counted and in its event log."""
+    import secrets
+
+    mails = smtp[0].messages
+    token = secrets.token_hex(3)
+    names = sorted(f"nosub{i:02d}-{token}.{PARENT}" for i in range(12))
+    config = make_config(dns_world, tmp_path, retry_pause=0, max_failures=1,
+                         alert_digest_after=3)
+    config = dataclasses.replace(config, notify=NotifyConfig(
+        mail_to=["ops@example.test"], smtp=f"{LOOPBACK}:{smtp[1]}"))
+    store = open_store(config)
+    for name in names:
+        add_row(store, [name])
+    before = len(mails)
+    report = RenewJob(config, store, Registry.load(entrypoints=False)).run(RenewRequest())
+
+    assert sorted((o.round, o.status) for o in report.outcomes) == \
+        [(1, "failed")] * 12 + [(2, "failed")] * 12
+    sent = mails[before:]
+    subjects = [m["Subject"] for m in sent]
+    assert len(sent) == 5, subjects
+    alone = "[lecentral] WARNING: {}: renewal failed"
+    alerted_alone = {n for n in names if alone.format(n) in subjects}
+    assert len(alerted_alone) == 3
+    digest = "[lecentral] WARNING: renew: {} more certificate(s) failed"
+    digests = [m for m in sent if m["Subject"] in (digest.format(9), digest.format(12))]
+    assert [m["Subject"] for m in digests] == [digest.format(9), digest.format(12)]
+    first, second = (m.get_payload(decode=True).decode() for m in digests)
+    assert "9 failed: " in first and f"zone {PARENT}" in first and "NAME" in first
+    assert first.count(" failed: ") == 1  # one cause, one group
+    assert {n for n in names if n in first} == set(names) - alerted_alone
+    assert all(n in second for n in names) and "alert_digest_after" in second
+    for name in names:
+        row = store.get(name)
+        assert row is not None and row.count_fail_update == 2
+        assert [e.kind for e in store.events(name)] == ["failed", "failed", "added"]
+    store.close()
+
+
 # --- secrets: never in a log or a mail ---------------------------------------------------------
 
 

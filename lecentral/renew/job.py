@@ -32,6 +32,7 @@ from lecentral.interfaces import IssuedSave
 from lecentral.phases import describe, phase, recording
 from lecentral.records import Notification
 from lecentral.renew import forked, recovery
+from lecentral.renew.alerts import FailureAlerts, Held
 from lecentral.renew.ari import AriReaders
 from lecentral.renew.attempt import SAVERS, Issued, Relayed, issue_and_spool
 from lecentral.renew.checks import WindowSource, asks_ari, check_row, due_reason
@@ -87,6 +88,8 @@ class RenewJob:
         self.progress = progress or (lambda name, step: None)
         self.redact = Redactor(config)
         self._write_lock = threading.Lock()  # SQLite allows one writer: workers take turns
+        #: the first failures alerted one by one, the rest of a pass in one alert
+        self._alerts = FailureAlerts(config.renew.alert_digest_after)
         #: the workers' saves, committed together (lecentral/renew/saving.py)
         self._saver = GroupSaver(store, self._write_lock)
         self._issuers: dict[str, Issuer | LecentralError] = {}
@@ -211,8 +214,11 @@ class RenewJob:
         if not due:
             return []
         report.rounds = number
-        with phase("issue"):
-            results = self._pass(due, number)
+        try:
+            with phase("issue"):
+                results = self._pass(due, number)
+        finally:
+            self._send_digest()
         if self.children_died:
             self.children_died = False
             self._clean_after_dead_children(report)
@@ -749,7 +755,18 @@ class RenewJob:
         for err in errors:
             log.error("notification about the run's problem not sent: %s", self.redact(err))
 
+    def _send_digest(self) -> None:
+        """The pass's held failure alerts, as one (lecentral/renew/alerts.py)."""
+        digest = self._alerts.digest(self.config.renew.max_failures)
+        if digest is None:
+            return
+        errors = self.registry.notify(digest, dataclasses.asdict(self.config.notify))
+        for err in errors:
+            log.error("notification about %s not sent: %s", digest.subject, self.redact(err))
+
     def _notify(self, name: str, error: str, count: int, status: str) -> None:
+        if not self._alerts.admit(Held(name, status, error, count)):
+            return  # in the pass's digest
         if count > 2:
             severity = "error"
             subject = f"{name}: renewal failed {count} times in a row"
