@@ -171,3 +171,32 @@ def test_the_agent_verifies_the_database_it_reads(kind: str, request: pytest.Fix
         server.drop_database("agent_tls")
         if kind == "mariadb":
             server.execute("DROP USER IF EXISTS 'tlsreader'@'%'")
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ("?ssl_ca=/nonexistent/ca.pem", "No such file or directory (ssl_ca = /nonexistent/ca.pem"),
+    ("?ssl_ca=/tmp", "Is a directory (ssl_ca = /tmp"),
+    ("?ssl_ca=/etc/passwd", "(ssl_ca = /etc/passwd: a readable PEM file of certificates"),
+    ("?ssl_ca=/etc/passwd&ssl_chek_hostname=false", "unexpected keyword argument 'ssl_chek_hostname'"),
+])
+def test_options_pymysql_cannot_use_are_a_clear_error(tls_server: TlsMariaDB, tmp_path: Path,
+                                                      options: str, said: str) -> None:
+    """A TLS option of the agent's MariaDB URL that cannot be used (its file missing, a
+    directory, not certificates; an option misspelt): exit 4 naming it, as for a database
+    down, nothing installed, no password shown (it was a traceback and exit 1)."""
+    name = "www.example.test"
+    url = tls_server.create_database("agent_opts")
+    world = AgentWorld(tmp_path / "agent", db_url=url)
+    try:
+        world.add(name)
+        world.issue(name)
+        world.write_config(world.entry(name), database=url + options)
+        out = world.run("run")
+        assert out.exit_code == 4, out.stderr
+        assert said in out.stderr and "Traceback" not in out.stderr
+        assert "check the options of [database] url" in out.stderr
+        assert tls_server.password not in out.stderr + out.stdout
+        assert not any((world.ssl / "certs").iterdir())
+    finally:
+        world.close()
+        tls_server.drop_database("agent_opts")

@@ -58,15 +58,17 @@ def database_hint(reason: str) -> str:
     if ("Access denied for user" in reason and "using password" in reason) or \
             "password authentication failed" in reason:
         return ("the database refused this account's name or password: check the user and the "
-                "password in [database] url")
+                "password in [database] url (MariaDB says the same of an account REQUIRE SSL "
+                "reached without TLS)")
     if "log_bin_trust_function_creators" in reason:  # 1419: binary log or Galera, no SUPER
         return ("creating lecentral's triggers needs log_bin_trust_function_creators = ON on the "
                 "server (on every node of a Galera cluster: docs/ha.md), or this command run by "
                 "an account with SUPER")
     if "certificate verify failed" in reason.lower() or "does not match host name" in reason:
-        return ("the server's TLS certificate was refused: ssl_ca in the [database] url must be "
-                "the CA that signed it, and the url's host a name it holds (docs/agent.md, "
-                "\"The central database over TLS\")")
+        return ("the server's TLS certificate was refused: the CA of the [database] url "
+                "(MariaDB ssl_ca, PostgreSQL sslrootcert) must be the one that signed it, and "
+                "the url's host a name it holds (docs/agent.md, \"The central database over "
+                "TLS\")")
     if "denied" in reason:
         return "this database account lacks that right (contrib/sql/ lists what each account needs)"
     return "check that the server is up and the [database] url is right"

@@ -151,7 +151,10 @@ class SqlStore(Store):
         if self.dialect == "sqlite":  # the blob checksum of lecentral/store/facts.py
             event.listen(self.engine, "connect", _register_sqlite_functions)
         elif self.engine.dialect.driver == "pymysql":  # (no CA store read for nothing)
-            event.listen(self.engine, "do_connect", _pymysql_connect)
+            shown = self.shown_url
+            event.listen(self.engine, "do_connect",
+                         lambda dialect, record, cargs, cparams:
+                         _pymysql_connect(shown, dialect, cargs, cparams))
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -1020,11 +1023,27 @@ def _key(name: str) -> str:
         return name.rstrip()
 
 
-def _pymysql_connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+def _pymysql_connect(shown_url: str, dialect: Any, cargs: Any, cparams: Any) -> Any:
     """PyMySQL's connection as the dialect would make it, minus the system CA store its
     preferred-TLS context loads for nothing (:func:`lecentral.store.direct.connection_class`:
-    20-40 ms of every command on MariaDB); with ``ssl`` options in the URL, PyMySQL's own."""
-    return connection_class(dialect.loaded_dbapi)(*cargs, **cparams)
+    20-40 ms of every command on MariaDB); with ``ssl`` options in the URL, PyMySQL's own.
+
+    An option of the URL PyMySQL cannot use (an ``ssl_ca`` file missing, a directory, not
+    PEM certificates; a misspelt option) is a :class:`StoreError` naming it, not the raw
+    exception (PyMySQL reports the socket's errors as its own; these come before any)."""
+    try:
+        return connection_class(dialect.loaded_dbapi)(*cargs, **cparams)
+    except (OSError, TypeError, ValueError) as exc:
+        ssl = cparams.get("ssl")
+        files = {key: ssl[key] for key in ("ca", "capath", "cert", "key")
+                 if isinstance(ssl, dict) and ssl.get(key) and isinstance(exc, OSError)}
+        named = "; ".join(f"ssl_{key} = {value}" for key, value in files.items())
+        raise StoreError(
+            f"database {shown_url}: its options cannot be used: {exc}"
+            + (f" ({named}: a readable PEM file of certificates, or of the client's key)"
+               if named else "")
+            + "; check the options of [database] url (docs/agent.md, \"The central database "
+            "over TLS\")") from None
 
 
 def _register_sqlite_functions(dbapi_connection: Any, _record: Any) -> None:
