@@ -89,4 +89,4 @@ class FailureAlerts:
 
 def _general(error: str, name: str) -> str:
     """``error`` with ``name`` read as NAME (case as written), so that one cause is one group."""
-    return error.replace(name, "NAME") if name else error
+    return error.replace(name, "NAME")

@@ -28,7 +28,13 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from lecentral.config import mask_url, url_password_problem
 from lecentral.errors import StoreError
-from lecentral.store.retry import GaveUp, RetryPolicy, gave_up_error, retrying
+from lecentral.store.retry import (
+    CERTIFICATE_REFUSED,
+    GaveUp,
+    RetryPolicy,
+    gave_up_error,
+    retrying,
+)
 from lecentral.store.rows import CertRow
 
 #: the seed's columns, as ``CertRow.from_db`` reads them (old_ca/old_crt too: it validates them)
@@ -64,7 +70,7 @@ def database_hint(reason: str) -> str:
         return ("creating lecentral's triggers needs log_bin_trust_function_creators = ON on the "
                 "server (on every node of a Galera cluster: docs/ha.md), or this command run by "
                 "an account with SUPER")
-    if "certificate verify failed" in reason.lower() or "does not match host name" in reason:
+    if any(words in reason.lower() for words in CERTIFICATE_REFUSED):
         return ("the server's TLS certificate was refused: the CA of the [database] url "
                 "(MariaDB ssl_ca, PostgreSQL sslrootcert) must be the one that signed it, and "
                 "the url's host a name it holds (docs/agent.md, \"The central database over "

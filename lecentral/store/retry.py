@@ -42,6 +42,9 @@ MYSQL_TRANSIENT = {
     2055: "lost connection",
 }
 
+#: what TLS says of a server certificate it refused (libpq, OpenSSL): no wait cures that
+CERTIFICATE_REFUSED = ("certificate verify failed", "does not match host name")
+
 #: PostgreSQL (psycopg) messages and SQLSTATEs meaning the same
 PG_TRANSIENT_STATES = {"53300", "57P01", "57P02", "57P03", "08006", "08001"}
 PG_TRANSIENT_WORDS = (
@@ -91,8 +94,8 @@ def transient(exc: BaseException) -> str | None:
     if module.startswith("psycopg"):
         state = getattr(orig, "sqlstate", None)
         text = str(orig).lower()
-        if "password authentication failed" in text or "does not exist" in text or \
-                "certificate verify failed" in text or "does not match host name" in text:
+        if ("password authentication failed" in text or "does not exist" in text
+                or any(words in text for words in CERTIFICATE_REFUSED)):
             return None
         if state in PG_TRANSIENT_STATES:
             return f"SQLSTATE {state}"

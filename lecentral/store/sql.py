@@ -1034,10 +1034,9 @@ def _pymysql_connect(shown_url: str, dialect: Any, cargs: Any, cparams: Any) -> 
     try:
         return connection_class(dialect.loaded_dbapi)(*cargs, **cparams)
     except (OSError, TypeError, ValueError) as exc:
-        ssl = cparams.get("ssl")
-        files = {key: ssl[key] for key in ("ca", "capath", "cert", "key")
-                 if isinstance(ssl, dict) and ssl.get(key) and isinstance(exc, OSError)}
-        named = "; ".join(f"ssl_{key} = {value}" for key, value in files.items())
+        ssl = cparams.get("ssl") if isinstance(exc, OSError) else None  # (a file's error)
+        named = "; ".join(f"ssl_{key} = {ssl[key]}" for key in ("ca", "capath", "cert", "key")
+                          if isinstance(ssl, dict) and ssl.get(key))
         raise StoreError(
             f"database {shown_url}: its options cannot be used: {exc}"
             + (f" ({named}: a readable PEM file of certificates, or of the client's key)"
